@@ -1,0 +1,124 @@
+/*
+ * nn_net: the public face of the neural-network core. A net is a DAG of layers built by the zoo
+ * (nn_zoo_new), with every buffer reserved at build time for a maximum batch size; forward,
+ * backward and the R-operator passes never allocate.
+ *
+ * All parameters live in one flat float vector, in models.md's order (PyTorch registration order);
+ * gradients, directions and Hessian-vector products use the same indexing. BatchNorm running
+ * statistics live in a second flat vector ("buffers"). Tensors are named with PyTorch state_dict names
+ * (nn_net_tensor) so that weights files can be exchanged with PyTorch.
+ *
+ * Inputs are NCHW float32; labels int32 in [0, classes). The loss is the mean softmax cross-entropy
+ * over the n samples of the call.
+ */
+#ifndef NN_NET_H
+#define NN_NET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nn_base.h"
+
+typedef struct nn_net nn_net_t;
+
+/* BatchNorm behaviour of a pass. */
+enum nn_bn_mode {
+    NN_BN_TRAIN = 0, /* batch statistics (and running-stat update when NN_PASS_UPDATE_STATS) */
+    NN_BN_EVAL = 1   /* running statistics */
+};
+
+/* Flags for nn_net_train_pass. */
+enum nn_pass_flags {
+    NN_PASS_PARAM_GRAD = 1u << 0,   /* accumulate dL/dw into nn_net_grads() */
+    NN_PASS_INPUT_GRAD = 1u << 1,   /* write dL/dx (NCHW) into the dx argument */
+    NN_PASS_UPDATE_STATS = 1u << 2  /* train-mode BN: update running statistics */
+};
+
+/* A named tensor of the net (parameter or buffer), as in a PyTorch state_dict. */
+enum nn_tensor_kind { NN_TENSOR_PARAM = 0, NN_TENSOR_BUFFER = 1 };
+struct nn_tensor_info {
+    const char *name;          /* PyTorch name, e.g. "layers.0.c1.weight"; owned by the net */
+    enum nn_tensor_kind kind;  /* parameter (in params()) or buffer (in buffers()) */
+    int ndim;                  /* number of dimensions, 1..4 */
+    int shape[4];              /* PyTorch shape (Conv2d weight: out, in, kh, kw) */
+    size_t offset;             /* first float in the flat params() or buffers() vector */
+    size_t numel;              /* number of floats */
+    int layer;                 /* index of its parameter layer (see nn_net_param_layers) */
+};
+
+/* Build a zoo model ("mlp", "cnn", "resnet20", "resnet18") for inputs c x h x w and `classes`
+ * classes, able to run batches of up to max_batch samples. Parameters are initialised as PyTorch
+ * does by default (nn_net_init with seed 0). Returns NULL and sets *err (may be NULL) on an unknown
+ * model or shapes that do not fit (e.g. cnn needs h, w divisible by 4). Caller owns the result;
+ * free with nn_net_destroy. */
+nn_net_t *nn_zoo_new(const char *model, int c, int h, int w, int classes, int max_batch, int *err);
+
+/* Names of the zoo models, NULL-terminated. */
+const char *const *nn_zoo_models(void);
+
+/* Destroy a net and null the caller's pointer; accepts NULL, safe twice. */
+void nn_net_destroy(nn_net_t **self_p);
+
+/* Re-initialise parameters (PyTorch default init: kaiming-uniform weights, BN gamma 1 beta 0,
+ * running mean 0 var 1) from a seed. */
+void nn_net_init(nn_net_t *net, uint64_t seed);
+
+/* Sizes and flat vectors. The pointers are owned by the net and valid until it is destroyed. */
+size_t nn_net_param_count(const nn_net_t *net);
+size_t nn_net_buffer_count(const nn_net_t *net);
+float *nn_net_params(nn_net_t *net);
+float *nn_net_grads(nn_net_t *net);
+float *nn_net_buffers(nn_net_t *net);
+int nn_net_classes(const nn_net_t *net);
+int nn_net_max_batch(const nn_net_t *net);
+void nn_net_input_shape(const nn_net_t *net, int *c, int *h, int *w);
+
+/* Named tensors, in state_dict order (parameters and buffers interleaved as PyTorch lists them). */
+int nn_net_tensor_count(const nn_net_t *net);
+const struct nn_tensor_info *nn_net_tensor(const nn_net_t *net, int i);
+const struct nn_tensor_info *nn_net_tensor_find(const nn_net_t *net, const char *name);
+
+/* Parameter layers (Conv2d, Linear, BatchNorm2d with their own parameters) in parameter order;
+ * layer i owns params [nn_net_param_layer_offset(i), +nn_net_param_layer_size(i)). The block of the
+ * last K layers starts at nn_net_param_layer_offset(count - K). */
+int nn_net_param_layers(const nn_net_t *net);
+size_t nn_net_param_layer_offset(const nn_net_t *net, int layer);
+size_t nn_net_param_layer_size(const nn_net_t *net, int layer);
+
+/* Set all parameter gradients to zero. */
+void nn_net_zero_grad(nn_net_t *net);
+
+/* Forward pass only. x: n x c x h x w (NCHW). logits (may be NULL): n x classes row-major. labels may
+ * be NULL (then the loss is not computed and 0 is returned); otherwise returns the mean loss and, if
+ * correct != NULL, the number of samples whose argmax equals the label. */
+float nn_net_forward(nn_net_t *net, const float *x, const int32_t *labels, int n,
+                     enum nn_bn_mode bn, float *logits, int *correct);
+
+/* Forward and backward. Returns the mean loss. With NN_PASS_PARAM_GRAD the gradient of the mean loss
+ * is ADDED to nn_net_grads() (call nn_net_zero_grad first; accumulation across micro-batches is the
+ * caller's choice of scaling via `grad_scale`, which multiplies what is added). With
+ * NN_PASS_INPUT_GRAD, dx (n x c x h x w) receives dL/dx of the mean loss (not scaled). correct as
+ * above (may be NULL). */
+float nn_net_train_pass(nn_net_t *net, const float *x, const int32_t *labels, int n,
+                        enum nn_bn_mode bn, unsigned flags, float grad_scale, float *dx,
+                        int *correct);
+
+/* Exact Hessian-vector product of the mean loss on (x, labels) w.r.t. the parameters, by the
+ * R-operator (Pearlmutter): hv = H v. v and hv have nn_net_param_count() floats. With block_last_k
+ * > 0 only the last K parameter layers are involved: entries of v outside the block are ignored,
+ * entries of hv outside it are set to zero, and no work is done below the block. block_last_k = 0
+ * means the full Hessian. BatchNorm in eval mode uses running statistics; in train mode the R-pass
+ * goes through the batch statistics (running statistics are not updated). Returns the mean loss. */
+float nn_net_hvp(nn_net_t *net, const float *x, const int32_t *labels, int n, enum nn_bn_mode bn,
+                 int block_last_k, const float *v, float *hv);
+
+/* Floating-point operations of one forward pass per sample (multiply-add = 2), for benchmarks. */
+double nn_net_forward_flops(const nn_net_t *net);
+
+/* SGD with momentum and weight decay, PyTorch semantics, over n floats:
+ *   buf = momentum * buf + (g + wd * w);   w -= lr * buf
+ * (buf starts at zero; PyTorch's first step sets buf = g + wd*w, which is the same from zero.) */
+void nn_sgd_step(float *w, float *buf, const float *g, size_t n, float lr, float momentum,
+                 float weight_decay);
+
+#endif

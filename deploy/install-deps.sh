@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install what eigenbatch needs to build, test and benchmark on Debian 12 (run as root).
+#   deploy/install-deps.sh          build + test dependencies and the Fashion-MNIST data package
+#   deploy/install-deps.sh --bench  also the comparison tools used by bench/ (PyTorch, PIL, gnuplot)
+set -euo pipefail
+
+pkgs=(
+  build-essential cmake pkg-config
+  libopenblas-dev libzmq3-dev libprotobuf-c-dev protobuf-c-compiler
+  liblmdb-dev lmdb-utils libyaml-dev libjansson-dev zlib1g-dev
+  libjpeg62-turbo-dev libturbojpeg0-dev libcmocka-dev
+  dataset-fashion-mnist python3 python3-numpy gnuplot-nox
+)
+if [ "${1:-}" = "--bench" ]; then
+  pkgs+=(python3-torch python3-pil linux-perf)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

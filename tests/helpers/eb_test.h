@@ -1,0 +1,32 @@
+/*
+ * eb_test: helpers shared by the tests (cmocka is the framework): temporary directories, free
+ * loopback ports, data files, tolerance checks.
+ */
+#ifndef EB_TEST_H
+#define EB_TEST_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+/* Exit status that CTest treats as "skipped". */
+#define EB_TEST_SKIP 77
+
+/* Make a fresh temporary directory (mkdtemp under $TMPDIR or /tmp); caller frees the string and may
+ * remove the tree with eb_test_rmtree. Fails the test on error. */
+char *eb_test_tmpdir(void);
+void eb_test_rmtree(const char *path);
+
+/* A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it, close). */
+int eb_test_free_port(void);
+
+/* Path of the repository root (EB_SOURCE_DIR) and of the built `eigenbatch` binary (EB_BINARY). */
+const char *eb_test_source_dir(void);
+const char *eb_test_binary(void);
+
+/* Relative difference |a-b| / max(|a|, |b|, floor). */
+double eb_test_reldiff(double a, double b, double floor);
+
+#endif

@@ -1,0 +1,28 @@
+/*
+ * eb_cli: sub-command table of the `eigenbatch` binary and small argument-parsing helpers shared by
+ * the sub-commands.
+ */
+#ifndef EB_CLI_H
+#define EB_CLI_H
+
+/* A sub-command: argv[0] is the sub-command's name. Returns the process exit status. */
+struct eb_cmd {
+    const char *name;                   /* "bench", "train", ... */
+    int (*run)(int argc, char **argv);  /* entry point */
+    const char *summary;                /* one line for `eigenbatch --help` */
+};
+
+/* NULL-terminated table of all sub-commands. */
+const struct eb_cmd *eb_cli_commands(void);
+
+/* Run the sub-command named argv[0]; prints usage and returns 2 when unknown. */
+int eb_cli_main(int argc, char **argv);
+
+/* Parse a whole decimal integer / float option value; on failure print
+ * "eigenbatch SUBCMD: invalid value 'V' for --OPT" and return -1. */
+int eb_cli_int(const char *cmd, const char *opt, const char *val, long *out);
+int eb_cli_double(const char *cmd, const char *opt, const char *val, double *out);
+
+/* Sub-command entry points (tools/cmd_*.c and the role folders). */
+
+#endif

@@ -1,0 +1,322 @@
+/*
+ * rt_metrics: JSON-lines event writer (jansson) and the interval progress line with ETA.
+ */
+#include "rt_metrics.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rt_err.h"
+
+/* Width of the live bar in characters. */
+#define PROGRESS_BAR 24
+/* Longest progress line. */
+#define PROGRESS_LINE 512
+/* Live lines are redrawn at most this often (seconds), whatever the interval. */
+#define PROGRESS_LIVE_INTERVAL 0.25
+
+struct rt_metrics {
+    FILE *f;              /* the open metrics file */
+    char *path;           /* its path, for messages */
+    pthread_mutex_t lock; /* held from begin to end */
+    json_t *cur;          /* event being built, or NULL */
+    int failed;           /* a field of cur could not be added */
+};
+
+int rt_metrics_open(const char *path, int append, rt_metrics_t **out)
+{
+    *out = NULL;
+    rt_metrics_t *m = calloc(1, sizeof *m);
+    if (!m || !(m->path = strdup(path))) {
+        free(m);
+        return rt_err_set(RT_ERR_NOMEM, "%s: out of memory", path);
+    }
+    m->f = fopen(path, append ? "a" : "w");
+    if (!m->f) {
+        int rc = rt_err_set(RT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        free(m->path);
+        free(m);
+        return rc;
+    }
+    pthread_mutex_init(&m->lock, NULL);
+    *out = m;
+    return 0;
+}
+
+void rt_metrics_close(rt_metrics_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    rt_metrics_t *m = *self_p;
+    fclose(m->f);
+    json_decref(m->cur);
+    pthread_mutex_destroy(&m->lock);
+    free(m->path);
+    free(m);
+    *self_p = NULL;
+}
+
+/* Wall-clock time in Unix seconds. */
+static double s_unix_time(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Add a field to the event being built; a NULL value (allocation failed) marks it failed. */
+static void s_field(rt_metrics_t *m, const char *key, json_t *value)
+{
+    RT_ASSERT(m->cur);
+    if (!value || json_object_set_new(m->cur, key, value))
+        m->failed = 1;
+}
+
+void rt_metrics_begin(rt_metrics_t *m, const char *event)
+{
+    pthread_mutex_lock(&m->lock);
+    RT_ASSERT(!m->cur);
+    m->failed = 0;
+    m->cur = json_object();
+    if (!m->cur) {
+        m->cur = json_null(); /* a placeholder: end reports the failure */
+        m->failed = 1;
+        return;
+    }
+    s_field(m, "event", json_string(event));
+    s_field(m, "time", json_real(round(s_unix_time() * 1000.0) / 1000.0));
+}
+
+void rt_metrics_int(rt_metrics_t *m, const char *key, long long value)
+{
+    if (json_is_object(m->cur))
+        s_field(m, key, json_integer(value));
+}
+
+void rt_metrics_num(rt_metrics_t *m, const char *key, double value)
+{
+    if (json_is_object(m->cur))
+        s_field(m, key, isfinite(value) ? json_real(value) : json_null());
+}
+
+void rt_metrics_str(rt_metrics_t *m, const char *key, const char *value)
+{
+    if (json_is_object(m->cur))
+        s_field(m, key, value ? json_string(value) : json_null());
+}
+
+void rt_metrics_bool(rt_metrics_t *m, const char *key, int value)
+{
+    if (json_is_object(m->cur))
+        s_field(m, key, json_boolean(value));
+}
+
+/* Dump obj as one line and flush; lock held by the caller. */
+static int s_write_line(rt_metrics_t *m, json_t *obj)
+{
+    char *line = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    if (!line)
+        return rt_err_set(RT_ERR_NOMEM, "%s: cannot serialise an event", m->path);
+    int bad = fputs(line, m->f) == EOF || fputc('\n', m->f) == EOF || fflush(m->f) == EOF;
+    free(line);
+    if (bad)
+        return rt_err_set(RT_ERR_IO, "%s: write failed: %s", m->path, strerror(errno));
+    return 0;
+}
+
+int rt_metrics_end(rt_metrics_t *m)
+{
+    RT_ASSERT(m->cur);
+    int rc = m->failed ? rt_err_set(RT_ERR_NOMEM, "%s: cannot build an event", m->path)
+                       : s_write_line(m, m->cur);
+    json_decref(m->cur);
+    m->cur = NULL;
+    pthread_mutex_unlock(&m->lock);
+    return rc;
+}
+
+int rt_metrics_write(rt_metrics_t *m, json_t *obj)
+{
+    if (!json_is_object(obj))
+        return rt_err_set(RT_ERR_ARG, "%s: an event must be a JSON object", m->path);
+    pthread_mutex_lock(&m->lock);
+    int rc = 0;
+    if (!json_object_get(obj, "time")) {
+        json_t *copy = json_copy(obj);
+        if (!copy || json_object_set_new(copy, "time", json_real(s_unix_time())))
+            rc = rt_err_set(RT_ERR_NOMEM, "%s: cannot build an event", m->path);
+        else
+            rc = s_write_line(m, copy);
+        json_decref(copy);
+    } else {
+        rc = s_write_line(m, obj);
+    }
+    pthread_mutex_unlock(&m->lock);
+    return rc;
+}
+
+/* ---- progress ---------------------------------------------------------------------------- */
+
+struct rt_progress {
+    char *label;        /* what is progressing ("train", "eval") */
+    long long total;    /* units of work in all */
+    double interval;    /* seconds between lines */
+    FILE *out;          /* where lines go */
+    int live;           /* redraw one line with a bar (terminal) */
+    int live_drawn;     /* a live line is on screen (needs a newline before other output) */
+    double start;       /* rt_progress_now() at creation */
+    double last;        /* time of the last printed line */
+    double first_t;     /* time of the first update (ETA excludes the start-up before it) */
+    long long first_done; /* units done at the first update, -1 before it */
+};
+
+double rt_progress_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+const char *rt_progress_fmt_duration(double s, char *buf, size_t len)
+{
+    if (!isfinite(s) || s < 0 || s > 1e9) {
+        snprintf(buf, len, "?");
+        return buf;
+    }
+    long long t = llround(s);
+    if (t < 60)
+        snprintf(buf, len, "%llds", t);
+    else if (t < 3600)
+        snprintf(buf, len, "%lldm%02llds", t / 60, t % 60);
+    else if (t < 86400)
+        snprintf(buf, len, "%lldh%02lldm", t / 3600, (t % 3600) / 60);
+    else
+        snprintf(buf, len, "%lldd%02lldh", t / 86400, (t % 86400) / 3600);
+    return buf;
+}
+
+rt_progress_t *rt_progress_new(const char *label, long long total, double interval_s, FILE *out)
+{
+    rt_progress_t *p = calloc(1, sizeof *p);
+    if (!p || !(p->label = strdup(label ? label : ""))) {
+        free(p);
+        return NULL;
+    }
+    p->total = total;
+    p->interval = interval_s;
+    p->out = out ? out : stderr;
+    p->live = isatty(fileno(p->out));
+    p->start = p->last = rt_progress_now();
+    p->first_done = -1;
+    return p;
+}
+
+void rt_progress_destroy(rt_progress_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    rt_progress_t *p = *self_p;
+    if (p->live_drawn)
+        fputc('\n', p->out);
+    free(p->label);
+    free(p);
+    *self_p = NULL;
+}
+
+void rt_progress_set_live(rt_progress_t *p, int live)
+{
+    p->live = live;
+}
+
+/* Seconds left, from the rate since the first update (or since the start when that is all). */
+static double s_eta(const rt_progress_t *p, long long done, double now)
+{
+    if (done >= p->total)
+        return 0;
+    double rate = -1;
+    if (p->first_done >= 0 && done > p->first_done && now > p->first_t)
+        rate = (double)(done - p->first_done) / (now - p->first_t);
+    else if (done > 0 && now > p->start)
+        rate = (double)done / (now - p->start);
+    return rate > 0 ? (double)(p->total - done) / rate : -1;
+}
+
+static void s_print(rt_progress_t *p, long long done, double now, const char *extra, int final)
+{
+    char line[PROGRESS_LINE], el[32], eta[32];
+    double frac = p->total > 0 ? (double)done / (double)p->total : 0;
+    if (frac > 1)
+        frac = 1;
+    rt_progress_fmt_duration(now - p->start, el, sizeof el);
+    size_t k = 0;
+    if (p->live) {
+        char bar[PROGRESS_BAR + 1];
+        int fill = (int)(frac * PROGRESS_BAR);
+        for (int i = 0; i < PROGRESS_BAR; i++)
+            bar[i] = i < fill ? '#' : '.';
+        bar[PROGRESS_BAR] = '\0';
+        k = (size_t)snprintf(line, sizeof line, "\r%s [%s]", p->label, bar);
+    } else {
+        k = (size_t)snprintf(line, sizeof line, "%s", p->label);
+    }
+    if (k < sizeof line) {
+        if (final)
+            k += (size_t)snprintf(line + k, sizeof line - k, " %lld/%lld done in %s", done,
+                                  p->total, el);
+        else
+            k += (size_t)snprintf(line + k, sizeof line - k, " %lld/%lld %.1f%% %s ETA %s", done,
+                                  p->total, 100.0 * frac, el,
+                                  rt_progress_fmt_duration(s_eta(p, done, now), eta, sizeof eta));
+    }
+    if (k < sizeof line && extra && *extra)
+        snprintf(line + k, sizeof line - k, " | %s", extra);
+    if (p->live) {
+        fputs(line, p->out);
+        fputs("\033[K", p->out);
+        if (final)
+            fputc('\n', p->out);
+        p->live_drawn = !final;
+    } else {
+        fputs(line, p->out);
+        fputc('\n', p->out);
+    }
+    fflush(p->out);
+}
+
+int rt_progress_tick(rt_progress_t *p, long long done, double now_s, const char *extra)
+{
+    if (p->first_done < 0) {
+        p->first_done = done;
+        p->first_t = now_s;
+    }
+    double every = p->live && p->interval > PROGRESS_LIVE_INTERVAL ? PROGRESS_LIVE_INTERVAL
+                                                                   : p->interval;
+    if (now_s - p->last < every && done < p->total)
+        return 0;
+    p->last = now_s;
+    s_print(p, done, now_s, extra, 0);
+    return 1;
+}
+
+void rt_progress_update(rt_progress_t *p, long long done, const char *fmt, ...)
+{
+    char extra[PROGRESS_LINE] = "";
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(extra, sizeof extra, fmt, ap);
+        va_end(ap);
+    }
+    rt_progress_tick(p, done, rt_progress_now(), extra);
+}
+
+void rt_progress_finish(rt_progress_t *p, const char *extra)
+{
+    s_print(p, p->total, rt_progress_now(), extra, 1);
+}

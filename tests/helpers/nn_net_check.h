@@ -36,8 +36,10 @@ double nn_net_check_input_grad(nn_net_t *net, const float *x, const int32_t *lab
                                enum nn_bn_mode bn, double eps, int coords);
 
 /* H v by nn_net_hvp (block of the last k layers; 0: full) against (g(w + eps v) - g(w - eps v)) /
- * (2 eps) for a random unit direction v supported on the block. Returns the relative error over the
- * block's entries. */
+ * (2 eps) for a random unit direction v supported on the block. Returns the largest relative error
+ * over the block's parameter tensors, each after dropping its 1% most discrepant entries (a ReLU
+ * kink crossed by the difference moves only the entries of the unit that flipped; tensors under
+ * 100 entries are not trimmed), and the best of steps eps, eps/4, eps/16. */
 double nn_net_check_hvp(nn_net_t *net, const float *x, const int32_t *labels, int n,
                         enum nn_bn_mode bn, int k, double eps);
 

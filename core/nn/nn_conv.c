@@ -25,6 +25,9 @@
 /* Target size of one chunk's im2col block, in floats (1 MiB: stays in L2/L3 between im2col and
  * the GEMM that reads it). */
 #define NN_CONV_CHUNK_FLOATS (256 * 1024)
+/* Smallest im2col block (floats) worth a parallel region; below it threads cost more than they
+ * save. */
+#define NN_CONV_PAR_MIN (32 * 1024)
 
 struct nn_conv {
     struct nn_layer base; /* common header (first) */
@@ -64,7 +67,7 @@ static void s_im2col(const struct nn_conv *c, const float *x, int n, int i0, int
               ow = c->ow;
     const size_t ncols = (size_t)nb * oh * ow;
     const size_t plane = (size_t)ih * iw;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (ncols * c->rows >= NN_CONV_PAR_MIN)
     for (int r = 0; r < c->rows; r++) {
         const int ch = r / (k * k), ki = (r / k) % k, kj = r % k;
         int lo, hi;
@@ -102,7 +105,7 @@ static void s_col2im(const struct nn_conv *c, const float *col, int n, int i0, i
               ow = c->ow;
     const size_t ncols = (size_t)nb * oh * ow;
     const size_t plane = (size_t)ih * iw;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (ncols * c->rows >= NN_CONV_PAR_MIN)
     for (int ch = 0; ch < c->in_c; ch++) {
         for (int ki = 0; ki < k; ki++) {
             for (int kj = 0; kj < k; kj++) {
@@ -186,7 +189,7 @@ static void s_input_grad(const struct nn_conv *c, const float *wt, const float *
 /* gb[o] += scale * sum of row o of d [out x cols]. */
 static void s_bias_grad(const float *d, int out_c, size_t cols, float scale, float *gb)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (cols * out_c >= NN_CONV_PAR_MIN)
     for (int o = 0; o < out_c; o++) {
         const float *row = d + (size_t)o * cols;
         double acc = 0.0;
@@ -199,7 +202,7 @@ static void s_bias_grad(const float *d, int out_c, size_t cols, float scale, flo
 /* y[o, :] += b[o] over [out x cols]. */
 static void s_bias_add(float *y, const float *b, int out_c, size_t cols)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (cols * out_c >= NN_CONV_PAR_MIN)
     for (int o = 0; o < out_c; o++) {
         float *row = y + (size_t)o * cols;
         const float bo = b[o];

@@ -9,6 +9,7 @@
 #include <string.h>
 
 static const struct eb_cmd s_commands[] = {
+    {"bench", eb_cmd_bench, "micro-benchmarks (train: training steps and HVPs of a zoo model)"},
     {NULL, NULL, NULL},
 };
 

@@ -1,0 +1,100 @@
+#!/usr/bin/python3
+"""bench_torch_train: PyTorch's side of `eigenbatch bench train`, on the same protocol.
+
+Times K training steps (forward + backward + SGD with momentum 0.9 and weight decay 5e-4, BatchNorm
+in train mode) and K Hessian-vector products by double backpropagation (forward, gradient with
+create_graph=True, then the gradient of g.v; BatchNorm in eval mode) of a zoo model (torch_zoo.py)
+on random data, after one untimed warm-up of each, on the CPU with torch.set_num_threads(T).
+Prints, as its last line, one JSON object with the keys of `eigenbatch bench train`:
+model, batch, threads, steps, input, classes, params, flops_per_image, images_per_s, step_s,
+step_s_min, hvp_s, hvp_s_min, hvp_over_step, gflops (plus impl and torch).
+
+    bench_torch_train.py --model cnn --batch 128 --threads 1 [--steps 10] [--input 1x28x28]
+                         [--classes 10] [--seed 1]
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch_zoo  # noqa: E402
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True, choices=torch_zoo.MODELS)
+    ap.add_argument("--batch", type=int, required=True)
+    ap.add_argument("--threads", type=int, required=True)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--input", default="1x28x28")
+    ap.add_argument("--classes", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args(argv)
+    try:
+        c, h, w = (int(s) for s in a.input.split("x"))
+    except ValueError:
+        print("bench_torch_train: invalid --input '%s' (expected CxHxW)" % a.input,
+              file=sys.stderr)
+        return 2
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    model = torch_zoo.build(a.model, c, h, w, a.classes)
+    params = list(model.parameters())
+    nparam = sum(p.numel() for p in params)
+    x = torch.rand(a.batch, c, h, w)
+    labels = torch.randint(0, a.classes, (a.batch,))
+    v = [torch.randn_like(p) for p in params]
+    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
+    loss_fn = torch.nn.functional.cross_entropy
+    print("bench_torch_train %s: %d parameters, batch %d, %d threads, torch %s" %
+          (a.model, nparam, a.batch, a.threads, torch.__version__), file=sys.stderr)
+
+    model.train()
+    steps = []
+    for s in range(-1, a.steps):  # s = -1: warm-up, not timed
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=False)
+        loss = loss_fn(model(x), labels)
+        loss.backward()
+        opt.step()
+        dt = time.perf_counter() - t0
+        if s >= 0:
+            steps.append(dt)
+            print("bench_torch_train %s: step %d/%d %.2f ms loss %.4f" %
+                  (a.model, s + 1, a.steps, dt * 1e3, loss.item()), file=sys.stderr)
+
+    model.eval()
+    hvps = []
+    for s in range(-1, a.steps):
+        t0 = time.perf_counter()
+        loss = loss_fn(model(x), labels)
+        g = torch.autograd.grad(loss, params, create_graph=True)
+        hv = torch.autograd.grad(g, params, grad_outputs=v)
+        hv[0].reshape(-1)[0].item()  # the result is materialised
+        dt = time.perf_counter() - t0
+        if s >= 0:
+            hvps.append(dt)
+            print("bench_torch_train %s: hvp %d/%d %.2f ms" % (a.model, s + 1, a.steps, dt * 1e3),
+                  file=sys.stderr)
+
+    step_s = sum(steps) / len(steps)
+    hvp_s = sum(hvps) / len(hvps)
+    flops = torch_zoo.forward_flops(a.model, c, h, w, a.classes)
+    print(json.dumps({
+        "model": a.model, "batch": a.batch, "threads": a.threads, "steps": a.steps,
+        "input": a.input, "classes": a.classes, "params": nparam, "flops_per_image": flops,
+        "images_per_s": a.batch / step_s, "step_s": step_s, "step_s_min": min(steps),
+        "hvp_s": hvp_s, "hvp_s_min": min(hvps), "hvp_over_step": hvp_s / step_s,
+        # Training FLOPs: forward + input and weight gradients = 3 x forward (as eigenbatch).
+        "gflops": 3.0 * flops * a.batch / step_s * 1e-9,
+        "impl": "torch", "torch": torch.__version__,
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

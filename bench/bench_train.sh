@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# bench_train.sh: eigenbatch's NN core against PyTorch (CPU), side by side in one run.
+#
+#   bench/bench_train.sh [--build DIR] [--steps K] [--models "mlp cnn ..."] [--threads "1 2"]
+#                        [--out FILE]
+#
+# For each zoo model (batch 128; resnet18: 32) and each thread count, runs
+#   DIR/eigenbatch bench train --model M --batch B --threads T --steps K
+#   /usr/bin/python3 bench/bench_torch_train.py --model M --batch B --threads T --steps K
+# one after the other, measures OpenBLAS sgemm peak (DIR/eb_sgemm_peak) for the same thread
+# counts, and prints a markdown table: images/s of a training step (ours, torch, ratio against the
+# target), the HVP/step time ratio of both, and our training GFLOP/s as a share of the sgemm peak.
+# A side that fails or is missing shows "n/a" and the run goes on. Raw JSON lines are kept in
+# FILE.jsonl when --out is given (the table goes to FILE and stdout).
+#
+# Targets (issue "Neural-network core"): throughput >= 1.5x PyTorch for mlp and cnn, >= 1.0x for
+# resnet20 and resnet18; one HVP <= 2.0x a training step; conv-heavy models (cnn, resnet20,
+# resnet18) >= 50% of the single-thread sgemm GFLOP/s.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+build=build
+steps=10
+models="mlp cnn resnet20 resnet18"
+threads="1 2"
+out=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --build) build="$2"; shift 2 ;;
+    --steps) steps="$2"; shift 2 ;;
+    --models) models="$2"; shift 2 ;;
+    --threads) threads="$2"; shift 2 ;;
+    --out) out="$2"; shift 2 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    *) echo "bench_train.sh: unknown option '$1'" >&2; exit 2 ;;
+    esac
+done
+
+py=/usr/bin/python3
+raw=$(mktemp)
+trap 'rm -f "$raw"' EXIT
+
+# Last line of a command's stdout that parses as a JSON object, tagged with side/model/threads.
+record() {
+    local side=$1 model=$2 t=$3; shift 3
+    local line
+    line=$("$@" 2>/dev/null | tail -n 1)
+    if [ -n "$line" ] && printf '%s' "$line" | "$py" -c 'import json,sys; json.loads(sys.stdin.read())' 2>/dev/null; then
+        printf '{"side": "%s", "model": "%s", "threads": %s, "result": %s}\n' "$side" "$model" "$t" "$line" >>"$raw"
+    else
+        echo "bench_train.sh: $side $model threads $t: no result (command failed or missing)" >&2
+        printf '{"side": "%s", "model": "%s", "threads": %s, "result": null}\n' "$side" "$model" "$t" >>"$raw"
+    fi
+}
+
+tlist=$(echo "$threads" | tr ' ' ',')
+if [ -x "$build/eb_sgemm_peak" ]; then
+    echo "bench_train.sh: sgemm peak, threads $tlist" >&2
+    record sgemm all 0 "$build/eb_sgemm_peak" --threads "$tlist"
+else
+    echo "bench_train.sh: $build/eb_sgemm_peak not built" >&2
+    printf '{"side": "sgemm", "model": "all", "threads": 0, "result": null}\n' >>"$raw"
+fi
+for m in $models; do
+    b=128
+    [ "$m" = resnet18 ] && b=32
+    for t in $threads; do
+        echo "bench_train.sh: $m batch $b threads $t" >&2
+        if [ -x "$build/eigenbatch" ]; then
+            record ours "$m" "$t" env OMP_NUM_THREADS="$t" OPENBLAS_NUM_THREADS="$t" \
+                "$build/eigenbatch" bench train --model "$m" --batch "$b" --threads "$t" --steps "$steps"
+        else
+            record ours "$m" "$t" false
+        fi
+        record torch "$m" "$t" env OMP_NUM_THREADS="$t" "$py" bench/bench_torch_train.py \
+            --model "$m" --batch "$b" --threads "$t" --steps "$steps"
+    done
+done
+
+table=$("$py" - "$raw" <<'EOF'
+import json, sys
+
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+peak, peak_n = {}, None
+for r in rows:
+    if r["side"] == "sgemm" and r["result"]:
+        peak = {int(k): v for k, v in r["result"]["sgemm_peak"].items()}
+        peak_n = r["result"].get("n")
+res = {(r["side"], r["model"], r["threads"]): r["result"] for r in rows if r["side"] != "sgemm"}
+speed_target = {"mlp": 1.5, "cnn": 1.5, "resnet20": 1.0, "resnet18": 1.0}
+conv_heavy = {"cnn", "resnet20", "resnet18"}
+models = list(dict.fromkeys(r["model"] for r in rows if r["side"] != "sgemm"))
+threads = sorted({r["threads"] for r in rows if r["side"] != "sgemm"})
+
+def f(x, fmt):
+    return "n/a" if x is None else fmt % x
+
+print("| model | batch | threads | ours img/s | torch img/s | ours/torch (target) | "
+      "HVP/step ours | HVP/step torch | ours GFLOP/s | of sgemm peak 1 thr | met |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
+misses = []
+for m in models:
+    for t in threads:
+        o, p = res.get(("ours", m, t)), res.get(("torch", m, t))
+        batch = (o or p or {}).get("batch")
+        oi = o["images_per_s"] if o else None
+        pi = p["images_per_s"] if p else None
+        ratio = oi / pi if oi and pi else None
+        oh = o["hvp_over_step"] if o else None
+        ph = p["hvp_over_step"] if p else None
+        og = o["gflops"] if o else None
+        share = og / peak[1] if og and peak.get(1) else None
+        checks = []
+        if ratio is not None:
+            checks.append(ratio >= speed_target.get(m, 1.0))
+            if ratio < speed_target.get(m, 1.0):
+                misses.append("%s %d thr: throughput %.2fx torch < %.1fx" %
+                              (m, t, ratio, speed_target.get(m, 1.0)))
+        if oh is not None:
+            checks.append(oh <= 2.0)
+            if oh > 2.0:
+                misses.append("%s %d thr: HVP %.2fx step > 2.0x" % (m, t, oh))
+        if m in conv_heavy and t == 1 and share is not None:
+            checks.append(share >= 0.5)
+            if share < 0.5:
+                misses.append("%s 1 thr: %.0f%% of sgemm peak < 50%%" % (m, 100 * share))
+        met = "n/a" if not checks else ("yes" if all(checks) else "no")
+        print("| %s | %s | %d | %s | %s | %s (%.1fx) | %s | %s | %s | %s | %s |" % (
+            m, batch if batch else "n/a", t, f(oi, "%.0f"), f(pi, "%.0f"),
+            f(ratio, "%.2fx"), speed_target.get(m, 1.0), f(oh, "%.2f"), f(ph, "%.2f"),
+            f(og, "%.1f"), f(None if share is None else 100 * share, "%.0f%%"), met))
+print()
+print("sgemm peak (OpenBLAS, n=%s): %s" % (
+    peak_n, ", ".join("%d thr %.1f GFLOP/s" % (k, v) for k, v in sorted(peak.items()))
+    if peak else "n/a"))
+print("GFLOP/s counts a training step as 3x the forward FLOPs of Conv2d and Linear layers. "
+      "The sgemm share is judged on 1-thread rows (conv-heavy models).")
+if misses:
+    print()
+    print("Targets missed: " + "; ".join(misses) + ".")
+EOF
+)
+echo "$table"
+if [ -n "$out" ]; then
+    printf '%s\n' "$table" >"$out"
+    cp "$raw" "$out.jsonl"
+fi

@@ -10,6 +10,8 @@
  * included, BN state perturbed), eb_weights_load reads it, eb_weights_save writes it back and
  * bench/torch_ref.py loads our file with PyTorch's strict load_state_dict.
  *
+ * The top Hessian eigenvalue by power iteration from the same start vector matches too.
+ *
  * Skips (77) when /usr/bin/python3 cannot import torch.
  */
 #include "eb_test.h"
@@ -207,6 +209,102 @@ static void test_zoo_matches_pytorch(void **state)
     free(dir);
 }
 
+/* Power iteration as eigenbatch and HessianFlow run it: v = v0/|v0|; repeat hv = H v,
+ * lambda = v.hv, v = hv/|hv| until |lambda - previous| < tol |previous|. Returns lambda. */
+static double s_power_iteration(nn_net_t *net, const float *x, const int32_t *labels, int n,
+                                const float *v0, int iters, double tol, int *used)
+{
+    size_t np = nn_net_param_count(net);
+    float *v = malloc(np * sizeof *v), *hv = malloc(np * sizeof *hv);
+    assert_true(v && hv);
+    double norm = 0, lam = 0, prev = 0;
+    for (size_t i = 0; i < np; i++)
+        norm += (double)v0[i] * v0[i];
+    for (size_t i = 0; i < np; i++)
+        v[i] = (float)(v0[i] / sqrt(norm));
+    for (int it = 1; it <= iters; it++) {
+        *used = it;
+        nn_net_hvp(net, x, labels, n, NN_BN_EVAL, 0, v, hv);
+        lam = 0;
+        norm = 0;
+        for (size_t i = 0; i < np; i++) {
+            lam += (double)v[i] * hv[i];
+            norm += (double)hv[i] * hv[i];
+        }
+        for (size_t i = 0; i < np; i++)
+            v[i] = (float)(hv[i] / sqrt(norm));
+        if (*used > 1 && fabs(lam - prev) < tol * fabs(prev))
+            break;
+        prev = lam;
+    }
+    free(hv);
+    free(v);
+    return lam;
+}
+
+/* The top Hessian eigenvalue from the same start vector agrees with torch_ref.py --eig. */
+static void test_top_eigenvalue_matches_pytorch(void **state)
+{
+    (void)state;
+    const char *src = eb_test_source_dir();
+    char *dir = eb_test_tmpdir();
+    char wpath[4200], in[4200], out[4200], cmd[16384];
+    snprintf(wpath, sizeof wpath, "%s/w.safetensors", dir);
+    snprintf(in, sizeof in, "%s/in.safetensors", dir);
+    snprintf(out, sizeof out, "%s/ref.safetensors", dir);
+    const int n = 16, c = 1, h = 8, w = 8, k = 10, iters = 30;
+    const double tol = 1e-4;
+    int err = 0;
+    nn_net_t *net = nn_zoo_new("cnn", c, h, w, k, n, &err);
+    assert_non_null(net);
+    nn_net_init(net, 5);
+    if (eb_weights_save(net, wpath))
+        fail_msg("%s", rt_err_msg());
+    size_t np = nn_net_param_count(net), nx = (size_t)n * c * h * w;
+    float *x = malloc(nx * sizeof *x), *v0 = malloc(np * sizeof *v0);
+    int32_t labels[16];
+    struct nn_rng rng;
+    nn_rng_seed(&rng, 3);
+    for (size_t i = 0; i < nx; i++)
+        x[i] = nn_rng_uniform(&rng);
+    for (size_t i = 0; i < np; i++)
+        v0[i] = nn_rng_normal(&rng);
+    for (int i = 0; i < n; i++)
+        labels[i] = i % k;
+    struct rt_st_tensor t[4] = {
+        {.name = "x", .ndim = 4, .shape = {n, c, h, w}, .data = x},
+        {.name = "labels", .dtype = RT_ST_I32, .ndim = 1, .shape = {n}, .data = labels},
+        {.name = "v", .ndim = 1, .shape = {(int64_t)np}, .data = v0},
+        {.name = "v0", .ndim = 1, .shape = {(int64_t)np}, .data = v0},
+    };
+    if (rt_st_write(in, t, 4, NULL))
+        fail_msg("%s", rt_err_msg());
+    snprintf(cmd, sizeof cmd,
+             "/usr/bin/python3 %s/bench/torch_ref.py --model cnn --weights %s --input %s "
+             "--bn eval --out %s --double --eig --eig-iters %d --eig-tol %g",
+             src, wpath, in, out, iters, tol);
+    assert_int_equal(s_system(cmd), 0);
+    rt_st_t *st = NULL;
+    if (rt_st_open(out, &st))
+        fail_msg("%s", rt_err_msg());
+    float ref = 0;
+    int32_t ref_iters = 0;
+    assert_int_equal(rt_st_read(st, "eig", RT_ST_F32, 0, NULL, 1, &ref), 0);
+    assert_int_equal(rt_st_read(st, "eig_iters", RT_ST_I32, 0, NULL, 1, &ref_iters), 0);
+    rt_st_close(&st);
+    int used = 0;
+    double lam = s_power_iteration(net, x, labels, n, v0, iters, tol, &used);
+    print_message("  cnn top eigenvalue: ours %.6f (%d iterations), torch %.6f (%d)\n", lam,
+                  used, ref, ref_iters);
+    assert_true(ref > 0);
+    assert_true(eb_test_reldiff(lam, ref, 1e-6) < 1e-3);
+    free(v0);
+    free(x);
+    nn_net_destroy(&net);
+    eb_test_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     if (s_system("/usr/bin/python3 -c 'import torch, numpy' >/dev/null 2>&1") != 0) {
@@ -215,6 +313,7 @@ int main(void)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_zoo_matches_pytorch),
+        cmocka_unit_test(test_top_eigenvalue_matches_pytorch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -149,9 +149,12 @@ static int s_build_header(const char *path, const struct rt_st_tensor *t, int n,
             goto out_free;
         }
         json_t *shape = json_array();
-        for (int d = 0; shape && d < t[i].ndim; d++)
-            if (json_array_append_new(shape, json_integer(t[i].shape[d])))
-                json_decref(shape), shape = NULL;
+        for (int d = 0; shape && d < t[i].ndim; d++) {
+            if (json_array_append_new(shape, json_integer(t[i].shape[d]))) {
+                json_decref(shape);
+                shape = NULL;
+            }
+        }
         json_t *e = json_pack("{s:s, s:o*, s:[I,I]}", "dtype", rt_st_dtype_name(t[i].dtype),
                               "shape", shape, "data_offsets", (json_int_t)off,
                               (json_int_t)(off + nbytes));

@@ -53,6 +53,8 @@ record() {
     fi
 }
 
+# Other work on the machine distorts the numbers (multi-threaded rows most): record the load.
+load_start=$(cut -d' ' -f1 /proc/loadavg)
 tlist=$(echo "$threads" | tr ' ' ',')
 if [ -x "$build/eb_sgemm_peak" ]; then
     echo "bench_train.sh: sgemm peak, threads $tlist" >&2
@@ -77,7 +79,8 @@ for m in $models; do
     done
 done
 
-table=$("$py" - "$raw" <<'EOF'
+load_end=$(cut -d' ' -f1 /proc/loadavg)
+table=$("$py" - "$raw" "$load_start" "$load_end" "$(nproc)" "$steps" <<'EOF'
 import json, sys
 
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
@@ -135,6 +138,11 @@ print("sgemm peak (OpenBLAS, n=%s): %s" % (
     if peak else "n/a"))
 print("GFLOP/s counts a training step as 3x the forward FLOPs of Conv2d and Linear layers. "
       "The sgemm share is judged on 1-thread rows (conv-heavy models).")
+load0, load1, cores = float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+print("Run: %s timed steps and HVPs per row after one warm-up; %d cores; load average %.1f at "
+      "the start, %.1f at the end%s." % (sys.argv[5], cores, load0, load1,
+      " (the machine was busy: numbers are unreliable, multi-threaded rows most)"
+      if max(load0, load1) > 0.5 * cores else ""))
 if misses:
     print()
     print("Targets missed: " + "; ".join(misses) + ".")

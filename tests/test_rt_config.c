@@ -281,6 +281,7 @@ static void test_schema(void **state)
                                                 "shards.1.port: 5556\n", "c.yaml"),
                      0);
     assert_int_equal(rt_config_set(cfg, "schedule.decay_epochs=40"), 0);
+    assert_int_equal(rt_config_set(cfg, "model.name=~"), 0);
     assert_int_equal(rt_config_validate(cfg, s_schema, SCHEMA_N), 0);
     long l, ep[4];
     int n;

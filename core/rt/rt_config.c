@@ -762,7 +762,7 @@ int rt_config_validate(rt_config_t *cfg, const struct rt_config_key *schema, int
             return rc;
     }
     for (int s = 0; s < n; s++) {
-        if (!schema[s].def || strchr(schema[s].key, '*') || s_find(cfg, schema[s].key))
+        if (!schema[s].def || strchr(schema[s].key, '*') || rt_config_has(cfg, schema[s].key))
             continue;
         int rc = s_set_text(cfg, schema[s].key, schema[s].def, CFG_DEFAULT_ORIGIN);
         if (!rc)

@@ -64,8 +64,8 @@ int rt_config_set(rt_config_t *cfg, const char *assignment);
 
 /* Check cfg against schema (n entries): every key must match a schema key (else RT_ERR_CONFIG
  * "config.yaml:3: trian.epochs: unknown key (did you mean 'train.epochs'?)"), every value must
- * parse as its key's type; then every schema key with a default that is not set is set from it
- * (origin "default"). Returns 0 or RT_ERR_CONFIG for the first problem found. */
+ * parse as its key's type; then every schema key with a default that is not set (or is null) is
+ * set from it (origin "default"). Returns 0 or RT_ERR_CONFIG for the first problem found. */
 int rt_config_validate(rt_config_t *cfg, const struct rt_config_key *schema, int n);
 
 /* 1 when key is set to a non-null value, else 0. */

@@ -67,8 +67,8 @@ def save(path, tensors, metadata=None, align=True):
 
 
 def load(path):
-    """Read path; returns (dict name -> numpy array, metadata dict). Raises ValueError on a malformed
-    file."""
+    """Read path; returns (dict name -> numpy array, metadata dict). Raises ValueError on a
+    malformed file."""
     with open(path, "rb") as f:
         raw = f.read()
     if len(raw) < 8:

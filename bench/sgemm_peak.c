@@ -76,7 +76,7 @@ int main(int argc, char **argv)
         }
         i++;
         continue;
-bad:
+    bad:
         fprintf(stderr, "eb_sgemm_peak: invalid option '%s'%s%s\n", argv[i], val ? " " : "",
                 val ? val : "");
         s_usage(stderr);
@@ -108,8 +108,8 @@ bad:
         int reps = 0;
         while (total < seconds || reps < 3) {
             double t0 = s_now();
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)n, (int)n, 1.0f,
-                        a, (int)n, b, (int)n, 0.0f, c, (int)n);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)n, (int)n, 1.0f, a,
+                        (int)n, b, (int)n, 0.0f, c, (int)n);
             double dt = s_now() - t0;
             total += dt;
             fastest = dt < fastest ? dt : fastest;

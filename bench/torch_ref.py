@@ -22,7 +22,8 @@ Inputs file: "x" (F32, n x c x h x w), "labels" (I32, I64 or F32 holding integer
 Weights file: the model's state_dict names (as eigenbatch writes them).
 
     torch_ref.py --model cnn --weights w.safetensors --input in.safetensors --bn eval \\
-                 --out ref.safetensors [--classes 10] [--double] [--eig --eig-iters 20 --eig-tol 1e-3]
+                 --out ref.safetensors [--classes 10] [--double]
+                 [--eig --eig-iters 20 --eig-tol 1e-3 --eig-seed 0]
 --double computes in float64 (a more exact reference than float32 PyTorch). Exit status 0 on
 success, 2 on bad arguments or files.
 """

@@ -15,9 +15,9 @@ Command line:
     torch_zoo.py                      print and check every model's parameter count (1x28x28, 10
                                       classes) against models.md; exit 1 on a mismatch
     torch_zoo.py export MODEL C H W CLASSES SEED OUT
-                                      write a seeded model's state_dict (PyTorch init, then BatchNorm
-                                      gamma/beta/running statistics perturbed so that no BN is an
-                                      identity) to OUT as safetensors, num_batches_tracked included
+        write a seeded model's state_dict (PyTorch init, then BatchNorm gamma/beta/running
+        statistics perturbed so that no BN is an identity) to OUT as safetensors,
+        num_batches_tracked included
 """
 import sys
 
@@ -85,7 +85,7 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """CIFAR-style ResNet: stem 3x3 -> bn -> ReLU, stages of BasicBlocks, global average pool, fc."""
+    """CIFAR-style ResNet: stem 3x3 -> bn -> ReLU, stages of BasicBlocks, average pool, fc."""
 
     def __init__(self, c, classes, widths, blocks):
         super().__init__()

@@ -41,8 +41,8 @@ static void s_write_variant(nn_net_t *net, const char *path, const char *skip, c
         d[k].ndim = t->ndim;
         for (int j = 0; j < t->ndim; j++)
             d[k].shape[j] = t->shape[j];
-        d[k].data = (t->kind == NN_TENSOR_PARAM ? nn_net_params(net) : nn_net_buffers(net)) +
-                    t->offset;
+        d[k].data =
+            (t->kind == NN_TENSOR_PARAM ? nn_net_params(net) : nn_net_buffers(net)) + t->offset;
         k++;
     }
     if (extra) {
@@ -72,8 +72,7 @@ static void test_round_trip(void **state)
     const char *meta[] = {"model", "resnet20", NULL};
     assert_int_equal(eb_weights_save_meta(a, path, meta), 0);
     assert_int_equal(eb_weights_load(b, path), 0);
-    assert_memory_equal(nn_net_params(a), nn_net_params(b),
-                        nn_net_param_count(a) * sizeof(float));
+    assert_memory_equal(nn_net_params(a), nn_net_params(b), nn_net_param_count(a) * sizeof(float));
     assert_memory_equal(nn_net_buffers(a), nn_net_buffers(b),
                         nn_net_buffer_count(a) * sizeof(float));
 

@@ -30,24 +30,24 @@ static char *s_write(const char *dir, const char *name, const char *text)
     do {                                                                                           \
         int rc_ = (rc);                                                                            \
         if (rc_ != (code) || !strstr(rt_err_msg(), (want)))                                        \
-            fail_msg("got %d '%s', want %d '%s'", rc_, rc_ ? rt_err_msg() : "", (code), (want));  \
+            fail_msg("got %d '%s', want %d '%s'", rc_, rc_ ? rt_err_msg() : "", (code), (want));   \
     } while (0)
 
-static const char *s_yaml = "# a run\n"                       /* 1 */
-                            "model:\n"                        /* 2 */
-                            "  name: cnn\n"                   /* 3 */
-                            "  classes: 10\n"                 /* 4 */
-                            "train:\n"                        /* 5 */
-                            "  lr: 0.1\n"                     /* 6 */
-                            "  nesterov: yes\n"               /* 7 */
-                            "  tag: '007'\n"                  /* 8 */
+static const char *s_yaml = "# a run\n"                         /* 1 */
+                            "model:\n"                          /* 2 */
+                            "  name: cnn\n"                     /* 3 */
+                            "  classes: 10\n"                   /* 4 */
+                            "train:\n"                          /* 5 */
+                            "  lr: 0.1\n"                       /* 6 */
+                            "  nesterov: yes\n"                 /* 7 */
+                            "  tag: '007'\n"                    /* 8 */
                             "schedule.decay_epochs: [15, 25]\n" /* 9 */
-                            "schedule.method: abs\n"          /* 10 */
+                            "schedule.method: abs\n"            /* 10 */
                             "data: {dir: /tmp/x, workers: ~}\n" /* 11 */
-                            "train.epochs: ten\n"             /* 12 */
-                            "servers:\n"                      /* 13 */
-                            "  - tcp://a:5555\n"              /* 14 */
-                            "  - \"tcp://b:5555\"\n";         /* 15 */
+                            "train.epochs: ten\n"               /* 12 */
+                            "servers:\n"                        /* 13 */
+                            "  - tcp://a:5555\n"                /* 14 */
+                            "  - \"tcp://b:5555\"\n";           /* 15 */
 
 static void test_load_and_get(void **state)
 {
@@ -163,7 +163,7 @@ static void test_overrides(void **state)
     assert_int_equal(rt_config_set(cfg, "model.name='123'"), 0);
     assert_int_equal(rt_config_set(cfg, "data.dir=/data/fmnist:v1"), 0);
     assert_int_equal(rt_config_set(cfg, "note=@odd {"), 0); /* not YAML: taken verbatim */
-    assert_int_equal(rt_config_set(cfg, "train.lr="), 0);    /* null: back to the default */
+    assert_int_equal(rt_config_set(cfg, "train.lr="), 0);   /* null: back to the default */
     long l, ep[4];
     double d;
     int n;
@@ -277,8 +277,10 @@ static void test_schema(void **state)
     rt_config_destroy(&cfg);
 
     cfg = rt_config_new();
-    assert_int_equal(rt_config_load_string(cfg, "train.epochs: 3\nshards.0.port: 5555\n"
-                                                "shards.1.port: 5556\n", "c.yaml"),
+    assert_int_equal(rt_config_load_string(cfg,
+                                           "train.epochs: 3\nshards.0.port: 5555\n"
+                                           "shards.1.port: 5556\n",
+                                           "c.yaml"),
                      0);
     assert_int_equal(rt_config_set(cfg, "schedule.decay_epochs=40"), 0);
     assert_int_equal(rt_config_set(cfg, "model.name=~"), 0);
@@ -365,9 +367,9 @@ static void test_dump_round_trip(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_load_and_get),    cmocka_unit_test(test_scalar_parsing),
-        cmocka_unit_test(test_overrides),       cmocka_unit_test(test_file_errors),
-        cmocka_unit_test(test_schema),          cmocka_unit_test(test_dump_round_trip),
+        cmocka_unit_test(test_load_and_get), cmocka_unit_test(test_scalar_parsing),
+        cmocka_unit_test(test_overrides),    cmocka_unit_test(test_file_errors),
+        cmocka_unit_test(test_schema),       cmocka_unit_test(test_dump_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

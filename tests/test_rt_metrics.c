@@ -108,7 +108,8 @@ static void *s_writer(void *arg)
     for (int i = 0; i < EVENTS_EACH; i++) {
         rt_metrics_begin(m, "step");
         rt_metrics_int(m, "i", i);
-        rt_metrics_str(m, "pad", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+        rt_metrics_str(m, "pad",
+                       "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
         rt_metrics_num(m, "x", i * 0.5);
         rt_metrics_end(m);
     }

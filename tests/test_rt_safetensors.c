@@ -17,10 +17,10 @@
 /* The sample of bench/safetensors_io.py (same formulas). */
 #define SAMPLE_BIG 120
 struct sample {
-    float weight[12];         /* layer.weight [3, 4]: i * 0.25 - 1 */
-    int32_t labels[5];        /* labels [5]: i * 7 - 3 */
-    float scale;              /* scale []: 2.5 */
-    float big[SAMPLE_BIG];    /* big.x [2, 3, 4, 5]: (i % 17) * 0.125 - 1 */
+    float weight[12];      /* layer.weight [3, 4]: i * 0.25 - 1 */
+    int32_t labels[5];     /* labels [5]: i * 7 - 3 */
+    float scale;           /* scale []: 2.5 */
+    float big[SAMPLE_BIG]; /* big.x [2, 3, 4, 5]: (i % 17) * 0.125 - 1 */
 };
 
 static void s_sample_fill(struct sample *s)
@@ -367,8 +367,7 @@ static void test_corruption_never_crashes(void **state)
             for (int i = 0; i < rt_st_count(st); i++) {
                 const struct rt_st_info *t = rt_st_at(st, i);
                 if (t->dtype == RT_ST_F32 && t->numel <= SAMPLE_BIG)
-                    assert_int_equal(rt_st_read(st, t->name, RT_ST_F32, 0, NULL, t->numel, out),
-                                     0);
+                    assert_int_equal(rt_st_read(st, t->name, RT_ST_F32, 0, NULL, t->numel, out), 0);
             }
             rt_st_close(&st);
         }

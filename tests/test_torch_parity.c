@@ -148,10 +148,9 @@ static void s_run_case(const struct parity_case *pc, const char *dir)
         memcpy(nn_net_buffers(net), buf0, nb * sizeof *buf0);
         float loss = nn_net_forward(net, x, labels, n, bm, logits, NULL);
         nn_net_zero_grad(net);
-        float loss2 = nn_net_train_pass(net, x, labels, n, bm,
-                                        NN_PASS_PARAM_GRAD | NN_PASS_INPUT_GRAD |
-                                            NN_PASS_UPDATE_STATS,
-                                        1.0f, dx, NULL);
+        float loss2 = nn_net_train_pass(
+            net, x, labels, n, bm, NN_PASS_PARAM_GRAD | NN_PASS_INPUT_GRAD | NN_PASS_UPDATE_STATS,
+            1.0f, dx, NULL);
         memcpy(grad, nn_net_grads(net), np * sizeof *grad);
         nn_net_hvp(net, x, labels, n, bm, 0, v, hv);
 
@@ -294,8 +293,8 @@ static void test_top_eigenvalue_matches_pytorch(void **state)
     rt_st_close(&st);
     int used = 0;
     double lam = s_power_iteration(net, x, labels, n, v0, iters, tol, &used);
-    print_message("  cnn top eigenvalue: ours %.6f (%d iterations), torch %.6f (%d)\n", lam,
-                  used, ref, ref_iters);
+    print_message("  cnn top eigenvalue: ours %.6f (%d iterations), torch %.6f (%d)\n", lam, used,
+                  ref, ref_iters);
     assert_true(ref > 0);
     assert_true(eb_test_reldiff(lam, ref, 1e-6) < 1e-3);
     free(v0);

@@ -32,16 +32,16 @@
 #define CFG_SET_ORIGIN "--set"
 
 struct cfg_entry {
-    char *key;     /* dotted key */
-    char *value;   /* scalar text; NULL for a list */
-    char **items;  /* list items (n_items of them) when is_list */
-    int n_items;   /* number of list items */
-    int is_list;   /* value is a list */
-    int is_null;   /* value is null: reads as unset */
-    int quoted;    /* scalar was quoted in its source (kept quoted when dumped) */
-    char *origin;  /* file name, "--set" or "default" */
-    int line;      /* 1-based line in origin, 0 when none */
-    int gen;       /* source generation that set it */
+    char *key;    /* dotted key */
+    char *value;  /* scalar text; NULL for a list */
+    char **items; /* list items (n_items of them) when is_list */
+    int n_items;  /* number of list items */
+    int is_list;  /* value is a list */
+    int is_null;  /* value is null: reads as unset */
+    int quoted;   /* scalar was quoted in its source (kept quoted when dumped) */
+    char *origin; /* file name, "--set" or "default" */
+    int line;     /* 1-based line in origin, 0 when none */
+    int gen;      /* source generation that set it */
 };
 
 struct rt_config {
@@ -53,14 +53,14 @@ struct rt_config {
 
 /* A value being merged: a scalar or a list, with where it came from. */
 struct cfg_value {
-    const char *text;    /* scalar text (NULL for a list) */
-    const char **items;  /* list items */
-    int n_items;         /* number of list items */
-    int is_list;         /* list value */
-    int is_null;         /* null value */
-    int quoted;          /* quoted scalar */
-    const char *origin;  /* source name */
-    int line;            /* 1-based line, 0 when none */
+    const char *text;   /* scalar text (NULL for a list) */
+    const char **items; /* list items */
+    int n_items;        /* number of list items */
+    int is_list;        /* list value */
+    int is_null;        /* null value */
+    int quoted;         /* quoted scalar */
+    const char *origin; /* source name */
+    int line;           /* 1-based line, 0 when none */
 };
 
 /* ---- entries ---------------------------------------------------------------------------- */
@@ -131,8 +131,8 @@ static int s_put(rt_config_t *cfg, const char *key, const struct cfg_value *v)
                               where, key, o->key, s_where(prev, sizeof prev, o->origin, o->line));
         if (s_under(o->key, key))
             return rt_err_set(RT_ERR_CONFIG,
-                              "%s: %s: is a section (holds %s, set at %s), not a value", where,
-                              key, o->key, s_where(prev, sizeof prev, o->origin, o->line));
+                              "%s: %s: is a section (holds %s, set at %s), not a value", where, key,
+                              o->key, s_where(prev, sizeof prev, o->origin, o->line));
     }
     struct cfg_entry *e = s_find(cfg, key);
     if (e && e->gen == cfg->gen)
@@ -186,8 +186,7 @@ static int s_is_null_scalar(const yaml_node_t *n)
     if (n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
         return 0;
     const char *s = (const char *)n->data.scalar.value;
-    return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") ||
-           !strcmp(s, "NULL");
+    return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
 }
 
 static int s_scalar_ok(const yaml_node_t *n, const char *where, const char *key)
@@ -211,8 +210,8 @@ static int s_key_ok(const char *k)
 
 /* Merge node (the value of key; key is "" for the root) into cfg. line: where key was written
  * (1-based), or 0 for sources without lines (overrides, defaults), which children inherit. */
-static int s_merge_node(rt_config_t *cfg, yaml_document_t *doc, yaml_node_t *node,
-                        const char *key, const char *origin, int line, int depth)
+static int s_merge_node(rt_config_t *cfg, yaml_document_t *doc, yaml_node_t *node, const char *key,
+                        const char *origin, int line, int depth)
 {
     struct cfg_value v = {.origin = origin, .line = line};
     char where[512], kwhere[512];
@@ -224,8 +223,7 @@ static int s_merge_node(rt_config_t *cfg, yaml_document_t *doc, yaml_node_t *nod
         if (!*key) {
             if (s_is_null_scalar(node))
                 return 0; /* an empty document */
-            return rt_err_set(RT_ERR_CONFIG, "%s: the document must be a mapping of keys",
-                              where);
+            return rt_err_set(RT_ERR_CONFIG, "%s: the document must be a mapping of keys", where);
         }
         int rc = s_scalar_ok(node, where, key);
         if (rc)
@@ -237,8 +235,7 @@ static int s_merge_node(rt_config_t *cfg, yaml_document_t *doc, yaml_node_t *nod
     }
     case YAML_SEQUENCE_NODE: {
         if (!*key)
-            return rt_err_set(RT_ERR_CONFIG, "%s: the document must be a mapping of keys",
-                              where);
+            return rt_err_set(RT_ERR_CONFIG, "%s: the document must be a mapping of keys", where);
         int n = (int)(node->data.sequence.items.top - node->data.sequence.items.start);
         const char **items = calloc((size_t)n + 1, sizeof *items);
         if (!items)
@@ -531,8 +528,8 @@ static int s_type_error(const struct cfg_entry *e, enum rt_config_type t, const 
     if (!got)
         return rt_err_set(RT_ERR_CONFIG, "%s: %s: expected %s, got a list", where, e->key,
                           s_type_name(t));
-    return rt_err_set(RT_ERR_CONFIG, "%s: %s: expected %s, got '%s'", where, e->key,
-                      s_type_name(t), got);
+    return rt_err_set(RT_ERR_CONFIG, "%s: %s: expected %s, got '%s'", where, e->key, s_type_name(t),
+                      got);
 }
 
 /* Check that entry e holds a value of type t. */
@@ -614,8 +611,8 @@ int rt_config_get_str(const rt_config_t *cfg, const char *key, const char *def, 
 }
 
 /* Items of a list entry (a scalar is a list of one): check type and count, return them. */
-static int s_list(const rt_config_t *cfg, const char *key, enum rt_config_type t, int max,
-                  int *n, const char *const **items)
+static int s_list(const rt_config_t *cfg, const char *key, enum rt_config_type t, int max, int *n,
+                  const char *const **items)
 {
     const struct cfg_entry *e = s_get(cfg, key);
     *n = 0;
@@ -753,8 +750,8 @@ int rt_config_validate(rt_config_t *cfg, const struct rt_config_key *schema, int
             char where[512];
             s_where(where, sizeof where, e->origin, e->line);
             if (close)
-                return rt_err_set(RT_ERR_CONFIG, "%s: %s: unknown key (did you mean '%s'?)",
-                                  where, e->key, schema[best].key);
+                return rt_err_set(RT_ERR_CONFIG, "%s: %s: unknown key (did you mean '%s'?)", where,
+                                  e->key, schema[best].key);
             return rt_err_set(RT_ERR_CONFIG, "%s: %s: unknown key", where, e->key);
         }
         int rc = s_entry_type_ok(e, schema[hit].type);
@@ -779,8 +776,8 @@ static int s_emit_scalar(yaml_emitter_t *em, const char *text, int quoted)
 {
     yaml_event_t ev;
     yaml_scalar_style_t style = quoted ? YAML_DOUBLE_QUOTED_SCALAR_STYLE : YAML_ANY_SCALAR_STYLE;
-    if (!yaml_scalar_event_initialize(&ev, NULL, NULL, (yaml_char_t *)text, (int)strlen(text), 1,
-                                      1, style))
+    if (!yaml_scalar_event_initialize(&ev, NULL, NULL, (yaml_char_t *)text, (int)strlen(text), 1, 1,
+                                      style))
         return -1;
     return yaml_emitter_emit(em, &ev) ? 0 : -1;
 }
@@ -819,8 +816,9 @@ static int s_emit_mapping(yaml_emitter_t *em, const rt_config_t *cfg, const char
             if (s_emit_scalar(em, "null", 0))
                 return -1;
         } else if (e->is_list) {
-            if (!yaml_sequence_start_event_initialize(&ev, NULL, NULL, 1, YAML_FLOW_SEQUENCE_STYLE)
-                || !yaml_emitter_emit(em, &ev))
+            if (!yaml_sequence_start_event_initialize(&ev, NULL, NULL, 1,
+                                                      YAML_FLOW_SEQUENCE_STYLE) ||
+                !yaml_emitter_emit(em, &ev))
                 return -1;
             for (int k = 0; k < e->n_items; k++)
                 if (s_emit_scalar(em, e->items[k], 0))

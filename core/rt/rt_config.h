@@ -8,11 +8,11 @@
  *
  * Files are parsed with libyaml; every value is kept as text with where it came from (file and
  * line, "--set", or "default") and is typed on use: a getter that cannot convert a value fails with
- * RT_ERR_CONFIG and a detail such as "config.yaml:12: train.epochs: expected an integer, got 'ten'".
- * Later sources override earlier ones (a file, then `--set key=value` overrides); the same key twice
- * in one source is an error. A schema (rt_config_validate) turns unknown keys (typos) into errors,
- * checks every value's type up front and fills in defaults; rt_config_dump writes the resolved
- * configuration as YAML (libyaml's emitter) for the output directory.
+ * RT_ERR_CONFIG and a detail such as "config.yaml:12: train.epochs: expected an integer, got
+ * 'ten'". Later sources override earlier ones (a file, then `--set key=value` overrides); the same
+ * key twice in one source is an error. A schema (rt_config_validate) turns unknown keys (typos)
+ * into errors, checks every value's type up front and fills in defaults; rt_config_dump writes the
+ * resolved configuration as YAML (libyaml's emitter) for the output directory.
  *
  * Values: scalars, and lists of scalars. A null value (`key:`, `~`, `null`) reads as "not set".
  * Not thread-safe: load and validate at start-up, then read from any thread.
@@ -26,13 +26,13 @@ typedef struct rt_config rt_config_t;
 
 /* Value types of a schema entry. */
 enum rt_config_type {
-    RT_CFG_STR = 0,     /* any scalar */
-    RT_CFG_INT,         /* decimal integer (optionally signed) */
-    RT_CFG_FLOAT,       /* decimal or exponent notation, .inf, .nan */
-    RT_CFG_BOOL,        /* true/false, yes/no, on/off (any case) */
-    RT_CFG_LIST_INT,    /* list of integers (a single scalar counts as a list of one) */
-    RT_CFG_LIST_FLOAT,  /* list of floats */
-    RT_CFG_LIST_STR     /* list of scalars */
+    RT_CFG_STR = 0,    /* any scalar */
+    RT_CFG_INT,        /* decimal integer (optionally signed) */
+    RT_CFG_FLOAT,      /* decimal or exponent notation, .inf, .nan */
+    RT_CFG_BOOL,       /* true/false, yes/no, on/off (any case) */
+    RT_CFG_LIST_INT,   /* list of integers (a single scalar counts as a list of one) */
+    RT_CFG_LIST_FLOAT, /* list of floats */
+    RT_CFG_LIST_STR    /* list of scalars */
 };
 
 /* One key of a schema. */
@@ -43,7 +43,7 @@ struct rt_config_key {
     const char *help;         /* one line of description, or NULL */
 };
 
-/* An empty configuration, or NULL when out of memory. Caller owns it; free with rt_config_destroy. */
+/* An empty configuration, or NULL when out of memory. Caller owns it; free: rt_config_destroy. */
 rt_config_t *rt_config_new(void);
 
 /* Destroy and null the caller's pointer; accepts NULL, safe twice. */
@@ -51,7 +51,7 @@ void rt_config_destroy(rt_config_t **self_p);
 
 /* Merge the YAML file at path into cfg (its values override earlier ones). The document must be a
  * mapping (or empty). Returns 0, RT_ERR_NOTFOUND/RT_ERR_IO (cannot read), or RT_ERR_CONFIG (YAML
- * syntax, a duplicate key, a list of mappings, a value where a section is, ...) naming file:line. */
+ * syntax, a duplicate key, a list of mappings, a value where a section is) naming file:line. */
 int rt_config_load(rt_config_t *cfg, const char *path);
 
 /* Same as rt_config_load for YAML text; origin names it in messages (e.g. "<defaults>"). */

@@ -164,15 +164,15 @@ int rt_metrics_write(rt_metrics_t *m, json_t *obj)
 /* ---- progress ---------------------------------------------------------------------------- */
 
 struct rt_progress {
-    char *label;        /* what is progressing ("train", "eval") */
-    long long total;    /* units of work in all */
-    double interval;    /* seconds between lines */
-    FILE *out;          /* where lines go */
-    int live;           /* redraw one line with a bar (terminal) */
-    int live_drawn;     /* a live line is on screen (needs a newline before other output) */
-    double start;       /* rt_progress_now() at creation */
-    double last;        /* time of the last printed line */
-    double first_t;     /* time of the first update (ETA excludes the start-up before it) */
+    char *label;          /* what is progressing ("train", "eval") */
+    long long total;      /* units of work in all */
+    double interval;      /* seconds between lines */
+    FILE *out;            /* where lines go */
+    int live;             /* redraw one line with a bar (terminal) */
+    int live_drawn;       /* a live line is on screen (needs a newline before other output) */
+    double start;         /* rt_progress_now() at creation */
+    double last;          /* time of the last printed line */
+    double first_t;       /* time of the first update (ETA excludes the start-up before it) */
     long long first_done; /* units done at the first update, -1 before it */
 };
 
@@ -295,8 +295,8 @@ int rt_progress_tick(rt_progress_t *p, long long done, double now_s, const char 
         p->first_done = done;
         p->first_t = now_s;
     }
-    double every = p->live && p->interval > PROGRESS_LIVE_INTERVAL ? PROGRESS_LIVE_INTERVAL
-                                                                   : p->interval;
+    double every =
+        p->live && p->interval > PROGRESS_LIVE_INTERVAL ? PROGRESS_LIVE_INTERVAL : p->interval;
     if (now_s - p->last < every && done < p->total)
         return 0;
     p->last = now_s;

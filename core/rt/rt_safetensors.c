@@ -46,11 +46,11 @@ static const struct {
     const char *name; /* dtype string in the header */
     size_t size;      /* bytes per element */
 } s_dtypes[RT_ST_DTYPE_COUNT] = {
-    [RT_ST_F32] = {"F32", 4},     [RT_ST_I32] = {"I32", 4},         [RT_ST_I64] = {"I64", 8},
-    [RT_ST_F64] = {"F64", 8},     [RT_ST_F16] = {"F16", 2},         [RT_ST_BF16] = {"BF16", 2},
-    [RT_ST_I16] = {"I16", 2},     [RT_ST_I8] = {"I8", 1},           [RT_ST_U8] = {"U8", 1},
-    [RT_ST_BOOL] = {"BOOL", 1},   [RT_ST_U16] = {"U16", 2},         [RT_ST_U32] = {"U32", 4},
-    [RT_ST_U64] = {"U64", 8},     [RT_ST_F8_E4M3] = {"F8_E4M3", 1}, [RT_ST_F8_E5M2] = {"F8_E5M2", 1},
+    [RT_ST_F32] = {"F32", 4},   [RT_ST_I32] = {"I32", 4},         [RT_ST_I64] = {"I64", 8},
+    [RT_ST_F64] = {"F64", 8},   [RT_ST_F16] = {"F16", 2},         [RT_ST_BF16] = {"BF16", 2},
+    [RT_ST_I16] = {"I16", 2},   [RT_ST_I8] = {"I8", 1},           [RT_ST_U8] = {"U8", 1},
+    [RT_ST_BOOL] = {"BOOL", 1}, [RT_ST_U16] = {"U16", 2},         [RT_ST_U32] = {"U32", 4},
+    [RT_ST_U64] = {"U64", 8},   [RT_ST_F8_E4M3] = {"F8_E4M3", 1}, [RT_ST_F8_E5M2] = {"F8_E5M2", 1},
 };
 
 const char *rt_st_dtype_name(enum rt_st_dtype dtype)
@@ -138,8 +138,7 @@ static int s_build_header(const char *path, const struct rt_st_tensor *t, int n,
                             rt_st_dtype_name(t[i].dtype));
             goto out_free;
         }
-        if (t[i].ndim < 0 || t[i].ndim > RT_ST_MAX_DIM ||
-            s_numel(t[i].ndim, t[i].shape, &numel) ||
+        if (t[i].ndim < 0 || t[i].ndim > RT_ST_MAX_DIM || s_numel(t[i].ndim, t[i].shape, &numel) ||
             __builtin_mul_overflow(numel, rt_st_dtype_size(t[i].dtype), &nbytes)) {
             rc = rt_err_set(RT_ERR_ARG, "%s: tensor '%s' has an invalid shape", path, name);
             goto out_free;
@@ -155,9 +154,9 @@ static int s_build_header(const char *path, const struct rt_st_tensor *t, int n,
                 shape = NULL;
             }
         }
-        json_t *e = json_pack("{s:s, s:o*, s:[I,I]}", "dtype", rt_st_dtype_name(t[i].dtype),
-                              "shape", shape, "data_offsets", (json_int_t)off,
-                              (json_int_t)(off + nbytes));
+        json_t *e =
+            json_pack("{s:s, s:o*, s:[I,I]}", "dtype", rt_st_dtype_name(t[i].dtype), "shape", shape,
+                      "data_offsets", (json_int_t)off, (json_int_t)(off + nbytes));
         if (!shape || !e || json_object_set_new(root, name, e)) {
             rc = rt_err_set(RT_ERR_ARG, "%s: cannot add tensor '%s' to the header (not UTF-8?)",
                             path, name);
@@ -291,21 +290,19 @@ static int s_parse_entry(const char *path, const char *name, json_t *e, size_t d
     json_t *dt = json_object_get(e, "dtype");
     json_t *shape = json_object_get(e, "shape");
     json_t *offs = json_object_get(e, "data_offsets");
-    if (!json_is_object(e) || !json_is_string(dt) || !json_is_array(shape) ||
-        !json_is_array(offs))
+    if (!json_is_object(e) || !json_is_string(dt) || !json_is_array(shape) || !json_is_array(offs))
         return rt_err_set(RT_ERR_FORMAT,
                           "%s: tensor '%s': entry needs dtype, shape and data_offsets", path, name);
     if (json_object_size(e) != 3)
-        return rt_err_set(RT_ERR_FORMAT, "%s: tensor '%s': unexpected fields in entry", path,
-                          name);
+        return rt_err_set(RT_ERR_FORMAT, "%s: tensor '%s': unexpected fields in entry", path, name);
     int dtype = s_dtype_from_name(json_string_value(dt));
     if (dtype < 0)
         return rt_err_set(RT_ERR_FORMAT, "%s: tensor '%s': unknown dtype '%s'", path, name,
                           json_string_value(dt));
     size_t ndim = json_array_size(shape);
     if (ndim > RT_ST_MAX_DIM)
-        return rt_err_set(RT_ERR_FORMAT, "%s: tensor '%s': %zu dimensions (at most %d)", path,
-                          name, ndim, RT_ST_MAX_DIM);
+        return rt_err_set(RT_ERR_FORMAT, "%s: tensor '%s': %zu dimensions (at most %d)", path, name,
+                          ndim, RT_ST_MAX_DIM);
     memset(info, 0, sizeof *info);
     info->name = name;
     info->dtype = (enum rt_st_dtype)dtype;
@@ -359,8 +356,8 @@ static int s_parse(rt_st_t *st)
 {
     const char *path = st->path;
     if (st->map_len < ST_PREFIX)
-        return rt_err_set(RT_ERR_TRUNCATED, "%s: %zu bytes, too short for a safetensors file",
-                          path, st->map_len);
+        return rt_err_set(RT_ERR_TRUNCATED, "%s: %zu bytes, too short for a safetensors file", path,
+                          st->map_len);
     uint64_t hlen = 0;
     for (int b = 0; b < ST_PREFIX; b++)
         hlen |= (uint64_t)st->map[b] << (8 * b);
@@ -368,8 +365,8 @@ static int s_parse(rt_st_t *st)
         return rt_err_set(RT_ERR_TOOBIG, "%s: header of %llu bytes exceeds the %llu limit", path,
                           (unsigned long long)hlen, (unsigned long long)RT_ST_MAX_HEADER);
     if (hlen > st->map_len - ST_PREFIX)
-        return rt_err_set(RT_ERR_TRUNCATED, "%s: header of %llu bytes but the file has %zu",
-                          path, (unsigned long long)hlen, st->map_len);
+        return rt_err_set(RT_ERR_TRUNCATED, "%s: header of %llu bytes but the file has %zu", path,
+                          (unsigned long long)hlen, st->map_len);
     if (hlen < 2 || st->map[ST_PREFIX] != '{')
         return rt_err_set(RT_ERR_FORMAT, "%s: header is not a JSON object", path);
     json_error_t jerr;
@@ -389,16 +386,18 @@ static int s_parse(rt_st_t *st)
         return rt_err_set(RT_ERR_NOMEM, "%s: out of memory", path);
     const char *key;
     json_t *val;
-    json_object_foreach(st->header, key, val) {
+    json_object_foreach(st->header, key, val)
+    {
         if (!strcmp(key, ST_META)) {
             const char *mk;
             json_t *mv;
             if (!json_is_object(val))
                 return rt_err_set(RT_ERR_FORMAT, "%s: __metadata__ is not an object", path);
-            json_object_foreach(val, mk, mv) {
+            json_object_foreach(val, mk, mv)
+            {
                 if (!json_is_string(mv))
-                    return rt_err_set(RT_ERR_FORMAT, "%s: __metadata__ '%s' is not a string",
-                                      path, mk);
+                    return rt_err_set(RT_ERR_FORMAT, "%s: __metadata__ '%s' is not a string", path,
+                                      mk);
             }
             continue;
         }
@@ -410,7 +409,8 @@ static int s_parse(rt_st_t *st)
         info->data = data + begin;
         st->count++;
     }
-    /* The tensors must tile the data section: sorted by offset, each starts where the last ended. */
+    /* The tensors must tile the data section: sorted by offset, each starts where the last ended.
+     */
     qsort(st->tensors, (size_t)st->count, sizeof *st->tensors, s_cmp_offset);
     size_t pos = 0;
     for (int i = 0; i < st->count; i++) {
@@ -538,13 +538,13 @@ int rt_st_read(const rt_st_t *st, const char *name, enum rt_st_dtype dtype, int 
         for (int d = 0; same && d < ndim; d++)
             same = t->shape[d] == shape[d];
         if (!same)
-            return rt_err_set(RT_ERR_SHAPE, "%s: tensor '%s': expected shape %s, got %s",
-                              st->path, name, s_shape_str(want, sizeof want, ndim, shape),
+            return rt_err_set(RT_ERR_SHAPE, "%s: tensor '%s': expected shape %s, got %s", st->path,
+                              name, s_shape_str(want, sizeof want, ndim, shape),
                               s_shape_str(got, sizeof got, t->ndim, t->shape));
     } else if (t->numel != count) {
-        return rt_err_set(RT_ERR_SHAPE, "%s: tensor '%s': expected %zu elements, got %zu (shape %s)",
-                          st->path, name, count, t->numel,
-                          s_shape_str(got, sizeof got, t->ndim, t->shape));
+        return rt_err_set(RT_ERR_SHAPE,
+                          "%s: tensor '%s': expected %zu elements, got %zu (shape %s)", st->path,
+                          name, count, t->numel, s_shape_str(got, sizeof got, t->ndim, t->shape));
     }
     if (t->nbytes)
         memcpy(out, t->data, t->nbytes);

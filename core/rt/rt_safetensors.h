@@ -46,23 +46,23 @@ enum rt_st_dtype {
 
 /* One tensor to write. Zero-initialise it and fill the fields: dtype 0 is F32. */
 struct rt_st_tensor {
-    const char *name;       /* unique name, e.g. "layers.0.c1.weight"; borrowed */
-    enum rt_st_dtype dtype; /* RT_ST_F32 (default) or RT_ST_I32 */
-    int ndim;               /* 0..RT_ST_MAX_DIM (0 = scalar) */
+    const char *name;             /* unique name, e.g. "layers.0.c1.weight"; borrowed */
+    enum rt_st_dtype dtype;       /* RT_ST_F32 (default) or RT_ST_I32 */
+    int ndim;                     /* 0..RT_ST_MAX_DIM (0 = scalar) */
     int64_t shape[RT_ST_MAX_DIM]; /* sizes, each >= 0 */
-    const void *data;       /* product(shape) elements, little-endian; borrowed */
+    const void *data;             /* product(shape) elements, little-endian; borrowed */
 };
 
 /* A tensor of an open file, as listed in its header. */
 struct rt_st_info {
-    const char *name;       /* owned by the file handle */
-    enum rt_st_dtype dtype; /* element type */
-    int ndim;               /* number of dimensions */
+    const char *name;             /* owned by the file handle */
+    enum rt_st_dtype dtype;       /* element type */
+    int ndim;                     /* number of dimensions */
     int64_t shape[RT_ST_MAX_DIM]; /* sizes */
-    size_t numel;           /* product of the sizes */
-    size_t nbytes;          /* numel * element size */
-    const void *data;       /* mapped bytes (may be unaligned: copy out with memcpy); valid until
-                             * rt_st_close */
+    size_t numel;                 /* product of the sizes */
+    size_t nbytes;                /* numel * element size */
+    const void *data; /* mapped bytes (may be unaligned: copy out with memcpy); valid until
+                       * rt_st_close */
 };
 
 typedef struct rt_st rt_st_t;

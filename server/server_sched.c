@@ -51,6 +51,7 @@ void server_sched_config_default(struct server_sched_config *cfg, enum server_sc
     cfg->epsilon = 0.005;
     cfg->tau = epochs / 2;
     cfg->apply = SERVER_SCHED_APPLY_NEXT_STEP;
+    cfg->apply_lead = 0;
 }
 
 static int s_finite_ge(double x, double lo)
@@ -121,6 +122,8 @@ int server_sched_config_check(const struct server_sched_config *c)
         return rt_err_set(RT_ERR_CONFIG, "schedule: tau %d must be >= 0", c->tau);
     if ((int)c->apply != SERVER_SCHED_APPLY_NEXT_STEP && (int)c->apply != SERVER_SCHED_APPLY_NEXT_EPOCH)
         return rt_err_set(RT_ERR_CONFIG, "schedule: unknown apply mode %d", (int)c->apply);
+    if (c->apply_lead < 0)
+        return rt_err_set(RT_ERR_CONFIG, "schedule: apply_lead %d must be >= 0", c->apply_lead);
     return RT_OK;
 }
 
@@ -467,13 +470,12 @@ int server_sched_accept(server_sched_t *self, const struct server_sched_decision
         return rt_err_set(RT_ERR_TOOBIG, "schedule: more than %d decisions",
                           SERVER_SCHED_MAX_DECISIONS);
 
-    int64_t at = next_step;
+    int64_t at = next_step + c->apply_lead;
     if (c->apply == SERVER_SCHED_APPLY_NEXT_EPOCH) {
         struct server_sched_point p;
-        s_walk(self, next_step, self->n, &p);
+        s_walk(self, at, self->n, &p);
         if (!p.done && p.step_in_epoch > 0)
-            at = next_step + server_sched_steps_per_epoch(c->dataset_size - p.offset, p.batch,
-                                                          c->drop_last);
+            at += server_sched_steps_per_epoch(c->dataset_size - p.offset, p.batch, c->drop_last);
     }
     if (self->n > 0 && at < self->dec[self->n - 1].apply_step)
         at = self->dec[self->n - 1].apply_step;
@@ -629,7 +631,7 @@ int server_sched_set_state(server_sched_t *self, const struct server_sched_state
 
 #define SCHED_HEADER_BYTES (4 + 4 + 4 + 8 + 8)
 #define SCHED_CONFIG_BYTES (4 + 8 + 4 + 8 + 8 + 8 + 4 + 4 + 8 * 5 + 4 + 4 + 4 * SERVER_SCHED_MAX_DECAY \
-                            + 8 * 3 + 4 + 4)
+                            + 8 * 3 + 4 + 4 + 4)
 #define SCHED_DECISION_BYTES (8 + 8 + 4 + 8 + 8 * 3 + 8 + 4)
 
 struct s_buf {
@@ -717,6 +719,7 @@ int server_sched_state_encode(const struct server_sched_state *st, uint8_t *buf,
     s_put_f64(&b, 0.0); /* reserved */
     s_put(&b, (uint32_t)c->tau, 4);
     s_put(&b, (uint32_t)c->apply, 4);
+    s_put(&b, (uint32_t)c->apply_lead, 4);
     for (uint32_t i = 0; i < st->n_decisions; i++) {
         const struct server_sched_decision *d = &st->decisions[i];
         s_put(&b, d->seq, 8);
@@ -782,6 +785,7 @@ int server_sched_state_decode(const uint8_t *buf, size_t len, struct server_sche
     (void)s_get_f64(&b); /* reserved */
     c->tau = (int32_t)s_get(&b, 4);
     c->apply = (enum server_sched_apply)(int32_t)s_get(&b, 4);
+    c->apply_lead = (int32_t)s_get(&b, 4);
     for (uint32_t i = 0; i < st.n_decisions; i++) {
         struct server_sched_decision *d = &st.decisions[i];
         d->seq = s_get(&b, 8);

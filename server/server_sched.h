@@ -39,8 +39,9 @@
  * base gamma}. The coordinator (shard 0) calls server_sched_accept(), which validates the decision,
  * ignores duplicates, older sequence numbers (superseded), decisions computed on a snapshot older
  * than the last batch increase (stale) and decisions that change nothing; otherwise it stamps the
- * step from which the decision applies (never before the next step to be announced) and the next
- * schedule version, and appends it. Every other participant receives stamped decisions (in any
+ * step from which the decision applies (never before the next step to be announced, plus
+ * apply_lead steps, at an epoch start if so configured, never before an earlier decision's) and
+ * the next schedule version, and appends it. Every other participant receives stamped decisions (in any
  * order, duplicated, late) and inserts them with server_sched_insert(): idempotent, out-of-order
  * versions wait until the gap is filled. The step protocol carries the version in force for each
  * step; server_sched_at() with that version refuses (RT_ERR_STATE) when this participant lacks a
@@ -70,9 +71,8 @@ enum server_sched_method {
 
 /* Where the coordinator stamps an accepted decision. */
 enum server_sched_apply {
-    SERVER_SCHED_APPLY_NEXT_STEP = 0, /* the next step to be announced (as soon as possible) */
-    SERVER_SCHED_APPLY_NEXT_EPOCH,    /* the first step of the next epoch (or the next step when
-                                         that one already starts an epoch) */
+    SERVER_SCHED_APPLY_NEXT_STEP = 0, /* step next_step + apply_lead (as soon as possible) */
+    SERVER_SCHED_APPLY_NEXT_EPOCH,    /* the first epoch start at or after next_step + apply_lead */
 };
 
 /* Outcome of server_sched_accept() / server_sched_insert() (>= 0; errors are negative rt_err). */
@@ -106,6 +106,9 @@ struct server_sched_config {
     double epsilon;                  /* ABSA: FGSM step (carried for the workers, >= 0) */
     int32_t tau;                     /* ABSA: gamma = 0 from this epoch on (>= 0) */
     enum server_sched_apply apply;   /* where the coordinator stamps decisions */
+    int32_t apply_lead;              /* steps from the next announced step to the earliest apply
+                                        step (>= 0): time for the stamped decision to reach every
+                                        participant before it is needed */
 };
 
 /* A decision of the eigen service, as held in the schedule (stamped by the coordinator). */

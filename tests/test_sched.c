@@ -339,6 +339,37 @@ static void test_apply_next_epoch(void **state)
     server_sched_destroy(&s);
 }
 
+/* apply_lead: the stamp leaves time for the decision to reach every participant. */
+static void test_apply_lead(void **state)
+{
+    (void)state;
+    struct server_sched_config c = s_abs_config(SERVER_SCHED_ABS);
+    c.apply_lead = 4;
+    server_sched_t *s = server_sched_new(&c);
+    assert_non_null(s);
+    struct server_sched_decision d = s_dec(1, 10, 0, 200, 0.2, 0), st;
+    assert_int_equal(server_sched_accept(s, &d, 11, &st), SERVER_SCHED_ACCEPTED);
+    assert_int_equal(st.apply_step, 15);
+    server_sched_destroy(&s);
+
+    c.apply = SERVER_SCHED_APPLY_NEXT_EPOCH;
+    c.apply_lead = 1;
+    s = server_sched_new(&c);
+    assert_non_null(s);
+    /* seen at step 9 (epoch 0's last); 9 + 1 = 10 starts epoch 1 */
+    assert_int_equal(server_sched_accept(s, &d, 9, &st), SERVER_SCHED_ACCEPTED);
+    assert_int_equal(st.apply_step, 10);
+    /* seen at 20 (epoch 3 = 20..24 at 200): 21 is inside it, so the next epoch start, 25 */
+    d = s_dec(2, 20, 1, 400, 0.4, 0);
+    assert_int_equal(server_sched_accept(s, &d, 20, &st), SERVER_SCHED_ACCEPTED);
+    assert_int_equal(st.apply_step, 25);
+    server_sched_destroy(&s);
+
+    c.apply_lead = -1;
+    assert_int_equal(server_sched_config_check(&c), RT_ERR_CONFIG);
+    assert_non_null(strstr(rt_err_msg(), "apply_lead"));
+}
+
 /* ABSA: gamma from the decisions, 0 from tau on and at B_max. */
 static void test_absa_gamma(void **state)
 {
@@ -578,6 +609,7 @@ int main(void)
         cmocka_unit_test(test_abs_decisions_table),
         cmocka_unit_test(test_abs_verdicts),
         cmocka_unit_test(test_apply_next_epoch),
+        cmocka_unit_test(test_apply_lead),
         cmocka_unit_test(test_absa_gamma),
         cmocka_unit_test(test_insert_out_of_order),
         cmocka_unit_test(test_state_roundtrip),

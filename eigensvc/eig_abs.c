@@ -128,8 +128,8 @@ int eig_abs_wants_measurement(const eig_abs_t *self)
 }
 
 /* Append to a decision's reason, "; " between parts; truncates silently at the buffer's end. */
-__attribute__((format(printf, 2, 3))) static void s_why(struct eig_abs_decision *d,
-                                                        const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static void s_why(struct eig_abs_decision *d, const char *fmt,
+                                                        ...)
 {
     size_t used = strlen(d->reason);
     if (used + 1 >= sizeof d->reason)
@@ -182,8 +182,8 @@ static void s_grow(const struct eig_abs_config *c, struct eig_abs_state *st,
     if (c->adversarial)
         st->gamma_base /= c->omega;
     if (st->lr_base < lr)
-        s_why(d, "B %lld -> %lld, lr x %g capped at %g", (long long)old_b, (long long)new_b,
-              scale, c->lr_cap);
+        s_why(d, "B %lld -> %lld, lr x %g capped at %g", (long long)old_b, (long long)new_b, scale,
+              c->lr_cap);
     else
         s_why(d, "B %lld -> %lld, lr x %g -> %g", (long long)old_b, (long long)new_b, scale,
               st->lr_base);
@@ -252,8 +252,7 @@ int eig_abs_epoch_end(eig_abs_t *self, int32_t epoch, int has_lambda, double lam
     for (int32_t e = self->st.last_epoch + 2; e <= next; e++)
         if (s_is_decay_epoch(c, e))
             s_why(out, "decay epoch %d: lr x %g", e, c->rho);
-    if (c->adversarial && st.gamma_base > 0.0 && self->st.last_epoch + 1 < c->tau &&
-        next >= c->tau)
+    if (c->adversarial && st.gamma_base > 0.0 && self->st.last_epoch + 1 < c->tau && next >= c->tau)
         s_why(out, "epoch %d >= tau %d: adversarial training off", next, c->tau);
 
     st.last_epoch = epoch;
@@ -286,13 +285,11 @@ int eig_abs_set_state(eig_abs_t *self, const struct eig_abs_state *in)
         return rt_err_set(RT_ERR_FORMAT, "abs state: lr_base %g must be finite and > 0",
                           in->lr_base);
     if (!isfinite(in->gamma_base) || in->gamma_base < 0.0 || in->gamma_base > 1.0)
-        return rt_err_set(RT_ERR_FORMAT, "abs state: gamma_base %g not in [0, 1]",
-                          in->gamma_base);
+        return rt_err_set(RT_ERR_FORMAT, "abs state: gamma_base %g not in [0, 1]", in->gamma_base);
     if (in->has_ref != 0 && in->has_ref != 1)
         return rt_err_set(RT_ERR_FORMAT, "abs state: has_ref %d must be 0 or 1", in->has_ref);
     if (in->has_ref && !isfinite(in->lambda_ref))
-        return rt_err_set(RT_ERR_FORMAT, "abs state: lambda_ref %g is not finite",
-                          in->lambda_ref);
+        return rt_err_set(RT_ERR_FORMAT, "abs state: lambda_ref %g is not finite", in->lambda_ref);
     if (in->duration < 0 || in->increases < 0 || in->last_epoch < -1)
         return rt_err_set(RT_ERR_FORMAT,
                           "abs state: duration %d, increases %d, last_epoch %d out of range",

@@ -40,52 +40,52 @@ enum eig_abs_lr_rule {
 };
 
 struct eig_abs_config {
-    double alpha;              /* trigger: lambda <= lambda_ref / alpha (> 0; default 2) */
-    double beta;               /* batch growth factor (> 1; default 2) */
-    int32_t kappa;             /* grow after kappa epochs without an increase (0 = never; 10) */
-    int64_t batch0;            /* initial batch (> 0; default 128) */
-    int64_t batch_max;         /* B_max (>= batch0; default 16384) */
-    double lr0;                /* initial learning rate at batch0 (> 0) */
+    double alpha;                 /* trigger: lambda <= lambda_ref / alpha (> 0; default 2) */
+    double beta;                  /* batch growth factor (> 1; default 2) */
+    int32_t kappa;                /* grow after kappa epochs without an increase (0 = never; 10) */
+    int64_t batch0;               /* initial batch (> 0; default 128) */
+    int64_t batch_max;            /* B_max (>= batch0; default 16384) */
+    double lr0;                   /* initial learning rate at batch0 (> 0) */
     enum eig_abs_lr_rule lr_rule; /* scaling with the batch (default linear) */
-    double lr_cap;             /* bound on the base lr (0 = none) */
-    int32_t adversarial;       /* 1: ABSA (gamma, omega, tau used); 0: ABS */
-    double gamma0;             /* ABSA: initial adversarial fraction in [0, 1] (default 0.2) */
-    double omega;              /* ABSA: gamma /= omega at every increase (>= 1; default 2) */
-    int32_t tau;               /* ABSA: gamma = 0 from this epoch on (>= 0; default epochs / 2) */
-    int32_t n_decay;           /* entries in decay_epochs */
+    double lr_cap;                /* bound on the base lr (0 = none) */
+    int32_t adversarial;          /* 1: ABSA (gamma, omega, tau used); 0: ABS */
+    double gamma0;                /* ABSA: initial adversarial fraction in [0, 1] (default 0.2) */
+    double omega;                 /* ABSA: gamma /= omega at every increase (>= 1; default 2) */
+    int32_t tau;     /* ABSA: gamma = 0 from this epoch on (>= 0; default epochs / 2) */
+    int32_t n_decay; /* entries in decay_epochs */
     int32_t decay_epochs[EIG_ABS_MAX_DECAY]; /* strictly increasing, >= 1 */
-    double rho;                /* step-decay factor in (0, 1] */
-    int32_t timer_sets_ref;    /* 1: a kappa-timer increase also sets lambda_ref (see above) */
+    double rho;                              /* step-decay factor in (0, 1] */
+    int32_t timer_sets_ref; /* 1: a kappa-timer increase also sets lambda_ref (see above) */
 };
 
 /* The rule's whole state (for checkpoints and for a restarted eigen service). */
 struct eig_abs_state {
-    int64_t batch;         /* batch in force */
-    double lr_base;        /* base learning rate (before step decay) */
-    double gamma_base;     /* adversarial fraction before the tau rule */
-    double lambda_ref;     /* reference eigenvalue (valid when has_ref) */
-    int32_t has_ref;       /* a measurement has set lambda_ref */
-    int32_t duration;      /* epochs since the last increase */
-    int32_t measuring;     /* 0 once B_max is reached */
-    int32_t increases;     /* batch increases so far */
-    int32_t last_epoch;    /* last epoch fed in (-1: none yet) */
+    int64_t batch;      /* batch in force */
+    double lr_base;     /* base learning rate (before step decay) */
+    double gamma_base;  /* adversarial fraction before the tau rule */
+    double lambda_ref;  /* reference eigenvalue (valid when has_ref) */
+    int32_t has_ref;    /* a measurement has set lambda_ref */
+    int32_t duration;   /* epochs since the last increase */
+    int32_t measuring;  /* 0 once B_max is reached */
+    int32_t increases;  /* batch increases so far */
+    int32_t last_epoch; /* last epoch fed in (-1: none yet) */
 };
 
 /* Output for one finished epoch. */
 struct eig_abs_decision {
-    int32_t epoch;         /* the epoch that ended */
-    int32_t has_lambda;    /* a measurement was given (and used) */
-    double lambda;         /* the measurement (NaN when none) */
-    double lambda_ref;     /* lambda_ref after this epoch (NaN when none yet) */
-    int32_t duration;      /* duration after this epoch */
-    int32_t changed;       /* 1: the batch grew */
-    int64_t batch_prev;    /* batch before this decision */
-    int64_t batch;         /* batch for epoch + 1 */
-    double lr_base;        /* base learning rate for epoch + 1 (before step decay) */
-    double lr;             /* effective learning rate for epoch + 1 (step decay applied) */
-    double gamma_base;     /* adversarial fraction before the tau rule */
-    double gamma;          /* effective adversarial fraction for epoch + 1 */
-    int32_t measure_next;  /* 1: measure at the end of the next epoch */
+    int32_t epoch;        /* the epoch that ended */
+    int32_t has_lambda;   /* a measurement was given (and used) */
+    double lambda;        /* the measurement (NaN when none) */
+    double lambda_ref;    /* lambda_ref after this epoch (NaN when none yet) */
+    int32_t duration;     /* duration after this epoch */
+    int32_t changed;      /* 1: the batch grew */
+    int64_t batch_prev;   /* batch before this decision */
+    int64_t batch;        /* batch for epoch + 1 */
+    double lr_base;       /* base learning rate for epoch + 1 (before step decay) */
+    double lr;            /* effective learning rate for epoch + 1 (step decay applied) */
+    double gamma_base;    /* adversarial fraction before the tau rule */
+    double gamma;         /* effective adversarial fraction for epoch + 1 */
+    int32_t measure_next; /* 1: measure at the end of the next epoch */
     char reason[EIG_ABS_REASON_MAX]; /* why, e.g. "lambda 3.1 <= lambda_ref 7 / alpha 2: ..." */
 };
 

@@ -11,12 +11,12 @@
 #include "rt_err.h"
 
 struct eig_power {
-    size_t n;                     /* vector length */
-    struct eig_power_config cfg;  /* iteration limits */
-    float *a;                     /* work vector (n floats) */
-    float *b;                     /* work vector (n floats) */
-    const float *last;            /* the last iterate: a or b */
-    uint64_t rng;                 /* splitmix64 state of the start-vector generator */
+    size_t n;                    /* vector length */
+    struct eig_power_config cfg; /* iteration limits */
+    float *a;                    /* work vector (n floats) */
+    float *b;                    /* work vector (n floats) */
+    const float *last;           /* the last iterate: a or b */
+    uint64_t rng;                /* splitmix64 state of the start-vector generator */
 };
 
 void eig_power_config_preset(struct eig_power_config *cfg, enum eig_power_preset preset)
@@ -155,8 +155,7 @@ static double s_normalise(float *v, size_t n)
     return nrm;
 }
 
-int eig_power_run(eig_power_t *self, eig_power_hvp_fn hvp, void *user,
-                  struct eig_power_result *res)
+int eig_power_run(eig_power_t *self, eig_power_hvp_fn hvp, void *user, struct eig_power_result *res)
 {
     const size_t n = self->n;
     float *v = self->a, *hv = self->b;

@@ -17,13 +17,13 @@
 #define SCHED_MAGIC 0x43534245u /* "EBSC" little-endian */
 
 struct server_sched {
-    struct server_sched_config cfg;                           /* configuration (copied) */
-    uint32_t n;                                               /* contiguous versions 1..n held */
+    struct server_sched_config cfg; /* configuration (copied) */
+    uint32_t n;                     /* contiguous versions 1..n held */
     struct server_sched_decision dec[SERVER_SCHED_MAX_DECISIONS]; /* slot v-1 holds version v */
-    uint8_t present[SERVER_SCHED_MAX_DECISIONS];              /* slot filled (held or pending) */
-    uint64_t last_seq;                                        /* highest sequence number seen */
-    int has_seq;                                              /* last_seq is meaningful */
-    int64_t announced;                                        /* highest next_step seen (accept) */
+    uint8_t present[SERVER_SCHED_MAX_DECISIONS]; /* slot filled (held or pending) */
+    uint64_t last_seq;                           /* highest sequence number seen */
+    int has_seq;                                 /* last_seq is meaningful */
+    int64_t announced;                           /* highest next_step seen (accept) */
 };
 
 /* ---- configuration --------------------------------------------------------------------------- */
@@ -94,8 +94,7 @@ int server_sched_config_check(const struct server_sched_config *c)
     if (!s_finite_ge(c->momentum, 0.0) || c->momentum >= 1.0)
         return rt_err_set(RT_ERR_CONFIG, "schedule: momentum %g must be in [0, 1)", c->momentum);
     if (!s_finite_ge(c->weight_decay, 0.0))
-        return rt_err_set(RT_ERR_CONFIG, "schedule: weight_decay %g must be >= 0",
-                          c->weight_decay);
+        return rt_err_set(RT_ERR_CONFIG, "schedule: weight_decay %g must be >= 0", c->weight_decay);
     if (c->warmup_epochs < 0)
         return rt_err_set(RT_ERR_CONFIG, "schedule: warmup_epochs %d must be >= 0",
                           c->warmup_epochs);
@@ -108,9 +107,8 @@ int server_sched_config_check(const struct server_sched_config *c)
             return rt_err_set(RT_ERR_CONFIG, "schedule: decay epoch %d not in [1, epochs %d)", d,
                               c->epochs);
         if (i > 0 && d <= c->decay_epochs[i - 1])
-            return rt_err_set(RT_ERR_CONFIG,
-                              "schedule: decay epochs must increase (%d after %d)", d,
-                              c->decay_epochs[i - 1]);
+            return rt_err_set(RT_ERR_CONFIG, "schedule: decay epochs must increase (%d after %d)",
+                              d, c->decay_epochs[i - 1]);
     }
     if (!isfinite(c->rho) || c->rho <= 0.0 || c->rho > 1.0)
         return rt_err_set(RT_ERR_CONFIG, "schedule: rho %g must be in (0, 1]", c->rho);
@@ -120,7 +118,8 @@ int server_sched_config_check(const struct server_sched_config *c)
         return rt_err_set(RT_ERR_CONFIG, "schedule: epsilon %g must be >= 0", c->epsilon);
     if (c->tau < 0)
         return rt_err_set(RT_ERR_CONFIG, "schedule: tau %d must be >= 0", c->tau);
-    if ((int)c->apply != SERVER_SCHED_APPLY_NEXT_STEP && (int)c->apply != SERVER_SCHED_APPLY_NEXT_EPOCH)
+    if ((int)c->apply != SERVER_SCHED_APPLY_NEXT_STEP &&
+        (int)c->apply != SERVER_SCHED_APPLY_NEXT_EPOCH)
         return rt_err_set(RT_ERR_CONFIG, "schedule: unknown apply mode %d", (int)c->apply);
     if (c->apply_lead < 0)
         return rt_err_set(RT_ERR_CONFIG, "schedule: apply_lead %d must be >= 0", c->apply_lead);
@@ -151,13 +150,20 @@ int server_sched_method_parse(const char *name, enum server_sched_method *out)
 const char *server_sched_verdict_str(int verdict)
 {
     switch (verdict) {
-    case SERVER_SCHED_ACCEPTED: return "accepted";
-    case SERVER_SCHED_DUPLICATE: return "duplicate: already held";
-    case SERVER_SCHED_SUPERSEDED: return "superseded: a newer decision was already seen";
-    case SERVER_SCHED_STALE: return "stale: snapshot older than the last batch increase";
-    case SERVER_SCHED_NOCHANGE: return "no change to the schedule in force";
-    case SERVER_SCHED_PENDING: return "pending: earlier versions missing";
-    default: return verdict < 0 ? rt_strerror(verdict) : "unknown verdict";
+    case SERVER_SCHED_ACCEPTED:
+        return "accepted";
+    case SERVER_SCHED_DUPLICATE:
+        return "duplicate: already held";
+    case SERVER_SCHED_SUPERSEDED:
+        return "superseded: a newer decision was already seen";
+    case SERVER_SCHED_STALE:
+        return "stale: snapshot older than the last batch increase";
+    case SERVER_SCHED_NOCHANGE:
+        return "no change to the schedule in force";
+    case SERVER_SCHED_PENDING:
+        return "pending: earlier versions missing";
+    default:
+        return verdict < 0 ? rt_strerror(verdict) : "unknown verdict";
     }
 }
 
@@ -383,8 +389,7 @@ static int s_check_decision(const struct server_sched_config *c,
                           server_sched_method_name(c->method), (unsigned long long)d->seq);
     if (d->batch < 1 || d->batch > c->batch_max)
         return rt_err_set(RT_ERR_FORMAT, "decision seq %llu: batch %lld not in [1, %lld]",
-                          (unsigned long long)d->seq, (long long)d->batch,
-                          (long long)c->batch_max);
+                          (unsigned long long)d->seq, (long long)d->batch, (long long)c->batch_max);
     if (!isfinite(d->lr_base) || d->lr_base <= 0.0)
         return rt_err_set(RT_ERR_FORMAT, "decision seq %llu: lr %g must be finite and > 0",
                           (unsigned long long)d->seq, d->lr_base);
@@ -457,7 +462,8 @@ int server_sched_accept(server_sched_t *self, const struct server_sched_decision
     if (c->method == SERVER_SCHED_ABS)
         cur_g = 0.0;
     if (d->batch < cur_b)
-        return rt_err_set(RT_ERR_FORMAT, "decision seq %llu: batch %lld below the batch %lld in force",
+        return rt_err_set(RT_ERR_FORMAT,
+                          "decision seq %llu: batch %lld below the batch %lld in force",
                           (unsigned long long)d->seq, (long long)d->batch, (long long)cur_b);
     if (d->snapshot_version < (uint64_t)s_last_increase(self))
         return SERVER_SCHED_STALE;
@@ -507,8 +513,8 @@ static int s_fits(const server_sched_t *s, const struct server_sched_decision *d
             return rt_err_set(RT_ERR_STATE,
                               "decision version %u (step %lld, batch %lld) goes back from "
                               "version %u (step %lld, batch %lld)",
-                              d->version, (long long)d->apply_step, (long long)d->batch,
-                              p->version, (long long)p->apply_step, (long long)p->batch);
+                              d->version, (long long)d->apply_step, (long long)d->batch, p->version,
+                              (long long)p->apply_step, (long long)p->batch);
     }
     if (i == 0 && d->batch < prev_b)
         return rt_err_set(RT_ERR_STATE, "decision version 1: batch %lld below the initial %lld",
@@ -519,8 +525,8 @@ static int s_fits(const server_sched_t *s, const struct server_sched_decision *d
             return rt_err_set(RT_ERR_STATE,
                               "decision version %u (step %lld, batch %lld) goes past version %u "
                               "(step %lld, batch %lld)",
-                              d->version, (long long)d->apply_step, (long long)d->batch,
-                              q->version, (long long)q->apply_step, (long long)q->batch);
+                              d->version, (long long)d->apply_step, (long long)d->batch, q->version,
+                              (long long)q->apply_step, (long long)q->batch);
     }
     return RT_OK;
 }
@@ -534,8 +540,9 @@ int server_sched_insert(server_sched_t *self, const struct server_sched_decision
     if (self->present[i]) {
         if (s_same(&self->dec[i], d))
             return SERVER_SCHED_DUPLICATE;
-        return rt_err_set(RT_ERR_STATE, "decision version %u (seq %llu) differs from the one held "
-                                        "(seq %llu)",
+        return rt_err_set(RT_ERR_STATE,
+                          "decision version %u (seq %llu) differs from the one held "
+                          "(seq %llu)",
                           d->version, (unsigned long long)d->seq,
                           (unsigned long long)self->dec[i].seq);
     }
@@ -630,8 +637,8 @@ int server_sched_set_state(server_sched_t *self, const struct server_sched_state
 /* ---- byte form ------------------------------------------------------------------------------- */
 
 #define SCHED_HEADER_BYTES (4 + 4 + 4 + 8 + 8)
-#define SCHED_CONFIG_BYTES (4 + 8 + 4 + 8 + 8 + 8 + 4 + 4 + 8 * 5 + 4 + 4 + 4 * SERVER_SCHED_MAX_DECAY \
-                            + 8 * 3 + 4 + 4 + 4)
+#define SCHED_CONFIG_BYTES                                                                         \
+    (4 + 8 + 4 + 8 + 8 + 8 + 4 + 4 + 8 * 5 + 4 + 4 + 4 * SERVER_SCHED_MAX_DECAY + 8 * 3 + 4 + 4 + 4)
 #define SCHED_DECISION_BYTES (8 + 8 + 4 + 8 + 8 * 3 + 8 + 4)
 
 struct s_buf {
@@ -675,8 +682,8 @@ static double s_get_f64(struct s_buf *b)
 
 size_t server_sched_state_encoded_size(const struct server_sched_state *st)
 {
-    uint32_t n = st->n_decisions > SERVER_SCHED_MAX_DECISIONS ? SERVER_SCHED_MAX_DECISIONS
-                                                               : st->n_decisions;
+    uint32_t n =
+        st->n_decisions > SERVER_SCHED_MAX_DECISIONS ? SERVER_SCHED_MAX_DECISIONS : st->n_decisions;
     return SCHED_HEADER_BYTES + SCHED_CONFIG_BYTES + (size_t)n * SCHED_DECISION_BYTES;
 }
 

@@ -2,10 +2,10 @@
  * server_sched: the one training schedule, agreed by every shard and worker.
  *
  * Given the configuration (method BL | FB | GG | ABS | ABSA, batch sizes, learning rate, decay
- * epochs, ...) and the list of accepted decisions of the eigen service, it answers deterministically
- * "which (B, lr, gamma, schedule version) is in force at step t, in which epoch, at which sample
- * offset". No sockets, no clocks: a pure function of the configuration and the decision list, so
- * that two participants holding the same accepted list always agree.
+ * epochs, ...) and the list of accepted decisions of the eigen service, it answers
+ * deterministically "which (B, lr, gamma, schedule version) is in force at step t, in which epoch,
+ * at which sample offset". No sockets, no clocks: a pure function of the configuration and the
+ * decision list, so that two participants holding the same accepted list always agree.
  *
  * Conventions (all 0-based):
  *  - step t is the t-th SGD update; parameter version v = number of updates applied, so the weights
@@ -17,19 +17,19 @@
  *    A batch change in the middle of an epoch takes effect at its step; the epoch still ends after
  *    dataset_size samples.
  *  - decay epochs d: epochs e >= d train with the learning rate multiplied by rho once more
- *    (PyTorch MultiStepLR with milestones d; HessianFlow's lr_decay_epoch list with the same numbers).
+ *    (PyTorch MultiStepLR with milestones d; HessianFlow's lr_decay_epoch with the same values).
  *
  * Learning rate: lr is given at base_batch; the initial learning rate is lr * batch / base_batch
  * (linear scaling rule; base_batch = batch makes it lr). lr_cap bounds the learning rate BEFORE the
  * step decay (the "base" learning rate); the decay multiplies the capped value.
  *  - BL   B = batch; lr(e) = min(cap, lr0) * rho^k(e), k(e) = number of decay epochs <= e.
- *  - FB   B = batch; target lr1 = lr * batch / base_batch; during the first warmup_epochs epochs the
- *         base lr grows linearly (per step, by fractional epoch progress) from lr to lr1 (Goyal et
- *         al.); then lr(e) = min(cap, lr1) * rho^k(e).
+ *  - FB   B = batch; target lr1 = lr * batch / base_batch; during the first warmup_epochs
+ *         epochs the base lr grows linearly (per step, by fractional epoch progress) from lr to
+ *         lr1 (Goyal et al.); then lr(e) = min(cap, lr1) * rho^k(e).
  *  - GG   at each decay epoch the batch grows by 1/rho instead of the lr decaying (Smith et al.):
  *         B <- round(B / rho). When that would pass batch_max, B <- batch_max and the lr takes the
- *         rest of the factor: lr *= rho * batch_max / B_old (so lr/B always shrinks by rho; once B is
- *         at batch_max this is the plain decay lr *= rho).
+ *         rest of the factor: lr *= rho * batch_max / B_old (so lr/B always shrinks by rho;
+ *         once B is at batch_max this is the plain decay lr *= rho).
  *  - ABS  B and the base lr come from the last decision in force (initially batch and the initial
  *         lr); lr(t) = min(cap, lr_base) * rho^k(e); gamma = 0.
  *  - ABSA as ABS; gamma = the decision's gamma (initially gamma0), but 0 from epoch tau on and
@@ -41,12 +41,13 @@
  * than the last batch increase (stale) and decisions that change nothing; otherwise it stamps the
  * step from which the decision applies (never before the next step to be announced, plus
  * apply_lead steps, at an epoch start if so configured, never before an earlier decision's) and
- * the next schedule version, and appends it. Every other participant receives stamped decisions (in any
- * order, duplicated, late) and inserts them with server_sched_insert(): idempotent, out-of-order
- * versions wait until the gap is filled. The step protocol carries the version in force for each
- * step; server_sched_at() with that version refuses (RT_ERR_STATE) when this participant lacks a
- * decision up to it, and the participant catches up with the coordinator's state
- * (server_sched_get_state / server_sched_set_state). A decision applies to steps >= its apply step.
+ * the next schedule version, and appends it. Every other participant receives stamped decisions (in
+ * any order, duplicated, late) and inserts them with server_sched_insert(): idempotent,
+ * out-of-order versions wait until the gap is filled. The step protocol carries the version in
+ * force for each step; server_sched_at() with that version refuses (RT_ERR_STATE) when this
+ * participant lacks a decision up to it, and the participant catches up with the coordinator's
+ * state (server_sched_get_state / server_sched_set_state). A decision applies to steps >= its apply
+ * step.
  */
 #ifndef SERVER_SCHED_H
 #define SERVER_SCHED_H
@@ -54,10 +55,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SERVER_SCHED_MAX_DECAY 16      /* most decay epochs in a configuration */
-#define SERVER_SCHED_MAX_DECISIONS 64  /* most accepted decisions in one run */
-#define SERVER_SCHED_MICRO_BATCH 128   /* default micro-batch m */
-#define SERVER_SCHED_STATE_FORMAT 1    /* version of struct server_sched_state */
+#define SERVER_SCHED_MAX_DECAY 16     /* most decay epochs in a configuration */
+#define SERVER_SCHED_MAX_DECISIONS 64 /* most accepted decisions in one run */
+#define SERVER_SCHED_MICRO_BATCH 128  /* default micro-batch m */
+#define SERVER_SCHED_STATE_FORMAT 1   /* version of struct server_sched_state */
 
 typedef struct server_sched server_sched_t;
 
@@ -77,12 +78,12 @@ enum server_sched_apply {
 
 /* Outcome of server_sched_accept() / server_sched_insert() (>= 0; errors are negative rt_err). */
 enum server_sched_verdict {
-    SERVER_SCHED_ACCEPTED = 0,   /* appended as a new schedule version */
-    SERVER_SCHED_DUPLICATE,      /* already held: nothing changes (idempotent) */
-    SERVER_SCHED_SUPERSEDED,     /* older sequence number than one already seen */
-    SERVER_SCHED_STALE,          /* computed on a snapshot older than the last batch increase */
-    SERVER_SCHED_NOCHANGE,       /* same (B, lr, gamma) as in force: no new version */
-    SERVER_SCHED_PENDING,        /* (insert) held until the versions before it arrive */
+    SERVER_SCHED_ACCEPTED = 0, /* appended as a new schedule version */
+    SERVER_SCHED_DUPLICATE,    /* already held: nothing changes (idempotent) */
+    SERVER_SCHED_SUPERSEDED,   /* older sequence number than one already seen */
+    SERVER_SCHED_STALE,        /* computed on a snapshot older than the last batch increase */
+    SERVER_SCHED_NOCHANGE,     /* same (B, lr, gamma) as in force: no new version */
+    SERVER_SCHED_PENDING,      /* (insert) held until the versions before it arrive */
 };
 
 struct server_sched_config {
@@ -101,14 +102,14 @@ struct server_sched_config {
     int32_t warmup_epochs;           /* FB: epochs of gradual warm-up (>= 0) */
     int32_t n_decay;                 /* number of entries in decay_epochs */
     int32_t decay_epochs[SERVER_SCHED_MAX_DECAY]; /* strictly increasing, each in [1, epochs) */
-    double rho;                      /* decay factor in (0, 1] (0.1, 0.2, ...) */
-    double gamma0;                   /* ABSA: initial adversarial fraction, in [0, 1] */
-    double epsilon;                  /* ABSA: FGSM step (carried for the workers, >= 0) */
-    int32_t tau;                     /* ABSA: gamma = 0 from this epoch on (>= 0) */
-    enum server_sched_apply apply;   /* where the coordinator stamps decisions */
-    int32_t apply_lead;              /* steps from the next announced step to the earliest apply
-                                        step (>= 0): time for the stamped decision to reach every
-                                        participant before it is needed */
+    double rho;                                   /* decay factor in (0, 1] (0.1, 0.2, ...) */
+    double gamma0;                 /* ABSA: initial adversarial fraction, in [0, 1] */
+    double epsilon;                /* ABSA: FGSM step (carried for the workers, >= 0) */
+    int32_t tau;                   /* ABSA: gamma = 0 from this epoch on (>= 0) */
+    enum server_sched_apply apply; /* where the coordinator stamps decisions */
+    int32_t apply_lead;            /* steps from the next announced step to the earliest apply
+                                      step (>= 0): time for the stamped decision to reach every
+                                      participant before it is needed */
 };
 
 /* A decision of the eigen service, as held in the schedule (stamped by the coordinator). */
@@ -116,12 +117,12 @@ struct server_sched_decision {
     uint64_t seq;              /* eigen service's sequence number (increasing) */
     uint64_t snapshot_version; /* parameter version of the snapshot it was computed on */
     int32_t epoch;             /* the epoch whose end produced it */
-    int64_t batch;             /* B from apply_step on, in [1, batch_max], never below the B in force */
-    double lr_base;            /* learning rate before step decay (> 0) */
-    double gamma_base;         /* adversarial fraction before the tau / B_max rules, in [0, 1] */
-    double lambda;             /* measured eigenvalue (informational; NaN: none) */
-    int64_t apply_step;        /* stamped: first step it applies to */
-    uint32_t version;          /* stamped: schedule version, 1-based position in the accepted list */
+    int64_t batch;      /* B from apply_step on, in [1, batch_max], never below the B in force */
+    double lr_base;     /* learning rate before step decay (> 0) */
+    double gamma_base;  /* adversarial fraction before the tau / B_max rules, in [0, 1] */
+    double lambda;      /* measured eigenvalue (informational; NaN: none) */
+    int64_t apply_step; /* stamped: first step it applies to */
+    uint32_t version;   /* stamped: schedule version, 1-based position in the accepted list */
 };
 
 /* What is in force at one step. */
@@ -142,10 +143,10 @@ struct server_sched_point {
 
 /* Plain, fixed-size copy of the schedule (for checkpoints and late joiners). */
 struct server_sched_state {
-    uint32_t format;                 /* SERVER_SCHED_STATE_FORMAT */
-    uint32_t n_decisions;            /* accepted decisions held, versions 1..n_decisions */
-    uint64_t last_seq;               /* highest sequence number seen (accepted or no-change) */
-    uint64_t has_seq;                /* 1 when last_seq is meaningful */
+    uint32_t format;                   /* SERVER_SCHED_STATE_FORMAT */
+    uint32_t n_decisions;              /* accepted decisions held, versions 1..n_decisions */
+    uint64_t last_seq;                 /* highest sequence number seen (accepted or no-change) */
+    uint64_t has_seq;                  /* 1 when last_seq is meaningful */
     struct server_sched_config config; /* the configuration */
     struct server_sched_decision decisions[SERVER_SCHED_MAX_DECISIONS]; /* versions 1.. */
 };
@@ -177,7 +178,8 @@ void server_sched_destroy(server_sched_t **self_p);
 /* The configuration in force; valid until the schedule is destroyed or its state is set. */
 const struct server_sched_config *server_sched_config(const server_sched_t *self);
 
-/* Number of accepted decisions held contiguously (= the highest version this participant can use). */
+/* Number of accepted decisions held contiguously (= the highest version this participant can use).
+ */
 uint32_t server_sched_version(const server_sched_t *self);
 
 /* Accepted decision of version v (1-based), or NULL. Valid until the schedule changes. */
@@ -222,7 +224,8 @@ int server_sched_set_state(server_sched_t *self, const struct server_sched_state
 
 /* Little-endian byte form of a state, for checkpoint files and the wire:
  * encode writes at most cap bytes, sets *len; RT_ERR_SIZE when cap is too small.
- * decode checks magic, format, sizes and values; RT_ERR_FORMAT / RT_ERR_TRUNCATED / RT_ERR_VERSION. */
+ * decode checks magic, format, sizes and values; RT_ERR_FORMAT / RT_ERR_TRUNCATED / RT_ERR_VERSION.
+ */
 size_t server_sched_state_encoded_size(const struct server_sched_state *st);
 int server_sched_state_encode(const struct server_sched_state *st, uint8_t *buf, size_t cap,
                               size_t *len);

@@ -361,12 +361,9 @@ static void test_bad_input_and_state(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_script_full_run),
-        cmocka_unit_test(test_kappa_timer),
-        cmocka_unit_test(test_timer_keeps_ref_option),
-        cmocka_unit_test(test_lr_cap_and_rules),
-        cmocka_unit_test(test_gamma_decay_and_tau),
-        cmocka_unit_test(test_decay_epochs),
+        cmocka_unit_test(test_script_full_run),        cmocka_unit_test(test_kappa_timer),
+        cmocka_unit_test(test_timer_keeps_ref_option), cmocka_unit_test(test_lr_cap_and_rules),
+        cmocka_unit_test(test_gamma_decay_and_tau),    cmocka_unit_test(test_decay_epochs),
         cmocka_unit_test(test_bad_input_and_state),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -309,10 +309,8 @@ static void test_reproducible(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_separated_spectrum),
-        cmocka_unit_test(test_close_second),
-        cmocka_unit_test(test_negative_dominant),
-        cmocka_unit_test(test_limits_and_errors),
+        cmocka_unit_test(test_separated_spectrum), cmocka_unit_test(test_close_second),
+        cmocka_unit_test(test_negative_dominant),  cmocka_unit_test(test_limits_and_errors),
         cmocka_unit_test(test_reproducible),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -34,10 +34,10 @@ static void s_check_rows(const server_sched_t *s, const struct row *rows, int n)
             fabs(p.gamma - rows[i].gamma) > 1e-12) {
             print_error("step %lld: got e%d off %lld n %lld B %lld lr %.17g g %g; want e%d off "
                         "%lld n %lld B %lld lr %.17g g %g\n",
-                        (long long)rows[i].step, p.epoch, (long long)p.offset,
-                        (long long)p.samples, (long long)p.batch, p.lr, p.gamma, rows[i].epoch,
-                        (long long)rows[i].offset, (long long)rows[i].samples,
-                        (long long)rows[i].batch, rows[i].lr, rows[i].gamma);
+                        (long long)rows[i].step, p.epoch, (long long)p.offset, (long long)p.samples,
+                        (long long)p.batch, p.lr, p.gamma, rows[i].epoch, (long long)rows[i].offset,
+                        (long long)rows[i].samples, (long long)rows[i].batch, rows[i].lr,
+                        rows[i].gamma);
             fail();
         }
         assert_int_equal(p.done, 0);
@@ -80,10 +80,10 @@ static void test_bl_partial_last_batch(void **state)
     server_sched_t *s = server_sched_new(&c);
     assert_non_null(s);
     const struct row rows[] = {
-        {0, 0, 0, 128, 128, 0.1, 0},      {1, 0, 128, 128, 128, 0.1, 0},
-        {7, 0, 896, 104, 128, 0.1, 0},    {8, 1, 0, 128, 128, 0.1, 0},
-        {15, 1, 896, 104, 128, 0.1, 0},   {16, 2, 0, 128, 128, 0.01, 0},
-        {24, 3, 0, 128, 128, 0.001, 0},   {31, 3, 896, 104, 128, 0.001, 0},
+        {0, 0, 0, 128, 128, 0.1, 0},    {1, 0, 128, 128, 128, 0.1, 0},
+        {7, 0, 896, 104, 128, 0.1, 0},  {8, 1, 0, 128, 128, 0.1, 0},
+        {15, 1, 896, 104, 128, 0.1, 0}, {16, 2, 0, 128, 128, 0.01, 0},
+        {24, 3, 0, 128, 128, 0.001, 0}, {31, 3, 896, 104, 128, 0.001, 0},
     };
     s_check_rows(s, rows, (int)(sizeof rows / sizeof rows[0]));
     s_check_done(s, 32, 4);
@@ -133,9 +133,8 @@ static void test_fb_warmup_and_cap(void **state)
     server_sched_t *s = server_sched_new(&c);
     assert_non_null(s);
     const struct row rows[] = {
-        {0, 0, 0, 500, 500, 0.1, 0}, {1, 0, 500, 500, 500, 0.2, 0},
-        {2, 1, 0, 500, 500, 0.3, 0}, {3, 1, 500, 500, 500, 0.4, 0},
-        {4, 2, 0, 500, 500, 0.5, 0}, {5, 2, 500, 500, 500, 0.5, 0},
+        {0, 0, 0, 500, 500, 0.1, 0},   {1, 0, 500, 500, 500, 0.2, 0}, {2, 1, 0, 500, 500, 0.3, 0},
+        {3, 1, 500, 500, 500, 0.4, 0}, {4, 2, 0, 500, 500, 0.5, 0},   {5, 2, 500, 500, 500, 0.5, 0},
         {6, 3, 0, 500, 500, 0.25, 0},
     };
     s_check_rows(s, rows, 7);
@@ -172,11 +171,11 @@ static void test_gg_growth_and_bmax(void **state)
     server_sched_t *s = server_sched_new(&c);
     assert_non_null(s);
     const struct row rows[] = {
-        {0, 0, 0, 100, 100, 0.1, 0},       {9, 0, 900, 100, 100, 0.1, 0},
-        {10, 1, 0, 200, 200, 0.1, 0},      {14, 1, 800, 200, 200, 0.1, 0},
-        {15, 2, 0, 400, 400, 0.1, 0},      {17, 2, 800, 200, 400, 0.1, 0},
-        {18, 3, 0, 800, 800, 0.1, 0},      {19, 3, 800, 200, 800, 0.1, 0},
-        {20, 4, 0, 1000, 1000, 0.0625, 0}, {21, 5, 0, 1000, 1000, 0.03125, 0},
+        {0, 0, 0, 100, 100, 0.1, 0},        {9, 0, 900, 100, 100, 0.1, 0},
+        {10, 1, 0, 200, 200, 0.1, 0},       {14, 1, 800, 200, 200, 0.1, 0},
+        {15, 2, 0, 400, 400, 0.1, 0},       {17, 2, 800, 200, 400, 0.1, 0},
+        {18, 3, 0, 800, 800, 0.1, 0},       {19, 3, 800, 200, 800, 0.1, 0},
+        {20, 4, 0, 1000, 1000, 0.0625, 0},  {21, 5, 0, 1000, 1000, 0.03125, 0},
         {22, 6, 0, 1000, 1000, 0.03125, 0},
     };
     s_check_rows(s, rows, (int)(sizeof rows / sizeof rows[0]));

@@ -7,7 +7,8 @@
  * every step the coordinator announces the version in force; each participant answers with its own
  * copy (catching up from the coordinator's state when it lacks a decision), and every participant's
  * (B, lr, gamma, epoch, offset, samples) must equal the coordinator's, bit for bit. In the
- * synchronous setting (no delay, no loss) the schedule must also follow eig_abs's decisions exactly.
+ * synchronous setting (no delay, no loss) the schedule must also follow eig_abs's decisions
+ * exactly.
  */
 #include "eb_test.h"
 
@@ -19,17 +20,17 @@
 #include "rt_err.h"
 #include "server_sched.h"
 
-#define N_PART 4     /* participants (shards and workers); the last one joins late */
-#define Q_MAX 1024   /* messages in flight per queue */
-#define EPOCHS 24    /* epochs of the simulated run */
+#define N_PART 4      /* participants (shards and workers); the last one joins late */
+#define Q_MAX 1024    /* messages in flight per queue */
+#define EPOCHS 24     /* epochs of the simulated run */
 #define HIST_MAX 4096 /* steps recorded per run */
 
 /* A message in flight. */
 struct msg {
-    int64_t arrive;                  /* step before which it is delivered */
-    uint64_t order;                  /* random tie-break: delivery order among equal arrivals */
-    int live;                        /* not yet delivered */
-    struct server_sched_decision d;  /* payload */
+    int64_t arrive;                 /* step before which it is delivered */
+    uint64_t order;                 /* random tie-break: delivery order among equal arrivals */
+    int live;                       /* not yet delivered */
+    struct server_sched_decision d; /* payload */
 };
 
 /* Messages in flight towards one receiver. */
@@ -244,9 +245,8 @@ static void s_run(uint64_t seed, enum server_sched_apply apply, int sync, struct
             if (memcmp(&pp, &pc, sizeof pp) != 0) {
                 print_error("seed %llu step %lld participant %d: B %lld lr %.17g gamma %g v%u "
                             "vs coordinator B %lld lr %.17g gamma %g v%u\n",
-                            (unsigned long long)seed, (long long)t, i, (long long)pp.batch,
-                            pp.lr, pp.gamma, pp.version, (long long)pc.batch, pc.lr, pc.gamma,
-                            pc.version);
+                            (unsigned long long)seed, (long long)t, i, (long long)pp.batch, pp.lr,
+                            pp.gamma, pp.version, (long long)pc.batch, pc.lr, pc.gamma, pc.version);
                 fail();
             }
         }

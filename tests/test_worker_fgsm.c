@@ -16,11 +16,11 @@
 
 /* The linear loss and what the callback saw. */
 struct lin {
-    float w[LEN];      /* dL/dx of every sample */
-    int calls;         /* callback calls */
-    int32_t count;     /* count passed */
-    const float *x;    /* x passed */
-    int fail;          /* return this code when non-zero */
+    float w[LEN];   /* dL/dx of every sample */
+    int calls;      /* callback calls */
+    int32_t count;  /* count passed */
+    const float *x; /* x passed */
+    int fail;       /* return this code when non-zero */
 };
 
 static int s_grad(void *user, const float *x, int32_t count, float *grad)
@@ -113,9 +113,8 @@ static void test_range_of_adversarial_samples(void **state)
         lo = fminf(lo, x0[i]);
         hi = fmaxf(hi, x0[i]);
     }
-    assert_int_equal(worker_fgsm_apply(f, x, M, 0.25, 0.75, WORKER_FGSM_RANGE_ADV, s_grad, &l,
-                                       NULL),
-                     RT_OK);
+    assert_int_equal(
+        worker_fgsm_apply(f, x, M, 0.25, 0.75, WORKER_FGSM_RANGE_ADV, s_grad, &l, NULL), RT_OK);
     for (int i = 0; i < 2 * LEN; i++) {
         float want = fminf(fmaxf(x0[i] + 0.75f * (l.w[i % LEN] > 0 ? 1.0f : -1.0f), lo), hi);
         assert_true(x[i] == want);
@@ -147,17 +146,17 @@ static void test_errors_and_no_op(void **state)
     assert_memory_equal(x, x0, sizeof x);
     l.fail = 0;
     /* bad arguments */
-    assert_int_equal(worker_fgsm_apply(f, x, M + 1, 0.5, 0.01, WORKER_FGSM_RANGE_BATCH, s_grad, &l,
-                                       &n),
-                     RT_ERR_ARG);
+    assert_int_equal(
+        worker_fgsm_apply(f, x, M + 1, 0.5, 0.01, WORKER_FGSM_RANGE_BATCH, s_grad, &l, &n),
+        RT_ERR_ARG);
     assert_non_null(strstr(rt_err_msg(), "9 samples"));
     assert_int_equal(worker_fgsm_apply(f, x, M, 0.5, NAN, WORKER_FGSM_RANGE_BATCH, s_grad, &l, &n),
                      RT_ERR_ARG);
     assert_int_equal(worker_fgsm_apply(f, x, M, 0.5, -0.1, WORKER_FGSM_RANGE_BATCH, s_grad, &l, &n),
                      RT_ERR_ARG);
-    assert_int_equal(worker_fgsm_apply(f, x, M, INFINITY, 0.1, WORKER_FGSM_RANGE_BATCH, s_grad, &l,
-                                       &n),
-                     RT_ERR_ARG);
+    assert_int_equal(
+        worker_fgsm_apply(f, x, M, INFINITY, 0.1, WORKER_FGSM_RANGE_BATCH, s_grad, &l, &n),
+        RT_ERR_ARG);
     assert_memory_equal(x, x0, sizeof x);
     /* a partial micro-batch: ceil(0.5 * 3) = 2 */
     assert_int_equal(worker_fgsm_apply(f, x, 3, 0.5, 0.01, WORKER_FGSM_RANGE_BATCH, s_grad, &l, &n),

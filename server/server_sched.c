@@ -297,8 +297,11 @@ static void s_rates(const server_sched_t *s, uint32_t applied, struct server_sch
 /*
  * Walk from step 0 to step t using the first kmax decisions (those with apply_step <= t take
  * effect). Segments have a constant batch: they end at an epoch's end or at a decision's step.
+ * With stop_epoch >= 0 the walk stops instead at the first step of that epoch (t is then only an
+ * upper bound; for stop_epoch = epochs the done point's step is the run's step count).
  */
-static void s_walk(const server_sched_t *s, int64_t t, uint32_t kmax, struct server_sched_point *p)
+static void s_walk(const server_sched_t *s, int64_t t, uint32_t kmax, int32_t stop_epoch,
+                   struct server_sched_point *p)
 {
     const struct server_sched_config *c = &s->cfg;
     const int64_t n = c->dataset_size;
@@ -311,6 +314,8 @@ static void s_walk(const server_sched_t *s, int64_t t, uint32_t kmax, struct ser
     for (;;) {
         while (applied < kmax && s->dec[applied].apply_step <= step)
             applied++;
+        if (stop_epoch >= 0 && e >= stop_epoch)
+            p->step = t = step;
         if (e >= c->epochs) {
             p->epoch = c->epochs;
             p->done = 1;
@@ -374,7 +379,16 @@ int server_sched_at(const server_sched_t *self, int64_t t, int64_t known_version
                               "applies from step %lld",
                               (long long)t, kmax, kmax + 1, (long long)self->dec[kmax].apply_step);
     }
-    s_walk(self, t, kmax, out);
+    s_walk(self, t, kmax, -1, out);
+    return RT_OK;
+}
+
+int server_sched_epoch_start(const server_sched_t *self, int32_t epoch,
+                             struct server_sched_point *out)
+{
+    if (epoch < 0 || epoch > self->cfg.epochs)
+        return rt_err_set(RT_ERR_ARG, "schedule: epoch %d not in [0, %d]", epoch, self->cfg.epochs);
+    s_walk(self, INT64_MAX, self->n, epoch, out);
     return RT_OK;
 }
 
@@ -479,7 +493,7 @@ int server_sched_accept(server_sched_t *self, const struct server_sched_decision
     int64_t at = next_step + c->apply_lead;
     if (c->apply == SERVER_SCHED_APPLY_NEXT_EPOCH) {
         struct server_sched_point p;
-        s_walk(self, at, self->n, &p);
+        s_walk(self, at, self->n, -1, &p);
         if (!p.done && p.step_in_epoch > 0)
             at += server_sched_steps_per_epoch(c->dataset_size - p.offset, p.batch, c->drop_last);
     }

@@ -196,6 +196,14 @@ int server_sched_at(const server_sched_t *self, int64_t t, int64_t known_version
                     struct server_sched_point *out);
 
 /*
+ * The point at the first step of epoch `epoch` in [0, epochs], with every decision held now
+ * (decisions accepted later may move it). For epoch = epochs the point is `done` and its step is
+ * the number of steps of the whole run. Returns 0 or RT_ERR_ARG.
+ */
+int server_sched_epoch_start(const server_sched_t *self, int32_t epoch,
+                             struct server_sched_point *out);
+
+/*
  * Coordinator: consider decision d (its apply_step and version are ignored) while next_step is the
  * first step not yet announced. Returns a verdict >= 0; on SERVER_SCHED_ACCEPTED, *stamped (if not
  * NULL) receives the stamped decision to publish. Negative on a malformed decision (RT_ERR_FORMAT:

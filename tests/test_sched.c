@@ -93,6 +93,15 @@ static void test_bl_partial_last_batch(void **state)
     assert_int_equal(p.version, 0);
     assert_true(p.momentum == 0.9 && p.weight_decay == 5e-4);
     assert_int_equal(server_sched_at(s, -1, -1, &p), RT_ERR_ARG);
+    assert_int_equal(server_sched_epoch_start(s, 2, &p), RT_OK);
+    assert_int_equal(p.step, 16);
+    assert_int_equal(p.offset, 0);
+    assert_true(fabs(p.lr - 0.01) < 1e-15);
+    assert_int_equal(server_sched_epoch_start(s, 4, &p), RT_OK); /* the run's step count */
+    assert_int_equal(p.done, 1);
+    assert_int_equal(p.step, 32);
+    assert_int_equal(server_sched_epoch_start(s, 5, &p), RT_ERR_ARG);
+    assert_int_equal(server_sched_epoch_start(s, -1, &p), RT_ERR_ARG);
     server_sched_destroy(&s);
     assert_null(s);
     server_sched_destroy(&s);
@@ -180,6 +189,12 @@ static void test_gg_growth_and_bmax(void **state)
     };
     s_check_rows(s, rows, (int)(sizeof rows / sizeof rows[0]));
     s_check_done(s, 23, 7);
+    struct server_sched_point p;
+    assert_int_equal(server_sched_epoch_start(s, 4, &p), RT_OK);
+    assert_int_equal(p.step, 20);
+    assert_int_equal(p.batch, 1000);
+    assert_int_equal(server_sched_epoch_start(s, 7, &p), RT_OK);
+    assert_int_equal(p.step, 23);
     server_sched_destroy(&s);
 }
 
@@ -236,6 +251,13 @@ static void test_abs_decisions_table(void **state)
     };
     s_check_rows(s, rows, (int)(sizeof rows / sizeof rows[0]));
     s_check_done(s, 26, 6);
+    struct server_sched_point e;
+    assert_int_equal(server_sched_epoch_start(s, 2, &e), RT_OK);
+    assert_int_equal(e.step, 14);
+    assert_int_equal(e.batch, 400);
+    assert_int_equal(e.version, 2);
+    assert_int_equal(server_sched_epoch_start(s, 6, &e), RT_OK);
+    assert_int_equal(e.step, 26);
 
     struct server_sched_point p;
     assert_int_equal(server_sched_at(s, 11, 1, &p), RT_OK);

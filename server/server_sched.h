@@ -31,7 +31,7 @@
  *         rest of the factor: lr *= rho * batch_max / B_old (so lr/B always shrinks by rho;
  *         once B is at batch_max this is the plain decay lr *= rho).
  *  - ABS  B and the base lr come from the last decision in force (initially batch and the initial
- *         lr); lr(t) = min(cap, lr_base) * rho^k(e); gamma = 0.
+ *         lr, which is also eig_abs's lr0); lr(t) = min(cap, lr_base) * rho^k(e); gamma = 0.
  *  - ABSA as ABS; gamma = the decision's gamma (initially gamma0), but 0 from epoch tau on and
  *         whenever B >= batch_max.
  *

@@ -24,7 +24,9 @@
 
 /* Target size of one chunk's im2col block, in floats (1 MiB: stays in L2/L3 between im2col and
  * the GEMM that reads it). */
+#ifndef NN_CONV_CHUNK_FLOATS
 #define NN_CONV_CHUNK_FLOATS (256 * 1024)
+#endif
 /* Smallest im2col block (floats) worth a parallel region; below it threads cost more than they
  * save. */
 #define NN_CONV_PAR_MIN (32 * 1024)

@@ -62,10 +62,10 @@ int main(int argc, char **argv)
     const double peak = 2.0 * 1024 * 1024 * 1024 / tp / 1e9;
     printf("sgemm 1024^3: %.1f GFLOP/s\n", peak);
     const struct s_shape shapes[] = {
-        {"cnn.c1 1->32 28", 1, 28, 32, 3, 1, 1},      {"cnn.c2 32->64 14", 32, 14, 64, 3, 1, 1},
-        {"r20.stem 1->16 28", 1, 28, 16, 3, 1, 1},    {"r20 16->16 28", 16, 28, 16, 3, 1, 1},
-        {"r20 16->32 s2", 16, 28, 32, 3, 2, 1},       {"r20 32->32 14", 32, 14, 32, 3, 1, 1},
-        {"r20 32->64 s2", 32, 14, 64, 3, 2, 1},       {"r20 64->64 7", 64, 7, 64, 3, 1, 1},
+        {"cnn.c1 1->32 28", 1, 28, 32, 3, 1, 1},       {"cnn.c2 32->64 14", 32, 14, 64, 3, 1, 1},
+        {"r20.stem 1->16 28", 1, 28, 16, 3, 1, 1},     {"r20 16->16 28", 16, 28, 16, 3, 1, 1},
+        {"r20 16->32 s2", 16, 28, 32, 3, 2, 1},        {"r20 32->32 14", 32, 14, 32, 3, 1, 1},
+        {"r20 32->64 s2", 32, 14, 64, 3, 2, 1},        {"r20 64->64 7", 64, 7, 64, 3, 1, 1},
         {"r20.sc 16->32 1x1 s2", 16, 28, 32, 1, 2, 0}, {"r18 64->64 28", 64, 28, 64, 3, 1, 1},
     };
     printf("%-22s %9s %9s %9s %9s %7s %7s\n", "layer", "fwd ms", "gemm ms", "bwd ms", "gemm ms",
@@ -79,8 +79,8 @@ int main(int argc, char **argv)
         cfg.in_shape[0] = (struct nn_shape){sh->in_c, sh->h, sh->h};
         cfg.batch = batch;
         cfg.max_batch = batch;
-        struct nn_check_rig *r = nn_check_rig_new(
-            nn_conv_new("c", sh->out_c, sh->k, sh->stride, sh->pad, 0), &cfg);
+        struct nn_check_rig *r =
+            nn_check_rig_new(nn_conv_new("c", sh->out_c, sh->k, sh->stride, sh->pad, 0), &cfg);
         if (!r)
             return 1;
         r->in[0].need_dy = sh->in_c > 1; /* the first layer needs no input gradient */
@@ -102,9 +102,10 @@ int main(int argc, char **argv)
         if (r->in[0].need_dy)
             gb += s_time_gemm(NN_TRANS, NN_NO_TRANS, rows, cols, sh->out_c, reps);
         const double flops = 2.0 * sh->out_c * (double)rows * cols;
-        printf("%-22s %9.2f %9.2f %9.2f %9.2f %6.0f%% %6.0f%%   (fwd %.1f GFLOP/s = %.0f%% of peak)\n",
-               sh->name, tf * 1e3, gf * 1e3, tb * 1e3, gb * 1e3, 100 * gf / tf, 100 * gb / tb,
-               flops / tf / 1e9, 100 * flops / tf / 1e9 / peak);
+        printf(
+            "%-22s %9.2f %9.2f %9.2f %9.2f %6.0f%% %6.0f%%   (fwd %.1f GFLOP/s = %.0f%% of peak)\n",
+            sh->name, tf * 1e3, gf * 1e3, tb * 1e3, gb * 1e3, 100 * gf / tf, 100 * gb / tb,
+            flops / tf / 1e9, 100 * flops / tf / 1e9 / peak);
         tot_l += tf + tb;
         tot_g += gf + gb;
         nn_check_rig_destroy(&r);

@@ -60,8 +60,8 @@ static void test_conv_k1(void **state)
     s_check(2, 3, 3, 2, 1, 1, 1, 1, 9); /* padded 1x1 goes through im2col */
 }
 
-/* Forward against a direct loop over NCHW semantics, on the CNHW layout, at n < max batch and with a
- * batch large enough to need several im2col chunks. */
+/* Forward against a direct loop over NCHW semantics, on the CNHW layout, at n < max batch and with
+ * a batch large enough to need several im2col chunks. */
 static void test_conv_forward_direct(void **state)
 {
     (void)state;
@@ -122,9 +122,9 @@ static double s_maxdiff(const float *a, const float *b, size_t n)
 }
 
 /* A batch processed in several im2col chunks (16 x 20 x 20 input, 3x3: 57600 floats per image, so
- * chunks of 4 images and a batch of 10 gives 4 + 4 + 2) equals the same layer run image by image, in
- * every pass: outputs and R-outputs per image, input gradients per image, parameter gradients and
- * HVP summed over the images. */
+ * chunks of 4 images and a batch of 10 gives 4 + 4 + 2) equals the same layer run image by image,
+ * in every pass: outputs and R-outputs per image, input gradients per image, parameter gradients
+ * and HVP summed over the images. */
 static void test_conv_chunked_batch(void **state)
 {
     (void)state;
@@ -218,8 +218,8 @@ static void test_conv_bad_args(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_conv_k3_s1_p1),     cmocka_unit_test(test_conv_k3_s2),
-        cmocka_unit_test(test_conv_k3_s1_p0),     cmocka_unit_test(test_conv_k1),
+        cmocka_unit_test(test_conv_k3_s1_p1),       cmocka_unit_test(test_conv_k3_s2),
+        cmocka_unit_test(test_conv_k3_s1_p0),       cmocka_unit_test(test_conv_k1),
         cmocka_unit_test(test_conv_forward_direct), cmocka_unit_test(test_conv_chunked_batch),
         cmocka_unit_test(test_conv_bad_args),
     };

@@ -3,7 +3,8 @@
  * 28 x 28 input) against one whole-batch sgemm of the same shapes (the GEMM lower bound of an
  * im2col convolution), plus the machine's single-thread sgemm peak on 1024^3.
  *
- * Build (after the main build in ./build):
+ * Build (after the main build in ./build; add -L/usr/local/cuda/lib64 -lcudart -lcublas when the
+ * build has CUDA):
  *   cc -O2 -march=native -fopenmp -Icore/nn -Itests/helpers bench/bench_conv.c \
  *      build/libeb_testutil.a build/libeb_roles.a build/libeb_nn.a -lopenblas -lcmocka -lm \
  *      -o build/bench_conv

@@ -193,6 +193,7 @@ static void s_bias_grad(const float *d, int out_c, size_t cols, float scale, flo
     for (int o = 0; o < out_c; o++) {
         const float *row = d + (size_t)o * cols;
         double acc = 0.0;
+#pragma omp simd reduction(+ : acc)
         for (size_t j = 0; j < cols; j++)
             acc += row[j];
         gb[o] += scale * (float)acc;

@@ -69,8 +69,8 @@ int main(int argc, char **argv)
         {"r20 32->64 s2", 32, 14, 64, 3, 2, 1},        {"r20 64->64 7", 64, 7, 64, 3, 1, 1},
         {"r20.sc 16->32 1x1 s2", 16, 28, 32, 1, 2, 0}, {"r18 64->64 28", 64, 28, 64, 3, 1, 1},
     };
-    printf("%-22s %9s %9s %9s %9s %7s %7s\n", "layer", "fwd ms", "gemm ms", "bwd ms", "gemm ms",
-           "fwd%", "bwd%");
+    printf("%-22s %9s %9s %9s %9s %7s %7s %9s\n", "layer", "fwd ms", "gemm ms", "bwd ms", "gemm ms",
+           "fwd%", "bwd%", "R-pass ms");
     double tot_l = 0, tot_g = 0;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         const struct s_shape *sh = &shapes[s];
@@ -86,7 +86,7 @@ int main(int argc, char **argv)
             return 1;
         r->in[0].need_dy = sh->in_c > 1; /* the first layer needs no input gradient */
         const int rows = sh->in_c * sh->k * sh->k, cols = batch * r->out.shape.h * r->out.shape.w;
-        double tf = 1e30, tb = 1e30;
+        double tf = 1e30, tb = 1e30, tr = 1e30;
         for (int rep = 0; rep < reps; rep++) {
             double t0 = s_now();
             r->l->ops->forward(r->l, &r->ctx);
@@ -97,16 +97,21 @@ int main(int argc, char **argv)
                 tf = t1 - t0;
             if (t2 - t1 < tb)
                 tb = t2 - t1;
+            r->l->ops->rforward(r->l, &r->ctx);
+            r->l->ops->rbackward(r->l, &r->ctx);
+            double t3 = s_now();
+            if (t3 - t2 < tr)
+                tr = t3 - t2;
         }
         double gf = s_time_gemm(NN_NO_TRANS, NN_NO_TRANS, sh->out_c, cols, rows, reps);
         double gb = s_time_gemm(NN_NO_TRANS, NN_TRANS, sh->out_c, rows, cols, reps);
         if (r->in[0].need_dy)
             gb += s_time_gemm(NN_TRANS, NN_NO_TRANS, rows, cols, sh->out_c, reps);
         const double flops = 2.0 * sh->out_c * (double)rows * cols;
-        printf(
-            "%-22s %9.2f %9.2f %9.2f %9.2f %6.0f%% %6.0f%%   (fwd %.1f GFLOP/s = %.0f%% of peak)\n",
-            sh->name, tf * 1e3, gf * 1e3, tb * 1e3, gb * 1e3, 100 * gf / tf, 100 * gb / tb,
-            flops / tf / 1e9, 100 * flops / tf / 1e9 / peak);
+        printf("%-22s %9.2f %9.2f %9.2f %9.2f %6.0f%% %6.0f%% %9.2f  (fwd %.1f GFLOP/s, %.0f%% of "
+               "peak; R-passes %.1fx fwd+bwd)\n",
+               sh->name, tf * 1e3, gf * 1e3, tb * 1e3, gb * 1e3, 100 * gf / tf, 100 * gb / tb,
+               tr * 1e3, flops / tf / 1e9, 100 * flops / tf / 1e9 / peak, tr / (tf + tb));
         tot_l += tf + tb;
         tot_g += gf + gb;
         nn_check_rig_destroy(&r);

@@ -203,6 +203,7 @@ static void test_conv_bad_args(void **state)
 {
     (void)state;
     assert_null(nn_conv_new("c", 0, 3, 1, 1, 0));
+    assert_null(nn_conv_new("", 4, 3, 1, 1, 0));
     assert_null(nn_conv_new("c", 4, 3, 0, 1, 0));
     assert_null(nn_conv_new("c", 4, 3, 1, -1, 0));
     struct nn_layer *l = nn_conv_new("c", 4, 5, 1, 0, 0);

@@ -416,7 +416,8 @@ static const struct nn_layer_ops s_conv_ops = {
 
 struct nn_layer *nn_conv_new(const char *name, int out_c, int k, int stride, int pad, int bias)
 {
-    if (!name || strlen(name) >= NN_NAME_MAX || out_c < 1 || k < 1 || stride < 1 || pad < 0) {
+    if (!name || !*name || strlen(name) >= NN_NAME_MAX || out_c < 1 || k < 1 || stride < 1 ||
+        pad < 0) {
         nn_report(3, "conv2d %s: invalid arguments (out %d, k %d, stride %d, pad %d)",
                   name ? name : "(null)", out_c, k, stride, pad);
         return NULL;

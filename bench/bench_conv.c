@@ -9,6 +9,8 @@
  *      build/libeb_testutil.a build/libeb_roles.a build/libeb_nn.a -lopenblas -lcmocka -lm \
  *      -o build/bench_conv
  * Run: OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 build/bench_conv [batch]
+ * Times are process CPU time (single-threaded runs only), so that other jobs on a shared machine
+ * inflate them less than wall-clock time; best of 3.
  */
 #include <cblas.h>
 #include <stdio.h>
@@ -23,7 +25,7 @@
 static double s_now(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 

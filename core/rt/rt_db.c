@@ -239,6 +239,29 @@ static bool s_looks_like_lmdb(const char *dir)
     return data && !other;
 }
 
+/* mkdir -p of the folder that holds path. */
+static int s_make_parent(const char *path)
+{
+    char d[4096];
+    if (snprintf(d, sizeof d, "%s", path) >= (int)sizeof d)
+        return rt_err_set(RT_ERR_ARG, "%s: path too long", path);
+    char *slash = strrchr(d, '/');
+    if (!slash || slash == d)
+        return 0;
+    *slash = '\0';
+    for (char *p = d + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(d, 0755) != 0 && errno != EEXIST)
+            return rt_err_set(RT_ERR_IO, "%s: mkdir: %s", d, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(d, 0755) != 0 && errno != EEXIST)
+        return rt_err_set(RT_ERR_IO, "%s: mkdir: %s", d, strerror(errno));
+    return 0;
+}
+
 int rt_db_writer_new(const char *dir, bool force, rt_db_writer_t **out)
 {
     int rc;
@@ -251,6 +274,8 @@ int rt_db_writer_new(const char *dir, bool force, rt_db_writer_t **out)
             return rt_err_set(RT_ERR_EXISTS, "%s exists and is not an LMDB database directory; "
                                              "refusing to replace it", dir);
     }
+    if ((rc = s_make_parent(dir)) < 0)
+        return rc;
     rt_db_writer_t *w = calloc(1, sizeof *w);
     size_t n = strlen(dir) + 48;
     if (!w || !(w->dest = s_strdup(dir)) || !(w->tmp = malloc(n))) {

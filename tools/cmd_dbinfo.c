@@ -1,7 +1,8 @@
 /*
  * cmd_dbinfo: `eigenbatch dbinfo DIR` reads every record of an LMDB Datum database and prints its
- * record count, kind (raw, float or encoded), shape and label histogram. A corrupt record stops
- * it with an error naming the key.
+ * record count, kind (raw, float or encoded), shape and label histogram. A corrupt record, or a
+ * raw record whose shape differs from the first, stops it with an error naming the key (JPEG
+ * records may differ in size).
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -56,6 +57,7 @@ static int s_scan(rt_db_t *db, rt_jpeg_t *jpeg, struct s_info *s)
                 c = jc;
         }
         int label = d.label;
+        bool raw = d.kind != RT_DATUM_ENCODED;
         s->kinds[d.kind]++;
         rt_datum_release(&d);
         if (rc < 0)
@@ -65,6 +67,10 @@ static int s_scan(rt_db_t *db, rt_jpeg_t *jpeg, struct s_info *s)
             s->h = s->hmin = s->hmax = h;
             s->w = s->wmin = s->wmax = w;
         }
+        /* raw and float records feed fixed-size tensors: all must share one shape */
+        if (rc == 0 && raw && i > 0 && (c != s->c || h != s->h || w != s->w))
+            return rt_err_set(RT_ERR_SHAPE, "record %s: shape %dx%dx%d differs from the first "
+                              "record's %dx%dx%d", key, c, h, w, s->c, s->h, s->w);
         s->cmix |= c != s->c;
         s->hmin = h < s->hmin ? h : s->hmin;
         s->hmax = h > s->hmax ? h : s->hmax;

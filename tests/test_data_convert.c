@@ -64,7 +64,7 @@ static void s_check_idx(const char *db_dir, const char *prefix, size_t expect)
     assert_int_equal(rt_db_open(db_dir, &db), 0);
     assert_int_equal(rt_db_count(db), expect);
     for (size_t i = 0; i < expect; i++) {
-        char want[16], kb[RT_DB_KEY_MAX];
+        char want[32], kb[RT_DB_KEY_MAX];
         snprintf(want, sizeof want, "%08zu", i);
         assert_string_equal(rt_db_key(db, i, kb, sizeof kb), want);
         const void *v;

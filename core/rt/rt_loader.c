@@ -713,11 +713,14 @@ int rt_loader_submit(rt_loader_t *l, const struct rt_loader_req *req)
         s->index = ix;
         s->index_cap = req->count;
     }
-    if ((!req->x && !s->own_x && !(s->own_x = malloc(l->o.max_batch * l->sample * sizeof(float)))) ||
-        (!req->y && !s->own_y && !(s->own_y = malloc(l->o.max_batch * sizeof(int32_t)))))
+    /* loader-owned buffers: allocated once per slot, at the first request that needs them */
+    size_t xbytes = l->o.max_batch * l->sample * sizeof(float);
+    if ((!req->x && !s->own_x && !(s->own_x = malloc(xbytes ? xbytes : 1))) ||
+        (!req->y && !s->own_y && !(s->own_y = malloc(l->o.max_batch * sizeof(int32_t) + 1))))
         return rt_err_set(RT_ERR_NOMEM, "no memory for a batch buffer of %zu samples",
                           l->o.max_batch);
-    memcpy(s->index, perm + req->start, req->count * sizeof *s->index);
+    if (req->count > 0)
+        memcpy(s->index, perm + req->start, req->count * sizeof *s->index);
     s->req = *req;
     if (!s->req.x)
         s->req.x = s->own_x;

@@ -27,7 +27,8 @@ def main():
         # a few rectangles for edges, then sensor-like noise
         for _ in range(6):
             x0, y0 = rng.integers(0, W - 50), rng.integers(0, H - 50)
-            img[y0:y0 + rng.integers(20, 150), x0:x0 + rng.integers(20, 150)] = rng.uniform(0, 255, 3)
+            dy, dx = rng.integers(20, 150), rng.integers(20, 150)
+            img[y0:y0 + dy, x0:x0 + dx] = rng.uniform(0, 255, 3)
         img += rng.normal(0, 8, size=img.shape)
         Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(
             os.path.join(d, "img_%06d.jpg" % i), quality=QUALITY)

@@ -21,7 +21,8 @@ static void test_round_trip(void **state)
          .data_len = 24},
         {.kind = RT_DATUM_FLOAT, .channels = 1, .height = 2, .width = 3, .label = -2,
          .float_data = fl, .float_len = 6},
-        {.kind = RT_DATUM_ENCODED, .label = 3, .data = (const uint8_t *)"\xff\xd8jpeg", .data_len = 6},
+        {.kind = RT_DATUM_ENCODED, .label = 3, .data = (const uint8_t *)"\xff\xd8jpeg",
+         .data_len = 6},
     };
     for (int k = 0; k < 3; k++) {
         size_t len;

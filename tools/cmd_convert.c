@@ -183,7 +183,8 @@ static int s_convert_idx(const char *in, const char *split, struct s_out *o, con
         goto out_close_images;
     }
     uint8_t hi[16], hl[8];
-    if ((rc = s_gzread(fi, ipath, hi, sizeof hi)) < 0 || (rc = s_gzread(fl, lpath, hl, sizeof hl)) < 0)
+    if ((rc = s_gzread(fi, ipath, hi, sizeof hi)) < 0 ||
+        (rc = s_gzread(fl, lpath, hl, sizeof hl)) < 0)
         goto out_close_labels;
     if (s_be32(hi) != S_IDX_IMAGES_MAGIC) {
         rc = rt_err_set(RT_ERR_FORMAT, "%s: magic 0x%08x is not an IDX image file (0x%08x)",
@@ -528,7 +529,8 @@ static void s_usage(FILE *f)
             "  cifar100              --in holds train.bin and test.bin (fine labels)\n"
             "  imagefolder           --in (or --in/SPLIT) holds one subfolder of JPEGs per class\n"
             "                        (classes numbered in name order); stored encoded, or with\n"
-            "                        --resize decoded, resized to WxH and stored raw (BGR, as Caffe)\n"
+            "                        --resize decoded, resized to WxH and stored raw in BGR\n"
+            "                        order, as Caffe's convert_imageset does\n"
             "--split train|test      which part (default train)\n"
             "--force                 replace an existing database at DIR\n");
 }

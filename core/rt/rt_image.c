@@ -29,7 +29,8 @@ static int s_ksize(double in0, double in1, int out)
     return (int)ceil(filterscale) * 2 + 1;
 }
 
-/* Fixed-point coefficients: bounds[2*i] = first input index, bounds[2*i+1] = taps; kk[i*ksize+t]. */
+/* Fixed-point coefficients: bounds[2*i] = first input index, bounds[2*i+1] = taps,
+ * kk[i*ksize+t] = weight of tap t. */
 static void s_coeffs(int in_size, double in0, double in1, int out_size, int ksize, int *bounds,
                      int32_t *kk)
 {

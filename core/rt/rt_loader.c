@@ -346,6 +346,8 @@ static int s_sample(struct s_ctx *x, size_t idx, uint64_t epoch, bool augment, f
     int c, h, w;
     if ((rc = s_record_shape(x, &d, key, &c, &h, &w)) < 0)
         goto out_release;
+    if (d.kind == RT_DATUM_ENCODED && d.channels == 0)
+        c = l->c; /* as Caffe: a JPEG without a stated channel count decodes to the database's */
     if (c != l->c || (d.kind != RT_DATUM_ENCODED && (h != l->rec_h || w != l->rec_w))) {
         rc = rt_err_set(RT_ERR_SHAPE, "record %s: shape %dx%dx%d differs from the database's "
                                       "%dx%dx%d", key, c, h, w, l->c, l->rec_h, l->rec_w);

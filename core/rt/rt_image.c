@@ -103,7 +103,8 @@ int rt_image_resize(const uint8_t *src, int sw, int sh, size_t src_stride, int c
     size_t off_bh = off_kh + sizeof(int32_t) * (size_t)dw * kh;
     size_t off_kv = off_bh + sizeof(int) * 2 * (size_t)dw;
     size_t off_bv = off_kv + sizeof(int32_t) * (size_t)dh * kv;
-    size_t off_tmp = off_bv + sizeof(int) * 2 * (size_t)dh;
+    size_t off_acc = off_bv + sizeof(int) * 2 * (size_t)dh;
+    size_t off_tmp = off_acc + sizeof(int32_t) * (size_t)dw * c;
     /* the intermediate holds at most all sh rows */
     size_t need = off_tmp + (size_t)sh * dw * c;
     int rc = s_reserve(s, need);
@@ -113,6 +114,7 @@ int rt_image_resize(const uint8_t *src, int sw, int sh, size_t src_stride, int c
     int *bh = (int *)(s->buf + off_bh);
     int32_t *kkv = (int32_t *)(s->buf + off_kv);
     int *bv = (int *)(s->buf + off_bv);
+    int32_t *acc = (int32_t *)(s->buf + off_acc);
     uint8_t *tmp = s->buf + off_tmp;
     s_coeffs(sw, x0, x1, dw, kh, bh, kkh);
     s_coeffs(sh, y0, y1, dh, kv, bv, kkv);
@@ -124,30 +126,50 @@ int rt_image_resize(const uint8_t *src, int sw, int sh, size_t src_stride, int c
     for (int y = yfirst; y < ylast; y++) {
         const uint8_t *in = src + (size_t)y * src_stride;
         uint8_t *out = tmp + (size_t)(y - yfirst) * trow;
+        if (c == 3) { /* RGB: the three channels in one sweep of the taps */
+            for (int xx = 0; xx < dw; xx++) {
+                int xn = bh[2 * xx + 1];
+                const int32_t *k = kkh + (size_t)xx * kh;
+                const uint8_t *p = in + (size_t)bh[2 * xx] * 3;
+                int32_t a0 = 1 << (S_PRECISION_BITS - 1), a1 = a0, a2 = a0;
+                for (int x = 0; x < xn; x++, p += 3) {
+                    a0 += p[0] * k[x];
+                    a1 += p[1] * k[x];
+                    a2 += p[2] * k[x];
+                }
+                out[3 * xx] = s_clip8(a0);
+                out[3 * xx + 1] = s_clip8(a1);
+                out[3 * xx + 2] = s_clip8(a2);
+            }
+            continue;
+        }
         for (int xx = 0; xx < dw; xx++) {
             int xmin = bh[2 * xx], xn = bh[2 * xx + 1];
             const int32_t *k = kkh + (size_t)xx * kh;
             for (int ch = 0; ch < c; ch++) {
-                int32_t acc = 1 << (S_PRECISION_BITS - 1);
+                int32_t sum = 1 << (S_PRECISION_BITS - 1);
                 const uint8_t *p = in + (size_t)xmin * c + ch;
                 for (int x = 0; x < xn; x++)
-                    acc += p[(size_t)x * c] * k[x];
-                out[(size_t)xx * c + ch] = s_clip8(acc);
+                    sum += p[(size_t)x * c] * k[x];
+                out[(size_t)xx * c + ch] = s_clip8(sum);
             }
         }
     }
-    /* vertical pass */
+    /* vertical pass: whole rows at a time (contiguous, vectorises) */
     for (int yy = 0; yy < dh; yy++) {
         int ymin = bv[2 * yy] - yfirst, yn = bv[2 * yy + 1];
         const int32_t *k = kkv + (size_t)yy * kv;
         uint8_t *out = dst + (size_t)yy * dst_stride;
-        for (size_t i = 0; i < trow; i++) {
-            int32_t acc = 1 << (S_PRECISION_BITS - 1);
-            const uint8_t *p = tmp + (size_t)ymin * trow + i;
-            for (int y = 0; y < yn; y++)
-                acc += p[(size_t)y * trow] * k[y];
-            out[i] = s_clip8(acc);
+        for (size_t i = 0; i < trow; i++)
+            acc[i] = 1 << (S_PRECISION_BITS - 1);
+        for (int y = 0; y < yn; y++) {
+            const uint8_t *row = tmp + (size_t)(ymin + y) * trow;
+            int32_t ky = k[y];
+            for (size_t i = 0; i < trow; i++)
+                acc[i] += row[i] * ky;
         }
+        for (size_t i = 0; i < trow; i++)
+            out[i] = s_clip8(acc[i]);
     }
     return 0;
 }

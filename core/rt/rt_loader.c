@@ -206,11 +206,32 @@ static void s_emit_window(const struct rt_loader *l, const struct s_src *s, bool
                 continue;
             }
             const uint8_t *row = plane + (size_t)sy * s->ystride;
-            /* source column of output x: ox + x, or ox + W-1-x */
-            for (int x = 0; x < W; x++) {
-                int sx = flip ? ox + W - 1 - x : ox + x;
-                o[x] = (sx >= 0 && sx < s->w) ? a * row[(size_t)sx * s->xstride] + b : b;
+            /* source column of output x: ox + x, or ox + W-1-x when flipped; the outputs whose
+             * source column lies inside the image form the range [x0, x1) */
+            int x0, x1;
+            if (!flip) {
+                x0 = -ox;
+                x1 = s->w - ox;
+            } else {
+                x0 = ox + W - s->w;
+                x1 = ox + W;
             }
+            x0 = x0 < 0 ? 0 : x0 > W ? W : x0;
+            x1 = x1 < x0 ? x0 : x1 > W ? W : x1;
+            for (int x = 0; x < x0; x++)
+                o[x] = b;
+            size_t xs = s->xstride;
+            if (!flip) {
+                const uint8_t *q = row + (size_t)(ox + x0) * xs;
+                for (int x = x0; x < x1; x++, q += xs)
+                    o[x] = a * *q + b;
+            } else {
+                const uint8_t *q = row + (size_t)(ox + W - 1 - x0) * xs;
+                for (int x = x0; x < x1; x++, q -= xs)
+                    o[x] = a * *q + b;
+            }
+            for (int x = x1; x < W; x++)
+                o[x] = b;
         }
     }
 }

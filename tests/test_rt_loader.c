@@ -73,14 +73,21 @@ static void test_each_sample_once_per_epoch(void **state)
         int nw = 1 + rand() % S_MAX_WORKERS;
         for (int r = 0; r < nw; r++) /* a mix of synchronous and prefetching workers */
             w[r] = s_open(f->db, 99, r % 3, 1, true);
-        for (uint64_t epoch = 0; epoch < 2; epoch++) {
+        struct rt_loader_cursor cur = {0, 0};
+        for (uint64_t ep = 0; ep < 2; ep++) {
             memset(seen, 0, f->n * sizeof *seen);
-            size_t pos = 0, steps = 0;
+            size_t steps = 0, total = 0;
             size_t batch = 1 + (size_t)(rand() % 64);
-            while (pos < f->n) {
+            uint64_t epoch = ep;
+            while (cur.epoch == ep) {
                 if (steps++ % 3 == 2) /* the global batch size changes mid-epoch */
                     batch = 1 + (size_t)(rand() % 64);
-                size_t b = batch < f->n - pos ? batch : f->n - pos;
+                size_t pos;
+                size_t b = rt_loader_advance(w[0], &cur, batch, &epoch, &pos);
+                assert_int_equal(epoch, ep);
+                assert_int_equal(pos, total);
+                assert_true(b >= 1 && b <= batch);
+                total += b;
                 double wt[S_MAX_WORKERS];
                 size_t bounds[S_MAX_WORKERS + 1];
                 for (int r = 0; r < nw; r++)
@@ -104,8 +111,8 @@ static void test_each_sample_once_per_epoch(void **state)
                     }
                     rt_loader_release(w[r], &out);
                 }
-                pos += b;
             }
+            assert_int_equal(total, f->n);
             for (size_t i = 0; i < f->n; i++)
                 assert_int_equal(seen[i], 1);
         }

@@ -859,3 +859,18 @@ void rt_loader_split(size_t batch, const double *weights, int n, size_t *bounds)
     for (int r = 0; r < n; r++)
         bounds[r + 1] += bounds[r];
 }
+
+size_t rt_loader_advance(const rt_loader_t *l, struct rt_loader_cursor *cur, size_t batch,
+                         uint64_t *epoch, size_t *start)
+{
+    RT_ASSERT(batch >= 1 && cur->pos < l->n);
+    size_t b = batch < l->n - cur->pos ? batch : l->n - cur->pos;
+    *epoch = cur->epoch;
+    *start = cur->pos;
+    cur->pos += b;
+    if (cur->pos == l->n) {
+        cur->pos = 0;
+        cur->epoch++;
+    }
+    return b;
+}

@@ -120,6 +120,20 @@ void rt_loader_release(rt_loader_t *l, struct rt_loader_batch *b);
  * Hessian batch of the eigen service. */
 int rt_loader_read(rt_loader_t *l, size_t first, size_t n, float *x, int32_t *y);
 
+/* Where the next global batch starts: permutation position pos of epoch. Start at {0, 0}. */
+struct rt_loader_cursor {
+    uint64_t epoch; /* current epoch */
+    size_t pos;     /* first permutation position not yet used in this epoch */
+};
+
+/* Take the next global batch of at most `batch` samples (batch >= 1; it may differ from call to
+ * call): *epoch and *start receive where it lies, the return value its size, min(batch, count -
+ * pos), so the last batch of an epoch is short rather than dropped. Advances the cursor, to the
+ * next epoch after the last batch. Workers then request [start + lo, start + hi) for their share
+ * [lo, hi) of the returned size (rt_loader_split). */
+size_t rt_loader_advance(const rt_loader_t *l, struct rt_loader_cursor *cur, size_t batch,
+                         uint64_t *epoch, size_t *start);
+
 /* Split a batch of `batch` samples among n workers in proportion to weights (>= 0, not all 0):
  * bounds[0] = 0 <= bounds[1] <= ... <= bounds[n] = batch; worker r gets [bounds[r],
  * bounds[r+1]). Largest-remainder rounding, so it is exact and deterministic. */

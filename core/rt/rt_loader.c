@@ -1,5 +1,6 @@
 /*
- * rt_loader: permutation, per-sample transforms and the prefetch queue.
+ * rt_loader: epoch permutations, the request queue and its prefetch threads (the per-sample
+ * work is rt_transform).
  */
 #include "rt_loader.h"
 
@@ -11,16 +12,12 @@
 #include "rt_datum.h"
 #include "rt_db.h"
 #include "rt_err.h"
-#include "rt_image.h"
-#include "rt_jpeg.h"
+#include "rt_rng.h"
+#include "rt_transform.h"
 
 #define S_ERR_MAX 512     /* bytes of a worker thread's error detail */
 #define S_CHUNK_RAW 64    /* samples a thread claims at once for raw records */
 #define S_CHUNK_ENC 2     /* ... for encoded records (each costs milliseconds) */
-#define S_RRC_TRIES 10    /* random-resized crop attempts before the centre fallback */
-
-/* Streams of the per-sample random generator, so that the choices are independent. */
-enum { S_STREAM_PERM = 1, S_STREAM_SAMPLE = 2 };
 
 enum s_slot_state { S_FREE = 0, S_QUEUED, S_HANDED };
 
@@ -38,16 +35,11 @@ struct s_slot {
     char err_msg[S_ERR_MAX];  /* its detail */
 };
 
-/* Working memory of one thread (a prefetch thread or the caller). */
+/* One thread's state (a prefetch thread or the caller). */
 struct s_ctx {
-    struct rt_loader *l;            /* owner */
-    rt_jpeg_t *jpeg;                /* decoder */
-    uint8_t *img;                   /* decoded JPEG, HWC */
-    size_t img_cap;                 /* bytes in img */
-    uint8_t *rsz;                   /* resized image, same layout as the source */
-    size_t rsz_cap;                 /* bytes in rsz */
-    struct rt_image_scratch scratch; /* resampler memory */
-    pthread_t tid;                  /* thread id (prefetch threads) */
+    struct rt_loader *l; /* owner */
+    rt_transform_t *tr;  /* decode/augment working memory */
+    pthread_t tid;       /* thread id (prefetch threads) */
 };
 
 /* A cached epoch permutation. */
@@ -61,10 +53,8 @@ struct rt_loader {
     rt_db_t *db;               /* the database */
     size_t n;                  /* records */
     enum rt_datum_kind kind;   /* kind of the first record */
-    int c, rec_h, rec_w;       /* the first record's shape (raw/float: every record's) */
-    int h, w;                  /* output size */
+    struct rt_transform_spec spec; /* shapes and augmentation */
     size_t sample;             /* floats per output sample */
-    float a[4], b[4];          /* output = a[c] * value + b[c] */
     struct s_perm perms[2];    /* last two epochs' permutations (caller thread only) */
     int perm_next;             /* which perms[] entry to replace next */
     struct s_slot slots[RT_LOADER_MAX_QUEUE]; /* the queue */
@@ -79,40 +69,6 @@ struct rt_loader {
     struct s_ctx caller;       /* the caller's context (sync mode, rt_loader_read) */
     bool sync_ok;              /* mu/cvs initialised */
 };
-
-/* ---- random numbers ----------------------------------------------------------------------- */
-
-static uint64_t s_mix(uint64_t z)
-{
-    z += 0x9e3779b97f4a7c15ULL;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-/* State of a splitmix64 stream for (seed, stream, epoch, item). */
-static uint64_t s_rng_seed(uint64_t seed, uint64_t stream, uint64_t epoch, uint64_t item)
-{
-    return s_mix(s_mix(s_mix(s_mix(seed) ^ stream) ^ epoch) ^ item);
-}
-
-static uint64_t s_next(uint64_t *st)
-{
-    *st += 0x9e3779b97f4a7c15ULL;
-    return s_mix(*st);
-}
-
-/* Uniform double in [0, 1). */
-static double s_unif(uint64_t *st)
-{
-    return (double)(s_next(st) >> 11) * (1.0 / 9007199254740992.0);
-}
-
-/* Uniform integer in [0, n], n >= 0. */
-static int s_randint(uint64_t *st, int n)
-{
-    return (int)(s_next(st) % (uint64_t)(n + 1));
-}
 
 /* ---- options and shape -------------------------------------------------------------------- */
 
@@ -131,229 +87,11 @@ void rt_loader_opts_default(struct rt_loader_opts *o)
         o->std[i] = 1.0f;
 }
 
-/* Shape of a decoded record: raw/float from the fields; encoded from the JPEG header (channels
- * from the record when set), checking the fields against the header when they are set. */
-static int s_record_shape(struct s_ctx *x, const struct rt_datum *d, const char *key, int *c,
-                          int *h, int *w)
-{
-    if (d->kind != RT_DATUM_ENCODED) {
-        *c = d->channels;
-        *h = d->height;
-        *w = d->width;
-        return 0;
-    }
-    int jc;
-    int rc = rt_jpeg_header(x->jpeg, d->data, d->data_len, key, w, h, &jc);
-    if (rc < 0)
-        return rc;
-    if ((d->height && d->height != *h) || (d->width && d->width != *w))
-        return rt_err_set(RT_ERR_SHAPE, "record %s: shape fields %dx%d disagree with its JPEG "
-                                        "%dx%d", key, d->height, d->width, *h, *w);
-    *c = d->channels ? d->channels : (jc == 1 ? 1 : 3);
-    if (*c != 1 && *c != 3)
-        return rt_err_set(RT_ERR_SHAPE, "record %s: JPEG records need 1 or 3 channels, not %d",
-                          key, *c);
-    return 0;
-}
-
-/* ---- per-sample transform ----------------------------------------------------------------- */
-
-/* A source image: uint8 planes addressed by strides (planar CHW or interleaved HWC). */
-struct s_src {
-    const uint8_t *p; /* pixel (0,0) of channel 0 */
-    int c, h, w;      /* shape */
-    size_t cstride;   /* bytes between channels */
-    size_t xstride;   /* bytes between columns */
-    size_t ystride;   /* bytes between rows */
-};
-
-/* Grow a byte buffer to n (reused afterwards). */
-static int s_grow(uint8_t **buf, size_t *cap, size_t n)
-{
-    if (n <= *cap)
-        return 0;
-    uint8_t *b = realloc(*buf, n);
-    if (!b)
-        return rt_err_set(RT_ERR_NOMEM, "no memory for a %zu-byte image buffer", n);
-    *buf = b;
-    *cap = n;
-    return 0;
-}
-
-/* Source channel feeding output channel ch (BGR -> RGB swap for raw colour records). */
-static int s_src_channel(const struct rt_loader *l, const struct s_src *s, int ch, bool raw)
-{
-    if (raw && l->o.raw_bgr && s->c == 3)
-        return 2 - ch;
-    return ch;
-}
-
-/* Write out (C x H x W floats) from a window of s: output pixel (y, x) reads source pixel
- * (y + oy, x + ox), or (y + oy, W-1-x + ox) when flipped; outside the source is a zero pixel. */
-static void s_emit_window(const struct rt_loader *l, const struct s_src *s, bool raw, int oy,
-                          int ox, bool flip, float *out)
-{
-    int H = l->h, W = l->w;
-    for (int ch = 0; ch < l->c; ch++) {
-        const uint8_t *plane = s->p + (size_t)s_src_channel(l, s, ch, raw) * s->cstride;
-        float a = l->a[ch], b = l->b[ch];
-        float *o = out + (size_t)ch * H * W;
-        for (int y = 0; y < H; y++, o += W) {
-            int sy = y + oy;
-            if (sy < 0 || sy >= s->h) {
-                for (int x = 0; x < W; x++)
-                    o[x] = b;
-                continue;
-            }
-            const uint8_t *row = plane + (size_t)sy * s->ystride;
-            /* source column of output x: ox + x, or ox + W-1-x when flipped; the outputs whose
-             * source column lies inside the image form the range [x0, x1) */
-            int x0, x1;
-            if (!flip) {
-                x0 = -ox;
-                x1 = s->w - ox;
-            } else {
-                x0 = ox + W - s->w;
-                x1 = ox + W;
-            }
-            x0 = x0 < 0 ? 0 : x0 > W ? W : x0;
-            x1 = x1 < x0 ? x0 : x1 > W ? W : x1;
-            for (int x = 0; x < x0; x++)
-                o[x] = b;
-            size_t xs = s->xstride;
-            if (!flip) {
-                const uint8_t *q = row + (size_t)(ox + x0) * xs;
-                for (int x = x0; x < x1; x++, q += xs)
-                    o[x] = a * *q + b;
-            } else {
-                const uint8_t *q = row + (size_t)(ox + W - 1 - x0) * xs;
-                for (int x = x0; x < x1; x++, q -= xs)
-                    o[x] = a * *q + b;
-            }
-            for (int x = x1; x < W; x++)
-                o[x] = b;
-        }
-    }
-}
-
-/* Same for float_data records (CHW floats, already scaled). */
-static void s_emit_window_f(const struct rt_loader *l, const float *src, int sh, int sw, int oy,
-                            int ox, bool flip, float *out)
-{
-    int H = l->h, W = l->w;
-    for (int ch = 0; ch < l->c; ch++) {
-        const float *plane = src + (size_t)ch * sh * sw;
-        float *o = out + (size_t)ch * H * W;
-        for (int y = 0; y < H; y++, o += W) {
-            int sy = y + oy;
-            for (int x = 0; x < W; x++) {
-                int sx = flip ? ox + W - 1 - x : ox + x;
-                float v = (sy >= 0 && sy < sh && sx >= 0 && sx < sw)
-                              ? plane[(size_t)sy * sw + sx] : 0.0f;
-                o[x] = l->a[ch] * v + l->b[ch];
-            }
-        }
-    }
-}
-
-/* Random-resized crop box (torchvision's RandomResizedCrop.get_params). */
-static void s_rrc_box(const struct rt_loader *l, uint64_t *st, int h, int w, int *bx, int *by,
-                      int *bw, int *bh)
-{
-    double area = (double)h * w;
-    double lr0 = log(l->o.rrc_ratio[0]), lr1 = log(l->o.rrc_ratio[1]);
-    for (int t = 0; t < S_RRC_TRIES; t++) {
-        double target = area * (l->o.rrc_scale[0] +
-                                (l->o.rrc_scale[1] - l->o.rrc_scale[0]) * s_unif(st));
-        double ratio = exp(lr0 + (lr1 - lr0) * s_unif(st));
-        int cw = (int)lround(sqrt(target * ratio));
-        int chh = (int)lround(sqrt(target / ratio));
-        if (cw > 0 && chh > 0 && cw <= w && chh <= h) {
-            *by = s_randint(st, h - chh);
-            *bx = s_randint(st, w - cw);
-            *bw = cw;
-            *bh = chh;
-            return;
-        }
-    }
-    /* fallback: centre crop clamped to the ratio range */
-    double in_ratio = (double)w / h;
-    int cw = w, chh = h;
-    if (in_ratio < l->o.rrc_ratio[0])
-        chh = (int)lround(w / l->o.rrc_ratio[0]);
-    else if (in_ratio > l->o.rrc_ratio[1])
-        cw = (int)lround(h * l->o.rrc_ratio[1]);
-    if (chh < 1)
-        chh = 1;
-    if (cw < 1)
-        cw = 1;
-    *bw = cw;
-    *bh = chh;
-    *by = (h - chh) / 2;
-    *bx = (w - cw) / 2;
-}
-
-/* Evaluation box: centred, the output's aspect ratio, eval_crop of the largest such box. */
-static void s_eval_box(const struct rt_loader *l, int h, int w, float *x0, float *y0, float *x1,
-                       float *y1)
-{
-    double ar = (double)l->w / l->h;
-    double bw = w, bh = w / ar;
-    if (bh > h) {
-        bh = h;
-        bw = h * ar;
-    }
-    bw *= l->o.eval_crop;
-    bh *= l->o.eval_crop;
-    *x0 = (float)((w - bw) / 2);
-    *y0 = (float)((h - bh) / 2);
-    *x1 = *x0 + (float)bw;
-    *y1 = *y0 + (float)bh;
-    if (*x1 > w)
-        *x1 = (float)w;
-    if (*y1 > h)
-        *y1 = (float)h;
-}
-
-/* Resize box of s to the output size into x->rsz (same layout: interleaved when s is, planar
- * otherwise) and describe the result in *r. */
-static int s_resize(struct s_ctx *x, const struct s_src *s, float x0, float y0, float x1, float y1,
-                    struct s_src *r)
-{
-    const struct rt_loader *l = x->l;
-    size_t n = (size_t)s->c * l->h * l->w;
-    int rc = s_grow(&x->rsz, &x->rsz_cap, n);
-    if (rc < 0)
-        return rc;
-    r->p = x->rsz;
-    r->c = s->c;
-    r->h = l->h;
-    r->w = l->w;
-    if (s->xstride == 1) { /* planar: one plane at a time */
-        r->cstride = (size_t)l->h * l->w;
-        r->xstride = 1;
-        r->ystride = (size_t)l->w;
-        for (int ch = 0; ch < s->c; ch++) {
-            rc = rt_image_resize(s->p + (size_t)ch * s->cstride, s->w, s->h, s->ystride, 1, x0,
-                                 y0, x1, y1, x->rsz + (size_t)ch * r->cstride, l->w, l->h,
-                                 r->ystride, &x->scratch);
-            if (rc < 0)
-                return rc;
-        }
-        return 0;
-    }
-    r->cstride = 1;
-    r->xstride = (size_t)s->c;
-    r->ystride = (size_t)l->w * s->c;
-    return rt_image_resize(s->p, s->w, s->h, s->ystride, s->c, x0, y0, x1, y1, x->rsz, l->w, l->h,
-                           r->ystride, &x->scratch);
-}
-
 /* Load record `idx` of `epoch` into out (C*H*W floats) and *label. */
 static int s_sample(struct s_ctx *x, size_t idx, uint64_t epoch, bool augment, float *out,
                     int32_t *label)
 {
-    struct rt_loader *l = x->l;
+    const struct rt_loader *l = x->l;
     char key[RT_DB_KEY_MAX];
     const void *val;
     size_t len;
@@ -364,73 +102,9 @@ static int s_sample(struct s_ctx *x, size_t idx, uint64_t epoch, bool augment, f
     rt_db_key(l->db, idx, key, sizeof key);
     if ((rc = rt_datum_decode(val, len, key, &d)) < 0)
         return rc;
-    int c, h, w;
-    if ((rc = s_record_shape(x, &d, key, &c, &h, &w)) < 0)
-        goto out_release;
-    if (d.kind == RT_DATUM_ENCODED && d.channels == 0)
-        c = l->c; /* as Caffe: a JPEG without a stated channel count decodes to the database's */
-    if (c != l->c || (d.kind != RT_DATUM_ENCODED && (h != l->rec_h || w != l->rec_w))) {
-        rc = rt_err_set(RT_ERR_SHAPE, "record %s: shape %dx%dx%d differs from the database's "
-                                      "%dx%dx%d", key, c, h, w, l->c, l->rec_h, l->rec_w);
-        goto out_release;
-    }
     *label = d.label;
-    uint64_t st = s_rng_seed(l->o.seed, S_STREAM_SAMPLE, epoch, idx);
-    bool flip = augment && l->o.flip && (s_next(&st) & 1);
-
-    if (d.kind == RT_DATUM_FLOAT) {
-        if (h < l->h - 2 * l->o.crop_pad || w < l->w - 2 * l->o.crop_pad ||
-            (!augment && (h != l->h || w != l->w))) {
-            rc = rt_err_set(RT_ERR_UNSUPPORTED, "record %s: float records are not resized "
-                                                "(%dx%d to %dx%d)", key, h, w, l->h, l->w);
-            goto out_release;
-        }
-        int oy = 0, ox = 0;
-        if (augment) {
-            oy = s_randint(&st, h + 2 * l->o.crop_pad - l->h) - l->o.crop_pad;
-            ox = s_randint(&st, w + 2 * l->o.crop_pad - l->w) - l->o.crop_pad;
-        }
-        s_emit_window_f(l, d.float_data, h, w, oy, ox, flip, out);
-        goto out_release;
-    }
-
-    struct s_src s;
-    bool raw = d.kind == RT_DATUM_RAW;
-    if (raw) {
-        s = (struct s_src){d.data, c, h, w, (size_t)h * w, 1, (size_t)w};
-    } else {
-        if ((rc = s_grow(&x->img, &x->img_cap, (size_t)c * h * w)) < 0)
-            goto out_release;
-        rc = rt_jpeg_decode(x->jpeg, d.data, d.data_len, key, 1, c, 0, x->img);
-        if (rc < 0)
-            goto out_release;
-        s = (struct s_src){x->img, c, h, w, 1, (size_t)c, (size_t)w * c};
-    }
-
-    struct s_src r;
-    if (augment && l->o.rrc) {
-        int bx, by, bw, bh;
-        s_rrc_box(l, &st, h, w, &bx, &by, &bw, &bh);
-        if ((rc = s_resize(x, &s, (float)bx, (float)by, (float)(bx + bw), (float)(by + bh),
-                           &r)) < 0)
-            goto out_release;
-        s_emit_window(l, &r, raw, 0, 0, flip, out);
-    } else if (augment && h + 2 * l->o.crop_pad >= l->h && w + 2 * l->o.crop_pad >= l->w &&
-               (l->o.crop_pad > 0 || (h == l->h && w == l->w))) {
-        int oy = s_randint(&st, h + 2 * l->o.crop_pad - l->h) - l->o.crop_pad;
-        int ox = s_randint(&st, w + 2 * l->o.crop_pad - l->w) - l->o.crop_pad;
-        s_emit_window(l, &s, raw, oy, ox, flip, out);
-    } else if (h == l->h && w == l->w && l->o.eval_crop >= 1.0f) {
-        s_emit_window(l, &s, raw, 0, 0, flip, out);
-    } else {
-        float x0, y0, x1, y1;
-        s_eval_box(l, h, w, &x0, &y0, &x1, &y1);
-        if ((rc = s_resize(x, &s, x0, y0, x1, y1, &r)) < 0)
-            goto out_release;
-        s_emit_window(l, &r, raw, 0, 0, flip, out);
-    }
-    rc = 0;
-out_release:
+    uint64_t seed = rt_rng_seed(l->o.seed, RT_RNG_AUGMENT, epoch, idx);
+    rc = rt_transform_apply(x->tr, &l->spec, &d, key, seed, augment, out);
     rt_datum_release(&d);
     return rc;
 }
@@ -448,11 +122,11 @@ static const uint32_t *s_perm(struct rt_loader *l, uint64_t epoch)
     if (!p->perm && !(p->perm = malloc(l->n * sizeof *p->perm)))
         return NULL;
     p->epoch = epoch;
-    uint64_t st = s_rng_seed(l->o.seed, S_STREAM_PERM, epoch, 0);
+    uint64_t st = rt_rng_seed(l->o.seed, RT_RNG_PERMUTATION, epoch, 0);
     for (size_t i = 0; i < l->n; i++)
         p->perm[i] = (uint32_t)i;
     for (size_t i = l->n - 1; i > 0; i--) { /* Fisher-Yates */
-        size_t j = (size_t)(s_next(&st) % (uint64_t)(i + 1));
+        size_t j = (size_t)(rt_rng_next(&st) % (uint64_t)(i + 1));
         uint32_t t = p->perm[i];
         p->perm[i] = p->perm[j];
         p->perm[j] = t;
@@ -542,18 +216,14 @@ static int s_ctx_init(struct s_ctx *x, struct rt_loader *l)
 {
     memset(x, 0, sizeof *x);
     x->l = l;
-    if (!(x->jpeg = rt_jpeg_new()))
+    if (!(x->tr = rt_transform_new()))
         return rt_err_set(RT_ERR_NOMEM, "cannot start a JPEG decoder");
     return 0;
 }
 
 static void s_ctx_free(struct s_ctx *x)
 {
-    rt_jpeg_destroy(&x->jpeg);
-    free(x->img);
-    free(x->rsz);
-    rt_image_scratch_free(&x->scratch);
-    x->img = x->rsz = NULL;
+    rt_transform_destroy(&x->tr);
 }
 
 static int s_check_opts(const struct rt_loader_opts *o)
@@ -614,20 +284,29 @@ int rt_loader_new(const char *dir, const struct rt_loader_opts *opts, rt_loader_
         (rc = rt_datum_decode(val, len, key, &d)) < 0)
         goto out_destroy;
     l->kind = d.kind;
-    rc = s_record_shape(&l->caller, &d, key, &l->c, &l->rec_h, &l->rec_w);
+    struct rt_transform_spec *sp = &l->spec;
+    rc = rt_transform_shape(l->caller.tr, &d, key, &sp->channels, &sp->rec_height,
+                            &sp->rec_width);
     rt_datum_release(&d);
     if (rc < 0)
         goto out_destroy;
-    l->h = opts->out_height ? opts->out_height : l->rec_h;
-    l->w = opts->out_width ? opts->out_width : l->rec_w;
-    l->sample = (size_t)l->c * l->h * l->w;
+    sp->height = opts->out_height ? opts->out_height : sp->rec_height;
+    sp->width = opts->out_width ? opts->out_width : sp->rec_width;
+    sp->crop_pad = opts->crop_pad;
+    sp->flip = opts->flip;
+    sp->rrc = opts->rrc;
+    memcpy(sp->rrc_scale, opts->rrc_scale, sizeof sp->rrc_scale);
+    memcpy(sp->rrc_ratio, opts->rrc_ratio, sizeof sp->rrc_ratio);
+    sp->eval_crop = opts->eval_crop;
+    sp->raw_bgr = opts->raw_bgr;
     for (int ch = 0; ch < 4; ch++) {
         float scale = l->kind == RT_DATUM_FLOAT ? 1.0f : 1.0f / 255.0f;
         float mean = opts->normalize ? opts->mean[ch] : 0.0f;
         float sd = opts->normalize ? opts->std[ch] : 1.0f;
-        l->a[ch] = scale / sd;
-        l->b[ch] = -mean / sd;
+        sp->a[ch] = scale / sd;
+        sp->b[ch] = -mean / sd;
     }
+    l->sample = (size_t)sp->channels * sp->height * sp->width;
     if (pthread_mutex_init(&l->mu, NULL) != 0) {
         rc = rt_err_set(RT_ERR_NOMEM, "pthread_mutex_init failed");
         goto out_destroy;
@@ -705,9 +384,9 @@ size_t rt_loader_count(const rt_loader_t *l)
 
 void rt_loader_shape(const rt_loader_t *l, int *c, int *h, int *w)
 {
-    *c = l->c;
-    *h = l->h;
-    *w = l->w;
+    *c = l->spec.channels;
+    *h = l->spec.height;
+    *w = l->spec.width;
 }
 
 int rt_loader_submit(rt_loader_t *l, const struct rt_loader_req *req)

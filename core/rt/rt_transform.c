@@ -272,16 +272,13 @@ int rt_transform_apply(rt_transform_t *x, const struct rt_transform_spec *sp,
     int c, h, w;
     if ((rc = rt_transform_shape(x, d, key, &c, &h, &w)) < 0)
         return rc;
+    /* as Caffe: a JPEG without a stated channel count decodes to the database's */
     if (d->kind == RT_DATUM_ENCODED && d->channels == 0)
-        c = sp->channels; /* as Caffe: a JPEG without a stated channel count decodes to the
-                             database's */
+        c = sp->channels;
     if (c != sp->channels ||
         (d->kind != RT_DATUM_ENCODED && (h != sp->rec_height || w != sp->rec_width))) {
-        rc = rt_err_set(RT_ERR_SHAPE,
-                        "record %s: shape %dx%dx%d differs from the database's "
-                        "%dx%dx%d",
-                        key, c, h, w, sp->channels, sp->rec_height, sp->rec_width);
-        return rc;
+        return rt_err_set(RT_ERR_SHAPE, "record %s: shape %dx%dx%d differs from the database's "
+                          "%dx%dx%d", key, c, h, w, sp->channels, sp->rec_height, sp->rec_width);
     }
     uint64_t st = seed;
     bool flip = augment && sp->flip && (rt_rng_next(&st) & 1);
@@ -289,11 +286,8 @@ int rt_transform_apply(rt_transform_t *x, const struct rt_transform_spec *sp,
     if (d->kind == RT_DATUM_FLOAT) {
         if (h < sp->height - 2 * sp->crop_pad || w < sp->width - 2 * sp->crop_pad ||
             (!augment && (h != sp->height || w != sp->width))) {
-            rc = rt_err_set(RT_ERR_UNSUPPORTED,
-                            "record %s: float records are not resized "
-                            "(%dx%d to %dx%d)",
-                            key, h, w, sp->height, sp->width);
-            return rc;
+            return rt_err_set(RT_ERR_UNSUPPORTED, "record %s: float records are not resized "
+                              "(%dx%d to %dx%d)", key, h, w, sp->height, sp->width);
         }
         int oy = 0, ox = 0;
         if (augment) {
@@ -301,7 +295,7 @@ int rt_transform_apply(rt_transform_t *x, const struct rt_transform_spec *sp,
             ox = rt_rng_int(&st, w + 2 * sp->crop_pad - sp->width) - sp->crop_pad;
         }
         s_emit_window_f(sp, d->float_data, h, w, oy, ox, flip, out);
-        return rc;
+        return 0;
     }
 
     struct s_src s;
@@ -325,8 +319,9 @@ int rt_transform_apply(rt_transform_t *x, const struct rt_transform_spec *sp,
                            &r)) < 0)
             return rc;
         s_emit_window(sp, &r, raw, 0, 0, flip, out);
-    } else if (augment && h + 2 * sp->crop_pad >= sp->height && w + 2 * sp->crop_pad >= sp->width &&
-               (sp->crop_pad > 0 || (h == sp->height && w == sp->width))) {
+    } else if (augment && h + 2 * sp->crop_pad >= sp->height &&
+               w + 2 * sp->crop_pad >= sp->width) {
+        /* random window of the padded image (padding 0: a plain random crop) */
         int oy = rt_rng_int(&st, h + 2 * sp->crop_pad - sp->height) - sp->crop_pad;
         int ox = rt_rng_int(&st, w + 2 * sp->crop_pad - sp->width) - sp->crop_pad;
         s_emit_window(sp, &s, raw, oy, ox, flip, out);
@@ -339,6 +334,5 @@ int rt_transform_apply(rt_transform_t *x, const struct rt_transform_spec *sp,
             return rc;
         s_emit_window(sp, &r, raw, 0, 0, flip, out);
     }
-    rc = 0;
-    return rc;
+    return 0;
 }

@@ -75,6 +75,16 @@ int rt_db_open(const char *dir, rt_db_t **out)
         rc = s_lmdb_err(rc, "mdb_env_create", dir);
         goto out_free;
     }
+    /* map only what the file holds, not the writer's reservation (1 TiB for Caffe's and ours):
+     * LMDB raises the size to the committed data when this is smaller */
+    char data_path[4096];
+    struct stat dst;
+    if (snprintf(data_path, sizeof data_path, "%s/data.mdb", dir) < (int)sizeof data_path &&
+        stat(data_path, &dst) == 0 && dst.st_size > 0 &&
+        (rc = mdb_env_set_mapsize(db->env, (size_t)dst.st_size)) != 0) {
+        rc = s_lmdb_err(rc, "mdb_env_set_mapsize", dir);
+        goto out_free;
+    }
     rc = mdb_env_open(db->env, dir, MDB_RDONLY | MDB_NOTLS, 0644);
     if (rc == EACCES || rc == EROFS) /* read-only medium: lock.mdb cannot be created */
         rc = mdb_env_open(db->env, dir, MDB_RDONLY | MDB_NOTLS | MDB_NOLOCK, 0644);
@@ -292,18 +302,27 @@ int rt_db_writer_new(const char *dir, bool force, rt_db_writer_t **out)
         w->tmp = NULL; /* nothing to remove */
         goto out_free;
     }
-    if ((rc = mdb_env_create(&w->env)) != 0) {
-        rc = s_lmdb_err(rc, "mdb_env_create", w->tmp);
-        goto out_free;
-    }
-    if ((rc = mdb_env_set_mapsize(w->env, RT_DB_MAP_SIZE)) != 0) {
-        rc = s_lmdb_err(rc, "mdb_env_set_mapsize", w->tmp);
-        goto out_free;
-    }
-    /* no per-commit fsync while building: finish syncs once before the rename */
-    if ((rc = mdb_env_open(w->env, w->tmp, MDB_NOSYNC, 0644)) != 0) {
-        rc = s_lmdb_err(rc, "mdb_env_open", w->tmp);
-        goto out_free;
+    /* reserve RT_DB_MAP_SIZE of address space as Caffe does; where the process may not map
+     * that much (ulimit -v, sanitizers), settle for less */
+    for (size_t map = RT_DB_MAP_SIZE;; map /= 4) {
+        if ((rc = mdb_env_create(&w->env)) != 0) {
+            rc = s_lmdb_err(rc, "mdb_env_create", w->tmp);
+            goto out_free;
+        }
+        if ((rc = mdb_env_set_mapsize(w->env, map)) != 0) {
+            rc = s_lmdb_err(rc, "mdb_env_set_mapsize", w->tmp);
+            goto out_free;
+        }
+        /* no per-commit fsync while building: finish syncs once before the rename */
+        rc = mdb_env_open(w->env, w->tmp, MDB_NOSYNC, 0644);
+        if (rc == 0)
+            break;
+        mdb_env_close(w->env);
+        w->env = NULL;
+        if (rc != ENOMEM || map <= RT_DB_MAP_SIZE_MIN) {
+            rc = s_lmdb_err(rc, "mdb_env_open", w->tmp);
+            goto out_free;
+        }
     }
     if ((rc = mdb_txn_begin(w->env, NULL, 0, &w->txn)) != 0) {
         rc = s_lmdb_err(rc, "mdb_txn_begin", w->tmp);

@@ -19,6 +19,9 @@
 
 /* Map size reserved for a database being written (virtual address space only), as Caffe does. */
 #define RT_DB_MAP_SIZE ((size_t)1 << 40)
+/* Smallest reservation tried when the address space is limited (the build then fails with
+ * "MDB_MAP_FULL" if the data outgrows it). */
+#define RT_DB_MAP_SIZE_MIN ((size_t)1 << 30)
 /* Records per write transaction while building. */
 #define RT_DB_TXN_RECORDS 1000
 /* Longest key kept in error details (longer keys are cut). */

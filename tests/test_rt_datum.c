@@ -43,6 +43,25 @@ static void test_round_trip(void **state)
             assert_memory_equal(d.float_data, in[k].float_data, d.float_len * sizeof(float));
         rt_datum_release(&d);
         rt_datum_release(&d); /* safe twice */
+        /* the same through a reused arena */
+        static struct rt_datum_arena arena;
+        for (int rep = 0; rep < 3; rep++) {
+            assert_int_equal(rt_datum_decode_arena(buf, len, "k", &arena, &d), 0);
+            assert_int_equal(d.label, in[k].label);
+            assert_int_equal(d.float_len, in[k].float_len);
+            if (d.data_len)
+                assert_memory_equal(d.data, in[k].data, d.data_len);
+            if (d.float_len)
+                assert_memory_equal(d.float_data, in[k].float_data, d.float_len * sizeof(float));
+            assert_true(d.data_len == 0 || (d.data >= arena.buf && d.data < arena.buf + arena.cap));
+            rt_datum_release(&d);
+        }
+        if (rt_datum_decode_arena(buf, len / 2, "half", &arena, &d) == 0)
+            rt_datum_release(&d); /* a prefix may parse; then it must release cleanly */
+        else
+            assert_non_null(strstr(rt_err_msg(), "half"));
+        if (k == 2)
+            rt_datum_arena_free(&arena);
         /* every truncation of the record is an error naming the key, never a crash */
         for (size_t cut = 1; cut < len; cut++) {
             int rc = rt_datum_decode(buf, cut, "00000042", &d);

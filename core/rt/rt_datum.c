@@ -3,6 +3,8 @@
  */
 #include "rt_datum.h"
 
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "datum.pb-c.h"
@@ -51,10 +53,74 @@ static int s_check_payload(const struct rt_datum *d, const char *key)
     return rt_err_set(RT_ERR_FORMAT, "record %s: unknown record kind", key);
 }
 
+/* Arena allocator: bump allocation, 16-byte aligned; requests beyond the arena fall back to the
+ * heap (the arena is sized so that this does not happen for a well-formed record). */
+#define S_ARENA_ALIGN 16
+#define S_ARENA_SLACK 1024 /* bytes beyond the record size: message struct and alignment */
+
+static void *s_arena_alloc(void *data, size_t size)
+{
+    struct rt_datum_arena *a = data;
+    size_t off = (a->used + S_ARENA_ALIGN - 1) & ~(size_t)(S_ARENA_ALIGN - 1);
+    if (off <= a->cap && size <= a->cap - off) {
+        a->used = off + size;
+        return a->buf + off;
+    }
+    return malloc(size);
+}
+
+static void s_arena_free(void *data, void *p)
+{
+    struct rt_datum_arena *a = data;
+    uintptr_t q = (uintptr_t)p, lo = (uintptr_t)a->buf;
+    if (q >= lo && q < lo + a->cap)
+        return;
+    free(p);
+}
+
+void rt_datum_arena_free(struct rt_datum_arena *a)
+{
+    if (a) {
+        free(a->buf);
+        memset(a, 0, sizeof *a);
+    }
+}
+
+/* Unpack with `alloc` (NULL: the heap) and fill *out. */
+static int s_decode(const void *buf, size_t len, const char *key, ProtobufCAllocator *alloc,
+                    struct rt_datum *out);
+
 int rt_datum_decode(const void *buf, size_t len, const char *key, struct rt_datum *out)
 {
+    return s_decode(buf, len, key, NULL, out);
+}
+
+int rt_datum_decode_arena(const void *buf, size_t len, const char *key,
+                          struct rt_datum_arena *arena, struct rt_datum *out)
+{
     memset(out, 0, sizeof *out);
-    Caffe__Datum *m = caffe__datum__unpack(NULL, len, buf);
+    /* a record's decoded form is at most its wire size plus the message struct: reserve that */
+    size_t need = len + sizeof(Caffe__Datum) + S_ARENA_SLACK;
+    if (need > arena->cap) {
+        uint8_t *b = realloc(arena->buf, need);
+        if (!b)
+            return rt_err_set(RT_ERR_NOMEM, "record %s: no memory to decode %zu bytes", key, len);
+        arena->buf = b;
+        arena->cap = need;
+    }
+    arena->used = 0;
+    ProtobufCAllocator alloc = {s_arena_alloc, s_arena_free, arena};
+    int rc = s_decode(buf, len, key, &alloc, out);
+    if (rc == 0)
+        out->arena_ = arena;
+    return rc;
+}
+
+static int s_decode(const void *buf, size_t len, const char *key, ProtobufCAllocator *alloc,
+                    struct rt_datum *out)
+{
+    memset(out, 0, sizeof *out);
+    Caffe__Datum *m = caffe__datum__unpack(alloc, len, buf);
     if (!m)
         return rt_err_set(RT_ERR_FORMAT, "record %s: not a valid Datum (%zu bytes, corrupt or "
                                          "truncated)", key, len);
@@ -72,19 +138,25 @@ int rt_datum_decode(const void *buf, size_t len, const char *key, struct rt_datu
         out->kind = RT_DATUM_FLOAT;
     else
         out->kind = RT_DATUM_RAW;
-    out->msg_ = m;
     int rc = s_check_payload(out, key);
     if (rc < 0) {
-        rt_datum_release(out);
+        caffe__datum__free_unpacked(m, alloc);
+        memset(out, 0, sizeof *out);
         return rc;
     }
+    out->msg_ = m;
     return 0;
 }
 
 void rt_datum_release(struct rt_datum *d)
 {
     if (d && d->msg_) {
-        caffe__datum__free_unpacked(d->msg_, NULL);
+        if (d->arena_) {
+            ProtobufCAllocator alloc = {s_arena_alloc, s_arena_free, d->arena_};
+            caffe__datum__free_unpacked(d->msg_, &alloc);
+        } else {
+            caffe__datum__free_unpacked(d->msg_, NULL);
+        }
         memset(d, 0, sizeof *d);
     }
 }

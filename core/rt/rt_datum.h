@@ -40,7 +40,19 @@ struct rt_datum {
     const float *float_data;  /* FLOAT pixels */
     size_t float_len;         /* floats in float_data */
     void *msg_;               /* decoder-owned message; NULL for caller-built records */
+    void *arena_;             /* arena the message lives in, or NULL (heap) */
 };
+
+/* Reusable decoding memory, so that a hot loop decodes records without allocating. Zero it
+ * before first use; it grows to the largest record seen. Holds one decoded record at a time. */
+struct rt_datum_arena {
+    uint8_t *buf; /* owned */
+    size_t cap;   /* bytes in buf */
+    size_t used;  /* bytes handed out for the current record */
+};
+
+/* Free the arena's memory; safe on a zeroed or freed arena. */
+void rt_datum_arena_free(struct rt_datum_arena *a);
 
 /* Parse serialized bytes into *out. `key` names the record in error details. Checks that the
  * message parses and that its payload agrees with its shape (raw: data_len = c*h*w; float:
@@ -48,6 +60,11 @@ struct rt_datum {
  * RT_ERR_SHAPE / RT_ERR_NOMEM with a detail naming the key. On success release *out with
  * rt_datum_release(); on failure *out needs no release. */
 int rt_datum_decode(const void *buf, size_t len, const char *key, struct rt_datum *out);
+
+/* As rt_datum_decode(), with the message in `arena` (grown when needed): *out is valid until
+ * rt_datum_release() and the arena must not decode another record before that. */
+int rt_datum_decode_arena(const void *buf, size_t len, const char *key,
+                          struct rt_datum_arena *arena, struct rt_datum *out);
 
 /* Free what rt_datum_decode() allocated; safe on a zeroed or already released datum. */
 void rt_datum_release(struct rt_datum *d);

@@ -39,6 +39,7 @@ struct s_slot {
 struct s_ctx {
     struct rt_loader *l; /* owner */
     rt_transform_t *tr;  /* decode/augment working memory */
+    struct rt_datum_arena arena; /* record decoding memory */
     pthread_t tid;       /* thread id (prefetch threads) */
 };
 
@@ -100,7 +101,7 @@ static int s_sample(struct s_ctx *x, size_t idx, uint64_t epoch, bool augment, f
         return rc;
     struct rt_datum d;
     rt_db_key(l->db, idx, key, sizeof key);
-    if ((rc = rt_datum_decode(val, len, key, &d)) < 0)
+    if ((rc = rt_datum_decode_arena(val, len, key, &x->arena, &d)) < 0)
         return rc;
     *label = d.label;
     uint64_t seed = rt_rng_seed(l->o.seed, RT_RNG_AUGMENT, epoch, idx);
@@ -224,6 +225,7 @@ static int s_ctx_init(struct s_ctx *x, struct rt_loader *l)
 static void s_ctx_free(struct s_ctx *x)
 {
     rt_transform_destroy(&x->tr);
+    rt_datum_arena_free(&x->arena);
 }
 
 static int s_check_opts(const struct rt_loader_opts *o)

@@ -262,6 +262,20 @@ static void test_read_eval_normalised(void **state)
         }
     }
     assert_int_equal(rt_loader_read(l, 200, 5, x, y), RT_ERR_ARG);
+    /* the same records through the queue in key order, prefetched */
+    struct rt_loader_req qo = {.epoch = 3, .start = 198, .count = 5, .in_order = true,
+                               .x = x + 0, .y = y};
+    float x2[5 * 48];
+    memcpy(x2, x, sizeof x2);
+    memset(x, 0, sizeof x2);
+    assert_int_equal(rt_loader_submit(l, &qo), 0);
+    struct rt_loader_batch bo;
+    assert_int_equal(rt_loader_wait(l, &bo), 0);
+    assert_ptr_equal(bo.x, x);
+    assert_memory_equal(x, x2, sizeof x2);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(bo.index[i], 198 + i);
+    rt_loader_release(l, &bo);
     /* queue limits and range checks */
     struct rt_loader_req q = {.epoch = 0, .start = 200, .count = 4};
     assert_int_equal(rt_loader_submit(l, &q), RT_ERR_ARG);

@@ -407,8 +407,8 @@ int rt_loader_submit(rt_loader_t *l, const struct rt_loader_req *req)
         return rt_err_set(RT_ERR_STATE, "loader queue full (%d requests in flight)",
                           l->o.queue_depth);
     /* the slot is FREE: no thread touches it, so it can be filled without the lock */
-    const uint32_t *perm = s_perm(l, req->epoch);
-    if (!perm)
+    const uint32_t *perm = req->in_order ? NULL : s_perm(l, req->epoch);
+    if (!req->in_order && !perm)
         return rt_err_set(RT_ERR_NOMEM, "no memory for the permutation of %zu samples", l->n);
     if (req->count > s->index_cap) {
         uint32_t *ix = realloc(s->index, req->count * sizeof *ix);
@@ -423,7 +423,10 @@ int rt_loader_submit(rt_loader_t *l, const struct rt_loader_req *req)
         (!req->y && !s->own_y && !(s->own_y = malloc(l->o.max_batch * sizeof(int32_t) + 1))))
         return rt_err_set(RT_ERR_NOMEM, "no memory for a batch buffer of %zu samples",
                           l->o.max_batch);
-    if (req->count > 0)
+    if (req->in_order)
+        for (size_t i = 0; i < req->count; i++)
+            s->index[i] = (uint32_t)(req->start + i);
+    else if (req->count > 0)
         memcpy(s->index, perm + req->start, req->count * sizeof *s->index);
     s->req = *req;
     if (!s->req.x)

@@ -24,7 +24,8 @@
  * Prefetch. With threads > 0, that many threads decode and augment ahead of the caller: the
  * caller submits the ranges it will need (up to queue_depth in flight), then waits for them in
  * submission order. Output goes into caller-provided buffers or into loader-owned buffers
- * allocated once per queue slot (max_batch samples) and reused.
+ * allocated once per queue slot (max_batch samples) and reused. A request may also name records
+ * in key order (in_order), to prefetch evaluation data; rt_loader_read() is the synchronous form.
  *
  * Thread safety: one caller thread drives submit/wait/release/read; the loader's own threads do
  * the rest.
@@ -70,6 +71,7 @@ struct rt_loader_req {
     size_t start;    /* first permutation position */
     size_t count;    /* samples; start + count <= record count */
     bool augment;    /* training transform (else evaluation transform) */
+    bool in_order;   /* positions are record indices in key order (evaluation), not permuted */
     float *x;        /* count*C*H*W floats owned by the caller, or NULL: loader-owned buffer */
     int32_t *y;      /* count labels owned by the caller, or NULL: loader-owned buffer */
 };

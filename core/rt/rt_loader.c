@@ -23,52 +23,52 @@ enum s_slot_state { S_FREE = 0, S_QUEUED, S_HANDED };
 
 /* One queued request. */
 struct s_slot {
-    enum s_slot_state state;  /* FREE, QUEUED (being worked on / done), HANDED (caller has it) */
-    struct rt_loader_req req; /* the request (x, y resolved to the buffers in use) */
-    uint32_t *index;          /* req.count record indices */
-    size_t index_cap;         /* capacity of index */
-    float *own_x;             /* loader-owned output, max_batch samples (lazy, reused) */
-    int32_t *own_y;           /* loader-owned labels */
-    size_t next;              /* next sample to claim */
-    size_t done;              /* samples finished */
-    int err;                  /* first error, 0 if none */
-    char err_msg[S_ERR_MAX];  /* its detail */
+    enum s_slot_state state;         /* FREE, QUEUED (in work or done), HANDED (to caller) */
+    struct rt_loader_req req;        /* the request (x, y resolved to the buffers in use) */
+    uint32_t *index;                 /* req.count record indices */
+    size_t index_cap;                /* capacity of index */
+    float *own_x;                    /* loader-owned output, max_batch samples (lazy, reused) */
+    int32_t *own_y;                  /* loader-owned labels */
+    size_t next;                     /* next sample to claim */
+    size_t done;                     /* samples finished */
+    int err;                         /* first error, 0 if none */
+    char err_msg[S_ERR_MAX];         /* its detail */
 };
 
 /* One thread's state (a prefetch thread or the caller). */
 struct s_ctx {
-    struct rt_loader *l; /* owner */
-    rt_transform_t *tr;  /* decode/augment working memory */
-    struct rt_datum_arena arena; /* record decoding memory */
-    pthread_t tid;       /* thread id (prefetch threads) */
+    struct rt_loader *l;             /* owner */
+    rt_transform_t *tr;              /* decode/augment working memory */
+    struct rt_datum_arena arena;     /* record decoding memory */
+    pthread_t tid;                   /* thread id (prefetch threads) */
 };
 
 /* A cached epoch permutation. */
 struct s_perm {
-    uint64_t epoch;  /* which epoch; valid when perm != NULL */
-    uint32_t *perm;  /* count record indices */
+    uint64_t epoch;                  /* which epoch; valid when perm != NULL */
+    uint32_t *perm;                  /* count record indices */
 };
 
 struct rt_loader {
-    struct rt_loader_opts o;   /* options */
-    rt_db_t *db;               /* the database */
-    size_t n;                  /* records */
-    enum rt_datum_kind kind;   /* kind of the first record */
-    struct rt_transform_spec spec; /* shapes and augmentation */
-    size_t sample;             /* floats per output sample */
-    struct s_perm perms[2];    /* last two epochs' permutations (caller thread only) */
-    int perm_next;             /* which perms[] entry to replace next */
+    struct rt_loader_opts o;         /* options */
+    rt_db_t *db;                     /* the database */
+    size_t n;                        /* records */
+    enum rt_datum_kind kind;         /* kind of the first record */
+    struct rt_transform_spec spec;   /* shapes and augmentation */
+    size_t sample;                   /* floats per output sample */
+    struct s_perm perms[2];          /* last two epochs' permutations (caller thread only) */
+    int perm_next;                   /* which perms[] entry to replace next */
     struct s_slot slots[RT_LOADER_MAX_QUEUE]; /* the queue */
-    uint64_t submit_seq;       /* requests submitted */
-    uint64_t wait_seq;         /* requests handed to the caller */
-    pthread_mutex_t mu;        /* guards slots, seqs, stop */
-    pthread_cond_t work_cv;    /* new work or stop */
-    pthread_cond_t done_cv;    /* a request finished */
-    bool stop;                 /* threads exit */
-    int nthreads;              /* threads started */
-    struct s_ctx *ctx;         /* nthreads contexts */
-    struct s_ctx caller;       /* the caller's context (sync mode, rt_loader_read) */
-    bool sync_ok;              /* mu/cvs initialised */
+    uint64_t submit_seq;             /* requests submitted */
+    uint64_t wait_seq;               /* requests handed to the caller */
+    pthread_mutex_t mu;              /* guards slots, seqs, stop */
+    pthread_cond_t work_cv;          /* new work or stop */
+    pthread_cond_t done_cv;          /* a request finished */
+    bool stop;                       /* threads exit */
+    int nthreads;                    /* threads started */
+    struct s_ctx *ctx;               /* nthreads contexts */
+    struct s_ctx caller;             /* the caller's context (sync mode, rt_loader_read) */
+    bool sync_ok;                    /* mu/cvs initialised */
 };
 
 /* ---- options and shape -------------------------------------------------------------------- */

@@ -8,9 +8,9 @@
  * Training (augment): random-resized crop to H x W (torchvision's RandomResizedCrop box, Pillow's
  * antialiased bilinear resize), or a random H x W window of the image padded by crop_pad zero
  * pixels per side (crop_pad 0: a plain random crop; an image smaller than the window even with
- * the padding gets the evaluation box instead); then a horizontal flip with probability 1/2. Evaluation: the centre box of the
- * output's aspect ratio, eval_crop of the image's extent, resized to H x W (the identity when
- * the record has the output size and eval_crop = 1). float_data records support crops and flips
+ * the padding gets the evaluation box instead); then a horizontal flip with probability 1/2.
+ * Evaluation: the centre box of the output's aspect ratio, eval_crop of the image's extent,
+ * resized to H x W (the identity when the record has the output size and eval_crop = 1). float_data records support crops and flips
  * but no resizing. All random choices come from the caller's seed, so a sample is reproducible
  * anywhere from (seed, epoch, record).
  *

@@ -10,6 +10,9 @@
 
 static const struct eb_cmd s_commands[] = {
     {"bench", eb_cmd_bench, "micro-benchmarks (train: training steps and HVPs of a zoo model)"},
+    {"convert", eb_cmd_convert, "write an LMDB dataset from IDX, CIFAR or JPEG folders"},
+    {"dbinfo", eb_cmd_dbinfo, "describe an LMDB dataset: count, shape, labels"},
+    {"bench-loader", eb_bench_loader, "data loader throughput (until `bench loader` exists)"},
     {NULL, NULL, NULL},
 };
 

@@ -11,9 +11,9 @@ Given a zoo model, weights and inputs as safetensors files, computes with PyTorc
     buffers [R]            BatchNorm running statistics after this one forward pass (in train
                            mode they have been updated once with momentum 0.1; in eval unchanged)
 and optionally (--eig) the top Hessian eigenvalue by power iteration, the same algorithm as
-eigenbatch (and HessianFlow): v0 = seeded Gaussian (or the input's "v0"), normalised; repeat
-Hv, lambda = v.Hv (Rayleigh quotient), v = Hv/|Hv| until |lambda - lambda_prev| < tol |lambda_prev|
-or --eig-iters iterations:
+eigenbatch's eigensvc/eig_power (after HessianFlow): v0 = seeded Gaussian (or the input's "v0"),
+normalised; repeat Hv, lambda = v.Hv (Rayleigh quotient), v = Hv/|Hv| until
+|lambda - lambda_prev| <= tol |lambda| or --eig-iters iterations:
     eig [] (F32), eig_iters [] (I32), eig_v [P]
 Results are written to --out as safetensors (F32).
 
@@ -70,7 +70,7 @@ def power_iteration(params, grads, v0, iters, tol):
                                       retain_graph=True))
         lam = float(torch.dot(hv, v))
         v = hv / torch.norm(hv)
-        if lam_prev is not None and abs(lam - lam_prev) < tol * abs(lam_prev):
+        if lam_prev is not None and abs(lam - lam_prev) <= tol * abs(lam):
             break
         lam_prev = lam
     return lam, it, v

@@ -191,6 +191,26 @@ static void s_run_case(const struct parity_case *pc, const char *dir)
     nn_net_destroy(&net);
 }
 
+/* The PyTorch modules have models.md's parameter counts, as ours (test_nn_zoo) do. */
+static void test_torch_zoo_counts(void **state)
+{
+    (void)state;
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/bench/torch_zoo.py", eb_test_source_dir());
+    assert_int_equal(s_system(cmd), 0);
+    /* The same counts as torch_zoo.py's EXPECTED_PARAMS, which it just checked on PyTorch. */
+    static const struct {
+        const char *model; /* zoo name */
+        size_t params;     /* parameters for 1x28x28, 10 classes */
+    } counts[] = {{"mlp", 535818}, {"cnn", 421738}, {"resnet20", 272186}, {"resnet18", 11172810}};
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
+        nn_net_t *net = nn_zoo_new(counts[i].model, 1, 28, 28, 10, 1, NULL);
+        assert_non_null(net);
+        assert_int_equal(nn_net_param_count(net), counts[i].params);
+        nn_net_destroy(&net);
+    }
+}
+
 static void test_zoo_matches_pytorch(void **state)
 {
     (void)state;
@@ -340,6 +360,7 @@ int main(void)
         return EB_TEST_SKIP;
     }
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_torch_zoo_counts),
         cmocka_unit_test(test_zoo_matches_pytorch),
         cmocka_unit_test(test_top_eigenvalue_matches_pytorch),
     };

@@ -1,0 +1,129 @@
+/*
+ * server_coord: membership, shares and the schedule in force (see server_coord.h).
+ */
+#include "server_coord.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "rt_err.h"
+#include "rt_log.h"
+
+struct server_coord {
+    int n_workers;                  /* slots */
+    int registered;                 /* slots taken, ids 0..registered-1 */
+    double *weight;                 /* share weight per id */
+    double *last_seen;              /* monotonic seconds of the last message per id */
+    const struct server_sched *sched; /* schedule in force (borrowed) */
+};
+
+static double s_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+server_coord_t *server_coord_new(int n_workers, const struct server_sched *sched)
+{
+    if (n_workers < 1 || !sched || !sched->ops || !sched->ops->at)
+        return NULL;
+    server_coord_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->n_workers = n_workers;
+    c->sched = sched;
+    c->weight = calloc((size_t)n_workers, sizeof *c->weight);
+    c->last_seen = calloc((size_t)n_workers, sizeof *c->last_seen);
+    if (!c->weight || !c->last_seen) {
+        server_coord_destroy(&c);
+        return NULL;
+    }
+    return c;
+}
+
+void server_coord_destroy(server_coord_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    server_coord_t *c = *self_p;
+    free(c->weight);
+    free(c->last_seen);
+    free(c);
+    *self_p = NULL;
+}
+
+int server_coord_register(server_coord_t *c, const char *name, double weight)
+{
+    if (!(weight > 0) || !isfinite(weight))
+        return rt_err_set(RT_ERR_ARG, "worker '%s': share weight %g must be positive", name,
+                          weight);
+    if (c->registered >= c->n_workers)
+        return rt_err_set(RT_ERR_STATE, "worker '%s': all %d worker slots are taken", name,
+                          c->n_workers);
+    int id = c->registered++;
+    c->weight[id] = weight;
+    c->last_seen[id] = s_now();
+    RT_INFO("coord", "worker %d '%s' registered (weight %g, %d/%d)", id, name, weight,
+            c->registered, c->n_workers);
+    return id;
+}
+
+int server_coord_registered(const server_coord_t *c)
+{
+    return c->registered;
+}
+
+void server_coord_heartbeat(server_coord_t *c, int id)
+{
+    if (id >= 0 && id < c->registered)
+        c->last_seen[id] = s_now();
+}
+
+int server_coord_set_weight(server_coord_t *c, int id, double weight)
+{
+    if (id < 0 || id >= c->registered)
+        return rt_err_set(RT_ERR_ARG, "no worker %d", id);
+    if (!(weight > 0) || !isfinite(weight))
+        return rt_err_set(RT_ERR_ARG, "worker %d: share weight %g must be positive", id, weight);
+    c->weight[id] = weight;
+    return RT_OK;
+}
+
+void server_coord_share(uint32_t batch, const double *w, int n, int i, uint32_t *off,
+                        uint32_t *cnt)
+{
+    double total = 0, before = 0;
+    for (int k = 0; k < n; k++) {
+        total += w[k];
+        if (k < i)
+            before += w[k];
+    }
+    /* cumulative rounding: boundary k is round(B * W_<k / W); the last boundary is exactly B */
+    uint32_t lo = (uint32_t)llround((double)batch * before / total);
+    uint32_t hi = i == n - 1 ? batch : (uint32_t)llround((double)batch * (before + w[i]) / total);
+    if (hi > batch)
+        hi = batch;
+    if (lo > hi)
+        lo = hi;
+    *off = lo;
+    *cnt = hi - lo;
+}
+
+int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_sched_point *pt,
+                      uint32_t *share_off, uint32_t *share_cnt)
+{
+    if (c->registered < c->n_workers)
+        return rt_err_set(RT_ERR_STATE, "waiting for workers: %d of %d registered", c->registered,
+                          c->n_workers);
+    if (id < 0 || id >= c->n_workers)
+        return rt_err_set(RT_ERR_PEER, "no worker %d", id);
+    int rc = c->sched->ops->at(c->sched->self, step, pt);
+    if (rc)
+        return rc;
+    server_coord_heartbeat(c, id);
+    server_coord_share(pt->batch, c->weight, c->n_workers, id, share_off, share_cnt);
+    return RT_OK;
+}

@@ -147,6 +147,7 @@ static void s_to_pb(const struct rt_wire_msg *m, EbHeader *h, EbSpan *sp, EbSche
     memcpy(text, m->text, RT_WIRE_TEXT_MAX);
     text[RT_WIRE_TEXT_MAX - 1] = '\0';
     h->text = text;
+    h->trailer = RT_WIRE_TRAILER;
 }
 
 size_t rt_wire_header_size(const struct rt_wire_msg *m)
@@ -242,6 +243,11 @@ int rt_wire_decode(const void *const *parts, const size_t *sizes, int nparts,
     m->sender = h->sender;
     if (h->name)
         snprintf(m->name, sizeof m->name, "%s", h->name);
+    if (h->trailer != RT_WIRE_TRAILER) {
+        rc = rt_err_set(RT_ERR_TRUNCATED, "header frame (%zu bytes) from '%s' is cut short",
+                        sizes[0], m->name);
+        goto out_free;
+    }
     if (h->version != RT_WIRE_VERSION) {
         rc = rt_err_set(RT_ERR_VERSION, "protocol version %u from '%s', this build speaks %d",
                         h->version, m->name, RT_WIRE_VERSION);

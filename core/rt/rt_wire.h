@@ -20,6 +20,7 @@
 #define RT_WIRE_MAX_PAYLOADS 2       /* payload frames after the header */
 #define RT_WIRE_NAME_MAX 64          /* sender name, bytes with the terminator */
 #define RT_WIRE_TEXT_MAX 160         /* error text, bytes with the terminator */
+#define RT_WIRE_TRAILER 0x45424844u  /* last header field: detects a header cut short */
 
 /* Message types (values as EbType). */
 enum rt_wire_type {

@@ -93,6 +93,7 @@ int server_cluster_run(const struct server_cluster_cfg *cfg, float *final_params
             .n_params = cfg->n_params,
             .n_buffers = cfg->n_buffers,
             .endpoint = bind,
+            .coord_endpoint = i > 0 ? eps[0] : NULL,
             .zmq_ctx = ctx,
             .momentum = cfg->momentum,
             .weight_decay = cfg->weight_decay,

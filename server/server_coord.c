@@ -127,3 +127,8 @@ int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_sc
     server_coord_share(pt->batch, c->weight, c->n_workers, id, share_off, share_cnt);
     return RT_OK;
 }
+
+int server_coord_sched(server_coord_t *c, uint64_t step, struct server_sched_point *pt)
+{
+    return c->sched->ops->at(c->sched->self, step, pt);
+}

@@ -63,6 +63,9 @@ int server_coord_set_weight(server_coord_t *c, int id, double weight);
 int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_sched_point *pt,
                       uint32_t *share_off, uint32_t *share_cnt);
 
+/* The schedule of `step` (no share): for shards and late joiners. */
+int server_coord_sched(server_coord_t *c, uint64_t step, struct server_sched_point *pt);
+
 /* Share of worker i among n with weights w (sum > 0) of a batch B: [*off, +*cnt). */
 void server_coord_share(uint32_t batch, const double *w, int n, int i, uint32_t *off,
                         uint32_t *cnt);

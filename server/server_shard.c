@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "nn_net.h"
 #include "rt_err.h"
@@ -17,6 +18,8 @@
 #define S_MAX_PENDING 256      /* queued pulls waiting for a future version */
 #define S_ZC_WAIT_MS 2000      /* wait for queued zero-copy frames at destroy */
 #define S_LOG_ROUTE 24         /* hex characters of a routing id shown in logs */
+#define S_SCHED_WAIT_MS 30000  /* shards > 0: longest wait for the coordinator's schedule */
+#define S_SCHED_RETRY_US 5000  /* pause before asking again while workers join */
 
 /* A worker as this shard sees it. */
 struct s_worker {
@@ -53,9 +56,10 @@ struct server_shard {
     uint64_t version;             /* updates applied; pushes must be for step == version */
     int n_complete;               /* workers whose slice of the current step is complete */
     uint64_t total_samples;       /* samples of the current step so far */
-    int step_open;                /* a push of the current step fixed lr / sched_version */
-    float step_lr;                /* learning rate of the current step */
-    uint64_t step_sched;          /* schedule version of the current step */
+    int sched_known;              /* `sched` holds the schedule of step `version` */
+    struct server_sched_point sched; /* schedule of the current step, from the coordinator */
+    void *coord_sock;             /* shards > 0: DEALER to the coordinator */
+    struct rt_sock_parts cparts;  /* frames of the coordinator's replies */
     struct s_worker *workers;     /* n_workers entries */
     struct s_pull pend[S_MAX_PENDING]; /* pulls for a future version */
     int n_pend;                   /* entries in pend */
@@ -178,7 +182,7 @@ static void s_apply(server_shard_t *s)
     float inv = s->total_samples ? 1.0f / (float)s->total_samples : 0.0f;
     for (uint64_t i = 0; i < s->p_cnt; i++)
         s->acc[i] *= inv;
-    nn_sgd_step(s->w, s->mom, s->acc, (size_t)s->p_cnt, s->step_lr, s->cfg.momentum,
+    nn_sgd_step(s->w, s->mom, s->acc, (size_t)s->p_cnt, s->sched.lr, s->cfg.momentum,
                 s->cfg.weight_decay);
     memset(s->acc, 0, s->p_cnt * sizeof(float));
     if (s->b_cnt && s->total_samples) {
@@ -196,11 +200,83 @@ static void s_apply(server_shard_t *s)
     }
     s->n_complete = 0;
     s->total_samples = 0;
-    s->step_open = 0;
+    s->sched_known = 0;
     s->version++;
     s->st.version = s->version;
     RT_DEBUG(s->name, "version %llu", (unsigned long long)s->version);
     s_serve_pending(s);
+}
+
+/* The schedule of the current step (version): shard 0 asks its schedule, the other shards ask
+ * the coordinator (a blocking request; pushes meanwhile wait in the socket's queue). */
+static int s_sched_current(server_shard_t *s)
+{
+    if (s->sched_known)
+        return RT_OK;
+    if (s->coord) {
+        int rc = server_coord_sched(s->coord, s->version, &s->sched);
+        if (rc)
+            return rc;
+        s->sched_known = 1;
+        return RT_OK;
+    }
+    int waited_ms = 0;
+    for (;;) {
+        struct rt_wire_msg q, r;
+        rt_wire_msg_init(&q, RT_WIRE_SCHED_QUERY, -1, s->name);
+        q.step = s->version;
+        int rc = rt_sock_send(s->coord_sock, NULL, 0, &q, NULL, NULL, NULL);
+        if (rc)
+            return rc;
+        for (;;) {
+            zmq_pollitem_t it = {s->coord_sock, 0, ZMQ_POLLIN, 0};
+            int n = zmq_poll(&it, 1, S_POLL_MS);
+            if (n < 0 && zmq_errno() != EINTR)
+                return rt_err_set(RT_ERR_ZMQ, "poll coordinator: %s", zmq_strerror(zmq_errno()));
+            if (n <= 0) {
+                waited_ms += S_POLL_MS;
+                if (waited_ms >= S_SCHED_WAIT_MS)
+                    return rt_err_set(RT_ERR_TIMEOUT, "coordinator silent for %d ms", waited_ms);
+                continue;
+            }
+            rc = rt_sock_recv(s->coord_sock, &s->cparts, ZMQ_DONTWAIT);
+            if (rc == RT_ERR_TIMEOUT)
+                continue;
+            if (rc)
+                return rc;
+            const void *f[RT_SOCK_MAX_PARTS];
+            size_t sz[RT_SOCK_MAX_PARTS];
+            for (int i = 0; i < s->cparts.n; i++) {
+                f[i] = rt_sock_part_data(&s->cparts, i);
+                sz[i] = rt_sock_part_size(&s->cparts, i);
+            }
+            rc = rt_wire_decode(f, sz, s->cparts.n, &s->lim, &r, NULL, NULL);
+            rt_sock_parts_release(&s->cparts);
+            if (rc) {
+                RT_WARN(s->name, "dropped reply from the coordinator: %s", rt_err_msg());
+                continue;
+            }
+            if (r.step != s->version)
+                continue; /* an answer to an earlier question */
+            if (r.type == RT_WIRE_ERROR && r.err_code == RT_ERR_STATE)
+                break; /* not ready: ask again */
+            if (r.type != RT_WIRE_SCHED)
+                return rt_err_set(RT_ERR_PEER, "coordinator: %s", r.text);
+            s->sched.epoch = r.sched.epoch;
+            s->sched.epoch_offset = r.sched.epoch_offset;
+            s->sched.version = r.sched_version;
+            s->sched.batch = r.sched.batch;
+            s->sched.lr = r.sched.lr;
+            s->sched.gamma = r.sched.gamma;
+            s->sched.done = r.sched.done;
+            s->sched_known = 1;
+            return RT_OK;
+        }
+        usleep(S_SCHED_RETRY_US);
+        waited_ms += S_SCHED_RETRY_US / 1000;
+        if (waited_ms >= S_SCHED_WAIT_MS)
+            return rt_err_set(RT_ERR_TIMEOUT, "coordinator not ready after %d ms", waited_ms);
+    }
 }
 
 /* ---- message handlers ------------------------------------------------------------------- */
@@ -267,13 +343,15 @@ static void s_on_hello(server_shard_t *s, const uint8_t *route, size_t rlen,
 static void s_on_sched_query(server_shard_t *s, const uint8_t *route, size_t rlen,
                              const struct rt_wire_msg *m)
 {
-    if (!s_bound(s, route, rlen, m)) {
-        s_drop(s, route, rlen, m, "schedule query from an unregistered peer");
-        return;
-    }
+    /* a registered worker gets its share too; anyone else (the other shards, a late joiner, the
+     * eigen service) gets the schedule alone */
     struct server_sched_point pt;
     uint32_t off = 0, cnt = 0;
-    int rc = server_coord_step(s->coord, m->sender, m->step, &pt, &off, &cnt);
+    int rc;
+    if (s_bound(s, route, rlen, m))
+        rc = server_coord_step(s->coord, m->sender, m->step, &pt, &off, &cnt);
+    else
+        rc = server_coord_sched(s->coord, m->step, &pt);
     if (rc) {
         s_reply_error(s, route, rlen, m->step, rc, rt_err_msg());
         return;
@@ -377,27 +455,20 @@ static void s_on_push(server_shard_t *s, const uint8_t *route, size_t rlen,
             return;
         }
     }
-    if (s->step_open) {
-        if (m->lr != s->step_lr || m->sched_version != s->step_sched) {
-            snprintf(why, sizeof why, "schedule (v%llu, lr %g) differs from the step's (v%llu, lr %g)",
-                     (unsigned long long)m->sched_version, (double)m->lr,
-                     (unsigned long long)s->step_sched, (double)s->step_lr);
-            s_drop(s, route, rlen, m, why);
-            return;
-        }
-    } else {
-        if (s->coord) {
-            /* the coordinator knows the schedule: the step's lr must be the one it gave out */
-            struct server_sched_point pt;
-            int rc = s->cfg.sched->ops->at(s->cfg.sched->self, m->step, &pt);
-            if (rc || pt.done || pt.lr != m->lr || pt.version != m->sched_version) {
-                s_drop(s, route, rlen, m, "push does not use the schedule in force");
-                return;
-            }
-        }
-        s->step_open = 1;
-        s->step_lr = m->lr;
-        s->step_sched = m->sched_version;
+    int rc = s_sched_current(s);
+    if (rc) {
+        snprintf(why, sizeof why, "schedule of the step unavailable: %s", rt_err_msg());
+        s_drop(s, route, rlen, m, why);
+        return;
+    }
+    if (s->sched.done || m->lr != s->sched.lr || m->sched_version != s->sched.version) {
+        snprintf(why, sizeof why,
+                 "push uses schedule v%llu lr %g, the schedule in force is v%llu lr %g%s",
+                 (unsigned long long)m->sched_version, (double)m->lr,
+                 (unsigned long long)s->sched.version, (double)s->sched.lr,
+                 s->sched.done ? " (training is over)" : "");
+        s_drop(s, route, rlen, m, why);
+        return;
     }
     w->samples = m->samples;
     float a = (float)m->samples;
@@ -542,6 +613,8 @@ int server_shard_new(const struct server_shard_cfg *cfg, server_shard_t **out)
         return rt_err_set(RT_ERR_ARG, "shard 0 (the coordinator) needs a schedule");
     if (!cfg->endpoint)
         return rt_err_set(RT_ERR_ARG, "shard %d: no endpoint", cfg->shard);
+    if (cfg->shard > 0 && !cfg->coord_endpoint)
+        return rt_err_set(RT_ERR_ARG, "shard %d: no coordinator endpoint", cfg->shard);
     int rc = RT_ERR_NOMEM;
     server_shard_t *s = calloc(1, sizeof *s);
     if (!s)
@@ -550,10 +623,12 @@ int server_shard_new(const struct server_shard_cfg *cfg, server_shard_t **out)
     s->cfg.endpoint = NULL;
     s->cfg.init_params = NULL;
     s->cfg.init_buffers = NULL;
+    s->cfg.coord_endpoint = NULL;
     if (!s->cfg.chunk_floats)
         s->cfg.chunk_floats = SERVER_CHUNK_FLOATS_DEFAULT;
     snprintf(s->name, sizeof s->name, "shard-%d", cfg->shard);
     rt_sock_parts_init(&s->parts);
+    rt_sock_parts_init(&s->cparts);
     atomic_init(&s->zc.in_flight, 0);
     rt_wire_partition(cfg->n_params, cfg->n_shards, cfg->shard, &s->p_off, &s->p_cnt);
     rt_wire_partition(cfg->n_buffers, cfg->n_shards, cfg->shard, &s->b_off, &s->b_cnt);
@@ -605,6 +680,11 @@ int server_shard_new(const struct server_shard_cfg *cfg, server_shard_t **out)
     rc = rt_sock_router(s->ctx, cfg->endpoint, max_frame, &s->sock);
     if (rc)
         goto out_destroy;
+    if (cfg->shard > 0) {
+        rc = rt_sock_dealer(s->ctx, cfg->coord_endpoint, &s->coord_sock);
+        if (rc)
+            goto out_destroy;
+    }
     size_t elen = sizeof s->endpoint;
     if (zmq_getsockopt(s->sock, ZMQ_LAST_ENDPOINT, s->endpoint, &elen) != 0)
         snprintf(s->endpoint, sizeof s->endpoint, "%s", cfg->endpoint);
@@ -686,7 +766,9 @@ void server_shard_destroy(server_shard_t **self_p)
         return;
     server_shard_t *s = *self_p;
     rt_sock_close(&s->sock, 0);
+    rt_sock_close(&s->coord_sock, 0);
     rt_sock_parts_close(&s->parts);
+    rt_sock_parts_close(&s->cparts);
     int leak = 0;
     if (rt_sock_zc_wait(&s->zc, S_ZC_WAIT_MS)) {
         /* a peer never read its weights: their frames still point into w; keep it alive */

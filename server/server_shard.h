@@ -30,6 +30,7 @@ struct server_shard_cfg {
     uint64_t n_params;         /* size of the flat parameter vector */
     uint64_t n_buffers;        /* size of the flat buffer vector (may be 0) */
     const char *endpoint;      /* where to bind the ROUTER (e.g. "tcp://0.0.0.0:5555") */
+    const char *coord_endpoint; /* shards > 0: shard 0's endpoint, asked for each step's schedule */
     void *zmq_ctx;             /* context to use (shared in embedded mode) or NULL: own one */
     float momentum;            /* SGD momentum */
     float weight_decay;        /* SGD weight decay */

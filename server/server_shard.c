@@ -17,6 +17,8 @@
 #define S_POLL_MS 100          /* poll period: how often `stop` is checked */
 #define S_MAX_PENDING 256      /* queued pulls waiting for a future version */
 #define S_ZC_WAIT_MS 2000      /* wait for queued zero-copy frames at destroy */
+#define S_APPLY_BLOCK 16384    /* floats updated per cache-sized block */
+#define S_APPLY_MIN 65536      /* smallest prefix worth updating early */
 #define S_LOG_ROUTE 24         /* hex characters of a routing id shown in logs */
 #define S_SCHED_WAIT_MS 30000  /* shards > 0: longest wait for the coordinator's schedule */
 #define S_SCHED_RETRY_US 5000  /* pause before asking again while workers join */
@@ -55,7 +57,10 @@ struct server_shard {
     int ready;                    /* weights initialised (version 0 exists) */
     uint64_t version;             /* updates applied; pushes must be for step == version */
     int n_complete;               /* workers whose slice of the current step is complete */
-    uint64_t total_samples;       /* samples of the current step so far */
+    int n_started;                /* workers that sent a chunk of the current step */
+    uint64_t total_samples;       /* samples of the current step (known once all started) */
+    uint64_t summed;              /* floats [0, summed) hold at least one contribution */
+    uint64_t applied;             /* floats [0, applied) already updated for this step */
     int sched_known;              /* `sched` holds the schedule of step `version` */
     struct server_sched_point sched; /* schedule of the current step, from the coordinator */
     void *coord_sock;             /* shards > 0: DEALER to the coordinator */
@@ -176,21 +181,36 @@ static void s_serve_pending(server_shard_t *s)
     s->n_pend = keep;
 }
 
-/* Every worker's slice of the step is in: average, SGD, new version. */
-static void s_apply(server_shard_t *s)
+/* Update [s->applied, end): average the summed gradient and run SGD, a cache-sized block at a
+ * time. Called as soon as every worker's chunks cover a prefix, so that the update overlaps the
+ * rest of the push. */
+static void s_apply_upto(server_shard_t *s, uint64_t end)
 {
     float inv = s->total_samples ? 1.0f / (float)s->total_samples : 0.0f;
-    for (uint64_t i = 0; i < s->p_cnt; i++)
-        s->acc[i] *= inv;
-    nn_sgd_step(s->w, s->mom, s->acc, (size_t)s->p_cnt, s->sched.lr, s->cfg.momentum,
-                s->cfg.weight_decay);
-    memset(s->acc, 0, s->p_cnt * sizeof(float));
+    for (uint64_t a = s->applied; a < end; a += S_APPLY_BLOCK) {
+        uint64_t n = end - a < S_APPLY_BLOCK ? end - a : S_APPLY_BLOCK;
+        float *g = s->acc + a;
+        for (uint64_t i = 0; i < n; i++)
+            g[i] *= inv;
+        nn_sgd_step(s->w + a, s->mom + a, g, (size_t)n, s->sched.lr, s->cfg.momentum,
+                    s->cfg.weight_decay);
+    }
+    if (end > s->applied)
+        s->applied = end;
+}
+
+/* Every worker's slice of the step is in: finish the update, average the buffers, new version. */
+static void s_apply(server_shard_t *s)
+{
+    s_apply_upto(s, s->p_cnt);
     if (s->b_cnt && s->total_samples) {
+        float inv = 1.0f / (float)s->total_samples;
         for (uint64_t i = 0; i < s->b_cnt; i++)
             s->bw[i] = s->bacc[i] * inv;
     }
-    if (s->b_cnt)
-        memset(s->bacc, 0, s->b_cnt * sizeof(float));
+    s->n_started = 0;
+    s->summed = 0;
+    s->applied = 0;
     for (int i = 0; i < s->cfg.n_workers; i++) {
         struct s_worker *w = &s->workers[i];
         w->p_recv = 0;
@@ -470,23 +490,48 @@ static void s_on_push(server_shard_t *s, const uint8_t *route, size_t rlen,
         s_drop(s, route, rlen, m, why);
         return;
     }
-    w->samples = m->samples;
     float a = (float)m->samples;
-    if (m->has_params) {
-        rt_wire_axpy(s->acc + w->p_recv, a, pp, (size_t)m->params.count);
-        w->p_recv += m->params.count;
+    if (w->p_recv == 0 && !w->b_recv) {
+        /* first chunk of this worker: its sample count joins the step's total */
+        w->samples = m->samples;
+        s->total_samples += m->samples;
+        int first_buf = s->n_started == 0;
+        s->n_started++;
+        if (m->has_buffers)
+            rt_wire_axpy(s->bacc, a, bp, (size_t)s->b_cnt, !first_buf);
+    } else if (m->has_buffers) {
+        rt_wire_axpy(s->bacc, a, bp, (size_t)s->b_cnt, 1);
     }
-    if (m->has_buffers) {
-        rt_wire_axpy(s->bacc, a, bp, (size_t)s->b_cnt);
+    if (m->has_buffers)
         w->b_recv = 1;
+    if (m->has_params) {
+        /* the part below `summed` adds to earlier contributions, the part above is the first */
+        uint64_t lo = w->p_recv, hi = w->p_recv + m->params.count;
+        uint64_t mid = hi < s->summed ? hi : (lo > s->summed ? lo : s->summed);
+        const uint8_t *src = pp;
+        if (mid > lo)
+            rt_wire_axpy(s->acc + lo, a, src, (size_t)(mid - lo), 1);
+        if (hi > mid)
+            rt_wire_axpy(s->acc + mid, a, src + (mid - lo) * sizeof(float), (size_t)(hi - mid), 0);
+        if (hi > s->summed)
+            s->summed = hi;
+        w->p_recv = hi;
     }
     s->st.pushes++;
     if (w->p_recv == s->p_cnt && (s->b_cnt == 0 || w->b_recv)) {
         w->complete = 1;
         s->n_complete++;
-        s->total_samples += w->samples;
-        if (s->n_complete == s->cfg.n_workers)
-            s_apply(s);
+    }
+    if (s->n_complete == s->cfg.n_workers) {
+        s_apply(s);
+    } else if (s->n_started == s->cfg.n_workers) {
+        /* every worker covers [0, min p_recv): that prefix can be updated now */
+        uint64_t lo = s->p_cnt;
+        for (int i = 0; i < s->cfg.n_workers; i++)
+            if (s->workers[i].p_recv < lo)
+                lo = s->workers[i].p_recv;
+        if (lo >= s->applied + S_APPLY_MIN)
+            s_apply_upto(s, lo);
     }
 }
 

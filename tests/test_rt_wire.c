@@ -337,9 +337,13 @@ static void test_unaligned_axpy(void **state)
     for (int i = 0; i < 3000; i++)
         x[i] = (float)i;
     memcpy(raw + 1, x, sizeof x);
-    rt_wire_axpy(y, 2.0f, raw + 1, 3000);
+    rt_wire_axpy(y, 2.0f, raw + 1, 3000, 1);
+    rt_wire_axpy(y, 1.0f, raw + 1, 3000, 1);
     for (int i = 0; i < 3000; i++)
-        assert_true(y[i] == 2.0f * (float)i);
+        assert_true(y[i] == 3.0f * (float)i);
+    rt_wire_axpy(y, 0.5f, x, 3000, 0);
+    for (int i = 0; i < 3000; i++)
+        assert_true(y[i] == 0.5f * (float)i);
 }
 
 static void test_partition_and_shares(void **state)

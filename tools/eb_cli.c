@@ -9,6 +9,8 @@
 #include <string.h>
 
 static const struct eb_cmd s_commands[] = {
+    /* temporary: `bench ps` through cmd_bench.c once it lands */
+    {"bench-ps", eb_bench_ps, "parameter-server push+pull bandwidth (as `bench ps`)"},
     {NULL, NULL, NULL},
 };
 

@@ -25,4 +25,8 @@ int eb_cli_double(const char *cmd, const char *opt, const char *val, double *out
 
 /* Sub-command entry points (tools/cmd_*.c and the role folders). */
 
+/* `eigenbatch bench ps`: push+pull bandwidth of the parameter-server transport (cmd_bench_ps.c);
+ * argv[0] is "ps". */
+int eb_bench_ps(int argc, char **argv);
+
 #endif

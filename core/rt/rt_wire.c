@@ -40,26 +40,42 @@ void rt_wire_msg_init(struct rt_wire_msg *m, enum rt_wire_type type, int32_t sen
         snprintf(m->name, sizeof m->name, "%s", name);
 }
 
-/* Fletcher-style checksum: s1 sums the 32-bit words, s2 sums the running s1 (order-sensitive).
- * A trailing partial word is zero-padded. */
+#define S_LANES 8 /* independent Fletcher lanes: the loop vectorises */
+
+/* Fletcher-style checksum over 64-bit words in S_LANES interleaved lanes: per lane, s1 sums the
+ * words and s2 the running s1 (so order within a lane matters); lanes are mixed at the end with
+ * distinct odd multipliers (so swapping words between lanes matters too). A trailing partial
+ * block is zero-padded. */
 static uint64_t s_fletcher64(const void *data, size_t n)
 {
     const uint8_t *p = data;
-    uint64_t s1 = 0, s2 = 0;
-    size_t words = n / 4;
-    for (size_t i = 0; i < words; i++) {
-        uint32_t w;
-        memcpy(&w, p + 4 * i, 4);
-        s1 += w;
-        s2 += s1;
+    uint64_t s1[S_LANES] = {0}, s2[S_LANES] = {0};
+    size_t blocks = n / (8 * S_LANES);
+    for (size_t b = 0; b < blocks; b++) {
+        uint64_t w[S_LANES];
+        memcpy(w, p + b * 8 * S_LANES, sizeof w);
+        for (int l = 0; l < S_LANES; l++) {
+            s1[l] += w[l];
+            s2[l] += s1[l];
+        }
     }
-    if (n % 4) {
-        uint32_t w = 0;
-        memcpy(&w, p + 4 * words, n % 4);
-        s1 += w;
-        s2 += s1;
+    size_t rest = n - blocks * 8 * S_LANES;
+    if (rest) {
+        uint64_t w[S_LANES] = {0};
+        memcpy(w, p + blocks * 8 * S_LANES, rest);
+        for (int l = 0; l < S_LANES; l++) {
+            s1[l] += w[l];
+            s2[l] += s1[l];
+        }
     }
-    return (s2 << 32) ^ s1 ^ (s2 >> 32);
+    uint64_t h = (uint64_t)n * 0x9e3779b97f4a7c15ull;
+    for (int l = 0; l < S_LANES; l++) {
+        h ^= s1[l] * (0xbf58476d1ce4e5b9ull + 2 * (uint64_t)l);
+        h = (h << 29) | (h >> 35);
+        h ^= s2[l] * (0x94d049bb133111ebull + 2 * (uint64_t)l);
+        h = (h << 31) | (h >> 33);
+    }
+    return h;
 }
 
 uint64_t rt_wire_checksum(enum rt_wire_checksum kind, const void *data, size_t n)
@@ -356,12 +372,16 @@ void rt_wire_partition(uint64_t n, int parts, int i, uint64_t *off, uint64_t *cn
 /* Staging block for unaligned payloads, floats. */
 #define S_AXPY_BLOCK 1024
 
-void rt_wire_axpy(float *y, float a, const void *x, size_t n)
+void rt_wire_axpy(float *y, float a, const void *x, size_t n, int accumulate)
 {
     if (((uintptr_t)x % _Alignof(float)) == 0) {
         const float *xf = x;
-        for (size_t i = 0; i < n; i++)
-            y[i] += a * xf[i];
+        if (accumulate)
+            for (size_t i = 0; i < n; i++)
+                y[i] += a * xf[i];
+        else
+            for (size_t i = 0; i < n; i++)
+                y[i] = a * xf[i];
         return;
     }
     float tmp[S_AXPY_BLOCK];
@@ -369,7 +389,11 @@ void rt_wire_axpy(float *y, float a, const void *x, size_t n)
     for (size_t i = 0; i < n; i += S_AXPY_BLOCK) {
         size_t k = n - i < S_AXPY_BLOCK ? n - i : S_AXPY_BLOCK;
         memcpy(tmp, p + i * sizeof(float), k * sizeof(float));
-        for (size_t j = 0; j < k; j++)
-            y[i + j] += a * tmp[j];
+        if (accumulate)
+            for (size_t j = 0; j < k; j++)
+                y[i + j] += a * tmp[j];
+        else
+            for (size_t j = 0; j < k; j++)
+                y[i + j] = a * tmp[j];
     }
 }

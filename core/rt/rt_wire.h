@@ -44,7 +44,7 @@ enum rt_wire_type {
 enum rt_wire_checksum {
     RT_WIRE_CK_NONE = 0,      /* not checked */
     RT_WIRE_CK_CRC32 = 1,     /* zlib crc32 */
-    RT_WIRE_CK_FLETCHER64 = 2 /* two 64-bit running sums over 32-bit words: ~25 GB/s here */
+    RT_WIRE_CK_FLETCHER64 = 2 /* Fletcher sums over 64-bit words in 8 lanes (memory speed) */
 };
 
 /* A payload slice: `count` floats at `offset` of the flat vector. */
@@ -129,8 +129,9 @@ int rt_wire_decode(const void *const *parts, const size_t *sizes, int nparts,
                    const struct rt_wire_limits *lim, struct rt_wire_msg *m,
                    const void **params, const void **buffers);
 
-/* y[i] += a * x[i] for n floats where x may be unaligned (a payload frame). */
-void rt_wire_axpy(float *y, float a, const void *x, size_t n);
+/* y[i] += a * x[i] (accumulate) or y[i] = a * x[i] (not) for n floats, where x may be unaligned
+ * (a payload frame). */
+void rt_wire_axpy(float *y, float a, const void *x, size_t n, int accumulate);
 
 /* Name of a message type for logs ("push"); "unknown" for values out of range. */
 const char *rt_wire_type_name(int type);

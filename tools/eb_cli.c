@@ -11,6 +11,9 @@
 static const struct eb_cmd s_commands[] = {
     /* temporary: `bench ps` through cmd_bench.c once it lands */
     {"bench-ps", eb_bench_ps, "parameter-server push+pull bandwidth (as `bench ps`)"},
+    {"launch", eb_cmd_launch, "run shards and workers as processes on this machine"},
+    {"server", eb_cmd_server, "run one parameter-server shard (shard 0 coordinates)"},
+    {"worker", eb_cmd_worker, "run one worker"},
     {NULL, NULL, NULL},
 };
 

@@ -29,4 +29,9 @@ int eb_cli_double(const char *cmd, const char *opt, const char *val, double *out
  * argv[0] is "ps". */
 int eb_bench_ps(int argc, char **argv);
 
+/* Parameter-server roles (cmd_ps.c): one shard, one worker, or a whole cluster as processes. */
+int eb_cmd_server(int argc, char **argv);
+int eb_cmd_worker(int argc, char **argv);
+int eb_cmd_launch(int argc, char **argv);
+
 #endif

@@ -1,0 +1,117 @@
+/*
+ * test_ps_launch: multi-process runs. `eigenbatch launch` (2 shards, 2 workers, separate processes
+ * over tcp loopback and over ipc) trains the synthetic model to the same weights as plain SGD
+ * over the whole batch in one process, within 1e-5 relative. Also: a bad option is a clear
+ * usage error, and a worker that cannot reach its shards fails instead of hanging forever.
+ */
+#include "eb_test.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "nn_net.h"
+#include "worker_synth.h"
+
+#define P 1001
+#define NB 7
+#define BATCH 24
+#define STEPS 6
+#define LR 1e-3f
+#define MOMENTUM 0.9f
+#define WD 1e-4f
+#define SEED 42
+#define N_SAMPLES 48
+
+static void s_reference(float *w, float *b)
+{
+    struct worker_synth m;
+    assert_int_equal(worker_synth_init(&m, SEED, P, NB), 0);
+    float *mom = calloc(P, sizeof(float)), *g = calloc(P, sizeof(float));
+    worker_synth_initial(&m, w, b);
+    for (uint64_t t = 0; t < STEPS; t++) {
+        uint64_t per_epoch = N_SAMPLES / BATCH;
+        worker_synth_grad(&m, ((t / per_epoch) << 32) + (t % per_epoch) * BATCH, BATCH, w, g, b);
+        nn_sgd_step(w, mom, g, P, LR, MOMENTUM, WD);
+    }
+    free(mom);
+    free(g);
+    worker_synth_fini(&m);
+}
+
+static int s_run(const char *cmd)
+{
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void s_launch_and_compare(const char *transport)
+{
+    char *dir = eb_test_tmpdir();
+    char out[4200], cmd[9000];
+    snprintf(out, sizeof out, "%s/final.bin", dir);
+    snprintf(cmd, sizeof cmd,
+             "EB_LOG=warn '%s' launch --transport %s --shards 2 --workers 2 --params %d "
+             "--buffers %d --batch %d --steps %d --lr %.9g --momentum %.9g --weight-decay %.9g "
+             "--samples %d --seed %d --chunk 200 --checksum crc32 --out '%s'",
+             eb_test_binary(), transport, P, NB, BATCH, STEPS, (double)LR, (double)MOMENTUM,
+             (double)WD, N_SAMPLES, SEED, out);
+    assert_int_equal(s_run(cmd), 0);
+    float got[P + NB], ref_w[P], ref_b[NB];
+    FILE *f = fopen(out, "rb");
+    assert_non_null(f);
+    assert_int_equal(fread(got, sizeof(float), P + NB, f), P + NB);
+    fclose(f);
+    s_reference(ref_w, ref_b);
+    for (int i = 0; i < P; i++)
+        if (eb_test_reldiff(got[i], ref_w[i], 1e-2) > 1e-5)
+            fail_msg("%s: weight %d = %g, reference %g", transport, i, (double)got[i],
+                     (double)ref_w[i]);
+    for (int i = 0; i < NB; i++)
+        if (eb_test_reldiff(got[P + i], ref_b[i], 1e-2) > 1e-5)
+            fail_msg("%s: buffer %d = %g, reference %g", transport, i, (double)got[P + i],
+                     (double)ref_b[i]);
+    eb_test_rmtree(dir);
+    free(dir);
+}
+
+static void test_launch_tcp(void **state)
+{
+    (void)state;
+    s_launch_and_compare("tcp");
+}
+
+static void test_launch_ipc(void **state)
+{
+    (void)state;
+    s_launch_and_compare("ipc");
+}
+
+static void test_bad_options(void **state)
+{
+    (void)state;
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "'%s' launch --shards 0 2>/dev/null", eb_test_binary());
+    assert_int_equal(s_run(cmd), 2);
+    snprintf(cmd, sizeof cmd, "'%s' server --shard 0 2>/dev/null", eb_test_binary());
+    assert_int_equal(s_run(cmd), 2);
+    snprintf(cmd, sizeof cmd, "'%s' worker --params x 2>/dev/null", eb_test_binary());
+    assert_int_equal(s_run(cmd), 2);
+    /* a worker whose shard never answers gives up (env configuration, short timeout) */
+    int port = eb_test_free_port();
+    snprintf(cmd, sizeof cmd,
+             "EB_CONNECT=tcp://127.0.0.1:%d EB_PARAMS=10 EB_TIMEOUT_MS=500 "
+             "timeout 20 '%s' worker 2>/dev/null", port, eb_test_binary());
+    assert_int_equal(s_run(cmd), 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_launch_tcp),
+        cmocka_unit_test(test_launch_ipc),
+        cmocka_unit_test(test_bad_options),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

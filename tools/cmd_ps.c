@@ -1,0 +1,579 @@
+/*
+ * cmd_ps: the parameter-server role commands.
+ *   eigenbatch server   one shard (shard 0 is also the coordinator)
+ *   eigenbatch worker   one worker
+ *   eigenbatch launch   S shards and W workers as processes of this machine (fork/exec of this
+ *                       binary) over ipc:// or tcp://
+ * Every option can also come from the environment (EB_SHARD, EB_SHARDS, EB_WORKERS, EB_BIND,
+ * EB_COORD, EB_CONNECT, ...: the option's name in upper case with '-' as '_', prefixed EB_), for
+ * docker-compose and clusters; a flag wins over the environment.
+ *
+ * The model is the synthetic least-squares model (worker_synth) until the NN core and the loader
+ * are wired in through struct worker_compute; shards do not need the model, only its sizes.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "eb_cli.h"
+#include "rt_err.h"
+#include "rt_log.h"
+#include "rt_sock.h"
+#include "server_fixsched.h"
+#include "server_shard.h"
+#include "worker_loop.h"
+#include "worker_synth.h"
+
+#define S_MAX_SHARDS 256
+#define S_MAX_WORKERS 256
+#define S_MAX_LIST 8192   /* bytes of a comma-separated endpoint list */
+
+/* Options shared by the three commands. */
+struct s_opts {
+    long shard;            /* --shard: this shard's index */
+    long shards;           /* --shards */
+    long workers;          /* --workers */
+    long params;           /* --params: flat parameter count of the model */
+    long buffers;          /* --buffers: flat buffer count */
+    long batch;            /* --batch: global batch */
+    long steps;            /* --steps */
+    long samples;          /* --samples: training-set size (epoch length) */
+    long seed;             /* --seed */
+    long port;             /* --port: launch over tcp: first port (0: free ones) */
+    long chunk;            /* --chunk: floats per frame */
+    long timeout_ms;       /* --timeout-ms: worker gives up when the shards are silent this long */
+    double lr;             /* --lr */
+    double momentum;       /* --momentum */
+    double wd;             /* --weight-decay */
+    double weight;         /* --weight: this worker's share weight */
+    const char *bind;      /* --bind: shard endpoint to bind */
+    const char *coord;     /* --coord: coordinator endpoint (shards > 0) */
+    const char *connect;   /* --connect: comma-separated shard endpoints, shard 0 first */
+    const char *transport; /* --transport: launch: ipc or tcp */
+    const char *dir;       /* --dir: launch over ipc: socket directory (default: a temp dir) */
+    const char *out;       /* --out: worker: write final params then buffers (float32) here */
+    const char *model;     /* --model: only "synth" for now */
+    const char *checksum;  /* --checksum: none, crc32, fletcher64 */
+};
+
+enum s_kind { S_INT, S_DBL, S_STR };
+
+struct s_optdef {
+    const char *name; /* without the leading "--" */
+    enum s_kind kind; /* value type */
+    size_t off;       /* offset in struct s_opts */
+};
+
+#define S_O(name, kind, field) {name, kind, offsetof(struct s_opts, field)}
+static const struct s_optdef s_defs[] = {
+    S_O("shard", S_INT, shard), S_O("shards", S_INT, shards), S_O("workers", S_INT, workers),
+    S_O("params", S_INT, params), S_O("buffers", S_INT, buffers), S_O("batch", S_INT, batch),
+    S_O("steps", S_INT, steps), S_O("samples", S_INT, samples), S_O("seed", S_INT, seed),
+    S_O("port", S_INT, port), S_O("chunk", S_INT, chunk),
+    S_O("timeout-ms", S_INT, timeout_ms), S_O("lr", S_DBL, lr),
+    S_O("momentum", S_DBL, momentum), S_O("weight-decay", S_DBL, wd),
+    S_O("weight", S_DBL, weight), S_O("bind", S_STR, bind), S_O("coord", S_STR, coord),
+    S_O("connect", S_STR, connect), S_O("transport", S_STR, transport), S_O("dir", S_STR, dir),
+    S_O("out", S_STR, out), S_O("model", S_STR, model), S_O("checksum", S_STR, checksum),
+};
+#define S_NDEFS (sizeof s_defs / sizeof s_defs[0])
+
+static void s_defaults(struct s_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->shards = 1;
+    o->workers = 1;
+    o->params = 1000;
+    o->buffers = 0;
+    o->batch = 128;
+    o->steps = 100;
+    o->samples = 60000;
+    o->seed = 1;
+    o->lr = 0.01;
+    o->momentum = 0.9;
+    o->wd = 0;
+    o->weight = 1;
+    o->transport = "ipc";
+    o->model = "synth";
+    o->checksum = "fletcher64";
+}
+
+static int s_set(const char *cmd, const struct s_optdef *d, struct s_opts *o, const char *val)
+{
+    char opt[64];
+    snprintf(opt, sizeof opt, "--%s", d->name);
+    char *p = (char *)o + d->off;
+    if (d->kind == S_INT)
+        return eb_cli_int(cmd, opt, val, (long *)(void *)p);
+    if (d->kind == S_DBL)
+        return eb_cli_double(cmd, opt, val, (double *)(void *)p);
+    *(const char **)(void *)p = val;
+    return 0;
+}
+
+/* Environment first (EB_<NAME>), then flags. Returns 0, or 2 (usage error). */
+static int s_parse(const char *cmd, int argc, char **argv, struct s_opts *o, int *help)
+{
+    s_defaults(o);
+    *help = 0;
+    for (size_t i = 0; i < S_NDEFS; i++) {
+        char env[64] = "EB_";
+        size_t k = 3;
+        for (const char *c = s_defs[i].name; *c && k + 1 < sizeof env; c++)
+            env[k++] = *c == '-' ? '_' : (char)(*c >= 'a' && *c <= 'z' ? *c - 32 : *c);
+        env[k] = '\0';
+        const char *v = getenv(env);
+        if (v && s_set(cmd, &s_defs[i], o, v))
+            return 2;
+    }
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            *help = 1;
+            return 0;
+        }
+        const struct s_optdef *d = NULL;
+        for (size_t k = 0; k < S_NDEFS; k++)
+            if (!strncmp(argv[i], "--", 2) && !strcmp(argv[i] + 2, s_defs[k].name))
+                d = &s_defs[k];
+        if (!d) {
+            fprintf(stderr, "eigenbatch %s: unknown option '%s'\n", cmd, argv[i]);
+            return 2;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "eigenbatch %s: %s needs a value\n", cmd, argv[i]);
+            return 2;
+        }
+        if (s_set(cmd, d, o, argv[++i]))
+            return 2;
+    }
+    return 0;
+}
+
+static int s_check(const char *cmd, const struct s_opts *o)
+{
+    const char *bad = NULL;
+    if (o->shards < 1 || o->shards > S_MAX_SHARDS)
+        bad = "--shards must be in 1..256";
+    else if (o->workers < 1 || o->workers > S_MAX_WORKERS)
+        bad = "--workers must be in 1..256";
+    else if (o->params < o->shards)
+        bad = "--params must be at least --shards";
+    else if (o->buffers < 0 || o->buffers > o->params)
+        bad = "--buffers must be in 0..params";
+    else if (o->batch < 1 || o->batch > UINT32_MAX)
+        bad = "--batch must be positive";
+    else if (o->steps < 0 || o->samples < 1)
+        bad = "--steps must be >= 0 and --samples positive";
+    else if (o->timeout_ms < 0 || o->timeout_ms > INT_MAX)
+        bad = "--timeout-ms out of range";
+    else if (o->chunk < 0 || o->chunk > UINT32_MAX)
+        bad = "--chunk out of range";
+    else if (strcmp(o->model, "synth"))
+        bad = "--model: only the synthetic model 'synth' is available in this build";
+    if (bad) {
+        fprintf(stderr, "eigenbatch %s: %s\n", cmd, bad);
+        return 2;
+    }
+    return 0;
+}
+
+static int s_checksum(const char *name, enum rt_wire_checksum *out)
+{
+    if (!strcmp(name, "none"))
+        *out = RT_WIRE_CK_NONE;
+    else if (!strcmp(name, "crc32"))
+        *out = RT_WIRE_CK_CRC32;
+    else if (!strcmp(name, "fletcher64"))
+        *out = RT_WIRE_CK_FLETCHER64;
+    else
+        return rt_err_set(RT_ERR_ARG, "unknown checksum '%s'", name);
+    return RT_OK;
+}
+
+static atomic_int s_stop;
+
+static void s_on_signal(int sig)
+{
+    (void)sig;
+    atomic_store(&s_stop, 1);
+}
+
+static void s_trap_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = s_on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+/* ---- server ---------------------------------------------------------------------------------- */
+
+static const char s_server_usage[] =
+    "usage: eigenbatch server --shard I --shards S --workers W --bind ENDPOINT\n"
+    "                         [--coord ENDPOINT (shards > 0)] --params N [--buffers N]\n"
+    "                         [--batch B --lr LR --steps T --samples N (shard 0)]\n"
+    "                         [--momentum M] [--weight-decay WD] [--checksum KIND]\n"
+    "Runs one parameter-server shard; shard 0 is also the coordinator. Options may also come\n"
+    "from the environment (EB_SHARD, EB_BIND, ...).\n";
+
+int eb_cmd_server(int argc, char **argv)
+{
+    struct s_opts o;
+    int help;
+    if (s_parse("server", argc, argv, &o, &help))
+        return 2;
+    if (help) {
+        fputs(s_server_usage, stdout);
+        return 0;
+    }
+    if (s_check("server", &o))
+        return 2;
+    if (!o.bind || (o.shard > 0 && !o.coord) || o.shard < 0 || o.shard >= o.shards) {
+        fprintf(stderr, "eigenbatch server: --bind (and --coord for shards > 0) and a --shard in "
+                        "0..shards-1 are required\n");
+        return 2;
+    }
+    struct server_fixsched_cfg fc = {.batch = (uint32_t)o.batch, .lr = (float)o.lr,
+                                     .n_samples = (uint64_t)o.samples,
+                                     .steps = (uint64_t)o.steps};
+    struct server_sched sched = {0};
+    enum rt_wire_checksum ck = RT_WIRE_CK_NONE;
+    server_shard_t *s = NULL;
+    int rc = s_checksum(o.checksum, &ck);
+    if (!rc)
+        rc = server_fixsched_new(&fc, &sched);
+    if (!rc) {
+        struct server_shard_cfg sc = {
+            .shard = (int)o.shard, .n_shards = (int)o.shards, .n_workers = (int)o.workers,
+            .n_params = (uint64_t)o.params, .n_buffers = (uint64_t)o.buffers,
+            .endpoint = o.bind, .coord_endpoint = o.coord, .momentum = (float)o.momentum,
+            .weight_decay = (float)o.wd, .sched = &sched, .chunk_floats = (uint32_t)o.chunk,
+            .checksum = ck,
+        };
+        rc = server_shard_new(&sc, &s);
+    }
+    if (!rc) {
+        s_trap_signals();
+        rc = server_shard_run(s, &s_stop);
+    }
+    if (rc)
+        fprintf(stderr, "eigenbatch server: shard %ld: %s\n", o.shard, rt_err_msg());
+    server_shard_destroy(&s);
+    server_fixsched_destroy(&sched);
+    return rc ? 1 : 0;
+}
+
+/* ---- worker ---------------------------------------------------------------------------------- */
+
+static const char s_worker_usage[] =
+    "usage: eigenbatch worker --connect EP0,EP1,... --params N [--buffers N] [--seed S]\n"
+    "                         [--weight W] [--out FILE] [--checksum KIND] [--chunk FLOATS]\n"
+    "                         [--timeout-ms MS]\n"
+    "Runs one worker against the shards (EP0 is shard 0, the coordinator). --out writes the\n"
+    "final parameters then buffers as raw little-endian float32. Options may also come from\n"
+    "the environment (EB_CONNECT, ...).\n";
+
+/* Where the worker writes its final weights. */
+struct s_finish {
+    struct worker_synth *model; /* the model */
+    const char *out;            /* path or NULL */
+    uint64_t n_params;          /* sizes */
+    uint64_t n_buffers;
+    int rc;                     /* write result */
+};
+
+static void s_write_final(void *user, uint64_t steps, const float *params, const float *buffers)
+{
+    (void)steps;
+    struct s_finish *f = user;
+    if (!f->out)
+        return;
+    FILE *fp = fopen(f->out, "wb");
+    if (!fp || fwrite(params, sizeof(float), f->n_params, fp) != f->n_params ||
+        (f->n_buffers && fwrite(buffers, sizeof(float), f->n_buffers, fp) != f->n_buffers)) {
+        f->rc = rt_err_set(RT_ERR_IO, "%s: %s", f->out, strerror(errno));
+    }
+    if (fp && fclose(fp) && !f->rc)
+        f->rc = rt_err_set(RT_ERR_IO, "%s: %s", f->out, strerror(errno));
+}
+
+static int s_compute_fwd(void *user, const struct worker_step *st, const float *params,
+                         float *grads, float *buffers, uint32_t *samples, float *loss)
+{
+    struct s_finish *f = user;
+    struct worker_compute c = worker_synth_compute(f->model);
+    return c.compute(f->model, st, params, grads, buffers, samples, loss);
+}
+
+static int s_init_fwd(void *user, float *params, float *buffers)
+{
+    struct s_finish *f = user;
+    worker_synth_initial(f->model, params, buffers);
+    return RT_OK;
+}
+
+int eb_cmd_worker(int argc, char **argv)
+{
+    struct s_opts o;
+    int help;
+    if (s_parse("worker", argc, argv, &o, &help))
+        return 2;
+    if (help) {
+        fputs(s_worker_usage, stdout);
+        return 0;
+    }
+    if (s_check("worker", &o))
+        return 2;
+    if (!o.connect || strlen(o.connect) >= S_MAX_LIST) {
+        fprintf(stderr, "eigenbatch worker: --connect EP0,EP1,... is required\n");
+        return 2;
+    }
+    char list[S_MAX_LIST];
+    snprintf(list, sizeof list, "%s", o.connect);
+    const char *eps[S_MAX_SHARDS];
+    int n = 0;
+    for (char *save = NULL, *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (n >= S_MAX_SHARDS) {
+            fprintf(stderr, "eigenbatch worker: more than %d endpoints\n", S_MAX_SHARDS);
+            return 2;
+        }
+        eps[n++] = t;
+    }
+    enum rt_wire_checksum ck = RT_WIRE_CK_NONE;
+    if (n < 1 || s_checksum(o.checksum, &ck)) {
+        fprintf(stderr, "eigenbatch worker: %s\n", n < 1 ? "no endpoint" : rt_err_msg());
+        return 2;
+    }
+    struct worker_synth model;
+    int rc = worker_synth_init(&model, (uint64_t)o.seed, (uint64_t)o.params, (uint64_t)o.buffers);
+    if (rc) {
+        fprintf(stderr, "eigenbatch worker: %s\n", rt_err_msg());
+        return 1;
+    }
+    char name[RT_WIRE_NAME_MAX], host[64] = "host";
+    gethostname(host, sizeof host - 1);
+    snprintf(name, sizeof name, "%s:%ld", host, (long)getpid());
+    struct s_finish fin = {&model, o.out, (uint64_t)o.params, (uint64_t)o.buffers, 0};
+    struct worker_compute cb = {.user = &fin, .init = s_init_fwd, .compute = s_compute_fwd,
+                                .finish = s_write_final};
+    struct worker_cfg wc = {
+        .name = name, .n_shards = n, .endpoints = eps, .n_params = (uint64_t)o.params,
+        .n_buffers = (uint64_t)o.buffers, .weight = o.weight, .chunk_floats = (uint32_t)o.chunk,
+        .checksum = ck, .timeout_ms = (int)o.timeout_ms, .stop = &s_stop,
+    };
+    s_trap_signals();
+    struct worker_stats st;
+    rc = worker_run(&wc, &cb, &st);
+    if (!rc && fin.rc)
+        rc = fin.rc;
+    if (rc)
+        fprintf(stderr, "eigenbatch worker: %s\n", rt_err_msg());
+    worker_synth_fini(&model);
+    return rc ? 1 : 0;
+}
+
+/* ---- launch ---------------------------------------------------------------------------------- */
+
+static const char s_launch_usage[] =
+    "usage: eigenbatch launch [--transport ipc|tcp] [--port P] [--dir DIR] --shards S\n"
+    "                         --workers W [model, schedule and --out options as for server and\n"
+    "                         worker]\n"
+    "Runs S shard processes and W worker processes of this binary on this machine and waits for\n"
+    "them. tcp: shard i listens on 127.0.0.1:P+i (P = 0: free ports are picked); ipc: sockets\n"
+    "in DIR (default: a fresh temporary directory). --out goes to the first worker.\n";
+
+/* Spawn `eigenbatch ROLE args...`; returns the child's pid or -1. */
+static pid_t s_spawn(const char *self, char *const *args)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        execv(self, args);
+        fprintf(stderr, "eigenbatch launch: exec %s: %s\n", self, strerror(errno));
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Bind a plain TCP socket to 127.0.0.1:port (0: any) and return the port it got, or -1. */
+static int s_try_port(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons((uint16_t)port);
+    socklen_t len = sizeof a;
+    int got = -1;
+    if (!bind(fd, (struct sockaddr *)&a, sizeof a) &&
+        !getsockname(fd, (struct sockaddr *)&a, &len))
+        got = ntohs(a.sin_port);
+    close(fd);
+    return got;
+}
+
+/* First port of n consecutive loopback ports that were free a moment ago, or -1. */
+static int s_free_ports(int n)
+{
+    for (int tries = 0; tries < 50; tries++) {
+        int base = s_try_port(0);
+        if (base <= 0 || base + n > 65535)
+            continue;
+        int ok = 1;
+        for (int i = 1; i < n && ok; i++)
+            ok = s_try_port(base + i) == base + i;
+        if (ok)
+            return base;
+    }
+    return -1;
+}
+
+int eb_cmd_launch(int argc, char **argv)
+{
+    struct s_opts o;
+    int help;
+    if (s_parse("launch", argc, argv, &o, &help))
+        return 2;
+    if (help) {
+        fputs(s_launch_usage, stdout);
+        return 0;
+    }
+    if (s_check("launch", &o))
+        return 2;
+    int tcp = !strcmp(o.transport, "tcp");
+    if (!tcp && strcmp(o.transport, "ipc")) {
+        fprintf(stderr, "eigenbatch launch: --transport must be ipc or tcp\n");
+        return 2;
+    }
+    char self[PATH_MAX];
+    ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (sl <= 0) {
+        fprintf(stderr, "eigenbatch launch: cannot find this binary: %s\n", strerror(errno));
+        return 1;
+    }
+    self[sl] = '\0';
+    char tmpdir[] = "/tmp/eb-launch-XXXXXX";
+    const char *dir = o.dir;
+    int own_dir = 0;
+    if (!tcp && !dir) {
+        if (!mkdtemp(tmpdir)) {
+            fprintf(stderr, "eigenbatch launch: mkdtemp: %s\n", strerror(errno));
+            return 1;
+        }
+        dir = tmpdir;
+        own_dir = 1;
+    }
+    int port = (int)o.port;
+    if (tcp && port == 0 && (port = s_free_ports((int)o.shards)) <= 0) {
+        fprintf(stderr, "eigenbatch launch: no free port range for %ld shards\n", o.shards);
+        return 1;
+    }
+    int S = (int)o.shards, W = (int)o.workers, status = 0;
+    static char eps[S_MAX_SHARDS][RT_SOCK_ENDPOINT_MAX];
+    char connect[S_MAX_LIST] = "";
+    for (int i = 0; i < S; i++) {
+        if (rt_sock_endpoint(eps[i], sizeof eps[i], o.transport, tcp ? "127.0.0.1" : dir, port,
+                             i)) {
+            fprintf(stderr, "eigenbatch launch: %s\n", rt_err_msg());
+            return 2;
+        }
+        if (strlen(connect) + strlen(eps[i]) + 2 >= sizeof connect) {
+            fprintf(stderr, "eigenbatch launch: endpoint list too long\n");
+            return 2;
+        }
+        if (i)
+            strcat(connect, ",");
+        strcat(connect, eps[i]);
+    }
+    /* common arguments, as strings */
+    char a_shards[32], a_workers[32], a_params[32], a_buffers[32], a_batch[32], a_steps[32],
+        a_samples[32], a_seed[32], a_lr[48], a_mom[48], a_wd[48], a_chunk[32];
+    snprintf(a_shards, sizeof a_shards, "%d", S);
+    snprintf(a_workers, sizeof a_workers, "%d", W);
+    snprintf(a_params, sizeof a_params, "%ld", o.params);
+    snprintf(a_buffers, sizeof a_buffers, "%ld", o.buffers);
+    snprintf(a_batch, sizeof a_batch, "%ld", o.batch);
+    snprintf(a_steps, sizeof a_steps, "%ld", o.steps);
+    snprintf(a_samples, sizeof a_samples, "%ld", o.samples);
+    snprintf(a_seed, sizeof a_seed, "%ld", o.seed);
+    snprintf(a_lr, sizeof a_lr, "%.9g", o.lr);
+    snprintf(a_mom, sizeof a_mom, "%.9g", o.momentum);
+    snprintf(a_wd, sizeof a_wd, "%.9g", o.wd);
+    snprintf(a_chunk, sizeof a_chunk, "%ld", o.chunk);
+    pid_t *pids = calloc((size_t)(S + W), sizeof *pids);
+    if (!pids)
+        return 1;
+    int n = 0;
+    for (int i = 0; i < S && status == 0; i++) {
+        char a_shard[32];
+        snprintf(a_shard, sizeof a_shard, "%d", i);
+        char *args[] = {self, "server", "--shard", a_shard, "--shards", a_shards, "--workers",
+                        a_workers, "--bind", eps[i], "--params", a_params, "--buffers", a_buffers,
+                        "--batch", a_batch, "--steps", a_steps, "--samples", a_samples, "--lr",
+                        a_lr, "--momentum", a_mom, "--weight-decay", a_wd, "--chunk", a_chunk,
+                        "--checksum", (char *)o.checksum, i > 0 ? "--coord" : NULL, eps[0],
+                        NULL};
+        pids[n] = s_spawn(self, args);
+        if (pids[n] < 0)
+            status = 1;
+        else
+            n++;
+    }
+    for (int i = 0; i < W && status == 0; i++) {
+        char *args[] = {self, "worker", "--connect", connect, "--params", a_params, "--buffers",
+                        a_buffers, "--seed", a_seed, "--chunk", a_chunk, "--checksum",
+                        (char *)o.checksum, (i == 0 && o.out) ? "--out" : NULL, (char *)o.out,
+                        NULL};
+        pids[n] = s_spawn(self, args);
+        if (pids[n] < 0)
+            status = 1;
+        else
+            n++;
+    }
+    if (status)
+        fprintf(stderr, "eigenbatch launch: fork: %s\n", strerror(errno));
+    /* wait for everyone; the first failure stops the rest */
+    int left = n;
+    while (left > 0) {
+        int ws;
+        pid_t p = wait(&ws);
+        if (p < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        left--;
+        int ok = WIFEXITED(ws) && WEXITSTATUS(ws) == 0;
+        if (!ok && status == 0) {
+            status = 1;
+            fprintf(stderr, "eigenbatch launch: process %ld failed; stopping the others\n",
+                    (long)p);
+            for (int i = 0; i < n; i++)
+                if (pids[i] != p)
+                    kill(pids[i], SIGTERM);
+        }
+    }
+    free(pids);
+    if (own_dir) {
+        for (int i = 0; i < S; i++)
+            unlink(eps[i] + strlen("ipc://"));
+        rmdir(tmpdir);
+    }
+    if (status == 0)
+        RT_INFO("launch", "%d shards and %d workers finished", S, W);
+    return status;
+}

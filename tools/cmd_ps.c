@@ -360,7 +360,7 @@ int eb_cmd_worker(int argc, char **argv)
         fprintf(stderr, "eigenbatch worker: %s\n", rt_err_msg());
         return 1;
     }
-    char name[RT_WIRE_NAME_MAX], host[64] = "host";
+    char name[RT_WIRE_NAME_MAX], host[40] = "host";
     gethostname(host, sizeof host - 1);
     snprintf(name, sizeof name, "%s:%ld", host, (long)getpid());
     struct s_finish fin = {&model, o.out, (uint64_t)o.params, (uint64_t)o.buffers, 0};

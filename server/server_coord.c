@@ -11,10 +11,23 @@
 #include "rt_err.h"
 #include "rt_log.h"
 
+/* Steps whose share tables are remembered. Synchronous training has at most two steps in flight
+ * (a fast worker asks for t+1 before a slow one has asked for t), so a few are plenty. */
+#define S_SNAP_RING 8
+
+/* The share weights frozen for one step, so that every worker of the step sees the same table
+ * however the weights move meanwhile. */
+struct s_snap {
+    uint64_t step; /* step the table belongs to */
+    int valid;     /* slot in use */
+    double *w;     /* n_workers weights */
+};
+
 struct server_coord {
     int n_workers;                  /* slots */
     int registered;                 /* slots taken, ids 0..registered-1 */
-    double *weight;                 /* share weight per id */
+    double *weight;                 /* share weight per id (current) */
+    struct s_snap snap[S_SNAP_RING]; /* frozen share weights per step */
     double *last_seen;              /* monotonic seconds of the last message per id */
     const struct server_sched *sched; /* schedule in force (borrowed) */
 };
@@ -41,6 +54,13 @@ server_coord_t *server_coord_new(int n_workers, const struct server_sched *sched
         server_coord_destroy(&c);
         return NULL;
     }
+    for (int i = 0; i < S_SNAP_RING; i++) {
+        c->snap[i].w = calloc((size_t)n_workers, sizeof(double));
+        if (!c->snap[i].w) {
+            server_coord_destroy(&c);
+            return NULL;
+        }
+    }
     return c;
 }
 
@@ -51,6 +71,8 @@ void server_coord_destroy(server_coord_t **self_p)
     server_coord_t *c = *self_p;
     free(c->weight);
     free(c->last_seen);
+    for (int i = 0; i < S_SNAP_RING; i++)
+        free(c->snap[i].w);
     free(c);
     *self_p = NULL;
 }
@@ -88,6 +110,8 @@ int server_coord_set_weight(server_coord_t *c, int id, double weight)
         return rt_err_set(RT_ERR_ARG, "no worker %d", id);
     if (!(weight > 0) || !isfinite(weight))
         return rt_err_set(RT_ERR_ARG, "worker %d: share weight %g must be positive", id, weight);
+    if (weight != c->weight[id])
+        RT_DEBUG("coord", "worker %d share weight %g -> %g", id, c->weight[id], weight);
     c->weight[id] = weight;
     return RT_OK;
 }
@@ -124,7 +148,16 @@ int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_sc
     if (rc)
         return rc;
     server_coord_heartbeat(c, id);
-    server_coord_share(pt->batch, c->weight, c->n_workers, id, share_off, share_cnt);
+    struct s_snap *sn = &c->snap[step % S_SNAP_RING];
+    if (!sn->valid || sn->step != step) {
+        if (sn->valid && sn->step > step)
+            RT_WARN("coord", "worker %d asks for step %llu, long past: shares may overlap", id,
+                    (unsigned long long)step);
+        memcpy(sn->w, c->weight, (size_t)c->n_workers * sizeof(double));
+        sn->step = step;
+        sn->valid = 1;
+    }
+    server_coord_share(pt->batch, sn->w, c->n_workers, id, share_off, share_cnt);
     return RT_OK;
 }
 

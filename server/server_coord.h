@@ -54,11 +54,14 @@ int server_coord_registered(const server_coord_t *c);
 /* Record that worker `id` is alive (now). */
 void server_coord_heartbeat(server_coord_t *c, int id);
 
-/* Set worker id's share weight (re-balancing); takes effect for steps not yet answered. */
+/* Set worker id's share weight (re-balancing, e.g. from its measured samples per second); takes
+ * effect from the first step nobody has asked about yet: a step's share table is frozen when its
+ * first query arrives. */
 int server_coord_set_weight(server_coord_t *c, int id, double weight);
 
 /* Schedule of `step` and worker `id`'s share [*share_off, +*share_cnt) of its global batch.
- * Shares are proportional to the weights (cumulative rounding: they sum to B exactly).
+ * Shares are proportional to the weights as frozen for that step (cumulative rounding: they sum
+ * to B exactly and do not overlap, whoever asks first).
  * RT_ERR_STATE while not every worker has registered. */
 int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_sched_point *pt,
                       uint32_t *share_off, uint32_t *share_cnt);

@@ -368,9 +368,12 @@ static void s_on_sched_query(server_shard_t *s, const uint8_t *route, size_t rle
     struct server_sched_point pt;
     uint32_t off = 0, cnt = 0;
     int rc;
-    if (s_bound(s, route, rlen, m))
+    if (s_bound(s, route, rlen, m)) {
+        /* a positive weight in a query is the worker's measured throughput: re-balance */
+        if (m->weight > 0 && server_coord_set_weight(s->coord, m->sender, m->weight))
+            RT_WARN(s->name, "worker %d: %s", m->sender, rt_err_msg());
         rc = server_coord_step(s->coord, m->sender, m->step, &pt, &off, &cnt);
-    else
+    } else
         rc = server_coord_sched(s->coord, m->step, &pt);
     if (rc) {
         s_reply_error(s, route, rlen, m->step, rc, rt_err_msg());

@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "nn_net.h"
 #include "rt_err.h"
@@ -131,6 +132,72 @@ static void test_inproc_combinations(void **state)
     }
 }
 
+/* A synthetic worker slowed down by `delay_us` per step, remembering its last share. */
+struct slow {
+    struct worker_synth model; /* the model */
+    int delay_us;              /* extra compute time per step */
+    uint32_t first_share;      /* share of step 0 */
+    uint32_t last_share;       /* share of the last step */
+};
+
+static int s_slow_compute(void *user, const struct worker_step *st, const float *params,
+                          float *grads, float *buffers, uint32_t *samples, float *loss)
+{
+    struct slow *sl = user;
+    if (sl->delay_us)
+        usleep((useconds_t)sl->delay_us);
+    if (st->step == 0)
+        sl->first_share = st->share_count;
+    sl->last_share = st->share_count;
+    struct worker_compute c = worker_synth_compute(&sl->model);
+    return c.compute(&sl->model, st, params, grads, buffers, samples, loss);
+}
+
+static int s_slow_init(void *user, float *params, float *buffers)
+{
+    struct slow *sl = user;
+    worker_synth_initial(&sl->model, params, buffers);
+    return 0;
+}
+
+static void test_rebalanced_shares(void **state)
+{
+    (void)state;
+    /* worker 0 is slow: with re-balancing its share shrinks, and the weights still match */
+    enum { NW = 3 };
+    float ref_w[P], ref_b[NB], w[P], b[NB];
+    s_reference(ref_w, ref_b);
+    struct server_fixsched_cfg fc = {.batch = BATCH, .lr = LR, .n_samples = N_SAMPLES,
+                                     .steps = STEPS};
+    struct server_sched sched;
+    assert_int_equal(server_fixsched_new(&fc, &sched), 0);
+    struct slow sl[NW];
+    struct worker_compute cbs[NW];
+    memset(sl, 0, sizeof sl);
+    for (int i = 0; i < NW; i++) {
+        assert_int_equal(worker_synth_init(&sl[i].model, SEED, P, NB), 0);
+        sl[i].delay_us = i == 0 ? 20000 : 0;
+        cbs[i] = (struct worker_compute){.user = &sl[i], .init = s_slow_init,
+                                         .compute = s_slow_compute};
+    }
+    struct server_cluster_cfg cc = {
+        .n_shards = 2, .n_workers = NW, .transport = "inproc", .where = "rebalance",
+        .n_params = P, .n_buffers = NB, .momentum = MOMENTUM, .weight_decay = WD,
+        .sched = &sched, .compute = cbs, .rebalance = 1, .checksum = RT_WIRE_CK_FLETCHER64,
+    };
+    int rc = server_cluster_run(&cc, w, b, NULL);
+    if (rc)
+        fail_msg("rebalanced cluster: %s", rt_err_msg());
+    s_check_close(w, ref_w, P, "rebalanced weights");
+    s_check_close(b, ref_b, NB, "rebalanced buffers");
+    assert_int_equal(sl[0].first_share, BATCH / NW);
+    if (sl[0].last_share >= BATCH / NW)
+        fail_msg("slow worker's share stayed %u of %d", sl[0].last_share, BATCH);
+    for (int i = 0; i < NW; i++)
+        worker_synth_fini(&sl[i].model);
+    server_fixsched_destroy(&sched);
+}
+
 static void test_transports_agree(void **state)
 {
     (void)state;
@@ -182,6 +249,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_inproc_combinations),
+        cmocka_unit_test(test_rebalanced_shares),
         cmocka_unit_test(test_transports_agree),
         cmocka_unit_test(test_tcp_fixed_ports),
     };

@@ -20,6 +20,7 @@
 #define S_LINGER_MS 2000         /* time to deliver the goodbye on close */
 #define S_ZC_WAIT_MS 5000        /* wait for the last zero-copy frames at the end */
 #define S_MAX_SHARDS 1024        /* sanity limit on the shard count */
+#define S_RATE_EMA 0.3           /* weight of the newest throughput measurement */
 
 struct s_shard {
     void *sock;                  /* DEALER connected to the shard */
@@ -44,6 +45,7 @@ struct s_worker {
     struct rt_wire_limits lim;        /* decode limits */
     int id;                           /* worker id from the coordinator */
     int n_workers;                    /* workers in the run */
+    double rate;                      /* measured samples per compute second (EMA), 0: none */
     uint32_t chunk;                   /* floats per pushed frame */
     char name[RT_WIRE_NAME_MAX];      /* for logs and headers */
     struct worker_stats st;           /* counters */
@@ -71,7 +73,10 @@ static int s_send_simple(struct s_worker *w, int shard, enum rt_wire_type type, 
     struct rt_wire_msg m;
     rt_wire_msg_init(&m, type, w->id, w->name);
     m.step = step;
-    m.weight = w->cfg->weight > 0 ? w->cfg->weight : 1.0;
+    if (type == RT_WIRE_REGISTER)
+        m.weight = w->cfg->weight > 0 ? w->cfg->weight : 1.0;
+    else if (type == RT_WIRE_SCHED_QUERY && w->cfg->rebalance)
+        m.weight = w->rate; /* 0 until measured: no report */
     m.n_params = w->cfg->n_params;
     m.n_buffers = w->cfg->n_buffers;
     return s_send(w, shard, &m, NULL, NULL);
@@ -426,7 +431,12 @@ int worker_run(const struct worker_cfg *cfg, const struct worker_compute *cb,
         float loss = 0;
         double c0 = s_now();
         rc = cb->compute(cb->user, &st, w.params, w.grads, w.buffers, &samples, &loss);
-        compute_s += s_now() - c0;
+        double dt = s_now() - c0;
+        compute_s += dt;
+        if (samples > 0 && dt > 0) {
+            double r = samples / dt;
+            w.rate = w.rate > 0 ? (1 - S_RATE_EMA) * w.rate + S_RATE_EMA * r : r;
+        }
         if (rc) {
             rt_err_set(rc, "%s: compute failed at step %llu: %s", w.name, (unsigned long long)t,
                        rt_err_msg());

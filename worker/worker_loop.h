@@ -57,7 +57,8 @@ struct worker_cfg {
     void *zmq_ctx;                  /* context (shared in embedded mode) or NULL: own one */
     uint64_t n_params;              /* the model's flat parameter count */
     uint64_t n_buffers;             /* the model's flat buffer count */
-    double weight;                  /* share weight (relative throughput); 0: 1 */
+    double weight;                  /* initial share weight (relative throughput); 0: 1 */
+    int rebalance;                  /* report measured samples/s so that shares follow speed */
     uint32_t chunk_floats;          /* floats per pushed frame; 0: SERVER_CHUNK_FLOATS_DEFAULT */
     enum rt_wire_checksum checksum; /* checksum of the frames this worker sends */
     int timeout_ms;                 /* give up when a shard is silent this long (0: 60000) */

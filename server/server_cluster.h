@@ -23,7 +23,7 @@ struct server_cluster_cfg {
     uint64_t n_buffers;              /* flat buffer count */
     float momentum;                  /* SGD momentum */
     float weight_decay;              /* SGD weight decay */
-    const struct server_sched *sched; /* schedule in force (borrowed) */
+    const struct server_coord_sched *sched; /* schedule in force (borrowed) */
     const float *init_params;        /* initial weights, or NULL: worker 0's init callback */
     const float *init_buffers;       /* initial buffers (with init_params), or NULL: zeros */
     const struct worker_compute *compute; /* n_workers entries, one per worker thread */

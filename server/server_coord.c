@@ -29,7 +29,7 @@ struct server_coord {
     double *weight;                 /* share weight per id (current) */
     struct s_snap snap[S_SNAP_RING]; /* frozen share weights per step */
     double *last_seen;              /* monotonic seconds of the last message per id */
-    const struct server_sched *sched; /* schedule in force (borrowed) */
+    const struct server_coord_sched *sched; /* schedule in force (borrowed) */
 };
 
 static double s_now(void)
@@ -39,7 +39,7 @@ static double s_now(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-server_coord_t *server_coord_new(int n_workers, const struct server_sched *sched)
+server_coord_t *server_coord_new(int n_workers, const struct server_coord_sched *sched)
 {
     if (n_workers < 1 || !sched || !sched->ops || !sched->ops->at)
         return NULL;
@@ -136,7 +136,7 @@ void server_coord_share(uint32_t batch, const double *w, int n, int i, uint32_t 
     *cnt = hi - lo;
 }
 
-int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_sched_point *pt,
+int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_coord_point *pt,
                       uint32_t *share_off, uint32_t *share_cnt)
 {
     if (c->registered < c->n_workers)
@@ -157,11 +157,12 @@ int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_sc
         sn->step = step;
         sn->valid = 1;
     }
-    server_coord_share(pt->batch, sn->w, c->n_workers, id, share_off, share_cnt);
+    server_coord_share(pt->samples ? pt->samples : pt->batch, sn->w, c->n_workers, id, share_off,
+                       share_cnt);
     return RT_OK;
 }
 
-int server_coord_sched(server_coord_t *c, uint64_t step, struct server_sched_point *pt)
+int server_coord_sched(server_coord_t *c, uint64_t step, struct server_coord_point *pt)
 {
     return c->sched->ops->at(c->sched->self, step, pt);
 }

@@ -2,7 +2,7 @@
  * server_coord: the coordinator that runs inside shard 0. It owns membership (who registered, with
  * which share weight, when it was last heard from), hands out worker ids, answers "what is the
  * schedule of step t and my share of its global batch", and holds the schedule in force behind a
- * small interface (struct server_sched) that any schedule implementation fills: the fixed one in
+ * small interface (struct server_coord_sched) that any schedule implementation fills: the fixed one in
  * server_fixsched.h, or the BL/FB/GG/ABS mechanism of server_sched.
  */
 #ifndef SERVER_COORD_H
@@ -12,11 +12,13 @@
 #include <stdint.h>
 
 /* The schedule in force at one step. */
-struct server_sched_point {
+struct server_coord_point {
     uint64_t epoch;        /* epoch the step belongs to */
     uint64_t epoch_offset; /* position in the epoch's sample order of the batch's first sample */
     uint64_t version;      /* schedule version (bumped by every decision that changes it) */
-    uint32_t batch;        /* global batch B */
+    uint32_t batch;        /* nominal global batch B */
+    uint32_t samples;      /* samples of this step: B, or fewer for an epoch's partial last step
+                              (0 is read as B) */
     float lr;              /* learning rate */
     float gamma;           /* adversarial fraction */
     int done;              /* 1: training ends before this step */
@@ -24,16 +26,16 @@ struct server_sched_point {
 
 /* Schedule operations. `at` must give the same answer for a step every time it is asked once it
  * has answered (decisions apply from a later step). */
-struct server_sched_ops {
+struct server_coord_sched_ops {
     /* Fill *out for `step`; 0 or a negative rt_err code. */
-    int (*at)(void *self, uint64_t step, struct server_sched_point *out);
+    int (*at)(void *self, uint64_t step, struct server_coord_point *out);
     /* Free self; may be NULL when the caller owns self. */
     void (*destroy)(void *self);
 };
 
 /* A schedule: operations plus their state. */
-struct server_sched {
-    const struct server_sched_ops *ops; /* table */
+struct server_coord_sched {
+    const struct server_coord_sched_ops *ops; /* table */
     void *self;                         /* state passed to every operation */
 };
 
@@ -41,7 +43,7 @@ typedef struct server_coord server_coord_t;
 
 /* A coordinator for n_workers workers using `sched` (borrowed: must outlive the coordinator).
  * Returns NULL on allocation failure. Caller owns it; free with server_coord_destroy. */
-server_coord_t *server_coord_new(int n_workers, const struct server_sched *sched);
+server_coord_t *server_coord_new(int n_workers, const struct server_coord_sched *sched);
 void server_coord_destroy(server_coord_t **self_p);
 
 /* Register a worker under `name` with share weight `weight` (> 0; relative throughput). Returns the
@@ -63,11 +65,11 @@ int server_coord_set_weight(server_coord_t *c, int id, double weight);
  * Shares are proportional to the weights as frozen for that step (cumulative rounding: they sum
  * to B exactly and do not overlap, whoever asks first).
  * RT_ERR_STATE while not every worker has registered. */
-int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_sched_point *pt,
+int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_coord_point *pt,
                       uint32_t *share_off, uint32_t *share_cnt);
 
 /* The schedule of `step` (no share): for shards and late joiners. */
-int server_coord_sched(server_coord_t *c, uint64_t step, struct server_sched_point *pt);
+int server_coord_sched(server_coord_t *c, uint64_t step, struct server_coord_point *pt);
 
 /* Share of worker i among n with weights w (sum > 0) of a batch B: [*off, +*cnt). */
 void server_coord_share(uint32_t batch, const double *w, int n, int i, uint32_t *off,

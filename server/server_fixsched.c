@@ -7,7 +7,7 @@
 
 #include "rt_err.h"
 
-static int s_at(void *self, uint64_t step, struct server_sched_point *out)
+static int s_at(void *self, uint64_t step, struct server_coord_point *out)
 {
     const struct server_fixsched_cfg *c = self;
     uint64_t per_epoch = c->n_samples / c->batch;
@@ -17,6 +17,7 @@ static int s_at(void *self, uint64_t step, struct server_sched_point *out)
     out->epoch_offset = (step % per_epoch) * c->batch;
     out->version = 1;
     out->batch = c->batch;
+    out->samples = c->batch;
     out->lr = c->lr;
     out->gamma = c->gamma;
     out->done = step >= c->steps;
@@ -28,9 +29,9 @@ static void s_destroy(void *self)
     free(self);
 }
 
-static const struct server_sched_ops s_ops = {s_at, s_destroy};
+static const struct server_coord_sched_ops s_ops = {s_at, s_destroy};
 
-int server_fixsched_new(const struct server_fixsched_cfg *cfg, struct server_sched *out)
+int server_fixsched_new(const struct server_fixsched_cfg *cfg, struct server_coord_sched *out)
 {
     out->ops = NULL;
     out->self = NULL;
@@ -45,7 +46,7 @@ int server_fixsched_new(const struct server_fixsched_cfg *cfg, struct server_sch
     return RT_OK;
 }
 
-void server_fixsched_destroy(struct server_sched *s)
+void server_fixsched_destroy(struct server_coord_sched *s)
 {
     if (s && s->ops && s->ops->destroy)
         s->ops->destroy(s->self);

@@ -1,6 +1,6 @@
 /*
  * server_fixsched: a constant schedule (fixed B, lr, gamma) over a fixed number of steps, as a
- * struct server_sched. The stand-in until the BL/FB/GG/ABS schedule mechanism (server_sched) is
+ * struct server_coord_sched. The stand-in until the BL/FB/GG/ABS schedule mechanism (server_sched) is
  * wired in, and what the transport tests and `eigenbatch bench ps` use.
  */
 #ifndef SERVER_FIXSCHED_H
@@ -21,7 +21,7 @@ struct server_fixsched_cfg {
 
 /* Fill *out with a constant schedule; returns 0 or RT_ERR_ARG. The state is copied. Caller owns
  * the schedule; free with server_fixsched_destroy. */
-int server_fixsched_new(const struct server_fixsched_cfg *cfg, struct server_sched *out);
-void server_fixsched_destroy(struct server_sched *s);
+int server_fixsched_new(const struct server_fixsched_cfg *cfg, struct server_coord_sched *out);
+void server_fixsched_destroy(struct server_coord_sched *s);
 
 #endif

@@ -62,7 +62,7 @@ struct server_shard {
     uint64_t summed;              /* floats [0, summed) hold at least one contribution */
     uint64_t applied;             /* floats [0, applied) already updated for this step */
     int sched_known;              /* `sched` holds the schedule of step `version` */
-    struct server_sched_point sched; /* schedule of the current step, from the coordinator */
+    struct server_coord_point sched; /* schedule of the current step, from the coordinator */
     void *coord_sock;             /* shards > 0: DEALER to the coordinator */
     struct rt_sock_parts cparts;  /* frames of the coordinator's replies */
     struct s_worker *workers;     /* n_workers entries */
@@ -286,6 +286,7 @@ static int s_sched_current(server_shard_t *s)
             s->sched.epoch_offset = r.sched.epoch_offset;
             s->sched.version = r.sched_version;
             s->sched.batch = r.sched.batch;
+            s->sched.samples = r.sched.samples;
             s->sched.lr = r.sched.lr;
             s->sched.gamma = r.sched.gamma;
             s->sched.done = r.sched.done;
@@ -365,7 +366,7 @@ static void s_on_sched_query(server_shard_t *s, const uint8_t *route, size_t rle
 {
     /* a registered worker gets its share too; anyone else (the other shards, a late joiner, the
      * eigen service) gets the schedule alone */
-    struct server_sched_point pt;
+    struct server_coord_point pt;
     uint32_t off = 0, cnt = 0;
     int rc;
     if (s_bound(s, route, rlen, m)) {
@@ -386,6 +387,7 @@ static void s_on_sched_query(server_shard_t *s, const uint8_t *route, size_t rle
     r.sched.epoch = pt.epoch;
     r.sched.epoch_offset = pt.epoch_offset;
     r.sched.batch = pt.batch;
+    r.sched.samples = pt.samples ? pt.samples : pt.batch;
     r.sched.lr = pt.lr;
     r.sched.gamma = pt.gamma;
     r.sched.share_offset = off;

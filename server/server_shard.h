@@ -36,7 +36,7 @@ struct server_shard_cfg {
     float weight_decay;        /* SGD weight decay */
     const float *init_params;  /* full initial parameter vector, or NULL: worker 0 sends INIT */
     const float *init_buffers; /* full initial buffer vector, or NULL (with init_params: zeros) */
-    const struct server_sched *sched; /* shard 0: the schedule in force (borrowed) */
+    const struct server_coord_sched *sched; /* shard 0: the schedule in force (borrowed) */
     uint32_t chunk_floats;     /* floats per weights frame sent (0: default) */
     enum rt_wire_checksum checksum; /* checksum of the frames this shard sends */
     int io_threads;            /* I/O threads of an own context (0: 1) */

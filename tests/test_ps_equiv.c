@@ -69,7 +69,7 @@ static void s_run(int W, int S, const double *weights, const char *transport, co
 {
     struct server_fixsched_cfg fc = {.batch = BATCH, .lr = LR, .n_samples = N_SAMPLES,
                                      .steps = STEPS};
-    struct server_sched sched;
+    struct server_coord_sched sched;
     assert_int_equal(server_fixsched_new(&fc, &sched), 0);
     struct worker_synth *models = calloc((size_t)W, sizeof *models);
     struct worker_compute *cbs = calloc((size_t)W, sizeof *cbs);
@@ -169,7 +169,7 @@ static void test_rebalanced_shares(void **state)
     s_reference(ref_w, ref_b);
     struct server_fixsched_cfg fc = {.batch = BATCH, .lr = LR, .n_samples = N_SAMPLES,
                                      .steps = STEPS};
-    struct server_sched sched;
+    struct server_coord_sched sched;
     assert_int_equal(server_fixsched_new(&fc, &sched), 0);
     struct slow sl[NW];
     struct worker_compute cbs[NW];
@@ -225,7 +225,7 @@ static void test_tcp_fixed_ports(void **state)
     s_reference(ref_w, ref_b);
     struct server_fixsched_cfg fc = {.batch = BATCH, .lr = LR, .n_samples = N_SAMPLES,
                                      .steps = STEPS};
-    struct server_sched sched;
+    struct server_coord_sched sched;
     assert_int_equal(server_fixsched_new(&fc, &sched), 0);
     struct worker_synth model;
     assert_int_equal(worker_synth_init(&model, SEED, P, NB), 0);

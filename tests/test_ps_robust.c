@@ -185,7 +185,7 @@ static void test_rogue_and_misbehaving_worker(void **state)
 
     struct server_fixsched_cfg fc = {.batch = BATCH, .lr = LR, .n_samples = N_SAMPLES,
                                      .steps = STEPS};
-    struct server_sched sched;
+    struct server_coord_sched sched;
     assert_int_equal(server_fixsched_new(&fc, &sched), 0);
     struct worker_synth ma, mb;
     assert_int_equal(worker_synth_init(&ma, SEED, P, NB), 0);

@@ -14,11 +14,11 @@ static void test_membership_and_frozen_shares(void **state)
 {
     (void)state;
     struct server_fixsched_cfg fc = {.batch = 100, .lr = 0.5f, .n_samples = 250, .steps = 10};
-    struct server_sched sched;
+    struct server_coord_sched sched;
     assert_int_equal(server_fixsched_new(&fc, &sched), 0);
     server_coord_t *c = server_coord_new(2, &sched);
     assert_non_null(c);
-    struct server_sched_point pt;
+    struct server_coord_point pt;
     uint32_t off, cnt;
     assert_int_equal(server_coord_register(c, "a", 1.0), 0);
     /* not everyone is here yet */

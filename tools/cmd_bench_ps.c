@@ -273,7 +273,7 @@ int eb_bench_ps(int argc, char **argv)
     }
     struct server_fixsched_cfg fc = {.batch = (uint32_t)workers * 8, .lr = 0.0f,
                                      .n_samples = 1u << 30, .steps = (uint64_t)rounds};
-    struct server_sched sched;
+    struct server_coord_sched sched;
     float *init = nn_alloc((size_t)floats * sizeof(float));
     struct s_null nulls[S_MAX_WORKERS];
     struct worker_compute cbs[S_MAX_WORKERS];

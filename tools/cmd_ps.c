@@ -246,7 +246,7 @@ int eb_cmd_server(int argc, char **argv)
     struct server_fixsched_cfg fc = {.batch = (uint32_t)o.batch, .lr = (float)o.lr,
                                      .n_samples = (uint64_t)o.samples,
                                      .steps = (uint64_t)o.steps};
-    struct server_sched sched = {0};
+    struct server_coord_sched sched = {0};
     enum rt_wire_checksum ck = RT_WIRE_CK_NONE;
     server_shard_t *s = NULL;
     int rc = s_checksum(o.checksum, &ck);

@@ -21,7 +21,8 @@ struct worker_step {
     uint64_t epoch;         /* epoch of the step */
     uint64_t epoch_offset;  /* position in the epoch's sample order of the batch's first sample */
     uint64_t sched_version; /* schedule version */
-    uint32_t batch;         /* global batch B */
+    uint32_t batch;         /* nominal global batch B */
+    uint32_t samples;       /* samples of the step (B, fewer for an epoch's partial last step) */
     float lr;               /* learning rate of the step */
     float gamma;            /* adversarial fraction */
     uint32_t share_offset;  /* this worker's first sample within the batch */

@@ -147,6 +147,7 @@ static void s_to_pb(const struct rt_wire_msg *m, EbHeader *h, EbSpan *sp, EbSche
         sc->epoch = m->sched.epoch;
         sc->epoch_offset = m->sched.epoch_offset;
         sc->batch = m->sched.batch;
+        sc->samples = m->sched.samples;
         sc->lr = m->sched.lr;
         sc->gamma = m->sched.gamma;
         sc->share_offset = m->sched.share_offset;
@@ -299,6 +300,7 @@ int rt_wire_decode(const void *const *parts, const size_t *sizes, int nparts,
         m->sched.epoch = h->sched->epoch;
         m->sched.epoch_offset = h->sched->epoch_offset;
         m->sched.batch = h->sched->batch;
+        m->sched.samples = h->sched->samples;
         m->sched.lr = h->sched->lr;
         m->sched.gamma = h->sched->gamma;
         m->sched.share_offset = h->sched->share_offset;

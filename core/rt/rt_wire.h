@@ -59,6 +59,7 @@ struct rt_wire_sched {
     uint64_t epoch;        /* epoch the step belongs to */
     uint64_t epoch_offset; /* position in the epoch's sample order of the batch's first sample */
     uint32_t batch;        /* global batch B */
+    uint32_t samples;      /* samples of the step (B, or fewer for a partial last step) */
     float lr;              /* learning rate */
     float gamma;           /* adversarial fraction */
     uint32_t share_offset; /* the worker's first sample within the batch */

@@ -4,12 +4,14 @@
 #include "server_coord.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "rt_err.h"
 #include "rt_log.h"
+#include "server_sched.h"
 
 /* Steps whose share tables are remembered. Synchronous training has at most two steps in flight
  * (a fast worker asks for t+1 before a slow one has asked for t), so a few are plenty. */
@@ -30,6 +32,7 @@ struct server_coord {
     struct s_snap snap[S_SNAP_RING]; /* frozen share weights per step */
     double *last_seen;              /* monotonic seconds of the last message per id */
     const struct server_coord_sched *sched; /* schedule in force (borrowed) */
+    uint64_t next_step;             /* first step not asked about yet */
 };
 
 static double s_now(void)
@@ -144,7 +147,7 @@ int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_co
                           c->n_workers);
     if (id < 0 || id >= c->n_workers)
         return rt_err_set(RT_ERR_PEER, "no worker %d", id);
-    int rc = c->sched->ops->at(c->sched->self, step, pt);
+    int rc = server_coord_sched(c, step, pt);
     if (rc)
         return rc;
     server_coord_heartbeat(c, id);
@@ -164,5 +167,47 @@ int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_co
 
 int server_coord_sched(server_coord_t *c, uint64_t step, struct server_coord_point *pt)
 {
-    return c->sched->ops->at(c->sched->self, step, pt);
+    int rc = c->sched->ops->at(c->sched->self, step, pt);
+    if (rc == RT_OK && step >= c->next_step)
+        c->next_step = step + 1;
+    return rc;
+}
+
+uint64_t server_coord_next_step(const server_coord_t *c)
+{
+    return c->next_step;
+}
+
+/* server_sched as a coordinator schedule. */
+static int s_sched_at(void *self, uint64_t step, struct server_coord_point *out)
+{
+    struct server_sched_point p;
+    if (step > INT64_MAX)
+        return rt_err_set(RT_ERR_ARG, "step %llu out of range", (unsigned long long)step);
+    int rc = server_sched_at(self, (int64_t)step, -1, &p);
+    if (rc)
+        return rc;
+    memset(out, 0, sizeof *out);
+    out->done = p.done;
+    if (p.done)
+        return RT_OK;
+    if (p.batch < 1 || p.batch > UINT32_MAX || p.samples < 0 || p.samples > p.batch)
+        return rt_err_set(RT_ERR_STATE, "step %llu: batch %lld / %lld samples out of range",
+                          (unsigned long long)step, (long long)p.batch, (long long)p.samples);
+    out->epoch = (uint64_t)p.epoch;
+    out->epoch_offset = (uint64_t)p.offset;
+    out->version = p.version;
+    out->batch = (uint32_t)p.batch;
+    out->samples = (uint32_t)p.samples;
+    out->lr = (float)p.lr;
+    out->gamma = (float)p.gamma;
+    return RT_OK;
+}
+
+static const struct server_coord_sched_ops s_sched_ops = {s_sched_at, NULL};
+
+void server_coord_use_sched(struct server_coord_sched *out, struct server_sched *sched)
+{
+    out->ops = &s_sched_ops;
+    out->self = sched;
 }

@@ -2,8 +2,11 @@
  * server_coord: the coordinator that runs inside shard 0. It owns membership (who registered, with
  * which share weight, when it was last heard from), hands out worker ids, answers "what is the
  * schedule of step t and my share of its global batch", and holds the schedule in force behind a
- * small interface (struct server_coord_sched) that any schedule implementation fills: the fixed one in
- * server_fixsched.h, or the BL/FB/GG/ABS mechanism of server_sched.
+ * small interface (struct server_coord_sched) that any schedule implementation fills: the fixed one
+ * in server_fixsched.h, or the BL/FB/GG/ABS mechanism of server_sched (server_coord_use_sched).
+ *
+ * Every participant learns the schedule of a step from the coordinator (workers with their share,
+ * the other shards without), so only the coordinator holds the schedule and its decisions.
  */
 #ifndef SERVER_COORD_H
 #define SERVER_COORD_H
@@ -39,6 +42,12 @@ struct server_coord_sched {
     void *self;                         /* state passed to every operation */
 };
 
+/* The schedule mechanism of server_sched.h (BL/FB/GG/ABS/ABSA with stamped decisions) as the
+ * coordinator's schedule: `at` is server_sched_at(sched, step, -1, ...), i.e. everything accepted.
+ * sched is borrowed and must outlive every use of *out. */
+struct server_sched;
+void server_coord_use_sched(struct server_coord_sched *out, struct server_sched *sched);
+
 typedef struct server_coord server_coord_t;
 
 /* A coordinator for n_workers workers using `sched` (borrowed: must outlive the coordinator).
@@ -67,6 +76,10 @@ int server_coord_set_weight(server_coord_t *c, int id, double weight);
  * RT_ERR_STATE while not every worker has registered. */
 int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_coord_point *pt,
                       uint32_t *share_off, uint32_t *share_cnt);
+
+/* The first step nobody has asked about: an eigen-service decision accepted now must apply from
+ * this step or later (server_sched_accept's next_step), so no step's answer ever changes. */
+uint64_t server_coord_next_step(const server_coord_t *c);
 
 /* The schedule of `step` (no share): for shards and late joiners. */
 int server_coord_sched(server_coord_t *c, uint64_t step, struct server_coord_point *pt);

@@ -9,7 +9,8 @@
 #include <string.h>
 
 static const struct eb_cmd s_commands[] = {
-    /* temporary: `bench ps` through cmd_bench.c once it lands */
+    {"bench", eb_cmd_bench, "micro-benchmarks (train: training steps and HVPs of a zoo model)"},
+    /* temporary: `bench ps` through cmd_bench.c once it dispatches there */
     {"bench-ps", eb_bench_ps, "parameter-server push+pull bandwidth (as `bench ps`)"},
     {"launch", eb_cmd_launch, "run shards and workers as processes on this machine"},
     {"server", eb_cmd_server, "run one parameter-server shard (shard 0 coordinates)"},

@@ -24,6 +24,7 @@ int eb_cli_int(const char *cmd, const char *opt, const char *val, long *out);
 int eb_cli_double(const char *cmd, const char *opt, const char *val, double *out);
 
 /* Sub-command entry points (tools/cmd_*.c and the role folders). */
+int eb_cmd_bench(int argc, char **argv); /* tools/cmd_bench.c */
 
 /* `eigenbatch bench ps`: push+pull bandwidth of the parameter-server transport (cmd_bench_ps.c);
  * argv[0] is "ps". */

@@ -18,6 +18,17 @@ static void s_cpu_gemm(enum nn_trans ta, enum nn_trans tb, int m, int n, int k, 
 }
 
 static const struct nn_backend_ops s_cpu = {"cpu", s_cpu_gemm};
+
+#ifdef EB_HAVE_CUDA
+/* The cuBLAS backend (nn_gemm_cuda.cu), or NULL when no CUDA device is usable. */
+extern const struct nn_backend_ops *nn_cuda_backend(void);
+#else
+static const struct nn_backend_ops *nn_cuda_backend(void)
+{
+    return NULL; /* built without CUDA */
+}
+#endif
+
 static const struct nn_backend_ops *s_current = &s_cpu;
 
 void nn_gemm(enum nn_trans ta, enum nn_trans tb, int m, int n, int k, float alpha, const float *a,
@@ -32,6 +43,13 @@ int nn_backend_select(const char *name)
 {
     if (!strcmp(name, "cpu")) {
         s_current = &s_cpu;
+        return NN_OK;
+    }
+    if (!strcmp(name, "cuda")) {
+        const struct nn_backend_ops *ops = nn_cuda_backend();
+        if (!ops)
+            return NN_ERR_ARG;
+        s_current = ops;
         return NN_OK;
     }
     return NN_ERR_ARG;

@@ -112,6 +112,34 @@ float nn_net_train_pass(nn_net_t *net, const float *x, const int32_t *labels, in
 float nn_net_hvp(nn_net_t *net, const float *x, const int32_t *labels, int n, enum nn_bn_mode bn,
                  int block_last_k, const float *v, float *hv);
 
+/* Building a net from layers (the zoo does this; tests build small nets the same way).
+ *
+ * nn_net_new makes an empty net for NCHW inputs c x h x w and batches of up to max_batch samples;
+ * node 0 is the input. nn_net_add appends a layer (in execution order, which must put parameter
+ * layers in parameter order) reading nodes in0 and, for two-input layers, in1 (-1 otherwise); it
+ * runs the layer's setup and returns the index of the layer's output node, or a negative nn_err
+ * (the reason goes to the report callback). It takes ownership of `layer` in every case (a NULL
+ * layer records NN_ERR_NOMEM). nn_net_build finishes the net: the last layer's output must be
+ * [classes x 1 x 1] (logits); it checks every layer's operations, reserves every buffer, binds the
+ * flat parameter/gradient/buffer views and initialises parameters with seed 0. After the first
+ * error of nn_net_add, nn_net_build returns that error. Caller owns the result of nn_net_new; free
+ * with nn_net_destroy (also when nn_net_build failed). */
+struct nn_layer;
+nn_net_t *nn_net_new(int c, int h, int w, int max_batch);
+int nn_net_add(nn_net_t *net, struct nn_layer *layer, int in0, int in1);
+int nn_net_build(nn_net_t *net);
+
+/* Counters of layer operations run since the last reset (for tests and profiling: a block HVP
+ * must not touch the layers below its block). */
+struct nn_net_stats {
+    long forward;   /* layer forward calls */
+    long backward;  /* layer backward calls */
+    long rforward;  /* layer R-forward calls */
+    long rbackward; /* layer R-backward calls */
+};
+void nn_net_stats(const nn_net_t *net, struct nn_net_stats *out);
+void nn_net_stats_reset(nn_net_t *net);
+
 /* Floating-point operations of one forward pass per sample (multiply-add = 2), for benchmarks. */
 double nn_net_forward_flops(const nn_net_t *net);
 

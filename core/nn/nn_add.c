@@ -1,0 +1,104 @@
+/*
+ * nn_add: residual addition of two activations of equal shape.
+ *   forward    y = a + b
+ *   backward   da += dy;  db += dy
+ *   rforward   Ry = Ra + Rb           (an input whose R is inactive contributes zero)
+ *   rbackward  Rda += Rdy;  Rdb += Rdy
+ */
+#include <string.h>
+
+#include "nn_layer.h"
+
+#define NN_ADD_OMP_MIN 65536 /* elements below which a loop stays on one thread */
+
+struct nn_add {
+    struct nn_layer base; /* common header; first */
+};
+
+static int s_setup(struct nn_layer *l, int max_batch)
+{
+    (void)max_batch;
+    if (l->n_in != 2)
+        return NN_ERR_SHAPE;
+    const struct nn_shape *a = &l->in[0]->shape, *b = &l->in[1]->shape;
+    if (a->c != b->c || a->h != b->h || a->w != b->w)
+        return NN_ERR_SHAPE;
+    l->out->shape = *a;
+    l->n_decl = 0;
+    return NN_OK;
+}
+
+static size_t s_len(const struct nn_layer *l, const struct nn_ctx *ctx)
+{
+    return (size_t)ctx->n * nn_shape_numel(&l->out->shape);
+}
+
+static void s_sum(float *y, const float *a, const float *b, size_t m)
+{
+#pragma omp parallel for simd if (m > NN_ADD_OMP_MIN)
+    for (size_t i = 0; i < m; i++)
+        y[i] = a[i] + b[i];
+}
+
+static void s_acc(float *dst, const float *src, size_t m)
+{
+#pragma omp parallel for simd if (m > NN_ADD_OMP_MIN)
+    for (size_t i = 0; i < m; i++)
+        dst[i] += src[i];
+}
+
+static void s_forward(struct nn_layer *l, const struct nn_ctx *ctx)
+{
+    s_sum(l->out->y, l->in[0]->y, l->in[1]->y, s_len(l, ctx));
+}
+
+static void s_backward(struct nn_layer *l, const struct nn_ctx *ctx)
+{
+    size_t m = s_len(l, ctx);
+    for (int j = 0; j < 2; j++)
+        if (l->in[j]->need_dy)
+            s_acc(l->in[j]->dy, l->out->dy, m);
+}
+
+static void s_rforward(struct nn_layer *l, const struct nn_ctx *ctx)
+{
+    size_t m = s_len(l, ctx);
+    const struct nn_node *a = l->in[0], *b = l->in[1];
+    if (a->r_active && b->r_active)
+        s_sum(l->out->ry, a->ry, b->ry, m);
+    else if (a->r_active || b->r_active)
+        memcpy(l->out->ry, a->r_active ? a->ry : b->ry, m * sizeof(float));
+    else
+        memset(l->out->ry, 0, m * sizeof(float));
+}
+
+static void s_rbackward(struct nn_layer *l, const struct nn_ctx *ctx)
+{
+    size_t m = s_len(l, ctx);
+    for (int j = 0; j < 2; j++)
+        if (l->in[j]->need_dy)
+            s_acc(l->in[j]->rdy, l->out->rdy, m);
+}
+
+static double s_flops(const struct nn_layer *l)
+{
+    return (double)nn_shape_numel(&l->out->shape);
+}
+
+static void s_destroy(struct nn_layer *l)
+{
+    (void)l;
+}
+
+static const struct nn_layer_ops s_ops = {
+    "add", s_setup, s_forward, s_backward, s_rforward, s_rbackward, NULL, s_flops, s_destroy,
+};
+
+struct nn_layer *nn_add_new(void)
+{
+    struct nn_add *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->base.ops = &s_ops;
+    return &s->base;
+}

@@ -1,0 +1,182 @@
+/*
+ * nn_maxpool: MaxPool2d (kernel k, stride s, no padding, floor output size as PyTorch) on CNHW.
+ *
+ * Forward keeps, for each output element, the index of the input element that won (the first
+ * maximum in row-major window order). Max pooling is piecewise linear, so every other pass routes
+ * through that same index:
+ *   y[j] = x[a(j)]      dx[a(j)] += dy[j]      R{y}[j] = R{x}[a(j)]      R{dx}[a(j)] += R{dy}[j]
+ * (Within a piece the second derivative is zero: R{dx} has no term in R{x}.)
+ */
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn_layer.h"
+
+/* Smallest output (floats) worth a parallel region. */
+#define NN_POOL_PAR_MIN (16 * 1024)
+
+struct nn_maxpool {
+    struct nn_layer base; /* common header (first) */
+    int k;                /* window size (square) */
+    int stride;           /* stride (both directions) */
+    int c, ih, iw;        /* input shape (fixed at setup) */
+    int oh, ow;           /* output height and width */
+    int max_batch;        /* capacity of arg */
+    int *arg;             /* winning input index per output element, max_batch * c * oh * ow */
+};
+
+static int s_setup(struct nn_layer *l, int max_batch)
+{
+    struct nn_maxpool *p = (struct nn_maxpool *)l;
+    if (l->n_in != 1 || !l->in[0] || !l->out || max_batch < 1) {
+        nn_report(3, "maxpool2d: needs exactly one input and a positive max batch");
+        return NN_ERR_SHAPE;
+    }
+    const struct nn_shape *is = &l->in[0]->shape;
+    if (is->c < 1 || is->h < p->k || is->w < p->k) {
+        nn_report(3, "maxpool2d: input %dx%dx%d smaller than window %d", is->c, is->h, is->w,
+                  p->k);
+        return NN_ERR_SHAPE;
+    }
+    if ((double)max_batch * nn_shape_numel(is) >= (double)INT_MAX) {
+        nn_report(3, "maxpool2d: input of %d x %dx%dx%d too large for 32-bit indices", max_batch,
+                  is->c, is->h, is->w);
+        return NN_ERR_SHAPE;
+    }
+    p->c = is->c;
+    p->ih = is->h;
+    p->iw = is->w;
+    p->oh = (is->h - p->k) / p->stride + 1;
+    p->ow = (is->w - p->k) / p->stride + 1;
+    l->out->shape.c = p->c;
+    l->out->shape.h = p->oh;
+    l->out->shape.w = p->ow;
+    l->n_decl = 0;
+    l->work_per_sample = 0;
+    free(p->arg);
+    p->arg = malloc(sizeof(int) * (size_t)max_batch * p->c * p->oh * p->ow);
+    if (!p->arg) {
+        nn_report(3, "maxpool2d: out of memory for %d samples", max_batch);
+        return NN_ERR_NOMEM;
+    }
+    p->max_batch = max_batch;
+    return NN_OK;
+}
+
+/* y = max over each window; arg = index of the maximum in x. */
+static void s_forward(struct nn_layer *l, const struct nn_ctx *ctx)
+{
+    struct nn_maxpool *p = (struct nn_maxpool *)l;
+    const int planes = p->c * ctx->n, k = p->k, s = p->stride, oh = p->oh, ow = p->ow;
+    const size_t iplane = (size_t)p->ih * p->iw, oplane = (size_t)oh * ow;
+    const float *x = l->in[0]->y;
+    float *y = l->out->y;
+    NN_ASSERT(ctx->n <= p->max_batch);
+#pragma omp parallel for schedule(static) if (oplane * planes >= NN_POOL_PAR_MIN)
+    for (int q = 0; q < planes; q++) {
+        const float *xp = x + q * iplane;
+        float *yp = y + q * oplane;
+        int *ap = p->arg + q * oplane;
+        for (int oy = 0; oy < oh; oy++) {
+            for (int ox = 0; ox < ow; ox++) {
+                int best = (oy * s) * p->iw + ox * s;
+                float bv = xp[best];
+                for (int ki = 0; ki < k; ki++) {
+                    const int base = (oy * s + ki) * p->iw + ox * s;
+                    for (int kj = 0; kj < k; kj++) {
+                        if (xp[base + kj] > bv) {
+                            bv = xp[base + kj];
+                            best = base + kj;
+                        }
+                    }
+                }
+                yp[oy * ow + ox] = bv;
+                ap[oy * ow + ox] = (int)(q * iplane) + best;
+            }
+        }
+    }
+}
+
+/* dst[arg[j]] += src[j]: windows may overlap (stride < k), so this loop is serial per plane and
+ * planes go to threads (an index never leaves its plane). */
+static void s_scatter(const struct nn_maxpool *p, int n, const float *src, float *dst)
+{
+    const int planes = p->c * n;
+    const size_t oplane = (size_t)p->oh * p->ow;
+#pragma omp parallel for schedule(static) if (oplane * planes >= NN_POOL_PAR_MIN)
+    for (int q = 0; q < planes; q++) {
+        const int *ap = p->arg + q * oplane;
+        const float *sp = src + q * oplane;
+        for (size_t j = 0; j < oplane; j++)
+            dst[ap[j]] += sp[j];
+    }
+}
+
+static void s_backward(struct nn_layer *l, const struct nn_ctx *ctx)
+{
+    if (l->in[0]->need_dy)
+        s_scatter((struct nn_maxpool *)l, ctx->n, l->out->dy, l->in[0]->dy);
+}
+
+/* R{y}[j] = R{x}[arg[j]] (zero when the input carries no R-direction). */
+static void s_rforward(struct nn_layer *l, const struct nn_ctx *ctx)
+{
+    struct nn_maxpool *p = (struct nn_maxpool *)l;
+    const size_t total = (size_t)p->c * ctx->n * p->oh * p->ow;
+    float *ry = l->out->ry;
+    if (!l->in[0]->r_active) {
+        memset(ry, 0, sizeof(float) * total);
+        return;
+    }
+    const float *rx = l->in[0]->ry;
+    for (size_t j = 0; j < total; j++)
+        ry[j] = rx[p->arg[j]];
+}
+
+static void s_rbackward(struct nn_layer *l, const struct nn_ctx *ctx)
+{
+    if (l->in[0]->need_dy)
+        s_scatter((struct nn_maxpool *)l, ctx->n, l->out->rdy, l->in[0]->rdy);
+}
+
+static double s_flops(const struct nn_layer *l)
+{
+    (void)l;
+    return 0.0; /* comparisons only */
+}
+
+static void s_destroy(struct nn_layer *l)
+{
+    struct nn_maxpool *p = (struct nn_maxpool *)l;
+    free(p->arg);
+    p->arg = NULL;
+}
+
+static const struct nn_layer_ops s_maxpool_ops = {
+    .kind = "maxpool2d",
+    .setup = s_setup,
+    .forward = s_forward,
+    .backward = s_backward,
+    .rforward = s_rforward,
+    .rbackward = s_rbackward,
+    .init = NULL,
+    .flops = s_flops,
+    .destroy = s_destroy,
+};
+
+struct nn_layer *nn_maxpool_new(int k, int stride)
+{
+    if (k < 1 || stride < 1) {
+        nn_report(3, "maxpool2d: invalid window %d or stride %d", k, stride);
+        return NULL;
+    }
+    struct nn_maxpool *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->base.ops = &s_maxpool_ops;
+    p->base.n_in = 1;
+    p->k = k;
+    p->stride = stride;
+    return &p->base;
+}

@@ -1,0 +1,725 @@
+/*
+ * nn_net: a DAG of layers with every buffer reserved once, and the passes that drive it: forward,
+ * backward (parameter and input gradients), and the exact Hessian-vector product by Pearlmutter's
+ * R-operator (forward, R-forward, backward, R-backward), full or restricted to a block of the last
+ * K parameter layers.
+ *
+ * Layers are kept in execution order; parameter layers appear in parameter order, so the block of
+ * the last K parameter layers is a suffix of the execution order starting at layer `start`. A block
+ * HVP runs the plain forward below `start` (activations are needed), and the R-forward, backward and
+ * R-backward only from `start` on. Nodes produced below `start` have r_active = 0 and need_dy = 0.
+ *
+ * Memory: node values and gradients (y, dy) are one allocation made by nn_net_build; the
+ * R-companions (ry, rdy) are a second one made by the first HVP, so nets that never compute a
+ * Hessian do not pay for them. Nothing is allocated by later passes.
+ */
+#include "nn_net.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "nn_layer.h"
+#include "nn_loss.h"
+
+#define NN_NET_GROW 16 /* growth step of the layer and node arrays */
+
+struct nn_net {
+    int in_c, in_h, in_w;          /* per-sample input shape (NCHW without N) */
+    int classes;                   /* logits per sample */
+    int max_batch;                 /* largest n a pass accepts */
+    int built;                     /* nn_net_build succeeded */
+    int error;                     /* first error of nn_net_add (0 if none) */
+    int n_layers, cap_layers;      /* layers in execution order */
+    struct nn_layer **layers;      /* owned */
+    int n_nodes, cap_nodes;        /* activations; node 0 is the input */
+    struct nn_node **nodes;        /* owned, individually allocated (layers point at them) */
+    int *producer;                 /* layer index producing node i; -1 for the input */
+    float *act;                    /* y and dy of every node (one allocation) */
+    float *ract;                   /* ry and rdy of every node (allocated by the first HVP) */
+    float *params;                 /* flat parameter vector */
+    float *grads;                  /* gradients, same indexing */
+    float *buffers;                /* flat buffer vector (BN running statistics) */
+    size_t n_params, n_buffers;    /* sizes of the flat vectors */
+    float *work;                   /* shared scratch for all layers */
+    size_t work_floats;            /* size of work */
+    float *probs;                  /* softmax probabilities, classes x max_batch */
+    int n_tensors;                 /* named tensors, state_dict order */
+    struct nn_tensor_info *tensors; /* owned, names owned */
+    int n_play;                    /* parameter layers */
+    int *play;                     /* layer index of each parameter layer */
+    size_t *play_off;              /* first parameter of each parameter layer */
+    struct nn_net_stats stats;     /* operation counters */
+};
+
+/* ---- building --------------------------------------------------------------------------- */
+
+static struct nn_node *s_node_new(nn_net_t *net, int producer)
+{
+    if (net->n_nodes == net->cap_nodes) {
+        int cap = net->cap_nodes + NN_NET_GROW;
+        struct nn_node **nodes = realloc(net->nodes, (size_t)cap * sizeof *nodes);
+        if (!nodes)
+            return NULL;
+        net->nodes = nodes;
+        int *prod = realloc(net->producer, (size_t)cap * sizeof *prod);
+        if (!prod)
+            return NULL;
+        net->producer = prod;
+        net->cap_nodes = cap;
+    }
+    struct nn_node *node = calloc(1, sizeof *node);
+    if (!node)
+        return NULL;
+    net->nodes[net->n_nodes] = node;
+    net->producer[net->n_nodes] = producer;
+    net->n_nodes++;
+    return node;
+}
+
+nn_net_t *nn_net_new(int c, int h, int w, int max_batch)
+{
+    if (c < 1 || h < 1 || w < 1 || max_batch < 1) {
+        nn_report(3, "nn_net_new: invalid input %dx%dx%d or max batch %d", c, h, w, max_batch);
+        return NULL;
+    }
+    nn_net_t *net = calloc(1, sizeof *net);
+    if (!net)
+        return NULL;
+    net->in_c = c;
+    net->in_h = h;
+    net->in_w = w;
+    net->max_batch = max_batch;
+    struct nn_node *in = s_node_new(net, -1);
+    if (!in) {
+        nn_net_destroy(&net);
+        return NULL;
+    }
+    in->shape = (struct nn_shape){c, h, w};
+    return net;
+}
+
+static void s_layer_free(struct nn_layer *l)
+{
+    if (!l)
+        return;
+    if (l->ops && l->ops->destroy)
+        l->ops->destroy(l);
+    free(l);
+}
+
+int nn_net_add(nn_net_t *net, struct nn_layer *layer, int in0, int in1)
+{
+    int rc = NN_OK;
+    if (!net) {
+        s_layer_free(layer);
+        return NN_ERR_ARG;
+    }
+    if (net->error || net->built) {
+        s_layer_free(layer);
+        return net->error ? net->error : NN_ERR_ARG;
+    }
+    if (!layer) {
+        rc = NN_ERR_NOMEM;
+        goto out_fail;
+    }
+    if (!layer->ops || !layer->ops->setup) {
+        nn_report(3, "nn_net_add: layer '%s' has no setup operation", layer->name);
+        rc = NN_ERR_ARG;
+        goto out_fail;
+    }
+    if (in0 < 0 || in0 >= net->n_nodes || in1 < -1 || in1 >= net->n_nodes) {
+        nn_report(3, "nn_net_add: layer '%s' (%s): input node %d/%d out of range [0, %d)",
+                  layer->name, layer->ops->kind, in0, in1, net->n_nodes);
+        rc = NN_ERR_ARG;
+        goto out_fail;
+    }
+    if (net->n_layers == net->cap_layers) {
+        int cap = net->cap_layers + NN_NET_GROW;
+        struct nn_layer **layers = realloc(net->layers, (size_t)cap * sizeof *layers);
+        if (!layers) {
+            rc = NN_ERR_NOMEM;
+            goto out_fail;
+        }
+        net->layers = layers;
+        net->cap_layers = cap;
+    }
+    struct nn_node *out = s_node_new(net, net->n_layers);
+    if (!out) {
+        rc = NN_ERR_NOMEM;
+        goto out_fail;
+    }
+    layer->n_in = in1 >= 0 ? 2 : 1;
+    layer->in[0] = net->nodes[in0];
+    layer->in[1] = in1 >= 0 ? net->nodes[in1] : NULL;
+    layer->out = out;
+    rc = layer->ops->setup(layer, net->max_batch);
+    if (rc == NN_OK && (out->shape.c < 1 || out->shape.h < 1 || out->shape.w < 1))
+        rc = NN_ERR_SHAPE;
+    if (rc != NN_OK) {
+        const struct nn_shape *s = &layer->in[0]->shape;
+        nn_report(3, "nn_net_add: layer '%s' (%s) does not accept input %dx%dx%d: %s",
+                  layer->name, layer->ops->kind, s->c, s->h, s->w, nn_strerror(rc));
+        free(out);
+        net->n_nodes--;
+        goto out_fail;
+    }
+    net->layers[net->n_layers++] = layer;
+    return net->n_nodes - 1;
+
+out_fail:
+    s_layer_free(layer);
+    net->error = rc;
+    return rc;
+}
+
+/* Every operation a pass may call must exist; init only where tensors are declared. */
+static int s_check_ops(const struct nn_layer *l)
+{
+    const struct nn_layer_ops *o = l->ops;
+    if (!o->forward || !o->backward || !o->rforward || !o->rbackward || !o->flops ||
+        (l->n_decl > 0 && !o->init)) {
+        nn_report(3, "nn_net_build: layer '%s' (%s) lacks an operation", l->name, o->kind);
+        return NN_ERR_ARG;
+    }
+    if (l->n_decl < 0 || l->n_decl > NN_LAYER_MAX_TENSORS) {
+        nn_report(3, "nn_net_build: layer '%s' declares %d tensors", l->name, l->n_decl);
+        return NN_ERR_ARG;
+    }
+    return NN_OK;
+}
+
+static size_t s_decl_numel(const struct nn_tensor_decl *d)
+{
+    size_t n = 1;
+    for (int i = 0; i < d->ndim; i++)
+        n *= (size_t)d->shape[i];
+    return n;
+}
+
+/* Sizes, offsets and names of every tensor; parameter-layer table. */
+static int s_build_tensors(nn_net_t *net)
+{
+    int n_t = 0, n_play = 0;
+    for (int i = 0; i < net->n_layers; i++) {
+        struct nn_layer *l = net->layers[i];
+        n_t += l->n_decl;
+        int has_param = 0;
+        for (int d = 0; d < l->n_decl; d++)
+            has_param |= !l->decl[d].is_buffer;
+        n_play += has_param;
+    }
+    net->tensors = calloc((size_t)(n_t ? n_t : 1), sizeof *net->tensors);
+    net->play = calloc((size_t)(n_play ? n_play : 1), sizeof *net->play);
+    net->play_off = calloc((size_t)(n_play + 1), sizeof *net->play_off);
+    if (!net->tensors || !net->play || !net->play_off)
+        return NN_ERR_NOMEM;
+    size_t p_off = 0, b_off = 0;
+    for (int i = 0; i < net->n_layers; i++) {
+        struct nn_layer *l = net->layers[i];
+        size_t n_w = 0, n_buf = 0;
+        int has_param = 0;
+        for (int d = 0; d < l->n_decl; d++) {
+            const struct nn_tensor_decl *decl = &l->decl[d];
+            if (decl->ndim < 1 || decl->ndim > 4)
+                return NN_ERR_ARG;
+            struct nn_tensor_info *t = &net->tensors[net->n_tensors];
+            size_t len = strlen(l->name) + strlen(decl->suffix) + 2;
+            char *name = malloc(len);
+            if (!name)
+                return NN_ERR_NOMEM;
+            snprintf(name, len, "%s.%s", l->name, decl->suffix);
+            t->name = name;
+            net->n_tensors++;
+            t->kind = decl->is_buffer ? NN_TENSOR_BUFFER : NN_TENSOR_PARAM;
+            t->ndim = decl->ndim;
+            memcpy(t->shape, decl->shape, sizeof t->shape);
+            t->numel = s_decl_numel(decl);
+            t->layer = decl->is_buffer ? -1 : net->n_play;
+            if (decl->is_buffer) {
+                t->offset = b_off + n_buf;
+                n_buf += t->numel;
+            } else {
+                t->offset = p_off + n_w;
+                n_w += t->numel;
+                has_param = 1;
+            }
+        }
+        /* Buffers belong to the parameter layer they sit in (BatchNorm). */
+        for (int d = 0; d < l->n_decl; d++)
+            if (net->tensors[net->n_tensors - l->n_decl + d].layer < 0)
+                net->tensors[net->n_tensors - l->n_decl + d].layer = has_param ? net->n_play : -1;
+        l->n_w = n_w;
+        l->n_buf = n_buf;
+        if (has_param) {
+            net->play[net->n_play] = i;
+            net->play_off[net->n_play] = p_off;
+            net->n_play++;
+        }
+        p_off += n_w;
+        b_off += n_buf;
+    }
+    net->play_off[net->n_play] = p_off;
+    net->n_params = p_off;
+    net->n_buffers = b_off;
+    return NN_OK;
+}
+
+int nn_net_build(nn_net_t *net)
+{
+    if (!net)
+        return NN_ERR_ARG;
+    if (net->error)
+        return net->error;
+    if (net->built)
+        return NN_OK;
+    if (net->n_layers == 0) {
+        nn_report(3, "nn_net_build: the net has no layers");
+        return net->error = NN_ERR_ARG;
+    }
+    const struct nn_shape *ls = &net->nodes[net->n_nodes - 1]->shape;
+    if (ls->h != 1 || ls->w != 1) {
+        nn_report(3, "nn_net_build: last layer gives %dx%dx%d, expected logits [classes x 1 x 1]",
+                  ls->c, ls->h, ls->w);
+        return net->error = NN_ERR_SHAPE;
+    }
+    net->classes = ls->c;
+    int rc;
+    for (int i = 0; i < net->n_layers; i++)
+        if ((rc = s_check_ops(net->layers[i])) != NN_OK)
+            return net->error = rc;
+    if ((rc = s_build_tensors(net)) != NN_OK)
+        return net->error = rc;
+
+    size_t mb = (size_t)net->max_batch;
+    size_t act = 0, work = 0;
+    for (int i = 0; i < net->n_nodes; i++)
+        act += 2 * mb * nn_shape_numel(&net->nodes[i]->shape);
+    for (int i = 0; i < net->n_layers; i++)
+        if (net->layers[i]->work_per_sample * mb > work)
+            work = net->layers[i]->work_per_sample * mb;
+    net->act = nn_alloc(act * sizeof(float));
+    net->params = nn_alloc(net->n_params * sizeof(float));
+    net->grads = nn_alloc(net->n_params * sizeof(float));
+    net->buffers = nn_alloc(net->n_buffers * sizeof(float));
+    net->work = work ? nn_alloc(work * sizeof(float)) : NULL;
+    net->probs = nn_alloc((size_t)net->classes * mb * sizeof(float));
+    if (!net->act || !net->params || !net->grads || !net->buffers || (work && !net->work) ||
+        !net->probs) {
+        nn_report(3, "nn_net_build: out of memory (%zu activation floats, %zu parameters)", act,
+                  net->n_params);
+        return net->error = NN_ERR_NOMEM;
+    }
+    net->work_floats = work;
+    float *p = net->act;
+    for (int i = 0; i < net->n_nodes; i++) {
+        size_t len = mb * nn_shape_numel(&net->nodes[i]->shape);
+        net->nodes[i]->y = p;
+        net->nodes[i]->dy = p + len;
+        p += 2 * len;
+    }
+    size_t p_off = 0, b_off = 0;
+    for (int i = 0; i < net->n_layers; i++) {
+        struct nn_layer *l = net->layers[i];
+        l->w = l->n_w ? net->params + p_off : NULL;
+        l->g = l->n_w ? net->grads + p_off : NULL;
+        l->buf = l->n_buf ? net->buffers + b_off : NULL;
+        l->v = l->hv = NULL;
+        l->in_block = 0;
+        p_off += l->n_w;
+        b_off += l->n_buf;
+    }
+    net->built = 1;
+    nn_net_init(net, 0);
+    return NN_OK;
+}
+
+/* Reserve the R-companions of every node (first HVP only). */
+static int s_reserve_r(nn_net_t *net)
+{
+    if (net->ract)
+        return NN_OK;
+    size_t mb = (size_t)net->max_batch, total = 0;
+    for (int i = 0; i < net->n_nodes; i++)
+        total += 2 * mb * nn_shape_numel(&net->nodes[i]->shape);
+    net->ract = nn_alloc(total * sizeof(float));
+    if (!net->ract) {
+        nn_report(3, "nn_net_hvp: out of memory reserving %zu R-pass floats", total);
+        return NN_ERR_NOMEM;
+    }
+    float *p = net->ract;
+    for (int i = 0; i < net->n_nodes; i++) {
+        size_t len = mb * nn_shape_numel(&net->nodes[i]->shape);
+        net->nodes[i]->ry = p;
+        net->nodes[i]->rdy = p + len;
+        p += 2 * len;
+    }
+    return NN_OK;
+}
+
+void nn_net_destroy(nn_net_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    nn_net_t *net = *self_p;
+    for (int i = 0; i < net->n_layers; i++)
+        s_layer_free(net->layers[i]);
+    free(net->layers);
+    for (int i = 0; i < net->n_nodes; i++)
+        free(net->nodes[i]);
+    free(net->nodes);
+    free(net->producer);
+    for (int i = 0; i < net->n_tensors; i++)
+        free((char *)net->tensors[i].name);
+    free(net->tensors);
+    free(net->play);
+    free(net->play_off);
+    nn_free(net->act);
+    nn_free(net->ract);
+    nn_free(net->params);
+    nn_free(net->grads);
+    nn_free(net->buffers);
+    nn_free(net->work);
+    nn_free(net->probs);
+    free(net);
+    *self_p = NULL;
+}
+
+void nn_net_init(nn_net_t *net, uint64_t seed)
+{
+    NN_ASSERT(net && net->built);
+    struct nn_rng rng;
+    nn_rng_seed(&rng, seed);
+    for (int i = 0; i < net->n_layers; i++) {
+        struct nn_layer *l = net->layers[i];
+        if (l->ops->init)
+            l->ops->init(l, &rng);
+    }
+}
+
+/* ---- accessors ---------------------------------------------------------------------------- */
+
+size_t nn_net_param_count(const nn_net_t *net)
+{
+    return net->n_params;
+}
+
+size_t nn_net_buffer_count(const nn_net_t *net)
+{
+    return net->n_buffers;
+}
+
+float *nn_net_params(nn_net_t *net)
+{
+    return net->params;
+}
+
+float *nn_net_grads(nn_net_t *net)
+{
+    return net->grads;
+}
+
+float *nn_net_buffers(nn_net_t *net)
+{
+    return net->buffers;
+}
+
+int nn_net_classes(const nn_net_t *net)
+{
+    return net->classes;
+}
+
+int nn_net_max_batch(const nn_net_t *net)
+{
+    return net->max_batch;
+}
+
+void nn_net_input_shape(const nn_net_t *net, int *c, int *h, int *w)
+{
+    if (c)
+        *c = net->in_c;
+    if (h)
+        *h = net->in_h;
+    if (w)
+        *w = net->in_w;
+}
+
+int nn_net_tensor_count(const nn_net_t *net)
+{
+    return net->n_tensors;
+}
+
+const struct nn_tensor_info *nn_net_tensor(const nn_net_t *net, int i)
+{
+    if (i < 0 || i >= net->n_tensors)
+        return NULL;
+    return &net->tensors[i];
+}
+
+const struct nn_tensor_info *nn_net_tensor_find(const nn_net_t *net, const char *name)
+{
+    for (int i = 0; name && i < net->n_tensors; i++)
+        if (!strcmp(net->tensors[i].name, name))
+            return &net->tensors[i];
+    return NULL;
+}
+
+int nn_net_param_layers(const nn_net_t *net)
+{
+    return net->n_play;
+}
+
+size_t nn_net_param_layer_offset(const nn_net_t *net, int layer)
+{
+    NN_ASSERT(layer >= 0 && layer <= net->n_play);
+    return net->play_off[layer];
+}
+
+size_t nn_net_param_layer_size(const nn_net_t *net, int layer)
+{
+    NN_ASSERT(layer >= 0 && layer < net->n_play);
+    return net->play_off[layer + 1] - net->play_off[layer];
+}
+
+void nn_net_zero_grad(nn_net_t *net)
+{
+    memset(net->grads, 0, net->n_params * sizeof(float));
+}
+
+double nn_net_forward_flops(const nn_net_t *net)
+{
+    double f = 0;
+    for (int i = 0; i < net->n_layers; i++)
+        f += net->layers[i]->ops->flops(net->layers[i]);
+    return f;
+}
+
+void nn_net_stats(const nn_net_t *net, struct nn_net_stats *out)
+{
+    *out = net->stats;
+}
+
+void nn_net_stats_reset(nn_net_t *net)
+{
+    memset(&net->stats, 0, sizeof net->stats);
+}
+
+/* ---- passes ------------------------------------------------------------------------------- */
+
+/* Common checks of a pass's arguments; reports and returns non-zero on bad input. */
+static int s_check_pass(const nn_net_t *net, const char *fn, const float *x, const int32_t *labels,
+                        int n)
+{
+    if (!net || !net->built) {
+        nn_report(3, "%s: net is not built", fn);
+        return NN_ERR_ARG;
+    }
+    if (!x || n < 1 || n > net->max_batch) {
+        nn_report(3, "%s: batch of %d samples outside [1, %d] (or no input)", fn, n,
+                  net->max_batch);
+        return NN_ERR_ARG;
+    }
+    for (int i = 0; labels && i < n; i++)
+        if (labels[i] < 0 || labels[i] >= net->classes) {
+            nn_report(3, "%s: label %d of sample %d outside [0, %d)", fn, (int)labels[i], i,
+                      net->classes);
+            return NN_ERR_ARG;
+        }
+    return NN_OK;
+}
+
+/* NCHW input -> CNHW node 0: sample i's channel k goes to row k*n + i. */
+static void s_load_input(nn_net_t *net, const float *x, int n)
+{
+    struct nn_node *in = net->nodes[0];
+    size_t hw = (size_t)net->in_h * net->in_w;
+    int c = net->in_c;
+    if (c == 1) {
+        memcpy(in->y, x, (size_t)n * hw * sizeof(float));
+        return;
+    }
+#pragma omp parallel for collapse(2) if ((size_t)n * c * hw > 65536)
+    for (int k = 0; k < c; k++)
+        for (int i = 0; i < n; i++)
+            memcpy(in->y + ((size_t)k * n + i) * hw, x + ((size_t)i * c + k) * hw,
+                   hw * sizeof(float));
+}
+
+/* CNHW dL/dx of node 0 -> NCHW dx. */
+static void s_store_input_grad(nn_net_t *net, float *dx, int n)
+{
+    const struct nn_node *in = net->nodes[0];
+    size_t hw = (size_t)net->in_h * net->in_w;
+    int c = net->in_c;
+    for (int k = 0; k < c; k++)
+        for (int i = 0; i < n; i++)
+            memcpy(dx + ((size_t)i * c + k) * hw, in->dy + ((size_t)k * n + i) * hw,
+                   hw * sizeof(float));
+}
+
+static struct nn_node *s_logits(const nn_net_t *net)
+{
+    return net->nodes[net->n_nodes - 1];
+}
+
+/* Forward through every layer; with rfrom >= 0 also the R-forward from layer rfrom on. */
+static void s_forward(nn_net_t *net, const struct nn_ctx *ctx, int rfrom)
+{
+    net->nodes[0]->r_active = 0;
+    for (int i = 0; i < net->n_layers; i++) {
+        struct nn_layer *l = net->layers[i];
+        l->ops->forward(l, ctx);
+        net->stats.forward++;
+        l->out->r_active = 0;
+        if (rfrom < 0 || i < rfrom)
+            continue;
+        int active = l->in_block;
+        for (int j = 0; j < l->n_in; j++)
+            active |= l->in[j]->r_active;
+        if (active) {
+            l->ops->rforward(l, ctx);
+            net->stats.rforward++;
+            l->out->r_active = 1;
+        }
+    }
+}
+
+/* Mark which nodes need dL/dy (those produced at or after layer `from`, and the input when asked)
+ * and zero their dy (and rdy when `r`); the logits' are written by the loss. */
+static void s_prepare_backward(nn_net_t *net, int n, int from, int input_grad, int r)
+{
+    int last = net->n_nodes - 1;
+    for (int i = 0; i < net->n_nodes; i++) {
+        struct nn_node *node = net->nodes[i];
+        node->need_dy = i == 0 ? input_grad : net->producer[i] >= from;
+        if (!node->need_dy || i == last)
+            continue;
+        size_t len = (size_t)n * nn_shape_numel(&node->shape);
+        memset(node->dy, 0, len * sizeof(float));
+        if (r)
+            memset(node->rdy, 0, len * sizeof(float));
+    }
+}
+
+static int s_any_input_needs_dy(const struct nn_layer *l)
+{
+    for (int j = 0; j < l->n_in; j++)
+        if (l->in[j]->need_dy)
+            return 1;
+    return 0;
+}
+
+/* Logits of the pass (node [classes x n]) -> n x classes row-major. */
+static void s_store_logits(const nn_net_t *net, float *logits, int n)
+{
+    const float *z = s_logits(net)->y;
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < net->classes; k++)
+            logits[(size_t)i * net->classes + k] = z[(size_t)k * n + i];
+}
+
+float nn_net_forward(nn_net_t *net, const float *x, const int32_t *labels, int n,
+                     enum nn_bn_mode bn, float *logits, int *correct)
+{
+    if (s_check_pass(net, "nn_net_forward", x, labels, n))
+        return NAN;
+    struct nn_ctx ctx = {n, bn == NN_BN_EVAL, 0, 0, 1.0f, net->work, net->work_floats};
+    s_load_input(net, x, n);
+    s_forward(net, &ctx, -1);
+    if (logits)
+        s_store_logits(net, logits, n);
+    if (!labels)
+        return 0.0f;
+    return (float)nn_loss_forward(s_logits(net)->y, labels, net->classes, n, net->probs,
+                                  correct);
+}
+
+float nn_net_train_pass(nn_net_t *net, const float *x, const int32_t *labels, int n,
+                        enum nn_bn_mode bn, unsigned flags, float grad_scale, float *dx,
+                        int *correct)
+{
+    if (s_check_pass(net, "nn_net_train_pass", x, labels, n))
+        return NAN;
+    if (!labels || ((flags & NN_PASS_INPUT_GRAD) && !dx)) {
+        nn_report(3, "nn_net_train_pass: labels%s missing", labels ? "" : " and/or dx");
+        return NAN;
+    }
+    int param_grad = (flags & NN_PASS_PARAM_GRAD) != 0;
+    int input_grad = (flags & NN_PASS_INPUT_GRAD) != 0;
+    struct nn_ctx ctx = {n,          bn == NN_BN_EVAL, (flags & NN_PASS_UPDATE_STATS) != 0,
+                         param_grad, grad_scale,       net->work,
+                         net->work_floats};
+    s_load_input(net, x, n);
+    for (int i = 0; i < net->n_layers; i++)
+        net->layers[i]->in_block = 0;
+    s_forward(net, &ctx, -1);
+    struct nn_node *z = s_logits(net);
+    double loss = nn_loss_forward(z->y, labels, net->classes, n, net->probs, correct);
+    if (!param_grad && !input_grad)
+        return (float)loss;
+    s_prepare_backward(net, n, 0, input_grad, 0);
+    nn_loss_backward(net->probs, labels, net->classes, n, z->dy);
+    for (int i = net->n_layers - 1; i >= 0; i--) {
+        struct nn_layer *l = net->layers[i];
+        if (!(param_grad && l->n_w) && !s_any_input_needs_dy(l))
+            continue;
+        l->ops->backward(l, &ctx);
+        net->stats.backward++;
+    }
+    if (input_grad)
+        s_store_input_grad(net, dx, n);
+    return (float)loss;
+}
+
+float nn_net_hvp(nn_net_t *net, const float *x, const int32_t *labels, int n, enum nn_bn_mode bn,
+                 int block_last_k, const float *v, float *hv)
+{
+    if (s_check_pass(net, "nn_net_hvp", x, labels, n))
+        return NAN;
+    if (!labels || !v || !hv || block_last_k < 0) {
+        nn_report(3, "nn_net_hvp: missing labels/v/hv or negative block size %d", block_last_k);
+        return NAN;
+    }
+    if (s_reserve_r(net) != NN_OK)
+        return NAN;
+    int k = block_last_k == 0 || block_last_k > net->n_play ? net->n_play : block_last_k;
+    int first = net->n_play - k;              /* first parameter layer of the block */
+    int start = net->play[first];             /* its execution index */
+    /* Bind the direction and result views; hv is zero outside the block and accumulates inside. */
+    memset(hv, 0, net->n_params * sizeof(float));
+    for (int i = 0; i < net->n_layers; i++) {
+        struct nn_layer *l = net->layers[i];
+        l->in_block = i >= start && l->n_w > 0;
+        size_t lo = (size_t)(l->w - net->params);
+        l->v = l->in_block ? (float *)v + lo : NULL;
+        l->hv = l->in_block ? hv + lo : NULL;
+    }
+    struct nn_ctx ctx = {n, bn == NN_BN_EVAL, 0, 0, 1.0f, net->work, net->work_floats};
+    s_load_input(net, x, n);
+    s_forward(net, &ctx, start);
+    struct nn_node *z = s_logits(net);
+    double loss = nn_loss_forward(z->y, labels, net->classes, n, net->probs, NULL);
+    s_prepare_backward(net, n, start, 0, 1);
+    nn_loss_backward(net->probs, labels, net->classes, n, z->dy);
+    if (z->r_active)
+        nn_loss_rbackward(net->probs, z->ry, net->classes, n, z->rdy);
+    else
+        memset(z->rdy, 0, (size_t)n * net->classes * sizeof(float));
+    /* Backward and R-backward interleaved per layer: both read the layer's dy/rdy while warm. */
+    for (int i = net->n_layers - 1; i >= start; i--) {
+        struct nn_layer *l = net->layers[i];
+        int need_in = s_any_input_needs_dy(l);
+        if (!need_in && !l->in_block)
+            continue;
+        if (need_in) {
+            l->ops->backward(l, &ctx);
+            net->stats.backward++;
+        }
+        l->ops->rbackward(l, &ctx);
+        net->stats.rbackward++;
+    }
+    for (int i = 0; i < net->n_layers; i++) {
+        net->layers[i]->in_block = 0;
+        net->layers[i]->v = net->layers[i]->hv = NULL;
+    }
+    return (float)loss;
+}

@@ -1,0 +1,93 @@
+/*
+ * nn_relu: rectified linear unit, elementwise on any shape (m = n*c*h*w elements).
+ *   forward    y = max(x, 0)
+ *   backward   dx += dy * [x > 0]
+ *   rforward   Ry = Rx * [x > 0]          (the second derivative is zero almost everywhere)
+ *   rbackward  Rdx += Rdy * [x > 0]
+ * The mask is read from the output (y > 0 exactly when x > 0), so nothing is stored.
+ */
+#include "nn_layer.h"
+
+#define NN_RELU_OMP_MIN 65536 /* elements below which a loop stays on one thread */
+
+struct nn_relu {
+    struct nn_layer base; /* common header; first */
+};
+
+static int s_setup(struct nn_layer *l, int max_batch)
+{
+    (void)max_batch;
+    if (l->n_in != 1)
+        return NN_ERR_SHAPE;
+    l->out->shape = l->in[0]->shape;
+    l->n_decl = 0;
+    return NN_OK;
+}
+
+static size_t s_len(const struct nn_layer *l, const struct nn_ctx *ctx)
+{
+    return (size_t)ctx->n * nn_shape_numel(&l->out->shape);
+}
+
+static void s_forward(struct nn_layer *l, const struct nn_ctx *ctx)
+{
+    size_t m = s_len(l, ctx);
+    const float *x = l->in[0]->y;
+    float *y = l->out->y;
+#pragma omp parallel for simd if (m > NN_RELU_OMP_MIN)
+    for (size_t i = 0; i < m; i++)
+        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+/* dst += src * [y > 0] */
+static void s_masked_add(float *dst, const float *src, const float *y, size_t m)
+{
+#pragma omp parallel for simd if (m > NN_RELU_OMP_MIN)
+    for (size_t i = 0; i < m; i++)
+        dst[i] += y[i] > 0.0f ? src[i] : 0.0f;
+}
+
+static void s_backward(struct nn_layer *l, const struct nn_ctx *ctx)
+{
+    if (l->in[0]->need_dy)
+        s_masked_add(l->in[0]->dy, l->out->dy, l->out->y, s_len(l, ctx));
+}
+
+static void s_rforward(struct nn_layer *l, const struct nn_ctx *ctx)
+{
+    size_t m = s_len(l, ctx);
+    const float *rx = l->in[0]->ry, *y = l->out->y;
+    float *ry = l->out->ry;
+#pragma omp parallel for simd if (m > NN_RELU_OMP_MIN)
+    for (size_t i = 0; i < m; i++)
+        ry[i] = y[i] > 0.0f ? rx[i] : 0.0f;
+}
+
+static void s_rbackward(struct nn_layer *l, const struct nn_ctx *ctx)
+{
+    if (l->in[0]->need_dy)
+        s_masked_add(l->in[0]->rdy, l->out->rdy, l->out->y, s_len(l, ctx));
+}
+
+static double s_flops(const struct nn_layer *l)
+{
+    return (double)nn_shape_numel(&l->out->shape);
+}
+
+static void s_destroy(struct nn_layer *l)
+{
+    (void)l;
+}
+
+static const struct nn_layer_ops s_ops = {
+    "relu", s_setup, s_forward, s_backward, s_rforward, s_rbackward, NULL, s_flops, s_destroy,
+};
+
+struct nn_layer *nn_relu_new(void)
+{
+    struct nn_relu *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->base.ops = &s_ops;
+    return &s->base;
+}

@@ -1,0 +1,294 @@
+/*
+ * test_nn_zoo: the models of models.md: parameter counts for 1x28x28 inputs and 10 classes, tensor
+ * names, shapes and state_dict order (derived here from models.md's text), flat offsets, and for
+ * every model at a small size: gradients and input gradients against central finite differences,
+ * HVPs against finite differences of gradients and the Hessian's symmetry, with BatchNorm in eval
+ * and in train mode, and block HVPs against the full HVP.
+ */
+#include "eb_test.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "nn_net.h"
+#include "nn_net_check.h"
+
+#define MAX_TENSORS 256
+#define TOL_GRAD 1e-2 /* FD rounding ~1e-3 at these sizes; a wrong term gives >= 1e-1 */
+#define TOL_HVP 5e-3
+#define TOL_SYM 1e-4
+
+/* Expected state_dict: name and shape per tensor. */
+struct expect {
+    int n;
+    char name[MAX_TENSORS][96];
+    int ndim[MAX_TENSORS];
+    int shape[MAX_TENSORS][4];
+};
+
+static void s_push(struct expect *e, const char *name, int ndim, int d0, int d1, int d2, int d3)
+{
+    assert_true(e->n < MAX_TENSORS);
+    snprintf(e->name[e->n], sizeof e->name[0], "%s", name);
+    e->ndim[e->n] = ndim;
+    int d[4] = {d0, d1, d2, d3};
+    memcpy(e->shape[e->n], d, sizeof d);
+    e->n++;
+}
+
+static void s_conv(struct expect *e, const char *name, int o, int i, int k)
+{
+    char t[96];
+    snprintf(t, sizeof t, "%s.weight", name);
+    s_push(e, t, 4, o, i, k, k);
+}
+
+static void s_linear(struct expect *e, const char *name, int o, int i)
+{
+    char t[96];
+    snprintf(t, sizeof t, "%s.weight", name);
+    s_push(e, t, 2, o, i, 0, 0);
+    snprintf(t, sizeof t, "%s.bias", name);
+    s_push(e, t, 1, o, 0, 0, 0);
+}
+
+static void s_bn(struct expect *e, const char *name, int c)
+{
+    static const char *const sfx[] = {"weight", "bias", "running_mean", "running_var"};
+    char t[96];
+    for (int i = 0; i < 4; i++) {
+        snprintf(t, sizeof t, "%s.%s", name, sfx[i]);
+        s_push(e, t, 1, c, 0, 0, 0);
+    }
+}
+
+/* models.md, written out for input c x h x w and nc classes. */
+static void s_expect(struct expect *e, const char *model, int c, int h, int w, int nc)
+{
+    e->n = 0;
+    if (!strcmp(model, "mlp")) {
+        s_linear(e, "f1", 512, c * h * w);
+        s_linear(e, "f2", 256, 512);
+        s_linear(e, "f3", nc, 256);
+    } else if (!strcmp(model, "cnn")) {
+        s_conv(e, "c1", 32, c, 3);
+        s_bn(e, "b1", 32);
+        s_conv(e, "c2", 64, 32, 3);
+        s_bn(e, "b2", 64);
+        s_linear(e, "f1", 128, 64 * (h / 4) * (w / 4));
+        s_linear(e, "f2", nc, 128);
+    } else {
+        static const int w20[] = {16, 32, 64}, w18[] = {64, 128, 256, 512};
+        int r20 = !strcmp(model, "resnet20");
+        const int *wd = r20 ? w20 : w18;
+        int stages = r20 ? 3 : 4, blocks = r20 ? 3 : 2, j = 0, in = wd[0];
+        s_conv(e, "stem", wd[0], c, 3);
+        s_bn(e, "bn", wd[0]);
+        for (int s = 0; s < stages; s++)
+            for (int b = 0; b < blocks; b++, j++) {
+                char p[80];
+                int stride = s > 0 && b == 0 ? 2 : 1, o = wd[s];
+                snprintf(p, sizeof p, "layers.%d.c1", j);
+                s_conv(e, p, o, in, 3);
+                snprintf(p, sizeof p, "layers.%d.b1", j);
+                s_bn(e, p, o);
+                snprintf(p, sizeof p, "layers.%d.c2", j);
+                s_conv(e, p, o, o, 3);
+                snprintf(p, sizeof p, "layers.%d.b2", j);
+                s_bn(e, p, o);
+                if (stride != 1 || in != o) {
+                    snprintf(p, sizeof p, "layers.%d.sc.0", j);
+                    s_conv(e, p, o, in, 1);
+                    snprintf(p, sizeof p, "layers.%d.sc.1", j);
+                    s_bn(e, p, o);
+                }
+                in = o;
+            }
+        s_linear(e, "fc", nc, in);
+    }
+}
+
+static void s_check_tensors(const char *model, int c, int h, int w, int nc)
+{
+    int err = -1;
+    nn_net_t *net = nn_zoo_new(model, c, h, w, nc, 2, &err);
+    assert_non_null(net);
+    assert_int_equal(err, NN_OK);
+    static struct expect e;
+    s_expect(&e, model, c, h, w, nc);
+    assert_int_equal(nn_net_tensor_count(net), e.n);
+    size_t p_off = 0, b_off = 0;
+    for (int i = 0; i < e.n; i++) {
+        const struct nn_tensor_info *t = nn_net_tensor(net, i);
+        if (strcmp(t->name, e.name[i]))
+            fail_msg("%s tensor %d: got %s, expected %s", model, i, t->name, e.name[i]);
+        assert_int_equal(t->ndim, e.ndim[i]);
+        size_t numel = 1;
+        for (int d = 0; d < t->ndim; d++) {
+            assert_int_equal(t->shape[d], e.shape[i][d]);
+            numel *= (size_t)t->shape[d];
+        }
+        assert_int_equal(t->numel, numel);
+        int is_buf = strstr(t->name, "running_") != NULL;
+        assert_int_equal(t->kind, is_buf ? NN_TENSOR_BUFFER : NN_TENSOR_PARAM);
+        assert_int_equal(t->offset, is_buf ? b_off : p_off);
+        *(is_buf ? &b_off : &p_off) += numel;
+        assert_ptr_equal(nn_net_tensor_find(net, t->name), t);
+    }
+    assert_int_equal(nn_net_param_count(net), p_off);
+    assert_int_equal(nn_net_buffer_count(net), b_off);
+    assert_null(nn_net_tensor_find(net, "b1.num_batches_tracked"));
+    nn_net_destroy(&net);
+}
+
+static void test_param_counts(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *model;
+        size_t params;
+        int layers;
+    } want[] = {{"mlp", 535818, 3}, {"cnn", 421738, 6}, {"resnet20", 272186, 43},
+                {"resnet18", 11172810, 41}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        int err = -1;
+        nn_net_t *net = nn_zoo_new(want[i].model, 1, 28, 28, 10, 1, &err);
+        if (!net)
+            fail_msg("cannot build %s: %s", want[i].model, nn_strerror(err));
+        assert_int_equal(nn_net_param_count(net), want[i].params);
+        assert_int_equal(nn_net_param_layers(net), want[i].layers);
+        assert_int_equal(nn_net_param_layer_offset(net, want[i].layers), want[i].params);
+        assert_int_equal(nn_net_classes(net), 10);
+        nn_net_destroy(&net);
+    }
+}
+
+static void test_tensor_names_and_shapes(void **state)
+{
+    (void)state;
+    for (const char *const *m = nn_zoo_models(); *m; m++) {
+        s_check_tensors(*m, 1, 28, 28, 10);
+        s_check_tensors(*m, 3, 32, 32, 7);
+    }
+}
+
+static void test_bad_models_rejected(void **state)
+{
+    (void)state;
+    int err = 0;
+    assert_null(nn_zoo_new("vgg", 1, 28, 28, 10, 8, &err));
+    assert_int_equal(err, NN_ERR_ARG);
+    assert_null(nn_zoo_new("cnn", 1, 30, 30, 10, 8, &err));
+    assert_int_equal(err, NN_ERR_SHAPE);
+    assert_null(nn_zoo_new("mlp", 1, 28, 28, 0, 8, &err));
+    assert_int_equal(err, NN_ERR_ARG);
+    assert_null(nn_zoo_new("mlp", 1, 28, 28, 10, 0, &err));
+}
+
+/* PyTorch's default init: Linear weights and biases U(-1/sqrt(in), 1/sqrt(in)); BN 1, 0, 0, 1. */
+static void test_default_init(void **state)
+{
+    (void)state;
+    nn_net_t *net = nn_zoo_new("mlp", 1, 28, 28, 10, 1, NULL);
+    assert_non_null(net);
+    const struct nn_tensor_info *t = nn_net_tensor_find(net, "f2.weight");
+    const float *w = nn_net_params(net) + t->offset;
+    float bound = 1.0f / sqrtf(512.0f), maxabs = 0;
+    double mean = 0;
+    for (size_t i = 0; i < t->numel; i++) {
+        maxabs = fmaxf(maxabs, fabsf(w[i]));
+        mean += w[i];
+    }
+    assert_true(maxabs <= bound && maxabs > 0.99f * bound);
+    assert_true(fabs(mean / t->numel) < 0.01 * bound);
+    float first = w[0];
+    nn_net_init(net, 0);
+    assert_true(w[0] == first); /* seeded */
+    nn_net_init(net, 1);
+    assert_true(w[0] != first);
+    nn_net_destroy(&net);
+}
+
+static int s_sanitized(void)
+{
+    const char *s = getenv("EB_SANITIZED");
+    return s && *s && strcmp(s, "0");
+}
+
+/* All derivative checks of one model at a small size. */
+static void s_check_model(const char *model, int c, int h, int w, int per_layer)
+{
+    const int n = 3;
+    nn_net_t *net = nn_zoo_new(model, c, h, w, 5, n, NULL);
+    assert_non_null(net);
+    nn_net_check_perturb(net, 17, 0.05f);
+    float *x;
+    int32_t *labels;
+    nn_net_check_data(net, n, 23, &x, &labels);
+    int k_block = nn_net_param_layers(net) > 3 ? 3 : 1;
+    for (int mode = NN_BN_TRAIN; mode <= NN_BN_EVAL; mode++) {
+        enum nn_bn_mode bn = (enum nn_bn_mode)mode;
+        const char *ms = bn == NN_BN_EVAL ? "eval" : "train";
+        double e = nn_net_check_param_grad(net, x, labels, n, bn, 1e-3, per_layer);
+        print_message("%s bn=%s: param grad %.2e\n", model, ms, e);
+        assert_true(e < TOL_GRAD);
+        e = nn_net_check_input_grad(net, x, labels, n, bn, 3e-3, 24);
+        print_message("%s bn=%s: input grad %.2e\n", model, ms, e);
+        assert_true(e < TOL_GRAD);
+        e = nn_net_check_hvp(net, x, labels, n, bn, 0, 1e-2);
+        print_message("%s bn=%s: hvp %.2e\n", model, ms, e);
+        assert_true(e < TOL_HVP);
+        e = nn_net_check_hvp(net, x, labels, n, bn, k_block, 1e-2);
+        print_message("%s bn=%s: block(%d) hvp %.2e\n", model, ms, k_block, e);
+        assert_true(e < TOL_HVP);
+        e = nn_net_check_hvp_symmetry(net, x, labels, n, bn);
+        print_message("%s bn=%s: symmetry %.2e\n", model, ms, e);
+        assert_true(e < TOL_SYM);
+        e = nn_net_check_block(net, x, labels, n, bn, k_block);
+        print_message("%s bn=%s: block vs full %.2e\n", model, ms, e);
+        assert_true(e < 1e-4);
+    }
+    free(x);
+    free(labels);
+    nn_net_destroy(&net);
+}
+
+static void test_mlp_derivatives(void **state)
+{
+    (void)state;
+    s_check_model("mlp", 1, 8, 8, s_sanitized() ? 4 : 12);
+}
+
+static void test_cnn_derivatives(void **state)
+{
+    (void)state;
+    s_check_model("cnn", 2, 8, 8, s_sanitized() ? 4 : 12);
+}
+
+static void test_resnet20_derivatives(void **state)
+{
+    (void)state;
+    s_check_model("resnet20", 2, 8, 8, s_sanitized() ? 2 : 6);
+}
+
+static void test_resnet18_derivatives(void **state)
+{
+    (void)state;
+    s_check_model("resnet18", 1, 4, 4, s_sanitized() ? 1 : 3);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_param_counts),
+        cmocka_unit_test(test_tensor_names_and_shapes),
+        cmocka_unit_test(test_bad_models_rejected),
+        cmocka_unit_test(test_default_init),
+        cmocka_unit_test(test_mlp_derivatives),
+        cmocka_unit_test(test_cnn_derivatives),
+        cmocka_unit_test(test_resnet20_derivatives),
+        cmocka_unit_test(test_resnet18_derivatives),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -26,6 +26,7 @@
 #include "server_cluster.h"
 #include "server_fixsched.h"
 #include "server_shard.h"
+#include "worker_nn.h"
 
 #define S_DEFAULT_FLOATS 11200000L /* resnet18-sized */
 #define S_DEFAULT_ROUNDS 10
@@ -161,6 +162,238 @@ static double s_raw_tcp(size_t bytes, long rounds)
     return r.rc == 0 ? secs : -1;
 }
 
+/* ---- training throughput: W workers + S shards vs one worker without servers ------------- */
+
+#define S_POOL 512           /* distinct random samples, reused cyclically */
+#define S_TRAIN_LR 0.01f     /* SGD settings (their values do not matter for the timing) */
+#define S_TRAIN_MOMENTUM 0.9f
+#define S_TRAIN_WD 5e-4f
+
+/* A pool of random samples standing in for the loader (identical cost in both runs). */
+struct s_pool {
+    float *x;          /* S_POOL samples */
+    int32_t *y;        /* S_POOL labels */
+    size_t len;        /* floats per sample */
+};
+
+static int s_pool_read(void *user, uint64_t epoch, uint64_t first, uint32_t n, float *x,
+                       int32_t *y)
+{
+    (void)epoch;
+    const struct s_pool *p = user;
+    for (uint32_t k = 0; k < n; k++) {
+        size_t i = (size_t)((first + k) % S_POOL);
+        memcpy(x + k * p->len, p->x + i * p->len, p->len * sizeof(float));
+        y[k] = p->y[i];
+    }
+    return 0;
+}
+
+/* A worker thread's NN compute, timed: t[step] = when its compute of `step` began. */
+struct s_timed {
+    struct worker_compute inner; /* worker_nn */
+    double *t;                   /* steps + 1 stamps */
+    uint64_t steps;              /* total steps */
+    int threads;                 /* math threads of this worker thread */
+};
+
+static int s_timed_compute(void *user, const struct worker_step *st, const float *params,
+                           float *grads, float *buffers, uint32_t *samples, float *loss)
+{
+    struct s_timed *tm = user;
+    if (st->step == 0)
+        nn_set_threads(tm->threads);
+    if (st->step <= tm->steps)
+        tm->t[st->step] = s_now();
+    return tm->inner.compute(tm->inner.user, st, params, grads, buffers, samples, loss);
+}
+
+static int s_timed_init(void *user, float *params, float *buffers)
+{
+    struct s_timed *tm = user;
+    return tm->inner.init(tm->inner.user, params, buffers);
+}
+
+static void s_timed_finish(void *user, uint64_t steps, const float *params, const float *buffers)
+{
+    struct s_timed *tm = user;
+    if (steps <= tm->steps)
+        tm->t[steps] = s_now();
+    (void)params;
+    (void)buffers;
+}
+
+struct s_train_opts {
+    const char *model;     /* zoo model */
+    int c, h, w, classes;  /* input shape and classes */
+    long batch, micro;     /* global batch, micro-batch */
+    long steps;            /* timed steps (one warm-up step more) */
+    long workers, shards;  /* cluster shape */
+    long threads;          /* math threads per worker (the single worker gets workers x this) */
+    const char *transport; /* transport of the cluster */
+    const char *where;     /* its address */
+    long repeat;           /* best of */
+};
+
+/* One worker, no server: the same micro-batches and SGD, `threads` math threads. Returns the
+ * seconds of `steps` steps after one warm-up step, or < 0. */
+static double s_train_single(const struct s_train_opts *o, struct s_pool *pool, int threads)
+{
+    nn_set_threads(threads);
+    nn_net_t *net = nn_zoo_new(o->model, o->c, o->h, o->w, o->classes, (int)o->micro, NULL);
+    if (!net)
+        return -1;
+    size_t np = nn_net_param_count(net);
+    float *mom = nn_alloc(np * sizeof(float));
+    float *x = nn_alloc((size_t)o->micro * pool->len * sizeof(float));
+    int32_t *y = nn_alloc((size_t)o->micro * sizeof(int32_t));
+    double t0 = 0, secs = -1;
+    if (mom && x && y) {
+        memset(mom, 0, np * sizeof(float));
+        for (long t = 0; t <= o->steps; t++) {
+            if (t == 1)
+                t0 = s_now();
+            nn_net_zero_grad(net);
+            for (long k = 0; k < o->batch; k += o->micro) {
+                long n = o->batch - k < o->micro ? o->batch - k : o->micro;
+                s_pool_read(pool, 0, (uint64_t)(t * o->batch + k), (uint32_t)n, x, y);
+                nn_net_train_pass(net, x, y, (int)n, NN_BN_TRAIN,
+                                  NN_PASS_PARAM_GRAD | NN_PASS_UPDATE_STATS,
+                                  (float)n / (float)o->batch, NULL, NULL);
+            }
+            nn_sgd_step(nn_net_params(net), mom, nn_net_grads(net), np, S_TRAIN_LR,
+                        S_TRAIN_MOMENTUM, S_TRAIN_WD);
+        }
+        secs = s_now() - t0;
+    }
+    nn_free(mom);
+    nn_free(x);
+    nn_free(y);
+    nn_net_destroy(&net);
+    return secs;
+}
+
+/* W workers and S shards as threads: seconds of `steps` steps after one warm-up step, or < 0. */
+static double s_train_cluster(const struct s_train_opts *o, struct s_pool *pool)
+{
+    int W = (int)o->workers;
+    double secs = -1;
+    nn_net_t *nets[S_MAX_WORKERS] = {0};
+    worker_nn_t *nns[S_MAX_WORKERS] = {0};
+    struct s_timed tms[S_MAX_WORKERS];
+    struct worker_compute cbs[S_MAX_WORKERS];
+    double *stamps = calloc((size_t)W * (size_t)(o->steps + 2), sizeof(double));
+    struct worker_nn_source src = {pool, s_pool_read};
+    struct worker_nn_cfg ncfg = {.micro_batch = (int)o->micro, .init_seed = 1};
+    struct server_fixsched_cfg fc = {.batch = (uint32_t)o->batch, .lr = S_TRAIN_LR,
+                                     .n_samples = 1u << 30, .steps = (uint64_t)o->steps + 1};
+    struct server_coord_sched sched = {0};
+    int ok = stamps && !server_fixsched_new(&fc, &sched);
+    for (int i = 0; ok && i < W; i++) {
+        nets[i] = nn_zoo_new(o->model, o->c, o->h, o->w, o->classes, (int)o->micro, NULL);
+        nns[i] = nets[i] ? worker_nn_new(nets[i], &src, &ncfg, NULL) : NULL;
+        ok = nns[i] != NULL;
+        if (ok) {
+            tms[i] = (struct s_timed){worker_nn_compute(nns[i]), stamps + i * (o->steps + 2),
+                                      (uint64_t)o->steps + 1, (int)o->threads};
+            cbs[i] = (struct worker_compute){.user = &tms[i], .init = s_timed_init,
+                                             .compute = s_timed_compute,
+                                             .finish = s_timed_finish};
+        }
+    }
+    if (ok) {
+        struct server_cluster_cfg cc = {
+            .n_shards = (int)o->shards, .n_workers = W, .transport = o->transport,
+            .where = o->where, .n_params = nn_net_param_count(nets[0]),
+            .n_buffers = nn_net_buffer_count(nets[0]), .momentum = S_TRAIN_MOMENTUM,
+            .weight_decay = S_TRAIN_WD, .sched = &sched, .compute = cbs,
+            .checksum = RT_WIRE_CK_FLETCHER64,
+        };
+        nn_set_threads((int)o->threads);
+        if (server_cluster_run(&cc, NULL, NULL, NULL) == RT_OK) {
+            /* from the first worker starting step 1 to the last one holding the final weights */
+            double start = 0, end = 0;
+            for (int i = 0; i < W; i++) {
+                double *t = tms[i].t;
+                if (i == 0 || t[1] < start)
+                    start = t[1];
+                if (t[o->steps + 1] > end)
+                    end = t[o->steps + 1];
+            }
+            secs = end - start;
+        } else {
+            fprintf(stderr, "eigenbatch bench ps: %s\n", rt_err_msg());
+        }
+    }
+    for (int i = 0; i < W; i++) {
+        worker_nn_destroy(&nns[i]);
+        nn_net_destroy(&nets[i]);
+    }
+    server_fixsched_destroy(&sched);
+    free(stamps);
+    return secs;
+}
+
+static int s_bench_train_ps(const struct s_train_opts *o)
+{
+    struct s_pool pool = {0};
+    pool.len = (size_t)o->c * (size_t)o->h * (size_t)o->w;
+    pool.x = nn_alloc(S_POOL * pool.len * sizeof(float));
+    pool.y = nn_alloc(S_POOL * sizeof(int32_t));
+    if (!pool.x || !pool.y) {
+        fprintf(stderr, "eigenbatch bench ps: out of memory\n");
+        nn_free(pool.x);
+        nn_free(pool.y);
+        return 1;
+    }
+    struct nn_rng rng;
+    nn_rng_seed(&rng, 7);
+    for (size_t i = 0; i < S_POOL * pool.len; i++)
+        pool.x[i] = nn_rng_uniform(&rng);
+    for (size_t i = 0; i < S_POOL; i++)
+        pool.y[i] = (int32_t)(nn_rng_next(&rng) % (uint64_t)o->classes);
+    double single = -1, cluster = -1;
+    int all_threads = (int)(o->workers * o->threads);
+    for (long r = 0; r < o->repeat; r++) {
+        double a = s_train_single(o, &pool, all_threads);
+        double b = s_train_cluster(o, &pool);
+        if (a > 0 && (single < 0 || a < single))
+            single = a;
+        if (b > 0 && (cluster < 0 || b < cluster))
+            cluster = b;
+    }
+    nn_free(pool.x);
+    nn_free(pool.y);
+    if (single <= 0 || cluster <= 0) {
+        fprintf(stderr, "eigenbatch bench ps: training run failed\n");
+        return 1;
+    }
+    double img = (double)o->batch * (double)o->steps;
+    double ips_single = img / single, ips_cluster = img / cluster;
+    double overhead = 1.0 - ips_cluster / ips_single;
+    printf("%s batch %ld (micro-batch %ld): one worker, no server, %d threads: %.1f images/s\n",
+           o->model, o->batch, o->micro, all_threads, ips_single);
+    printf("%s batch %ld: %ld workers x %ld threads + %ld shards over %s: %.1f images/s "
+           "(overhead %.1f%%)\n", o->model, o->batch, o->workers, o->threads, o->shards,
+           o->transport, ips_cluster, 100.0 * overhead);
+    json_t *j = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f}",
+                          "bench", "ps-train", "model", o->model, "transport", o->transport,
+                          "batch", (json_int_t)o->batch, "micro_batch", (json_int_t)o->micro,
+                          "workers", (json_int_t)o->workers, "shards", (json_int_t)o->shards,
+                          "threads_per_worker", (json_int_t)o->threads, "steps",
+                          (json_int_t)o->steps, "images_per_s", ips_cluster,
+                          "single_images_per_s", ips_single, "overhead", overhead);
+    char *line = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    if (!line) {
+        json_decref(j);
+        return 1;
+    }
+    printf("%s\n", line);
+    free(line);
+    json_decref(j);
+    return 0;
+}
+
 /* ---- command ------------------------------------------------------------------------------ */
 
 static void s_usage(FILE *f)
@@ -170,12 +403,19 @@ static void s_usage(FILE *f)
             "                           [--transport tcp|ipc|inproc] [--rounds R] [--chunk FLOATS]\n"
             "                           [--checksum none|crc32|fletcher64] [--io-threads N]\n"
             "                           [--repeat K] [--no-baseline]\n"
+            "       eigenbatch bench ps --model M [--input CxHxW] [--classes N] [--batch B]\n"
+            "                           [--micro-batch m] [--steps K] [--workers W] [--shards S]\n"
+            "                           [--threads T] [--transport tcp|inproc] [--repeat K]\n"
             "Times push+pull rounds of W workers and S shards (threads, one process) for a model\n"
             "of N floats (default %ld, resnet18-sized), and a raw TCP loopback exchange of the\n"
             "same bytes with preallocated buffers. The last line is a JSON object with\n"
             "gbytes_per_s (model bytes pushed plus pulled per second, all workers),\n"
             "raw_tcp_gbytes_per_s and ratio. Both are measured K times (default 3), interleaved,\n"
-            "and the best of each is reported (the machine may be shared).\n",
+            "and the best of each is reported (the machine may be shared).\n"
+            "With --model: training throughput (images/s) of W workers (T math threads each) and\n"
+            "S shards in this process against one worker with W x T threads and no server, the\n"
+            "same micro-batches and SGD on random data; the JSON has images_per_s,\n"
+            "single_images_per_s and overhead.\n",
             S_DEFAULT_FLOATS);
 }
 
@@ -183,6 +423,8 @@ int eb_bench_ps(int argc, char **argv)
 {
     long floats = S_DEFAULT_FLOATS, shards = 1, workers = 1, rounds = S_DEFAULT_ROUNDS;
     long chunk = 0, io_threads = 1, repeat = 3;
+    long batch = 256, micro = 128, steps = 10, threads = 1, classes = 10;
+    const char *model = NULL, *input = "1x28x28";
     const char *transport = "tcp";
     const char *ck_name = "fletcher64";
     enum rt_wire_checksum ck = RT_WIRE_CK_FLETCHER64;
@@ -217,6 +459,25 @@ int eb_bench_ps(int argc, char **argv)
                 return 2;
         } else if (!strcmp(o, "--chunk")) {
             if (eb_cli_int(cmd, o, v, &chunk))
+                return 2;
+        } else if (!strcmp(o, "--model")) {
+            model = v;
+        } else if (!strcmp(o, "--input")) {
+            input = v;
+        } else if (!strcmp(o, "--batch")) {
+            if (eb_cli_int(cmd, o, v, &batch))
+                return 2;
+        } else if (!strcmp(o, "--micro-batch")) {
+            if (eb_cli_int(cmd, o, v, &micro))
+                return 2;
+        } else if (!strcmp(o, "--steps")) {
+            if (eb_cli_int(cmd, o, v, &steps))
+                return 2;
+        } else if (!strcmp(o, "--threads")) {
+            if (eb_cli_int(cmd, o, v, &threads))
+                return 2;
+        } else if (!strcmp(o, "--classes")) {
+            if (eb_cli_int(cmd, o, v, &classes))
                 return 2;
         } else if (!strcmp(o, "--repeat")) {
             if (eb_cli_int(cmd, o, v, &repeat))
@@ -258,6 +519,23 @@ int eb_bench_ps(int argc, char **argv)
     }
     if (!getenv("EB_LOG"))
         rt_log_set_level(RT_LOG_WARN);
+    if (model) {
+        struct s_train_opts to = {.model = model, .classes = (int)classes, .batch = batch,
+                                  .micro = micro, .steps = steps, .workers = workers,
+                                  .shards = shards, .threads = threads, .transport = transport,
+                                  .where = "127.0.0.1", .repeat = repeat};
+        if (sscanf(input, "%dx%dx%d", &to.c, &to.h, &to.w) != 3 || to.c < 1 || to.h < 1 ||
+            to.w < 1 || batch < 1 || micro < 1 || steps < 1 || threads < 1 || classes < 2 ||
+            !strcmp(transport, "ipc")) {
+            fprintf(stderr, "eigenbatch %s: training mode needs --input CxHxW, positive --batch, "
+                            "--micro-batch, --steps, --threads, --classes >= 2, and tcp or "
+                            "inproc\n", cmd);
+            return 2;
+        }
+        if (!strcmp(transport, "inproc"))
+            to.where = "bench-ps-train";
+        return s_bench_train_ps(&to);
+    }
 
     int status = 1;
     char ipc_dir[] = "/tmp/eb-bench-XXXXXX";

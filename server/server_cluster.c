@@ -59,6 +59,7 @@ int server_cluster_run(const struct server_cluster_cfg *cfg, float *final_params
                        float *final_buffers, struct worker_stats *stats)
 {
     int S = cfg->n_shards, W = cfg->n_workers, rc = RT_OK;
+    rt_sock_tune_malloc();
     if (S < 1 || W < 1 || !cfg->compute || !cfg->sched || !cfg->transport || !cfg->where)
         return rt_err_set(RT_ERR_ARG, "cluster: %d shards, %d workers", S, W);
     atomic_int stop;

@@ -69,6 +69,9 @@ struct server_shard {
     struct s_pull pend[S_MAX_PENDING]; /* pulls for a future version */
     int n_pend;                   /* entries in pend */
     struct rt_sock_zc zc;         /* zero-copy frames of weights in flight */
+    uint64_t *wck;                /* checksum of each weights chunk of version wck_version */
+    uint64_t bck;                 /* checksum of the buffer slice of that version */
+    uint64_t wck_version;         /* version the checksums belong to; UINT64_MAX: none */
     struct rt_sock_parts parts;   /* receive frames, reused */
     server_coord_t *coord;        /* shard 0: coordinator, else NULL */
     struct rt_wire_limits lim;    /* decode limits */
@@ -154,6 +157,21 @@ static int s_send_weights(server_shard_t *s, const uint8_t *route, size_t rlen)
         }
         if (!r.has_params && !r.has_buffers)
             break;
+        /* every worker pulls the same chunks: checksum each once per version */
+        uint64_t ci = done / chunk;
+        if (s->wck_version != s->version) {
+            rt_wire_seal(&r, s->w + done, s->bw);
+            if (r.has_params)
+                s->wck[ci] = r.params.checksum;
+            if (r.has_buffers)
+                s->bck = r.buffers.checksum;
+            if (done + k >= s->p_cnt)
+                s->wck_version = s->version;
+        } else {
+            r.params.checksum = r.has_params ? s->wck[ci] : 0;
+            r.buffers.checksum = r.has_buffers ? s->bck : 0;
+        }
+        r.sealed = 1;
         int rc = rt_sock_send(s->sock, route, rlen, &r, s->w + done, s->bw, &s->zc);
         if (rc)
             return rc;
@@ -688,7 +706,9 @@ int server_shard_new(const struct server_shard_cfg *cfg, server_shard_t **out)
     s->bw = nn_alloc((s->b_cnt + 1) * sizeof(float));
     s->bacc = nn_alloc((s->b_cnt + 1) * sizeof(float));
     s->workers = calloc((size_t)cfg->n_workers, sizeof *s->workers);
-    if (!s->w || !s->mom || !s->acc || !s->bw || !s->bacc || !s->workers) {
+    s->wck = calloc((size_t)(s->p_cnt / s->cfg.chunk_floats + 1), sizeof *s->wck);
+    s->wck_version = UINT64_MAX;
+    if (!s->w || !s->mom || !s->acc || !s->bw || !s->bacc || !s->workers || !s->wck) {
         rt_err_set(RT_ERR_NOMEM, "shard %d: %llu floats", cfg->shard,
                    (unsigned long long)s->p_cnt);
         goto out_destroy;
@@ -836,6 +856,7 @@ void server_shard_destroy(server_shard_t **self_p)
     nn_free(s->acc);
     nn_free(s->bacc);
     free(s->workers);
+    free(s->wck);
     free(s);
     *self_p = NULL;
 }

@@ -264,6 +264,7 @@ int eb_cmd_server(int argc, char **argv)
     }
     if (!rc) {
         s_trap_signals();
+        rt_sock_tune_malloc();
         rc = server_shard_run(s, &s_stop);
     }
     if (rc)
@@ -372,6 +373,7 @@ int eb_cmd_worker(int argc, char **argv)
         .checksum = ck, .timeout_ms = (int)o.timeout_ms, .stop = &s_stop,
     };
     s_trap_signals();
+    rt_sock_tune_malloc();
     struct worker_stats st;
     rc = worker_run(&wc, &cb, &st);
     if (!rc && fin.rc)

@@ -4,20 +4,32 @@
 #include "rt_sock.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include <time.h>
 
 #include "rt_err.h"
 
 #define S_HWM 100000          /* messages queued per peer before ZeroMQ blocks or drops */
 #define S_BUF_BYTES (4 << 20) /* kernel socket buffers for tcp/ipc */
+#define S_MMAP_THRESHOLD (32 << 20) /* glibc's largest: frames below it come from the heap */
+#define S_TRIM_THRESHOLD (1L << 30) /* keep freed frame memory for the next frames */
 
 #define S_ZMQ_CHECK(expr, what)                                                                    \
     do {                                                                                           \
         if ((expr) != 0)                                                                           \
             return rt_err_set(RT_ERR_ZMQ, "%s: %s: %s", what, #expr, zmq_strerror(zmq_errno()));  \
     } while (0)
+
+void rt_sock_tune_malloc(void)
+{
+    if (getenv("EB_NO_MALLOC_TUNING"))
+        return;
+    mallopt(M_MMAP_THRESHOLD, S_MMAP_THRESHOLD);
+    mallopt(M_TRIM_THRESHOLD, S_TRIM_THRESHOLD);
+}
 
 void *rt_sock_ctx_new(int io_threads)
 {
@@ -236,7 +248,7 @@ int rt_sock_send(void *sock, const void *route, size_t route_len, struct rt_wire
 {
     uint8_t hdr[RT_WIRE_MAX_HEADER];
     size_t hlen = 0;
-    if (m->checksum != RT_WIRE_CK_NONE)
+    if (m->checksum != RT_WIRE_CK_NONE && !m->sealed)
         rt_wire_seal(m, params, buffers);
     int rc = rt_wire_encode(m, hdr, sizeof hdr, &hlen);
     if (rc)

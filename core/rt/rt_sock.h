@@ -34,6 +34,12 @@ struct rt_sock_parts {
     int total;                        /* frames the message had (> n when it had too many) */
 };
 
+/* Process-wide malloc tuning for the roles: ZeroMQ allocates every received frame; with glibc's
+ * defaults, megabyte frames are mmapped or trimmed away and every step pays page faults on them.
+ * Raises the mmap and trim thresholds so that freed frames are reused. EB_NO_MALLOC_TUNING in the
+ * environment turns it off. Call once at start-up, before the roles run. */
+void rt_sock_tune_malloc(void);
+
 /* New ZeroMQ context with `io_threads` I/O threads (>= 1). Returns NULL on failure (detail set).
  * Caller owns it; free with rt_sock_ctx_destroy. */
 void *rt_sock_ctx_new(int io_threads);
@@ -82,8 +88,8 @@ static inline size_t rt_sock_part_size(struct rt_sock_parts *p, int i)
 }
 
 /* Send one protocol message: [route] header [params] [buffers]. route (may be NULL) is the ROUTER
- * routing id of the peer. The header is encoded and, when m->checksum is set, the payload checksums
- * are computed here. Payloads of at least RT_SOCK_ZC_MIN_BYTES go zero-copy when zc != NULL (they
+ * routing id of the peer. The header is encoded and, when m->checksum is set and m->sealed is not,
+ * the payload checksums are computed here. Payloads of at least RT_SOCK_ZC_MIN_BYTES go zero-copy when zc != NULL (they
  * must stay valid until zc->in_flight drops back); others are copied. Returns 0 or RT_ERR_ZMQ /
  * RT_ERR_TOOBIG. */
 int rt_sock_send(void *sock, const void *route, size_t route_len, struct rt_wire_msg *m,

@@ -93,6 +93,7 @@ struct rt_wire_msg {
     char text[RT_WIRE_TEXT_MAX];  /* ERROR */
     struct rt_wire_span params_range;  /* ACK: the shard's parameter range */
     struct rt_wire_span buffers_range; /* ACK: the shard's buffer range */
+    int sealed;                   /* local, not encoded: payload checksums already filled */
 };
 
 /* Limits a receiver applies. */

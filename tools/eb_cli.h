@@ -25,6 +25,10 @@ int eb_cli_double(const char *cmd, const char *opt, const char *val, double *out
 
 /* Sub-command entry points (tools/cmd_*.c and the role folders). */
 int eb_cmd_bench(int argc, char **argv); /* tools/cmd_bench.c */
+int eb_cmd_convert(int argc, char **argv); /* tools/cmd_convert.c */
+int eb_cmd_dbinfo(int argc, char **argv);  /* tools/cmd_dbinfo.c */
+/* `eigenbatch bench loader ARGS` (dispatched by `bench`; argv[0] is "loader"). */
+int eb_bench_loader(int argc, char **argv); /* tools/cmd_bench_loader.c */
 
 /* `eigenbatch bench ps`: push+pull bandwidth of the parameter-server transport (cmd_bench_ps.c);
  * argv[0] is "ps". */

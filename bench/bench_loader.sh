@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Data loader throughput on one core, side by side with Python PIL, in one run:
+#   1. Fashion-MNIST (raw 1x28x28 LMDB records), training augmentation: random crop with 4 pixels
+#      of padding + horizontal flip, NCHW float32 output.
+#   2. JPEG records (generated 500x375 photographs stored encoded), decode + random-resized crop
+#      to 224x224 + flip; PIL (bench/pil_loader.py) does the same decode and crop.
+# Everything runs pinned to one CPU (taskset) with the loader decoding on the calling thread, and
+# rates are images per CPU-second.
+#
+# usage: bench/bench_loader.sh [BUILD_DIR]   (default: build; needs `eigenbatch` built there)
+# env:   JPEGS (default 500) images generated; FM_SAMPLES (300000), JPEG_SAMPLES (2000) timed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+eb="$build/eigenbatch"
+py=/usr/bin/python3
+jpegs=${JPEGS:-500}
+fm_samples=${FM_SAMPLES:-300000}
+jpeg_samples=${JPEG_SAMPLES:-2000}
+cpu=${CPU:-0}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# `bench loader` once tools/cmd_bench.c dispatches it; the interim `bench-loader` entry otherwise
+if "$eb" bench loader --help >/dev/null 2>&1; then bench=(bench loader); else bench=(bench-loader); fi
+
+"$eb" convert fashion-mnist --in /usr/share/datasets/fashion-mnist --out "$tmp/fm" 2>/dev/null
+"$py" bench/gen_jpegs.py "$tmp/jpg/train" "$jpegs"
+"$eb" convert imagefolder --in "$tmp/jpg" --out "$tmp/jpgdb" 2>/dev/null
+
+run() { taskset -c "$cpu" "$@"; }
+rate() { sed -n 's/.*, \([0-9]*\) images per CPU-second.*/\1/p'; }
+
+fm=$(run "$eb" "${bench[@]}" --db "$tmp/fm" --threads 0 --batch 256 --crop-pad 4 --flip \
+        --warmup 10000 --samples "$fm_samples")
+jp=$(run "$eb" "${bench[@]}" --db "$tmp/jpgdb" --threads 0 --batch 64 --rrc 224x224 --flip \
+        --warmup 100 --samples "$jpeg_samples")
+pil=$(run "$py" bench/pil_loader.py "$tmp/jpg" "$jpeg_samples")
+fm_rate=$(echo "$fm" | rate)
+jp_rate=$(echo "$jp" | rate)
+pil_rate=$(echo "$pil" | sed -n 's/.*flip: \([0-9]*\) images per CPU-second.*/\1/p')
+pilf_rate=$(echo "$pil" | sed -n 's/.*CHW \/255: \([0-9]*\) images per CPU-second.*/\1/p')
+jpeg_kb=$(du -sk "$tmp/jpg" | cut -f1)
+
+echo "$fm"
+echo "$jp"
+echo "$pil"
+echo
+echo "CPU: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), pinned to CPU $cpu;" \
+     "$jpegs JPEGs 500x375 q90, $((jpeg_kb / jpegs)) KiB average"
+echo
+echo "| workload (one core) | eigenbatch loader | PIL | ratio | target |"
+echo "|---|---|---|---|---|"
+echo "| Fashion-MNIST raw LMDB, crop pad 4 + flip, float32 NCHW | $fm_rate img/s | - | - | >= 50,000 img/s |"
+echo "| JPEG 500x375 decode + random-resized crop 224x224 + flip | $jp_rate img/s | $pil_rate img/s | $(awk "BEGIN{printf \"%.2fx\", $jp_rate/$pil_rate}") | >= 1.0x PIL |"
+echo "| same, PIL also converting to float32 CHW /255 (as the loader outputs) | $jp_rate img/s | $pilf_rate img/s | $(awk "BEGIN{printf \"%.2fx\", $jp_rate/$pilf_rate}") | |"

@@ -1,0 +1,67 @@
+#!/usr/bin/python3
+"""PIL baseline for the loader benchmark: decode each JPEG (held in memory, as the loader's records
+sit in the LMDB map) and take a random-resized crop to 224x224 (torchvision's RandomResizedCrop
+parameters, bilinear resize of the box) with a random horizontal flip, on one thread.
+Prints images per CPU-second twice: decode+crop+flip to a uint8 image, and the same plus the
+conversion to a float32 CHW array /255 (what eigenbatch's loader outputs).
+
+usage: pil_loader.py JPEG_DIR SAMPLES"""
+import io
+import math
+import os
+import random
+import sys
+import time
+
+import numpy as np
+from PIL import Image
+
+OUT = 224
+SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
+
+
+def rrc_box(rng, w, h):
+    area = w * h
+    lr = (math.log(RATIO[0]), math.log(RATIO[1]))
+    for _ in range(10):
+        target = area * rng.uniform(*SCALE)
+        ar = math.exp(rng.uniform(*lr))
+        cw, ch = int(round(math.sqrt(target * ar))), int(round(math.sqrt(target / ar)))
+        if 0 < cw <= w and 0 < ch <= h:
+            y, x = rng.randint(0, h - ch), rng.randint(0, w - cw)
+            return x, y, x + cw, y + ch
+    return 0, 0, w, h
+
+
+def run(blobs, samples, to_float):
+    rng = random.Random(1)
+    t0 = time.process_time()
+    for i in range(samples):
+        img = Image.open(io.BytesIO(blobs[i % len(blobs)])).convert("RGB")
+        box = rrc_box(rng, *img.size)
+        img = img.resize((OUT, OUT), Image.BILINEAR, box=box)
+        if rng.random() < 0.5:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        if to_float:
+            np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    return samples / (time.process_time() - t0)
+
+
+def main():
+    root, samples = sys.argv[1], int(sys.argv[2])
+    blobs = []
+    for d, _, files in sorted(os.walk(root)):
+        for f in sorted(files):
+            if f.lower().endswith((".jpg", ".jpeg")):
+                with open(os.path.join(d, f), "rb") as fh:
+                    blobs.append(fh.read())
+    run(blobs, min(50, samples), False)  # warm-up
+    a = run(blobs, samples, False)
+    b = run(blobs, samples, True)
+    print("pil %s: %d images, decode+rrc224+flip: %.0f images per CPU-second; "
+          "with float32 CHW /255: %.0f images per CPU-second (PIL %s)"
+          % (root, samples, a, b, Image.__version__))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+/*
+ * rt_image: uint8 image resampling for the data path: a box of the source image resized to the
+ * destination size with an antialiased bilinear (triangle) filter, computed in fixed point as
+ * Pillow's Image.resize(size, BILINEAR, box) does, so crops match what PIL-based pipelines see.
+ */
+#ifndef RT_IMAGE_H
+#define RT_IMAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Reusable working memory of the resampler (filter tables and the intermediate image). Zero it
+ * before first use; it grows to the largest request and is then reused without allocating. */
+struct rt_image_scratch {
+    uint8_t *buf; /* owned */
+    size_t cap;   /* bytes in buf */
+};
+
+/* Free the scratch memory; safe on a zeroed or freed scratch. */
+void rt_image_scratch_free(struct rt_image_scratch *s);
+
+/* Resize box [x0, x1) x [y0, y1) (source pixels, fractional allowed, inside the image) of `src`
+ * (sw x sh pixels, c interleaved uint8 channels per pixel, src_stride bytes per row) to dw x dh
+ * pixels at dst (dst_stride bytes per row, same channel layout). For planar (CHW) images call
+ * once per plane with c = 1. Returns 0, RT_ERR_ARG for an empty or outside box, RT_ERR_NOMEM. */
+int rt_image_resize(const uint8_t *src, int sw, int sh, size_t src_stride, int c, float x0,
+                    float y0, float x1, float y1, uint8_t *dst, int dw, int dh, size_t dst_stride,
+                    struct rt_image_scratch *s);
+
+#endif

@@ -1,0 +1,42 @@
+/*
+ * rt_jpeg: JPEG decode and encode through libjpeg-turbo's TurboJPEG API. One handle per thread
+ * (a handle is not thread-safe); its buffers are reused from call to call.
+ */
+#ifndef RT_JPEG_H
+#define RT_JPEG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Default quality for images the converter encodes. */
+#define RT_JPEG_QUALITY 90
+
+typedef struct rt_jpeg rt_jpeg_t;
+
+/* New codec handle, or NULL when out of memory / TurboJPEG cannot start. Caller owns it; free
+ * with rt_jpeg_destroy. */
+rt_jpeg_t *rt_jpeg_new(void);
+
+/* Free; accepts NULL, nulls *self_p, safe twice. */
+void rt_jpeg_destroy(rt_jpeg_t **self_p);
+
+/* Read the header: width, height and channel count (1 for greyscale JPEGs, else 3). `what`
+ * names the image in error details. Returns 0 or RT_ERR_FORMAT. */
+int rt_jpeg_header(rt_jpeg_t *j, const uint8_t *buf, size_t len, const char *what, int *width,
+                   int *height, int *channels);
+
+/* Size of the image decoded at 1/denom scale (denom 1, 2, 4 or 8; libjpeg-turbo's scaled IDCT). */
+void rt_jpeg_scaled_size(int width, int height, int denom, int *sw, int *sh);
+
+/* Decode at 1/denom scale into dst: interleaved HWC rows of sw*channels bytes, channels 1 (grey)
+ * or 3 (RGB, or BGR when bgr is non-zero); dst must hold sw*sh*channels bytes (see
+ * rt_jpeg_scaled_size). A corrupt or truncated image is RT_ERR_FORMAT naming `what`. */
+int rt_jpeg_decode(rt_jpeg_t *j, const uint8_t *buf, size_t len, const char *what, int denom,
+                   int channels, int bgr, uint8_t *dst);
+
+/* Encode interleaved HWC pixels (channels 1 or 3 = RGB) at `quality`. *out points into the
+ * handle's buffer, valid until the next call on j. */
+int rt_jpeg_encode(rt_jpeg_t *j, const uint8_t *src, int width, int height, int channels,
+                   int quality, const uint8_t **out, size_t *len);
+
+#endif

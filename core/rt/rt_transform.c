@@ -1,0 +1,338 @@
+/*
+ * rt_transform: record pixels to one output sample (decode, augment, scale to float32 CHW).
+ */
+#include "rt_transform.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rt_err.h"
+#include "rt_image.h"
+#include "rt_jpeg.h"
+#include "rt_rng.h"
+
+#define S_RRC_TRIES 10 /* random-resized crop attempts before the centre fallback */
+
+struct rt_transform {
+    rt_jpeg_t *jpeg;                 /* decoder */
+    uint8_t *img;                    /* decoded JPEG, HWC */
+    size_t img_cap;                  /* bytes in img */
+    uint8_t *rsz;                    /* resized image, same layout as the source */
+    size_t rsz_cap;                  /* bytes in rsz */
+    struct rt_image_scratch scratch; /* resampler memory */
+};
+
+rt_transform_t *rt_transform_new(void)
+{
+    rt_transform_t *x = calloc(1, sizeof *x);
+    if (x && !(x->jpeg = rt_jpeg_new())) {
+        free(x);
+        return NULL;
+    }
+    return x;
+}
+
+void rt_transform_destroy(rt_transform_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    rt_transform_t *x = *self_p;
+    rt_jpeg_destroy(&x->jpeg);
+    free(x->img);
+    free(x->rsz);
+    rt_image_scratch_free(&x->scratch);
+    free(x);
+    *self_p = NULL;
+}
+
+/* Shape of a decoded record: raw/float from the fields; encoded from the JPEG header (channels
+ * from the record when set), checking the fields against the header when they are set. */
+int rt_transform_shape(rt_transform_t *x, const struct rt_datum *d, const char *key, int *c, int *h,
+                       int *w)
+{
+    if (d->kind != RT_DATUM_ENCODED) {
+        *c = d->channels;
+        *h = d->height;
+        *w = d->width;
+        return 0;
+    }
+    int jc;
+    int rc = rt_jpeg_header(x->jpeg, d->data, d->data_len, key, w, h, &jc);
+    if (rc < 0)
+        return rc;
+    if ((d->height && d->height != *h) || (d->width && d->width != *w))
+        return rt_err_set(RT_ERR_SHAPE,
+                          "record %s: shape fields %dx%d disagree with its JPEG "
+                          "%dx%d",
+                          key, d->height, d->width, *h, *w);
+    *c = d->channels ? d->channels : (jc == 1 ? 1 : 3);
+    if (*c != 1 && *c != 3)
+        return rt_err_set(RT_ERR_SHAPE, "record %s: JPEG records need 1 or 3 channels, not %d", key,
+                          *c);
+    return 0;
+}
+
+/* A source image: uint8 planes addressed by strides (planar CHW or interleaved HWC). */
+struct s_src {
+    const uint8_t *p; /* pixel (0,0) of channel 0 */
+    int c, h, w;      /* shape */
+    size_t cstride;   /* bytes between channels */
+    size_t xstride;   /* bytes between columns */
+    size_t ystride;   /* bytes between rows */
+};
+
+/* Grow a byte buffer to n (reused afterwards). */
+static int s_grow(uint8_t **buf, size_t *cap, size_t n)
+{
+    if (n <= *cap)
+        return 0;
+    uint8_t *b = realloc(*buf, n);
+    if (!b)
+        return rt_err_set(RT_ERR_NOMEM, "no memory for a %zu-byte image buffer", n);
+    *buf = b;
+    *cap = n;
+    return 0;
+}
+
+/* Source channel feeding output channel ch (BGR -> RGB swap for raw colour records). */
+static int s_src_channel(const struct rt_transform_spec *sp, const struct s_src *s, int ch,
+                         bool raw)
+{
+    if (raw && sp->raw_bgr && s->c == 3)
+        return 2 - ch;
+    return ch;
+}
+
+/* Write out (C x H x W floats) from a window of s: output pixel (y, x) reads source pixel
+ * (y + oy, x + ox), or (y + oy, W-1-x + ox) when flipped; outside the source is a zero pixel. */
+static void s_emit_window(const struct rt_transform_spec *sp, const struct s_src *s, bool raw,
+                          int oy, int ox, bool flip, float *out)
+{
+    int H = sp->height, W = sp->width;
+    for (int ch = 0; ch < sp->channels; ch++) {
+        const uint8_t *plane = s->p + (size_t)s_src_channel(sp, s, ch, raw) * s->cstride;
+        float a = sp->a[ch], b = sp->b[ch];
+        float *o = out + (size_t)ch * H * W;
+        for (int y = 0; y < H; y++, o += W) {
+            int sy = y + oy;
+            if (sy < 0 || sy >= s->h) {
+                for (int x = 0; x < W; x++)
+                    o[x] = b;
+                continue;
+            }
+            const uint8_t *row = plane + (size_t)sy * s->ystride;
+            /* source column of output x: ox + x, or ox + W-1-x when flipped; the outputs whose
+             * source column lies inside the image form the range [x0, x1) */
+            int x0, x1;
+            if (!flip) {
+                x0 = -ox;
+                x1 = s->w - ox;
+            } else {
+                x0 = ox + W - s->w;
+                x1 = ox + W;
+            }
+            x0 = x0 < 0 ? 0 : x0 > W ? W : x0;
+            x1 = x1 < x0 ? x0 : x1 > W ? W : x1;
+            for (int x = 0; x < x0; x++)
+                o[x] = b;
+            size_t xs = s->xstride;
+            if (!flip) {
+                const uint8_t *q = row + (size_t)(ox + x0) * xs;
+                for (int x = x0; x < x1; x++, q += xs)
+                    o[x] = a * *q + b;
+            } else {
+                const uint8_t *q = row + (size_t)(ox + W - 1 - x0) * xs;
+                for (int x = x0; x < x1; x++, q -= xs)
+                    o[x] = a * *q + b;
+            }
+            for (int x = x1; x < W; x++)
+                o[x] = b;
+        }
+    }
+}
+
+/* Same for float_data records (CHW floats, already scaled). */
+static void s_emit_window_f(const struct rt_transform_spec *sp, const float *src, int sh, int sw,
+                            int oy, int ox, bool flip, float *out)
+{
+    int H = sp->height, W = sp->width;
+    for (int ch = 0; ch < sp->channels; ch++) {
+        const float *plane = src + (size_t)ch * sh * sw;
+        float *o = out + (size_t)ch * H * W;
+        for (int y = 0; y < H; y++, o += W) {
+            int sy = y + oy;
+            for (int x = 0; x < W; x++) {
+                int sx = flip ? ox + W - 1 - x : ox + x;
+                float v =
+                    (sy >= 0 && sy < sh && sx >= 0 && sx < sw) ? plane[(size_t)sy * sw + sx] : 0.0f;
+                o[x] = sp->a[ch] * v + sp->b[ch];
+            }
+        }
+    }
+}
+
+/* Random-resized crop box (torchvision's RandomResizedCrop.get_params). */
+static void s_rrc_box(const struct rt_transform_spec *sp, uint64_t *st, int h, int w, int *bx,
+                      int *by, int *bw, int *bh)
+{
+    double area = (double)h * w;
+    double lr0 = log(sp->rrc_ratio[0]), lr1 = log(sp->rrc_ratio[1]);
+    for (int t = 0; t < S_RRC_TRIES; t++) {
+        double target =
+            area * (sp->rrc_scale[0] + (sp->rrc_scale[1] - sp->rrc_scale[0]) * rt_rng_uniform(st));
+        double ratio = exp(lr0 + (lr1 - lr0) * rt_rng_uniform(st));
+        int cw = (int)lround(sqrt(target * ratio));
+        int chh = (int)lround(sqrt(target / ratio));
+        if (cw > 0 && chh > 0 && cw <= w && chh <= h) {
+            *by = rt_rng_int(st, h - chh);
+            *bx = rt_rng_int(st, w - cw);
+            *bw = cw;
+            *bh = chh;
+            return;
+        }
+    }
+    /* fallback: centre crop clamped to the ratio range */
+    double in_ratio = (double)w / h;
+    int cw = w, chh = h;
+    if (in_ratio < sp->rrc_ratio[0])
+        chh = (int)lround(w / sp->rrc_ratio[0]);
+    else if (in_ratio > sp->rrc_ratio[1])
+        cw = (int)lround(h * sp->rrc_ratio[1]);
+    if (chh < 1)
+        chh = 1;
+    if (cw < 1)
+        cw = 1;
+    *bw = cw;
+    *bh = chh;
+    *by = (h - chh) / 2;
+    *bx = (w - cw) / 2;
+}
+
+/* Evaluation box: centred, the output's aspect ratio, eval_crop of the largest such box. */
+static void s_eval_box(const struct rt_transform_spec *sp, int h, int w, float *x0, float *y0,
+                       float *x1, float *y1)
+{
+    double ar = (double)sp->width / sp->height;
+    double bw = w, bh = w / ar;
+    if (bh > h) {
+        bh = h;
+        bw = h * ar;
+    }
+    bw *= sp->eval_crop;
+    bh *= sp->eval_crop;
+    *x0 = (float)((w - bw) / 2);
+    *y0 = (float)((h - bh) / 2);
+    *x1 = *x0 + (float)bw;
+    *y1 = *y0 + (float)bh;
+    if (*x1 > w)
+        *x1 = (float)w;
+    if (*y1 > h)
+        *y1 = (float)h;
+}
+
+/* Resize box of s to the output size into x->rsz (same layout: interleaved when s is, planar
+ * otherwise) and describe the result in *r. */
+static int s_resize(rt_transform_t *x, const struct rt_transform_spec *sp, const struct s_src *s,
+                    float x0, float y0, float x1, float y1, struct s_src *r)
+{
+    size_t n = (size_t)s->c * sp->height * sp->width;
+    int rc = s_grow(&x->rsz, &x->rsz_cap, n);
+    if (rc < 0)
+        return rc;
+    r->p = x->rsz;
+    r->c = s->c;
+    r->h = sp->height;
+    r->w = sp->width;
+    if (s->xstride == 1) { /* planar: one plane at a time */
+        r->cstride = (size_t)sp->height * sp->width;
+        r->xstride = 1;
+        r->ystride = (size_t)sp->width;
+        for (int ch = 0; ch < s->c; ch++) {
+            rc = rt_image_resize(s->p + (size_t)ch * s->cstride, s->w, s->h, s->ystride, 1, x0, y0,
+                                 x1, y1, x->rsz + (size_t)ch * r->cstride, sp->width, sp->height,
+                                 r->ystride, &x->scratch);
+            if (rc < 0)
+                return rc;
+        }
+        return 0;
+    }
+    r->cstride = 1;
+    r->xstride = (size_t)s->c;
+    r->ystride = (size_t)sp->width * s->c;
+    return rt_image_resize(s->p, s->w, s->h, s->ystride, s->c, x0, y0, x1, y1, x->rsz, sp->width,
+                           sp->height, r->ystride, &x->scratch);
+}
+
+int rt_transform_apply(rt_transform_t *x, const struct rt_transform_spec *sp,
+                       const struct rt_datum *d, const char *key, uint64_t seed, bool augment,
+                       float *out)
+{
+    int rc;
+    int c, h, w;
+    if ((rc = rt_transform_shape(x, d, key, &c, &h, &w)) < 0)
+        return rc;
+    /* as Caffe: a JPEG without a stated channel count decodes to the database's */
+    if (d->kind == RT_DATUM_ENCODED && d->channels == 0)
+        c = sp->channels;
+    if (c != sp->channels ||
+        (d->kind != RT_DATUM_ENCODED && (h != sp->rec_height || w != sp->rec_width))) {
+        return rt_err_set(RT_ERR_SHAPE, "record %s: shape %dx%dx%d differs from the database's "
+                          "%dx%dx%d", key, c, h, w, sp->channels, sp->rec_height, sp->rec_width);
+    }
+    uint64_t st = seed;
+    bool flip = augment && sp->flip && (rt_rng_next(&st) & 1);
+
+    if (d->kind == RT_DATUM_FLOAT) {
+        if (h < sp->height - 2 * sp->crop_pad || w < sp->width - 2 * sp->crop_pad ||
+            (!augment && (h != sp->height || w != sp->width))) {
+            return rt_err_set(RT_ERR_UNSUPPORTED, "record %s: float records are not resized "
+                              "(%dx%d to %dx%d)", key, h, w, sp->height, sp->width);
+        }
+        int oy = 0, ox = 0;
+        if (augment) {
+            oy = rt_rng_int(&st, h + 2 * sp->crop_pad - sp->height) - sp->crop_pad;
+            ox = rt_rng_int(&st, w + 2 * sp->crop_pad - sp->width) - sp->crop_pad;
+        }
+        s_emit_window_f(sp, d->float_data, h, w, oy, ox, flip, out);
+        return 0;
+    }
+
+    struct s_src s;
+    bool raw = d->kind == RT_DATUM_RAW;
+    if (raw) {
+        s = (struct s_src){d->data, c, h, w, (size_t)h * w, 1, (size_t)w};
+    } else {
+        if ((rc = s_grow(&x->img, &x->img_cap, (size_t)c * h * w)) < 0)
+            return rc;
+        rc = rt_jpeg_decode(x->jpeg, d->data, d->data_len, key, 1, c, 0, x->img);
+        if (rc < 0)
+            return rc;
+        s = (struct s_src){x->img, c, h, w, 1, (size_t)c, (size_t)w * c};
+    }
+
+    struct s_src r;
+    if (augment && sp->rrc) {
+        int bx, by, bw, bh;
+        s_rrc_box(sp, &st, h, w, &bx, &by, &bw, &bh);
+        if ((rc = s_resize(x, sp, &s, (float)bx, (float)by, (float)(bx + bw), (float)(by + bh),
+                           &r)) < 0)
+            return rc;
+        s_emit_window(sp, &r, raw, 0, 0, flip, out);
+    } else if (augment && h + 2 * sp->crop_pad >= sp->height &&
+               w + 2 * sp->crop_pad >= sp->width) {
+        /* random window of the padded image (padding 0: a plain random crop) */
+        int oy = rt_rng_int(&st, h + 2 * sp->crop_pad - sp->height) - sp->crop_pad;
+        int ox = rt_rng_int(&st, w + 2 * sp->crop_pad - sp->width) - sp->crop_pad;
+        s_emit_window(sp, &s, raw, oy, ox, flip, out);
+    } else if (h == sp->height && w == sp->width && sp->eval_crop >= 1.0f) {
+        s_emit_window(sp, &s, raw, 0, 0, flip, out);
+    } else {
+        float x0, y0, x1, y1;
+        s_eval_box(sp, h, w, &x0, &y0, &x1, &y1);
+        if ((rc = s_resize(x, sp, &s, x0, y0, x1, y1, &r)) < 0)
+            return rc;
+        s_emit_window(sp, &r, raw, 0, 0, flip, out);
+    }
+    return 0;
+}

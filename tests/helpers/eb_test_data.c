@@ -1,0 +1,46 @@
+/*
+ * eb_test_data: synthetic datasets written through rt_db / rt_datum.
+ */
+#include "eb_test_data.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "eb_test.h"
+#include "rt_datum.h"
+#include "rt_db.h"
+#include "rt_err.h"
+
+uint8_t eb_test_pixel(size_t i, size_t k)
+{
+    return (uint8_t)((i * 37 + k * 11 + (k * k) % 7) & 0xff);
+}
+
+void eb_test_make_raw_db(const char *dir, size_t n, int c, int h, int w)
+{
+    rt_db_writer_t *wr = NULL;
+    assert_int_equal(rt_db_writer_new(dir, 0, &wr), 0);
+    size_t px = (size_t)c * h * w;
+    uint8_t *data = malloc(px);
+    uint8_t *buf = malloc(px + 64);
+    assert_non_null(data);
+    assert_non_null(buf);
+    for (size_t i = 0; i < n; i++) {
+        for (size_t k = 0; k < px; k++)
+            data[k] = eb_test_pixel(i, k);
+        struct rt_datum d = {.kind = RT_DATUM_RAW, .channels = c, .height = h, .width = w,
+                             .label = (int)i, .data = data, .data_len = px};
+        size_t len;
+        assert_int_equal(rt_datum_pack(&d, buf, px + 64, &len), 0);
+        char key[16];
+        int kl = snprintf(key, sizeof key, "%08zu", i);
+        assert_int_equal(rt_db_writer_put(wr, key, (size_t)kl, buf, len), 0);
+    }
+    int rc = rt_db_writer_finish(wr);
+    if (rc)
+        fprintf(stderr, "%s\n", rt_err_msg());
+    assert_int_equal(rc, 0);
+    rt_db_writer_destroy(&wr);
+    free(data);
+    free(buf);
+}

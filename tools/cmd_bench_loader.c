@@ -1,0 +1,152 @@
+/*
+ * cmd_bench_loader: `eigenbatch bench loader --db DIR [options]` measures the data loader's
+ * throughput (images/s of wall time and per CPU-second) on a database, with the augmentation a
+ * training run would use.
+ */
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "eb_cli.h"
+#include "rt_err.h"
+#include "rt_loader.h"
+
+static double s_clock(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void s_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: eigenbatch bench loader --db DIR [--batch N] [--samples N] [--threads T]\n"
+            "                               [--crop-pad P] [--flip] [--rrc HxW] [--warmup N]\n"
+            "Load training batches (epoch permutation, augmentation) and report images/s.\n"
+            "  --threads T   prefetch threads (0: decode on the calling thread; default 0)\n"
+            "  --rrc HxW     random-resized crop to HxW\n");
+}
+
+int eb_bench_loader(int argc, char **argv)
+{
+    const char *db = NULL;
+    long batch = 256, samples = 20000, threads = 0, pad = 0, warm = 0;
+    int rh = 0, rw = 0;
+    bool flip = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            s_usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--db") && v) {
+            db = v;
+            i++;
+        } else if (!strcmp(a, "--batch") && v) {
+            if (eb_cli_int("bench loader", a, argv[++i], &batch) < 0 || batch < 1)
+                return 2;
+        } else if (!strcmp(a, "--samples") && v) {
+            if (eb_cli_int("bench loader", a, argv[++i], &samples) < 0 || samples < 1)
+                return 2;
+        } else if (!strcmp(a, "--warmup") && v) {
+            if (eb_cli_int("bench loader", a, argv[++i], &warm) < 0 || warm < 0)
+                return 2;
+        } else if (!strcmp(a, "--threads") && v) {
+            if (eb_cli_int("bench loader", a, argv[++i], &threads) < 0)
+                return 2;
+        } else if (!strcmp(a, "--crop-pad") && v) {
+            if (eb_cli_int("bench loader", a, argv[++i], &pad) < 0)
+                return 2;
+        } else if (!strcmp(a, "--flip")) {
+            flip = true;
+        } else if (!strcmp(a, "--rrc") && v) {
+            char x;
+            if (sscanf(argv[++i], "%d%c%d", &rh, &x, &rw) != 3 || x != 'x' || rh < 1 || rw < 1) {
+                fprintf(stderr, "eigenbatch bench loader: invalid value '%s' for --rrc\n", v);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "eigenbatch bench loader: unexpected argument '%s'\n", a);
+            s_usage(stderr);
+            return 2;
+        }
+    }
+    if (!db) {
+        s_usage(stderr);
+        return 2;
+    }
+    struct rt_loader_opts o;
+    rt_loader_opts_default(&o);
+    o.seed = 1;
+    o.threads = (int)threads;
+    o.max_batch = (size_t)batch;
+    o.crop_pad = (int)pad;
+    o.flip = flip;
+    o.rrc = rh > 0;
+    o.out_height = rh;
+    o.out_width = rw;
+    rt_loader_t *l = NULL;
+    if (rt_loader_new(db, &o, &l) < 0) {
+        fprintf(stderr, "eigenbatch bench loader: %s\n", rt_err_msg());
+        return 1;
+    }
+    size_t n = rt_loader_count(l);
+    int c, h, w;
+    rt_loader_shape(l, &c, &h, &w);
+    uint64_t epoch = 0;
+    size_t pos = 0, queued = 0, got = 0;
+    size_t total = (size_t)(samples + warm);
+    double t0 = 0, c0 = 0;
+    int rc = 0;
+    if (warm == 0) {
+        t0 = s_clock(CLOCK_MONOTONIC);
+        c0 = s_clock(CLOCK_PROCESS_CPUTIME_ID);
+    }
+    while (got < total) {
+        /* keep the queue full */
+        while (queued < total) {
+            size_t cnt = (size_t)batch < n - pos ? (size_t)batch : n - pos;
+            if (cnt > total - queued)
+                cnt = total - queued;
+            struct rt_loader_req r = {.epoch = epoch, .start = pos, .count = cnt, .augment = true};
+            rc = rt_loader_submit(l, &r);
+            if (rc == RT_ERR_STATE)
+                break;
+            if (rc < 0)
+                goto out;
+            queued += cnt;
+            pos += cnt;
+            if (pos == n) {
+                pos = 0;
+                epoch++;
+            }
+        }
+        struct rt_loader_batch b;
+        if ((rc = rt_loader_wait(l, &b)) < 0)
+            goto out;
+        size_t before = got;
+        got += b.count;
+        rt_loader_release(l, &b);
+        if (warm > 0 && before < (size_t)warm && got >= (size_t)warm) {
+            t0 = s_clock(CLOCK_MONOTONIC);
+            c0 = s_clock(CLOCK_PROCESS_CPUTIME_ID);
+            total = got + (size_t)samples;
+        }
+    }
+    rc = 0;
+    double wall = s_clock(CLOCK_MONOTONIC) - t0, cpu = s_clock(CLOCK_PROCESS_CPUTIME_ID) - c0;
+    printf("loader %s: %zu records, output %dx%dx%d, batch %ld, threads %ld, crop-pad %ld, "
+           "flip %s, rrc %s: %ld images in %.3f s wall, %.3f s CPU: %.0f images/s, %.0f images "
+           "per CPU-second\n",
+           db, n, c, h, w, batch, threads, pad, flip ? "on" : "off", rh ? "on" : "off", samples,
+           wall, cpu, samples / wall, samples / cpu);
+out:
+    if (rc < 0)
+        fprintf(stderr, "eigenbatch bench loader: %s\n", rt_err_msg());
+    rt_loader_destroy(&l);
+    return rc < 0 ? 1 : 0;
+}

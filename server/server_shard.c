@@ -60,6 +60,7 @@ struct server_shard {
     int n_started;                /* workers that sent a chunk of the current step */
     uint64_t total_samples;       /* samples of the current step (known once all started) */
     uint64_t summed;              /* floats [0, summed) hold at least one contribution */
+    int b_summed;                 /* bacc holds at least one contribution */
     uint64_t applied;             /* floats [0, applied) already updated for this step */
     int sched_known;              /* `sched` holds the schedule of step `version` */
     struct server_coord_point sched; /* schedule of the current step, from the coordinator */
@@ -228,6 +229,7 @@ static void s_apply(server_shard_t *s)
     }
     s->n_started = 0;
     s->summed = 0;
+    s->b_summed = 0;
     s->applied = 0;
     for (int i = 0; i < s->cfg.n_workers; i++) {
         struct s_worker *w = &s->workers[i];
@@ -518,15 +520,14 @@ static void s_on_push(server_shard_t *s, const uint8_t *route, size_t rlen,
         /* first chunk of this worker: its sample count joins the step's total */
         w->samples = m->samples;
         s->total_samples += m->samples;
-        int first_buf = s->n_started == 0;
         s->n_started++;
-        if (m->has_buffers)
-            rt_wire_axpy(s->bacc, a, bp, (size_t)s->b_cnt, !first_buf);
-    } else if (m->has_buffers) {
-        rt_wire_axpy(s->bacc, a, bp, (size_t)s->b_cnt, 1);
     }
-    if (m->has_buffers)
+    if (m->has_buffers) {
+        /* the first contribution of the step overwrites, the others add */
+        rt_wire_axpy(s->bacc, a, bp, (size_t)s->b_cnt, s->b_summed);
+        s->b_summed = 1;
         w->b_recv = 1;
+    }
     if (m->has_params) {
         /* the part below `summed` adds to earlier contributions, the part above is the first */
         uint64_t lo = w->p_recv, hi = w->p_recv + m->params.count;

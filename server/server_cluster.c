@@ -131,6 +131,7 @@ int server_cluster_run(const struct server_cluster_cfg *cfg, float *final_params
             .n_buffers = cfg->n_buffers,
             .weight = cfg->weights ? cfg->weights[i] : 1.0,
             .rebalance = cfg->rebalance,
+            .timeout_ms = cfg->worker_timeout_ms,
             .chunk_floats = cfg->chunk_floats,
             .checksum = cfg->checksum,
             .stop = &stop,

@@ -628,9 +628,14 @@ static int s_handle(server_shard_t *s)
             s_on_register(s, route, rlen, &m);
         else if (m.type == RT_WIRE_SCHED_QUERY)
             s_on_sched_query(s, route, rlen, &m);
-        else if (s_bound(s, route, rlen, &m))
+        else if (s_bound(s, route, rlen, &m)) {
+            /* answer, so that a worker waiting for a slow step knows the cluster is alive */
             server_coord_heartbeat(s->coord, m.sender);
-        else
+            struct rt_wire_msg r;
+            rt_wire_msg_init(&r, RT_WIRE_HEARTBEAT, s->cfg.shard, s->name);
+            if (rt_sock_send(s->sock, route, rlen, &r, NULL, NULL, NULL))
+                RT_WARN(s->name, "heartbeat reply failed: %s", rt_err_msg());
+        } else
             s_drop(s, route, rlen, &m, "heartbeat from an unregistered peer");
         break;
     case RT_WIRE_HELLO:

@@ -138,13 +138,14 @@ struct slow {
     int delay_us;              /* extra compute time per step */
     uint32_t first_share;      /* share of step 0 */
     uint32_t last_share;       /* share of the last step */
+    int only_step;             /* > 0: delay only this step */
 };
 
 static int s_slow_compute(void *user, const struct worker_step *st, const float *params,
                           float *grads, float *buffers, uint32_t *samples, float *loss)
 {
     struct slow *sl = user;
-    if (sl->delay_us)
+    if (sl->delay_us && (sl->only_step == 0 || (uint64_t)sl->only_step == st->step))
         usleep((useconds_t)sl->delay_us);
     if (st->step == 0)
         sl->first_share = st->share_count;
@@ -193,6 +194,42 @@ static void test_rebalanced_shares(void **state)
     assert_int_equal(sl[0].first_share, BATCH / NW);
     if (sl[0].last_share >= BATCH / NW)
         fail_msg("slow worker's share stayed %u of %d", sl[0].last_share, BATCH);
+    for (int i = 0; i < NW; i++)
+        worker_synth_fini(&sl[i].model);
+    server_fixsched_destroy(&sched);
+}
+
+static void test_slow_step_is_not_a_timeout(void **state)
+{
+    (void)state;
+    /* one worker needs 1.5 s for a step, the others time out after 0.3 s of silence: the
+     * coordinator's heartbeat answers keep them waiting */
+    enum { NW = 2 };
+    float ref_w[P], ref_b[NB], w[P], b[NB];
+    s_reference(ref_w, ref_b);
+    struct server_fixsched_cfg fc = {.batch = BATCH, .lr = LR, .n_samples = N_SAMPLES,
+                                     .steps = STEPS};
+    struct server_coord_sched sched;
+    assert_int_equal(server_fixsched_new(&fc, &sched), 0);
+    struct slow sl[NW];
+    struct worker_compute cbs[NW];
+    memset(sl, 0, sizeof sl);
+    for (int i = 0; i < NW; i++) {
+        assert_int_equal(worker_synth_init(&sl[i].model, SEED, P, NB), 0);
+        sl[i].delay_us = i == 1 ? 1500000 : 0;
+        sl[i].only_step = 2;
+        cbs[i] = (struct worker_compute){.user = &sl[i], .init = s_slow_init,
+                                         .compute = s_slow_compute};
+    }
+    struct server_cluster_cfg cc = {
+        .n_shards = 2, .n_workers = NW, .transport = "inproc", .where = "slow-step",
+        .n_params = P, .n_buffers = NB, .momentum = MOMENTUM, .weight_decay = WD,
+        .sched = &sched, .compute = cbs, .worker_timeout_ms = 300,
+    };
+    int rc = server_cluster_run(&cc, w, b, NULL);
+    if (rc)
+        fail_msg("slow cluster: %s", rt_err_msg());
+    s_check_close(w, ref_w, P, "slow-step weights");
     for (int i = 0; i < NW; i++)
         worker_synth_fini(&sl[i].model);
     server_fixsched_destroy(&sched);
@@ -250,6 +287,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_inproc_combinations),
         cmocka_unit_test(test_rebalanced_shares),
+        cmocka_unit_test(test_slow_step_is_not_a_timeout),
         cmocka_unit_test(test_transports_agree),
         cmocka_unit_test(test_tcp_fixed_ports),
     };

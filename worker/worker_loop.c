@@ -92,6 +92,8 @@ static int s_next(struct s_worker *w, int *shard, struct rt_wire_msg *m, const v
     zmq_pollitem_t items[S_MAX_SHARDS];
     int timeout = w->cfg->timeout_ms > 0 ? w->cfg->timeout_ms : S_TIMEOUT_MS;
     double deadline = s_now() + timeout / 1000.0;
+    /* heartbeats must go out, and be answered, well within the timeout */
+    int slice = timeout / 4 < S_POLL_MS ? (timeout / 4 > 0 ? timeout / 4 : 1) : S_POLL_MS;
     for (;;) {
         if (w->cfg->stop && atomic_load(w->cfg->stop))
             return rt_err_set(RT_ERR_INTERRUPTED, "%s: stopped", w->name);
@@ -101,7 +103,7 @@ static int s_next(struct s_worker *w, int *shard, struct rt_wire_msg *m, const v
             items[i].events = ZMQ_POLLIN;
             items[i].revents = 0;
         }
-        int n = zmq_poll(items, ns, S_POLL_MS);
+        int n = zmq_poll(items, ns, slice);
         if (n < 0) {
             if (zmq_errno() == EINTR)
                 continue;
@@ -136,6 +138,11 @@ static int s_next(struct s_worker *w, int *shard, struct rt_wire_msg *m, const v
             rc = rt_wire_decode(parts, sizes, w->parts.n, &w->lim, m, pp, bp);
             if (rc) {
                 RT_WARN(w->name, "dropped reply from shard %d: %s", i, rt_err_msg());
+                continue;
+            }
+            if (m->type == RT_WIRE_HEARTBEAT) {
+                /* the coordinator is alive: a slow step is not a dead cluster */
+                deadline = s_now() + timeout / 1000.0;
                 continue;
             }
             *shard = i;

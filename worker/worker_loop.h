@@ -62,7 +62,8 @@ struct worker_cfg {
     int rebalance;                  /* report measured samples/s so that shares follow speed */
     uint32_t chunk_floats;          /* floats per pushed frame; 0: SERVER_CHUNK_FLOATS_DEFAULT */
     enum rt_wire_checksum checksum; /* checksum of the frames this worker sends */
-    int timeout_ms;                 /* give up when a shard is silent this long (0: 60000) */
+    int timeout_ms;                 /* give up when the shards, the coordinator's answers to
+                                       heartbeats included, are silent this long (0: 60000) */
     const atomic_int *stop;         /* stop when non-zero (may be NULL) */
 };
 

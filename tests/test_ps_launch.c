@@ -1,6 +1,6 @@
 /*
  * test_ps_launch: multi-process runs. `eigenbatch launch` (2 shards, 2 workers, separate processes
- * over tcp loopback and over ipc) trains the synthetic model to the same weights as plain SGD
+ * over tcp loopback and over ipc, and threads of one process over inproc) trains the synthetic model to the same weights as plain SGD
  * over the whole batch in one process, within 1e-5 relative. Also: a bad option is a clear
  * usage error, and a worker that cannot reach its shards fails instead of hanging forever.
  */
@@ -88,6 +88,12 @@ static void test_launch_ipc(void **state)
     s_launch_and_compare("ipc");
 }
 
+static void test_launch_threads(void **state)
+{
+    (void)state;
+    s_launch_and_compare("inproc");
+}
+
 static void test_bad_options(void **state)
 {
     (void)state;
@@ -111,6 +117,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_launch_tcp),
         cmocka_unit_test(test_launch_ipc),
+        cmocka_unit_test(test_launch_threads),
         cmocka_unit_test(test_bad_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

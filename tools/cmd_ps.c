@@ -28,6 +28,7 @@
 #include "rt_err.h"
 #include "rt_log.h"
 #include "rt_sock.h"
+#include "server_cluster.h"
 #include "server_fixsched.h"
 #include "server_shard.h"
 #include "worker_loop.h"
@@ -387,12 +388,13 @@ int eb_cmd_worker(int argc, char **argv)
 /* ---- launch ---------------------------------------------------------------------------------- */
 
 static const char s_launch_usage[] =
-    "usage: eigenbatch launch [--transport ipc|tcp] [--port P] [--dir DIR] --shards S\n"
+    "usage: eigenbatch launch [--transport ipc|tcp|inproc] [--port P] [--dir DIR] --shards S\n"
     "                         --workers W [model, schedule and --out options as for server and\n"
     "                         worker]\n"
     "Runs S shard processes and W worker processes of this binary on this machine and waits for\n"
     "them. tcp: shard i listens on 127.0.0.1:P+i (P = 0: free ports are picked); ipc: sockets\n"
-    "in DIR (default: a fresh temporary directory). --out goes to the first worker.\n";
+    "in DIR (default: a fresh temporary directory). --out goes to the first worker.\n"
+    "inproc: the same roles as threads of this process (the embedded mode).\n";
 
 /* Spawn `eigenbatch ROLE args...`; returns the child's pid or -1. */
 static pid_t s_spawn(const char *self, char *const *args)
@@ -444,6 +446,57 @@ static int s_free_ports(int n)
     return -1;
 }
 
+/* launch --transport inproc: the same roles as threads of this process (embedded mode). */
+static int s_launch_threads(const struct s_opts *o)
+{
+    int W = (int)o->workers, rc = RT_OK;
+    enum rt_wire_checksum ck = RT_WIRE_CK_NONE;
+    struct server_coord_sched sched = {0};
+    struct server_fixsched_cfg fc = {.batch = (uint32_t)o->batch, .lr = (float)o->lr,
+                                     .n_samples = (uint64_t)o->samples,
+                                     .steps = (uint64_t)o->steps};
+    struct worker_synth *models = calloc((size_t)W, sizeof *models);
+    struct worker_compute *cbs = calloc((size_t)W, sizeof *cbs);
+    float *w = calloc((size_t)o->params + (size_t)o->buffers, sizeof(float));
+    int n_models = 0;
+    if (!models || !cbs || !w) {
+        rc = rt_err_set(RT_ERR_NOMEM, "launch");
+        goto out;
+    }
+    if ((rc = s_checksum(o->checksum, &ck)) || (rc = server_fixsched_new(&fc, &sched)))
+        goto out;
+    for (; n_models < W; n_models++) {
+        rc = worker_synth_init(&models[n_models], (uint64_t)o->seed, (uint64_t)o->params,
+                               (uint64_t)o->buffers);
+        if (rc)
+            goto out;
+        cbs[n_models] = worker_synth_compute(&models[n_models]);
+    }
+    struct server_cluster_cfg cc = {
+        .n_shards = (int)o->shards, .n_workers = W, .transport = "inproc", .where = "launch",
+        .n_params = (uint64_t)o->params, .n_buffers = (uint64_t)o->buffers,
+        .momentum = (float)o->momentum, .weight_decay = (float)o->wd, .sched = &sched,
+        .compute = cbs, .chunk_floats = (uint32_t)o->chunk, .checksum = ck,
+        .worker_timeout_ms = (int)o->timeout_ms,
+    };
+    rc = server_cluster_run(&cc, w, w + o->params, NULL);
+    if (!rc && o->out) {
+        struct s_finish fin = {NULL, o->out, (uint64_t)o->params, (uint64_t)o->buffers, 0};
+        s_write_final(&fin, (uint64_t)o->steps, w, w + o->params);
+        rc = fin.rc;
+    }
+out:
+    if (rc)
+        fprintf(stderr, "eigenbatch launch: %s\n", rt_err_msg());
+    for (int i = 0; i < n_models; i++)
+        worker_synth_fini(&models[i]);
+    server_fixsched_destroy(&sched);
+    free(models);
+    free(cbs);
+    free(w);
+    return rc ? 1 : 0;
+}
+
 int eb_cmd_launch(int argc, char **argv)
 {
     struct s_opts o;
@@ -456,9 +509,11 @@ int eb_cmd_launch(int argc, char **argv)
     }
     if (s_check("launch", &o))
         return 2;
+    if (!strcmp(o.transport, "inproc"))
+        return s_launch_threads(&o);
     int tcp = !strcmp(o.transport, "tcp");
     if (!tcp && strcmp(o.transport, "ipc")) {
-        fprintf(stderr, "eigenbatch launch: --transport must be ipc or tcp\n");
+        fprintf(stderr, "eigenbatch launch: --transport must be ipc, tcp or inproc\n");
         return 2;
     }
     char self[PATH_MAX];

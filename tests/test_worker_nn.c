@@ -113,7 +113,7 @@ static void s_case(const char *model, int nw, int ns, const double *weights, uin
     struct shares sh;
     memset(&sh, 0, sizeof sh);
     pthread_mutex_init(&sh.mu, NULL);
-    struct worker_nn_source src = {NULL, s_read};
+    struct worker_nn_source src = {.user = NULL, .read = s_read};
     struct worker_nn_cfg ncfg = {.micro_batch = m, .fgsm_epsilon = EPS, .init_seed = 3};
     for (int i = 0; i < nw; i++) {
         nets[i] = nn_zoo_new(model, C, H, W_, CLASSES, m, NULL);

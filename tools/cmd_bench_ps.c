@@ -283,7 +283,7 @@ static double s_train_cluster(const struct s_train_opts *o, struct s_pool *pool)
     struct s_timed tms[S_MAX_WORKERS];
     struct worker_compute cbs[S_MAX_WORKERS];
     double *stamps = calloc((size_t)W * (size_t)(o->steps + 2), sizeof(double));
-    struct worker_nn_source src = {pool, s_pool_read};
+    struct worker_nn_source src = {.user = pool, .read = s_pool_read};
     struct worker_nn_cfg ncfg = {.micro_batch = (int)o->micro, .init_seed = 1};
     struct server_fixsched_cfg fc = {.batch = (uint32_t)o->batch, .lr = S_TRAIN_LR,
                                      .n_samples = 1u << 30, .steps = (uint64_t)o->steps + 1};

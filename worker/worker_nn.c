@@ -103,6 +103,12 @@ static int s_compute(void *user, const struct worker_step *st, const float *para
     nn_net_zero_grad(net);
     uint32_t share = st->share_count, m = (uint32_t)nn->cfg.micro_batch, correct = 0;
     double loss_sum = 0;
+    for (uint32_t k = 0; nn->src.prefetch && k < share; k += m) {
+        int rc = nn->src.prefetch(nn->src.user, st->epoch, st->epoch_offset + st->share_offset + k,
+                                  share - k < m ? share - k : m);
+        if (rc)
+            return rc;
+    }
     for (uint32_t k = 0; k < share; k += m) {
         uint32_t n = share - k < m ? share - k : m;
         uint64_t first = st->epoch_offset + st->share_offset + k;

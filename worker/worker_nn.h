@@ -20,10 +20,13 @@
 
 /* Where samples come from: positions of an epoch's sample order (the same order on every worker). */
 struct worker_nn_source {
-    void *user; /* passed to read */
+    void *user; /* passed to read and prefetch */
     /* Fill x (n samples, C x H x W floats each, NCHW) and y (n labels) with the training samples at
      * positions [first, first + n) of epoch `epoch`'s order. Return 0 or a negative rt_err code. */
     int (*read)(void *user, uint64_t epoch, uint64_t first, uint32_t n, float *x, int32_t *y);
+    /* Optional (may be NULL): announce, in order, the ranges that the next reads will ask for
+     * (all micro-batches of a step, before the first read), so that they load ahead. */
+    int (*prefetch)(void *user, uint64_t epoch, uint64_t first, uint32_t n);
 };
 
 /* Options of the NN compute. */

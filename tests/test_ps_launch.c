@@ -6,11 +6,13 @@
  */
 #include "eb_test.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 
+#include "eb_test_data.h"
 #include "nn_net.h"
 #include "worker_synth.h"
 
@@ -94,6 +96,47 @@ static void test_launch_threads(void **state)
     s_launch_and_compare("inproc");
 }
 
+static void test_launch_zoo_model_on_lmdb(void **state)
+{
+    (void)state;
+    /* a real model on an LMDB dataset through the same processes: mlp, 40 records of 1x8x8 */
+    char *tmp = eb_test_tmpdir(), db[4200], out[4200], cmd[9000];
+    snprintf(db, sizeof db, "%s/db", tmp);
+    snprintf(out, sizeof out, "%s/final.bin", tmp);
+    eb_test_make_raw_db(db, 40, 1, 8, 8);
+    snprintf(cmd, sizeof cmd,
+             "EB_LOG=warn '%s' launch --transport tcp --shards 2 --workers 2 --model cnn "
+             "--data '%s' --classes 40 --batch 16 --micro-batch 4 --steps 4 --lr 0.05 "
+             "--out '%s'", eb_test_binary(), db, out);
+    assert_int_equal(s_run(cmd), 0);
+    nn_net_t *net = nn_zoo_new("cnn", 1, 8, 8, 40, 4, NULL);
+    assert_non_null(net);
+    size_t want = (nn_net_param_count(net) + nn_net_buffer_count(net)) * sizeof(float);
+    FILE *f = fopen(out, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    assert_int_equal((size_t)ftell(f), want);
+    /* the weights moved away from the initialisation */
+    float *got = malloc(want);
+    fseek(f, 0, SEEK_SET);
+    assert_int_equal(fread(got, 1, want, f), want);
+    fclose(f);
+    nn_net_init(net, 1);
+    double moved = 0;
+    for (size_t i = 0; i < nn_net_param_count(net); i++)
+        moved = fmax(moved, fabs((double)got[i] - nn_net_params(net)[i]));
+    assert_true(moved > 1e-4);
+    free(got);
+    nn_net_destroy(&net);
+    /* a model that does not fit the data is a clear error */
+    snprintf(cmd, sizeof cmd,
+             "EB_LOG=error '%s' launch --transport tcp --model cnn --data '%s/missing' 2>/dev/null",
+             eb_test_binary(), tmp);
+    assert_int_equal(s_run(cmd), 1);
+    eb_test_rmtree(tmp);
+    free(tmp);
+}
+
 static void test_bad_options(void **state)
 {
     (void)state;
@@ -118,6 +161,7 @@ int main(void)
         cmocka_unit_test(test_launch_tcp),
         cmocka_unit_test(test_launch_ipc),
         cmocka_unit_test(test_launch_threads),
+        cmocka_unit_test(test_launch_zoo_model_on_lmdb),
         cmocka_unit_test(test_bad_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -32,11 +32,15 @@
 #include "server_fixsched.h"
 #include "server_shard.h"
 #include "worker_loop.h"
+#include "worker_feed.h"
+#include "worker_nn.h"
 #include "worker_synth.h"
 
 #define S_MAX_SHARDS 256
 #define S_MAX_WORKERS 256
 #define S_MAX_LIST 8192   /* bytes of a comma-separated endpoint list */
+#define S_SYNTH_PARAMS 1000 /* default size of the synthetic model */
+#define S_MAX_ARGS 64     /* arguments of a spawned role */
 
 /* Options shared by the three commands. */
 struct s_opts {
@@ -62,7 +66,15 @@ struct s_opts {
     const char *transport; /* --transport: launch: ipc or tcp */
     const char *dir;       /* --dir: launch over ipc: socket directory (default: a temp dir) */
     const char *out;       /* --out: worker: write final params then buffers (float32) here */
-    const char *model;     /* --model: only "synth" for now */
+    const char *model;     /* --model: "synth" or a zoo model (then --data is required) */
+    const char *data;      /* --data: LMDB dataset directory (zoo models) */
+    long classes;          /* --classes: zoo models */
+    long micro;            /* --micro-batch: zoo models */
+    long threads;          /* --threads: math threads of a worker */
+    long loader_threads;   /* --loader-threads: prefetch threads of a worker's loader */
+    long crop_pad;         /* --crop-pad: training augmentation, pixels of padding per side */
+    long flip;             /* --flip: training augmentation, 0 or 1 */
+    long log_every;        /* --log-every: worker 0 logs the loss every this many steps */
     const char *checksum;  /* --checksum: none, crc32, fletcher64 */
 };
 
@@ -85,6 +97,10 @@ static const struct s_optdef s_defs[] = {
     S_O("weight", S_DBL, weight), S_O("bind", S_STR, bind), S_O("coord", S_STR, coord),
     S_O("connect", S_STR, connect), S_O("transport", S_STR, transport), S_O("dir", S_STR, dir),
     S_O("out", S_STR, out), S_O("model", S_STR, model), S_O("checksum", S_STR, checksum),
+    S_O("data", S_STR, data), S_O("classes", S_INT, classes), S_O("micro-batch", S_INT, micro),
+    S_O("threads", S_INT, threads), S_O("loader-threads", S_INT, loader_threads),
+    S_O("crop-pad", S_INT, crop_pad), S_O("flip", S_INT, flip),
+    S_O("log-every", S_INT, log_every),
 };
 #define S_NDEFS (sizeof s_defs / sizeof s_defs[0])
 
@@ -93,7 +109,7 @@ static void s_defaults(struct s_opts *o)
     memset(o, 0, sizeof *o);
     o->shards = 1;
     o->workers = 1;
-    o->params = 1000;
+    o->params = 0; /* synth: 1000; zoo models: the net's count */
     o->buffers = 0;
     o->batch = 128;
     o->steps = 100;
@@ -106,6 +122,11 @@ static void s_defaults(struct s_opts *o)
     o->transport = "ipc";
     o->model = "synth";
     o->checksum = "fletcher64";
+    o->classes = 10;
+    o->micro = 128;
+    o->threads = 1;
+    o->loader_threads = 1;
+    o->log_every = 10;
 }
 
 static int s_set(const char *cmd, const struct s_optdef *d, struct s_opts *o, const char *val)
@@ -159,14 +180,16 @@ static int s_parse(const char *cmd, int argc, char **argv, struct s_opts *o, int
     return 0;
 }
 
-static int s_check(const char *cmd, const struct s_opts *o)
+static int s_check(const char *cmd, struct s_opts *o)
 {
     const char *bad = NULL;
+    if (!strcmp(o->model, "synth") && o->params == 0)
+        o->params = S_SYNTH_PARAMS;
     if (o->shards < 1 || o->shards > S_MAX_SHARDS)
         bad = "--shards must be in 1..256";
     else if (o->workers < 1 || o->workers > S_MAX_WORKERS)
         bad = "--workers must be in 1..256";
-    else if (o->params < o->shards)
+    else if (o->params < 0 || (o->params > 0 && o->params < o->shards))
         bad = "--params must be at least --shards";
     else if (o->buffers < 0 || o->buffers > o->params)
         bad = "--buffers must be in 0..params";
@@ -178,8 +201,12 @@ static int s_check(const char *cmd, const struct s_opts *o)
         bad = "--timeout-ms out of range";
     else if (o->chunk < 0 || o->chunk > UINT32_MAX)
         bad = "--chunk out of range";
-    else if (strcmp(o->model, "synth"))
-        bad = "--model: only the synthetic model 'synth' is available in this build";
+    else if (strcmp(o->model, "synth") && !o->data)
+        bad = "--model: a zoo model needs --data (an LMDB dataset); 'synth' needs none";
+    else if (o->classes < 2 || o->micro < 1 || o->threads < 1 || o->loader_threads < 0 ||
+             o->crop_pad < 0 || o->log_every < 1)
+        bad = "--classes >= 2, --micro-batch, --threads, --log-every >= 1, --loader-threads and "
+              "--crop-pad >= 0";
     if (bad) {
         fprintf(stderr, "eigenbatch %s: %s\n", cmd, bad);
         return 2;
@@ -239,9 +266,10 @@ int eb_cmd_server(int argc, char **argv)
     }
     if (s_check("server", &o))
         return 2;
-    if (!o.bind || (o.shard > 0 && !o.coord) || o.shard < 0 || o.shard >= o.shards) {
-        fprintf(stderr, "eigenbatch server: --bind (and --coord for shards > 0) and a --shard in "
-                        "0..shards-1 are required\n");
+    if (!o.bind || (o.shard > 0 && !o.coord) || o.shard < 0 || o.shard >= o.shards ||
+        o.params < 1) {
+        fprintf(stderr, "eigenbatch server: --bind (and --coord for shards > 0), --params and a "
+                        "--shard in 0..shards-1 are required\n");
         return 2;
     }
     struct server_fixsched_cfg fc = {.batch = (uint32_t)o.batch, .lr = (float)o.lr,
@@ -273,6 +301,100 @@ int eb_cmd_server(int argc, char **argv)
     server_shard_destroy(&s);
     server_fixsched_destroy(&sched);
     return rc ? 1 : 0;
+}
+
+/* ---- a zoo model on an LMDB dataset ---------------------------------------------------------- */
+
+/* What a worker needs to train a zoo model: the loader, its feed, the net and its compute. */
+struct s_nn {
+    rt_loader_t *loader;     /* the dataset */
+    struct worker_feed feed; /* micro-batches from the loader */
+    nn_net_t *net;           /* the model */
+    worker_nn_t *nn;         /* its compute */
+    const char *out;         /* final weights file, or NULL */
+    long log_every;          /* steps between progress lines */
+    int rc;                  /* result of writing `out` */
+};
+
+/* Open the dataset and build the net (compute too when `compute`). */
+static int s_nn_open(const struct s_opts *o, struct s_nn *n, int compute)
+{
+    memset(n, 0, sizeof *n);
+    struct rt_loader_opts lo;
+    rt_loader_opts_default(&lo);
+    lo.seed = (uint64_t)o->seed;
+    lo.threads = (int)o->loader_threads;
+    lo.max_batch = (size_t)o->micro;
+    lo.crop_pad = (int)o->crop_pad;
+    lo.flip = o->flip != 0;
+    int rc = rt_loader_new(o->data, &lo, &n->loader);
+    if (rc)
+        return rc;
+    int c, h, w;
+    rt_loader_shape(n->loader, &c, &h, &w);
+    n->net = nn_zoo_new(o->model, c, h, w, (int)o->classes, (int)o->micro, &rc);
+    if (!n->net)
+        return rt_err_set(rc ? rc : RT_ERR_CONFIG, "model '%s' for %dx%dx%d inputs: %s", o->model,
+                          c, h, w, rt_err_msg());
+    if (!compute)
+        return RT_OK;
+    worker_feed_init(&n->feed, n->loader, lo.queue_depth);
+    struct worker_nn_source src = worker_feed_source(&n->feed);
+    struct worker_nn_cfg nc = {.micro_batch = (int)o->micro, .fgsm_epsilon = 0.005,
+                               .init_seed = (uint64_t)o->seed};
+    n->nn = worker_nn_new(n->net, &src, &nc, &rc);
+    return n->nn ? RT_OK : rc;
+}
+
+static void s_nn_close(struct s_nn *n)
+{
+    worker_nn_destroy(&n->nn);
+    nn_net_destroy(&n->net);
+    rt_loader_destroy(&n->loader);
+}
+
+static int s_nn_init(void *user, float *params, float *buffers)
+{
+    struct s_nn *n = user;
+    struct worker_compute c = worker_nn_compute(n->nn);
+    return c.init(c.user, params, buffers);
+}
+
+static int s_nn_step(void *user, const struct worker_step *st, const float *params, float *grads,
+                     float *buffers, uint32_t *samples, float *loss)
+{
+    struct s_nn *n = user;
+    struct worker_compute c = worker_nn_compute(n->nn);
+    return c.compute(c.user, st, params, grads, buffers, samples, loss);
+}
+
+static void s_nn_progress(void *user, const struct worker_step *st, uint32_t samples, float loss)
+{
+    struct s_nn *n = user;
+    if (st->worker == 0 && (st->step % (uint64_t)n->log_every) == 0) {
+        uint32_t s, correct;
+        float l;
+        worker_nn_last(n->nn, &s, &correct, &l);
+        RT_INFO("train", "step %llu epoch %llu: loss %.4f, train accuracy %.3f (%u samples), "
+                "B %u, lr %g", (unsigned long long)st->step, (unsigned long long)st->epoch,
+                (double)loss, samples ? (double)correct / samples : 0.0, samples, st->batch,
+                (double)st->lr);
+    }
+}
+
+static void s_nn_finish(void *user, uint64_t steps, const float *params, const float *buffers)
+{
+    struct s_nn *n = user;
+    size_t np = nn_net_param_count(n->net), nb = nn_net_buffer_count(n->net);
+    if (!n->out)
+        return;
+    FILE *fp = fopen(n->out, "wb");
+    if (!fp || fwrite(params, sizeof(float), np, fp) != np ||
+        (nb && fwrite(buffers, sizeof(float), nb, fp) != nb))
+        n->rc = rt_err_set(RT_ERR_IO, "%s: %s", n->out, strerror(errno));
+    if (fp && fclose(fp) && !n->rc)
+        n->rc = rt_err_set(RT_ERR_IO, "%s: %s", n->out, strerror(errno));
+    (void)steps;
 }
 
 /* ---- worker ---------------------------------------------------------------------------------- */
@@ -356,10 +478,29 @@ int eb_cmd_worker(int argc, char **argv)
         fprintf(stderr, "eigenbatch worker: %s\n", n < 1 ? "no endpoint" : rt_err_msg());
         return 2;
     }
-    struct worker_synth model;
-    int rc = worker_synth_init(&model, (uint64_t)o.seed, (uint64_t)o.params, (uint64_t)o.buffers);
+    struct worker_synth model = {0};
+    struct s_nn nnw;
+    int zoo = strcmp(o.model, "synth") != 0;
+    int rc = zoo ? s_nn_open(&o, &nnw, 1)
+                 : worker_synth_init(&model, (uint64_t)o.seed, (uint64_t)o.params,
+                                     (uint64_t)o.buffers);
+    if (!rc && zoo) {
+        /* the shards were sized by the launcher (or by hand): they must agree with the net */
+        long np = (long)nn_net_param_count(nnw.net), nb = (long)nn_net_buffer_count(nnw.net);
+        if ((o.params != np && o.params != 0) || (o.buffers != nb && o.buffers != 0))
+            rc = rt_err_set(RT_ERR_SHAPE, "model %s has %ld parameters and %ld buffers, "
+                            "--params/--buffers say %ld/%ld", o.model, np, nb, o.params,
+                            o.buffers);
+        o.params = np;
+        o.buffers = nb;
+        nnw.out = o.out;
+        nnw.log_every = o.log_every;
+        nn_set_threads((int)o.threads);
+    }
     if (rc) {
         fprintf(stderr, "eigenbatch worker: %s\n", rt_err_msg());
+        if (zoo)
+            s_nn_close(&nnw);
         return 1;
     }
     char name[RT_WIRE_NAME_MAX], host[40] = "host";
@@ -368,6 +509,9 @@ int eb_cmd_worker(int argc, char **argv)
     struct s_finish fin = {&model, o.out, (uint64_t)o.params, (uint64_t)o.buffers, 0};
     struct worker_compute cb = {.user = &fin, .init = s_init_fwd, .compute = s_compute_fwd,
                                 .finish = s_write_final};
+    if (zoo)
+        cb = (struct worker_compute){.user = &nnw, .init = s_nn_init, .compute = s_nn_step,
+                                     .step_done = s_nn_progress, .finish = s_nn_finish};
     struct worker_cfg wc = {
         .name = name, .n_shards = n, .endpoints = eps, .n_params = (uint64_t)o.params,
         .n_buffers = (uint64_t)o.buffers, .weight = o.weight, .chunk_floats = (uint32_t)o.chunk,
@@ -377,11 +521,19 @@ int eb_cmd_worker(int argc, char **argv)
     rt_sock_tune_malloc();
     struct worker_stats st;
     rc = worker_run(&wc, &cb, &st);
-    if (!rc && fin.rc)
-        rc = fin.rc;
+    if (!rc && (zoo ? nnw.rc : fin.rc))
+        rc = zoo ? nnw.rc : fin.rc;
     if (rc)
         fprintf(stderr, "eigenbatch worker: %s\n", rt_err_msg());
-    worker_synth_fini(&model);
+    else if (zoo && st.worker == 0)
+        RT_INFO("train", "%llu steps in %.1f s: %.1f samples/s, %.0f%% of the time in "
+                "communication", (unsigned long long)st.steps, st.seconds,
+                st.seconds > 0 ? (double)st.steps * (double)o.batch / st.seconds : 0.0,
+                st.seconds > 0 ? 100.0 * st.comm_seconds / st.seconds : 0.0);
+    if (zoo)
+        s_nn_close(&nnw);
+    else
+        worker_synth_fini(&model);
     return rc ? 1 : 0;
 }
 
@@ -509,6 +661,26 @@ int eb_cmd_launch(int argc, char **argv)
     }
     if (s_check("launch", &o))
         return 2;
+    if (strcmp(o.model, "synth")) {
+        /* size the shards from the net; an epoch is the dataset */
+        struct s_nn probe;
+        int rc = s_nn_open(&o, &probe, 0);
+        if (!rc) {
+            o.params = (long)nn_net_param_count(probe.net);
+            o.buffers = (long)nn_net_buffer_count(probe.net);
+            o.samples = (long)rt_loader_count(probe.loader);
+        }
+        s_nn_close(&probe);
+        if (rc) {
+            fprintf(stderr, "eigenbatch launch: %s\n", rt_err_msg());
+            return 1;
+        }
+        if (!strcmp(o.transport, "inproc")) {
+            fprintf(stderr, "eigenbatch launch: zoo models run over ipc or tcp here; the "
+                            "embedded mode for them is `eigenbatch train`\n");
+            return 2;
+        }
+    }
     if (!strcmp(o.transport, "inproc"))
         return s_launch_threads(&o);
     int tcp = !strcmp(o.transport, "tcp");
@@ -591,10 +763,39 @@ int eb_cmd_launch(int argc, char **argv)
             n++;
     }
     for (int i = 0; i < W && status == 0; i++) {
-        char *args[] = {self, "worker", "--connect", connect, "--params", a_params, "--buffers",
-                        a_buffers, "--seed", a_seed, "--chunk", a_chunk, "--checksum",
-                        (char *)o.checksum, (i == 0 && o.out) ? "--out" : NULL, (char *)o.out,
-                        NULL};
+        char *args[S_MAX_ARGS];
+        int k = 0;
+        char *common[] = {self, "worker", "--connect", connect, "--params", a_params, "--buffers",
+                          a_buffers, "--seed", a_seed, "--chunk", a_chunk, "--checksum",
+                          (char *)o.checksum, "--model", (char *)o.model, "--batch", a_batch};
+        for (size_t j = 0; j < sizeof common / sizeof common[0]; j++)
+            args[k++] = common[j];
+        char a_classes[32], a_micro[32], a_threads[32], a_lthreads[32], a_pad[32], a_flip[32],
+            a_log[32], a_timeout[32];
+        if (strcmp(o.model, "synth")) {
+            snprintf(a_classes, sizeof a_classes, "%ld", o.classes);
+            snprintf(a_micro, sizeof a_micro, "%ld", o.micro);
+            snprintf(a_threads, sizeof a_threads, "%ld", o.threads);
+            snprintf(a_lthreads, sizeof a_lthreads, "%ld", o.loader_threads);
+            snprintf(a_pad, sizeof a_pad, "%ld", o.crop_pad);
+            snprintf(a_flip, sizeof a_flip, "%ld", o.flip);
+            snprintf(a_log, sizeof a_log, "%ld", o.log_every);
+            char *zoo[] = {"--data", (char *)o.data, "--classes", a_classes, "--micro-batch",
+                           a_micro, "--threads", a_threads, "--loader-threads", a_lthreads,
+                           "--crop-pad", a_pad, "--flip", a_flip, "--log-every", a_log};
+            for (size_t j = 0; j < sizeof zoo / sizeof zoo[0]; j++)
+                args[k++] = zoo[j];
+        }
+        if (o.timeout_ms) {
+            snprintf(a_timeout, sizeof a_timeout, "%ld", o.timeout_ms);
+            args[k++] = "--timeout-ms";
+            args[k++] = a_timeout;
+        }
+        if (i == 0 && o.out) {
+            args[k++] = "--out";
+            args[k++] = (char *)o.out;
+        }
+        args[k] = NULL;
         pids[n] = s_spawn(self, args);
         if (pids[n] < 0)
             status = 1;

@@ -20,7 +20,7 @@
 #include "rt_wire.h"
 #include "server_coord.h"
 
-#define SERVER_CHUNK_FLOATS_DEFAULT (1u << 18) /* floats per payload frame (1 MiB) */
+#define SERVER_CHUNK_FLOATS_DEFAULT (1u << 17) /* floats per payload frame (512 KiB) */
 
 /* Configuration of a shard. */
 struct server_shard_cfg {

@@ -16,21 +16,21 @@
 
 /* One shard thread. */
 struct s_shard_job {
-    server_shard_t *shard;  /* the shard (bound before the thread starts) */
-    atomic_int *stop;       /* set when a worker failed */
-    int rc;                 /* result of server_shard_run */
-    char err[256];          /* its error detail */
+    server_shard_t *shard; /* the shard (bound before the thread starts) */
+    atomic_int *stop;      /* set when a worker failed */
+    int rc;                /* result of server_shard_run */
+    char err[256];         /* its error detail */
 };
 
 /* One worker thread. */
 struct s_worker_job {
-    struct worker_cfg cfg;          /* its configuration */
+    struct worker_cfg cfg;           /* its configuration */
     const struct worker_compute *cb; /* its model side */
-    struct worker_stats st;         /* its counters */
-    atomic_int *stop;               /* raised when it fails, so that the shards give up */
-    int rc;                         /* result of worker_run */
-    char err[256];                  /* its error detail */
-    char name[32];                  /* "worker-thread-<i>" */
+    struct worker_stats st;          /* its counters */
+    atomic_int *stop;                /* raised when it fails, so that the shards give up */
+    int rc;                          /* result of worker_run */
+    char err[256];                   /* its error detail */
+    char name[32];                   /* "worker-thread-<i>" */
 };
 
 static void *s_shard_main(void *arg)
@@ -67,7 +67,7 @@ int server_cluster_run(const struct server_cluster_cfg *cfg, float *final_params
     struct s_shard_job *sj = calloc((size_t)S, sizeof *sj);
     struct s_worker_job *wj = calloc((size_t)W, sizeof *wj);
     pthread_t *st = calloc((size_t)S, sizeof *st), *wt = calloc((size_t)W, sizeof *wt);
-    char (*eps)[RT_SOCK_ENDPOINT_MAX] = calloc((size_t)S, sizeof *eps);
+    char(*eps)[RT_SOCK_ENDPOINT_MAX] = calloc((size_t)S, sizeof *eps);
     const char **ep_ptrs = calloc((size_t)S, sizeof *ep_ptrs);
     int n_started_s = 0, n_started_w = 0;
     void *ctx = NULL;

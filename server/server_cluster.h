@@ -14,25 +14,25 @@
 
 /* Configuration of an in-process cluster. */
 struct server_cluster_cfg {
-    int n_shards;                    /* shards, >= 1 */
-    int n_workers;                   /* workers, >= 1 */
-    const char *transport;           /* "inproc", "ipc" or "tcp" */
-    const char *where;               /* inproc name, ipc directory or tcp host (127.0.0.1) */
-    int port;                        /* tcp: first port (shard i binds port + i); 0: any free */
-    uint64_t n_params;               /* flat parameter count */
-    uint64_t n_buffers;              /* flat buffer count */
-    float momentum;                  /* SGD momentum */
-    float weight_decay;              /* SGD weight decay */
+    int n_shards;          /* shards, >= 1 */
+    int n_workers;         /* workers, >= 1 */
+    const char *transport; /* "inproc", "ipc" or "tcp" */
+    const char *where;     /* inproc name, ipc directory or tcp host (127.0.0.1) */
+    int port;              /* tcp: first port (shard i binds port + i); 0: any free */
+    uint64_t n_params;     /* flat parameter count */
+    uint64_t n_buffers;    /* flat buffer count */
+    float momentum;        /* SGD momentum */
+    float weight_decay;    /* SGD weight decay */
     const struct server_coord_sched *sched; /* schedule in force (borrowed) */
-    const float *init_params;        /* initial weights, or NULL: worker 0's init callback */
-    const float *init_buffers;       /* initial buffers (with init_params), or NULL: zeros */
-    const struct worker_compute *compute; /* n_workers entries, one per worker thread */
-    const double *weights;           /* n_workers share weights, or NULL: equal */
-    int rebalance;                   /* workers report throughput; shares follow it */
-    int worker_timeout_ms;           /* workers give up after this much silence (0: default) */
-    uint32_t chunk_floats;           /* floats per frame (0: default) */
-    enum rt_wire_checksum checksum;  /* frame checksum */
-    int io_threads;                  /* ZeroMQ I/O threads of the shared context (0: 1) */
+    const float *init_params;               /* initial weights, or NULL: worker 0's init callback */
+    const float *init_buffers;              /* initial buffers (with init_params), or NULL: zeros */
+    const struct worker_compute *compute;   /* n_workers entries, one per worker thread */
+    const double *weights;                  /* n_workers share weights, or NULL: equal */
+    int rebalance;                          /* workers report throughput; shares follow it */
+    int worker_timeout_ms;          /* workers give up after this much silence (0: default) */
+    uint32_t chunk_floats;          /* floats per frame (0: default) */
+    enum rt_wire_checksum checksum; /* frame checksum */
+    int io_threads;                 /* ZeroMQ I/O threads of the shared context (0: 1) */
 };
 
 /* Run the cluster to the end of the schedule. On success copies the final weights into

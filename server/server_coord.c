@@ -26,13 +26,13 @@ struct s_snap {
 };
 
 struct server_coord {
-    int n_workers;                  /* slots */
-    int registered;                 /* slots taken, ids 0..registered-1 */
-    double *weight;                 /* share weight per id (current) */
-    struct s_snap snap[S_SNAP_RING]; /* frozen share weights per step */
-    double *last_seen;              /* monotonic seconds of the last message per id */
+    int n_workers;                          /* slots */
+    int registered;                         /* slots taken, ids 0..registered-1 */
+    double *weight;                         /* share weight per id (current) */
+    struct s_snap snap[S_SNAP_RING];        /* frozen share weights per step */
+    double *last_seen;                      /* monotonic seconds of the last message per id */
     const struct server_coord_sched *sched; /* schedule in force (borrowed) */
-    uint64_t next_step;             /* first step not asked about yet */
+    uint64_t next_step;                     /* first step not asked about yet */
 };
 
 static double s_now(void)
@@ -119,8 +119,7 @@ int server_coord_set_weight(server_coord_t *c, int id, double weight)
     return RT_OK;
 }
 
-void server_coord_share(uint32_t batch, const double *w, int n, int i, uint32_t *off,
-                        uint32_t *cnt)
+void server_coord_share(uint32_t batch, const double *w, int n, int i, uint32_t *off, uint32_t *cnt)
 {
     double total = 0, before = 0;
     for (int k = 0; k < n; k++) {

@@ -39,7 +39,7 @@ struct server_coord_sched_ops {
 /* A schedule: operations plus their state. */
 struct server_coord_sched {
     const struct server_coord_sched_ops *ops; /* table */
-    void *self;                         /* state passed to every operation */
+    void *self;                               /* state passed to every operation */
 };
 
 /* The schedule mechanism of server_sched.h (BL/FB/GG/ABS/ABSA with stamped decisions) as the
@@ -56,7 +56,8 @@ server_coord_t *server_coord_new(int n_workers, const struct server_coord_sched 
 void server_coord_destroy(server_coord_t **self_p);
 
 /* Register a worker under `name` with share weight `weight` (> 0; relative throughput). Returns the
- * new id in [0, n_workers), or RT_ERR_STATE when every slot is taken, RT_ERR_ARG for a bad weight. */
+ * new id in [0, n_workers), or RT_ERR_STATE when every slot is taken, RT_ERR_ARG for a bad weight.
+ */
 int server_coord_register(server_coord_t *c, const char *name, double weight);
 
 /* Number of registered workers. */

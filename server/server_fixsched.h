@@ -1,7 +1,7 @@
 /*
  * server_fixsched: a constant schedule (fixed B, lr, gamma) over a fixed number of steps, as a
- * struct server_coord_sched. The stand-in until the BL/FB/GG/ABS schedule mechanism (server_sched) is
- * wired in, and what the transport tests and `eigenbatch bench ps` use.
+ * struct server_coord_sched. The stand-in until the BL/FB/GG/ABS schedule mechanism (server_sched)
+ * is wired in, and what the transport tests and `eigenbatch bench ps` use.
  */
 #ifndef SERVER_FIXSCHED_H
 #define SERVER_FIXSCHED_H

@@ -14,14 +14,14 @@
 #include "rt_log.h"
 #include "rt_sock.h"
 
-#define S_POLL_MS 100          /* poll period: how often `stop` is checked */
-#define S_MAX_PENDING 256      /* queued pulls waiting for a future version */
-#define S_ZC_WAIT_MS 2000      /* wait for queued zero-copy frames at destroy */
-#define S_APPLY_BLOCK 16384    /* floats updated per cache-sized block */
-#define S_APPLY_MIN 65536      /* smallest prefix worth updating early */
-#define S_LOG_ROUTE 24         /* hex characters of a routing id shown in logs */
-#define S_SCHED_WAIT_MS 30000  /* shards > 0: longest wait for the coordinator's schedule */
-#define S_SCHED_RETRY_US 5000  /* pause before asking again while workers join */
+#define S_POLL_MS 100         /* poll period: how often `stop` is checked */
+#define S_MAX_PENDING 256     /* queued pulls waiting for a future version */
+#define S_ZC_WAIT_MS 2000     /* wait for queued zero-copy frames at destroy */
+#define S_APPLY_BLOCK 16384   /* floats updated per cache-sized block */
+#define S_APPLY_MIN 65536     /* smallest prefix worth updating early */
+#define S_LOG_ROUTE 24        /* hex characters of a routing id shown in logs */
+#define S_SCHED_WAIT_MS 30000 /* shards > 0: longest wait for the coordinator's schedule */
+#define S_SCHED_RETRY_US 5000 /* pause before asking again while workers join */
 
 /* A worker as this shard sees it. */
 struct s_worker {
@@ -43,42 +43,42 @@ struct s_pull {
 };
 
 struct server_shard {
-    struct server_shard_cfg cfg;  /* configuration (endpoint/init pointers not kept) */
-    void *ctx;                    /* ZeroMQ context */
-    int own_ctx;                  /* ctx created here */
-    void *sock;                   /* bound ROUTER */
-    uint64_t p_off, p_cnt;        /* parameter range */
-    uint64_t b_off, b_cnt;        /* buffer range */
-    float *w;                     /* weights of the range */
-    float *mom;                   /* momentum of the range */
-    float *acc;                   /* sum over workers of samples * gradient */
-    float *bw;                    /* buffers of the range */
-    float *bacc;                  /* sum over workers of samples * buffers */
-    int ready;                    /* weights initialised (version 0 exists) */
-    uint64_t version;             /* updates applied; pushes must be for step == version */
-    int n_complete;               /* workers whose slice of the current step is complete */
-    int n_started;                /* workers that sent a chunk of the current step */
-    uint64_t total_samples;       /* samples of the current step (known once all started) */
-    uint64_t summed;              /* floats [0, summed) hold at least one contribution */
-    int b_summed;                 /* bacc holds at least one contribution */
-    uint64_t applied;             /* floats [0, applied) already updated for this step */
-    int sched_known;              /* `sched` holds the schedule of step `version` */
-    struct server_coord_point sched; /* schedule of the current step, from the coordinator */
-    void *coord_sock;             /* shards > 0: DEALER to the coordinator */
-    struct rt_sock_parts cparts;  /* frames of the coordinator's replies */
-    struct s_worker *workers;     /* n_workers entries */
-    struct s_pull pend[S_MAX_PENDING]; /* pulls for a future version */
-    int n_pend;                   /* entries in pend */
-    struct rt_sock_zc zc;         /* zero-copy frames of weights in flight */
-    uint64_t *wck;                /* checksum of each weights chunk of version wck_version */
-    uint64_t bck;                 /* checksum of the buffer slice of that version */
-    uint64_t wck_version;         /* version the checksums belong to; UINT64_MAX: none */
-    struct rt_sock_parts parts;   /* receive frames, reused */
-    server_coord_t *coord;        /* shard 0: coordinator, else NULL */
-    struct rt_wire_limits lim;    /* decode limits */
-    char name[RT_WIRE_NAME_MAX];  /* "shard-<i>" */
+    struct server_shard_cfg cfg;         /* configuration (endpoint/init pointers not kept) */
+    void *ctx;                           /* ZeroMQ context */
+    int own_ctx;                         /* ctx created here */
+    void *sock;                          /* bound ROUTER */
+    uint64_t p_off, p_cnt;               /* parameter range */
+    uint64_t b_off, b_cnt;               /* buffer range */
+    float *w;                            /* weights of the range */
+    float *mom;                          /* momentum of the range */
+    float *acc;                          /* sum over workers of samples * gradient */
+    float *bw;                           /* buffers of the range */
+    float *bacc;                         /* sum over workers of samples * buffers */
+    int ready;                           /* weights initialised (version 0 exists) */
+    uint64_t version;                    /* updates applied; pushes must be for step == version */
+    int n_complete;                      /* workers whose slice of the current step is complete */
+    int n_started;                       /* workers that sent a chunk of the current step */
+    uint64_t total_samples;              /* samples of the current step (known once all started) */
+    uint64_t summed;                     /* floats [0, summed) hold at least one contribution */
+    int b_summed;                        /* bacc holds at least one contribution */
+    uint64_t applied;                    /* floats [0, applied) already updated for this step */
+    int sched_known;                     /* `sched` holds the schedule of step `version` */
+    struct server_coord_point sched;     /* schedule of the current step, from the coordinator */
+    void *coord_sock;                    /* shards > 0: DEALER to the coordinator */
+    struct rt_sock_parts cparts;         /* frames of the coordinator's replies */
+    struct s_worker *workers;            /* n_workers entries */
+    struct s_pull pend[S_MAX_PENDING];   /* pulls for a future version */
+    int n_pend;                          /* entries in pend */
+    struct rt_sock_zc zc;                /* zero-copy frames of weights in flight */
+    uint64_t *wck;                       /* checksum of each weights chunk of version wck_version */
+    uint64_t bck;                        /* checksum of the buffer slice of that version */
+    uint64_t wck_version;                /* version the checksums belong to; UINT64_MAX: none */
+    struct rt_sock_parts parts;          /* receive frames, reused */
+    server_coord_t *coord;               /* shard 0: coordinator, else NULL */
+    struct rt_wire_limits lim;           /* decode limits */
+    char name[RT_WIRE_NAME_MAX];         /* "shard-<i>" */
     char endpoint[RT_SOCK_ENDPOINT_MAX]; /* endpoint bound */
-    struct server_shard_stats st; /* counters */
+    struct server_shard_stats st;        /* counters */
 };
 
 /* ---- helpers ---------------------------------------------------------------------------- */
@@ -100,8 +100,8 @@ static void s_drop(server_shard_t *s, const uint8_t *route, size_t rlen,
     s->st.dropped++;
     if (m)
         RT_WARN(s->name, "dropped %s from peer %s (worker %d '%s', step %llu): %s",
-                rt_wire_type_name(m->type), hex, m->sender, m->name,
-                (unsigned long long)m->step, why);
+                rt_wire_type_name(m->type), hex, m->sender, m->name, (unsigned long long)m->step,
+                why);
     else
         RT_WARN(s->name, "dropped message from peer %s: %s", hex, why);
 }
@@ -715,8 +715,7 @@ int server_shard_new(const struct server_shard_cfg *cfg, server_shard_t **out)
     s->wck = calloc((size_t)(s->p_cnt / s->cfg.chunk_floats + 1), sizeof *s->wck);
     s->wck_version = UINT64_MAX;
     if (!s->w || !s->mom || !s->acc || !s->bw || !s->bacc || !s->workers || !s->wck) {
-        rt_err_set(RT_ERR_NOMEM, "shard %d: %llu floats", cfg->shard,
-                   (unsigned long long)s->p_cnt);
+        rt_err_set(RT_ERR_NOMEM, "shard %d: %llu floats", cfg->shard, (unsigned long long)s->p_cnt);
         goto out_destroy;
     }
     memset(s->mom, 0, s->p_cnt * sizeof(float));

@@ -7,8 +7,8 @@
  * and answers the pulls waiting for it. Shard 0 also runs the coordinator (server_coord).
  *
  * A malformed or unexpected message (random bytes, truncated multipart, wrong version, wrong sizes,
- * a push for a step other than the current one, an unknown or impersonating peer) is logged with its
- * sender and the reason and dropped; the shard keeps serving the honest workers.
+ * a push for a step other than the current one, an unknown or impersonating peer) is logged with
+ * its sender and the reason and dropped; the shard keeps serving the honest workers.
  */
 #ifndef SERVER_SHARD_H
 #define SERVER_SHARD_H
@@ -24,30 +24,30 @@
 
 /* Configuration of a shard. */
 struct server_shard_cfg {
-    int shard;                 /* this shard's index, 0 = coordinator */
-    int n_shards;              /* number of shards */
-    int n_workers;             /* workers that take part in every step */
-    uint64_t n_params;         /* size of the flat parameter vector */
-    uint64_t n_buffers;        /* size of the flat buffer vector (may be 0) */
-    const char *endpoint;      /* where to bind the ROUTER (e.g. "tcp://0.0.0.0:5555") */
+    int shard;                  /* this shard's index, 0 = coordinator */
+    int n_shards;               /* number of shards */
+    int n_workers;              /* workers that take part in every step */
+    uint64_t n_params;          /* size of the flat parameter vector */
+    uint64_t n_buffers;         /* size of the flat buffer vector (may be 0) */
+    const char *endpoint;       /* where to bind the ROUTER (e.g. "tcp://0.0.0.0:5555") */
     const char *coord_endpoint; /* shards > 0: shard 0's endpoint, asked for each step's schedule */
-    void *zmq_ctx;             /* context to use (shared in embedded mode) or NULL: own one */
-    float momentum;            /* SGD momentum */
-    float weight_decay;        /* SGD weight decay */
-    const float *init_params;  /* full initial parameter vector, or NULL: worker 0 sends INIT */
-    const float *init_buffers; /* full initial buffer vector, or NULL (with init_params: zeros) */
+    void *zmq_ctx;              /* context to use (shared in embedded mode) or NULL: own one */
+    float momentum;             /* SGD momentum */
+    float weight_decay;         /* SGD weight decay */
+    const float *init_params;   /* full initial parameter vector, or NULL: worker 0 sends INIT */
+    const float *init_buffers;  /* full initial buffer vector, or NULL (with init_params: zeros) */
     const struct server_coord_sched *sched; /* shard 0: the schedule in force (borrowed) */
-    uint32_t chunk_floats;     /* floats per weights frame sent (0: default) */
-    enum rt_wire_checksum checksum; /* checksum of the frames this shard sends */
-    int io_threads;            /* I/O threads of an own context (0: 1) */
+    uint32_t chunk_floats;                  /* floats per weights frame sent (0: default) */
+    enum rt_wire_checksum checksum;         /* checksum of the frames this shard sends */
+    int io_threads;                         /* I/O threads of an own context (0: 1) */
 };
 
 /* Counters of a shard, for logs and tests. */
 struct server_shard_stats {
-    uint64_t version;       /* updates applied */
-    uint64_t dropped;       /* messages dropped as malformed or unexpected */
-    uint64_t pushes;        /* push chunks accepted */
-    uint64_t pulls;         /* weight replies sent */
+    uint64_t version; /* updates applied */
+    uint64_t dropped; /* messages dropped as malformed or unexpected */
+    uint64_t pushes;  /* push chunks accepted */
+    uint64_t pulls;   /* weight replies sent */
 };
 
 typedef struct server_shard server_shard_t;

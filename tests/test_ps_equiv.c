@@ -17,15 +17,15 @@
 #include "server_fixsched.h"
 #include "worker_synth.h"
 
-#define P 1001          /* parameters: odd, so shard ranges differ in size */
-#define NB 7            /* fake running statistics */
-#define BATCH 24        /* global batch */
-#define STEPS 6         /* k */
+#define P 1001   /* parameters: odd, so shard ranges differ in size */
+#define NB 7     /* fake running statistics */
+#define BATCH 24 /* global batch */
+#define STEPS 6  /* k */
 #define LR 1e-3f
 #define MOMENTUM 0.9f
 #define WD 1e-4f
 #define SEED 42
-#define N_SAMPLES 48    /* two steps per epoch: epochs change during the run */
+#define N_SAMPLES 48 /* two steps per epoch: epochs change during the run */
 #define TOL 1e-5
 
 /* The reference: one process, plain SGD over the whole batch from the same samples. */
@@ -67,8 +67,8 @@ static void s_check_close(const float *a, const float *ref, size_t n, const char
 static void s_run(int W, int S, const double *weights, const char *transport, const char *where,
                   int init_at_shards, uint32_t chunk, float *w, float *b)
 {
-    struct server_fixsched_cfg fc = {.batch = BATCH, .lr = LR, .n_samples = N_SAMPLES,
-                                     .steps = STEPS};
+    struct server_fixsched_cfg fc = {
+        .batch = BATCH, .lr = LR, .n_samples = N_SAMPLES, .steps = STEPS};
     struct server_coord_sched sched;
     assert_int_equal(server_fixsched_new(&fc, &sched), 0);
     struct worker_synth *models = calloc((size_t)W, sizeof *models);
@@ -82,11 +82,21 @@ static void s_run(int W, int S, const double *weights, const char *transport, co
     }
     worker_synth_initial(&models[0], w0, b0);
     struct server_cluster_cfg cc = {
-        .n_shards = S, .n_workers = W, .transport = transport, .where = where,
-        .n_params = P, .n_buffers = NB, .momentum = MOMENTUM, .weight_decay = WD,
-        .sched = &sched, .init_params = init_at_shards ? w0 : NULL,
-        .init_buffers = init_at_shards ? b0 : NULL, .compute = cbs, .weights = weights,
-        .chunk_floats = chunk, .checksum = RT_WIRE_CK_CRC32,
+        .n_shards = S,
+        .n_workers = W,
+        .transport = transport,
+        .where = where,
+        .n_params = P,
+        .n_buffers = NB,
+        .momentum = MOMENTUM,
+        .weight_decay = WD,
+        .sched = &sched,
+        .init_params = init_at_shards ? w0 : NULL,
+        .init_buffers = init_at_shards ? b0 : NULL,
+        .compute = cbs,
+        .weights = weights,
+        .chunk_floats = chunk,
+        .checksum = RT_WIRE_CK_CRC32,
     };
     struct worker_stats *st = calloc((size_t)W, sizeof *st);
     int rc = server_cluster_run(&cc, w, b, st);
@@ -117,7 +127,7 @@ static void test_inproc_combinations(void **state)
         int init_at_shards;
         uint32_t chunk;
     } cases[] = {
-        {1, 1, NULL, 1, 0}, {2, 2, NULL, 0, 100}, {2, 3, uneq2, 0, 64},
+        {1, 1, NULL, 1, 0},     {2, 2, NULL, 0, 100}, {2, 3, uneq2, 0, 64},
         {3, 2, uneq3, 1, 1000}, {4, 1, NULL, 0, 333}, {3, 4, uneq3, 0, 50},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -168,8 +178,8 @@ static void test_rebalanced_shares(void **state)
     enum { NW = 3 };
     float ref_w[P], ref_b[NB], w[P], b[NB];
     s_reference(ref_w, ref_b);
-    struct server_fixsched_cfg fc = {.batch = BATCH, .lr = LR, .n_samples = N_SAMPLES,
-                                     .steps = STEPS};
+    struct server_fixsched_cfg fc = {
+        .batch = BATCH, .lr = LR, .n_samples = N_SAMPLES, .steps = STEPS};
     struct server_coord_sched sched;
     assert_int_equal(server_fixsched_new(&fc, &sched), 0);
     struct slow sl[NW];
@@ -178,13 +188,22 @@ static void test_rebalanced_shares(void **state)
     for (int i = 0; i < NW; i++) {
         assert_int_equal(worker_synth_init(&sl[i].model, SEED, P, NB), 0);
         sl[i].delay_us = i == 0 ? 20000 : 0;
-        cbs[i] = (struct worker_compute){.user = &sl[i], .init = s_slow_init,
-                                         .compute = s_slow_compute};
+        cbs[i] =
+            (struct worker_compute){.user = &sl[i], .init = s_slow_init, .compute = s_slow_compute};
     }
     struct server_cluster_cfg cc = {
-        .n_shards = 2, .n_workers = NW, .transport = "inproc", .where = "rebalance",
-        .n_params = P, .n_buffers = NB, .momentum = MOMENTUM, .weight_decay = WD,
-        .sched = &sched, .compute = cbs, .rebalance = 1, .checksum = RT_WIRE_CK_FLETCHER64,
+        .n_shards = 2,
+        .n_workers = NW,
+        .transport = "inproc",
+        .where = "rebalance",
+        .n_params = P,
+        .n_buffers = NB,
+        .momentum = MOMENTUM,
+        .weight_decay = WD,
+        .sched = &sched,
+        .compute = cbs,
+        .rebalance = 1,
+        .checksum = RT_WIRE_CK_FLETCHER64,
     };
     int rc = server_cluster_run(&cc, w, b, NULL);
     if (rc)
@@ -207,8 +226,8 @@ static void test_slow_step_is_not_a_timeout(void **state)
     enum { NW = 2 };
     float ref_w[P], ref_b[NB], w[P], b[NB];
     s_reference(ref_w, ref_b);
-    struct server_fixsched_cfg fc = {.batch = BATCH, .lr = LR, .n_samples = N_SAMPLES,
-                                     .steps = STEPS};
+    struct server_fixsched_cfg fc = {
+        .batch = BATCH, .lr = LR, .n_samples = N_SAMPLES, .steps = STEPS};
     struct server_coord_sched sched;
     assert_int_equal(server_fixsched_new(&fc, &sched), 0);
     struct slow sl[NW];
@@ -218,13 +237,21 @@ static void test_slow_step_is_not_a_timeout(void **state)
         assert_int_equal(worker_synth_init(&sl[i].model, SEED, P, NB), 0);
         sl[i].delay_us = i == 1 ? 1500000 : 0;
         sl[i].only_step = 2;
-        cbs[i] = (struct worker_compute){.user = &sl[i], .init = s_slow_init,
-                                         .compute = s_slow_compute};
+        cbs[i] =
+            (struct worker_compute){.user = &sl[i], .init = s_slow_init, .compute = s_slow_compute};
     }
     struct server_cluster_cfg cc = {
-        .n_shards = 2, .n_workers = NW, .transport = "inproc", .where = "slow-step",
-        .n_params = P, .n_buffers = NB, .momentum = MOMENTUM, .weight_decay = WD,
-        .sched = &sched, .compute = cbs, .worker_timeout_ms = 300,
+        .n_shards = 2,
+        .n_workers = NW,
+        .transport = "inproc",
+        .where = "slow-step",
+        .n_params = P,
+        .n_buffers = NB,
+        .momentum = MOMENTUM,
+        .weight_decay = WD,
+        .sched = &sched,
+        .compute = cbs,
+        .worker_timeout_ms = 300,
     };
     int rc = server_cluster_run(&cc, w, b, NULL);
     if (rc)
@@ -260,17 +287,25 @@ static void test_tcp_fixed_ports(void **state)
     /* shards bound on consecutive ports from a free one, as `eigenbatch launch` does */
     float w[P], b[NB], ref_w[P], ref_b[NB];
     s_reference(ref_w, ref_b);
-    struct server_fixsched_cfg fc = {.batch = BATCH, .lr = LR, .n_samples = N_SAMPLES,
-                                     .steps = STEPS};
+    struct server_fixsched_cfg fc = {
+        .batch = BATCH, .lr = LR, .n_samples = N_SAMPLES, .steps = STEPS};
     struct server_coord_sched sched;
     assert_int_equal(server_fixsched_new(&fc, &sched), 0);
     struct worker_synth model;
     assert_int_equal(worker_synth_init(&model, SEED, P, NB), 0);
     struct worker_compute cb = worker_synth_compute(&model);
     struct server_cluster_cfg cc = {
-        .n_shards = 2, .n_workers = 1, .transport = "tcp", .where = "127.0.0.1",
-        .port = eb_test_free_port(), .n_params = P, .n_buffers = NB, .momentum = MOMENTUM,
-        .weight_decay = WD, .sched = &sched, .compute = &cb,
+        .n_shards = 2,
+        .n_workers = 1,
+        .transport = "tcp",
+        .where = "127.0.0.1",
+        .port = eb_test_free_port(),
+        .n_params = P,
+        .n_buffers = NB,
+        .momentum = MOMENTUM,
+        .weight_decay = WD,
+        .sched = &sched,
+        .compute = &cb,
         .checksum = RT_WIRE_CK_FLETCHER64,
     };
     int rc = server_cluster_run(&cc, w, b, NULL);

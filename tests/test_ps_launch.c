@@ -1,8 +1,9 @@
 /*
  * test_ps_launch: multi-process runs. `eigenbatch launch` (2 shards, 2 workers, separate processes
- * over tcp loopback and over ipc, and threads of one process over inproc) trains the synthetic model to the same weights as plain SGD
- * over the whole batch in one process, within 1e-5 relative. Also: a bad option is a clear
- * usage error, and a worker that cannot reach its shards fails instead of hanging forever.
+ * over tcp loopback and over ipc, and threads of one process over inproc) trains the synthetic
+ * model to the same weights as plain SGD over the whole batch in one process, within 1e-5 relative.
+ * Also: a bad option is a clear usage error, and a worker that cannot reach its shards fails
+ * instead of hanging forever.
  */
 #include "eb_test.h"
 
@@ -107,7 +108,8 @@ static void test_launch_zoo_model_on_lmdb(void **state)
     snprintf(cmd, sizeof cmd,
              "EB_LOG=warn '%s' launch --transport tcp --shards 2 --workers 2 --model cnn "
              "--data '%s' --classes 40 --batch 16 --micro-batch 4 --steps 4 --lr 0.05 "
-             "--out '%s'", eb_test_binary(), db, out);
+             "--out '%s'",
+             eb_test_binary(), db, out);
     assert_int_equal(s_run(cmd), 0);
     nn_net_t *net = nn_zoo_new("cnn", 1, 8, 8, 40, 4, NULL);
     assert_non_null(net);
@@ -151,17 +153,16 @@ static void test_bad_options(void **state)
     int port = eb_test_free_port();
     snprintf(cmd, sizeof cmd,
              "EB_CONNECT=tcp://127.0.0.1:%d EB_PARAMS=10 EB_TIMEOUT_MS=500 "
-             "timeout 20 '%s' worker 2>/dev/null", port, eb_test_binary());
+             "timeout 20 '%s' worker 2>/dev/null",
+             port, eb_test_binary());
     assert_int_equal(s_run(cmd), 1);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_launch_tcp),
-        cmocka_unit_test(test_launch_ipc),
-        cmocka_unit_test(test_launch_threads),
-        cmocka_unit_test(test_launch_zoo_model_on_lmdb),
+        cmocka_unit_test(test_launch_tcp),     cmocka_unit_test(test_launch_ipc),
+        cmocka_unit_test(test_launch_threads), cmocka_unit_test(test_launch_zoo_model_on_lmdb),
         cmocka_unit_test(test_bad_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

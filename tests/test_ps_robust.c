@@ -79,8 +79,8 @@ static void s_send_raw(void *sock, const void *const *frames, const size_t *size
 }
 
 /* Receive and decode one message within RECV_MS. */
-static void s_recv(void *sock, struct rt_sock_parts *parts, struct rt_wire_msg *m,
-                   const void **pp, const void **bp)
+static void s_recv(void *sock, struct rt_sock_parts *parts, struct rt_wire_msg *m, const void **pp,
+                   const void **bp)
 {
     zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
     assert_int_equal(zmq_poll(&it, 1, RECV_MS), 1);
@@ -183,8 +183,8 @@ static void test_rogue_and_misbehaving_worker(void **state)
     assert_true(lfd >= 0);
     dup2(lfd, 2);
 
-    struct server_fixsched_cfg fc = {.batch = BATCH, .lr = LR, .n_samples = N_SAMPLES,
-                                     .steps = STEPS};
+    struct server_fixsched_cfg fc = {
+        .batch = BATCH, .lr = LR, .n_samples = N_SAMPLES, .steps = STEPS};
     struct server_coord_sched sched;
     assert_int_equal(server_fixsched_new(&fc, &sched), 0);
     struct worker_synth ma, mb;
@@ -201,10 +201,19 @@ static void test_rogue_and_misbehaving_worker(void **state)
     const char *eps[S];
     for (int i = 0; i < S; i++) {
         struct server_shard_cfg sc = {
-            .shard = i, .n_shards = S, .n_workers = W, .n_params = P, .n_buffers = NB,
-            .endpoint = "tcp://127.0.0.1:*", .coord_endpoint = i > 0 ? eps[0] : NULL,
-            .zmq_ctx = ctx, .momentum = MOMENTUM,
-            .weight_decay = WD, .init_params = w0, .init_buffers = b0, .sched = &sched,
+            .shard = i,
+            .n_shards = S,
+            .n_workers = W,
+            .n_params = P,
+            .n_buffers = NB,
+            .endpoint = "tcp://127.0.0.1:*",
+            .coord_endpoint = i > 0 ? eps[0] : NULL,
+            .zmq_ctx = ctx,
+            .momentum = MOMENTUM,
+            .weight_decay = WD,
+            .init_params = w0,
+            .init_buffers = b0,
+            .sched = &sched,
             .checksum = RT_WIRE_CK_CRC32,
         };
         assert_int_equal(server_shard_new(&sc, &sj[i].shard), 0);
@@ -220,8 +229,13 @@ static void test_rogue_and_misbehaving_worker(void **state)
     }
     /* worker A: the ordinary loop */
     struct worker_job wa = {
-        .cfg = {.name = "honest-a", .n_shards = S, .endpoints = eps, .zmq_ctx = ctx,
-                .n_params = P, .n_buffers = NB, .checksum = RT_WIRE_CK_CRC32,
+        .cfg = {.name = "honest-a",
+                .n_shards = S,
+                .endpoints = eps,
+                .zmq_ctx = ctx,
+                .n_params = P,
+                .n_buffers = NB,
+                .checksum = RT_WIRE_CK_CRC32,
                 .chunk_floats = 100},
         .cb = worker_synth_compute(&ma),
     };
@@ -370,10 +384,17 @@ static void test_rogue_and_misbehaving_worker(void **state)
             fail_msg("buffer %d: %g, reference %g", j, (double)fb[j], (double)ref_b[j]);
     /* the log names the sender and the reason of each kind of drop */
     const char *reasons[] = {
-        "is not a valid EbHeader", "protocol version 8 from 'rogue'", "payload frames",
-        "bytes, header says", "not bound to that worker id", "worker id out of range",
-        "push for step", "the schedule in force is", "out of order",
-        "does not match this shard's buffer range", "hand-b",
+        "is not a valid EbHeader",
+        "protocol version 8 from 'rogue'",
+        "payload frames",
+        "bytes, header says",
+        "not bound to that worker id",
+        "worker id out of range",
+        "push for step",
+        "the schedule in force is",
+        "out of order",
+        "does not match this shard's buffer range",
+        "hand-b",
     };
     for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
         if (!strstr(log, reasons[i]))

@@ -43,8 +43,8 @@ static server_sched_t *s_make(enum server_sched_method method, double rho)
 }
 
 /* Plain SGD following the schedule step by step; returns the number of steps. */
-static int s_reference(server_sched_t *sched, float *w, float *b, int *saw_partial,
-                       double *lrs, uint32_t *batches)
+static int s_reference(server_sched_t *sched, float *w, float *b, int *saw_partial, double *lrs,
+                       uint32_t *batches)
 {
     struct worker_synth m;
     assert_int_equal(worker_synth_init(&m, SEED, P, NB), 0);
@@ -60,8 +60,8 @@ static int s_reference(server_sched_t *sched, float *w, float *b, int *saw_parti
             *saw_partial = 1;
         lrs[t] = p.lr;
         batches[t] = (uint32_t)p.batch;
-        worker_synth_grad(&m, ((uint64_t)p.epoch << 32) + (uint64_t)p.offset,
-                          (uint32_t)p.samples, w, g, b);
+        worker_synth_grad(&m, ((uint64_t)p.epoch << 32) + (uint64_t)p.offset, (uint32_t)p.samples,
+                          w, g, b);
         nn_sgd_step(w, mom, g, P, (float)p.lr, (float)MOMENTUM, (float)WD);
     }
     free(mom);
@@ -94,10 +94,18 @@ static void s_check(enum server_sched_method method, double rho)
     static const double weights[2] = {1.0, 2.0};
     struct worker_stats st[2];
     struct server_cluster_cfg cc = {
-        .n_shards = 2, .n_workers = 2, .transport = "inproc",
-        .where = method == SERVER_SCHED_BL ? "sched-bl" : "sched-gg", .n_params = P,
-        .n_buffers = NB, .momentum = (float)MOMENTUM, .weight_decay = (float)WD, .sched = &cs,
-        .compute = cbs, .weights = weights, .chunk_floats = 100,
+        .n_shards = 2,
+        .n_workers = 2,
+        .transport = "inproc",
+        .where = method == SERVER_SCHED_BL ? "sched-bl" : "sched-gg",
+        .n_params = P,
+        .n_buffers = NB,
+        .momentum = (float)MOMENTUM,
+        .weight_decay = (float)WD,
+        .sched = &cs,
+        .compute = cbs,
+        .weights = weights,
+        .chunk_floats = 100,
     };
     if (server_cluster_run(&cc, w, b, st))
         fail_msg("cluster: %s", rt_err_msg());

@@ -315,15 +315,13 @@ static void test_checksum(void **state)
         int n = s_pack(&m, p, b, hdr, sizeof hdr, parts, sizes);
         assert_int_equal(rt_wire_decode(parts, sizes, n, &s_lim, &d, NULL, NULL), 0);
         p[7] += 1.0f; /* corrupt after sealing */
-        assert_int_equal(rt_wire_decode(parts, sizes, n, &s_lim, &d, NULL, NULL),
-                         RT_ERR_CHECKSUM);
+        assert_int_equal(rt_wire_decode(parts, sizes, n, &s_lim, &d, NULL, NULL), RT_ERR_CHECKSUM);
         p[7] -= 1.0f;
         /* swapped words change a Fletcher sum too (order-sensitive) */
         float t = p[3];
         p[3] = p[4];
         p[4] = t;
-        assert_int_equal(rt_wire_decode(parts, sizes, n, &s_lim, &d, NULL, NULL),
-                         RT_ERR_CHECKSUM);
+        assert_int_equal(rt_wire_decode(parts, sizes, n, &s_lim, &d, NULL, NULL), RT_ERR_CHECKSUM);
         p[4] = p[3];
         p[3] = t;
     }

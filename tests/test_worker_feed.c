@@ -93,8 +93,7 @@ static void test_two_workers_on_lmdb(void **state)
     snprintf(dir, sizeof dir, "%s/db", tmp);
     eb_test_make_raw_db(dir, N, C, H, W_);
     int classes = N; /* the synthetic records' labels are their indices */
-    struct server_fixsched_cfg fc = {.batch = BATCH, .lr = 0.05f, .n_samples = N,
-                                     .steps = STEPS};
+    struct server_fixsched_cfg fc = {.batch = BATCH, .lr = 0.05f, .n_samples = N, .steps = STEPS};
     struct server_coord_sched sched;
     assert_int_equal(server_fixsched_new(&fc, &sched), 0);
     rt_loader_t *loaders[2];
@@ -116,9 +115,17 @@ static void test_two_workers_on_lmdb(void **state)
     size_t np = nn_net_param_count(nets[0]);
     float *w = malloc(np * sizeof(float));
     struct server_cluster_cfg cc = {
-        .n_shards = 2, .n_workers = 2, .transport = "inproc", .where = "feed", .n_params = np,
-        .n_buffers = 0, .momentum = 0.9f, .weight_decay = 5e-4f, .sched = &sched,
-        .compute = cbs, .checksum = RT_WIRE_CK_CRC32,
+        .n_shards = 2,
+        .n_workers = 2,
+        .transport = "inproc",
+        .where = "feed",
+        .n_params = np,
+        .n_buffers = 0,
+        .momentum = 0.9f,
+        .weight_decay = 5e-4f,
+        .sched = &sched,
+        .compute = cbs,
+        .checksum = RT_WIRE_CK_CRC32,
     };
     if (server_cluster_run(&cc, w, NULL, NULL))
         fail_msg("cluster: %s", rt_err_msg());
@@ -136,8 +143,8 @@ static void test_two_workers_on_lmdb(void **state)
         for (uint32_t pos = 0; pos < BATCH;) {
             uint32_t in_share = pos % (BATCH / 2);
             uint32_t n = BATCH / 2 - in_share < M ? BATCH / 2 - in_share : M;
-            struct rt_loader_req req = {.epoch = epoch, .start = base + pos, .count = n,
-                                        .augment = true};
+            struct rt_loader_req req = {
+                .epoch = epoch, .start = base + pos, .count = n, .augment = true};
             struct rt_loader_batch bt;
             assert_int_equal(rt_loader_submit(rl, &req), 0);
             assert_int_equal(rt_loader_wait(rl, &bt), 0);
@@ -145,8 +152,8 @@ static void test_two_workers_on_lmdb(void **state)
             memcpy(y, bt.y, n * sizeof(int32_t));
             rt_loader_release(rl, &bt);
             nn_net_train_pass(ref, x, y, (int)n, NN_BN_TRAIN,
-                              NN_PASS_PARAM_GRAD | NN_PASS_UPDATE_STATS,
-                              (float)n / (float)BATCH, NULL, NULL);
+                              NN_PASS_PARAM_GRAD | NN_PASS_UPDATE_STATS, (float)n / (float)BATCH,
+                              NULL, NULL);
             pos += n;
         }
         nn_sgd_step(nn_net_params(ref), mom, nn_net_grads(ref), np, 0.05f, 0.9f, 5e-4f);

@@ -99,11 +99,11 @@ static int s_ref_input_grad(void *user, const float *x, int32_t count, float *gr
     return 0;
 }
 
-static void s_case(const char *model, int nw, int ns, const double *weights, uint32_t batch,
-                   int m, float gamma)
+static void s_case(const char *model, int nw, int ns, const double *weights, uint32_t batch, int m,
+                   float gamma)
 {
-    struct server_fixsched_cfg fc = {.batch = batch, .lr = LR, .gamma = gamma,
-                                     .n_samples = 1u << 20, .steps = STEPS};
+    struct server_fixsched_cfg fc = {
+        .batch = batch, .lr = LR, .gamma = gamma, .n_samples = 1u << 20, .steps = STEPS};
     struct server_coord_sched sched;
     assert_int_equal(server_fixsched_new(&fc, &sched), 0);
     nn_net_t *nets[MAXW];
@@ -121,15 +121,24 @@ static void s_case(const char *model, int nw, int ns, const double *weights, uin
         nns[i] = worker_nn_new(nets[i], &src, &ncfg, NULL);
         assert_non_null(nns[i]);
         recs[i] = (struct rec){nns[i], worker_nn_compute(nns[i]), &sh};
-        cbs[i] = (struct worker_compute){.user = &recs[i], .init = s_rec_init,
-                                         .compute = s_rec_compute};
+        cbs[i] =
+            (struct worker_compute){.user = &recs[i], .init = s_rec_init, .compute = s_rec_compute};
     }
     size_t np = nn_net_param_count(nets[0]), nb = nn_net_buffer_count(nets[0]);
     float *w = malloc(np * sizeof(float)), *b = malloc((nb + 1) * sizeof(float));
     struct server_cluster_cfg cc = {
-        .n_shards = ns, .n_workers = nw, .transport = "inproc", .where = model,
-        .n_params = np, .n_buffers = nb, .momentum = MOMENTUM, .weight_decay = WD,
-        .sched = &sched, .compute = cbs, .weights = weights, .checksum = RT_WIRE_CK_FLETCHER64,
+        .n_shards = ns,
+        .n_workers = nw,
+        .transport = "inproc",
+        .where = model,
+        .n_params = np,
+        .n_buffers = nb,
+        .momentum = MOMENTUM,
+        .weight_decay = WD,
+        .sched = &sched,
+        .compute = cbs,
+        .weights = weights,
+        .checksum = RT_WIRE_CK_FLETCHER64,
     };
     if (server_cluster_run(&cc, w, b, NULL))
         fail_msg("%s cluster: %s", model, rt_err_msg());
@@ -160,7 +169,8 @@ static void s_case(const char *model, int nw, int ns, const double *weights, uin
                 if (gamma > 0)
                     assert_int_equal(worker_fgsm_apply(fg, x, (int32_t)n, gamma, EPS,
                                                        WORKER_FGSM_RANGE_BATCH, s_ref_input_grad,
-                                                       &rc, NULL), 0);
+                                                       &rc, NULL),
+                                     0);
                 nn_net_train_pass(ref, x, y, (int)n, NN_BN_TRAIN,
                                   NN_PASS_PARAM_GRAD | NN_PASS_UPDATE_STATS,
                                   (float)n / (float)batch, NULL, NULL);

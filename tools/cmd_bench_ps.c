@@ -43,8 +43,8 @@ static double s_now(void)
 
 /* A worker that computes nothing: it records when each step's weights arrived. */
 struct s_null {
-    double *t;        /* rounds + 1 timestamps: weights of step i received */
-    uint64_t rounds;  /* steps */
+    double *t;       /* rounds + 1 timestamps: weights of step i received */
+    uint64_t rounds; /* steps */
 };
 
 static int s_null_compute(void *user, const struct worker_step *st, const float *params,
@@ -73,10 +73,10 @@ static void s_null_finish(void *user, uint64_t steps, const float *params, const
 /* ---- raw TCP baseline ------------------------------------------------------------------- */
 
 struct s_raw {
-    int listen_fd;   /* bound, listening */
-    size_t bytes;    /* per direction per round */
-    long rounds;     /* rounds */
-    int rc;          /* server result */
+    int listen_fd; /* bound, listening */
+    size_t bytes;  /* per direction per round */
+    long rounds;   /* rounds */
+    int rc;        /* server result */
 };
 
 static int s_full_io(int fd, char *buf, size_t n, int writing)
@@ -164,20 +164,19 @@ static double s_raw_tcp(size_t bytes, long rounds)
 
 /* ---- training throughput: W workers + S shards vs one worker without servers ------------- */
 
-#define S_POOL 512           /* distinct random samples, reused cyclically */
-#define S_TRAIN_LR 0.01f     /* SGD settings (their values do not matter for the timing) */
+#define S_POOL 512       /* distinct random samples, reused cyclically */
+#define S_TRAIN_LR 0.01f /* SGD settings (their values do not matter for the timing) */
 #define S_TRAIN_MOMENTUM 0.9f
 #define S_TRAIN_WD 5e-4f
 
 /* A pool of random samples standing in for the loader (identical cost in both runs). */
 struct s_pool {
-    float *x;          /* S_POOL samples */
-    int32_t *y;        /* S_POOL labels */
-    size_t len;        /* floats per sample */
+    float *x;   /* S_POOL samples */
+    int32_t *y; /* S_POOL labels */
+    size_t len; /* floats per sample */
 };
 
-static int s_pool_read(void *user, uint64_t epoch, uint64_t first, uint32_t n, float *x,
-                       int32_t *y)
+static int s_pool_read(void *user, uint64_t epoch, uint64_t first, uint32_t n, float *x, int32_t *y)
 {
     (void)epoch;
     const struct s_pool *p = user;
@@ -285,8 +284,10 @@ static double s_train_cluster(const struct s_train_opts *o, struct s_pool *pool)
     double *stamps = calloc((size_t)W * (size_t)(o->steps + 2), sizeof(double));
     struct worker_nn_source src = {.user = pool, .read = s_pool_read};
     struct worker_nn_cfg ncfg = {.micro_batch = (int)o->micro, .init_seed = 1};
-    struct server_fixsched_cfg fc = {.batch = (uint32_t)o->batch, .lr = S_TRAIN_LR,
-                                     .n_samples = 1u << 30, .steps = (uint64_t)o->steps + 1};
+    struct server_fixsched_cfg fc = {.batch = (uint32_t)o->batch,
+                                     .lr = S_TRAIN_LR,
+                                     .n_samples = 1u << 30,
+                                     .steps = (uint64_t)o->steps + 1};
     struct server_coord_sched sched = {0};
     int ok = stamps && !server_fixsched_new(&fc, &sched);
     for (int i = 0; ok && i < W; i++) {
@@ -296,17 +297,24 @@ static double s_train_cluster(const struct s_train_opts *o, struct s_pool *pool)
         if (ok) {
             tms[i] = (struct s_timed){worker_nn_compute(nns[i]), stamps + i * (o->steps + 2),
                                       (uint64_t)o->steps + 1, (int)o->threads};
-            cbs[i] = (struct worker_compute){.user = &tms[i], .init = s_timed_init,
+            cbs[i] = (struct worker_compute){.user = &tms[i],
+                                             .init = s_timed_init,
                                              .compute = s_timed_compute,
                                              .finish = s_timed_finish};
         }
     }
     if (ok) {
         struct server_cluster_cfg cc = {
-            .n_shards = (int)o->shards, .n_workers = W, .transport = o->transport,
-            .where = o->where, .n_params = nn_net_param_count(nets[0]),
-            .n_buffers = nn_net_buffer_count(nets[0]), .momentum = S_TRAIN_MOMENTUM,
-            .weight_decay = S_TRAIN_WD, .sched = &sched, .compute = cbs,
+            .n_shards = (int)o->shards,
+            .n_workers = W,
+            .transport = o->transport,
+            .where = o->where,
+            .n_params = nn_net_param_count(nets[0]),
+            .n_buffers = nn_net_buffer_count(nets[0]),
+            .momentum = S_TRAIN_MOMENTUM,
+            .weight_decay = S_TRAIN_WD,
+            .sched = &sched,
+            .compute = cbs,
             .checksum = RT_WIRE_CK_FLETCHER64,
         };
         nn_set_threads((int)o->threads);
@@ -374,15 +382,15 @@ static int s_bench_train_ps(const struct s_train_opts *o)
     printf("%s batch %ld (micro-batch %ld): one worker, no server, %d threads: %.1f images/s\n",
            o->model, o->batch, o->micro, all_threads, ips_single);
     printf("%s batch %ld: %ld workers x %ld threads + %ld shards over %s: %.1f images/s "
-           "(overhead %.1f%%)\n", o->model, o->batch, o->workers, o->threads, o->shards,
-           o->transport, ips_cluster, 100.0 * overhead);
-    json_t *j = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f}",
-                          "bench", "ps-train", "model", o->model, "transport", o->transport,
-                          "batch", (json_int_t)o->batch, "micro_batch", (json_int_t)o->micro,
-                          "workers", (json_int_t)o->workers, "shards", (json_int_t)o->shards,
-                          "threads_per_worker", (json_int_t)o->threads, "steps",
-                          (json_int_t)o->steps, "images_per_s", ips_cluster,
-                          "single_images_per_s", ips_single, "overhead", overhead);
+           "(overhead %.1f%%)\n",
+           o->model, o->batch, o->workers, o->threads, o->shards, o->transport, ips_cluster,
+           100.0 * overhead);
+    json_t *j = json_pack(
+        "{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f}", "bench", "ps-train",
+        "model", o->model, "transport", o->transport, "batch", (json_int_t)o->batch, "micro_batch",
+        (json_int_t)o->micro, "workers", (json_int_t)o->workers, "shards", (json_int_t)o->shards,
+        "threads_per_worker", (json_int_t)o->threads, "steps", (json_int_t)o->steps, "images_per_s",
+        ips_cluster, "single_images_per_s", ips_single, "overhead", overhead);
     char *line = j ? json_dumps(j, JSON_COMPACT) : NULL;
     if (!line) {
         json_decref(j);
@@ -398,25 +406,26 @@ static int s_bench_train_ps(const struct s_train_opts *o)
 
 static void s_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: eigenbatch bench ps [--floats N] [--shards S] [--workers W]\n"
-            "                           [--transport tcp|ipc|inproc] [--rounds R] [--chunk FLOATS]\n"
-            "                           [--checksum none|crc32|fletcher64] [--io-threads N]\n"
-            "                           [--repeat K] [--no-baseline]\n"
-            "       eigenbatch bench ps --model M [--input CxHxW] [--classes N] [--batch B]\n"
-            "                           [--micro-batch m] [--steps K] [--workers W] [--shards S]\n"
-            "                           [--threads T] [--transport tcp|inproc] [--repeat K]\n"
-            "Times push+pull rounds of W workers and S shards (threads, one process) for a model\n"
-            "of N floats (default %ld, resnet18-sized), and a raw TCP loopback exchange of the\n"
-            "same bytes with preallocated buffers. The last line is a JSON object with\n"
-            "gbytes_per_s (model bytes pushed plus pulled per second, all workers),\n"
-            "raw_tcp_gbytes_per_s and ratio. Both are measured K times (default 3), interleaved,\n"
-            "and the best of each is reported (the machine may be shared).\n"
-            "With --model: training throughput (images/s) of W workers (T math threads each) and\n"
-            "S shards in this process against one worker with W x T threads and no server, the\n"
-            "same micro-batches and SGD on random data; the JSON has images_per_s,\n"
-            "single_images_per_s and overhead.\n",
-            S_DEFAULT_FLOATS);
+    fprintf(
+        f,
+        "usage: eigenbatch bench ps [--floats N] [--shards S] [--workers W]\n"
+        "                           [--transport tcp|ipc|inproc] [--rounds R] [--chunk FLOATS]\n"
+        "                           [--checksum none|crc32|fletcher64] [--io-threads N]\n"
+        "                           [--repeat K] [--no-baseline]\n"
+        "       eigenbatch bench ps --model M [--input CxHxW] [--classes N] [--batch B]\n"
+        "                           [--micro-batch m] [--steps K] [--workers W] [--shards S]\n"
+        "                           [--threads T] [--transport tcp|inproc] [--repeat K]\n"
+        "Times push+pull rounds of W workers and S shards (threads, one process) for a model\n"
+        "of N floats (default %ld, resnet18-sized), and a raw TCP loopback exchange of the\n"
+        "same bytes with preallocated buffers. The last line is a JSON object with\n"
+        "gbytes_per_s (model bytes pushed plus pulled per second, all workers),\n"
+        "raw_tcp_gbytes_per_s and ratio. Both are measured K times (default 3), interleaved,\n"
+        "and the best of each is reported (the machine may be shared).\n"
+        "With --model: training throughput (images/s) of W workers (T math threads each) and\n"
+        "S shards in this process against one worker with W x T threads and no server, the\n"
+        "same micro-batches and SGD on random data; the JSON has images_per_s,\n"
+        "single_images_per_s and overhead.\n",
+        S_DEFAULT_FLOATS);
 }
 
 int eb_bench_ps(int argc, char **argv)
@@ -505,11 +514,13 @@ int eb_bench_ps(int argc, char **argv)
             return 2;
         }
     }
-    if (floats < shards || shards < 1 || shards > 256 || workers < 1 ||
-        workers > S_MAX_WORKERS || rounds < 1 || repeat < 1 || repeat > 100 || chunk < 0 || chunk > UINT32_MAX ||
+    if (floats < shards || shards < 1 || shards > 256 || workers < 1 || workers > S_MAX_WORKERS ||
+        rounds < 1 || repeat < 1 || repeat > 100 || chunk < 0 || chunk > UINT32_MAX ||
         io_threads < 1 || io_threads > 64) {
-        fprintf(stderr, "eigenbatch %s: out-of-range option (floats >= shards >= 1, 1 <= workers "
-                        "<= %d, rounds >= 1, 1 <= io-threads <= 64)\n", cmd, S_MAX_WORKERS);
+        fprintf(stderr,
+                "eigenbatch %s: out-of-range option (floats >= shards >= 1, 1 <= workers "
+                "<= %d, rounds >= 1, 1 <= io-threads <= 64)\n",
+                cmd, S_MAX_WORKERS);
         return 2;
     }
     if (strcmp(transport, "tcp") && strcmp(transport, "ipc") && strcmp(transport, "inproc")) {
@@ -520,16 +531,25 @@ int eb_bench_ps(int argc, char **argv)
     if (!getenv("EB_LOG"))
         rt_log_set_level(RT_LOG_WARN);
     if (model) {
-        struct s_train_opts to = {.model = model, .classes = (int)classes, .batch = batch,
-                                  .micro = micro, .steps = steps, .workers = workers,
-                                  .shards = shards, .threads = threads, .transport = transport,
-                                  .where = "127.0.0.1", .repeat = repeat};
+        struct s_train_opts to = {.model = model,
+                                  .classes = (int)classes,
+                                  .batch = batch,
+                                  .micro = micro,
+                                  .steps = steps,
+                                  .workers = workers,
+                                  .shards = shards,
+                                  .threads = threads,
+                                  .transport = transport,
+                                  .where = "127.0.0.1",
+                                  .repeat = repeat};
         if (sscanf(input, "%dx%dx%d", &to.c, &to.h, &to.w) != 3 || to.c < 1 || to.h < 1 ||
             to.w < 1 || batch < 1 || micro < 1 || steps < 1 || threads < 1 || classes < 2 ||
             !strcmp(transport, "ipc")) {
-            fprintf(stderr, "eigenbatch %s: training mode needs --input CxHxW, positive --batch, "
-                            "--micro-batch, --steps, --threads, --classes >= 2, and tcp or "
-                            "inproc\n", cmd);
+            fprintf(stderr,
+                    "eigenbatch %s: training mode needs --input CxHxW, positive --batch, "
+                    "--micro-batch, --steps, --threads, --classes >= 2, and tcp or "
+                    "inproc\n",
+                    cmd);
             return 2;
         }
         if (!strcmp(transport, "inproc"))
@@ -549,8 +569,10 @@ int eb_bench_ps(int argc, char **argv)
     } else if (!strcmp(transport, "inproc")) {
         where = "bench-ps";
     }
-    struct server_fixsched_cfg fc = {.batch = (uint32_t)workers * 8, .lr = 0.0f,
-                                     .n_samples = 1u << 30, .steps = (uint64_t)rounds};
+    struct server_fixsched_cfg fc = {.batch = (uint32_t)workers * 8,
+                                     .lr = 0.0f,
+                                     .n_samples = 1u << 30,
+                                     .steps = (uint64_t)rounds};
     struct server_coord_sched sched;
     float *init = nn_alloc((size_t)floats * sizeof(float));
     struct s_null nulls[S_MAX_WORKERS];
@@ -562,13 +584,21 @@ int eb_bench_ps(int argc, char **argv)
     }
     for (long i = 0; i < workers; i++) {
         nulls[i] = (struct s_null){stamps + i * (rounds + 1), (uint64_t)rounds};
-        cbs[i] = (struct worker_compute){.user = &nulls[i], .compute = s_null_compute,
-                                         .finish = s_null_finish};
+        cbs[i] = (struct worker_compute){
+            .user = &nulls[i], .compute = s_null_compute, .finish = s_null_finish};
     }
     struct server_cluster_cfg cc = {
-        .n_shards = (int)shards, .n_workers = (int)workers, .transport = transport,
-        .where = where, .n_params = (uint64_t)floats, .momentum = 0.9f, .sched = &sched,
-        .init_params = init, .compute = cbs, .chunk_floats = (uint32_t)chunk, .checksum = ck,
+        .n_shards = (int)shards,
+        .n_workers = (int)workers,
+        .transport = transport,
+        .where = where,
+        .n_params = (uint64_t)floats,
+        .momentum = 0.9f,
+        .sched = &sched,
+        .init_params = init,
+        .compute = cbs,
+        .chunk_floats = (uint32_t)chunk,
+        .checksum = ck,
         .io_threads = (int)io_threads,
     };
     double model_bytes = (double)floats * sizeof(float);
@@ -603,15 +633,15 @@ int eb_bench_ps(int argc, char **argv)
            transport, floats, shards, workers, rounds, 1e3 * secs / (double)rounds, gbps);
     if (raw_gbps > 0)
         printf("raw tcp loopback, same bytes, preallocated buffers: %.2f ms/round, %.3f GB/s; "
-               "ratio %.2f\n", 1e3 * raw_secs / (double)rounds, raw_gbps, gbps / raw_gbps);
+               "ratio %.2f\n",
+               1e3 * raw_secs / (double)rounds, raw_gbps, gbps / raw_gbps);
     json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:f, s:f, s:f}", "bench",
                           "ps", "transport", transport, "floats", (json_int_t)floats, "shards",
                           (json_int_t)shards, "workers", (json_int_t)workers, "rounds",
                           (json_int_t)rounds, "repeat", (json_int_t)repeat, "chunk_floats",
                           (json_int_t)(chunk ? chunk : SERVER_CHUNK_FLOATS_DEFAULT), "checksum",
-                          ck_name, "ms_per_round",
-                          1e3 * secs / (double)rounds, "gbytes_per_s", gbps,
-                          "raw_tcp_gbytes_per_s", raw_gbps);
+                          ck_name, "ms_per_round", 1e3 * secs / (double)rounds, "gbytes_per_s",
+                          gbps, "raw_tcp_gbytes_per_s", raw_gbps);
     if (j && raw_gbps > 0)
         json_object_set_new(j, "ratio", json_real(gbps / raw_gbps));
     char *line = j ? json_dumps(j, JSON_COMPACT) : NULL;

@@ -38,9 +38,9 @@
 
 #define S_MAX_SHARDS 256
 #define S_MAX_WORKERS 256
-#define S_MAX_LIST 8192   /* bytes of a comma-separated endpoint list */
+#define S_MAX_LIST 8192     /* bytes of a comma-separated endpoint list */
 #define S_SYNTH_PARAMS 1000 /* default size of the synthetic model */
-#define S_MAX_ARGS 64     /* arguments of a spawned role */
+#define S_MAX_ARGS 64       /* arguments of a spawned role */
 
 /* Options shared by the three commands. */
 struct s_opts {
@@ -86,20 +86,42 @@ struct s_optdef {
     size_t off;       /* offset in struct s_opts */
 };
 
-#define S_O(name, kind, field) {name, kind, offsetof(struct s_opts, field)}
+#define S_O(name, kind, field)                                                                     \
+    {                                                                                              \
+        name, kind, offsetof(struct s_opts, field)                                                 \
+    }
 static const struct s_optdef s_defs[] = {
-    S_O("shard", S_INT, shard), S_O("shards", S_INT, shards), S_O("workers", S_INT, workers),
-    S_O("params", S_INT, params), S_O("buffers", S_INT, buffers), S_O("batch", S_INT, batch),
-    S_O("steps", S_INT, steps), S_O("samples", S_INT, samples), S_O("seed", S_INT, seed),
-    S_O("port", S_INT, port), S_O("chunk", S_INT, chunk),
-    S_O("timeout-ms", S_INT, timeout_ms), S_O("lr", S_DBL, lr),
-    S_O("momentum", S_DBL, momentum), S_O("weight-decay", S_DBL, wd),
-    S_O("weight", S_DBL, weight), S_O("bind", S_STR, bind), S_O("coord", S_STR, coord),
-    S_O("connect", S_STR, connect), S_O("transport", S_STR, transport), S_O("dir", S_STR, dir),
-    S_O("out", S_STR, out), S_O("model", S_STR, model), S_O("checksum", S_STR, checksum),
-    S_O("data", S_STR, data), S_O("classes", S_INT, classes), S_O("micro-batch", S_INT, micro),
-    S_O("threads", S_INT, threads), S_O("loader-threads", S_INT, loader_threads),
-    S_O("crop-pad", S_INT, crop_pad), S_O("flip", S_INT, flip),
+    S_O("shard", S_INT, shard),
+    S_O("shards", S_INT, shards),
+    S_O("workers", S_INT, workers),
+    S_O("params", S_INT, params),
+    S_O("buffers", S_INT, buffers),
+    S_O("batch", S_INT, batch),
+    S_O("steps", S_INT, steps),
+    S_O("samples", S_INT, samples),
+    S_O("seed", S_INT, seed),
+    S_O("port", S_INT, port),
+    S_O("chunk", S_INT, chunk),
+    S_O("timeout-ms", S_INT, timeout_ms),
+    S_O("lr", S_DBL, lr),
+    S_O("momentum", S_DBL, momentum),
+    S_O("weight-decay", S_DBL, wd),
+    S_O("weight", S_DBL, weight),
+    S_O("bind", S_STR, bind),
+    S_O("coord", S_STR, coord),
+    S_O("connect", S_STR, connect),
+    S_O("transport", S_STR, transport),
+    S_O("dir", S_STR, dir),
+    S_O("out", S_STR, out),
+    S_O("model", S_STR, model),
+    S_O("checksum", S_STR, checksum),
+    S_O("data", S_STR, data),
+    S_O("classes", S_INT, classes),
+    S_O("micro-batch", S_INT, micro),
+    S_O("threads", S_INT, threads),
+    S_O("loader-threads", S_INT, loader_threads),
+    S_O("crop-pad", S_INT, crop_pad),
+    S_O("flip", S_INT, flip),
     S_O("log-every", S_INT, log_every),
 };
 #define S_NDEFS (sizeof s_defs / sizeof s_defs[0])
@@ -272,7 +294,8 @@ int eb_cmd_server(int argc, char **argv)
                         "--shard in 0..shards-1 are required\n");
         return 2;
     }
-    struct server_fixsched_cfg fc = {.batch = (uint32_t)o.batch, .lr = (float)o.lr,
+    struct server_fixsched_cfg fc = {.batch = (uint32_t)o.batch,
+                                     .lr = (float)o.lr,
                                      .n_samples = (uint64_t)o.samples,
                                      .steps = (uint64_t)o.steps};
     struct server_coord_sched sched = {0};
@@ -283,10 +306,17 @@ int eb_cmd_server(int argc, char **argv)
         rc = server_fixsched_new(&fc, &sched);
     if (!rc) {
         struct server_shard_cfg sc = {
-            .shard = (int)o.shard, .n_shards = (int)o.shards, .n_workers = (int)o.workers,
-            .n_params = (uint64_t)o.params, .n_buffers = (uint64_t)o.buffers,
-            .endpoint = o.bind, .coord_endpoint = o.coord, .momentum = (float)o.momentum,
-            .weight_decay = (float)o.wd, .sched = &sched, .chunk_floats = (uint32_t)o.chunk,
+            .shard = (int)o.shard,
+            .n_shards = (int)o.shards,
+            .n_workers = (int)o.workers,
+            .n_params = (uint64_t)o.params,
+            .n_buffers = (uint64_t)o.buffers,
+            .endpoint = o.bind,
+            .coord_endpoint = o.coord,
+            .momentum = (float)o.momentum,
+            .weight_decay = (float)o.wd,
+            .sched = &sched,
+            .chunk_floats = (uint32_t)o.chunk,
             .checksum = ck,
         };
         rc = server_shard_new(&sc, &s);
@@ -340,8 +370,8 @@ static int s_nn_open(const struct s_opts *o, struct s_nn *n, int compute)
         return RT_OK;
     worker_feed_init(&n->feed, n->loader, lo.queue_depth);
     struct worker_nn_source src = worker_feed_source(&n->feed);
-    struct worker_nn_cfg nc = {.micro_batch = (int)o->micro, .fgsm_epsilon = 0.005,
-                               .init_seed = (uint64_t)o->seed};
+    struct worker_nn_cfg nc = {
+        .micro_batch = (int)o->micro, .fgsm_epsilon = 0.005, .init_seed = (uint64_t)o->seed};
     n->nn = worker_nn_new(n->net, &src, &nc, &rc);
     return n->nn ? RT_OK : rc;
 }
@@ -375,10 +405,11 @@ static void s_nn_progress(void *user, const struct worker_step *st, uint32_t sam
         uint32_t s, correct;
         float l;
         worker_nn_last(n->nn, &s, &correct, &l);
-        RT_INFO("train", "step %llu epoch %llu: loss %.4f, train accuracy %.3f (%u samples), "
-                "B %u, lr %g", (unsigned long long)st->step, (unsigned long long)st->epoch,
-                (double)loss, samples ? (double)correct / samples : 0.0, samples, st->batch,
-                (double)st->lr);
+        RT_INFO("train",
+                "step %llu epoch %llu: loss %.4f, train accuracy %.3f (%u samples), "
+                "B %u, lr %g",
+                (unsigned long long)st->step, (unsigned long long)st->epoch, (double)loss,
+                samples ? (double)correct / samples : 0.0, samples, st->batch, (double)st->lr);
     }
 }
 
@@ -413,7 +444,7 @@ struct s_finish {
     const char *out;            /* path or NULL */
     uint64_t n_params;          /* sizes */
     uint64_t n_buffers;
-    int rc;                     /* write result */
+    int rc; /* write result */
 };
 
 static void s_write_final(void *user, uint64_t steps, const float *params, const float *buffers)
@@ -481,16 +512,17 @@ int eb_cmd_worker(int argc, char **argv)
     struct worker_synth model = {0};
     struct s_nn nnw;
     int zoo = strcmp(o.model, "synth") != 0;
-    int rc = zoo ? s_nn_open(&o, &nnw, 1)
-                 : worker_synth_init(&model, (uint64_t)o.seed, (uint64_t)o.params,
-                                     (uint64_t)o.buffers);
+    int rc =
+        zoo ? s_nn_open(&o, &nnw, 1)
+            : worker_synth_init(&model, (uint64_t)o.seed, (uint64_t)o.params, (uint64_t)o.buffers);
     if (!rc && zoo) {
         /* the shards were sized by the launcher (or by hand): they must agree with the net */
         long np = (long)nn_net_param_count(nnw.net), nb = (long)nn_net_buffer_count(nnw.net);
         if ((o.params != np && o.params != 0) || (o.buffers != nb && o.buffers != 0))
-            rc = rt_err_set(RT_ERR_SHAPE, "model %s has %ld parameters and %ld buffers, "
-                            "--params/--buffers say %ld/%ld", o.model, np, nb, o.params,
-                            o.buffers);
+            rc = rt_err_set(RT_ERR_SHAPE,
+                            "model %s has %ld parameters and %ld buffers, "
+                            "--params/--buffers say %ld/%ld",
+                            o.model, np, nb, o.params, o.buffers);
         o.params = np;
         o.buffers = nb;
         nnw.out = o.out;
@@ -507,15 +539,25 @@ int eb_cmd_worker(int argc, char **argv)
     gethostname(host, sizeof host - 1);
     snprintf(name, sizeof name, "%s:%ld", host, (long)getpid());
     struct s_finish fin = {&model, o.out, (uint64_t)o.params, (uint64_t)o.buffers, 0};
-    struct worker_compute cb = {.user = &fin, .init = s_init_fwd, .compute = s_compute_fwd,
-                                .finish = s_write_final};
+    struct worker_compute cb = {
+        .user = &fin, .init = s_init_fwd, .compute = s_compute_fwd, .finish = s_write_final};
     if (zoo)
-        cb = (struct worker_compute){.user = &nnw, .init = s_nn_init, .compute = s_nn_step,
-                                     .step_done = s_nn_progress, .finish = s_nn_finish};
+        cb = (struct worker_compute){.user = &nnw,
+                                     .init = s_nn_init,
+                                     .compute = s_nn_step,
+                                     .step_done = s_nn_progress,
+                                     .finish = s_nn_finish};
     struct worker_cfg wc = {
-        .name = name, .n_shards = n, .endpoints = eps, .n_params = (uint64_t)o.params,
-        .n_buffers = (uint64_t)o.buffers, .weight = o.weight, .chunk_floats = (uint32_t)o.chunk,
-        .checksum = ck, .timeout_ms = (int)o.timeout_ms, .stop = &s_stop,
+        .name = name,
+        .n_shards = n,
+        .endpoints = eps,
+        .n_params = (uint64_t)o.params,
+        .n_buffers = (uint64_t)o.buffers,
+        .weight = o.weight,
+        .chunk_floats = (uint32_t)o.chunk,
+        .checksum = ck,
+        .timeout_ms = (int)o.timeout_ms,
+        .stop = &s_stop,
     };
     s_trap_signals();
     rt_sock_tune_malloc();
@@ -526,8 +568,10 @@ int eb_cmd_worker(int argc, char **argv)
     if (rc)
         fprintf(stderr, "eigenbatch worker: %s\n", rt_err_msg());
     else if (zoo && st.worker == 0)
-        RT_INFO("train", "%llu steps in %.1f s: %.1f samples/s, %.0f%% of the time in "
-                "communication", (unsigned long long)st.steps, st.seconds,
+        RT_INFO("train",
+                "%llu steps in %.1f s: %.1f samples/s, %.0f%% of the time in "
+                "communication",
+                (unsigned long long)st.steps, st.seconds,
                 st.seconds > 0 ? (double)st.steps * (double)o.batch / st.seconds : 0.0,
                 st.seconds > 0 ? 100.0 * st.comm_seconds / st.seconds : 0.0);
     if (zoo)
@@ -575,8 +619,7 @@ static int s_try_port(int port)
     a.sin_port = htons((uint16_t)port);
     socklen_t len = sizeof a;
     int got = -1;
-    if (!bind(fd, (struct sockaddr *)&a, sizeof a) &&
-        !getsockname(fd, (struct sockaddr *)&a, &len))
+    if (!bind(fd, (struct sockaddr *)&a, sizeof a) && !getsockname(fd, (struct sockaddr *)&a, &len))
         got = ntohs(a.sin_port);
     close(fd);
     return got;
@@ -604,7 +647,8 @@ static int s_launch_threads(const struct s_opts *o)
     int W = (int)o->workers, rc = RT_OK;
     enum rt_wire_checksum ck = RT_WIRE_CK_NONE;
     struct server_coord_sched sched = {0};
-    struct server_fixsched_cfg fc = {.batch = (uint32_t)o->batch, .lr = (float)o->lr,
+    struct server_fixsched_cfg fc = {.batch = (uint32_t)o->batch,
+                                     .lr = (float)o->lr,
                                      .n_samples = (uint64_t)o->samples,
                                      .steps = (uint64_t)o->steps};
     struct worker_synth *models = calloc((size_t)W, sizeof *models);
@@ -625,10 +669,18 @@ static int s_launch_threads(const struct s_opts *o)
         cbs[n_models] = worker_synth_compute(&models[n_models]);
     }
     struct server_cluster_cfg cc = {
-        .n_shards = (int)o->shards, .n_workers = W, .transport = "inproc", .where = "launch",
-        .n_params = (uint64_t)o->params, .n_buffers = (uint64_t)o->buffers,
-        .momentum = (float)o->momentum, .weight_decay = (float)o->wd, .sched = &sched,
-        .compute = cbs, .chunk_floats = (uint32_t)o->chunk, .checksum = ck,
+        .n_shards = (int)o->shards,
+        .n_workers = W,
+        .transport = "inproc",
+        .where = "launch",
+        .n_params = (uint64_t)o->params,
+        .n_buffers = (uint64_t)o->buffers,
+        .momentum = (float)o->momentum,
+        .weight_decay = (float)o->wd,
+        .sched = &sched,
+        .compute = cbs,
+        .chunk_floats = (uint32_t)o->chunk,
+        .checksum = ck,
         .worker_timeout_ms = (int)o->timeout_ms,
     };
     rc = server_cluster_run(&cc, w, w + o->params, NULL);
@@ -750,11 +802,38 @@ int eb_cmd_launch(int argc, char **argv)
     for (int i = 0; i < S && status == 0; i++) {
         char a_shard[32];
         snprintf(a_shard, sizeof a_shard, "%d", i);
-        char *args[] = {self, "server", "--shard", a_shard, "--shards", a_shards, "--workers",
-                        a_workers, "--bind", eps[i], "--params", a_params, "--buffers", a_buffers,
-                        "--batch", a_batch, "--steps", a_steps, "--samples", a_samples, "--lr",
-                        a_lr, "--momentum", a_mom, "--weight-decay", a_wd, "--chunk", a_chunk,
-                        "--checksum", (char *)o.checksum, i > 0 ? "--coord" : NULL, eps[0],
+        char *args[] = {self,
+                        "server",
+                        "--shard",
+                        a_shard,
+                        "--shards",
+                        a_shards,
+                        "--workers",
+                        a_workers,
+                        "--bind",
+                        eps[i],
+                        "--params",
+                        a_params,
+                        "--buffers",
+                        a_buffers,
+                        "--batch",
+                        a_batch,
+                        "--steps",
+                        a_steps,
+                        "--samples",
+                        a_samples,
+                        "--lr",
+                        a_lr,
+                        "--momentum",
+                        a_mom,
+                        "--weight-decay",
+                        a_wd,
+                        "--chunk",
+                        a_chunk,
+                        "--checksum",
+                        (char *)o.checksum,
+                        i > 0 ? "--coord" : NULL,
+                        eps[0],
                         NULL};
         pids[n] = s_spawn(self, args);
         if (pids[n] < 0)
@@ -765,9 +844,10 @@ int eb_cmd_launch(int argc, char **argv)
     for (int i = 0; i < W && status == 0; i++) {
         char *args[S_MAX_ARGS];
         int k = 0;
-        char *common[] = {self, "worker", "--connect", connect, "--params", a_params, "--buffers",
-                          a_buffers, "--seed", a_seed, "--chunk", a_chunk, "--checksum",
-                          (char *)o.checksum, "--model", (char *)o.model, "--batch", a_batch};
+        char *common[] = {
+            self,         "worker",           "--connect", connect,         "--params", a_params,
+            "--buffers",  a_buffers,          "--seed",    a_seed,          "--chunk",  a_chunk,
+            "--checksum", (char *)o.checksum, "--model",   (char *)o.model, "--batch",  a_batch};
         for (size_t j = 0; j < sizeof common / sizeof common[0]; j++)
             args[k++] = common[j];
         char a_classes[32], a_micro[32], a_threads[32], a_lthreads[32], a_pad[32], a_flip[32],
@@ -780,9 +860,10 @@ int eb_cmd_launch(int argc, char **argv)
             snprintf(a_pad, sizeof a_pad, "%ld", o.crop_pad);
             snprintf(a_flip, sizeof a_flip, "%ld", o.flip);
             snprintf(a_log, sizeof a_log, "%ld", o.log_every);
-            char *zoo[] = {"--data", (char *)o.data, "--classes", a_classes, "--micro-batch",
-                           a_micro, "--threads", a_threads, "--loader-threads", a_lthreads,
-                           "--crop-pad", a_pad, "--flip", a_flip, "--log-every", a_log};
+            char *zoo[] = {"--data",           (char *)o.data, "--classes",   a_classes,
+                           "--micro-batch",    a_micro,        "--threads",   a_threads,
+                           "--loader-threads", a_lthreads,     "--crop-pad",  a_pad,
+                           "--flip",           a_flip,         "--log-every", a_log};
             for (size_t j = 0; j < sizeof zoo / sizeof zoo[0]; j++)
                 args[k++] = zoo[j];
         }

@@ -19,8 +19,8 @@ static int s_pump(struct worker_feed *f)
 {
     while (f->submitted < f->count && f->submitted - f->head < f->depth) {
         const struct worker_feed_range *r = &f->pend[f->submitted];
-        struct rt_loader_req req = {.epoch = r->epoch, .start = (size_t)r->first,
-                                    .count = r->n, .augment = true};
+        struct rt_loader_req req = {
+            .epoch = r->epoch, .start = (size_t)r->first, .count = r->n, .augment = true};
         int rc = rt_loader_submit(f->loader, &req);
         if (rc)
             return rc;
@@ -63,8 +63,10 @@ static int s_read(void *user, uint64_t epoch, uint64_t first, uint32_t n, float 
     const struct worker_feed_range *r = &f->pend[f->head];
     if (r->epoch != epoch || r->first != first || r->n != n) {
         worker_feed_reset(f);
-        return rt_err_set(RT_ERR_STATE, "feed: read of epoch %llu [%llu, +%u) out of the announced "
-                          "order", (unsigned long long)epoch, (unsigned long long)first, n);
+        return rt_err_set(RT_ERR_STATE,
+                          "feed: read of epoch %llu [%llu, +%u) out of the announced "
+                          "order",
+                          (unsigned long long)epoch, (unsigned long long)first, n);
     }
     if ((rc = s_pump(f)))
         return rc;

@@ -24,12 +24,12 @@ struct worker_feed_range {
 
 /* State of a feed; one per worker (the loader has one caller thread). */
 struct worker_feed {
-    rt_loader_t *loader;  /* borrowed: must outlive the feed; opened with max_batch >= m */
-    int depth;            /* requests kept in flight (<= the loader's queue depth) */
+    rt_loader_t *loader; /* borrowed: must outlive the feed; opened with max_batch >= m */
+    int depth;           /* requests kept in flight (<= the loader's queue depth) */
     struct worker_feed_range pend[WORKER_FEED_MAX_PENDING]; /* announced, in order */
-    int head;             /* next range to read */
-    int submitted;        /* ranges [head, submitted) are submitted */
-    int count;            /* ranges announced */
+    int head;                                               /* next range to read */
+    int submitted; /* ranges [head, submitted) are submitted */
+    int count;     /* ranges announced */
 };
 
 /* Initialise a feed over `loader` keeping `depth` requests in flight (>= 1). */

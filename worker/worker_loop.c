@@ -14,41 +14,41 @@
 #include "rt_sock.h"
 #include "server_shard.h"
 
-#define S_POLL_MS 1000           /* poll slice; a heartbeat goes out after each silent slice */
-#define S_TIMEOUT_MS 60000       /* default: a shard silent this long is an error */
-#define S_RETRY_NS 5000000L      /* pause before asking the schedule again while others join */
-#define S_LINGER_MS 2000         /* time to deliver the goodbye on close */
-#define S_ZC_WAIT_MS 5000        /* wait for the last zero-copy frames at the end */
-#define S_MAX_SHARDS 1024        /* sanity limit on the shard count */
-#define S_RATE_EMA 0.3           /* weight of the newest throughput measurement */
+#define S_POLL_MS 1000      /* poll slice; a heartbeat goes out after each silent slice */
+#define S_TIMEOUT_MS 60000  /* default: a shard silent this long is an error */
+#define S_RETRY_NS 5000000L /* pause before asking the schedule again while others join */
+#define S_LINGER_MS 2000    /* time to deliver the goodbye on close */
+#define S_ZC_WAIT_MS 5000   /* wait for the last zero-copy frames at the end */
+#define S_MAX_SHARDS 1024   /* sanity limit on the shard count */
+#define S_RATE_EMA 0.3      /* weight of the newest throughput measurement */
 
 struct s_shard {
-    void *sock;                  /* DEALER connected to the shard */
-    uint64_t p_off, p_cnt;       /* the shard's parameter range */
-    uint64_t b_off, b_cnt;       /* the shard's buffer range */
-    uint64_t got_p;              /* floats of the current weights reply received */
-    int got_b;                   /* buffer slice of the current reply received */
-    int acked;                   /* ACK received */
+    void *sock;            /* DEALER connected to the shard */
+    uint64_t p_off, p_cnt; /* the shard's parameter range */
+    uint64_t b_off, b_cnt; /* the shard's buffer range */
+    uint64_t got_p;        /* floats of the current weights reply received */
+    int got_b;             /* buffer slice of the current reply received */
+    int acked;             /* ACK received */
 };
 
 struct s_worker {
-    const struct worker_cfg *cfg;     /* configuration (borrowed) */
-    const struct worker_compute *cb;  /* model side (borrowed) */
-    void *ctx;                        /* ZeroMQ context */
-    int own_ctx;                      /* ctx created here */
-    struct s_shard *sh;               /* n_shards entries */
-    float *params;                    /* n_params: weights of the current version */
-    float *grads;                     /* n_params: gradient being pushed */
-    float *buffers;                   /* n_buffers (+1): running statistics */
-    struct rt_sock_parts parts;       /* receive frames, reused */
-    struct rt_sock_zc zc;             /* zero-copy frames in flight */
-    struct rt_wire_limits lim;        /* decode limits */
-    int id;                           /* worker id from the coordinator */
-    int n_workers;                    /* workers in the run */
-    double rate;                      /* measured samples per compute second (EMA), 0: none */
-    uint32_t chunk;                   /* floats per pushed frame */
-    char name[RT_WIRE_NAME_MAX];      /* for logs and headers */
-    struct worker_stats st;           /* counters */
+    const struct worker_cfg *cfg;    /* configuration (borrowed) */
+    const struct worker_compute *cb; /* model side (borrowed) */
+    void *ctx;                       /* ZeroMQ context */
+    int own_ctx;                     /* ctx created here */
+    struct s_shard *sh;              /* n_shards entries */
+    float *params;                   /* n_params: weights of the current version */
+    float *grads;                    /* n_params: gradient being pushed */
+    float *buffers;                  /* n_buffers (+1): running statistics */
+    struct rt_sock_parts parts;      /* receive frames, reused */
+    struct rt_sock_zc zc;            /* zero-copy frames in flight */
+    struct rt_wire_limits lim;       /* decode limits */
+    int id;                          /* worker id from the coordinator */
+    int n_workers;                   /* workers in the run */
+    double rate;                     /* measured samples per compute second (EMA), 0: none */
+    uint32_t chunk;                  /* floats per pushed frame */
+    char name[RT_WIRE_NAME_MAX];     /* for logs and headers */
+    struct worker_stats st;          /* counters */
 };
 
 static double s_now(void)
@@ -172,11 +172,10 @@ static int s_join(struct s_worker *w)
                 shard);
     }
     if (m.n_params != w->cfg->n_params || m.n_buffers != w->cfg->n_buffers)
-        return rt_err_set(RT_ERR_SHAPE,
-                          "%s: servers hold %llu params / %llu buffers, the model has %llu / %llu",
-                          w->name, (unsigned long long)m.n_params,
-                          (unsigned long long)m.n_buffers, (unsigned long long)w->cfg->n_params,
-                          (unsigned long long)w->cfg->n_buffers);
+        return rt_err_set(
+            RT_ERR_SHAPE, "%s: servers hold %llu params / %llu buffers, the model has %llu / %llu",
+            w->name, (unsigned long long)m.n_params, (unsigned long long)m.n_buffers,
+            (unsigned long long)w->cfg->n_params, (unsigned long long)w->cfg->n_buffers);
     if ((int)m.n_shards != w->cfg->n_shards)
         return rt_err_set(RT_ERR_CONFIG, "%s: coordinator has %u shards, this worker knows %d",
                           w->name, m.n_shards, w->cfg->n_shards);
@@ -202,8 +201,9 @@ static int s_join(struct s_worker *w)
         uint64_t eo, ec;
         rt_wire_partition(w->cfg->n_params, w->cfg->n_shards, shard, &eo, &ec);
         if (m.params_range.offset != eo || m.params_range.count != ec)
-            return rt_err_set(RT_ERR_CONFIG, "%s: shard %d owns [%llu, +%llu), expected [%llu, +%llu)",
-                              w->name, shard, (unsigned long long)m.params_range.offset,
+            return rt_err_set(RT_ERR_CONFIG,
+                              "%s: shard %d owns [%llu, +%llu), expected [%llu, +%llu)", w->name,
+                              shard, (unsigned long long)m.params_range.offset,
                               (unsigned long long)m.params_range.count, (unsigned long long)eo,
                               (unsigned long long)ec);
         s->p_off = m.params_range.offset;
@@ -314,8 +314,7 @@ static int s_pull(struct s_worker *w, uint64_t step, struct rt_wire_msg *sched)
         }
         struct s_shard *s = &w->sh[shard];
         if (m.has_params) {
-            if (m.params.offset != s->p_off + s->got_p ||
-                m.params.count > s->p_cnt - s->got_p) {
+            if (m.params.offset != s->p_off + s->got_p || m.params.count > s->p_cnt - s->got_p) {
                 RT_WARN(w->name, "dropped weights chunk from shard %d: out of its range", shard);
                 continue;
             }

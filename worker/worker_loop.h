@@ -35,7 +35,8 @@ struct worker_step {
 struct worker_compute {
     void *user; /* passed to every callback */
     /* Worker 0 only, before the first step: fill the initial parameters and buffers (sizes as in
-     * struct worker_cfg). Return 0, or a negative rt_err code. NULL: the shards were initialised. */
+     * struct worker_cfg). Return 0, or a negative rt_err code. NULL: the shards were initialised.
+     */
     int (*init)(void *user, float *params, float *buffers);
     /* Gradient of the mean loss over the samples [epoch_offset + share_offset, +share_count) of
      * the epoch's order, at `params` (n_params floats, read-only). Write grads (n_params floats,

@@ -154,8 +154,8 @@ static void s_finish(void *user, uint64_t steps, const float *params, const floa
 
 struct worker_compute worker_nn_compute(worker_nn_t *nn)
 {
-    struct worker_compute c = {.user = nn, .init = s_init, .compute = s_compute,
-                               .finish = s_finish};
+    struct worker_compute c = {
+        .user = nn, .init = s_init, .compute = s_compute, .finish = s_finish};
     return c;
 }
 

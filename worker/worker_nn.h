@@ -18,7 +18,8 @@
 #include "nn_net.h"
 #include "worker_loop.h"
 
-/* Where samples come from: positions of an epoch's sample order (the same order on every worker). */
+/* Where samples come from: positions of an epoch's sample order (the same order on every worker).
+ */
 struct worker_nn_source {
     void *user; /* passed to read and prefetch */
     /* Fill x (n samples, C x H x W floats each, NCHW) and y (n labels) with the training samples at
@@ -31,9 +32,9 @@ struct worker_nn_source {
 
 /* Options of the NN compute. */
 struct worker_nn_cfg {
-    int micro_batch;       /* m, samples per micro-batch (<= the net's max batch) */
-    double fgsm_epsilon;   /* FGSM step for ABSA (used when the step's gamma > 0) */
-    uint64_t init_seed;    /* worker 0's initial weights: nn_net_init(seed) */
+    int micro_batch;     /* m, samples per micro-batch (<= the net's max batch) */
+    double fgsm_epsilon; /* FGSM step for ABSA (used when the step's gamma > 0) */
+    uint64_t init_seed;  /* worker 0's initial weights: nn_net_init(seed) */
 };
 
 typedef struct worker_nn worker_nn_t;

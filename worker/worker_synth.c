@@ -8,8 +8,8 @@
 #include "nn_base.h"
 #include "rt_err.h"
 
-#define S_INIT_SCALE 0.01f   /* initial weights in [-S_INIT_SCALE, S_INIT_SCALE] */
-#define S_EPOCH_STRIDE 32    /* sample index = epoch << S_EPOCH_STRIDE + position */
+#define S_INIT_SCALE 0.01f /* initial weights in [-S_INIT_SCALE, S_INIT_SCALE] */
+#define S_EPOCH_STRIDE 32  /* sample index = epoch << S_EPOCH_STRIDE + position */
 
 static uint64_t s_mix(uint64_t z)
 {

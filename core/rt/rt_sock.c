@@ -12,15 +12,15 @@
 
 #include "rt_err.h"
 
-#define S_HWM 100000          /* messages queued per peer before ZeroMQ blocks or drops */
-#define S_BUF_BYTES (4 << 20) /* kernel socket buffers for tcp/ipc */
+#define S_HWM 100000                /* messages queued per peer before ZeroMQ blocks or drops */
+#define S_BUF_BYTES (4 << 20)       /* kernel socket buffers for tcp/ipc */
 #define S_MMAP_THRESHOLD (32 << 20) /* glibc's largest: frames below it come from the heap */
 #define S_TRIM_THRESHOLD (1L << 30) /* keep freed frame memory for the next frames */
 
 #define S_ZMQ_CHECK(expr, what)                                                                    \
     do {                                                                                           \
         if ((expr) != 0)                                                                           \
-            return rt_err_set(RT_ERR_ZMQ, "%s: %s: %s", what, #expr, zmq_strerror(zmq_errno()));  \
+            return rt_err_set(RT_ERR_ZMQ, "%s: %s: %s", what, #expr, zmq_strerror(zmq_errno()));   \
     } while (0)
 
 void rt_sock_tune_malloc(void)

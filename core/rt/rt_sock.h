@@ -4,9 +4,9 @@
  * transports, multipart receive into reusable messages, and sends of one protocol message (header
  * + raw float frames) with zero-copy payloads.
  *
- * Zero-copy: payload frames are handed to ZeroMQ with zmq_msg_init_data and no copy; the memory must
- * stay valid and unchanged until ZeroMQ releases it. A struct rt_sock_zc counts those messages in
- * flight so that the owner can wait for them before freeing or reusing its buffers.
+ * Zero-copy: payload frames are handed to ZeroMQ with zmq_msg_init_data and no copy; the memory
+ * must stay valid and unchanged until ZeroMQ releases it. A struct rt_sock_zc counts those messages
+ * in flight so that the owner can wait for them before freeing or reusing its buffers.
  */
 #ifndef RT_SOCK_H
 #define RT_SOCK_H
@@ -17,10 +17,10 @@
 
 #include "rt_wire.h"
 
-#define RT_SOCK_MAX_PARTS 5          /* routing id + header + payloads, plus one to detect extra */
-#define RT_SOCK_ROUTE_MAX 256        /* bytes of a ZeroMQ routing id */
-#define RT_SOCK_ZC_MIN_BYTES 65536   /* smaller payloads are copied, not worth the bookkeeping */
-#define RT_SOCK_ENDPOINT_MAX 256     /* bytes of an endpoint string */
+#define RT_SOCK_MAX_PARTS 5        /* routing id + header + payloads, plus one to detect extra */
+#define RT_SOCK_ROUTE_MAX 256      /* bytes of a ZeroMQ routing id */
+#define RT_SOCK_ZC_MIN_BYTES 65536 /* smaller payloads are copied, not worth the bookkeeping */
+#define RT_SOCK_ENDPOINT_MAX 256   /* bytes of an endpoint string */
 
 /* Count of zero-copy payload frames still owned by ZeroMQ. */
 struct rt_sock_zc {
@@ -89,9 +89,9 @@ static inline size_t rt_sock_part_size(struct rt_sock_parts *p, int i)
 
 /* Send one protocol message: [route] header [params] [buffers]. route (may be NULL) is the ROUTER
  * routing id of the peer. The header is encoded and, when m->checksum is set and m->sealed is not,
- * the payload checksums are computed here. Payloads of at least RT_SOCK_ZC_MIN_BYTES go zero-copy when zc != NULL (they
- * must stay valid until zc->in_flight drops back); others are copied. Returns 0 or RT_ERR_ZMQ /
- * RT_ERR_TOOBIG. */
+ * the payload checksums are computed here. Payloads of at least RT_SOCK_ZC_MIN_BYTES go zero-copy
+ * when zc != NULL (they must stay valid until zc->in_flight drops back); others are copied. Returns
+ * 0 or RT_ERR_ZMQ / RT_ERR_TOOBIG. */
 int rt_sock_send(void *sock, const void *route, size_t route_len, struct rt_wire_msg *m,
                  const float *params, const float *buffers, struct rt_sock_zc *zc);
 

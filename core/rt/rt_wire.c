@@ -18,8 +18,8 @@
 #define S_CRC_CHUNK (1u << 30)
 
 static const char *const s_type_names[] = {
-    "none", "register", "welcome", "hello", "ack", "heartbeat", "sched-query", "sched",
-    "init", "push", "pull", "weights", "bye", "error",
+    "none",  "register", "welcome", "hello", "ack",     "heartbeat", "sched-query",
+    "sched", "init",     "push",    "pull",  "weights", "bye",       "error",
 };
 
 const char *rt_wire_type_name(int type)
@@ -112,8 +112,8 @@ void rt_wire_seal(struct rt_wire_msg *m, const float *params, const float *buffe
 /* ---- header <-> EbHeader ------------------------------------------------------------------ */
 
 /* Fill the protobuf image `h` (with its sub-messages in the caller's storage) from m. */
-static void s_to_pb(const struct rt_wire_msg *m, EbHeader *h, EbSpan *sp, EbSched *sc,
-                    char *name, char *text)
+static void s_to_pb(const struct rt_wire_msg *m, EbHeader *h, EbSpan *sp, EbSched *sc, char *name,
+                    char *text)
 {
     eb_header__init(h);
     h->version = m->version;
@@ -216,9 +216,9 @@ static int s_check_frame(const char *what, const struct rt_wire_span *sp, uint64
         return rt_err_set(RT_ERR_TOOBIG, "%s frame: %llu floats exceed the limit of %llu", what,
                           (unsigned long long)sp->count, (unsigned long long)lim->max_floats);
     if (!s_inside(sp->offset, sp->count, n))
-        return rt_err_set(RT_ERR_SIZE, "%s frame: slice [%llu, +%llu) outside the %llu-float vector",
-                          what, (unsigned long long)sp->offset, (unsigned long long)sp->count,
-                          (unsigned long long)n);
+        return rt_err_set(
+            RT_ERR_SIZE, "%s frame: slice [%llu, +%llu) outside the %llu-float vector", what,
+            (unsigned long long)sp->offset, (unsigned long long)sp->count, (unsigned long long)n);
     if (bytes != sp->count * sizeof(float))
         return rt_err_set(RT_ERR_SIZE, "%s frame: %zu bytes, header says %llu floats", what, bytes,
                           (unsigned long long)sp->count);
@@ -232,8 +232,8 @@ static int s_check_frame(const char *what, const struct rt_wire_span *sp, uint64
 }
 
 int rt_wire_decode(const void *const *parts, const size_t *sizes, int nparts,
-                   const struct rt_wire_limits *lim, struct rt_wire_msg *m,
-                   const void **params, const void **buffers)
+                   const struct rt_wire_limits *lim, struct rt_wire_msg *m, const void **params,
+                   const void **buffers)
 {
     int rc = RT_OK;
     if (params)

@@ -15,12 +15,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define RT_WIRE_VERSION 1            /* protocol version spoken by this build */
-#define RT_WIRE_MAX_HEADER 4096      /* largest accepted header frame, bytes */
-#define RT_WIRE_MAX_PAYLOADS 2       /* payload frames after the header */
-#define RT_WIRE_NAME_MAX 64          /* sender name, bytes with the terminator */
-#define RT_WIRE_TEXT_MAX 160         /* error text, bytes with the terminator */
-#define RT_WIRE_TRAILER 0x45424844u  /* last header field: detects a header cut short */
+#define RT_WIRE_VERSION 1           /* protocol version spoken by this build */
+#define RT_WIRE_MAX_HEADER 4096     /* largest accepted header frame, bytes */
+#define RT_WIRE_MAX_PAYLOADS 2      /* payload frames after the header */
+#define RT_WIRE_NAME_MAX 64         /* sender name, bytes with the terminator */
+#define RT_WIRE_TEXT_MAX 160        /* error text, bytes with the terminator */
+#define RT_WIRE_TRAILER 0x45424844u /* last header field: detects a header cut short */
 
 /* Message types (values as EbType). */
 enum rt_wire_type {
@@ -69,38 +69,38 @@ struct rt_wire_sched {
 
 /* A decoded header: the plain-C image of EbHeader. Fields not used by a type are zero. */
 struct rt_wire_msg {
-    enum rt_wire_type type;       /* message type */
-    uint32_t version;             /* protocol version */
-    int32_t sender;               /* worker or shard id, -1 when unknown */
-    char name[RT_WIRE_NAME_MAX];  /* sender's name for logs */
-    uint64_t step;                /* step (push) or weights version (pull, weights) */
-    uint64_t sched_version;       /* schedule version */
+    enum rt_wire_type type;         /* message type */
+    uint32_t version;               /* protocol version */
+    int32_t sender;                 /* worker or shard id, -1 when unknown */
+    char name[RT_WIRE_NAME_MAX];    /* sender's name for logs */
+    uint64_t step;                  /* step (push) or weights version (pull, weights) */
+    uint64_t sched_version;         /* schedule version */
     enum rt_wire_checksum checksum; /* checksum kind of the payload frames */
-    int has_params;               /* payload frame 1 is a parameter slice */
-    int has_buffers;              /* a buffer slice follows (frame 2, or 1 without params) */
-    struct rt_wire_span params;   /* the parameter slice */
-    struct rt_wire_span buffers;  /* the buffer slice */
-    uint32_t samples;             /* push: samples behind the gradient */
-    float loss;                   /* push: mean loss */
-    float lr;                     /* push: learning rate used for the step */
-    struct rt_wire_sched sched;   /* SCHED */
-    double weight;                /* REGISTER: share weight */
-    uint32_t n_workers;           /* WELCOME */
-    uint32_t n_shards;            /* WELCOME */
-    uint64_t n_params;            /* sizes of the flat vectors */
+    int has_params;                 /* payload frame 1 is a parameter slice */
+    int has_buffers;                /* a buffer slice follows (frame 2, or 1 without params) */
+    struct rt_wire_span params;     /* the parameter slice */
+    struct rt_wire_span buffers;    /* the buffer slice */
+    uint32_t samples;               /* push: samples behind the gradient */
+    float loss;                     /* push: mean loss */
+    float lr;                       /* push: learning rate used for the step */
+    struct rt_wire_sched sched;     /* SCHED */
+    double weight;                  /* REGISTER: share weight */
+    uint32_t n_workers;             /* WELCOME */
+    uint32_t n_shards;              /* WELCOME */
+    uint64_t n_params;              /* sizes of the flat vectors */
     uint64_t n_buffers;
-    int32_t err_code;             /* ERROR */
-    char text[RT_WIRE_TEXT_MAX];  /* ERROR */
+    int32_t err_code;                  /* ERROR */
+    char text[RT_WIRE_TEXT_MAX];       /* ERROR */
     struct rt_wire_span params_range;  /* ACK: the shard's parameter range */
     struct rt_wire_span buffers_range; /* ACK: the shard's buffer range */
-    int sealed;                   /* local, not encoded: payload checksums already filled */
+    int sealed;                        /* local, not encoded: payload checksums already filled */
 };
 
 /* Limits a receiver applies. */
 struct rt_wire_limits {
-    uint64_t n_params;      /* size of the flat parameter vector: slices must fit inside */
-    uint64_t n_buffers;     /* size of the flat buffer vector */
-    uint64_t max_floats;    /* largest payload frame, floats */
+    uint64_t n_params;   /* size of the flat parameter vector: slices must fit inside */
+    uint64_t n_buffers;  /* size of the flat buffer vector */
+    uint64_t max_floats; /* largest payload frame, floats */
 };
 
 /* Initialise a header of `type` from `sender` at this build's version (other fields zero). */
@@ -125,11 +125,11 @@ void rt_wire_seal(struct rt_wire_msg *m, const float *params, const float *buffe
  * that each slice lies inside the limits' vectors, the frame size limit and the checksums.
  * On success fills *m and, when payload frames exist, *params / *buffers (pointers into parts,
  * may be NULL arguments when the caller does not want them). Payload pointers are NOT necessarily
- * 4-byte aligned (ZeroMQ receives in place): read them with memcpy or rt_wire_axpy. Returns 0 or a negative rt_err code
- * with a detail naming the problem. */
+ * 4-byte aligned (ZeroMQ receives in place): read them with memcpy or rt_wire_axpy. Returns 0 or a
+ * negative rt_err code with a detail naming the problem. */
 int rt_wire_decode(const void *const *parts, const size_t *sizes, int nparts,
-                   const struct rt_wire_limits *lim, struct rt_wire_msg *m,
-                   const void **params, const void **buffers);
+                   const struct rt_wire_limits *lim, struct rt_wire_msg *m, const void **params,
+                   const void **buffers);
 
 /* y[i] += a * x[i] (accumulate) or y[i] = a * x[i] (not) for n floats, where x may be unaligned
  * (a payload frame). */

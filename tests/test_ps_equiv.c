@@ -221,7 +221,7 @@ static void test_rebalanced_shares(void **state)
 static void test_slow_step_is_not_a_timeout(void **state)
 {
     (void)state;
-    /* one worker needs 1.5 s for a step, the others time out after 0.3 s of silence: the
+    /* one worker needs 2 s for a step, the others time out after 0.6 s of silence: the
      * coordinator's heartbeat answers keep them waiting */
     enum { NW = 2 };
     float ref_w[P], ref_b[NB], w[P], b[NB];
@@ -235,7 +235,7 @@ static void test_slow_step_is_not_a_timeout(void **state)
     memset(sl, 0, sizeof sl);
     for (int i = 0; i < NW; i++) {
         assert_int_equal(worker_synth_init(&sl[i].model, SEED, P, NB), 0);
-        sl[i].delay_us = i == 1 ? 1500000 : 0;
+        sl[i].delay_us = i == 1 ? 2000000 : 0;
         sl[i].only_step = 2;
         cbs[i] =
             (struct worker_compute){.user = &sl[i], .init = s_slow_init, .compute = s_slow_compute};
@@ -251,7 +251,7 @@ static void test_slow_step_is_not_a_timeout(void **state)
         .weight_decay = WD,
         .sched = &sched,
         .compute = cbs,
-        .worker_timeout_ms = 300,
+        .worker_timeout_ms = 600,
     };
     int rc = server_cluster_run(&cc, w, b, NULL);
     if (rc)

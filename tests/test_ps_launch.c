@@ -15,6 +15,7 @@
 
 #include "eb_test_data.h"
 #include "nn_net.h"
+#include "server_sched.h"
 #include "worker_synth.h"
 
 #define P 1001
@@ -97,6 +98,68 @@ static void test_launch_threads(void **state)
     s_launch_and_compare("inproc");
 }
 
+static void test_launch_gg_schedule(void **state)
+{
+    (void)state;
+    /* GG through the command line: the batch doubles at epoch 1, the epoch of 60 samples ends in a
+     * partial step; separate processes over ipc follow shard 0's server_sched */
+    struct server_sched_config c;
+    server_sched_config_default(&c, SERVER_SCHED_GG, 60, 3);
+    c.batch = 24;
+    c.base_batch = 24;
+    c.micro_batch = 128;
+    c.lr = LR;
+    c.momentum = MOMENTUM;
+    c.weight_decay = WD;
+    c.rho = 0.5;
+    c.n_decay = 1;
+    c.decay_epochs[0] = 1;
+    server_sched_t *sched = server_sched_new(&c);
+    assert_non_null(sched);
+    float ref_w[P], ref_b[NB];
+    struct worker_synth m;
+    assert_int_equal(worker_synth_init(&m, SEED, P, NB), 0);
+    float *mom = calloc(P, sizeof(float)), *g = calloc(P, sizeof(float));
+    worker_synth_initial(&m, ref_w, ref_b);
+    int grew = 0;
+    for (int64_t t = 0;; t++) {
+        struct server_sched_point p;
+        assert_int_equal(server_sched_at(sched, t, -1, &p), 0);
+        if (p.done)
+            break;
+        grew |= p.batch > 24;
+        worker_synth_grad(&m, ((uint64_t)p.epoch << 32) + (uint64_t)p.offset, (uint32_t)p.samples,
+                          ref_w, g, ref_b);
+        nn_sgd_step(ref_w, mom, g, P, (float)p.lr, MOMENTUM, WD);
+    }
+    assert_true(grew);
+    free(mom);
+    free(g);
+    worker_synth_fini(&m);
+    server_sched_destroy(&sched);
+
+    char *dir = eb_test_tmpdir();
+    char out[4200], cmd[9000];
+    snprintf(out, sizeof out, "%s/final.bin", dir);
+    snprintf(cmd, sizeof cmd,
+             "EB_LOG=warn '%s' launch --transport ipc --shards 2 --workers 2 --params %d "
+             "--buffers %d --batch 24 --lr %.9g --momentum %.9g --weight-decay %.9g "
+             "--samples 60 --seed %d --method GG --epochs 3 --decay-epochs 1 --rho 0.5 "
+             "--out '%s'",
+             eb_test_binary(), P, NB, (double)LR, (double)MOMENTUM, (double)WD, SEED, out);
+    assert_int_equal(s_run(cmd), 0);
+    float got[P + NB];
+    FILE *f = fopen(out, "rb");
+    assert_non_null(f);
+    assert_int_equal(fread(got, sizeof(float), P + NB, f), P + NB);
+    fclose(f);
+    for (int i = 0; i < P; i++)
+        if (eb_test_reldiff(got[i], ref_w[i], 1e-2) > 1e-5)
+            fail_msg("GG: weight %d = %g, reference %g", i, (double)got[i], (double)ref_w[i]);
+    eb_test_rmtree(dir);
+    free(dir);
+}
+
 static void test_launch_zoo_model_on_lmdb(void **state)
 {
     (void)state;
@@ -161,8 +224,11 @@ static void test_bad_options(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_launch_tcp),     cmocka_unit_test(test_launch_ipc),
-        cmocka_unit_test(test_launch_threads), cmocka_unit_test(test_launch_zoo_model_on_lmdb),
+        cmocka_unit_test(test_launch_tcp),
+        cmocka_unit_test(test_launch_ipc),
+        cmocka_unit_test(test_launch_threads),
+        cmocka_unit_test(test_launch_gg_schedule),
+        cmocka_unit_test(test_launch_zoo_model_on_lmdb),
         cmocka_unit_test(test_bad_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -30,6 +30,7 @@
 #include "rt_sock.h"
 #include "server_cluster.h"
 #include "server_fixsched.h"
+#include "server_sched.h"
 #include "server_shard.h"
 #include "worker_loop.h"
 #include "worker_feed.h"
@@ -75,6 +76,12 @@ struct s_opts {
     long crop_pad;         /* --crop-pad: training augmentation, pixels of padding per side */
     long flip;             /* --flip: training augmentation, 0 or 1 */
     long log_every;        /* --log-every: worker 0 logs the loss every this many steps */
+    const char *method;    /* --method: BL, FB, GG, ABS, ABSA (server_sched); unset: constant */
+    long epochs;           /* --epochs: with --method */
+    const char *decay;     /* --decay-epochs: comma-separated epochs, with --method */
+    double rho;            /* --rho: decay factor, with --method */
+    long warmup;           /* --warmup-epochs: FB */
+    long batch_max;        /* --batch-max: GG/ABS */
     const char *checksum;  /* --checksum: none, crc32, fletcher64 */
 };
 
@@ -123,6 +130,12 @@ static const struct s_optdef s_defs[] = {
     S_O("crop-pad", S_INT, crop_pad),
     S_O("flip", S_INT, flip),
     S_O("log-every", S_INT, log_every),
+    S_O("method", S_STR, method),
+    S_O("epochs", S_INT, epochs),
+    S_O("decay-epochs", S_STR, decay),
+    S_O("rho", S_DBL, rho),
+    S_O("warmup-epochs", S_INT, warmup),
+    S_O("batch-max", S_INT, batch_max),
 };
 #define S_NDEFS (sizeof s_defs / sizeof s_defs[0])
 
@@ -149,6 +162,72 @@ static void s_defaults(struct s_opts *o)
     o->threads = 1;
     o->loader_threads = 1;
     o->log_every = 10;
+    o->rho = 0.1;
+}
+
+/* The schedule of a shard: server_sched from --method (BL/FB/GG/ABS/ABSA, --epochs,
+ * --decay-epochs, --rho, --warmup-epochs, --batch-max), else a constant one for --steps steps.
+ * *owned receives the server_sched to destroy (may stay NULL). */
+static int s_schedule(const struct s_opts *o, struct server_coord_sched *out,
+                      server_sched_t **owned)
+{
+    *owned = NULL;
+    if (!o->method) {
+        struct server_fixsched_cfg fc = {.batch = (uint32_t)o->batch,
+                                         .lr = (float)o->lr,
+                                         .n_samples = (uint64_t)o->samples,
+                                         .steps = (uint64_t)o->steps};
+        return server_fixsched_new(&fc, out);
+    }
+    enum server_sched_method m;
+    int rc = server_sched_method_parse(o->method, &m);
+    if (rc)
+        return rc;
+    if (o->epochs < 1 || o->epochs > INT32_MAX)
+        return rt_err_set(RT_ERR_CONFIG, "--method %s needs --epochs >= 1", o->method);
+    struct server_sched_config c;
+    server_sched_config_default(&c, m, o->samples, (int32_t)o->epochs);
+    c.batch = o->batch;
+    c.base_batch = o->batch;
+    if (o->batch_max > 0)
+        c.batch_max = o->batch_max;
+    if (c.batch_max < c.batch)
+        c.batch_max = c.batch;
+    c.micro_batch = (int32_t)o->micro;
+    c.lr = o->lr;
+    c.momentum = o->momentum;
+    c.weight_decay = o->wd;
+    c.rho = o->rho;
+    c.warmup_epochs = (int32_t)o->warmup;
+    c.n_decay = 0;
+    if (o->decay) {
+        char list[S_MAX_LIST];
+        snprintf(list, sizeof list, "%s", o->decay);
+        for (char *sv = NULL, *t = strtok_r(list, ",", &sv); t; t = strtok_r(NULL, ",", &sv)) {
+            if (c.n_decay >= SERVER_SCHED_MAX_DECAY)
+                return rt_err_set(RT_ERR_CONFIG, "--decay-epochs: more than %d epochs",
+                                  SERVER_SCHED_MAX_DECAY);
+            long e;
+            if (eb_cli_int("server", "--decay-epochs", t, &e))
+                return RT_ERR_CONFIG;
+            c.decay_epochs[c.n_decay++] = (int32_t)e;
+        }
+    }
+    server_sched_t *s = server_sched_new(&c);
+    if (!s)
+        return rt_err_set(RT_ERR_CONFIG, "schedule: %s", rt_err_msg());
+    server_coord_use_sched(out, s);
+    *owned = s;
+    return RT_OK;
+}
+
+/* Free what s_schedule made. */
+static void s_schedule_free(struct server_coord_sched *s, server_sched_t **owned)
+{
+    if (*owned)
+        server_sched_destroy(owned);
+    else
+        server_fixsched_destroy(s);
 }
 
 static int s_set(const char *cmd, const struct s_optdef *d, struct s_opts *o, const char *val)
@@ -273,7 +352,11 @@ static const char s_server_usage[] =
     "                         [--coord ENDPOINT (shards > 0)] --params N [--buffers N]\n"
     "                         [--batch B --lr LR --steps T --samples N (shard 0)]\n"
     "                         [--momentum M] [--weight-decay WD] [--checksum KIND]\n"
-    "Runs one parameter-server shard; shard 0 is also the coordinator. Options may also come\n"
+    "                         [--method BL|FB|GG|ABS|ABSA --epochs E [--decay-epochs e1,e2]\n"
+    "                          [--rho R] [--warmup-epochs N] [--batch-max B]]\n"
+    "Runs one parameter-server shard; shard 0 is also the coordinator and holds the schedule:\n"
+    "with --method the BL/FB/GG/ABS schedule of server_sched, else a constant one for --steps.\n"
+    "Options may also come\n"
     "from the environment (EB_SHARD, EB_BIND, ...).\n";
 
 int eb_cmd_server(int argc, char **argv)
@@ -294,16 +377,13 @@ int eb_cmd_server(int argc, char **argv)
                         "--shard in 0..shards-1 are required\n");
         return 2;
     }
-    struct server_fixsched_cfg fc = {.batch = (uint32_t)o.batch,
-                                     .lr = (float)o.lr,
-                                     .n_samples = (uint64_t)o.samples,
-                                     .steps = (uint64_t)o.steps};
     struct server_coord_sched sched = {0};
+    server_sched_t *owned = NULL;
     enum rt_wire_checksum ck = RT_WIRE_CK_NONE;
     server_shard_t *s = NULL;
     int rc = s_checksum(o.checksum, &ck);
     if (!rc)
-        rc = server_fixsched_new(&fc, &sched);
+        rc = s_schedule(&o, &sched, &owned);
     if (!rc) {
         struct server_shard_cfg sc = {
             .shard = (int)o.shard,
@@ -329,7 +409,7 @@ int eb_cmd_server(int argc, char **argv)
     if (rc)
         fprintf(stderr, "eigenbatch server: shard %ld: %s\n", o.shard, rt_err_msg());
     server_shard_destroy(&s);
-    server_fixsched_destroy(&sched);
+    s_schedule_free(&sched, &owned);
     return rc ? 1 : 0;
 }
 
@@ -647,10 +727,7 @@ static int s_launch_threads(const struct s_opts *o)
     int W = (int)o->workers, rc = RT_OK;
     enum rt_wire_checksum ck = RT_WIRE_CK_NONE;
     struct server_coord_sched sched = {0};
-    struct server_fixsched_cfg fc = {.batch = (uint32_t)o->batch,
-                                     .lr = (float)o->lr,
-                                     .n_samples = (uint64_t)o->samples,
-                                     .steps = (uint64_t)o->steps};
+    server_sched_t *owned = NULL;
     struct worker_synth *models = calloc((size_t)W, sizeof *models);
     struct worker_compute *cbs = calloc((size_t)W, sizeof *cbs);
     float *w = calloc((size_t)o->params + (size_t)o->buffers, sizeof(float));
@@ -659,7 +736,7 @@ static int s_launch_threads(const struct s_opts *o)
         rc = rt_err_set(RT_ERR_NOMEM, "launch");
         goto out;
     }
-    if ((rc = s_checksum(o->checksum, &ck)) || (rc = server_fixsched_new(&fc, &sched)))
+    if ((rc = s_checksum(o->checksum, &ck)) || (rc = s_schedule(o, &sched, &owned)))
         goto out;
     for (; n_models < W; n_models++) {
         rc = worker_synth_init(&models[n_models], (uint64_t)o->seed, (uint64_t)o->params,
@@ -694,7 +771,7 @@ out:
         fprintf(stderr, "eigenbatch launch: %s\n", rt_err_msg());
     for (int i = 0; i < n_models; i++)
         worker_synth_fini(&models[i]);
-    server_fixsched_destroy(&sched);
+    s_schedule_free(&sched, &owned);
     free(models);
     free(cbs);
     free(w);
@@ -789,6 +866,12 @@ int eb_cmd_launch(int argc, char **argv)
     snprintf(a_buffers, sizeof a_buffers, "%ld", o.buffers);
     snprintf(a_batch, sizeof a_batch, "%ld", o.batch);
     snprintf(a_steps, sizeof a_steps, "%ld", o.steps);
+    char a_epochs[32], a_rho[48], a_warmup[32], a_bmax[32], a_micro_s[32];
+    snprintf(a_epochs, sizeof a_epochs, "%ld", o.epochs);
+    snprintf(a_rho, sizeof a_rho, "%.9g", o.rho);
+    snprintf(a_warmup, sizeof a_warmup, "%ld", o.warmup);
+    snprintf(a_bmax, sizeof a_bmax, "%ld", o.batch_max);
+    snprintf(a_micro_s, sizeof a_micro_s, "%ld", o.micro);
     snprintf(a_samples, sizeof a_samples, "%ld", o.samples);
     snprintf(a_seed, sizeof a_seed, "%ld", o.seed);
     snprintf(a_lr, sizeof a_lr, "%.9g", o.lr);
@@ -832,9 +915,41 @@ int eb_cmd_launch(int argc, char **argv)
                         a_chunk,
                         "--checksum",
                         (char *)o.checksum,
-                        i > 0 ? "--coord" : NULL,
-                        eps[0],
+                        "--micro-batch",
+                        a_micro_s,
+                        NULL,
+                        NULL,
+                        NULL,
+                        NULL,
+                        NULL,
+                        NULL,
+                        NULL,
+                        NULL,
+                        NULL,
+                        NULL,
+                        NULL,
+                        NULL,
+                        NULL,
+                        NULL,
                         NULL};
+        int k = 0;
+        while (args[k])
+            k++;
+        if (o.method) {
+            char *sched_args[] = {"--method", (char *)o.method,  "--epochs", a_epochs,      "--rho",
+                                  a_rho,      "--warmup-epochs", a_warmup,   "--batch-max", a_bmax};
+            for (size_t j = 0; j < sizeof sched_args / sizeof sched_args[0]; j++)
+                args[k++] = sched_args[j];
+            if (o.decay) {
+                args[k++] = "--decay-epochs";
+                args[k++] = (char *)o.decay;
+            }
+        }
+        if (i > 0) {
+            args[k++] = "--coord";
+            args[k++] = eps[0];
+        }
+        args[k] = NULL;
         pids[n] = s_spawn(self, args);
         if (pids[n] < 0)
             status = 1;

@@ -103,6 +103,7 @@ int server_cluster_run(const struct server_cluster_cfg *cfg, float *final_params
             .sched = cfg->sched,
             .chunk_floats = cfg->chunk_floats,
             .checksum = cfg->checksum,
+            .snapshots = cfg->snapshots,
         };
         rc = server_shard_new(&sc, &sj[i].shard);
         if (rc)

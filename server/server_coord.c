@@ -203,7 +203,44 @@ static int s_sched_at(void *self, uint64_t step, struct server_coord_point *out)
     return RT_OK;
 }
 
-static const struct server_coord_sched_ops s_sched_ops = {s_sched_at, NULL};
+static int s_sched_decide(void *self, const struct rt_wire_decision *d, uint64_t next_step,
+                          uint64_t *apply_step, uint64_t *version)
+{
+    struct server_sched_decision in =
+                                     {
+                                         .seq = d->seq,
+                                         .snapshot_version = d->snapshot_version,
+                                         .epoch = d->epoch,
+                                         .batch = d->batch,
+                                         .lr_base = d->lr_base,
+                                         .gamma_base = d->gamma_base,
+                                         .lambda = d->lambda,
+                                     },
+                                 stamped;
+    if (next_step > INT64_MAX)
+        return rt_err_set(RT_ERR_STATE, "step %llu out of range", (unsigned long long)next_step);
+    int verdict = server_sched_accept(self, &in, (int64_t)next_step, &stamped);
+    if (verdict == SERVER_SCHED_ACCEPTED) {
+        *apply_step = (uint64_t)stamped.apply_step;
+        *version = stamped.version;
+    }
+    return verdict;
+}
+
+static const struct server_coord_sched_ops s_sched_ops = {s_sched_at, NULL, s_sched_decide};
+
+int server_coord_decide(server_coord_t *c, const struct rt_wire_decision *d, uint64_t *apply_step,
+                        uint64_t *version)
+{
+    if (!c->sched->ops->decide)
+        return rt_err_set(RT_ERR_UNSUPPORTED, "this schedule takes no eigen-service decisions");
+    int v = c->sched->ops->decide(c->sched->self, d, c->next_step, apply_step, version);
+    if (v == 0)
+        RT_INFO("coord", "decision %llu (epoch %d, B %lld, lr %g): version %llu from step %llu",
+                (unsigned long long)d->seq, d->epoch, (long long)d->batch, d->lr_base,
+                (unsigned long long)*version, (unsigned long long)*apply_step);
+    return v;
+}
 
 void server_coord_use_sched(struct server_coord_sched *out, struct server_sched *sched)
 {

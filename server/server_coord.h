@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "rt_wire.h"
+
 /* The schedule in force at one step. */
 struct server_coord_point {
     uint64_t epoch;        /* epoch the step belongs to */
@@ -34,6 +36,11 @@ struct server_coord_sched_ops {
     int (*at)(void *self, uint64_t step, struct server_coord_point *out);
     /* Free self; may be NULL when the caller owns self. */
     void (*destroy)(void *self);
+    /* Consider an eigen-service decision while next_step is the first step nobody has asked
+     * about; NULL when the schedule takes no decisions. Returns a verdict >= 0 (0: accepted, then
+     * *apply_step and *version say from where and as which version) or a negative rt_err code. */
+    int (*decide)(void *self, const struct rt_wire_decision *d, uint64_t next_step,
+                  uint64_t *apply_step, uint64_t *version);
 };
 
 /* A schedule: operations plus their state. */
@@ -81,6 +88,13 @@ int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_co
 /* The first step nobody has asked about: an eigen-service decision accepted now must apply from
  * this step or later (server_sched_accept's next_step), so no step's answer ever changes. */
 uint64_t server_coord_next_step(const server_coord_t *c);
+
+/* Pass an eigen-service decision to the schedule, stamped from the first step nobody has asked
+ * about (so every participant keeps agreeing on every step). Returns the schedule's verdict (>= 0,
+ * 0 = accepted: *apply_step / *version filled), RT_ERR_UNSUPPORTED when the schedule takes no
+ * decisions, or another negative code naming what is wrong. */
+int server_coord_decide(server_coord_t *c, const struct rt_wire_decision *d, uint64_t *apply_step,
+                        uint64_t *version);
 
 /* The schedule of `step` (no share): for shards and late joiners. */
 int server_coord_sched(server_coord_t *c, uint64_t step, struct server_coord_point *pt);

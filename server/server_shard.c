@@ -72,6 +72,10 @@ struct server_shard {
     struct rt_sock_zc zc;                /* zero-copy frames of weights in flight */
     uint64_t *wck;                       /* checksum of each weights chunk of version wck_version */
     uint64_t bck;                        /* checksum of the buffer slice of that version */
+    float *snap_w;                       /* snapshots: the slice at the latest epoch start */
+    float *snap_b;                       /* and its buffers */
+    uint64_t snap_version;               /* version of the snapshot; UINT64_MAX: none yet */
+    uint64_t snap_epoch;                 /* the epoch it starts */
     uint64_t wck_version;                /* version the checksums belong to; UINT64_MAX: none */
     struct rt_sock_parts parts;          /* receive frames, reused */
     server_coord_t *coord;               /* shard 0: coordinator, else NULL */
@@ -247,6 +251,23 @@ static void s_apply(server_shard_t *s)
     s_serve_pending(s);
 }
 
+/* With snapshots on, copy the slice when the current step starts a new epoch: the weights are
+ * still those of version `version`, the epoch's first. */
+static void s_snapshot_maybe(server_shard_t *s)
+{
+    if (!s->cfg.snapshots || s->sched.done)
+        return;
+    if (s->snap_version != UINT64_MAX && s->sched.epoch == s->snap_epoch)
+        return;
+    memcpy(s->snap_w, s->w, s->p_cnt * sizeof(float));
+    if (s->b_cnt)
+        memcpy(s->snap_b, s->bw, s->b_cnt * sizeof(float));
+    s->snap_version = s->version;
+    s->snap_epoch = s->sched.epoch;
+    RT_DEBUG(s->name, "snapshot of epoch %llu at version %llu", (unsigned long long)s->snap_epoch,
+             (unsigned long long)s->snap_version);
+}
+
 /* The schedule of the current step (version): shard 0 asks its schedule, the other shards ask
  * the coordinator (a blocking request; pushes meanwhile wait in the socket's queue). */
 static int s_sched_current(server_shard_t *s)
@@ -258,6 +279,7 @@ static int s_sched_current(server_shard_t *s)
         if (rc)
             return rc;
         s->sched_known = 1;
+        s_snapshot_maybe(s);
         return RT_OK;
     }
     int waited_ms = 0;
@@ -311,6 +333,7 @@ static int s_sched_current(server_shard_t *s)
             s->sched.gamma = r.sched.gamma;
             s->sched.done = r.sched.done;
             s->sched_known = 1;
+            s_snapshot_maybe(s);
             return RT_OK;
         }
         usleep(S_SCHED_RETRY_US);
@@ -589,6 +612,61 @@ static void s_on_pull(server_shard_t *s, const uint8_t *route, size_t rlen,
     s_reply_error(s, route, rlen, m->step, RT_ERR_STATE, why);
 }
 
+/* SNAPSHOT from any peer (the eigen service): the latest epoch-start copy, copied into the
+ * frames (the copy changes at the next epoch, a slow reader must not see it move). */
+static void s_on_snapshot(server_shard_t *s, const uint8_t *route, size_t rlen,
+                          const struct rt_wire_msg *m)
+{
+    if (!s->cfg.snapshots || s->snap_version == UINT64_MAX) {
+        s_reply_error(s, route, rlen, m->step, RT_ERR_STATE,
+                      s->cfg.snapshots ? "no snapshot yet" : "this shard keeps no snapshots");
+        return;
+    }
+    uint64_t chunk = s->cfg.chunk_floats, done = 0;
+    do {
+        struct rt_wire_msg r;
+        rt_wire_msg_init(&r, RT_WIRE_WEIGHTS, s->cfg.shard, s->name);
+        r.step = s->snap_version;
+        r.epoch = s->snap_epoch;
+        r.checksum = s->cfg.checksum;
+        uint64_t k = s->p_cnt - done < chunk ? s->p_cnt - done : chunk;
+        r.has_params = 1;
+        r.params.offset = s->p_off + done;
+        r.params.count = k;
+        if (done == 0 && s->b_cnt) {
+            r.has_buffers = 1;
+            r.buffers.offset = s->b_off;
+            r.buffers.count = s->b_cnt;
+        }
+        if (rt_sock_send(s->sock, route, rlen, &r, s->snap_w + done, s->snap_b, NULL)) {
+            RT_WARN(s->name, "snapshot reply failed: %s", rt_err_msg());
+            return;
+        }
+        done += k;
+    } while (done < s->p_cnt);
+}
+
+/* DECISION (coordinator): hand it to the schedule; ACK with the verdict, or ERROR. */
+static void s_on_decision(server_shard_t *s, const uint8_t *route, size_t rlen,
+                          const struct rt_wire_msg *m)
+{
+    uint64_t apply = 0, version = 0;
+    int v = server_coord_decide(s->coord, &m->decision, &apply, &version);
+    if (v < 0) {
+        s_drop(s, route, rlen, m, rt_err_msg());
+        s_reply_error(s, route, rlen, m->decision.seq, v, rt_err_msg());
+        return;
+    }
+    struct rt_wire_msg r;
+    rt_wire_msg_init(&r, RT_WIRE_ACK, s->cfg.shard, s->name);
+    r.err_code = v;
+    r.step = apply;
+    r.sched_version = version;
+    r.decision = m->decision;
+    if (rt_sock_send(s->sock, route, rlen, &r, NULL, NULL, NULL))
+        RT_WARN(s->name, "decision reply failed: %s", rt_err_msg());
+}
+
 /* Handle one received message; returns 1 when every worker has said goodbye. */
 static int s_handle(server_shard_t *s)
 {
@@ -640,6 +718,15 @@ static int s_handle(server_shard_t *s)
         break;
     case RT_WIRE_HELLO:
         s_on_hello(s, route, rlen, &m);
+        break;
+    case RT_WIRE_SNAPSHOT:
+        s_on_snapshot(s, route, rlen, &m);
+        break;
+    case RT_WIRE_DECISION:
+        if (s->coord)
+            s_on_decision(s, route, rlen, &m);
+        else
+            s_drop(s, route, rlen, &m, "decision sent to a shard other than 0");
         break;
     case RT_WIRE_INIT:
         s_on_init(s, route, rlen, &m, pp, bp);
@@ -714,6 +801,16 @@ int server_shard_new(const struct server_shard_cfg *cfg, server_shard_t **out)
     s->workers = calloc((size_t)cfg->n_workers, sizeof *s->workers);
     s->wck = calloc((size_t)(s->p_cnt / s->cfg.chunk_floats + 1), sizeof *s->wck);
     s->wck_version = UINT64_MAX;
+    s->snap_version = UINT64_MAX;
+    if (cfg->snapshots) {
+        s->snap_w = nn_alloc(s->p_cnt * sizeof(float));
+        s->snap_b = nn_alloc((s->b_cnt + 1) * sizeof(float));
+        if (!s->snap_w || !s->snap_b) {
+            rt_err_set(RT_ERR_NOMEM, "shard %d: snapshot of %llu floats", cfg->shard,
+                       (unsigned long long)s->p_cnt);
+            goto out_destroy;
+        }
+    }
     if (!s->w || !s->mom || !s->acc || !s->bw || !s->bacc || !s->workers || !s->wck) {
         rt_err_set(RT_ERR_NOMEM, "shard %d: %llu floats", cfg->shard, (unsigned long long)s->p_cnt);
         goto out_destroy;
@@ -857,6 +954,8 @@ void server_shard_destroy(server_shard_t **self_p)
         nn_free(s->w);
         nn_free(s->bw);
     }
+    nn_free(s->snap_w);
+    nn_free(s->snap_b);
     nn_free(s->mom);
     nn_free(s->acc);
     nn_free(s->bacc);

@@ -40,6 +40,7 @@ struct server_shard_cfg {
     uint32_t chunk_floats;                  /* floats per weights frame sent (0: default) */
     enum rt_wire_checksum checksum;         /* checksum of the frames this shard sends */
     int io_threads;                         /* I/O threads of an own context (0: 1) */
+    int snapshots; /* keep a copy of the slice at each epoch start for SNAPSHOT requests (ABS) */
 };
 
 /* Counters of a shard, for logs and tests. */

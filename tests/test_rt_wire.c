@@ -80,6 +80,9 @@ static void test_round_trip_all_types(void **state)
         if (type == RT_WIRE_SCHED) {
             m.sched = (struct rt_wire_sched){3, 96, 128, 100, 0.1f, 0.2f, 32, 64, 1};
         }
+        if (type == RT_WIRE_DECISION || type == RT_WIRE_ACK)
+            m.decision = (struct rt_wire_decision){9, 1234, 3, 256, 0.4, 0.1, 17.5};
+        m.epoch = 41;
         if (type == RT_WIRE_ACK) {
             m.params_range = (struct rt_wire_span){10, 20, 0};
             m.buffers_range = (struct rt_wire_span){1, 2, 0};
@@ -118,6 +121,13 @@ static void test_round_trip_all_types(void **state)
         if (type == RT_WIRE_SCHED) {
             assert_memory_equal(&d.sched, &m.sched, sizeof m.sched);
         }
+        if (type == RT_WIRE_DECISION || type == RT_WIRE_ACK) {
+            assert_true(d.decision.seq == 9 && d.decision.snapshot_version == 1234);
+            assert_true(d.decision.epoch == 3 && d.decision.batch == 256);
+            assert_true(d.decision.lr_base == 0.4 && d.decision.gamma_base == 0.1);
+            assert_true(d.decision.lambda == 17.5);
+        }
+        assert_true(d.epoch == 41);
         if (type == RT_WIRE_ACK) {
             assert_true(d.params_range.offset == 10 && d.params_range.count == 20);
             assert_true(d.buffers_range.offset == 1 && d.buffers_range.count == 2);

@@ -18,8 +18,8 @@
 #define S_CRC_CHUNK (1u << 30)
 
 static const char *const s_type_names[] = {
-    "none",  "register", "welcome", "hello", "ack",     "heartbeat", "sched-query",
-    "sched", "init",     "push",    "pull",  "weights", "bye",       "error",
+    "none", "register", "welcome", "hello",   "ack", "heartbeat", "sched-query", "sched",
+    "init", "push",     "pull",    "weights", "bye", "error",     "snapshot",    "decision",
 };
 
 const char *rt_wire_type_name(int type)
@@ -112,8 +112,8 @@ void rt_wire_seal(struct rt_wire_msg *m, const float *params, const float *buffe
 /* ---- header <-> EbHeader ------------------------------------------------------------------ */
 
 /* Fill the protobuf image `h` (with its sub-messages in the caller's storage) from m. */
-static void s_to_pb(const struct rt_wire_msg *m, EbHeader *h, EbSpan *sp, EbSched *sc, char *name,
-                    char *text)
+static void s_to_pb(const struct rt_wire_msg *m, EbHeader *h, EbSpan *sp, EbSched *sc,
+                    EbDecision *dc, char *name, char *text)
 {
     eb_header__init(h);
     h->version = m->version;
@@ -164,6 +164,19 @@ static void s_to_pb(const struct rt_wire_msg *m, EbHeader *h, EbSpan *sp, EbSche
     memcpy(text, m->text, RT_WIRE_TEXT_MAX);
     text[RT_WIRE_TEXT_MAX - 1] = '\0';
     h->text = text;
+    if (m->type == RT_WIRE_DECISION || m->type == RT_WIRE_ACK) {
+        /* a decision, or the coordinator's answer to one (it echoes the decision) */
+        eb_decision__init(dc);
+        dc->seq = m->decision.seq;
+        dc->snapshot_version = m->decision.snapshot_version;
+        dc->epoch = m->decision.epoch;
+        dc->batch = m->decision.batch;
+        dc->lr_base = m->decision.lr_base;
+        dc->gamma_base = m->decision.gamma_base;
+        dc->lambda = m->decision.lambda;
+        h->decision = dc;
+    }
+    h->epoch = m->epoch;
     h->trailer = RT_WIRE_TRAILER;
 }
 
@@ -172,8 +185,9 @@ size_t rt_wire_header_size(const struct rt_wire_msg *m)
     EbHeader h;
     EbSpan sp[4];
     EbSched sc;
+    EbDecision dc;
     char name[RT_WIRE_NAME_MAX], text[RT_WIRE_TEXT_MAX];
-    s_to_pb(m, &h, sp, &sc, name, text);
+    s_to_pb(m, &h, sp, &sc, &dc, name, text);
     return eb_header__get_packed_size(&h);
 }
 
@@ -182,8 +196,9 @@ int rt_wire_encode(const struct rt_wire_msg *m, uint8_t *buf, size_t cap, size_t
     EbHeader h;
     EbSpan sp[4];
     EbSched sc;
+    EbDecision dc;
     char name[RT_WIRE_NAME_MAX], text[RT_WIRE_TEXT_MAX];
-    s_to_pb(m, &h, sp, &sc, name, text);
+    s_to_pb(m, &h, sp, &sc, &dc, name, text);
     size_t need = eb_header__get_packed_size(&h);
     if (need > cap || need > RT_WIRE_MAX_HEADER)
         return rt_err_set(RT_ERR_TOOBIG, "%s header needs %zu bytes, room for %zu",
@@ -313,6 +328,16 @@ int rt_wire_decode(const void *const *parts, const size_t *sizes, int nparts,
     m->n_params = h->n_params;
     m->n_buffers = h->n_buffers;
     m->err_code = h->err_code;
+    if (h->decision) {
+        m->decision.seq = h->decision->seq;
+        m->decision.snapshot_version = h->decision->snapshot_version;
+        m->decision.epoch = h->decision->epoch;
+        m->decision.batch = h->decision->batch;
+        m->decision.lr_base = h->decision->lr_base;
+        m->decision.gamma_base = h->decision->gamma_base;
+        m->decision.lambda = h->decision->lambda;
+    }
+    m->epoch = h->epoch;
     if (h->text)
         snprintf(m->text, sizeof m->text, "%s", h->text);
 

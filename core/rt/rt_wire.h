@@ -37,7 +37,9 @@ enum rt_wire_type {
     RT_WIRE_WEIGHTS = 11,    /* shard -> worker: weights chunk at version `step` */
     RT_WIRE_BYE = 12,        /* worker -> shard: leaving */
     RT_WIRE_ERROR = 13,      /* refusal: err_code and text */
-    RT_WIRE_TYPE_MAX = 13
+    RT_WIRE_SNAPSHOT = 14,   /* observer -> shard: weights of the latest epoch start */
+    RT_WIRE_DECISION = 15,   /* eigen service -> coordinator: an ABS decision */
+    RT_WIRE_TYPE_MAX = 15
 };
 
 /* Payload checksums (values as EbChecksum). */
@@ -67,6 +69,17 @@ struct rt_wire_sched {
     int done;              /* training is over; the step does not exist */
 };
 
+/* An ABS decision of the eigen service (EbDecision). */
+struct rt_wire_decision {
+    uint64_t seq;              /* the service's sequence number */
+    uint64_t snapshot_version; /* weights version it was computed on */
+    int32_t epoch;             /* the epoch whose end produced it */
+    int64_t batch;             /* B from its apply step on */
+    double lr_base;            /* learning rate before step decay */
+    double gamma_base;         /* adversarial fraction before the tau / B_max rules */
+    double lambda;             /* measured top eigenvalue */
+};
+
 /* A decoded header: the plain-C image of EbHeader. Fields not used by a type are zero. */
 struct rt_wire_msg {
     enum rt_wire_type type;         /* message type */
@@ -93,6 +106,8 @@ struct rt_wire_msg {
     char text[RT_WIRE_TEXT_MAX];       /* ERROR */
     struct rt_wire_span params_range;  /* ACK: the shard's parameter range */
     struct rt_wire_span buffers_range; /* ACK: the shard's buffer range */
+    struct rt_wire_decision decision;  /* DECISION */
+    uint64_t epoch;                    /* WEIGHTS answering SNAPSHOT: epoch of the snapshot */
     int sealed;                        /* local, not encoded: payload checksums already filled */
 };
 

@@ -398,6 +398,8 @@ int eb_cmd_server(int argc, char **argv)
             .sched = &sched,
             .chunk_floats = (uint32_t)o.chunk,
             .checksum = ck,
+            /* the eigen service reads epoch-start snapshots under ABS / ABSA */
+            .snapshots = o.method && !strncmp(o.method, "ABS", 3),
         };
         rc = server_shard_new(&sc, &s);
     }

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -399,7 +400,7 @@ int eb_cmd_server(int argc, char **argv)
             .chunk_floats = (uint32_t)o.chunk,
             .checksum = ck,
             /* the eigen service reads epoch-start snapshots under ABS / ABSA */
-            .snapshots = o.method && !strncmp(o.method, "ABS", 3),
+            .snapshots = o.method && !strncasecmp(o.method, "ABS", 3),
         };
         rc = server_shard_new(&sc, &s);
     }

@@ -21,8 +21,8 @@ cpu=${CPU:-0}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# `bench loader` once tools/cmd_bench.c dispatches it; the interim `bench-loader` entry otherwise
-if "$eb" bench loader --help >/dev/null 2>&1; then bench=(bench loader); else bench=(bench-loader); fi
+
+bench=(bench loader)
 
 "$eb" convert fashion-mnist --in /usr/share/datasets/fashion-mnist --out "$tmp/fm" 2>/dev/null
 "$py" bench/gen_jpegs.py "$tmp/jpg/train" "$jpegs"

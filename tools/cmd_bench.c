@@ -36,6 +36,8 @@ static int s_bench_train(int argc, char **argv);
 
 static const struct bench_kind s_kinds[] = {
     {"train", s_bench_train, "training steps and Hessian-vector products of a zoo model"},
+    {"ps", eb_bench_ps, "parameter-server push+pull bandwidth, beside raw TCP"},
+    {"loader", eb_bench_loader, "LMDB loader throughput (raw and JPEG)"},
     {NULL, NULL, NULL},
 };
 

@@ -12,7 +12,9 @@ static const struct eb_cmd s_commands[] = {
     {"bench", eb_cmd_bench, "micro-benchmarks (train: training steps and HVPs of a zoo model)"},
     {"convert", eb_cmd_convert, "write an LMDB dataset from IDX, CIFAR or JPEG folders"},
     {"dbinfo", eb_cmd_dbinfo, "describe an LMDB dataset: count, shape, labels"},
-    {"bench-loader", eb_bench_loader, "data loader throughput (until `bench loader` exists)"},
+    {"launch", eb_cmd_launch, "run shards and workers as processes on this machine"},
+    {"server", eb_cmd_server, "run one parameter-server shard (shard 0 coordinates)"},
+    {"worker", eb_cmd_worker, "run one worker"},
     {NULL, NULL, NULL},
 };
 

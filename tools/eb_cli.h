@@ -30,4 +30,13 @@ int eb_cmd_dbinfo(int argc, char **argv);  /* tools/cmd_dbinfo.c */
 /* `eigenbatch bench loader ARGS` (dispatched by `bench`; argv[0] is "loader"). */
 int eb_bench_loader(int argc, char **argv); /* tools/cmd_bench_loader.c */
 
+/* `eigenbatch bench ps`: push+pull bandwidth of the parameter-server transport (cmd_bench_ps.c);
+ * argv[0] is "ps". */
+int eb_bench_ps(int argc, char **argv);
+
+/* Parameter-server roles (cmd_ps.c): one shard, one worker, or a whole cluster as processes. */
+int eb_cmd_server(int argc, char **argv);
+int eb_cmd_worker(int argc, char **argv);
+int eb_cmd_launch(int argc, char **argv);
+
 #endif

@@ -1,0 +1,101 @@
+/*
+ * rt_sock: thin ZeroMQ helpers for the parameter-server roles: contexts, ROUTER/DEALER sockets with
+ * the project's options (high-water marks, linger, size limits), endpoint strings for the three
+ * transports, multipart receive into reusable messages, and sends of one protocol message (header
+ * + raw float frames) with zero-copy payloads.
+ *
+ * Zero-copy: payload frames are handed to ZeroMQ with zmq_msg_init_data and no copy; the memory
+ * must stay valid and unchanged until ZeroMQ releases it. A struct rt_sock_zc counts those messages
+ * in flight so that the owner can wait for them before freeing or reusing its buffers.
+ */
+#ifndef RT_SOCK_H
+#define RT_SOCK_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <zmq.h>
+
+#include "rt_wire.h"
+
+#define RT_SOCK_MAX_PARTS 5        /* routing id + header + payloads, plus one to detect extra */
+#define RT_SOCK_ROUTE_MAX 256      /* bytes of a ZeroMQ routing id */
+#define RT_SOCK_ZC_MIN_BYTES 65536 /* smaller payloads are copied, not worth the bookkeeping */
+#define RT_SOCK_ENDPOINT_MAX 256   /* bytes of an endpoint string */
+
+/* Count of zero-copy payload frames still owned by ZeroMQ. */
+struct rt_sock_zc {
+    atomic_long in_flight; /* frames handed to ZeroMQ and not yet released */
+};
+
+/* A received multipart message; the zmq_msg_t are reused from message to message. */
+struct rt_sock_parts {
+    zmq_msg_t msg[RT_SOCK_MAX_PARTS]; /* the frames, valid until the next recv or close */
+    int n;                            /* frames stored */
+    int total;                        /* frames the message had (> n when it had too many) */
+};
+
+/* Process-wide malloc tuning for the roles: ZeroMQ allocates every received frame; with glibc's
+ * defaults, megabyte frames are mmapped or trimmed away and every step pays page faults on them.
+ * Raises the mmap and trim thresholds so that freed frames are reused. EB_NO_MALLOC_TUNING in the
+ * environment turns it off. Call once at start-up, before the roles run. */
+void rt_sock_tune_malloc(void);
+
+/* New ZeroMQ context with `io_threads` I/O threads (>= 1). Returns NULL on failure (detail set).
+ * Caller owns it; free with rt_sock_ctx_destroy. */
+void *rt_sock_ctx_new(int io_threads);
+
+/* Terminate a context (all its sockets must be closed) and null the pointer; accepts NULL. */
+void rt_sock_ctx_destroy(void **ctx_p);
+
+/* A ROUTER bound to `endpoint`. max_frame_bytes > 0 makes the transport drop peers that send a
+ * frame larger than that (tcp/ipc only). Returns 0 and *out, or RT_ERR_ZMQ naming the endpoint.
+ * Caller owns *out; close with rt_sock_close. */
+int rt_sock_router(void *ctx, const char *endpoint, long max_frame_bytes, void **out);
+
+/* A DEALER connected to `endpoint`. Caller owns *out; close with rt_sock_close. */
+int rt_sock_dealer(void *ctx, const char *endpoint, void **out);
+
+/* Close a socket with the given linger (ms) and null the pointer; accepts NULL. */
+void rt_sock_close(void **sock_p, int linger_ms);
+
+/* Endpoint of role `index` (shard number) for a transport:
+ *   inproc: inproc://<where>-<index>      (where: a name unique in the process)
+ *   ipc:    ipc://<where>/shard-<index>.sock   (where: a directory)
+ *   tcp:    tcp://<where>:<port+index>    (where: host or address)
+ * Returns 0 or RT_ERR_ARG for an unknown transport / too long a string. */
+int rt_sock_endpoint(char *buf, size_t cap, const char *transport, const char *where, int port,
+                     int index);
+
+void rt_sock_parts_init(struct rt_sock_parts *p);
+void rt_sock_parts_close(struct rt_sock_parts *p);
+
+/* Release the frames of the last received message now (large payloads go back to ZeroMQ and
+ * zero-copy senders see their frames released). */
+void rt_sock_parts_release(struct rt_sock_parts *p);
+
+/* Receive one whole multipart message (flags: 0 or ZMQ_DONTWAIT). Frames beyond RT_SOCK_MAX_PARTS
+ * are read and discarded (p->total counts them). Returns 0, RT_ERR_TIMEOUT when nothing was
+ * available (EAGAIN), RT_ERR_INTERRUPTED on context termination, RT_ERR_ZMQ otherwise. */
+int rt_sock_recv(void *sock, struct rt_sock_parts *p, int flags);
+
+static inline const void *rt_sock_part_data(struct rt_sock_parts *p, int i)
+{
+    return zmq_msg_data(&p->msg[i]);
+}
+static inline size_t rt_sock_part_size(struct rt_sock_parts *p, int i)
+{
+    return zmq_msg_size(&p->msg[i]);
+}
+
+/* Send one protocol message: [route] header [params] [buffers]. route (may be NULL) is the ROUTER
+ * routing id of the peer. The header is encoded and, when m->checksum is set and m->sealed is not,
+ * the payload checksums are computed here. Payloads of at least RT_SOCK_ZC_MIN_BYTES go zero-copy
+ * when zc != NULL (they must stay valid until zc->in_flight drops back); others are copied. Returns
+ * 0 or RT_ERR_ZMQ / RT_ERR_TOOBIG. */
+int rt_sock_send(void *sock, const void *route, size_t route_len, struct rt_wire_msg *m,
+                 const float *params, const float *buffers, struct rt_sock_zc *zc);
+
+/* Wait up to timeout_ms for zc->in_flight to reach 0. Returns 0 or RT_ERR_TIMEOUT. */
+int rt_sock_zc_wait(struct rt_sock_zc *zc, int timeout_ms);
+
+#endif

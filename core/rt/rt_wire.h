@@ -1,0 +1,160 @@
+/*
+ * rt_wire: the codec of the parameter-server protocol, and the only module that sees protobuf-c
+ * generated types (proto/eb.proto).
+ *
+ * A message is a multipart ZeroMQ message: one header frame (a protobuf EbHeader) and 0..2 payload
+ * frames of raw little-endian float32 (frame 1: a slice of the flat parameter vector, frame 2: a
+ * slice of the flat BatchNorm buffer vector). The header says where each slice belongs (offset,
+ * count) and carries a checksum of each payload frame. rt_wire_decode validates everything a peer
+ * can get wrong (version, type, frame count, sizes against the header and the limits, checksums)
+ * and fails with a negative rt_err code and a detail; it never asserts on input.
+ */
+#ifndef RT_WIRE_H
+#define RT_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define RT_WIRE_VERSION 1           /* protocol version spoken by this build */
+#define RT_WIRE_MAX_HEADER 4096     /* largest accepted header frame, bytes */
+#define RT_WIRE_MAX_PAYLOADS 2      /* payload frames after the header */
+#define RT_WIRE_NAME_MAX 64         /* sender name, bytes with the terminator */
+#define RT_WIRE_TEXT_MAX 160        /* error text, bytes with the terminator */
+#define RT_WIRE_TRAILER 0x45424844u /* last header field: detects a header cut short */
+
+/* Message types (values as EbType). */
+enum rt_wire_type {
+    RT_WIRE_REGISTER = 1,    /* worker -> coordinator: join with a share weight */
+    RT_WIRE_WELCOME = 2,     /* coordinator -> worker: id, worker and shard counts, sizes */
+    RT_WIRE_HELLO = 3,       /* worker -> shard: bind this connection to a worker id */
+    RT_WIRE_ACK = 4,         /* shard -> worker: the shard's ranges */
+    RT_WIRE_HEARTBEAT = 5,   /* worker -> coordinator: alive */
+    RT_WIRE_SCHED_QUERY = 6, /* worker -> coordinator: schedule of `step` */
+    RT_WIRE_SCHED = 7,       /* coordinator -> worker: schedule and share of `step` */
+    RT_WIRE_INIT = 8,        /* worker 0 -> shard: initial weights chunk */
+    RT_WIRE_PUSH = 9,        /* worker -> shard: gradient chunk of `step` */
+    RT_WIRE_PULL = 10,       /* worker -> shard: weights at version `step` */
+    RT_WIRE_WEIGHTS = 11,    /* shard -> worker: weights chunk at version `step` */
+    RT_WIRE_BYE = 12,        /* worker -> shard: leaving */
+    RT_WIRE_ERROR = 13,      /* refusal: err_code and text */
+    RT_WIRE_SNAPSHOT = 14,   /* observer -> shard: weights of the latest epoch start */
+    RT_WIRE_DECISION = 15,   /* eigen service -> coordinator: an ABS decision */
+    RT_WIRE_TYPE_MAX = 15
+};
+
+/* Payload checksums (values as EbChecksum). */
+enum rt_wire_checksum {
+    RT_WIRE_CK_NONE = 0,      /* not checked */
+    RT_WIRE_CK_CRC32 = 1,     /* zlib crc32 */
+    RT_WIRE_CK_FLETCHER64 = 2 /* Fletcher sums over 64-bit words in 8 lanes (memory speed) */
+};
+
+/* A payload slice: `count` floats at `offset` of the flat vector. */
+struct rt_wire_span {
+    uint64_t offset;   /* first float */
+    uint64_t count;    /* number of floats; the frame holds 4*count bytes */
+    uint64_t checksum; /* of the frame's bytes, kind in rt_wire_msg.checksum */
+};
+
+/* Schedule of one step and the receiving worker's share of its global batch. */
+struct rt_wire_sched {
+    uint64_t epoch;        /* epoch the step belongs to */
+    uint64_t epoch_offset; /* position in the epoch's sample order of the batch's first sample */
+    uint32_t batch;        /* global batch B */
+    uint32_t samples;      /* samples of the step (B, or fewer for a partial last step) */
+    float lr;              /* learning rate */
+    float gamma;           /* adversarial fraction */
+    uint32_t share_offset; /* the worker's first sample within the batch */
+    uint32_t share_count;  /* the worker's number of samples */
+    int done;              /* training is over; the step does not exist */
+};
+
+/* An ABS decision of the eigen service (EbDecision). */
+struct rt_wire_decision {
+    uint64_t seq;              /* the service's sequence number */
+    uint64_t snapshot_version; /* weights version it was computed on */
+    int32_t epoch;             /* the epoch whose end produced it */
+    int64_t batch;             /* B from its apply step on */
+    double lr_base;            /* learning rate before step decay */
+    double gamma_base;         /* adversarial fraction before the tau / B_max rules */
+    double lambda;             /* measured top eigenvalue */
+};
+
+/* A decoded header: the plain-C image of EbHeader. Fields not used by a type are zero. */
+struct rt_wire_msg {
+    enum rt_wire_type type;         /* message type */
+    uint32_t version;               /* protocol version */
+    int32_t sender;                 /* worker or shard id, -1 when unknown */
+    char name[RT_WIRE_NAME_MAX];    /* sender's name for logs */
+    uint64_t step;                  /* step (push) or weights version (pull, weights) */
+    uint64_t sched_version;         /* schedule version */
+    enum rt_wire_checksum checksum; /* checksum kind of the payload frames */
+    int has_params;                 /* payload frame 1 is a parameter slice */
+    int has_buffers;                /* a buffer slice follows (frame 2, or 1 without params) */
+    struct rt_wire_span params;     /* the parameter slice */
+    struct rt_wire_span buffers;    /* the buffer slice */
+    uint32_t samples;               /* push: samples behind the gradient */
+    float loss;                     /* push: mean loss */
+    float lr;                       /* push: learning rate used for the step */
+    struct rt_wire_sched sched;     /* SCHED */
+    double weight;                  /* REGISTER: share weight */
+    uint32_t n_workers;             /* WELCOME */
+    uint32_t n_shards;              /* WELCOME */
+    uint64_t n_params;              /* sizes of the flat vectors */
+    uint64_t n_buffers;
+    int32_t err_code;                  /* ERROR */
+    char text[RT_WIRE_TEXT_MAX];       /* ERROR */
+    struct rt_wire_span params_range;  /* ACK: the shard's parameter range */
+    struct rt_wire_span buffers_range; /* ACK: the shard's buffer range */
+    struct rt_wire_decision decision;  /* DECISION */
+    uint64_t epoch;                    /* WEIGHTS answering SNAPSHOT: epoch of the snapshot */
+    int sealed;                        /* local, not encoded: payload checksums already filled */
+};
+
+/* Limits a receiver applies. */
+struct rt_wire_limits {
+    uint64_t n_params;   /* size of the flat parameter vector: slices must fit inside */
+    uint64_t n_buffers;  /* size of the flat buffer vector */
+    uint64_t max_floats; /* largest payload frame, floats */
+};
+
+/* Initialise a header of `type` from `sender` at this build's version (other fields zero). */
+void rt_wire_msg_init(struct rt_wire_msg *m, enum rt_wire_type type, int32_t sender,
+                      const char *name);
+
+/* Checksum of n bytes with `kind` (0 for RT_WIRE_CK_NONE). */
+uint64_t rt_wire_checksum(enum rt_wire_checksum kind, const void *data, size_t n);
+
+/* Bytes the header needs (< RT_WIRE_MAX_HEADER for any valid message). */
+size_t rt_wire_header_size(const struct rt_wire_msg *m);
+
+/* Encode the header into buf (cap bytes); *len receives the size. RT_ERR_TOOBIG when it does not
+ * fit. Payload checksums are the caller's (rt_wire_seal fills them). */
+int rt_wire_encode(const struct rt_wire_msg *m, uint8_t *buf, size_t cap, size_t *len);
+
+/* Fill m->params/buffers checksums from the payload frames. */
+void rt_wire_seal(struct rt_wire_msg *m, const float *params, const float *buffers);
+
+/* Decode and validate a whole multipart message: parts[0] (sizes[0] bytes) is the header, the rest
+ * payload frames. Checks version, type, frame count, that each frame holds exactly 4*count bytes,
+ * that each slice lies inside the limits' vectors, the frame size limit and the checksums.
+ * On success fills *m and, when payload frames exist, *params / *buffers (pointers into parts,
+ * may be NULL arguments when the caller does not want them). Payload pointers are NOT necessarily
+ * 4-byte aligned (ZeroMQ receives in place): read them with memcpy or rt_wire_axpy. Returns 0 or a
+ * negative rt_err code with a detail naming the problem. */
+int rt_wire_decode(const void *const *parts, const size_t *sizes, int nparts,
+                   const struct rt_wire_limits *lim, struct rt_wire_msg *m, const void **params,
+                   const void **buffers);
+
+/* y[i] += a * x[i] (accumulate) or y[i] = a * x[i] (not) for n floats, where x may be unaligned
+ * (a payload frame). */
+void rt_wire_axpy(float *y, float a, const void *x, size_t n, int accumulate);
+
+/* Name of a message type for logs ("push"); "unknown" for values out of range. */
+const char *rt_wire_type_name(int type);
+
+/* Contiguous balanced partition of n floats into `parts` ranges: range i is [*off, *off + *cnt).
+ * Ranges differ by at most one float, so bytes are balanced whatever the tensor boundaries. */
+void rt_wire_partition(uint64_t n, int parts, int i, uint64_t *off, uint64_t *cnt);
+
+#endif

@@ -1,0 +1,45 @@
+/*
+ * server_cluster: S shards and W workers as threads of this process, over one transport (inproc,
+ * ipc or tcp): the embedded mode of `eigenbatch train`, `eigenbatch bench ps` and the tests. The
+ * roles are the same code as in separate processes (server_shard_run, worker_run).
+ */
+#ifndef SERVER_CLUSTER_H
+#define SERVER_CLUSTER_H
+
+#include <stdint.h>
+
+#include "rt_wire.h"
+#include "server_coord.h"
+#include "worker_loop.h"
+
+/* Configuration of an in-process cluster. */
+struct server_cluster_cfg {
+    int n_shards;          /* shards, >= 1 */
+    int n_workers;         /* workers, >= 1 */
+    const char *transport; /* "inproc", "ipc" or "tcp" */
+    const char *where;     /* inproc name, ipc directory or tcp host (127.0.0.1) */
+    int port;              /* tcp: first port (shard i binds port + i); 0: any free */
+    uint64_t n_params;     /* flat parameter count */
+    uint64_t n_buffers;    /* flat buffer count */
+    float momentum;        /* SGD momentum */
+    float weight_decay;    /* SGD weight decay */
+    const struct server_coord_sched *sched; /* schedule in force (borrowed) */
+    const float *init_params;               /* initial weights, or NULL: worker 0's init callback */
+    const float *init_buffers;              /* initial buffers (with init_params), or NULL: zeros */
+    const struct worker_compute *compute;   /* n_workers entries, one per worker thread */
+    const double *weights;                  /* n_workers share weights, or NULL: equal */
+    int rebalance;                          /* workers report throughput; shares follow it */
+    int snapshots;                          /* shards keep epoch-start snapshots (eigen service) */
+    int worker_timeout_ms;          /* workers give up after this much silence (0: default) */
+    uint32_t chunk_floats;          /* floats per frame (0: default) */
+    enum rt_wire_checksum checksum; /* frame checksum */
+    int io_threads;                 /* ZeroMQ I/O threads of the shared context (0: 1) */
+};
+
+/* Run the cluster to the end of the schedule. On success copies the final weights into
+ * final_params (n_params floats) and final_buffers (n_buffers floats) when not NULL, and each
+ * worker's counters into stats[n_workers] when not NULL. Returns 0 or a negative rt_err code. */
+int server_cluster_run(const struct server_cluster_cfg *cfg, float *final_params,
+                       float *final_buffers, struct worker_stats *stats);
+
+#endif

@@ -1,0 +1,249 @@
+/*
+ * server_coord: membership, shares and the schedule in force (see server_coord.h).
+ */
+#include "server_coord.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "rt_err.h"
+#include "rt_log.h"
+#include "server_sched.h"
+
+/* Steps whose share tables are remembered. Synchronous training has at most two steps in flight
+ * (a fast worker asks for t+1 before a slow one has asked for t), so a few are plenty. */
+#define S_SNAP_RING 8
+
+/* The share weights frozen for one step, so that every worker of the step sees the same table
+ * however the weights move meanwhile. */
+struct s_snap {
+    uint64_t step; /* step the table belongs to */
+    int valid;     /* slot in use */
+    double *w;     /* n_workers weights */
+};
+
+struct server_coord {
+    int n_workers;                          /* slots */
+    int registered;                         /* slots taken, ids 0..registered-1 */
+    double *weight;                         /* share weight per id (current) */
+    struct s_snap snap[S_SNAP_RING];        /* frozen share weights per step */
+    double *last_seen;                      /* monotonic seconds of the last message per id */
+    const struct server_coord_sched *sched; /* schedule in force (borrowed) */
+    uint64_t next_step;                     /* first step not asked about yet */
+};
+
+static double s_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+server_coord_t *server_coord_new(int n_workers, const struct server_coord_sched *sched)
+{
+    if (n_workers < 1 || !sched || !sched->ops || !sched->ops->at)
+        return NULL;
+    server_coord_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->n_workers = n_workers;
+    c->sched = sched;
+    c->weight = calloc((size_t)n_workers, sizeof *c->weight);
+    c->last_seen = calloc((size_t)n_workers, sizeof *c->last_seen);
+    if (!c->weight || !c->last_seen) {
+        server_coord_destroy(&c);
+        return NULL;
+    }
+    for (int i = 0; i < S_SNAP_RING; i++) {
+        c->snap[i].w = calloc((size_t)n_workers, sizeof(double));
+        if (!c->snap[i].w) {
+            server_coord_destroy(&c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+void server_coord_destroy(server_coord_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    server_coord_t *c = *self_p;
+    free(c->weight);
+    free(c->last_seen);
+    for (int i = 0; i < S_SNAP_RING; i++)
+        free(c->snap[i].w);
+    free(c);
+    *self_p = NULL;
+}
+
+int server_coord_register(server_coord_t *c, const char *name, double weight)
+{
+    if (!(weight > 0) || !isfinite(weight))
+        return rt_err_set(RT_ERR_ARG, "worker '%s': share weight %g must be positive", name,
+                          weight);
+    if (c->registered >= c->n_workers)
+        return rt_err_set(RT_ERR_STATE, "worker '%s': all %d worker slots are taken", name,
+                          c->n_workers);
+    int id = c->registered++;
+    c->weight[id] = weight;
+    c->last_seen[id] = s_now();
+    RT_INFO("coord", "worker %d '%s' registered (weight %g, %d/%d)", id, name, weight,
+            c->registered, c->n_workers);
+    return id;
+}
+
+int server_coord_registered(const server_coord_t *c)
+{
+    return c->registered;
+}
+
+void server_coord_heartbeat(server_coord_t *c, int id)
+{
+    if (id >= 0 && id < c->registered)
+        c->last_seen[id] = s_now();
+}
+
+int server_coord_set_weight(server_coord_t *c, int id, double weight)
+{
+    if (id < 0 || id >= c->registered)
+        return rt_err_set(RT_ERR_ARG, "no worker %d", id);
+    if (!(weight > 0) || !isfinite(weight))
+        return rt_err_set(RT_ERR_ARG, "worker %d: share weight %g must be positive", id, weight);
+    if (weight != c->weight[id])
+        RT_DEBUG("coord", "worker %d share weight %g -> %g", id, c->weight[id], weight);
+    c->weight[id] = weight;
+    return RT_OK;
+}
+
+void server_coord_share(uint32_t batch, const double *w, int n, int i, uint32_t *off, uint32_t *cnt)
+{
+    double total = 0, before = 0;
+    for (int k = 0; k < n; k++) {
+        total += w[k];
+        if (k < i)
+            before += w[k];
+    }
+    /* cumulative rounding: boundary k is round(B * W_<k / W); the last boundary is exactly B */
+    uint32_t lo = (uint32_t)llround((double)batch * before / total);
+    uint32_t hi = i == n - 1 ? batch : (uint32_t)llround((double)batch * (before + w[i]) / total);
+    if (hi > batch)
+        hi = batch;
+    if (lo > hi)
+        lo = hi;
+    *off = lo;
+    *cnt = hi - lo;
+}
+
+int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_coord_point *pt,
+                      uint32_t *share_off, uint32_t *share_cnt)
+{
+    if (c->registered < c->n_workers)
+        return rt_err_set(RT_ERR_STATE, "waiting for workers: %d of %d registered", c->registered,
+                          c->n_workers);
+    if (id < 0 || id >= c->n_workers)
+        return rt_err_set(RT_ERR_PEER, "no worker %d", id);
+    int rc = server_coord_sched(c, step, pt);
+    if (rc)
+        return rc;
+    server_coord_heartbeat(c, id);
+    struct s_snap *sn = &c->snap[step % S_SNAP_RING];
+    if (!sn->valid || sn->step != step) {
+        if (sn->valid && sn->step > step)
+            RT_WARN("coord", "worker %d asks for step %llu, long past: shares may overlap", id,
+                    (unsigned long long)step);
+        memcpy(sn->w, c->weight, (size_t)c->n_workers * sizeof(double));
+        sn->step = step;
+        sn->valid = 1;
+    }
+    server_coord_share(pt->samples ? pt->samples : pt->batch, sn->w, c->n_workers, id, share_off,
+                       share_cnt);
+    return RT_OK;
+}
+
+int server_coord_sched(server_coord_t *c, uint64_t step, struct server_coord_point *pt)
+{
+    int rc = c->sched->ops->at(c->sched->self, step, pt);
+    if (rc == RT_OK && step >= c->next_step)
+        c->next_step = step + 1;
+    return rc;
+}
+
+uint64_t server_coord_next_step(const server_coord_t *c)
+{
+    return c->next_step;
+}
+
+/* server_sched as a coordinator schedule. */
+static int s_sched_at(void *self, uint64_t step, struct server_coord_point *out)
+{
+    struct server_sched_point p;
+    if (step > INT64_MAX)
+        return rt_err_set(RT_ERR_ARG, "step %llu out of range", (unsigned long long)step);
+    int rc = server_sched_at(self, (int64_t)step, -1, &p);
+    if (rc)
+        return rc;
+    memset(out, 0, sizeof *out);
+    out->done = p.done;
+    if (p.done)
+        return RT_OK;
+    if (p.batch < 1 || p.batch > UINT32_MAX || p.samples < 0 || p.samples > p.batch)
+        return rt_err_set(RT_ERR_STATE, "step %llu: batch %lld / %lld samples out of range",
+                          (unsigned long long)step, (long long)p.batch, (long long)p.samples);
+    out->epoch = (uint64_t)p.epoch;
+    out->epoch_offset = (uint64_t)p.offset;
+    out->version = p.version;
+    out->batch = (uint32_t)p.batch;
+    out->samples = (uint32_t)p.samples;
+    out->lr = (float)p.lr;
+    out->gamma = (float)p.gamma;
+    return RT_OK;
+}
+
+static int s_sched_decide(void *self, const struct rt_wire_decision *d, uint64_t next_step,
+                          uint64_t *apply_step, uint64_t *version)
+{
+    struct server_sched_decision in =
+                                     {
+                                         .seq = d->seq,
+                                         .snapshot_version = d->snapshot_version,
+                                         .epoch = d->epoch,
+                                         .batch = d->batch,
+                                         .lr_base = d->lr_base,
+                                         .gamma_base = d->gamma_base,
+                                         .lambda = d->lambda,
+                                     },
+                                 stamped;
+    if (next_step > INT64_MAX)
+        return rt_err_set(RT_ERR_STATE, "step %llu out of range", (unsigned long long)next_step);
+    int verdict = server_sched_accept(self, &in, (int64_t)next_step, &stamped);
+    if (verdict == SERVER_SCHED_ACCEPTED) {
+        *apply_step = (uint64_t)stamped.apply_step;
+        *version = stamped.version;
+    }
+    return verdict;
+}
+
+static const struct server_coord_sched_ops s_sched_ops = {s_sched_at, NULL, s_sched_decide};
+
+int server_coord_decide(server_coord_t *c, const struct rt_wire_decision *d, uint64_t *apply_step,
+                        uint64_t *version)
+{
+    if (!c->sched->ops->decide)
+        return rt_err_set(RT_ERR_UNSUPPORTED, "this schedule takes no eigen-service decisions");
+    int v = c->sched->ops->decide(c->sched->self, d, c->next_step, apply_step, version);
+    if (v == 0)
+        RT_INFO("coord", "decision %llu (epoch %d, B %lld, lr %g): version %llu from step %llu",
+                (unsigned long long)d->seq, d->epoch, (long long)d->batch, d->lr_base,
+                (unsigned long long)*version, (unsigned long long)*apply_step);
+    return v;
+}
+
+void server_coord_use_sched(struct server_coord_sched *out, struct server_sched *sched)
+{
+    out->ops = &s_sched_ops;
+    out->self = sched;
+}

@@ -1,0 +1,106 @@
+/*
+ * server_coord: the coordinator that runs inside shard 0. It owns membership (who registered, with
+ * which share weight, when it was last heard from), hands out worker ids, answers "what is the
+ * schedule of step t and my share of its global batch", and holds the schedule in force behind a
+ * small interface (struct server_coord_sched) that any schedule implementation fills: the fixed one
+ * in server_fixsched.h, or the BL/FB/GG/ABS mechanism of server_sched (server_coord_use_sched).
+ *
+ * Every participant learns the schedule of a step from the coordinator (workers with their share,
+ * the other shards without), so only the coordinator holds the schedule and its decisions.
+ */
+#ifndef SERVER_COORD_H
+#define SERVER_COORD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rt_wire.h"
+
+/* The schedule in force at one step. */
+struct server_coord_point {
+    uint64_t epoch;        /* epoch the step belongs to */
+    uint64_t epoch_offset; /* position in the epoch's sample order of the batch's first sample */
+    uint64_t version;      /* schedule version (bumped by every decision that changes it) */
+    uint32_t batch;        /* nominal global batch B */
+    uint32_t samples;      /* samples of this step: B, or fewer for an epoch's partial last step
+                              (0 is read as B) */
+    float lr;              /* learning rate */
+    float gamma;           /* adversarial fraction */
+    int done;              /* 1: training ends before this step */
+};
+
+/* Schedule operations. `at` must give the same answer for a step every time it is asked once it
+ * has answered (decisions apply from a later step). */
+struct server_coord_sched_ops {
+    /* Fill *out for `step`; 0 or a negative rt_err code. */
+    int (*at)(void *self, uint64_t step, struct server_coord_point *out);
+    /* Free self; may be NULL when the caller owns self. */
+    void (*destroy)(void *self);
+    /* Consider an eigen-service decision while next_step is the first step nobody has asked
+     * about; NULL when the schedule takes no decisions. Returns a verdict >= 0 (0: accepted, then
+     * *apply_step and *version say from where and as which version) or a negative rt_err code. */
+    int (*decide)(void *self, const struct rt_wire_decision *d, uint64_t next_step,
+                  uint64_t *apply_step, uint64_t *version);
+};
+
+/* A schedule: operations plus their state. */
+struct server_coord_sched {
+    const struct server_coord_sched_ops *ops; /* table */
+    void *self;                               /* state passed to every operation */
+};
+
+/* The schedule mechanism of server_sched.h (BL/FB/GG/ABS/ABSA with stamped decisions) as the
+ * coordinator's schedule: `at` is server_sched_at(sched, step, -1, ...), i.e. everything accepted.
+ * sched is borrowed and must outlive every use of *out. */
+struct server_sched;
+void server_coord_use_sched(struct server_coord_sched *out, struct server_sched *sched);
+
+typedef struct server_coord server_coord_t;
+
+/* A coordinator for n_workers workers using `sched` (borrowed: must outlive the coordinator).
+ * Returns NULL on allocation failure. Caller owns it; free with server_coord_destroy. */
+server_coord_t *server_coord_new(int n_workers, const struct server_coord_sched *sched);
+void server_coord_destroy(server_coord_t **self_p);
+
+/* Register a worker under `name` with share weight `weight` (> 0; relative throughput). Returns the
+ * new id in [0, n_workers), or RT_ERR_STATE when every slot is taken, RT_ERR_ARG for a bad weight.
+ */
+int server_coord_register(server_coord_t *c, const char *name, double weight);
+
+/* Number of registered workers. */
+int server_coord_registered(const server_coord_t *c);
+
+/* Record that worker `id` is alive (now). */
+void server_coord_heartbeat(server_coord_t *c, int id);
+
+/* Set worker id's share weight (re-balancing, e.g. from its measured samples per second); takes
+ * effect from the first step nobody has asked about yet: a step's share table is frozen when its
+ * first query arrives. */
+int server_coord_set_weight(server_coord_t *c, int id, double weight);
+
+/* Schedule of `step` and worker `id`'s share [*share_off, +*share_cnt) of its global batch.
+ * Shares are proportional to the weights as frozen for that step (cumulative rounding: they sum
+ * to B exactly and do not overlap, whoever asks first).
+ * RT_ERR_STATE while not every worker has registered. */
+int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_coord_point *pt,
+                      uint32_t *share_off, uint32_t *share_cnt);
+
+/* The first step nobody has asked about: an eigen-service decision accepted now must apply from
+ * this step or later (server_sched_accept's next_step), so no step's answer ever changes. */
+uint64_t server_coord_next_step(const server_coord_t *c);
+
+/* Pass an eigen-service decision to the schedule, stamped from the first step nobody has asked
+ * about (so every participant keeps agreeing on every step). Returns the schedule's verdict (>= 0,
+ * 0 = accepted: *apply_step / *version filled), RT_ERR_UNSUPPORTED when the schedule takes no
+ * decisions, or another negative code naming what is wrong. */
+int server_coord_decide(server_coord_t *c, const struct rt_wire_decision *d, uint64_t *apply_step,
+                        uint64_t *version);
+
+/* The schedule of `step` (no share): for shards and late joiners. */
+int server_coord_sched(server_coord_t *c, uint64_t step, struct server_coord_point *pt);
+
+/* Share of worker i among n with weights w (sum > 0) of a batch B: [*off, +*cnt). */
+void server_coord_share(uint32_t batch, const double *w, int n, int i, uint32_t *off,
+                        uint32_t *cnt);
+
+#endif

@@ -1,0 +1,217 @@
+/*
+ * server_observer: snapshots and decisions for the eigen service (see server_observer.h).
+ */
+#include "server_observer.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "rt_err.h"
+#include "rt_log.h"
+#include "rt_sock.h"
+
+#define S_SNAPSHOT_TRIES 5 /* shards that disagree on the snapshot: ask again this often */
+#define S_NAME "eigensvc"  /* our name in headers */
+
+struct server_observer {
+    void *ctx;                  /* ZeroMQ context */
+    int own_ctx;                /* created here */
+    int n_shards;               /* shards */
+    void **socks;               /* DEALER per shard */
+    uint64_t *p_off, *p_cnt;    /* each shard's parameter range */
+    uint64_t *b_off, *b_cnt;    /* and buffer range */
+    struct rt_wire_limits lim;  /* decode limits */
+    struct rt_sock_parts parts; /* receive frames */
+};
+
+static double s_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+int server_observer_new(void *zmq_ctx, int n_shards, const char *const *endpoints,
+                        uint64_t n_params, uint64_t n_buffers, server_observer_t **out)
+{
+    *out = NULL;
+    if (n_shards < 1 || !endpoints || n_params < (uint64_t)n_shards)
+        return rt_err_set(RT_ERR_ARG, "observer: %d shards for %llu parameters", n_shards,
+                          (unsigned long long)n_params);
+    int rc = RT_ERR_NOMEM;
+    server_observer_t *o = calloc(1, sizeof *o);
+    if (!o)
+        return rt_err_set(rc, "observer");
+    o->n_shards = n_shards;
+    rt_sock_parts_init(&o->parts);
+    o->socks = calloc((size_t)n_shards, sizeof *o->socks);
+    o->p_off = calloc((size_t)n_shards * 4, sizeof(uint64_t));
+    if (!o->socks || !o->p_off) {
+        rt_err_set(rc, "observer");
+        goto out_destroy;
+    }
+    o->p_cnt = o->p_off + n_shards;
+    o->b_off = o->p_cnt + n_shards;
+    o->b_cnt = o->b_off + n_shards;
+    for (int i = 0; i < n_shards; i++) {
+        rt_wire_partition(n_params, n_shards, i, &o->p_off[i], &o->p_cnt[i]);
+        rt_wire_partition(n_buffers, n_shards, i, &o->b_off[i], &o->b_cnt[i]);
+    }
+    o->lim.n_params = n_params;
+    o->lim.n_buffers = n_buffers;
+    o->lim.max_floats = n_params > n_buffers ? n_params : n_buffers;
+    if (zmq_ctx) {
+        o->ctx = zmq_ctx;
+    } else {
+        o->ctx = rt_sock_ctx_new(1);
+        if (!o->ctx) {
+            rc = RT_ERR_ZMQ;
+            goto out_destroy;
+        }
+        o->own_ctx = 1;
+    }
+    for (int i = 0; i < n_shards; i++)
+        if ((rc = rt_sock_dealer(o->ctx, endpoints[i], &o->socks[i])))
+            goto out_destroy;
+    *out = o;
+    return RT_OK;
+out_destroy:
+    server_observer_destroy(&o);
+    return rc;
+}
+
+void server_observer_destroy(server_observer_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    server_observer_t *o = *self_p;
+    for (int i = 0; o->socks && i < o->n_shards; i++)
+        rt_sock_close(&o->socks[i], 0);
+    rt_sock_parts_close(&o->parts);
+    if (o->own_ctx)
+        rt_sock_ctx_destroy(&o->ctx);
+    free(o->socks);
+    free(o->p_off);
+    free(o);
+    *self_p = NULL;
+}
+
+/* Receive and decode one message from shard i within the deadline. */
+static int s_recv(server_observer_t *o, int i, double deadline, struct rt_wire_msg *m,
+                  const void **pp, const void **bp)
+{
+    for (;;) {
+        int left = (int)((deadline - s_now()) * 1000);
+        if (left <= 0)
+            return rt_err_set(RT_ERR_TIMEOUT, "observer: shard %d silent", i);
+        zmq_pollitem_t it = {o->socks[i], 0, ZMQ_POLLIN, 0};
+        int n = zmq_poll(&it, 1, left);
+        if (n <= 0)
+            continue;
+        int rc = rt_sock_recv(o->socks[i], &o->parts, ZMQ_DONTWAIT);
+        if (rc == RT_ERR_TIMEOUT)
+            continue;
+        if (rc)
+            return rc;
+        const void *f[RT_SOCK_MAX_PARTS];
+        size_t sz[RT_SOCK_MAX_PARTS];
+        for (int k = 0; k < o->parts.n; k++) {
+            f[k] = rt_sock_part_data(&o->parts, k);
+            sz[k] = rt_sock_part_size(&o->parts, k);
+        }
+        rc = rt_wire_decode(f, sz, o->parts.n, &o->lim, m, pp, bp);
+        if (rc) {
+            RT_WARN(S_NAME, "dropped reply from shard %d: %s", i, rt_err_msg());
+            continue;
+        }
+        return RT_OK;
+    }
+}
+
+/* One round: every shard's snapshot; *agree = 0 when their versions differ. */
+static int s_snapshot_round(server_observer_t *o, float *params, float *buffers, uint64_t *version,
+                            uint64_t *epoch, int *agree, double deadline)
+{
+    *agree = 1;
+    for (int i = 0; i < o->n_shards; i++) {
+        struct rt_wire_msg q;
+        rt_wire_msg_init(&q, RT_WIRE_SNAPSHOT, -1, S_NAME);
+        int rc = rt_sock_send(o->socks[i], NULL, 0, &q, NULL, NULL, NULL);
+        if (rc)
+            return rc;
+    }
+    for (int i = 0; i < o->n_shards; i++) {
+        uint64_t got = 0;
+        int got_b = o->b_cnt[i] == 0, first = 1;
+        while (got < o->p_cnt[i] || !got_b) {
+            struct rt_wire_msg m;
+            const void *pp, *bp;
+            int rc = s_recv(o, i, deadline, &m, &pp, &bp);
+            if (rc)
+                return rc;
+            if (m.type == RT_WIRE_ERROR)
+                return rt_err_set(m.err_code ? m.err_code : RT_ERR_PEER, "shard %d: %s", i, m.text);
+            if (m.type != RT_WIRE_WEIGHTS)
+                continue;
+            if (first && i == 0) {
+                *version = m.step;
+                *epoch = m.epoch;
+            } else if (m.step != *version) {
+                *agree = 0;
+            }
+            first = 0;
+            if (m.has_params) {
+                if (m.params.offset != o->p_off[i] + got || m.params.count > o->p_cnt[i] - got)
+                    return rt_err_set(RT_ERR_PEER, "shard %d: snapshot frame out of its range", i);
+                memcpy(params + m.params.offset, pp, m.params.count * sizeof(float));
+                got += m.params.count;
+            }
+            if (m.has_buffers) {
+                if (m.buffers.offset != o->b_off[i] || m.buffers.count != o->b_cnt[i])
+                    return rt_err_set(RT_ERR_PEER, "shard %d: snapshot buffers out of range", i);
+                memcpy(buffers + m.buffers.offset, bp, m.buffers.count * sizeof(float));
+                got_b = 1;
+            }
+        }
+    }
+    return RT_OK;
+}
+
+int server_observer_snapshot(server_observer_t *o, float *params, float *buffers, uint64_t *version,
+                             uint64_t *epoch, int timeout_ms)
+{
+    double deadline = s_now() + timeout_ms / 1000.0;
+    for (int t = 0; t < S_SNAPSHOT_TRIES; t++) {
+        int agree;
+        int rc = s_snapshot_round(o, params, buffers, version, epoch, &agree, deadline);
+        if (rc || agree)
+            return rc;
+    }
+    return rt_err_set(RT_ERR_STATE, "shards kept disagreeing on the snapshot version");
+}
+
+int server_observer_decide(server_observer_t *o, const struct rt_wire_decision *d,
+                           uint64_t *apply_step, uint64_t *version, int timeout_ms)
+{
+    struct rt_wire_msg q, r;
+    rt_wire_msg_init(&q, RT_WIRE_DECISION, -1, S_NAME);
+    q.decision = *d;
+    int rc = rt_sock_send(o->socks[0], NULL, 0, &q, NULL, NULL, NULL);
+    if (rc)
+        return rc;
+    double deadline = s_now() + timeout_ms / 1000.0;
+    for (;;) {
+        const void *pp, *bp;
+        rc = s_recv(o, 0, deadline, &r, &pp, &bp);
+        if (rc)
+            return rc;
+        if (r.type == RT_WIRE_ERROR)
+            return rt_err_set(r.err_code < 0 ? r.err_code : RT_ERR_PEER, "coordinator: %s", r.text);
+        if (r.type == RT_WIRE_ACK && r.decision.seq == d->seq) {
+            *apply_step = r.step;
+            *version = r.sched_version;
+            return r.err_code;
+        }
+    }
+}

@@ -1,0 +1,966 @@
+/*
+ * server_shard: one parameter-server shard and, on shard 0, the coordinator's message handling
+ * (see server_shard.h).
+ */
+#include "server_shard.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "nn_net.h"
+#include "rt_err.h"
+#include "rt_log.h"
+#include "rt_sock.h"
+
+#define S_POLL_MS 100         /* poll period: how often `stop` is checked */
+#define S_MAX_PENDING 256     /* queued pulls waiting for a future version */
+#define S_ZC_WAIT_MS 2000     /* wait for queued zero-copy frames at destroy */
+#define S_APPLY_BLOCK 16384   /* floats updated per cache-sized block */
+#define S_APPLY_MIN 65536     /* smallest prefix worth updating early */
+#define S_LOG_ROUTE 24        /* hex characters of a routing id shown in logs */
+#define S_SCHED_WAIT_MS 30000 /* shards > 0: longest wait for the coordinator's schedule */
+#define S_SCHED_RETRY_US 5000 /* pause before asking again while workers join */
+
+/* A worker as this shard sees it. */
+struct s_worker {
+    uint8_t route[RT_SOCK_ROUTE_MAX]; /* ROUTER routing id bound to the worker id */
+    size_t route_len;                 /* 0: not bound yet */
+    char name[RT_WIRE_NAME_MAX];      /* worker's name */
+    uint64_t p_recv;                  /* floats of the current step's (or INIT's) slice received */
+    int b_recv;                       /* buffer slice of the current step received */
+    uint32_t samples;                 /* samples behind the current step's gradient */
+    int complete;                     /* current step's slices all received */
+    int bye;                          /* said goodbye */
+};
+
+/* A pull waiting for a future version. */
+struct s_pull {
+    uint8_t route[RT_SOCK_ROUTE_MAX]; /* requester */
+    size_t route_len;                 /* bytes of route */
+    uint64_t version;                 /* version wanted */
+};
+
+struct server_shard {
+    struct server_shard_cfg cfg;         /* configuration (endpoint/init pointers not kept) */
+    void *ctx;                           /* ZeroMQ context */
+    int own_ctx;                         /* ctx created here */
+    void *sock;                          /* bound ROUTER */
+    uint64_t p_off, p_cnt;               /* parameter range */
+    uint64_t b_off, b_cnt;               /* buffer range */
+    float *w;                            /* weights of the range */
+    float *mom;                          /* momentum of the range */
+    float *acc;                          /* sum over workers of samples * gradient */
+    float *bw;                           /* buffers of the range */
+    float *bacc;                         /* sum over workers of samples * buffers */
+    int ready;                           /* weights initialised (version 0 exists) */
+    uint64_t version;                    /* updates applied; pushes must be for step == version */
+    int n_complete;                      /* workers whose slice of the current step is complete */
+    int n_started;                       /* workers that sent a chunk of the current step */
+    uint64_t total_samples;              /* samples of the current step (known once all started) */
+    uint64_t summed;                     /* floats [0, summed) hold at least one contribution */
+    int b_summed;                        /* bacc holds at least one contribution */
+    uint64_t applied;                    /* floats [0, applied) already updated for this step */
+    int sched_known;                     /* `sched` holds the schedule of step `version` */
+    struct server_coord_point sched;     /* schedule of the current step, from the coordinator */
+    void *coord_sock;                    /* shards > 0: DEALER to the coordinator */
+    struct rt_sock_parts cparts;         /* frames of the coordinator's replies */
+    struct s_worker *workers;            /* n_workers entries */
+    struct s_pull pend[S_MAX_PENDING];   /* pulls for a future version */
+    int n_pend;                          /* entries in pend */
+    struct rt_sock_zc zc;                /* zero-copy frames of weights in flight */
+    uint64_t *wck;                       /* checksum of each weights chunk of version wck_version */
+    uint64_t bck;                        /* checksum of the buffer slice of that version */
+    float *snap_w;                       /* snapshots: the slice at the latest epoch start */
+    float *snap_b;                       /* and its buffers */
+    uint64_t snap_version;               /* version of the snapshot; UINT64_MAX: none yet */
+    uint64_t snap_epoch;                 /* the epoch it starts */
+    uint64_t wck_version;                /* version the checksums belong to; UINT64_MAX: none */
+    struct rt_sock_parts parts;          /* receive frames, reused */
+    server_coord_t *coord;               /* shard 0: coordinator, else NULL */
+    struct rt_wire_limits lim;           /* decode limits */
+    char name[RT_WIRE_NAME_MAX];         /* "shard-<i>" */
+    char endpoint[RT_SOCK_ENDPOINT_MAX]; /* endpoint bound */
+    struct server_shard_stats st;        /* counters */
+};
+
+/* ---- helpers ---------------------------------------------------------------------------- */
+
+static void s_route_hex(const uint8_t *r, size_t n, char *out, size_t cap)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n && k + 3 < cap && k < S_LOG_ROUTE; i++)
+        k += (size_t)snprintf(out + k, cap - k, "%02x", r[i]);
+    out[k] = '\0';
+}
+
+/* Log a dropped message with its sender and the reason. */
+static void s_drop(server_shard_t *s, const uint8_t *route, size_t rlen,
+                   const struct rt_wire_msg *m, const char *why)
+{
+    char hex[S_LOG_ROUTE + 4];
+    s_route_hex(route, rlen, hex, sizeof hex);
+    s->st.dropped++;
+    if (m)
+        RT_WARN(s->name, "dropped %s from peer %s (worker %d '%s', step %llu): %s",
+                rt_wire_type_name(m->type), hex, m->sender, m->name, (unsigned long long)m->step,
+                why);
+    else
+        RT_WARN(s->name, "dropped message from peer %s: %s", hex, why);
+}
+
+static int s_route_eq(const struct s_worker *w, const uint8_t *route, size_t rlen)
+{
+    return w->route_len == rlen && !memcmp(w->route, route, rlen);
+}
+
+/* The worker a data-plane message claims to be, if the connection is bound to it; else NULL. */
+static struct s_worker *s_bound(server_shard_t *s, const uint8_t *route, size_t rlen,
+                                const struct rt_wire_msg *m)
+{
+    if (m->sender < 0 || m->sender >= s->cfg.n_workers)
+        return NULL;
+    struct s_worker *w = &s->workers[m->sender];
+    return w->route_len && s_route_eq(w, route, rlen) ? w : NULL;
+}
+
+static int s_reply_error(server_shard_t *s, const uint8_t *route, size_t rlen, uint64_t step,
+                         int code, const char *text)
+{
+    struct rt_wire_msg r;
+    rt_wire_msg_init(&r, RT_WIRE_ERROR, s->cfg.shard, s->name);
+    r.step = step;
+    r.err_code = code;
+    snprintf(r.text, sizeof r.text, "%s", text);
+    return rt_sock_send(s->sock, route, rlen, &r, NULL, NULL, NULL);
+}
+
+/* Send the weights of the current version to one peer, in chunks; the buffer slice rides with
+ * the first chunk. Weights go zero-copy: they do not change before every worker has received them
+ * (the next update needs every worker's push, which follows its pull). */
+static int s_send_weights(server_shard_t *s, const uint8_t *route, size_t rlen)
+{
+    uint64_t chunk = s->cfg.chunk_floats;
+    uint64_t done = 0;
+    int first = 1;
+    do {
+        struct rt_wire_msg r;
+        rt_wire_msg_init(&r, RT_WIRE_WEIGHTS, s->cfg.shard, s->name);
+        r.step = s->version;
+        r.checksum = s->cfg.checksum;
+        uint64_t k = s->p_cnt - done < chunk ? s->p_cnt - done : chunk;
+        if (k > 0) {
+            r.has_params = 1;
+            r.params.offset = s->p_off + done;
+            r.params.count = k;
+        }
+        if (first && s->b_cnt > 0) {
+            r.has_buffers = 1;
+            r.buffers.offset = s->b_off;
+            r.buffers.count = s->b_cnt;
+        }
+        if (!r.has_params && !r.has_buffers)
+            break;
+        /* every worker pulls the same chunks: checksum each once per version */
+        uint64_t ci = done / chunk;
+        if (s->wck_version != s->version) {
+            rt_wire_seal(&r, s->w + done, s->bw);
+            if (r.has_params)
+                s->wck[ci] = r.params.checksum;
+            if (r.has_buffers)
+                s->bck = r.buffers.checksum;
+            if (done + k >= s->p_cnt)
+                s->wck_version = s->version;
+        } else {
+            r.params.checksum = r.has_params ? s->wck[ci] : 0;
+            r.buffers.checksum = r.has_buffers ? s->bck : 0;
+        }
+        r.sealed = 1;
+        int rc = rt_sock_send(s->sock, route, rlen, &r, s->w + done, s->bw, &s->zc);
+        if (rc)
+            return rc;
+        done += k;
+        first = 0;
+    } while (done < s->p_cnt);
+    s->st.pulls++;
+    return RT_OK;
+}
+
+/* Answer the pulls waiting for the current version. */
+static void s_serve_pending(server_shard_t *s)
+{
+    int keep = 0;
+    for (int i = 0; i < s->n_pend; i++) {
+        struct s_pull *p = &s->pend[i];
+        if (s->ready && p->version == s->version) {
+            int rc = s_send_weights(s, p->route, p->route_len);
+            if (rc)
+                RT_WARN(s->name, "weights reply failed: %s", rt_err_msg());
+        } else {
+            s->pend[keep++] = *p;
+        }
+    }
+    s->n_pend = keep;
+}
+
+/* Update [s->applied, end): average the summed gradient and run SGD, a cache-sized block at a
+ * time. Called as soon as every worker's chunks cover a prefix, so that the update overlaps the
+ * rest of the push. */
+static void s_apply_upto(server_shard_t *s, uint64_t end)
+{
+    float inv = s->total_samples ? 1.0f / (float)s->total_samples : 0.0f;
+    for (uint64_t a = s->applied; a < end; a += S_APPLY_BLOCK) {
+        uint64_t n = end - a < S_APPLY_BLOCK ? end - a : S_APPLY_BLOCK;
+        float *g = s->acc + a;
+        for (uint64_t i = 0; i < n; i++)
+            g[i] *= inv;
+        nn_sgd_step(s->w + a, s->mom + a, g, (size_t)n, s->sched.lr, s->cfg.momentum,
+                    s->cfg.weight_decay);
+    }
+    if (end > s->applied)
+        s->applied = end;
+}
+
+/* Every worker's slice of the step is in: finish the update, average the buffers, new version. */
+static void s_apply(server_shard_t *s)
+{
+    s_apply_upto(s, s->p_cnt);
+    if (s->b_cnt && s->total_samples) {
+        float inv = 1.0f / (float)s->total_samples;
+        for (uint64_t i = 0; i < s->b_cnt; i++)
+            s->bw[i] = s->bacc[i] * inv;
+    }
+    s->n_started = 0;
+    s->summed = 0;
+    s->b_summed = 0;
+    s->applied = 0;
+    for (int i = 0; i < s->cfg.n_workers; i++) {
+        struct s_worker *w = &s->workers[i];
+        w->p_recv = 0;
+        w->b_recv = 0;
+        w->samples = 0;
+        w->complete = 0;
+    }
+    s->n_complete = 0;
+    s->total_samples = 0;
+    s->sched_known = 0;
+    s->version++;
+    s->st.version = s->version;
+    RT_DEBUG(s->name, "version %llu", (unsigned long long)s->version);
+    s_serve_pending(s);
+}
+
+/* With snapshots on, copy the slice when the current step starts a new epoch: the weights are
+ * still those of version `version`, the epoch's first. */
+static void s_snapshot_maybe(server_shard_t *s)
+{
+    if (!s->cfg.snapshots || s->sched.done)
+        return;
+    if (s->snap_version != UINT64_MAX && s->sched.epoch == s->snap_epoch)
+        return;
+    memcpy(s->snap_w, s->w, s->p_cnt * sizeof(float));
+    if (s->b_cnt)
+        memcpy(s->snap_b, s->bw, s->b_cnt * sizeof(float));
+    s->snap_version = s->version;
+    s->snap_epoch = s->sched.epoch;
+    RT_DEBUG(s->name, "snapshot of epoch %llu at version %llu", (unsigned long long)s->snap_epoch,
+             (unsigned long long)s->snap_version);
+}
+
+/* The schedule of the current step (version): shard 0 asks its schedule, the other shards ask
+ * the coordinator (a blocking request; pushes meanwhile wait in the socket's queue). */
+static int s_sched_current(server_shard_t *s)
+{
+    if (s->sched_known)
+        return RT_OK;
+    if (s->coord) {
+        int rc = server_coord_sched(s->coord, s->version, &s->sched);
+        if (rc)
+            return rc;
+        s->sched_known = 1;
+        s_snapshot_maybe(s);
+        return RT_OK;
+    }
+    int waited_ms = 0;
+    for (;;) {
+        struct rt_wire_msg q, r;
+        rt_wire_msg_init(&q, RT_WIRE_SCHED_QUERY, -1, s->name);
+        q.step = s->version;
+        int rc = rt_sock_send(s->coord_sock, NULL, 0, &q, NULL, NULL, NULL);
+        if (rc)
+            return rc;
+        for (;;) {
+            zmq_pollitem_t it = {s->coord_sock, 0, ZMQ_POLLIN, 0};
+            int n = zmq_poll(&it, 1, S_POLL_MS);
+            if (n < 0 && zmq_errno() != EINTR)
+                return rt_err_set(RT_ERR_ZMQ, "poll coordinator: %s", zmq_strerror(zmq_errno()));
+            if (n <= 0) {
+                waited_ms += S_POLL_MS;
+                if (waited_ms >= S_SCHED_WAIT_MS)
+                    return rt_err_set(RT_ERR_TIMEOUT, "coordinator silent for %d ms", waited_ms);
+                continue;
+            }
+            rc = rt_sock_recv(s->coord_sock, &s->cparts, ZMQ_DONTWAIT);
+            if (rc == RT_ERR_TIMEOUT)
+                continue;
+            if (rc)
+                return rc;
+            const void *f[RT_SOCK_MAX_PARTS];
+            size_t sz[RT_SOCK_MAX_PARTS];
+            for (int i = 0; i < s->cparts.n; i++) {
+                f[i] = rt_sock_part_data(&s->cparts, i);
+                sz[i] = rt_sock_part_size(&s->cparts, i);
+            }
+            rc = rt_wire_decode(f, sz, s->cparts.n, &s->lim, &r, NULL, NULL);
+            rt_sock_parts_release(&s->cparts);
+            if (rc) {
+                RT_WARN(s->name, "dropped reply from the coordinator: %s", rt_err_msg());
+                continue;
+            }
+            if (r.step != s->version)
+                continue; /* an answer to an earlier question */
+            if (r.type == RT_WIRE_ERROR && r.err_code == RT_ERR_STATE)
+                break; /* not ready: ask again */
+            if (r.type != RT_WIRE_SCHED)
+                return rt_err_set(RT_ERR_PEER, "coordinator: %s", r.text);
+            s->sched.epoch = r.sched.epoch;
+            s->sched.epoch_offset = r.sched.epoch_offset;
+            s->sched.version = r.sched_version;
+            s->sched.batch = r.sched.batch;
+            s->sched.samples = r.sched.samples;
+            s->sched.lr = r.sched.lr;
+            s->sched.gamma = r.sched.gamma;
+            s->sched.done = r.sched.done;
+            s->sched_known = 1;
+            s_snapshot_maybe(s);
+            return RT_OK;
+        }
+        usleep(S_SCHED_RETRY_US);
+        waited_ms += S_SCHED_RETRY_US / 1000;
+        if (waited_ms >= S_SCHED_WAIT_MS)
+            return rt_err_set(RT_ERR_TIMEOUT, "coordinator not ready after %d ms", waited_ms);
+    }
+}
+
+/* ---- message handlers ------------------------------------------------------------------- */
+
+static void s_on_register(server_shard_t *s, const uint8_t *route, size_t rlen,
+                          const struct rt_wire_msg *m)
+{
+    /* a repeated REGISTER from the same connection gets the same id */
+    int id = -1;
+    for (int i = 0; i < s->cfg.n_workers; i++)
+        if (s_route_eq(&s->workers[i], route, rlen))
+            id = i;
+    if (id < 0) {
+        id = server_coord_register(s->coord, m->name, m->weight);
+        if (id < 0) {
+            s_drop(s, route, rlen, m, rt_err_msg());
+            s_reply_error(s, route, rlen, 0, id, rt_err_msg());
+            return;
+        }
+        struct s_worker *w = &s->workers[id];
+        memcpy(w->route, route, rlen);
+        w->route_len = rlen;
+        snprintf(w->name, sizeof w->name, "%s", m->name);
+    }
+    struct rt_wire_msg r;
+    rt_wire_msg_init(&r, RT_WIRE_WELCOME, id, s->name);
+    r.n_workers = (uint32_t)s->cfg.n_workers;
+    r.n_shards = (uint32_t)s->cfg.n_shards;
+    r.n_params = s->cfg.n_params;
+    r.n_buffers = s->cfg.n_buffers;
+    if (rt_sock_send(s->sock, route, rlen, &r, NULL, NULL, NULL))
+        RT_WARN(s->name, "welcome failed: %s", rt_err_msg());
+}
+
+static void s_on_hello(server_shard_t *s, const uint8_t *route, size_t rlen,
+                       const struct rt_wire_msg *m)
+{
+    if (m->sender < 0 || m->sender >= s->cfg.n_workers) {
+        s_drop(s, route, rlen, m, "hello with a worker id out of range");
+        return;
+    }
+    struct s_worker *w = &s->workers[m->sender];
+    if (w->route_len && !s_route_eq(w, route, rlen)) {
+        s_drop(s, route, rlen, m, "hello for a worker id bound to another connection");
+        return;
+    }
+    if (!w->route_len) {
+        memcpy(w->route, route, rlen);
+        w->route_len = rlen;
+        snprintf(w->name, sizeof w->name, "%s", m->name);
+    }
+    struct rt_wire_msg r;
+    rt_wire_msg_init(&r, RT_WIRE_ACK, s->cfg.shard, s->name);
+    r.n_params = s->cfg.n_params;
+    r.n_buffers = s->cfg.n_buffers;
+    r.params_range.offset = s->p_off;
+    r.params_range.count = s->p_cnt;
+    r.buffers_range.offset = s->b_off;
+    r.buffers_range.count = s->b_cnt;
+    if (rt_sock_send(s->sock, route, rlen, &r, NULL, NULL, NULL))
+        RT_WARN(s->name, "ack failed: %s", rt_err_msg());
+}
+
+static void s_on_sched_query(server_shard_t *s, const uint8_t *route, size_t rlen,
+                             const struct rt_wire_msg *m)
+{
+    /* a registered worker gets its share too; anyone else (the other shards, a late joiner, the
+     * eigen service) gets the schedule alone */
+    struct server_coord_point pt;
+    uint32_t off = 0, cnt = 0;
+    int rc;
+    if (s_bound(s, route, rlen, m)) {
+        /* a positive weight in a query is the worker's measured throughput: re-balance */
+        if (m->weight > 0 && server_coord_set_weight(s->coord, m->sender, m->weight))
+            RT_WARN(s->name, "worker %d: %s", m->sender, rt_err_msg());
+        rc = server_coord_step(s->coord, m->sender, m->step, &pt, &off, &cnt);
+    } else
+        rc = server_coord_sched(s->coord, m->step, &pt);
+    if (rc) {
+        s_reply_error(s, route, rlen, m->step, rc, rt_err_msg());
+        return;
+    }
+    struct rt_wire_msg r;
+    rt_wire_msg_init(&r, RT_WIRE_SCHED, s->cfg.shard, s->name);
+    r.step = m->step;
+    r.sched_version = pt.version;
+    r.sched.epoch = pt.epoch;
+    r.sched.epoch_offset = pt.epoch_offset;
+    r.sched.batch = pt.batch;
+    r.sched.samples = pt.samples ? pt.samples : pt.batch;
+    r.sched.lr = pt.lr;
+    r.sched.gamma = pt.gamma;
+    r.sched.share_offset = off;
+    r.sched.share_count = cnt;
+    r.sched.done = pt.done;
+    if (rt_sock_send(s->sock, route, rlen, &r, NULL, NULL, NULL))
+        RT_WARN(s->name, "schedule reply failed: %s", rt_err_msg());
+}
+
+/* Check that a chunk continues the worker's slice in order; returns a reason or NULL. */
+static const char *s_check_chunk(const server_shard_t *s, const struct s_worker *w,
+                                 const struct rt_wire_msg *m)
+{
+    if (m->has_params) {
+        if (m->params.offset != s->p_off + w->p_recv)
+            return "parameter chunk out of order, duplicated or outside this shard's range";
+        if (m->params.count > s->p_cnt - w->p_recv)
+            return "parameter chunk runs past this shard's range";
+    }
+    if (m->has_buffers) {
+        if (w->b_recv)
+            return "buffer slice sent twice";
+        if (m->buffers.offset != s->b_off || m->buffers.count != s->b_cnt)
+            return "buffer slice does not match this shard's buffer range";
+    }
+    return NULL;
+}
+
+static void s_on_init(server_shard_t *s, const uint8_t *route, size_t rlen,
+                      const struct rt_wire_msg *m, const void *pp, const void *bp)
+{
+    struct s_worker *w = s_bound(s, route, rlen, m);
+    if (!w || m->sender != 0) {
+        s_drop(s, route, rlen, m, "initial weights from a peer other than worker 0");
+        return;
+    }
+    if (s->ready) {
+        RT_DEBUG(s->name, "initial weights ignored: already initialised");
+        return;
+    }
+    const char *why = s_check_chunk(s, w, m);
+    if (why) {
+        s_drop(s, route, rlen, m, why);
+        return;
+    }
+    if (m->has_params) {
+        memcpy(s->w + w->p_recv, pp, m->params.count * sizeof(float));
+        w->p_recv += m->params.count;
+    }
+    if (m->has_buffers) {
+        memcpy(s->bw, bp, s->b_cnt * sizeof(float));
+        w->b_recv = 1;
+    }
+    if (w->p_recv == s->p_cnt && (s->b_cnt == 0 || w->b_recv)) {
+        w->p_recv = 0;
+        w->b_recv = 0;
+        s->ready = 1;
+        RT_INFO(s->name, "initial weights received from worker 0");
+        s_serve_pending(s);
+    }
+}
+
+static void s_on_push(server_shard_t *s, const uint8_t *route, size_t rlen,
+                      const struct rt_wire_msg *m, const void *pp, const void *bp)
+{
+    struct s_worker *w = s_bound(s, route, rlen, m);
+    char why[128];
+    if (!w) {
+        s_drop(s, route, rlen, m, "push from a peer not bound to that worker id");
+        return;
+    }
+    if (!s->ready || m->step != s->version) {
+        snprintf(why, sizeof why, "push for step %llu, this shard is at step %llu",
+                 (unsigned long long)m->step, (unsigned long long)s->version);
+        s_drop(s, route, rlen, m, why);
+        return;
+    }
+    if (w->complete) {
+        s_drop(s, route, rlen, m, "worker already pushed its whole slice of this step");
+        return;
+    }
+    const char *bad = s_check_chunk(s, w, m);
+    if (bad) {
+        s_drop(s, route, rlen, m, bad);
+        return;
+    }
+    if (w->p_recv > 0 || w->b_recv) {
+        if (m->samples != w->samples) {
+            s_drop(s, route, rlen, m, "sample count differs between chunks of one push");
+            return;
+        }
+    }
+    int rc = s_sched_current(s);
+    if (rc) {
+        snprintf(why, sizeof why, "schedule of the step unavailable: %s", rt_err_msg());
+        s_drop(s, route, rlen, m, why);
+        return;
+    }
+    if (s->sched.done || m->lr != s->sched.lr || m->sched_version != s->sched.version) {
+        snprintf(why, sizeof why,
+                 "push uses schedule v%llu lr %g, the schedule in force is v%llu lr %g%s",
+                 (unsigned long long)m->sched_version, (double)m->lr,
+                 (unsigned long long)s->sched.version, (double)s->sched.lr,
+                 s->sched.done ? " (training is over)" : "");
+        s_drop(s, route, rlen, m, why);
+        return;
+    }
+    float a = (float)m->samples;
+    if (w->p_recv == 0 && !w->b_recv) {
+        /* first chunk of this worker: its sample count joins the step's total */
+        w->samples = m->samples;
+        s->total_samples += m->samples;
+        s->n_started++;
+    }
+    if (m->has_buffers) {
+        /* the first contribution of the step overwrites, the others add */
+        rt_wire_axpy(s->bacc, a, bp, (size_t)s->b_cnt, s->b_summed);
+        s->b_summed = 1;
+        w->b_recv = 1;
+    }
+    if (m->has_params) {
+        /* the part below `summed` adds to earlier contributions, the part above is the first */
+        uint64_t lo = w->p_recv, hi = w->p_recv + m->params.count;
+        uint64_t mid = hi < s->summed ? hi : (lo > s->summed ? lo : s->summed);
+        const uint8_t *src = pp;
+        if (mid > lo)
+            rt_wire_axpy(s->acc + lo, a, src, (size_t)(mid - lo), 1);
+        if (hi > mid)
+            rt_wire_axpy(s->acc + mid, a, src + (mid - lo) * sizeof(float), (size_t)(hi - mid), 0);
+        if (hi > s->summed)
+            s->summed = hi;
+        w->p_recv = hi;
+    }
+    s->st.pushes++;
+    if (w->p_recv == s->p_cnt && (s->b_cnt == 0 || w->b_recv)) {
+        w->complete = 1;
+        s->n_complete++;
+    }
+    if (s->n_complete == s->cfg.n_workers) {
+        s_apply(s);
+    } else if (s->n_started == s->cfg.n_workers) {
+        /* every worker covers [0, min p_recv): that prefix can be updated now */
+        uint64_t lo = s->p_cnt;
+        for (int i = 0; i < s->cfg.n_workers; i++)
+            if (s->workers[i].p_recv < lo)
+                lo = s->workers[i].p_recv;
+        if (lo >= s->applied + S_APPLY_MIN)
+            s_apply_upto(s, lo);
+    }
+}
+
+static void s_on_pull(server_shard_t *s, const uint8_t *route, size_t rlen,
+                      const struct rt_wire_msg *m)
+{
+    char why[128];
+    if (!s_bound(s, route, rlen, m)) {
+        s_drop(s, route, rlen, m, "pull from a peer not bound to that worker id");
+        return;
+    }
+    if (s->ready && m->step == s->version) {
+        if (s_send_weights(s, route, rlen))
+            RT_WARN(s->name, "weights reply failed: %s", rt_err_msg());
+        return;
+    }
+    if ((!s->ready && m->step == 0) || (s->ready && m->step == s->version + 1)) {
+        if (s->n_pend >= S_MAX_PENDING) {
+            s_drop(s, route, rlen, m, "too many pulls waiting");
+            return;
+        }
+        struct s_pull *p = &s->pend[s->n_pend++];
+        memcpy(p->route, route, rlen);
+        p->route_len = rlen;
+        p->version = m->step;
+        return;
+    }
+    snprintf(why, sizeof why, "pull for version %llu, this shard is at version %llu",
+             (unsigned long long)m->step, (unsigned long long)s->version);
+    s_drop(s, route, rlen, m, why);
+    s_reply_error(s, route, rlen, m->step, RT_ERR_STATE, why);
+}
+
+/* SNAPSHOT from any peer (the eigen service): the latest epoch-start copy, copied into the
+ * frames (the copy changes at the next epoch, a slow reader must not see it move). */
+static void s_on_snapshot(server_shard_t *s, const uint8_t *route, size_t rlen,
+                          const struct rt_wire_msg *m)
+{
+    if (!s->cfg.snapshots || s->snap_version == UINT64_MAX) {
+        s_reply_error(s, route, rlen, m->step, RT_ERR_STATE,
+                      s->cfg.snapshots ? "no snapshot yet" : "this shard keeps no snapshots");
+        return;
+    }
+    uint64_t chunk = s->cfg.chunk_floats, done = 0;
+    do {
+        struct rt_wire_msg r;
+        rt_wire_msg_init(&r, RT_WIRE_WEIGHTS, s->cfg.shard, s->name);
+        r.step = s->snap_version;
+        r.epoch = s->snap_epoch;
+        r.checksum = s->cfg.checksum;
+        uint64_t k = s->p_cnt - done < chunk ? s->p_cnt - done : chunk;
+        r.has_params = 1;
+        r.params.offset = s->p_off + done;
+        r.params.count = k;
+        if (done == 0 && s->b_cnt) {
+            r.has_buffers = 1;
+            r.buffers.offset = s->b_off;
+            r.buffers.count = s->b_cnt;
+        }
+        if (rt_sock_send(s->sock, route, rlen, &r, s->snap_w + done, s->snap_b, NULL)) {
+            RT_WARN(s->name, "snapshot reply failed: %s", rt_err_msg());
+            return;
+        }
+        done += k;
+    } while (done < s->p_cnt);
+}
+
+/* DECISION (coordinator): hand it to the schedule; ACK with the verdict, or ERROR. */
+static void s_on_decision(server_shard_t *s, const uint8_t *route, size_t rlen,
+                          const struct rt_wire_msg *m)
+{
+    uint64_t apply = 0, version = 0;
+    int v = server_coord_decide(s->coord, &m->decision, &apply, &version);
+    if (v < 0) {
+        s_drop(s, route, rlen, m, rt_err_msg());
+        s_reply_error(s, route, rlen, m->decision.seq, v, rt_err_msg());
+        return;
+    }
+    struct rt_wire_msg r;
+    rt_wire_msg_init(&r, RT_WIRE_ACK, s->cfg.shard, s->name);
+    r.err_code = v;
+    r.step = apply;
+    r.sched_version = version;
+    r.decision = m->decision;
+    if (rt_sock_send(s->sock, route, rlen, &r, NULL, NULL, NULL))
+        RT_WARN(s->name, "decision reply failed: %s", rt_err_msg());
+}
+
+/* Handle one received message; returns 1 when every worker has said goodbye. */
+static int s_handle(server_shard_t *s)
+{
+    struct rt_sock_parts *p = &s->parts;
+    const uint8_t *route = rt_sock_part_data(p, 0);
+    size_t rlen = rt_sock_part_size(p, 0);
+    if (rlen > RT_SOCK_ROUTE_MAX) {
+        s_drop(s, route, RT_SOCK_ROUTE_MAX, NULL, "routing id too long");
+        return 0;
+    }
+    if (p->total != p->n) {
+        s_drop(s, route, rlen, NULL, "too many frames");
+        return 0;
+    }
+    const void *parts[RT_SOCK_MAX_PARTS];
+    size_t sizes[RT_SOCK_MAX_PARTS];
+    for (int i = 1; i < p->n; i++) {
+        parts[i - 1] = rt_sock_part_data(p, i);
+        sizes[i - 1] = rt_sock_part_size(p, i);
+    }
+    struct rt_wire_msg m;
+    const void *pp = NULL, *bp = NULL;
+    int rc = rt_wire_decode(parts, sizes, p->n - 1, &s->lim, &m, &pp, &bp);
+    if (rc) {
+        s_drop(s, route, rlen, NULL, rt_err_msg());
+        return 0;
+    }
+    switch (m.type) {
+    case RT_WIRE_REGISTER:
+    case RT_WIRE_SCHED_QUERY:
+    case RT_WIRE_HEARTBEAT:
+        if (!s->coord) {
+            s_drop(s, route, rlen, &m, "coordinator message sent to a shard other than 0");
+            break;
+        }
+        if (m.type == RT_WIRE_REGISTER)
+            s_on_register(s, route, rlen, &m);
+        else if (m.type == RT_WIRE_SCHED_QUERY)
+            s_on_sched_query(s, route, rlen, &m);
+        else if (s_bound(s, route, rlen, &m)) {
+            /* answer, so that a worker waiting for a slow step knows the cluster is alive */
+            server_coord_heartbeat(s->coord, m.sender);
+            struct rt_wire_msg r;
+            rt_wire_msg_init(&r, RT_WIRE_HEARTBEAT, s->cfg.shard, s->name);
+            if (rt_sock_send(s->sock, route, rlen, &r, NULL, NULL, NULL))
+                RT_WARN(s->name, "heartbeat reply failed: %s", rt_err_msg());
+        } else
+            s_drop(s, route, rlen, &m, "heartbeat from an unregistered peer");
+        break;
+    case RT_WIRE_HELLO:
+        s_on_hello(s, route, rlen, &m);
+        break;
+    case RT_WIRE_SNAPSHOT:
+        s_on_snapshot(s, route, rlen, &m);
+        break;
+    case RT_WIRE_DECISION:
+        if (s->coord)
+            s_on_decision(s, route, rlen, &m);
+        else
+            s_drop(s, route, rlen, &m, "decision sent to a shard other than 0");
+        break;
+    case RT_WIRE_INIT:
+        s_on_init(s, route, rlen, &m, pp, bp);
+        break;
+    case RT_WIRE_PUSH:
+        s_on_push(s, route, rlen, &m, pp, bp);
+        break;
+    case RT_WIRE_PULL:
+        s_on_pull(s, route, rlen, &m);
+        break;
+    case RT_WIRE_BYE: {
+        struct s_worker *w = s_bound(s, route, rlen, &m);
+        if (!w) {
+            s_drop(s, route, rlen, &m, "goodbye from an unknown peer");
+            break;
+        }
+        w->bye = 1;
+        int all = 1;
+        for (int i = 0; i < s->cfg.n_workers; i++)
+            all &= s->workers[i].bye;
+        if (all)
+            return 1;
+        break;
+    }
+    default:
+        s_drop(s, route, rlen, &m, "message type not accepted by a shard");
+        break;
+    }
+    return 0;
+}
+
+/* ---- lifecycle -------------------------------------------------------------------------- */
+
+int server_shard_new(const struct server_shard_cfg *cfg, server_shard_t **out)
+{
+    *out = NULL;
+    if (cfg->n_shards < 1 || cfg->shard < 0 || cfg->shard >= cfg->n_shards)
+        return rt_err_set(RT_ERR_ARG, "shard %d of %d", cfg->shard, cfg->n_shards);
+    if (cfg->n_workers < 1)
+        return rt_err_set(RT_ERR_ARG, "shard %d: %d workers", cfg->shard, cfg->n_workers);
+    if (cfg->n_params < (uint64_t)cfg->n_shards)
+        return rt_err_set(RT_ERR_ARG, "%llu parameters cannot be split into %d shards",
+                          (unsigned long long)cfg->n_params, cfg->n_shards);
+    if (cfg->shard == 0 && (!cfg->sched || !cfg->sched->ops || !cfg->sched->ops->at))
+        return rt_err_set(RT_ERR_ARG, "shard 0 (the coordinator) needs a schedule");
+    if (!cfg->endpoint)
+        return rt_err_set(RT_ERR_ARG, "shard %d: no endpoint", cfg->shard);
+    if (cfg->shard > 0 && !cfg->coord_endpoint)
+        return rt_err_set(RT_ERR_ARG, "shard %d: no coordinator endpoint", cfg->shard);
+    int rc = RT_ERR_NOMEM;
+    server_shard_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return rt_err_set(RT_ERR_NOMEM, "shard %d", cfg->shard);
+    s->cfg = *cfg;
+    s->cfg.endpoint = NULL;
+    s->cfg.init_params = NULL;
+    s->cfg.init_buffers = NULL;
+    s->cfg.coord_endpoint = NULL;
+    if (!s->cfg.chunk_floats)
+        s->cfg.chunk_floats = SERVER_CHUNK_FLOATS_DEFAULT;
+    snprintf(s->name, sizeof s->name, "shard-%d", cfg->shard);
+    rt_sock_parts_init(&s->parts);
+    rt_sock_parts_init(&s->cparts);
+    atomic_init(&s->zc.in_flight, 0);
+    rt_wire_partition(cfg->n_params, cfg->n_shards, cfg->shard, &s->p_off, &s->p_cnt);
+    rt_wire_partition(cfg->n_buffers, cfg->n_shards, cfg->shard, &s->b_off, &s->b_cnt);
+    s->w = nn_alloc(s->p_cnt * sizeof(float));
+    s->mom = nn_alloc(s->p_cnt * sizeof(float));
+    s->acc = nn_alloc(s->p_cnt * sizeof(float));
+    s->bw = nn_alloc((s->b_cnt + 1) * sizeof(float));
+    s->bacc = nn_alloc((s->b_cnt + 1) * sizeof(float));
+    s->workers = calloc((size_t)cfg->n_workers, sizeof *s->workers);
+    s->wck = calloc((size_t)(s->p_cnt / s->cfg.chunk_floats + 1), sizeof *s->wck);
+    s->wck_version = UINT64_MAX;
+    s->snap_version = UINT64_MAX;
+    if (cfg->snapshots) {
+        s->snap_w = nn_alloc(s->p_cnt * sizeof(float));
+        s->snap_b = nn_alloc((s->b_cnt + 1) * sizeof(float));
+        if (!s->snap_w || !s->snap_b) {
+            rt_err_set(RT_ERR_NOMEM, "shard %d: snapshot of %llu floats", cfg->shard,
+                       (unsigned long long)s->p_cnt);
+            goto out_destroy;
+        }
+    }
+    if (!s->w || !s->mom || !s->acc || !s->bw || !s->bacc || !s->workers || !s->wck) {
+        rt_err_set(RT_ERR_NOMEM, "shard %d: %llu floats", cfg->shard, (unsigned long long)s->p_cnt);
+        goto out_destroy;
+    }
+    memset(s->mom, 0, s->p_cnt * sizeof(float));
+    memset(s->acc, 0, s->p_cnt * sizeof(float));
+    memset(s->bw, 0, (s->b_cnt + 1) * sizeof(float));
+    memset(s->bacc, 0, (s->b_cnt + 1) * sizeof(float));
+    if (cfg->init_params) {
+        memcpy(s->w, cfg->init_params + s->p_off, s->p_cnt * sizeof(float));
+        if (cfg->init_buffers && s->b_cnt)
+            memcpy(s->bw, cfg->init_buffers + s->b_off, s->b_cnt * sizeof(float));
+        s->ready = 1;
+    }
+    if (cfg->shard == 0) {
+        s->coord = server_coord_new(cfg->n_workers, cfg->sched);
+        if (!s->coord) {
+            rt_err_set(RT_ERR_NOMEM, "coordinator");
+            goto out_destroy;
+        }
+    }
+    s->lim.n_params = cfg->n_params;
+    s->lim.n_buffers = cfg->n_buffers;
+    s->lim.max_floats = s->p_cnt > s->b_cnt ? s->p_cnt : s->b_cnt;
+    if (cfg->zmq_ctx) {
+        s->ctx = cfg->zmq_ctx;
+    } else {
+        s->ctx = rt_sock_ctx_new(cfg->io_threads);
+        if (!s->ctx) {
+            rc = RT_ERR_ZMQ;
+            goto out_destroy;
+        }
+        s->own_ctx = 1;
+    }
+    /* peers may send chunks of any size up to the whole range; bigger frames are dropped */
+    long max_frame = (long)(s->lim.max_floats * sizeof(float));
+    if (max_frame < RT_WIRE_MAX_HEADER)
+        max_frame = RT_WIRE_MAX_HEADER;
+    rc = rt_sock_router(s->ctx, cfg->endpoint, max_frame, &s->sock);
+    if (rc)
+        goto out_destroy;
+    if (cfg->shard > 0) {
+        rc = rt_sock_dealer(s->ctx, cfg->coord_endpoint, &s->coord_sock);
+        if (rc)
+            goto out_destroy;
+    }
+    size_t elen = sizeof s->endpoint;
+    if (zmq_getsockopt(s->sock, ZMQ_LAST_ENDPOINT, s->endpoint, &elen) != 0)
+        snprintf(s->endpoint, sizeof s->endpoint, "%s", cfg->endpoint);
+    RT_INFO(s->name, "serving %s: params [%llu, +%llu), buffers [%llu, +%llu), %d workers",
+            s->endpoint, (unsigned long long)s->p_off, (unsigned long long)s->p_cnt,
+            (unsigned long long)s->b_off, (unsigned long long)s->b_cnt, cfg->n_workers);
+    *out = s;
+    return RT_OK;
+out_destroy:
+    server_shard_destroy(&s);
+    return rc;
+}
+
+int server_shard_run(server_shard_t *s, const atomic_int *stop)
+{
+    for (;;) {
+        if (stop && atomic_load(stop))
+            return rt_err_set(RT_ERR_INTERRUPTED, "%s: stopped", s->name);
+        zmq_pollitem_t it = {s->sock, 0, ZMQ_POLLIN, 0};
+        int n = zmq_poll(&it, 1, S_POLL_MS);
+        if (n < 0) {
+            if (zmq_errno() == EINTR)
+                continue;
+            return rt_err_set(RT_ERR_ZMQ, "%s: poll: %s", s->name, zmq_strerror(zmq_errno()));
+        }
+        if (n == 0)
+            continue;
+        /* drain what is queued before polling again */
+        for (;;) {
+            int rc = rt_sock_recv(s->sock, &s->parts, ZMQ_DONTWAIT);
+            if (rc == RT_ERR_TIMEOUT)
+                break;
+            if (rc)
+                return rc;
+            int bye = s_handle(s);
+            rt_sock_parts_release(&s->parts);
+            if (bye) {
+                RT_INFO(s->name, "all workers left at version %llu (%llu messages dropped)",
+                        (unsigned long long)s->version, (unsigned long long)s->st.dropped);
+                return RT_OK;
+            }
+        }
+    }
+}
+
+void server_shard_range(const server_shard_t *s, uint64_t *p_off, uint64_t *p_cnt, uint64_t *b_off,
+                        uint64_t *b_cnt)
+{
+    *p_off = s->p_off;
+    *p_cnt = s->p_cnt;
+    *b_off = s->b_off;
+    *b_cnt = s->b_cnt;
+}
+
+const char *server_shard_endpoint(const server_shard_t *s)
+{
+    return s->endpoint;
+}
+
+const float *server_shard_params(const server_shard_t *s)
+{
+    return s->w;
+}
+
+const float *server_shard_buffers(const server_shard_t *s)
+{
+    return s->bw;
+}
+
+void server_shard_stats(const server_shard_t *s, struct server_shard_stats *out)
+{
+    *out = s->st;
+    out->version = s->version;
+}
+
+void server_shard_destroy(server_shard_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    server_shard_t *s = *self_p;
+    rt_sock_close(&s->sock, 0);
+    rt_sock_close(&s->coord_sock, 0);
+    rt_sock_parts_close(&s->parts);
+    rt_sock_parts_close(&s->cparts);
+    int leak = 0;
+    if (rt_sock_zc_wait(&s->zc, S_ZC_WAIT_MS)) {
+        /* a peer never read its weights: their frames still point into w; keep it alive */
+        RT_WARN(s->name, "%s; keeping the weight buffer", rt_err_msg());
+        leak = 1;
+    }
+    if (s->own_ctx)
+        rt_sock_ctx_destroy(&s->ctx);
+    server_coord_destroy(&s->coord);
+    if (!leak) {
+        nn_free(s->w);
+        nn_free(s->bw);
+    }
+    nn_free(s->snap_w);
+    nn_free(s->snap_b);
+    nn_free(s->mom);
+    nn_free(s->acc);
+    nn_free(s->bacc);
+    free(s->workers);
+    free(s->wck);
+    free(s);
+    *self_p = NULL;
+}

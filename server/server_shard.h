@@ -1,0 +1,82 @@
+/*
+ * server_shard: one parameter-server shard. It owns a contiguous, balanced range of the flat
+ * parameter vector (rt_wire_partition) with its momentum, and the same kind of range of the flat
+ * BatchNorm buffer vector. For step t it waits for the gradient slice of every worker (in chunks),
+ * averages them weighted by sample count, applies SGD with momentum and weight decay (nn_sgd_step)
+ * with the step's learning rate, averages the buffer slices the same way, bumps its version to t+1
+ * and answers the pulls waiting for it. Shard 0 also runs the coordinator (server_coord).
+ *
+ * A malformed or unexpected message (random bytes, truncated multipart, wrong version, wrong sizes,
+ * a push for a step other than the current one, an unknown or impersonating peer) is logged with
+ * its sender and the reason and dropped; the shard keeps serving the honest workers.
+ */
+#ifndef SERVER_SHARD_H
+#define SERVER_SHARD_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rt_wire.h"
+#include "server_coord.h"
+
+#define SERVER_CHUNK_FLOATS_DEFAULT (1u << 17) /* floats per payload frame (512 KiB) */
+
+/* Configuration of a shard. */
+struct server_shard_cfg {
+    int shard;                  /* this shard's index, 0 = coordinator */
+    int n_shards;               /* number of shards */
+    int n_workers;              /* workers that take part in every step */
+    uint64_t n_params;          /* size of the flat parameter vector */
+    uint64_t n_buffers;         /* size of the flat buffer vector (may be 0) */
+    const char *endpoint;       /* where to bind the ROUTER (e.g. "tcp://0.0.0.0:5555") */
+    const char *coord_endpoint; /* shards > 0: shard 0's endpoint, asked for each step's schedule */
+    void *zmq_ctx;              /* context to use (shared in embedded mode) or NULL: own one */
+    float momentum;             /* SGD momentum */
+    float weight_decay;         /* SGD weight decay */
+    const float *init_params;   /* full initial parameter vector, or NULL: worker 0 sends INIT */
+    const float *init_buffers;  /* full initial buffer vector, or NULL (with init_params: zeros) */
+    const struct server_coord_sched *sched; /* shard 0: the schedule in force (borrowed) */
+    uint32_t chunk_floats;                  /* floats per weights frame sent (0: default) */
+    enum rt_wire_checksum checksum;         /* checksum of the frames this shard sends */
+    int io_threads;                         /* I/O threads of an own context (0: 1) */
+    int snapshots; /* keep a copy of the slice at each epoch start for SNAPSHOT requests (ABS) */
+};
+
+/* Counters of a shard, for logs and tests. */
+struct server_shard_stats {
+    uint64_t version; /* updates applied */
+    uint64_t dropped; /* messages dropped as malformed or unexpected */
+    uint64_t pushes;  /* push chunks accepted */
+    uint64_t pulls;   /* weight replies sent */
+};
+
+typedef struct server_shard server_shard_t;
+
+/* Create a shard, allocate every buffer and bind its endpoint. Returns 0 and *out, or a negative
+ * rt_err code (detail set). Caller owns *out; free with server_shard_destroy. */
+int server_shard_new(const struct server_shard_cfg *cfg, server_shard_t **out);
+
+/* Serve until every worker has said BYE (returns 0), *stop becomes non-zero (returns
+ * RT_ERR_INTERRUPTED), or a socket fails. stop may be NULL. */
+int server_shard_run(server_shard_t *s, const atomic_int *stop);
+
+/* The shard's ranges of the flat vectors. */
+void server_shard_range(const server_shard_t *s, uint64_t *p_off, uint64_t *p_cnt, uint64_t *b_off,
+                        uint64_t *b_cnt);
+
+/* The endpoint actually bound (a tcp "*" port resolved), valid while the shard lives. */
+const char *server_shard_endpoint(const server_shard_t *s);
+
+/* The shard's current weights and buffers (p_cnt / b_cnt floats); valid until the shard runs again
+ * or is destroyed. */
+const float *server_shard_params(const server_shard_t *s);
+const float *server_shard_buffers(const server_shard_t *s);
+
+void server_shard_stats(const server_shard_t *s, struct server_shard_stats *out);
+
+/* Destroy a shard (waits briefly for zero-copy frames still queued) and null the pointer; accepts
+ * NULL, safe twice. */
+void server_shard_destroy(server_shard_t **self_p);
+
+#endif

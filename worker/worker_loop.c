@@ -1,0 +1,474 @@
+/*
+ * worker_loop: the data-parallel worker (see worker_loop.h).
+ */
+#include "worker_loop.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "nn_base.h"
+#include "rt_err.h"
+#include "rt_log.h"
+#include "rt_sock.h"
+#include "server_shard.h"
+
+#define S_POLL_MS 1000      /* poll slice; a heartbeat goes out after each silent slice */
+#define S_TIMEOUT_MS 60000  /* default: a shard silent this long is an error */
+#define S_RETRY_NS 5000000L /* pause before asking the schedule again while others join */
+#define S_LINGER_MS 2000    /* time to deliver the goodbye on close */
+#define S_ZC_WAIT_MS 5000   /* wait for the last zero-copy frames at the end */
+#define S_MAX_SHARDS 1024   /* sanity limit on the shard count */
+#define S_RATE_EMA 0.3      /* weight of the newest throughput measurement */
+
+struct s_shard {
+    void *sock;            /* DEALER connected to the shard */
+    uint64_t p_off, p_cnt; /* the shard's parameter range */
+    uint64_t b_off, b_cnt; /* the shard's buffer range */
+    uint64_t got_p;        /* floats of the current weights reply received */
+    int got_b;             /* buffer slice of the current reply received */
+    int acked;             /* ACK received */
+};
+
+struct s_worker {
+    const struct worker_cfg *cfg;    /* configuration (borrowed) */
+    const struct worker_compute *cb; /* model side (borrowed) */
+    void *ctx;                       /* ZeroMQ context */
+    int own_ctx;                     /* ctx created here */
+    struct s_shard *sh;              /* n_shards entries */
+    float *params;                   /* n_params: weights of the current version */
+    float *grads;                    /* n_params: gradient being pushed */
+    float *buffers;                  /* n_buffers (+1): running statistics */
+    struct rt_sock_parts parts;      /* receive frames, reused */
+    struct rt_sock_zc zc;            /* zero-copy frames in flight */
+    struct rt_wire_limits lim;       /* decode limits */
+    int id;                          /* worker id from the coordinator */
+    int n_workers;                   /* workers in the run */
+    double rate;                     /* measured samples per compute second (EMA), 0: none */
+    uint32_t chunk;                  /* floats per pushed frame */
+    char name[RT_WIRE_NAME_MAX];     /* for logs and headers */
+    struct worker_stats st;          /* counters */
+};
+
+static double s_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int s_send(struct s_worker *w, int shard, struct rt_wire_msg *m, const float *p,
+                  const float *b)
+{
+    int rc = rt_sock_send(w->sh[shard].sock, NULL, 0, m, p, b, &w->zc);
+    if (rc)
+        return rt_err_set(rc, "%s: send %s to shard %d: %s", w->name, rt_wire_type_name(m->type),
+                          shard, rt_err_msg());
+    return RT_OK;
+}
+
+static int s_send_simple(struct s_worker *w, int shard, enum rt_wire_type type, uint64_t step)
+{
+    struct rt_wire_msg m;
+    rt_wire_msg_init(&m, type, w->id, w->name);
+    m.step = step;
+    if (type == RT_WIRE_REGISTER)
+        m.weight = w->cfg->weight > 0 ? w->cfg->weight : 1.0;
+    else if (type == RT_WIRE_SCHED_QUERY && w->cfg->rebalance)
+        m.weight = w->rate; /* 0 until measured: no report */
+    m.n_params = w->cfg->n_params;
+    m.n_buffers = w->cfg->n_buffers;
+    return s_send(w, shard, &m, NULL, NULL);
+}
+
+/* Wait for the next message from any shard: *shard gets its index, *m the decoded header, pp and bp
+ * the payloads (valid until the next call). Heartbeats go to the coordinator while waiting.
+ * Malformed replies are logged and skipped. */
+static int s_next(struct s_worker *w, int *shard, struct rt_wire_msg *m, const void **pp,
+                  const void **bp)
+{
+    int ns = w->cfg->n_shards;
+    zmq_pollitem_t items[S_MAX_SHARDS];
+    int timeout = w->cfg->timeout_ms > 0 ? w->cfg->timeout_ms : S_TIMEOUT_MS;
+    double deadline = s_now() + timeout / 1000.0;
+    /* heartbeats must go out, and be answered, well within the timeout */
+    int slice = timeout / 4 < S_POLL_MS ? (timeout / 4 > 0 ? timeout / 4 : 1) : S_POLL_MS;
+    for (;;) {
+        if (w->cfg->stop && atomic_load(w->cfg->stop))
+            return rt_err_set(RT_ERR_INTERRUPTED, "%s: stopped", w->name);
+        for (int i = 0; i < ns; i++) {
+            items[i].socket = w->sh[i].sock;
+            items[i].fd = 0;
+            items[i].events = ZMQ_POLLIN;
+            items[i].revents = 0;
+        }
+        int n = zmq_poll(items, ns, slice);
+        if (n < 0) {
+            if (zmq_errno() == EINTR)
+                continue;
+            return rt_err_set(RT_ERR_ZMQ, "%s: poll: %s", w->name, zmq_strerror(zmq_errno()));
+        }
+        if (n == 0) {
+            if (s_now() > deadline)
+                return rt_err_set(RT_ERR_TIMEOUT, "%s: no answer from the shards for %d ms",
+                                  w->name, timeout);
+            if (w->id >= 0)
+                s_send_simple(w, 0, RT_WIRE_HEARTBEAT, 0);
+            continue;
+        }
+        for (int i = 0; i < ns; i++) {
+            if (!(items[i].revents & ZMQ_POLLIN))
+                continue;
+            int rc = rt_sock_recv(w->sh[i].sock, &w->parts, ZMQ_DONTWAIT);
+            if (rc == RT_ERR_TIMEOUT)
+                continue;
+            if (rc)
+                return rc;
+            const void *parts[RT_SOCK_MAX_PARTS];
+            size_t sizes[RT_SOCK_MAX_PARTS];
+            for (int k = 0; k < w->parts.n; k++) {
+                parts[k] = rt_sock_part_data(&w->parts, k);
+                sizes[k] = rt_sock_part_size(&w->parts, k);
+            }
+            if (w->parts.total != w->parts.n) {
+                RT_WARN(w->name, "dropped reply from shard %d: too many frames", i);
+                continue;
+            }
+            rc = rt_wire_decode(parts, sizes, w->parts.n, &w->lim, m, pp, bp);
+            if (rc) {
+                RT_WARN(w->name, "dropped reply from shard %d: %s", i, rt_err_msg());
+                continue;
+            }
+            if (m->type == RT_WIRE_HEARTBEAT) {
+                /* the coordinator is alive: a slow step is not a dead cluster */
+                deadline = s_now() + timeout / 1000.0;
+                continue;
+            }
+            *shard = i;
+            return RT_OK;
+        }
+    }
+}
+
+/* Register with the coordinator and bind at every shard; learn the shards' ranges. */
+static int s_join(struct s_worker *w)
+{
+    struct rt_wire_msg m;
+    const void *pp, *bp;
+    int shard, rc;
+    rc = s_send_simple(w, 0, RT_WIRE_REGISTER, 0);
+    if (rc)
+        return rc;
+    for (;;) {
+        rc = s_next(w, &shard, &m, &pp, &bp);
+        if (rc)
+            return rc;
+        if (m.type == RT_WIRE_ERROR)
+            return rt_err_set(RT_ERR_PEER, "%s: registration refused: %s", w->name, m.text);
+        if (m.type == RT_WIRE_WELCOME && shard == 0)
+            break;
+        RT_WARN(w->name, "ignored %s from shard %d while registering", rt_wire_type_name(m.type),
+                shard);
+    }
+    if (m.n_params != w->cfg->n_params || m.n_buffers != w->cfg->n_buffers)
+        return rt_err_set(
+            RT_ERR_SHAPE, "%s: servers hold %llu params / %llu buffers, the model has %llu / %llu",
+            w->name, (unsigned long long)m.n_params, (unsigned long long)m.n_buffers,
+            (unsigned long long)w->cfg->n_params, (unsigned long long)w->cfg->n_buffers);
+    if ((int)m.n_shards != w->cfg->n_shards)
+        return rt_err_set(RT_ERR_CONFIG, "%s: coordinator has %u shards, this worker knows %d",
+                          w->name, m.n_shards, w->cfg->n_shards);
+    w->id = m.sender;
+    w->n_workers = (int)m.n_workers;
+    w->st.worker = w->id;
+    snprintf(w->name, sizeof w->name, "worker-%d", w->id);
+    for (int i = 0; i < w->cfg->n_shards; i++) {
+        rc = s_send_simple(w, i, RT_WIRE_HELLO, 0);
+        if (rc)
+            return rc;
+    }
+    int acked = 0;
+    while (acked < w->cfg->n_shards) {
+        rc = s_next(w, &shard, &m, &pp, &bp);
+        if (rc)
+            return rc;
+        if (m.type == RT_WIRE_ERROR)
+            return rt_err_set(RT_ERR_PEER, "%s: shard %d refused: %s", w->name, shard, m.text);
+        if (m.type != RT_WIRE_ACK || w->sh[shard].acked)
+            continue;
+        struct s_shard *s = &w->sh[shard];
+        uint64_t eo, ec;
+        rt_wire_partition(w->cfg->n_params, w->cfg->n_shards, shard, &eo, &ec);
+        if (m.params_range.offset != eo || m.params_range.count != ec)
+            return rt_err_set(RT_ERR_CONFIG,
+                              "%s: shard %d owns [%llu, +%llu), expected [%llu, +%llu)", w->name,
+                              shard, (unsigned long long)m.params_range.offset,
+                              (unsigned long long)m.params_range.count, (unsigned long long)eo,
+                              (unsigned long long)ec);
+        s->p_off = m.params_range.offset;
+        s->p_cnt = m.params_range.count;
+        rt_wire_partition(w->cfg->n_buffers, w->cfg->n_shards, shard, &s->b_off, &s->b_cnt);
+        if (m.buffers_range.offset != s->b_off || m.buffers_range.count != s->b_cnt)
+            return rt_err_set(RT_ERR_CONFIG, "%s: shard %d buffer range differs", w->name, shard);
+        s->acked = 1;
+        acked++;
+    }
+    RT_INFO(w->name, "joined: %d workers, %d shards", w->n_workers, w->cfg->n_shards);
+    return RT_OK;
+}
+
+/* Send this worker's slices (gradients or initial weights) to every shard, chunk by chunk, the
+ * shards interleaved so that they all work at once. */
+static int s_push(struct s_worker *w, enum rt_wire_type type, uint64_t step, const float *p,
+                  const float *b, const struct worker_step *st, uint32_t samples, float loss)
+{
+    int ns = w->cfg->n_shards;
+    uint64_t max_cnt = 0;
+    for (int i = 0; i < ns; i++)
+        if (w->sh[i].p_cnt > max_cnt)
+            max_cnt = w->sh[i].p_cnt;
+    for (uint64_t done = 0; done < max_cnt || done == 0; done += w->chunk) {
+        for (int i = 0; i < ns; i++) {
+            struct s_shard *s = &w->sh[i];
+            if (done >= s->p_cnt && !(done == 0 && s->b_cnt))
+                continue;
+            struct rt_wire_msg m;
+            rt_wire_msg_init(&m, type, w->id, w->name);
+            m.step = step;
+            m.checksum = w->cfg->checksum;
+            m.samples = samples;
+            m.loss = loss;
+            if (st) {
+                m.lr = st->lr;
+                m.sched_version = st->sched_version;
+            }
+            uint64_t k = s->p_cnt - done < w->chunk ? s->p_cnt - done : w->chunk;
+            if (done < s->p_cnt) {
+                m.has_params = 1;
+                m.params.offset = s->p_off + done;
+                m.params.count = k;
+            }
+            if (done == 0 && s->b_cnt) {
+                m.has_buffers = 1;
+                m.buffers.offset = s->b_off;
+                m.buffers.count = s->b_cnt;
+            }
+            int rc = s_send(w, i, &m, m.has_params ? p + m.params.offset : NULL,
+                            m.has_buffers ? b + s->b_off : NULL);
+            if (rc)
+                return rc;
+            w->st.bytes_pushed += (m.has_params ? m.params.count : 0) * sizeof(float) +
+                                  (m.has_buffers ? m.buffers.count : 0) * sizeof(float);
+        }
+        if (max_cnt == 0)
+            break;
+    }
+    return RT_OK;
+}
+
+/* Ask for the schedule of `step` and the weights of version `step`; wait for all of it. */
+static int s_pull(struct s_worker *w, uint64_t step, struct rt_wire_msg *sched)
+{
+    int ns = w->cfg->n_shards, rc, shard;
+    rc = s_send_simple(w, 0, RT_WIRE_SCHED_QUERY, step);
+    if (rc)
+        return rc;
+    for (int i = 0; i < ns; i++) {
+        w->sh[i].got_p = 0;
+        w->sh[i].got_b = 0;
+        rc = s_send_simple(w, i, RT_WIRE_PULL, step);
+        if (rc)
+            return rc;
+    }
+    int have_sched = 0, complete = 0;
+    while (!have_sched || complete < ns) {
+        struct rt_wire_msg m;
+        const void *pp, *bp;
+        rc = s_next(w, &shard, &m, &pp, &bp);
+        if (rc)
+            return rc;
+        if (m.type == RT_WIRE_ERROR) {
+            if (shard == 0 && m.err_code == RT_ERR_STATE && !have_sched && m.step == step) {
+                /* the coordinator waits for the other workers to join: ask again */
+                struct timespec ts = {0, S_RETRY_NS};
+                nanosleep(&ts, NULL);
+                rc = s_send_simple(w, 0, RT_WIRE_SCHED_QUERY, step);
+                if (rc)
+                    return rc;
+                continue;
+            }
+            return rt_err_set(RT_ERR_PEER, "%s: shard %d refused step %llu: %s", w->name, shard,
+                              (unsigned long long)step, m.text);
+        }
+        if (m.type == RT_WIRE_SCHED && shard == 0 && m.step == step) {
+            *sched = m;
+            have_sched = 1;
+            continue;
+        }
+        if (m.type != RT_WIRE_WEIGHTS || m.step != step) {
+            RT_WARN(w->name, "ignored %s (step %llu) from shard %d while pulling step %llu",
+                    rt_wire_type_name(m.type), (unsigned long long)m.step, shard,
+                    (unsigned long long)step);
+            continue;
+        }
+        struct s_shard *s = &w->sh[shard];
+        if (m.has_params) {
+            if (m.params.offset != s->p_off + s->got_p || m.params.count > s->p_cnt - s->got_p) {
+                RT_WARN(w->name, "dropped weights chunk from shard %d: out of its range", shard);
+                continue;
+            }
+            memcpy(w->params + m.params.offset, pp, m.params.count * sizeof(float));
+            s->got_p += m.params.count;
+            w->st.bytes_pulled += m.params.count * sizeof(float);
+        }
+        if (m.has_buffers) {
+            if (m.buffers.offset != s->b_off || m.buffers.count != s->b_cnt) {
+                RT_WARN(w->name, "dropped buffer slice from shard %d: not its range", shard);
+                continue;
+            }
+            memcpy(w->buffers + s->b_off, bp, s->b_cnt * sizeof(float));
+            s->got_b = 1;
+            w->st.bytes_pulled += s->b_cnt * sizeof(float);
+        }
+        if (s->got_p == s->p_cnt && (s->b_cnt == 0 || s->got_b)) {
+            s->got_p = s->p_cnt + 1; /* counted once */
+            complete++;
+        }
+    }
+    return RT_OK;
+}
+
+static void s_destroy(struct s_worker *w)
+{
+    for (int i = 0; w->sh && i < w->cfg->n_shards; i++)
+        rt_sock_close(&w->sh[i].sock, S_LINGER_MS);
+    rt_sock_parts_close(&w->parts);
+    int leak = rt_sock_zc_wait(&w->zc, S_ZC_WAIT_MS) != 0;
+    if (w->own_ctx)
+        rt_sock_ctx_destroy(&w->ctx);
+    if (leak)
+        RT_WARN(w->name, "zero-copy frames still queued; keeping the buffers");
+    else {
+        nn_free(w->params);
+        nn_free(w->grads);
+        nn_free(w->buffers);
+    }
+    free(w->sh);
+}
+
+int worker_run(const struct worker_cfg *cfg, const struct worker_compute *cb,
+               struct worker_stats *stats)
+{
+    if (!cfg || !cb || !cb->compute || cfg->n_shards < 1 || cfg->n_shards > S_MAX_SHARDS ||
+        !cfg->endpoints || cfg->n_params < (uint64_t)cfg->n_shards)
+        return rt_err_set(RT_ERR_ARG, "worker: invalid configuration");
+    struct s_worker w;
+    memset(&w, 0, sizeof w);
+    w.cfg = cfg;
+    w.cb = cb;
+    w.id = -1;
+    w.chunk = cfg->chunk_floats ? cfg->chunk_floats : SERVER_CHUNK_FLOATS_DEFAULT;
+    snprintf(w.name, sizeof w.name, "%s", cfg->name ? cfg->name : "worker");
+    rt_sock_parts_init(&w.parts);
+    atomic_init(&w.zc.in_flight, 0);
+    w.lim.n_params = cfg->n_params;
+    w.lim.n_buffers = cfg->n_buffers;
+    w.lim.max_floats = cfg->n_params > cfg->n_buffers ? cfg->n_params : cfg->n_buffers;
+    int rc = RT_ERR_NOMEM;
+    w.sh = calloc((size_t)cfg->n_shards, sizeof *w.sh);
+    w.params = nn_alloc(cfg->n_params * sizeof(float));
+    w.grads = nn_alloc(cfg->n_params * sizeof(float));
+    w.buffers = nn_alloc((cfg->n_buffers + 1) * sizeof(float));
+    if (!w.sh || !w.params || !w.grads || !w.buffers) {
+        rt_err_set(RT_ERR_NOMEM, "worker: %llu parameters", (unsigned long long)cfg->n_params);
+        goto out;
+    }
+    if (cfg->zmq_ctx) {
+        w.ctx = cfg->zmq_ctx;
+    } else {
+        w.ctx = rt_sock_ctx_new(1);
+        if (!w.ctx) {
+            rc = RT_ERR_ZMQ;
+            goto out;
+        }
+        w.own_ctx = 1;
+    }
+    for (int i = 0; i < cfg->n_shards; i++) {
+        rc = rt_sock_dealer(w.ctx, cfg->endpoints[i], &w.sh[i].sock);
+        if (rc)
+            goto out;
+    }
+    rc = s_join(&w);
+    if (rc)
+        goto out;
+    if (w.id == 0 && cb->init) {
+        rc = cb->init(cb->user, w.params, w.buffers);
+        if (rc)
+            goto out;
+        rc = s_push(&w, RT_WIRE_INIT, 0, w.params, w.buffers, NULL, 0, 0.0f);
+        if (rc)
+            goto out;
+    }
+    double t0 = s_now(), compute_s = 0;
+    for (uint64_t t = 0;; t++) {
+        struct rt_wire_msg sm = {0};
+        rc = s_pull(&w, t, &sm);
+        if (rc)
+            goto out;
+        if (sm.sched.done) {
+            w.st.steps = t;
+            break;
+        }
+        struct worker_step st = {
+            .step = t,
+            .epoch = sm.sched.epoch,
+            .epoch_offset = sm.sched.epoch_offset,
+            .sched_version = sm.sched_version,
+            .batch = sm.sched.batch,
+            .samples = sm.sched.samples,
+            .lr = sm.sched.lr,
+            .gamma = sm.sched.gamma,
+            .share_offset = sm.sched.share_offset,
+            .share_count = sm.sched.share_count,
+            .worker = w.id,
+            .n_workers = w.n_workers,
+        };
+        uint32_t samples = 0;
+        float loss = 0;
+        double c0 = s_now();
+        rc = cb->compute(cb->user, &st, w.params, w.grads, w.buffers, &samples, &loss);
+        double dt = s_now() - c0;
+        compute_s += dt;
+        if (samples > 0 && dt > 0) {
+            double r = samples / dt;
+            w.rate = w.rate > 0 ? (1 - S_RATE_EMA) * w.rate + S_RATE_EMA * r : r;
+        }
+        if (rc) {
+            rt_err_set(rc, "%s: compute failed at step %llu: %s", w.name, (unsigned long long)t,
+                       rt_err_msg());
+            goto out;
+        }
+        rc = s_push(&w, RT_WIRE_PUSH, t, w.grads, w.buffers, &st, samples, loss);
+        if (rc)
+            goto out;
+        if (cb->step_done)
+            cb->step_done(cb->user, &st, samples, loss);
+    }
+    w.st.seconds = s_now() - t0;
+    w.st.comm_seconds = w.st.seconds - compute_s;
+    if (cb->finish)
+        cb->finish(cb->user, w.st.steps, w.params, w.buffers);
+    for (int i = 0; i < cfg->n_shards; i++) {
+        rc = s_send_simple(&w, i, RT_WIRE_BYE, w.st.steps);
+        if (rc)
+            goto out;
+    }
+    RT_INFO(w.name, "done: %llu steps in %.2f s", (unsigned long long)w.st.steps, w.st.seconds);
+    if (stats)
+        *stats = w.st;
+    rc = RT_OK;
+out:
+    s_destroy(&w);
+    return rc;
+}

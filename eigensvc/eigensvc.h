@@ -1,0 +1,56 @@
+/*
+ * eigensvc: the eigen service. At each epoch end it takes a consistent weight snapshot from the
+ * shards (server_observer), draws its Hessian batch from its own LMDB reader, runs power iteration
+ * on exact Hessian-vector products (full or block Hessian), feeds the ABS rule (eig_abs) and
+ * publishes the decision: to the coordinator, which stamps the step it applies from, and over
+ * PUB/SUB to every subscriber. Optionally it evaluates the snapshot's test accuracy, so that
+ * evaluation is off the training path too. The same code runs as a thread of `eigenbatch train`,
+ * a process of `eigenbatch launch`, and alone as `eigenbatch eigensvc`.
+ */
+#ifndef EIGENSVC_H
+#define EIGENSVC_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "eig_abs.h"
+#include "eig_power.h"
+#include "nn_net.h"
+#include "rt_metrics.h"
+
+/* Configuration of an eigen service. Strings and arrays are borrowed for the service's life. */
+struct eigensvc_cfg {
+    void *zmq_ctx;                 /* ZeroMQ context (shared in embedded mode) or NULL: own one */
+    int n_shards;                  /* number of shards */
+    const char *const *endpoints;  /* n_shards shard endpoints; [0] is the coordinator */
+    const char *pub_endpoint;      /* where decisions are published (PUB bind), or NULL: none */
+    const char *model;             /* zoo model name */
+    int classes;                   /* number of classes */
+    const char *train_db;          /* LMDB of the training set (Hessian batches) */
+    const char *test_db;           /* LMDB of the test set for snapshot evaluation, or NULL */
+    int hessian_batch;             /* samples per Hessian batch (default 128) */
+    uint64_t seed;                 /* seed of the Hessian batches and of the power iteration */
+    int block_last_k;              /* 0: full Hessian; K: block of the last K parameter layers */
+    enum nn_bn_mode bn;            /* BatchNorm mode of the Hessian (default NN_BN_EVAL) */
+    struct eig_power_config power; /* power iteration settings (preset paper or accurate) */
+    struct eig_abs_config abs;     /* the ABS rule */
+    int threads;                   /* math threads of the service */
+    int sync;                      /* 1: `decisions: sync`, training waits for each decision */
+    rt_metrics_t *metrics;         /* epoch events go here (may be NULL) */
+    int timeout_ms;                /* give up when the shards are silent this long */
+};
+
+typedef struct eigensvc eigensvc_t;
+
+/* Validate cfg, open the data and build the model. Returns 0 and *out (caller owns it; free with
+ * eigensvc_destroy), or a negative rt_err code with a detail naming the culprit. */
+int eigensvc_new(const struct eigensvc_cfg *cfg, eigensvc_t **out);
+
+/* Serve until training ends (the coordinator says done) or *stop becomes non-zero. Returns 0 or a
+ * negative rt_err code. */
+int eigensvc_run(eigensvc_t *svc, const atomic_int *stop);
+
+/* Destroy and null the caller's pointer; accepts NULL, safe twice. */
+void eigensvc_destroy(eigensvc_t **self_p);
+
+#endif

@@ -285,7 +285,9 @@ static void test_resnet18_derivatives(void **state)
 {
     (void)state;
     s_check_model("resnet18", 1, 4, 4, NN_BN_EVAL, 0, 0, 16);
-    s_check_model("resnet18", 1, 8, 8, NN_BN_TRAIN, 8, 0, 0);
+    if (!s_sanitized()) /* 11 M parameters: too slow under the sanitizers; train-mode R-passes
+                         * of the same layers are covered by the resnet20 case */
+        s_check_model("resnet18", 1, 8, 8, NN_BN_TRAIN, 8, 0, 0);
 }
 
 int main(void)

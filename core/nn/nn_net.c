@@ -583,14 +583,26 @@ static void s_forward(nn_net_t *net, const struct nn_ctx *ctx, int rfrom)
     }
 }
 
-/* Mark which nodes need dL/dy (those produced at or after layer `from`, and the input when asked)
- * and zero their dy (and rdy when `r`); the logits' are written by the loss. */
-static void s_prepare_backward(nn_net_t *net, int n, int from, int input_grad, int r)
+/* Mark which nodes need dL/dy and zero their dy (and rdy when `r`); the logits' are written by
+ * the loss. A node needs its gradient when the layer that produced it runs a backward pass that
+ * matters: the layer is at or after layer `from` and has parameters that need a gradient
+ * (param_grad; in an HVP, those of the block) or an input that needs one. The input node needs
+ * one only when asked (FGSM). So the first layer computes no input gradient unless asked, and a
+ * block HVP does nothing below its block. */
+static void s_prepare_backward(nn_net_t *net, int n, int from, int input_grad, int param_grad,
+                               int r)
 {
+    net->nodes[0]->need_dy = input_grad;
+    for (int i = 0; i < net->n_layers; i++) {
+        struct nn_layer *l = net->layers[i];
+        int need = i >= from && ((param_grad && l->n_w > 0) || l->in_block);
+        for (int j = 0; j < l->n_in; j++)
+            need |= l->in[j]->need_dy;
+        l->out->need_dy = need;
+    }
     int last = net->n_nodes - 1;
     for (int i = 0; i < net->n_nodes; i++) {
         struct nn_node *node = net->nodes[i];
-        node->need_dy = i == 0 ? input_grad : net->producer[i] >= from;
         if (!node->need_dy || i == last)
             continue;
         size_t len = (size_t)n * nn_shape_numel(&node->shape);
@@ -656,7 +668,7 @@ float nn_net_train_pass(nn_net_t *net, const float *x, const int32_t *labels, in
     double loss = nn_loss_forward(z->y, labels, net->classes, n, net->probs, correct);
     if (!param_grad && !input_grad)
         return (float)loss;
-    s_prepare_backward(net, n, 0, input_grad, 0);
+    s_prepare_backward(net, n, 0, input_grad, param_grad, 0);
     nn_loss_backward(net->probs, labels, net->classes, n, z->dy);
     for (int i = net->n_layers - 1; i >= 0; i--) {
         struct nn_layer *l = net->layers[i];
@@ -698,7 +710,7 @@ float nn_net_hvp(nn_net_t *net, const float *x, const int32_t *labels, int n, en
     s_forward(net, &ctx, start);
     struct nn_node *z = s_logits(net);
     double loss = nn_loss_forward(z->y, labels, net->classes, n, net->probs, NULL);
-    s_prepare_backward(net, n, start, 0, 1);
+    s_prepare_backward(net, n, start, 0, 0, 1);
     nn_loss_backward(net->probs, labels, net->classes, n, z->dy);
     if (z->r_active)
         nn_loss_rbackward(net->probs, z->ry, net->classes, n, z->rdy);

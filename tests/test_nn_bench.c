@@ -29,7 +29,8 @@ static void test_json_last_line(void **state)
     (void)state;
     char last[4096];
     int rc = s_run("bench train --model mlp --batch 4 --threads 1 --steps 2 --input 1x8x8 "
-                   "--classes 5", last, sizeof last);
+                   "--classes 5",
+                   last, sizeof last);
     assert_int_equal(rc, 0);
     json_error_t jerr;
     json_t *js = json_loads(last, 0, &jerr);

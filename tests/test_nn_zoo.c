@@ -149,7 +149,9 @@ static void test_param_counts(void **state)
         const char *model;
         size_t params;
         int layers;
-    } want[] = {{"mlp", 535818, 3}, {"cnn", 421738, 6}, {"resnet20", 272186, 43},
+    } want[] = {{"mlp", 535818, 3},
+                {"cnn", 421738, 6},
+                {"resnet20", 272186, 43},
                 {"resnet18", 11172810, 41}};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         int err = -1;
@@ -293,14 +295,10 @@ static void test_resnet18_derivatives(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_param_counts),
-        cmocka_unit_test(test_tensor_names_and_shapes),
-        cmocka_unit_test(test_bad_models_rejected),
-        cmocka_unit_test(test_default_init),
-        cmocka_unit_test(test_mlp_derivatives),
-        cmocka_unit_test(test_cnn_derivatives),
-        cmocka_unit_test(test_resnet20_derivatives),
-        cmocka_unit_test(test_resnet18_derivatives),
+        cmocka_unit_test(test_param_counts),         cmocka_unit_test(test_tensor_names_and_shapes),
+        cmocka_unit_test(test_bad_models_rejected),  cmocka_unit_test(test_default_init),
+        cmocka_unit_test(test_mlp_derivatives),      cmocka_unit_test(test_cnn_derivatives),
+        cmocka_unit_test(test_resnet20_derivatives), cmocka_unit_test(test_resnet18_derivatives),
     };
     const char *filter = getenv("EB_TEST_FILTER"); /* run only matching tests, e.g. "*resnet*" */
     if (filter && *filter)

@@ -82,7 +82,9 @@ static double s_relerr_tensors(const nn_net_t *net, const double *a, const doubl
         free(d);
         double e = sqrt(num) / fmax(sqrt(den), 1e-12);
         if (s_verbose())
-            fprintf(stderr, "    %-24s rel err %.2e (%zu entries, %zu dropped) |fd| %.3e |hv| %.3e\n", ti->name, e, m, drop, sqrt(den), sqrt(an));
+            fprintf(stderr,
+                    "    %-24s rel err %.2e (%zu entries, %zu dropped) |fd| %.3e |hv| %.3e\n",
+                    ti->name, e, m, drop, sqrt(den), sqrt(an));
         worst = e > worst ? e : worst;
     }
     return worst;
@@ -131,8 +133,8 @@ static double s_loss(nn_net_t *net, const float *x, const int32_t *labels, int n
 }
 
 /* Gradient of the mean loss into g (param_count floats). */
-static void s_grad(nn_net_t *net, const float *x, const int32_t *labels, int n,
-                   enum nn_bn_mode bn, float *g)
+static void s_grad(nn_net_t *net, const float *x, const int32_t *labels, int n, enum nn_bn_mode bn,
+                   float *g)
 {
     nn_net_zero_grad(net);
     float l = nn_net_train_pass(net, x, labels, n, bn, NN_PASS_PARAM_GRAD, 1.0f, NULL, NULL);
@@ -244,8 +246,7 @@ double nn_net_check_param_grad(nn_net_t *net, const float *x, const int32_t *lab
             continue;
         double e = fabs(ta[t] - tb[t]) / fmax(fabs(ta[t]), 1e-2 * gmax);
         if (s_verbose())
-            fprintf(stderr, "  %-24s g.d %+.5e fd %+.5e rel err %.2e\n", ti->name, ta[t], tb[t],
-                    e);
+            fprintf(stderr, "  %-24s g.d %+.5e fd %+.5e rel err %.2e\n", ti->name, ta[t], tb[t], e);
         err = fmax(err, e);
     }
     free(ta);
@@ -321,8 +322,8 @@ double nn_net_check_input_grad(nn_net_t *net, const float *x, const int32_t *lab
         double c, e;
         s_input_fd(net, x, labels, n, bn, dx, idx, m, d, eps, &c, &e);
         if (s_verbose())
-            fprintf(stderr, "  input step %.2e: %zu coordinates %.2e, direction %.2e\n", eps, m,
-                    c, e);
+            fprintf(stderr, "  input step %.2e: %zu coordinates %.2e, direction %.2e\n", eps, m, c,
+                    e);
         ec = fmin(ec, c);
         ed = fmin(ed, e);
     }

@@ -131,6 +131,7 @@ static void test_bn_bad_args(void **state)
 {
     (void)state;
     assert_null(nn_bn_new(NULL));
+    assert_null(nn_bn_new(""));
     struct nn_check_cfg cfg = s_cfg(0, 2, 2, 1, 0, 5);
     assert_null(nn_check_rig_new(nn_bn_new("b"), &cfg));
 }

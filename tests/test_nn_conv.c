@@ -60,8 +60,8 @@ static void test_conv_k1(void **state)
     s_check(2, 3, 3, 2, 1, 1, 1, 1, 9); /* padded 1x1 goes through im2col */
 }
 
-/* Forward against a direct loop over NCHW semantics, on the CNHW layout, at n < max batch and with a
- * batch large enough to need several im2col chunks. */
+/* Forward against a direct loop over NCHW semantics, on the CNHW layout, at n < max batch and with
+ * a batch large enough to need several im2col chunks. */
 static void test_conv_forward_direct(void **state)
 {
     (void)state;
@@ -106,17 +106,104 @@ static void test_conv_forward_direct(void **state)
     assert_null(r);
 }
 
-/* A batch split into several chunks (per-image im2col block > chunk target / n). */
+/* Copy sample i of a CNHW batch of n (c planes of hw) into / out of a 1-sample batch. */
+static void s_take(const float *src, int n, int i, int c, int hw, float *dst)
+{
+    for (int ch = 0; ch < c; ch++)
+        memcpy(dst + (size_t)ch * hw, src + ((size_t)ch * n + i) * hw, sizeof(float) * hw);
+}
+
+static double s_maxdiff(const float *a, const float *b, size_t n)
+{
+    double m = 0.0;
+    for (size_t j = 0; j < n; j++)
+        m = fmax(m, fabs((double)a[j] - b[j]) / (1.0 + fabs(b[j])));
+    return m;
+}
+
+/* A batch processed in several im2col chunks (16 x 20 x 20 input, 3x3: 57600 floats per image, so
+ * chunks of 4 images and a batch of 10 gives 4 + 4 + 2) equals the same layer run image by image,
+ * in every pass: outputs and R-outputs per image, input gradients per image, parameter gradients
+ * and HVP summed over the images. */
 static void test_conv_chunked_batch(void **state)
 {
     (void)state;
-    s_check(16, 24, 24, 2, 3, 1, 1, 1, 12); /* 144 rows x 576 cols per image */
+    const int n = 10, in_c = 16, h = 20, w = 20, out_c = 5;
+    struct nn_check_cfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.n_in = 1;
+    cfg.in_shape[0] = (struct nn_shape){in_c, h, w};
+    cfg.batch = n;
+    cfg.seed = 21;
+    struct nn_check_rig *big = nn_check_rig_new(nn_conv_new("c", out_c, 3, 1, 1, 1), &cfg);
+    cfg.batch = 1;
+    struct nn_check_rig *one = nn_check_rig_new(nn_conv_new("c", out_c, 3, 1, 1, 1), &cfg);
+    assert_non_null(big);
+    assert_non_null(one);
+    const size_t nw = big->l->n_w, hw = (size_t)h * w, ohw = hw, nx = in_c * hw * n;
+    const size_t ny = out_c * ohw * n;
+    memcpy(one->w, big->w, nw * sizeof(float));
+    struct nn_rng rng;
+    nn_rng_seed(&rng, 99);
+    for (size_t j = 0; j < nw; j++)
+        big->v[j] = one->v[j] = nn_rng_normal(&rng);
+    for (size_t j = 0; j < nx; j++)
+        big->in[0].ry[j] = nn_rng_normal(&rng);
+    for (size_t j = 0; j < ny; j++) {
+        big->out.dy[j] = nn_rng_normal(&rng);
+        big->out.rdy[j] = nn_rng_normal(&rng);
+    }
+    /* Batched passes. */
+    memset(big->in[0].dy, 0, nx * sizeof(float));
+    memset(big->in[0].rdy, 0, nx * sizeof(float));
+    memset(big->g, 0, nw * sizeof(float));
+    memset(big->hv, 0, nw * sizeof(float));
+    big->l->ops->forward(big->l, &big->ctx);
+    big->l->ops->backward(big->l, &big->ctx);
+    big->l->ops->rforward(big->l, &big->ctx);
+    big->l->ops->rbackward(big->l, &big->ctx);
+    /* Image by image; gradients and HVP accumulate. */
+    memset(one->g, 0, nw * sizeof(float));
+    memset(one->hv, 0, nw * sizeof(float));
+    float *t = malloc(sizeof(float) * out_c * ohw);
+    assert_non_null(t);
+    double err = 0.0;
+    for (int i = 0; i < n; i++) {
+        s_take(big->in[0].y, n, i, in_c, hw, one->in[0].y);
+        s_take(big->in[0].ry, n, i, in_c, hw, one->in[0].ry);
+        s_take(big->out.dy, n, i, out_c, ohw, one->out.dy);
+        s_take(big->out.rdy, n, i, out_c, ohw, one->out.rdy);
+        memset(one->in[0].dy, 0, in_c * hw * sizeof(float));
+        memset(one->in[0].rdy, 0, in_c * hw * sizeof(float));
+        one->l->ops->forward(one->l, &one->ctx);
+        one->l->ops->backward(one->l, &one->ctx);
+        one->l->ops->rforward(one->l, &one->ctx);
+        one->l->ops->rbackward(one->l, &one->ctx);
+        s_take(big->out.y, n, i, out_c, ohw, t);
+        err = fmax(err, s_maxdiff(t, one->out.y, out_c * ohw));
+        s_take(big->out.ry, n, i, out_c, ohw, t);
+        err = fmax(err, s_maxdiff(t, one->out.ry, out_c * ohw));
+        float *u = malloc(sizeof(float) * in_c * hw);
+        assert_non_null(u);
+        s_take(big->in[0].dy, n, i, in_c, hw, u);
+        err = fmax(err, s_maxdiff(u, one->in[0].dy, in_c * hw));
+        s_take(big->in[0].rdy, n, i, in_c, hw, u);
+        err = fmax(err, s_maxdiff(u, one->in[0].rdy, in_c * hw));
+        free(u);
+    }
+    err = fmax(err, s_maxdiff(big->g, one->g, nw));
+    err = fmax(err, s_maxdiff(big->hv, one->hv, nw));
+    assert_true(err < 1e-4);
+    free(t);
+    nn_check_rig_destroy(&big);
+    nn_check_rig_destroy(&one);
 }
 
 static void test_conv_bad_args(void **state)
 {
     (void)state;
     assert_null(nn_conv_new("c", 0, 3, 1, 1, 0));
+    assert_null(nn_conv_new("", 4, 3, 1, 1, 0));
     assert_null(nn_conv_new("c", 4, 3, 0, 1, 0));
     assert_null(nn_conv_new("c", 4, 3, 1, -1, 0));
     struct nn_layer *l = nn_conv_new("c", 4, 5, 1, 0, 0);
@@ -132,8 +219,8 @@ static void test_conv_bad_args(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_conv_k3_s1_p1),     cmocka_unit_test(test_conv_k3_s2),
-        cmocka_unit_test(test_conv_k3_s1_p0),     cmocka_unit_test(test_conv_k1),
+        cmocka_unit_test(test_conv_k3_s1_p1),       cmocka_unit_test(test_conv_k3_s2),
+        cmocka_unit_test(test_conv_k3_s1_p0),       cmocka_unit_test(test_conv_k1),
         cmocka_unit_test(test_conv_forward_direct), cmocka_unit_test(test_conv_chunked_batch),
         cmocka_unit_test(test_conv_bad_args),
     };

@@ -310,8 +310,9 @@ static const struct nn_layer_ops s_bn_ops = {
 
 struct nn_layer *nn_bn_new(const char *name)
 {
-    if (!name || strlen(name) >= NN_NAME_MAX) {
-        nn_report(3, "batchnorm2d: invalid name");
+    if (!name || !*name || strlen(name) >= NN_NAME_MAX) {
+        nn_report(3, "batchnorm2d: invalid name (empty, missing or longer than %d)",
+                  NN_NAME_MAX - 1);
         return NULL;
     }
     struct nn_bn *b = calloc(1, sizeof *b);

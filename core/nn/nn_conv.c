@@ -10,8 +10,9 @@
  * The batch is processed in chunks of images whose im2col block fits in cache: the column matrix of
  * a whole batch is k*k times the activation (hundreds of MiB for a ResNet at batch 128), so it is
  * neither stored between passes nor built whole; each pass rebuilds the chunk it needs in ctx->work
- * (sized work_per_sample * max_batch by the net). The GEMM of a chunk writes its output columns in
- * place, since the columns of images i0..i1 of each CNHW output row are contiguous.
+ * (the net reserves work_per_sample * max_batch floats; the conv asks for one chunk's worth). The
+ * GEMM of a chunk writes its output columns in place, since the columns of images i0..i1 of each
+ * CNHW output row are contiguous.
  * A 1x1 stride-1 unpadded convolution needs no im2col: col(x) is x itself.
  */
 #include <math.h>
@@ -24,7 +25,9 @@
 
 /* Target size of one chunk's im2col block, in floats (1 MiB: stays in L2/L3 between im2col and
  * the GEMM that reads it). */
+#ifndef NN_CONV_CHUNK_FLOATS
 #define NN_CONV_CHUNK_FLOATS (256 * 1024)
+#endif
 /* Smallest im2col block (floats) worth a parallel region; below it threads cost more than they
  * save. */
 #define NN_CONV_PAR_MIN (32 * 1024)
@@ -63,8 +66,7 @@ static void s_valid_range(int kj, int s, int p, int iw, int ow, int *lo, int *hi
 /* col [rows x nb*P] (row stride nb*P) <- im2col of images i0..i0+nb-1 of the CNHW batch x of n. */
 static void s_im2col(const struct nn_conv *c, const float *x, int n, int i0, int nb, float *col)
 {
-    const int k = c->k, s = c->stride, p = c->pad, ih = c->ih, iw = c->iw, oh = c->oh,
-              ow = c->ow;
+    const int k = c->k, s = c->stride, p = c->pad, ih = c->ih, iw = c->iw, oh = c->oh, ow = c->ow;
     const size_t ncols = (size_t)nb * oh * ow;
     const size_t plane = (size_t)ih * iw;
 #pragma omp parallel for schedule(static) if (ncols * c->rows >= NN_CONV_PAR_MIN)
@@ -101,8 +103,7 @@ static void s_im2col(const struct nn_conv *c, const float *x, int n, int i0, int
  * channel, so no two threads add into the same element. */
 static void s_col2im(const struct nn_conv *c, const float *col, int n, int i0, int nb, float *dx)
 {
-    const int k = c->k, s = c->stride, p = c->pad, ih = c->ih, iw = c->iw, oh = c->oh,
-              ow = c->ow;
+    const int k = c->k, s = c->stride, p = c->pad, ih = c->ih, iw = c->iw, oh = c->oh, ow = c->ow;
     const size_t ncols = (size_t)nb * oh * ow;
     const size_t plane = (size_t)ih * iw;
 #pragma omp parallel for schedule(static) if (ncols * c->rows >= NN_CONV_PAR_MIN)
@@ -133,7 +134,7 @@ static void s_col2im(const struct nn_conv *c, const float *col, int n, int i0, i
     }
 }
 
-/* ---- chunk helpers ----------------------------------------------------------------------------- */
+/* ---- chunk helpers --------------------------------------------------------------------------- */
 
 /* Images per chunk for a pass of n samples. */
 static int s_chunk(const struct nn_conv *c, int n)
@@ -164,15 +165,14 @@ static const float *s_col(const struct nn_conv *c, const float *src, int n, int 
 
 /* dx (images i0..i0+nb-1) += col2im(W^T dY [+ V^T dY2]) for one chunk. dy, dy2 point at the chunk's
  * first column; their row stride is n*P. */
-static void s_input_grad(const struct nn_conv *c, const float *wt, const float *dy,
-                         const float *vt, const float *dy2, int n, int i0, int nb, float *work,
-                         float *dx)
+static void s_input_grad(const struct nn_conv *c, const float *wt, const float *dy, const float *vt,
+                         const float *dy2, int n, int i0, int nb, float *work, float *dx)
 {
     const int pp = c->oh * c->ow, ldy = n * pp;
     if (c->direct) {
         float *dst = dx + (size_t)i0 * pp;
-        nn_gemm(NN_TRANS, NN_NO_TRANS, c->rows, nb * pp, c->out_c, 1.0f, wt, c->rows, dy, ldy,
-                1.0f, dst, ldy);
+        nn_gemm(NN_TRANS, NN_NO_TRANS, c->rows, nb * pp, c->out_c, 1.0f, wt, c->rows, dy, ldy, 1.0f,
+                dst, ldy);
         if (vt)
             nn_gemm(NN_TRANS, NN_NO_TRANS, c->rows, nb * pp, c->out_c, 1.0f, vt, c->rows, dy2, ldy,
                     1.0f, dst, ldy);
@@ -193,6 +193,7 @@ static void s_bias_grad(const float *d, int out_c, size_t cols, float scale, flo
     for (int o = 0; o < out_c; o++) {
         const float *row = d + (size_t)o * cols;
         double acc = 0.0;
+#pragma omp simd reduction(+ : acc)
         for (size_t j = 0; j < cols; j++)
             acc += row[j];
         gb[o] += scale * (float)acc;
@@ -261,8 +262,10 @@ static int s_setup(struct nn_layer *l, int max_batch)
         l->decl[1].shape[0] = c->out_c;
         l->n_decl = 2;
     }
-    /* One chunk's im2col block never exceeds the whole batch's, so per-sample sizing suffices. */
-    l->work_per_sample = c->direct ? 0 : (size_t)c->rows * oh * ow;
+    /* Scratch for the largest chunk (passes of fewer samples use smaller chunks), expressed per
+     * sample as the contract wants: the net reserves work_per_sample * max_batch floats. */
+    const size_t chunk_floats = (size_t)s_chunk(c, max_batch) * c->rows * oh * ow;
+    l->work_per_sample = c->direct ? 0 : (chunk_floats + max_batch - 1) / max_batch;
     return NN_OK;
 }
 
@@ -278,8 +281,8 @@ static void s_forward(struct nn_layer *l, const struct nn_ctx *ctx)
         const int nb = n - i0 < nbmax ? n - i0 : nbmax;
         int ld;
         const float *col = s_col(c, x, n, i0, nb, work, &ld);
-        nn_gemm(NN_NO_TRANS, NN_NO_TRANS, c->out_c, nb * pp, c->rows, 1.0f, l->w, c->rows, col,
-                ld, 0.0f, y + (size_t)i0 * pp, n * pp);
+        nn_gemm(NN_NO_TRANS, NN_NO_TRANS, c->out_c, nb * pp, c->rows, 1.0f, l->w, c->rows, col, ld,
+                0.0f, y + (size_t)i0 * pp, n * pp);
     }
     if (c->has_bias)
         s_bias_add(y, l->w + (size_t)c->out_c * c->rows, c->out_c, (size_t)n * pp);
@@ -344,7 +347,8 @@ static void s_rforward(struct nn_layer *l, const struct nn_ctx *ctx)
 }
 
 /* R{dx} += col2im(W^T R{dY} + V^T dY);  R{dW} += R{dY} col(x)^T + dY col(Rx)^T;
- * R{db} += rowsum(R{dY}). V and R{dW} only in the block; col(Rx) only when the input is R-active. */
+ * R{db} += rowsum(R{dY}). V and R{dW} only in the block; col(Rx) only when the input is R-active.
+ */
 static void s_rbackward(struct nn_layer *l, const struct nn_ctx *ctx)
 {
     struct nn_conv *c = (struct nn_conv *)l;
@@ -360,8 +364,8 @@ static void s_rbackward(struct nn_layer *l, const struct nn_ctx *ctx)
         int ld;
         if (ib) {
             const float *col = s_col(c, l->in[0]->y, n, i0, nb, work, &ld);
-            nn_gemm(NN_NO_TRANS, NN_TRANS, c->out_c, c->rows, nb * pp, 1.0f, rdy + off, n * pp,
-                    col, ld, 1.0f, l->hv, c->rows);
+            nn_gemm(NN_NO_TRANS, NN_TRANS, c->out_c, c->rows, nb * pp, 1.0f, rdy + off, n * pp, col,
+                    ld, 1.0f, l->hv, c->rows);
             if (ra) {
                 col = s_col(c, l->in[0]->ry, n, i0, nb, work, &ld);
                 nn_gemm(NN_NO_TRANS, NN_TRANS, c->out_c, c->rows, nb * pp, 1.0f, dy + off, n * pp,
@@ -412,7 +416,8 @@ static const struct nn_layer_ops s_conv_ops = {
 
 struct nn_layer *nn_conv_new(const char *name, int out_c, int k, int stride, int pad, int bias)
 {
-    if (!name || strlen(name) >= NN_NAME_MAX || out_c < 1 || k < 1 || stride < 1 || pad < 0) {
+    if (!name || !*name || strlen(name) >= NN_NAME_MAX || out_c < 1 || k < 1 || stride < 1 ||
+        pad < 0) {
         nn_report(3, "conv2d %s: invalid arguments (out %d, k %d, stride %d, pad %d)",
                   name ? name : "(null)", out_c, k, stride, pad);
         return NULL;

@@ -4,8 +4,8 @@
  * Layers keep their tensors in host memory, so each call copies A, B (and C when beta != 0) to
  * device buffers owned here, runs cublasSgemm and copies C back. The buffers only grow (no
  * allocation once the largest shapes have been seen). cuBLAS is column-major: a row-major
- * C[m x n] is the column-major C^T[n x m], and C^T = op(B)^T op(A)^T, so the call swaps the operands
- * and m, n ("transpose trick") and keeps the leading dimensions.
+ * C[m x n] is the column-major C^T[n x m], and C^T = op(B)^T op(A)^T, so the call swaps the
+ * operands and m, n ("transpose trick") and keeps the leading dimensions.
  *
  * A CUDA or cuBLAS failure inside a multiply is reported through nn_report (naming the failed
  * expression) and the multiply is done on the CPU instead, so the result is always right.

@@ -35,8 +35,7 @@ static int s_setup(struct nn_layer *l, int max_batch)
     }
     const struct nn_shape *is = &l->in[0]->shape;
     if (is->c < 1 || is->h < p->k || is->w < p->k) {
-        nn_report(3, "maxpool2d: input %dx%dx%d smaller than window %d", is->c, is->h, is->w,
-                  p->k);
+        nn_report(3, "maxpool2d: input %dx%dx%d smaller than window %d", is->c, is->h, is->w, p->k);
         return NN_ERR_SHAPE;
     }
     if ((double)max_batch * nn_shape_numel(is) >= (double)INT_MAX) {

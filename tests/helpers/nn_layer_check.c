@@ -147,20 +147,20 @@ void nn_check_rig_destroy(struct nn_check_rig **self_p)
 
 /* State shared by the checks of one layer. */
 struct s_check {
-    struct nn_check_rig *r;  /* the rig */
+    struct nn_check_rig *r; /* the rig */
     const struct nn_check_cfg *cfg;
-    int n;                   /* batch of the passes */
-    int n_in;                /* inputs */
+    int n;                      /* batch of the passes */
+    int n_in;                   /* inputs */
     size_t nx[NN_LAYER_MAX_IN]; /* floats of each input for n samples */
-    size_t ny;               /* floats of the output for n samples */
-    size_t nw;               /* parameter floats */
+    size_t ny;                  /* floats of the output for n samples */
+    size_t nw;                  /* parameter floats */
     float *x0[NN_LAYER_MAX_IN]; /* base inputs */
-    float *w0;               /* base parameters */
-    float *c;                /* objective's linear coefficients (ny) */
-    float *yp, *ym;          /* outputs at +/- steps (ny) */
+    float *w0;                  /* base parameters */
+    float *c;                   /* objective's linear coefficients (ny) */
+    float *yp, *ym;             /* outputs at +/- steps (ny) */
     double eps, tol, sym_tol;
     int failures;
-    int verbose;             /* print every check */
+    int verbose; /* print every check */
 };
 
 static double s_norm(const float *a, size_t n)
@@ -189,8 +189,8 @@ static void s_report(struct s_check *k, const char *what, double err, double tol
     if (!ok)
         k->failures++;
     if (!ok || k->verbose)
-        printf("%s %s: %s: error %.3g (tolerance %.3g)\n", ok ? "ok  " : "FAIL",
-               k->r->l->ops->kind, what, err, tol);
+        printf("%s %s: %s: error %.3g (tolerance %.3g)\n", ok ? "ok  " : "FAIL", k->r->l->ops->kind,
+               what, err, tol);
 }
 
 /* Set inputs and parameters to base + t * (du, dv) (du[i] / dv may be NULL: no move). */
@@ -359,7 +359,8 @@ static void s_bind_dirs(struct s_check *k, int mode, float *const u[], const flo
 }
 
 /* HVP by the R-passes at the base point: R{dx} into hx[i] and R{dw} into hw (hw only in the block;
- * left as is otherwise). Returns the number of contract violations (hv changed outside the block). */
+ * left as is otherwise). Returns the number of contract violations (hv changed outside the block).
+ */
 static int s_hvp(struct s_check *k, int mode, float *const u[], const float *v, float *const hx[],
                  float *hw, struct nn_rng *rng)
 {
@@ -452,8 +453,8 @@ static void s_check_rpasses(struct s_check *k, struct nn_rng *rng)
         for (int i = 0; i < k->n_in; i++) {
             for (size_t j = 0; j < k->nx[i]; j++)
                 gp[i][j] = (float)(((double)gp[i][j] - gm[i][j]) / (2.0 * k->eps));
-            snprintf(what, sizeof what, "R{dL/dx[%d]} (%s) vs finite differences of gradients",
-                     i, s_mode_names[mode]);
+            snprintf(what, sizeof what, "R{dL/dx[%d]} (%s) vs finite differences of gradients", i,
+                     s_mode_names[mode]);
             s_report(k, what, s_relerr(hx[i], gp[i], k->nx[i]), k->tol);
         }
         if (ib) {

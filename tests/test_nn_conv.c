@@ -36,6 +36,8 @@ static void test_conv_k3_s1_p1(void **state)
     (void)state;
     s_check(3, 6, 5, 4, 3, 1, 1, 0, 1);
     s_check(3, 6, 5, 4, 3, 1, 1, 1, 2);
+    s_check(2, 1, 1, 3, 3, 1, 1, 1, 10); /* kernel rows and columns that see no input */
+    s_check(2, 2, 1, 3, 3, 1, 1, 0, 11);
 }
 
 static void test_conv_k3_s2(void **state)

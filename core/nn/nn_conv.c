@@ -63,6 +63,43 @@ static void s_valid_range(int kj, int s, int p, int iw, int ow, int *lo, int *hi
     *hi = h;
 }
 
+/* One im2col row (kernel offset ki, kj; valid output columns [lo, hi)) of nb images for a stride-1
+ * convolution whose output is as wide as its input (ow == iw, e.g. 3x3 with padding 1). Then output
+ * element d = oy*ow + ox reads input element d + (ki - p)*iw + (kj - p) of the same plane, so the
+ * valid rows of an image are one contiguous copy instead of one short copy per output row; the
+ * columns outside [lo, hi) that the copy filled from neighbouring input rows are zeroed after it.
+ * Writes exactly the values of the row-by-row loop. */
+static void s_im2col_same(float *dst, const float *src, int nb, int ih, int iw, int oh, int p,
+                          int ki, int kj, int lo, int hi)
+{
+    const size_t plane = (size_t)ih * iw, oplane = (size_t)oh * iw;
+    int oy0 = p - ki, oy1 = ih + p - ki; /* rows with 0 <= oy - p + ki < ih */
+    if (oy0 < 0)
+        oy0 = 0;
+    if (oy1 > oh)
+        oy1 = oh;
+    if (oy1 < oy0)
+        oy1 = oy0;
+    const ptrdiff_t shift = (ptrdiff_t)(ki - p) * iw + (kj - p);
+    for (int i = 0; i < nb; i++, src += plane, dst += oplane) {
+        if (oy1 == oy0 || hi <= lo) { /* nothing of the input under this kernel offset */
+            memset(dst, 0, sizeof(float) * oplane);
+            continue;
+        }
+        memset(dst, 0, sizeof(float) * (size_t)oy0 * iw);
+        memset(dst + (size_t)oy1 * iw, 0, sizeof(float) * (size_t)(oh - oy1) * iw);
+        const size_t d0 = (size_t)oy0 * iw + lo, d1 = (size_t)(oy1 - 1) * iw + hi;
+        memcpy(dst + d0, src + d0 + shift, sizeof(float) * (d1 - d0));
+        for (int oy = oy0; oy < oy1; oy++) {
+            float *row = dst + (size_t)oy * iw;
+            for (int ox = 0; ox < lo; ox++)
+                row[ox] = 0.0f;
+            for (int ox = hi; ox < iw; ox++)
+                row[ox] = 0.0f;
+        }
+    }
+}
+
 /* col [rows x nb*P] (row stride nb*P) <- im2col of images i0..i0+nb-1 of the CNHW batch x of n. */
 static void s_im2col(const struct nn_conv *c, const float *x, int n, int i0, int nb, float *col)
 {
@@ -76,6 +113,10 @@ static void s_im2col(const struct nn_conv *c, const float *x, int n, int i0, int
         s_valid_range(kj, s, p, iw, ow, &lo, &hi);
         float *dst = col + (size_t)r * ncols;
         const float *src = x + ((size_t)ch * n + i0) * plane;
+        if (s == 1 && ow == iw) {
+            s_im2col_same(dst, src, nb, ih, iw, oh, p, ki, kj, lo, hi);
+            continue;
+        }
         for (int i = 0; i < nb; i++, src += plane) {
             for (int oy = 0; oy < oh; oy++, dst += ow) {
                 const int iy = oy * s - p + ki;

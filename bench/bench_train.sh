@@ -74,7 +74,10 @@ for m in $models; do
         else
             record ours "$m" "$t" false
         fi
-        record torch "$m" "$t" env OMP_NUM_THREADS="$t" "$py" bench/bench_torch_train.py \
+        # torch.set_num_threads() does not reach the OpenBLAS that PyTorch's Linear layers call
+        # (Debian's pthread build): without OPENBLAS_NUM_THREADS it runs on every core.
+        record torch "$m" "$t" env OMP_NUM_THREADS="$t" OPENBLAS_NUM_THREADS="$t" \
+            "$py" bench/bench_torch_train.py \
             --model "$m" --batch "$b" --threads "$t" --steps "$steps"
     done
 done

@@ -140,9 +140,40 @@ static void s_im2col(const struct nn_conv *c, const float *x, int n, int i0, int
     }
 }
 
+/* One im2col row's contribution to dx for a stride-1 convolution with ow == iw (the layout of
+ * s_im2col_same): input element d + shift of an image plane receives col element d. The columns
+ * outside [lo, hi) of col are first set to zero in place, so the valid rows are one contiguous
+ * add; a neighbouring input element then receives +0, which leaves its value unchanged. */
+static void s_col2im_same(float *src, float *img, int nb, int ih, int iw, int oh, int p, int ki,
+                          int kj, int lo, int hi)
+{
+    const size_t plane = (size_t)ih * iw, oplane = (size_t)oh * iw;
+    int oy0 = p - ki, oy1 = ih + p - ki; /* rows with 0 <= oy - p + ki < ih */
+    if (oy0 < 0)
+        oy0 = 0;
+    if (oy1 > oh)
+        oy1 = oh;
+    if (oy1 <= oy0 || hi <= lo)
+        return;
+    const ptrdiff_t shift = (ptrdiff_t)(ki - p) * iw + (kj - p);
+    const size_t d0 = (size_t)oy0 * iw + lo, d1 = (size_t)(oy1 - 1) * iw + hi;
+    for (int i = 0; i < nb; i++, src += oplane, img += plane) {
+        for (int oy = oy0; oy < oy1; oy++) {
+            float *row = src + (size_t)oy * iw;
+            for (int ox = 0; ox < lo; ox++)
+                row[ox] = 0.0f;
+            for (int ox = hi; ox < iw; ox++)
+                row[ox] = 0.0f;
+        }
+        float *dst = img + shift;
+        for (size_t d = d0; d < d1; d++)
+            dst[d] += src[d];
+    }
+}
+
 /* dx (CNHW batch of n) += col2im of col [rows x nb*P] for images i0..i0+nb-1. One thread per input
- * channel, so no two threads add into the same element. */
-static void s_col2im(const struct nn_conv *c, const float *col, int n, int i0, int nb, float *dx)
+ * channel, so no two threads add into the same element. col is scratch: it may be overwritten. */
+static void s_col2im(const struct nn_conv *c, float *col, int n, int i0, int nb, float *dx)
 {
     const int k = c->k, s = c->stride, p = c->pad, ih = c->ih, iw = c->iw, oh = c->oh, ow = c->ow;
     const size_t ncols = (size_t)nb * oh * ow;
@@ -153,8 +184,12 @@ static void s_col2im(const struct nn_conv *c, const float *col, int n, int i0, i
             for (int kj = 0; kj < k; kj++) {
                 int lo, hi;
                 s_valid_range(kj, s, p, iw, ow, &lo, &hi);
-                const float *src = col + ((size_t)(ch * k + ki) * k + kj) * ncols;
+                float *src = col + ((size_t)(ch * k + ki) * k + kj) * ncols;
                 float *img = dx + ((size_t)ch * n + i0) * plane;
+                if (s == 1 && ow == iw) {
+                    s_col2im_same(src, img, nb, ih, iw, oh, p, ki, kj, lo, hi);
+                    continue;
+                }
                 for (int i = 0; i < nb; i++, img += plane) {
                     for (int oy = 0; oy < oh; oy++, src += ow) {
                         const int iy = oy * s - p + ki;

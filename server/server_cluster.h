@@ -34,6 +34,8 @@ struct server_cluster_cfg {
     uint32_t chunk_floats;          /* floats per frame (0: default) */
     enum rt_wire_checksum checksum; /* frame checksum */
     int io_threads;                 /* ZeroMQ I/O threads of the shared context (0: 1) */
+    void *zmq_ctx; /* context to use (borrowed; e.g. shared with an eigen service over inproc),
+                      or NULL: a context of the run's own */
 };
 
 /* Run the cluster to the end of the schedule. On success copies the final weights into

@@ -12,8 +12,10 @@ static const struct eb_cmd s_commands[] = {
     {"bench", eb_cmd_bench, "micro-benchmarks (train: training steps and HVPs of a zoo model)"},
     {"convert", eb_cmd_convert, "write an LMDB dataset from IDX, CIFAR or JPEG folders"},
     {"dbinfo", eb_cmd_dbinfo, "describe an LMDB dataset: count, shape, labels"},
+    {"eval", eb_cmd_eval, "test accuracy and loss of a weights file on an LMDB dataset"},
     {"launch", eb_cmd_launch, "run shards and workers as processes on this machine"},
     {"server", eb_cmd_server, "run one parameter-server shard (shard 0 coordinates)"},
+    {"train", eb_cmd_train, "train from a YAML configuration, every role in this process"},
     {"worker", eb_cmd_worker, "run one worker"},
     {NULL, NULL, NULL},
 };

@@ -234,6 +234,30 @@ static int s_from_config(const char *cmd, const rt_config_t *cfg, struct eb_opts
     return 0;
 }
 
+/* A flag that a configuration key also sets (--seed, --output-dir, --lr, ...) goes into the
+ * configuration too, so that the resolved configuration says what ran. Other arguments: 0. */
+static int s_flag_to_config(rt_config_t *cfg, const char *flag, const char *val)
+{
+    if (strncmp(flag, "--", 2))
+        return 0;
+    const struct s_optdef *d = NULL;
+    for (size_t k = 0; k < S_NDEFS; k++)
+        if (!strcmp(flag + 2, s_defs[k].name))
+            d = &s_defs[k];
+    if (!d || !d->key)
+        return 0;
+    char a[EB_RUN_MAX_LIST + 256];
+    if (!strcmp(d->key, "data.flip"))
+        snprintf(a, sizeof a, "%s=%s", d->key, strcmp(val, "0") ? "true" : "false");
+    else if (!strcmp(d->key, "cluster.weights") || !strcmp(d->key, "schedule.decay_epochs"))
+        snprintf(a, sizeof a, "%s=[%s]", d->key, val);
+    else if (d->kind == S_STR)
+        snprintf(a, sizeof a, "%s='%s'", d->key, val);
+    else
+        snprintf(a, sizeof a, "%s=%s", d->key, val);
+    return rt_config_set(cfg, a);
+}
+
 /* Load --config FILE and --set overrides (in order), validate, map onto o. */
 static int s_config(const char *cmd, int argc, char **argv, struct eb_opts *o, rt_config_t **out)
 {
@@ -255,6 +279,8 @@ static int s_config(const char *cmd, int argc, char **argv, struct eb_opts *o, r
     for (int i = 1; !rc && i + 1 < argc; i++)
         if (!strcmp(argv[i], "--set"))
             rc = rt_config_set(cfg, argv[++i]);
+    for (int i = 1; !rc && i + 1 < argc; i++)
+        rc = s_flag_to_config(cfg, argv[i], argv[i + 1]);
     if (!rc)
         rc = rt_config_validate(cfg, eb_run_schema, eb_run_schema_len);
     if (!rc && s_from_config(cmd, cfg, o))

@@ -8,8 +8,9 @@
  * EB_COORD, EB_CONNECT, ...: the option's name in upper case with '-' as '_', prefixed EB_), for
  * docker-compose and clusters; a flag wins over the environment.
  *
- * The model is the synthetic least-squares model (worker_synth) until the NN core and the loader
- * are wired in through struct worker_compute; shards do not need the model, only its sizes.
+ * Options, the configuration file and the zoo-model side of a worker are in eb_run. The model is
+ * the synthetic least-squares model (worker_synth) or a zoo model on an LMDB dataset (--model,
+ * --data); shards do not need the model, only its sizes.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -71,8 +72,8 @@ static const char s_server_usage[] =
     "                          [--rho R] [--warmup-epochs N] [--batch-max B]]\n"
     "Runs one parameter-server shard; shard 0 is also the coordinator and holds the schedule:\n"
     "with --method the BL/FB/GG/ABS schedule of server_sched, else a constant one for --steps.\n"
-    "Options may also come\n"
-    "from the environment (EB_SHARD, EB_BIND, ...).\n";
+    "Options may also come from the environment (EB_SHARD, EB_BIND, ...) or from a YAML\n"
+    "configuration (--config FILE, as for `eigenbatch train`).\n";
 
 static int s_server(const struct eb_opts *opts, const rt_config_t *cfg);
 
@@ -304,13 +305,16 @@ static int s_worker(const struct eb_opts *opts, const rt_config_t *cfg)
 /* ---- launch ---------------------------------------------------------------------------------- */
 
 static const char s_launch_usage[] =
-    "usage: eigenbatch launch [--transport ipc|tcp|inproc] [--port P] [--dir DIR] --shards S\n"
+    "usage: eigenbatch launch [--config FILE [--set key=value]...] [--output-dir DIR] [--seed N]\n"
+    "                         [--transport ipc|tcp|inproc] [--port P] [--dir DIR] --shards S\n"
     "                         --workers W [model, schedule and --out options as for server and\n"
     "                         worker]\n"
     "Runs S shard processes and W worker processes of this binary on this machine and waits for\n"
-    "them. tcp: shard i listens on 127.0.0.1:P+i (P = 0: free ports are picked); ipc: sockets\n"
-    "in DIR (default: a fresh temporary directory). --out goes to the first worker.\n"
-    "inproc: the same roles as threads of this process (the embedded mode).\n";
+    "them. The YAML configuration of `eigenbatch train` works here too (flags override it); its\n"
+    "values reach the servers and workers as flags. tcp: shard i listens on 127.0.0.1:P+i (P = 0:\n"
+    "free ports are picked); ipc: sockets in DIR (default: a fresh temporary directory); inproc:\n"
+    "the synthetic model as threads of this process (zoo models switch to ipc). --out and\n"
+    "--output-dir go to the first worker.\n";
 
 /* Spawn `eigenbatch ROLE args...`; returns the child's pid or -1. */
 static pid_t s_spawn(const char *self, char *const *args)
@@ -553,6 +557,8 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
     snprintf(a_gamma, sizeof a_gamma, "%.9g", o.gamma);
     snprintf(a_eps, sizeof a_eps, "%.9g", o.epsilon);
     snprintf(a_tau, sizeof a_tau, "%ld", o.tau);
+    char a_bbatch[32];
+    snprintf(a_bbatch, sizeof a_bbatch, "%ld", o.base_batch);
     pid_t *pids = calloc((size_t)(S + W), sizeof *pids);
     if (!pids)
         return 1;
@@ -569,7 +575,8 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
                           "--lr",      a_lr,        "--momentum",      a_mom,          "--weight-decay",
                           a_wd,        "--chunk",   a_chunk,           "--checksum",   (char *)o.checksum,
                           "--micro-batch", a_micro_s, "--lr-cap",      a_lrcap,        "--gamma",
-                          a_gamma,     "--epsilon", a_eps,             "--tau",        a_tau};
+                          a_gamma,     "--epsilon", a_eps,             "--tau",        a_tau,
+                          "--base-batch", a_bbatch};
         for (size_t j = 0; j < sizeof common / sizeof common[0]; j++)
             args[k++] = common[j];
         if (o.method) {

@@ -101,7 +101,7 @@ static int s_eig_cfg(const struct eb_opts *o, const rt_config_t *cfg, void *ctx,
     ec->abs.kappa = (int32_t)kappa;
     ec->abs.batch0 = o->batch;
     ec->abs.batch_max = o->batch_max > o->batch ? o->batch_max : o->batch;
-    ec->abs.lr0 = o->lr;
+    ec->abs.lr0 = o->base_batch > 0 ? o->lr * (double)o->batch / (double)o->base_batch : o->lr;
     ec->abs.lr_cap = o->lr_cap;
     ec->abs.gamma0 = o->gamma;
     ec->abs.omega = omega;

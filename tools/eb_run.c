@@ -43,7 +43,8 @@ const struct rt_config_key eb_run_schema[] = {
     {"cluster.timeout_ms", RT_CFG_INT, "0", "worker gives up after this much silence (0: 60 s)"},
     {"schedule.method", RT_CFG_STR, "BL", "BL, FB, GG, ABS or ABSA"},
     {"schedule.batch", RT_CFG_INT, "128", "initial global batch B"},
-    {"schedule.lr", RT_CFG_FLOAT, "0.1", "learning rate at the initial batch"},
+    {"schedule.base_batch", RT_CFG_INT, NULL, "batch at which lr is given (null: batch)"},
+    {"schedule.lr", RT_CFG_FLOAT, "0.1", "learning rate at base_batch"},
     {"schedule.momentum", RT_CFG_FLOAT, "0.9", "SGD momentum"},
     {"schedule.weight_decay", RT_CFG_FLOAT, "5e-4", "SGD weight decay"},
     {"schedule.epochs", RT_CFG_INT, "1", "epochs"},
@@ -97,6 +98,7 @@ static const struct s_optdef s_defs[] = {
     S_O("params", S_INT, params, NULL),
     S_O("buffers", S_INT, buffers, NULL),
     S_O("batch", S_INT, batch, "schedule.batch"),
+    S_O("base-batch", S_INT, base_batch, "schedule.base_batch"),
     S_O("steps", S_INT, steps, NULL),
     S_O("samples", S_INT, samples, NULL),
     S_O("seed", S_INT, seed, "train.seed"),
@@ -358,6 +360,8 @@ int eb_opts_check(const char *cmd, struct eb_opts *o)
         bad = "--buffers must be in 0..params";
     else if (o->batch < 1 || o->batch > UINT32_MAX)
         bad = "--batch (schedule.batch) must be positive";
+    else if (o->base_batch < 0 || o->base_batch > UINT32_MAX)
+        bad = "--base-batch (schedule.base_batch) must be positive";
     else if (o->steps < 0 || o->samples < 1)
         bad = "--steps must be >= 0 and --samples positive";
     else if (o->timeout_ms < 0 || o->timeout_ms > INT_MAX)
@@ -411,7 +415,7 @@ int eb_opts_schedule(const struct eb_opts *o, struct server_coord_sched *out,
     struct server_sched_config c;
     server_sched_config_default(&c, m, o->samples, (int32_t)o->epochs);
     c.batch = o->batch;
-    c.base_batch = o->batch;
+    c.base_batch = o->base_batch > 0 ? o->base_batch : o->batch;
     if (o->batch_max > 0)
         c.batch_max = o->batch_max;
     if (c.batch_max < c.batch)

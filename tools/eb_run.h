@@ -36,6 +36,7 @@ struct eb_opts {
     long params;            /* --params: flat parameter count of the model */
     long buffers;           /* --buffers: flat buffer count */
     long batch;             /* --batch: global batch */
+    long base_batch;        /* --base-batch: batch at which --lr is given (0: --batch) */
     long steps;             /* --steps (no --method: constant schedule) */
     long samples;           /* --samples: training-set size (epoch length) */
     long seed;              /* --seed */

@@ -125,12 +125,13 @@ static void test_config_errors(void **state)
 /* Check every line of metrics.jsonl: valid JSON, known events with their keys. */
 static void s_check_metrics(const char *path, int *n_step, int *n_epoch)
 {
-    static const char *const step_keys[] = {"time",  "epoch", "step",         "loss",
-                                            "batch_size", "lr", "gamma", "images_per_s",
-                                            "elapsed", "train_accuracy", NULL};
+    static const char *const step_keys[] = {
+        "time",  "epoch",        "step",    "loss",           "batch_size", "lr",
+        "gamma", "images_per_s", "elapsed", "train_accuracy", NULL};
     static const char *const epoch_keys[] = {
-        "time",       "epoch", "step",  "loss",         "train_accuracy", "test_accuracy",
-        "test_loss", "batch_size", "lr", "gamma", "images_per_s", "elapsed", NULL};
+        "time",          "epoch",     "step",       "loss", "train_accuracy",
+        "test_accuracy", "test_loss", "batch_size", "lr",   "gamma",
+        "images_per_s",  "elapsed",   NULL};
     FILE *f = fopen(path, "r");
     assert_non_null(f);
     char line[8192];

@@ -466,9 +466,11 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
             o.transport = "ipc";
         }
         if (eb_opts_needs_eigensvc(&o)) {
-            fprintf(stderr, "eigenbatch launch: method %s needs the eigen service, which "
-                            "`launch` cannot start as a process in this build; use "
-                            "`eigenbatch train`\n", o.method);
+            fprintf(stderr,
+                    "eigenbatch launch: method %s needs the eigen service, which "
+                    "`launch` cannot start as a process in this build; use "
+                    "`eigenbatch train`\n",
+                    o.method);
             return 2;
         }
     }
@@ -568,15 +570,48 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
         snprintf(a_shard, sizeof a_shard, "%d", i);
         char *args[S_MAX_ARGS];
         int k = 0;
-        char *common[] = {self,        "server",    "--shard",         a_shard,        "--shards",
-                          a_shards,    "--workers", a_workers,         "--bind",       eps[i],
-                          "--params",  a_params,    "--buffers",       a_buffers,      "--batch",
-                          a_batch,     "--steps",   a_steps,           "--samples",    a_samples,
-                          "--lr",      a_lr,        "--momentum",      a_mom,          "--weight-decay",
-                          a_wd,        "--chunk",   a_chunk,           "--checksum",   (char *)o.checksum,
-                          "--micro-batch", a_micro_s, "--lr-cap",      a_lrcap,        "--gamma",
-                          a_gamma,     "--epsilon", a_eps,             "--tau",        a_tau,
-                          "--base-batch", a_bbatch};
+        char *common[] = {self,
+                          "server",
+                          "--shard",
+                          a_shard,
+                          "--shards",
+                          a_shards,
+                          "--workers",
+                          a_workers,
+                          "--bind",
+                          eps[i],
+                          "--params",
+                          a_params,
+                          "--buffers",
+                          a_buffers,
+                          "--batch",
+                          a_batch,
+                          "--steps",
+                          a_steps,
+                          "--samples",
+                          a_samples,
+                          "--lr",
+                          a_lr,
+                          "--momentum",
+                          a_mom,
+                          "--weight-decay",
+                          a_wd,
+                          "--chunk",
+                          a_chunk,
+                          "--checksum",
+                          (char *)o.checksum,
+                          "--micro-batch",
+                          a_micro_s,
+                          "--lr-cap",
+                          a_lrcap,
+                          "--gamma",
+                          a_gamma,
+                          "--epsilon",
+                          a_eps,
+                          "--tau",
+                          a_tau,
+                          "--base-batch",
+                          a_bbatch};
         for (size_t j = 0; j < sizeof common / sizeof common[0]; j++)
             args[k++] = common[j];
         if (o.method) {
@@ -621,12 +656,18 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
             snprintf(a_log, sizeof a_log, "%ld", o.log_every);
             snprintf(a_eval, sizeof a_eval, "%ld", o.eval_every);
             snprintf(a_prog, sizeof a_prog, "%.9g", o.progress_s);
-            char *zoo[] = {"--data",           (char *)o.data, "--classes",   a_classes,
-                           "--micro-batch",    a_micro,        "--threads",   a_threads,
-                           "--loader-threads", a_lthreads,     "--crop-pad",  a_pad,
-                           "--flip",           a_flip,         "--log-every", a_log,
-                           "--eval-every",     a_eval,         "--epsilon",   a_eps,
-                           "--epochs",         a_epochs,       "--progress-s", a_prog,
+            char *zoo[] = {"--data",           (char *)o.data,
+                           "--classes",        a_classes,
+                           "--micro-batch",    a_micro,
+                           "--threads",        a_threads,
+                           "--loader-threads", a_lthreads,
+                           "--crop-pad",       a_pad,
+                           "--flip",           a_flip,
+                           "--log-every",      a_log,
+                           "--eval-every",     a_eval,
+                           "--epsilon",        a_eps,
+                           "--epochs",         a_epochs,
+                           "--progress-s",     a_prog,
                            "--lead",           i == 0 ? "1" : "0"};
             for (size_t j = 0; j < sizeof zoo / sizeof zoo[0]; j++)
                 args[k++] = zoo[j];

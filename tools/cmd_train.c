@@ -11,7 +11,6 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,14 +39,6 @@ static const char s_train_usage[] =
     "(over inproc:// by default), the eigen service as a thread for ABS/ABSA. Writes\n"
     "DIR/config.yaml, DIR/metrics.jsonl and DIR/weights.safetensors. Any flag of `eigenbatch\n"
     "launch` may follow the configuration and overrides it. Keys: configs/*.yaml, README.md.\n";
-
-static atomic_int s_stop;
-
-static void s_on_signal(int sig)
-{
-    (void)sig;
-    atomic_store(&s_stop, 1);
-}
 
 #ifdef EB_HAVE_EIGENSVC
 /* The eigen service thread. */
@@ -142,8 +133,10 @@ static int s_train_run(const struct eb_opts *o, const rt_config_t *cfg,
         return server_cluster_run(cc, NULL, NULL, NULL);
 #ifdef EB_HAVE_EIGENSVC
     if (strcmp(cc->transport, "inproc") && strcmp(cc->transport, "ipc"))
-        return rt_err_set(RT_ERR_CONFIG, "cluster.transport: %s with the eigen service: use "
-                          "inproc or ipc", cc->transport);
+        return rt_err_set(RT_ERR_CONFIG,
+                          "cluster.transport: %s with the eigen service: use "
+                          "inproc or ipc",
+                          cc->transport);
     int S = cc->n_shards, rc;
     char(*eps)[RT_SOCK_ENDPOINT_MAX] = calloc((size_t)S, sizeof *eps);
     const char **ep = calloc((size_t)S, sizeof *ep);
@@ -278,9 +271,9 @@ static int s_train(struct eb_opts *o, const rt_config_t *cfg)
         if (nns[i].rc)
             rc = rt_err_set(nns[i].rc, "worker %d: %s", i, rt_err_msg());
     if (!rc) {
-        json_t *j = json_pack("{s:s, s:f, s:f}", "output_dir", o->output_dir ? o->output_dir : "",
-                              "seconds", rt_progress_now() - t0, "eval_seconds",
-                              nns[0].eval_seconds);
+        json_t *j =
+            json_pack("{s:s, s:f, s:f}", "output_dir", o->output_dir ? o->output_dir : "",
+                      "seconds", rt_progress_now() - t0, "eval_seconds", nns[0].eval_seconds);
         if (j && isfinite(nns[0].test_accuracy)) {
             json_object_set_new(j, "test_accuracy", json_real(nns[0].test_accuracy));
             json_object_set_new(j, "test_loss", json_real(nns[0].test_loss));
@@ -320,11 +313,6 @@ int eb_cmd_train(int argc, char **argv)
     else if (!strcmp(o.model, "synth"))
         fprintf(stderr, "eigenbatch train: model.name must be a zoo model\n");
     else if (!eb_opts_check("train", &o)) {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = s_on_signal;
-        sigaction(SIGINT, &sa, NULL);
-        sigaction(SIGTERM, &sa, NULL);
         rc = s_train(&o, cfg);
         if (rc)
             fprintf(stderr, "eigenbatch train: %s\n", rt_err_msg());
@@ -378,8 +366,7 @@ int eb_cmd_eval(int argc, char **argv)
             return 2;
         }
     }
-    if (!model || !weights || !data || classes < 2 || batch < 1 || batch > INT_MAX ||
-        threads < 1) {
+    if (!model || !weights || !data || classes < 2 || batch < 1 || batch > INT_MAX || threads < 1) {
         fprintf(stderr, "eigenbatch eval: --model, --weights and --data are required; "
                         "--classes >= 2, --batch and --threads >= 1\n");
         return 2;
@@ -399,8 +386,8 @@ int eb_cmd_eval(int argc, char **argv)
     nn_set_threads((int)threads);
     net = nn_zoo_new(model, c, h, w, (int)classes, (int)batch, &rc);
     if (!net) {
-        rc = rt_err_set(rc ? rc : RT_ERR_CONFIG, "model '%s' for %dx%dx%d inputs: %s", model, c,
-                        h, w, rt_err_msg());
+        rc = rt_err_set(rc ? rc : RT_ERR_CONFIG, "model '%s' for %dx%dx%d inputs: %s", model, c, h,
+                        w, rt_err_msg());
         goto out;
     }
     if ((rc = eb_weights_load(net, weights)))

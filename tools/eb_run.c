@@ -562,8 +562,9 @@ int eb_run_nn_open(const struct eb_opts *o, struct eb_run_nn *n, int compute, in
         int tc, th, tw;
         rt_loader_shape(n->test, &tc, &th, &tw);
         if (tc != c || th != h || tw != w)
-            return rt_err_set(RT_ERR_SHAPE, "test set %s has %dx%dx%d samples, training set %dx%dx%d",
-                              o->test, tc, th, tw, c, h, w);
+            return rt_err_set(RT_ERR_SHAPE,
+                              "test set %s has %dx%dx%d samples, training set %dx%dx%d", o->test,
+                              tc, th, tw, c, h, w);
         n->test_x = malloc((size_t)o->micro * (size_t)(c * h * w) * sizeof(float));
         n->test_y = malloc((size_t)o->micro * sizeof(int32_t));
         if (!n->test_x || !n->test_y)
@@ -577,7 +578,8 @@ int eb_run_nn_open(const struct eb_opts *o, struct eb_run_nn *n, int compute, in
         if ((rc = rt_metrics_open(path, 0, &n->metrics)))
             return rc;
     }
-    long long total = o->method ? (long long)o->epochs * (long long)rt_loader_count(n->loader) : (long long)o->steps * o->batch;
+    long long total = o->method ? (long long)o->epochs * (long long)rt_loader_count(n->loader)
+                                : (long long)o->steps * o->batch;
     n->progress = rt_progress_new("train", total, o->progress_s, NULL);
     if (!n->progress)
         return rt_err_set(RT_ERR_NOMEM, "progress");
@@ -676,8 +678,8 @@ static void s_epoch_event(struct eb_run_nn *n, int final)
         if (rt_metrics_end(n->metrics) && !n->rc)
             n->rc = RT_ERR_IO;
     }
-    RT_INFO("train", "epoch %lld done: loss %.4f, train accuracy %.4f, %.0f images/s",
-            (long long)e, train_loss, train_acc, secs > 0 ? n->epoch_samples / secs : 0.0);
+    RT_INFO("train", "epoch %lld done: loss %.4f, train accuracy %.4f, %.0f images/s", (long long)e,
+            train_loss, train_acc, secs > 0 ? n->epoch_samples / secs : 0.0);
 }
 
 static void s_nn_step_done(void *user, const struct worker_step *st, uint32_t samples, float loss)

@@ -121,6 +121,7 @@ static int s_eig_cfg(const struct eb_opts *o, const rt_config_t *cfg, void *ctx,
     ec->sync = !strcmp(decisions, "sync");
     ec->metrics = metrics;
     ec->timeout_ms = (int)o->timeout_ms;
+    ec->epochs = (int)o->epochs;
     return RT_OK;
 }
 #endif
@@ -170,7 +171,8 @@ out:
     if (started) {
         atomic_store(&job.stop, 1);
         pthread_join(th, NULL);
-        if (!rc && job.rc)
+        /* stopped by us once training ended: not an error */
+        if (!rc && job.rc && job.rc != RT_ERR_INTERRUPTED)
             rc = rt_err_set(job.rc, "eigen service: %s", job.err);
     }
     eigensvc_destroy(&job.svc);

@@ -166,6 +166,7 @@ static int s_train_run(const struct eb_opts *o, const rt_config_t *cfg,
     }
     started = 1;
     cc->zmq_ctx = ctx;
+    cc->sync = ec.sync; /* the coordinator holds each epoch start for its decision */
     rc = server_cluster_run(cc, NULL, NULL, NULL);
 out:
     if (started) {

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -516,6 +517,10 @@ int eb_run_output_dir(const char *dir)
     return RT_OK;
 }
 
+static int s_eval_new(const struct eb_opts *o, struct eb_run_nn *n, int c, int h, int w);
+static void s_eval_destroy(struct eb_run_nn *n);
+static void s_epoch_end(struct eb_run_nn *n, const float *params, const float *buffers, int final);
+
 int eb_run_nn_open(const struct eb_opts *o, struct eb_run_nn *n, int compute, int lead)
 {
     memset(n, 0, sizeof *n);
@@ -550,26 +555,8 @@ int eb_run_nn_open(const struct eb_opts *o, struct eb_run_nn *n, int compute, in
         return rc;
     if (!lead)
         return RT_OK;
-    if (o->test) {
-        struct rt_loader_opts to;
-        rt_loader_opts_default(&to);
-        to.threads = 0;
-        to.max_batch = (size_t)o->micro;
-        to.out_height = h;
-        to.out_width = w;
-        if ((rc = rt_loader_new(o->test, &to, &n->test)))
-            return rt_err_set(rc, "test set: %s", rt_err_msg());
-        int tc, th, tw;
-        rt_loader_shape(n->test, &tc, &th, &tw);
-        if (tc != c || th != h || tw != w)
-            return rt_err_set(RT_ERR_SHAPE,
-                              "test set %s has %dx%dx%d samples, training set %dx%dx%d", o->test,
-                              tc, th, tw, c, h, w);
-        n->test_x = malloc((size_t)o->micro * (size_t)(c * h * w) * sizeof(float));
-        n->test_y = malloc((size_t)o->micro * sizeof(int32_t));
-        if (!n->test_x || !n->test_y)
-            return rt_err_set(RT_ERR_NOMEM, "test batch");
-    }
+    if (o->test && (rc = s_eval_new(o, n, c, h, w)))
+        return rc;
     if (o->output_dir) {
         char path[S_MAX_PATH];
         if ((rc = eb_run_output_dir(o->output_dir)))
@@ -591,11 +578,7 @@ void eb_run_nn_close(struct eb_run_nn *n)
     worker_nn_destroy(&n->nn);
     nn_net_destroy(&n->net);
     rt_loader_destroy(&n->loader);
-    rt_loader_destroy(&n->test);
-    free(n->test_x);
-    free(n->test_y);
-    n->test_x = NULL;
-    n->test_y = NULL;
+    s_eval_destroy(n);
     rt_metrics_close(&n->metrics);
     rt_progress_destroy(&n->progress);
 }
@@ -633,53 +616,213 @@ static int s_nn_step(void *user, const struct worker_step *st, const float *para
                      float *buffers, uint32_t *samples, float *loss)
 {
     struct eb_run_nn *n = user;
+    if (n->progress && n->epoch >= 0 && (int64_t)st->epoch != n->epoch) {
+        /* the weights and running statistics of this step are the last epoch's final ones */
+        s_epoch_end(n, params, buffers, 0);
+        n->epoch = (int64_t)st->epoch;
+    }
     struct worker_compute c = worker_nn_compute(n->nn);
     return c.compute(c.user, st, params, grads, buffers, samples, loss);
 }
 
-/* Worker 0: the epoch event of the epoch that just ended (the net holds its final weights). */
-static void s_epoch_event(struct eb_run_nn *n, int final)
+/* What an epoch event says besides the test results. */
+struct s_epoch {
+    int64_t epoch;         /* the epoch that ended */
+    uint64_t steps;        /* steps done by its end */
+    double loss;           /* worker 0's mean training loss over the epoch */
+    double train_accuracy; /* ... and accuracy */
+    uint32_t batch;        /* B, lr and gamma of its last step */
+    float lr;
+    float gamma;
+    double images_per_s; /* global samples of the epoch per second */
+    double elapsed;      /* seconds since the first step */
+    int evaluate;        /* 1: evaluate the test set */
+};
+
+/* The evaluation thread of worker 0: a second net, the test set, one pending epoch. */
+struct eb_run_eval {
+    struct eb_run_nn *owner; /* the worker state (metrics, results) */
+    nn_net_t *net;           /* the evaluated weights (a copy) */
+    rt_loader_t *test;       /* the test set */
+    float *x;                /* one evaluation micro-batch of inputs */
+    int32_t *y;              /* its labels */
+    pthread_t thread;        /* the thread */
+    int started;             /* 1 once the thread runs */
+    pthread_mutex_t mu;      /* guards the fields below and owner's results */
+    pthread_cond_t cv;       /* signals a new job, a finished job and quit */
+    int pending;             /* 1: ep holds a job not yet done */
+    int quit;                /* 1: the thread ends once nothing is pending */
+    struct s_epoch ep;       /* the job */
+};
+
+/* Write the epoch event; acc/tl NaN when not evaluated. */
+static void s_epoch_write(struct eb_run_nn *n, const struct s_epoch *ep, double acc, double tl,
+                          double eval_s)
 {
-    const struct eb_opts *o = n->o;
-    double now = rt_progress_now();
-    double acc = NAN, tl = NAN;
-    uint64_t tn = 0;
-    int64_t e = n->epoch;
-    int eval = n->test && (final || (o->eval_every > 0 && (e + 1) % o->eval_every == 0));
-    if (eval) {
-        double t = rt_progress_now();
-        int rc = eb_run_evaluate(n->net, n->test, n->test_x, n->test_y, &acc, &tl, &tn);
+    if (!n->metrics)
+        return;
+    rt_metrics_begin(n->metrics, "epoch");
+    rt_metrics_int(n->metrics, "epoch", ep->epoch);
+    rt_metrics_int(n->metrics, "step", (long long)ep->steps);
+    rt_metrics_num(n->metrics, "loss", ep->loss);
+    rt_metrics_num(n->metrics, "train_accuracy", ep->train_accuracy);
+    rt_metrics_num(n->metrics, "test_accuracy", acc);
+    rt_metrics_num(n->metrics, "test_loss", tl);
+    rt_metrics_int(n->metrics, "batch_size", ep->batch);
+    rt_metrics_num(n->metrics, "lr", ep->lr);
+    rt_metrics_num(n->metrics, "gamma", ep->gamma);
+    rt_metrics_num(n->metrics, "images_per_s", ep->images_per_s);
+    rt_metrics_num(n->metrics, "elapsed", ep->elapsed);
+    rt_metrics_num(n->metrics, "eval_seconds", eval_s);
+    if (rt_metrics_end(n->metrics) && !n->rc)
+        n->rc = RT_ERR_IO;
+}
+
+static void *s_eval_main(void *arg)
+{
+    struct eb_run_eval *ev = arg;
+    struct eb_run_nn *n = ev->owner;
+    pthread_mutex_lock(&ev->mu);
+    for (;;) {
+        while (!ev->pending && !ev->quit)
+            pthread_cond_wait(&ev->cv, &ev->mu);
+        if (!ev->pending)
+            break;
+        struct s_epoch ep = ev->ep;
+        pthread_mutex_unlock(&ev->mu);
+        double acc = NAN, tl = NAN, t = rt_progress_now();
+        uint64_t tn = 0;
+        int rc = eb_run_evaluate(ev->net, ev->test, ev->x, ev->y, &acc, &tl, &tn);
+        double dt = rt_progress_now() - t;
+        if (rc)
+            RT_ERROR("train", "epoch %lld: test evaluation: %s", (long long)ep.epoch, rt_err_msg());
+        else
+            RT_INFO("train", "epoch %lld: test accuracy %.4f, loss %.4f (%llu samples, %.2f s)",
+                    (long long)ep.epoch, acc, tl, (unsigned long long)tn, dt);
+        pthread_mutex_lock(&ev->mu);
         if (rc && !n->rc)
             n->rc = rc;
-        double dt = rt_progress_now() - t;
         n->test_accuracy = acc;
         n->test_loss = tl;
         n->eval_seconds += dt;
-        RT_INFO("train", "epoch %lld: test accuracy %.4f, loss %.4f (%llu samples, %.2f s)",
-                (long long)e, acc, tl, (unsigned long long)tn, dt);
+        s_epoch_write(n, &ep, acc, tl, dt);
+        ev->pending = 0;
+        pthread_cond_broadcast(&ev->cv);
     }
-    double secs = now - n->epoch_t0;
-    double train_acc = n->share_samples ? (double)n->share_correct / n->share_samples : NAN;
-    double train_loss = n->share_samples ? n->share_loss / n->share_samples : NAN;
-    if (n->metrics) {
-        rt_metrics_begin(n->metrics, "epoch");
-        rt_metrics_int(n->metrics, "epoch", e);
-        rt_metrics_int(n->metrics, "step", (long long)n->last.step + 1);
-        rt_metrics_num(n->metrics, "loss", train_loss);
-        rt_metrics_num(n->metrics, "train_accuracy", train_acc);
-        rt_metrics_num(n->metrics, "test_accuracy", acc);
-        rt_metrics_num(n->metrics, "test_loss", tl);
-        rt_metrics_int(n->metrics, "batch_size", n->last.batch);
-        rt_metrics_num(n->metrics, "lr", n->last.lr);
-        rt_metrics_num(n->metrics, "gamma", n->last.gamma);
-        rt_metrics_num(n->metrics, "images_per_s", secs > 0 ? n->epoch_samples / secs : NAN);
-        rt_metrics_num(n->metrics, "elapsed", now - n->t0);
-        rt_metrics_num(n->metrics, "eval_seconds", n->eval_seconds);
-        if (rt_metrics_end(n->metrics) && !n->rc)
-            n->rc = RT_ERR_IO;
+    pthread_mutex_unlock(&ev->mu);
+    return NULL;
+}
+
+/* Wait until the evaluation thread has nothing pending. */
+static void s_eval_wait(struct eb_run_eval *ev)
+{
+    pthread_mutex_lock(&ev->mu);
+    while (ev->pending)
+        pthread_cond_wait(&ev->cv, &ev->mu);
+    pthread_mutex_unlock(&ev->mu);
+}
+
+static int s_eval_new(const struct eb_opts *o, struct eb_run_nn *n, int c, int h, int w)
+{
+    struct eb_run_eval *ev = calloc(1, sizeof *ev);
+    if (!ev)
+        return rt_err_set(RT_ERR_NOMEM, "evaluation");
+    n->ev = ev;
+    ev->owner = n;
+    pthread_mutex_init(&ev->mu, NULL);
+    pthread_cond_init(&ev->cv, NULL);
+    struct rt_loader_opts to;
+    rt_loader_opts_default(&to);
+    to.threads = 0;
+    to.max_batch = (size_t)o->micro;
+    to.out_height = h;
+    to.out_width = w;
+    int rc = rt_loader_new(o->test, &to, &ev->test);
+    if (rc)
+        return rt_err_set(rc, "test set: %s", rt_err_msg());
+    int tc, th, tw;
+    rt_loader_shape(ev->test, &tc, &th, &tw);
+    if (tc != c || th != h || tw != w)
+        return rt_err_set(RT_ERR_SHAPE, "test set %s has %dx%dx%d samples, training set %dx%dx%d",
+                          o->test, tc, th, tw, c, h, w);
+    ev->net = nn_zoo_new(o->model, c, h, w, (int)o->classes, (int)o->micro, &rc);
+    ev->x = malloc((size_t)o->micro * (size_t)(c * h * w) * sizeof(float));
+    ev->y = malloc((size_t)o->micro * sizeof(int32_t));
+    if (!ev->net || !ev->x || !ev->y)
+        return rt_err_set(RT_ERR_NOMEM, "evaluation net");
+    if (pthread_create(&ev->thread, NULL, s_eval_main, ev))
+        return rt_err_set(RT_ERR_NOMEM, "cannot start the evaluation thread");
+    ev->started = 1;
+    return RT_OK;
+}
+
+static void s_eval_destroy(struct eb_run_nn *n)
+{
+    struct eb_run_eval *ev = n->ev;
+    if (!ev)
+        return;
+    if (ev->started) {
+        pthread_mutex_lock(&ev->mu);
+        ev->quit = 1;
+        pthread_cond_broadcast(&ev->cv);
+        pthread_mutex_unlock(&ev->mu);
+        pthread_join(ev->thread, NULL);
     }
-    RT_INFO("train", "epoch %lld done: loss %.4f, train accuracy %.4f, %.0f images/s", (long long)e,
-            train_loss, train_acc, secs > 0 ? n->epoch_samples / secs : 0.0);
+    nn_net_destroy(&ev->net);
+    rt_loader_destroy(&ev->test);
+    free(ev->x);
+    free(ev->y);
+    pthread_mutex_destroy(&ev->mu);
+    pthread_cond_destroy(&ev->cv);
+    free(ev);
+    n->ev = NULL;
+}
+
+/* Worker 0 at the end of epoch n->epoch, with its final weights: hand the evaluation (when due)
+ * and the event to the evaluation thread, or write the event now; reset the epoch's counters. */
+static void s_epoch_end(struct eb_run_nn *n, const float *params, const float *buffers, int final)
+{
+    const struct eb_opts *o = n->o;
+    double now = rt_progress_now(), secs = now - n->epoch_t0;
+    struct s_epoch ep = {
+        .epoch = n->epoch,
+        .steps = n->last.step + 1,
+        .loss = n->share_samples ? n->share_loss / (double)n->share_samples : NAN,
+        .train_accuracy =
+            n->share_samples ? (double)n->share_correct / (double)n->share_samples : NAN,
+        .batch = n->last.batch,
+        .lr = n->last.lr,
+        .gamma = n->last.gamma,
+        .images_per_s = secs > 0 ? (double)n->epoch_samples / secs : NAN,
+        .elapsed = now - n->t0,
+        .evaluate = final || (o->eval_every > 0 && (n->epoch + 1) % o->eval_every == 0),
+    };
+    RT_INFO("train", "epoch %lld done: loss %.4f, train accuracy %.4f, %.0f images/s",
+            (long long)ep.epoch, ep.loss, ep.train_accuracy, secs > 0 ? ep.images_per_s : 0.0);
+    struct eb_run_eval *ev = n->ev;
+    if (ev && ep.evaluate) {
+        /* at most one evaluation in flight: the copy must not change under the thread */
+        s_eval_wait(ev);
+        memcpy(nn_net_params(ev->net), params, nn_net_param_count(ev->net) * sizeof(float));
+        if (nn_net_buffer_count(ev->net))
+            memcpy(nn_net_buffers(ev->net), buffers, nn_net_buffer_count(ev->net) * sizeof(float));
+        pthread_mutex_lock(&ev->mu);
+        ev->ep = ep;
+        ev->pending = 1;
+        pthread_cond_broadcast(&ev->cv);
+        pthread_mutex_unlock(&ev->mu);
+        if (final)
+            s_eval_wait(ev);
+    } else if (ev) {
+        pthread_mutex_lock(&ev->mu); /* the writer is shared with the thread's events */
+        s_epoch_write(n, &ep, NAN, NAN, 0);
+        pthread_mutex_unlock(&ev->mu);
+    } else {
+        s_epoch_write(n, &ep, NAN, NAN, 0);
+    }
+    n->epoch_t0 = rt_progress_now();
+    n->epoch_samples = n->share_samples = n->share_correct = 0;
+    n->share_loss = 0;
 }
 
 static void s_nn_step_done(void *user, const struct worker_step *st, uint32_t samples, float loss)
@@ -692,14 +835,6 @@ static void s_nn_step_done(void *user, const struct worker_step *st, uint32_t sa
         n->t0 = now;
         n->epoch_t0 = now;
         n->epoch = (int64_t)st->epoch;
-    }
-    if ((int64_t)st->epoch != n->epoch) {
-        /* the weights pulled for this step are the previous epoch's final ones */
-        s_epoch_event(n, 0);
-        n->epoch = (int64_t)st->epoch;
-        n->epoch_t0 = rt_progress_now();
-        n->epoch_samples = n->share_samples = n->share_correct = 0;
-        n->share_loss = 0;
     }
     uint32_t s, correct;
     float l;
@@ -744,7 +879,7 @@ static void s_nn_finish(void *user, uint64_t steps, const float *params, const f
     if (c.finish)
         c.finish(c.user, steps, params, buffers); /* the final weights into the net */
     if (n->progress && n->epoch >= 0) {
-        s_epoch_event(n, 1);
+        s_epoch_end(n, params, buffers, 1);
         char extra[64];
         snprintf(extra, sizeof extra, "%llu steps", (unsigned long long)steps);
         rt_progress_finish(n->progress, extra);

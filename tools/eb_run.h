@@ -114,15 +114,15 @@ int eb_opts_needs_eigensvc(const struct eb_opts *o);
 
 /* The zoo-model side of one worker: its loader and feed, the net and its compute; worker 0 also
  * records metrics (metrics.jsonl), prints progress and evaluates the test set. */
+struct eb_run_eval;
+
 struct eb_run_nn {
     rt_loader_t *loader;     /* the training set */
     struct worker_feed feed; /* micro-batches from the loader */
     nn_net_t *net;           /* the model */
     worker_nn_t *nn;         /* its compute */
     const struct eb_opts *o; /* the options (borrowed) */
-    rt_loader_t *test;       /* worker 0 with a test set: the evaluation data */
-    float *test_x;           /* one evaluation micro-batch of inputs */
-    int32_t *test_y;         /* its labels */
+    struct eb_run_eval *ev;  /* worker 0 with a test set: the evaluation thread and its net */
     rt_metrics_t *metrics;   /* worker 0 with an output directory: metrics.jsonl */
     rt_progress_t *progress; /* worker 0: the progress line */
     double t0;               /* time of the first step */
@@ -134,7 +134,7 @@ struct eb_run_nn {
     uint64_t share_correct;  /* ... correctly classified */
     double share_loss;       /* ... summed loss */
     struct worker_step last; /* the last step seen */
-    double eval_seconds;     /* time spent in test evaluation */
+    double eval_seconds;     /* time spent in test evaluation (on the evaluation thread) */
     double test_accuracy;    /* the last evaluation's accuracy (NaN: none yet) */
     double test_loss;        /* ... and mean loss */
     int rc;                  /* first error of a callback that cannot return one */
@@ -149,8 +149,12 @@ int eb_run_output_dir(const char *dir);
 int eb_run_nn_open(const struct eb_opts *o, struct eb_run_nn *n, int compute, int lead);
 void eb_run_nn_close(struct eb_run_nn *n);
 
-/* The worker callbacks (user = n): init, compute, step_done (metrics, progress, evaluation at
- * epoch ends) and finish (last epoch's event, weights.safetensors under o->output_dir, o->out). */
+/* The worker callbacks (user = n): init, compute, step_done (metrics, progress) and finish (the
+ * last epoch's event, weights.safetensors under o->output_dir, o->out). At each epoch end, worker
+ * 0 copies the weights into a second net that a thread of its own evaluates on the test set while
+ * training goes on (every eval_every epochs, and always at the end); the epoch's event is written
+ * when its evaluation is done (test_accuracy null when not evaluated). test_accuracy, test_loss
+ * and eval_seconds are final once eb_run_nn_close or finish has run. */
 struct worker_compute eb_run_nn_compute(struct eb_run_nn *n);
 
 /* Mean loss and accuracy of net (BatchNorm in eval mode) over every record of test in key order,

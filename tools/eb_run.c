@@ -322,7 +322,10 @@ int eb_opts_parse(const char *cmd, int argc, char **argv, struct eb_opts *o, int
     }
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--config") || !strcmp(argv[i], "--set")) {
-            i++;
+            if (++i >= argc) {
+                fprintf(stderr, "eigenbatch %s: %s needs a value\n", cmd, argv[i - 1]);
+                goto usage;
+            }
             continue;
         }
         const struct s_optdef *d = NULL;
@@ -814,7 +817,8 @@ static void s_epoch_end(struct eb_run_nn *n, const float *params, const float *b
         if (final)
             s_eval_wait(ev);
     } else if (ev) {
-        pthread_mutex_lock(&ev->mu); /* the writer is shared with the thread's events */
+        s_eval_wait(ev); /* events stay in epoch order */
+        pthread_mutex_lock(&ev->mu);
         s_epoch_write(n, &ep, NAN, NAN, 0);
         pthread_mutex_unlock(&ev->mu);
     } else {

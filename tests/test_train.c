@@ -299,6 +299,7 @@ static void test_train_abs(void **state)
              "EB_LOG=warn '%s' train --config '%s' --output-dir '%s' --set schedule.method=ABSA "
              "--set schedule.batch=32 --set schedule.batch_max=128 --set schedule.epochs=3 "
              "--set schedule.decay_epochs=[] --set abs.kappa=1 --set abs.hessian_batch=32 "
+             "--set abs.decisions=sync "
              "--set cluster.timeout_ms=20000 >/dev/null 2>'%s'",
              eb_test_binary(), cfgp, out, err);
     int rc = s_run(cmd);

@@ -28,6 +28,8 @@
 #include "rt_sock.h"
 #include "server_cluster.h"
 #ifdef EB_HAVE_EIGENSVC
+#include <zmq.h>
+
 #include "eigensvc.h"
 #endif
 
@@ -170,11 +172,13 @@ static int s_train_run(const struct eb_opts *o, const rt_config_t *cfg,
     rc = server_cluster_run(cc, NULL, NULL, NULL);
 out:
     if (started) {
+        /* training is over: stop the service, and end any call of it that waits on the shards
+         * (they are gone) by shutting the shared context down */
         atomic_store(&job.stop, 1);
+        zmq_ctx_shutdown(ctx);
         pthread_join(th, NULL);
-        /* stopped by us once training ended: not an error */
-        if (!rc && job.rc && job.rc != RT_ERR_INTERRUPTED)
-            rc = rt_err_set(job.rc, "eigen service: %s", job.err);
+        if (job.rc)
+            RT_INFO("train", "eigen service stopped after training: %s", job.err);
     }
     eigensvc_destroy(&job.svc);
     rt_sock_ctx_destroy(&ctx);

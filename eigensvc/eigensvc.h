@@ -38,6 +38,11 @@ struct eigensvc_cfg {
     int sync;                      /* 1: `decisions: sync`, training waits for each decision */
     rt_metrics_t *metrics;         /* epoch events go here (may be NULL) */
     int timeout_ms;                /* give up when the shards are silent this long */
+    const char *query_endpoint;    /* ROUTER bind answering "current decision" (late joiners;
+                                      client: eig_sub_current), or NULL: none */
+    int epochs;                    /* epochs of the run: the service ends after the snapshot of
+                                      the last epoch's start; 0: until stop or silence */
+    int poll_ms;                   /* interval between snapshot polls (0: 20 ms) */
 };
 
 typedef struct eigensvc eigensvc_t;
@@ -46,8 +51,11 @@ typedef struct eigensvc eigensvc_t;
  * eigensvc_destroy), or a negative rt_err code with a detail naming the culprit. */
 int eigensvc_new(const struct eigensvc_cfg *cfg, eigensvc_t **out);
 
-/* Serve until training ends (the coordinator says done) or *stop becomes non-zero. Returns 0 or a
- * negative rt_err code. */
+/* Serve until training ends or *stop becomes non-zero (stop may be NULL). Training ends for the
+ * service when it has handled the snapshot of the start of the last epoch (cfg->epochs), when B_max
+ * is reached and no test set is evaluated, or when the shards have been silent for timeout_ms after
+ * the first snapshot (they stop when the workers leave). Returns 0, RT_ERR_INTERRUPTED on stop, or a
+ * negative rt_err code (RT_ERR_TIMEOUT when no shard ever answered). */
 int eigensvc_run(eigensvc_t *svc, const atomic_int *stop);
 
 /* Destroy and null the caller's pointer; accepts NULL, safe twice. */

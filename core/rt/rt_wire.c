@@ -20,6 +20,7 @@
 static const char *const s_type_names[] = {
     "none", "register", "welcome", "hello",   "ack", "heartbeat", "sched-query", "sched",
     "init", "push",     "pull",    "weights", "bye", "error",     "snapshot",    "decision",
+    "publish", "current",
 };
 
 const char *rt_wire_type_name(int type)
@@ -113,7 +114,7 @@ void rt_wire_seal(struct rt_wire_msg *m, const float *params, const float *buffe
 
 /* Fill the protobuf image `h` (with its sub-messages in the caller's storage) from m. */
 static void s_to_pb(const struct rt_wire_msg *m, EbHeader *h, EbSpan *sp, EbSched *sc,
-                    EbDecision *dc, char *name, char *text)
+                    EbDecision *dc, char *name, char *text, char *reason)
 {
     eb_header__init(h);
     h->version = m->version;
@@ -164,8 +165,8 @@ static void s_to_pb(const struct rt_wire_msg *m, EbHeader *h, EbSpan *sp, EbSche
     memcpy(text, m->text, RT_WIRE_TEXT_MAX);
     text[RT_WIRE_TEXT_MAX - 1] = '\0';
     h->text = text;
-    if (m->type == RT_WIRE_DECISION || m->type == RT_WIRE_ACK) {
-        /* a decision, or the coordinator's answer to one (it echoes the decision) */
+    if (m->type == RT_WIRE_DECISION || m->type == RT_WIRE_ACK || m->type == RT_WIRE_PUBLISH) {
+        /* a decision, the coordinator's answer to one (it echoes the decision), a publication */
         eb_decision__init(dc);
         dc->seq = m->decision.seq;
         dc->snapshot_version = m->decision.snapshot_version;
@@ -174,6 +175,16 @@ static void s_to_pb(const struct rt_wire_msg *m, EbHeader *h, EbSpan *sp, EbSche
         dc->lr_base = m->decision.lr_base;
         dc->gamma_base = m->decision.gamma_base;
         dc->lambda = m->decision.lambda;
+        dc->lr = m->decision.lr;
+        dc->gamma = m->decision.gamma;
+        memcpy(reason, m->decision.reason, RT_WIRE_REASON_MAX);
+        reason[RT_WIRE_REASON_MAX - 1] = '\0';
+        dc->reason = reason;
+        dc->apply_step = m->decision.apply_step;
+        dc->sched_version = m->decision.sched_version;
+        dc->verdict = m->decision.verdict;
+        dc->iterations = m->decision.iterations;
+        dc->seconds = m->decision.seconds;
         h->decision = dc;
     }
     h->epoch = m->epoch;
@@ -186,8 +197,8 @@ size_t rt_wire_header_size(const struct rt_wire_msg *m)
     EbSpan sp[4];
     EbSched sc;
     EbDecision dc;
-    char name[RT_WIRE_NAME_MAX], text[RT_WIRE_TEXT_MAX];
-    s_to_pb(m, &h, sp, &sc, &dc, name, text);
+    char name[RT_WIRE_NAME_MAX], text[RT_WIRE_TEXT_MAX], reason[RT_WIRE_REASON_MAX];
+    s_to_pb(m, &h, sp, &sc, &dc, name, text, reason);
     return eb_header__get_packed_size(&h);
 }
 
@@ -197,8 +208,8 @@ int rt_wire_encode(const struct rt_wire_msg *m, uint8_t *buf, size_t cap, size_t
     EbSpan sp[4];
     EbSched sc;
     EbDecision dc;
-    char name[RT_WIRE_NAME_MAX], text[RT_WIRE_TEXT_MAX];
-    s_to_pb(m, &h, sp, &sc, &dc, name, text);
+    char name[RT_WIRE_NAME_MAX], text[RT_WIRE_TEXT_MAX], reason[RT_WIRE_REASON_MAX];
+    s_to_pb(m, &h, sp, &sc, &dc, name, text, reason);
     size_t need = eb_header__get_packed_size(&h);
     if (need > cap || need > RT_WIRE_MAX_HEADER)
         return rt_err_set(RT_ERR_TOOBIG, "%s header needs %zu bytes, room for %zu",
@@ -336,6 +347,15 @@ int rt_wire_decode(const void *const *parts, const size_t *sizes, int nparts,
         m->decision.lr_base = h->decision->lr_base;
         m->decision.gamma_base = h->decision->gamma_base;
         m->decision.lambda = h->decision->lambda;
+        m->decision.lr = h->decision->lr;
+        m->decision.gamma = h->decision->gamma;
+        if (h->decision->reason)
+            snprintf(m->decision.reason, sizeof m->decision.reason, "%s", h->decision->reason);
+        m->decision.apply_step = h->decision->apply_step;
+        m->decision.sched_version = h->decision->sched_version;
+        m->decision.verdict = h->decision->verdict;
+        m->decision.iterations = h->decision->iterations;
+        m->decision.seconds = h->decision->seconds;
     }
     m->epoch = h->epoch;
     if (h->text)

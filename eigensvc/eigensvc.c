@@ -425,8 +425,10 @@ int eigensvc_run(eigensvc_t *s, const atomic_int *stop)
         if (!eig_abs_wants_measurement(s->abs) && !s->test)
             return RT_OK; /* B_max reached: nothing left to do */
         uint64_t version = 0, epoch = 0;
+        int wait_ms = s->cfg.timeout_ms / 2 < S_SNAPSHOT_WAIT_MS ? s->cfg.timeout_ms / 2
+                                                                 : S_SNAPSHOT_WAIT_MS;
         int rc = server_observer_snapshot(s->obs, params, buffers, &version, &epoch,
-                                          S_SNAPSHOT_WAIT_MS);
+                                          wait_ms > 0 ? wait_ms : 1);
         if (rc == RT_OK || rc == RT_ERR_STATE) {
             last_heard = s_now();
             seen |= rc == RT_OK;

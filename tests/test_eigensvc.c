@@ -1,0 +1,333 @@
+/*
+ * test_eigensvc: the eigen service end to end. Two workers (mlp on a tiny synthetic LMDB, slowed
+ * down so that epochs last long enough to be observed) and two shards train under the ABS schedule
+ * (tcp loopback) while the service runs in a thread: it takes each epoch's snapshot, measures the
+ * top eigenvalue, and with kappa = 1 the batch grows 8 -> 16 -> 32 = B_max. Checks: the
+ * coordinator accepted both decisions (the schedule holds them, B_max at the end), every decision
+ * reached metrics.jsonl as an "eig" event with its reason and verdict, test-set "eval" events were
+ * written, a PUB/SUB subscriber received each decision, and a late joiner asking the query
+ * endpoint gets the current one. `decisions: sync` is refused as not implemented.
+ */
+#include "eb_test.h"
+#include "eb_test_data.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "eig_sub.h"
+#include "eigensvc.h"
+#include "rt_err.h"
+#include "rt_loader.h"
+#include "server_cluster.h"
+#include "server_sched.h"
+#include "worker_feed.h"
+#include "worker_nn.h"
+
+#define N 64        /* records */
+#define C 1
+#define H 4
+#define W_ 4
+#define CLASSES N   /* the synthetic records' labels are their indices */
+#define BATCH 8
+#define BATCH_MAX 32
+#define M 8         /* micro-batch */
+#define EPOCHS 6
+#define LR 0.05
+#define DELAY_US 25000 /* per worker step */
+#define HB 16          /* Hessian batch */
+
+struct slow {
+    struct worker_compute inner; /* worker_nn's callbacks */
+};
+
+static int s_compute(void *user, const struct worker_step *st, const float *params, float *grads,
+                     float *buffers, uint32_t *samples, float *loss)
+{
+    struct slow *s = user;
+    usleep(DELAY_US);
+    return s->inner.compute(s->inner.user, st, params, grads, buffers, samples, loss);
+}
+
+static int s_init(void *user, float *params, float *buffers)
+{
+    struct slow *s = user;
+    return s->inner.init(s->inner.user, params, buffers);
+}
+
+struct svc_run {
+    eigensvc_t *svc;
+    atomic_int stop;
+    int rc;
+    char err[256];
+};
+
+static void *s_svc(void *arg)
+{
+    struct svc_run *r = arg;
+    r->rc = eigensvc_run(r->svc, &r->stop);
+    if (r->rc)
+        snprintf(r->err, sizeof r->err, "%s", rt_err_msg());
+    return NULL;
+}
+
+struct cl_run {
+    struct server_cluster_cfg cc;
+    float *w;
+    int rc;
+    char err[256];
+};
+
+static void *s_cluster(void *arg)
+{
+    struct cl_run *r = arg;
+    r->rc = server_cluster_run(&r->cc, r->w, NULL, NULL);
+    if (r->rc)
+        snprintf(r->err, sizeof r->err, "%s", rt_err_msg());
+    return NULL;
+}
+
+static rt_loader_t *s_open(const char *dir)
+{
+    struct rt_loader_opts o;
+    rt_loader_opts_default(&o);
+    o.seed = 11;
+    o.threads = 0;
+    o.max_batch = M;
+    rt_loader_t *l = NULL;
+    if (rt_loader_new(dir, &o, &l))
+        fail_msg("loader: %s", rt_err_msg());
+    return l;
+}
+
+static void s_svc_cfg(struct eigensvc_cfg *ec, const char *const *eps, const char *db,
+                      rt_metrics_t *mt, const char *pub, const char *query)
+{
+    *ec = (struct eigensvc_cfg){.n_shards = 2,
+                                .endpoints = eps,
+                                .pub_endpoint = pub,
+                                .query_endpoint = query,
+                                .model = "mlp",
+                                .classes = CLASSES,
+                                .train_db = db,
+                                .test_db = db,
+                                .hessian_batch = HB,
+                                .seed = 7,
+                                .bn = NN_BN_EVAL,
+                                .threads = 1,
+                                .metrics = mt,
+                                .timeout_ms = 1000};
+    eig_power_config_preset(&ec->power, EIG_POWER_PAPER);
+    eig_abs_config_default(&ec->abs, EPOCHS, 0);
+    ec->abs.batch0 = BATCH;
+    ec->abs.batch_max = BATCH_MAX;
+    ec->abs.lr0 = LR;
+    ec->abs.kappa = 1; /* grow after every measured epoch: a deterministic test of the path */
+}
+
+static void test_abs_run(void **state)
+{
+    (void)state;
+    char *tmp = eb_test_tmpdir(), db[4200], mpath[4200], pub[4200], query[4200];
+    snprintf(db, sizeof db, "%s/db", tmp);
+    snprintf(mpath, sizeof mpath, "%s/metrics.jsonl", tmp);
+    snprintf(pub, sizeof pub, "ipc://%s/pub.sock", tmp);
+    snprintf(query, sizeof query, "ipc://%s/query.sock", tmp);
+    eb_test_make_raw_db(db, N, C, H, W_);
+
+    struct server_sched_config sc;
+    server_sched_config_default(&sc, SERVER_SCHED_ABS, N, EPOCHS);
+    sc.batch = BATCH;
+    sc.base_batch = BATCH;
+    sc.batch_max = BATCH_MAX;
+    sc.micro_batch = M;
+    sc.lr = LR;
+    sc.n_decay = 0;
+    server_sched_t *sched = server_sched_new(&sc);
+    assert_non_null(sched);
+    struct server_coord_sched cs;
+    server_coord_use_sched(&cs, sched);
+
+    rt_loader_t *loaders[2];
+    struct worker_feed feeds[2];
+    nn_net_t *nets[2];
+    worker_nn_t *nns[2];
+    struct slow sl[2];
+    struct worker_compute cbs[2];
+    struct worker_nn_cfg ncfg = {.micro_batch = M, .init_seed = 9};
+    for (int i = 0; i < 2; i++) {
+        loaders[i] = s_open(db);
+        worker_feed_init(&feeds[i], loaders[i], 4);
+        struct worker_nn_source src = worker_feed_source(&feeds[i]);
+        nets[i] = nn_zoo_new("mlp", C, H, W_, CLASSES, M, NULL);
+        assert_non_null(nets[i]);
+        nns[i] = worker_nn_new(nets[i], &src, &ncfg, NULL);
+        assert_non_null(nns[i]);
+        sl[i].inner = worker_nn_compute(nns[i]);
+        cbs[i] = (struct worker_compute){.user = &sl[i], .init = s_init, .compute = s_compute};
+    }
+    size_t np = nn_net_param_count(nets[0]);
+    struct cl_run *cr = calloc(1, sizeof *cr);
+    cr->w = malloc(np * sizeof(float));
+    int port = eb_test_free_port();
+    cr->cc = (struct server_cluster_cfg){
+        .n_shards = 2,
+        .n_workers = 2,
+        .transport = "tcp",
+        .where = "127.0.0.1",
+        .port = port,
+        .n_params = np,
+        .n_buffers = 0,
+        .momentum = 0.9f,
+        .weight_decay = 5e-4f,
+        .sched = &cs,
+        .compute = cbs,
+        .snapshots = 1,
+        .checksum = RT_WIRE_CK_CRC32,
+    };
+    char ep0[64], ep1[64];
+    snprintf(ep0, sizeof ep0, "tcp://127.0.0.1:%d", port);
+    snprintf(ep1, sizeof ep1, "tcp://127.0.0.1:%d", port + 1);
+    const char *eps[2] = {ep0, ep1};
+
+    rt_metrics_t *mt = NULL;
+    assert_int_equal(rt_metrics_open(mpath, 0, &mt), 0);
+    struct eigensvc_cfg ec;
+    s_svc_cfg(&ec, eps, db, mt, pub, query);
+    struct svc_run *sr = calloc(1, sizeof *sr);
+    if (eigensvc_new(&ec, &sr->svc))
+        fail_msg("eigensvc_new: %s", rt_err_msg());
+    eig_sub_t *sub = NULL;
+    assert_int_equal(eig_sub_new(NULL, pub, &sub), 0);
+    /* before any decision: a late joiner hears "none yet" (the service answers between polls) */
+    pthread_t tc, ts;
+    assert_int_equal(pthread_create(&ts, NULL, s_svc, sr), 0);
+    struct rt_wire_decision cur;
+    assert_int_equal(eig_sub_current(NULL, query, &cur, 3000), RT_ERR_STATE);
+    usleep(100000); /* the subscription reaches the PUB socket before the first publication */
+    assert_int_equal(pthread_create(&tc, NULL, s_cluster, cr), 0);
+
+    struct rt_wire_decision got[2];
+    for (int i = 0; i < 2; i++)
+        if (eig_sub_recv(sub, &got[i], 20000))
+            fail_msg("subscriber: decision %d: %s", i, rt_err_msg());
+    /* a late joiner gets the current decision */
+    assert_int_equal(eig_sub_current(NULL, query, &cur, 3000), 0);
+    assert_true(cur.seq == got[1].seq && cur.batch == got[1].batch);
+    assert_string_equal(cur.reason, got[1].reason);
+
+    pthread_join(tc, NULL);
+    if (cr->rc)
+        fail_msg("cluster: %s", cr->err);
+    pthread_join(ts, NULL);
+    if (sr->rc)
+        fail_msg("eigensvc: %s", sr->err);
+    eigensvc_destroy(&sr->svc);
+    eig_sub_destroy(&sub);
+    rt_metrics_close(&mt);
+
+    /* the published decisions: batch 16 then 32, accepted, with reasons and eigenvalues */
+    int64_t want[2] = {2 * BATCH, BATCH_MAX};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(got[i].batch, want[i]);
+        assert_int_equal(got[i].verdict, SERVER_SCHED_ACCEPTED);
+        assert_int_equal(got[i].sched_version, i + 1);
+        assert_true(got[i].reason[0] != '\0');
+        assert_true(isfinite(got[i].lambda));
+        assert_true(got[i].lr > 0 && got[i].iterations >= 1);
+    }
+    assert_true(got[0].epoch < got[1].epoch);
+    assert_true(got[0].lr * 2 == got[1].lr); /* linear scaling */
+    /* the coordinator's schedule holds them */
+    assert_int_equal(server_sched_version(sched), 2);
+    assert_int_equal(server_sched_decision(sched, 2)->batch, BATCH_MAX);
+    struct server_sched_point last;
+    assert_int_equal(server_sched_epoch_start(sched, EPOCHS - 1, &last), 0);
+    assert_int_equal(last.batch, BATCH_MAX);
+
+    /* metrics: an "eig" event per decision with its reason; "eval" events */
+    FILE *f = fopen(mpath, "r");
+    assert_non_null(f);
+    char line[8192];
+    int n_eig = 0, n_eval = 0;
+    while (fgets(line, sizeof line, f)) {
+        json_t *o = json_loads(line, 0, NULL);
+        assert_non_null(o);
+        const char *ev = json_string_value(json_object_get(o, "event"));
+        if (strcmp(ev, "eig") == 0) {
+            assert_true(n_eig < 2);
+            assert_int_equal(json_integer_value(json_object_get(o, "batch_size")), want[n_eig]);
+            assert_int_equal(json_integer_value(json_object_get(o, "epoch")), got[n_eig].epoch);
+            assert_string_equal(json_string_value(json_object_get(o, "reason")),
+                                got[n_eig].reason);
+            assert_string_equal(json_string_value(json_object_get(o, "verdict")),
+                                server_sched_verdict_str(SERVER_SCHED_ACCEPTED));
+            assert_true(json_is_number(json_object_get(o, "eigenvalue")));
+            assert_true(json_is_number(json_object_get(o, "lr")));
+            assert_true(json_is_number(json_object_get(o, "gamma")));
+            assert_true(json_is_integer(json_object_get(o, "snapshot_version")));
+            n_eig++;
+        } else if (strcmp(ev, "eval") == 0) {
+            double acc = json_number_value(json_object_get(o, "accuracy"));
+            assert_true(acc >= 0 && acc <= 1);
+            assert_int_equal(json_integer_value(json_object_get(o, "samples")), N);
+            n_eval++;
+        }
+        json_decref(o);
+    }
+    fclose(f);
+    assert_int_equal(n_eig, 2);
+    assert_true(n_eval >= 2);
+
+    for (int i = 0; i < 2; i++) {
+        worker_nn_destroy(&nns[i]);
+        nn_net_destroy(&nets[i]);
+        rt_loader_destroy(&loaders[i]);
+    }
+    server_sched_destroy(&sched);
+    free(cr->w);
+    free(cr);
+    free(sr);
+    eb_test_rmtree(tmp);
+    free(tmp);
+}
+
+static void test_sync_refused(void **state)
+{
+    (void)state;
+    char *tmp = eb_test_tmpdir(), db[4200];
+    snprintf(db, sizeof db, "%s/db", tmp);
+    eb_test_make_raw_db(db, N, C, H, W_);
+    const char *eps[1] = {"tcp://127.0.0.1:1"};
+    struct eigensvc_cfg ec;
+    s_svc_cfg(&ec, eps, db, NULL, NULL, NULL);
+    ec.n_shards = 1;
+    ec.sync = 1;
+    eigensvc_t *svc = NULL;
+    assert_int_equal(eigensvc_new(&ec, &svc), RT_ERR_UNSUPPORTED);
+    assert_null(svc);
+    ec.sync = 0;
+    ec.hessian_batch = N + 1;
+    assert_int_equal(eigensvc_new(&ec, &svc), RT_ERR_CONFIG);
+    assert_non_null(strstr(rt_err_msg(), "hessian_batch"));
+    ec.hessian_batch = HB;
+    ec.model = "nosuchmodel";
+    assert_int_equal(eigensvc_new(&ec, &svc), RT_ERR_CONFIG);
+    assert_null(svc);
+    eb_test_rmtree(tmp);
+    free(tmp);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_abs_run),
+        cmocka_unit_test(test_sync_refused),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

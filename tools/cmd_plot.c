@@ -138,7 +138,7 @@ int eb_cmd_plot(int argc, char **argv)
             "{ set terminal pngcairo size 1200,500 } else { set terminal png size 1200,500 }\n"
             "set output '%s'\n"
             "set multiplot layout 1,2 title 'eigenbatch schedule'\n"
-            "set xlabel 'epoch'\n set grid\n set key top left\n"
+            "set xlabel 'epoch'\n set grid\n set key top left\n set xrange [0:*]\n"
             "set ylabel 'learning rate'\n set y2label 'batch size'\n"
             "set ytics nomirror\n set y2tics\n set logscale y2 2\n"
             "plot '%s' using 1:2 with steps lw 2 title 'lr', "

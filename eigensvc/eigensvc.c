@@ -12,6 +12,10 @@
  * is evaluated on the test set (event "eval"). Between polls, "current decision" queries of late
  * joiners are answered on the query endpoint.
  *
+ * With `decisions: sync` the coordinator holds the start of epoch e until the decision of epoch
+ * e - 1 arrived, so the service sends one for every epoch (without a measurement once B_max is
+ * reached), and it is stamped exactly at the epoch start, as in the reference.
+ *
  * Sequence numbers are epoch + 1, so a restarted service sends the same numbers for the same
  * epochs and the coordinator sees duplicates rather than superseded decisions.
  */
@@ -93,9 +97,6 @@ static int s_check_cfg(const struct eigensvc_cfg *c)
         return rt_err_set(RT_ERR_CONFIG, "eigensvc: block_last_k %d", c->block_last_k);
     if (c->bn != NN_BN_EVAL && c->bn != NN_BN_TRAIN)
         return rt_err_set(RT_ERR_CONFIG, "eigensvc: BatchNorm mode %d", (int)c->bn);
-    if (c->sync)
-        return rt_err_set(RT_ERR_UNSUPPORTED, "eigensvc: decisions: sync is not implemented "
-                                              "(the coordinator cannot hold an epoch start yet)");
     if (c->epochs < 0 || c->timeout_ms < 0 || c->poll_ms < 0 || c->threads < 0)
         return rt_err_set(RT_ERR_CONFIG, "eigensvc: negative epochs, timeout, poll or threads");
     return eig_abs_config_check(&c->abs);
@@ -359,6 +360,9 @@ static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
                 rt_err_msg());
     else if (verdict != SERVER_SCHED_ACCEPTED && verdict != SERVER_SCHED_NOCHANGE)
         RT_WARN(S_NAME, "epoch %d: decision %s", (int)ended, server_sched_verdict_str(verdict));
+    if (!dec.reason[0])
+        snprintf(dec.reason, sizeof dec.reason, "%s", measured ? "no change" :
+                 "B_max reached: no measurement");
     d.lr = dec.lr;
     d.gamma = dec.gamma;
     snprintf(d.reason, sizeof d.reason, "%s", dec.reason);
@@ -422,8 +426,8 @@ int eigensvc_run(eigensvc_t *s, const atomic_int *stop)
         s_serve_queries(s);
         if (s->cfg.epochs > 0 && done_epoch >= s->cfg.epochs - 1)
             return RT_OK;
-        if (!eig_abs_wants_measurement(s->abs) && !s->test)
-            return RT_OK; /* B_max reached: nothing left to do */
+        if (!eig_abs_wants_measurement(s->abs) && !s->test && !s->cfg.sync)
+            return RT_OK; /* B_max reached: nothing left to do (sync: every epoch is held) */
         uint64_t version = 0, epoch = 0;
         int wait_ms = s->cfg.timeout_ms / 2 < S_SNAPSHOT_WAIT_MS ? s->cfg.timeout_ms / 2
                                                                  : S_SNAPSHOT_WAIT_MS;
@@ -443,7 +447,7 @@ int eigensvc_run(eigensvc_t *s, const atomic_int *stop)
                               s->cfg.timeout_ms);
         }
         if (rc == RT_OK && (int64_t)epoch > done_epoch) {
-            if (eig_abs_wants_measurement(s->abs) &&
+            if ((eig_abs_wants_measurement(s->abs) || s->cfg.sync) &&
                 (rc = s_epoch(s, (int32_t)epoch - 1, version)))
                 return rc;
             if (s->test && (rc = s_evaluate(s, epoch, version)))

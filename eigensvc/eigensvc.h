@@ -35,7 +35,8 @@ struct eigensvc_cfg {
     struct eig_power_config power; /* power iteration settings (preset paper or accurate) */
     struct eig_abs_config abs;     /* the ABS rule */
     int threads;                   /* math threads of the service */
-    int sync;                      /* 1: `decisions: sync`, training waits for each decision */
+    int sync;                      /* 1: `decisions: sync`, training waits for each decision
+                                      (the shards must run with server_shard_cfg.sync) */
     rt_metrics_t *metrics;         /* epoch events go here (may be NULL) */
     int timeout_ms;                /* give up when the shards are silent this long */
     const char *query_endpoint;    /* ROUTER bind answering "current decision" (late joiners;

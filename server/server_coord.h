@@ -27,6 +27,8 @@ struct server_coord_point {
     float lr;              /* learning rate */
     float gamma;           /* adversarial fraction */
     int done;              /* 1: training ends before this step */
+    int epoch_last;        /* 1: the last step of its epoch, as far as the decisions held when it
+                              is announced tell (schedules that do not know: 0) */
 };
 
 /* Schedule operations. `at` must give the same answer for a step every time it is asked once it
@@ -84,6 +86,12 @@ int server_coord_set_weight(server_coord_t *c, int id, double weight);
  * RT_ERR_STATE while not every worker has registered. */
 int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_coord_point *pt,
                       uint32_t *share_off, uint32_t *share_cnt);
+
+/* `decisions: sync` (reproduces the reference, where training waits for the eigenvalue): when on,
+ * a worker's query for the first step of epoch e >= 1 is answered RT_ERR_STATE (the worker asks
+ * again) until a decision for epoch e - 1 has arrived (any verdict), so that the decision is
+ * stamped exactly at that step. Off by default. */
+void server_coord_set_sync(server_coord_t *c, int sync);
 
 /* The first step nobody has asked about: an eigen-service decision accepted now must apply from
  * this step or later (server_sched_accept's next_step), so no step's answer ever changes. */

@@ -204,6 +204,8 @@ static void s_serve_pending(server_shard_t *s)
     s->n_pend = keep;
 }
 
+static void s_snapshot_take(server_shard_t *s, uint64_t epoch);
+
 /* Update [s->applied, end): average the summed gradient and run SGD, a cache-sized block at a
  * time. Called as soon as every worker's chunks cover a prefix, so that the update overlaps the
  * rest of the push. */
@@ -244,28 +246,37 @@ static void s_apply(server_shard_t *s)
     }
     s->n_complete = 0;
     s->total_samples = 0;
-    s->sched_known = 0;
     s->version++;
     s->st.version = s->version;
+    /* the step just applied ended its epoch: the new version is the next epoch's start, known
+     * before anyone asks for its schedule (which `decisions: sync` holds until the decision) */
+    if (s->cfg.snapshots && s->sched_known && !s->sched.done && s->sched.epoch_last)
+        s_snapshot_take(s, s->sched.epoch + 1);
+    s->sched_known = 0;
     RT_DEBUG(s->name, "version %llu", (unsigned long long)s->version);
     s_serve_pending(s);
 }
 
 /* With snapshots on, copy the slice when the current step starts a new epoch: the weights are
  * still those of version `version`, the epoch's first. */
-static void s_snapshot_maybe(server_shard_t *s)
+static void s_snapshot_take(server_shard_t *s, uint64_t epoch)
 {
-    if (!s->cfg.snapshots || s->sched.done)
-        return;
-    if (s->snap_version != UINT64_MAX && s->sched.epoch == s->snap_epoch)
+    if (s->snap_version != UINT64_MAX && epoch == s->snap_epoch)
         return;
     memcpy(s->snap_w, s->w, s->p_cnt * sizeof(float));
     if (s->b_cnt)
         memcpy(s->snap_b, s->bw, s->b_cnt * sizeof(float));
     s->snap_version = s->version;
-    s->snap_epoch = s->sched.epoch;
+    s->snap_epoch = epoch;
     RT_DEBUG(s->name, "snapshot of epoch %llu at version %llu", (unsigned long long)s->snap_epoch,
              (unsigned long long)s->snap_version);
+}
+
+static void s_snapshot_maybe(server_shard_t *s)
+{
+    if (!s->cfg.snapshots || s->sched.done)
+        return;
+    s_snapshot_take(s, s->sched.epoch);
 }
 
 /* The schedule of the current step (version): shard 0 asks its schedule, the other shards ask
@@ -332,6 +343,7 @@ static int s_sched_current(server_shard_t *s)
             s->sched.lr = r.sched.lr;
             s->sched.gamma = r.sched.gamma;
             s->sched.done = r.sched.done;
+            s->sched.epoch_last = r.sched.epoch_last;
             s->sched_known = 1;
             s_snapshot_maybe(s);
             return RT_OK;
@@ -436,6 +448,7 @@ static void s_on_sched_query(server_shard_t *s, const uint8_t *route, size_t rle
     r.sched.share_offset = off;
     r.sched.share_count = cnt;
     r.sched.done = pt.done;
+    r.sched.epoch_last = pt.epoch_last;
     if (rt_sock_send(s->sock, route, rlen, &r, NULL, NULL, NULL))
         RT_WARN(s->name, "schedule reply failed: %s", rt_err_msg());
 }
@@ -831,6 +844,7 @@ int server_shard_new(const struct server_shard_cfg *cfg, server_shard_t **out)
             rt_err_set(RT_ERR_NOMEM, "coordinator");
             goto out_destroy;
         }
+        server_coord_set_sync(s->coord, cfg->sync);
     }
     s->lim.n_params = cfg->n_params;
     s->lim.n_buffers = cfg->n_buffers;

@@ -6,7 +6,9 @@
  * coordinator accepted both decisions (the schedule holds them, B_max at the end), every decision
  * reached metrics.jsonl as an "eig" event with its reason and verdict, test-set "eval" events were
  * written, a PUB/SUB subscriber received each decision, and a late joiner asking the query
- * endpoint gets the current one. `decisions: sync` is refused as not implemented.
+ * endpoint gets the current one. With `decisions: sync` the coordinator holds each epoch start
+ * until its decision arrived: the decisions apply exactly from the next epoch's first step, and
+ * two runs give bitwise identical weights.
  */
 #include "eb_test.h"
 #include "eb_test_data.h"
@@ -44,13 +46,15 @@
 
 struct slow {
     struct worker_compute inner; /* worker_nn's callbacks */
+    int delay_us;                /* sleep before each step */
 };
 
 static int s_compute(void *user, const struct worker_step *st, const float *params, float *grads,
                      float *buffers, uint32_t *samples, float *loss)
 {
     struct slow *s = user;
-    usleep(DELAY_US);
+    if (s->delay_us)
+        usleep((useconds_t)s->delay_us);
     return s->inner.compute(s->inner.user, st, params, grads, buffers, samples, loss);
 }
 
@@ -130,6 +134,86 @@ static void s_svc_cfg(struct eigensvc_cfg *ec, const char *const *eps, const cha
     ec->abs.kappa = 1; /* grow after every measured epoch: a deterministic test of the path */
 }
 
+/* Two workers, two shards and the ABS schedule over tcp loopback, ready to run. */
+struct rig {
+    server_sched_t *sched;
+    struct server_coord_sched cs;
+    rt_loader_t *loaders[2];
+    struct worker_feed feeds[2];
+    nn_net_t *nets[2];
+    worker_nn_t *nns[2];
+    struct slow sl[2];
+    struct worker_compute cbs[2];
+    size_t np;
+    struct cl_run cr;
+    char ep0[64], ep1[64];
+    const char *eps[2];
+};
+
+static void s_rig_init(struct rig *r, const char *db, int sync)
+{
+    memset(r, 0, sizeof *r);
+    struct server_sched_config sc;
+    server_sched_config_default(&sc, SERVER_SCHED_ABS, N, EPOCHS);
+    sc.batch = BATCH;
+    sc.base_batch = BATCH;
+    sc.batch_max = BATCH_MAX;
+    sc.micro_batch = M;
+    sc.lr = LR;
+    sc.n_decay = 0;
+    r->sched = server_sched_new(&sc);
+    assert_non_null(r->sched);
+    server_coord_use_sched(&r->cs, r->sched);
+    struct worker_nn_cfg ncfg = {.micro_batch = M, .init_seed = 9};
+    for (int i = 0; i < 2; i++) {
+        r->loaders[i] = s_open(db);
+        worker_feed_init(&r->feeds[i], r->loaders[i], 4);
+        struct worker_nn_source src = worker_feed_source(&r->feeds[i]);
+        r->nets[i] = nn_zoo_new("mlp", C, H, W_, CLASSES, M, NULL);
+        assert_non_null(r->nets[i]);
+        r->nns[i] = worker_nn_new(r->nets[i], &src, &ncfg, NULL);
+        assert_non_null(r->nns[i]);
+        r->sl[i].inner = worker_nn_compute(r->nns[i]);
+        r->sl[i].delay_us = sync ? 0 : DELAY_US; /* sync: the coordinator waits anyway */
+        r->cbs[i] = (struct worker_compute){.user = &r->sl[i], .init = s_init,
+                                            .compute = s_compute};
+    }
+    r->np = nn_net_param_count(r->nets[0]);
+    r->cr.w = malloc(r->np * sizeof(float));
+    int port = eb_test_free_port();
+    r->cr.cc = (struct server_cluster_cfg){
+        .n_shards = 2,
+        .n_workers = 2,
+        .transport = "tcp",
+        .where = "127.0.0.1",
+        .port = port,
+        .n_params = r->np,
+        .n_buffers = 0,
+        .momentum = 0.9f,
+        .weight_decay = 5e-4f,
+        .sched = &r->cs,
+        .compute = r->cbs,
+        .snapshots = 1,
+        .sync = sync,
+        .checksum = RT_WIRE_CK_CRC32,
+    };
+    snprintf(r->ep0, sizeof r->ep0, "tcp://127.0.0.1:%d", port);
+    snprintf(r->ep1, sizeof r->ep1, "tcp://127.0.0.1:%d", port + 1);
+    r->eps[0] = r->ep0;
+    r->eps[1] = r->ep1;
+}
+
+static void s_rig_fini(struct rig *r)
+{
+    for (int i = 0; i < 2; i++) {
+        worker_nn_destroy(&r->nns[i]);
+        nn_net_destroy(&r->nets[i]);
+        rt_loader_destroy(&r->loaders[i]);
+    }
+    server_sched_destroy(&r->sched);
+    free(r->cr.w);
+}
+
 static void test_abs_run(void **state)
 {
     (void)state;
@@ -139,61 +223,11 @@ static void test_abs_run(void **state)
     snprintf(pub, sizeof pub, "ipc://%s/pub.sock", tmp);
     snprintf(query, sizeof query, "ipc://%s/query.sock", tmp);
     eb_test_make_raw_db(db, N, C, H, W_);
-
-    struct server_sched_config sc;
-    server_sched_config_default(&sc, SERVER_SCHED_ABS, N, EPOCHS);
-    sc.batch = BATCH;
-    sc.base_batch = BATCH;
-    sc.batch_max = BATCH_MAX;
-    sc.micro_batch = M;
-    sc.lr = LR;
-    sc.n_decay = 0;
-    server_sched_t *sched = server_sched_new(&sc);
-    assert_non_null(sched);
-    struct server_coord_sched cs;
-    server_coord_use_sched(&cs, sched);
-
-    rt_loader_t *loaders[2];
-    struct worker_feed feeds[2];
-    nn_net_t *nets[2];
-    worker_nn_t *nns[2];
-    struct slow sl[2];
-    struct worker_compute cbs[2];
-    struct worker_nn_cfg ncfg = {.micro_batch = M, .init_seed = 9};
-    for (int i = 0; i < 2; i++) {
-        loaders[i] = s_open(db);
-        worker_feed_init(&feeds[i], loaders[i], 4);
-        struct worker_nn_source src = worker_feed_source(&feeds[i]);
-        nets[i] = nn_zoo_new("mlp", C, H, W_, CLASSES, M, NULL);
-        assert_non_null(nets[i]);
-        nns[i] = worker_nn_new(nets[i], &src, &ncfg, NULL);
-        assert_non_null(nns[i]);
-        sl[i].inner = worker_nn_compute(nns[i]);
-        cbs[i] = (struct worker_compute){.user = &sl[i], .init = s_init, .compute = s_compute};
-    }
-    size_t np = nn_net_param_count(nets[0]);
-    struct cl_run *cr = calloc(1, sizeof *cr);
-    cr->w = malloc(np * sizeof(float));
-    int port = eb_test_free_port();
-    cr->cc = (struct server_cluster_cfg){
-        .n_shards = 2,
-        .n_workers = 2,
-        .transport = "tcp",
-        .where = "127.0.0.1",
-        .port = port,
-        .n_params = np,
-        .n_buffers = 0,
-        .momentum = 0.9f,
-        .weight_decay = 5e-4f,
-        .sched = &cs,
-        .compute = cbs,
-        .snapshots = 1,
-        .checksum = RT_WIRE_CK_CRC32,
-    };
-    char ep0[64], ep1[64];
-    snprintf(ep0, sizeof ep0, "tcp://127.0.0.1:%d", port);
-    snprintf(ep1, sizeof ep1, "tcp://127.0.0.1:%d", port + 1);
-    const char *eps[2] = {ep0, ep1};
+    struct rig *rg = malloc(sizeof *rg);
+    s_rig_init(rg, db, 0);
+    server_sched_t *sched = rg->sched;
+    struct cl_run *cr = &rg->cr;
+    const char *const *eps = rg->eps;
 
     rt_metrics_t *mt = NULL;
     assert_int_equal(rt_metrics_open(mpath, 0, &mt), 0);
@@ -212,14 +246,20 @@ static void test_abs_run(void **state)
     usleep(100000); /* the subscription reaches the PUB socket before the first publication */
     assert_int_equal(pthread_create(&tc, NULL, s_cluster, cr), 0);
 
+    /* every decision until B_max (normally 2; 1 when the service missed an epoch's snapshot on
+     * a loaded machine: the rule then counts that epoch unmeasured) */
     struct rt_wire_decision got[2];
-    for (int i = 0; i < 2; i++)
-        if (eig_sub_recv(sub, &got[i], 20000))
-            fail_msg("subscriber: decision %d: %s", i, rt_err_msg());
+    int n_got = 0;
+    do {
+        if (eig_sub_recv(sub, &got[n_got], 20000))
+            fail_msg("subscriber: decision %d: %s", n_got, rt_err_msg());
+        n_got++;
+    } while (got[n_got - 1].batch < BATCH_MAX && n_got < 2);
+    assert_int_equal(got[n_got - 1].batch, BATCH_MAX);
     /* a late joiner gets the current decision */
     assert_int_equal(eig_sub_current(NULL, query, &cur, 3000), 0);
-    assert_true(cur.seq == got[1].seq && cur.batch == got[1].batch);
-    assert_string_equal(cur.reason, got[1].reason);
+    assert_true(cur.seq == got[n_got - 1].seq && cur.batch == BATCH_MAX);
+    assert_string_equal(cur.reason, got[n_got - 1].reason);
 
     pthread_join(tc, NULL);
     if (cr->rc)
@@ -232,8 +272,8 @@ static void test_abs_run(void **state)
     rt_metrics_close(&mt);
 
     /* the published decisions: batch 16 then 32, accepted, with reasons and eigenvalues */
-    int64_t want[2] = {2 * BATCH, BATCH_MAX};
-    for (int i = 0; i < 2; i++) {
+    int64_t want[2] = {n_got == 2 ? 2 * BATCH : BATCH_MAX, BATCH_MAX};
+    for (int i = 0; i < n_got; i++) {
         assert_int_equal(got[i].batch, want[i]);
         assert_int_equal(got[i].verdict, SERVER_SCHED_ACCEPTED);
         assert_int_equal(got[i].sched_version, i + 1);
@@ -241,11 +281,13 @@ static void test_abs_run(void **state)
         assert_true(isfinite(got[i].lambda));
         assert_true(got[i].lr > 0 && got[i].iterations >= 1);
     }
-    assert_true(got[0].epoch < got[1].epoch);
-    assert_true(got[0].lr * 2 == got[1].lr); /* linear scaling */
+    if (n_got == 2) {
+        assert_true(got[0].epoch < got[1].epoch);
+        assert_true(got[0].lr * 2 == got[1].lr); /* linear scaling */
+    }
     /* the coordinator's schedule holds them */
-    assert_int_equal(server_sched_version(sched), 2);
-    assert_int_equal(server_sched_decision(sched, 2)->batch, BATCH_MAX);
+    assert_int_equal(server_sched_version(sched), n_got);
+    assert_int_equal(server_sched_decision(sched, (uint32_t)n_got)->batch, BATCH_MAX);
     struct server_sched_point last;
     assert_int_equal(server_sched_epoch_start(sched, EPOCHS - 1, &last), 0);
     assert_int_equal(last.batch, BATCH_MAX);
@@ -260,7 +302,7 @@ static void test_abs_run(void **state)
         assert_non_null(o);
         const char *ev = json_string_value(json_object_get(o, "event"));
         if (strcmp(ev, "eig") == 0) {
-            assert_true(n_eig < 2);
+            assert_true(n_eig < n_got);
             assert_int_equal(json_integer_value(json_object_get(o, "batch_size")), want[n_eig]);
             assert_int_equal(json_integer_value(json_object_get(o, "epoch")), got[n_eig].epoch);
             assert_string_equal(json_string_value(json_object_get(o, "reason")),
@@ -281,23 +323,76 @@ static void test_abs_run(void **state)
         json_decref(o);
     }
     fclose(f);
-    assert_int_equal(n_eig, 2);
+    assert_int_equal(n_eig, n_got);
     assert_true(n_eval >= 2);
 
-    for (int i = 0; i < 2; i++) {
-        worker_nn_destroy(&nns[i]);
-        nn_net_destroy(&nets[i]);
-        rt_loader_destroy(&loaders[i]);
-    }
-    server_sched_destroy(&sched);
-    free(cr->w);
-    free(cr);
+    s_rig_fini(rg);
+    free(rg);
     free(sr);
     eb_test_rmtree(tmp);
     free(tmp);
 }
 
-static void test_sync_refused(void **state)
+/* One run with `decisions: sync`: final weights into w (np floats). */
+static void s_sync_run(const char *db, float *w, size_t np)
+{
+    struct rig *rg = malloc(sizeof *rg);
+    s_rig_init(rg, db, 1);
+    assert_int_equal(rg->np, np);
+    struct eigensvc_cfg ec;
+    s_svc_cfg(&ec, rg->eps, db, NULL, NULL, NULL);
+    ec.test_db = NULL;
+    ec.sync = 1;
+    ec.epochs = EPOCHS;
+    struct svc_run *sr = calloc(1, sizeof *sr);
+    if (eigensvc_new(&ec, &sr->svc))
+        fail_msg("eigensvc_new: %s", rt_err_msg());
+    pthread_t tc, ts;
+    assert_int_equal(pthread_create(&ts, NULL, s_svc, sr), 0);
+    assert_int_equal(pthread_create(&tc, NULL, s_cluster, &rg->cr), 0);
+    pthread_join(tc, NULL);
+    if (rg->cr.rc)
+        fail_msg("cluster: %s", rg->cr.err);
+    pthread_join(ts, NULL);
+    if (sr->rc)
+        fail_msg("eigensvc: %s", sr->err);
+    eigensvc_destroy(&sr->svc);
+    free(sr);
+    /* the decisions of epochs 0 and 1 apply exactly from the next epoch's first step */
+    assert_int_equal(server_sched_version(rg->sched), 2);
+    for (uint32_t v = 1; v <= 2; v++) {
+        const struct server_sched_decision *d = server_sched_decision(rg->sched, v);
+        assert_int_equal(d->epoch, (int32_t)v - 1);
+        struct server_sched_point start;
+        assert_int_equal(server_sched_epoch_start(rg->sched, d->epoch + 1, &start), 0);
+        assert_int_equal(d->apply_step, start.step);
+        assert_int_equal(d->snapshot_version, (uint64_t)start.step);
+    }
+    memcpy(w, rg->cr.w, np * sizeof(float));
+    s_rig_fini(rg);
+    free(rg);
+}
+
+static void test_sync_bitwise(void **state)
+{
+    (void)state;
+    char *tmp = eb_test_tmpdir(), db[4200];
+    snprintf(db, sizeof db, "%s/db", tmp);
+    eb_test_make_raw_db(db, N, C, H, W_);
+    nn_net_t *net = nn_zoo_new("mlp", C, H, W_, CLASSES, M, NULL);
+    size_t np = nn_net_param_count(net);
+    nn_net_destroy(&net);
+    float *a = malloc(np * sizeof(float)), *b = malloc(np * sizeof(float));
+    s_sync_run(db, a, np);
+    s_sync_run(db, b, np);
+    assert_memory_equal(a, b, np * sizeof(float));
+    free(a);
+    free(b);
+    eb_test_rmtree(tmp);
+    free(tmp);
+}
+
+static void test_bad_config(void **state)
 {
     (void)state;
     char *tmp = eb_test_tmpdir(), db[4200];
@@ -307,16 +402,16 @@ static void test_sync_refused(void **state)
     struct eigensvc_cfg ec;
     s_svc_cfg(&ec, eps, db, NULL, NULL, NULL);
     ec.n_shards = 1;
-    ec.sync = 1;
     eigensvc_t *svc = NULL;
-    assert_int_equal(eigensvc_new(&ec, &svc), RT_ERR_UNSUPPORTED);
-    assert_null(svc);
-    ec.sync = 0;
     ec.hessian_batch = N + 1;
     assert_int_equal(eigensvc_new(&ec, &svc), RT_ERR_CONFIG);
     assert_non_null(strstr(rt_err_msg(), "hessian_batch"));
     ec.hessian_batch = HB;
     ec.model = "nosuchmodel";
+    assert_int_equal(eigensvc_new(&ec, &svc), RT_ERR_CONFIG);
+    assert_null(svc);
+    ec.model = "mlp";
+    ec.block_last_k = 9;
     assert_int_equal(eigensvc_new(&ec, &svc), RT_ERR_CONFIG);
     assert_null(svc);
     eb_test_rmtree(tmp);
@@ -327,7 +422,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_abs_run),
-        cmocka_unit_test(test_sync_refused),
+        cmocka_unit_test(test_sync_bitwise),
+        cmocka_unit_test(test_bad_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -154,6 +154,7 @@ static void s_to_pb(const struct rt_wire_msg *m, EbHeader *h, EbSpan *sp, EbSche
         sc->share_offset = m->sched.share_offset;
         sc->share_count = m->sched.share_count;
         sc->done = m->sched.done ? 1 : 0;
+        sc->epoch_last = m->sched.epoch_last ? 1 : 0;
         h->sched = sc;
     }
     h->weight = m->weight;
@@ -332,6 +333,7 @@ int rt_wire_decode(const void *const *parts, const size_t *sizes, int nparts,
         m->sched.share_offset = h->sched->share_offset;
         m->sched.share_count = h->sched->share_count;
         m->sched.done = h->sched->done ? 1 : 0;
+        m->sched.epoch_last = h->sched->epoch_last ? 1 : 0;
     }
     m->weight = h->weight;
     m->n_workers = h->n_workers;

@@ -70,6 +70,7 @@ struct rt_wire_sched {
     uint32_t share_offset; /* the worker's first sample within the batch */
     uint32_t share_count;  /* the worker's number of samples */
     int done;              /* training is over; the step does not exist */
+    int epoch_last;        /* the step is its epoch's last (the next one starts an epoch) */
 };
 
 /* An ABS decision of the eigen service (EbDecision). */

@@ -6,7 +6,8 @@
  *       [--query EP] [--test-data DIR] [--method ABS|ABSA] [--epochs E] [--batch B]
  *       [--batch-max B] [--lr LR] [--lr-cap C] [--alpha A] [--beta B] [--kappa K]
  *       [--hessian-batch N] [--block-last K] [--bn eval|train] [--preset paper|accurate]
- *       [--seed S] [--threads T] [--metrics FILE] [--timeout-ms MS]
+ *       [--seed S] [--threads T] [--metrics FILE] [--timeout-ms MS] [--decay E1,E2,...]
+ *       [--rho R] [--sync 0|1]
  *
  * Every option can also come from the environment: EB_ and the option's name in upper case with
  * '-' as '_' (EB_CONNECT, EB_PUB, ...); a flag wins over the environment. The ABS settings must be
@@ -27,7 +28,7 @@
 
 #define S_CMD "eigensvc"
 #define S_MAX_SHARDS 256
-#define S_N_OPTS 26
+#define S_N_OPTS 28
 
 static atomic_int s_stop;
 
@@ -51,6 +52,7 @@ static const struct option s_opts[S_N_OPTS + 1] = {
     {"seed", required_argument, NULL, 0},       {"threads", required_argument, NULL, 0},
     {"metrics", required_argument, NULL, 0},    {"timeout-ms", required_argument, NULL, 0},
     {"decay", required_argument, NULL, 0},      {"help", no_argument, NULL, 0},
+    {"rho", required_argument, NULL, 0},        {"sync", required_argument, NULL, 0},
     {NULL, 0, NULL, 0}};
 
 static void s_usage(FILE *f)
@@ -105,15 +107,17 @@ int eb_cmd_eigensvc(int argc, char **argv)
     }
     long classes = 10, epochs = 0, batch = 128, batch_max = 16384, kappa = 10, hb = 128,
          block = 0, seed = 0, threads = 1, timeout_ms = 0;
-    double lr = 0.1, lr_cap = 0, alpha = 2, beta = 2;
+    double lr = 0.1, lr_cap = 0, alpha = 2, beta = 2, rho = -1;
+    long sync = 0;
     struct { int i; long *out; } ints[] = {{6, &classes}, {8, &epochs}, {9, &batch},
         {10, &batch_max}, {15, &kappa}, {16, &hb}, {17, &block}, {20, &seed}, {21, &threads},
-        {23, &timeout_ms}};
+        {23, &timeout_ms}, {27, &sync}};
     for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++)
         if (val[ints[k].i] &&
             eb_cli_int(S_CMD, s_opts[ints[k].i].name, val[ints[k].i], ints[k].out))
             return 2;
-    struct { int i; double *out; } dbls[] = {{11, &lr}, {12, &lr_cap}, {13, &alpha}, {14, &beta}};
+    struct { int i; double *out; } dbls[] = {{11, &lr}, {12, &lr_cap}, {13, &alpha}, {14, &beta},
+                                             {26, &rho}};
     for (size_t k = 0; k < sizeof dbls / sizeof dbls[0]; k++)
         if (val[dbls[k].i] &&
             eb_cli_double(S_CMD, s_opts[dbls[k].i].name, val[dbls[k].i], dbls[k].out))
@@ -174,6 +178,9 @@ int eb_cmd_eigensvc(int argc, char **argv)
     cfg.abs.alpha = alpha;
     cfg.abs.beta = beta;
     cfg.abs.kappa = (int32_t)kappa;
+    if (rho > 0)
+        cfg.abs.rho = rho;
+    cfg.sync = sync != 0;
     if (val[24]) { /* --decay E1,E2,...: the schedule's decay epochs */
         char *d = strdup(val[24]);
         for (char *save = NULL, *t = strtok_r(d, ",", &save); t; t = strtok_r(NULL, ",", &save)) {

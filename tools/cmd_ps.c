@@ -84,6 +84,12 @@ struct s_opts {
     long warmup;           /* --warmup-epochs: FB */
     long batch_max;        /* --batch-max: GG/ABS */
     const char *checksum;  /* --checksum: none, crc32, fletcher64 */
+    long sync;             /* --sync: `decisions: sync` (ABS/ABSA): epoch starts wait for the
+                              eigen service's decision */
+    long kappa;            /* --kappa: launch: the eigen service's ABS timer (epochs) */
+    long hessian_batch;    /* --hessian-batch: launch: samples of the eigen service's batch */
+    const char *eig_pub;   /* --eig-pub: launch: the eigen service's PUB endpoint */
+    const char *eig_metrics; /* --eig-metrics: launch: the eigen service's metrics.jsonl */
 };
 
 enum s_kind { S_INT, S_DBL, S_STR };
@@ -137,6 +143,11 @@ static const struct s_optdef s_defs[] = {
     S_O("rho", S_DBL, rho),
     S_O("warmup-epochs", S_INT, warmup),
     S_O("batch-max", S_INT, batch_max),
+    S_O("sync", S_INT, sync),
+    S_O("kappa", S_INT, kappa),
+    S_O("hessian-batch", S_INT, hessian_batch),
+    S_O("eig-pub", S_STR, eig_pub),
+    S_O("eig-metrics", S_STR, eig_metrics),
 };
 #define S_NDEFS (sizeof s_defs / sizeof s_defs[0])
 
@@ -164,6 +175,8 @@ static void s_defaults(struct s_opts *o)
     o->loader_threads = 1;
     o->log_every = 10;
     o->rho = 0.1;
+    o->kappa = 10;
+    o->hessian_batch = 128;
 }
 
 /* The schedule of a shard: server_sched from --method (BL/FB/GG/ABS/ABSA, --epochs,
@@ -401,6 +414,7 @@ int eb_cmd_server(int argc, char **argv)
             .checksum = ck,
             /* the eigen service reads epoch-start snapshots under ABS / ABSA */
             .snapshots = o.method && !strncasecmp(o.method, "ABS", 3),
+            .sync = o.method && !strncasecmp(o.method, "ABS", 3) && o.sync,
         };
         rc = server_shard_new(&sc, &s);
     }
@@ -673,7 +687,9 @@ static const char s_launch_usage[] =
     "Runs S shard processes and W worker processes of this binary on this machine and waits for\n"
     "them. tcp: shard i listens on 127.0.0.1:P+i (P = 0: free ports are picked); ipc: sockets\n"
     "in DIR (default: a fresh temporary directory). --out goes to the first worker.\n"
-    "inproc: the same roles as threads of this process (the embedded mode).\n";
+    "inproc: the same roles as threads of this process (the embedded mode).\n"
+    "--method ABS|ABSA with a zoo model also runs the eigen service as a process (`eigenbatch\n"
+    "eigensvc`: --kappa, --hessian-batch, --sync 0|1, --eig-pub ENDPOINT, --eig-metrics FILE).\n";
 
 /* Spawn `eigenbatch ROLE args...`; returns the child's pid or -1. */
 static pid_t s_spawn(const char *self, char *const *args)
@@ -881,7 +897,7 @@ int eb_cmd_launch(int argc, char **argv)
     snprintf(a_mom, sizeof a_mom, "%.9g", o.momentum);
     snprintf(a_wd, sizeof a_wd, "%.9g", o.wd);
     snprintf(a_chunk, sizeof a_chunk, "%ld", o.chunk);
-    pid_t *pids = calloc((size_t)(S + W), sizeof *pids);
+    pid_t *pids = calloc((size_t)(S + W + 1), sizeof *pids);
     if (!pids)
         return 1;
     int n = 0;
@@ -947,6 +963,10 @@ int eb_cmd_launch(int argc, char **argv)
                 args[k++] = "--decay-epochs";
                 args[k++] = (char *)o.decay;
             }
+            if (o.sync) {
+                args[k++] = "--sync";
+                args[k++] = "1";
+            }
         }
         if (i > 0) {
             args[k++] = "--coord";
@@ -993,6 +1013,51 @@ int eb_cmd_launch(int argc, char **argv)
         if (i == 0 && o.out) {
             args[k++] = "--out";
             args[k++] = (char *)o.out;
+        }
+        args[k] = NULL;
+        pids[n] = s_spawn(self, args);
+        if (pids[n] < 0)
+            status = 1;
+        else
+            n++;
+    }
+    /* ABS / ABSA on a zoo model: the eigen service, with the schedule's settings */
+    if (status == 0 && o.method && !strncasecmp(o.method, "ABS", 3) && strcmp(o.model, "synth")) {
+        char a_classes[32], a_kappa[32], a_sync_t[32], a_bmax_e[32], a_hb[32];
+        snprintf(a_hb, sizeof a_hb, "%ld", o.hessian_batch);
+        struct server_sched_config dc; /* the schedule's default B_max when --batch-max is 0 */
+        server_sched_config_default(&dc, SERVER_SCHED_ABS, o.samples, 1);
+        snprintf(a_bmax_e, sizeof a_bmax_e, "%lld",
+                 o.batch_max > 0 ? (long long)o.batch_max : (long long)dc.batch_max);
+        snprintf(a_classes, sizeof a_classes, "%ld", o.classes);
+        snprintf(a_kappa, sizeof a_kappa, "%ld", o.kappa);
+        snprintf(a_sync_t, sizeof a_sync_t, "%d", o.sync ? 0 : 5000);
+        char *args[S_MAX_ARGS] = {self,        "eigensvc",  "--connect",     connect,
+                                  "--model",   (char *)o.model, "--data",    (char *)o.data,
+                                  "--classes", a_classes,   "--method",      (char *)o.method,
+                                  "--epochs",  a_epochs,    "--batch",       a_batch,
+                                  "--batch-max", a_bmax_e,  "--lr",          a_lr,
+                                  "--rho",     a_rho,       "--kappa",       a_kappa,
+                                  "--seed",    a_seed,      "--sync",        o.sync ? "1" : "0",
+                                  "--hessian-batch", a_hb};
+        int k = 0;
+        while (args[k])
+            k++;
+        if (!o.sync) { /* without sync, a missed last snapshot ends the service on silence */
+            args[k++] = "--timeout-ms";
+            args[k++] = a_sync_t;
+        }
+        if (o.decay) {
+            args[k++] = "--decay";
+            args[k++] = (char *)o.decay;
+        }
+        if (o.eig_pub) {
+            args[k++] = "--pub";
+            args[k++] = (char *)o.eig_pub;
+        }
+        if (o.eig_metrics) {
+            args[k++] = "--metrics";
+            args[k++] = (char *)o.eig_metrics;
         }
         args[k] = NULL;
         pids[n] = s_spawn(self, args);

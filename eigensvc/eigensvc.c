@@ -17,7 +17,9 @@
  * reached), and it is stamped exactly at the epoch start, as in the reference.
  *
  * Sequence numbers are epoch + 1, so a restarted service sends the same numbers for the same
- * epochs and the coordinator sees duplicates rather than superseded decisions.
+ * epochs and the coordinator sees duplicates rather than superseded decisions. When the
+ * coordinator answers "stale" or "superseded" (another service instance decided meanwhile), it
+ * sends the latest decision it holds and the rule resumes from it (s_resume).
  */
 #include "eigensvc.h"
 
@@ -59,6 +61,7 @@ struct eigensvc {
     float *x;                    /* Hessian (and eval) batch inputs */
     int32_t *y;                  /* labels */
     size_t sample;               /* floats per sample */
+    uint64_t seq_offset;         /* added to epoch + 1 to form sequence numbers (see s_resume) */
     int have_current;            /* a decision has been published */
     struct rt_wire_decision current; /* the last one published */
 };
@@ -315,6 +318,36 @@ static int s_evaluate(eigensvc_t *s, uint64_t epoch, uint64_t version)
     return RT_OK;
 }
 
+/* Resume the rule from the coordinator's latest decision h, after our decision for epoch `ended`
+ * was stale or superseded: its B, base lr and gamma are in force; lambda_ref becomes its
+ * eigenvalue (when it had one) and the kappa timer counts from its epoch. Later sequence numbers
+ * follow its own. */
+static int s_resume(eigensvc_t *s, const struct rt_wire_decision *h, int32_t ended)
+{
+    struct eig_abs_state st;
+    eig_abs_get_state(s->abs, &st);
+    st.batch = h->batch;
+    st.lr_base = h->lr_base;
+    st.gamma_base = h->gamma_base;
+    if (isfinite(h->lambda)) {
+        st.lambda_ref = h->lambda;
+        st.has_ref = 1;
+    }
+    st.duration = ended > h->epoch ? ended - h->epoch : 0;
+    st.measuring = h->batch < s->cfg.abs.batch_max;
+    st.increases = (int32_t)h->sched_version;
+    st.last_epoch = ended;
+    int rc = eig_abs_set_state(s->abs, &st);
+    if (rc)
+        return rc;
+    if (h->seq >= (uint64_t)ended + 1 + s->seq_offset)
+        s->seq_offset = h->seq - (uint64_t)ended;
+    RT_WARN(S_NAME, "epoch %d: resumed from the coordinator's decision %llu (epoch %d, B %lld, "
+                    "lr %g)", (int)ended, (unsigned long long)h->seq, (int)h->epoch,
+            (long long)h->batch, h->lr_base);
+    return RT_OK;
+}
+
 /* The end of epoch `ended` on the snapshot in the net (taken at `version`): measure, decide, send,
  * publish, record. */
 static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
@@ -346,7 +379,7 @@ static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
     if (rc)
         return rc;
 
-    struct rt_wire_decision d = {.seq = (uint64_t)ended + 1,
+    struct rt_wire_decision d = {.seq = (uint64_t)ended + 1 + s->seq_offset,
                                  .snapshot_version = version,
                                  .epoch = ended,
                                  .batch = dec.batch,
@@ -354,7 +387,10 @@ static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
                                  .gamma_base = dec.gamma_base,
                                  .lambda = measured ? res.eigenvalue : NAN};
     uint64_t apply = 0, sv = 0;
-    int verdict = server_observer_decide(s->obs, &d, &apply, &sv, S_DECIDE_WAIT_MS);
+    struct rt_wire_decision held;
+    int has_held = 0;
+    int verdict = server_observer_decide_held(s->obs, &d, &apply, &sv, &held, &has_held,
+                                              S_DECIDE_WAIT_MS);
     if (verdict < 0)
         RT_WARN(S_NAME, "epoch %d: the coordinator refused the decision: %s", (int)ended,
                 rt_err_msg());
@@ -363,6 +399,9 @@ static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
     if (!dec.reason[0])
         snprintf(dec.reason, sizeof dec.reason, "%s", measured ? "no change" :
                  "B_max reached: no measurement");
+    if (has_held && (verdict == SERVER_SCHED_STALE || verdict == SERVER_SCHED_SUPERSEDED) &&
+        (rc = s_resume(s, &held, ended)))
+        return rc;
     d.lr = dec.lr;
     d.gamma = dec.gamma;
     snprintf(d.reason, sizeof d.reason, "%s", dec.reason);

@@ -252,7 +252,34 @@ static int s_sched_decide(void *self, const struct rt_wire_decision *d, uint64_t
     return verdict;
 }
 
-static const struct server_coord_sched_ops s_sched_ops = {s_sched_at, NULL, s_sched_decide};
+static int s_sched_last(void *self, struct rt_wire_decision *out)
+{
+    uint32_t v = server_sched_version(self);
+    const struct server_sched_decision *d = v ? server_sched_decision(self, v) : NULL;
+    if (!d)
+        return rt_err_set(RT_ERR_STATE, "no decision accepted yet");
+    memset(out, 0, sizeof *out);
+    out->seq = d->seq;
+    out->snapshot_version = d->snapshot_version;
+    out->epoch = d->epoch;
+    out->batch = d->batch;
+    out->lr_base = d->lr_base;
+    out->gamma_base = d->gamma_base;
+    out->lambda = d->lambda;
+    out->apply_step = (uint64_t)d->apply_step;
+    out->sched_version = d->version;
+    return RT_OK;
+}
+
+static const struct server_coord_sched_ops s_sched_ops = {s_sched_at, NULL, s_sched_decide,
+                                                          s_sched_last};
+
+int server_coord_last_decision(server_coord_t *c, struct rt_wire_decision *out)
+{
+    if (!c->sched->ops->last)
+        return rt_err_set(RT_ERR_UNSUPPORTED, "this schedule takes no eigen-service decisions");
+    return c->sched->ops->last(c->sched->self, out);
+}
 
 int server_coord_decide(server_coord_t *c, const struct rt_wire_decision *d, uint64_t *apply_step,
                         uint64_t *version)

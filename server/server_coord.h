@@ -43,6 +43,9 @@ struct server_coord_sched_ops {
      * *apply_step and *version say from where and as which version) or a negative rt_err code. */
     int (*decide)(void *self, const struct rt_wire_decision *d, uint64_t next_step,
                   uint64_t *apply_step, uint64_t *version);
+    /* The latest accepted decision (apply_step and sched_version filled): 0, or RT_ERR_STATE
+     * when there is none; NULL when the schedule takes no decisions. */
+    int (*last)(void *self, struct rt_wire_decision *out);
 };
 
 /* A schedule: operations plus their state. */
@@ -103,6 +106,10 @@ uint64_t server_coord_next_step(const server_coord_t *c);
  * decisions, or another negative code naming what is wrong. */
 int server_coord_decide(server_coord_t *c, const struct rt_wire_decision *d, uint64_t *apply_step,
                         uint64_t *version);
+
+/* The latest decision the schedule holds (for an eigen service whose decision was stale or
+ * superseded, to resume from it): 0, RT_ERR_STATE when none, RT_ERR_UNSUPPORTED. */
+int server_coord_last_decision(server_coord_t *c, struct rt_wire_decision *out);
 
 /* The schedule of `step` (no share): for shards and late joiners. */
 int server_coord_sched(server_coord_t *c, uint64_t step, struct server_coord_point *pt);

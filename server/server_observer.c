@@ -194,6 +194,15 @@ int server_observer_snapshot(server_observer_t *o, float *params, float *buffers
 int server_observer_decide(server_observer_t *o, const struct rt_wire_decision *d,
                            uint64_t *apply_step, uint64_t *version, int timeout_ms)
 {
+    return server_observer_decide_held(o, d, apply_step, version, NULL, NULL, timeout_ms);
+}
+
+int server_observer_decide_held(server_observer_t *o, const struct rt_wire_decision *d,
+                                uint64_t *apply_step, uint64_t *version,
+                                struct rt_wire_decision *held, int *has_held, int timeout_ms)
+{
+    if (has_held)
+        *has_held = 0;
     struct rt_wire_msg q, r;
     rt_wire_msg_init(&q, RT_WIRE_DECISION, -1, S_NAME);
     q.decision = *d;
@@ -211,6 +220,10 @@ int server_observer_decide(server_observer_t *o, const struct rt_wire_decision *
         if (r.type == RT_WIRE_ACK && r.decision.seq == d->seq) {
             *apply_step = r.step;
             *version = r.sched_version;
+            if (r.has_held && held && has_held) {
+                *held = r.held;
+                *has_held = 1;
+            }
             return r.err_code;
         }
     }

@@ -34,4 +34,11 @@ int server_observer_snapshot(server_observer_t *o, float *params, float *buffers
 int server_observer_decide(server_observer_t *o, const struct rt_wire_decision *d,
                            uint64_t *apply_step, uint64_t *version, int timeout_ms);
 
+/* server_observer_decide that also returns, when the verdict is stale or superseded, the latest
+ * decision the coordinator holds in *held (apply_step and sched_version filled) and sets *has_held
+ * (held / has_held may be NULL). */
+int server_observer_decide_held(server_observer_t *o, const struct rt_wire_decision *d,
+                                uint64_t *apply_step, uint64_t *version,
+                                struct rt_wire_decision *held, int *has_held, int timeout_ms);
+
 #endif

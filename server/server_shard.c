@@ -13,6 +13,7 @@
 #include "rt_err.h"
 #include "rt_log.h"
 #include "rt_sock.h"
+#include "server_sched.h"
 
 #define S_POLL_MS 100         /* poll period: how often `stop` is checked */
 #define S_MAX_PENDING 256     /* queued pulls waiting for a future version */
@@ -676,6 +677,10 @@ static void s_on_decision(server_shard_t *s, const uint8_t *route, size_t rlen,
     r.step = apply;
     r.sched_version = version;
     r.decision = m->decision;
+    /* stale or superseded: tell the service what the schedule holds, so that it resumes there */
+    if ((v == SERVER_SCHED_STALE || v == SERVER_SCHED_SUPERSEDED) &&
+        server_coord_last_decision(s->coord, &r.held) == RT_OK)
+        r.has_held = 1;
     if (rt_sock_send(s->sock, route, rlen, &r, NULL, NULL, NULL))
         RT_WARN(s->name, "decision reply failed: %s", rt_err_msg());
 }

@@ -392,6 +392,72 @@ static void test_sync_bitwise(void **state)
     free(tmp);
 }
 
+/* The coordinator already holds a decision with a higher sequence number (another service
+ * instance): the service's first decision is superseded, it resumes from the held one (B 16) and
+ * its next decision (B 32) is accepted. Sync mode, so that the epochs are not missed. */
+static void test_superseded_resume(void **state)
+{
+    (void)state;
+    char *tmp = eb_test_tmpdir(), db[4200], mpath[4200];
+    snprintf(db, sizeof db, "%s/db", tmp);
+    snprintf(mpath, sizeof mpath, "%s/metrics.jsonl", tmp);
+    eb_test_make_raw_db(db, N, C, H, W_);
+    struct rig *rg = malloc(sizeof *rg);
+    s_rig_init(rg, db, 1);
+    struct server_sched_decision pre = {.seq = 1000, .snapshot_version = 0, .epoch = 0,
+                                        .batch = 2 * BATCH, .lr_base = 2 * LR, .gamma_base = 0,
+                                        .lambda = 5.0};
+    assert_int_equal(server_sched_accept(rg->sched, &pre, 0, NULL), SERVER_SCHED_ACCEPTED);
+    rt_metrics_t *mt = NULL;
+    assert_int_equal(rt_metrics_open(mpath, 0, &mt), 0);
+    struct eigensvc_cfg ec;
+    s_svc_cfg(&ec, rg->eps, db, mt, NULL, NULL);
+    ec.test_db = NULL;
+    ec.sync = 1;
+    ec.epochs = EPOCHS;
+    struct svc_run *sr = calloc(1, sizeof *sr);
+    if (eigensvc_new(&ec, &sr->svc))
+        fail_msg("eigensvc_new: %s", rt_err_msg());
+    pthread_t tc, ts;
+    assert_int_equal(pthread_create(&ts, NULL, s_svc, sr), 0);
+    assert_int_equal(pthread_create(&tc, NULL, s_cluster, &rg->cr), 0);
+    pthread_join(tc, NULL);
+    if (rg->cr.rc)
+        fail_msg("cluster: %s", rg->cr.err);
+    pthread_join(ts, NULL);
+    if (sr->rc)
+        fail_msg("eigensvc: %s", sr->err);
+    eigensvc_destroy(&sr->svc);
+    rt_metrics_close(&mt);
+    assert_int_equal(server_sched_version(rg->sched), 2);
+    const struct server_sched_decision *d = server_sched_decision(rg->sched, 2);
+    assert_int_equal(d->batch, BATCH_MAX);
+    assert_int_equal(d->epoch, 1);
+    assert_true(d->seq > 1000);
+    FILE *f = fopen(mpath, "r");
+    assert_non_null(f);
+    char line[8192];
+    int n = 0;
+    while (fgets(line, sizeof line, f) && n < 2) {
+        json_t *o = json_loads(line, 0, NULL);
+        assert_non_null(o);
+        if (strcmp(json_string_value(json_object_get(o, "event")), "eig") == 0) {
+            const char *v = json_string_value(json_object_get(o, "verdict"));
+            assert_string_equal(v, server_sched_verdict_str(n == 0 ? SERVER_SCHED_SUPERSEDED
+                                                                   : SERVER_SCHED_ACCEPTED));
+            n++;
+        }
+        json_decref(o);
+    }
+    fclose(f);
+    assert_int_equal(n, 2);
+    free(sr);
+    s_rig_fini(rg);
+    free(rg);
+    eb_test_rmtree(tmp);
+    free(tmp);
+}
+
 static void test_bad_config(void **state)
 {
     (void)state;
@@ -423,6 +489,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_abs_run),
         cmocka_unit_test(test_sync_bitwise),
+        cmocka_unit_test(test_superseded_resume),
         cmocka_unit_test(test_bad_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

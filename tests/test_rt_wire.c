@@ -100,6 +100,12 @@ static void test_round_trip_all_types(void **state)
         }
         m.epoch = 41;
         if (type == RT_WIRE_ACK) {
+            m.has_held = 1;
+            m.held.seq = 1000;
+            m.held.batch = 512;
+            m.held.apply_step = 90;
+            m.held.sched_version = 4;
+            m.held.lambda = 2.5;
             m.params_range = (struct rt_wire_span){10, 20, 0};
             m.buffers_range = (struct rt_wire_span){1, 2, 0};
         }
@@ -151,7 +157,10 @@ static void test_round_trip_all_types(void **state)
             assert_true(d.decision.lambda == 17.5);
         }
         assert_true(d.epoch == 41);
+        assert_int_equal(d.has_held, type == RT_WIRE_ACK);
         if (type == RT_WIRE_ACK) {
+            assert_true(d.held.seq == 1000 && d.held.batch == 512 && d.held.lambda == 2.5);
+            assert_true(d.held.apply_step == 90 && d.held.sched_version == 4);
             assert_true(d.params_range.offset == 10 && d.params_range.count == 20);
             assert_true(d.buffers_range.offset == 1 && d.buffers_range.count == 2);
         }

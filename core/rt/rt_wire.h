@@ -121,6 +121,8 @@ struct rt_wire_msg {
     struct rt_wire_span buffers_range; /* ACK: the shard's buffer range */
     struct rt_wire_decision decision;  /* DECISION */
     uint64_t epoch;                    /* WEIGHTS answering SNAPSHOT: epoch of the snapshot */
+    int has_held;                      /* ACK: `held` is present */
+    struct rt_wire_decision held;      /* ACK of a stale / superseded decision: the latest held */
     int sealed;                        /* local, not encoded: payload checksums already filled */
 };
 

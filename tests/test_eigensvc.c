@@ -39,7 +39,7 @@
 #define BATCH 8
 #define BATCH_MAX 32
 #define M 8         /* micro-batch */
-#define EPOCHS 6
+#define EPOCHS 10
 #define LR 0.05
 #define DELAY_US 25000 /* per worker step */
 #define HB 16          /* Hessian batch */
@@ -243,23 +243,22 @@ static void test_abs_run(void **state)
     assert_int_equal(pthread_create(&ts, NULL, s_svc, sr), 0);
     struct rt_wire_decision cur;
     assert_int_equal(eig_sub_current(NULL, query, &cur, 3000), RT_ERR_STATE);
-    usleep(100000); /* the subscription reaches the PUB socket before the first publication */
+    usleep(300000); /* the subscription reaches the PUB socket before the first publication */
     assert_int_equal(pthread_create(&tc, NULL, s_cluster, cr), 0);
 
-    /* every decision until B_max (normally 2; 1 when the service missed an epoch's snapshot on
-     * a loaded machine: the rule then counts that epoch unmeasured) */
-    struct rt_wire_decision got[2];
-    int n_got = 0;
+    /* published decisions until B_max. PUB keeps no history: a subscriber may miss early ones
+     * (that is what the current-decision query is for), so only the last one is required. */
+    struct rt_wire_decision fin;
+    int n_sub = 0;
     do {
-        if (eig_sub_recv(sub, &got[n_got], 20000))
-            fail_msg("subscriber: decision %d: %s", n_got, rt_err_msg());
-        n_got++;
-    } while (got[n_got - 1].batch < BATCH_MAX && n_got < 2);
-    assert_int_equal(got[n_got - 1].batch, BATCH_MAX);
+        if (eig_sub_recv(sub, &fin, 20000))
+            fail_msg("subscriber: decision %d: %s", n_sub, rt_err_msg());
+        n_sub++;
+    } while (fin.batch < BATCH_MAX);
     /* a late joiner gets the current decision */
     assert_int_equal(eig_sub_current(NULL, query, &cur, 3000), 0);
-    assert_true(cur.seq == got[n_got - 1].seq && cur.batch == BATCH_MAX);
-    assert_string_equal(cur.reason, got[n_got - 1].reason);
+    assert_true(cur.seq == fin.seq && cur.batch == BATCH_MAX);
+    assert_string_equal(cur.reason, fin.reason);
 
     pthread_join(tc, NULL);
     if (cr->rc)
@@ -271,48 +270,55 @@ static void test_abs_run(void **state)
     eig_sub_destroy(&sub);
     rt_metrics_close(&mt);
 
-    /* the published decisions: batch 16 then 32, accepted, with reasons and eigenvalues */
-    int64_t want[2] = {n_got == 2 ? 2 * BATCH : BATCH_MAX, BATCH_MAX};
-    for (int i = 0; i < n_got; i++) {
-        assert_int_equal(got[i].batch, want[i]);
-        assert_int_equal(got[i].verdict, SERVER_SCHED_ACCEPTED);
-        assert_int_equal(got[i].sched_version, i + 1);
-        assert_true(got[i].reason[0] != '\0');
-        assert_true(isfinite(got[i].lambda));
-        assert_true(got[i].lr > 0 && got[i].iterations >= 1);
+    /* the coordinator accepted B 16 then B 32 (normally two decisions; one when the service
+     * missed an epoch's snapshot on a loaded machine: the rule counts that epoch unmeasured
+     * and, with kappa 1, grows twice in one decision) */
+    uint32_t nd = server_sched_version(sched);
+    assert_true(nd == 1 || nd == 2);
+    assert_true(n_sub <= (int)nd);
+    const struct server_sched_decision *last = server_sched_decision(sched, nd);
+    assert_int_equal(last->batch, BATCH_MAX);
+    assert_true(last->seq == fin.seq);
+    assert_int_equal(fin.verdict, SERVER_SCHED_ACCEPTED);
+    assert_int_equal(fin.sched_version, nd);
+    assert_true(fin.reason[0] != '\0' && isfinite(fin.lambda) && fin.iterations >= 1);
+    if (nd == 2) {
+        const struct server_sched_decision *first = server_sched_decision(sched, 1);
+        assert_int_equal(first->batch, 2 * BATCH);
+        assert_true(first->epoch < last->epoch);
+        assert_true(first->lr_base * 2 == last->lr_base); /* linear scaling */
     }
-    if (n_got == 2) {
-        assert_true(got[0].epoch < got[1].epoch);
-        assert_true(got[0].lr * 2 == got[1].lr); /* linear scaling */
-    }
-    /* the coordinator's schedule holds them */
-    assert_int_equal(server_sched_version(sched), n_got);
-    assert_int_equal(server_sched_decision(sched, (uint32_t)n_got)->batch, BATCH_MAX);
-    struct server_sched_point last;
-    assert_int_equal(server_sched_epoch_start(sched, EPOCHS - 1, &last), 0);
-    assert_int_equal(last.batch, BATCH_MAX);
+    struct server_sched_point end;
+    assert_int_equal(server_sched_epoch_start(sched, EPOCHS - 1, &end), 0);
+    assert_int_equal(end.batch, BATCH_MAX);
 
-    /* metrics: an "eig" event per decision with its reason; "eval" events */
+    /* metrics: an "eig" event per decision with its reason and verdict; "eval" events */
     FILE *f = fopen(mpath, "r");
     assert_non_null(f);
     char line[8192];
-    int n_eig = 0, n_eval = 0;
+    uint32_t n_eig = 0;
+    int n_eval = 0;
     while (fgets(line, sizeof line, f)) {
         json_t *o = json_loads(line, 0, NULL);
         assert_non_null(o);
         const char *ev = json_string_value(json_object_get(o, "event"));
         if (strcmp(ev, "eig") == 0) {
-            assert_true(n_eig < n_got);
-            assert_int_equal(json_integer_value(json_object_get(o, "batch_size")), want[n_eig]);
-            assert_int_equal(json_integer_value(json_object_get(o, "epoch")), got[n_eig].epoch);
-            assert_string_equal(json_string_value(json_object_get(o, "reason")),
-                                got[n_eig].reason);
+            assert_true(n_eig < nd);
+            const struct server_sched_decision *d = server_sched_decision(sched, n_eig + 1);
+            assert_int_equal(json_integer_value(json_object_get(o, "batch_size")), d->batch);
+            assert_int_equal(json_integer_value(json_object_get(o, "epoch")), d->epoch);
+            const char *reason = json_string_value(json_object_get(o, "reason"));
+            assert_non_null(reason);
+            assert_true(reason[0] != '\0');
+            if (n_eig + 1 == nd)
+                assert_string_equal(reason, fin.reason);
             assert_string_equal(json_string_value(json_object_get(o, "verdict")),
                                 server_sched_verdict_str(SERVER_SCHED_ACCEPTED));
             assert_true(json_is_number(json_object_get(o, "eigenvalue")));
             assert_true(json_is_number(json_object_get(o, "lr")));
             assert_true(json_is_number(json_object_get(o, "gamma")));
-            assert_true(json_is_integer(json_object_get(o, "snapshot_version")));
+            assert_int_equal(json_integer_value(json_object_get(o, "snapshot_version")),
+                             d->snapshot_version);
             n_eig++;
         } else if (strcmp(ev, "eval") == 0) {
             double acc = json_number_value(json_object_get(o, "accuracy"));
@@ -323,8 +329,8 @@ static void test_abs_run(void **state)
         json_decref(o);
     }
     fclose(f);
-    assert_int_equal(n_eig, n_got);
-    assert_true(n_eval >= 2);
+    assert_int_equal(n_eig, nd);
+    assert_true(n_eval >= 1);
 
     s_rig_fini(rg);
     free(rg);

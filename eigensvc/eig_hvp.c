@@ -38,8 +38,7 @@ static double s_now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-int eig_hvp_top(eig_power_t *pw, struct eig_hvp *h, struct eig_power_result *res,
-                double *seconds)
+int eig_hvp_top(eig_power_t *pw, struct eig_hvp *h, struct eig_power_result *res, double *seconds)
 {
     int rc = eig_hvp_check(h);
     if (rc)

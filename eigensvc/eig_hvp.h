@@ -14,13 +14,13 @@
 
 /* One Hessian batch of a net: what the HVP callback needs. Everything is borrowed. */
 struct eig_hvp {
-    nn_net_t *net;       /* the net, weights loaded */
-    const float *x;      /* n inputs, NCHW */
-    const int32_t *y;    /* n labels */
-    int n;               /* samples (1..nn_net_max_batch) */
-    enum nn_bn_mode bn;  /* BatchNorm mode of the Hessian */
-    int block_last_k;    /* 0: full Hessian; K: the last K parameter layers */
-    long calls;          /* HVPs done (counter) */
+    nn_net_t *net;      /* the net, weights loaded */
+    const float *x;     /* n inputs, NCHW */
+    const int32_t *y;   /* n labels */
+    int n;              /* samples (1..nn_net_max_batch) */
+    enum nn_bn_mode bn; /* BatchNorm mode of the Hessian */
+    int block_last_k;   /* 0: full Hessian; K: the last K parameter layers */
+    long calls;         /* HVPs done (counter) */
 };
 
 /* eig_power_hvp_fn over struct eig_hvp (user): hv = H v by nn_net_hvp. Always returns 0. */
@@ -32,7 +32,6 @@ int eig_hvp_check(const struct eig_hvp *h);
 
 /* Top eigenvalue of h's Hessian by pw (sized nn_net_param_count). Fills *res and *seconds (wall
  * time, may be NULL). Returns 0 or a negative rt_err code. */
-int eig_hvp_top(eig_power_t *pw, struct eig_hvp *h, struct eig_power_result *res,
-                double *seconds);
+int eig_hvp_top(eig_power_t *pw, struct eig_hvp *h, struct eig_power_result *res, double *seconds);
 
 #endif

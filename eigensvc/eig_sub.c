@@ -15,10 +15,10 @@
 #define S_NAME "eig_sub"
 
 struct eig_sub {
-    void *ctx;                   /* ZeroMQ context */
-    int own_ctx;                 /* created here */
-    void *sock;                  /* SUB socket */
-    struct rt_sock_parts parts;  /* received frames */
+    void *ctx;                  /* ZeroMQ context */
+    int own_ctx;                /* created here */
+    void *sock;                 /* SUB socket */
+    struct rt_sock_parts parts; /* received frames */
 };
 
 int eig_sub_new(void *zmq_ctx, const char *pub_endpoint, eig_sub_t **out)
@@ -127,8 +127,8 @@ int eig_sub_current(void *zmq_ctx, const char *query_endpoint, struct rt_wire_de
     zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
     int n = zmq_poll(&it, 1, timeout_ms);
     if (n <= 0) {
-        rc = rt_err_set(n < 0 ? RT_ERR_ZMQ : RT_ERR_TIMEOUT,
-                        "eig_sub: no answer from %s in %d ms", query_endpoint, timeout_ms);
+        rc = rt_err_set(n < 0 ? RT_ERR_ZMQ : RT_ERR_TIMEOUT, "eig_sub: no answer from %s in %d ms",
+                        query_endpoint, timeout_ms);
         goto out;
     }
     rc = rt_sock_recv(sock, &parts, ZMQ_DONTWAIT);

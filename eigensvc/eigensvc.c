@@ -39,30 +39,30 @@
 #include "server_sched.h"
 
 #define S_NAME "eigensvc"
-#define S_POLL_MS_DEFAULT 20    /* between snapshot polls */
-#define S_SNAPSHOT_WAIT_MS 2000 /* one snapshot request's patience */
-#define S_DECIDE_WAIT_MS 5000   /* the coordinator's answer to a decision */
-#define S_TIMEOUT_DEFAULT 30000 /* shards silent this long: training is over */
+#define S_POLL_MS_DEFAULT 20             /* between snapshot polls */
+#define S_SNAPSHOT_WAIT_MS 2000          /* one snapshot request's patience */
+#define S_DECIDE_WAIT_MS 5000            /* the coordinator's answer to a decision */
+#define S_TIMEOUT_DEFAULT 30000          /* shards silent this long: training is over */
 #define S_SEED_MIX 0x9E3779B97F4A7C15ull /* spreads epochs over power-iteration seeds */
 
 struct eigensvc {
-    struct eigensvc_cfg cfg;     /* configuration (strings borrowed) */
-    void *ctx;                   /* ZeroMQ context */
-    int own_ctx;                 /* created here */
-    server_observer_t *obs;      /* snapshots and decisions */
-    void *pub;                   /* PUB socket, or NULL */
-    void *query;                 /* ROUTER answering CURRENT, or NULL */
-    struct rt_sock_parts parts;  /* received query frames */
-    rt_loader_t *train;          /* Hessian batches */
-    rt_loader_t *test;           /* test set, or NULL */
-    nn_net_t *net;               /* the model; its params/buffers receive each snapshot */
-    eig_power_t *pw;             /* power iteration */
-    eig_abs_t *abs;              /* the ABS rule */
-    float *x;                    /* Hessian (and eval) batch inputs */
-    int32_t *y;                  /* labels */
-    size_t sample;               /* floats per sample */
-    uint64_t seq_offset;         /* added to epoch + 1 to form sequence numbers (see s_resume) */
-    int have_current;            /* a decision has been published */
+    struct eigensvc_cfg cfg;    /* configuration (strings borrowed) */
+    void *ctx;                  /* ZeroMQ context */
+    int own_ctx;                /* created here */
+    server_observer_t *obs;     /* snapshots and decisions */
+    void *pub;                  /* PUB socket, or NULL */
+    void *query;                /* ROUTER answering CURRENT, or NULL */
+    struct rt_sock_parts parts; /* received query frames */
+    rt_loader_t *train;         /* Hessian batches */
+    rt_loader_t *test;          /* test set, or NULL */
+    nn_net_t *net;              /* the model; its params/buffers receive each snapshot */
+    eig_power_t *pw;            /* power iteration */
+    eig_abs_t *abs;             /* the ABS rule */
+    float *x;                   /* Hessian (and eval) batch inputs */
+    int32_t *y;                 /* labels */
+    size_t sample;              /* floats per sample */
+    uint64_t seq_offset;        /* added to epoch + 1 to form sequence numbers (see s_resume) */
+    int have_current;           /* a decision has been published */
     struct rt_wire_decision current; /* the last one published */
 };
 
@@ -138,8 +138,9 @@ int eigensvc_new(const struct eigensvc_cfg *cfg, eigensvc_t **out)
         int tc, th, tw;
         rt_loader_shape(s->test, &tc, &th, &tw);
         if (tc != c || th != h || tw != w) {
-            rc = rt_err_set(RT_ERR_SHAPE, "eigensvc: test set %s is %dx%dx%d, training set %dx%dx%d",
-                            cfg->test_db, tc, th, tw, c, h, w);
+            rc =
+                rt_err_set(RT_ERR_SHAPE, "eigensvc: test set %s is %dx%dx%d, training set %dx%dx%d",
+                           cfg->test_db, tc, th, tw, c, h, w);
             goto out_destroy;
         }
     }
@@ -276,9 +277,10 @@ static int s_hessian_batch(eigensvc_t *s, uint64_t epoch)
         if (rc)
             return rc;
         if (s->y[i] < 0 || s->y[i] >= s->cfg.classes)
-            return rt_err_set(RT_ERR_FORMAT, "eigensvc: %s record %zu has label %d, outside "
-                                             "[0, %d)", s->cfg.train_db, idx, (int)s->y[i],
-                              s->cfg.classes);
+            return rt_err_set(RT_ERR_FORMAT,
+                              "eigensvc: %s record %zu has label %d, outside "
+                              "[0, %d)",
+                              s->cfg.train_db, idx, (int)s->y[i], s->cfg.classes);
     }
     return RT_OK;
 }
@@ -342,9 +344,10 @@ static int s_resume(eigensvc_t *s, const struct rt_wire_decision *h, int32_t end
         return rc;
     if (h->seq >= (uint64_t)ended + 1 + s->seq_offset)
         s->seq_offset = h->seq - (uint64_t)ended;
-    RT_WARN(S_NAME, "epoch %d: resumed from the coordinator's decision %llu (epoch %d, B %lld, "
-                    "lr %g)", (int)ended, (unsigned long long)h->seq, (int)h->epoch,
-            (long long)h->batch, h->lr_base);
+    RT_WARN(S_NAME,
+            "epoch %d: resumed from the coordinator's decision %llu (epoch %d, B %lld, "
+            "lr %g)",
+            (int)ended, (unsigned long long)h->seq, (int)h->epoch, (long long)h->batch, h->lr_base);
     return RT_OK;
 }
 
@@ -370,8 +373,12 @@ static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
         if (rc)
             return rc;
         eig_power_reseed(s->pw, s->cfg.power.seed ^ ((uint64_t)ended + 1) * S_SEED_MIX);
-        struct eig_hvp hv = {.net = s->net, .x = s->x, .y = s->y, .n = s->cfg.hessian_batch,
-                             .bn = s->cfg.bn, .block_last_k = s->cfg.block_last_k};
+        struct eig_hvp hv = {.net = s->net,
+                             .x = s->x,
+                             .y = s->y,
+                             .n = s->cfg.hessian_batch,
+                             .bn = s->cfg.bn,
+                             .block_last_k = s->cfg.block_last_k};
         if ((rc = eig_hvp_top(s->pw, &hv, &res, &secs)))
             return rc;
     }
@@ -389,16 +396,16 @@ static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
     uint64_t apply = 0, sv = 0;
     struct rt_wire_decision held;
     int has_held = 0;
-    int verdict = server_observer_decide_held(s->obs, &d, &apply, &sv, &held, &has_held,
-                                              S_DECIDE_WAIT_MS);
+    int verdict =
+        server_observer_decide_held(s->obs, &d, &apply, &sv, &held, &has_held, S_DECIDE_WAIT_MS);
     if (verdict < 0)
         RT_WARN(S_NAME, "epoch %d: the coordinator refused the decision: %s", (int)ended,
                 rt_err_msg());
     else if (verdict != SERVER_SCHED_ACCEPTED && verdict != SERVER_SCHED_NOCHANGE)
         RT_WARN(S_NAME, "epoch %d: decision %s", (int)ended, server_sched_verdict_str(verdict));
     if (!dec.reason[0])
-        snprintf(dec.reason, sizeof dec.reason, "%s", measured ? "no change" :
-                 "B_max reached: no measurement");
+        snprintf(dec.reason, sizeof dec.reason, "%s",
+                 measured ? "no change" : "B_max reached: no measurement");
     if (has_held && (verdict == SERVER_SCHED_STALE || verdict == SERVER_SCHED_SUPERSEDED) &&
         (rc = s_resume(s, &held, ended)))
         return rc;
@@ -440,8 +447,7 @@ static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
         rt_metrics_str(mt, "reason", dec.reason);
         rt_metrics_int(mt, "snapshot_version", (long long)version);
         rt_metrics_int(mt, "seq", (long long)d.seq);
-        rt_metrics_str(mt, "verdict", verdict >= 0 ? server_sched_verdict_str(verdict)
-                                                    : "refused");
+        rt_metrics_str(mt, "verdict", verdict >= 0 ? server_sched_verdict_str(verdict) : "refused");
         rt_metrics_int(mt, "apply_step", (long long)d.apply_step);
         rt_metrics_int(mt, "sched_version", (long long)d.sched_version);
         rt_metrics_end(mt);
@@ -468,8 +474,8 @@ int eigensvc_run(eigensvc_t *s, const atomic_int *stop)
         if (!eig_abs_wants_measurement(s->abs) && !s->test && !s->cfg.sync)
             return RT_OK; /* B_max reached: nothing left to do (sync: every epoch is held) */
         uint64_t version = 0, epoch = 0;
-        int wait_ms = s->cfg.timeout_ms / 2 < S_SNAPSHOT_WAIT_MS ? s->cfg.timeout_ms / 2
-                                                                 : S_SNAPSHOT_WAIT_MS;
+        int wait_ms =
+            s->cfg.timeout_ms / 2 < S_SNAPSHOT_WAIT_MS ? s->cfg.timeout_ms / 2 : S_SNAPSHOT_WAIT_MS;
         int rc = server_observer_snapshot(s->obs, params, buffers, &version, &epoch,
                                           wait_ms > 0 ? wait_ms : 1);
         if (rc == RT_OK || rc == RT_ERR_STATE) {

@@ -55,8 +55,8 @@ int eigensvc_new(const struct eigensvc_cfg *cfg, eigensvc_t **out);
 /* Serve until training ends or *stop becomes non-zero (stop may be NULL). Training ends for the
  * service when it has handled the snapshot of the start of the last epoch (cfg->epochs), when B_max
  * is reached and no test set is evaluated, or when the shards have been silent for timeout_ms after
- * the first snapshot (they stop when the workers leave). Returns 0, RT_ERR_INTERRUPTED on stop, or a
- * negative rt_err code (RT_ERR_TIMEOUT when no shard ever answered). */
+ * the first snapshot (they stop when the workers leave). Returns 0, RT_ERR_INTERRUPTED on stop, or
+ * a negative rt_err code (RT_ERR_TIMEOUT when no shard ever answered). */
 int eigensvc_run(eigensvc_t *svc, const atomic_int *stop);
 
 /* Destroy and null the caller's pointer; accepts NULL, safe twice. */

@@ -157,8 +157,9 @@ int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_co
         if (!pt->done && pt->epoch >= 1 && pt->epoch_offset == 0 &&
             (int64_t)pt->epoch - 1 > c->decided_epoch) {
             server_coord_heartbeat(c, id);
-            return rt_err_set(RT_ERR_STATE, "step %llu starts epoch %llu: waiting for the "
-                                            "decision of epoch %llu (decisions: sync)",
+            return rt_err_set(RT_ERR_STATE,
+                              "step %llu starts epoch %llu: waiting for the "
+                              "decision of epoch %llu (decisions: sync)",
                               (unsigned long long)step, (unsigned long long)pt->epoch,
                               (unsigned long long)pt->epoch - 1);
         }

@@ -112,7 +112,8 @@ static void s_dense(struct eig_hvp *h, size_t lo, int n, double *hd)
 
 static void s_check_top(struct eig_hvp *h, size_t lo, int n)
 {
-    double *hd = calloc((size_t)n * (size_t)n, sizeof(double)), *ev = calloc((size_t)n, sizeof(double));
+    double *hd = calloc((size_t)n * (size_t)n, sizeof(double)),
+           *ev = calloc((size_t)n, sizeof(double));
     s_dense(h, lo, n, hd);
     s_jacobi(hd, n, ev);
     double second, top = s_dominant(ev, n, &second);
@@ -222,8 +223,8 @@ static void test_eig_command(void **state)
     eig_power_config_preset(&pc, EIG_POWER_ACCURATE);
     pc.seed = 4;
     eig_power_t *pw = eig_power_new(nn_net_param_count(net), &pc);
-    struct eig_hvp h = {.net = net, .x = x, .y = y, .n = first, .bn = NN_BN_EVAL,
-                        .block_last_k = 2};
+    struct eig_hvp h = {
+        .net = net, .x = x, .y = y, .n = first, .bn = NN_BN_EVAL, .block_last_k = 2};
     struct eig_power_result res;
     assert_int_equal(eig_hvp_top(pw, &h, &res, NULL), 0);
 
@@ -249,8 +250,7 @@ static void test_eig_command(void **state)
     json_decref(j);
 
     /* bad input: clear errors, no crash */
-    snprintf(cmd, sizeof cmd, "'%s' eig --model cnn --data '%s' 2>/dev/null", eb_test_binary(),
-             db);
+    snprintf(cmd, sizeof cmd, "'%s' eig --model cnn --data '%s' 2>/dev/null", eb_test_binary(), db);
     assert_int_equal(s_run(cmd, out, sizeof out), 2);
     snprintf(cmd, sizeof cmd,
              "'%s' eig --model cnn --weights '%s' --data '%s' --classes %d --first 99 2>&1",

@@ -31,14 +31,14 @@
 #include "worker_feed.h"
 #include "worker_nn.h"
 
-#define N 64        /* records */
+#define N 64 /* records */
 #define C 1
 #define H 4
 #define W_ 4
-#define CLASSES N   /* the synthetic records' labels are their indices */
+#define CLASSES N /* the synthetic records' labels are their indices */
 #define BATCH 8
 #define BATCH_MAX 32
-#define M 8         /* micro-batch */
+#define M 8 /* micro-batch */
 #define EPOCHS 10
 #define LR 0.05
 #define DELAY_US 25000 /* per worker step */
@@ -175,8 +175,8 @@ static void s_rig_init(struct rig *r, const char *db, int sync)
         assert_non_null(r->nns[i]);
         r->sl[i].inner = worker_nn_compute(r->nns[i]);
         r->sl[i].delay_us = sync ? 0 : DELAY_US; /* sync: the coordinator waits anyway */
-        r->cbs[i] = (struct worker_compute){.user = &r->sl[i], .init = s_init,
-                                            .compute = s_compute};
+        r->cbs[i] =
+            (struct worker_compute){.user = &r->sl[i], .init = s_init, .compute = s_compute};
     }
     r->np = nn_net_param_count(r->nets[0]);
     r->cr.w = malloc(r->np * sizeof(float));
@@ -410,8 +410,12 @@ static void test_superseded_resume(void **state)
     eb_test_make_raw_db(db, N, C, H, W_);
     struct rig *rg = malloc(sizeof *rg);
     s_rig_init(rg, db, 1);
-    struct server_sched_decision pre = {.seq = 1000, .snapshot_version = 0, .epoch = 0,
-                                        .batch = 2 * BATCH, .lr_base = 2 * LR, .gamma_base = 0,
+    struct server_sched_decision pre = {.seq = 1000,
+                                        .snapshot_version = 0,
+                                        .epoch = 0,
+                                        .batch = 2 * BATCH,
+                                        .lr_base = 2 * LR,
+                                        .gamma_base = 0,
                                         .lambda = 5.0};
     assert_int_equal(server_sched_accept(rg->sched, &pre, 0, NULL), SERVER_SCHED_ACCEPTED);
     rt_metrics_t *mt = NULL;

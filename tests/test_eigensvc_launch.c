@@ -42,7 +42,8 @@ static void s_launch(const char *tmp, const char *db, int run)
     snprintf(cmd, sizeof cmd,
              "EB_LOG=warn '%s' launch --transport ipc --shards 2 --workers 2 --model cnn "
              "--data '%s' --classes %d --batch 8 --micro-batch 4 --lr 0.05 --method ABS "
-             "--epochs 4 --batch-max 32 --kappa 1 --hessian-batch 16 --sync 1 --eig-metrics '%s/m%d.jsonl' "
+             "--epochs 4 --batch-max 32 --kappa 1 --hessian-batch 16 --sync 1 --eig-metrics "
+             "'%s/m%d.jsonl' "
              "--out '%s/w%d.bin'",
              eb_test_binary(), db, N, tmp, run, tmp, run);
     assert_int_equal(s_run(cmd), 0);

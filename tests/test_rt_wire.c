@@ -82,12 +82,12 @@ static void test_round_trip_all_types(void **state)
         }
         if (type == RT_WIRE_DECISION || type == RT_WIRE_ACK || type == RT_WIRE_PUBLISH)
             m.decision = (struct rt_wire_decision){.seq = 9,
-                                                  .snapshot_version = 1234,
-                                                  .epoch = 3,
-                                                  .batch = 256,
-                                                  .lr_base = 0.4,
-                                                  .gamma_base = 0.1,
-                                                  .lambda = 17.5};
+                                                   .snapshot_version = 1234,
+                                                   .epoch = 3,
+                                                   .batch = 256,
+                                                   .lr_base = 0.4,
+                                                   .gamma_base = 0.1,
+                                                   .lambda = 17.5};
         if (type == RT_WIRE_PUBLISH) {
             m.decision.lr = 0.08;
             m.decision.gamma = 0.05;

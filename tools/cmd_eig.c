@@ -32,12 +32,13 @@
 
 static void s_usage(FILE *f)
 {
-    fprintf(f, "usage: eigenbatch eig --model M --weights FILE.safetensors --data DIR\n"
-               "         [--classes N] [--first N] [--block-last K] [--bn eval|train]\n"
-               "         [--preset paper|accurate] [--threads T] [--seed S]\n"
-               "Top Hessian eigenvalue of the mean loss on the first N records (default %d) of DIR;\n"
-               "the last line is JSON {eigenvalue, iterations, seconds, converged, ...}.\n",
-               S_DEFAULT_FIRST);
+    fprintf(f,
+            "usage: eigenbatch eig --model M --weights FILE.safetensors --data DIR\n"
+            "         [--classes N] [--first N] [--block-last K] [--bn eval|train]\n"
+            "         [--preset paper|accurate] [--threads T] [--seed S]\n"
+            "Top Hessian eigenvalue of the mean loss on the first N records (default %d) of DIR;\n"
+            "the last line is JSON {eigenvalue, iterations, seconds, converged, ...}.\n",
+            S_DEFAULT_FIRST);
 }
 
 /* Parse "eval" / "train". */
@@ -69,10 +70,18 @@ int eb_cmd_eig(int argc, char **argv)
     int ch;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (ch) {
-        case 'm': model = optarg; break;
-        case 'w': weights = optarg; break;
-        case 'd': data = optarg; break;
-        case 'p': preset_name = optarg; break;
+        case 'm':
+            model = optarg;
+            break;
+        case 'w':
+            weights = optarg;
+            break;
+        case 'd':
+            data = optarg;
+            break;
+        case 'p':
+            preset_name = optarg;
+            break;
         case 'c':
             if (eb_cli_int(S_CMD, "--classes", optarg, &classes))
                 return 2;
@@ -100,7 +109,9 @@ int eb_cmd_eig(int argc, char **argv)
                 return 2;
             }
             break;
-        case 'h': s_usage(stdout); return 0;
+        case 'h':
+            s_usage(stdout);
+            return 0;
         default:
             fprintf(stderr, "eigenbatch eig: unknown or incomplete option '%s'\n",
                     argv[optind - 1]);
@@ -153,8 +164,10 @@ int eb_cmd_eig(int argc, char **argv)
     rt_loader_shape(ld, &c, &h, &w);
     net = nn_zoo_new(model, c, h, w, (int)classes, (int)first, &err);
     if (!net) {
-        fprintf(stderr, "eigenbatch eig: cannot build model '%s' for %dx%dx%d inputs, %ld classes "
-                        "(error %d)\n", model, c, h, w, classes, err);
+        fprintf(stderr,
+                "eigenbatch eig: cannot build model '%s' for %dx%dx%d inputs, %ld classes "
+                "(error %d)\n",
+                model, c, h, w, classes, err);
         goto out;
     }
     if (eb_weights_load(net, weights)) {
@@ -174,8 +187,10 @@ int eb_cmd_eig(int argc, char **argv)
     }
     for (long i = 0; i < first; i++)
         if (y[i] < 0 || y[i] >= classes) {
-            fprintf(stderr, "eigenbatch eig: record %ld has label %d, outside [0, %ld) "
-                            "(--classes)\n", i, (int)y[i], classes);
+            fprintf(stderr,
+                    "eigenbatch eig: record %ld has label %d, outside [0, %ld) "
+                    "(--classes)\n",
+                    i, (int)y[i], classes);
             goto out;
         }
     struct eig_power_config pc;
@@ -186,8 +201,8 @@ int eb_cmd_eig(int argc, char **argv)
         fprintf(stderr, "eigenbatch eig: %s\n", rt_err_msg());
         goto out;
     }
-    struct eig_hvp hv = {.net = net, .x = x, .y = y, .n = (int)first, .bn = bn,
-                         .block_last_k = (int)block};
+    struct eig_hvp hv = {
+        .net = net, .x = x, .y = y, .n = (int)first, .bn = bn, .block_last_k = (int)block};
     struct eig_power_result res;
     double secs = 0;
     if (eig_hvp_top(pw, &hv, &res, &secs)) {
@@ -196,8 +211,8 @@ int eb_cmd_eig(int argc, char **argv)
     }
     json_t *j = json_pack("{s:f, s:i, s:f, s:b, s:i, s:i, s:s, s:s, s:s, s:I}", "eigenvalue",
                           res.eigenvalue, "iterations", (int)res.iterations, "seconds", secs,
-                          "converged", res.converged, "n", (int)first, "block_last_k",
-                          (int)block, "bn", bn == NN_BN_EVAL ? "eval" : "train", "preset",
+                          "converged", res.converged, "n", (int)first, "block_last_k", (int)block,
+                          "bn", bn == NN_BN_EVAL ? "eval" : "train", "preset",
                           preset == EIG_POWER_ACCURATE ? "accurate" : "paper", "model", model,
                           "params", (json_int_t)nn_net_param_count(net));
     char *line = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(17)) : NULL;

@@ -28,7 +28,39 @@
 
 #define S_CMD "eigensvc"
 #define S_MAX_SHARDS 256
-#define S_N_OPTS 28
+
+/* Option indices, in s_opts order. */
+enum s_opt {
+    O_CONNECT,
+    O_PUB,
+    O_QUERY,
+    O_MODEL,
+    O_DATA,
+    O_TEST_DATA,
+    O_CLASSES,
+    O_METHOD,
+    O_EPOCHS,
+    O_BATCH,
+    O_BATCH_MAX,
+    O_LR,
+    O_LR_CAP,
+    O_ALPHA,
+    O_BETA,
+    O_KAPPA,
+    O_HESSIAN_BATCH,
+    O_BLOCK_LAST,
+    O_BN,
+    O_PRESET,
+    O_SEED,
+    O_THREADS,
+    O_METRICS,
+    O_TIMEOUT_MS,
+    O_DECAY,
+    O_HELP,
+    O_RHO,
+    O_SYNC,
+    S_N_OPTS
+};
 
 static atomic_int s_stop;
 
@@ -38,22 +70,35 @@ static void s_on_signal(int sig)
     atomic_store(&s_stop, 1);
 }
 
-static const struct option s_opts[S_N_OPTS + 1] = {
-    {"connect", required_argument, NULL, 0},    {"pub", required_argument, NULL, 0},
-    {"query", required_argument, NULL, 0},      {"model", required_argument, NULL, 0},
-    {"data", required_argument, NULL, 0},       {"test-data", required_argument, NULL, 0},
-    {"classes", required_argument, NULL, 0},    {"method", required_argument, NULL, 0},
-    {"epochs", required_argument, NULL, 0},     {"batch", required_argument, NULL, 0},
-    {"batch-max", required_argument, NULL, 0},  {"lr", required_argument, NULL, 0},
-    {"lr-cap", required_argument, NULL, 0},     {"alpha", required_argument, NULL, 0},
-    {"beta", required_argument, NULL, 0},       {"kappa", required_argument, NULL, 0},
-    {"hessian-batch", required_argument, NULL, 0}, {"block-last", required_argument, NULL, 0},
-    {"bn", required_argument, NULL, 0},         {"preset", required_argument, NULL, 0},
-    {"seed", required_argument, NULL, 0},       {"threads", required_argument, NULL, 0},
-    {"metrics", required_argument, NULL, 0},    {"timeout-ms", required_argument, NULL, 0},
-    {"decay", required_argument, NULL, 0},      {"help", no_argument, NULL, 0},
-    {"rho", required_argument, NULL, 0},        {"sync", required_argument, NULL, 0},
-    {NULL, 0, NULL, 0}};
+static const struct option s_opts[S_N_OPTS + 1] = {{"connect", required_argument, NULL, 0},
+                                                   {"pub", required_argument, NULL, 0},
+                                                   {"query", required_argument, NULL, 0},
+                                                   {"model", required_argument, NULL, 0},
+                                                   {"data", required_argument, NULL, 0},
+                                                   {"test-data", required_argument, NULL, 0},
+                                                   {"classes", required_argument, NULL, 0},
+                                                   {"method", required_argument, NULL, 0},
+                                                   {"epochs", required_argument, NULL, 0},
+                                                   {"batch", required_argument, NULL, 0},
+                                                   {"batch-max", required_argument, NULL, 0},
+                                                   {"lr", required_argument, NULL, 0},
+                                                   {"lr-cap", required_argument, NULL, 0},
+                                                   {"alpha", required_argument, NULL, 0},
+                                                   {"beta", required_argument, NULL, 0},
+                                                   {"kappa", required_argument, NULL, 0},
+                                                   {"hessian-batch", required_argument, NULL, 0},
+                                                   {"block-last", required_argument, NULL, 0},
+                                                   {"bn", required_argument, NULL, 0},
+                                                   {"preset", required_argument, NULL, 0},
+                                                   {"seed", required_argument, NULL, 0},
+                                                   {"threads", required_argument, NULL, 0},
+                                                   {"metrics", required_argument, NULL, 0},
+                                                   {"timeout-ms", required_argument, NULL, 0},
+                                                   {"decay", required_argument, NULL, 0},
+                                                   {"help", no_argument, NULL, 0},
+                                                   {"rho", required_argument, NULL, 0},
+                                                   {"sync", required_argument, NULL, 0},
+                                                   {NULL, 0, NULL, 0}};
 
 static void s_usage(FILE *f)
 {
@@ -96,28 +141,37 @@ int eb_cmd_eigensvc(int argc, char **argv)
         fprintf(stderr, "eigenbatch eigensvc: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
-    const char *connect = val[0], *pub = val[1], *query = val[2], *model = val[3],
-               *data = val[4], *test = val[5], *method = val[7] ? val[7] : "ABS",
-               *bn_name = val[18] ? val[18] : "eval", *preset_name = val[19] ? val[19] : "paper",
-               *metrics_path = val[22];
+    const char *connect = val[O_CONNECT], *pub = val[O_PUB], *query = val[O_QUERY],
+               *model = val[O_MODEL], *data = val[O_DATA], *test = val[O_TEST_DATA],
+               *method = val[O_METHOD] ? val[O_METHOD] : "ABS",
+               *bn_name = val[O_BN] ? val[O_BN] : "eval",
+               *preset_name = val[O_PRESET] ? val[O_PRESET] : "paper",
+               *metrics_path = val[O_METRICS];
     if (!connect || !model || !data) {
         fprintf(stderr, "eigenbatch eigensvc: --connect, --model and --data are required\n");
         s_usage(stderr);
         return 2;
     }
-    long classes = 10, epochs = 0, batch = 128, batch_max = 16384, kappa = 10, hb = 128,
-         block = 0, seed = 0, threads = 1, timeout_ms = 0;
+    long classes = 10, epochs = 0, batch = 128, batch_max = 16384, kappa = 10, hb = 128, block = 0,
+         seed = 0, threads = 1, timeout_ms = 0;
     double lr = 0.1, lr_cap = 0, alpha = 2, beta = 2, rho = -1;
     long sync = 0;
-    struct { int i; long *out; } ints[] = {{6, &classes}, {8, &epochs}, {9, &batch},
-        {10, &batch_max}, {15, &kappa}, {16, &hb}, {17, &block}, {20, &seed}, {21, &threads},
-        {23, &timeout_ms}, {27, &sync}};
+    struct {
+        int i;
+        long *out;
+    } ints[] = {{O_CLASSES, &classes},       {O_EPOCHS, &epochs}, {O_BATCH, &batch},
+                {O_BATCH_MAX, &batch_max},   {O_KAPPA, &kappa},   {O_HESSIAN_BATCH, &hb},
+                {O_BLOCK_LAST, &block},      {O_SEED, &seed},     {O_THREADS, &threads},
+                {O_TIMEOUT_MS, &timeout_ms}, {O_SYNC, &sync}};
     for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++)
         if (val[ints[k].i] &&
             eb_cli_int(S_CMD, s_opts[ints[k].i].name, val[ints[k].i], ints[k].out))
             return 2;
-    struct { int i; double *out; } dbls[] = {{11, &lr}, {12, &lr_cap}, {13, &alpha}, {14, &beta},
-                                             {26, &rho}};
+    struct {
+        int i;
+        double *out;
+    } dbls[] = {
+        {O_LR, &lr}, {O_LR_CAP, &lr_cap}, {O_ALPHA, &alpha}, {O_BETA, &beta}, {O_RHO, &rho}};
     for (size_t k = 0; k < sizeof dbls / sizeof dbls[0]; k++)
         if (val[dbls[k].i] &&
             eb_cli_double(S_CMD, s_opts[dbls[k].i].name, val[dbls[k].i], dbls[k].out))
@@ -131,8 +185,8 @@ int eb_cmd_eigensvc(int argc, char **argv)
         fprintf(stderr, "eigenbatch eigensvc: --method '%s': ABS or ABSA\n", method);
         return 2;
     }
-    if (classes < 1 || epochs < 0 || batch < 1 || hb < 1 || block < 0 || seed < 0 ||
-        threads < 0 || timeout_ms < 0 || kappa < 0) {
+    if (classes < 1 || epochs < 0 || batch < 1 || hb < 1 || block < 0 || seed < 0 || threads < 0 ||
+        timeout_ms < 0 || kappa < 0) {
         fprintf(stderr, "eigenbatch eigensvc: a count option is out of range\n");
         return 2;
     }
@@ -163,11 +217,21 @@ int eb_cmd_eigensvc(int argc, char **argv)
         }
         eps[n_shards++] = t;
     }
-    struct eigensvc_cfg cfg = {
-        .n_shards = n_shards, .endpoints = eps, .pub_endpoint = pub, .query_endpoint = query,
-        .model = model, .classes = (int)classes, .train_db = data, .test_db = test,
-        .hessian_batch = (int)hb, .seed = (uint64_t)seed, .block_last_k = (int)block,
-        .bn = bn, .threads = (int)threads, .timeout_ms = (int)timeout_ms, .epochs = (int)epochs};
+    struct eigensvc_cfg cfg = {.n_shards = n_shards,
+                               .endpoints = eps,
+                               .pub_endpoint = pub,
+                               .query_endpoint = query,
+                               .model = model,
+                               .classes = (int)classes,
+                               .train_db = data,
+                               .test_db = test,
+                               .hessian_batch = (int)hb,
+                               .seed = (uint64_t)seed,
+                               .block_last_k = (int)block,
+                               .bn = bn,
+                               .threads = (int)threads,
+                               .timeout_ms = (int)timeout_ms,
+                               .epochs = (int)epochs};
     eig_power_config_preset(&cfg.power, preset);
     cfg.power.seed = (uint64_t)seed;
     eig_abs_config_default(&cfg.abs, epochs > 0 ? (int32_t)epochs : 2, adversarial);
@@ -181,8 +245,8 @@ int eb_cmd_eigensvc(int argc, char **argv)
     if (rho > 0)
         cfg.abs.rho = rho;
     cfg.sync = sync != 0;
-    if (val[24]) { /* --decay E1,E2,...: the schedule's decay epochs */
-        char *d = strdup(val[24]);
+    if (val[O_DECAY]) { /* --decay E1,E2,...: the schedule's decay epochs */
+        char *d = strdup(val[O_DECAY]);
         for (char *save = NULL, *t = strtok_r(d, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
             long e;
             if (cfg.abs.n_decay == EIG_ABS_MAX_DECAY || eb_cli_int(S_CMD, "decay", t, &e)) {

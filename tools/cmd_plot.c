@@ -89,8 +89,10 @@ int eb_cmd_plot(int argc, char **argv)
             printf("usage: eigenbatch plot RUN_DIR [--out FILE.png]\n");
             return 0;
         } else if (argv[i][0] == '-' || dir) {
-            fprintf(stderr, "eigenbatch plot: unexpected argument '%s'\n"
-                            "usage: eigenbatch plot RUN_DIR [--out FILE.png]\n", argv[i]);
+            fprintf(stderr,
+                    "eigenbatch plot: unexpected argument '%s'\n"
+                    "usage: eigenbatch plot RUN_DIR [--out FILE.png]\n",
+                    argv[i]);
             return 2;
         } else {
             dir = argv[i];

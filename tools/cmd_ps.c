@@ -1032,14 +1032,36 @@ int eb_cmd_launch(int argc, char **argv)
         snprintf(a_classes, sizeof a_classes, "%ld", o.classes);
         snprintf(a_kappa, sizeof a_kappa, "%ld", o.kappa);
         snprintf(a_sync_t, sizeof a_sync_t, "%d", o.sync ? 0 : 5000);
-        char *args[S_MAX_ARGS] = {self,        "eigensvc",  "--connect",     connect,
-                                  "--model",   (char *)o.model, "--data",    (char *)o.data,
-                                  "--classes", a_classes,   "--method",      (char *)o.method,
-                                  "--epochs",  a_epochs,    "--batch",       a_batch,
-                                  "--batch-max", a_bmax_e,  "--lr",          a_lr,
-                                  "--rho",     a_rho,       "--kappa",       a_kappa,
-                                  "--seed",    a_seed,      "--sync",        o.sync ? "1" : "0",
-                                  "--hessian-batch", a_hb};
+        char *args[S_MAX_ARGS] = {self,
+                                  "eigensvc",
+                                  "--connect",
+                                  connect,
+                                  "--model",
+                                  (char *)o.model,
+                                  "--data",
+                                  (char *)o.data,
+                                  "--classes",
+                                  a_classes,
+                                  "--method",
+                                  (char *)o.method,
+                                  "--epochs",
+                                  a_epochs,
+                                  "--batch",
+                                  a_batch,
+                                  "--batch-max",
+                                  a_bmax_e,
+                                  "--lr",
+                                  a_lr,
+                                  "--rho",
+                                  a_rho,
+                                  "--kappa",
+                                  a_kappa,
+                                  "--seed",
+                                  a_seed,
+                                  "--sync",
+                                  o.sync ? "1" : "0",
+                                  "--hessian-batch",
+                                  a_hb};
         int k = 0;
         while (args[k])
             k++;

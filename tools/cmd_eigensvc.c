@@ -59,6 +59,7 @@ enum s_opt {
     O_HELP,
     O_RHO,
     O_SYNC,
+    O_POLL_MS,
     S_N_OPTS
 };
 
@@ -98,6 +99,7 @@ static const struct option s_opts[S_N_OPTS + 1] = {{"connect", required_argument
                                                    {"help", no_argument, NULL, 0},
                                                    {"rho", required_argument, NULL, 0},
                                                    {"sync", required_argument, NULL, 0},
+                                                   {"poll-ms", required_argument, NULL, 0},
                                                    {NULL, 0, NULL, 0}};
 
 static void s_usage(FILE *f)
@@ -155,14 +157,14 @@ int eb_cmd_eigensvc(int argc, char **argv)
     long classes = 10, epochs = 0, batch = 128, batch_max = 16384, kappa = 10, hb = 128, block = 0,
          seed = 0, threads = 1, timeout_ms = 0;
     double lr = 0.1, lr_cap = 0, alpha = 2, beta = 2, rho = -1;
-    long sync = 0;
+    long sync = 0, poll_ms = 0;
     struct {
         int i;
         long *out;
     } ints[] = {{O_CLASSES, &classes},       {O_EPOCHS, &epochs}, {O_BATCH, &batch},
                 {O_BATCH_MAX, &batch_max},   {O_KAPPA, &kappa},   {O_HESSIAN_BATCH, &hb},
                 {O_BLOCK_LAST, &block},      {O_SEED, &seed},     {O_THREADS, &threads},
-                {O_TIMEOUT_MS, &timeout_ms}, {O_SYNC, &sync}};
+                {O_TIMEOUT_MS, &timeout_ms}, {O_SYNC, &sync},     {O_POLL_MS, &poll_ms}};
     for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++)
         if (val[ints[k].i] &&
             eb_cli_int(S_CMD, s_opts[ints[k].i].name, val[ints[k].i], ints[k].out))
@@ -245,6 +247,7 @@ int eb_cmd_eigensvc(int argc, char **argv)
     if (rho > 0)
         cfg.abs.rho = rho;
     cfg.sync = sync != 0;
+    cfg.poll_ms = (int)poll_ms;
     if (val[O_DECAY]) { /* --decay E1,E2,...: the schedule's decay epochs */
         char *d = strdup(val[O_DECAY]);
         for (char *save = NULL, *t = strtok_r(d, ",", &save); t; t = strtok_r(NULL, ",", &save)) {

@@ -89,6 +89,7 @@ struct s_opts {
     long kappa;            /* --kappa: launch: the eigen service's ABS timer (epochs) */
     long hessian_batch;    /* --hessian-batch: launch: samples of the eigen service's batch */
     const char *eig_pub;   /* --eig-pub: launch: the eigen service's PUB endpoint */
+    const char *eig_query; /* --eig-query: launch: its current-decision endpoint (ROUTER) */
     const char *eig_metrics; /* --eig-metrics: launch: the eigen service's metrics.jsonl */
 };
 
@@ -147,6 +148,7 @@ static const struct s_optdef s_defs[] = {
     S_O("kappa", S_INT, kappa),
     S_O("hessian-batch", S_INT, hessian_batch),
     S_O("eig-pub", S_STR, eig_pub),
+    S_O("eig-query", S_STR, eig_query),
     S_O("eig-metrics", S_STR, eig_metrics),
 };
 #define S_NDEFS (sizeof s_defs / sizeof s_defs[0])
@@ -689,7 +691,8 @@ static const char s_launch_usage[] =
     "in DIR (default: a fresh temporary directory). --out goes to the first worker.\n"
     "inproc: the same roles as threads of this process (the embedded mode).\n"
     "--method ABS|ABSA with a zoo model also runs the eigen service as a process (`eigenbatch\n"
-    "eigensvc`: --kappa, --hessian-batch, --sync 0|1, --eig-pub ENDPOINT, --eig-metrics FILE).\n";
+    "eigensvc`: --kappa, --hessian-batch, --sync 0|1, --eig-pub ENDPOINT, --eig-query ENDPOINT,\n"
+    "--eig-metrics FILE).\n";
 
 /* Spawn `eigenbatch ROLE args...`; returns the child's pid or -1. */
 static pid_t s_spawn(const char *self, char *const *args)
@@ -1076,6 +1079,10 @@ int eb_cmd_launch(int argc, char **argv)
         if (o.eig_pub) {
             args[k++] = "--pub";
             args[k++] = (char *)o.eig_pub;
+        }
+        if (o.eig_query) {
+            args[k++] = "--query";
+            args[k++] = (char *)o.eig_query;
         }
         if (o.eig_metrics) {
             args[k++] = "--metrics";

@@ -464,6 +464,7 @@ int eigensvc_run(eigensvc_t *s, const atomic_int *stop)
     float *params = nn_net_params(s->net), *buffers = nb ? nn_net_buffers(s->net) : NULL;
     int64_t done_epoch = 0; /* snapshots of epochs <= this one are handled (epoch 0: initial) */
     int seen = 0;
+    uint64_t have = UINT64_MAX; /* snapshot version the net holds (polls transfer no weights) */
     double last_heard = s_now();
     for (;;) {
         if (stop && atomic_load(stop))
@@ -476,8 +477,10 @@ int eigensvc_run(eigensvc_t *s, const atomic_int *stop)
         uint64_t version = 0, epoch = 0;
         int wait_ms =
             s->cfg.timeout_ms / 2 < S_SNAPSHOT_WAIT_MS ? s->cfg.timeout_ms / 2 : S_SNAPSHOT_WAIT_MS;
-        int rc = server_observer_snapshot(s->obs, params, buffers, &version, &epoch,
-                                          wait_ms > 0 ? wait_ms : 1);
+        int rc = server_observer_snapshot_since(s->obs, have, params, buffers, &version, &epoch,
+                                                wait_ms > 0 ? wait_ms : 1);
+        /* the net holds that snapshot now (until an error leaves a mix of versions) */
+        have = rc == RT_OK ? version : UINT64_MAX;
         if (rc == RT_OK || rc == RT_ERR_STATE) {
             last_heard = s_now();
             seen |= rc == RT_OK;

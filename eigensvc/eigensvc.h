@@ -34,7 +34,8 @@ struct eigensvc_cfg {
     enum nn_bn_mode bn;            /* BatchNorm mode of the Hessian (default NN_BN_EVAL) */
     struct eig_power_config power; /* power iteration settings (preset paper or accurate) */
     struct eig_abs_config abs;     /* the ABS rule */
-    int threads;                   /* math threads of the service */
+    int threads;                   /* > 0: nn_set_threads(threads), which is process-wide: leave
+                                      0 in embedded mode (the trainer sets the threads) */
     int sync;                      /* 1: `decisions: sync`, training waits for each decision
                                       (the shards must run with server_shard_cfg.sync) */
     rt_metrics_t *metrics;         /* epoch events go here (may be NULL) */

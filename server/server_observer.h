@@ -28,6 +28,14 @@ void server_observer_destroy(server_observer_t **self_p);
 int server_observer_snapshot(server_observer_t *o, float *params, float *buffers, uint64_t *version,
                              uint64_t *epoch, int timeout_ms);
 
+/* server_observer_snapshot for a caller that already holds the snapshot of version `have` in
+ * params / buffers (UINT64_MAX: none): shards whose snapshot is still that version answer with a
+ * header only and their ranges are left as they are, so polling costs no weight transfer until
+ * a new epoch starts. After an error the arrays may hold a mix of versions: pass UINT64_MAX next. */
+int server_observer_snapshot_since(server_observer_t *o, uint64_t have, float *params,
+                                   float *buffers, uint64_t *version, uint64_t *epoch,
+                                   int timeout_ms);
+
 /* Send a decision to the coordinator. Returns the schedule's verdict (>= 0; 0 = accepted, then
  * *apply_step and *version say from which step and as which schedule version), or a negative
  * code (the coordinator's refusal, RT_ERR_TIMEOUT). */

@@ -632,8 +632,27 @@ static void s_on_snapshot(server_shard_t *s, const uint8_t *route, size_t rlen,
                           const struct rt_wire_msg *m)
 {
     if (!s->cfg.snapshots || s->snap_version == UINT64_MAX) {
-        s_reply_error(s, route, rlen, m->step, RT_ERR_STATE,
-                      s->cfg.snapshots ? "no snapshot yet" : "this shard keeps no snapshots");
+        struct rt_wire_msg r;
+        rt_wire_msg_init(&r, RT_WIRE_ERROR, s->cfg.shard, s->name);
+        r.step = m->step;
+        r.sched_version = m->sched_version; /* the observer's round */
+        r.err_code = RT_ERR_STATE;
+        snprintf(r.text, sizeof r.text, "%s",
+                 s->cfg.snapshots ? "no snapshot yet" : "this shard keeps no snapshots");
+        if (rt_sock_send(s->sock, route, rlen, &r, NULL, NULL, NULL))
+            RT_WARN(s->name, "snapshot reply failed: %s", rt_err_msg());
+        return;
+    }
+    if (m->step && m->step - 1 == s->snap_version) {
+        /* the observer holds this snapshot already (step = its version + 1): a SNAPSHOT header
+         * back, no weights */
+        struct rt_wire_msg r;
+        rt_wire_msg_init(&r, RT_WIRE_SNAPSHOT, s->cfg.shard, s->name);
+        r.step = s->snap_version;
+        r.epoch = s->snap_epoch;
+        r.sched_version = m->sched_version; /* echo the observer's round */
+        if (rt_sock_send(s->sock, route, rlen, &r, NULL, NULL, NULL))
+            RT_WARN(s->name, "snapshot reply failed: %s", rt_err_msg());
         return;
     }
     uint64_t chunk = s->cfg.chunk_floats, done = 0;
@@ -642,6 +661,7 @@ static void s_on_snapshot(server_shard_t *s, const uint8_t *route, size_t rlen,
         rt_wire_msg_init(&r, RT_WIRE_WEIGHTS, s->cfg.shard, s->name);
         r.step = s->snap_version;
         r.epoch = s->snap_epoch;
+        r.sched_version = m->sched_version; /* echo the observer's round */
         r.checksum = s->cfg.checksum;
         uint64_t k = s->p_cnt - done < chunk ? s->p_cnt - done : chunk;
         r.has_params = 1;

@@ -503,7 +503,7 @@ int eigensvc_run(eigensvc_t *s, const atomic_int *stop)
             done_epoch = (int64_t)epoch;
             continue;
         }
-        struct timespec ts = {0, (long)s->cfg.poll_ms * 1000000L};
+        struct timespec ts = {s->cfg.poll_ms / 1000, (long)(s->cfg.poll_ms % 1000) * 1000000L};
         nanosleep(&ts, NULL);
     }
 }

@@ -258,8 +258,8 @@ static void s_apply(server_shard_t *s)
     s_serve_pending(s);
 }
 
-/* With snapshots on, copy the slice when the current step starts a new epoch: the weights are
- * still those of version `version`, the epoch's first. */
+/* Copy the slice (the weights of the current version) as the snapshot of the start of `epoch`,
+ * once per epoch. */
 static void s_snapshot_take(server_shard_t *s, uint64_t epoch)
 {
     if (s->snap_version != UINT64_MAX && epoch == s->snap_epoch)
@@ -273,6 +273,8 @@ static void s_snapshot_take(server_shard_t *s, uint64_t epoch)
              (unsigned long long)s->snap_version);
 }
 
+/* With snapshots on, when the current step starts a new epoch: the weights are still those of
+ * version `version`, the epoch's first (the bump in s_apply usually took it already). */
 static void s_snapshot_maybe(server_shard_t *s)
 {
     if (!s->cfg.snapshots || s->sched.done)

@@ -6,6 +6,14 @@
  * PUB/SUB to every subscriber. Optionally it evaluates the snapshot's test accuracy, so that
  * evaluation is off the training path too. The same code runs as a thread of `eigenbatch train`,
  * a process of `eigenbatch launch`, and alone as `eigenbatch eigensvc`.
+ *
+ * Published decisions are PUBLISH messages (rt_wire: struct rt_wire_decision with the effective
+ * lr and gamma, the reason and the coordinator's verdict); eig_sub.h is the subscriber side and
+ * the "current decision" query of late joiners. Metrics: one event "eig" per handled epoch end
+ * (epoch, eigenvalue, iterations, seconds, batch_size, lr, gamma, reason, snapshot_version,
+ * verdict, ...) and "eval" per evaluated snapshot (accuracy, loss). With cfg->sync the shards must
+ * run with `decisions: sync` (server_shard_cfg.sync), and training then stops at each epoch start
+ * until the service's decision arrived: no decision, no progress.
  */
 #ifndef EIGENSVC_H
 #define EIGENSVC_H

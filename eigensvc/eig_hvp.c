@@ -3,6 +3,7 @@
  */
 #include "eig_hvp.h"
 
+#include <math.h>
 #include <time.h>
 
 #include "rt_err.h"
@@ -10,8 +11,15 @@
 int eig_hvp_fn(void *user, const float *v, float *hv)
 {
     struct eig_hvp *h = user;
-    nn_net_hvp(h->net, h->x, h->y, h->n, h->bn, h->block_last_k, v, hv);
+    float loss = nn_net_hvp(h->net, h->x, h->y, h->n, h->bn, h->block_last_k, v, hv);
     h->calls++;
+    /* NaN: bad input (a label outside the classes) or no memory for the R-pass buffers, reported
+     * by the net through its report callback; hv is then not a product */
+    if (isnan(loss))
+        return rt_err_set(RT_ERR_ARG,
+                          "eig_hvp: the net refused the Hessian-vector product "
+                          "(%d samples, bad labels or no memory; see the log)",
+                          h->n);
     return RT_OK;
 }
 

@@ -23,7 +23,8 @@ struct eig_hvp {
     long calls;         /* HVPs done (counter) */
 };
 
-/* eig_power_hvp_fn over struct eig_hvp (user): hv = H v by nn_net_hvp. Always returns 0. */
+/* eig_power_hvp_fn over struct eig_hvp (user): hv = H v by nn_net_hvp. Returns 0, or RT_ERR_ARG
+ * when the net refused (bad labels, no memory for its R-pass buffers). */
 int eig_hvp_fn(void *user, const float *v, float *hv);
 
 /* Check h against its net: n in [1, max batch], block_last_k in [0, parameter layers]. 0 or

@@ -180,6 +180,12 @@ static void test_bad_arguments(void **state)
     struct eig_power_result res;
     assert_int_equal(eig_hvp_top(pw, &h, &res, NULL), RT_ERR_ARG);
     eig_power_destroy(&pw);
+    /* a label outside the classes: the net refuses, and so does the power iteration */
+    pw = eig_power_new(nn_net_param_count(net), &pc);
+    y[2] = TINY_CLASSES;
+    assert_int_equal(eig_hvp_top(pw, &h, &res, NULL), RT_ERR_ARG);
+    assert_non_null(strstr(rt_err_msg(), "refused"));
+    eig_power_destroy(&pw);
     nn_net_destroy(&net);
 }
 

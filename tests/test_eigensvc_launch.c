@@ -3,6 +3,7 @@
  * a process (`eigenbatch eigensvc`) next to the shards and workers. With --sync 1 and kappa 1 the
  * batch grows 8 -> 16 -> 32 at the first two epoch ends; the service's metrics file shows each
  * decision with its reason and the coordinator's verdict; two runs write identical final weights.
+ * `eigenbatch eigensvc` refuses bad options (2) and unusable data (1).
  */
 #include "eb_test.h"
 #include "eb_test_data.h"
@@ -100,10 +101,35 @@ static void test_launch_abs_sync(void **state)
     free(tmp);
 }
 
+/* The eigensvc command's errors: missing or malformed options (2), unusable data (1). */
+static void test_eigensvc_command_errors(void **state)
+{
+    (void)state;
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "'%s' eigensvc --model cnn 2>/dev/null", eb_test_binary());
+    assert_int_equal(s_run(cmd), 2);
+    snprintf(cmd, sizeof cmd,
+             "'%s' eigensvc --connect tcp://127.0.0.1:9 --model cnn --data x --kappa ten "
+             "2>/dev/null",
+             eb_test_binary());
+    assert_int_equal(s_run(cmd), 2);
+    snprintf(cmd, sizeof cmd,
+             "'%s' eigensvc --connect tcp://127.0.0.1:9 --model cnn --data x --method SGD "
+             "2>/dev/null",
+             eb_test_binary());
+    assert_int_equal(s_run(cmd), 2);
+    snprintf(cmd, sizeof cmd,
+             "EB_CONNECT=tcp://127.0.0.1:9 EB_MODEL=cnn '%s' eigensvc --data /nonexistent/db "
+             "2>/dev/null",
+             eb_test_binary());
+    assert_int_equal(s_run(cmd), 1); /* options from the environment; the data is missing */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_launch_abs_sync),
+        cmocka_unit_test(test_eigensvc_command_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -104,6 +104,7 @@ int server_cluster_run(const struct server_cluster_cfg *cfg, float *final_params
             .chunk_floats = cfg->chunk_floats,
             .checksum = cfg->checksum,
             .snapshots = cfg->snapshots,
+            .sync = cfg->sync,
         };
         rc = server_shard_new(&sc, &sj[i].shard);
         if (rc)

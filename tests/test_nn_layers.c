@@ -15,7 +15,7 @@
 #include "nn_net_check.h"
 
 #define BATCH 3
-#define TOL_GRAD 1e-2  /* FD rounding is ~1e-3 here; a wrong term gives >= 1e-1 */
+#define TOL_GRAD 1e-2 /* FD rounding is ~1e-3 here; a wrong term gives >= 1e-1 */
 #define TOL_HVP 2e-3
 #define TOL_SYM 1e-4
 
@@ -198,8 +198,8 @@ static void test_bad_input_is_reported(void **state)
     labels[1] = 4; /* classes = 4 */
     assert_true(isnan(nn_net_forward(net, x, labels, BATCH, NN_BN_EVAL, NULL, NULL)));
     labels[1] = -1;
-    assert_true(isnan(nn_net_train_pass(net, x, labels, BATCH, NN_BN_EVAL, NN_PASS_PARAM_GRAD,
-                                        1.0f, NULL, NULL)));
+    assert_true(isnan(nn_net_train_pass(net, x, labels, BATCH, NN_BN_EVAL, NN_PASS_PARAM_GRAD, 1.0f,
+                                        NULL, NULL)));
     labels[1] = 0;
     assert_true(isnan(nn_net_forward(net, x, labels, BATCH + 2, NN_BN_EVAL, NULL, NULL)));
     assert_true(isnan(nn_net_forward(net, x, labels, 0, NN_BN_EVAL, NULL, NULL)));

@@ -21,7 +21,7 @@
 
 #define BENCH_DEFAULT_STEPS 10
 #define BENCH_DEFAULT_CLASSES 10
-#define BENCH_LR 0.01f        /* SGD settings of the timed steps (their values do not matter) */
+#define BENCH_LR 0.01f /* SGD settings of the timed steps (their values do not matter) */
 #define BENCH_MOMENTUM 0.9f
 #define BENCH_WD 5e-4f
 
@@ -116,8 +116,10 @@ static int s_parse_train(int argc, char **argv, struct train_opts *o)
             char tail;
             if (sscanf(val, "%dx%dx%d%c", &o->c, &o->h, &o->w, &tail) != 3 || o->c < 1 ||
                 o->h < 1 || o->w < 1) {
-                fprintf(stderr, "eigenbatch bench train: invalid value '%s' for --input "
-                                "(expected CxHxW, e.g. 3x32x32)\n", val);
+                fprintf(stderr,
+                        "eigenbatch bench train: invalid value '%s' for --input "
+                        "(expected CxHxW, e.g. 3x32x32)\n",
+                        val);
                 return -1;
             }
         } else {
@@ -148,8 +150,10 @@ static double s_now(void)
 static void s_report(int level, const char *msg, void *user)
 {
     (void)user;
-    rt_log(level <= 0 ? RT_LOG_DEBUG : level == 1 ? RT_LOG_INFO : level == 2 ? RT_LOG_WARN
-                                                                              : RT_LOG_ERROR,
+    rt_log(level <= 0   ? RT_LOG_DEBUG
+           : level == 1 ? RT_LOG_INFO
+           : level == 2 ? RT_LOG_WARN
+                        : RT_LOG_ERROR,
            "nn", "%s", msg);
 }
 
@@ -205,8 +209,8 @@ static int s_bench_train(int argc, char **argv)
             continue;
         step_total += dt;
         step_min = dt < step_min ? dt : step_min;
-        fprintf(stderr, "bench train %s: step %ld/%ld %.2f ms loss %.4f\n", o.model, s + 1,
-                o.steps, dt * 1e3, loss);
+        fprintf(stderr, "bench train %s: step %ld/%ld %.2f ms loss %.4f\n", o.model, s + 1, o.steps,
+                dt * 1e3, loss);
     }
     for (long s = -1; s < o.steps; s++) {
         double t0 = s_now();
@@ -216,8 +220,7 @@ static int s_bench_train(int argc, char **argv)
             continue;
         hvp_total += dt;
         hvp_min = dt < hvp_min ? dt : hvp_min;
-        fprintf(stderr, "bench train %s: hvp %ld/%ld %.2f ms\n", o.model, s + 1, o.steps,
-                dt * 1e3);
+        fprintf(stderr, "bench train %s: hvp %ld/%ld %.2f ms\n", o.model, s + 1, o.steps, dt * 1e3);
     }
     double step_s = step_total / o.steps, hvp_s = hvp_total / o.steps;
     double flops = nn_net_forward_flops(net);
@@ -225,12 +228,12 @@ static int s_bench_train(int argc, char **argv)
     snprintf(input, sizeof input, "%dx%dx%d", o.c, o.h, o.w);
     /* Training FLOPs: forward + two backward GEMMs (input and weight gradients) = 3 x forward. */
     js = json_pack("{s:s, s:I, s:I, s:I, s:s, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
-                   "model", o.model, "batch", (json_int_t)o.batch, "threads",
-                   (json_int_t)o.threads, "steps", (json_int_t)o.steps, "input", input, "classes",
-                   (json_int_t)o.classes, "params", (json_int_t)np, "flops_per_image", flops,
-                   "images_per_s", o.batch / step_s, "step_s", step_s, "step_s_min", step_min,
-                   "hvp_s", hvp_s, "hvp_s_min", hvp_min, "hvp_over_step", hvp_s / step_s,
-                   "gflops", 3.0 * flops * o.batch / step_s * 1e-9);
+                   "model", o.model, "batch", (json_int_t)o.batch, "threads", (json_int_t)o.threads,
+                   "steps", (json_int_t)o.steps, "input", input, "classes", (json_int_t)o.classes,
+                   "params", (json_int_t)np, "flops_per_image", flops, "images_per_s",
+                   o.batch / step_s, "step_s", step_s, "step_s_min", step_min, "hvp_s", hvp_s,
+                   "hvp_s_min", hvp_min, "hvp_over_step", hvp_s / step_s, "gflops",
+                   3.0 * flops * o.batch / step_s * 1e-9);
     char *line = js ? json_dumps(js, JSON_COMPACT) : NULL;
     if (!line) {
         fprintf(stderr, "eigenbatch bench train: cannot format the result\n");

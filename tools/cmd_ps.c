@@ -128,6 +128,7 @@ static int s_server(const struct eb_opts *opts, const rt_config_t *cfg)
             .checksum = ck,
             /* the eigen service reads epoch-start snapshots under ABS / ABSA */
             .snapshots = o.method && !strncasecmp(o.method, "ABS", 3),
+            .sync = o.method && !strncasecmp(o.method, "ABS", 3) && o.sync,
         };
         rc = server_shard_new(&sc, &s);
     }
@@ -314,7 +315,10 @@ static const char s_launch_usage[] =
     "values reach the servers and workers as flags. tcp: shard i listens on 127.0.0.1:P+i (P = 0:\n"
     "free ports are picked); ipc: sockets in DIR (default: a fresh temporary directory); inproc:\n"
     "the synthetic model as threads of this process (zoo models switch to ipc). --out and\n"
-    "--output-dir go to the first worker.\n";
+    "--output-dir go to the first worker.\n"
+    "--method ABS|ABSA with a zoo model also runs the eigen service as a process (`eigenbatch\n"
+    "eigensvc`: --kappa, --hessian-batch, --sync 0|1, --eig-pub ENDPOINT, --eig-query ENDPOINT,\n"
+    "--eig-metrics FILE).\n";
 
 /* Spawn `eigenbatch ROLE args...`; returns the child's pid or -1. */
 static pid_t s_spawn(const char *self, char *const *args)
@@ -465,14 +469,6 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
                               "processes use ipc");
             o.transport = "ipc";
         }
-        if (eb_opts_needs_eigensvc(&o)) {
-            fprintf(stderr,
-                    "eigenbatch launch: method %s needs the eigen service, which "
-                    "`launch` cannot start as a process in this build; use "
-                    "`eigenbatch train`\n",
-                    o.method);
-            return 2;
-        }
     }
     if (cfg && o.output_dir) {
         /* the resolved configuration, next to what worker 0 writes there */
@@ -561,7 +557,7 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
     snprintf(a_tau, sizeof a_tau, "%ld", o.tau);
     char a_bbatch[32];
     snprintf(a_bbatch, sizeof a_bbatch, "%ld", o.base_batch);
-    pid_t *pids = calloc((size_t)(S + W), sizeof *pids);
+    pid_t *pids = calloc((size_t)(S + W + 1), sizeof *pids);
     if (!pids)
         return 1;
     int n = 0;
@@ -622,6 +618,10 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
             if (o.decay) {
                 args[k++] = "--decay-epochs";
                 args[k++] = (char *)o.decay;
+            }
+            if (o.sync) {
+                args[k++] = "--sync";
+                args[k++] = "1";
             }
         }
         if (i > 0) {
@@ -695,6 +695,77 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
         if (i == 0 && o.out) {
             args[k++] = "--out";
             args[k++] = (char *)o.out;
+        }
+        args[k] = NULL;
+        pids[n] = s_spawn(self, args);
+        if (pids[n] < 0)
+            status = 1;
+        else
+            n++;
+    }
+    /* ABS / ABSA on a zoo model: the eigen service, with the schedule's settings */
+    if (status == 0 && o.method && !strncasecmp(o.method, "ABS", 3) && strcmp(o.model, "synth")) {
+        char a_classes[32], a_kappa[32], a_sync_t[32], a_bmax_e[32], a_hb[32];
+        snprintf(a_hb, sizeof a_hb, "%ld", o.hessian_batch);
+        struct server_sched_config dc; /* the schedule's default B_max when --batch-max is 0 */
+        server_sched_config_default(&dc, SERVER_SCHED_ABS, o.samples, 1);
+        snprintf(a_bmax_e, sizeof a_bmax_e, "%lld",
+                 o.batch_max > 0 ? (long long)o.batch_max : (long long)dc.batch_max);
+        snprintf(a_classes, sizeof a_classes, "%ld", o.classes);
+        snprintf(a_kappa, sizeof a_kappa, "%ld", o.kappa);
+        snprintf(a_sync_t, sizeof a_sync_t, "%d", o.sync ? 0 : 5000);
+        char *args[S_MAX_ARGS] = {self,
+                                  "eigensvc",
+                                  "--connect",
+                                  connect,
+                                  "--model",
+                                  (char *)o.model,
+                                  "--data",
+                                  (char *)o.data,
+                                  "--classes",
+                                  a_classes,
+                                  "--method",
+                                  (char *)o.method,
+                                  "--epochs",
+                                  a_epochs,
+                                  "--batch",
+                                  a_batch,
+                                  "--batch-max",
+                                  a_bmax_e,
+                                  "--lr",
+                                  a_lr,
+                                  "--rho",
+                                  a_rho,
+                                  "--kappa",
+                                  a_kappa,
+                                  "--seed",
+                                  a_seed,
+                                  "--sync",
+                                  o.sync ? "1" : "0",
+                                  "--hessian-batch",
+                                  a_hb};
+        int k = 0;
+        while (args[k])
+            k++;
+        if (!o.sync) { /* without sync, a missed last snapshot ends the service on silence */
+            args[k++] = "--timeout-ms";
+            args[k++] = a_sync_t;
+        }
+        if (o.decay) {
+            args[k++] = "--decay";
+            args[k++] = (char *)o.decay;
+        }
+        if (o.eig_pub) {
+            args[k++] = "--pub";
+            args[k++] = (char *)o.eig_pub;
+        }
+        if (o.eig_query) {
+            args[k++] = "--query";
+            args[k++] = (char *)o.eig_query;
+        }
+        if (o.eig_metrics) {
+            args[k++] = "--metrics";
+            args[k++] = (char *)o.eig_metrics;
         }
         args[k] = NULL;
         pids[n] = s_spawn(self, args);

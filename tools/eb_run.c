@@ -142,6 +142,12 @@ static const struct s_optdef s_defs[] = {
     S_O("epsilon", S_DBL, epsilon, "abs.epsilon"),
     S_O("tau", S_INT, tau, "abs.tau"),
     S_O("lead", S_INT, lead, NULL),
+    S_O("sync", S_INT, sync, "abs.decisions"),
+    S_O("kappa", S_INT, kappa, "abs.kappa"),
+    S_O("hessian-batch", S_INT, hessian_batch, "abs.hessian_batch"),
+    S_O("eig-pub", S_STR, eig_pub, NULL),
+    S_O("eig-query", S_STR, eig_query, NULL),
+    S_O("eig-metrics", S_STR, eig_metrics, NULL),
 };
 #define S_NDEFS (sizeof s_defs / sizeof s_defs[0])
 
@@ -175,6 +181,8 @@ static void s_defaults(struct eb_opts *o)
     o->epsilon = 0.005;
     o->tau = -1;
     o->lead = 1;
+    o->kappa = 10;
+    o->hessian_batch = 128;
 }
 
 static int s_set(const char *cmd, const struct s_optdef *d, struct eb_opts *o, const char *val)
@@ -203,7 +211,13 @@ static int s_from_config(const char *cmd, const rt_config_t *cfg, struct eb_opts
             continue;
         const char *v = NULL;
         char num[32];
-        if (!strcmp(d->key, "data.flip")) {
+        if (!strcmp(d->key, "abs.decisions")) {
+            if (rt_config_get_str(cfg, d->key, NULL, &v))
+                return -1;
+            if (strcmp(v, "sync") && strcmp(v, "async"))
+                return rt_config_error(cfg, d->key, "expected async or sync, got '%s'", v);
+            v = strcmp(v, "sync") ? "0" : "1";
+        } else if (!strcmp(d->key, "data.flip")) {
             int b;
             if (rt_config_get_bool(cfg, d->key, 0, &b))
                 return -1;
@@ -252,6 +266,8 @@ static int s_flag_to_config(rt_config_t *cfg, const char *flag, const char *val)
     char a[EB_RUN_MAX_LIST + 256];
     if (!strcmp(d->key, "data.flip"))
         snprintf(a, sizeof a, "%s=%s", d->key, strcmp(val, "0") ? "true" : "false");
+    else if (!strcmp(d->key, "abs.decisions"))
+        snprintf(a, sizeof a, "%s=%s", d->key, strcmp(val, "0") ? "sync" : "async");
     else if (!strcmp(d->key, "cluster.weights") || !strcmp(d->key, "schedule.decay_epochs"))
         snprintf(a, sizeof a, "%s=[%s]", d->key, val);
     else if (d->kind == S_STR)

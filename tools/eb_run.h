@@ -79,6 +79,13 @@ struct eb_opts {
     long tau;               /* --tau: ABSA: no adversarial samples from this epoch on (-1: E/2) */
     const char *checksum;   /* --checksum: none, crc32, fletcher64 */
     long lead;              /* --lead: 1: this worker process prints progress (launch: first) */
+    long sync;              /* --sync: `decisions: sync` (ABS/ABSA): epoch starts wait for the
+                               eigen service's decision */
+    long kappa;             /* --kappa: launch: the eigen service's ABS timer (epochs) */
+    long hessian_batch;     /* --hessian-batch: launch: samples of the eigen service's batch */
+    const char *eig_pub;    /* --eig-pub: launch: the eigen service's PUB endpoint */
+    const char *eig_query;  /* --eig-query: launch: its current-decision endpoint (ROUTER) */
+    const char *eig_metrics; /* --eig-metrics: launch: the eigen service's metrics.jsonl */
 };
 
 /* The configuration schema of a run (model, data, cluster, schedule, abs, train, output). */

@@ -1,12 +1,13 @@
 /*
  * nn_linear: fully connected layer, PyTorch's Linear(in, out) with bias.
  *
- * Shapes (n samples, feature-major): X [in x n], W [out x in] (row-major, PyTorch's weight), b [out],
- * Y [out x n]. The input must be a vector (h = w = 1); put a flatten layer in front of images.
- *   forward    Y  = W X + b 1^T
- *   backward   dX += W^T dY;             dW += s dY X^T;  db += s dY 1        (s = grad_scale)
- *   rforward   RY = W RX + V X + Vb 1^T                         (V, Vb: direction of W, b)
- *   rbackward  RdX += W^T RdY + V^T dY;  hvW += RdY X^T + dY RX^T;  hvb += RdY 1
+ * Shapes (n samples, feature-major): X [in x n], W [out x in] (row-major, PyTorch's weight),
+ * b [out], Y [out x n]. The input must be a vector (h = w = 1); put a flatten layer in front of
+ * images. s = grad_scale; V, Vb = the HVP direction of W, b.
+ *   forward    Y   = W X + b 1^T
+ *   backward   dX += W^T dY;   dW += s dY X^T;   db += s dY 1
+ *   rforward   RY  = W RX + V X + Vb 1^T
+ *   rbackward  RdX += W^T RdY + V^T dY;   hvW += RdY X^T + dY RX^T;   hvb += RdY 1
  */
 #include <math.h>
 #include <string.h>
@@ -65,8 +66,7 @@ static void s_forward(struct nn_layer *l, const struct nn_ctx *ctx)
     int n = ctx->n, in = s->in_f, out = s->out_f;
     const float *wt = l->w, *b = l->w + (size_t)out * in;
     s_fill_rows(l->out->y, b, out, n);
-    nn_gemm(NN_NO_TRANS, NN_NO_TRANS, out, n, in, 1.0f, wt, in, l->in[0]->y, n, 1.0f, l->out->y,
-            n);
+    nn_gemm(NN_NO_TRANS, NN_NO_TRANS, out, n, in, 1.0f, wt, in, l->in[0]->y, n, 1.0f, l->out->y, n);
 }
 
 static void s_backward(struct nn_layer *l, const struct nn_ctx *ctx)
@@ -90,11 +90,9 @@ static void s_rforward(struct nn_layer *l, const struct nn_ctx *ctx)
     float *ry = l->out->ry;
     s_fill_rows(ry, l->in_block ? l->v + (size_t)out * in : NULL, out, n);
     if (l->in[0]->r_active)
-        nn_gemm(NN_NO_TRANS, NN_NO_TRANS, out, n, in, 1.0f, l->w, in, l->in[0]->ry, n, 1.0f, ry,
-                n);
+        nn_gemm(NN_NO_TRANS, NN_NO_TRANS, out, n, in, 1.0f, l->w, in, l->in[0]->ry, n, 1.0f, ry, n);
     if (l->in_block)
-        nn_gemm(NN_NO_TRANS, NN_NO_TRANS, out, n, in, 1.0f, l->v, in, l->in[0]->y, n, 1.0f, ry,
-                n);
+        nn_gemm(NN_NO_TRANS, NN_NO_TRANS, out, n, in, 1.0f, l->v, in, l->in[0]->y, n, 1.0f, ry, n);
 }
 
 static void s_rbackward(struct nn_layer *l, const struct nn_ctx *ctx)

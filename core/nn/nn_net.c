@@ -6,8 +6,9 @@
  *
  * Layers are kept in execution order; parameter layers appear in parameter order, so the block of
  * the last K parameter layers is a suffix of the execution order starting at layer `start`. A block
- * HVP runs the plain forward below `start` (activations are needed), and the R-forward, backward and
- * R-backward only from `start` on. Nodes produced below `start` have r_active = 0 and need_dy = 0.
+ * HVP runs the plain forward below `start` (activations are needed), and the R-forward, backward
+ * and R-backward only from `start` on. Nodes produced below `start` have r_active = 0 and
+ * need_dy = 0.
  *
  * Memory: node values and gradients (y, dy) are one allocation made by nn_net_build; the
  * R-companions (ry, rdy) are a second one made by the first HVP, so nets that never compute a
@@ -24,31 +25,31 @@
 #define NN_NET_GROW 16 /* growth step of the layer and node arrays */
 
 struct nn_net {
-    int in_c, in_h, in_w;          /* per-sample input shape (NCHW without N) */
-    int classes;                   /* logits per sample */
-    int max_batch;                 /* largest n a pass accepts */
-    int built;                     /* nn_net_build succeeded */
-    int error;                     /* first error of nn_net_add (0 if none) */
-    int n_layers, cap_layers;      /* layers in execution order */
-    struct nn_layer **layers;      /* owned */
-    int n_nodes, cap_nodes;        /* activations; node 0 is the input */
-    struct nn_node **nodes;        /* owned, individually allocated (layers point at them) */
-    int *producer;                 /* layer index producing node i; -1 for the input */
-    float *act;                    /* y and dy of every node (one allocation) */
-    float *ract;                   /* ry and rdy of every node (allocated by the first HVP) */
-    float *params;                 /* flat parameter vector */
-    float *grads;                  /* gradients, same indexing */
-    float *buffers;                /* flat buffer vector (BN running statistics) */
-    size_t n_params, n_buffers;    /* sizes of the flat vectors */
-    float *work;                   /* shared scratch for all layers */
-    size_t work_floats;            /* size of work */
-    float *probs;                  /* softmax probabilities, classes x max_batch */
-    int n_tensors;                 /* named tensors, state_dict order */
+    int in_c, in_h, in_w;           /* per-sample input shape (NCHW without N) */
+    int classes;                    /* logits per sample */
+    int max_batch;                  /* largest n a pass accepts */
+    int built;                      /* nn_net_build succeeded */
+    int error;                      /* first error of nn_net_add (0 if none) */
+    int n_layers, cap_layers;       /* layers in execution order */
+    struct nn_layer **layers;       /* owned */
+    int n_nodes, cap_nodes;         /* activations; node 0 is the input */
+    struct nn_node **nodes;         /* owned, individually allocated (layers point at them) */
+    int *producer;                  /* layer index producing node i; -1 for the input */
+    float *act;                     /* y and dy of every node (one allocation) */
+    float *ract;                    /* ry and rdy of every node (allocated by the first HVP) */
+    float *params;                  /* flat parameter vector */
+    float *grads;                   /* gradients, same indexing */
+    float *buffers;                 /* flat buffer vector (BN running statistics) */
+    size_t n_params, n_buffers;     /* sizes of the flat vectors */
+    float *work;                    /* shared scratch for all layers */
+    size_t work_floats;             /* size of work */
+    float *probs;                   /* softmax probabilities, classes x max_batch */
+    int n_tensors;                  /* named tensors, state_dict order */
     struct nn_tensor_info *tensors; /* owned, names owned */
-    int n_play;                    /* parameter layers */
-    int *play;                     /* layer index of each parameter layer */
-    size_t *play_off;              /* first parameter of each parameter layer */
-    struct nn_net_stats stats;     /* operation counters */
+    int n_play;                     /* parameter layers */
+    int *play;                      /* layer index of each parameter layer */
+    size_t *play_off;               /* first parameter of each parameter layer */
+    struct nn_net_stats stats;      /* operation counters */
 };
 
 /* ---- building --------------------------------------------------------------------------- */
@@ -157,8 +158,8 @@ int nn_net_add(nn_net_t *net, struct nn_layer *layer, int in0, int in1)
         rc = NN_ERR_SHAPE;
     if (rc != NN_OK) {
         const struct nn_shape *s = &layer->in[0]->shape;
-        nn_report(3, "nn_net_add: layer '%s' (%s) does not accept input %dx%dx%d: %s",
-                  layer->name, layer->ops->kind, s->c, s->h, s->w, nn_strerror(rc));
+        nn_report(3, "nn_net_add: layer '%s' (%s) does not accept input %dx%dx%d: %s", layer->name,
+                  layer->ops->kind, s->c, s->h, s->w, nn_strerror(rc));
         free(out);
         net->n_nodes--;
         goto out_fail;
@@ -583,14 +584,26 @@ static void s_forward(nn_net_t *net, const struct nn_ctx *ctx, int rfrom)
     }
 }
 
-/* Mark which nodes need dL/dy (those produced at or after layer `from`, and the input when asked)
- * and zero their dy (and rdy when `r`); the logits' are written by the loss. */
-static void s_prepare_backward(nn_net_t *net, int n, int from, int input_grad, int r)
+/* Mark which nodes need dL/dy and zero their dy (and rdy when `r`); the logits' are written by
+ * the loss. A node needs its gradient when the layer that produced it runs a backward pass that
+ * matters: the layer is at or after layer `from` and has parameters that need a gradient
+ * (param_grad; in an HVP, those of the block) or an input that needs one. The input node needs
+ * one only when asked (FGSM). So the first layer computes no input gradient unless asked, and a
+ * block HVP does nothing below its block. */
+static void s_prepare_backward(nn_net_t *net, int n, int from, int input_grad, int param_grad,
+                               int r)
 {
+    net->nodes[0]->need_dy = input_grad;
+    for (int i = 0; i < net->n_layers; i++) {
+        struct nn_layer *l = net->layers[i];
+        int need = i >= from && ((param_grad && l->n_w > 0) || l->in_block);
+        for (int j = 0; j < l->n_in; j++)
+            need |= l->in[j]->need_dy;
+        l->out->need_dy = need;
+    }
     int last = net->n_nodes - 1;
     for (int i = 0; i < net->n_nodes; i++) {
         struct nn_node *node = net->nodes[i];
-        node->need_dy = i == 0 ? input_grad : net->producer[i] >= from;
         if (!node->need_dy || i == last)
             continue;
         size_t len = (size_t)n * nn_shape_numel(&node->shape);
@@ -629,8 +642,7 @@ float nn_net_forward(nn_net_t *net, const float *x, const int32_t *labels, int n
         s_store_logits(net, logits, n);
     if (!labels)
         return 0.0f;
-    return (float)nn_loss_forward(s_logits(net)->y, labels, net->classes, n, net->probs,
-                                  correct);
+    return (float)nn_loss_forward(s_logits(net)->y, labels, net->classes, n, net->probs, correct);
 }
 
 float nn_net_train_pass(nn_net_t *net, const float *x, const int32_t *labels, int n,
@@ -645,9 +657,9 @@ float nn_net_train_pass(nn_net_t *net, const float *x, const int32_t *labels, in
     }
     int param_grad = (flags & NN_PASS_PARAM_GRAD) != 0;
     int input_grad = (flags & NN_PASS_INPUT_GRAD) != 0;
-    struct nn_ctx ctx = {n,          bn == NN_BN_EVAL, (flags & NN_PASS_UPDATE_STATS) != 0,
-                         param_grad, grad_scale,       net->work,
-                         net->work_floats};
+    struct nn_ctx ctx = {
+        n,         bn == NN_BN_EVAL, (flags & NN_PASS_UPDATE_STATS) != 0, param_grad, grad_scale,
+        net->work, net->work_floats};
     s_load_input(net, x, n);
     for (int i = 0; i < net->n_layers; i++)
         net->layers[i]->in_block = 0;
@@ -656,7 +668,7 @@ float nn_net_train_pass(nn_net_t *net, const float *x, const int32_t *labels, in
     double loss = nn_loss_forward(z->y, labels, net->classes, n, net->probs, correct);
     if (!param_grad && !input_grad)
         return (float)loss;
-    s_prepare_backward(net, n, 0, input_grad, 0);
+    s_prepare_backward(net, n, 0, input_grad, param_grad, 0);
     nn_loss_backward(net->probs, labels, net->classes, n, z->dy);
     for (int i = net->n_layers - 1; i >= 0; i--) {
         struct nn_layer *l = net->layers[i];
@@ -682,8 +694,8 @@ float nn_net_hvp(nn_net_t *net, const float *x, const int32_t *labels, int n, en
     if (s_reserve_r(net) != NN_OK)
         return NAN;
     int k = block_last_k == 0 || block_last_k > net->n_play ? net->n_play : block_last_k;
-    int first = net->n_play - k;              /* first parameter layer of the block */
-    int start = net->play[first];             /* its execution index */
+    int first = net->n_play - k;  /* first parameter layer of the block */
+    int start = net->play[first]; /* its execution index */
     /* Bind the direction and result views; hv is zero outside the block and accumulates inside. */
     memset(hv, 0, net->n_params * sizeof(float));
     for (int i = 0; i < net->n_layers; i++) {
@@ -698,7 +710,7 @@ float nn_net_hvp(nn_net_t *net, const float *x, const int32_t *labels, int n, en
     s_forward(net, &ctx, start);
     struct nn_node *z = s_logits(net);
     double loss = nn_loss_forward(z->y, labels, net->classes, n, net->probs, NULL);
-    s_prepare_backward(net, n, start, 0, 1);
+    s_prepare_backward(net, n, start, 0, 0, 1);
     nn_loss_backward(net->probs, labels, net->classes, n, z->dy);
     if (z->r_active)
         nn_loss_rbackward(net->probs, z->ry, net->classes, n, z->rdy);

@@ -88,6 +88,9 @@ size_t nn_net_param_layer_size(const nn_net_t *net, int layer);
 /* Set all parameter gradients to zero. */
 void nn_net_zero_grad(nn_net_t *net);
 
+/* The passes below report bad input (n outside [1, max_batch], a label outside [0, classes),
+ * missing buffers) through the report callback and return NaN without touching the net. */
+
 /* Forward pass only. x: n x c x h x w (NCHW). logits (may be NULL): n x classes row-major. labels may
  * be NULL (then the loss is not computed and 0 is returned); otherwise returns the mean loss and, if
  * correct != NULL, the number of samples whose argmax equals the label. */
@@ -107,8 +110,11 @@ float nn_net_train_pass(nn_net_t *net, const float *x, const int32_t *labels, in
  * R-operator (Pearlmutter): hv = H v. v and hv have nn_net_param_count() floats. With block_last_k
  * > 0 only the last K parameter layers are involved: entries of v outside the block are ignored,
  * entries of hv outside it are set to zero, and no work is done below the block. block_last_k = 0
- * means the full Hessian. BatchNorm in eval mode uses running statistics; in train mode the R-pass
- * goes through the batch statistics (running statistics are not updated). Returns the mean loss. */
+ * means the full Hessian (so does K >= nn_net_param_layers). BatchNorm in eval mode uses running
+ * statistics; in train mode the R-pass goes through the batch statistics (running statistics are
+ * not updated). Returns the mean loss. The first call reserves the R-pass buffers (as large as the
+ * activations and their gradients); on bad input (batch, labels, K < 0) or when that reservation
+ * fails it reports through the callback and returns NaN. */
 float nn_net_hvp(nn_net_t *net, const float *x, const int32_t *labels, int n, enum nn_bn_mode bn,
                  int block_last_k, const float *v, float *hv);
 

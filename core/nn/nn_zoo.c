@@ -10,8 +10,8 @@
 #include "nn_layer.h"
 #include "nn_net.h"
 
-#define NN_ZOO_KERNEL 3   /* 3x3 convolutions everywhere */
-#define NN_ZOO_POOL 2     /* cnn's 2x2 max pools */
+#define NN_ZOO_KERNEL 3 /* 3x3 convolutions everywhere */
+#define NN_ZOO_POOL 2   /* cnn's 2x2 max pools */
 
 static const char *const s_models[] = {"mlp", "cnn", "resnet20", "resnet18", NULL};
 
@@ -20,7 +20,8 @@ const char *const *nn_zoo_models(void)
     return s_models;
 }
 
-/* mlp: flatten -> f1 Linear(C*H*W, 512) -> ReLU -> f2 Linear(512, 256) -> ReLU -> f3 Linear(256, nc) */
+/* mlp: flatten -> f1 Linear(C*H*W, 512) -> ReLU -> f2 Linear(512, 256) -> ReLU -> f3 Linear(256,
+ * nc) */
 static void s_mlp(nn_net_t *net, int classes)
 {
     int x = nn_net_add(net, nn_flatten_new(), 0, -1);
@@ -102,7 +103,8 @@ nn_net_t *nn_zoo_new(const char *model, int c, int h, int w, int classes, int ma
         nn_report(3, "nn_zoo_new: %s", model ? "classes must be >= 1" : "no model name");
         goto out_fail;
     }
-    if (!strcmp(model, "cnn") && (h % (NN_ZOO_POOL * NN_ZOO_POOL) || w % (NN_ZOO_POOL * NN_ZOO_POOL))) {
+    if (!strcmp(model, "cnn") &&
+        (h % (NN_ZOO_POOL * NN_ZOO_POOL) || w % (NN_ZOO_POOL * NN_ZOO_POOL))) {
         nn_report(3, "nn_zoo_new: cnn needs height and width divisible by 4, got %dx%d", h, w);
         rc = NN_ERR_SHAPE;
         goto out_fail;

@@ -24,22 +24,29 @@ void nn_net_check_data(const nn_net_t *net, int n, unsigned long long seed, floa
  * eval-mode checks exercise them, and perturb parameters by N(0, scale^2) (scale 0: none). */
 void nn_net_check_perturb(nn_net_t *net, unsigned long long seed, float scale);
 
-/* Parameter gradient against central differences of the loss, on up to `per_layer` coordinates of
- * every parameter layer (all of them when a layer is smaller) plus one directional derivative along
- * a random direction. Returns the relative error. */
+/* Parameter gradient against central differences of the loss: (a) on up to `per_layer` single
+ * coordinates of every parameter layer (all of them when a layer is smaller; 0: none), as one
+ * relative error of the vector, step eps; (b) for every parameter tensor t, the derivative along
+ * d = g_t/|g_t| + r_t/|r_t| (r random, zero outside t), best of steps eps, eps/4, eps/16, relative
+ * to max(|g.d|, 1e-2 max_t |g.d|): a tensor's gradient norm is resolvable in float32 where single
+ * small coordinates are not. Returns the worst of all. NN_CHECK_VERBOSE=1 in the environment
+ * prints the details of every check. */
 double nn_net_check_param_grad(nn_net_t *net, const float *x, const int32_t *labels, int n,
                                enum nn_bn_mode bn, double eps, int per_layer);
 
 /* Input gradient (NN_PASS_INPUT_GRAD) against central differences of the loss on up to `coords`
- * input elements. Returns the relative error. */
+ * input elements and along one direction dx/|dx| + r/|r|, each the best of steps eps, eps/4,
+ * eps/16. Returns the worse relative error. */
 double nn_net_check_input_grad(nn_net_t *net, const float *x, const int32_t *labels, int n,
                                enum nn_bn_mode bn, double eps, int coords);
 
-/* H v by nn_net_hvp (block of the last k layers; 0: full) against (g(w + eps v) - g(w - eps v)) /
- * (2 eps) for a random unit direction v supported on the block. Returns the largest relative error
- * over the block's parameter tensors, each after dropping its 1% most discrepant entries (a ReLU
- * kink crossed by the difference moves only the entries of the unit that flipped; tensors under
- * 100 entries are not trimmed), and the best of steps eps, eps/4, eps/16. */
+/* H v by nn_net_hvp (block of the last k layers; 0: full) against differences of gradients along
+ * a random unit direction v supported on the block: central (g(w+eps v) - g(w-eps v)) / (2 eps),
+ * forward and backward, for steps eps, eps/4, eps/16; the best agreement counts (a ReLU input
+ * within a step of its kink makes the gradient jump on one side only; a wrong HVP disagrees with
+ * every difference). Errors are the largest relative error over the block's parameter tensors,
+ * each after dropping its 1% most discrepant entries (tensors under 100 entries are not trimmed).
+ */
 double nn_net_check_hvp(nn_net_t *net, const float *x, const int32_t *labels, int n,
                         enum nn_bn_mode bn, int k, double eps);
 

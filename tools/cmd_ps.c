@@ -93,12 +93,39 @@ int eb_cmd_server(int argc, char **argv)
     return rc;
 }
 
+/* A zoo model sizes the shards from its net, and its dataset gives the epoch length; sizes given
+ * by hand must agree. Returns 0, or 1 after printing the reason. */
+static int s_size_from_model(const char *cmd, struct eb_opts *o)
+{
+    struct eb_run_nn probe;
+    int rc = eb_run_nn_open(o, &probe, 0, 0);
+    if (!rc) {
+        long np = (long)nn_net_param_count(probe.net), nb = (long)nn_net_buffer_count(probe.net);
+        if ((o->params != np && o->params != 0) || (o->buffers != nb && o->buffers != 0))
+            rc = rt_err_set(RT_ERR_SHAPE,
+                            "model %s has %ld parameters and %ld buffers, "
+                            "--params/--buffers say %ld/%ld",
+                            o->model, np, nb, o->params, o->buffers);
+        o->params = np;
+        o->buffers = nb;
+        o->samples = (long)rt_loader_count(probe.loader);
+    }
+    eb_run_nn_close(&probe);
+    if (rc) {
+        fprintf(stderr, "eigenbatch %s: %s\n", cmd, rt_err_msg());
+        return 1;
+    }
+    return 0;
+}
+
 static int s_server(const struct eb_opts *opts, const rt_config_t *cfg)
 {
     struct eb_opts o = *opts;
     (void)cfg;
     if (eb_opts_check("server", &o))
         return 2;
+    if (strcmp(o.model, "synth") && o.data && s_size_from_model("server", &o))
+        return 1;
     if (!o.bind || (o.shard > 0 && !o.coord) || o.shard < 0 || o.shard >= o.shards ||
         o.params < 1) {
         fprintf(stderr, "eigenbatch server: --bind (and --coord for shards > 0), --params and a "
@@ -450,19 +477,8 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
     if (eb_opts_check("launch", &o))
         return 2;
     if (strcmp(o.model, "synth")) {
-        /* size the shards from the net; an epoch is the dataset */
-        struct eb_run_nn probe;
-        int rc = eb_run_nn_open(&o, &probe, 0, 0);
-        if (!rc) {
-            o.params = (long)nn_net_param_count(probe.net);
-            o.buffers = (long)nn_net_buffer_count(probe.net);
-            o.samples = (long)rt_loader_count(probe.loader);
-        }
-        eb_run_nn_close(&probe);
-        if (rc) {
-            fprintf(stderr, "eigenbatch launch: %s\n", rt_err_msg());
+        if (s_size_from_model("launch", &o))
             return 1;
-        }
         if (!strcmp(o.transport, "inproc")) {
             /* processes cannot share inproc:// endpoints: the same cluster over ipc:// */
             RT_INFO("launch", "transport inproc is for threads (`eigenbatch train`); the "

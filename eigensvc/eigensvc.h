@@ -6,6 +6,14 @@
  * PUB/SUB to every subscriber. Optionally it evaluates the snapshot's test accuracy, so that
  * evaluation is off the training path too. The same code runs as a thread of `eigenbatch train`,
  * a process of `eigenbatch launch`, and alone as `eigenbatch eigensvc`.
+ *
+ * Published decisions are PUBLISH messages (rt_wire: struct rt_wire_decision with the effective
+ * lr and gamma, the reason and the coordinator's verdict); eig_sub.h is the subscriber side and
+ * the "current decision" query of late joiners. Metrics: one event "eig" per handled epoch end
+ * (epoch, eigenvalue, iterations, seconds, batch_size, lr, gamma, reason, snapshot_version,
+ * verdict, ...) and "eval" per evaluated snapshot (accuracy, loss). With cfg->sync the shards must
+ * run with `decisions: sync` (server_shard_cfg.sync), and training then stops at each epoch start
+ * until the service's decision arrived: no decision, no progress.
  */
 #ifndef EIGENSVC_H
 #define EIGENSVC_H
@@ -34,10 +42,17 @@ struct eigensvc_cfg {
     enum nn_bn_mode bn;            /* BatchNorm mode of the Hessian (default NN_BN_EVAL) */
     struct eig_power_config power; /* power iteration settings (preset paper or accurate) */
     struct eig_abs_config abs;     /* the ABS rule */
-    int threads;                   /* math threads of the service */
-    int sync;                      /* 1: `decisions: sync`, training waits for each decision */
+    int threads;                   /* > 0: nn_set_threads(threads), which is process-wide: leave
+                                      0 in embedded mode (the trainer sets the threads) */
+    int sync;                      /* 1: `decisions: sync`, training waits for each decision
+                                      (the shards must run with server_shard_cfg.sync) */
     rt_metrics_t *metrics;         /* epoch events go here (may be NULL) */
     int timeout_ms;                /* give up when the shards are silent this long */
+    const char *query_endpoint;    /* ROUTER bind answering "current decision" (late joiners;
+                                      client: eig_sub_current), or NULL: none */
+    int epochs;                    /* epochs of the run: the service ends after the snapshot of
+                                      the last epoch's start; 0: until stop or silence */
+    int poll_ms;                   /* interval between snapshot polls (0: 20 ms) */
 };
 
 typedef struct eigensvc eigensvc_t;
@@ -46,8 +61,11 @@ typedef struct eigensvc eigensvc_t;
  * eigensvc_destroy), or a negative rt_err code with a detail naming the culprit. */
 int eigensvc_new(const struct eigensvc_cfg *cfg, eigensvc_t **out);
 
-/* Serve until training ends (the coordinator says done) or *stop becomes non-zero. Returns 0 or a
- * negative rt_err code. */
+/* Serve until training ends or *stop becomes non-zero (stop may be NULL). Training ends for the
+ * service when it has handled the snapshot of the start of the last epoch (cfg->epochs), when B_max
+ * is reached and no test set is evaluated, or when the shards have been silent for timeout_ms after
+ * the first snapshot (they stop when the workers leave). Returns 0, RT_ERR_INTERRUPTED on stop, or
+ * a negative rt_err code (RT_ERR_TIMEOUT when no shard ever answered). */
 int eigensvc_run(eigensvc_t *svc, const atomic_int *stop);
 
 /* Destroy and null the caller's pointer; accepts NULL, safe twice. */

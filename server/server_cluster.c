@@ -75,7 +75,7 @@ int server_cluster_run(const struct server_cluster_cfg *cfg, float *final_params
         rc = rt_err_set(RT_ERR_NOMEM, "cluster");
         goto out;
     }
-    ctx = rt_sock_ctx_new(cfg->io_threads);
+    ctx = cfg->zmq_ctx ? cfg->zmq_ctx : rt_sock_ctx_new(cfg->io_threads);
     if (!ctx) {
         rc = RT_ERR_ZMQ;
         goto out;
@@ -104,6 +104,7 @@ int server_cluster_run(const struct server_cluster_cfg *cfg, float *final_params
             .chunk_floats = cfg->chunk_floats,
             .checksum = cfg->checksum,
             .snapshots = cfg->snapshots,
+            .sync = cfg->sync,
         };
         rc = server_shard_new(&sc, &sj[i].shard);
         if (rc)
@@ -173,7 +174,8 @@ out:
     }
     for (int i = 0; sj && i < S; i++)
         server_shard_destroy(&sj[i].shard);
-    rt_sock_ctx_destroy(&ctx);
+    if (!cfg->zmq_ctx)
+        rt_sock_ctx_destroy(&ctx);
     free(sj);
     free(wj);
     free(st);

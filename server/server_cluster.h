@@ -30,10 +30,13 @@ struct server_cluster_cfg {
     const double *weights;                  /* n_workers share weights, or NULL: equal */
     int rebalance;                          /* workers report throughput; shares follow it */
     int snapshots;                          /* shards keep epoch-start snapshots (eigen service) */
+    int sync; /* `decisions: sync`: the coordinator holds each epoch start for its decision */
     int worker_timeout_ms;          /* workers give up after this much silence (0: default) */
     uint32_t chunk_floats;          /* floats per frame (0: default) */
     enum rt_wire_checksum checksum; /* frame checksum */
     int io_threads;                 /* ZeroMQ I/O threads of the shared context (0: 1) */
+    void *zmq_ctx; /* context to use (borrowed; e.g. shared with an eigen service over inproc),
+                      or NULL: a context of the run's own */
 };
 
 /* Run the cluster to the end of the schedule. On success copies the final weights into

@@ -33,6 +33,8 @@ struct server_coord {
     double *last_seen;                      /* monotonic seconds of the last message per id */
     const struct server_coord_sched *sched; /* schedule in force (borrowed) */
     uint64_t next_step;                     /* first step not asked about yet */
+    int sync;                               /* hold epoch starts for their decision */
+    int64_t decided_epoch;                  /* highest epoch a decision arrived for (-1: none) */
 };
 
 static double s_now(void)
@@ -51,6 +53,7 @@ server_coord_t *server_coord_new(int n_workers, const struct server_coord_sched 
         return NULL;
     c->n_workers = n_workers;
     c->sched = sched;
+    c->decided_epoch = -1;
     c->weight = calloc((size_t)n_workers, sizeof *c->weight);
     c->last_seen = calloc((size_t)n_workers, sizeof *c->last_seen);
     if (!c->weight || !c->last_seen) {
@@ -146,6 +149,21 @@ int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_co
                           c->n_workers);
     if (id < 0 || id >= c->n_workers)
         return rt_err_set(RT_ERR_PEER, "no worker %d", id);
+    if (c->sync && step >= c->next_step) {
+        /* a step not announced yet: hold it if it starts an epoch whose decision is missing */
+        int rc = c->sched->ops->at(c->sched->self, step, pt);
+        if (rc)
+            return rc;
+        if (!pt->done && pt->epoch >= 1 && pt->epoch_offset == 0 &&
+            (int64_t)pt->epoch - 1 > c->decided_epoch) {
+            server_coord_heartbeat(c, id);
+            return rt_err_set(RT_ERR_STATE,
+                              "step %llu starts epoch %llu: waiting for the "
+                              "decision of epoch %llu (decisions: sync)",
+                              (unsigned long long)step, (unsigned long long)pt->epoch,
+                              (unsigned long long)pt->epoch - 1);
+        }
+    }
     int rc = server_coord_sched(c, step, pt);
     if (rc)
         return rc;
@@ -170,6 +188,11 @@ int server_coord_sched(server_coord_t *c, uint64_t step, struct server_coord_poi
     if (rc == RT_OK && step >= c->next_step)
         c->next_step = step + 1;
     return rc;
+}
+
+void server_coord_set_sync(server_coord_t *c, int sync)
+{
+    c->sync = sync ? 1 : 0;
 }
 
 uint64_t server_coord_next_step(const server_coord_t *c)
@@ -200,6 +223,9 @@ static int s_sched_at(void *self, uint64_t step, struct server_coord_point *out)
     out->samples = (uint32_t)p.samples;
     out->lr = (float)p.lr;
     out->gamma = (float)p.gamma;
+    struct server_sched_point next;
+    if (server_sched_at(self, (int64_t)step + 1, -1, &next) == RT_OK)
+        out->epoch_last = next.done || next.epoch != p.epoch;
     return RT_OK;
 }
 
@@ -227,7 +253,34 @@ static int s_sched_decide(void *self, const struct rt_wire_decision *d, uint64_t
     return verdict;
 }
 
-static const struct server_coord_sched_ops s_sched_ops = {s_sched_at, NULL, s_sched_decide};
+static int s_sched_last(void *self, struct rt_wire_decision *out)
+{
+    uint32_t v = server_sched_version(self);
+    const struct server_sched_decision *d = v ? server_sched_decision(self, v) : NULL;
+    if (!d)
+        return rt_err_set(RT_ERR_STATE, "no decision accepted yet");
+    memset(out, 0, sizeof *out);
+    out->seq = d->seq;
+    out->snapshot_version = d->snapshot_version;
+    out->epoch = d->epoch;
+    out->batch = d->batch;
+    out->lr_base = d->lr_base;
+    out->gamma_base = d->gamma_base;
+    out->lambda = d->lambda;
+    out->apply_step = (uint64_t)d->apply_step;
+    out->sched_version = d->version;
+    return RT_OK;
+}
+
+static const struct server_coord_sched_ops s_sched_ops = {s_sched_at, NULL, s_sched_decide,
+                                                          s_sched_last};
+
+int server_coord_last_decision(server_coord_t *c, struct rt_wire_decision *out)
+{
+    if (!c->sched->ops->last)
+        return rt_err_set(RT_ERR_UNSUPPORTED, "this schedule takes no eigen-service decisions");
+    return c->sched->ops->last(c->sched->self, out);
+}
 
 int server_coord_decide(server_coord_t *c, const struct rt_wire_decision *d, uint64_t *apply_step,
                         uint64_t *version)
@@ -235,6 +288,8 @@ int server_coord_decide(server_coord_t *c, const struct rt_wire_decision *d, uin
     if (!c->sched->ops->decide)
         return rt_err_set(RT_ERR_UNSUPPORTED, "this schedule takes no eigen-service decisions");
     int v = c->sched->ops->decide(c->sched->self, d, c->next_step, apply_step, version);
+    if (v >= 0 && d->epoch > c->decided_epoch)
+        c->decided_epoch = d->epoch;
     if (v == 0)
         RT_INFO("coord", "decision %llu (epoch %d, B %lld, lr %g): version %llu from step %llu",
                 (unsigned long long)d->seq, d->epoch, (long long)d->batch, d->lr_base,

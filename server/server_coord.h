@@ -27,6 +27,8 @@ struct server_coord_point {
     float lr;              /* learning rate */
     float gamma;           /* adversarial fraction */
     int done;              /* 1: training ends before this step */
+    int epoch_last;        /* 1: the last step of its epoch, as far as the decisions held when it
+                              is announced tell (schedules that do not know: 0) */
 };
 
 /* Schedule operations. `at` must give the same answer for a step every time it is asked once it
@@ -41,6 +43,9 @@ struct server_coord_sched_ops {
      * *apply_step and *version say from where and as which version) or a negative rt_err code. */
     int (*decide)(void *self, const struct rt_wire_decision *d, uint64_t next_step,
                   uint64_t *apply_step, uint64_t *version);
+    /* The latest accepted decision (apply_step and sched_version filled): 0, or RT_ERR_STATE
+     * when there is none; NULL when the schedule takes no decisions. */
+    int (*last)(void *self, struct rt_wire_decision *out);
 };
 
 /* A schedule: operations plus their state. */
@@ -85,6 +90,12 @@ int server_coord_set_weight(server_coord_t *c, int id, double weight);
 int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_coord_point *pt,
                       uint32_t *share_off, uint32_t *share_cnt);
 
+/* `decisions: sync` (reproduces the reference, where training waits for the eigenvalue): when on,
+ * a worker's query for the first step of epoch e >= 1 is answered RT_ERR_STATE (the worker asks
+ * again) until a decision for epoch e - 1 has arrived (any verdict), so that the decision is
+ * stamped exactly at that step. Off by default. */
+void server_coord_set_sync(server_coord_t *c, int sync);
+
 /* The first step nobody has asked about: an eigen-service decision accepted now must apply from
  * this step or later (server_sched_accept's next_step), so no step's answer ever changes. */
 uint64_t server_coord_next_step(const server_coord_t *c);
@@ -95,6 +106,10 @@ uint64_t server_coord_next_step(const server_coord_t *c);
  * decisions, or another negative code naming what is wrong. */
 int server_coord_decide(server_coord_t *c, const struct rt_wire_decision *d, uint64_t *apply_step,
                         uint64_t *version);
+
+/* The latest decision the schedule holds (for an eigen service whose decision was stale or
+ * superseded, to resume from it): 0, RT_ERR_STATE when none, RT_ERR_UNSUPPORTED. */
+int server_coord_last_decision(server_coord_t *c, struct rt_wire_decision *out);
 
 /* The schedule of `step` (no share): for shards and late joiners. */
 int server_coord_sched(server_coord_t *c, uint64_t step, struct server_coord_point *pt);

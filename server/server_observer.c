@@ -23,6 +23,7 @@ struct server_observer {
     uint64_t *b_off, *b_cnt;    /* and buffer range */
     struct rt_wire_limits lim;  /* decode limits */
     struct rt_sock_parts parts; /* receive frames */
+    uint64_t round; /* snapshot round, echoed by the shards: older replies are dropped */
 };
 
 static double s_now(void)
@@ -130,13 +131,16 @@ static int s_recv(server_observer_t *o, int i, double deadline, struct rt_wire_m
 }
 
 /* One round: every shard's snapshot; *agree = 0 when their versions differ. */
-static int s_snapshot_round(server_observer_t *o, float *params, float *buffers, uint64_t *version,
-                            uint64_t *epoch, int *agree, double deadline)
+static int s_snapshot_round(server_observer_t *o, uint64_t have, float *params, float *buffers,
+                            uint64_t *version, uint64_t *epoch, int *agree, double deadline)
 {
     *agree = 1;
+    uint64_t round = ++o->round;
     for (int i = 0; i < o->n_shards; i++) {
         struct rt_wire_msg q;
         rt_wire_msg_init(&q, RT_WIRE_SNAPSHOT, -1, S_NAME);
+        q.sched_version = round;
+        q.step = have == UINT64_MAX ? 0 : have + 1; /* 0: send it whatever I hold */
         int rc = rt_sock_send(o->socks[i], NULL, 0, &q, NULL, NULL, NULL);
         if (rc)
             return rc;
@@ -150,10 +154,16 @@ static int s_snapshot_round(server_observer_t *o, float *params, float *buffers,
             int rc = s_recv(o, i, deadline, &m, &pp, &bp);
             if (rc)
                 return rc;
+            if (m.sched_version != round)
+                continue; /* an answer to an earlier round that gave up */
             if (m.type == RT_WIRE_ERROR)
                 return rt_err_set(m.err_code ? m.err_code : RT_ERR_PEER, "shard %d: %s", i, m.text);
-            if (m.type != RT_WIRE_WEIGHTS)
+            /* WEIGHTS chunks, or SNAPSHOT: "unchanged since the version you hold" */
+            int unchanged = m.type == RT_WIRE_SNAPSHOT && have != UINT64_MAX && m.step == have;
+            if (m.type != RT_WIRE_WEIGHTS && !unchanged)
                 continue;
+            if (unchanged && !first)
+                continue; /* a late answer to an earlier round: this round's chunks are coming */
             if (first && i == 0) {
                 *version = m.step;
                 *epoch = m.epoch;
@@ -161,6 +171,11 @@ static int s_snapshot_round(server_observer_t *o, float *params, float *buffers,
                 *agree = 0;
             }
             first = 0;
+            if (unchanged) {
+                got = o->p_cnt[i]; /* the caller holds this range already */
+                got_b = 1;
+                continue;
+            }
             if (m.has_params) {
                 if (m.params.offset != o->p_off[i] + got || m.params.count > o->p_cnt[i] - got)
                     return rt_err_set(RT_ERR_PEER, "shard %d: snapshot frame out of its range", i);
@@ -181,10 +196,18 @@ static int s_snapshot_round(server_observer_t *o, float *params, float *buffers,
 int server_observer_snapshot(server_observer_t *o, float *params, float *buffers, uint64_t *version,
                              uint64_t *epoch, int timeout_ms)
 {
+    return server_observer_snapshot_since(o, UINT64_MAX, params, buffers, version, epoch,
+                                          timeout_ms);
+}
+
+int server_observer_snapshot_since(server_observer_t *o, uint64_t have, float *params,
+                                   float *buffers, uint64_t *version, uint64_t *epoch,
+                                   int timeout_ms)
+{
     double deadline = s_now() + timeout_ms / 1000.0;
     for (int t = 0; t < S_SNAPSHOT_TRIES; t++) {
         int agree;
-        int rc = s_snapshot_round(o, params, buffers, version, epoch, &agree, deadline);
+        int rc = s_snapshot_round(o, have, params, buffers, version, epoch, &agree, deadline);
         if (rc || agree)
             return rc;
     }
@@ -194,6 +217,15 @@ int server_observer_snapshot(server_observer_t *o, float *params, float *buffers
 int server_observer_decide(server_observer_t *o, const struct rt_wire_decision *d,
                            uint64_t *apply_step, uint64_t *version, int timeout_ms)
 {
+    return server_observer_decide_held(o, d, apply_step, version, NULL, NULL, timeout_ms);
+}
+
+int server_observer_decide_held(server_observer_t *o, const struct rt_wire_decision *d,
+                                uint64_t *apply_step, uint64_t *version,
+                                struct rt_wire_decision *held, int *has_held, int timeout_ms)
+{
+    if (has_held)
+        *has_held = 0;
     struct rt_wire_msg q, r;
     rt_wire_msg_init(&q, RT_WIRE_DECISION, -1, S_NAME);
     q.decision = *d;
@@ -211,6 +243,10 @@ int server_observer_decide(server_observer_t *o, const struct rt_wire_decision *
         if (r.type == RT_WIRE_ACK && r.decision.seq == d->seq) {
             *apply_step = r.step;
             *version = r.sched_version;
+            if (r.has_held && held && has_held) {
+                *held = r.held;
+                *has_held = 1;
+            }
             return r.err_code;
         }
     }

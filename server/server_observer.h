@@ -28,10 +28,25 @@ void server_observer_destroy(server_observer_t **self_p);
 int server_observer_snapshot(server_observer_t *o, float *params, float *buffers, uint64_t *version,
                              uint64_t *epoch, int timeout_ms);
 
+/* server_observer_snapshot for a caller that already holds the snapshot of version `have` in
+ * params / buffers (UINT64_MAX: none): shards whose snapshot is still that version answer with a
+ * header only and their ranges are left as they are, so polling costs no weight transfer until
+ * a new epoch starts. After an error the arrays may hold a mix of versions: pass UINT64_MAX next. */
+int server_observer_snapshot_since(server_observer_t *o, uint64_t have, float *params,
+                                   float *buffers, uint64_t *version, uint64_t *epoch,
+                                   int timeout_ms);
+
 /* Send a decision to the coordinator. Returns the schedule's verdict (>= 0; 0 = accepted, then
  * *apply_step and *version say from which step and as which schedule version), or a negative
  * code (the coordinator's refusal, RT_ERR_TIMEOUT). */
 int server_observer_decide(server_observer_t *o, const struct rt_wire_decision *d,
                            uint64_t *apply_step, uint64_t *version, int timeout_ms);
+
+/* server_observer_decide that also returns, when the verdict is stale or superseded, the latest
+ * decision the coordinator holds in *held (apply_step and sched_version filled) and sets *has_held
+ * (held / has_held may be NULL). */
+int server_observer_decide_held(server_observer_t *o, const struct rt_wire_decision *d,
+                                uint64_t *apply_step, uint64_t *version,
+                                struct rt_wire_decision *held, int *has_held, int timeout_ms);
 
 #endif

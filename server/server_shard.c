@@ -13,6 +13,7 @@
 #include "rt_err.h"
 #include "rt_log.h"
 #include "rt_sock.h"
+#include "server_sched.h"
 
 #define S_POLL_MS 100         /* poll period: how often `stop` is checked */
 #define S_MAX_PENDING 256     /* queued pulls waiting for a future version */
@@ -204,6 +205,8 @@ static void s_serve_pending(server_shard_t *s)
     s->n_pend = keep;
 }
 
+static void s_snapshot_take(server_shard_t *s, uint64_t epoch);
+
 /* Update [s->applied, end): average the summed gradient and run SGD, a cache-sized block at a
  * time. Called as soon as every worker's chunks cover a prefix, so that the update overlaps the
  * rest of the push. */
@@ -244,28 +247,39 @@ static void s_apply(server_shard_t *s)
     }
     s->n_complete = 0;
     s->total_samples = 0;
-    s->sched_known = 0;
     s->version++;
     s->st.version = s->version;
+    /* the step just applied ended its epoch: the new version is the next epoch's start, known
+     * before anyone asks for its schedule (which `decisions: sync` holds until the decision) */
+    if (s->cfg.snapshots && s->sched_known && !s->sched.done && s->sched.epoch_last)
+        s_snapshot_take(s, s->sched.epoch + 1);
+    s->sched_known = 0;
     RT_DEBUG(s->name, "version %llu", (unsigned long long)s->version);
     s_serve_pending(s);
 }
 
-/* With snapshots on, copy the slice when the current step starts a new epoch: the weights are
- * still those of version `version`, the epoch's first. */
-static void s_snapshot_maybe(server_shard_t *s)
+/* Copy the slice (the weights of the current version) as the snapshot of the start of `epoch`,
+ * once per epoch. */
+static void s_snapshot_take(server_shard_t *s, uint64_t epoch)
 {
-    if (!s->cfg.snapshots || s->sched.done)
-        return;
-    if (s->snap_version != UINT64_MAX && s->sched.epoch == s->snap_epoch)
+    if (s->snap_version != UINT64_MAX && epoch == s->snap_epoch)
         return;
     memcpy(s->snap_w, s->w, s->p_cnt * sizeof(float));
     if (s->b_cnt)
         memcpy(s->snap_b, s->bw, s->b_cnt * sizeof(float));
     s->snap_version = s->version;
-    s->snap_epoch = s->sched.epoch;
+    s->snap_epoch = epoch;
     RT_DEBUG(s->name, "snapshot of epoch %llu at version %llu", (unsigned long long)s->snap_epoch,
              (unsigned long long)s->snap_version);
+}
+
+/* With snapshots on, when the current step starts a new epoch: the weights are still those of
+ * version `version`, the epoch's first (the bump in s_apply usually took it already). */
+static void s_snapshot_maybe(server_shard_t *s)
+{
+    if (!s->cfg.snapshots || s->sched.done)
+        return;
+    s_snapshot_take(s, s->sched.epoch);
 }
 
 /* The schedule of the current step (version): shard 0 asks its schedule, the other shards ask
@@ -332,6 +346,7 @@ static int s_sched_current(server_shard_t *s)
             s->sched.lr = r.sched.lr;
             s->sched.gamma = r.sched.gamma;
             s->sched.done = r.sched.done;
+            s->sched.epoch_last = r.sched.epoch_last;
             s->sched_known = 1;
             s_snapshot_maybe(s);
             return RT_OK;
@@ -436,6 +451,7 @@ static void s_on_sched_query(server_shard_t *s, const uint8_t *route, size_t rle
     r.sched.share_offset = off;
     r.sched.share_count = cnt;
     r.sched.done = pt.done;
+    r.sched.epoch_last = pt.epoch_last;
     if (rt_sock_send(s->sock, route, rlen, &r, NULL, NULL, NULL))
         RT_WARN(s->name, "schedule reply failed: %s", rt_err_msg());
 }
@@ -618,8 +634,27 @@ static void s_on_snapshot(server_shard_t *s, const uint8_t *route, size_t rlen,
                           const struct rt_wire_msg *m)
 {
     if (!s->cfg.snapshots || s->snap_version == UINT64_MAX) {
-        s_reply_error(s, route, rlen, m->step, RT_ERR_STATE,
-                      s->cfg.snapshots ? "no snapshot yet" : "this shard keeps no snapshots");
+        struct rt_wire_msg r;
+        rt_wire_msg_init(&r, RT_WIRE_ERROR, s->cfg.shard, s->name);
+        r.step = m->step;
+        r.sched_version = m->sched_version; /* the observer's round */
+        r.err_code = RT_ERR_STATE;
+        snprintf(r.text, sizeof r.text, "%s",
+                 s->cfg.snapshots ? "no snapshot yet" : "this shard keeps no snapshots");
+        if (rt_sock_send(s->sock, route, rlen, &r, NULL, NULL, NULL))
+            RT_WARN(s->name, "snapshot reply failed: %s", rt_err_msg());
+        return;
+    }
+    if (m->step && m->step - 1 == s->snap_version) {
+        /* the observer holds this snapshot already (step = its version + 1): a SNAPSHOT header
+         * back, no weights */
+        struct rt_wire_msg r;
+        rt_wire_msg_init(&r, RT_WIRE_SNAPSHOT, s->cfg.shard, s->name);
+        r.step = s->snap_version;
+        r.epoch = s->snap_epoch;
+        r.sched_version = m->sched_version; /* echo the observer's round */
+        if (rt_sock_send(s->sock, route, rlen, &r, NULL, NULL, NULL))
+            RT_WARN(s->name, "snapshot reply failed: %s", rt_err_msg());
         return;
     }
     uint64_t chunk = s->cfg.chunk_floats, done = 0;
@@ -628,6 +663,7 @@ static void s_on_snapshot(server_shard_t *s, const uint8_t *route, size_t rlen,
         rt_wire_msg_init(&r, RT_WIRE_WEIGHTS, s->cfg.shard, s->name);
         r.step = s->snap_version;
         r.epoch = s->snap_epoch;
+        r.sched_version = m->sched_version; /* echo the observer's round */
         r.checksum = s->cfg.checksum;
         uint64_t k = s->p_cnt - done < chunk ? s->p_cnt - done : chunk;
         r.has_params = 1;
@@ -663,6 +699,10 @@ static void s_on_decision(server_shard_t *s, const uint8_t *route, size_t rlen,
     r.step = apply;
     r.sched_version = version;
     r.decision = m->decision;
+    /* stale or superseded: tell the service what the schedule holds, so that it resumes there */
+    if ((v == SERVER_SCHED_STALE || v == SERVER_SCHED_SUPERSEDED) &&
+        server_coord_last_decision(s->coord, &r.held) == RT_OK)
+        r.has_held = 1;
     if (rt_sock_send(s->sock, route, rlen, &r, NULL, NULL, NULL))
         RT_WARN(s->name, "decision reply failed: %s", rt_err_msg());
 }
@@ -831,6 +871,7 @@ int server_shard_new(const struct server_shard_cfg *cfg, server_shard_t **out)
             rt_err_set(RT_ERR_NOMEM, "coordinator");
             goto out_destroy;
         }
+        server_coord_set_sync(s->coord, cfg->sync);
     }
     s->lim.n_params = cfg->n_params;
     s->lim.n_buffers = cfg->n_buffers;

@@ -41,6 +41,7 @@ struct server_shard_cfg {
     enum rt_wire_checksum checksum;         /* checksum of the frames this shard sends */
     int io_threads;                         /* I/O threads of an own context (0: 1) */
     int snapshots; /* keep a copy of the slice at each epoch start for SNAPSHOT requests (ABS) */
+    int sync;      /* shard 0: `decisions: sync`, hold epoch starts (server_coord_set_sync) */
 };
 
 /* Counters of a shard, for logs and tests. */

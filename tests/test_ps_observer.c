@@ -3,7 +3,8 @@
  * under the ABS schedule of server_sched, an observer fetches a consistent epoch-start snapshot
  * (equal to the weights a plain replay has at that version) and sends a decision that doubles the
  * batch; the coordinator stamps the step it applies from, everyone follows, and the final weights
- * equal a replay of the schedule with that stamped decision, within 1e-5 relative. A decision to a
+ * equal a replay of the schedule with that stamped decision, within 1e-5 relative. Polling with
+ * the version already held transfers no weights while the snapshot is unchanged. A decision to a
  * schedule that takes none is refused.
  */
 #include "eb_test.h"
@@ -172,6 +173,21 @@ static void test_snapshot_and_decision(void **state)
     s_replay(sched, (int64_t)version, rw, rb);
     s_check(sw, rw, P, "snapshot weight");
     s_check(sb, rb, NB, "snapshot buffer");
+    /* polling with the version held: nothing is transferred while the snapshot is unchanged;
+     * once a new epoch started, the new snapshot arrives in full */
+    float pw[P], pb[NB];
+    memset(pw, 0, sizeof pw);
+    memset(pb, 0, sizeof pb);
+    uint64_t v2 = 0, e2 = 0;
+    assert_int_equal(server_observer_snapshot_since(obs, version, pw, pb, &v2, &e2, 5000), 0);
+    if (v2 == version) {
+        for (int i = 0; i < P; i++)
+            assert_true(pw[i] == 0.0f);
+    } else {
+        float r2[P], rb2[NB];
+        s_replay(sched, (int64_t)v2, r2, rb2);
+        s_check(pw, r2, P, "new snapshot weight");
+    }
 
     struct rt_wire_decision d = {.seq = 1,
                                  .snapshot_version = version,

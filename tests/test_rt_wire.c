@@ -78,12 +78,34 @@ static void test_round_trip_all_types(void **state)
         m.err_code = RT_ERR_STATE;
         snprintf(m.text, sizeof m.text, "some detail");
         if (type == RT_WIRE_SCHED) {
-            m.sched = (struct rt_wire_sched){3, 96, 128, 100, 0.1f, 0.2f, 32, 64, 1};
+            m.sched = (struct rt_wire_sched){3, 96, 128, 100, 0.1f, 0.2f, 32, 64, 1, 1};
         }
-        if (type == RT_WIRE_DECISION || type == RT_WIRE_ACK)
-            m.decision = (struct rt_wire_decision){9, 1234, 3, 256, 0.4, 0.1, 17.5};
+        if (type == RT_WIRE_DECISION || type == RT_WIRE_ACK || type == RT_WIRE_PUBLISH)
+            m.decision = (struct rt_wire_decision){.seq = 9,
+                                                   .snapshot_version = 1234,
+                                                   .epoch = 3,
+                                                   .batch = 256,
+                                                   .lr_base = 0.4,
+                                                   .gamma_base = 0.1,
+                                                   .lambda = 17.5};
+        if (type == RT_WIRE_PUBLISH) {
+            m.decision.lr = 0.08;
+            m.decision.gamma = 0.05;
+            snprintf(m.decision.reason, sizeof m.decision.reason, "lambda 3 <= 7 / 2");
+            m.decision.apply_step = 77;
+            m.decision.sched_version = 2;
+            m.decision.verdict = 3;
+            m.decision.iterations = 10;
+            m.decision.seconds = 0.25;
+        }
         m.epoch = 41;
         if (type == RT_WIRE_ACK) {
+            m.has_held = 1;
+            m.held.seq = 1000;
+            m.held.batch = 512;
+            m.held.apply_step = 90;
+            m.held.sched_version = 4;
+            m.held.lambda = 2.5;
             m.params_range = (struct rt_wire_span){10, 20, 0};
             m.buffers_range = (struct rt_wire_span){1, 2, 0};
         }
@@ -121,14 +143,24 @@ static void test_round_trip_all_types(void **state)
         if (type == RT_WIRE_SCHED) {
             assert_memory_equal(&d.sched, &m.sched, sizeof m.sched);
         }
-        if (type == RT_WIRE_DECISION || type == RT_WIRE_ACK) {
+        if (type == RT_WIRE_PUBLISH) {
+            assert_true(d.decision.lr == 0.08 && d.decision.gamma == 0.05);
+            assert_string_equal(d.decision.reason, "lambda 3 <= 7 / 2");
+            assert_true(d.decision.apply_step == 77 && d.decision.sched_version == 2);
+            assert_true(d.decision.verdict == 3 && d.decision.iterations == 10);
+            assert_true(d.decision.seconds == 0.25);
+        }
+        if (type == RT_WIRE_DECISION || type == RT_WIRE_ACK || type == RT_WIRE_PUBLISH) {
             assert_true(d.decision.seq == 9 && d.decision.snapshot_version == 1234);
             assert_true(d.decision.epoch == 3 && d.decision.batch == 256);
             assert_true(d.decision.lr_base == 0.4 && d.decision.gamma_base == 0.1);
             assert_true(d.decision.lambda == 17.5);
         }
         assert_true(d.epoch == 41);
+        assert_int_equal(d.has_held, type == RT_WIRE_ACK);
         if (type == RT_WIRE_ACK) {
+            assert_true(d.held.seq == 1000 && d.held.batch == 512 && d.held.lambda == 2.5);
+            assert_true(d.held.apply_step == 90 && d.held.sched_version == 4);
             assert_true(d.params_range.offset == 10 && d.params_range.count == 20);
             assert_true(d.buffers_range.offset == 1 && d.buffers_range.count == 2);
         }

@@ -8,8 +8,9 @@
  * EB_COORD, EB_CONNECT, ...: the option's name in upper case with '-' as '_', prefixed EB_), for
  * docker-compose and clusters; a flag wins over the environment.
  *
- * The model is the synthetic least-squares model (worker_synth) until the NN core and the loader
- * are wired in through struct worker_compute; shards do not need the model, only its sizes.
+ * Options, the configuration file and the zoo-model side of a worker are in eb_run. The model is
+ * the synthetic least-squares model (worker_synth) or a zoo model on an LMDB dataset (--model,
+ * --data); shards do not need the model, only its sizes.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -26,6 +27,7 @@
 #include <unistd.h>
 
 #include "eb_cli.h"
+#include "eb_run.h"
 #include "rt_err.h"
 #include "rt_log.h"
 #include "rt_sock.h"
@@ -38,296 +40,9 @@
 #include "worker_nn.h"
 #include "worker_synth.h"
 
-#define S_MAX_SHARDS 256
-#define S_MAX_WORKERS 256
-#define S_MAX_LIST 8192     /* bytes of a comma-separated endpoint list */
-#define S_SYNTH_PARAMS 1000 /* default size of the synthetic model */
-#define S_MAX_ARGS 64       /* arguments of a spawned role */
-
-/* Options shared by the three commands. */
-struct s_opts {
-    long shard;            /* --shard: this shard's index */
-    long shards;           /* --shards */
-    long workers;          /* --workers */
-    long params;           /* --params: flat parameter count of the model */
-    long buffers;          /* --buffers: flat buffer count */
-    long batch;            /* --batch: global batch */
-    long steps;            /* --steps */
-    long samples;          /* --samples: training-set size (epoch length) */
-    long seed;             /* --seed */
-    long port;             /* --port: launch over tcp: first port (0: free ones) */
-    long chunk;            /* --chunk: floats per frame */
-    long timeout_ms;       /* --timeout-ms: worker gives up when the shards are silent this long */
-    double lr;             /* --lr */
-    double momentum;       /* --momentum */
-    double wd;             /* --weight-decay */
-    double weight;         /* --weight: this worker's share weight */
-    const char *bind;      /* --bind: shard endpoint to bind */
-    const char *coord;     /* --coord: coordinator endpoint (shards > 0) */
-    const char *connect;   /* --connect: comma-separated shard endpoints, shard 0 first */
-    const char *transport; /* --transport: launch: ipc or tcp */
-    const char *dir;       /* --dir: launch over ipc: socket directory (default: a temp dir) */
-    const char *out;       /* --out: worker: write final params then buffers (float32) here */
-    const char *model;     /* --model: "synth" or a zoo model (then --data is required) */
-    const char *data;      /* --data: LMDB dataset directory (zoo models) */
-    long classes;          /* --classes: zoo models */
-    long micro;            /* --micro-batch: zoo models */
-    long threads;          /* --threads: math threads of a worker */
-    long loader_threads;   /* --loader-threads: prefetch threads of a worker's loader */
-    long crop_pad;         /* --crop-pad: training augmentation, pixels of padding per side */
-    long flip;             /* --flip: training augmentation, 0 or 1 */
-    long log_every;        /* --log-every: worker 0 logs the loss every this many steps */
-    const char *method;    /* --method: BL, FB, GG, ABS, ABSA (server_sched); unset: constant */
-    long epochs;           /* --epochs: with --method */
-    const char *decay;     /* --decay-epochs: comma-separated epochs, with --method */
-    double rho;            /* --rho: decay factor, with --method */
-    long warmup;           /* --warmup-epochs: FB */
-    long batch_max;        /* --batch-max: GG/ABS */
-    const char *checksum;  /* --checksum: none, crc32, fletcher64 */
-};
-
-enum s_kind { S_INT, S_DBL, S_STR };
-
-struct s_optdef {
-    const char *name; /* without the leading "--" */
-    enum s_kind kind; /* value type */
-    size_t off;       /* offset in struct s_opts */
-};
-
-#define S_O(name, kind, field)                                                                     \
-    {                                                                                              \
-        name, kind, offsetof(struct s_opts, field)                                                 \
-    }
-static const struct s_optdef s_defs[] = {
-    S_O("shard", S_INT, shard),
-    S_O("shards", S_INT, shards),
-    S_O("workers", S_INT, workers),
-    S_O("params", S_INT, params),
-    S_O("buffers", S_INT, buffers),
-    S_O("batch", S_INT, batch),
-    S_O("steps", S_INT, steps),
-    S_O("samples", S_INT, samples),
-    S_O("seed", S_INT, seed),
-    S_O("port", S_INT, port),
-    S_O("chunk", S_INT, chunk),
-    S_O("timeout-ms", S_INT, timeout_ms),
-    S_O("lr", S_DBL, lr),
-    S_O("momentum", S_DBL, momentum),
-    S_O("weight-decay", S_DBL, wd),
-    S_O("weight", S_DBL, weight),
-    S_O("bind", S_STR, bind),
-    S_O("coord", S_STR, coord),
-    S_O("connect", S_STR, connect),
-    S_O("transport", S_STR, transport),
-    S_O("dir", S_STR, dir),
-    S_O("out", S_STR, out),
-    S_O("model", S_STR, model),
-    S_O("checksum", S_STR, checksum),
-    S_O("data", S_STR, data),
-    S_O("classes", S_INT, classes),
-    S_O("micro-batch", S_INT, micro),
-    S_O("threads", S_INT, threads),
-    S_O("loader-threads", S_INT, loader_threads),
-    S_O("crop-pad", S_INT, crop_pad),
-    S_O("flip", S_INT, flip),
-    S_O("log-every", S_INT, log_every),
-    S_O("method", S_STR, method),
-    S_O("epochs", S_INT, epochs),
-    S_O("decay-epochs", S_STR, decay),
-    S_O("rho", S_DBL, rho),
-    S_O("warmup-epochs", S_INT, warmup),
-    S_O("batch-max", S_INT, batch_max),
-};
-#define S_NDEFS (sizeof s_defs / sizeof s_defs[0])
-
-static void s_defaults(struct s_opts *o)
-{
-    memset(o, 0, sizeof *o);
-    o->shards = 1;
-    o->workers = 1;
-    o->params = 0; /* synth: 1000; zoo models: the net's count */
-    o->buffers = 0;
-    o->batch = 128;
-    o->steps = 100;
-    o->samples = 60000;
-    o->seed = 1;
-    o->lr = 0.01;
-    o->momentum = 0.9;
-    o->wd = 0;
-    o->weight = 1;
-    o->transport = "ipc";
-    o->model = "synth";
-    o->checksum = "fletcher64";
-    o->classes = 10;
-    o->micro = 128;
-    o->threads = 1;
-    o->loader_threads = 1;
-    o->log_every = 10;
-    o->rho = 0.1;
-}
-
-/* The schedule of a shard: server_sched from --method (BL/FB/GG/ABS/ABSA, --epochs,
- * --decay-epochs, --rho, --warmup-epochs, --batch-max), else a constant one for --steps steps.
- * *owned receives the server_sched to destroy (may stay NULL). */
-static int s_schedule(const struct s_opts *o, struct server_coord_sched *out,
-                      server_sched_t **owned)
-{
-    *owned = NULL;
-    if (!o->method) {
-        struct server_fixsched_cfg fc = {.batch = (uint32_t)o->batch,
-                                         .lr = (float)o->lr,
-                                         .n_samples = (uint64_t)o->samples,
-                                         .steps = (uint64_t)o->steps};
-        return server_fixsched_new(&fc, out);
-    }
-    enum server_sched_method m;
-    int rc = server_sched_method_parse(o->method, &m);
-    if (rc)
-        return rc;
-    if (o->epochs < 1 || o->epochs > INT32_MAX)
-        return rt_err_set(RT_ERR_CONFIG, "--method %s needs --epochs >= 1", o->method);
-    struct server_sched_config c;
-    server_sched_config_default(&c, m, o->samples, (int32_t)o->epochs);
-    c.batch = o->batch;
-    c.base_batch = o->batch;
-    if (o->batch_max > 0)
-        c.batch_max = o->batch_max;
-    if (c.batch_max < c.batch)
-        c.batch_max = c.batch;
-    c.micro_batch = (int32_t)o->micro;
-    c.lr = o->lr;
-    c.momentum = o->momentum;
-    c.weight_decay = o->wd;
-    c.rho = o->rho;
-    c.warmup_epochs = (int32_t)o->warmup;
-    c.n_decay = 0;
-    if (o->decay) {
-        char list[S_MAX_LIST];
-        snprintf(list, sizeof list, "%s", o->decay);
-        for (char *sv = NULL, *t = strtok_r(list, ",", &sv); t; t = strtok_r(NULL, ",", &sv)) {
-            if (c.n_decay >= SERVER_SCHED_MAX_DECAY)
-                return rt_err_set(RT_ERR_CONFIG, "--decay-epochs: more than %d epochs",
-                                  SERVER_SCHED_MAX_DECAY);
-            long e;
-            if (eb_cli_int("server", "--decay-epochs", t, &e))
-                return RT_ERR_CONFIG;
-            c.decay_epochs[c.n_decay++] = (int32_t)e;
-        }
-    }
-    server_sched_t *s = server_sched_new(&c);
-    if (!s)
-        return rt_err_set(RT_ERR_CONFIG, "schedule: %s", rt_err_msg());
-    server_coord_use_sched(out, s);
-    *owned = s;
-    return RT_OK;
-}
-
-/* Free what s_schedule made. */
-static void s_schedule_free(struct server_coord_sched *s, server_sched_t **owned)
-{
-    if (*owned)
-        server_sched_destroy(owned);
-    else
-        server_fixsched_destroy(s);
-}
-
-static int s_set(const char *cmd, const struct s_optdef *d, struct s_opts *o, const char *val)
-{
-    char opt[64];
-    snprintf(opt, sizeof opt, "--%s", d->name);
-    char *p = (char *)o + d->off;
-    if (d->kind == S_INT)
-        return eb_cli_int(cmd, opt, val, (long *)(void *)p);
-    if (d->kind == S_DBL)
-        return eb_cli_double(cmd, opt, val, (double *)(void *)p);
-    *(const char **)(void *)p = val;
-    return 0;
-}
-
-/* Environment first (EB_<NAME>), then flags. Returns 0, or 2 (usage error). */
-static int s_parse(const char *cmd, int argc, char **argv, struct s_opts *o, int *help)
-{
-    s_defaults(o);
-    *help = 0;
-    for (size_t i = 0; i < S_NDEFS; i++) {
-        char env[64] = "EB_";
-        size_t k = 3;
-        for (const char *c = s_defs[i].name; *c && k + 1 < sizeof env; c++)
-            env[k++] = *c == '-' ? '_' : (char)(*c >= 'a' && *c <= 'z' ? *c - 32 : *c);
-        env[k] = '\0';
-        const char *v = getenv(env);
-        if (v && s_set(cmd, &s_defs[i], o, v))
-            return 2;
-    }
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            *help = 1;
-            return 0;
-        }
-        const struct s_optdef *d = NULL;
-        for (size_t k = 0; k < S_NDEFS; k++)
-            if (!strncmp(argv[i], "--", 2) && !strcmp(argv[i] + 2, s_defs[k].name))
-                d = &s_defs[k];
-        if (!d) {
-            fprintf(stderr, "eigenbatch %s: unknown option '%s'\n", cmd, argv[i]);
-            return 2;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "eigenbatch %s: %s needs a value\n", cmd, argv[i]);
-            return 2;
-        }
-        if (s_set(cmd, d, o, argv[++i]))
-            return 2;
-    }
-    return 0;
-}
-
-static int s_check(const char *cmd, struct s_opts *o)
-{
-    const char *bad = NULL;
-    if (!strcmp(o->model, "synth") && o->params == 0)
-        o->params = S_SYNTH_PARAMS;
-    if (o->shards < 1 || o->shards > S_MAX_SHARDS)
-        bad = "--shards must be in 1..256";
-    else if (o->workers < 1 || o->workers > S_MAX_WORKERS)
-        bad = "--workers must be in 1..256";
-    else if (o->params < 0 || (o->params > 0 && o->params < o->shards))
-        bad = "--params must be at least --shards";
-    else if (o->buffers < 0 || o->buffers > o->params)
-        bad = "--buffers must be in 0..params";
-    else if (o->batch < 1 || o->batch > UINT32_MAX)
-        bad = "--batch must be positive";
-    else if (o->steps < 0 || o->samples < 1)
-        bad = "--steps must be >= 0 and --samples positive";
-    else if (o->timeout_ms < 0 || o->timeout_ms > INT_MAX)
-        bad = "--timeout-ms out of range";
-    else if (o->chunk < 0 || o->chunk > UINT32_MAX)
-        bad = "--chunk out of range";
-    else if (strcmp(o->model, "synth") && !o->data)
-        bad = "--model: a zoo model needs --data (an LMDB dataset); 'synth' needs none";
-    else if (o->classes < 2 || o->micro < 1 || o->threads < 1 || o->loader_threads < 0 ||
-             o->crop_pad < 0 || o->log_every < 1)
-        bad = "--classes >= 2, --micro-batch, --threads, --log-every >= 1, --loader-threads and "
-              "--crop-pad >= 0";
-    if (bad) {
-        fprintf(stderr, "eigenbatch %s: %s\n", cmd, bad);
-        return 2;
-    }
-    return 0;
-}
-
-static int s_checksum(const char *name, enum rt_wire_checksum *out)
-{
-    if (!strcmp(name, "none"))
-        *out = RT_WIRE_CK_NONE;
-    else if (!strcmp(name, "crc32"))
-        *out = RT_WIRE_CK_CRC32;
-    else if (!strcmp(name, "fletcher64"))
-        *out = RT_WIRE_CK_FLETCHER64;
-    else
-        return rt_err_set(RT_ERR_ARG, "unknown checksum '%s'", name);
-    return RT_OK;
-}
+#define S_MAX_SHARDS EB_RUN_MAX_SHARDS
+#define S_MAX_LIST EB_RUN_MAX_LIST
+#define S_MAX_ARGS 96 /* arguments of a spawned role */
 
 static atomic_int s_stop;
 
@@ -357,21 +72,60 @@ static const char s_server_usage[] =
     "                          [--rho R] [--warmup-epochs N] [--batch-max B]]\n"
     "Runs one parameter-server shard; shard 0 is also the coordinator and holds the schedule:\n"
     "with --method the BL/FB/GG/ABS schedule of server_sched, else a constant one for --steps.\n"
-    "Options may also come\n"
-    "from the environment (EB_SHARD, EB_BIND, ...).\n";
+    "Options may also come from the environment (EB_SHARD, EB_BIND, ...) or from a YAML\n"
+    "configuration (--config FILE, as for `eigenbatch train`).\n";
+
+static int s_server(const struct eb_opts *opts, const rt_config_t *cfg);
 
 int eb_cmd_server(int argc, char **argv)
 {
-    struct s_opts o;
+    struct eb_opts o;
     int help;
-    if (s_parse("server", argc, argv, &o, &help))
+    rt_config_t *cfg = NULL;
+    if (eb_opts_parse("server", argc, argv, &o, &help, &cfg))
         return 2;
     if (help) {
         fputs(s_server_usage, stdout);
         return 0;
     }
-    if (s_check("server", &o))
+    int rc = s_server(&o, cfg);
+    rt_config_destroy(&cfg);
+    return rc;
+}
+
+/* A zoo model sizes the shards from its net, and its dataset gives the epoch length; sizes given
+ * by hand must agree. Returns 0, or 1 after printing the reason. */
+static int s_size_from_model(const char *cmd, struct eb_opts *o)
+{
+    struct eb_run_nn probe;
+    int rc = eb_run_nn_open(o, &probe, 0, 0);
+    if (!rc) {
+        long np = (long)nn_net_param_count(probe.net), nb = (long)nn_net_buffer_count(probe.net);
+        if ((o->params != np && o->params != 0) || (o->buffers != nb && o->buffers != 0))
+            rc = rt_err_set(RT_ERR_SHAPE,
+                            "model %s has %ld parameters and %ld buffers, "
+                            "--params/--buffers say %ld/%ld",
+                            o->model, np, nb, o->params, o->buffers);
+        o->params = np;
+        o->buffers = nb;
+        o->samples = (long)rt_loader_count(probe.loader);
+    }
+    eb_run_nn_close(&probe);
+    if (rc) {
+        fprintf(stderr, "eigenbatch %s: %s\n", cmd, rt_err_msg());
+        return 1;
+    }
+    return 0;
+}
+
+static int s_server(const struct eb_opts *opts, const rt_config_t *cfg)
+{
+    struct eb_opts o = *opts;
+    (void)cfg;
+    if (eb_opts_check("server", &o))
         return 2;
+    if (strcmp(o.model, "synth") && o.data && s_size_from_model("server", &o))
+        return 1;
     if (!o.bind || (o.shard > 0 && !o.coord) || o.shard < 0 || o.shard >= o.shards ||
         o.params < 1) {
         fprintf(stderr, "eigenbatch server: --bind (and --coord for shards > 0), --params and a "
@@ -382,9 +136,9 @@ int eb_cmd_server(int argc, char **argv)
     server_sched_t *owned = NULL;
     enum rt_wire_checksum ck = RT_WIRE_CK_NONE;
     server_shard_t *s = NULL;
-    int rc = s_checksum(o.checksum, &ck);
+    int rc = eb_opts_checksum(o.checksum, &ck);
     if (!rc)
-        rc = s_schedule(&o, &sched, &owned);
+        rc = eb_opts_schedule(&o, &sched, &owned);
     if (!rc) {
         struct server_shard_cfg sc = {
             .shard = (int)o.shard,
@@ -401,6 +155,7 @@ int eb_cmd_server(int argc, char **argv)
             .checksum = ck,
             /* the eigen service reads epoch-start snapshots under ABS / ABSA */
             .snapshots = o.method && !strncasecmp(o.method, "ABS", 3),
+            .sync = o.method && !strncasecmp(o.method, "ABS", 3) && o.sync,
         };
         rc = server_shard_new(&sc, &s);
     }
@@ -412,103 +167,8 @@ int eb_cmd_server(int argc, char **argv)
     if (rc)
         fprintf(stderr, "eigenbatch server: shard %ld: %s\n", o.shard, rt_err_msg());
     server_shard_destroy(&s);
-    s_schedule_free(&sched, &owned);
+    eb_opts_schedule_free(&sched, &owned);
     return rc ? 1 : 0;
-}
-
-/* ---- a zoo model on an LMDB dataset ---------------------------------------------------------- */
-
-/* What a worker needs to train a zoo model: the loader, its feed, the net and its compute. */
-struct s_nn {
-    rt_loader_t *loader;     /* the dataset */
-    struct worker_feed feed; /* micro-batches from the loader */
-    nn_net_t *net;           /* the model */
-    worker_nn_t *nn;         /* its compute */
-    const char *out;         /* final weights file, or NULL */
-    long log_every;          /* steps between progress lines */
-    int rc;                  /* result of writing `out` */
-};
-
-/* Open the dataset and build the net (compute too when `compute`). */
-static int s_nn_open(const struct s_opts *o, struct s_nn *n, int compute)
-{
-    memset(n, 0, sizeof *n);
-    struct rt_loader_opts lo;
-    rt_loader_opts_default(&lo);
-    lo.seed = (uint64_t)o->seed;
-    lo.threads = (int)o->loader_threads;
-    lo.max_batch = (size_t)o->micro;
-    lo.crop_pad = (int)o->crop_pad;
-    lo.flip = o->flip != 0;
-    int rc = rt_loader_new(o->data, &lo, &n->loader);
-    if (rc)
-        return rc;
-    int c, h, w;
-    rt_loader_shape(n->loader, &c, &h, &w);
-    n->net = nn_zoo_new(o->model, c, h, w, (int)o->classes, (int)o->micro, &rc);
-    if (!n->net)
-        return rt_err_set(rc ? rc : RT_ERR_CONFIG, "model '%s' for %dx%dx%d inputs: %s", o->model,
-                          c, h, w, rt_err_msg());
-    if (!compute)
-        return RT_OK;
-    worker_feed_init(&n->feed, n->loader, lo.queue_depth);
-    struct worker_nn_source src = worker_feed_source(&n->feed);
-    struct worker_nn_cfg nc = {
-        .micro_batch = (int)o->micro, .fgsm_epsilon = 0.005, .init_seed = (uint64_t)o->seed};
-    n->nn = worker_nn_new(n->net, &src, &nc, &rc);
-    return n->nn ? RT_OK : rc;
-}
-
-static void s_nn_close(struct s_nn *n)
-{
-    worker_nn_destroy(&n->nn);
-    nn_net_destroy(&n->net);
-    rt_loader_destroy(&n->loader);
-}
-
-static int s_nn_init(void *user, float *params, float *buffers)
-{
-    struct s_nn *n = user;
-    struct worker_compute c = worker_nn_compute(n->nn);
-    return c.init(c.user, params, buffers);
-}
-
-static int s_nn_step(void *user, const struct worker_step *st, const float *params, float *grads,
-                     float *buffers, uint32_t *samples, float *loss)
-{
-    struct s_nn *n = user;
-    struct worker_compute c = worker_nn_compute(n->nn);
-    return c.compute(c.user, st, params, grads, buffers, samples, loss);
-}
-
-static void s_nn_progress(void *user, const struct worker_step *st, uint32_t samples, float loss)
-{
-    struct s_nn *n = user;
-    if (st->worker == 0 && (st->step % (uint64_t)n->log_every) == 0) {
-        uint32_t s, correct;
-        float l;
-        worker_nn_last(n->nn, &s, &correct, &l);
-        RT_INFO("train",
-                "step %llu epoch %llu: loss %.4f, train accuracy %.3f (%u samples), "
-                "B %u, lr %g",
-                (unsigned long long)st->step, (unsigned long long)st->epoch, (double)loss,
-                samples ? (double)correct / samples : 0.0, samples, st->batch, (double)st->lr);
-    }
-}
-
-static void s_nn_finish(void *user, uint64_t steps, const float *params, const float *buffers)
-{
-    struct s_nn *n = user;
-    size_t np = nn_net_param_count(n->net), nb = nn_net_buffer_count(n->net);
-    if (!n->out)
-        return;
-    FILE *fp = fopen(n->out, "wb");
-    if (!fp || fwrite(params, sizeof(float), np, fp) != np ||
-        (nb && fwrite(buffers, sizeof(float), nb, fp) != nb))
-        n->rc = rt_err_set(RT_ERR_IO, "%s: %s", n->out, strerror(errno));
-    if (fp && fclose(fp) && !n->rc)
-        n->rc = rt_err_set(RT_ERR_IO, "%s: %s", n->out, strerror(errno));
-    (void)steps;
 }
 
 /* ---- worker ---------------------------------------------------------------------------------- */
@@ -560,17 +220,29 @@ static int s_init_fwd(void *user, float *params, float *buffers)
     return RT_OK;
 }
 
+static int s_worker(const struct eb_opts *opts, const rt_config_t *cfg);
+
 int eb_cmd_worker(int argc, char **argv)
 {
-    struct s_opts o;
+    struct eb_opts o;
     int help;
-    if (s_parse("worker", argc, argv, &o, &help))
+    rt_config_t *cfg = NULL;
+    if (eb_opts_parse("worker", argc, argv, &o, &help, &cfg))
         return 2;
     if (help) {
         fputs(s_worker_usage, stdout);
         return 0;
     }
-    if (s_check("worker", &o))
+    int rc = s_worker(&o, cfg);
+    rt_config_destroy(&cfg);
+    return rc;
+}
+
+static int s_worker(const struct eb_opts *opts, const rt_config_t *cfg)
+{
+    struct eb_opts o = *opts;
+    (void)cfg;
+    if (eb_opts_check("worker", &o))
         return 2;
     if (!o.connect || strlen(o.connect) >= S_MAX_LIST) {
         fprintf(stderr, "eigenbatch worker: --connect EP0,EP1,... is required\n");
@@ -588,15 +260,15 @@ int eb_cmd_worker(int argc, char **argv)
         eps[n++] = t;
     }
     enum rt_wire_checksum ck = RT_WIRE_CK_NONE;
-    if (n < 1 || s_checksum(o.checksum, &ck)) {
+    if (n < 1 || eb_opts_checksum(o.checksum, &ck)) {
         fprintf(stderr, "eigenbatch worker: %s\n", n < 1 ? "no endpoint" : rt_err_msg());
         return 2;
     }
     struct worker_synth model = {0};
-    struct s_nn nnw;
+    struct eb_run_nn nnw;
     int zoo = strcmp(o.model, "synth") != 0;
     int rc =
-        zoo ? s_nn_open(&o, &nnw, 1)
+        zoo ? eb_run_nn_open(&o, &nnw, 1, o.lead != 0)
             : worker_synth_init(&model, (uint64_t)o.seed, (uint64_t)o.params, (uint64_t)o.buffers);
     if (!rc && zoo) {
         /* the shards were sized by the launcher (or by hand): they must agree with the net */
@@ -608,14 +280,12 @@ int eb_cmd_worker(int argc, char **argv)
                             o.model, np, nb, o.params, o.buffers);
         o.params = np;
         o.buffers = nb;
-        nnw.out = o.out;
-        nnw.log_every = o.log_every;
         nn_set_threads((int)o.threads);
     }
     if (rc) {
         fprintf(stderr, "eigenbatch worker: %s\n", rt_err_msg());
         if (zoo)
-            s_nn_close(&nnw);
+            eb_run_nn_close(&nnw);
         return 1;
     }
     char name[RT_WIRE_NAME_MAX], host[40] = "host";
@@ -625,11 +295,7 @@ int eb_cmd_worker(int argc, char **argv)
     struct worker_compute cb = {
         .user = &fin, .init = s_init_fwd, .compute = s_compute_fwd, .finish = s_write_final};
     if (zoo)
-        cb = (struct worker_compute){.user = &nnw,
-                                     .init = s_nn_init,
-                                     .compute = s_nn_step,
-                                     .step_done = s_nn_progress,
-                                     .finish = s_nn_finish};
+        cb = eb_run_nn_compute(&nnw);
     struct worker_cfg wc = {
         .name = name,
         .n_shards = n,
@@ -658,7 +324,7 @@ int eb_cmd_worker(int argc, char **argv)
                 st.seconds > 0 ? (double)st.steps * (double)o.batch / st.seconds : 0.0,
                 st.seconds > 0 ? 100.0 * st.comm_seconds / st.seconds : 0.0);
     if (zoo)
-        s_nn_close(&nnw);
+        eb_run_nn_close(&nnw);
     else
         worker_synth_fini(&model);
     return rc ? 1 : 0;
@@ -667,13 +333,19 @@ int eb_cmd_worker(int argc, char **argv)
 /* ---- launch ---------------------------------------------------------------------------------- */
 
 static const char s_launch_usage[] =
-    "usage: eigenbatch launch [--transport ipc|tcp|inproc] [--port P] [--dir DIR] --shards S\n"
+    "usage: eigenbatch launch [--config FILE [--set key=value]...] [--output-dir DIR] [--seed N]\n"
+    "                         [--transport ipc|tcp|inproc] [--port P] [--dir DIR] --shards S\n"
     "                         --workers W [model, schedule and --out options as for server and\n"
     "                         worker]\n"
     "Runs S shard processes and W worker processes of this binary on this machine and waits for\n"
-    "them. tcp: shard i listens on 127.0.0.1:P+i (P = 0: free ports are picked); ipc: sockets\n"
-    "in DIR (default: a fresh temporary directory). --out goes to the first worker.\n"
-    "inproc: the same roles as threads of this process (the embedded mode).\n";
+    "them. The YAML configuration of `eigenbatch train` works here too (flags override it); its\n"
+    "values reach the servers and workers as flags. tcp: shard i listens on 127.0.0.1:P+i (P = 0:\n"
+    "free ports are picked); ipc: sockets in DIR (default: a fresh temporary directory); inproc:\n"
+    "the synthetic model as threads of this process (zoo models switch to ipc). --out and\n"
+    "--output-dir go to the first worker.\n"
+    "--method ABS|ABSA with a zoo model also runs the eigen service as a process (`eigenbatch\n"
+    "eigensvc`: --kappa, --hessian-batch, --sync 0|1, --eig-pub ENDPOINT, --eig-query ENDPOINT,\n"
+    "--eig-metrics FILE).\n";
 
 /* Spawn `eigenbatch ROLE args...`; returns the child's pid or -1. */
 static pid_t s_spawn(const char *self, char *const *args)
@@ -725,7 +397,7 @@ static int s_free_ports(int n)
 }
 
 /* launch --transport inproc: the same roles as threads of this process (embedded mode). */
-static int s_launch_threads(const struct s_opts *o)
+static int s_launch_threads(const struct eb_opts *o)
 {
     int W = (int)o->workers, rc = RT_OK;
     enum rt_wire_checksum ck = RT_WIRE_CK_NONE;
@@ -739,7 +411,7 @@ static int s_launch_threads(const struct s_opts *o)
         rc = rt_err_set(RT_ERR_NOMEM, "launch");
         goto out;
     }
-    if ((rc = s_checksum(o->checksum, &ck)) || (rc = s_schedule(o, &sched, &owned)))
+    if ((rc = eb_opts_checksum(o->checksum, &ck)) || (rc = eb_opts_schedule(o, &sched, &owned)))
         goto out;
     for (; n_models < W; n_models++) {
         rc = worker_synth_init(&models[n_models], (uint64_t)o->seed, (uint64_t)o->params,
@@ -774,43 +446,56 @@ out:
         fprintf(stderr, "eigenbatch launch: %s\n", rt_err_msg());
     for (int i = 0; i < n_models; i++)
         worker_synth_fini(&models[i]);
-    s_schedule_free(&sched, &owned);
+    eb_opts_schedule_free(&sched, &owned);
     free(models);
     free(cbs);
     free(w);
     return rc ? 1 : 0;
 }
 
+static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg);
+
 int eb_cmd_launch(int argc, char **argv)
 {
-    struct s_opts o;
+    struct eb_opts o;
     int help;
-    if (s_parse("launch", argc, argv, &o, &help))
+    rt_config_t *cfg = NULL;
+    if (eb_opts_parse("launch", argc, argv, &o, &help, &cfg))
         return 2;
     if (help) {
         fputs(s_launch_usage, stdout);
         return 0;
     }
-    if (s_check("launch", &o))
+    int rc = s_launch(&o, cfg);
+    rt_config_destroy(&cfg);
+    return rc;
+}
+
+static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
+{
+    struct eb_opts o = *opts;
+    if (eb_opts_check("launch", &o))
         return 2;
     if (strcmp(o.model, "synth")) {
-        /* size the shards from the net; an epoch is the dataset */
-        struct s_nn probe;
-        int rc = s_nn_open(&o, &probe, 0);
-        if (!rc) {
-            o.params = (long)nn_net_param_count(probe.net);
-            o.buffers = (long)nn_net_buffer_count(probe.net);
-            o.samples = (long)rt_loader_count(probe.loader);
+        if (s_size_from_model("launch", &o))
+            return 1;
+        if (!strcmp(o.transport, "inproc")) {
+            /* processes cannot share inproc:// endpoints: the same cluster over ipc:// */
+            RT_INFO("launch", "transport inproc is for threads (`eigenbatch train`); the "
+                              "processes use ipc");
+            o.transport = "ipc";
         }
-        s_nn_close(&probe);
+    }
+    if (cfg && o.output_dir) {
+        /* the resolved configuration, next to what worker 0 writes there */
+        char path[PATH_MAX];
+        int rc = eb_run_output_dir(o.output_dir);
+        snprintf(path, sizeof path, "%s/config.yaml", o.output_dir);
+        if (!rc)
+            rc = rt_config_dump(cfg, path);
         if (rc) {
             fprintf(stderr, "eigenbatch launch: %s\n", rt_err_msg());
             return 1;
-        }
-        if (!strcmp(o.transport, "inproc")) {
-            fprintf(stderr, "eigenbatch launch: zoo models run over ipc or tcp here; the "
-                            "embedded mode for them is `eigenbatch train`\n");
-            return 2;
         }
     }
     if (!strcmp(o.transport, "inproc"))
@@ -881,63 +566,66 @@ int eb_cmd_launch(int argc, char **argv)
     snprintf(a_mom, sizeof a_mom, "%.9g", o.momentum);
     snprintf(a_wd, sizeof a_wd, "%.9g", o.wd);
     snprintf(a_chunk, sizeof a_chunk, "%ld", o.chunk);
-    pid_t *pids = calloc((size_t)(S + W), sizeof *pids);
+    char a_lrcap[48], a_gamma[48], a_eps[48], a_tau[32];
+    snprintf(a_lrcap, sizeof a_lrcap, "%.9g", o.lr_cap);
+    snprintf(a_gamma, sizeof a_gamma, "%.9g", o.gamma);
+    snprintf(a_eps, sizeof a_eps, "%.9g", o.epsilon);
+    snprintf(a_tau, sizeof a_tau, "%ld", o.tau);
+    char a_bbatch[32];
+    snprintf(a_bbatch, sizeof a_bbatch, "%ld", o.base_batch);
+    pid_t *pids = calloc((size_t)(S + W + 1), sizeof *pids);
     if (!pids)
         return 1;
     int n = 0;
     for (int i = 0; i < S && status == 0; i++) {
         char a_shard[32];
         snprintf(a_shard, sizeof a_shard, "%d", i);
-        char *args[] = {self,
-                        "server",
-                        "--shard",
-                        a_shard,
-                        "--shards",
-                        a_shards,
-                        "--workers",
-                        a_workers,
-                        "--bind",
-                        eps[i],
-                        "--params",
-                        a_params,
-                        "--buffers",
-                        a_buffers,
-                        "--batch",
-                        a_batch,
-                        "--steps",
-                        a_steps,
-                        "--samples",
-                        a_samples,
-                        "--lr",
-                        a_lr,
-                        "--momentum",
-                        a_mom,
-                        "--weight-decay",
-                        a_wd,
-                        "--chunk",
-                        a_chunk,
-                        "--checksum",
-                        (char *)o.checksum,
-                        "--micro-batch",
-                        a_micro_s,
-                        NULL,
-                        NULL,
-                        NULL,
-                        NULL,
-                        NULL,
-                        NULL,
-                        NULL,
-                        NULL,
-                        NULL,
-                        NULL,
-                        NULL,
-                        NULL,
-                        NULL,
-                        NULL,
-                        NULL};
+        char *args[S_MAX_ARGS];
         int k = 0;
-        while (args[k])
-            k++;
+        char *common[] = {self,
+                          "server",
+                          "--shard",
+                          a_shard,
+                          "--shards",
+                          a_shards,
+                          "--workers",
+                          a_workers,
+                          "--bind",
+                          eps[i],
+                          "--params",
+                          a_params,
+                          "--buffers",
+                          a_buffers,
+                          "--batch",
+                          a_batch,
+                          "--steps",
+                          a_steps,
+                          "--samples",
+                          a_samples,
+                          "--lr",
+                          a_lr,
+                          "--momentum",
+                          a_mom,
+                          "--weight-decay",
+                          a_wd,
+                          "--chunk",
+                          a_chunk,
+                          "--checksum",
+                          (char *)o.checksum,
+                          "--micro-batch",
+                          a_micro_s,
+                          "--lr-cap",
+                          a_lrcap,
+                          "--gamma",
+                          a_gamma,
+                          "--epsilon",
+                          a_eps,
+                          "--tau",
+                          a_tau,
+                          "--base-batch",
+                          a_bbatch};
+        for (size_t j = 0; j < sizeof common / sizeof common[0]; j++)
+            args[k++] = common[j];
         if (o.method) {
             char *sched_args[] = {"--method", (char *)o.method,  "--epochs", a_epochs,      "--rho",
                                   a_rho,      "--warmup-epochs", a_warmup,   "--batch-max", a_bmax};
@@ -946,6 +634,10 @@ int eb_cmd_launch(int argc, char **argv)
             if (o.decay) {
                 args[k++] = "--decay-epochs";
                 args[k++] = (char *)o.decay;
+            }
+            if (o.sync) {
+                args[k++] = "--sync";
+                args[k++] = "1";
             }
         }
         if (i > 0) {
@@ -969,7 +661,7 @@ int eb_cmd_launch(int argc, char **argv)
         for (size_t j = 0; j < sizeof common / sizeof common[0]; j++)
             args[k++] = common[j];
         char a_classes[32], a_micro[32], a_threads[32], a_lthreads[32], a_pad[32], a_flip[32],
-            a_log[32], a_timeout[32];
+            a_log[32], a_timeout[32], a_eval[32], a_prog[48], a_weight[48];
         if (strcmp(o.model, "synth")) {
             snprintf(a_classes, sizeof a_classes, "%ld", o.classes);
             snprintf(a_micro, sizeof a_micro, "%ld", o.micro);
@@ -978,13 +670,39 @@ int eb_cmd_launch(int argc, char **argv)
             snprintf(a_pad, sizeof a_pad, "%ld", o.crop_pad);
             snprintf(a_flip, sizeof a_flip, "%ld", o.flip);
             snprintf(a_log, sizeof a_log, "%ld", o.log_every);
-            char *zoo[] = {"--data",           (char *)o.data, "--classes",   a_classes,
-                           "--micro-batch",    a_micro,        "--threads",   a_threads,
-                           "--loader-threads", a_lthreads,     "--crop-pad",  a_pad,
-                           "--flip",           a_flip,         "--log-every", a_log};
+            snprintf(a_eval, sizeof a_eval, "%ld", o.eval_every);
+            snprintf(a_prog, sizeof a_prog, "%.9g", o.progress_s);
+            char *zoo[] = {"--data",           (char *)o.data,
+                           "--classes",        a_classes,
+                           "--micro-batch",    a_micro,
+                           "--threads",        a_threads,
+                           "--loader-threads", a_lthreads,
+                           "--crop-pad",       a_pad,
+                           "--flip",           a_flip,
+                           "--log-every",      a_log,
+                           "--eval-every",     a_eval,
+                           "--epsilon",        a_eps,
+                           "--epochs",         a_epochs,
+                           "--progress-s",     a_prog,
+                           "--lead",           i == 0 ? "1" : "0"};
             for (size_t j = 0; j < sizeof zoo / sizeof zoo[0]; j++)
                 args[k++] = zoo[j];
+            if (o.method) {
+                args[k++] = "--method";
+                args[k++] = (char *)o.method;
+            }
+            if (o.test) {
+                args[k++] = "--test";
+                args[k++] = (char *)o.test;
+            }
+            if (i == 0 && o.output_dir) {
+                args[k++] = "--output-dir";
+                args[k++] = (char *)o.output_dir;
+            }
         }
+        snprintf(a_weight, sizeof a_weight, "%.9g", eb_opts_worker_weight(&o, i));
+        args[k++] = "--weight";
+        args[k++] = a_weight;
         if (o.timeout_ms) {
             snprintf(a_timeout, sizeof a_timeout, "%ld", o.timeout_ms);
             args[k++] = "--timeout-ms";
@@ -993,6 +711,77 @@ int eb_cmd_launch(int argc, char **argv)
         if (i == 0 && o.out) {
             args[k++] = "--out";
             args[k++] = (char *)o.out;
+        }
+        args[k] = NULL;
+        pids[n] = s_spawn(self, args);
+        if (pids[n] < 0)
+            status = 1;
+        else
+            n++;
+    }
+    /* ABS / ABSA on a zoo model: the eigen service, with the schedule's settings */
+    if (status == 0 && o.method && !strncasecmp(o.method, "ABS", 3) && strcmp(o.model, "synth")) {
+        char a_classes[32], a_kappa[32], a_sync_t[32], a_bmax_e[32], a_hb[32];
+        snprintf(a_hb, sizeof a_hb, "%ld", o.hessian_batch);
+        struct server_sched_config dc; /* the schedule's default B_max when --batch-max is 0 */
+        server_sched_config_default(&dc, SERVER_SCHED_ABS, o.samples, 1);
+        snprintf(a_bmax_e, sizeof a_bmax_e, "%lld",
+                 o.batch_max > 0 ? (long long)o.batch_max : (long long)dc.batch_max);
+        snprintf(a_classes, sizeof a_classes, "%ld", o.classes);
+        snprintf(a_kappa, sizeof a_kappa, "%ld", o.kappa);
+        snprintf(a_sync_t, sizeof a_sync_t, "%d", o.sync ? 0 : 5000);
+        char *args[S_MAX_ARGS] = {self,
+                                  "eigensvc",
+                                  "--connect",
+                                  connect,
+                                  "--model",
+                                  (char *)o.model,
+                                  "--data",
+                                  (char *)o.data,
+                                  "--classes",
+                                  a_classes,
+                                  "--method",
+                                  (char *)o.method,
+                                  "--epochs",
+                                  a_epochs,
+                                  "--batch",
+                                  a_batch,
+                                  "--batch-max",
+                                  a_bmax_e,
+                                  "--lr",
+                                  a_lr,
+                                  "--rho",
+                                  a_rho,
+                                  "--kappa",
+                                  a_kappa,
+                                  "--seed",
+                                  a_seed,
+                                  "--sync",
+                                  o.sync ? "1" : "0",
+                                  "--hessian-batch",
+                                  a_hb};
+        int k = 0;
+        while (args[k])
+            k++;
+        if (!o.sync) { /* without sync, a missed last snapshot ends the service on silence */
+            args[k++] = "--timeout-ms";
+            args[k++] = a_sync_t;
+        }
+        if (o.decay) {
+            args[k++] = "--decay";
+            args[k++] = (char *)o.decay;
+        }
+        if (o.eig_pub) {
+            args[k++] = "--pub";
+            args[k++] = (char *)o.eig_pub;
+        }
+        if (o.eig_query) {
+            args[k++] = "--query";
+            args[k++] = (char *)o.eig_query;
+        }
+        if (o.eig_metrics) {
+            args[k++] = "--metrics";
+            args[k++] = (char *)o.eig_metrics;
         }
         args[k] = NULL;
         pids[n] = s_spawn(self, args);

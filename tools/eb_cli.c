@@ -11,9 +11,14 @@
 static const struct eb_cmd s_commands[] = {
     {"bench", eb_cmd_bench, "micro-benchmarks (train: training steps and HVPs of a zoo model)"},
     {"convert", eb_cmd_convert, "write an LMDB dataset from IDX, CIFAR or JPEG folders"},
+    {"eig", eb_cmd_eig, "top Hessian eigenvalue of a weights file on a dataset"},
+    {"eigensvc", eb_cmd_eigensvc, "run the eigen service (ABS decisions) against running shards"},
     {"dbinfo", eb_cmd_dbinfo, "describe an LMDB dataset: count, shape, labels"},
+    {"eval", eb_cmd_eval, "test accuracy and loss of a weights file on an LMDB dataset"},
     {"launch", eb_cmd_launch, "run shards and workers as processes on this machine"},
+    {"plot", eb_cmd_plot, "draw a run's schedule (lr, batch size, eigenvalue) as a PNG"},
     {"server", eb_cmd_server, "run one parameter-server shard (shard 0 coordinates)"},
+    {"train", eb_cmd_train, "train from a YAML configuration, every role in this process"},
     {"worker", eb_cmd_worker, "run one worker"},
     {NULL, NULL, NULL},
 };

@@ -39,4 +39,13 @@ int eb_cmd_server(int argc, char **argv);
 int eb_cmd_worker(int argc, char **argv);
 int eb_cmd_launch(int argc, char **argv);
 
+/* Training in this process and evaluation of a weights file (cmd_train.c). */
+int eb_cmd_train(int argc, char **argv);
+int eb_cmd_eval(int argc, char **argv);
+
+/* Eigen service commands: `eig` (cmd_eig.c), `eigensvc` (cmd_eigensvc.c), `plot` (cmd_plot.c). */
+int eb_cmd_eig(int argc, char **argv);
+int eb_cmd_eigensvc(int argc, char **argv);
+int eb_cmd_plot(int argc, char **argv);
+
 #endif

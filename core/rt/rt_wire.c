@@ -18,8 +18,9 @@
 #define S_CRC_CHUNK (1u << 30)
 
 static const char *const s_type_names[] = {
-    "none", "register", "welcome", "hello",   "ack", "heartbeat", "sched-query", "sched",
-    "init", "push",     "pull",    "weights", "bye", "error",     "snapshot",    "decision",
+    "none",        "register", "welcome",  "hello",    "ack",     "heartbeat",
+    "sched-query", "sched",    "init",     "push",     "pull",    "weights",
+    "bye",         "error",    "snapshot", "decision", "publish", "current",
 };
 
 const char *rt_wire_type_name(int type)
@@ -111,9 +112,52 @@ void rt_wire_seal(struct rt_wire_msg *m, const float *params, const float *buffe
 
 /* ---- header <-> EbHeader ------------------------------------------------------------------ */
 
+/* Fill the protobuf image of a decision (reason in the caller's storage). */
+static void s_decision_to_pb(const struct rt_wire_decision *d, EbDecision *dc, char *reason)
+{
+    eb_decision__init(dc);
+    dc->seq = d->seq;
+    dc->snapshot_version = d->snapshot_version;
+    dc->epoch = d->epoch;
+    dc->batch = d->batch;
+    dc->lr_base = d->lr_base;
+    dc->gamma_base = d->gamma_base;
+    dc->lambda = d->lambda;
+    dc->lr = d->lr;
+    dc->gamma = d->gamma;
+    memcpy(reason, d->reason, RT_WIRE_REASON_MAX);
+    reason[RT_WIRE_REASON_MAX - 1] = '\0';
+    dc->reason = reason;
+    dc->apply_step = d->apply_step;
+    dc->sched_version = d->sched_version;
+    dc->verdict = d->verdict;
+    dc->iterations = d->iterations;
+    dc->seconds = d->seconds;
+}
+
+static void s_decision_from_pb(const EbDecision *dc, struct rt_wire_decision *d)
+{
+    d->seq = dc->seq;
+    d->snapshot_version = dc->snapshot_version;
+    d->epoch = dc->epoch;
+    d->batch = dc->batch;
+    d->lr_base = dc->lr_base;
+    d->gamma_base = dc->gamma_base;
+    d->lambda = dc->lambda;
+    d->lr = dc->lr;
+    d->gamma = dc->gamma;
+    if (dc->reason)
+        snprintf(d->reason, sizeof d->reason, "%s", dc->reason);
+    d->apply_step = dc->apply_step;
+    d->sched_version = dc->sched_version;
+    d->verdict = dc->verdict;
+    d->iterations = dc->iterations;
+    d->seconds = dc->seconds;
+}
+
 /* Fill the protobuf image `h` (with its sub-messages in the caller's storage) from m. */
 static void s_to_pb(const struct rt_wire_msg *m, EbHeader *h, EbSpan *sp, EbSched *sc,
-                    EbDecision *dc, char *name, char *text)
+                    EbDecision *dc, char *name, char *text, char *reason)
 {
     eb_header__init(h);
     h->version = m->version;
@@ -153,6 +197,7 @@ static void s_to_pb(const struct rt_wire_msg *m, EbHeader *h, EbSpan *sp, EbSche
         sc->share_offset = m->sched.share_offset;
         sc->share_count = m->sched.share_count;
         sc->done = m->sched.done ? 1 : 0;
+        sc->epoch_last = m->sched.epoch_last ? 1 : 0;
         h->sched = sc;
     }
     h->weight = m->weight;
@@ -164,17 +209,14 @@ static void s_to_pb(const struct rt_wire_msg *m, EbHeader *h, EbSpan *sp, EbSche
     memcpy(text, m->text, RT_WIRE_TEXT_MAX);
     text[RT_WIRE_TEXT_MAX - 1] = '\0';
     h->text = text;
-    if (m->type == RT_WIRE_DECISION || m->type == RT_WIRE_ACK) {
-        /* a decision, or the coordinator's answer to one (it echoes the decision) */
-        eb_decision__init(dc);
-        dc->seq = m->decision.seq;
-        dc->snapshot_version = m->decision.snapshot_version;
-        dc->epoch = m->decision.epoch;
-        dc->batch = m->decision.batch;
-        dc->lr_base = m->decision.lr_base;
-        dc->gamma_base = m->decision.gamma_base;
-        dc->lambda = m->decision.lambda;
+    if (m->type == RT_WIRE_DECISION || m->type == RT_WIRE_ACK || m->type == RT_WIRE_PUBLISH) {
+        /* a decision, the coordinator's answer to one (it echoes the decision), a publication */
+        s_decision_to_pb(&m->decision, dc, reason);
         h->decision = dc;
+    }
+    if (m->type == RT_WIRE_ACK && m->has_held) {
+        s_decision_to_pb(&m->held, dc + 1, reason + RT_WIRE_REASON_MAX);
+        h->held = dc + 1;
     }
     h->epoch = m->epoch;
     h->trailer = RT_WIRE_TRAILER;
@@ -185,9 +227,9 @@ size_t rt_wire_header_size(const struct rt_wire_msg *m)
     EbHeader h;
     EbSpan sp[4];
     EbSched sc;
-    EbDecision dc;
-    char name[RT_WIRE_NAME_MAX], text[RT_WIRE_TEXT_MAX];
-    s_to_pb(m, &h, sp, &sc, &dc, name, text);
+    EbDecision dc[2];
+    char name[RT_WIRE_NAME_MAX], text[RT_WIRE_TEXT_MAX], reason[2 * RT_WIRE_REASON_MAX];
+    s_to_pb(m, &h, sp, &sc, dc, name, text, reason);
     return eb_header__get_packed_size(&h);
 }
 
@@ -196,9 +238,9 @@ int rt_wire_encode(const struct rt_wire_msg *m, uint8_t *buf, size_t cap, size_t
     EbHeader h;
     EbSpan sp[4];
     EbSched sc;
-    EbDecision dc;
-    char name[RT_WIRE_NAME_MAX], text[RT_WIRE_TEXT_MAX];
-    s_to_pb(m, &h, sp, &sc, &dc, name, text);
+    EbDecision dc[2];
+    char name[RT_WIRE_NAME_MAX], text[RT_WIRE_TEXT_MAX], reason[2 * RT_WIRE_REASON_MAX];
+    s_to_pb(m, &h, sp, &sc, dc, name, text, reason);
     size_t need = eb_header__get_packed_size(&h);
     if (need > cap || need > RT_WIRE_MAX_HEADER)
         return rt_err_set(RT_ERR_TOOBIG, "%s header needs %zu bytes, room for %zu",
@@ -321,6 +363,7 @@ int rt_wire_decode(const void *const *parts, const size_t *sizes, int nparts,
         m->sched.share_offset = h->sched->share_offset;
         m->sched.share_count = h->sched->share_count;
         m->sched.done = h->sched->done ? 1 : 0;
+        m->sched.epoch_last = h->sched->epoch_last ? 1 : 0;
     }
     m->weight = h->weight;
     m->n_workers = h->n_workers;
@@ -328,14 +371,11 @@ int rt_wire_decode(const void *const *parts, const size_t *sizes, int nparts,
     m->n_params = h->n_params;
     m->n_buffers = h->n_buffers;
     m->err_code = h->err_code;
-    if (h->decision) {
-        m->decision.seq = h->decision->seq;
-        m->decision.snapshot_version = h->decision->snapshot_version;
-        m->decision.epoch = h->decision->epoch;
-        m->decision.batch = h->decision->batch;
-        m->decision.lr_base = h->decision->lr_base;
-        m->decision.gamma_base = h->decision->gamma_base;
-        m->decision.lambda = h->decision->lambda;
+    if (h->decision)
+        s_decision_from_pb(h->decision, &m->decision);
+    if (h->held && m->type == RT_WIRE_ACK) {
+        m->has_held = 1;
+        s_decision_from_pb(h->held, &m->held);
     }
     m->epoch = h->epoch;
     if (h->text)

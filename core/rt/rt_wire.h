@@ -20,6 +20,7 @@
 #define RT_WIRE_MAX_PAYLOADS 2      /* payload frames after the header */
 #define RT_WIRE_NAME_MAX 64         /* sender name, bytes with the terminator */
 #define RT_WIRE_TEXT_MAX 160        /* error text, bytes with the terminator */
+#define RT_WIRE_REASON_MAX 256      /* decision reason, bytes with the terminator */
 #define RT_WIRE_TRAILER 0x45424844u /* last header field: detects a header cut short */
 
 /* Message types (values as EbType). */
@@ -39,7 +40,9 @@ enum rt_wire_type {
     RT_WIRE_ERROR = 13,      /* refusal: err_code and text */
     RT_WIRE_SNAPSHOT = 14,   /* observer -> shard: weights of the latest epoch start */
     RT_WIRE_DECISION = 15,   /* eigen service -> coordinator: an ABS decision */
-    RT_WIRE_TYPE_MAX = 15
+    RT_WIRE_PUBLISH = 16,    /* eigen service -> subscribers, late joiners: a decision and why */
+    RT_WIRE_CURRENT = 17,    /* late joiner -> eigen service: the current decision (PUBLISH) */
+    RT_WIRE_TYPE_MAX = 17
 };
 
 /* Payload checksums (values as EbChecksum). */
@@ -67,6 +70,7 @@ struct rt_wire_sched {
     uint32_t share_offset; /* the worker's first sample within the batch */
     uint32_t share_count;  /* the worker's number of samples */
     int done;              /* training is over; the step does not exist */
+    int epoch_last;        /* the step is its epoch's last (the next one starts an epoch) */
 };
 
 /* An ABS decision of the eigen service (EbDecision). */
@@ -78,6 +82,15 @@ struct rt_wire_decision {
     double lr_base;            /* learning rate before step decay */
     double gamma_base;         /* adversarial fraction before the tau / B_max rules */
     double lambda;             /* measured top eigenvalue */
+    /* PUBLISH only (zero elsewhere): */
+    double lr;                       /* effective learning rate of the next epoch */
+    double gamma;                    /* effective adversarial fraction of the next epoch */
+    char reason[RT_WIRE_REASON_MAX]; /* why */
+    uint64_t apply_step;             /* step the coordinator applies it from (0: not accepted) */
+    uint32_t sched_version;          /* schedule version it became (0: not accepted) */
+    int32_t verdict;                 /* coordinator's verdict (< 0: an error code) */
+    int32_t iterations;              /* power iterations of the measurement */
+    double seconds;                  /* wall time of the measurement */
 };
 
 /* A decoded header: the plain-C image of EbHeader. Fields not used by a type are zero. */
@@ -108,6 +121,8 @@ struct rt_wire_msg {
     struct rt_wire_span buffers_range; /* ACK: the shard's buffer range */
     struct rt_wire_decision decision;  /* DECISION */
     uint64_t epoch;                    /* WEIGHTS answering SNAPSHOT: epoch of the snapshot */
+    int has_held;                      /* ACK: `held` is present */
+    struct rt_wire_decision held;      /* ACK of a stale / superseded decision: the latest held */
     int sealed;                        /* local, not encoded: payload checksums already filled */
 };
 

@@ -1,0 +1,62 @@
+/*
+ * eig_hvp: power iteration over a net's exact Hessian-vector products (see eig_hvp.h).
+ */
+#include "eig_hvp.h"
+
+#include <math.h>
+#include <time.h>
+
+#include "rt_err.h"
+
+int eig_hvp_fn(void *user, const float *v, float *hv)
+{
+    struct eig_hvp *h = user;
+    float loss = nn_net_hvp(h->net, h->x, h->y, h->n, h->bn, h->block_last_k, v, hv);
+    h->calls++;
+    /* NaN: bad input (a label outside the classes) or no memory for the R-pass buffers, reported
+     * by the net through its report callback; hv is then not a product */
+    if (isnan(loss))
+        return rt_err_set(RT_ERR_ARG,
+                          "eig_hvp: the net refused the Hessian-vector product "
+                          "(%d samples, bad labels or no memory; see the log)",
+                          h->n);
+    return RT_OK;
+}
+
+int eig_hvp_check(const struct eig_hvp *h)
+{
+    if (!h->net || !h->x || !h->y)
+        return rt_err_set(RT_ERR_ARG, "eig_hvp: net, inputs and labels are required");
+    if (h->n < 1 || h->n > nn_net_max_batch(h->net))
+        return rt_err_set(RT_ERR_ARG, "eig_hvp: %d samples, the net takes 1..%d", h->n,
+                          nn_net_max_batch(h->net));
+    int layers = nn_net_param_layers(h->net);
+    if (h->block_last_k < 0 || h->block_last_k > layers)
+        return rt_err_set(RT_ERR_ARG, "eig_hvp: block of the last %d layers, the net has %d",
+                          h->block_last_k, layers);
+    if (h->bn != NN_BN_EVAL && h->bn != NN_BN_TRAIN)
+        return rt_err_set(RT_ERR_ARG, "eig_hvp: BatchNorm mode %d", (int)h->bn);
+    return RT_OK;
+}
+
+static double s_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int eig_hvp_top(eig_power_t *pw, struct eig_hvp *h, struct eig_power_result *res, double *seconds)
+{
+    int rc = eig_hvp_check(h);
+    if (rc)
+        return rc;
+    if (eig_power_size(pw) != nn_net_param_count(h->net))
+        return rt_err_set(RT_ERR_ARG, "eig_hvp: power iteration sized %zu, net has %zu params",
+                          eig_power_size(pw), nn_net_param_count(h->net));
+    double t0 = s_now();
+    rc = eig_power_run(pw, eig_hvp_fn, h, res);
+    if (seconds)
+        *seconds = s_now() - t0;
+    return rc;
+}

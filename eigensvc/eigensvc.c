@@ -1,0 +1,509 @@
+/*
+ * eigensvc: the eigen service (see eigensvc.h).
+ *
+ * Loop: poll the shards for the latest epoch-start snapshot (server_observer). A snapshot of the
+ * start of epoch e >= 1 holds the weights at the end of epoch e - 1: while the ABS rule wants
+ * measurements, compute the top Hessian eigenvalue on a fresh Hessian batch (the first
+ * hessian_batch positions of the loader's permutation of epoch e - 1 for the service's seed, with
+ * the evaluation transform: no augmentation), feed the rule, send the decision to the coordinator
+ * (which stamps the step it applies from), publish it over PUB with the coordinator's verdict, and
+ * write a metrics event "eig". Epochs whose snapshot the service missed (it was busy) are fed to
+ * the rule as "no measurement" first, so the kappa timer still counts them. Optionally the snapshot
+ * is evaluated on the test set (event "eval"). Between polls, "current decision" queries of late
+ * joiners are answered on the query endpoint.
+ *
+ * With `decisions: sync` the coordinator holds the start of epoch e until the decision of epoch
+ * e - 1 arrived, so the service sends one for every epoch (without a measurement once B_max is
+ * reached), and it is stamped exactly at the epoch start, as in the reference.
+ *
+ * Sequence numbers are epoch + 1, so a restarted service sends the same numbers for the same
+ * epochs and the coordinator sees duplicates rather than superseded decisions. When the
+ * coordinator answers "stale" or "superseded" (another service instance decided meanwhile), it
+ * sends the latest decision it holds and the rule resumes from it (s_resume).
+ */
+#include "eigensvc.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <zmq.h>
+
+#include "eig_hvp.h"
+#include "rt_err.h"
+#include "rt_loader.h"
+#include "rt_log.h"
+#include "rt_sock.h"
+#include "server_observer.h"
+#include "server_sched.h"
+
+#define S_NAME "eigensvc"
+#define S_POLL_MS_DEFAULT 20             /* between snapshot polls */
+#define S_SNAPSHOT_WAIT_MS 2000          /* one snapshot request's patience */
+#define S_DECIDE_WAIT_MS 5000            /* the coordinator's answer to a decision */
+#define S_TIMEOUT_DEFAULT 30000          /* shards silent this long: training is over */
+#define S_SEED_MIX 0x9E3779B97F4A7C15ull /* spreads epochs over power-iteration seeds */
+
+struct eigensvc {
+    struct eigensvc_cfg cfg;    /* configuration (strings borrowed) */
+    void *ctx;                  /* ZeroMQ context */
+    int own_ctx;                /* created here */
+    server_observer_t *obs;     /* snapshots and decisions */
+    void *pub;                  /* PUB socket, or NULL */
+    void *query;                /* ROUTER answering CURRENT, or NULL */
+    struct rt_sock_parts parts; /* received query frames */
+    rt_loader_t *train;         /* Hessian batches */
+    rt_loader_t *test;          /* test set, or NULL */
+    nn_net_t *net;              /* the model; its params/buffers receive each snapshot */
+    eig_power_t *pw;            /* power iteration */
+    eig_abs_t *abs;             /* the ABS rule */
+    float *x;                   /* Hessian (and eval) batch inputs */
+    int32_t *y;                 /* labels */
+    size_t sample;              /* floats per sample */
+    uint64_t seq_offset;        /* added to epoch + 1 to form sequence numbers (see s_resume) */
+    int have_current;           /* a decision has been published */
+    struct rt_wire_decision current; /* the last one published */
+};
+
+static double s_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int s_open_loader(const char *dir, uint64_t seed, size_t max_batch, rt_loader_t **out)
+{
+    struct rt_loader_opts lo;
+    rt_loader_opts_default(&lo);
+    lo.seed = seed;
+    lo.threads = 0;
+    lo.max_batch = max_batch;
+    return rt_loader_new(dir, &lo, out);
+}
+
+static int s_check_cfg(const struct eigensvc_cfg *c)
+{
+    if (c->n_shards < 1 || !c->endpoints)
+        return rt_err_set(RT_ERR_CONFIG, "eigensvc: %d shards / no endpoints", c->n_shards);
+    for (int i = 0; i < c->n_shards; i++)
+        if (!c->endpoints[i])
+            return rt_err_set(RT_ERR_CONFIG, "eigensvc: shard %d has no endpoint", i);
+    if (!c->model || !c->train_db)
+        return rt_err_set(RT_ERR_CONFIG, "eigensvc: model and train_db are required");
+    if (c->classes < 1)
+        return rt_err_set(RT_ERR_CONFIG, "eigensvc: classes %d", c->classes);
+    if (c->hessian_batch < 1)
+        return rt_err_set(RT_ERR_CONFIG, "eigensvc: hessian_batch %d", c->hessian_batch);
+    if (c->block_last_k < 0)
+        return rt_err_set(RT_ERR_CONFIG, "eigensvc: block_last_k %d", c->block_last_k);
+    if (c->bn != NN_BN_EVAL && c->bn != NN_BN_TRAIN)
+        return rt_err_set(RT_ERR_CONFIG, "eigensvc: BatchNorm mode %d", (int)c->bn);
+    if (c->epochs < 0 || c->timeout_ms < 0 || c->poll_ms < 0 || c->threads < 0)
+        return rt_err_set(RT_ERR_CONFIG, "eigensvc: negative epochs, timeout, poll or threads");
+    return eig_abs_config_check(&c->abs);
+}
+
+int eigensvc_new(const struct eigensvc_cfg *cfg, eigensvc_t **out)
+{
+    *out = NULL;
+    int rc = s_check_cfg(cfg);
+    if (rc)
+        return rc;
+    eigensvc_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return rt_err_set(RT_ERR_NOMEM, "eigensvc");
+    s->cfg = *cfg;
+    if (!s->cfg.timeout_ms)
+        s->cfg.timeout_ms = S_TIMEOUT_DEFAULT;
+    if (!s->cfg.poll_ms)
+        s->cfg.poll_ms = S_POLL_MS_DEFAULT;
+    rt_sock_parts_init(&s->parts);
+    if (cfg->threads > 0)
+        nn_set_threads(cfg->threads);
+    size_t hb = (size_t)cfg->hessian_batch;
+    if ((rc = s_open_loader(cfg->train_db, cfg->seed, hb, &s->train)))
+        goto out_destroy;
+    if ((size_t)cfg->hessian_batch > rt_loader_count(s->train)) {
+        rc = rt_err_set(RT_ERR_CONFIG, "eigensvc: hessian_batch %d but %s holds %zu records",
+                        cfg->hessian_batch, cfg->train_db, rt_loader_count(s->train));
+        goto out_destroy;
+    }
+    int c, h, w, err = 0;
+    rt_loader_shape(s->train, &c, &h, &w);
+    if (cfg->test_db) {
+        if ((rc = s_open_loader(cfg->test_db, cfg->seed, hb, &s->test)))
+            goto out_destroy;
+        int tc, th, tw;
+        rt_loader_shape(s->test, &tc, &th, &tw);
+        if (tc != c || th != h || tw != w) {
+            rc =
+                rt_err_set(RT_ERR_SHAPE, "eigensvc: test set %s is %dx%dx%d, training set %dx%dx%d",
+                           cfg->test_db, tc, th, tw, c, h, w);
+            goto out_destroy;
+        }
+    }
+    s->net = nn_zoo_new(cfg->model, c, h, w, cfg->classes, cfg->hessian_batch, &err);
+    if (!s->net) {
+        rc = rt_err_set(RT_ERR_CONFIG, "eigensvc: cannot build model '%s' for %dx%dx%d, %d classes",
+                        cfg->model, c, h, w, cfg->classes);
+        goto out_destroy;
+    }
+    if (cfg->block_last_k > nn_net_param_layers(s->net)) {
+        rc = rt_err_set(RT_ERR_CONFIG, "eigensvc: block of the last %d layers, %s has %d",
+                        cfg->block_last_k, cfg->model, nn_net_param_layers(s->net));
+        goto out_destroy;
+    }
+    s->sample = (size_t)c * (size_t)h * (size_t)w;
+    s->x = malloc(hb * s->sample * sizeof(float));
+    s->y = malloc(hb * sizeof(int32_t));
+    if (!s->x || !s->y) {
+        rc = rt_err_set(RT_ERR_NOMEM, "eigensvc: batch of %zu samples", hb);
+        goto out_destroy;
+    }
+    if (!(s->pw = eig_power_new(nn_net_param_count(s->net), &cfg->power)) ||
+        !(s->abs = eig_abs_new(&cfg->abs))) {
+        rc = RT_ERR_CONFIG;
+        goto out_destroy;
+    }
+    if (cfg->zmq_ctx) {
+        s->ctx = cfg->zmq_ctx;
+    } else {
+        if (!(s->ctx = rt_sock_ctx_new(1))) {
+            rc = RT_ERR_ZMQ;
+            goto out_destroy;
+        }
+        s->own_ctx = 1;
+    }
+    rc = server_observer_new(s->ctx, cfg->n_shards, cfg->endpoints, nn_net_param_count(s->net),
+                             nn_net_buffer_count(s->net), &s->obs);
+    if (rc)
+        goto out_destroy;
+    if (cfg->pub_endpoint) {
+        s->pub = zmq_socket(s->ctx, ZMQ_PUB);
+        if (!s->pub || zmq_bind(s->pub, cfg->pub_endpoint)) {
+            rc = rt_err_set(RT_ERR_ZMQ, "eigensvc: PUB bind %s: %s", cfg->pub_endpoint,
+                            zmq_strerror(zmq_errno()));
+            goto out_destroy;
+        }
+    }
+    if (cfg->query_endpoint && (rc = rt_sock_router(s->ctx, cfg->query_endpoint, 0, &s->query)))
+        goto out_destroy;
+    *out = s;
+    return RT_OK;
+out_destroy:
+    eigensvc_destroy(&s);
+    return rc;
+}
+
+void eigensvc_destroy(eigensvc_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    eigensvc_t *s = *self_p;
+    rt_sock_parts_close(&s->parts);
+    rt_sock_close(&s->query, 0);
+    rt_sock_close(&s->pub, 0);
+    server_observer_destroy(&s->obs);
+    if (s->own_ctx)
+        rt_sock_ctx_destroy(&s->ctx);
+    eig_abs_destroy(&s->abs);
+    eig_power_destroy(&s->pw);
+    nn_net_destroy(&s->net);
+    rt_loader_destroy(&s->test);
+    rt_loader_destroy(&s->train);
+    free(s->x);
+    free(s->y);
+    free(s);
+    *self_p = NULL;
+}
+
+/* Answer every pending CURRENT query (non-blocking). */
+static void s_serve_queries(eigensvc_t *s)
+{
+    while (s->query) {
+        int rc = rt_sock_recv(s->query, &s->parts, ZMQ_DONTWAIT);
+        if (rc)
+            return;
+        struct rt_sock_parts *p = &s->parts;
+        if (p->n < 2 || p->total != p->n) {
+            RT_WARN(S_NAME, "dropped a query of %d frames", p->total);
+            continue;
+        }
+        uint8_t route[RT_SOCK_ROUTE_MAX];
+        size_t rlen = rt_sock_part_size(p, 0);
+        if (rlen > sizeof route) {
+            RT_WARN(S_NAME, "dropped a query: routing id too long");
+            continue;
+        }
+        memcpy(route, rt_sock_part_data(p, 0), rlen);
+        const void *f[RT_SOCK_MAX_PARTS];
+        size_t sz[RT_SOCK_MAX_PARTS];
+        for (int i = 1; i < p->n; i++) {
+            f[i - 1] = rt_sock_part_data(p, i);
+            sz[i - 1] = rt_sock_part_size(p, i);
+        }
+        struct rt_wire_limits lim = {0, 0, 0};
+        struct rt_wire_msg m, r;
+        rc = rt_wire_decode(f, sz, p->n - 1, &lim, &m, NULL, NULL);
+        rt_sock_parts_release(p);
+        if (rc || m.type != RT_WIRE_CURRENT) {
+            RT_WARN(S_NAME, "dropped a query: %s", rc ? rt_err_msg() : rt_wire_type_name(m.type));
+            continue;
+        }
+        if (s->have_current) {
+            rt_wire_msg_init(&r, RT_WIRE_PUBLISH, -1, S_NAME);
+            r.decision = s->current;
+            r.epoch = (uint64_t)s->current.epoch;
+            r.step = s->current.snapshot_version;
+            r.sched_version = s->current.sched_version;
+        } else {
+            rt_wire_msg_init(&r, RT_WIRE_ERROR, -1, S_NAME);
+            r.err_code = RT_ERR_STATE;
+            snprintf(r.text, sizeof r.text, "no decision yet");
+        }
+        if (rt_sock_send(s->query, route, rlen, &r, NULL, NULL, NULL))
+            RT_WARN(S_NAME, "query reply failed: %s", rt_err_msg());
+    }
+}
+
+/* Load the Hessian batch of epoch e: positions [0, hessian_batch) of its permutation. */
+static int s_hessian_batch(eigensvc_t *s, uint64_t epoch)
+{
+    for (int i = 0; i < s->cfg.hessian_batch; i++) {
+        size_t idx = rt_loader_perm_index(s->train, epoch, (size_t)i);
+        int rc = rt_loader_read(s->train, idx, 1, s->x + (size_t)i * s->sample, s->y + i);
+        if (rc)
+            return rc;
+        if (s->y[i] < 0 || s->y[i] >= s->cfg.classes)
+            return rt_err_set(RT_ERR_FORMAT,
+                              "eigensvc: %s record %zu has label %d, outside "
+                              "[0, %d)",
+                              s->cfg.train_db, idx, (int)s->y[i], s->cfg.classes);
+    }
+    return RT_OK;
+}
+
+/* Test-set accuracy and loss of the snapshot in the net (metrics event "eval"). */
+static int s_evaluate(eigensvc_t *s, uint64_t epoch, uint64_t version)
+{
+    size_t n = rt_loader_count(s->test), hb = (size_t)s->cfg.hessian_batch;
+    double loss = 0;
+    long correct = 0;
+    double t0 = s_now();
+    for (size_t first = 0; first < n; first += hb) {
+        size_t k = n - first < hb ? n - first : hb;
+        int rc = rt_loader_read(s->test, first, k, s->x, s->y);
+        if (rc)
+            return rc;
+        for (size_t i = 0; i < k; i++)
+            if (s->y[i] < 0 || s->y[i] >= s->cfg.classes)
+                return rt_err_set(RT_ERR_FORMAT, "eigensvc: %s record %zu has label %d",
+                                  s->cfg.test_db, first + i, (int)s->y[i]);
+        int c = 0;
+        loss += (double)nn_net_forward(s->net, s->x, s->y, (int)k, NN_BN_EVAL, NULL, &c) * k;
+        correct += c;
+    }
+    if (s->cfg.metrics) {
+        rt_metrics_begin(s->cfg.metrics, "eval");
+        rt_metrics_int(s->cfg.metrics, "epoch", (long long)epoch - 1);
+        rt_metrics_int(s->cfg.metrics, "snapshot_version", (long long)version);
+        rt_metrics_num(s->cfg.metrics, "accuracy", (double)correct / (double)n);
+        rt_metrics_num(s->cfg.metrics, "loss", loss / (double)n);
+        rt_metrics_int(s->cfg.metrics, "samples", (long long)n);
+        rt_metrics_num(s->cfg.metrics, "seconds", s_now() - t0);
+        rt_metrics_end(s->cfg.metrics);
+    }
+    RT_INFO(S_NAME, "epoch %llu: test accuracy %.4f loss %.4f", (unsigned long long)epoch - 1,
+            (double)correct / (double)n, loss / (double)n);
+    return RT_OK;
+}
+
+/* Resume the rule from the coordinator's latest decision h, after our decision for epoch `ended`
+ * was stale or superseded: its B, base lr and gamma are in force; lambda_ref becomes its
+ * eigenvalue (when it had one) and the kappa timer counts from its epoch. Later sequence numbers
+ * follow its own. */
+static int s_resume(eigensvc_t *s, const struct rt_wire_decision *h, int32_t ended)
+{
+    struct eig_abs_state st;
+    eig_abs_get_state(s->abs, &st);
+    st.batch = h->batch;
+    st.lr_base = h->lr_base;
+    st.gamma_base = h->gamma_base;
+    if (isfinite(h->lambda)) {
+        st.lambda_ref = h->lambda;
+        st.has_ref = 1;
+    }
+    st.duration = ended > h->epoch ? ended - h->epoch : 0;
+    st.measuring = h->batch < s->cfg.abs.batch_max;
+    st.increases = (int32_t)h->sched_version;
+    st.last_epoch = ended;
+    int rc = eig_abs_set_state(s->abs, &st);
+    if (rc)
+        return rc;
+    if (h->seq >= (uint64_t)ended + 1 + s->seq_offset)
+        s->seq_offset = h->seq - (uint64_t)ended;
+    RT_WARN(S_NAME,
+            "epoch %d: resumed from the coordinator's decision %llu (epoch %d, B %lld, "
+            "lr %g)",
+            (int)ended, (unsigned long long)h->seq, (int)h->epoch, (long long)h->batch, h->lr_base);
+    return RT_OK;
+}
+
+/* The end of epoch `ended` on the snapshot in the net (taken at `version`): measure, decide, send,
+ * publish, record. */
+static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
+{
+    struct eig_abs_state st;
+    eig_abs_get_state(s->abs, &st);
+    /* epochs missed while busy count as epochs without a measurement */
+    struct eig_abs_decision dec;
+    for (int32_t e = st.last_epoch + 1; e < ended; e++) {
+        int rc = eig_abs_epoch_end(s->abs, e, 0, 0, &dec);
+        if (rc)
+            return rc;
+        RT_WARN(S_NAME, "epoch %d: snapshot missed, no measurement", (int)e);
+    }
+    struct eig_power_result res = {0};
+    double secs = 0;
+    int measured = eig_abs_wants_measurement(s->abs);
+    if (measured) {
+        int rc = s_hessian_batch(s, (uint64_t)ended);
+        if (rc)
+            return rc;
+        eig_power_reseed(s->pw, s->cfg.power.seed ^ ((uint64_t)ended + 1) * S_SEED_MIX);
+        struct eig_hvp hv = {.net = s->net,
+                             .x = s->x,
+                             .y = s->y,
+                             .n = s->cfg.hessian_batch,
+                             .bn = s->cfg.bn,
+                             .block_last_k = s->cfg.block_last_k};
+        if ((rc = eig_hvp_top(s->pw, &hv, &res, &secs)))
+            return rc;
+    }
+    int rc = eig_abs_epoch_end(s->abs, ended, measured, res.eigenvalue, &dec);
+    if (rc)
+        return rc;
+
+    struct rt_wire_decision d = {.seq = (uint64_t)ended + 1 + s->seq_offset,
+                                 .snapshot_version = version,
+                                 .epoch = ended,
+                                 .batch = dec.batch,
+                                 .lr_base = dec.lr_base,
+                                 .gamma_base = dec.gamma_base,
+                                 .lambda = measured ? res.eigenvalue : NAN};
+    uint64_t apply = 0, sv = 0;
+    struct rt_wire_decision held;
+    int has_held = 0;
+    int verdict =
+        server_observer_decide_held(s->obs, &d, &apply, &sv, &held, &has_held, S_DECIDE_WAIT_MS);
+    if (verdict < 0)
+        RT_WARN(S_NAME, "epoch %d: the coordinator refused the decision: %s", (int)ended,
+                rt_err_msg());
+    else if (verdict != SERVER_SCHED_ACCEPTED && verdict != SERVER_SCHED_NOCHANGE)
+        RT_WARN(S_NAME, "epoch %d: decision %s", (int)ended, server_sched_verdict_str(verdict));
+    if (!dec.reason[0])
+        snprintf(dec.reason, sizeof dec.reason, "%s",
+                 measured ? "no change" : "B_max reached: no measurement");
+    if (has_held && (verdict == SERVER_SCHED_STALE || verdict == SERVER_SCHED_SUPERSEDED) &&
+        (rc = s_resume(s, &held, ended)))
+        return rc;
+    d.lr = dec.lr;
+    d.gamma = dec.gamma;
+    snprintf(d.reason, sizeof d.reason, "%s", dec.reason);
+    d.apply_step = verdict == SERVER_SCHED_ACCEPTED ? apply : 0;
+    d.sched_version = verdict == SERVER_SCHED_ACCEPTED ? (uint32_t)sv : 0;
+    d.verdict = verdict;
+    d.iterations = res.iterations;
+    d.seconds = secs;
+    s->current = d;
+    s->have_current = 1;
+    if (s->pub) {
+        struct rt_wire_msg m;
+        rt_wire_msg_init(&m, RT_WIRE_PUBLISH, -1, S_NAME);
+        m.decision = d;
+        m.epoch = (uint64_t)ended;
+        m.step = version;
+        m.sched_version = d.sched_version;
+        if (rt_sock_send(s->pub, NULL, 0, &m, NULL, NULL, NULL))
+            RT_WARN(S_NAME, "publish failed: %s", rt_err_msg());
+    }
+    rt_metrics_t *mt = s->cfg.metrics;
+    if (mt) {
+        rt_metrics_begin(mt, "eig");
+        rt_metrics_int(mt, "epoch", ended);
+        if (measured)
+            rt_metrics_num(mt, "eigenvalue", res.eigenvalue);
+        rt_metrics_bool(mt, "measured", measured);
+        rt_metrics_int(mt, "iterations", res.iterations);
+        rt_metrics_num(mt, "seconds", secs);
+        rt_metrics_num(mt, "lambda_ref", dec.lambda_ref);
+        rt_metrics_int(mt, "batch_size", dec.batch);
+        rt_metrics_int(mt, "batch_prev", dec.batch_prev);
+        rt_metrics_num(mt, "lr", dec.lr);
+        rt_metrics_num(mt, "gamma", dec.gamma);
+        rt_metrics_bool(mt, "changed", dec.changed);
+        rt_metrics_str(mt, "reason", dec.reason);
+        rt_metrics_int(mt, "snapshot_version", (long long)version);
+        rt_metrics_int(mt, "seq", (long long)d.seq);
+        rt_metrics_str(mt, "verdict", verdict >= 0 ? server_sched_verdict_str(verdict) : "refused");
+        rt_metrics_int(mt, "apply_step", (long long)d.apply_step);
+        rt_metrics_int(mt, "sched_version", (long long)d.sched_version);
+        rt_metrics_end(mt);
+    }
+    RT_INFO(S_NAME, "epoch %d: lambda %g (%d it, %.2fs) -> B %lld lr %g gamma %g: %s", (int)ended,
+            measured ? res.eigenvalue : NAN, (int)res.iterations, secs, (long long)dec.batch,
+            dec.lr, dec.gamma, dec.reason);
+    return RT_OK;
+}
+
+int eigensvc_run(eigensvc_t *s, const atomic_int *stop)
+{
+    size_t nb = nn_net_buffer_count(s->net);
+    float *params = nn_net_params(s->net), *buffers = nb ? nn_net_buffers(s->net) : NULL;
+    int64_t done_epoch = 0; /* snapshots of epochs <= this one are handled (epoch 0: initial) */
+    int seen = 0;
+    uint64_t have = UINT64_MAX; /* snapshot version the net holds (polls transfer no weights) */
+    double last_heard = s_now();
+    for (;;) {
+        if (stop && atomic_load(stop))
+            return rt_err_set(RT_ERR_INTERRUPTED, "eigensvc: stopped");
+        s_serve_queries(s);
+        if (s->cfg.epochs > 0 && done_epoch >= s->cfg.epochs - 1)
+            return RT_OK;
+        if (!eig_abs_wants_measurement(s->abs) && !s->test && !s->cfg.sync)
+            return RT_OK; /* B_max reached: nothing left to do (sync: every epoch is held) */
+        uint64_t version = 0, epoch = 0;
+        int wait_ms =
+            s->cfg.timeout_ms / 2 < S_SNAPSHOT_WAIT_MS ? s->cfg.timeout_ms / 2 : S_SNAPSHOT_WAIT_MS;
+        int rc = server_observer_snapshot_since(s->obs, have, params, buffers, &version, &epoch,
+                                                wait_ms > 0 ? wait_ms : 1);
+        /* the net holds that snapshot now (until an error leaves a mix of versions) */
+        have = rc == RT_OK ? version : UINT64_MAX;
+        if (rc == RT_OK || rc == RT_ERR_STATE) {
+            last_heard = s_now();
+            seen |= rc == RT_OK;
+        } else if (rc != RT_ERR_TIMEOUT) {
+            return rc;
+        } else if ((s_now() - last_heard) * 1000 >= s->cfg.timeout_ms) {
+            if (seen) {
+                RT_INFO(S_NAME, "shards silent for %d ms: training is over", s->cfg.timeout_ms);
+                return RT_OK;
+            }
+            return rt_err_set(RT_ERR_TIMEOUT, "eigensvc: no shard answered in %d ms",
+                              s->cfg.timeout_ms);
+        }
+        if (rc == RT_OK && (int64_t)epoch > done_epoch) {
+            if ((eig_abs_wants_measurement(s->abs) || s->cfg.sync) &&
+                (rc = s_epoch(s, (int32_t)epoch - 1, version)))
+                return rc;
+            if (s->test && (rc = s_evaluate(s, epoch, version)))
+                return rc;
+            done_epoch = (int64_t)epoch;
+            continue;
+        }
+        struct timespec ts = {s->cfg.poll_ms / 1000, (long)(s->cfg.poll_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}

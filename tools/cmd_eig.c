@@ -1,0 +1,234 @@
+/*
+ * cmd_eig: `eigenbatch eig`: the top Hessian eigenvalue of a weights file on a dataset.
+ *
+ *   eigenbatch eig --model M --weights FILE.safetensors --data DIR [--classes N] [--first N]
+ *                  [--block-last K] [--bn eval|train] [--preset paper|accurate] [--threads T]
+ *                  [--seed S]
+ *
+ * The Hessian is that of the mean loss over the first N records (key order, evaluation
+ * transform, no augmentation); power iteration on exact Hessian-vector products (eig_hvp). The last
+ * line printed is one JSON object: {"eigenvalue", "iterations", "seconds", "converged", "n",
+ * "block_last_k", "bn", ...}.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <jansson.h>
+
+#include "eb_cli.h"
+#include "eb_weights.h"
+#include "eig_hvp.h"
+#include "eig_power.h"
+#include "nn_net.h"
+#include "rt_err.h"
+#include "rt_loader.h"
+
+#define S_CMD "eig"
+#define S_DEFAULT_FIRST 128  /* samples of the Hessian batch */
+#define S_DEFAULT_CLASSES 10 /* classes of the model */
+
+static void s_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: eigenbatch eig --model M --weights FILE.safetensors --data DIR\n"
+            "         [--classes N] [--first N] [--block-last K] [--bn eval|train]\n"
+            "         [--preset paper|accurate] [--threads T] [--seed S]\n"
+            "Top Hessian eigenvalue of the mean loss on the first N records (default %d) of DIR;\n"
+            "the last line is JSON {eigenvalue, iterations, seconds, converged, ...}.\n",
+            S_DEFAULT_FIRST);
+}
+
+/* Parse "eval" / "train". */
+static int s_bn_parse(const char *v, enum nn_bn_mode *out)
+{
+    if (strcasecmp(v, "eval") == 0)
+        *out = NN_BN_EVAL;
+    else if (strcasecmp(v, "train") == 0)
+        *out = NN_BN_TRAIN;
+    else
+        return -1;
+    return 0;
+}
+
+int eb_cmd_eig(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"model", required_argument, NULL, 'm'},   {"weights", required_argument, NULL, 'w'},
+        {"data", required_argument, NULL, 'd'},    {"classes", required_argument, NULL, 'c'},
+        {"first", required_argument, NULL, 'n'},   {"block-last", required_argument, NULL, 'k'},
+        {"bn", required_argument, NULL, 'b'},      {"preset", required_argument, NULL, 'p'},
+        {"threads", required_argument, NULL, 't'}, {"seed", required_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+    const char *model = NULL, *weights = NULL, *data = NULL, *preset_name = "paper";
+    long classes = S_DEFAULT_CLASSES, first = S_DEFAULT_FIRST, block = 0, threads = 0, seed = 0;
+    enum nn_bn_mode bn = NN_BN_EVAL;
+    optind = 1;
+    opterr = 0;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'm':
+            model = optarg;
+            break;
+        case 'w':
+            weights = optarg;
+            break;
+        case 'd':
+            data = optarg;
+            break;
+        case 'p':
+            preset_name = optarg;
+            break;
+        case 'c':
+            if (eb_cli_int(S_CMD, "--classes", optarg, &classes))
+                return 2;
+            break;
+        case 'n':
+            if (eb_cli_int(S_CMD, "--first", optarg, &first))
+                return 2;
+            break;
+        case 'k':
+            if (eb_cli_int(S_CMD, "--block-last", optarg, &block))
+                return 2;
+            break;
+        case 't':
+            if (eb_cli_int(S_CMD, "--threads", optarg, &threads))
+                return 2;
+            break;
+        case 's':
+            if (eb_cli_int(S_CMD, "--seed", optarg, &seed))
+                return 2;
+            break;
+        case 'b':
+            if (s_bn_parse(optarg, &bn)) {
+                fprintf(stderr, "eigenbatch eig: invalid value '%s' for --bn (eval|train)\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        case 'h':
+            s_usage(stdout);
+            return 0;
+        default:
+            fprintf(stderr, "eigenbatch eig: unknown or incomplete option '%s'\n",
+                    argv[optind - 1]);
+            s_usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "eigenbatch eig: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    if (!model || !weights || !data) {
+        fprintf(stderr, "eigenbatch eig: --model, --weights and --data are required\n");
+        s_usage(stderr);
+        return 2;
+    }
+    if (classes < 1 || first < 1 || first > (1L << 20) || block < 0 || threads < 0 || seed < 0) {
+        fprintf(stderr, "eigenbatch eig: --classes and --first must be >= 1 (--first <= 2^20), "
+                        "--block-last, --threads and --seed >= 0\n");
+        return 2;
+    }
+    enum eig_power_preset preset;
+    if (eig_power_preset_parse(preset_name, &preset)) {
+        fprintf(stderr, "eigenbatch eig: %s\n", rt_err_msg());
+        return 2;
+    }
+    if (threads > 0)
+        nn_set_threads((int)threads);
+
+    int status = 1;
+    rt_loader_t *ld = NULL;
+    nn_net_t *net = NULL;
+    eig_power_t *pw = NULL;
+    float *x = NULL;
+    int32_t *y = NULL;
+    struct rt_loader_opts lo;
+    rt_loader_opts_default(&lo);
+    lo.threads = 0;
+    lo.max_batch = (size_t)first;
+    if (rt_loader_new(data, &lo, &ld)) {
+        fprintf(stderr, "eigenbatch eig: %s\n", rt_err_msg());
+        goto out;
+    }
+    if ((size_t)first > rt_loader_count(ld)) {
+        fprintf(stderr, "eigenbatch eig: --first %ld but %s holds %zu records\n", first, data,
+                rt_loader_count(ld));
+        goto out;
+    }
+    int c, h, w, err = 0;
+    rt_loader_shape(ld, &c, &h, &w);
+    net = nn_zoo_new(model, c, h, w, (int)classes, (int)first, &err);
+    if (!net) {
+        fprintf(stderr,
+                "eigenbatch eig: cannot build model '%s' for %dx%dx%d inputs, %ld classes "
+                "(error %d)\n",
+                model, c, h, w, classes, err);
+        goto out;
+    }
+    if (eb_weights_load(net, weights)) {
+        fprintf(stderr, "eigenbatch eig: %s\n", rt_err_msg());
+        goto out;
+    }
+    size_t sample = (size_t)c * (size_t)h * (size_t)w;
+    x = malloc((size_t)first * sample * sizeof(float));
+    y = malloc((size_t)first * sizeof(int32_t));
+    if (!x || !y) {
+        fprintf(stderr, "eigenbatch eig: out of memory for %ld samples\n", first);
+        goto out;
+    }
+    if (rt_loader_read(ld, 0, (size_t)first, x, y)) {
+        fprintf(stderr, "eigenbatch eig: %s\n", rt_err_msg());
+        goto out;
+    }
+    for (long i = 0; i < first; i++)
+        if (y[i] < 0 || y[i] >= classes) {
+            fprintf(stderr,
+                    "eigenbatch eig: record %ld has label %d, outside [0, %ld) "
+                    "(--classes)\n",
+                    i, (int)y[i], classes);
+            goto out;
+        }
+    struct eig_power_config pc;
+    eig_power_config_preset(&pc, preset);
+    pc.seed = (uint64_t)seed;
+    pw = eig_power_new(nn_net_param_count(net), &pc);
+    if (!pw) {
+        fprintf(stderr, "eigenbatch eig: %s\n", rt_err_msg());
+        goto out;
+    }
+    struct eig_hvp hv = {
+        .net = net, .x = x, .y = y, .n = (int)first, .bn = bn, .block_last_k = (int)block};
+    struct eig_power_result res;
+    double secs = 0;
+    if (eig_hvp_top(pw, &hv, &res, &secs)) {
+        fprintf(stderr, "eigenbatch eig: %s\n", rt_err_msg());
+        goto out;
+    }
+    json_t *j = json_pack("{s:f, s:i, s:f, s:b, s:i, s:i, s:s, s:s, s:s, s:I}", "eigenvalue",
+                          res.eigenvalue, "iterations", (int)res.iterations, "seconds", secs,
+                          "converged", res.converged, "n", (int)first, "block_last_k", (int)block,
+                          "bn", bn == NN_BN_EVAL ? "eval" : "train", "preset",
+                          preset == EIG_POWER_ACCURATE ? "accurate" : "paper", "model", model,
+                          "params", (json_int_t)nn_net_param_count(net));
+    char *line = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(17)) : NULL;
+    json_decref(j);
+    if (!line) {
+        fprintf(stderr, "eigenbatch eig: out of memory\n");
+        goto out;
+    }
+    printf("%s\n", line);
+    free(line);
+    status = 0;
+out:
+    eig_power_destroy(&pw);
+    free(x);
+    free(y);
+    nn_net_destroy(&net);
+    rt_loader_destroy(&ld);
+    return status;
+}

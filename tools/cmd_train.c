@@ -27,11 +27,9 @@
 #include "rt_log.h"
 #include "rt_sock.h"
 #include "server_cluster.h"
-#ifdef EB_HAVE_EIGENSVC
 #include <zmq.h>
 
 #include "eigensvc.h"
-#endif
 
 #define S_EVAL_BATCH 256 /* default evaluation micro-batch */
 
@@ -42,7 +40,6 @@ static const char s_train_usage[] =
     "DIR/config.yaml, DIR/metrics.jsonl and DIR/weights.safetensors. Any flag of `eigenbatch\n"
     "launch` may follow the configuration and overrides it. Keys: configs/*.yaml, README.md.\n";
 
-#ifdef EB_HAVE_EIGENSVC
 /* The eigen service thread. */
 struct s_eig_job {
     eigensvc_t *svc; /* the service */
@@ -126,7 +123,6 @@ static int s_eig_cfg(const struct eb_opts *o, const rt_config_t *cfg, void *ctx,
     ec->epochs = (int)o->epochs;
     return RT_OK;
 }
-#endif
 
 /* Run the cluster as threads; *eig_rc receives the eigen service's outcome. */
 static int s_train_run(const struct eb_opts *o, const rt_config_t *cfg,
@@ -134,7 +130,6 @@ static int s_train_run(const struct eb_opts *o, const rt_config_t *cfg,
 {
     if (!eb_opts_needs_eigensvc(o))
         return server_cluster_run(cc, NULL, NULL, NULL);
-#ifdef EB_HAVE_EIGENSVC
     if (strcmp(cc->transport, "inproc") && strcmp(cc->transport, "ipc"))
         return rt_err_set(RT_ERR_CONFIG,
                           "cluster.transport: %s with the eigen service: use "
@@ -185,14 +180,6 @@ out:
     free(eps);
     free(ep);
     return rc;
-#else
-    (void)cfg;
-    (void)lead;
-    return rt_err_set(RT_ERR_UNSUPPORTED,
-                      "schedule.method %s: the eigen service is not available in this build "
-                      "(eigensvc/eigensvc.c is missing); use BL, FB or GG",
-                      o->method);
-#endif
 }
 
 static int s_train(struct eb_opts *o, const rt_config_t *cfg)

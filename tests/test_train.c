@@ -310,7 +310,7 @@ static void test_train_abs(void **state)
     assert_int_equal(n_epoch, 3);
     /* kappa = 1: every measured epoch doubles B, so the last epoch runs at a larger batch */
     long last_b = 0;
-    f = fopen(path, "r");
+    FILE *f = fopen(path, "r");
     assert_non_null(f);
     while (fgets(line, sizeof line, f)) {
         json_t *j = json_loads(line, 0, NULL);

@@ -117,10 +117,11 @@ void rt_metrics_bool(rt_metrics_t *m, const char *key, int value)
         s_field(m, key, json_boolean(value));
 }
 
-/* Dump obj as one line and flush; lock held by the caller. */
+/* Dump obj as one line and flush; lock held by the caller.
+ * 13 significant digits keep "time" (Unix seconds) to the millisecond. */
 static int s_write_line(rt_metrics_t *m, json_t *obj)
 {
-    char *line = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    char *line = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(13));
     if (!line)
         return rt_err_set(RT_ERR_NOMEM, "%s: cannot serialise an event", m->path);
     int bad = fputs(line, m->f) == EOF || fputc('\n', m->f) == EOF || fflush(m->f) == EOF;

@@ -35,6 +35,9 @@ struct server_coord {
     uint64_t next_step;                     /* first step not asked about yet */
     int sync;                               /* hold epoch starts for their decision */
     int64_t decided_epoch;                  /* highest epoch a decision arrived for (-1: none) */
+    int sync_timeout_ms;                    /* longest hold of an epoch start (sync) */
+    int64_t hold_epoch;                     /* epoch whose start is held (-1: none) */
+    double hold_since;                      /* when that hold began (monotonic seconds) */
 };
 
 static double s_now(void)
@@ -54,6 +57,8 @@ server_coord_t *server_coord_new(int n_workers, const struct server_coord_sched 
     c->n_workers = n_workers;
     c->sched = sched;
     c->decided_epoch = -1;
+    c->sync_timeout_ms = SERVER_COORD_SYNC_TIMEOUT_MS;
+    c->hold_epoch = -1;
     c->weight = calloc((size_t)n_workers, sizeof *c->weight);
     c->last_seen = calloc((size_t)n_workers, sizeof *c->last_seen);
     if (!c->weight || !c->last_seen) {
@@ -141,6 +146,27 @@ void server_coord_share(uint32_t batch, const double *w, int n, int i, uint32_t 
     *cnt = hi - lo;
 }
 
+/* Sync mode: 1 when the start of `epoch` has been held for longer than the sync timeout. Then the
+ * epoch goes ahead with the schedule in force (a dead eigen service costs stale decisions, never
+ * the run), and a later decision still applies from the next step not yet announced. */
+static int s_hold_expired(server_coord_t *c, int64_t epoch)
+{
+    double now = s_now();
+    if (c->hold_epoch != epoch) {
+        c->hold_epoch = epoch;
+        c->hold_since = now;
+        return 0;
+    }
+    if ((now - c->hold_since) * 1000.0 < (double)c->sync_timeout_ms)
+        return 0;
+    RT_WARN("coord",
+            "no decision for epoch %lld after %d ms (decisions: sync): epoch %lld starts with the "
+            "schedule in force",
+            (long long)epoch - 1, c->sync_timeout_ms, (long long)epoch);
+    c->decided_epoch = epoch - 1;
+    return 1;
+}
+
 int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_coord_point *pt,
                       uint32_t *share_off, uint32_t *share_cnt)
 {
@@ -155,7 +181,7 @@ int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_co
         if (rc)
             return rc;
         if (!pt->done && pt->epoch >= 1 && pt->epoch_offset == 0 &&
-            (int64_t)pt->epoch - 1 > c->decided_epoch) {
+            (int64_t)pt->epoch - 1 > c->decided_epoch && !s_hold_expired(c, (int64_t)pt->epoch)) {
             server_coord_heartbeat(c, id);
             return rt_err_set(RT_ERR_STATE,
                               "step %llu starts epoch %llu: waiting for the "
@@ -190,9 +216,10 @@ int server_coord_sched(server_coord_t *c, uint64_t step, struct server_coord_poi
     return rc;
 }
 
-void server_coord_set_sync(server_coord_t *c, int sync)
+void server_coord_set_sync(server_coord_t *c, int sync, int timeout_ms)
 {
     c->sync = sync ? 1 : 0;
+    c->sync_timeout_ms = timeout_ms > 0 ? timeout_ms : SERVER_COORD_SYNC_TIMEOUT_MS;
 }
 
 uint64_t server_coord_next_step(const server_coord_t *c)

@@ -90,11 +90,16 @@ int server_coord_set_weight(server_coord_t *c, int id, double weight);
 int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_coord_point *pt,
                       uint32_t *share_off, uint32_t *share_cnt);
 
+/* Longest wait of a sync-mode epoch start for its decision, unless configured. */
+#define SERVER_COORD_SYNC_TIMEOUT_MS (10 * 60 * 1000)
+
 /* `decisions: sync` (reproduces the reference, where training waits for the eigenvalue): when on,
  * a worker's query for the first step of epoch e >= 1 is answered RT_ERR_STATE (the worker asks
  * again) until a decision for epoch e - 1 has arrived (any verdict), so that the decision is
- * stamped exactly at that step. Off by default. */
-void server_coord_set_sync(server_coord_t *c, int sync);
+ * stamped exactly at that step; after timeout_ms (<= 0: SERVER_COORD_SYNC_TIMEOUT_MS) without one
+ * the epoch starts anyway with a warning, so a dead eigen service cannot stall training. Off by
+ * default. */
+void server_coord_set_sync(server_coord_t *c, int sync, int timeout_ms);
 
 /* The first step nobody has asked about: an eigen-service decision accepted now must apply from
  * this step or later (server_sched_accept's next_step), so no step's answer ever changes. */

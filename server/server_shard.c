@@ -871,7 +871,7 @@ int server_shard_new(const struct server_shard_cfg *cfg, server_shard_t **out)
             rt_err_set(RT_ERR_NOMEM, "coordinator");
             goto out_destroy;
         }
-        server_coord_set_sync(s->coord, cfg->sync);
+        server_coord_set_sync(s->coord, cfg->sync, cfg->sync_timeout_ms);
     }
     s->lim.n_params = cfg->n_params;
     s->lim.n_buffers = cfg->n_buffers;

@@ -42,6 +42,7 @@ struct server_shard_cfg {
     int io_threads;                         /* I/O threads of an own context (0: 1) */
     int snapshots; /* keep a copy of the slice at each epoch start for SNAPSHOT requests (ABS) */
     int sync;      /* shard 0: `decisions: sync`, hold epoch starts (server_coord_set_sync) */
+    int sync_timeout_ms; /* shard 0: longest hold of an epoch start (0: the default, 10 min) */
 };
 
 /* Counters of a shard, for logs and tests. */

@@ -6,6 +6,8 @@
  * decision is stamped exactly at that step; without sync nothing is held. A stale or superseded
  * decision leaves the schedule unchanged, and server_coord_last_decision reports what it holds.
  */
+#include <time.h>
+
 #include "eb_test.h"
 
 #include "rt_err.h"
@@ -37,7 +39,7 @@ static void test_sync_holds_epoch_start(void **state)
     server_coord_use_sched(&cs, sched);
     server_coord_t *c = server_coord_new(1, &cs);
     assert_non_null(c);
-    server_coord_set_sync(c, 1);
+    server_coord_set_sync(c, 1, 0);
     assert_int_equal(server_coord_register(c, "w", 1.0), 0);
     struct server_coord_point pt;
     uint32_t off, cnt;
@@ -129,11 +131,43 @@ static void test_async_holds_nothing(void **state)
     server_sched_destroy(&sched);
 }
 
+/* A dead eigen service: after the sync timeout the held epoch starts anyway, and the next epoch
+ * start is held again (for a decision of its own). */
+static void test_sync_hold_times_out(void **state)
+{
+    (void)state;
+    server_sched_t *sched = s_sched();
+    struct server_coord_sched cs;
+    server_coord_use_sched(&cs, sched);
+    server_coord_t *c = server_coord_new(1, &cs);
+    assert_non_null(c);
+    server_coord_set_sync(c, 1, 150);
+    assert_int_equal(server_coord_register(c, "w", 1.0), 0);
+    struct server_coord_point pt;
+    uint32_t off, cnt;
+    for (uint64_t t = 0; t < 5; t++)
+        assert_int_equal(server_coord_step(c, 0, t, &pt, &off, &cnt), 0);
+    assert_int_equal(server_coord_step(c, 0, 5, &pt, &off, &cnt), RT_ERR_STATE);
+    struct timespec ts = {0, 50 * 1000000L};
+    nanosleep(&ts, NULL);
+    assert_int_equal(server_coord_step(c, 0, 5, &pt, &off, &cnt), RT_ERR_STATE); /* 50 ms < 150 */
+    ts.tv_nsec = 150 * 1000000L;
+    nanosleep(&ts, NULL);
+    assert_int_equal(server_coord_step(c, 0, 5, &pt, &off, &cnt), 0);
+    assert_int_equal(pt.epoch, 1);
+    for (uint64_t t = 6; t < 10; t++)
+        assert_int_equal(server_coord_step(c, 0, t, &pt, &off, &cnt), 0);
+    assert_int_equal(server_coord_step(c, 0, 10, &pt, &off, &cnt), RT_ERR_STATE);
+    server_coord_destroy(&c);
+    server_sched_destroy(&sched);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sync_holds_epoch_start),
         cmocka_unit_test(test_async_holds_nothing),
+        cmocka_unit_test(test_sync_hold_times_out),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

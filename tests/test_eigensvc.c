@@ -125,7 +125,7 @@ static void s_svc_cfg(struct eigensvc_cfg *ec, const char *const *eps, const cha
                                 .bn = NN_BN_EVAL,
                                 .threads = 1,
                                 .metrics = mt,
-                                .timeout_ms = 1000};
+                                .timeout_ms = 15000};
     eig_power_config_preset(&ec->power, EIG_POWER_PAPER);
     eig_abs_config_default(&ec->abs, EPOCHS, 0);
     ec->abs.batch0 = BATCH;

@@ -79,18 +79,7 @@ static int s_server(const struct eb_opts *opts, const rt_config_t *cfg);
 
 int eb_cmd_server(int argc, char **argv)
 {
-    struct eb_opts o;
-    int help;
-    rt_config_t *cfg = NULL;
-    if (eb_opts_parse("server", argc, argv, &o, &help, &cfg))
-        return 2;
-    if (help) {
-        fputs(s_server_usage, stdout);
-        return 0;
-    }
-    int rc = s_server(&o, cfg);
-    rt_config_destroy(&cfg);
-    return rc;
+    return eb_opts_main("server", argc, argv, s_server_usage, s_server);
 }
 
 /* A zoo model sizes the shards from its net, and its dataset gives the epoch length; sizes given
@@ -224,18 +213,7 @@ static int s_worker(const struct eb_opts *opts, const rt_config_t *cfg);
 
 int eb_cmd_worker(int argc, char **argv)
 {
-    struct eb_opts o;
-    int help;
-    rt_config_t *cfg = NULL;
-    if (eb_opts_parse("worker", argc, argv, &o, &help, &cfg))
-        return 2;
-    if (help) {
-        fputs(s_worker_usage, stdout);
-        return 0;
-    }
-    int rc = s_worker(&o, cfg);
-    rt_config_destroy(&cfg);
-    return rc;
+    return eb_opts_main("worker", argc, argv, s_worker_usage, s_worker);
 }
 
 static int s_worker(const struct eb_opts *opts, const rt_config_t *cfg)
@@ -457,18 +435,7 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg);
 
 int eb_cmd_launch(int argc, char **argv)
 {
-    struct eb_opts o;
-    int help;
-    rt_config_t *cfg = NULL;
-    if (eb_opts_parse("launch", argc, argv, &o, &help, &cfg))
-        return 2;
-    if (help) {
-        fputs(s_launch_usage, stdout);
-        return 0;
-    }
-    int rc = s_launch(&o, cfg);
-    rt_config_destroy(&cfg);
-    return rc;
+    return eb_opts_main("launch", argc, argv, s_launch_usage, s_launch);
 }
 
 static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)

@@ -290,30 +290,28 @@ out:
     return rc;
 }
 
+static int s_train_main(const struct eb_opts *opts, const rt_config_t *cfg)
+{
+    struct eb_opts o = *opts;
+    if (!cfg) {
+        fprintf(stderr, "eigenbatch train: --config FILE is required\n%s", s_train_usage);
+        return 2;
+    }
+    if (!strcmp(o.model, "synth")) {
+        fprintf(stderr, "eigenbatch train: model.name must be a zoo model\n");
+        return 2;
+    }
+    if (eb_opts_check("train", &o))
+        return 2;
+    int rc = s_train(&o, cfg);
+    if (rc)
+        fprintf(stderr, "eigenbatch train: %s\n", rt_err_msg());
+    return rc ? 1 : 0;
+}
+
 int eb_cmd_train(int argc, char **argv)
 {
-    struct eb_opts o;
-    int help;
-    rt_config_t *cfg = NULL;
-    if (eb_opts_parse("train", argc, argv, &o, &help, &cfg))
-        return 2;
-    if (help) {
-        fputs(s_train_usage, stdout);
-        return 0;
-    }
-    int rc = 2;
-    if (!cfg)
-        fprintf(stderr, "eigenbatch train: --config FILE is required\n%s", s_train_usage);
-    else if (!strcmp(o.model, "synth"))
-        fprintf(stderr, "eigenbatch train: model.name must be a zoo model\n");
-    else if (!eb_opts_check("train", &o)) {
-        rc = s_train(&o, cfg);
-        if (rc)
-            fprintf(stderr, "eigenbatch train: %s\n", rt_err_msg());
-        rc = rc ? 1 : 0;
-    }
-    rt_config_destroy(&cfg);
-    return rc;
+    return eb_opts_main("train", argc, argv, s_train_usage, s_train_main);
 }
 
 /* ---- eval ------------------------------------------------------------------------------------ */

@@ -365,6 +365,22 @@ usage:
     return 2;
 }
 
+int eb_opts_main(const char *cmd, int argc, char **argv, const char *usage, eb_opts_body_fn body)
+{
+    struct eb_opts o;
+    int help;
+    rt_config_t *cfg = NULL;
+    if (eb_opts_parse(cmd, argc, argv, &o, &help, &cfg))
+        return 2;
+    int rc = 0;
+    if (help)
+        fputs(usage, stdout);
+    else
+        rc = body(&o, cfg);
+    rt_config_destroy(&cfg);
+    return rc;
+}
+
 int eb_opts_check(const char *cmd, struct eb_opts *o)
 {
     const char *bad = NULL;

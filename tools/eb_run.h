@@ -100,6 +100,14 @@ extern const int eb_run_schema_len;
 int eb_opts_parse(const char *cmd, int argc, char **argv, struct eb_opts *o, int *help,
                   rt_config_t **cfg_out);
 
+/* The body of a sub-command that takes these options: receives the parsed options and the
+ * configuration (may be NULL; borrowed) and returns the exit status. */
+typedef int (*eb_opts_body_fn)(const struct eb_opts *o, const rt_config_t *cfg);
+
+/* Entry point shared by train, launch, server and worker: parse (eb_opts_parse), print usage for
+ * --help, run body, free the configuration. Returns the exit status (2 for a usage error). */
+int eb_opts_main(const char *cmd, int argc, char **argv, const char *usage, eb_opts_body_fn body);
+
 /* Check ranges and combinations; prints the problem and returns 2, else 0. */
 int eb_opts_check(const char *cmd, struct eb_opts *o);
 

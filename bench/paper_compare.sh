@@ -38,17 +38,17 @@
 # parts (e.g. --runs "bl-128 bl-2048 fb-2048" now, the rest later). A finished run with another
 # number of epochs is an error (mixing E in one table would be wrong) unless --force.
 #
-# Time estimate (measured on this 2-core machine, 2 workers x 1 math thread, other users' builds
-# running: load 1-2; see bench/RESULTS.md "Paper comparison"): one epoch of 60000 images plus the
-# test evaluation takes about 21 s at batch 128 (469 updates), 16.5 s at batch 8192 (8 updates;
-# fewer messages per image), ABSA about 25 s while gamma > 0 (FGSM: an extra forward/backward of
-# the adversarial samples) plus the eigen service's power iteration (~1-2 s per measured epoch,
-# run while training waits: decisions sync). Summed over the eleven runs that is ~220 s per
-# epoch of E, so E = 30 (the configs' value) would need ~1 h 50 min on an idle machine and
-# overruns 2 hours as soon as anyone else uses the cores. E = 20 needs ~75 min unloaded and
-# leaves ~60 % headroom for a busy machine; decays at 10 and 15 keep the configs' proportions
-# (15, 25 of 30 ~ E/2, 5E/6; 3E/4 rounds to a whole epoch). With kappa = 10, ABS grows at least
-# every 10 epochs even without an eigenvalue drop, so E = 20 still exercises the rule.
+# Time estimate (smoke run, E = 2, on this 2-core machine, 2 workers x 1 math thread, while other
+# users built and tested: load 2-4; details in bench/results/paper/NOTES.md): one epoch of 60000
+# images plus the test evaluation takes 21-31 s at batch 128 (469 updates), 13-16.5 s at batch
+# 8192 (8 updates: fewer messages per image), ABSA ~25 s while gamma > 0 (FGSM: an extra
+# forward/backward of the adversarial samples) and the eigen service ~1 s per measured epoch (run
+# while training waits: decisions sync). About 22 s per run-epoch on average, so the eleven runs
+# take 11 x E x 22 s: E = 30 (the configs' value) ~2 h on a quiet machine and more on a busy one,
+# which does not fit the 2-hour budget; E = 20 needs ~81 min (~95 min as busy as during the smoke
+# run) and leaves margin. Decays at 10 and 15 keep the configs' proportions (15, 25 of 30: E/2,
+# and 3E/4 rounded to whole epochs). With kappa = 10, ABS grows at least every 10 epochs even
+# without an eigenvalue drop, so E = 20 still exercises the rule.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 

@@ -281,6 +281,7 @@ def main():
     if not rows:
         lines.append("No runs in `%s` yet: run `bench/paper_compare.sh` (see its header)." %
                      a.runs_dir)
+        lines.append("")
     else:
         ep = sorted({r["epochs"] for r in rows})
         lines += [

@@ -80,7 +80,6 @@ def summarise(name, epochs, eigs):
         "final_batch": int(last.get("batch_size", 0)),
         "final_lr": num(last, "lr"),
         "eig_measured": len(measured),
-        "hours": num(last, "elapsed") / 3600.0,
     }
 
 
@@ -95,7 +94,8 @@ def table(rows):
         out.append("| %s | %s | %d | %d | %s%% | %s | %s%% | %d | %s | %d | %s | %d |" % (
             r["run"], r["method"], r["max_batch"], r["epochs"], fmt(r["acc"] * 100, ".2f"),
             fmt(dacc, "+.2f"), fmt(r["best"] * 100, ".2f"), r["updates"],
-            "1/%s" % fmt(ratio, ".1f") if r["run"] != "bl-128" else "1",
+            "1" if r["run"] == "bl-128" else
+            "n/a" if math.isnan(ratio) else "1/%s" % fmt(ratio, ".1f"),
             r["final_batch"], fmt(r["final_lr"], ".4g"), r["eig_measured"]))
     return "\n".join(out)
 

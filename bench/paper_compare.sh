@@ -4,7 +4,8 @@
 # threads, 2 worker threads, and for ABS/ABSA the eigen service as one more thread).
 #
 #   bench/paper_compare.sh [--epochs E] [--decay "D1,D2"] [--runs "bl-128 absa-2048 ..."]
-#                          [--out DIR] [--data DIR] [--build DIR] [--force] [--dry-run]
+#                          [--out DIR] [--work DIR] [--data DIR] [--build DIR]
+#                          [--extra "KEY=VALUE ..."] [--force] [--dry-run]
 #
 # Runs (names <method>-<max batch>; default: all eleven, in this order):
 #   bl-128                                  the baseline: batch 128 fixed, step decay
@@ -26,7 +27,10 @@
 #   --runs LIST    EB_PAPER_RUNS    subset of runs, space- or comma-separated (default: all)
 #   --out DIR      EB_PAPER_OUT     results (default bench/results/paper): DIR/<run>/metrics.jsonl
 #                                   and DIR/<run>/config.yaml; logs and weights go to
-#                                   runs/paper/<run>/ (not committed)
+#                                   the --work directory (not committed)
+#   --work DIR     EB_PAPER_WORK    logs and weights of the runs: DIR/<run>/ (default runs/paper)
+#   --extra LIST   EB_PAPER_EXTRA   more config overrides for every run, space-separated KEY=VALUE
+#                                   (applied last; bench/abs_investigate.sh uses it for variants)
 #   --data DIR     EB_PAPER_DATA    holds train/ and test/ LMDBs (default data/fashion-mnist;
 #                                   made with `eigenbatch convert` when missing)
 #   --build DIR    EB_BUILD         build directory with the eigenbatch binary (default build)
@@ -57,6 +61,8 @@ decay="${EB_PAPER_DECAY:-}"
 runs="${EB_PAPER_RUNS:-}"
 out="${EB_PAPER_OUT:-bench/results/paper}"
 data="${EB_PAPER_DATA:-data/fashion-mnist}"
+workdir="${EB_PAPER_WORK:-runs/paper}"
+extra="${EB_PAPER_EXTRA:-}"
 build="${EB_BUILD:-build}"
 force=0
 dry=0
@@ -67,6 +73,8 @@ while [ $# -gt 0 ]; do
     --runs) runs="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --data) data="$2"; shift 2 ;;
+    --work) workdir="$2"; shift 2 ;;
+    --extra) extra="$2"; shift 2 ;;
     --build) build="$2"; shift 2 ;;
     --force) force=1; shift ;;
     --dry-run) dry=1; shift ;;
@@ -171,7 +179,13 @@ for run in $runs; do
     abs|absa) sets+=(--set schedule.batch=128 --set "schedule.batch_max=$maxb"
                      --set "abs.tau=$tau" --set abs.decisions=sync) ;;
     esac
-    work="runs/paper/$run"
+    for kv in $extra; do
+        case "$kv" in
+        ?*=*) sets+=(--set "$kv") ;;
+        *) echo "paper_compare.sh: --extra item '$kv' is not KEY=VALUE" >&2; exit 2 ;;
+        esac
+    done
+    work="$workdir/$run"
     cmd=("$bin" train --config "configs/$method.yaml" "${sets[@]}" --output-dir "$work")
     echo "== $run: ${cmd[*]}"
     [ "$dry" = 1 ] && continue

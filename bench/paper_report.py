@@ -12,6 +12,10 @@ and, without retraining:
     FIG_DIR/paper_acc_updates.png (test accuracy against epoch and against updates, one panel per
     max batch, BL-128 in both) and FIG_DIR/paper_schedule.png (ABS/ABSA: batch, lr and the top
     Hessian eigenvalue against epoch);
+  - when RUNS_DIR/investigate/<variant>/abs-2048/metrics.jsonl exist (bench/abs_investigate.sh),
+    adds the investigation table (one row per variant of ABS-2048) and
+    FIG_DIR/paper_investigate.png (eigenvalue, eigenvalue / lambda_ref and the norm of the
+    convolution kernels against epoch, one line per variant);
   - replaces the section between the markers below in MD (appended when missing), leaving the
     rest of the file as it is; RUNS_DIR/NOTES.md (hand-written: timings, findings, causes of
     claims that fail) is copied into the section after the table.
@@ -232,6 +236,103 @@ def figures(data, fig_dir):
     return written
 
 
+VARIANTS = [("base", "none (the table's ABS-2048 again)"),
+            ("wd0", "weight decay 0 (HessianFlow's train.py) instead of 5e-4"),
+            ("bn-train", "Hessian with BatchNorm in train mode"),
+            ("hb-1024", "Hessian batch 1024 instead of 128"),
+            ("no-decay", "no step decay of the lr")]
+
+
+def load_variants(inv_dir):
+    """variant -> (epochs, eigs) of INV_DIR/<variant>/abs-2048/metrics.jsonl, in VARIANTS order."""
+    out = {}
+    for v, _ in VARIANTS:
+        path = os.path.join(inv_dir, v, "abs-2048", "metrics.jsonl")
+        if os.path.isfile(path):
+            epochs, eigs = load_run(path)
+            if epochs:
+                out[v] = (epochs, eigs)
+    return out
+
+
+def ratio_pairs(eigs):
+    """(lambda, lambda_ref in force before it) of every measurement after the first one: the
+    rule compares the two, and a measurement that triggers an increase becomes the new ref."""
+    out, ref = [], None
+    for e in eigs:
+        lam = e.get("eigenvalue")
+        if isinstance(lam, (int, float)) and ref is not None:
+            out.append((float(lam), ref))
+        if isinstance(e.get("lambda_ref"), (int, float)):
+            ref = float(e["lambda_ref"])
+    return out
+
+
+def investigation_table(vdata):
+    out = ["| variant | change | final test acc. | updates | batch increases (end of epoch: cause) "
+           "| lambda, epochs 1-10 (min-max) | lambda, last 5 epochs (min-max) "
+           "| min lambda / lambda_ref | conv kernel norm, first -> last |",
+           "|---|---|---:|---:|---|---|---|---:|---|"]
+    change = dict(VARIANTS)
+    for v, (epochs, eigs) in vdata.items():
+        last = epochs[-1]
+        grows = ["%d: %s" % (int(e["epoch"]) + 1,
+                             "kappa" if "kappa" in e.get("reason", "") else "lambda")
+                 for e in eigs if e.get("changed")]
+        lam = [(int(e["epoch"]), float(e["eigenvalue"])) for e in eigs
+               if isinstance(e.get("eigenvalue"), (int, float))]
+        early = [x for ep, x in lam if ep < 10]
+        late = [x for ep, x in lam if ep >= len(epochs) - 5]
+        ratios = [x / r for x, r in ratio_pairs(eigs) if r > 0]
+        norms = [num(e, "conv_weight_norm") for e in eigs]
+        norms = [x for x in norms if not math.isnan(x)]
+
+        def rng(xs):
+            return "%.1f - %.1f" % (min(xs), max(xs)) if xs else "n/a"
+        out.append("| %s | %s | %s%% | %d | %s | %s | %s | %s | %s |" % (
+            v, change.get(v, ""), fmt(num(last, "test_accuracy") * 100, ".2f"),
+            int(last.get("step", 0)), ", ".join(grows) or "none", rng(early), rng(late),
+            fmt(min(ratios) if ratios else float("nan"), ".2f"),
+            "%.2f -> %.2f" % (norms[0], norms[-1]) if norms else "n/a"))
+    return "\n".join(out)
+
+
+def investigation_figure(vdata, fig_dir):
+    tmp = tempfile.mkdtemp(prefix="paper_report.")
+    try:
+        have_norm = False
+        for v, (_, eigs) in vdata.items():
+            with open(os.path.join(tmp, v + ".dat"), "w") as f:
+                ref = float("nan")
+                for e in eigs:
+                    lam = e.get("eigenvalue")
+                    prev, ref = ref, num(e, "lambda_ref")
+                    if not isinstance(lam, (int, float)):
+                        continue
+                    ref_before = prev if not math.isnan(prev) else ref
+                    cn = num(e, "conv_weight_norm")
+                    have_norm |= not math.isnan(cn)
+                    ratio = lam / ref_before if ref_before > 0 else float("nan")
+                    f.write("%d %.6g %.6g %s\n" % (int(e["epoch"]) + 1, lam, ratio,
+                                                   "NaN" if math.isnan(cn) else "%.6g" % cn))
+        png = os.path.abspath(os.path.join(fig_dir, "paper_investigate.png"))
+        plot = lambda col: "plot " + ", ".join(
+            "'%s.dat' using 1:%d with linespoints title '%s'" % (v, col, v) for v in vdata)
+        s = ["set terminal %s size 1500,450" % terminal(), "set output '%s'" % png,
+             "set multiplot layout 1,3", "set grid", "set xlabel 'epoch'", "set key top left",
+             "set title 'ABS-2048 variants: top Hessian eigenvalue'", "set ylabel 'lambda'",
+             plot(2),
+             "set title 'lambda / lambda_{ref} (the rule grows B at <= 0.5)'",
+             "set ylabel 'ratio'", "set arrow from graph 0, first 0.5 to graph 1, first 0.5 nohead dt 2",
+             plot(3), "unset arrow",
+             "set title 'L2 norm of the conv kernels (they feed BatchNorms)'",
+             "set ylabel 'norm'", plot(4) if have_norm else "plot 0 notitle",
+             "unset multiplot"]
+        return png if gnuplot("\n".join(s) + "\n", tmp) else None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def update_md(md, section):
     text = open(md).read() if os.path.exists(md) else ""
     block = BEGIN + "\n" + section.rstrip() + "\n" + END
@@ -302,6 +403,19 @@ def main():
             lines.append("")
         lines += ["Paper's shape, as measured (thresholds of the issue: 0.5% accuracy, 3x"
                   " fewer updates):", ""] + claims(rows) + [""]
+        vdata = load_variants(os.path.join(a.runs_dir, "investigate"))
+        if vdata:
+            lines += ["### Why ABS grows less: ABS-2048 with one thing changed", "",
+                      "Generated from `%s/investigate/<variant>/abs-2048/metrics.jsonl` (written by"
+                      " `bench/abs_investigate.sh`); same run as the table's ABS-2048 otherwise."
+                      " Batch increases are listed at the end of the epoch that decided them"
+                      " (1-based); min lambda / lambda_ref is the closest any measurement came to"
+                      " the rule's threshold 0.5." % os.path.relpath(os.path.abspath(a.runs_dir),
+                                                                    md_dir),
+                      "", investigation_table(vdata), ""]
+            png = investigation_figure(vdata, a.fig_dir)
+            if png:
+                lines += ["![%s](%s)" % (os.path.basename(png), os.path.relpath(png, md_dir)), ""]
     if a.notes:
         lines += [open(a.notes).read().rstrip(), ""]
     section = "\n".join(lines)

@@ -351,6 +351,28 @@ static int s_resume(eigensvc_t *s, const struct rt_wire_decision *h, int32_t end
     return RT_OK;
 }
 
+/* L2 norms of the snapshot's parameters: all of them, and the convolution kernels alone (every
+ * zoo convolution feeds a BatchNorm, so the BN-eval Hessian in those weights scales with the
+ * inverse square of their norm while the training loss does not depend on it: a diagnostic for
+ * eigenvalues that grow as weight decay shrinks the kernels). */
+static void s_weight_norms(const nn_net_t *net, const float *params, double *all, double *conv)
+{
+    double sa = 0, sc = 0;
+    for (int i = 0; i < nn_net_tensor_count(net); i++) {
+        const struct nn_tensor_info *t = nn_net_tensor(net, i);
+        if (t->kind != NN_TENSOR_PARAM)
+            continue;
+        double ss = 0;
+        for (size_t k = 0; k < t->numel; k++)
+            ss += (double)params[t->offset + k] * params[t->offset + k];
+        sa += ss;
+        if (t->ndim == 4)
+            sc += ss;
+    }
+    *all = sqrt(sa);
+    *conv = sqrt(sc);
+}
+
 /* The end of epoch `ended` on the snapshot in the net (taken at `version`): measure, decide, send,
  * publish, record. */
 static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
@@ -438,6 +460,10 @@ static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
         rt_metrics_bool(mt, "measured", measured);
         rt_metrics_int(mt, "iterations", res.iterations);
         rt_metrics_num(mt, "seconds", secs);
+        double wn, cn;
+        s_weight_norms(s->net, nn_net_params(s->net), &wn, &cn);
+        rt_metrics_num(mt, "weight_norm", wn);
+        rt_metrics_num(mt, "conv_weight_norm", cn);
         rt_metrics_num(mt, "lambda_ref", dec.lambda_ref);
         rt_metrics_int(mt, "batch_size", dec.batch);
         rt_metrics_int(mt, "batch_prev", dec.batch_prev);

@@ -6,7 +6,7 @@
 #
 #   bench/abs_investigate.sh [--variants "base wd0 ..."] [--force] [--dry-run]
 #
-# Variants (results in bench/results/paper/investigate/<variant>/abs-2048/metrics.jsonl; the eig
+# Variants (results in bench/results/paper/investigate/<variant>/<run>/metrics.jsonl; the eig
 # events carry weight_norm and conv_weight_norm, the L2 norms of all parameters and of the
 # convolution kernels, which all feed a BatchNorm):
 #   base       the table's ABS-2048 again (adds the norms; sync decisions make it reproducible)
@@ -14,12 +14,15 @@
 #   bn-train   Hessian with BatchNorm in train mode (batch statistics) instead of eval mode
 #   hb-1024    Hessian batch of 1024 samples instead of 128 (less sampling noise in lambda)
 #   no-decay   no step decay of the learning rate (lr 0.05 throughout, times the ABS growth)
+#   e60        bl-128 and abs-2048 with E = 60 (decay at 30 and 45, tau 30) instead of 20: how the
+#              kappa timer's share of the growth depends on the number of epochs (HessianFlow's
+#              example runs use 90); ~25 min for the pair
 # Each takes about as long as ABS-2048 (5-8 min here; hb-1024 more: the eigen service's HVPs on
 # 1024 samples while training waits for the decision). The report is bench/paper_report.py.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-variants="base wd0 bn-train hb-1024 no-decay"
+variants="base wd0 bn-train hb-1024 no-decay e60"
 pass=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -32,16 +35,19 @@ done
 
 status=0
 for v in $variants; do
+    runs=abs-2048
+    epochs=20
     case "$v" in
     base) extra="" ;;
     wd0) extra="schedule.weight_decay=0" ;;
     bn-train) extra="abs.bn=train" ;;
     hb-1024) extra="abs.hessian_batch=1024" ;;
     no-decay) extra="schedule.decay_epochs=[]" ;;
+    e60) extra="" runs="bl-128 abs-2048" epochs=60 ;;
     *) echo "abs_investigate.sh: unknown variant '$v'" >&2; status=2; continue ;;
     esac
-    echo "=== variant $v: ${extra:-(no change)}"
-    bench/paper_compare.sh --runs abs-2048 --out "bench/results/paper/investigate/$v" \
+    echo "=== variant $v: ${extra:-(no change)}, $epochs epochs"
+    bench/paper_compare.sh --runs "$runs" --epochs "$epochs" --out "bench/results/paper/investigate/$v" \
         --work "runs/paper-investigate/$v" --extra "$extra" "${pass[@]}" || status=1
 done
 exit $status

@@ -240,18 +240,21 @@ VARIANTS = [("base", "none (the table's ABS-2048 again)"),
             ("wd0", "weight decay 0 (HessianFlow's train.py) instead of 5e-4"),
             ("bn-train", "Hessian with BatchNorm in train mode"),
             ("hb-1024", "Hessian batch 1024 instead of 128"),
-            ("no-decay", "no step decay of the lr")]
+            ("no-decay", "no step decay of the lr"),
+            ("e60", "60 epochs (decay at 30, 45) instead of 20")]
 
 
 def load_variants(inv_dir):
-    """variant -> (epochs, eigs) of INV_DIR/<variant>/abs-2048/metrics.jsonl, in VARIANTS order."""
+    """(variant, run) -> (epochs, eigs) of INV_DIR/<variant>/<run>/metrics.jsonl, in VARIANTS
+    order, then ORDER."""
     out = {}
     for v, _ in VARIANTS:
-        path = os.path.join(inv_dir, v, "abs-2048", "metrics.jsonl")
-        if os.path.isfile(path):
-            epochs, eigs = load_run(path)
-            if epochs:
-                out[v] = (epochs, eigs)
+        for run in ORDER:
+            path = os.path.join(inv_dir, v, run, "metrics.jsonl")
+            if os.path.isfile(path):
+                epochs, eigs = load_run(path)
+                if epochs:
+                    out[(v, run)] = (epochs, eigs)
     return out
 
 
@@ -269,12 +272,13 @@ def ratio_pairs(eigs):
 
 
 def investigation_table(vdata):
-    out = ["| variant | change | final test acc. | updates | batch increases (end of epoch: cause) "
+    out = ["| variant | change | run | epochs | final test acc. | updates "
+           "| batch increases (end of epoch: cause) "
            "| lambda, epochs 1-10 (min-max) | lambda, last 5 epochs (min-max) "
            "| min lambda / lambda_ref | conv kernel norm, first -> last |",
-           "|---|---|---:|---:|---|---|---|---:|---|"]
+           "|---|---|---|---:|---:|---:|---|---|---|---:|---|"]
     change = dict(VARIANTS)
-    for v, (epochs, eigs) in vdata.items():
+    for (v, run), (epochs, eigs) in vdata.items():
         last = epochs[-1]
         grows = ["%d: %s" % (int(e["epoch"]) + 1,
                              "kappa" if "kappa" in e.get("reason", "") else "lambda")
@@ -289,20 +293,43 @@ def investigation_table(vdata):
 
         def rng(xs):
             return "%.1f - %.1f" % (min(xs), max(xs)) if xs else "n/a"
-        out.append("| %s | %s | %s%% | %d | %s | %s | %s | %s | %s |" % (
-            v, change.get(v, ""), fmt(num(last, "test_accuracy") * 100, ".2f"),
-            int(last.get("step", 0)), ", ".join(grows) or "none", rng(early), rng(late),
+        out.append("| %s | %s | %s | %d | %s%% | %d | %s | %s | %s | %s | %s |" % (
+            v, change.get(v, ""), run, len(epochs), fmt(num(last, "test_accuracy") * 100, ".2f"),
+            int(last.get("step", 0)), ", ".join(grows) or "none" if eigs else "n/a",
+            rng(early), rng(late),
             fmt(min(ratios) if ratios else float("nan"), ".2f"),
             "%.2f -> %.2f" % (norms[0], norms[-1]) if norms else "n/a"))
     return "\n".join(out)
+
+
+def investigation_pairs(vdata):
+    """Lines comparing ABS-2048 with BL-128 of the same variant (same number of epochs)."""
+    lines = []
+    for v, _ in VARIANTS:
+        a, b = vdata.get((v, "abs-2048")), vdata.get((v, "bl-128"))
+        if not a or not b:
+            continue
+        la, lb = a[0][-1], b[0][-1]
+        ua, ub = int(la.get("step", 0)), int(lb.get("step", 0))
+        d = (num(la, "test_accuracy") - num(lb, "test_accuracy")) * 100
+        lines.append("- %s, %d epochs: ABS-2048 %s%% with %d updates against BL-128 %s%% with %d:"
+                     " %+.2f%%, 1/%.1f of the updates." % (
+                         v, len(a[0]), fmt(num(la, "test_accuracy") * 100, ".2f"), ua,
+                         fmt(num(lb, "test_accuracy") * 100, ".2f"), ub, d, ub / max(1, ua)))
+    return lines
 
 
 def investigation_figure(vdata, fig_dir):
     tmp = tempfile.mkdtemp(prefix="paper_report.")
     try:
         have_norm = False
-        for v, (_, eigs) in vdata.items():
-            with open(os.path.join(tmp, v + ".dat"), "w") as f:
+        names = []
+        for (v, run), (_, eigs) in vdata.items():
+            if not any(isinstance(e.get("eigenvalue"), (int, float)) for e in eigs):
+                continue
+            name = v if run == "abs-2048" else "%s-%s" % (v, run)
+            names.append(name)
+            with open(os.path.join(tmp, name + ".dat"), "w") as f:
                 ref = float("nan")
                 for e in eigs:
                     lam = e.get("eigenvalue")
@@ -317,7 +344,7 @@ def investigation_figure(vdata, fig_dir):
                                                    "NaN" if math.isnan(cn) else "%.6g" % cn))
         png = os.path.abspath(os.path.join(fig_dir, "paper_investigate.png"))
         plot = lambda col: "plot " + ", ".join(
-            "'%s.dat' using 1:%d with linespoints title '%s'" % (v, col, v) for v in vdata)
+            "'%s.dat' using 1:%d with linespoints title '%s'" % (n, col, n) for n in names)
         s = ["set terminal %s size 1500,450" % terminal(), "set output '%s'" % png,
              "set multiplot layout 1,3", "set grid", "set xlabel 'epoch'", "set key top left",
              "set title 'ABS-2048 variants: top Hessian eigenvalue'", "set ylabel 'lambda'",
@@ -412,7 +439,7 @@ def main():
                       " (1-based); min lambda / lambda_ref is the closest any measurement came to"
                       " the rule's threshold 0.5." % os.path.relpath(os.path.abspath(a.runs_dir),
                                                                     md_dir),
-                      "", investigation_table(vdata), ""]
+                      "", investigation_table(vdata), ""] + investigation_pairs(vdata) + [""]
             png = investigation_figure(vdata, a.fig_dir)
             if png:
                 lines += ["![%s](%s)" % (os.path.basename(png), os.path.relpath(png, md_dir)), ""]

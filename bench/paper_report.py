@@ -302,6 +302,18 @@ def investigation_table(vdata):
     return "\n".join(out)
 
 
+def timer_only_updates(epochs, samples, b0, bmax, kappa=10, beta=2):
+    """SGD updates of ABS when only the kappa timer grows the batch (no eigenvalue trigger):
+    B starts at b0 and is multiplied by beta after every kappa epochs, up to bmax; an epoch of
+    `samples` samples at batch B takes ceil(samples / B) updates (the last batch may be short)."""
+    total, b = 0, b0
+    for e in range(epochs):
+        total += -(-samples // b)
+        if (e + 1) % kappa == 0:
+            b = min(b * beta, bmax)
+    return total
+
+
 def investigation_pairs(vdata):
     """Lines comparing ABS-2048 with BL-128 of the same variant (same number of epochs)."""
     lines = []
@@ -312,10 +324,15 @@ def investigation_pairs(vdata):
         la, lb = a[0][-1], b[0][-1]
         ua, ub = int(la.get("step", 0)), int(lb.get("step", 0))
         d = (num(la, "test_accuracy") - num(lb, "test_accuracy")) * 100
+        # samples per epoch from BL-128's first epoch: updates x 128 is within one batch of it
+        n = int(b[0][0].get("step", 0)) * 128
+        t = timer_only_updates(len(a[0]), n, 128, 2048)
         lines.append("- %s, %d epochs: ABS-2048 %s%% with %d updates against BL-128 %s%% with %d:"
-                     " %+.2f%%, 1/%.1f of the updates." % (
+                     " %+.2f%%, 1/%.1f of the updates (the kappa timer alone: %d updates,"
+                     " 1/%.1f)." % (
                          v, len(a[0]), fmt(num(la, "test_accuracy") * 100, ".2f"), ua,
-                         fmt(num(lb, "test_accuracy") * 100, ".2f"), ub, d, ub / max(1, ua)))
+                         fmt(num(lb, "test_accuracy") * 100, ".2f"), ub, d, ub / max(1, ua),
+                         t, ub / max(1, t)))
     return lines
 
 

@@ -105,6 +105,11 @@ int server_cluster_run(const struct server_cluster_cfg *cfg, float *final_params
             .checksum = cfg->checksum,
             .snapshots = cfg->snapshots,
             .sync = cfg->sync,
+            .ckpt_root = cfg->ckpt_root,
+            .ckpt_every = cfg->ckpt_every,
+            .ckpt_keep = cfg->ckpt_keep,
+            .resume = cfg->resume,
+            .model = cfg->model,
         };
         rc = server_shard_new(&sc, &sj[i].shard);
         if (rc)

@@ -58,7 +58,7 @@ static char *s_slurp(const char *path)
  * NULL: shown only on failure). Returns the exit status. */
 static int s_train(const char *out, const char *extra, const char *err)
 {
-    char cmd[16384], errp[4400];
+    char cmd[32768], errp[4400];
     if (!err) {
         snprintf(errp, sizeof errp, "%s/last-err.txt", s_tmp);
         err = errp;
@@ -208,6 +208,32 @@ static void test_resume_same_weights(void **state)
     s_assert_same_file(wa, path);
 }
 
+/* `launch` (shards, worker and eigen service as processes) passes --resume on: stopped after
+ * SPLIT epochs and resumed, it ends where `train` ends straight. */
+static void test_launch_resume(void **state)
+{
+    (void)state;
+    char a[4300], l[4300], extra[4400], cmd[20000], wa[4400], wl[4400];
+    snprintf(a, sizeof a, "%s/straight", s_tmp); /* written by test_resume_same_weights */
+    snprintf(l, sizeof l, "%s/launch", s_tmp);
+    for (int part = 0; part < 2; part++) {
+        snprintf(extra, sizeof extra, "--set schedule.epochs=%d%s", part ? EPOCHS : SPLIT,
+                 part ? " --resume auto" : "");
+        snprintf(cmd, sizeof cmd,
+                 "EB_LOG=warn '%s' launch --config '%s' --output-dir '%s' %s >/dev/null",
+                 eb_test_binary(), s_cfg, l, extra);
+        assert_int_equal(s_run(cmd), 0);
+    }
+    snprintf(wa, sizeof wa, "%s/weights.safetensors", a);
+    snprintf(wl, sizeof wl, "%s/weights.safetensors", l);
+    s_assert_same_file(wa, wl);
+    int e, r;
+    json_t *j = s_eig_events(l, 0, &e, &r);
+    json_decref(j);
+    assert_int_equal(e, EPOCHS);
+    assert_int_equal(r, 1);
+}
+
 /* Bad checkpoints are errors naming the file and the field. */
 static void test_resume_errors(void **state)
 {
@@ -280,7 +306,7 @@ static int s_setup(void **state)
              "cluster: {shards: 2, workers: 1, transport: inproc, timeout_ms: 20000}\n"
              "schedule: {method: ABS, batch: 32, batch_max: 128, lr: 0.05, epochs: %d}\n"
              "abs: {kappa: 2, hessian_batch: 32, decisions: sync}\n"
-             "train: {micro_batch: 32, log_every: 2, eval_every: 1, seed: 5, progress_s: 0}\n",
+             "train: {micro_batch: 32, log_every: 2, eval_every: 1, seed: 5, progress_s: 100}\n",
              N_REC, s_db, EPOCHS);
     snprintf(s_cfg, sizeof s_cfg, "%s/run.yaml", s_tmp);
     FILE *f = fopen(s_cfg, "w");
@@ -302,6 +328,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_resume_same_weights),
+        cmocka_unit_test(test_launch_resume),
         cmocka_unit_test(test_resume_errors),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);

@@ -7,7 +7,8 @@
  * checkpoint; metrics.jsonl is appended to. `auto` skips a newest checkpoint without manifest
  * (naming it) and resumes from the one before, again to the same weights. A corrupted shard file,
  * a missing PATH and a checkpoint of another model are errors naming the file and the field.
- * keep = 2 leaves the two newest checkpoints.
+ * keep = 2 leaves the two newest checkpoints. A run killed (SIGKILL) in the middle resumes to the
+ * same weights too, and `launch` passes --resume on to its processes.
  */
 #include "eb_test.h"
 
@@ -15,8 +16,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -234,6 +237,45 @@ static void test_launch_resume(void **state)
     assert_int_equal(r, 1);
 }
 
+/* A real crash: SIGKILL once the first checkpoint is complete (somewhere in a later epoch, maybe
+ * while a checkpoint is being written); `--resume auto` still ends at the straight run's weights. */
+static void test_kill_resume(void **state)
+{
+    (void)state;
+    char a[4300], k[4300], extra[4400], wa[4400], wk[4400], man[4500], epochs[64];
+    snprintf(a, sizeof a, "%s/straight", s_tmp); /* written by test_resume_same_weights */
+    snprintf(k, sizeof k, "%s/killed", s_tmp);
+    snprintf(epochs, sizeof epochs, "schedule.epochs=%d", EPOCHS);
+    snprintf(man, sizeof man, "%s/checkpoints/epoch-000001/%s", k, "MANIFEST.json");
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr))
+            _exit(126);
+        setenv("EB_LOG", "error", 1);
+        execl(eb_test_binary(), "eigenbatch", "train", "--config", s_cfg, "--output-dir", k,
+              "--set", epochs, (char *)NULL);
+        _exit(127);
+    }
+    int st = 0, ended = 0;
+    while (!s_exists(man) && !(ended = waitpid(pid, &st, WNOHANG) == pid)) {
+        struct timespec ts = {0, 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (!ended) {
+        kill(pid, SIGKILL);
+        assert_int_equal(waitpid(pid, &st, 0), pid);
+    }
+    /* killed within a millisecond or so of epoch 1's checkpoint, epochs before the end */
+    assert_true(WIFSIGNALED(st));
+    snprintf(wk, sizeof wk, "%s/weights.safetensors", k);
+    assert_false(s_exists(wk));
+    snprintf(extra, sizeof extra, "--set %s --resume auto", epochs);
+    s_train_ok(k, extra);
+    snprintf(wa, sizeof wa, "%s/weights.safetensors", a);
+    s_assert_same_file(wa, wk);
+}
+
 /* Bad checkpoints are errors naming the file and the field. */
 static void test_resume_errors(void **state)
 {
@@ -329,6 +371,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_resume_same_weights),
         cmocka_unit_test(test_launch_resume),
+        cmocka_unit_test(test_kill_resume),
         cmocka_unit_test(test_resume_errors),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);

@@ -38,8 +38,8 @@ static int s_path(char *buf, size_t cap, const char *dir, const char *name)
 
 /* The metadata keys of a shard file, in the order of struct server_ckpt_shard's fields. */
 static const char *const s_shard_keys[] = {
-    "shard",         "n_shards",     "n_params", "n_buffers", "param_offset",
-    "param_count",   "buffer_offset", "buffer_count", "version", "epoch",
+    "shard",       "n_shards",      "n_params",     "n_buffers", "param_offset",
+    "param_count", "buffer_offset", "buffer_count", "version",   "epoch",
 };
 #define S_NKEYS (sizeof s_shard_keys / sizeof s_shard_keys[0])
 
@@ -186,12 +186,12 @@ int server_ckpt_coord_write(const char *dir, const struct server_ckpt_coord *c)
                           c->model, "batch", (int)c->batch, "lr", s_real(c->lr), "gamma",
                           s_real(c->gamma), "sched_version", (json_int_t)c->sched_version);
     if (j && c->has_abs) {
-        json_t *a = json_pack(
-            "{s:I, s:o, s:o, s:o, s:b, s:i, s:b, s:i, s:i}", "batch", (json_int_t)c->abs.batch,
-            "lr_base", s_real(c->abs.lr_base), "gamma_base", s_real(c->abs.gamma_base),
-            "lambda_ref", s_real(c->abs.lambda_ref), "has_ref", c->abs.has_ref, "duration",
-            c->abs.duration, "measuring", c->abs.measuring, "increases", c->abs.increases,
-            "last_epoch", c->abs.last_epoch);
+        json_t *a =
+            json_pack("{s:I, s:o, s:o, s:o, s:b, s:i, s:b, s:i, s:i}", "batch",
+                      (json_int_t)c->abs.batch, "lr_base", s_real(c->abs.lr_base), "gamma_base",
+                      s_real(c->abs.gamma_base), "lambda_ref", s_real(c->abs.lambda_ref), "has_ref",
+                      c->abs.has_ref, "duration", c->abs.duration, "measuring", c->abs.measuring,
+                      "increases", c->abs.increases, "last_epoch", c->abs.last_epoch);
         if (!a || json_object_set_new(j, "abs", a)) {
             json_decref(j);
             j = NULL;
@@ -356,8 +356,7 @@ int server_ckpt_finish(const char *dir, const struct server_ckpt_coord *c)
          * this checkpoint's, not a leftover of an earlier attempt */
         rt_st_t *st = NULL;
         uint64_t version = UINT64_MAX;
-        if (rt_st_open(path, &st) || s_meta_u64(st, "version", &version) ||
-            version != c->step) {
+        if (rt_st_open(path, &st) || s_meta_u64(st, "version", &version) || version != c->step) {
             rt_st_close(&st);
             rc = rt_err_set(RT_ERR_STATE, "%s: not written yet for step %" PRIu64, path, c->step);
             goto out;
@@ -366,10 +365,10 @@ int server_ckpt_finish(const char *dir, const struct server_ckpt_coord *c)
     }
     files[n] = SERVER_CKPT_COORD;
     files[n + 1] = SERVER_CKPT_SCHED;
-    meta = json_pack("{s:I, s:I, s:i, s:I, s:I, s:s}", "epoch", (json_int_t)c->epoch, "step",
-                     (json_int_t)c->step, "n_shards", c->n_shards, "n_params",
-                     (json_int_t)c->n_params, "n_buffers", (json_int_t)c->n_buffers, "model",
-                     c->model);
+    meta =
+        json_pack("{s:I, s:I, s:i, s:I, s:I, s:s}", "epoch", (json_int_t)c->epoch, "step",
+                  (json_int_t)c->step, "n_shards", c->n_shards, "n_params", (json_int_t)c->n_params,
+                  "n_buffers", (json_int_t)c->n_buffers, "model", c->model);
     if (!meta) {
         rc = rt_err_set(RT_ERR_NOMEM, "%s: manifest", dir);
         goto out;

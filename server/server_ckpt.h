@@ -24,13 +24,13 @@
 #include "rt_wire.h"
 #include "server_sched.h"
 
-#define SERVER_CKPT_SUBDIR "checkpoints"    /* under the output directory */
-#define SERVER_CKPT_COORD "coord.json"      /* the coordinator's state */
-#define SERVER_CKPT_SCHED "schedule.bin"    /* the schedule's state */
-#define SERVER_CKPT_FORMAT 1                /* format of the files above */
-#define SERVER_CKPT_MODEL_MAX 64            /* bytes of a model name */
-#define SERVER_CKPT_KEEP_DEFAULT 2          /* checkpoints kept */
-#define SERVER_CKPT_NAME_MAX 64             /* bytes of a file name in a checkpoint */
+#define SERVER_CKPT_SUBDIR "checkpoints" /* under the output directory */
+#define SERVER_CKPT_COORD "coord.json"   /* the coordinator's state */
+#define SERVER_CKPT_SCHED "schedule.bin" /* the schedule's state */
+#define SERVER_CKPT_FORMAT 1             /* format of the files above */
+#define SERVER_CKPT_MODEL_MAX 64         /* bytes of a model name */
+#define SERVER_CKPT_KEEP_DEFAULT 2       /* checkpoints kept */
+#define SERVER_CKPT_NAME_MAX 64          /* bytes of a file name in a checkpoint */
 
 /* Layout and position of one shard's file. */
 struct server_ckpt_shard {
@@ -48,19 +48,19 @@ struct server_ckpt_shard {
 
 /* The coordinator's part. */
 struct server_ckpt_coord {
-    uint64_t epoch;                   /* epochs completed (the resumed run starts this epoch) */
-    uint64_t step;                    /* parameter version = the first step of the resumed run */
-    int n_shards;                     /* shards of the run */
-    uint64_t n_params;                /* size of the flat parameter vector */
-    uint64_t n_buffers;               /* size of the flat buffer vector */
+    uint64_t epoch;                    /* epochs completed (the resumed run starts this epoch) */
+    uint64_t step;                     /* parameter version = the first step of the resumed run */
+    int n_shards;                      /* shards of the run */
+    uint64_t n_params;                 /* size of the flat parameter vector */
+    uint64_t n_buffers;                /* size of the flat buffer vector */
     char model[SERVER_CKPT_MODEL_MAX]; /* model name ("" when the coordinator does not know) */
-    uint32_t batch;                   /* B of the epoch's last step */
-    float lr;                         /* its learning rate */
-    float gamma;                      /* its adversarial fraction */
-    uint64_t sched_version;           /* its schedule version */
-    struct server_sched_state sched;  /* the schedule (configuration and accepted decisions) */
-    int has_abs;                      /* the coordinator held an ABS state */
-    struct rt_wire_abs abs;           /* the eigen service's ABS state, as last reported */
+    uint32_t batch;                    /* B of the epoch's last step */
+    float lr;                          /* its learning rate */
+    float gamma;                       /* its adversarial fraction */
+    uint64_t sched_version;            /* its schedule version */
+    struct server_sched_state sched;   /* the schedule (configuration and accepted decisions) */
+    int has_abs;                       /* the coordinator held an ABS state */
+    struct rt_wire_abs abs;            /* the eigen service's ABS state, as last reported */
 };
 
 /* File name of shard i's part ("shard-1.safetensors") into buf. */

@@ -356,8 +356,8 @@ int server_coord_decide(server_coord_t *c, const struct rt_wire_decision *d, uin
         c->decided_epoch = d->epoch;
     /* the rule's state moves on with every decision the schedule took or found unchanged; a
      * stale or superseded one is replaced by the service's resumed state with its next decision */
-    if (d->has_abs && (v == SERVER_SCHED_ACCEPTED || v == SERVER_SCHED_NOCHANGE ||
-                       v == SERVER_SCHED_DUPLICATE))
+    if (d->has_abs &&
+        (v == SERVER_SCHED_ACCEPTED || v == SERVER_SCHED_NOCHANGE || v == SERVER_SCHED_DUPLICATE))
         server_coord_set_abs(c, &d->abs);
     if (v == 0)
         RT_INFO("coord", "decision %llu (epoch %d, B %lld, lr %g): version %llu from step %llu",

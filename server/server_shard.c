@@ -362,8 +362,7 @@ static int s_ckpt_coord(server_shard_t *s, uint64_t epoch, const char *dir)
 static void s_ckpt_write(server_shard_t *s, uint64_t epoch)
 {
     if (s->ckpt_pending) {
-        RT_ERROR(s->name, "checkpoint %s never completed: a shard's file is missing",
-                 s->ckpt_dir);
+        RT_ERROR(s->name, "checkpoint %s never completed: a shard's file is missing", s->ckpt_dir);
         s->ckpt_pending = 0;
     }
     char dir[RT_CKPT_PATH_MAX];
@@ -414,16 +413,15 @@ static int s_resume_coord(server_shard_t *s, const char *dir, uint64_t epoch, ui
         return rc;
     struct server_ckpt_coord *c = s->ckpt;
     if (c->epoch != epoch || c->step != step)
-        return rt_err_set(RT_ERR_FORMAT,
-                          "%s/%s: epoch %llu step %llu, the manifest says epoch %llu step %llu",
-                          dir, SERVER_CKPT_COORD, (unsigned long long)c->epoch,
-                          (unsigned long long)c->step, (unsigned long long)epoch,
-                          (unsigned long long)step);
+        return rt_err_set(
+            RT_ERR_FORMAT, "%s/%s: epoch %llu step %llu, the manifest says epoch %llu step %llu",
+            dir, SERVER_CKPT_COORD, (unsigned long long)c->epoch, (unsigned long long)c->step,
+            (unsigned long long)epoch, (unsigned long long)step);
     if (!(cur = malloc(sizeof *cur)))
         return rt_err_set(RT_ERR_NOMEM, "schedule state");
     cs->ops->get_state(cs->self, cur);
     const struct server_sched_config *a = &c->sched.config, *b = &cur->config;
-    const char *field = a->method != b->method             ? "schedule.method"
+    const char *field = a->method != b->method               ? "schedule.method"
                         : a->dataset_size != b->dataset_size ? "dataset size (samples per epoch)"
                         : a->batch != b->batch               ? "schedule.batch"
                         : a->base_batch != b->base_batch     ? "schedule.base_batch"
@@ -453,8 +451,7 @@ static int s_resume_coord(server_shard_t *s, const char *dir, uint64_t epoch, ui
         goto out;
     }
     server_coord_resume(s->coord, step, c->has_abs ? &c->abs : NULL);
-    RT_INFO(s->name,
-            "resumed the schedule at epoch %llu, step %llu (B %u, lr %g, %u decisions)%s",
+    RT_INFO(s->name, "resumed the schedule at epoch %llu, step %llu (B %u, lr %g, %u decisions)%s",
             (unsigned long long)epoch, (unsigned long long)step, c->batch, (double)c->lr,
             c->sched.n_decisions, c->has_abs ? " and the ABS state" : "");
 out:
@@ -1075,8 +1072,8 @@ int server_shard_new(const struct server_shard_cfg *cfg, server_shard_t **out)
     s->cfg.ckpt_root = NULL;
     s->cfg.resume = NULL;
     s->cfg.model = NULL;
-    if (cfg->ckpt_root &&
-        snprintf(s->ckpt_root, sizeof s->ckpt_root, "%s", cfg->ckpt_root) >= (int)sizeof s->ckpt_root) {
+    if (cfg->ckpt_root && snprintf(s->ckpt_root, sizeof s->ckpt_root, "%s", cfg->ckpt_root) >=
+                              (int)sizeof s->ckpt_root) {
         rt_err_set(RT_ERR_ARG, "checkpoint directory %s: path too long", cfg->ckpt_root);
         rc = RT_ERR_ARG;
         goto out_destroy;
@@ -1136,8 +1133,8 @@ int server_shard_new(const struct server_shard_cfg *cfg, server_shard_t **out)
     }
     if (cfg->resume && (rc = s_resume(s, cfg->resume)))
         goto out_destroy;
-    if (s->coord && s->ckpt_root[0] && (rc = rt_ckpt_remove_after(s->ckpt_root, s->start_step
-                                                                   ? s->ckpt->epoch : 0)))
+    if (s->coord && s->ckpt_root[0] &&
+        (rc = rt_ckpt_remove_after(s->ckpt_root, s->start_step ? s->ckpt->epoch : 0)))
         goto out_destroy;
     s->lim.n_params = cfg->n_params;
     s->lim.n_buffers = cfg->n_buffers;

@@ -43,6 +43,7 @@ struct server_shard_cfg {
     int snapshots; /* keep a copy of the slice at each epoch start for SNAPSHOT requests (ABS) */
     int sync;      /* shard 0: `decisions: sync`, hold epoch starts (server_coord_set_sync) */
     int sync_timeout_ms; /* shard 0: longest hold of an epoch start (0: the default, 10 min) */
+
     const char *ckpt_root; /* where checkpoints go (OUTPUT/checkpoints, server_ckpt.h), or NULL:
                               none; shard 0 writes the manifests and prunes */
     int ckpt_every;        /* checkpoint at the end of every this many epochs (0: never) */

@@ -72,9 +72,12 @@ static void s_write_ckpt(const char *root, uint64_t epoch, uint64_t step, int co
     assert_int_equal(rt_ckpt_dir(dir, sizeof dir, root, epoch), 0);
     assert_int_equal(rt_ckpt_mkdirs(dir), 0);
     for (int i = 0; i < NS; i++) {
-        struct server_ckpt_shard h = {
-            .shard = i, .n_shards = NS, .n_params = NP, .n_buffers = NB, .version = step,
-            .epoch = epoch};
+        struct server_ckpt_shard h = {.shard = i,
+                                      .n_shards = NS,
+                                      .n_params = NP,
+                                      .n_buffers = NB,
+                                      .version = step,
+                                      .epoch = epoch};
         rt_wire_partition(NP, NS, i, &h.p_off, &h.p_cnt);
         rt_wire_partition(NB, NS, i, &h.b_off, &h.b_cnt);
         float w[NP], m[NP], b[NB];
@@ -164,8 +167,7 @@ static void test_round_trip(void **state)
     /* a checkpoint of another model, size or shard count: named */
     assert_int_equal(server_ckpt_check(dir, NULL, NS, NP + 5, NB, NULL, NULL, NULL), RT_ERR_SHAPE);
     assert_non_null(strstr(rt_err_msg(), "MANIFEST.json: n_params is 1001"));
-    assert_int_equal(server_ckpt_check(dir, NULL, NS + 1, NP, NB, NULL, NULL, NULL),
-                     RT_ERR_CONFIG);
+    assert_int_equal(server_ckpt_check(dir, NULL, NS + 1, NP, NB, NULL, NULL, NULL), RT_ERR_CONFIG);
     assert_non_null(strstr(rt_err_msg(), "n_shards"));
     assert_int_equal(server_ckpt_check(dir, NULL, NS, NP, NB, "other", NULL, NULL), RT_ERR_CONFIG);
     assert_non_null(strstr(rt_err_msg(), "model"));
@@ -374,8 +376,8 @@ static int s_teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip),       cmocka_unit_test(test_finish_waits),
-        cmocka_unit_test(test_atomicity),        cmocka_unit_test(test_prune),
+        cmocka_unit_test(test_round_trip),        cmocka_unit_test(test_finish_waits),
+        cmocka_unit_test(test_atomicity),         cmocka_unit_test(test_prune),
         cmocka_unit_test(test_abs_state_travels),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);

@@ -642,7 +642,7 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
         /* checkpoints: every shard writes its part, shard 0 completes them */
         if (o.output_dir) {
             char *ck_args[] = {"--output-dir", (char *)o.output_dir, "--checkpoint-every",
-                               a_ckpt_every, "--checkpoint-keep", a_ckpt_keep};
+                               a_ckpt_every,   "--checkpoint-keep",  a_ckpt_keep};
             for (size_t j = 0; j < sizeof ck_args / sizeof ck_args[0]; j++)
                 args[k++] = ck_args[j];
         }

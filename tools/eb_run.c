@@ -929,7 +929,7 @@ static void s_nn_step_done(void *user, const struct worker_step *st, uint32_t sa
         n->epoch_t0 = now;
         n->epoch = (int64_t)st->epoch;
         /* a resumed run: the epochs before count as done for the progress line */
-        n->resumed_samples = st->epoch * rt_loader_count(n->loader) + st->epoch_offset;
+        n->skip_samples = st->epoch * rt_loader_count(n->loader) + st->epoch_offset;
     }
     uint32_t s, correct;
     float l;
@@ -946,8 +946,7 @@ static void s_nn_step_done(void *user, const struct worker_step *st, uint32_t sa
     snprintf(extra, sizeof extra, "epoch %llu loss %.4f acc %.3f B %u lr %.4g",
              (unsigned long long)st->epoch, (double)loss, samples ? (double)correct / samples : 0.0,
              st->batch, (double)st->lr);
-    rt_progress_update(n->progress, (long long)(n->resumed_samples + n->done_samples), "%s",
-                       extra);
+    rt_progress_update(n->progress, (long long)(n->skip_samples + n->done_samples), "%s", extra);
     if (st->step % (uint64_t)n->o->log_every)
         return;
     RT_DEBUG("train", "step %llu %s", (unsigned long long)st->step, extra);

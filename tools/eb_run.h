@@ -148,7 +148,7 @@ struct eb_run_nn {
     double epoch_t0;         /* time the current epoch started */
     int64_t epoch;           /* epoch of the last step seen (-1 before the first) */
     uint64_t done_samples;   /* global samples of every step so far */
-    uint64_t resumed_samples; /* samples of the epochs before the checkpoint a run resumed from */
+    uint64_t skip_samples;   /* samples of the epochs before the checkpoint a run resumed from */
     uint64_t epoch_samples;  /* global samples of this epoch's steps */
     uint64_t share_samples;  /* this worker's samples this epoch */
     uint64_t share_correct;  /* ... correctly classified */

@@ -256,8 +256,8 @@ static int s_verify_entry(const char *dir, json_t *e, int i)
     const char *name = json_string_value(json_object_get(e, "name"));
     json_t *js = json_object_get(e, "size"), *jc = json_object_get(e, "crc32");
     if (!name || !*name || strchr(name, '/') || !json_is_integer(js) || !json_is_integer(jc))
-        return rt_err_set(RT_ERR_FORMAT, "%s/%s: files[%d] needs a plain name, size and crc32",
-                          dir, RT_CKPT_MANIFEST, i);
+        return rt_err_set(RT_ERR_FORMAT, "%s/%s: files[%d] needs a plain name, size and crc32", dir,
+                          RT_CKPT_MANIFEST, i);
     char path[RT_CKPT_PATH_MAX];
     int rc = s_join(path, sizeof path, dir, name);
     if (rc)
@@ -452,7 +452,8 @@ int rt_ckpt_prune(const char *root, int keep)
         }
         if (!has && complete == 0)
             continue; /* newer than every complete one: may be being written */
-        RT_DEBUG(S_NAME, "removing %s (%s)", dir, has ? "older than the newest kept" : "incomplete");
+        RT_DEBUG(S_NAME, "removing %s (%s)", dir,
+                 has ? "older than the newest kept" : "incomplete");
         char hidden[RT_CKPT_PATH_MAX];
         /* remove the manifest first, so that a crash mid-removal leaves an incomplete one */
         if (has && s_join(hidden, sizeof hidden, dir, RT_CKPT_MANIFEST) == RT_OK)

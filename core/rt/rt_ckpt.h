@@ -19,9 +19,9 @@
 #include <jansson.h>
 
 #define RT_CKPT_MANIFEST "MANIFEST.json" /* the manifest's file name */
-#define RT_CKPT_FORMAT 1                  /* manifest format written and accepted */
-#define RT_CKPT_MAX_FILES 1024            /* files one manifest may list */
-#define RT_CKPT_PATH_MAX 4096             /* bytes of a path */
+#define RT_CKPT_FORMAT 1                 /* manifest format written and accepted */
+#define RT_CKPT_MAX_FILES 1024           /* files one manifest may list */
+#define RT_CKPT_PATH_MAX 4096            /* bytes of a path */
 
 /* Write len bytes to path atomically (temporary file, fsync, rename, fsync of the directory); an
  * existing file is replaced only once the new one is whole on disk. 0 or RT_ERR_IO naming path. */

@@ -18,10 +18,9 @@
 #define S_CRC_CHUNK (1u << 30)
 
 static const char *const s_type_names[] = {
-    "none",        "register", "welcome",  "hello",    "ack",     "heartbeat",
-    "sched-query", "sched",    "init",     "push",     "pull",    "weights",
-    "bye",         "error",    "snapshot", "decision", "publish", "current",
-    "abs-query",
+    "none",     "register", "welcome", "hello",   "ack",       "heartbeat", "sched-query",
+    "sched",    "init",     "push",    "pull",    "weights",   "bye",       "error",
+    "snapshot", "decision", "publish", "current", "abs-query",
 };
 
 const char *rt_wire_type_name(int type)

@@ -16,6 +16,11 @@
  * e - 1 arrived, so the service sends one for every epoch (without a measurement once B_max is
  * reached), and it is stamped exactly at the epoch start, as in the reference.
  *
+ * The rule's state (eig_abs_state) travels with each decision; the coordinator keeps the latest
+ * and writes it into checkpoints. Before its first epoch end the service asks the coordinator for
+ * the state it holds (server_observer_abs_state) and continues from it: a run resumed from a
+ * checkpoint, or a restarted service, goes on with lambda_ref, duration, B and lr where they were.
+ *
  * Sequence numbers are epoch + 1, so a restarted service sends the same numbers for the same
  * epochs and the coordinator sees duplicates rather than superseded decisions. When the
  * coordinator answers "stale" or "superseded" (another service instance decided meanwhile), it
@@ -568,7 +573,11 @@ int eigensvc_run(eigensvc_t *s, const atomic_int *stop)
         if (rc == RT_OK && (int64_t)epoch > done_epoch) {
             if (!s->asked_state && (rc = s_take_state(s)))
                 return rc;
-            if ((eig_abs_wants_measurement(s->abs) || s->cfg.sync) &&
+            /* a restarted service may take over a state that already decided this epoch */
+            struct eig_abs_state st;
+            eig_abs_get_state(s->abs, &st);
+            int decided = (int64_t)epoch - 1 <= (int64_t)st.last_epoch;
+            if (!decided && (eig_abs_wants_measurement(s->abs) || s->cfg.sync) &&
                 (rc = s_epoch(s, (int32_t)epoch - 1, version)))
                 return rc;
             if (s->test && (rc = s_evaluate(s, epoch, version)))

@@ -6,7 +6,9 @@
  * in server_fixsched.h, or the BL/FB/GG/ABS mechanism of server_sched (server_coord_use_sched).
  *
  * Every participant learns the schedule of a step from the coordinator (workers with their share,
- * the other shards without), so only the coordinator holds the schedule and its decisions.
+ * the other shards without), so only the coordinator holds the schedule and its decisions. It also
+ * keeps the eigen service's ABS state as reported with its decisions, for checkpoints and for a
+ * service that (re)starts (server_coord_get_abs, server_coord_resume).
  */
 #ifndef SERVER_COORD_H
 #define SERVER_COORD_H

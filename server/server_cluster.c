@@ -101,15 +101,15 @@ int server_cluster_run(const struct server_cluster_cfg *cfg, float *final_params
             .init_params = cfg->init_params,
             .init_buffers = cfg->init_buffers,
             .sched = cfg->sched,
-            .chunk_floats = cfg->chunk_floats,
-            .checksum = cfg->checksum,
-            .snapshots = cfg->snapshots,
-            .sync = cfg->sync,
             .ckpt_root = cfg->ckpt_root,
             .ckpt_every = cfg->ckpt_every,
             .ckpt_keep = cfg->ckpt_keep,
             .resume = cfg->resume,
             .model = cfg->model,
+            .chunk_floats = cfg->chunk_floats,
+            .checksum = cfg->checksum,
+            .snapshots = cfg->snapshots,
+            .sync = cfg->sync,
         };
         rc = server_shard_new(&sc, &sj[i].shard);
         if (rc)

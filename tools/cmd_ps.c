@@ -66,12 +66,12 @@ static void s_trap_signals(void)
 static const char s_server_usage[] =
     "usage: eigenbatch server --shard I --shards S --workers W --bind ENDPOINT\n"
     "                         [--coord ENDPOINT (shards > 0)] --params N [--buffers N]\n"
+    "                         [--output-dir DIR [--checkpoint-every N] [--checkpoint-keep N]]\n"
+    "                         [--resume auto|PATH]\n"
     "                         [--batch B --lr LR --steps T --samples N (shard 0)]\n"
     "                         [--momentum M] [--weight-decay WD] [--checksum KIND]\n"
     "                         [--method BL|FB|GG|ABS|ABSA --epochs E [--decay-epochs e1,e2]\n"
     "                          [--rho R] [--warmup-epochs N] [--batch-max B]]\n"
-    "                         [--output-dir DIR [--checkpoint-every N] [--checkpoint-keep N]]\n"
-    "                         [--resume auto|PATH]\n"
     "Runs one parameter-server shard; shard 0 is also the coordinator and holds the schedule:\n"
     "with --method the BL/FB/GG/ABS schedule of server_sched, else a constant one for --steps.\n"
     "With --output-dir and --method, each shard writes its part of a checkpoint under\n"
@@ -147,16 +147,16 @@ static int s_server(const struct eb_opts *opts, const rt_config_t *cfg)
             .momentum = (float)o.momentum,
             .weight_decay = (float)o.wd,
             .sched = &sched,
-            .chunk_floats = (uint32_t)o.chunk,
-            .checksum = ck,
-            /* the eigen service reads epoch-start snapshots under ABS / ABSA */
-            .snapshots = o.method && !strncasecmp(o.method, "ABS", 3),
-            .sync = o.method && !strncasecmp(o.method, "ABS", 3) && o.sync,
             .ckpt_root = eb_opts_ckpt_root(&o, ckpt_root, sizeof ckpt_root),
             .ckpt_every = (int)o.ckpt_every,
             .ckpt_keep = (int)o.ckpt_keep,
             .resume = o.resume,
             .model = strcmp(o.model, "synth") ? o.model : NULL,
+            .chunk_floats = (uint32_t)o.chunk,
+            .checksum = ck,
+            /* the eigen service reads epoch-start snapshots under ABS / ABSA */
+            .snapshots = o.method && !strncasecmp(o.method, "ABS", 3),
+            .sync = o.method && !strncasecmp(o.method, "ABS", 3) && o.sync,
         };
         rc = server_shard_new(&sc, &s);
     }
@@ -339,11 +339,11 @@ static const char s_launch_usage[] =
     "free ports are picked); ipc: sockets in DIR (default: a fresh temporary directory); inproc:\n"
     "the synthetic model as threads of this process (zoo models switch to ipc). --out and\n"
     "--output-dir go to the first worker.\n"
+    "With --output-dir the shards write checkpoints (--checkpoint-every N, --checkpoint-keep N);\n"
+    "--resume auto|PATH restarts every role from one (auto: the newest complete in DIR).\n"
     "--method ABS|ABSA with a zoo model also runs the eigen service as a process (`eigenbatch\n"
     "eigensvc`: --kappa, --hessian-batch, --sync 0|1, --eig-pub ENDPOINT, --eig-query ENDPOINT,\n"
-    "--eig-metrics FILE).\n"
-    "With --output-dir the shards write checkpoints (--checkpoint-every N, --checkpoint-keep N);\n"
-    "--resume auto|PATH restarts every role from one (auto: the newest complete in DIR).\n";
+    "--eig-metrics FILE).\n";
 
 /* Spawn `eigenbatch ROLE args...`; returns the child's pid or -1. */
 static pid_t s_spawn(const char *self, char *const *args)
@@ -559,15 +559,16 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
     snprintf(a_mom, sizeof a_mom, "%.9g", o.momentum);
     snprintf(a_wd, sizeof a_wd, "%.9g", o.wd);
     snprintf(a_chunk, sizeof a_chunk, "%ld", o.chunk);
+    char a_ckpt_every[32], a_ckpt_keep[32];
+    snprintf(a_ckpt_every, sizeof a_ckpt_every, "%ld", o.ckpt_every);
+    snprintf(a_ckpt_keep, sizeof a_ckpt_keep, "%ld", o.ckpt_keep);
     char a_lrcap[48], a_gamma[48], a_eps[48], a_tau[32];
     snprintf(a_lrcap, sizeof a_lrcap, "%.9g", o.lr_cap);
     snprintf(a_gamma, sizeof a_gamma, "%.9g", o.gamma);
     snprintf(a_eps, sizeof a_eps, "%.9g", o.epsilon);
     snprintf(a_tau, sizeof a_tau, "%ld", o.tau);
-    char a_bbatch[32], a_ckpt_every[32], a_ckpt_keep[32];
+    char a_bbatch[32];
     snprintf(a_bbatch, sizeof a_bbatch, "%ld", o.base_batch);
-    snprintf(a_ckpt_every, sizeof a_ckpt_every, "%ld", o.ckpt_every);
-    snprintf(a_ckpt_keep, sizeof a_ckpt_keep, "%ld", o.ckpt_keep);
     pid_t *pids = calloc((size_t)(S + W + 1), sizeof *pids);
     if (!pids)
         return 1;

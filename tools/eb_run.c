@@ -187,11 +187,11 @@ static void s_defaults(struct eb_opts *o)
     o->gamma = 0.2;
     o->epsilon = 0.005;
     o->tau = -1;
+    o->ckpt_every = 1;
+    o->ckpt_keep = SERVER_CKPT_KEEP_DEFAULT;
     o->lead = 1;
     o->kappa = 10;
     o->hessian_batch = 128;
-    o->ckpt_every = 1;
-    o->ckpt_keep = SERVER_CKPT_KEEP_DEFAULT;
 }
 
 static int s_set(const char *cmd, const struct s_optdef *d, struct eb_opts *o, const char *val)
@@ -413,6 +413,12 @@ int eb_opts_check(const char *cmd, struct eb_opts *o)
         bad = "--timeout-ms out of range";
     else if (o->chunk < 0 || o->chunk > UINT32_MAX)
         bad = "--chunk out of range";
+    else if (o->ckpt_every < 0 || o->ckpt_every > INT_MAX || o->ckpt_keep < 1 ||
+             o->ckpt_keep > INT_MAX)
+        bad = "--checkpoint-every (checkpoint.every_epochs) must be >= 0 and --checkpoint-keep "
+              "(checkpoint.keep) >= 1";
+    else if (o->resume && !*o->resume)
+        bad = "--resume needs auto or a checkpoint directory";
     else if (strcmp(o->model, "synth") && !o->data)
         bad = "--model: a zoo model needs --data (data.train, an LMDB dataset); 'synth' needs none";
     else if (o->classes < 2 || o->micro < 1 || o->threads < 1 || o->loader_threads < 0 ||
@@ -421,12 +427,6 @@ int eb_opts_check(const char *cmd, struct eb_opts *o)
               "--eval-every, --progress-s and --crop-pad >= 0";
     else if (!(o->epsilon >= 0) || !(o->gamma >= 0 && o->gamma <= 1) || !(o->lr_cap >= 0))
         bad = "--epsilon and --lr-cap must be >= 0, --gamma in [0, 1]";
-    else if (o->ckpt_every < 0 || o->ckpt_every > INT_MAX || o->ckpt_keep < 1 ||
-             o->ckpt_keep > INT_MAX)
-        bad = "--checkpoint-every (checkpoint.every_epochs) must be >= 0 and --checkpoint-keep "
-              "(checkpoint.keep) >= 1";
-    else if (o->resume && !*o->resume)
-        bad = "--resume needs auto or a checkpoint directory";
     if (!bad && o->weights) {
         int k = 0;
         for (const char *p = o->weights; p; k++) {

@@ -512,6 +512,26 @@ void eb_opts_schedule_free(struct server_coord_sched *s, server_sched_t **owned)
         server_fixsched_destroy(s);
 }
 
+int eb_opts_resume(struct eb_opts *o, char *buf, size_t cap)
+{
+    if (!o->resume)
+        return RT_OK;
+    int rc = server_ckpt_resolve(o->output_dir, o->resume, buf, cap, NULL);
+    if (rc)
+        return rc;
+    o->resume = buf[0] ? buf : NULL;
+    return RT_OK;
+}
+
+const char *eb_opts_ckpt_root(const struct eb_opts *o, char *buf, size_t cap)
+{
+    if (!o->output_dir || o->ckpt_every <= 0)
+        return NULL;
+    if (snprintf(buf, cap, "%s/%s", o->output_dir, SERVER_CKPT_SUBDIR) >= (int)cap)
+        return NULL;
+    return buf;
+}
+
 int eb_opts_checksum(const char *name, enum rt_wire_checksum *out)
 {
     if (!strcmp(name, "none"))
@@ -545,26 +565,6 @@ double eb_opts_worker_weight(const struct eb_opts *o, int i)
 int eb_opts_needs_eigensvc(const struct eb_opts *o)
 {
     return o->method && !strncasecmp(o->method, "ABS", 3);
-}
-
-int eb_opts_resume(struct eb_opts *o, char *buf, size_t cap)
-{
-    if (!o->resume)
-        return RT_OK;
-    int rc = server_ckpt_resolve(o->output_dir, o->resume, buf, cap, NULL);
-    if (rc)
-        return rc;
-    o->resume = buf[0] ? buf : NULL;
-    return RT_OK;
-}
-
-const char *eb_opts_ckpt_root(const struct eb_opts *o, char *buf, size_t cap)
-{
-    if (!o->output_dir || o->ckpt_every <= 0)
-        return NULL;
-    if (snprintf(buf, cap, "%s/%s", o->output_dir, SERVER_CKPT_SUBDIR) >= (int)cap)
-        return NULL;
-    return buf;
 }
 
 /* ---- a zoo model on an LMDB dataset ---------------------------------------------------------- */

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "nn_net.h"
@@ -94,6 +95,7 @@ struct server_shard {
     int ckpt_pending;                    /* shard 0: ckpt waits for the other shards' files */
     char ckpt_dir[RT_CKPT_PATH_MAX];     /* shard 0: that checkpoint's directory */
     struct server_ckpt_coord *ckpt;      /* shard 0: its coordinator part (allocated once) */
+    double ckpt_next_poll;               /* shard 0: monotonic time of the next look at it */
 };
 
 /* ---- helpers ---------------------------------------------------------------------------- */
@@ -305,6 +307,13 @@ static void s_ckpt_poll(server_shard_t *s)
 {
     if (!s->ckpt_pending)
         return;
+    /* at most every S_CKPT_POLL_MS: each look opens every shard's file */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double now = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    if (now < s->ckpt_next_poll)
+        return;
+    s->ckpt_next_poll = now + S_CKPT_POLL_MS / 1000.0;
     int rc = server_ckpt_finish(s->ckpt_dir, s->ckpt);
     if (rc == RT_ERR_STATE)
         return;
@@ -329,7 +338,8 @@ static void s_ckpt_drain(server_shard_t *s)
             usleep(S_CKPT_POLL_MS * 1000);
     }
     if (s->ckpt_pending) {
-        RT_ERROR(s->name, "checkpoint %s left incomplete: %s", s->ckpt_dir, rt_err_msg());
+        RT_ERROR(s->name, "checkpoint %s left incomplete (does every shard write checkpoints?): %s",
+                 s->ckpt_dir, rt_err_msg());
         s->ckpt_pending = 0;
     }
 }
@@ -362,7 +372,10 @@ static int s_ckpt_coord(server_shard_t *s, uint64_t epoch, const char *dir)
 static void s_ckpt_write(server_shard_t *s, uint64_t epoch)
 {
     if (s->ckpt_pending) {
-        RT_ERROR(s->name, "checkpoint %s never completed: a shard's file is missing", s->ckpt_dir);
+        RT_ERROR(s->name,
+                 "checkpoint %s never completed: a shard's file is missing (does every "
+                 "shard write checkpoints?)",
+                 s->ckpt_dir);
         s->ckpt_pending = 0;
     }
     char dir[RT_CKPT_PATH_MAX];
@@ -392,6 +405,7 @@ static void s_ckpt_write(server_shard_t *s, uint64_t epoch)
     if (s->coord) {
         snprintf(s->ckpt_dir, sizeof s->ckpt_dir, "%s", dir);
         s->ckpt_pending = 1;
+        s->ckpt_next_poll = 0;
         s_ckpt_poll(s);
     }
 }

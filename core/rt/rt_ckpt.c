@@ -175,9 +175,13 @@ int rt_ckpt_mkdirs(const char *dir)
             return rt_err_set(RT_ERR_IO, "%s: %s", p, strerror(errno));
         *c = '/';
     }
-    if (mkdir(p, 0777) && errno != EEXIST)
-        return rt_err_set(RT_ERR_IO, "%s: %s", p, strerror(errno));
-    return RT_OK;
+    if (mkdir(p, 0777)) {
+        if (errno != EEXIST)
+            return rt_err_set(RT_ERR_IO, "%s: %s", p, strerror(errno));
+        return RT_OK;
+    }
+    /* a new directory: its entry must be durable before files renamed into it count */
+    return s_fsync_parent(p);
 }
 
 int rt_ckpt_dir(char *buf, size_t cap, const char *root, uint64_t epoch)

@@ -34,7 +34,7 @@ int rt_ckpt_read_file(const char *path, size_t max, uint8_t **out, size_t *len);
 /* Size and zlib crc32 of a file. 0 or RT_ERR_NOTFOUND / RT_ERR_IO naming path. */
 int rt_ckpt_file_crc(const char *path, uint64_t *size, uint32_t *crc);
 
-/* mkdir -p dir. 0 or RT_ERR_IO naming the component. */
+/* mkdir -p dir (a new dir's parent is fsynced). 0 or RT_ERR_IO naming the component. */
 int rt_ckpt_mkdirs(const char *dir);
 
 /* ROOT/epoch-NNNNNN into buf (cap bytes). 0 or RT_ERR_ARG when it does not fit. */

@@ -17,8 +17,8 @@
 
 #include "eb_cli.h"
 #include "eb_weights.h"
-#include "rt_err.h"
 #include "rt_ckpt.h"
+#include "rt_err.h"
 #include "rt_log.h"
 #include "server_ckpt.h"
 #include "server_fixsched.h"
@@ -609,6 +609,7 @@ static int s_resume_event(struct eb_run_nn *n, const char *dir)
     rt_metrics_int(n->metrics, "step", (long long)step);
     return rt_metrics_end(n->metrics);
 }
+
 static void s_epoch_end(struct eb_run_nn *n, const float *params, const float *buffers, int final);
 
 int eb_run_nn_open(const struct eb_opts *o, struct eb_run_nn *n, int compute, int lead)

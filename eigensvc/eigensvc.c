@@ -16,6 +16,11 @@
  * e - 1 arrived, so the service sends one for every epoch (without a measurement once B_max is
  * reached), and it is stamped exactly at the epoch start, as in the reference.
  *
+ * The rule's state (eig_abs_state) travels with each decision; the coordinator keeps the latest
+ * and writes it into checkpoints. Before its first epoch end the service asks the coordinator for
+ * the state it holds (server_observer_abs_state) and continues from it: a run resumed from a
+ * checkpoint, or a restarted service, goes on with lambda_ref, duration, B and lr where they were.
+ *
  * Sequence numbers are epoch + 1, so a restarted service sends the same numbers for the same
  * epochs and the coordinator sees duplicates rather than superseded decisions. When the
  * coordinator answers "stale" or "superseded" (another service instance decided meanwhile), it
@@ -63,6 +68,7 @@ struct eigensvc {
     size_t sample;              /* floats per sample */
     uint64_t seq_offset;        /* added to epoch + 1 to form sequence numbers (see s_resume) */
     int have_current;           /* a decision has been published */
+    int asked_state;            /* the coordinator was asked for the ABS state it holds */
     struct rt_wire_decision current; /* the last one published */
 };
 
@@ -414,7 +420,19 @@ static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
                                  .batch = dec.batch,
                                  .lr_base = dec.lr_base,
                                  .gamma_base = dec.gamma_base,
-                                 .lambda = measured ? res.eigenvalue : NAN};
+                                 .lambda = measured ? res.eigenvalue : NAN,
+                                 .has_abs = 1};
+    /* the rule's state travels with the decision: the coordinator keeps it for checkpoints */
+    eig_abs_get_state(s->abs, &st);
+    d.abs = (struct rt_wire_abs){.batch = st.batch,
+                                 .lr_base = st.lr_base,
+                                 .gamma_base = st.gamma_base,
+                                 .lambda_ref = st.lambda_ref,
+                                 .has_ref = st.has_ref,
+                                 .duration = st.duration,
+                                 .measuring = st.measuring,
+                                 .increases = st.increases,
+                                 .last_epoch = st.last_epoch};
     uint64_t apply = 0, sv = 0;
     struct rt_wire_decision held;
     int has_held = 0;
@@ -484,6 +502,38 @@ static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
     return RT_OK;
 }
 
+/* Before the first epoch end: take over the ABS state the coordinator holds (a run resumed from a
+ * checkpoint, or this service restarted mid-run), so that the rule continues where it was. */
+static int s_take_state(eigensvc_t *s)
+{
+    s->asked_state = 1;
+    struct rt_wire_abs a;
+    int rc = server_observer_abs_state(s->obs, &a, S_DECIDE_WAIT_MS);
+    if (rc == RT_ERR_STATE)
+        return RT_OK; /* none: a fresh start */
+    if (rc) {
+        RT_WARN(S_NAME, "ABS state of the coordinator unavailable (%s): starting fresh",
+                rt_err_msg());
+        return RT_OK;
+    }
+    struct eig_abs_state st = {.batch = a.batch,
+                               .lr_base = a.lr_base,
+                               .gamma_base = a.gamma_base,
+                               .lambda_ref = a.lambda_ref,
+                               .has_ref = a.has_ref,
+                               .duration = a.duration,
+                               .measuring = a.measuring,
+                               .increases = a.increases,
+                               .last_epoch = a.last_epoch};
+    if ((rc = eig_abs_set_state(s->abs, &st)))
+        return rt_err_set(rc, "eigensvc: the coordinator's ABS state: %s", rt_err_msg());
+    RT_INFO(S_NAME,
+            "continuing the ABS rule after epoch %d: B %lld, lr %g, lambda_ref %g, duration %d",
+            (int)a.last_epoch, (long long)a.batch, a.lr_base, a.has_ref ? a.lambda_ref : NAN,
+            (int)a.duration);
+    return RT_OK;
+}
+
 int eigensvc_run(eigensvc_t *s, const atomic_int *stop)
 {
     size_t nb = nn_net_buffer_count(s->net);
@@ -521,7 +571,13 @@ int eigensvc_run(eigensvc_t *s, const atomic_int *stop)
                               s->cfg.timeout_ms);
         }
         if (rc == RT_OK && (int64_t)epoch > done_epoch) {
-            if ((eig_abs_wants_measurement(s->abs) || s->cfg.sync) &&
+            if (!s->asked_state && (rc = s_take_state(s)))
+                return rc;
+            /* a restarted service may take over a state that already decided this epoch */
+            struct eig_abs_state st;
+            eig_abs_get_state(s->abs, &st);
+            int decided = (int64_t)epoch - 1 <= (int64_t)st.last_epoch;
+            if (!decided && (eig_abs_wants_measurement(s->abs) || s->cfg.sync) &&
                 (rc = s_epoch(s, (int32_t)epoch - 1, version)))
                 return rc;
             if (s->test && (rc = s_evaluate(s, epoch, version)))

@@ -38,6 +38,8 @@ struct server_coord {
     int sync_timeout_ms;                    /* longest hold of an epoch start (sync) */
     int64_t hold_epoch;                     /* epoch whose start is held (-1: none) */
     double hold_since;                      /* when that hold began (monotonic seconds) */
+    int has_abs;                            /* `abs` holds the eigen service's ABS state */
+    struct rt_wire_abs abs;                 /* its latest ABS state (checkpoints, restarts) */
 };
 
 static double s_now(void)
@@ -299,8 +301,43 @@ static int s_sched_last(void *self, struct rt_wire_decision *out)
     return RT_OK;
 }
 
-static const struct server_coord_sched_ops s_sched_ops = {s_sched_at, NULL, s_sched_decide,
-                                                          s_sched_last};
+static void s_sched_get_state(void *self, struct server_sched_state *out)
+{
+    server_sched_get_state(self, out);
+}
+
+static int s_sched_set_state(void *self, const struct server_sched_state *in)
+{
+    return server_sched_set_state(self, in);
+}
+
+static const struct server_coord_sched_ops s_sched_ops = {
+    s_sched_at, NULL, s_sched_decide, s_sched_last, s_sched_get_state, s_sched_set_state};
+
+void server_coord_set_abs(server_coord_t *c, const struct rt_wire_abs *abs)
+{
+    if (c->has_abs && abs->last_epoch < c->abs.last_epoch)
+        return;
+    c->abs = *abs;
+    c->has_abs = 1;
+}
+
+int server_coord_get_abs(const server_coord_t *c, struct rt_wire_abs *out)
+{
+    if (!c->has_abs)
+        return rt_err_set(RT_ERR_STATE, "no ABS state held");
+    *out = c->abs;
+    return RT_OK;
+}
+
+void server_coord_resume(server_coord_t *c, uint64_t step, const struct rt_wire_abs *abs)
+{
+    if (step > c->next_step)
+        c->next_step = step;
+    c->has_abs = 0;
+    if (abs)
+        server_coord_set_abs(c, abs);
+}
 
 int server_coord_last_decision(server_coord_t *c, struct rt_wire_decision *out)
 {
@@ -317,6 +354,11 @@ int server_coord_decide(server_coord_t *c, const struct rt_wire_decision *d, uin
     int v = c->sched->ops->decide(c->sched->self, d, c->next_step, apply_step, version);
     if (v >= 0 && d->epoch > c->decided_epoch)
         c->decided_epoch = d->epoch;
+    /* the rule's state moves on with every decision the schedule took or found unchanged; a
+     * stale or superseded one is replaced by the service's resumed state with its next decision */
+    if (d->has_abs &&
+        (v == SERVER_SCHED_ACCEPTED || v == SERVER_SCHED_NOCHANGE || v == SERVER_SCHED_DUPLICATE))
+        server_coord_set_abs(c, &d->abs);
     if (v == 0)
         RT_INFO("coord", "decision %llu (epoch %d, B %lld, lr %g): version %llu from step %llu",
                 (unsigned long long)d->seq, d->epoch, (long long)d->batch, d->lr_base,

@@ -6,7 +6,9 @@
  * in server_fixsched.h, or the BL/FB/GG/ABS mechanism of server_sched (server_coord_use_sched).
  *
  * Every participant learns the schedule of a step from the coordinator (workers with their share,
- * the other shards without), so only the coordinator holds the schedule and its decisions.
+ * the other shards without), so only the coordinator holds the schedule and its decisions. It also
+ * keeps the eigen service's ABS state as reported with its decisions, for checkpoints and for a
+ * service that (re)starts (server_coord_get_abs, server_coord_resume).
  */
 #ifndef SERVER_COORD_H
 #define SERVER_COORD_H
@@ -31,6 +33,8 @@ struct server_coord_point {
                               is announced tell (schedules that do not know: 0) */
 };
 
+struct server_sched_state; /* server_sched.h */
+
 /* Schedule operations. `at` must give the same answer for a step every time it is asked once it
  * has answered (decisions apply from a later step). */
 struct server_coord_sched_ops {
@@ -46,6 +50,10 @@ struct server_coord_sched_ops {
     /* The latest accepted decision (apply_step and sched_version filled): 0, or RT_ERR_STATE
      * when there is none; NULL when the schedule takes no decisions. */
     int (*last)(void *self, struct rt_wire_decision *out);
+    /* Copy the schedule's state out / replace it (checkpoints); NULL when the schedule cannot be
+     * checkpointed. set_state returns 0 or a negative rt_err code (the schedule unchanged). */
+    void (*get_state)(void *self, struct server_sched_state *out);
+    int (*set_state)(void *self, const struct server_sched_state *in);
 };
 
 /* A schedule: operations plus their state. */
@@ -115,6 +123,19 @@ int server_coord_decide(server_coord_t *c, const struct rt_wire_decision *d, uin
 /* The latest decision the schedule holds (for an eigen service whose decision was stale or
  * superseded, to resume from it): 0, RT_ERR_STATE when none, RT_ERR_UNSUPPORTED. */
 int server_coord_last_decision(server_coord_t *c, struct rt_wire_decision *out);
+
+/* Keep the eigen service's ABS state `abs` (it travels with its decisions; server_coord_decide
+ * stores it when the decision was not refused), unless the one held is for a later epoch. */
+void server_coord_set_abs(server_coord_t *c, const struct rt_wire_abs *abs);
+
+/* The ABS state held (for checkpoints and a restarted eigen service): 0, or RT_ERR_STATE when
+ * none (a fresh start). */
+int server_coord_get_abs(const server_coord_t *c, struct rt_wire_abs *out);
+
+/* Resume from a checkpoint taken at parameter version `step`: steps before it count as announced
+ * (decisions are stamped from `step` on), and the ABS state `abs` (may be NULL) is held. Call
+ * before any worker asks about a step. */
+void server_coord_resume(server_coord_t *c, uint64_t step, const struct rt_wire_abs *abs);
 
 /* The schedule of `step` (no share): for shards and late joiners. */
 int server_coord_sched(server_coord_t *c, uint64_t step, struct server_coord_point *pt);

@@ -29,7 +29,7 @@ static void s_destroy(void *self)
     free(self);
 }
 
-static const struct server_coord_sched_ops s_ops = {s_at, s_destroy, NULL, NULL};
+static const struct server_coord_sched_ops s_ops = {s_at, s_destroy, NULL, NULL, NULL, NULL};
 
 int server_fixsched_new(const struct server_fixsched_cfg *cfg, struct server_coord_sched *out)
 {

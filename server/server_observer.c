@@ -251,3 +251,28 @@ int server_observer_decide_held(server_observer_t *o, const struct rt_wire_decis
         }
     }
 }
+
+int server_observer_abs_state(server_observer_t *o, struct rt_wire_abs *out, int timeout_ms)
+{
+    struct rt_wire_msg q, r;
+    rt_wire_msg_init(&q, RT_WIRE_ABS_QUERY, -1, S_NAME);
+    q.step = ++o->round; /* echoed: a late answer to an earlier query is not this one's */
+    int rc = rt_sock_send(o->socks[0], NULL, 0, &q, NULL, NULL, NULL);
+    if (rc)
+        return rc;
+    double deadline = s_now() + timeout_ms / 1000.0;
+    for (;;) {
+        const void *pp, *bp;
+        rc = s_recv(o, 0, deadline, &r, &pp, &bp);
+        if (rc)
+            return rc;
+        if (r.step != q.step)
+            continue;
+        if (r.type == RT_WIRE_ERROR)
+            return rt_err_set(r.err_code < 0 ? r.err_code : RT_ERR_PEER, "coordinator: %s", r.text);
+        if (r.type == RT_WIRE_ACK && r.has_held && r.held.has_abs) {
+            *out = r.held.abs;
+            return RT_OK;
+        }
+    }
+}

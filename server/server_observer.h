@@ -49,4 +49,9 @@ int server_observer_decide_held(server_observer_t *o, const struct rt_wire_decis
                                 uint64_t *apply_step, uint64_t *version,
                                 struct rt_wire_decision *held, int *has_held, int timeout_ms);
 
+/* The ABS state the coordinator holds (restored from a checkpoint, or reported with an earlier
+ * decision), for a service that starts: 0 and *out, RT_ERR_STATE when it holds none (a fresh
+ * start), RT_ERR_TIMEOUT, or another negative code. */
+int server_observer_abs_state(server_observer_t *o, struct rt_wire_abs *out, int timeout_ms);
+
 #endif

@@ -7,12 +7,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "nn_net.h"
+#include "rt_ckpt.h"
 #include "rt_err.h"
 #include "rt_log.h"
 #include "rt_sock.h"
+#include "server_ckpt.h"
 #include "server_sched.h"
 
 #define S_POLL_MS 100         /* poll period: how often `stop` is checked */
@@ -23,6 +26,8 @@
 #define S_LOG_ROUTE 24        /* hex characters of a routing id shown in logs */
 #define S_SCHED_WAIT_MS 30000 /* shards > 0: longest wait for the coordinator's schedule */
 #define S_SCHED_RETRY_US 5000 /* pause before asking again while workers join */
+#define S_CKPT_WAIT_MS 30000  /* shard 0 at the end: longest wait for the last checkpoint */
+#define S_CKPT_POLL_MS 10     /* ... checking this often */
 
 /* A worker as this shard sees it. */
 struct s_worker {
@@ -84,6 +89,13 @@ struct server_shard {
     char name[RT_WIRE_NAME_MAX];         /* "shard-<i>" */
     char endpoint[RT_SOCK_ENDPOINT_MAX]; /* endpoint bound */
     struct server_shard_stats st;        /* counters */
+    uint64_t start_step;                 /* version resumed from (0: a fresh start) */
+    char ckpt_root[RT_CKPT_PATH_MAX];    /* checkpoints go under here ("": none) */
+    char model[SERVER_CKPT_MODEL_MAX];   /* model name for checkpoints ("": unknown) */
+    int ckpt_pending;                    /* shard 0: ckpt waits for the other shards' files */
+    char ckpt_dir[RT_CKPT_PATH_MAX];     /* shard 0: that checkpoint's directory */
+    struct server_ckpt_coord *ckpt;      /* shard 0: its coordinator part (allocated once) */
+    double ckpt_next_poll;               /* shard 0: monotonic time of the next look at it */
 };
 
 /* ---- helpers ---------------------------------------------------------------------------- */
@@ -206,6 +218,7 @@ static void s_serve_pending(server_shard_t *s)
 }
 
 static void s_snapshot_take(server_shard_t *s, uint64_t epoch);
+static void s_ckpt_write(server_shard_t *s, uint64_t epoch);
 
 /* Update [s->applied, end): average the summed gradient and run SGD, a cache-sized block at a
  * time. Called as soon as every worker's chunks cover a prefix, so that the update overlaps the
@@ -253,6 +266,10 @@ static void s_apply(server_shard_t *s)
      * before anyone asks for its schedule (which `decisions: sync` holds until the decision) */
     if (s->cfg.snapshots && s->sched_known && !s->sched.done && s->sched.epoch_last)
         s_snapshot_take(s, s->sched.epoch + 1);
+    /* ... and a checkpoint of that version, before anyone can pull it (and move on) */
+    if (s->ckpt_root[0] && s->cfg.ckpt_every > 0 && s->sched_known && !s->sched.done &&
+        s->sched.epoch_last && (s->sched.epoch + 1) % (uint64_t)s->cfg.ckpt_every == 0)
+        s_ckpt_write(s, s->sched.epoch + 1);
     s->sched_known = 0;
     RT_DEBUG(s->name, "version %llu", (unsigned long long)s->version);
     s_serve_pending(s);
@@ -280,6 +297,218 @@ static void s_snapshot_maybe(server_shard_t *s)
     if (!s->cfg.snapshots || s->sched.done)
         return;
     s_snapshot_take(s, s->sched.epoch);
+}
+
+/* ---- checkpoints ------------------------------------------------------------------------ */
+
+/* Shard 0: complete the pending checkpoint when every shard's file is there (manifest, then
+ * pruning). Not yet: stays pending. */
+static void s_ckpt_poll(server_shard_t *s)
+{
+    if (!s->ckpt_pending)
+        return;
+    /* at most every S_CKPT_POLL_MS: each look opens every shard's file */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double now = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    if (now < s->ckpt_next_poll)
+        return;
+    s->ckpt_next_poll = now + S_CKPT_POLL_MS / 1000.0;
+    int rc = server_ckpt_finish(s->ckpt_dir, s->ckpt);
+    if (rc == RT_ERR_STATE)
+        return;
+    s->ckpt_pending = 0;
+    if (rc) {
+        RT_ERROR(s->name, "checkpoint %s: %s", s->ckpt_dir, rt_err_msg());
+        return;
+    }
+    RT_INFO(s->name, "checkpoint %s complete (epoch %llu, step %llu)", s->ckpt_dir,
+            (unsigned long long)s->ckpt->epoch, (unsigned long long)s->ckpt->step);
+    int keep = s->cfg.ckpt_keep > 0 ? s->cfg.ckpt_keep : SERVER_CKPT_KEEP_DEFAULT;
+    if (rt_ckpt_prune(s->ckpt_root, keep))
+        RT_WARN(s->name, "pruning checkpoints: %s", rt_err_msg());
+}
+
+/* Shard 0: wait a while for the pending checkpoint (the end of training). */
+static void s_ckpt_drain(server_shard_t *s)
+{
+    for (int waited = 0; s->ckpt_pending && waited < S_CKPT_WAIT_MS; waited += S_CKPT_POLL_MS) {
+        s_ckpt_poll(s);
+        if (s->ckpt_pending)
+            usleep(S_CKPT_POLL_MS * 1000);
+    }
+    if (s->ckpt_pending) {
+        RT_ERROR(s->name, "checkpoint %s left incomplete (does every shard write checkpoints?): %s",
+                 s->ckpt_dir, rt_err_msg());
+        s->ckpt_pending = 0;
+    }
+}
+
+/* The coordinator's part of the checkpoint of `epoch` (the current version ends epoch - 1). */
+static int s_ckpt_coord(server_shard_t *s, uint64_t epoch, const char *dir)
+{
+    const struct server_coord_sched *cs = s->cfg.sched;
+    if (!cs->ops->get_state)
+        return rt_err_set(RT_ERR_UNSUPPORTED, "this schedule cannot be checkpointed");
+    struct server_ckpt_coord *c = s->ckpt;
+    memset(c, 0, sizeof *c);
+    c->epoch = epoch;
+    c->step = s->version;
+    c->n_shards = s->cfg.n_shards;
+    c->n_params = s->cfg.n_params;
+    c->n_buffers = s->cfg.n_buffers;
+    snprintf(c->model, sizeof c->model, "%s", s->model);
+    c->batch = s->sched.batch;
+    c->lr = s->sched.lr;
+    c->gamma = s->sched.gamma;
+    c->sched_version = s->sched.version;
+    cs->ops->get_state(cs->self, &c->sched);
+    c->has_abs = server_coord_get_abs(s->coord, &c->abs) == RT_OK;
+    return server_ckpt_coord_write(dir, c);
+}
+
+/* Write this shard's part of the checkpoint of `epoch` (shard 0: and the coordinator's, then try
+ * to complete it). A failure is logged: training goes on, the checkpoint stays incomplete. */
+static void s_ckpt_write(server_shard_t *s, uint64_t epoch)
+{
+    if (s->ckpt_pending) {
+        RT_ERROR(s->name,
+                 "checkpoint %s never completed: a shard's file is missing (does every "
+                 "shard write checkpoints?)",
+                 s->ckpt_dir);
+        s->ckpt_pending = 0;
+    }
+    char dir[RT_CKPT_PATH_MAX];
+    int rc = rt_ckpt_dir(dir, sizeof dir, s->ckpt_root, epoch);
+    if (!rc)
+        rc = rt_ckpt_mkdirs(dir);
+    struct server_ckpt_shard h = {.shard = s->cfg.shard,
+                                  .n_shards = s->cfg.n_shards,
+                                  .n_params = s->cfg.n_params,
+                                  .n_buffers = s->cfg.n_buffers,
+                                  .p_off = s->p_off,
+                                  .p_cnt = s->p_cnt,
+                                  .b_off = s->b_off,
+                                  .b_cnt = s->b_cnt,
+                                  .version = s->version,
+                                  .epoch = epoch};
+    if (!rc)
+        rc = server_ckpt_shard_write(dir, &h, s->w, s->mom, s->bw);
+    if (!rc && s->coord)
+        rc = s_ckpt_coord(s, epoch, dir);
+    if (rc) {
+        RT_ERROR(s->name, "checkpoint of epoch %llu: %s", (unsigned long long)epoch, rt_err_msg());
+        return;
+    }
+    RT_DEBUG(s->name, "checkpoint part of epoch %llu written at version %llu",
+             (unsigned long long)epoch, (unsigned long long)s->version);
+    if (s->coord) {
+        snprintf(s->ckpt_dir, sizeof s->ckpt_dir, "%s", dir);
+        s->ckpt_pending = 1;
+        s->ckpt_next_poll = 0;
+        s_ckpt_poll(s);
+    }
+}
+
+/* Shard 0 resuming: the schedule (this run's configuration, the checkpoint's decisions) and the
+ * ABS state, from the coordinator's files of dir. */
+static int s_resume_coord(server_shard_t *s, const char *dir, uint64_t epoch, uint64_t step)
+{
+    const struct server_coord_sched *cs = s->cfg.sched;
+    struct server_sched_state *cur = NULL;
+    int rc;
+    if (!cs->ops->get_state || !cs->ops->set_state)
+        return rt_err_set(RT_ERR_UNSUPPORTED, "%s: this run's schedule cannot resume", dir);
+    if ((rc = server_ckpt_check(dir, SERVER_CKPT_COORD, s->cfg.n_shards, s->cfg.n_params,
+                                s->cfg.n_buffers, s->model, NULL, NULL)) ||
+        (rc = server_ckpt_check(dir, SERVER_CKPT_SCHED, s->cfg.n_shards, s->cfg.n_params,
+                                s->cfg.n_buffers, s->model, NULL, NULL)) ||
+        (rc = server_ckpt_coord_read(dir, s->ckpt)))
+        return rc;
+    struct server_ckpt_coord *c = s->ckpt;
+    if (c->epoch != epoch || c->step != step)
+        return rt_err_set(
+            RT_ERR_FORMAT, "%s/%s: epoch %llu step %llu, the manifest says epoch %llu step %llu",
+            dir, SERVER_CKPT_COORD, (unsigned long long)c->epoch, (unsigned long long)c->step,
+            (unsigned long long)epoch, (unsigned long long)step);
+    if (!(cur = malloc(sizeof *cur)))
+        return rt_err_set(RT_ERR_NOMEM, "schedule state");
+    cs->ops->get_state(cs->self, cur);
+    const struct server_sched_config *a = &c->sched.config, *b = &cur->config;
+    const char *field = a->method != b->method               ? "schedule.method"
+                        : a->dataset_size != b->dataset_size ? "dataset size (samples per epoch)"
+                        : a->batch != b->batch               ? "schedule.batch"
+                        : a->base_batch != b->base_batch     ? "schedule.base_batch"
+                        : a->drop_last != b->drop_last       ? "drop_last"
+                                                             : NULL;
+    if (field) {
+        rc = rt_err_set(RT_ERR_CONFIG, "%s/%s: %s differs from this run's configuration", dir,
+                        SERVER_CKPT_SCHED, field);
+        goto out;
+    }
+    /* this run's configuration (more epochs, a new decay, ...) with the decisions taken so far */
+    struct server_sched_state st = c->sched;
+    st.config = cur->config;
+    if ((rc = cs->ops->set_state(cs->self, &st))) {
+        rc = rt_err_set(rc, "%s/%s: %s", dir, SERVER_CKPT_SCHED, rt_err_msg());
+        goto out;
+    }
+    struct server_coord_point pt;
+    if ((rc = cs->ops->at(cs->self, step, &pt)))
+        goto out;
+    if (!pt.done && (pt.epoch != epoch || pt.epoch_offset != 0)) {
+        rc = rt_err_set(RT_ERR_CONFIG,
+                        "%s: the schedule puts step %llu at epoch %llu sample %llu, not at the "
+                        "start of epoch %llu",
+                        dir, (unsigned long long)step, (unsigned long long)pt.epoch,
+                        (unsigned long long)pt.epoch_offset, (unsigned long long)epoch);
+        goto out;
+    }
+    server_coord_resume(s->coord, step, c->has_abs ? &c->abs : NULL);
+    RT_INFO(s->name, "resumed the schedule at epoch %llu, step %llu (B %u, lr %g, %u decisions)%s",
+            (unsigned long long)epoch, (unsigned long long)step, c->batch, (double)c->lr,
+            c->sched.n_decisions, c->has_abs ? " and the ABS state" : "");
+out:
+    free(cur);
+    return rc;
+}
+
+/* Load this shard's part of the checkpoint cfg->resume (all of it on shard 0). */
+static int s_resume(server_shard_t *s, const char *dir)
+{
+    char name[SERVER_CKPT_NAME_MAX];
+    uint64_t epoch = 0, step = 0;
+    server_ckpt_shard_name(name, sizeof name, s->cfg.shard);
+    int rc = server_ckpt_check(dir, name, s->cfg.n_shards, s->cfg.n_params, s->cfg.n_buffers,
+                               s->model, &epoch, &step);
+    if (rc)
+        return rc;
+    struct server_ckpt_shard h = {.shard = s->cfg.shard,
+                                  .n_shards = s->cfg.n_shards,
+                                  .n_params = s->cfg.n_params,
+                                  .n_buffers = s->cfg.n_buffers,
+                                  .p_off = s->p_off,
+                                  .p_cnt = s->p_cnt,
+                                  .b_off = s->b_off,
+                                  .b_cnt = s->b_cnt};
+    if ((rc = server_ckpt_shard_read(dir, &h, s->w, s->mom, s->bw)))
+        return rc;
+    if (h.version != step || h.epoch != epoch)
+        return rt_err_set(RT_ERR_FORMAT,
+                          "%s/%s: version %llu epoch %llu, the manifest says step %llu epoch %llu",
+                          dir, name, (unsigned long long)h.version, (unsigned long long)h.epoch,
+                          (unsigned long long)step, (unsigned long long)epoch);
+    if (s->coord && (rc = s_resume_coord(s, dir, epoch, step)))
+        return rc;
+    s->version = step;
+    s->st.version = step;
+    s->start_step = step;
+    s->ready = 1;
+    if (s->cfg.snapshots)
+        s_snapshot_take(s, epoch); /* the eigen service's snapshot of the epoch that starts */
+    RT_INFO(s->name, "resumed from %s: epoch %llu, version %llu", dir, (unsigned long long)epoch,
+            (unsigned long long)step);
+    return RT_OK;
 }
 
 /* The schedule of the current step (version): shard 0 asks its schedule, the other shards ask
@@ -386,6 +615,7 @@ static void s_on_register(server_shard_t *s, const uint8_t *route, size_t rlen,
     r.n_shards = (uint32_t)s->cfg.n_shards;
     r.n_params = s->cfg.n_params;
     r.n_buffers = s->cfg.n_buffers;
+    r.step = s->start_step; /* the first step of this run (a resumed one starts later) */
     if (rt_sock_send(s->sock, route, rlen, &r, NULL, NULL, NULL))
         RT_WARN(s->name, "welcome failed: %s", rt_err_msg());
 }
@@ -707,6 +937,28 @@ static void s_on_decision(server_shard_t *s, const uint8_t *route, size_t rlen,
         RT_WARN(s->name, "decision reply failed: %s", rt_err_msg());
 }
 
+/* ABS_QUERY (coordinator): the ABS state held, for an eigen service that starts (a resumed run,
+ * or a restarted service); ERROR RT_ERR_STATE when none. */
+static void s_on_abs_query(server_shard_t *s, const uint8_t *route, size_t rlen,
+                           const struct rt_wire_msg *m)
+{
+    struct rt_wire_msg r;
+    struct rt_wire_abs abs;
+    if (server_coord_get_abs(s->coord, &abs)) {
+        s_reply_error(s, route, rlen, m->step, RT_ERR_STATE, "no ABS state held");
+        return;
+    }
+    rt_wire_msg_init(&r, RT_WIRE_ACK, s->cfg.shard, s->name);
+    r.step = m->step;
+    r.has_held = 1;
+    if (server_coord_last_decision(s->coord, &r.held) != RT_OK)
+        memset(&r.held, 0, sizeof r.held);
+    r.held.has_abs = 1;
+    r.held.abs = abs;
+    if (rt_sock_send(s->sock, route, rlen, &r, NULL, NULL, NULL))
+        RT_WARN(s->name, "ABS state reply failed: %s", rt_err_msg());
+}
+
 /* Handle one received message; returns 1 when every worker has said goodbye. */
 static int s_handle(server_shard_t *s)
 {
@@ -768,6 +1020,12 @@ static int s_handle(server_shard_t *s)
         else
             s_drop(s, route, rlen, &m, "decision sent to a shard other than 0");
         break;
+    case RT_WIRE_ABS_QUERY:
+        if (s->coord)
+            s_on_abs_query(s, route, rlen, &m);
+        else
+            s_drop(s, route, rlen, &m, "ABS query sent to a shard other than 0");
+        break;
     case RT_WIRE_INIT:
         s_on_init(s, route, rlen, &m, pp, bp);
         break;
@@ -825,6 +1083,16 @@ int server_shard_new(const struct server_shard_cfg *cfg, server_shard_t **out)
     s->cfg.init_params = NULL;
     s->cfg.init_buffers = NULL;
     s->cfg.coord_endpoint = NULL;
+    s->cfg.ckpt_root = NULL;
+    s->cfg.resume = NULL;
+    s->cfg.model = NULL;
+    if (cfg->ckpt_root && snprintf(s->ckpt_root, sizeof s->ckpt_root, "%s", cfg->ckpt_root) >=
+                              (int)sizeof s->ckpt_root) {
+        rt_err_set(RT_ERR_ARG, "checkpoint directory %s: path too long", cfg->ckpt_root);
+        rc = RT_ERR_ARG;
+        goto out_destroy;
+    }
+    snprintf(s->model, sizeof s->model, "%s", cfg->model ? cfg->model : "");
     if (!s->cfg.chunk_floats)
         s->cfg.chunk_floats = SERVER_CHUNK_FLOATS_DEFAULT;
     snprintf(s->name, sizeof s->name, "shard-%d", cfg->shard);
@@ -872,7 +1140,16 @@ int server_shard_new(const struct server_shard_cfg *cfg, server_shard_t **out)
             goto out_destroy;
         }
         server_coord_set_sync(s->coord, cfg->sync, cfg->sync_timeout_ms);
+        if ((cfg->ckpt_root || cfg->resume) && !(s->ckpt = calloc(1, sizeof *s->ckpt))) {
+            rt_err_set(RT_ERR_NOMEM, "checkpoint state");
+            goto out_destroy;
+        }
     }
+    if (cfg->resume && (rc = s_resume(s, cfg->resume)))
+        goto out_destroy;
+    if (s->coord && s->ckpt_root[0] &&
+        (rc = rt_ckpt_remove_after(s->ckpt_root, s->start_step ? s->ckpt->epoch : 0)))
+        goto out_destroy;
     s->lim.n_params = cfg->n_params;
     s->lim.n_buffers = cfg->n_buffers;
     s->lim.max_floats = s->p_cnt > s->b_cnt ? s->p_cnt : s->b_cnt;
@@ -923,8 +1200,10 @@ int server_shard_run(server_shard_t *s, const atomic_int *stop)
                 continue;
             return rt_err_set(RT_ERR_ZMQ, "%s: poll: %s", s->name, zmq_strerror(zmq_errno()));
         }
-        if (n == 0)
+        if (n == 0) {
+            s_ckpt_poll(s);
             continue;
+        }
         /* drain what is queued before polling again */
         for (;;) {
             int rc = rt_sock_recv(s->sock, &s->parts, ZMQ_DONTWAIT);
@@ -937,9 +1216,11 @@ int server_shard_run(server_shard_t *s, const atomic_int *stop)
             if (bye) {
                 RT_INFO(s->name, "all workers left at version %llu (%llu messages dropped)",
                         (unsigned long long)s->version, (unsigned long long)s->st.dropped);
+                s_ckpt_drain(s);
                 return RT_OK;
             }
         }
+        s_ckpt_poll(s);
     }
 }
 
@@ -955,6 +1236,11 @@ void server_shard_range(const server_shard_t *s, uint64_t *p_off, uint64_t *p_cn
 const char *server_shard_endpoint(const server_shard_t *s)
 {
     return s->endpoint;
+}
+
+uint64_t server_shard_start_step(const server_shard_t *s)
+{
+    return s->start_step;
 }
 
 const float *server_shard_params(const server_shard_t *s)
@@ -1002,6 +1288,7 @@ void server_shard_destroy(server_shard_t **self_p)
     nn_free(s->bacc);
     free(s->workers);
     free(s->wck);
+    free(s->ckpt);
     free(s);
     *self_p = NULL;
 }

@@ -43,6 +43,14 @@ struct server_shard_cfg {
     int snapshots; /* keep a copy of the slice at each epoch start for SNAPSHOT requests (ABS) */
     int sync;      /* shard 0: `decisions: sync`, hold epoch starts (server_coord_set_sync) */
     int sync_timeout_ms; /* shard 0: longest hold of an epoch start (0: the default, 10 min) */
+
+    const char *ckpt_root; /* where checkpoints go (OUTPUT/checkpoints, server_ckpt.h), or NULL:
+                              none; shard 0 writes the manifests and prunes */
+    int ckpt_every;        /* checkpoint at the end of every this many epochs (0: never) */
+    int ckpt_keep;         /* shard 0: complete checkpoints kept (0: SERVER_CKPT_KEEP_DEFAULT) */
+    const char *resume;    /* complete checkpoint directory to start from, or NULL: fresh */
+    const char *model;     /* model name, recorded in and checked against checkpoints (NULL:
+                              unknown, not checked) */
 };
 
 /* Counters of a shard, for logs and tests. */
@@ -55,12 +63,19 @@ struct server_shard_stats {
 
 typedef struct server_shard server_shard_t;
 
-/* Create a shard, allocate every buffer and bind its endpoint. Returns 0 and *out, or a negative
- * rt_err code (detail set). Caller owns *out; free with server_shard_destroy. */
+/* Create a shard, allocate every buffer and bind its endpoint. With cfg->resume, the shard loads
+ * its range, momentum, buffers and version from that checkpoint, and shard 0 the schedule and the
+ * ABS state (errors name the file and the field); shard 0 also removes the checkpoints of later
+ * epochs than the one it starts from (a fresh start: all), which this run writes again. Returns 0
+ * and *out, or a negative rt_err code (detail set). Caller owns *out; free with
+ * server_shard_destroy. */
 int server_shard_new(const struct server_shard_cfg *cfg, server_shard_t **out);
 
 /* Serve until every worker has said BYE (returns 0), *stop becomes non-zero (returns
- * RT_ERR_INTERRUPTED), or a socket fails. stop may be NULL. */
+ * RT_ERR_INTERRUPTED), or a socket fails. stop may be NULL. With checkpoints on, each shard writes
+ * its file at the end of every ckpt_every-th epoch (server_ckpt.h); shard 0 also writes the
+ * coordinator's state and, once every shard's file is there, the manifest (it waits for them, a
+ * while, before returning). */
 int server_shard_run(server_shard_t *s, const atomic_int *stop);
 
 /* The shard's ranges of the flat vectors. */
@@ -69,6 +84,9 @@ void server_shard_range(const server_shard_t *s, uint64_t *p_off, uint64_t *p_cn
 
 /* The endpoint actually bound (a tcp "*" port resolved), valid while the shard lives. */
 const char *server_shard_endpoint(const server_shard_t *s);
+
+/* The step the shard started from: 0, or the version of the checkpoint it resumed from. */
+uint64_t server_shard_start_step(const server_shard_t *s);
 
 /* The shard's current weights and buffers (p_cnt / b_cnt floats); valid until the shard runs again
  * or is destroyed. */

@@ -66,12 +66,16 @@ static void s_trap_signals(void)
 static const char s_server_usage[] =
     "usage: eigenbatch server --shard I --shards S --workers W --bind ENDPOINT\n"
     "                         [--coord ENDPOINT (shards > 0)] --params N [--buffers N]\n"
+    "                         [--output-dir DIR [--checkpoint-every N] [--checkpoint-keep N]]\n"
+    "                         [--resume auto|PATH]\n"
     "                         [--batch B --lr LR --steps T --samples N (shard 0)]\n"
     "                         [--momentum M] [--weight-decay WD] [--checksum KIND]\n"
     "                         [--method BL|FB|GG|ABS|ABSA --epochs E [--decay-epochs e1,e2]\n"
     "                          [--rho R] [--warmup-epochs N] [--batch-max B]]\n"
     "Runs one parameter-server shard; shard 0 is also the coordinator and holds the schedule:\n"
     "with --method the BL/FB/GG/ABS schedule of server_sched, else a constant one for --steps.\n"
+    "With --output-dir and --method, each shard writes its part of a checkpoint under\n"
+    "DIR/checkpoints every N epochs (shard 0 completes it); --resume starts from one.\n"
     "Options may also come from the environment (EB_SHARD, EB_BIND, ...) or from a YAML\n"
     "configuration (--config FILE, as for `eigenbatch train`).\n";
 
@@ -125,7 +129,10 @@ static int s_server(const struct eb_opts *opts, const rt_config_t *cfg)
     server_sched_t *owned = NULL;
     enum rt_wire_checksum ck = RT_WIRE_CK_NONE;
     server_shard_t *s = NULL;
+    char resume[PATH_MAX], ckpt_root[PATH_MAX];
     int rc = eb_opts_checksum(o.checksum, &ck);
+    if (!rc)
+        rc = eb_opts_resume(&o, resume, sizeof resume);
     if (!rc)
         rc = eb_opts_schedule(&o, &sched, &owned);
     if (!rc) {
@@ -140,6 +147,11 @@ static int s_server(const struct eb_opts *opts, const rt_config_t *cfg)
             .momentum = (float)o.momentum,
             .weight_decay = (float)o.wd,
             .sched = &sched,
+            .ckpt_root = eb_opts_ckpt_root(&o, ckpt_root, sizeof ckpt_root),
+            .ckpt_every = (int)o.ckpt_every,
+            .ckpt_keep = (int)o.ckpt_keep,
+            .resume = o.resume,
+            .model = strcmp(o.model, "synth") ? o.model : NULL,
             .chunk_floats = (uint32_t)o.chunk,
             .checksum = ck,
             /* the eigen service reads epoch-start snapshots under ABS / ABSA */
@@ -245,6 +257,12 @@ static int s_worker(const struct eb_opts *opts, const rt_config_t *cfg)
     struct worker_synth model = {0};
     struct eb_run_nn nnw;
     int zoo = strcmp(o.model, "synth") != 0;
+    char resume[PATH_MAX];
+    /* the shards load the checkpoint; worker 0 appends to metrics.jsonl when there is one */
+    if (eb_opts_resume(&o, resume, sizeof resume)) {
+        fprintf(stderr, "eigenbatch worker: %s\n", rt_err_msg());
+        return 1;
+    }
     int rc =
         zoo ? eb_run_nn_open(&o, &nnw, 1, o.lead != 0)
             : worker_synth_init(&model, (uint64_t)o.seed, (uint64_t)o.params, (uint64_t)o.buffers);
@@ -321,6 +339,8 @@ static const char s_launch_usage[] =
     "free ports are picked); ipc: sockets in DIR (default: a fresh temporary directory); inproc:\n"
     "the synthetic model as threads of this process (zoo models switch to ipc). --out and\n"
     "--output-dir go to the first worker.\n"
+    "With --output-dir the shards write checkpoints (--checkpoint-every N, --checkpoint-keep N);\n"
+    "--resume auto|PATH restarts every role from one (auto: the newest complete in DIR).\n"
     "--method ABS|ABSA with a zoo model also runs the eigen service as a process (`eigenbatch\n"
     "eigensvc`: --kappa, --hessian-batch, --sync 0|1, --eig-pub ENDPOINT, --eig-query ENDPOINT,\n"
     "--eig-metrics FILE).\n";
@@ -465,6 +485,12 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
             return 1;
         }
     }
+    /* `auto` is resolved once here: every role starts from the same checkpoint */
+    char resume[PATH_MAX];
+    if (eb_opts_resume(&o, resume, sizeof resume)) {
+        fprintf(stderr, "eigenbatch launch: %s\n", rt_err_msg());
+        return 1;
+    }
     if (!strcmp(o.transport, "inproc"))
         return s_launch_threads(&o);
     int tcp = !strcmp(o.transport, "tcp");
@@ -533,6 +559,9 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
     snprintf(a_mom, sizeof a_mom, "%.9g", o.momentum);
     snprintf(a_wd, sizeof a_wd, "%.9g", o.wd);
     snprintf(a_chunk, sizeof a_chunk, "%ld", o.chunk);
+    char a_ckpt_every[32], a_ckpt_keep[32];
+    snprintf(a_ckpt_every, sizeof a_ckpt_every, "%ld", o.ckpt_every);
+    snprintf(a_ckpt_keep, sizeof a_ckpt_keep, "%ld", o.ckpt_keep);
     char a_lrcap[48], a_gamma[48], a_eps[48], a_tau[32];
     snprintf(a_lrcap, sizeof a_lrcap, "%.9g", o.lr_cap);
     snprintf(a_gamma, sizeof a_gamma, "%.9g", o.gamma);
@@ -611,6 +640,17 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
             args[k++] = "--coord";
             args[k++] = eps[0];
         }
+        /* checkpoints: every shard writes its part, shard 0 completes them */
+        if (o.output_dir) {
+            char *ck_args[] = {"--output-dir", (char *)o.output_dir, "--checkpoint-every",
+                               a_ckpt_every,   "--checkpoint-keep",  a_ckpt_keep};
+            for (size_t j = 0; j < sizeof ck_args / sizeof ck_args[0]; j++)
+                args[k++] = ck_args[j];
+        }
+        if (o.resume) {
+            args[k++] = "--resume";
+            args[k++] = (char *)o.resume;
+        }
         args[k] = NULL;
         pids[n] = s_spawn(self, args);
         if (pids[n] < 0)
@@ -665,6 +705,10 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
             if (i == 0 && o.output_dir) {
                 args[k++] = "--output-dir";
                 args[k++] = (char *)o.output_dir;
+            }
+            if (i == 0 && o.resume) { /* worker 0 appends to metrics.jsonl */
+                args[k++] = "--resume";
+                args[k++] = (char *)o.resume;
             }
         }
         snprintf(a_weight, sizeof a_weight, "%.9g", eb_opts_worker_weight(&o, i));

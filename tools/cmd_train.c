@@ -26,6 +26,7 @@
 #include "rt_err.h"
 #include "rt_log.h"
 #include "rt_sock.h"
+#include "server_ckpt.h"
 #include "server_cluster.h"
 #include <zmq.h>
 
@@ -35,10 +36,14 @@
 
 static const char s_train_usage[] =
     "usage: eigenbatch train --config FILE [--set key=value]... [--output-dir DIR] [--seed N]\n"
+    "                        [--resume auto|PATH]\n"
     "Trains in this process: cluster.shards shard threads and cluster.workers worker threads\n"
     "(over inproc:// by default), the eigen service as a thread for ABS/ABSA. Writes\n"
-    "DIR/config.yaml, DIR/metrics.jsonl and DIR/weights.safetensors. Any flag of `eigenbatch\n"
-    "launch` may follow the configuration and overrides it. Keys: configs/*.yaml, README.md.\n";
+    "DIR/config.yaml, DIR/metrics.jsonl, DIR/weights.safetensors and, every\n"
+    "checkpoint.every_epochs epochs, DIR/checkpoints/epoch-NNNNNN (checkpoint.keep kept).\n"
+    "--resume auto starts from the newest complete checkpoint in DIR (none: a fresh start),\n"
+    "--resume PATH from that one. Any flag of `eigenbatch launch` may follow the configuration\n"
+    "and overrides it. Keys: configs/*.yaml, README.md.\n";
 
 /* The eigen service thread. */
 struct s_eig_job {
@@ -192,6 +197,7 @@ static int s_train(struct eb_opts *o, const rt_config_t *cfg)
     struct worker_compute *cbs = calloc((size_t)W, sizeof *cbs);
     double *weights = calloc((size_t)W, sizeof *weights);
     char where[64] = "train", tmpdir[] = "/tmp/eb-train-XXXXXX";
+    char resume[PATH_MAX], ckpt_root[PATH_MAX];
     int own_dir = 0;
     if (!nns || !cbs || !weights) {
         rc = rt_err_set(RT_ERR_NOMEM, "train");
@@ -213,6 +219,8 @@ static int s_train(struct eb_opts *o, const rt_config_t *cfg)
         if ((rc = eb_run_output_dir(o->output_dir)) || (rc = rt_config_dump(cfg, path)))
             goto out;
     }
+    if ((rc = eb_opts_resume(o, resume, sizeof resume)))
+        goto out;
     if ((rc = eb_opts_checksum(o->checksum, &ck)) || (rc = eb_opts_schedule(o, &sched, &owned)))
         goto out;
     nn_set_threads((int)o->threads);
@@ -256,6 +264,11 @@ static int s_train(struct eb_opts *o, const rt_config_t *cfg)
         .worker_timeout_ms = (int)o->timeout_ms,
         .chunk_floats = (uint32_t)o->chunk,
         .checksum = ck,
+        .ckpt_root = eb_opts_ckpt_root(o, ckpt_root, sizeof ckpt_root),
+        .ckpt_every = (int)o->ckpt_every,
+        .ckpt_keep = (int)o->ckpt_keep,
+        .resume = o->resume,
+        .model = o->model,
     };
     RT_INFO("train", "%s: %s on %s (%ld samples), %ld shards and %d workers over %s, %ld epochs",
             o->method, o->model, o->data, o->samples, o->shards, W, o->transport, o->epochs);

@@ -17,8 +17,10 @@
 
 #include "eb_cli.h"
 #include "eb_weights.h"
+#include "rt_ckpt.h"
 #include "rt_err.h"
 #include "rt_log.h"
+#include "server_ckpt.h"
 #include "server_fixsched.h"
 
 #define S_SYNTH_PARAMS 1000 /* default size of the synthetic model */
@@ -73,6 +75,8 @@ const struct rt_config_key eb_run_schema[] = {
     {"train.progress_s", RT_CFG_FLOAT, "10", "seconds between progress lines"},
     {"train.seed", RT_CFG_INT, "1", "seed of the initial weights and the data order"},
     {"output.dir", RT_CFG_STR, "runs/train", "output directory"},
+    {"checkpoint.every_epochs", RT_CFG_INT, "1", "checkpoint every this many epochs (0: off)"},
+    {"checkpoint.keep", RT_CFG_INT, "2", "complete checkpoints kept (the newest)"},
 };
 const int eb_run_schema_len = (int)(sizeof eb_run_schema / sizeof eb_run_schema[0]);
 
@@ -148,6 +152,9 @@ static const struct s_optdef s_defs[] = {
     S_O("eig-pub", S_STR, eig_pub, NULL),
     S_O("eig-query", S_STR, eig_query, NULL),
     S_O("eig-metrics", S_STR, eig_metrics, NULL),
+    S_O("checkpoint-every", S_INT, ckpt_every, "checkpoint.every_epochs"),
+    S_O("checkpoint-keep", S_INT, ckpt_keep, "checkpoint.keep"),
+    S_O("resume", S_STR, resume, NULL),
 };
 #define S_NDEFS (sizeof s_defs / sizeof s_defs[0])
 
@@ -180,6 +187,8 @@ static void s_defaults(struct eb_opts *o)
     o->gamma = 0.2;
     o->epsilon = 0.005;
     o->tau = -1;
+    o->ckpt_every = 1;
+    o->ckpt_keep = SERVER_CKPT_KEEP_DEFAULT;
     o->lead = 1;
     o->kappa = 10;
     o->hessian_batch = 128;
@@ -404,6 +413,12 @@ int eb_opts_check(const char *cmd, struct eb_opts *o)
         bad = "--timeout-ms out of range";
     else if (o->chunk < 0 || o->chunk > UINT32_MAX)
         bad = "--chunk out of range";
+    else if (o->ckpt_every < 0 || o->ckpt_every > INT_MAX || o->ckpt_keep < 1 ||
+             o->ckpt_keep > INT_MAX)
+        bad = "--checkpoint-every (checkpoint.every_epochs) must be >= 0 and --checkpoint-keep "
+              "(checkpoint.keep) >= 1";
+    else if (o->resume && !*o->resume)
+        bad = "--resume needs auto or a checkpoint directory";
     else if (strcmp(o->model, "synth") && !o->data)
         bad = "--model: a zoo model needs --data (data.train, an LMDB dataset); 'synth' needs none";
     else if (o->classes < 2 || o->micro < 1 || o->threads < 1 || o->loader_threads < 0 ||
@@ -497,6 +512,26 @@ void eb_opts_schedule_free(struct server_coord_sched *s, server_sched_t **owned)
         server_fixsched_destroy(s);
 }
 
+int eb_opts_resume(struct eb_opts *o, char *buf, size_t cap)
+{
+    if (!o->resume)
+        return RT_OK;
+    int rc = server_ckpt_resolve(o->output_dir, o->resume, buf, cap, NULL);
+    if (rc)
+        return rc;
+    o->resume = buf[0] ? buf : NULL;
+    return RT_OK;
+}
+
+const char *eb_opts_ckpt_root(const struct eb_opts *o, char *buf, size_t cap)
+{
+    if (!o->output_dir || o->ckpt_every <= 0)
+        return NULL;
+    if (snprintf(buf, cap, "%s/%s", o->output_dir, SERVER_CKPT_SUBDIR) >= (int)cap)
+        return NULL;
+    return buf;
+}
+
 int eb_opts_checksum(const char *name, enum rt_wire_checksum *out)
 {
     if (!strcmp(name, "none"))
@@ -554,6 +589,27 @@ int eb_run_output_dir(const char *dir)
 
 static int s_eval_new(const struct eb_opts *o, struct eb_run_nn *n, int c, int h, int w);
 static void s_eval_destroy(struct eb_run_nn *n);
+
+/* A resumed run appends to metrics.jsonl: first an event saying from where. Events of the
+ * interrupted run after that checkpoint (a partial epoch) stay above it; readers that want one
+ * history drop the events with step >= this event's step that precede it. */
+static int s_resume_event(struct eb_run_nn *n, const char *dir)
+{
+    json_t *m = NULL;
+    uint64_t epoch = 0, step = 0;
+    int rc = rt_ckpt_verify(dir, SERVER_CKPT_COORD, &m);
+    if (!rc && !(rc = rt_ckpt_manifest_u64(m, dir, "epoch", &epoch)))
+        rc = rt_ckpt_manifest_u64(m, dir, "step", &step);
+    json_decref(m);
+    if (rc)
+        return rc;
+    rt_metrics_begin(n->metrics, "resume");
+    rt_metrics_str(n->metrics, "checkpoint", dir);
+    rt_metrics_int(n->metrics, "epoch", (long long)epoch);
+    rt_metrics_int(n->metrics, "step", (long long)step);
+    return rt_metrics_end(n->metrics);
+}
+
 static void s_epoch_end(struct eb_run_nn *n, const float *params, const float *buffers, int final);
 
 int eb_run_nn_open(const struct eb_opts *o, struct eb_run_nn *n, int compute, int lead)
@@ -597,7 +653,9 @@ int eb_run_nn_open(const struct eb_opts *o, struct eb_run_nn *n, int compute, in
         if ((rc = eb_run_output_dir(o->output_dir)))
             return rc;
         snprintf(path, sizeof path, "%s/metrics.jsonl", o->output_dir);
-        if ((rc = rt_metrics_open(path, 0, &n->metrics)))
+        if ((rc = rt_metrics_open(path, o->resume != NULL, &n->metrics)))
+            return rc;
+        if (o->resume && (rc = s_resume_event(n, o->resume)))
             return rc;
     }
     long long total = o->method ? (long long)o->epochs * (long long)rt_loader_count(n->loader)
@@ -871,6 +929,8 @@ static void s_nn_step_done(void *user, const struct worker_step *st, uint32_t sa
         n->t0 = now;
         n->epoch_t0 = now;
         n->epoch = (int64_t)st->epoch;
+        /* a resumed run: the epochs before count as done for the progress line */
+        n->skip_samples = st->epoch * rt_loader_count(n->loader) + st->epoch_offset;
     }
     uint32_t s, correct;
     float l;
@@ -887,7 +947,7 @@ static void s_nn_step_done(void *user, const struct worker_step *st, uint32_t sa
     snprintf(extra, sizeof extra, "epoch %llu loss %.4f acc %.3f B %u lr %.4g",
              (unsigned long long)st->epoch, (double)loss, samples ? (double)correct / samples : 0.0,
              st->batch, (double)st->lr);
-    rt_progress_update(n->progress, (long long)n->done_samples, "%s", extra);
+    rt_progress_update(n->progress, (long long)(n->skip_samples + n->done_samples), "%s", extra);
     if (st->step % (uint64_t)n->o->log_every)
         return;
     RT_DEBUG("train", "step %llu %s", (unsigned long long)st->step, extra);

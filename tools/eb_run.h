@@ -86,6 +86,10 @@ struct eb_opts {
     const char *eig_pub;    /* --eig-pub: launch: the eigen service's PUB endpoint */
     const char *eig_query;  /* --eig-query: launch: its current-decision endpoint (ROUTER) */
     const char *eig_metrics; /* --eig-metrics: launch: the eigen service's metrics.jsonl */
+    long ckpt_every;         /* --checkpoint-every: checkpoint every this many epochs (0: off) */
+    long ckpt_keep;          /* --checkpoint-keep: complete checkpoints kept */
+    const char *resume;      /* --resume auto|PATH: start from a checkpoint (server_ckpt.h); the
+                                launcher hands its roles the resolved PATH */
 };
 
 /* The configuration schema of a run (model, data, cluster, schedule, abs, train, output). */
@@ -144,6 +148,7 @@ struct eb_run_nn {
     double epoch_t0;         /* time the current epoch started */
     int64_t epoch;           /* epoch of the last step seen (-1 before the first) */
     uint64_t done_samples;   /* global samples of every step so far */
+    uint64_t skip_samples;   /* samples of the epochs before the checkpoint a run resumed from */
     uint64_t epoch_samples;  /* global samples of this epoch's steps */
     uint64_t share_samples;  /* this worker's samples this epoch */
     uint64_t share_correct;  /* ... correctly classified */
@@ -155,11 +160,22 @@ struct eb_run_nn {
     int rc;                  /* first error of a callback that cannot return one */
 };
 
+/* Resolve o->resume in place (server_ckpt_resolve under o->output_dir): afterwards it is the
+ * checkpoint directory to start from, or NULL for a fresh start (`auto` without a complete
+ * checkpoint). buf (cap bytes) holds the path. Returns 0 or a negative rt_err code naming the
+ * checkpoint. */
+int eb_opts_resume(struct eb_opts *o, char *buf, size_t cap);
+
+/* The checkpoint root of a run, OUTPUT/checkpoints, into buf; NULL when checkpoints are off
+ * (no output directory or --checkpoint-every 0), else buf. */
+const char *eb_opts_ckpt_root(const struct eb_opts *o, char *buf, size_t cap);
+
 /* Create the output directory dir and its parents (mkdir -p). Returns 0 or RT_ERR_IO naming it. */
 int eb_run_output_dir(const char *dir);
 
 /* Open the training set and build the net; with `compute`, also the compute (worker_nn) and, for
- * worker 0 (`lead`), the test set, metrics.jsonl under o->output_dir and the progress line.
+ * worker 0 (`lead`), the test set, metrics.jsonl under o->output_dir (appended to, after a
+ * "resume" event, when o->resume names a checkpoint) and the progress line.
  * Returns 0 or a negative rt_err code; close with eb_run_nn_close either way. */
 int eb_run_nn_open(const struct eb_opts *o, struct eb_run_nn *n, int compute, int lead);
 void eb_run_nn_close(struct eb_run_nn *n);

@@ -44,6 +44,7 @@ struct s_worker {
     struct rt_sock_zc zc;            /* zero-copy frames in flight */
     struct rt_wire_limits lim;       /* decode limits */
     int id;                          /* worker id from the coordinator */
+    uint64_t start;                  /* first step (WELCOME; > 0 when the run resumed) */
     int n_workers;                   /* workers in the run */
     double rate;                     /* measured samples per compute second (EMA), 0: none */
     uint32_t chunk;                  /* floats per pushed frame */
@@ -181,6 +182,7 @@ static int s_join(struct s_worker *w)
                           w->name, m.n_shards, w->cfg->n_shards);
     w->id = m.sender;
     w->n_workers = (int)m.n_workers;
+    w->start = m.step;
     w->st.worker = w->id;
     snprintf(w->name, sizeof w->name, "worker-%d", w->id);
     for (int i = 0; i < w->cfg->n_shards; i++) {
@@ -402,7 +404,10 @@ int worker_run(const struct worker_cfg *cfg, const struct worker_compute *cb,
     rc = s_join(&w);
     if (rc)
         goto out;
-    if (w.id == 0 && cb->init) {
+    if (w.start > 0)
+        RT_INFO(w.name, "the shards resumed from a checkpoint: starting at step %llu",
+                (unsigned long long)w.start);
+    if (w.id == 0 && cb->init && w.start == 0) {
         rc = cb->init(cb->user, w.params, w.buffers);
         if (rc)
             goto out;
@@ -411,7 +416,7 @@ int worker_run(const struct worker_cfg *cfg, const struct worker_compute *cb,
             goto out;
     }
     double t0 = s_now(), compute_s = 0;
-    for (uint64_t t = 0;; t++) {
+    for (uint64_t t = w.start;; t++) {
         struct rt_wire_msg sm = {0};
         rc = s_pull(&w, t, &sm);
         if (rc)

@@ -78,7 +78,9 @@ struct worker_stats {
     int worker;            /* id given by the coordinator */
 };
 
-/* Run one worker to the end of training (the coordinator says "done"). Returns 0 and fills *stats
+/* Run one worker to the end of training (the coordinator says "done"), from the step the
+ * coordinator names when it welcomes the worker (0, or where the shards resumed from a checkpoint;
+ * then `init` is not called and stats->steps counts from that step). Returns 0 and fills *stats
  * (may be NULL), or a negative rt_err code (detail set: the shard, the step, the reason). */
 int worker_run(const struct worker_cfg *cfg, const struct worker_compute *cb,
                struct worker_stats *stats);

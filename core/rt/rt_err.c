@@ -4,6 +4,7 @@
 #include "rt_err.h"
 
 #include <stdarg.h>
+#include <string.h>
 
 #define RT_ERR_DETAIL_MAX 512
 
@@ -40,10 +41,13 @@ const char *rt_strerror(int code)
 
 int rt_err_set(int code, const char *fmt, ...)
 {
+    /* format aside: callers often pass rt_err_msg() (this buffer) to prefix a detail */
+    char tmp[RT_ERR_DETAIL_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(s_detail, sizeof s_detail, fmt, ap);
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
+    memcpy(s_detail, tmp, sizeof tmp);
     s_code = code;
     return code;
 }

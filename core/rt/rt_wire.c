@@ -18,9 +18,9 @@
 #define S_CRC_CHUNK (1u << 30)
 
 static const char *const s_type_names[] = {
-    "none",        "register", "welcome",  "hello",    "ack",     "heartbeat",
-    "sched-query", "sched",    "init",     "push",     "pull",    "weights",
-    "bye",         "error",    "snapshot", "decision", "publish", "current",
+    "none",     "register", "welcome", "hello",   "ack",       "heartbeat", "sched-query",
+    "sched",    "init",     "push",    "pull",    "weights",   "bye",       "error",
+    "snapshot", "decision", "publish", "current", "abs-query",
 };
 
 const char *rt_wire_type_name(int type)
@@ -112,10 +112,24 @@ void rt_wire_seal(struct rt_wire_msg *m, const float *params, const float *buffe
 
 /* ---- header <-> EbHeader ------------------------------------------------------------------ */
 
-/* Fill the protobuf image of a decision (reason in the caller's storage). */
-static void s_decision_to_pb(const struct rt_wire_decision *d, EbDecision *dc, char *reason)
+/* Fill the protobuf image of a decision (reason and ABS state in the caller's storage). */
+static void s_decision_to_pb(const struct rt_wire_decision *d, EbDecision *dc, char *reason,
+                             EbAbsState *ab)
 {
     eb_decision__init(dc);
+    if (d->has_abs) {
+        eb_abs_state__init(ab);
+        ab->batch = d->abs.batch;
+        ab->lr_base = d->abs.lr_base;
+        ab->gamma_base = d->abs.gamma_base;
+        ab->lambda_ref = d->abs.lambda_ref;
+        ab->has_ref = d->abs.has_ref ? 1 : 0;
+        ab->duration = d->abs.duration;
+        ab->measuring = d->abs.measuring ? 1 : 0;
+        ab->increases = d->abs.increases;
+        ab->last_epoch = d->abs.last_epoch;
+        dc->abs = ab;
+    }
     dc->seq = d->seq;
     dc->snapshot_version = d->snapshot_version;
     dc->epoch = d->epoch;
@@ -153,11 +167,23 @@ static void s_decision_from_pb(const EbDecision *dc, struct rt_wire_decision *d)
     d->verdict = dc->verdict;
     d->iterations = dc->iterations;
     d->seconds = dc->seconds;
+    if (dc->abs) {
+        d->has_abs = 1;
+        d->abs.batch = dc->abs->batch;
+        d->abs.lr_base = dc->abs->lr_base;
+        d->abs.gamma_base = dc->abs->gamma_base;
+        d->abs.lambda_ref = dc->abs->lambda_ref;
+        d->abs.has_ref = dc->abs->has_ref ? 1 : 0;
+        d->abs.duration = dc->abs->duration;
+        d->abs.measuring = dc->abs->measuring ? 1 : 0;
+        d->abs.increases = dc->abs->increases;
+        d->abs.last_epoch = dc->abs->last_epoch;
+    }
 }
 
 /* Fill the protobuf image `h` (with its sub-messages in the caller's storage) from m. */
 static void s_to_pb(const struct rt_wire_msg *m, EbHeader *h, EbSpan *sp, EbSched *sc,
-                    EbDecision *dc, char *name, char *text, char *reason)
+                    EbDecision *dc, EbAbsState *ab, char *name, char *text, char *reason)
 {
     eb_header__init(h);
     h->version = m->version;
@@ -211,11 +237,11 @@ static void s_to_pb(const struct rt_wire_msg *m, EbHeader *h, EbSpan *sp, EbSche
     h->text = text;
     if (m->type == RT_WIRE_DECISION || m->type == RT_WIRE_ACK || m->type == RT_WIRE_PUBLISH) {
         /* a decision, the coordinator's answer to one (it echoes the decision), a publication */
-        s_decision_to_pb(&m->decision, dc, reason);
+        s_decision_to_pb(&m->decision, dc, reason, ab);
         h->decision = dc;
     }
     if (m->type == RT_WIRE_ACK && m->has_held) {
-        s_decision_to_pb(&m->held, dc + 1, reason + RT_WIRE_REASON_MAX);
+        s_decision_to_pb(&m->held, dc + 1, reason + RT_WIRE_REASON_MAX, ab + 1);
         h->held = dc + 1;
     }
     h->epoch = m->epoch;
@@ -228,8 +254,9 @@ size_t rt_wire_header_size(const struct rt_wire_msg *m)
     EbSpan sp[4];
     EbSched sc;
     EbDecision dc[2];
+    EbAbsState ab[2];
     char name[RT_WIRE_NAME_MAX], text[RT_WIRE_TEXT_MAX], reason[2 * RT_WIRE_REASON_MAX];
-    s_to_pb(m, &h, sp, &sc, dc, name, text, reason);
+    s_to_pb(m, &h, sp, &sc, dc, ab, name, text, reason);
     return eb_header__get_packed_size(&h);
 }
 
@@ -239,8 +266,9 @@ int rt_wire_encode(const struct rt_wire_msg *m, uint8_t *buf, size_t cap, size_t
     EbSpan sp[4];
     EbSched sc;
     EbDecision dc[2];
+    EbAbsState ab[2];
     char name[RT_WIRE_NAME_MAX], text[RT_WIRE_TEXT_MAX], reason[2 * RT_WIRE_REASON_MAX];
-    s_to_pb(m, &h, sp, &sc, dc, name, text, reason);
+    s_to_pb(m, &h, sp, &sc, dc, ab, name, text, reason);
     size_t need = eb_header__get_packed_size(&h);
     if (need > cap || need > RT_WIRE_MAX_HEADER)
         return rt_err_set(RT_ERR_TOOBIG, "%s header needs %zu bytes, room for %zu",

@@ -42,7 +42,8 @@ enum rt_wire_type {
     RT_WIRE_DECISION = 15,   /* eigen service -> coordinator: an ABS decision */
     RT_WIRE_PUBLISH = 16,    /* eigen service -> subscribers, late joiners: a decision and why */
     RT_WIRE_CURRENT = 17,    /* late joiner -> eigen service: the current decision (PUBLISH) */
-    RT_WIRE_TYPE_MAX = 17
+    RT_WIRE_ABS_QUERY = 18,  /* eigen service -> coordinator: the ABS state it holds (ACK) */
+    RT_WIRE_TYPE_MAX = 18
 };
 
 /* Payload checksums (values as EbChecksum). */
@@ -73,6 +74,19 @@ struct rt_wire_sched {
     int epoch_last;        /* the step is its epoch's last (the next one starts an epoch) */
 };
 
+/* The ABS rule's state after a decision (EbAbsState; eig_abs_state on the wire). */
+struct rt_wire_abs {
+    int64_t batch;      /* batch in force */
+    double lr_base;     /* base learning rate (before step decay) */
+    double gamma_base;  /* adversarial fraction before the tau rule */
+    double lambda_ref;  /* reference eigenvalue (valid when has_ref) */
+    int32_t has_ref;    /* a measurement has set lambda_ref */
+    int32_t duration;   /* epochs since the last increase */
+    int32_t measuring;  /* 0 once B_max is reached */
+    int32_t increases;  /* batch increases so far */
+    int32_t last_epoch; /* last epoch fed to the rule (-1: none) */
+};
+
 /* An ABS decision of the eigen service (EbDecision). */
 struct rt_wire_decision {
     uint64_t seq;              /* the service's sequence number */
@@ -91,6 +105,9 @@ struct rt_wire_decision {
     int32_t verdict;                 /* coordinator's verdict (< 0: an error code) */
     int32_t iterations;              /* power iterations of the measurement */
     double seconds;                  /* wall time of the measurement */
+    int has_abs;                     /* `abs` is present */
+    struct rt_wire_abs abs;          /* DECISION, and `held` of the ACK of ABS_QUERY: the rule's
+                                        state after this decision */
 };
 
 /* A decoded header: the plain-C image of EbHeader. Fields not used by a type are zero. */
@@ -122,7 +139,8 @@ struct rt_wire_msg {
     struct rt_wire_decision decision;  /* DECISION */
     uint64_t epoch;                    /* WEIGHTS answering SNAPSHOT: epoch of the snapshot */
     int has_held;                      /* ACK: `held` is present */
-    struct rt_wire_decision held;      /* ACK of a stale / superseded decision: the latest held */
+    struct rt_wire_decision held;      /* ACK of a stale / superseded decision: the latest held;
+                                          ACK of ABS_QUERY: the ABS state held (held.abs) */
     int sealed;                        /* local, not encoded: payload checksums already filled */
 };
 

@@ -1,0 +1,76 @@
+/*
+ * rt_ckpt: the on-disk protocol of checkpoints, independent of what they hold.
+ *
+ * A checkpoint is a directory ROOT/epoch-NNNNNN (NNNNNN: epochs completed, 6 digits) of files that
+ * are each written atomically (a temporary name in the same directory, fsync, rename, fsync of the
+ * directory). It counts as COMPLETE only when its manifest, MANIFEST.json, exists and matches: the
+ * manifest is written last, atomically, and lists every file with its size and zlib crc32, plus
+ * free-form metadata (epoch, step, sizes, ...). A crash at any point therefore leaves either a
+ * complete checkpoint or a directory without a (matching) manifest, which readers skip.
+ *
+ * Errors name the directory or file and the field at fault; nothing here asserts on file contents.
+ */
+#ifndef RT_CKPT_H
+#define RT_CKPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#define RT_CKPT_MANIFEST "MANIFEST.json" /* the manifest's file name */
+#define RT_CKPT_FORMAT 1                 /* manifest format written and accepted */
+#define RT_CKPT_MAX_FILES 1024           /* files one manifest may list */
+#define RT_CKPT_PATH_MAX 4096            /* bytes of a path */
+
+/* Write len bytes to path atomically (temporary file, fsync, rename, fsync of the directory); an
+ * existing file is replaced only once the new one is whole on disk. 0 or RT_ERR_IO naming path. */
+int rt_ckpt_write_file(const char *path, const void *data, size_t len);
+
+/* Read a whole file (at most max bytes) into a fresh buffer: *out (caller frees) and *len.
+ * RT_ERR_NOTFOUND / RT_ERR_IO / RT_ERR_TOOBIG naming path. */
+int rt_ckpt_read_file(const char *path, size_t max, uint8_t **out, size_t *len);
+
+/* Size and zlib crc32 of a file. 0 or RT_ERR_NOTFOUND / RT_ERR_IO naming path. */
+int rt_ckpt_file_crc(const char *path, uint64_t *size, uint32_t *crc);
+
+/* mkdir -p dir (a new dir's parent is fsynced). 0 or RT_ERR_IO naming the component. */
+int rt_ckpt_mkdirs(const char *dir);
+
+/* ROOT/epoch-NNNNNN into buf (cap bytes). 0 or RT_ERR_ARG when it does not fit. */
+int rt_ckpt_dir(char *buf, size_t cap, const char *root, uint64_t epoch);
+
+/* Write dir/MANIFEST.json listing the n files (names relative to dir, each read back for its size
+ * and crc32) with the members of meta (borrowed, may be NULL) at top level. Written atomically and
+ * last: the checkpoint is complete from then on. 0 or a negative code naming the file. */
+int rt_ckpt_manifest_write(const char *dir, const char *const *files, int n, json_t *meta);
+
+/* Check dir's manifest: it exists and parses, its format is known, and every listed file (or, when
+ * `only` is not NULL, only the listed file of that name, which must be listed) exists with the
+ * recorded size and crc32. On success *manifest (may be NULL) receives the parsed manifest (caller
+ * owns it; json_decref). Errors: RT_ERR_NOTFOUND (no manifest: incomplete, or a file missing),
+ * RT_ERR_FORMAT (a field), RT_ERR_SIZE / RT_ERR_CHECKSUM (a file), each naming the file. */
+int rt_ckpt_verify(const char *dir, const char *only, json_t **manifest);
+
+/* Integer field `key` of a manifest; 0 or RT_ERR_FORMAT naming dir's manifest and the key. */
+int rt_ckpt_manifest_u64(const json_t *manifest, const char *dir, const char *key, uint64_t *out);
+
+/* Epochs of the checkpoint directories under root (names epoch-NNNNNN; others ignored), newest
+ * first, into epochs[cap]; *n receives how many (a missing root: 0). 0 or RT_ERR_IO. */
+int rt_ckpt_list(const char *root, uint64_t *epochs, int cap, int *n);
+
+/* The newest complete checkpoint under root into path (cap bytes) and its epoch (may be NULL).
+ * Newer directories that fail rt_ckpt_verify are skipped with a warning naming them and why.
+ * 0, or RT_ERR_NOTFOUND when there is none (no detail is an error then: a fresh start). */
+int rt_ckpt_latest(const char *root, char *path, size_t cap, uint64_t *epoch);
+
+/* Keep the newest `keep` complete checkpoints under root (keep >= 1) and remove the older ones,
+ * and every incomplete directory older than the newest complete one. 0 or RT_ERR_IO. */
+int rt_ckpt_prune(const char *root, int keep);
+
+/* Remove every checkpoint directory under root for an epoch greater than `epoch` (a run that
+ * starts at `epoch` will write those again; leftovers would mix two runs' files), each named in a
+ * warning. 0 or RT_ERR_IO. */
+int rt_ckpt_remove_after(const char *root, uint64_t epoch);
+
+#endif

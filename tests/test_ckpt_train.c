@@ -1,0 +1,173 @@
+/*
+ * test_ckpt_train: checkpoints and `--resume` through the real `eigenbatch train` binary, on a tiny
+ * LMDB (tests/helpers/eb_test_ckpt.h). An ABS run with `abs.decisions: sync` (deterministic: one
+ * worker, so no order of summed pushes) trained E epochs straight ends with exactly the weights
+ * (bitwise) of a run stopped after E1 epochs and resumed with `--resume auto` to E; the eigen
+ * service's decisions after the resume (eigenvalue, lambda_ref, batch, lr) equal the straight
+ * run's, so the ABS state came through the checkpoint; metrics.jsonl is appended to. `auto` skips
+ * a newest checkpoint without manifest (naming it) and resumes from the one before, again to the
+ * same weights. keep = 2 leaves the two newest checkpoints. A corrupted shard file, a missing PATH
+ * and a checkpoint of another model or shard count are errors naming the file and the field.
+ */
+#include "eb_test.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "eb_test_ckpt.h"
+
+static struct eb_ckpt_fixture s_f; /* the tiny dataset and the configuration */
+
+/* Straight vs. interrupted and resumed, twice (the second time from an older checkpoint because
+ * the newest lacks its manifest); then keep = 2. */
+static void test_resume_same_weights(void **state)
+{
+    (void)state;
+    char a[4300], b[4300], wa[4400], wb[4400], extra[4400], path[4500], err[4400];
+    snprintf(a, sizeof a, "%s/straight", s_f.tmp);
+    snprintf(b, sizeof b, "%s/resumed", s_f.tmp);
+    snprintf(extra, sizeof extra, "--set schedule.epochs=%d", EB_CKPT_EPOCHS);
+    eb_ckpt_run_ok(&s_f, "train", a, extra);
+    /* the interrupted run: the same configuration, stopped after EB_CKPT_SPLIT epochs */
+    snprintf(extra, sizeof extra, "--set schedule.epochs=%d", EB_CKPT_SPLIT);
+    eb_ckpt_run_ok(&s_f, "train", b, extra);
+    snprintf(path, sizeof path, "%s/checkpoints/epoch-%06d/MANIFEST.json", b, EB_CKPT_SPLIT);
+    assert_true(eb_ckpt_exists(path));
+    snprintf(extra, sizeof extra, "--set schedule.epochs=%d --resume auto", EB_CKPT_EPOCHS);
+    eb_ckpt_run_ok(&s_f, "train", b, extra);
+    snprintf(wa, sizeof wa, "%s/weights.safetensors", a);
+    snprintf(wb, sizeof wb, "%s/weights.safetensors", b);
+    eb_ckpt_same_file(wa, wb);
+    /* the decisions after the resume are the straight run's: the ABS state came through */
+    int ea, eb, ra, rb;
+    json_t *ja = eb_ckpt_eig_events(a, EB_CKPT_SPLIT - 1, &ea, &ra),
+           *jb = eb_ckpt_eig_events(b, EB_CKPT_SPLIT - 1, &eb, &rb);
+    assert_true(json_array_size(ja) >= 2);
+    if (!json_equal(ja, jb)) {
+        char *x = json_dumps(ja, 0), *y = json_dumps(jb, 0);
+        fprintf(stderr, "straight %s\nresumed  %s\n", x, y);
+        free(x);
+        free(y);
+    }
+    assert_true(json_equal(ja, jb));
+    json_decref(ja);
+    json_decref(jb);
+    /* metrics.jsonl was appended to: every epoch's event, and the resume event */
+    assert_int_equal(ea, EB_CKPT_EPOCHS);
+    assert_int_equal(ra, 0);
+    assert_int_equal(eb, EB_CKPT_EPOCHS);
+    assert_int_equal(rb, 1);
+    /* keep = 2 (the default): the two newest of the EB_CKPT_EPOCHS checkpoints remain */
+    for (int e = 1; e <= EB_CKPT_EPOCHS; e++) {
+        snprintf(path, sizeof path, "%s/checkpoints/epoch-%06d", b, e);
+        assert_int_equal(eb_ckpt_exists(path), e > EB_CKPT_EPOCHS - 2);
+    }
+
+    /* the newest checkpoint loses its manifest (a crash before it was written): auto warns,
+     * names it, and resumes from the one before; the result is the same again */
+    char c[4300];
+    snprintf(c, sizeof c, "%s/skip", s_f.tmp);
+    snprintf(extra, sizeof extra, "--set schedule.epochs=%d", EB_CKPT_SPLIT + 1);
+    eb_ckpt_run_ok(&s_f, "train", c, extra);
+    snprintf(path, sizeof path, "%s/checkpoints/epoch-%06d/MANIFEST.json", c, EB_CKPT_SPLIT + 1);
+    assert_int_equal(unlink(path), 0);
+    snprintf(err, sizeof err, "%s/skip-err.txt", s_f.tmp);
+    snprintf(extra, sizeof extra, "--set schedule.epochs=%d --resume auto", EB_CKPT_EPOCHS);
+    assert_int_equal(eb_ckpt_run(&s_f, "train", c, extra, err), 0);
+    char *msg = eb_ckpt_slurp(err);
+    assert_non_null(msg);
+    snprintf(path, sizeof path, "epoch-%06d", EB_CKPT_SPLIT + 1);
+    if (!strstr(msg, path) || !strstr(msg, "skipping"))
+        fprintf(stderr, "%s\n", msg);
+    assert_non_null(strstr(msg, "skipping"));
+    assert_non_null(strstr(msg, path));
+    free(msg);
+    snprintf(path, sizeof path, "%s/weights.safetensors", c);
+    eb_ckpt_same_file(wa, path);
+}
+
+/* Bad checkpoints are errors naming the file and the field. */
+static void test_resume_errors(void **state)
+{
+    (void)state;
+    char d[4300], extra[8800], path[4500], err[4400], ck[4400];
+    snprintf(d, sizeof d, "%s/bad", s_f.tmp);
+    snprintf(err, sizeof err, "%s/bad-err.txt", s_f.tmp);
+    eb_ckpt_run_ok(&s_f, "train", d, "--set schedule.epochs=1 --set schedule.method=BL");
+    snprintf(ck, sizeof ck, "%s/checkpoints/epoch-000001", d);
+    /* a missing PATH */
+    snprintf(extra, sizeof extra, "--set schedule.method=BL --resume '%s/nowhere'", d);
+    assert_int_equal(eb_ckpt_run(&s_f, "train", d, extra, err), 1);
+    char *msg = eb_ckpt_slurp(err);
+    assert_non_null(strstr(msg, "nowhere"));
+    free(msg);
+    /* another model (a different parameter count) */
+    snprintf(extra, sizeof extra, "--set schedule.method=BL --set model.name=mlp --resume '%s'",
+             ck);
+    assert_int_equal(eb_ckpt_run(&s_f, "train", d, extra, err), 1);
+    msg = eb_ckpt_slurp(err);
+    if (!strstr(msg, "n_params"))
+        fprintf(stderr, "%s\n", msg);
+    assert_non_null(strstr(msg, "MANIFEST.json"));
+    assert_non_null(strstr(msg, "n_params"));
+    free(msg);
+    /* another shard count */
+    snprintf(extra, sizeof extra, "--set schedule.method=BL --set cluster.shards=3 --resume '%s'",
+             ck);
+    assert_int_equal(eb_ckpt_run(&s_f, "train", d, extra, err), 1);
+    msg = eb_ckpt_slurp(err);
+    assert_non_null(strstr(msg, "n_shards"));
+    free(msg);
+    /* a corrupted shard file: its crc32 no longer matches */
+    snprintf(path, sizeof path, "%s/shard-1.safetensors", ck);
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    fseek(f, -3, SEEK_END);
+    int ch = fgetc(f);
+    fseek(f, -3, SEEK_END);
+    fputc(ch ^ 0x5a, f);
+    fclose(f);
+    snprintf(extra, sizeof extra, "--set schedule.method=BL --resume '%s'", ck);
+    assert_int_equal(eb_ckpt_run(&s_f, "train", d, extra, err), 1);
+    msg = eb_ckpt_slurp(err);
+    if (!strstr(msg, "shard-1.safetensors"))
+        fprintf(stderr, "%s\n", msg);
+    assert_non_null(strstr(msg, "shard-1.safetensors"));
+    assert_non_null(strstr(msg, "crc32"));
+    free(msg);
+    /* and `auto` skips it: no complete checkpoint left, a fresh start */
+    assert_int_equal(eb_ckpt_run(&s_f, "train", d,
+                                 "--set schedule.epochs=1 --set schedule.method=BL --resume auto",
+                                 err),
+                     0);
+    msg = eb_ckpt_slurp(err);
+    assert_non_null(strstr(msg, "epoch-000001"));
+    free(msg);
+}
+
+static int s_setup(void **state)
+{
+    (void)state;
+    eb_ckpt_setup(&s_f);
+    return 0;
+}
+
+static int s_teardown(void **state)
+{
+    (void)state;
+    eb_ckpt_teardown(&s_f);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_resume_same_weights),
+        cmocka_unit_test(test_resume_errors),
+    };
+    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+}

@@ -40,10 +40,14 @@ int eig_sub_new(void *zmq_ctx, const char *pub_endpoint, eig_sub_t **out)
         s->own_ctx = 1;
     }
     s->sock = zmq_socket(s->ctx, ZMQ_SUB);
-    if (!s->sock || zmq_setsockopt(s->sock, ZMQ_SUBSCRIBE, "", 0) ||
-        zmq_connect(s->sock, pub_endpoint)) {
+    if (!s->sock || zmq_setsockopt(s->sock, ZMQ_SUBSCRIBE, "", 0)) {
         int rc = rt_err_set(RT_ERR_ZMQ, "eig_sub: subscribe to %s: %s", pub_endpoint,
                             zmq_strerror(zmq_errno()));
+        eig_sub_destroy(&s);
+        return rc;
+    }
+    int rc = rt_sock_connect(s->sock, pub_endpoint);
+    if (rc) {
         eig_sub_destroy(&s);
         return rc;
     }

@@ -188,11 +188,13 @@ int eigensvc_new(const struct eigensvc_cfg *cfg, eigensvc_t **out)
         goto out_destroy;
     if (cfg->pub_endpoint) {
         s->pub = zmq_socket(s->ctx, ZMQ_PUB);
-        if (!s->pub || zmq_bind(s->pub, cfg->pub_endpoint)) {
-            rc = rt_err_set(RT_ERR_ZMQ, "eigensvc: PUB bind %s: %s", cfg->pub_endpoint,
+        if (!s->pub) {
+            rc = rt_err_set(RT_ERR_ZMQ, "eigensvc: PUB socket for %s: %s", cfg->pub_endpoint,
                             zmq_strerror(zmq_errno()));
             goto out_destroy;
         }
+        if ((rc = rt_sock_bind(s->ctx, s->pub, cfg->pub_endpoint)))
+            goto out_destroy;
     }
     if (cfg->query_endpoint && (rc = rt_sock_router(s->ctx, cfg->query_endpoint, 0, &s->query)))
         goto out_destroy;

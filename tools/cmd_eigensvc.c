@@ -7,7 +7,8 @@
  *       [--batch-max B] [--lr LR] [--lr-cap C] [--alpha A] [--beta B] [--kappa K]
  *       [--hessian-batch N] [--block-last K] [--bn eval|train] [--preset paper|accurate]
  *       [--seed S] [--threads T] [--metrics FILE] [--timeout-ms MS] [--decay E1,E2,...]
- *       [--rho R] [--sync 0|1]
+ *       [--rho R] [--sync 0|1] [--security-key FILE] [--security-server-pub FILE]
+ *       [--security-allowed LIST]
  *
  * Every option can also come from the environment: EB_ and the option's name in upper case with
  * '-' as '_' (EB_CONNECT, EB_PUB, ...); a flag wins over the environment. The ABS settings must be
@@ -24,6 +25,7 @@
 
 #include "eb_cli.h"
 #include "eigensvc.h"
+#include "rt_curve.h"
 #include "rt_err.h"
 
 #define S_CMD "eigensvc"
@@ -60,6 +62,9 @@ enum s_opt {
     O_RHO,
     O_SYNC,
     O_POLL_MS,
+    O_SEC_KEY,
+    O_SEC_SERVER_PUB,
+    O_SEC_ALLOWED,
     S_N_OPTS
 };
 
@@ -100,6 +105,11 @@ static const struct option s_opts[S_N_OPTS + 1] = {{"connect", required_argument
                                                    {"rho", required_argument, NULL, 0},
                                                    {"sync", required_argument, NULL, 0},
                                                    {"poll-ms", required_argument, NULL, 0},
+                                                   {"security-key", required_argument, NULL, 0},
+                                                   {"security-server-pub", required_argument,
+                                                    NULL, 0},
+                                                   {"security-allowed", required_argument, NULL,
+                                                    0},
                                                    {NULL, 0, NULL, 0}};
 
 static void s_usage(FILE *f)
@@ -205,6 +215,12 @@ int eb_cmd_eigensvc(int argc, char **argv)
     if (eig_power_preset_parse(preset_name, &preset)) {
         fprintf(stderr, "eigenbatch eigensvc: %s\n", rt_err_msg());
         return 2;
+    }
+
+    /* CURVE security (rt_curve.h), as the roles of `launch` have it */
+    if (rt_curve_configure(val[O_SEC_KEY], val[O_SEC_SERVER_PUB], val[O_SEC_ALLOWED])) {
+        fprintf(stderr, "eigenbatch eigensvc: %s\n", rt_err_msg());
+        return 1;
     }
 
     /* shard endpoints */

@@ -48,4 +48,7 @@ int eb_cmd_eig(int argc, char **argv);
 int eb_cmd_eigensvc(int argc, char **argv);
 int eb_cmd_plot(int argc, char **argv);
 
+/* `eigenbatch keygen --out PREFIX`: a CURVE keypair, PREFIX.key and PREFIX.pub (cmd_keygen.c). */
+int eb_cmd_keygen(int argc, char **argv);
+
 #endif

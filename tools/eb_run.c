@@ -18,6 +18,7 @@
 #include "eb_cli.h"
 #include "eb_weights.h"
 #include "rt_ckpt.h"
+#include "rt_curve.h"
 #include "rt_err.h"
 #include "rt_log.h"
 #include "server_ckpt.h"
@@ -77,6 +78,9 @@ const struct rt_config_key eb_run_schema[] = {
     {"output.dir", RT_CFG_STR, "runs/train", "output directory"},
     {"checkpoint.every_epochs", RT_CFG_INT, "1", "checkpoint every this many epochs (0: off)"},
     {"checkpoint.keep", RT_CFG_INT, "2", "complete checkpoints kept (the newest)"},
+    {"security.key", RT_CFG_STR, NULL, "this role's CURVE secret key file (null: no security)"},
+    {"security.server_pub", RT_CFG_STR, NULL, "servers' public key file (null: key's own)"},
+    {"security.allowed", RT_CFG_LIST_STR, NULL, ".pub files or directories admitted (null: own)"},
 };
 const int eb_run_schema_len = (int)(sizeof eb_run_schema / sizeof eb_run_schema[0]);
 
@@ -155,6 +159,9 @@ static const struct s_optdef s_defs[] = {
     S_O("checkpoint-every", S_INT, ckpt_every, "checkpoint.every_epochs"),
     S_O("checkpoint-keep", S_INT, ckpt_keep, "checkpoint.keep"),
     S_O("resume", S_STR, resume, NULL),
+    S_O("security-key", S_STR, sec_key, "security.key"),
+    S_O("security-server-pub", S_STR, sec_server_pub, "security.server_pub"),
+    S_O("security-allowed", S_STR, sec_allowed, "security.allowed"),
 };
 #define S_NDEFS (sizeof s_defs / sizeof s_defs[0])
 
@@ -208,7 +215,7 @@ static int s_set(const char *cmd, const struct s_optdef *d, struct eb_opts *o, c
 }
 
 /* Storage for list values turned into comma-separated flag text; lives with the process. */
-static char s_lists[2][EB_RUN_MAX_LIST];
+static char s_lists[3][EB_RUN_MAX_LIST];
 
 /* Set the options that configuration keys name, from a validated configuration. */
 static int s_from_config(const char *cmd, const rt_config_t *cfg, struct eb_opts *o)
@@ -232,7 +239,8 @@ static int s_from_config(const char *cmd, const rt_config_t *cfg, struct eb_opts
                 return -1;
             snprintf(num, sizeof num, "%d", b);
             v = num;
-        } else if (!strcmp(d->key, "cluster.weights") || !strcmp(d->key, "schedule.decay_epochs")) {
+        } else if (!strcmp(d->key, "cluster.weights") || !strcmp(d->key, "schedule.decay_epochs") ||
+                   !strcmp(d->key, "security.allowed")) {
             const char *items[EB_RUN_MAX_WORKERS];
             int n;
             if (rt_config_get_strs(cfg, d->key, items, EB_RUN_MAX_WORKERS, &n))
@@ -277,7 +285,8 @@ static int s_flag_to_config(rt_config_t *cfg, const char *flag, const char *val)
         snprintf(a, sizeof a, "%s=%s", d->key, strcmp(val, "0") ? "true" : "false");
     else if (!strcmp(d->key, "abs.decisions"))
         snprintf(a, sizeof a, "%s=%s", d->key, strcmp(val, "0") ? "sync" : "async");
-    else if (!strcmp(d->key, "cluster.weights") || !strcmp(d->key, "schedule.decay_epochs"))
+    else if (!strcmp(d->key, "cluster.weights") || !strcmp(d->key, "schedule.decay_epochs") ||
+             !strcmp(d->key, "security.allowed"))
         snprintf(a, sizeof a, "%s=[%s]", d->key, val);
     else if (d->kind == S_STR)
         snprintf(a, sizeof a, "%s='%s'", d->key, val);
@@ -384,10 +393,37 @@ int eb_opts_main(const char *cmd, int argc, char **argv, const char *usage, eb_o
     int rc = 0;
     if (help)
         fputs(usage, stdout);
+    else if (eb_opts_security(cmd, &o))
+        rc = 1;
     else
         rc = body(&o, cfg);
     rt_config_destroy(&cfg);
     return rc;
+}
+
+int eb_opts_security(const char *cmd, const struct eb_opts *o)
+{
+    if (rt_curve_configure(o->sec_key, o->sec_server_pub, o->sec_allowed)) {
+        fprintf(stderr, "eigenbatch %s: %s\n", cmd, rt_err_msg());
+        return 1;
+    }
+    /* processes started from here (launch) read the same settings from the environment */
+    const char *env[][2] = {{"EB_SECURITY_KEY", o->sec_key},
+                            {"EB_SECURITY_SERVER_PUB", o->sec_server_pub},
+                            {"EB_SECURITY_ALLOWED", o->sec_allowed}};
+    for (size_t i = 0; i < sizeof env / sizeof env[0]; i++) {
+        const char *cur = getenv(env[i][0]);
+        if (cur && env[i][1] && !strcmp(cur, env[i][1]))
+            continue; /* already there (the option may point into it) */
+        if (env[i][1] ? setenv(env[i][0], env[i][1], 1) : unsetenv(env[i][0])) {
+            fprintf(stderr, "eigenbatch %s: cannot set %s: %s\n", cmd, env[i][0],
+                    strerror(errno));
+            return 1;
+        }
+    }
+    if (o->sec_key)
+        RT_INFO("security", "CURVE on tcp/ipc endpoints with key %s", o->sec_key);
+    return 0;
 }
 
 int eb_opts_check(const char *cmd, struct eb_opts *o)

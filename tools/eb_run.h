@@ -90,6 +90,9 @@ struct eb_opts {
     long ckpt_keep;          /* --checkpoint-keep: complete checkpoints kept */
     const char *resume;      /* --resume auto|PATH: start from a checkpoint (server_ckpt.h); the
                                 launcher hands its roles the resolved PATH */
+    const char *sec_key;        /* --security-key: this role's CURVE secret key file (NULL: off) */
+    const char *sec_server_pub; /* --security-server-pub: servers' public key file (NULL: own) */
+    const char *sec_allowed;    /* --security-allowed: comma-separated .pub files/directories */
 };
 
 /* The configuration schema of a run (model, data, cluster, schedule, abs, train, output). */
@@ -111,6 +114,12 @@ typedef int (*eb_opts_body_fn)(const struct eb_opts *o, const rt_config_t *cfg);
 /* Entry point shared by train, launch, server and worker: parse (eb_opts_parse), print usage for
  * --help, run body, free the configuration. Returns the exit status (2 for a usage error). */
 int eb_opts_main(const char *cmd, int argc, char **argv, const char *usage, eb_opts_body_fn body);
+
+/* Configure CURVE security (rt_curve_configure) from the security.* options, and export them as
+ * EB_SECURITY_KEY, EB_SECURITY_SERVER_PUB and EB_SECURITY_ALLOWED so that processes started from
+ * this one (launch's roles, the eigen service) use the same. eb_opts_main calls it before the
+ * body. Prints the problem (naming the file or key) and returns 1, else 0. */
+int eb_opts_security(const char *cmd, const struct eb_opts *o);
 
 /* Check ranges and combinations; prints the problem and returns 2, else 0. */
 int eb_opts_check(const char *cmd, struct eb_opts *o);

@@ -690,6 +690,8 @@ int eb_bench_ps(int argc, char **argv)
         printf("same rounds with CurveZMQ: %.2f ms/round, %.3f GB/s; encrypted/plain %.3f\n",
                1e3 * curve_secs / (double)rounds, c_gbps, c_gbps / gbps);
         if (j) {
+            json_object_set_new(j, "curve_ms_per_round",
+                                json_real(1e3 * curve_secs / (double)rounds));
             json_object_set_new(j, "curve_gbytes_per_s", json_real(c_gbps));
             json_object_set_new(j, "curve_ratio", json_real(c_gbps / gbps));
         }

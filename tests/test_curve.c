@@ -4,10 +4,12 @@
  * peers exchange messages over encrypted tcp loopback; a client whose key is not allowed is
  * rejected by the ZAP handler (nothing delivered, the rejection logged with its address and key)
  * and so is a client without keys, while an allowed client still gets through; `eigenbatch launch`
- * over tcp with keys trains to the same weights as without; a missing key file stops it with a
+ * over tcp with keys trains to the same weights as without, also with the eigen service (ABS,
+ * decisions over PUB/SUB and the query socket, all encrypted); a missing key file stops it with a
  * message naming the file. Skipped (77) when libzmq has no CURVE.
  */
 #include "eb_test.h"
+#include "eb_test_data.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -47,16 +49,27 @@ static void s_write(const char *path, const char *text, mode_t mode)
     assert_int_equal(chmod(path, mode), 0);
 }
 
+/* The whole file, NUL-terminated; *len (may be NULL) its size. Caller frees. */
+static char *s_read(const char *path, long *len)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    long n = ftell(f);
+    assert_true(n >= 0);
+    rewind(f);
+    char *buf = calloc(1, (size_t)n + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    if (len)
+        *len = n;
+    return buf;
+}
+
 static char *s_slurp(const char *path)
 {
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    char *buf = calloc(1, 1 << 16);
-    assert_non_null(buf);
-    size_t n = fread(buf, 1, (1 << 16) - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-    return buf;
+    return s_read(path, NULL);
 }
 
 /* stderr into a file while a block runs (rt_log writes to fd 2). */
@@ -405,13 +418,11 @@ static void test_launch_with_keys(void **state)
              "--set model.name=synth --set checkpoint.every_epochs=0 --set output.dir='%s/plain'",
              s_dir);
     s_launch(sec, plain, err);
-    char *a = s_slurp(plain), *b = s_slurp(enc);
-    FILE *f = fopen(enc, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    assert_int_equal(ftell(f), (1001 + 7) * (long)sizeof(float));
-    fclose(f);
-    assert_memory_equal(a, b, (1001 + 7) * sizeof(float));
+    long na, nb;
+    char *a = s_read(plain, &na), *b = s_read(enc, &nb);
+    assert_int_equal(nb, (1001 + 7) * (long)sizeof(float));
+    assert_int_equal(na, nb);
+    assert_memory_equal(a, b, (size_t)nb);
     free(a);
     free(b);
     /* a missing key file stops the run with a message naming it */
@@ -422,6 +433,48 @@ static void test_launch_with_keys(void **state)
     char *text = s_slurp(err);
     assert_non_null(strstr(text, "nope.key"));
     free(text);
+}
+
+/* ABS with the eigen service as a process (launch hands it the keys through the environment):
+ * decisions arrive (sync: each epoch waits for one) and the weights equal a plain run's. */
+static void test_launch_abs_with_keys(void **state)
+{
+    (void)state;
+    char db[S_PATH], key[S_PATH], cmd[6 * S_PATH], err[S_PATH];
+    snprintf(db, sizeof db, "%s/db", s_dir);
+    snprintf(err, sizeof err, "%s/abs.err", s_dir);
+    s_path(key, s_a, ".key");
+    eb_test_make_raw_db(db, 40, 1, 8, 8);
+    for (int run = 0; run < 2; run++) {
+        snprintf(cmd, sizeof cmd,
+                 "EB_LOG=warn timeout 120 '%s' launch --transport tcp --shards 2 --workers 2 "
+                 "--model cnn --data '%s' --classes 40 --batch 8 --micro-batch 4 --lr 0.05 "
+                 "--method ABS --epochs 3 --batch-max 32 --kappa 1 --hessian-batch 16 --sync 1 "
+                 "--timeout-ms 20000 --eig-metrics '%s/abs%d.jsonl' --out '%s/abs%d.bin' "
+                 "%s%s%s 2>'%s'",
+                 eb_test_binary(), db, s_dir, run, s_dir, run, run ? "" : "--security-key '",
+                 run ? "" : key, run ? "" : "'", err);
+        int rc = s_run(cmd);
+        if (rc) {
+            char *text = s_slurp(err);
+            fail_msg("ABS launch (%s) exited %d:\n%s", run ? "plain" : "keys", rc, text);
+        }
+    }
+    char path[S_PATH];
+    snprintf(path, sizeof path, "%s/abs0.jsonl", s_dir);
+    char *m = s_slurp(path);
+    assert_non_null(strstr(m, "\"event\":\"eig\""));
+    free(m);
+    long na, nb;
+    snprintf(path, sizeof path, "%s/abs0.bin", s_dir);
+    char *a = s_read(path, &na);
+    snprintf(path, sizeof path, "%s/abs1.bin", s_dir);
+    char *b = s_read(path, &nb);
+    assert_true(na > 0);
+    assert_int_equal(na, nb);
+    assert_memory_equal(a, b, (size_t)na);
+    free(a);
+    free(b);
 }
 
 int main(void)
@@ -437,6 +490,7 @@ int main(void)
         cmocka_unit_test(test_unknown_key_rejected),
         cmocka_unit_test(test_client_without_keys_rejected),
         cmocka_unit_test(test_launch_with_keys),
+        cmocka_unit_test(test_launch_abs_with_keys),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

@@ -251,7 +251,8 @@ int rt_sock_router(void *ctx, const char *endpoint, long max_frame_bytes, void *
     if (rc)
         goto out_close;
     if (max_frame_bytes > 0) {
-        int64_t mx = max_frame_bytes;
+        /* the limit applies to the frame on the wire: CURVE adds its MESSAGE command */
+        int64_t mx = max_frame_bytes + (rt_curve_wants(endpoint) ? RT_CURVE_FRAME_OVERHEAD : 0);
         if (zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &mx, sizeof mx) != 0) {
             rc = rt_err_set(RT_ERR_ZMQ, "%s: ZMQ_MAXMSGSIZE: %s", endpoint,
                             zmq_strerror(zmq_errno()));

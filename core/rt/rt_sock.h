@@ -64,7 +64,7 @@ int rt_sock_bind(void *ctx, void *s, const char *endpoint);
 int rt_sock_connect(void *s, const char *endpoint);
 
 /* A ROUTER bound to `endpoint`. max_frame_bytes > 0 makes the transport drop peers that send a
- * frame larger than that (tcp/ipc only). Returns 0 and *out, or RT_ERR_ZMQ naming the endpoint.
+ * frame larger than that (tcp/ipc only; encrypted, plus RT_CURVE_FRAME_OVERHEAD). Returns 0 and *out, or RT_ERR_ZMQ naming the endpoint.
  * Caller owns *out; close with rt_sock_close. */
 int rt_sock_router(void *ctx, const char *endpoint, long max_frame_bytes, void **out);
 

@@ -664,7 +664,7 @@ static int s_nn_step(void *user, const struct worker_step *st, const float *para
 struct s_epoch {
     int64_t epoch;         /* the epoch that ended */
     uint64_t steps;        /* steps done by its end */
-    double loss;           /* worker 0's mean training loss over the epoch */
+    double loss;           /* mean training loss over the epoch's samples, every worker's */
     double train_accuracy; /* ... and accuracy */
     uint32_t batch;        /* B, lr and gamma of its last step */
     float lr;
@@ -822,9 +822,8 @@ static void s_epoch_end(struct eb_run_nn *n, const float *params, const float *b
     struct s_epoch ep = {
         .epoch = n->epoch,
         .steps = n->last.step + 1,
-        .loss = n->share_samples ? n->share_loss / (double)n->share_samples : NAN,
-        .train_accuracy =
-            n->share_samples ? (double)n->share_correct / (double)n->share_samples : NAN,
+        .loss = n->tot_samples ? n->tot_loss / (double)n->tot_samples : NAN,
+        .train_accuracy = n->tot_samples ? (double)n->tot_correct / (double)n->tot_samples : NAN,
         .batch = n->last.batch,
         .lr = n->last.lr,
         .gamma = n->last.gamma,
@@ -857,8 +856,8 @@ static void s_epoch_end(struct eb_run_nn *n, const float *params, const float *b
         s_epoch_write(n, &ep, NAN, NAN, 0);
     }
     n->epoch_t0 = rt_progress_now();
-    n->epoch_samples = n->share_samples = n->share_correct = 0;
-    n->share_loss = 0;
+    n->epoch_samples = n->tot_samples = n->tot_correct = 0;
+    n->tot_loss = 0;
 }
 
 static void s_nn_step_done(void *user, const struct worker_step *st, uint32_t samples, float loss)
@@ -878,9 +877,6 @@ static void s_nn_step_done(void *user, const struct worker_step *st, uint32_t sa
     uint32_t global = st->samples ? st->samples : st->batch;
     n->done_samples += global;
     n->epoch_samples += global;
-    n->share_samples += samples;
-    n->share_correct += correct;
-    n->share_loss += (double)loss * samples;
     n->last = *st;
     double el = now - n->t0;
     char extra[160];
@@ -905,6 +901,27 @@ static void s_nn_step_done(void *user, const struct worker_step *st, uint32_t sa
         if (rt_metrics_end(n->metrics) && !n->rc)
             n->rc = RT_ERR_IO;
     }
+}
+
+static uint32_t s_nn_correct(void *user)
+{
+    struct eb_run_nn *n = user;
+    uint32_t s, correct;
+    float l;
+    worker_nn_last(n->nn, &s, &correct, &l);
+    return correct;
+}
+
+/* Worker 0: the coordinator's totals of a step join its epoch's (they arrive before the epoch's
+ * end is noticed: with the weights of the next step). */
+static void s_nn_totals(void *user, const struct worker_totals *t)
+{
+    struct eb_run_nn *n = user;
+    if (!n->progress)
+        return;
+    n->tot_samples += t->samples;
+    n->tot_correct += t->correct;
+    n->tot_loss += t->loss_sum;
 }
 
 static void s_nn_finish(void *user, uint64_t steps, const float *params, const float *buffers)
@@ -948,6 +965,8 @@ struct worker_compute eb_run_nn_compute(struct eb_run_nn *n)
     return (struct worker_compute){.user = n,
                                    .init = s_nn_init,
                                    .compute = s_nn_step,
+                                   .correct = s_nn_correct,
+                                   .totals = s_nn_totals,
                                    .step_done = s_nn_step_done,
                                    .finish = s_nn_finish};
 }

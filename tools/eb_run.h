@@ -145,9 +145,9 @@ struct eb_run_nn {
     int64_t epoch;           /* epoch of the last step seen (-1 before the first) */
     uint64_t done_samples;   /* global samples of every step so far */
     uint64_t epoch_samples;  /* global samples of this epoch's steps */
-    uint64_t share_samples;  /* this worker's samples this epoch */
-    uint64_t share_correct;  /* ... correctly classified */
-    double share_loss;       /* ... summed loss */
+    uint64_t tot_samples;    /* samples of this epoch over every worker (coordinator totals) */
+    uint64_t tot_correct;    /* ... correctly classified */
+    double tot_loss;         /* ... summed loss */
     struct worker_step last; /* the last step seen */
     double eval_seconds;     /* time spent in test evaluation (on the evaluation thread) */
     double test_accuracy;    /* the last evaluation's accuracy (NaN: none yet) */

@@ -322,7 +322,8 @@ static const char s_launch_usage[] =
     "the synthetic model as threads of this process (zoo models switch to ipc). --out and\n"
     "--output-dir go to the first worker.\n"
     "--method ABS|ABSA with a zoo model also runs the eigen service as a process (`eigenbatch\n"
-    "eigensvc`: --kappa, --hessian-batch, --sync 0|1, --eig-pub ENDPOINT, --eig-query ENDPOINT,\n"
+    "eigensvc`, with every abs.* setting: --alpha, --beta, --kappa, --omega, --block-last-k, --bn,\n"
+    "--preset, --hessian-batch, --sync 0|1; and --eig-pub ENDPOINT, --eig-query ENDPOINT,\n"
     "--eig-metrics FILE).\n";
 
 /* Spawn `eigenbatch ROLE args...`; returns the child's pid or -1. */
@@ -686,57 +687,24 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
         else
             n++;
     }
-    /* ABS / ABSA on a zoo model: the eigen service, with the schedule's settings */
+    /* ABS / ABSA on a zoo model: the eigen service, with every abs.* setting of the run, from
+     * the same function as `train` (eb_run_eig_args) */
     if (status == 0 && o.method && !strncasecmp(o.method, "ABS", 3) && strcmp(o.model, "synth")) {
-        char a_classes[32], a_kappa[32], a_sync_t[32], a_bmax_e[32], a_hb[32];
-        snprintf(a_hb, sizeof a_hb, "%ld", o.hessian_batch);
-        struct server_sched_config dc; /* the schedule's default B_max when --batch-max is 0 */
-        server_sched_config_default(&dc, SERVER_SCHED_ABS, o.samples, 1);
-        snprintf(a_bmax_e, sizeof a_bmax_e, "%lld",
-                 o.batch_max > 0 ? (long long)o.batch_max : (long long)dc.batch_max);
-        snprintf(a_classes, sizeof a_classes, "%ld", o.classes);
-        snprintf(a_kappa, sizeof a_kappa, "%ld", o.kappa);
+        struct eb_run_eig_args *ea = calloc(1, sizeof *ea);
+        char a_sync_t[32];
         snprintf(a_sync_t, sizeof a_sync_t, "%d", o.sync ? 0 : 5000);
-        char *args[S_MAX_ARGS] = {self,
-                                  "eigensvc",
-                                  "--connect",
-                                  connect,
-                                  "--model",
-                                  (char *)o.model,
-                                  "--data",
-                                  (char *)o.data,
-                                  "--classes",
-                                  a_classes,
-                                  "--method",
-                                  (char *)o.method,
-                                  "--epochs",
-                                  a_epochs,
-                                  "--batch",
-                                  a_batch,
-                                  "--batch-max",
-                                  a_bmax_e,
-                                  "--lr",
-                                  a_lr,
-                                  "--rho",
-                                  a_rho,
-                                  "--kappa",
-                                  a_kappa,
-                                  "--seed",
-                                  a_seed,
-                                  "--sync",
-                                  o.sync ? "1" : "0",
-                                  "--hessian-batch",
-                                  a_hb};
-        int k = 0;
-        while (args[k])
-            k++;
+        char *args[S_MAX_ARGS] = {self, "eigensvc", "--connect", connect};
+        int k = 4;
+        if (!ea || eb_run_eig_args(&o, ea)) {
+            fprintf(stderr, "eigenbatch launch: eigen service: %s\n",
+                    ea ? rt_err_msg() : "out of memory");
+            status = 1;
+        }
+        for (int j = 0; status == 0 && j < ea->argc && k < S_MAX_ARGS - 12; j++)
+            args[k++] = ea->argv[j];
         if (!o.sync) { /* without sync, a missed last snapshot ends the service on silence */
             args[k++] = "--timeout-ms";
             args[k++] = a_sync_t;
-        }
-        if (o.decay) {
-            args[k++] = "--decay";
-            args[k++] = (char *)o.decay;
         }
         if (o.eig_pub) {
             args[k++] = "--pub";
@@ -751,11 +719,14 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
             args[k++] = (char *)o.eig_metrics;
         }
         args[k] = NULL;
-        pids[n] = s_spawn(self, args);
-        if (pids[n] < 0)
-            status = 1;
-        else
-            n++;
+        if (status == 0) {
+            pids[n] = s_spawn(self, args);
+            if (pids[n] < 0)
+                status = 1;
+            else
+                n++;
+        }
+        free(ea);
     }
     if (status)
         fprintf(stderr, "eigenbatch launch: fork: %s\n", strerror(errno));

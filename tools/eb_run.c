@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,6 +146,12 @@ static const struct s_optdef s_defs[] = {
     S_O("sync", S_INT, sync, "abs.decisions"),
     S_O("kappa", S_INT, kappa, "abs.kappa"),
     S_O("hessian-batch", S_INT, hessian_batch, "abs.hessian_batch"),
+    S_O("alpha", S_DBL, alpha, "abs.alpha"),
+    S_O("beta", S_DBL, beta, "abs.beta"),
+    S_O("omega", S_DBL, omega, "abs.omega"),
+    S_O("block-last-k", S_INT, block_last_k, "abs.block_last_k"),
+    S_O("bn", S_STR, bn, "abs.bn"),
+    S_O("preset", S_STR, preset, "abs.preset"),
     S_O("eig-pub", S_STR, eig_pub, NULL),
     S_O("eig-query", S_STR, eig_query, NULL),
     S_O("eig-metrics", S_STR, eig_metrics, NULL),
@@ -183,6 +190,11 @@ static void s_defaults(struct eb_opts *o)
     o->lead = 1;
     o->kappa = 10;
     o->hessian_batch = 128;
+    o->alpha = 2;
+    o->beta = 2;
+    o->omega = 2;
+    o->bn = "eval";
+    o->preset = "paper";
 }
 
 static int s_set(const char *cmd, const struct s_optdef *d, struct eb_opts *o, const char *val)
@@ -412,6 +424,14 @@ int eb_opts_check(const char *cmd, struct eb_opts *o)
               "--eval-every, --progress-s and --crop-pad >= 0";
     else if (!(o->epsilon >= 0) || !(o->gamma >= 0 && o->gamma <= 1) || !(o->lr_cap >= 0))
         bad = "--epsilon and --lr-cap must be >= 0, --gamma in [0, 1]";
+    else if (strcmp(o->bn, "eval") && strcmp(o->bn, "train"))
+        bad = "--bn (abs.bn) must be eval or train";
+    else if (strcmp(o->preset, "paper") && strcmp(o->preset, "accurate"))
+        bad = "--preset (abs.preset) must be paper or accurate";
+    else if (o->block_last_k < 0 || o->block_last_k > INT_MAX || o->hessian_batch < 1 ||
+             o->hessian_batch > INT_MAX || o->kappa < 0 || o->kappa > INT32_MAX)
+        bad = "--block-last-k (abs.block_last_k) and --kappa (abs.kappa) must be >= 0, "
+              "--hessian-batch (abs.hessian_batch) >= 1";
     if (!bad && o->weights) {
         int k = 0;
         for (const char *p = o->weights; p; k++) {
@@ -530,6 +550,129 @@ double eb_opts_worker_weight(const struct eb_opts *o, int i)
 int eb_opts_needs_eigensvc(const struct eb_opts *o)
 {
     return o->method && !strncasecmp(o->method, "ABS", 3);
+}
+
+int eb_run_eig_cfg(const struct eb_opts *o, struct eigensvc_cfg *ec)
+{
+    memset(ec, 0, sizeof *ec);
+    enum eig_power_preset pp;
+    if (eig_power_preset_parse(o->preset, &pp))
+        return rt_err_set(RT_ERR_CONFIG, "abs.preset: expected paper or accurate, got '%s'",
+                          o->preset);
+    if (strcmp(o->bn, "eval") && strcmp(o->bn, "train"))
+        return rt_err_set(RT_ERR_CONFIG, "abs.bn: expected eval or train, got '%s'", o->bn);
+    if (!eb_opts_needs_eigensvc(o))
+        return rt_err_set(RT_ERR_CONFIG, "schedule.method %s has no eigen service",
+                          o->method ? o->method : "(none)");
+    eig_power_config_preset(&ec->power, pp);
+    ec->power.seed = (uint64_t)o->seed;
+    eig_abs_config_default(&ec->abs, (int32_t)o->epochs, !strcasecmp(o->method, "ABSA"));
+    ec->abs.alpha = o->alpha;
+    ec->abs.beta = o->beta;
+    ec->abs.kappa = (int32_t)o->kappa;
+    /* the coordinator's schedule: its B_max (the method's default when unset), lr at B */
+    enum server_sched_method m;
+    if (server_sched_method_parse(o->method, &m))
+        return RT_ERR_CONFIG;
+    struct server_sched_config dc;
+    server_sched_config_default(&dc, m, o->samples, (int32_t)o->epochs);
+    ec->abs.batch0 = o->batch;
+    ec->abs.batch_max = o->batch_max > 0 ? o->batch_max : dc.batch_max;
+    if (ec->abs.batch_max < o->batch)
+        ec->abs.batch_max = o->batch;
+    ec->abs.lr0 = o->base_batch > 0 ? o->lr * (double)o->batch / (double)o->base_batch : o->lr;
+    ec->abs.lr_cap = o->lr_cap;
+    ec->abs.gamma0 = o->gamma;
+    ec->abs.omega = o->omega;
+    if (o->tau >= 0)
+        ec->abs.tau = (int32_t)o->tau;
+    ec->abs.rho = o->rho;
+    ec->abs.n_decay = 0;
+    if (o->decay) {
+        char list[EB_RUN_MAX_LIST];
+        snprintf(list, sizeof list, "%s", o->decay);
+        for (char *sv = NULL, *t = strtok_r(list, ",", &sv); t; t = strtok_r(NULL, ",", &sv)) {
+            char *end;
+            long e = strtol(t, &end, 10);
+            if (end == t || *end || ec->abs.n_decay >= EIG_ABS_MAX_DECAY)
+                return rt_err_set(RT_ERR_CONFIG, "schedule.decay_epochs: bad list '%s'", o->decay);
+            ec->abs.decay_epochs[ec->abs.n_decay++] = (int32_t)e;
+        }
+    }
+    ec->model = o->model;
+    ec->classes = (int)o->classes;
+    ec->train_db = o->data;
+    ec->hessian_batch = (int)o->hessian_batch;
+    ec->seed = (uint64_t)o->seed;
+    ec->block_last_k = (int)o->block_last_k;
+    ec->bn = strcmp(o->bn, "eval") ? NN_BN_TRAIN : NN_BN_EVAL;
+    ec->sync = o->sync != 0;
+    ec->epochs = (int)o->epochs;
+    return RT_OK;
+}
+
+/* Append flag and its value (printf format) to a. */
+static int s_eig_arg(struct eb_run_eig_args *a, const char *flag, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int s_eig_arg(struct eb_run_eig_args *a, const char *flag, const char *fmt, ...)
+{
+    if (a->argc + 2 > EB_RUN_EIG_MAX_ARGS)
+        return rt_err_set(RT_ERR_ARG, "eigen service: too many arguments");
+    char *v = a->text[a->argc + 1];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(v, EB_RUN_EIG_ARG_LEN, fmt, ap);
+    va_end(ap);
+    if (n < 0 || n >= EB_RUN_EIG_ARG_LEN)
+        return rt_err_set(RT_ERR_ARG, "eigen service: value of %s too long", flag);
+    a->argv[a->argc++] = (char *)flag;
+    a->argv[a->argc++] = v;
+    a->argv[a->argc] = NULL;
+    return RT_OK;
+}
+
+int eb_run_eig_args(const struct eb_opts *o, struct eb_run_eig_args *a)
+{
+    struct eigensvc_cfg ec;
+    int rc = eb_run_eig_cfg(o, &ec);
+    a->argc = 0;
+    a->argv[0] = NULL;
+    if (rc)
+        return rc;
+    const struct eig_abs_config *c = &ec.abs;
+    char decay[EB_RUN_EIG_ARG_LEN] = "";
+    for (int i = 0; i < c->n_decay; i++) {
+        size_t k = strlen(decay);
+        snprintf(decay + k, sizeof decay - k, "%s%d", i ? "," : "", (int)c->decay_epochs[i]);
+    }
+    /* doubles with 17 digits: the process reads back the very same values */
+    if ((rc = s_eig_arg(a, "--model", "%s", ec.model)) ||
+        (rc = s_eig_arg(a, "--data", "%s", ec.train_db)) ||
+        (rc = s_eig_arg(a, "--classes", "%d", ec.classes)) ||
+        (rc = s_eig_arg(a, "--method", "%s", c->adversarial ? "ABSA" : "ABS")) ||
+        (rc = s_eig_arg(a, "--epochs", "%d", ec.epochs)) ||
+        (rc = s_eig_arg(a, "--batch", "%lld", (long long)c->batch0)) ||
+        (rc = s_eig_arg(a, "--batch-max", "%lld", (long long)c->batch_max)) ||
+        (rc = s_eig_arg(a, "--lr", "%.17g", c->lr0)) ||
+        (rc = s_eig_arg(a, "--lr-cap", "%.17g", c->lr_cap)) ||
+        (rc = s_eig_arg(a, "--alpha", "%.17g", c->alpha)) ||
+        (rc = s_eig_arg(a, "--beta", "%.17g", c->beta)) ||
+        (rc = s_eig_arg(a, "--kappa", "%d", (int)c->kappa)) ||
+        (rc = s_eig_arg(a, "--gamma", "%.17g", c->gamma0)) ||
+        (rc = s_eig_arg(a, "--omega", "%.17g", c->omega)) ||
+        (rc = s_eig_arg(a, "--tau", "%d", (int)c->tau)) ||
+        (rc = s_eig_arg(a, "--rho", "%.17g", c->rho)) ||
+        (rc = s_eig_arg(a, "--hessian-batch", "%d", ec.hessian_batch)) ||
+        (rc = s_eig_arg(a, "--block-last", "%d", ec.block_last_k)) ||
+        (rc = s_eig_arg(a, "--bn", "%s", o->bn)) ||
+        (rc = s_eig_arg(a, "--preset", "%s", o->preset)) ||
+        (rc = s_eig_arg(a, "--seed", "%llu", (unsigned long long)ec.seed)) ||
+        (rc = s_eig_arg(a, "--sync", "%d", ec.sync)))
+        return rc;
+    if (c->n_decay && (rc = s_eig_arg(a, "--decay", "%s", decay)))
+        return rc;
+    return RT_OK;
 }
 
 /* ---- a zoo model on an LMDB dataset ---------------------------------------------------------- */

@@ -69,7 +69,8 @@ static const char s_server_usage[] =
     "                         [--batch B --lr LR --steps T --samples N (shard 0)]\n"
     "                         [--momentum M] [--weight-decay WD] [--checksum KIND]\n"
     "                         [--method BL|FB|GG|ABS|ABSA --epochs E [--decay-epochs e1,e2]\n"
-    "                          [--rho R] [--warmup-epochs N] [--batch-max B]]\n"
+    "                          [--rho R] [--warmup-epochs N] [--batch-max B]\n"
+    "                          [--sync 0|1 [--sync-timeout-s S]]]\n"
     "Runs one parameter-server shard; shard 0 is also the coordinator and holds the schedule:\n"
     "with --method the BL/FB/GG/ABS schedule of server_sched, else a constant one for --steps.\n"
     "Options may also come from the environment (EB_SHARD, EB_BIND, ...) or from a YAML\n"
@@ -145,6 +146,7 @@ static int s_server(const struct eb_opts *opts, const rt_config_t *cfg)
             /* the eigen service reads epoch-start snapshots under ABS / ABSA */
             .snapshots = o.method && !strncasecmp(o.method, "ABS", 3),
             .sync = o.method && !strncasecmp(o.method, "ABS", 3) && o.sync,
+            .sync_timeout_ms = (int)(o.sync_timeout_s * 1000.0),
         };
         rc = server_shard_new(&sc, &s);
     }
@@ -539,8 +541,9 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
     snprintf(a_gamma, sizeof a_gamma, "%.9g", o.gamma);
     snprintf(a_eps, sizeof a_eps, "%.9g", o.epsilon);
     snprintf(a_tau, sizeof a_tau, "%ld", o.tau);
-    char a_bbatch[32];
+    char a_bbatch[32], a_sync_to[48];
     snprintf(a_bbatch, sizeof a_bbatch, "%ld", o.base_batch);
+    snprintf(a_sync_to, sizeof a_sync_to, "%.17g", o.sync_timeout_s);
     pid_t *pids = calloc((size_t)(S + W + 1), sizeof *pids);
     if (!pids)
         return 1;
@@ -606,6 +609,8 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
             if (o.sync) {
                 args[k++] = "--sync";
                 args[k++] = "1";
+                args[k++] = "--sync-timeout-s";
+                args[k++] = a_sync_to;
             }
         }
         if (i > 0) {

@@ -204,6 +204,7 @@ static int s_train(struct eb_opts *o, const rt_config_t *cfg)
         .compute = cbs,
         .weights = weights,
         .snapshots = eb_opts_needs_eigensvc(o),
+        .sync_timeout_ms = (int)(o->sync_timeout_s * 1000.0),
         .worker_timeout_ms = (int)o->timeout_ms,
         .chunk_floats = (uint32_t)o->chunk,
         .checksum = ck,

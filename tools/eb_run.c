@@ -24,6 +24,8 @@
 
 #define S_SYNTH_PARAMS 1000 /* default size of the synthetic model */
 #define S_MAX_PATH 4096     /* bytes of a path under the output directory */
+#define S_SYNC_TIMEOUT_S 600 /* `decisions: sync`: default longest wait for a decision */
+#define S_SYNC_TIMEOUT_MAX_S 2000000 /* its largest value (milliseconds fit an int) */
 
 /* ---- schema ---------------------------------------------------------------------------------- */
 
@@ -67,6 +69,7 @@ const struct rt_config_key eb_run_schema[] = {
     {"abs.preset", RT_CFG_STR, "paper", "power iteration: paper (10, 1e-2) or accurate"},
     {"abs.decisions", RT_CFG_STR, "async", "async or sync (training waits for decisions)"},
     {"abs.hessian_batch", RT_CFG_INT, "128", "samples of the Hessian batch"},
+    {"abs.sync_timeout_s", RT_CFG_FLOAT, "600", "sync: longest wait for a decision, seconds"},
     {"train.micro_batch", RT_CFG_INT, "128", "samples per micro-batch m"},
     {"train.threads", RT_CFG_INT, "1", "math threads per worker"},
     {"train.eval_every", RT_CFG_INT, "1", "test evaluation every this many epochs (0: end)"},
@@ -152,6 +155,7 @@ static const struct s_optdef s_defs[] = {
     S_O("block-last-k", S_INT, block_last_k, "abs.block_last_k"),
     S_O("bn", S_STR, bn, "abs.bn"),
     S_O("preset", S_STR, preset, "abs.preset"),
+    S_O("sync-timeout-s", S_DBL, sync_timeout_s, "abs.sync_timeout_s"),
     S_O("eig-pub", S_STR, eig_pub, NULL),
     S_O("eig-query", S_STR, eig_query, NULL),
     S_O("eig-metrics", S_STR, eig_metrics, NULL),
@@ -195,6 +199,7 @@ static void s_defaults(struct eb_opts *o)
     o->omega = 2;
     o->bn = "eval";
     o->preset = "paper";
+    o->sync_timeout_s = S_SYNC_TIMEOUT_S;
 }
 
 static int s_set(const char *cmd, const struct s_optdef *d, struct eb_opts *o, const char *val)
@@ -259,6 +264,10 @@ static int s_from_config(const char *cmd, const rt_config_t *cfg, struct eb_opts
         }
         if (s_set(cmd, d, o, v))
             return rt_config_error(cfg, d->key, "invalid value '%s'", v);
+        if (!strcmp(d->key, "abs.sync_timeout_s") &&
+            !(o->sync_timeout_s > 0 && o->sync_timeout_s <= S_SYNC_TIMEOUT_MAX_S))
+            return rt_config_error(cfg, d->key, "expected seconds in (0, %d], got '%s'",
+                                   S_SYNC_TIMEOUT_MAX_S, v);
     }
     return 0;
 }
@@ -424,6 +433,8 @@ int eb_opts_check(const char *cmd, struct eb_opts *o)
               "--eval-every, --progress-s and --crop-pad >= 0";
     else if (!(o->epsilon >= 0) || !(o->gamma >= 0 && o->gamma <= 1) || !(o->lr_cap >= 0))
         bad = "--epsilon and --lr-cap must be >= 0, --gamma in [0, 1]";
+    else if (!(o->sync_timeout_s > 0 && o->sync_timeout_s <= S_SYNC_TIMEOUT_MAX_S))
+        bad = "--sync-timeout-s (abs.sync_timeout_s) must be in (0, 2000000] seconds";
     else if (strcmp(o->bn, "eval") && strcmp(o->bn, "train"))
         bad = "--bn (abs.bn) must be eval or train";
     else if (strcmp(o->preset, "paper") && strcmp(o->preset, "accurate"))

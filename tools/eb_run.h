@@ -90,8 +90,8 @@ struct eb_opts {
     long block_last_k;      /* --block-last-k: 0: full Hessian; K: the last K parameter layers */
     const char *bn;         /* --bn: BatchNorm mode of the Hessian: eval or train */
     const char *preset;     /* --preset: power iteration: paper or accurate */
-    long sync_timeout_s;    /* --sync-timeout-s: `decisions: sync`: longest wait of an epoch
-                               start for its decision, seconds */
+    double sync_timeout_s;  /* --sync-timeout-s: `decisions: sync`: longest wait of an epoch
+                               start for its decision, seconds (> 0) */
     const char *eig_pub;    /* --eig-pub: launch: the eigen service's PUB endpoint */
     const char *eig_query;  /* --eig-query: launch: its current-decision endpoint (ROUTER) */
     const char *eig_metrics; /* --eig-metrics: launch: the eigen service's metrics.jsonl */

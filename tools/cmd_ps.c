@@ -169,8 +169,10 @@ static const char s_worker_usage[] =
     "                         [--weight W] [--out FILE] [--checksum KIND] [--chunk FLOATS]\n"
     "                         [--timeout-ms MS]\n"
     "Runs one worker against the shards (EP0 is shard 0, the coordinator). --out writes the\n"
-    "final parameters then buffers as raw little-endian float32. Options may also come from\n"
-    "the environment (EB_CONNECT, ...).\n";
+    "final parameters then buffers as raw little-endian float32. Only worker 0 (numbered by the\n"
+    "coordinator) writes the final weights (--out, weights.safetensors under --output-dir):\n"
+    "every worker ends with the same ones. Options may also come from the environment\n"
+    "(EB_CONNECT, ...).\n";
 
 /* Where the worker writes its final weights. */
 struct s_finish {
@@ -178,14 +180,15 @@ struct s_finish {
     const char *out;            /* path or NULL */
     uint64_t n_params;          /* sizes */
     uint64_t n_buffers;
-    int rc; /* write result */
+    int rc;     /* write result */
+    int worker; /* id the coordinator gave the worker (-1: not known yet); only 0 writes */
 };
 
 static void s_write_final(void *user, uint64_t steps, const float *params, const float *buffers)
 {
     (void)steps;
     struct s_finish *f = user;
-    if (!f->out)
+    if (!f->out || f->worker != 0)
         return;
     FILE *fp = fopen(f->out, "wb");
     if (!fp || fwrite(params, sizeof(float), f->n_params, fp) != f->n_params ||
@@ -200,6 +203,7 @@ static int s_compute_fwd(void *user, const struct worker_step *st, const float *
                          float *grads, float *buffers, uint32_t *samples, float *loss)
 {
     struct s_finish *f = user;
+    f->worker = st->worker;
     struct worker_compute c = worker_synth_compute(f->model);
     return c.compute(f->model, st, params, grads, buffers, samples, loss);
 }
@@ -207,6 +211,7 @@ static int s_compute_fwd(void *user, const struct worker_step *st, const float *
 static int s_init_fwd(void *user, float *params, float *buffers)
 {
     struct s_finish *f = user;
+    f->worker = 0; /* only worker 0 initialises the shards */
     worker_synth_initial(f->model, params, buffers);
     return RT_OK;
 }
@@ -271,7 +276,7 @@ static int s_worker(const struct eb_opts *opts, const rt_config_t *cfg)
     char name[RT_WIRE_NAME_MAX], host[40] = "host";
     gethostname(host, sizeof host - 1);
     snprintf(name, sizeof name, "%s:%ld", host, (long)getpid());
-    struct s_finish fin = {&model, o.out, (uint64_t)o.params, (uint64_t)o.buffers, 0};
+    struct s_finish fin = {&model, o.out, (uint64_t)o.params, (uint64_t)o.buffers, 0, -1};
     struct worker_compute cb = {
         .user = &fin, .init = s_init_fwd, .compute = s_compute_fwd, .finish = s_write_final};
     if (zoo)
@@ -322,7 +327,8 @@ static const char s_launch_usage[] =
     "values reach the servers and workers as flags. tcp: shard i listens on 127.0.0.1:P+i (P = 0:\n"
     "free ports are picked); ipc: sockets in DIR (default: a fresh temporary directory); inproc:\n"
     "the synthetic model as threads of this process (zoo models switch to ipc). --out and\n"
-    "--output-dir go to the first worker.\n"
+    "--output-dir go to every worker: worker 0 writes the final weights, the first worker\n"
+    "the metrics.\n"
     "--method ABS|ABSA with a zoo model also runs the eigen service as a process (`eigenbatch\n"
     "eigensvc`, with every abs.* setting: --alpha, --beta, --kappa, --omega, --block-last-k, --bn,\n"
     "--preset, --hessian-batch, --sync 0|1; and --eig-pub ENDPOINT, --eig-query ENDPOINT,\n"
@@ -418,7 +424,7 @@ static int s_launch_threads(const struct eb_opts *o)
     };
     rc = server_cluster_run(&cc, w, w + o->params, NULL);
     if (!rc && o->out) {
-        struct s_finish fin = {NULL, o->out, (uint64_t)o->params, (uint64_t)o->buffers, 0};
+        struct s_finish fin = {NULL, o->out, (uint64_t)o->params, (uint64_t)o->buffers, 0, 0};
         s_write_final(&fin, (uint64_t)o->steps, w, w + o->params);
         rc = fin.rc;
     }
@@ -668,7 +674,7 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
                 args[k++] = "--test";
                 args[k++] = (char *)o.test;
             }
-            if (i == 0 && o.output_dir) {
+            if (o.output_dir) { /* worker 0 (the coordinator's) writes the weights there */
                 args[k++] = "--output-dir";
                 args[k++] = (char *)o.output_dir;
             }
@@ -681,7 +687,7 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
             args[k++] = "--timeout-ms";
             args[k++] = a_timeout;
         }
-        if (i == 0 && o.out) {
+        if (o.out) { /* written by worker 0 only, whichever process that is */
             args[k++] = "--out";
             args[k++] = (char *)o.out;
         }

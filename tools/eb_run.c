@@ -715,6 +715,7 @@ int eb_run_nn_open(const struct eb_opts *o, struct eb_run_nn *n, int compute, in
     memset(n, 0, sizeof *n);
     n->o = o;
     n->epoch = -1;
+    n->worker_id = -1;
     n->test_accuracy = NAN;
     n->test_loss = NAN;
     struct rt_loader_opts lo;
@@ -797,6 +798,7 @@ int eb_run_evaluate(nn_net_t *net, rt_loader_t *test, float *x, int32_t *y, doub
 static int s_nn_init(void *user, float *params, float *buffers)
 {
     struct eb_run_nn *n = user;
+    n->worker_id = 0; /* only worker 0 initialises the shards */
     struct worker_compute c = worker_nn_compute(n->nn);
     return c.init(c.user, params, buffers);
 }
@@ -805,6 +807,7 @@ static int s_nn_step(void *user, const struct worker_step *st, const float *para
                      float *buffers, uint32_t *samples, float *loss)
 {
     struct eb_run_nn *n = user;
+    n->worker_id = st->worker;
     if (n->progress && n->epoch >= 0 && (int64_t)st->epoch != n->epoch) {
         /* the weights and running statistics of this step are the last epoch's final ones */
         s_epoch_end(n, params, buffers, 0);
@@ -1091,13 +1094,21 @@ static void s_nn_finish(void *user, uint64_t steps, const float *params, const f
         snprintf(extra, sizeof extra, "%llu steps", (unsigned long long)steps);
         rt_progress_finish(n->progress, extra);
     }
-    if (n->progress && o->output_dir) {
+    if (n->worker_id != 0) {
+        if (o->output_dir || o->out)
+            RT_DEBUG("train", "worker %d: the final weights are worker 0's to write",
+                     n->worker_id);
+        return;
+    }
+    if (o->output_dir) {
         char path[S_MAX_PATH], a_steps[32], a_seed[32];
         snprintf(path, sizeof path, "%s/weights.safetensors", o->output_dir);
         snprintf(a_steps, sizeof a_steps, "%llu", (unsigned long long)steps);
         snprintf(a_seed, sizeof a_seed, "%ld", o->seed);
         const char *meta[] = {"model", o->model, "steps", a_steps, "seed", a_seed, NULL};
-        int rc = eb_weights_save_meta(n->net, path, meta);
+        int rc = eb_run_output_dir(o->output_dir);
+        if (!rc)
+            rc = eb_weights_save_meta(n->net, path, meta);
         if (rc && !n->rc)
             n->rc = rc;
         if (!rc)

@@ -180,6 +180,7 @@ struct eb_run_nn {
     uint64_t tot_correct;    /* ... correctly classified */
     double tot_loss;         /* ... summed loss */
     struct worker_step last; /* the last step seen */
+    int worker_id;           /* id the coordinator gave this worker (-1: not known yet) */
     double eval_seconds;     /* time spent in test evaluation (on the evaluation thread) */
     double test_accuracy;    /* the last evaluation's accuracy (NaN: none yet) */
     double test_loss;        /* ... and mean loss */
@@ -196,7 +197,10 @@ int eb_run_nn_open(const struct eb_opts *o, struct eb_run_nn *n, int compute, in
 void eb_run_nn_close(struct eb_run_nn *n);
 
 /* The worker callbacks (user = n): init, compute, step_done (metrics, progress) and finish (the
- * last epoch's event, weights.safetensors under o->output_dir, o->out). At each epoch end, worker
+ * last epoch's event, weights.safetensors under o->output_dir, o->out). The final weights are
+ * written once per run, by the worker with id 0 (the coordinator's numbering, not --lead): every
+ * worker ends holding the same final version pulled from every shard, and the others write
+ * neither file, so workers may share an output directory. At each epoch end, worker
  * 0 copies the weights into a second net that a thread of its own evaluates on the test set while
  * training goes on (every eval_every epochs, and always at the end); the epoch's event is written
  * when its evaluation is done (test_accuracy null when not evaluated). test_accuracy, test_loss

@@ -11,10 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 
 #include "eb_run.h"
 #include "rt_err.h"
+#include "rt_metrics.h"
 #include "server_cluster.h"
 #include "server_sched.h"
 #include "worker_synth.h"
@@ -23,13 +23,6 @@
 #define N_SAMPLES 32
 #define BATCH 8
 #define P 50
-
-static double s_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* eb_opts_parse of `train --set SET`: its status. */
 static int s_parse(const char *set, struct eb_opts *o)
@@ -91,9 +84,9 @@ static void test_processes_proceed_after_the_timeout(void **state)
              "\"$B\" worker --connect \"ipc://$T/s0\" --timeout-ms 20000 2>\"$T/worker.log\"; "
              "w=$?; wait $p; s=$?; exit $((w * 10 + s))",
              eb_test_binary(), tmp, N_SAMPLES, slog);
-    double t0 = s_now();
+    double t0 = rt_progress_now();
     int st = system(cmd);
-    double dt = s_now() - t0;
+    double dt = rt_progress_now() - t0;
     assert_true(st != -1 && WIFEXITED(st));
     if (WEXITSTATUS(st))
         fail_msg("worker*10 + server exit status %d", WEXITSTATUS(st));
@@ -135,10 +128,10 @@ static void test_cluster_proceeds_after_the_timeout(void **state)
         .sync = 1,
         .sync_timeout_ms = 200,
     };
-    double t0 = s_now();
+    double t0 = rt_progress_now();
     if (server_cluster_run(&cc, NULL, NULL, &st))
         fail_msg("cluster: %s", rt_err_msg());
-    double dt = s_now() - t0;
+    double dt = rt_progress_now() - t0;
     assert_int_equal(st.steps, EPOCHS * N_SAMPLES / BATCH);
     assert_true(dt >= 0.2 * (EPOCHS - 1));
     assert_true(dt < 30);

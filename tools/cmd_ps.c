@@ -346,6 +346,37 @@ static pid_t s_spawn(const char *self, char *const *args)
     return pid;
 }
 
+/* Append the n strings of src to the argument list args (k used); returns the new count. */
+static int s_append(char **args, int k, char *const *src, size_t n)
+{
+    for (size_t j = 0; j < n; j++)
+        args[k++] = src[j];
+    return k;
+}
+#define S_APPEND(args, k, arr) s_append(args, k, arr, sizeof arr / sizeof arr[0])
+
+/* Append `flag val` when val is not NULL; returns the new count. */
+static int s_append_opt(char **args, int k, const char *flag, const char *val)
+{
+    if (val) {
+        args[k++] = (char *)flag;
+        args[k++] = (char *)val;
+    }
+    return k;
+}
+
+/* Terminate args (k used) and spawn `self args...`, recording the pid in pids[*n]; returns 0, or
+ * 1 when the fork failed. */
+static int s_start(const char *self, char **args, int k, pid_t *pids, int *n)
+{
+    args[k] = NULL;
+    pids[*n] = s_spawn(self, args);
+    if (pids[*n] < 0)
+        return 1;
+    (*n)++;
+    return 0;
+}
+
 /* Bind a plain TCP socket to 127.0.0.1:port (0: any) and return the port it got, or -1. */
 static int s_try_port(int port)
 {
@@ -601,34 +632,17 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
                           a_tau,
                           "--base-batch",
                           a_bbatch};
-        for (size_t j = 0; j < sizeof common / sizeof common[0]; j++)
-            args[k++] = common[j];
+        k = S_APPEND(args, k, common);
         if (o.method) {
             char *sched_args[] = {"--method", (char *)o.method,  "--epochs", a_epochs,      "--rho",
                                   a_rho,      "--warmup-epochs", a_warmup,   "--batch-max", a_bmax};
-            for (size_t j = 0; j < sizeof sched_args / sizeof sched_args[0]; j++)
-                args[k++] = sched_args[j];
-            if (o.decay) {
-                args[k++] = "--decay-epochs";
-                args[k++] = (char *)o.decay;
-            }
-            if (o.sync) {
-                args[k++] = "--sync";
-                args[k++] = "1";
-                args[k++] = "--sync-timeout-s";
-                args[k++] = a_sync_to;
-            }
+            k = S_APPEND(args, k, sched_args);
+            k = s_append_opt(args, k, "--decay-epochs", o.decay);
+            k = s_append_opt(args, k, "--sync", o.sync ? "1" : NULL);
+            k = s_append_opt(args, k, "--sync-timeout-s", o.sync ? a_sync_to : NULL);
         }
-        if (i > 0) {
-            args[k++] = "--coord";
-            args[k++] = eps[0];
-        }
-        args[k] = NULL;
-        pids[n] = s_spawn(self, args);
-        if (pids[n] < 0)
-            status = 1;
-        else
-            n++;
+        k = s_append_opt(args, k, "--coord", i > 0 ? eps[0] : NULL);
+        status = s_start(self, args, k, pids, &n);
     }
     for (int i = 0; i < W && status == 0; i++) {
         char *args[S_MAX_ARGS];
@@ -637,8 +651,7 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
             self,         "worker",           "--connect", connect,         "--params", a_params,
             "--buffers",  a_buffers,          "--seed",    a_seed,          "--chunk",  a_chunk,
             "--checksum", (char *)o.checksum, "--model",   (char *)o.model, "--batch",  a_batch};
-        for (size_t j = 0; j < sizeof common / sizeof common[0]; j++)
-            args[k++] = common[j];
+        k = S_APPEND(args, k, common);
         char a_classes[32], a_micro[32], a_threads[32], a_lthreads[32], a_pad[32], a_flip[32],
             a_log[32], a_timeout[32], a_eval[32], a_prog[48], a_weight[48];
         if (strcmp(o.model, "synth")) {
@@ -664,39 +677,19 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
                            "--epochs",         a_epochs,
                            "--progress-s",     a_prog,
                            "--lead",           i == 0 ? "1" : "0"};
-            for (size_t j = 0; j < sizeof zoo / sizeof zoo[0]; j++)
-                args[k++] = zoo[j];
-            if (o.method) {
-                args[k++] = "--method";
-                args[k++] = (char *)o.method;
-            }
-            if (o.test) {
-                args[k++] = "--test";
-                args[k++] = (char *)o.test;
-            }
-            if (o.output_dir) { /* worker 0 (the coordinator's) writes the weights there */
-                args[k++] = "--output-dir";
-                args[k++] = (char *)o.output_dir;
-            }
+            k = S_APPEND(args, k, zoo);
+            k = s_append_opt(args, k, "--method", o.method);
+            k = s_append_opt(args, k, "--test", o.test);
+            /* worker 0 (the coordinator's numbering) writes the weights there */
+            k = s_append_opt(args, k, "--output-dir", o.output_dir);
         }
         snprintf(a_weight, sizeof a_weight, "%.9g", eb_opts_worker_weight(&o, i));
-        args[k++] = "--weight";
-        args[k++] = a_weight;
-        if (o.timeout_ms) {
-            snprintf(a_timeout, sizeof a_timeout, "%ld", o.timeout_ms);
-            args[k++] = "--timeout-ms";
-            args[k++] = a_timeout;
-        }
-        if (o.out) { /* written by worker 0 only, whichever process that is */
-            args[k++] = "--out";
-            args[k++] = (char *)o.out;
-        }
-        args[k] = NULL;
-        pids[n] = s_spawn(self, args);
-        if (pids[n] < 0)
-            status = 1;
-        else
-            n++;
+        snprintf(a_timeout, sizeof a_timeout, "%ld", o.timeout_ms);
+        k = s_append_opt(args, k, "--weight", a_weight);
+        k = s_append_opt(args, k, "--timeout-ms", o.timeout_ms ? a_timeout : NULL);
+        /* written by worker 0 only, whichever process that is */
+        k = s_append_opt(args, k, "--out", o.out);
+        status = s_start(self, args, k, pids, &n);
     }
     /* ABS / ABSA on a zoo model: the eigen service, with every abs.* setting of the run, from
      * the same function as `train` (eb_run_eig_args) */
@@ -710,32 +703,14 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
             fprintf(stderr, "eigenbatch launch: eigen service: %s\n",
                     ea ? rt_err_msg() : "out of memory");
             status = 1;
-        }
-        for (int j = 0; status == 0 && j < ea->argc && k < S_MAX_ARGS - 12; j++)
-            args[k++] = ea->argv[j];
-        if (!o.sync) { /* without sync, a missed last snapshot ends the service on silence */
-            args[k++] = "--timeout-ms";
-            args[k++] = a_sync_t;
-        }
-        if (o.eig_pub) {
-            args[k++] = "--pub";
-            args[k++] = (char *)o.eig_pub;
-        }
-        if (o.eig_query) {
-            args[k++] = "--query";
-            args[k++] = (char *)o.eig_query;
-        }
-        if (o.eig_metrics) {
-            args[k++] = "--metrics";
-            args[k++] = (char *)o.eig_metrics;
-        }
-        args[k] = NULL;
-        if (status == 0) {
-            pids[n] = s_spawn(self, args);
-            if (pids[n] < 0)
-                status = 1;
-            else
-                n++;
+        } else {
+            k = s_append(args, k, ea->argv, (size_t)ea->argc);
+            /* without sync, a missed last snapshot ends the service on silence */
+            k = s_append_opt(args, k, "--timeout-ms", o.sync ? NULL : a_sync_t);
+            k = s_append_opt(args, k, "--pub", o.eig_pub);
+            k = s_append_opt(args, k, "--query", o.eig_query);
+            k = s_append_opt(args, k, "--metrics", o.eig_metrics);
+            status = s_start(self, args, k, pids, &n);
         }
         free(ea);
     }

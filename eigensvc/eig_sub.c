@@ -109,8 +109,9 @@ int eig_sub_recv(eig_sub_t *s, struct rt_wire_decision *d, int timeout_ms)
             continue;
         }
         if (!eig_sub_in_force(&m.decision)) {
-            RT_WARN(S_NAME, "ignored decision %llu (epoch %d): not accepted by the coordinator "
-                            "(verdict %d)",
+            RT_WARN(S_NAME,
+                    "ignored decision %llu (epoch %d): not accepted by the coordinator "
+                    "(verdict %d)",
                     (unsigned long long)m.decision.seq, (int)m.decision.epoch,
                     (int)m.decision.verdict);
             continue;
@@ -161,8 +162,9 @@ int eig_sub_current(void *zmq_ctx, const char *query_endpoint, struct rt_wire_de
         goto out;
     }
     if (!eig_sub_in_force(&m.decision)) {
-        rc = rt_err_set(RT_ERR_STATE, "eig_sub: %s: its current decision is not in force "
-                                      "(verdict %d)",
+        rc = rt_err_set(RT_ERR_STATE,
+                        "eig_sub: %s: its current decision is not in force "
+                        "(verdict %d)",
                         query_endpoint, (int)m.decision.verdict);
         goto out;
     }

@@ -8,10 +8,11 @@
  * the evaluation transform: no augmentation), feed the rule, send the decision to the coordinator
  * (which stamps the step it applies from), publish it over PUB when the coordinator accepted it
  * (a refused, stale, superseded or no-change decision is never published nor served as current:
- * no subscriber can act on it), and write a metrics event "eig" with the verdict either way. Epochs whose snapshot the service missed (it was busy) are fed to
- * the rule as "no measurement" first, so the kappa timer still counts them. Optionally the snapshot
- * is evaluated on the test set (event "eval"). Between polls, "current decision" queries of late
- * joiners are answered on the query endpoint.
+ * no subscriber can act on it), and write a metrics event "eig" with the verdict either way. Epochs
+ * whose snapshot the service missed (it was busy) are fed to the rule as "no measurement" first, so
+ * the kappa timer still counts them. Optionally the snapshot is evaluated on the test set (event
+ * "eval"). Between polls, "current decision" queries of late joiners are answered on the query
+ * endpoint.
  *
  * With `decisions: sync` the coordinator holds the start of epoch e until the decision of epoch
  * e - 1 arrived, so the service sends one for every epoch (without a measurement once B_max is

@@ -5,9 +5,9 @@
  * publishes the decision: to the coordinator, which stamps the step it applies from, and, once
  * the coordinator accepted it, over PUB/SUB to every subscriber (refused, stale, superseded and
  * no-change decisions are not published: workers and shards follow the coordinator's schedule,
- * and subscribers only ever see decisions in force). Optionally it evaluates the snapshot's test accuracy, so that
- * evaluation is off the training path too. The same code runs as a thread of `eigenbatch train`,
- * a process of `eigenbatch launch`, and alone as `eigenbatch eigensvc`.
+ * and subscribers only ever see decisions in force). Optionally it evaluates the snapshot's test
+ * accuracy, so that evaluation is off the training path too. The same code runs as a thread of
+ * `eigenbatch train`, a process of `eigenbatch launch`, and alone as `eigenbatch eigensvc`.
  *
  * Published decisions are PUBLISH messages (rt_wire: struct rt_wire_decision with the effective
  * lr and gamma, the reason and the coordinator's verdict); eig_sub.h is the subscriber side and

@@ -115,13 +115,24 @@ static void test_launch_matches_train(void **state)
 {
     (void)state;
     /* every abs.* key and the schedule keys the rule depends on, all off their defaults */
-    static const char *const sets[] = {
-        "abs.alpha=3.5",         "abs.beta=3",          "abs.kappa=4",
-        "abs.gamma=0.3",         "abs.omega=1.5",       "abs.tau=5",
-        "abs.block_last_k=2",    "abs.bn=train",        "abs.preset=accurate",
-        "abs.decisions=sync",    "abs.hessian_batch=64", "schedule.base_batch=16",
-        "schedule.lr=0.05",      "schedule.lr_cap=0.4", "schedule.batch_max=256",
-        "schedule.decay_epochs=[2, 4]", "schedule.rho=0.5", "train.seed=7"};
+    static const char *const sets[] = {"abs.alpha=3.5",
+                                       "abs.beta=3",
+                                       "abs.kappa=4",
+                                       "abs.gamma=0.3",
+                                       "abs.omega=1.5",
+                                       "abs.tau=5",
+                                       "abs.block_last_k=2",
+                                       "abs.bn=train",
+                                       "abs.preset=accurate",
+                                       "abs.decisions=sync",
+                                       "abs.hessian_batch=64",
+                                       "schedule.base_batch=16",
+                                       "schedule.lr=0.05",
+                                       "schedule.lr_cap=0.4",
+                                       "schedule.batch_max=256",
+                                       "schedule.decay_epochs=[2, 4]",
+                                       "schedule.rho=0.5",
+                                       "train.seed=7"};
     int n = (int)(sizeof sets / sizeof sets[0]);
     struct eb_opts o;
     rt_config_t *cfg = NULL;

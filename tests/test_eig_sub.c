@@ -75,8 +75,10 @@ static void test_recv_drops_refused(void **state)
     assert_int_equal(eig_sub_new(ctx, PUB_EP, &sub), 0);
     usleep(SETTLE_US);
     struct rt_wire_decision refused[] = {
-        s_decision(1, RT_ERR_STATE, 0, 0),          s_decision(2, SERVER_SCHED_STALE, 0, 0),
-        s_decision(3, SERVER_SCHED_SUPERSEDED, 0, 0), s_decision(4, SERVER_SCHED_NOCHANGE, 0, 0),
+        s_decision(1, RT_ERR_STATE, 0, 0),
+        s_decision(2, SERVER_SCHED_STALE, 0, 0),
+        s_decision(3, SERVER_SCHED_SUPERSEDED, 0, 0),
+        s_decision(4, SERVER_SCHED_NOCHANGE, 0, 0),
         s_decision(5, SERVER_SCHED_ACCEPTED, 0, 0),
     };
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)

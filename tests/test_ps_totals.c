@@ -25,17 +25,17 @@
 
 /* One worker: its model and what it saw. */
 struct rec {
-    struct worker_synth model;
-    uint32_t last_correct;      /* correct samples of the last compute */
-    uint64_t own_samples[EPOCHS];
-    uint64_t own_correct[EPOCHS];
-    double own_loss[EPOCHS];    /* sum of samples * mean loss */
-    uint64_t tot_samples[EPOCHS]; /* totals received, summed per epoch */
-    uint64_t tot_correct[EPOCHS];
-    double tot_loss[EPOCHS];
-    uint64_t n_totals;   /* totals callbacks */
-    uint64_t next_step;  /* step the next totals must name */
-    int out_of_order;    /* a totals callback named an unexpected step or epoch */
+    struct worker_synth model;    /* the synthetic model */
+    uint32_t last_correct;        /* correct samples of the last compute */
+    uint64_t own_samples[EPOCHS]; /* per epoch: samples this worker computed */
+    uint64_t own_correct[EPOCHS]; /* ... of them correct */
+    double own_loss[EPOCHS];      /* ... sum of samples * mean loss */
+    uint64_t tot_samples[EPOCHS]; /* per epoch: the coordinator's totals received, summed */
+    uint64_t tot_correct[EPOCHS]; /* ... correct */
+    double tot_loss[EPOCHS];      /* ... summed loss */
+    uint64_t n_totals;            /* totals callbacks */
+    uint64_t next_step;           /* step the next totals must name */
+    int out_of_order;             /* a totals callback named an unexpected step or epoch */
 };
 
 static int s_compute(void *user, const struct worker_step *st, const float *params, float *grads,
@@ -133,8 +133,8 @@ static void test_totals_cover_every_worker(void **state)
             assert_int_equal(recs[i].tot_samples[e], N_SAMPLES);
             assert_int_equal(recs[i].tot_correct[e], own_c);
             if (eb_test_reldiff(recs[i].tot_loss[e], own_l, 1e-6) > 1e-5)
-                fail_msg("epoch %d: totals' loss %g, the workers' own %g", e,
-                         recs[i].tot_loss[e], own_l);
+                fail_msg("epoch %d: totals' loss %g, the workers' own %g", e, recs[i].tot_loss[e],
+                         own_l);
         }
         /* the epoch's accuracy over every worker is not worker 0's share's (all correct) */
         double acc = (double)recs[0].tot_correct[e] / (double)recs[0].tot_samples[e];

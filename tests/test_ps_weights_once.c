@@ -66,8 +66,9 @@ static void test_zoo_weights_written_once(void **state)
     snprintf(da, sizeof da, "%s/out-a", tmp);
     snprintf(db2, sizeof db2, "%s/out-b", tmp);
     snprintf(sa, sizeof sa, "--model cnn --data '%s' --classes %d --steps 4 --batch 8", db, N);
-#define S_ZOO "--model cnn --classes %d --micro-batch 4 --batch 8 --data '%s' --output-dir '%s' " \
-              "--out '%s/raw.bin'"
+#define S_ZOO                                                                                      \
+    "--model cnn --classes %d --micro-batch 4 --batch 8 --data '%s' --output-dir '%s' "            \
+    "--out '%s/raw.bin'"
     snprintf(wa, sizeof wa, S_ZOO, N, db, da, da);
     snprintf(wb, sizeof wb, S_ZOO, N, db, db2, db2);
 #undef S_ZOO

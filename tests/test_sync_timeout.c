@@ -73,8 +73,9 @@ static void test_processes_proceed_after_the_timeout(void **state)
     snprintf(slog, sizeof slog, "%s/server.log", tmp);
     FILE *f = fopen(yaml, "w");
     assert_non_null(f);
-    fprintf(f, "model:\n  name: synth\nschedule:\n  method: ABS\n  epochs: %d\n  batch: %d\n"
-               "abs:\n  decisions: sync\n  sync_timeout_s: 0.3\n",
+    fprintf(f,
+            "model:\n  name: synth\nschedule:\n  method: ABS\n  epochs: %d\n  batch: %d\n"
+            "abs:\n  decisions: sync\n  sync_timeout_s: 0.3\n",
             EPOCHS, BATCH);
     fclose(f);
     /* one shard and one worker, and no eigen service: nobody ever decides */

@@ -1,10 +1,10 @@
 /*
  * test_train_metrics: the epoch events of metrics.jsonl cover every worker's samples. With a
- * learning rate of 1e-30 (and no momentum or weight decay) the float weights never move, so an epoch's train loss and accuracy are those of the
- * initial weights over the whole training set. `eigenbatch train` with one worker and with two
- * workers of unequal shares (weights 3:1; every share a whole number of micro-batches, so that
- * BatchNorm sees the same groups) must then report the same values: the two-worker run's numbers
- * are not worker 0's three quarters of the data.
+ * learning rate of 1e-30 (and no momentum or weight decay) the float weights never move, so an
+ * epoch's train loss and accuracy are those of the initial weights over the whole training set.
+ * `eigenbatch train` with one worker and with two workers of unequal shares (weights 3:1; every
+ * share a whole number of micro-batches, so that BatchNorm sees the same groups) must then report
+ * the same values: the two-worker run's numbers are not worker 0's three quarters of the data.
  */
 #include "eb_test.h"
 
@@ -32,8 +32,13 @@ static void s_make_db(const char *dir)
     for (size_t i = 0; i < N_REC; i++) {
         for (size_t k = 0; k < sizeof data; k++)
             data[k] = (uint8_t)((i * 53 + k * 29 + (i % 3 == 0 ? 90 : 0)) & 0xff);
-        struct rt_datum d = {.kind = RT_DATUM_RAW, .channels = 1, .height = SIDE, .width = SIDE,
-                             .label = i % 3 == 0, .data = data, .data_len = sizeof data};
+        struct rt_datum d = {.kind = RT_DATUM_RAW,
+                             .channels = 1,
+                             .height = SIDE,
+                             .width = SIDE,
+                             .label = i % 3 == 0,
+                             .data = data,
+                             .data_len = sizeof data};
         size_t len;
         assert_int_equal(rt_datum_pack(&d, buf, sizeof buf, &len), 0);
         char key[16];

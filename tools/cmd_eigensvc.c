@@ -169,10 +169,12 @@ int eb_eigensvc_parse(int argc, char **argv, struct eb_eigensvc_opts *o, int *he
     struct {
         int i;
         long *out;
-    } ints[] = {{O_CLASSES, &classes},       {O_EPOCHS, &epochs}, {O_BATCH, &batch},
-                {O_BATCH_MAX, &batch_max},   {O_KAPPA, &kappa},   {O_HESSIAN_BATCH, &hb},
-                {O_BLOCK_LAST, &block},      {O_SEED, &seed},     {O_THREADS, &threads},
-                {O_TIMEOUT_MS, &timeout_ms}, {O_SYNC, &sync},     {O_POLL_MS, &poll_ms},
+    } ints[] = {{O_CLASSES, &classes},  {O_EPOCHS, &epochs},
+                {O_BATCH, &batch},      {O_BATCH_MAX, &batch_max},
+                {O_KAPPA, &kappa},      {O_HESSIAN_BATCH, &hb},
+                {O_BLOCK_LAST, &block}, {O_SEED, &seed},
+                {O_THREADS, &threads},  {O_TIMEOUT_MS, &timeout_ms},
+                {O_SYNC, &sync},        {O_POLL_MS, &poll_ms},
                 {O_TAU, &tau}};
     for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++)
         if (val[ints[k].i] &&
@@ -181,8 +183,8 @@ int eb_eigensvc_parse(int argc, char **argv, struct eb_eigensvc_opts *o, int *he
     struct {
         int i;
         double *out;
-    } dbls[] = {{O_LR, &lr},     {O_LR_CAP, &lr_cap}, {O_ALPHA, &alpha}, {O_BETA, &beta},
-                {O_RHO, &rho},   {O_OMEGA, &omega},   {O_GAMMA, &gamma}};
+    } dbls[] = {{O_LR, &lr},   {O_LR_CAP, &lr_cap}, {O_ALPHA, &alpha}, {O_BETA, &beta},
+                {O_RHO, &rho}, {O_OMEGA, &omega},   {O_GAMMA, &gamma}};
     for (size_t k = 0; k < sizeof dbls / sizeof dbls[0]; k++)
         if (val[dbls[k].i] &&
             eb_cli_double(S_CMD, s_opts[dbls[k].i].name, val[dbls[k].i], dbls[k].out))

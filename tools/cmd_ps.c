@@ -330,9 +330,9 @@ static const char s_launch_usage[] =
     "--output-dir go to every worker: worker 0 writes the final weights, the first worker\n"
     "the metrics.\n"
     "--method ABS|ABSA with a zoo model also runs the eigen service as a process (`eigenbatch\n"
-    "eigensvc`, with every abs.* setting: --alpha, --beta, --kappa, --omega, --block-last-k, --bn,\n"
-    "--preset, --hessian-batch, --sync 0|1; and --eig-pub ENDPOINT, --eig-query ENDPOINT,\n"
-    "--eig-metrics FILE).\n";
+    "eigensvc`, with every abs.* setting: --alpha, --beta, --kappa, --omega, --bn,\n"
+    "--block-last-k, --preset, --hessian-batch, --sync 0|1; and --eig-pub ENDPOINT,\n"
+    "--eig-query ENDPOINT, --eig-metrics FILE).\n";
 
 /* Spawn `eigenbatch ROLE args...`; returns the child's pid or -1. */
 static pid_t s_spawn(const char *self, char *const *args)

@@ -24,7 +24,7 @@
 
 #define S_SYNTH_PARAMS 1000 /* default size of the synthetic model */
 #define S_MAX_PATH 4096     /* bytes of a path under the output directory */
-#define S_SYNC_TIMEOUT_S 600 /* `decisions: sync`: default longest wait for a decision */
+#define S_SYNC_TIMEOUT_S 600         /* `decisions: sync`: default longest wait for a decision */
 #define S_SYNC_TIMEOUT_MAX_S 2000000 /* its largest value (milliseconds fit an int) */
 
 /* ---- schema ---------------------------------------------------------------------------------- */
@@ -1096,8 +1096,7 @@ static void s_nn_finish(void *user, uint64_t steps, const float *params, const f
     }
     if (n->worker_id != 0) {
         if (o->output_dir || o->out)
-            RT_DEBUG("train", "worker %d: the final weights are worker 0's to write",
-                     n->worker_id);
+            RT_DEBUG("train", "worker %d: the final weights are worker 0's to write", n->worker_id);
         return;
     }
     if (o->output_dir) {

@@ -150,8 +150,8 @@ int eb_run_eig_cfg(const struct eb_opts *o, struct eigensvc_cfg *ec);
 /* Flags of `eigenbatch eigensvc` that give the process the settings eb_run_eig_cfg computes
  * (eb_eigensvc_parse of them yields the same configuration). */
 struct eb_run_eig_args {
-    int argc;                                         /* entries of argv used */
-    char *argv[EB_RUN_EIG_MAX_ARGS + 1];              /* the flags, NULL-terminated */
+    int argc;                                           /* entries of argv used */
+    char *argv[EB_RUN_EIG_MAX_ARGS + 1];                /* the flags, NULL-terminated */
     char text[EB_RUN_EIG_MAX_ARGS][EB_RUN_EIG_ARG_LEN]; /* storage of the values */
 };
 

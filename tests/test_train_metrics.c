@@ -5,6 +5,7 @@
  * `eigenbatch train` with one worker and with two workers of unequal shares (weights 3:1; every
  * share a whole number of micro-batches, so that BatchNorm sees the same groups) must then report
  * the same values: the two-worker run's numbers are not worker 0's three quarters of the data.
+ * `launch` (the roles as processes over ipc) reports the same.
  */
 #include "eb_test.h"
 
@@ -49,9 +50,10 @@ static void s_make_db(const char *dir)
     rt_db_writer_destroy(&wr);
 }
 
-/* Train with `workers` workers; the epoch events' loss and train accuracy into loss[], acc[]. */
-static void s_train(const char *tmp, const char *db, const char *workers, const char *name,
-                    double *loss, double *acc)
+/* Train (cmd_name: "train", or "launch" for processes) with `workers` workers; the epoch events'
+ * loss and train accuracy into loss[], acc[]. */
+static void s_train(const char *cmd_name, const char *tmp, const char *db, const char *workers,
+                    const char *name, double *loss, double *acc)
 {
     char cfg[4400], out[4400], cmd[16384];
     snprintf(cfg, sizeof cfg, "%s/%s.yaml", tmp, name);
@@ -67,8 +69,8 @@ static void s_train(const char *tmp, const char *db, const char *workers, const 
             "train: {micro_batch: 4, log_every: 1000, progress_s: 1000}\n",
             db, workers, EPOCHS);
     fclose(f);
-    snprintf(cmd, sizeof cmd, "EB_LOG=warn '%s' train --config '%s' --output-dir '%s' >/dev/null",
-             eb_test_binary(), cfg, out);
+    snprintf(cmd, sizeof cmd, "EB_LOG=warn '%s' %s --config '%s' --output-dir '%s' >/dev/null",
+             eb_test_binary(), cmd_name, cfg, out);
     int st = system(cmd);
     assert_true(st != -1 && WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
@@ -100,10 +102,16 @@ static void test_epoch_metrics_cover_every_worker(void **state)
     char *tmp = eb_test_tmpdir(), db[4200];
     snprintf(db, sizeof db, "%s/db", tmp);
     s_make_db(db);
-    double l1[EPOCHS], a1[EPOCHS], l2[EPOCHS], a2[EPOCHS];
-    s_train(tmp, db, "workers: 1", "one", l1, a1);
-    s_train(tmp, db, "workers: 2, weights: [3, 1]", "two", l2, a2);
+    double l1[EPOCHS], a1[EPOCHS], l2[EPOCHS], a2[EPOCHS], l3[EPOCHS], a3[EPOCHS];
+    s_train("train", tmp, db, "workers: 1", "one", l1, a1);
+    s_train("train", tmp, db, "workers: 2, weights: [3, 1]", "two", l2, a2);
+    /* the same over processes (launch: shards and workers over ipc) */
+    s_train("launch", tmp, db, "workers: 2, weights: [3, 1]", "procs", l3, a3);
     for (int e = 0; e < EPOCHS; e++) {
+        if (fabs(a3[e] - a1[e]) > 0.5 / N_REC)
+            fail_msg("epoch %d: train accuracy %g with 2 processes, %g with 1", e, a3[e], a1[e]);
+        if (eb_test_reldiff(l3[e], l1[e], 1e-6) > 1e-4)
+            fail_msg("epoch %d: train loss %.9g with 2 processes, %.9g with 1", e, l3[e], l1[e]);
         assert_true(isfinite(l1[e]) && l1[e] > 0 && a1[e] >= 0 && a1[e] <= 1);
         /* whole-epoch accuracy: a multiple of 1/N_REC, the same count of correct samples */
         if (fabs(a2[e] - a1[e]) > 0.5 / N_REC)

@@ -328,8 +328,8 @@ def investigation_pairs(vdata):
         n = int(b[0][0].get("step", 0)) * 128
         t = timer_only_updates(len(a[0]), n, 128, 2048)
         lines.append("- %s, %d epochs: ABS-2048 %s%% with %d updates against BL-128 %s%% with %d:"
-                     " %+.2f%%, 1/%.1f of the updates (the kappa timer alone: %d updates,"
-                     " 1/%.1f)." % (
+                     " %+.2f%%, 1/%.2f of the updates (the kappa timer alone: %d updates,"
+                     " 1/%.2f)." % (
                          v, len(a[0]), fmt(num(la, "test_accuracy") * 100, ".2f"), ua,
                          fmt(num(lb, "test_accuracy") * 100, ".2f"), ub, d, ub / max(1, ua),
                          t, ub / max(1, t)))

@@ -129,8 +129,14 @@ static int s_server(const struct eb_opts *opts, const rt_config_t *cfg)
     server_sched_t *owned = NULL;
     enum rt_wire_checksum ck = RT_WIRE_CK_NONE;
     server_shard_t *s = NULL;
-    char resume[PATH_MAX], ckpt_root[PATH_MAX];
+    rt_metrics_t *metrics = NULL; /* shard 0: eviction events, appended to OUTPUT/metrics.jsonl */
+    char resume[PATH_MAX], ckpt_root[PATH_MAX], mpath[PATH_MAX];
     int rc = eb_opts_checksum(o.checksum, &ck);
+    if (!rc && o.shard == 0 && o.output_dir && o.evict_ms > 0) {
+        snprintf(mpath, sizeof mpath, "%s/metrics.jsonl", o.output_dir);
+        if (rt_metrics_open(mpath, 1, &metrics))
+            RT_WARN("server", "evictions go to the log only: %s", rt_err_msg());
+    }
     if (!rc)
         rc = eb_opts_resume(&o, resume, sizeof resume);
     if (!rc)
@@ -157,6 +163,8 @@ static int s_server(const struct eb_opts *opts, const rt_config_t *cfg)
             /* the eigen service reads epoch-start snapshots under ABS / ABSA */
             .snapshots = o.method && !strncasecmp(o.method, "ABS", 3),
             .sync = o.method && !strncasecmp(o.method, "ABS", 3) && o.sync,
+            .evict_ms = (int)o.evict_ms,
+            .metrics = metrics,
         };
         rc = server_shard_new(&sc, &s);
     }
@@ -168,6 +176,7 @@ static int s_server(const struct eb_opts *opts, const rt_config_t *cfg)
     if (rc)
         fprintf(stderr, "eigenbatch server: shard %ld: %s\n", o.shard, rt_err_msg());
     server_shard_destroy(&s);
+    rt_metrics_close(&metrics);
     eb_opts_schedule_free(&sched, &owned);
     return rc ? 1 : 0;
 }
@@ -640,6 +649,10 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
             args[k++] = "--coord";
             args[k++] = eps[0];
         }
+        char a_evict[32]; /* the coordinator evicts silent workers */
+        snprintf(a_evict, sizeof a_evict, "%ld", o.evict_ms);
+        args[k++] = "--worker-timeout-ms";
+        args[k++] = a_evict;
         /* checkpoints: every shard writes its part, shard 0 completes them */
         if (o.output_dir) {
             char *ck_args[] = {"--output-dir", (char *)o.output_dir, "--checkpoint-every",

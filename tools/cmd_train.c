@@ -262,6 +262,8 @@ static int s_train(struct eb_opts *o, const rt_config_t *cfg)
         .weights = weights,
         .snapshots = eb_opts_needs_eigensvc(o),
         .worker_timeout_ms = (int)o->timeout_ms,
+        .evict_ms = (int)o->evict_ms,
+        .metrics = nns[0].metrics,
         .chunk_floats = (uint32_t)o->chunk,
         .checksum = ck,
         .ckpt_root = eb_opts_ckpt_root(o, ckpt_root, sizeof ckpt_root),

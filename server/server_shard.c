@@ -1376,6 +1376,7 @@ int server_shard_new(const struct server_shard_cfg *cfg, server_shard_t **out)
             goto out_destroy;
         }
         server_coord_set_sync(s->coord, cfg->sync, cfg->sync_timeout_ms);
+        server_coord_set_evict(s->coord, cfg->evict_ms);
         if ((cfg->ckpt_root || cfg->resume) && !(s->ckpt = calloc(1, sizeof *s->ckpt))) {
             rt_err_set(RT_ERR_NOMEM, "checkpoint state");
             goto out_destroy;

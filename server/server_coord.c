@@ -99,9 +99,17 @@ int server_coord_register(server_coord_t *c, const char *name, double weight)
     if (!(weight > 0) || !isfinite(weight))
         return rt_err_set(RT_ERR_ARG, "worker '%s': share weight %g must be positive", name,
                           weight);
-    if (c->registered >= c->n_workers)
+    if (c->registered >= c->n_workers) {
+        for (int i = 0; i < c->n_workers; i++)
+            if (c->evicted[i])
+                return rt_err_set(RT_ERR_STATE,
+                                  "worker '%s': all %d worker slots are taken (worker %d was "
+                                  "evicted; an evicted worker cannot rejoin a running job: "
+                                  "restart the job with --resume auto)",
+                                  name, c->n_workers, i);
         return rt_err_set(RT_ERR_STATE, "worker '%s': all %d worker slots are taken", name,
                           c->n_workers);
+    }
     int id = c->registered++;
     c->weight[id] = weight;
     c->last_seen[id] = s_now();

@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -31,7 +32,9 @@ struct server_coord {
     double *weight;                         /* share weight per id (current) */
     struct s_snap snap[S_SNAP_RING];        /* frozen share weights per step */
     double *last_seen;                      /* monotonic seconds of the last message per id */
-    int *evicted;                           /* per id: 1 once evicted */
+    int *evicted;                           /* per id: 1 once evicted (until a rejoin) */
+    uint64_t *join_step;                    /* per id: first step it takes part in */
+    char (*names)[RT_WIRE_NAME_MAX];        /* per id: the name it registered with */
     int evict_ms;                           /* eviction timeout (<= 0: never) */
     const struct server_coord_sched *sched; /* schedule in force (borrowed) */
     uint64_t next_step;                     /* first step not asked about yet */
@@ -66,7 +69,9 @@ server_coord_t *server_coord_new(int n_workers, const struct server_coord_sched 
     c->weight = calloc((size_t)n_workers, sizeof *c->weight);
     c->last_seen = calloc((size_t)n_workers, sizeof *c->last_seen);
     c->evicted = calloc((size_t)n_workers, sizeof *c->evicted);
-    if (!c->weight || !c->last_seen || !c->evicted) {
+    c->join_step = calloc((size_t)n_workers, sizeof *c->join_step);
+    c->names = calloc((size_t)n_workers, sizeof *c->names);
+    if (!c->weight || !c->last_seen || !c->evicted || !c->join_step || !c->names) {
         server_coord_destroy(&c);
         return NULL;
     }
@@ -88,6 +93,8 @@ void server_coord_destroy(server_coord_t **self_p)
     free(c->weight);
     free(c->last_seen);
     free(c->evicted);
+    free(c->join_step);
+    free(c->names);
     for (int i = 0; i < S_SNAP_RING; i++)
         free(c->snap[i].w);
     free(c);
@@ -100,19 +107,27 @@ int server_coord_register(server_coord_t *c, const char *name, double weight)
         return rt_err_set(RT_ERR_ARG, "worker '%s': share weight %g must be positive", name,
                           weight);
     if (c->registered >= c->n_workers) {
+        /* a rejoin: the evicted slot of the same name, else the first evicted one */
+        int id = -1;
         for (int i = 0; i < c->n_workers; i++)
-            if (c->evicted[i])
-                return rt_err_set(RT_ERR_STATE,
-                                  "worker '%s': all %d worker slots are taken (worker %d was "
-                                  "evicted; an evicted worker cannot rejoin a running job: "
-                                  "restart the job with --resume auto)",
-                                  name, c->n_workers, i);
-        return rt_err_set(RT_ERR_STATE, "worker '%s': all %d worker slots are taken", name,
-                          c->n_workers);
+            if (c->evicted[i] && (id < 0 || !strcmp(c->names[i], name)))
+                id = i;
+        if (id < 0)
+            return rt_err_set(RT_ERR_STATE, "worker '%s': all %d worker slots are taken", name,
+                              c->n_workers);
+        c->evicted[id] = 0;
+        c->weight[id] = weight;
+        c->last_seen[id] = s_now();
+        c->join_step[id] = c->next_step;
+        snprintf(c->names[id], sizeof c->names[id], "%s", name);
+        RT_WARN("coord", "worker '%s' rejoins as worker %d (weight %g) from step %llu", name, id,
+                weight, (unsigned long long)c->next_step);
+        return id;
     }
     int id = c->registered++;
     c->weight[id] = weight;
     c->last_seen[id] = s_now();
+    snprintf(c->names[id], sizeof c->names[id], "%s", name ? name : "");
     RT_INFO("coord", "worker %d '%s' registered (weight %g, %d/%d)", id, name, weight,
             c->registered, c->n_workers);
     return id;
@@ -190,8 +205,8 @@ int server_coord_evict(server_coord_t *c, int id, uint64_t from_step,
         l.steps++;
         l.samples += cnt;
         RT_WARN("coord",
-                "worker %d evicted: samples [%llu, +%u) of epoch %llu's order (step %llu) are not "
-                "trained on in this epoch",
+                "worker %d evicted: samples [%llu, +%u) of epoch %llu's order (step %llu) get no "
+                "(or only a partial) gradient in this epoch",
                 id, (unsigned long long)(pt.epoch_offset + off), cnt, (unsigned long long)pt.epoch,
                 (unsigned long long)t);
     }
@@ -202,17 +217,27 @@ int server_coord_evict(server_coord_t *c, int id, uint64_t from_step,
     return RT_OK;
 }
 
-uint32_t server_coord_members(const server_coord_t *c, uint8_t *bits, uint32_t cap)
+uint64_t server_coord_join_step(const server_coord_t *c, int id)
 {
-    int any = 0;
+    return id >= 0 && id < c->n_workers ? c->join_step[id] : 0;
+}
+
+int server_coord_is_member(const server_coord_t *c, int id, uint64_t step)
+{
+    return id >= 0 && id < c->registered && !c->evicted[id] && step >= c->join_step[id];
+}
+
+uint32_t server_coord_members(const server_coord_t *c, uint64_t step, uint8_t *bits, uint32_t cap)
+{
+    int all = 1;
     for (int i = 0; i < c->n_workers; i++)
-        any |= c->evicted[i];
+        all &= i >= c->registered || server_coord_is_member(c, i, step);
     uint32_t len = (uint32_t)(c->n_workers + 7) / 8;
-    if (!any || len > cap)
+    if (all || len > cap)
         return 0;
     memset(bits, 0, len);
     for (int i = 0; i < c->n_workers; i++)
-        if (!c->evicted[i])
+        if (i >= c->registered || server_coord_is_member(c, i, step))
             bits[i / 8] |= (uint8_t)(1u << (i % 8));
     return len;
 }

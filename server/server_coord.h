@@ -77,8 +77,16 @@ void server_coord_destroy(server_coord_t **self_p);
 
 /* Register a worker under `name` with share weight `weight` (> 0; relative throughput). Returns the
  * new id in [0, n_workers), or RT_ERR_STATE when every slot is taken, RT_ERR_ARG for a bad weight.
- */
+ * Once every slot is taken, a worker registering takes the slot of an evicted one (the one of the
+ * same name if there is one): it rejoins from the first step nobody has asked about
+ * (server_coord_join_step), with a share of every step from there on. */
 int server_coord_register(server_coord_t *c, const char *name, double weight);
+
+/* The first step worker `id` takes part in: 0, or where it rejoined after an eviction. */
+uint64_t server_coord_join_step(const server_coord_t *c, int id);
+
+/* 1 when worker `id` takes part in `step` (registered, not evicted, joined at or before it). */
+int server_coord_is_member(const server_coord_t *c, int id, uint64_t step);
 
 /* Number of registered workers. */
 int server_coord_registered(const server_coord_t *c);
@@ -123,10 +131,10 @@ int server_coord_evict(server_coord_t *c, int id, uint64_t from_step,
 /* 1 when worker `id` has been evicted. */
 int server_coord_is_evicted(const server_coord_t *c, int id);
 
-/* The members of the steps from now on as a bitmap (bit i%8 of byte i/8: worker i takes part),
- * into bits (cap bytes); returns the bytes used, or 0 when every worker takes part (nothing
- * evicted) or the bitmap does not fit. */
-uint32_t server_coord_members(const server_coord_t *c, uint8_t *bits, uint32_t cap);
+/* The members of `step` as the coordinator knows them now (server_coord_is_member) as a bitmap
+ * (bit i%8 of byte i/8: worker i takes part), into bits (cap bytes); returns the bytes used, or 0
+ * when every worker takes part or the bitmap does not fit. */
+uint32_t server_coord_members(const server_coord_t *c, uint64_t step, uint8_t *bits, uint32_t cap);
 
 /* Set worker id's share weight (re-balancing, e.g. from its measured samples per second); takes
  * effect from the first step nobody has asked about yet: a step's share table is frozen when its

@@ -30,6 +30,8 @@
 #define S_CKPT_WAIT_MS 30000  /* shard 0 at the end: longest wait for the last checkpoint */
 #define S_CKPT_POLL_MS 10     /* ... checking this often */
 #define S_MEMBERS_POLL_MS 200 /* shards > 0: ask the members of a waiting step this often */
+#define S_PULL_AHEAD 8        /* pulls kept waiting for up to this many versions ahead (a worker
+                                 that rejoins starts a step or two ahead of a lagging shard) */
 #define S_END_LINGER_MS 1000  /* shard 0: answer the other shards this long after the end when a
                                  worker was evicted (they learn it from the coordinator) */
 
@@ -44,6 +46,8 @@ struct s_worker {
     int complete;                     /* current step's slices all received */
     int bye;                          /* said goodbye */
     int evicted;                      /* evicted by the coordinator: no longer awaited */
+    int rebound;                      /* evicted, and bound to its restarted process since: it is
+                                         awaited again from the step it rejoins at */
 };
 
 /* A pull waiting for a future version. */
@@ -246,6 +250,8 @@ static void s_serve_pending(server_shard_t *s)
 
 static void s_snapshot_take(server_shard_t *s, uint64_t epoch);
 static void s_ckpt_write(server_shard_t *s, uint64_t epoch);
+static void s_rejoin_check(server_shard_t *s);
+static void s_members_poll(server_shard_t *s);
 
 /* Update [s->applied, end): average the summed gradient and run SGD, a cache-sized block at a
  * time. Called as soon as every worker's chunks cover a prefix, so that the update overlaps the
@@ -329,6 +335,8 @@ static void s_apply(server_shard_t *s)
         s->sched.epoch_last && (s->sched.epoch + 1) % (uint64_t)s->cfg.ckpt_every == 0)
         s_ckpt_write(s, s->sched.epoch + 1);
     s->sched_known = 0;
+    if (s->coord)
+        s_rejoin_check(s);
     RT_DEBUG(s->name, "version %llu", (unsigned long long)s->version);
     s_serve_pending(s);
 }
@@ -576,11 +584,19 @@ static int s_sched_ask(server_shard_t *s, uint64_t step, struct server_coord_poi
  * left out are evicted here too (the step is not applied here: see s_on_evicted). */
 static void s_members(server_shard_t *s, const uint8_t *bits, uint32_t len)
 {
-    if (!len)
-        return;
-    for (int i = 0; i < s->cfg.n_workers; i++)
-        if ((uint32_t)(i / 8) >= len || !(bits[i / 8] & (1u << (i % 8))))
+    for (int i = 0; i < s->cfg.n_workers; i++) {
+        struct s_worker *w = &s->workers[i];
+        int member = !len || ((uint32_t)(i / 8) < len && (bits[i / 8] & (1u << (i % 8))));
+        if (!member)
             s_on_evicted(s, i, 0);
+        else if (w->evicted && w->rebound && !s_started(w)) {
+            /* a restarted worker takes part from here (a step it has not pushed yet) */
+            w->evicted = 0;
+            w->rebound = 0;
+            RT_INFO(s->name, "worker %d '%s' takes part again from step %llu", i, w->name,
+                    (unsigned long long)s->version);
+        }
+    }
 }
 
 /* The schedule of the current step (version): shard 0 asks its schedule, the other shards ask
@@ -672,6 +688,40 @@ static int s_sched_ask(server_shard_t *s, uint64_t step, struct server_coord_poi
 
 /* ---- message handlers ------------------------------------------------------------------- */
 
+/* Shard 0: the workers that rejoined and take part in the current step are awaited again (their
+ * slot has no push of this step: they rejoin at a step nobody had asked about). */
+static void s_rejoin_check(server_shard_t *s)
+{
+    for (int i = 0; i < s->cfg.n_workers; i++) {
+        struct s_worker *w = &s->workers[i];
+        if (w->evicted && w->rebound && !s_started(w) &&
+            server_coord_is_member(s->coord, i, s->version)) {
+            w->evicted = 0;
+            w->rebound = 0;
+        }
+    }
+}
+
+/* Shard 0: a restarted worker took the slot `id` of an evicted one (log, metrics). */
+static void s_on_rejoin(server_shard_t *s, int id, const uint8_t *route, size_t rlen)
+{
+    char hex[S_LOG_ROUTE + 4];
+    s_route_hex(route, rlen, hex, sizeof hex);
+    uint64_t step = server_coord_join_step(s->coord, id);
+    RT_WARN(s->name, "worker %d '%s' (peer %s) rejoins: it takes part from step %llu", id,
+            s->workers[id].name, hex, (unsigned long long)step);
+    if (s->cfg.metrics) {
+        rt_metrics_begin(s->cfg.metrics, "rejoin");
+        rt_metrics_int(s->cfg.metrics, "worker", id);
+        rt_metrics_str(s->cfg.metrics, "name", s->workers[id].name);
+        rt_metrics_str(s->cfg.metrics, "peer", hex);
+        rt_metrics_int(s->cfg.metrics, "step", (long long)step);
+        if (rt_metrics_end(s->cfg.metrics))
+            RT_WARN(s->name, "rejoin event: %s", rt_err_msg());
+    }
+    s_rejoin_check(s);
+}
+
 static void s_on_register(server_shard_t *s, const uint8_t *route, size_t rlen,
                           const struct rt_wire_msg *m)
 {
@@ -688,9 +738,15 @@ static void s_on_register(server_shard_t *s, const uint8_t *route, size_t rlen,
             return;
         }
         struct s_worker *w = &s->workers[id];
+        int rejoin = w->route_len > 0; /* the slot of an evicted worker */
         memcpy(w->route, route, rlen);
         w->route_len = rlen;
         snprintf(w->name, sizeof w->name, "%s", m->name);
+        if (rejoin) {
+            w->rebound = 1;
+            w->bye = 0;
+            s_on_rejoin(s, id, route, rlen);
+        }
     }
     struct rt_wire_msg r;
     rt_wire_msg_init(&r, RT_WIRE_WELCOME, id, s->name);
@@ -698,7 +754,11 @@ static void s_on_register(server_shard_t *s, const uint8_t *route, size_t rlen,
     r.n_shards = (uint32_t)s->cfg.n_shards;
     r.n_params = s->cfg.n_params;
     r.n_buffers = s->cfg.n_buffers;
-    r.step = s->start_step; /* the first step of this run (a resumed one starts later) */
+    /* the first step of this run (a resumed one starts later), or where a restarted worker
+     * rejoins */
+    r.step = s->start_step;
+    if (server_coord_join_step(s->coord, id) > r.step)
+        r.step = server_coord_join_step(s->coord, id);
     r.heartbeat_ms = (uint32_t)server_coord_heartbeat_ms(s->coord);
     if (rt_sock_send(s->sock, route, rlen, &r, NULL, NULL, NULL))
         RT_WARN(s->name, "welcome failed: %s", rt_err_msg());
@@ -712,9 +772,23 @@ static void s_on_hello(server_shard_t *s, const uint8_t *route, size_t rlen,
         return;
     }
     struct s_worker *w = &s->workers[m->sender];
+    if (w->route_len && !s_route_eq(w, route, rlen) && !w->evicted && !s->coord) {
+        /* maybe a restarted worker whose eviction this shard has not heard of yet */
+        s->members_at = 0;
+        s_members_poll(s);
+    }
     if (w->route_len && !s_route_eq(w, route, rlen)) {
-        s_drop(s, route, rlen, m, "hello for a worker id bound to another connection");
-        return;
+        if (s->coord || !w->evicted) {
+            s_drop(s, route, rlen, m, "hello for a worker id bound to another connection");
+            return;
+        }
+        /* the restarted process of an evicted worker (shard 0 rebinds at its registration) */
+        memcpy(w->route, route, rlen);
+        w->route_len = rlen;
+        snprintf(w->name, sizeof w->name, "%s", m->name);
+        w->rebound = 1;
+        w->bye = 0;
+        RT_INFO(s->name, "worker %d '%s' rebound to its restarted process", m->sender, w->name);
     }
     if (!w->route_len) {
         memcpy(w->route, route, rlen);
@@ -766,8 +840,8 @@ static void s_on_sched_query(server_shard_t *s, const uint8_t *route, size_t rle
     r.sched.share_count = cnt;
     r.sched.done = pt.done;
     r.sched.epoch_last = pt.epoch_last;
-    r.sched.members_len =
-        server_coord_members(s->coord, r.sched.members, (uint32_t)sizeof r.sched.members);
+    r.sched.members_len = server_coord_members(s->coord, m->step, r.sched.members,
+                                               (uint32_t)sizeof r.sched.members);
     if (rt_sock_send(s->sock, route, rlen, &r, NULL, NULL, NULL))
         RT_WARN(s->name, "schedule reply failed: %s", rt_err_msg());
 }
@@ -890,10 +964,6 @@ static void s_on_push(server_shard_t *s, const uint8_t *route, size_t rlen,
         s_drop(s, route, rlen, m, "push from a peer not bound to that worker id");
         return;
     }
-    if (w->evicted) {
-        s_drop(s, route, rlen, m, "push from an evicted worker");
-        return;
-    }
     if (!s->ready || m->step != s->version) {
         snprintf(why, sizeof why, "push for step %llu, this shard is at step %llu",
                  (unsigned long long)m->step, (unsigned long long)s->version);
@@ -919,6 +989,16 @@ static void s_on_push(server_shard_t *s, const uint8_t *route, size_t rlen,
     if (rc) {
         snprintf(why, sizeof why, "schedule of the step unavailable: %s", rt_err_msg());
         s_drop(s, route, rlen, m, why);
+        return;
+    }
+    if (w->evicted && w->rebound && !s->coord) {
+        /* a restarted worker's first push here: ask whether it takes part in this step */
+        struct server_coord_point pt;
+        if (s_sched_ask(s, s->version, &pt))
+            RT_WARN(s->name, "asking the coordinator for the members: %s", rt_err_msg());
+    }
+    if (w->evicted) {
+        s_drop(s, route, rlen, m, "push from an evicted worker");
         return;
     }
     if (s->sched.done || m->lr != s->sched.lr || m->sched_version != s->sched.version) {
@@ -973,7 +1053,7 @@ static void s_on_pull(server_shard_t *s, const uint8_t *route, size_t rlen,
         s_drop(s, route, rlen, m, "pull from a peer not bound to that worker id");
         return;
     }
-    if (pw->evicted) {
+    if (pw->evicted && !pw->rebound) {
         s_drop(s, route, rlen, m, "pull from an evicted worker");
         s_reply_error(s, route, rlen, m->step, RT_ERR_PEER, "this worker was evicted");
         return;
@@ -983,7 +1063,8 @@ static void s_on_pull(server_shard_t *s, const uint8_t *route, size_t rlen,
             RT_WARN(s->name, "weights reply failed: %s", rt_err_msg());
         return;
     }
-    if ((!s->ready && m->step == 0) || (s->ready && m->step == s->version + 1)) {
+    if ((!s->ready && m->step == 0) ||
+        (s->ready && m->step > s->version && m->step <= s->version + S_PULL_AHEAD)) {
         if (s->n_pend >= S_MAX_PENDING) {
             s_drop(s, route, rlen, m, "too many pulls waiting");
             return;

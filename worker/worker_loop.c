@@ -504,7 +504,8 @@ int worker_run(const struct worker_cfg *cfg, const struct worker_compute *cb,
     if (rc)
         goto out;
     if (w.start > 0)
-        RT_INFO(w.name, "the shards resumed from a checkpoint: starting at step %llu",
+        RT_INFO(w.name, "starting at step %llu (the shards resumed from a checkpoint, or this "
+                "worker rejoins after an eviction)",
                 (unsigned long long)w.start);
     if (w.id == 0 && cb->init && w.start == 0) {
         s_beat_lend(&w, 1);

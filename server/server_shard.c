@@ -30,6 +30,7 @@
 #define S_CKPT_WAIT_MS 30000  /* shard 0 at the end: longest wait for the last checkpoint */
 #define S_CKPT_POLL_MS 10     /* ... checking this often */
 #define S_MEMBERS_POLL_MS 200 /* shards > 0: ask the members of a waiting step this often */
+#define S_MEMBERS_WAIT_MS 1000 /* ... and wait this long for the answer */
 #define S_PULL_AHEAD 8        /* pulls kept waiting for up to this many versions ahead (a worker
                                  that rejoins starts a step or two ahead of a lagging shard) */
 #define S_END_LINGER_MS 1000  /* shard 0: answer the other shards this long after the end when a
@@ -578,7 +579,8 @@ static int s_resume(server_shard_t *s, const char *dir)
 }
 
 static void s_on_evicted(server_shard_t *s, int id, int progress);
-static int s_sched_ask(server_shard_t *s, uint64_t step, struct server_coord_point *pt);
+static int s_sched_ask(server_shard_t *s, uint64_t step, struct server_coord_point *pt,
+                       int wait_ms);
 
 /* The members of the step as the coordinator sent them (bitmap; empty: every worker): the workers
  * left out are evicted here too (the step is not applied here: see s_on_evicted). */
@@ -613,7 +615,7 @@ static int s_sched_current(server_shard_t *s)
         s_snapshot_maybe(s);
         return RT_OK;
     }
-    int rc = s_sched_ask(s, s->version, &s->sched);
+    int rc = s_sched_ask(s, s->version, &s->sched, S_SCHED_WAIT_MS);
     if (rc)
         return rc;
     s->sched_known = 1;
@@ -621,9 +623,11 @@ static int s_sched_current(server_shard_t *s)
     return RT_OK;
 }
 
-/* Shards > 0: ask the coordinator the schedule of `step` (a blocking request; pushes meanwhile
- * wait in the socket's queue) into *pt; the members that come with it are applied. */
-static int s_sched_ask(server_shard_t *s, uint64_t step, struct server_coord_point *pt)
+/* Shards > 0: ask the coordinator the schedule of `step` (a blocking request of at most wait_ms;
+ * pushes meanwhile wait in the socket's queue) into *pt; the members that come with it are
+ * applied. */
+static int s_sched_ask(server_shard_t *s, uint64_t step, struct server_coord_point *pt,
+                       int wait_ms)
 {
     int waited_ms = 0;
     for (;;) {
@@ -640,7 +644,7 @@ static int s_sched_ask(server_shard_t *s, uint64_t step, struct server_coord_poi
                 return rt_err_set(RT_ERR_ZMQ, "poll coordinator: %s", zmq_strerror(zmq_errno()));
             if (n <= 0) {
                 waited_ms += S_POLL_MS;
-                if (waited_ms >= S_SCHED_WAIT_MS)
+                if (waited_ms >= wait_ms)
                     return rt_err_set(RT_ERR_TIMEOUT, "coordinator silent for %d ms", waited_ms);
                 continue;
             }
@@ -681,7 +685,7 @@ static int s_sched_ask(server_shard_t *s, uint64_t step, struct server_coord_poi
         }
         usleep(S_SCHED_RETRY_US);
         waited_ms += S_SCHED_RETRY_US / 1000;
-        if (waited_ms >= S_SCHED_WAIT_MS)
+        if (waited_ms >= wait_ms)
             return rt_err_set(RT_ERR_TIMEOUT, "coordinator not ready after %d ms", waited_ms);
     }
 }
@@ -994,7 +998,7 @@ static void s_on_push(server_shard_t *s, const uint8_t *route, size_t rlen,
     if (w->evicted && w->rebound && !s->coord) {
         /* a restarted worker's first push here: ask whether it takes part in this step */
         struct server_coord_point pt;
-        if (s_sched_ask(s, s->version, &pt))
+        if (s_sched_ask(s, s->version, &pt, S_MEMBERS_WAIT_MS))
             RT_WARN(s->name, "asking the coordinator for the members: %s", rt_err_msg());
     }
     if (w->evicted) {
@@ -1268,7 +1272,7 @@ static void s_members_poll(server_shard_t *s)
         return;
     uint64_t before = s->st.evicted;
     struct server_coord_point pt;
-    if (s_sched_ask(s, step, &pt)) {
+    if (s_sched_ask(s, step, &pt, S_MEMBERS_WAIT_MS)) {
         RT_WARN(s->name, "asking the coordinator for the members: %s", rt_err_msg());
         return;
     }

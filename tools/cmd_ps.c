@@ -72,6 +72,7 @@ static const char s_server_usage[] =
     "                         [--momentum M] [--weight-decay WD] [--checksum KIND]\n"
     "                         [--method BL|FB|GG|ABS|ABSA --epochs E [--decay-epochs e1,e2]\n"
     "                          [--rho R] [--warmup-epochs N] [--batch-max B]]\n"
+    "                         [--worker-timeout-ms MS (shard 0: evict silent workers; 0: never)]\n"
     "Runs one parameter-server shard; shard 0 is also the coordinator and holds the schedule:\n"
     "with --method the BL/FB/GG/ABS schedule of server_sched, else a constant one for --steps.\n"
     "With --output-dir and --method, each shard writes its part of a checkpoint under\n"

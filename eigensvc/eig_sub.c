@@ -11,6 +11,7 @@
 #include "rt_err.h"
 #include "rt_log.h"
 #include "rt_sock.h"
+#include "server_sched.h"
 
 #define S_NAME "eig_sub"
 
@@ -40,10 +41,14 @@ int eig_sub_new(void *zmq_ctx, const char *pub_endpoint, eig_sub_t **out)
         s->own_ctx = 1;
     }
     s->sock = zmq_socket(s->ctx, ZMQ_SUB);
-    if (!s->sock || zmq_setsockopt(s->sock, ZMQ_SUBSCRIBE, "", 0) ||
-        zmq_connect(s->sock, pub_endpoint)) {
+    if (!s->sock || zmq_setsockopt(s->sock, ZMQ_SUBSCRIBE, "", 0)) {
         int rc = rt_err_set(RT_ERR_ZMQ, "eig_sub: subscribe to %s: %s", pub_endpoint,
                             zmq_strerror(zmq_errno()));
+        eig_sub_destroy(&s);
+        return rc;
+    }
+    int rc = rt_sock_connect(s->sock, pub_endpoint);
+    if (rc) {
         eig_sub_destroy(&s);
         return rc;
     }
@@ -80,6 +85,11 @@ static int s_decode(struct rt_sock_parts *p, int first, struct rt_wire_msg *m)
     return rt_wire_decode(f, sz, n, &lim, m, NULL, NULL);
 }
 
+int eig_sub_in_force(const struct rt_wire_decision *d)
+{
+    return d->verdict == SERVER_SCHED_ACCEPTED && d->apply_step > 0 && d->sched_version > 0;
+}
+
 int eig_sub_recv(eig_sub_t *s, struct rt_wire_decision *d, int timeout_ms)
 {
     for (;;) {
@@ -100,6 +110,14 @@ int eig_sub_recv(eig_sub_t *s, struct rt_wire_decision *d, int timeout_ms)
         if (rc || m.type != RT_WIRE_PUBLISH) {
             RT_WARN(S_NAME, "dropped a message on the decision channel: %s",
                     rc ? rt_err_msg() : rt_wire_type_name(m.type));
+            continue;
+        }
+        if (!eig_sub_in_force(&m.decision)) {
+            RT_WARN(S_NAME,
+                    "ignored decision %llu (epoch %d): not accepted by the coordinator "
+                    "(verdict %d)",
+                    (unsigned long long)m.decision.seq, (int)m.decision.epoch,
+                    (int)m.decision.verdict);
             continue;
         }
         *d = m.decision;
@@ -145,6 +163,13 @@ int eig_sub_current(void *zmq_ctx, const char *query_endpoint, struct rt_wire_de
     if (m.type != RT_WIRE_PUBLISH) {
         rc = rt_err_set(RT_ERR_PEER, "eig_sub: %s answered with a %s message", query_endpoint,
                         rt_wire_type_name(m.type));
+        goto out;
+    }
+    if (!eig_sub_in_force(&m.decision)) {
+        rc = rt_err_set(RT_ERR_STATE,
+                        "eig_sub: %s: its current decision is not in force "
+                        "(verdict %d)",
+                        query_endpoint, (int)m.decision.verdict);
         goto out;
     }
     *d = m.decision;

@@ -18,12 +18,19 @@ int eig_sub_new(void *zmq_ctx, const char *pub_endpoint, eig_sub_t **out);
 /* Free; accepts NULL, nulls *self_p, safe twice. */
 void eig_sub_destroy(eig_sub_t **self_p);
 
-/* Next published decision into *d (a PUBLISH message). Returns 0, RT_ERR_TIMEOUT after timeout_ms
- * without one, or another negative code; malformed messages are logged and dropped. */
+/* 1 when the coordinator accepted decision d (verdict SERVER_SCHED_ACCEPTED, with the step it
+ * applies from and the schedule version it became): the only kind a subscriber may act on. */
+int eig_sub_in_force(const struct rt_wire_decision *d);
+
+/* Next published decision in force into *d (a PUBLISH message). Returns 0, RT_ERR_TIMEOUT after
+ * timeout_ms without one, or another negative code; malformed messages, and decisions the
+ * coordinator did not accept (the service publishes none; an older one might), are logged and
+ * dropped. */
 int eig_sub_recv(eig_sub_t *s, struct rt_wire_decision *d, int timeout_ms);
 
 /* Ask the service at query_endpoint for its current decision (the last one published). Returns
- * 0 and *d, RT_ERR_STATE when it has published none yet, RT_ERR_TIMEOUT without an answer. */
+ * 0 and *d, RT_ERR_STATE when it has published none yet (or answers with one not in force),
+ * RT_ERR_TIMEOUT without an answer. */
 int eig_sub_current(void *zmq_ctx, const char *query_endpoint, struct rt_wire_decision *d,
                     int timeout_ms);
 

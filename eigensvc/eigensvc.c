@@ -6,11 +6,13 @@
  * measurements, compute the top Hessian eigenvalue on a fresh Hessian batch (the first
  * hessian_batch positions of the loader's permutation of epoch e - 1 for the service's seed, with
  * the evaluation transform: no augmentation), feed the rule, send the decision to the coordinator
- * (which stamps the step it applies from), publish it over PUB with the coordinator's verdict, and
- * write a metrics event "eig". Epochs whose snapshot the service missed (it was busy) are fed to
- * the rule as "no measurement" first, so the kappa timer still counts them. Optionally the snapshot
- * is evaluated on the test set (event "eval"). Between polls, "current decision" queries of late
- * joiners are answered on the query endpoint.
+ * (which stamps the step it applies from), publish it over PUB when the coordinator accepted it
+ * (a refused, stale, superseded or no-change decision is never published nor served as current:
+ * no subscriber can act on it), and write a metrics event "eig" with the verdict either way. Epochs
+ * whose snapshot the service missed (it was busy) are fed to the rule as "no measurement" first, so
+ * the kappa timer still counts them. Optionally the snapshot is evaluated on the test set (event
+ * "eval"). Between polls, "current decision" queries of late joiners are answered on the query
+ * endpoint.
  *
  * With `decisions: sync` the coordinator holds the start of epoch e until the decision of epoch
  * e - 1 arrived, so the service sends one for every epoch (without a measurement once B_max is
@@ -36,6 +38,7 @@
 #include <zmq.h>
 
 #include "eig_hvp.h"
+#include "eig_sub.h"
 #include "rt_err.h"
 #include "rt_loader.h"
 #include "rt_log.h"
@@ -69,7 +72,7 @@ struct eigensvc {
     uint64_t seq_offset;        /* added to epoch + 1 to form sequence numbers (see s_resume) */
     int have_current;           /* a decision has been published */
     int asked_state;            /* the coordinator was asked for the ABS state it holds */
-    struct rt_wire_decision current; /* the last one published */
+    struct rt_wire_decision current; /* the last one published (accepted by the coordinator) */
 };
 
 static double s_now(void)
@@ -188,11 +191,13 @@ int eigensvc_new(const struct eigensvc_cfg *cfg, eigensvc_t **out)
         goto out_destroy;
     if (cfg->pub_endpoint) {
         s->pub = zmq_socket(s->ctx, ZMQ_PUB);
-        if (!s->pub || zmq_bind(s->pub, cfg->pub_endpoint)) {
-            rc = rt_err_set(RT_ERR_ZMQ, "eigensvc: PUB bind %s: %s", cfg->pub_endpoint,
+        if (!s->pub) {
+            rc = rt_err_set(RT_ERR_ZMQ, "eigensvc: PUB socket for %s: %s", cfg->pub_endpoint,
                             zmq_strerror(zmq_errno()));
             goto out_destroy;
         }
+        if ((rc = rt_sock_bind(s->ctx, s->pub, cfg->pub_endpoint)))
+            goto out_destroy;
     }
     if (cfg->query_endpoint && (rc = rt_sock_router(s->ctx, cfg->query_endpoint, 0, &s->query)))
         goto out_destroy;
@@ -457,9 +462,17 @@ static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
     d.verdict = verdict;
     d.iterations = res.iterations;
     d.seconds = secs;
-    s->current = d;
-    s->have_current = 1;
-    if (s->pub) {
+    /* only a decision the coordinator accepted is in force: a refused, stale, superseded or
+     * no-change one is never published nor served to late joiners (metrics still record it) */
+    int in_force = eig_sub_in_force(&d);
+    if (in_force) {
+        s->current = d;
+        s->have_current = 1;
+    } else {
+        RT_DEBUG(S_NAME, "epoch %d: decision not published (%s)", (int)ended,
+                 verdict < 0 ? "refused" : server_sched_verdict_str(verdict));
+    }
+    if (s->pub && in_force) {
         struct rt_wire_msg m;
         rt_wire_msg_init(&m, RT_WIRE_PUBLISH, -1, S_NAME);
         m.decision = d;

@@ -2,10 +2,12 @@
  * eigensvc: the eigen service. At each epoch end it takes a consistent weight snapshot from the
  * shards (server_observer), draws its Hessian batch from its own LMDB reader, runs power iteration
  * on exact Hessian-vector products (full or block Hessian), feeds the ABS rule (eig_abs) and
- * publishes the decision: to the coordinator, which stamps the step it applies from, and over
- * PUB/SUB to every subscriber. Optionally it evaluates the snapshot's test accuracy, so that
- * evaluation is off the training path too. The same code runs as a thread of `eigenbatch train`,
- * a process of `eigenbatch launch`, and alone as `eigenbatch eigensvc`.
+ * publishes the decision: to the coordinator, which stamps the step it applies from, and, once
+ * the coordinator accepted it, over PUB/SUB to every subscriber (refused, stale, superseded and
+ * no-change decisions are not published: workers and shards follow the coordinator's schedule,
+ * and subscribers only ever see decisions in force). Optionally it evaluates the snapshot's test
+ * accuracy, so that evaluation is off the training path too. The same code runs as a thread of
+ * `eigenbatch train`, a process of `eigenbatch launch`, and alone as `eigenbatch eigensvc`.
  *
  * Published decisions are PUBLISH messages (rt_wire: struct rt_wire_decision with the effective
  * lr and gamma, the reason and the coordinator's verdict); eig_sub.h is the subscriber side and

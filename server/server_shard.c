@@ -75,6 +75,11 @@ struct server_shard {
     int n_complete;                      /* workers whose slice of the current step is complete */
     int n_started;                       /* workers that sent a chunk of the current step */
     uint64_t total_samples;              /* samples of the current step (known once all started) */
+    double total_loss;                   /* sum over its workers of samples * mean loss */
+    uint64_t total_correct;              /* samples of the current step classified correctly */
+    uint64_t prev_samples;               /* the step before `version`: samples, over every worker */
+    double prev_loss;                    /* ... summed loss */
+    uint64_t prev_correct;               /* ... correctly classified (shard 0 serves the three) */
     uint64_t summed;                     /* floats [0, summed) hold at least one contribution */
     int b_summed;                        /* bacc holds at least one contribution */
     uint64_t applied;                    /* floats [0, applied) already updated for this step */
@@ -194,6 +199,12 @@ static int s_send_weights(server_shard_t *s, const uint8_t *route, size_t rlen)
         rt_wire_msg_init(&r, RT_WIRE_WEIGHTS, s->cfg.shard, s->name);
         r.step = s->version;
         r.checksum = s->cfg.checksum;
+        if (s->coord && s->version > 0) {
+            /* the coordinator's totals of the step that made this version (train metrics) */
+            r.samples = (uint32_t)s->prev_samples;
+            r.loss = s->prev_samples ? (float)(s->prev_loss / (double)s->prev_samples) : 0.0f;
+            r.correct = (uint32_t)s->prev_correct;
+        }
         uint64_t k = s->p_cnt - done < chunk ? s->p_cnt - done : chunk;
         if (k > 0) {
             r.has_params = 1;
@@ -324,7 +335,12 @@ static void s_apply(server_shard_t *s)
         w->complete = 0;
     }
     s->n_complete = 0;
+    s->prev_samples = s->total_samples;
+    s->prev_loss = s->total_loss;
+    s->prev_correct = s->total_correct;
     s->total_samples = 0;
+    s->total_loss = 0;
+    s->total_correct = 0;
     s->version++;
     s->st.version = s->version;
     /* the step just applied ended its epoch: the new version is the next epoch's start, known
@@ -1019,6 +1035,8 @@ static void s_on_push(server_shard_t *s, const uint8_t *route, size_t rlen,
         /* first chunk of this worker: its sample count joins the step's total */
         w->samples = m->samples;
         s->total_samples += m->samples;
+        s->total_loss += (double)m->loss * (double)m->samples;
+        s->total_correct += m->correct;
         s->n_started++;
     }
     if (m->has_buffers) {

@@ -3,8 +3,10 @@
  * W workers and S shards as threads of this process, over tcp loopback (or ipc, inproc), a model
  * of N floats whose gradient costs nothing, so the rounds measure the transport, the averaging
  * and the SGD update. For the same bytes it measures a raw TCP loopback exchange with preallocated
- * buffers (two threads, plain send/recv) so that the ratio can be reported. The last line printed
- * is a JSON object.
+ * buffers (two threads, plain send/recv) so that the ratio can be reported. With --curve, each
+ * repeat also runs the same rounds with CurveZMQ encryption (a fresh keypair in a temporary
+ * directory) so that the encrypted/plain ratio is measured side by side. The last line printed is
+ * a JSON object.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -21,6 +23,7 @@
 
 #include "eb_cli.h"
 #include "nn_base.h"
+#include "rt_curve.h"
 #include "rt_err.h"
 #include "rt_log.h"
 #include "server_cluster.h"
@@ -411,7 +414,7 @@ static void s_usage(FILE *f)
         "usage: eigenbatch bench ps [--floats N] [--shards S] [--workers W]\n"
         "                           [--transport tcp|ipc|inproc] [--rounds R] [--chunk FLOATS]\n"
         "                           [--checksum none|crc32|fletcher64] [--io-threads N]\n"
-        "                           [--repeat K] [--no-baseline]\n"
+        "                           [--repeat K] [--no-baseline] [--curve]\n"
         "       eigenbatch bench ps --model M [--input CxHxW] [--classes N] [--batch B]\n"
         "                           [--micro-batch m] [--steps K] [--workers W] [--shards S]\n"
         "                           [--threads T] [--transport tcp|inproc] [--repeat K]\n"
@@ -420,7 +423,9 @@ static void s_usage(FILE *f)
         "same bytes with preallocated buffers. The last line is a JSON object with\n"
         "gbytes_per_s (model bytes pushed plus pulled per second, all workers),\n"
         "raw_tcp_gbytes_per_s and ratio. Both are measured K times (default 3), interleaved,\n"
-        "and the best of each is reported (the machine may be shared).\n"
+        "and the best of each is reported (the machine may be shared). --curve (tcp, ipc) also\n"
+        "runs every repeat encrypted (CurveZMQ, ZAP) and reports curve_gbytes_per_s and\n"
+        "curve_ratio (encrypted / plain).\n"
         "With --model: training throughput (images/s) of W workers (T math threads each) and\n"
         "S shards in this process against one worker with W x T threads and no server, the\n"
         "same micro-batches and SGD on random data; the JSON has images_per_s,\n"
@@ -437,7 +442,7 @@ int eb_bench_ps(int argc, char **argv)
     const char *transport = "tcp";
     const char *ck_name = "fletcher64";
     enum rt_wire_checksum ck = RT_WIRE_CK_FLETCHER64;
-    int baseline = 1;
+    int baseline = 1, curve = 0;
     const char *cmd = "bench ps";
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
@@ -447,6 +452,9 @@ int eb_bench_ps(int argc, char **argv)
             return 0;
         } else if (!strcmp(o, "--no-baseline")) {
             baseline = 0;
+            continue;
+        } else if (!strcmp(o, "--curve")) {
+            curve = 1;
             continue;
         }
         if (!v) {
@@ -528,6 +536,11 @@ int eb_bench_ps(int argc, char **argv)
                 transport);
         return 2;
     }
+    if (curve && (model || !strcmp(transport, "inproc") || !rt_curve_available())) {
+        fprintf(stderr, "eigenbatch %s: --curve needs --transport tcp or ipc, no --model, and a "
+                        "libzmq with CURVE\n", cmd);
+        return 2;
+    }
     if (!getenv("EB_LOG"))
         rt_log_set_level(RT_LOG_WARN);
     if (model) {
@@ -558,7 +571,16 @@ int eb_bench_ps(int argc, char **argv)
     }
 
     int status = 1;
-    char ipc_dir[] = "/tmp/eb-bench-XXXXXX";
+    char ipc_dir[] = "/tmp/eb-bench-XXXXXX", key_dir[] = "/tmp/eb-bench-keys-XXXXXX";
+    char key_prefix[sizeof key_dir + 8], key_file[sizeof key_prefix + 8];
+    if (curve) {
+        snprintf(key_prefix, sizeof key_prefix, "%s/k", mkdtemp(key_dir) ? key_dir : "");
+        snprintf(key_file, sizeof key_file, "%s.key", key_prefix);
+        if (!key_dir[0] || rt_curve_keygen(key_prefix)) {
+            fprintf(stderr, "eigenbatch %s: keys for --curve: %s\n", cmd, rt_err_msg());
+            return 1;
+        }
+    }
     const char *where = "127.0.0.1";
     if (!strcmp(transport, "ipc")) {
         if (!mkdtemp(ipc_dir)) {
@@ -602,8 +624,27 @@ int eb_bench_ps(int argc, char **argv)
         .io_threads = (int)io_threads,
     };
     double model_bytes = (double)floats * sizeof(float);
-    double secs = 0, raw_secs = -1;
+    double secs = 0, raw_secs = -1, curve_secs = -1;
     for (long r = 0; r < repeat; r++) {
+        if (curve) { /* the same rounds encrypted, before the plain ones */
+            int rc = rt_curve_configure(key_file, NULL, NULL);
+            if (!rc)
+                rc = server_cluster_run(&cc, NULL, NULL, NULL);
+            rt_curve_clear();
+            if (rc) {
+                fprintf(stderr, "eigenbatch %s: --curve: %s\n", cmd, rt_err_msg());
+                server_fixsched_destroy(&sched);
+                goto out;
+            }
+            double d_run = 0;
+            for (long i = 0; i < workers; i++) {
+                double d = nulls[i].t[rounds] - nulls[i].t[0];
+                if (d > d_run)
+                    d_run = d;
+            }
+            if (curve_secs < 0 || d_run < curve_secs)
+                curve_secs = d_run;
+        }
         int rc = server_cluster_run(&cc, NULL, NULL, NULL);
         if (rc) {
             fprintf(stderr, "eigenbatch %s: %s\n", cmd, rt_err_msg());
@@ -644,6 +685,17 @@ int eb_bench_ps(int argc, char **argv)
                           gbps, "raw_tcp_gbytes_per_s", raw_gbps);
     if (j && raw_gbps > 0)
         json_object_set_new(j, "ratio", json_real(gbps / raw_gbps));
+    if (curve_secs > 0) {
+        double c_gbps = 2.0 * model_bytes * (double)workers * (double)rounds / curve_secs / 1e9;
+        printf("same rounds with CurveZMQ: %.2f ms/round, %.3f GB/s; encrypted/plain %.3f\n",
+               1e3 * curve_secs / (double)rounds, c_gbps, c_gbps / gbps);
+        if (j) {
+            json_object_set_new(j, "curve_ms_per_round",
+                                json_real(1e3 * curve_secs / (double)rounds));
+            json_object_set_new(j, "curve_gbytes_per_s", json_real(c_gbps));
+            json_object_set_new(j, "curve_ratio", json_real(c_gbps / gbps));
+        }
+    }
     char *line = j ? json_dumps(j, JSON_COMPACT) : NULL;
     if (!line) {
         fprintf(stderr, "eigenbatch %s: cannot format the result\n", cmd);
@@ -657,6 +709,12 @@ int eb_bench_ps(int argc, char **argv)
 out:
     if (!strcmp(transport, "ipc"))
         rmdir(ipc_dir);
+    if (curve) {
+        unlink(key_file);
+        snprintf(key_file, sizeof key_file, "%s.pub", key_prefix);
+        unlink(key_file);
+        rmdir(key_dir);
+    }
     nn_free(init);
     free(stamps);
     return status;

@@ -7,7 +7,8 @@
  *       [--batch-max B] [--lr LR] [--lr-cap C] [--alpha A] [--beta B] [--kappa K]
  *       [--hessian-batch N] [--block-last K] [--bn eval|train] [--preset paper|accurate]
  *       [--seed S] [--threads T] [--metrics FILE] [--timeout-ms MS] [--decay E1,E2,...]
- *       [--rho R] [--sync 0|1]
+ *       [--rho R] [--sync 0|1] [--omega W] [--gamma G] [--tau T] [--security-key FILE]
+ *       [--security-server-pub FILE] [--security-allowed LIST]
  *
  * Every option can also come from the environment: EB_ and the option's name in upper case with
  * '-' as '_' (EB_CONNECT, EB_PUB, ...); a flag wins over the environment. The ABS settings must be
@@ -24,10 +25,10 @@
 
 #include "eb_cli.h"
 #include "eigensvc.h"
+#include "rt_curve.h"
 #include "rt_err.h"
 
 #define S_CMD "eigensvc"
-#define S_MAX_SHARDS 256
 
 /* Option indices, in s_opts order. */
 enum s_opt {
@@ -60,6 +61,12 @@ enum s_opt {
     O_RHO,
     O_SYNC,
     O_POLL_MS,
+    O_OMEGA,
+    O_GAMMA,
+    O_TAU,
+    O_SEC_KEY,
+    O_SEC_SERVER_PUB,
+    O_SEC_ALLOWED,
     S_N_OPTS
 };
 
@@ -100,6 +107,14 @@ static const struct option s_opts[S_N_OPTS + 1] = {{"connect", required_argument
                                                    {"rho", required_argument, NULL, 0},
                                                    {"sync", required_argument, NULL, 0},
                                                    {"poll-ms", required_argument, NULL, 0},
+                                                   {"omega", required_argument, NULL, 0},
+                                                   {"gamma", required_argument, NULL, 0},
+                                                   {"tau", required_argument, NULL, 0},
+                                                   {"security-key", required_argument, NULL, 0},
+                                                   {"security-server-pub", required_argument,
+                                                    NULL, 0},
+                                                   {"security-allowed", required_argument, NULL,
+                                                    0},
                                                    {NULL, 0, NULL, 0}};
 
 static void s_usage(FILE *f)
@@ -111,8 +126,11 @@ static void s_usage(FILE *f)
     fprintf(f, "\n");
 }
 
-int eb_cmd_eigensvc(int argc, char **argv)
+int eb_eigensvc_parse(int argc, char **argv, struct eb_eigensvc_opts *o, int *help)
 {
+    memset(o, 0, sizeof *o);
+    *help = 0;
+    struct eigensvc_cfg *out = &o->cfg;
     const char *val[S_N_OPTS] = {0};
     /* environment first, flags override */
     for (int i = 0; i < S_N_OPTS; i++) {
@@ -134,7 +152,7 @@ int eb_cmd_eigensvc(int argc, char **argv)
             return 2;
         }
         if (strcmp(s_opts[idx].name, "help") == 0) {
-            s_usage(stdout);
+            *help = 1;
             return 0;
         }
         val[idx] = optarg;
@@ -155,16 +173,19 @@ int eb_cmd_eigensvc(int argc, char **argv)
         return 2;
     }
     long classes = 10, epochs = 0, batch = 128, batch_max = 16384, kappa = 10, hb = 128, block = 0,
-         seed = 0, threads = 1, timeout_ms = 0;
-    double lr = 0.1, lr_cap = 0, alpha = 2, beta = 2, rho = -1;
+         seed = 0, threads = 1, timeout_ms = 0, tau = -1;
+    double lr = 0.1, lr_cap = 0, alpha = 2, beta = 2, rho = -1, omega = 2, gamma = -1;
     long sync = 0, poll_ms = 0;
     struct {
         int i;
         long *out;
-    } ints[] = {{O_CLASSES, &classes},       {O_EPOCHS, &epochs}, {O_BATCH, &batch},
-                {O_BATCH_MAX, &batch_max},   {O_KAPPA, &kappa},   {O_HESSIAN_BATCH, &hb},
-                {O_BLOCK_LAST, &block},      {O_SEED, &seed},     {O_THREADS, &threads},
-                {O_TIMEOUT_MS, &timeout_ms}, {O_SYNC, &sync},     {O_POLL_MS, &poll_ms}};
+    } ints[] = {{O_CLASSES, &classes},  {O_EPOCHS, &epochs},
+                {O_BATCH, &batch},      {O_BATCH_MAX, &batch_max},
+                {O_KAPPA, &kappa},      {O_HESSIAN_BATCH, &hb},
+                {O_BLOCK_LAST, &block}, {O_SEED, &seed},
+                {O_THREADS, &threads},  {O_TIMEOUT_MS, &timeout_ms},
+                {O_SYNC, &sync},        {O_POLL_MS, &poll_ms},
+                {O_TAU, &tau}};
     for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++)
         if (val[ints[k].i] &&
             eb_cli_int(S_CMD, s_opts[ints[k].i].name, val[ints[k].i], ints[k].out))
@@ -172,8 +193,8 @@ int eb_cmd_eigensvc(int argc, char **argv)
     struct {
         int i;
         double *out;
-    } dbls[] = {
-        {O_LR, &lr}, {O_LR_CAP, &lr_cap}, {O_ALPHA, &alpha}, {O_BETA, &beta}, {O_RHO, &rho}};
+    } dbls[] = {{O_LR, &lr},   {O_LR_CAP, &lr_cap}, {O_ALPHA, &alpha}, {O_BETA, &beta},
+                {O_RHO, &rho}, {O_OMEGA, &omega},   {O_GAMMA, &gamma}};
     for (size_t k = 0; k < sizeof dbls / sizeof dbls[0]; k++)
         if (val[dbls[k].i] &&
             eb_cli_double(S_CMD, s_opts[dbls[k].i].name, val[dbls[k].i], dbls[k].out))
@@ -207,18 +228,27 @@ int eb_cmd_eigensvc(int argc, char **argv)
         return 2;
     }
 
+    o->sec_key = val[O_SEC_KEY];
+    o->sec_server_pub = val[O_SEC_SERVER_PUB];
+    o->sec_allowed = val[O_SEC_ALLOWED];
+
     /* shard endpoints */
-    char *list = strdup(connect);
-    const char *eps[S_MAX_SHARDS];
+    char *list = o->list = strdup(connect);
+    const char **eps = o->eps;
     int n_shards = 0;
+    if (!list) {
+        fprintf(stderr, "eigenbatch eigensvc: out of memory\n");
+        return 2;
+    }
     for (char *save = NULL, *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        if (n_shards == S_MAX_SHARDS) {
-            fprintf(stderr, "eigenbatch eigensvc: more than %d endpoints\n", S_MAX_SHARDS);
-            free(list);
+        if (n_shards == EB_EIGENSVC_MAX_SHARDS) {
+            fprintf(stderr, "eigenbatch eigensvc: more than %d endpoints\n",
+                    EB_EIGENSVC_MAX_SHARDS);
             return 2;
         }
         eps[n_shards++] = t;
     }
+    o->metrics = metrics_path;
     struct eigensvc_cfg cfg = {.n_shards = n_shards,
                                .endpoints = eps,
                                .pub_endpoint = pub,
@@ -244,6 +274,11 @@ int eb_cmd_eigensvc(int argc, char **argv)
     cfg.abs.alpha = alpha;
     cfg.abs.beta = beta;
     cfg.abs.kappa = (int32_t)kappa;
+    cfg.abs.omega = omega;
+    if (gamma >= 0)
+        cfg.abs.gamma0 = gamma;
+    if (tau >= 0)
+        cfg.abs.tau = (int32_t)tau;
     if (rho > 0)
         cfg.abs.rho = rho;
     cfg.sync = sync != 0;
@@ -254,14 +289,41 @@ int eb_cmd_eigensvc(int argc, char **argv)
             long e;
             if (cfg.abs.n_decay == EIG_ABS_MAX_DECAY || eb_cli_int(S_CMD, "decay", t, &e)) {
                 free(d);
-                free(list);
                 return 2;
             }
             cfg.abs.decay_epochs[cfg.abs.n_decay++] = (int32_t)e;
         }
         free(d);
     }
-    int status = 1;
+    *out = cfg;
+    return 0;
+}
+
+void eb_eigensvc_opts_free(struct eb_eigensvc_opts *o)
+{
+    free(o->list);
+    o->list = NULL;
+}
+
+int eb_cmd_eigensvc(int argc, char **argv)
+{
+    struct eb_eigensvc_opts *o = calloc(1, sizeof *o);
+    int help = 0;
+    if (!o) {
+        fprintf(stderr, "eigenbatch eigensvc: out of memory\n");
+        return 1;
+    }
+    int status = eb_eigensvc_parse(argc, argv, o, &help);
+    if (status || help) {
+        if (help)
+            s_usage(stdout);
+        eb_eigensvc_opts_free(o);
+        free(o);
+        return status;
+    }
+    struct eigensvc_cfg cfg = o->cfg;
+    const char *metrics_path = o->metrics;
+    status = 1;
     rt_metrics_t *mt = NULL;
     eigensvc_t *svc = NULL;
     if (metrics_path && rt_metrics_open(metrics_path, 1, &mt)) {
@@ -269,6 +331,11 @@ int eb_cmd_eigensvc(int argc, char **argv)
         goto out;
     }
     cfg.metrics = mt;
+    /* CURVE security (rt_curve.h), as the roles of `launch` have it */
+    if (rt_curve_configure(o->sec_key, o->sec_server_pub, o->sec_allowed)) {
+        fprintf(stderr, "eigenbatch eigensvc: %s\n", rt_err_msg());
+        goto out;
+    }
     if (eigensvc_new(&cfg, &svc)) {
         fprintf(stderr, "eigenbatch eigensvc: %s\n", rt_err_msg());
         goto out;
@@ -284,6 +351,7 @@ int eb_cmd_eigensvc(int argc, char **argv)
 out:
     eigensvc_destroy(&svc);
     rt_metrics_close(&mt);
-    free(list);
+    eb_eigensvc_opts_free(o);
+    free(o);
     return status;
 }

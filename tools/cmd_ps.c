@@ -71,7 +71,8 @@ static const char s_server_usage[] =
     "                         [--batch B --lr LR --steps T --samples N (shard 0)]\n"
     "                         [--momentum M] [--weight-decay WD] [--checksum KIND]\n"
     "                         [--method BL|FB|GG|ABS|ABSA --epochs E [--decay-epochs e1,e2]\n"
-    "                          [--rho R] [--warmup-epochs N] [--batch-max B]]\n"
+    "                          [--rho R] [--warmup-epochs N] [--batch-max B]\n"
+    "                          [--sync 0|1 [--sync-timeout-s S]]]\n"
     "                         [--worker-timeout-ms MS (shard 0: evict silent workers; 0: never)]\n"
     "Runs one parameter-server shard; shard 0 is also the coordinator and holds the schedule:\n"
     "with --method the BL/FB/GG/ABS schedule of server_sched, else a constant one for --steps.\n"
@@ -166,6 +167,7 @@ static int s_server(const struct eb_opts *opts, const rt_config_t *cfg)
             .sync = o.method && !strncasecmp(o.method, "ABS", 3) && o.sync,
             .evict_ms = (int)o.evict_ms,
             .metrics = metrics,
+            .sync_timeout_ms = (int)(o.sync_timeout_s * 1000.0),
         };
         rc = server_shard_new(&sc, &s);
     }
@@ -189,8 +191,10 @@ static const char s_worker_usage[] =
     "                         [--weight W] [--out FILE] [--checksum KIND] [--chunk FLOATS]\n"
     "                         [--timeout-ms MS]\n"
     "Runs one worker against the shards (EP0 is shard 0, the coordinator). --out writes the\n"
-    "final parameters then buffers as raw little-endian float32. Options may also come from\n"
-    "the environment (EB_CONNECT, ...).\n";
+    "final parameters then buffers as raw little-endian float32. Only worker 0 (numbered by the\n"
+    "coordinator) writes the final weights (--out, weights.safetensors under --output-dir):\n"
+    "every worker ends with the same ones. Options may also come from the environment\n"
+    "(EB_CONNECT, ...).\n";
 
 /* Where the worker writes its final weights. */
 struct s_finish {
@@ -198,14 +202,15 @@ struct s_finish {
     const char *out;            /* path or NULL */
     uint64_t n_params;          /* sizes */
     uint64_t n_buffers;
-    int rc; /* write result */
+    int rc;     /* write result */
+    int worker; /* id the coordinator gave the worker (-1: not known yet); only 0 writes */
 };
 
 static void s_write_final(void *user, uint64_t steps, const float *params, const float *buffers)
 {
     (void)steps;
     struct s_finish *f = user;
-    if (!f->out)
+    if (!f->out || f->worker != 0)
         return;
     FILE *fp = fopen(f->out, "wb");
     if (!fp || fwrite(params, sizeof(float), f->n_params, fp) != f->n_params ||
@@ -220,6 +225,7 @@ static int s_compute_fwd(void *user, const struct worker_step *st, const float *
                          float *grads, float *buffers, uint32_t *samples, float *loss)
 {
     struct s_finish *f = user;
+    f->worker = st->worker;
     struct worker_compute c = worker_synth_compute(f->model);
     return c.compute(f->model, st, params, grads, buffers, samples, loss);
 }
@@ -227,6 +233,7 @@ static int s_compute_fwd(void *user, const struct worker_step *st, const float *
 static int s_init_fwd(void *user, float *params, float *buffers)
 {
     struct s_finish *f = user;
+    f->worker = 0; /* only worker 0 initialises the shards */
     worker_synth_initial(f->model, params, buffers);
     return RT_OK;
 }
@@ -297,7 +304,7 @@ static int s_worker(const struct eb_opts *opts, const rt_config_t *cfg)
     char name[RT_WIRE_NAME_MAX], host[40] = "host";
     gethostname(host, sizeof host - 1);
     snprintf(name, sizeof name, "%s:%ld", host, (long)getpid());
-    struct s_finish fin = {&model, o.out, (uint64_t)o.params, (uint64_t)o.buffers, 0};
+    struct s_finish fin = {&model, o.out, (uint64_t)o.params, (uint64_t)o.buffers, 0, -1};
     struct worker_compute cb = {
         .user = &fin, .init = s_init_fwd, .compute = s_compute_fwd, .finish = s_write_final};
     if (zoo)
@@ -348,12 +355,14 @@ static const char s_launch_usage[] =
     "values reach the servers and workers as flags. tcp: shard i listens on 127.0.0.1:P+i (P = 0:\n"
     "free ports are picked); ipc: sockets in DIR (default: a fresh temporary directory); inproc:\n"
     "the synthetic model as threads of this process (zoo models switch to ipc). --out and\n"
-    "--output-dir go to the first worker.\n"
+    "--output-dir go to every worker: worker 0 writes the final weights, the first worker\n"
+    "the metrics.\n"
     "With --output-dir the shards write checkpoints (--checkpoint-every N, --checkpoint-keep N);\n"
     "--resume auto|PATH restarts every role from one (auto: the newest complete in DIR).\n"
     "--method ABS|ABSA with a zoo model also runs the eigen service as a process (`eigenbatch\n"
-    "eigensvc`: --kappa, --hessian-batch, --sync 0|1, --eig-pub ENDPOINT, --eig-query ENDPOINT,\n"
-    "--eig-metrics FILE).\n";
+    "eigensvc`, with every abs.* setting: --alpha, --beta, --kappa, --omega, --bn,\n"
+    "--block-last-k, --preset, --hessian-batch, --sync 0|1; and --eig-pub ENDPOINT,\n"
+    "--eig-query ENDPOINT, --eig-metrics FILE).\n";
 
 /* Spawn `eigenbatch ROLE args...`; returns the child's pid or -1. */
 static pid_t s_spawn(const char *self, char *const *args)
@@ -365,6 +374,37 @@ static pid_t s_spawn(const char *self, char *const *args)
         _exit(127);
     }
     return pid;
+}
+
+/* Append the n strings of src to the argument list args (k used); returns the new count. */
+static int s_append(char **args, int k, char *const *src, size_t n)
+{
+    for (size_t j = 0; j < n; j++)
+        args[k++] = src[j];
+    return k;
+}
+#define S_APPEND(args, k, arr) s_append(args, k, arr, sizeof arr / sizeof arr[0])
+
+/* Append `flag val` when val is not NULL; returns the new count. */
+static int s_append_opt(char **args, int k, const char *flag, const char *val)
+{
+    if (val) {
+        args[k++] = (char *)flag;
+        args[k++] = (char *)val;
+    }
+    return k;
+}
+
+/* Terminate args (k used) and spawn `self args...`, recording the pid in pids[*n]; returns 0, or
+ * 1 when the fork failed. */
+static int s_start(const char *self, char **args, int k, pid_t *pids, int *n)
+{
+    args[k] = NULL;
+    pids[*n] = s_spawn(self, args);
+    if (pids[*n] < 0)
+        return 1;
+    (*n)++;
+    return 0;
 }
 
 /* Bind a plain TCP socket to 127.0.0.1:port (0: any) and return the port it got, or -1. */
@@ -445,7 +485,7 @@ static int s_launch_threads(const struct eb_opts *o)
     };
     rc = server_cluster_run(&cc, w, w + o->params, NULL);
     if (!rc && o->out) {
-        struct s_finish fin = {NULL, o->out, (uint64_t)o->params, (uint64_t)o->buffers, 0};
+        struct s_finish fin = {NULL, o->out, (uint64_t)o->params, (uint64_t)o->buffers, 0, 0};
         s_write_final(&fin, (uint64_t)o->steps, w, w + o->params);
         rc = fin.rc;
     }
@@ -577,8 +617,9 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
     snprintf(a_gamma, sizeof a_gamma, "%.9g", o.gamma);
     snprintf(a_eps, sizeof a_eps, "%.9g", o.epsilon);
     snprintf(a_tau, sizeof a_tau, "%ld", o.tau);
-    char a_bbatch[32];
+    char a_bbatch[32], a_sync_to[48];
     snprintf(a_bbatch, sizeof a_bbatch, "%ld", o.base_batch);
+    snprintf(a_sync_to, sizeof a_sync_to, "%.17g", o.sync_timeout_s);
     pid_t *pids = calloc((size_t)(S + W + 1), sizeof *pids);
     if (!pids)
         return 1;
@@ -630,47 +671,27 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
                           a_tau,
                           "--base-batch",
                           a_bbatch};
-        for (size_t j = 0; j < sizeof common / sizeof common[0]; j++)
-            args[k++] = common[j];
+        k = S_APPEND(args, k, common);
         if (o.method) {
             char *sched_args[] = {"--method", (char *)o.method,  "--epochs", a_epochs,      "--rho",
                                   a_rho,      "--warmup-epochs", a_warmup,   "--batch-max", a_bmax};
-            for (size_t j = 0; j < sizeof sched_args / sizeof sched_args[0]; j++)
-                args[k++] = sched_args[j];
-            if (o.decay) {
-                args[k++] = "--decay-epochs";
-                args[k++] = (char *)o.decay;
-            }
-            if (o.sync) {
-                args[k++] = "--sync";
-                args[k++] = "1";
-            }
+            k = S_APPEND(args, k, sched_args);
+            k = s_append_opt(args, k, "--decay-epochs", o.decay);
+            k = s_append_opt(args, k, "--sync", o.sync ? "1" : NULL);
+            k = s_append_opt(args, k, "--sync-timeout-s", o.sync ? a_sync_to : NULL);
         }
-        if (i > 0) {
-            args[k++] = "--coord";
-            args[k++] = eps[0];
-        }
+        k = s_append_opt(args, k, "--coord", i > 0 ? eps[0] : NULL);
         char a_evict[32]; /* the coordinator evicts silent workers */
         snprintf(a_evict, sizeof a_evict, "%ld", o.evict_ms);
-        args[k++] = "--worker-timeout-ms";
-        args[k++] = a_evict;
+        k = s_append_opt(args, k, "--worker-timeout-ms", a_evict);
         /* checkpoints: every shard writes its part, shard 0 completes them */
         if (o.output_dir) {
             char *ck_args[] = {"--output-dir", (char *)o.output_dir, "--checkpoint-every",
                                a_ckpt_every,   "--checkpoint-keep",  a_ckpt_keep};
-            for (size_t j = 0; j < sizeof ck_args / sizeof ck_args[0]; j++)
-                args[k++] = ck_args[j];
+            k = S_APPEND(args, k, ck_args);
         }
-        if (o.resume) {
-            args[k++] = "--resume";
-            args[k++] = (char *)o.resume;
-        }
-        args[k] = NULL;
-        pids[n] = s_spawn(self, args);
-        if (pids[n] < 0)
-            status = 1;
-        else
-            n++;
+        k = s_append_opt(args, k, "--resume", o.resume);
+        status = s_start(self, args, k, pids, &n);
     }
     for (int i = 0; i < W && status == 0; i++) {
         char *args[S_MAX_ARGS];
@@ -679,8 +700,7 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
             self,         "worker",           "--connect", connect,         "--params", a_params,
             "--buffers",  a_buffers,          "--seed",    a_seed,          "--chunk",  a_chunk,
             "--checksum", (char *)o.checksum, "--model",   (char *)o.model, "--batch",  a_batch};
-        for (size_t j = 0; j < sizeof common / sizeof common[0]; j++)
-            args[k++] = common[j];
+        k = S_APPEND(args, k, common);
         char a_classes[32], a_micro[32], a_threads[32], a_lthreads[32], a_pad[32], a_flip[32],
             a_log[32], a_timeout[32], a_eval[32], a_prog[48], a_weight[48];
         if (strcmp(o.model, "synth")) {
@@ -706,114 +726,44 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
                            "--epochs",         a_epochs,
                            "--progress-s",     a_prog,
                            "--lead",           i == 0 ? "1" : "0"};
-            for (size_t j = 0; j < sizeof zoo / sizeof zoo[0]; j++)
-                args[k++] = zoo[j];
-            if (o.method) {
-                args[k++] = "--method";
-                args[k++] = (char *)o.method;
-            }
-            if (o.test) {
-                args[k++] = "--test";
-                args[k++] = (char *)o.test;
-            }
-            if (i == 0 && o.output_dir) {
-                args[k++] = "--output-dir";
-                args[k++] = (char *)o.output_dir;
-            }
-            if (i == 0 && o.resume) { /* worker 0 appends to metrics.jsonl */
-                args[k++] = "--resume";
-                args[k++] = (char *)o.resume;
-            }
+            k = S_APPEND(args, k, zoo);
+            k = s_append_opt(args, k, "--method", o.method);
+            k = s_append_opt(args, k, "--test", o.test);
+            /* worker 0 (the coordinator's numbering) writes the weights there */
+            k = s_append_opt(args, k, "--output-dir", o.output_dir);
+            /* the first worker writes the metrics: it appends to metrics.jsonl on a resume */
+            k = s_append_opt(args, k, "--resume", i == 0 ? o.resume : NULL);
         }
         snprintf(a_weight, sizeof a_weight, "%.9g", eb_opts_worker_weight(&o, i));
-        args[k++] = "--weight";
-        args[k++] = a_weight;
-        if (o.timeout_ms) {
-            snprintf(a_timeout, sizeof a_timeout, "%ld", o.timeout_ms);
-            args[k++] = "--timeout-ms";
-            args[k++] = a_timeout;
-        }
-        if (i == 0 && o.out) {
-            args[k++] = "--out";
-            args[k++] = (char *)o.out;
-        }
-        args[k] = NULL;
-        pids[n] = s_spawn(self, args);
-        if (pids[n] < 0)
-            status = 1;
-        else
-            n++;
+        snprintf(a_timeout, sizeof a_timeout, "%ld", o.timeout_ms);
+        k = s_append_opt(args, k, "--weight", a_weight);
+        k = s_append_opt(args, k, "--timeout-ms", o.timeout_ms ? a_timeout : NULL);
+        /* written by worker 0 only, whichever process that is */
+        k = s_append_opt(args, k, "--out", o.out);
+        status = s_start(self, args, k, pids, &n);
     }
-    /* ABS / ABSA on a zoo model: the eigen service, with the schedule's settings */
+    /* ABS / ABSA on a zoo model: the eigen service, with every abs.* setting of the run, from
+     * the same function as `train` (eb_run_eig_args) */
     if (status == 0 && o.method && !strncasecmp(o.method, "ABS", 3) && strcmp(o.model, "synth")) {
-        char a_classes[32], a_kappa[32], a_sync_t[32], a_bmax_e[32], a_hb[32];
-        snprintf(a_hb, sizeof a_hb, "%ld", o.hessian_batch);
-        struct server_sched_config dc; /* the schedule's default B_max when --batch-max is 0 */
-        server_sched_config_default(&dc, SERVER_SCHED_ABS, o.samples, 1);
-        snprintf(a_bmax_e, sizeof a_bmax_e, "%lld",
-                 o.batch_max > 0 ? (long long)o.batch_max : (long long)dc.batch_max);
-        snprintf(a_classes, sizeof a_classes, "%ld", o.classes);
-        snprintf(a_kappa, sizeof a_kappa, "%ld", o.kappa);
+        struct eb_run_eig_args *ea = calloc(1, sizeof *ea);
+        char a_sync_t[32];
         snprintf(a_sync_t, sizeof a_sync_t, "%d", o.sync ? 0 : 5000);
-        char *args[S_MAX_ARGS] = {self,
-                                  "eigensvc",
-                                  "--connect",
-                                  connect,
-                                  "--model",
-                                  (char *)o.model,
-                                  "--data",
-                                  (char *)o.data,
-                                  "--classes",
-                                  a_classes,
-                                  "--method",
-                                  (char *)o.method,
-                                  "--epochs",
-                                  a_epochs,
-                                  "--batch",
-                                  a_batch,
-                                  "--batch-max",
-                                  a_bmax_e,
-                                  "--lr",
-                                  a_lr,
-                                  "--rho",
-                                  a_rho,
-                                  "--kappa",
-                                  a_kappa,
-                                  "--seed",
-                                  a_seed,
-                                  "--sync",
-                                  o.sync ? "1" : "0",
-                                  "--hessian-batch",
-                                  a_hb};
-        int k = 0;
-        while (args[k])
-            k++;
-        if (!o.sync) { /* without sync, a missed last snapshot ends the service on silence */
-            args[k++] = "--timeout-ms";
-            args[k++] = a_sync_t;
-        }
-        if (o.decay) {
-            args[k++] = "--decay";
-            args[k++] = (char *)o.decay;
-        }
-        if (o.eig_pub) {
-            args[k++] = "--pub";
-            args[k++] = (char *)o.eig_pub;
-        }
-        if (o.eig_query) {
-            args[k++] = "--query";
-            args[k++] = (char *)o.eig_query;
-        }
-        if (o.eig_metrics) {
-            args[k++] = "--metrics";
-            args[k++] = (char *)o.eig_metrics;
-        }
-        args[k] = NULL;
-        pids[n] = s_spawn(self, args);
-        if (pids[n] < 0)
+        char *args[S_MAX_ARGS] = {self, "eigensvc", "--connect", connect};
+        int k = 4;
+        if (!ea || eb_run_eig_args(&o, ea)) {
+            fprintf(stderr, "eigenbatch launch: eigen service: %s\n",
+                    ea ? rt_err_msg() : "out of memory");
             status = 1;
-        else
-            n++;
+        } else {
+            k = s_append(args, k, ea->argv, (size_t)ea->argc);
+            /* without sync, a missed last snapshot ends the service on silence */
+            k = s_append_opt(args, k, "--timeout-ms", o.sync ? NULL : a_sync_t);
+            k = s_append_opt(args, k, "--pub", o.eig_pub);
+            k = s_append_opt(args, k, "--query", o.eig_query);
+            k = s_append_opt(args, k, "--metrics", o.eig_metrics);
+            status = s_start(self, args, k, pids, &n);
+        }
+        free(ea);
     }
     if (status)
         fprintf(stderr, "eigenbatch launch: fork: %s\n", strerror(errno));

@@ -62,76 +62,27 @@ static void *s_eig_main(void *arg)
     return NULL;
 }
 
-/* The eigen service's configuration from the run's (abs.* keys). eps: the shard endpoints. */
-static int s_eig_cfg(const struct eb_opts *o, const rt_config_t *cfg, void *ctx,
-                     const char *const *eps, rt_metrics_t *metrics, struct eigensvc_cfg *ec)
+/* The eigen service's configuration: the run's (eb_run_eig_cfg, as `launch` passes it to its
+ * process) plus this process's endpoints, context and metrics. eps: the shard endpoints. */
+static int s_eig_cfg(const struct eb_opts *o, void *ctx, const char *const *eps,
+                     rt_metrics_t *metrics, struct eigensvc_cfg *ec)
 {
-    memset(ec, 0, sizeof *ec);
-    long hb = 128, k = 0, kappa = 10;
-    double alpha = 2, beta = 2, omega = 2;
-    const char *bn = "eval", *preset = "paper", *decisions = "async";
-    if (rt_config_get_int(cfg, "abs.hessian_batch", hb, &hb) ||
-        rt_config_get_int(cfg, "abs.block_last_k", k, &k) ||
-        rt_config_get_int(cfg, "abs.kappa", kappa, &kappa) ||
-        rt_config_get_double(cfg, "abs.alpha", alpha, &alpha) ||
-        rt_config_get_double(cfg, "abs.beta", beta, &beta) ||
-        rt_config_get_double(cfg, "abs.omega", omega, &omega) ||
-        rt_config_get_str(cfg, "abs.bn", bn, &bn) ||
-        rt_config_get_str(cfg, "abs.preset", preset, &preset) ||
-        rt_config_get_str(cfg, "abs.decisions", decisions, &decisions))
-        return RT_ERR_CONFIG;
-    if (strcmp(bn, "eval") && strcmp(bn, "train"))
-        return rt_config_error(cfg, "abs.bn", "expected eval or train, got '%s'", bn);
-    if (strcmp(decisions, "async") && strcmp(decisions, "sync"))
-        return rt_config_error(cfg, "abs.decisions", "expected async or sync, got '%s'", decisions);
-    enum eig_power_preset pp;
-    if (eig_power_preset_parse(preset, &pp))
-        return rt_config_error(cfg, "abs.preset", "expected paper or accurate, got '%s'", preset);
-    eig_power_config_preset(&ec->power, pp);
-    ec->power.seed = (uint64_t)o->seed;
-    int adversarial = !strcasecmp(o->method, "ABSA");
-    eig_abs_config_default(&ec->abs, (int32_t)o->epochs, adversarial);
-    ec->abs.alpha = alpha;
-    ec->abs.beta = beta;
-    ec->abs.kappa = (int32_t)kappa;
-    ec->abs.batch0 = o->batch;
-    ec->abs.batch_max = o->batch_max > o->batch ? o->batch_max : o->batch;
-    ec->abs.lr0 = o->base_batch > 0 ? o->lr * (double)o->batch / (double)o->base_batch : o->lr;
-    ec->abs.lr_cap = o->lr_cap;
-    ec->abs.gamma0 = o->gamma;
-    ec->abs.omega = omega;
-    if (o->tau >= 0)
-        ec->abs.tau = (int32_t)o->tau;
-    ec->abs.rho = o->rho;
-    ec->abs.n_decay = 0;
-    long decay[EIG_ABS_MAX_DECAY];
-    int nd = 0;
-    if (rt_config_get_ints(cfg, "schedule.decay_epochs", decay, EIG_ABS_MAX_DECAY, &nd))
-        return RT_ERR_CONFIG;
-    for (int i = 0; i < nd; i++)
-        ec->abs.decay_epochs[ec->abs.n_decay++] = (int32_t)decay[i];
+    int rc = eb_run_eig_cfg(o, ec);
+    if (rc)
+        return rc;
     ec->zmq_ctx = ctx;
     ec->n_shards = (int)o->shards;
     ec->endpoints = eps;
-    ec->model = o->model;
-    ec->classes = (int)o->classes;
-    ec->train_db = o->data;
     ec->test_db = NULL; /* worker 0 evaluates */
-    ec->hessian_batch = (int)hb;
-    ec->seed = (uint64_t)o->seed;
-    ec->block_last_k = (int)k;
-    ec->bn = strcmp(bn, "eval") ? NN_BN_TRAIN : NN_BN_EVAL;
     ec->threads = (int)o->threads;
-    ec->sync = !strcmp(decisions, "sync");
     ec->metrics = metrics;
     ec->timeout_ms = (int)o->timeout_ms;
-    ec->epochs = (int)o->epochs;
     return RT_OK;
 }
 
 /* Run the cluster as threads; *eig_rc receives the eigen service's outcome. */
-static int s_train_run(const struct eb_opts *o, const rt_config_t *cfg,
-                       struct server_cluster_cfg *cc, struct eb_run_nn *lead)
+static int s_train_run(const struct eb_opts *o, struct server_cluster_cfg *cc,
+                       struct eb_run_nn *lead)
 {
     if (!eb_opts_needs_eigensvc(o))
         return server_cluster_run(cc, NULL, NULL, NULL);
@@ -158,7 +109,7 @@ static int s_train_run(const struct eb_opts *o, const rt_config_t *cfg,
             goto out;
         ep[i] = eps[i];
     }
-    if ((rc = s_eig_cfg(o, cfg, ctx, ep, lead->metrics, &ec)))
+    if ((rc = s_eig_cfg(o, ctx, ep, lead->metrics, &ec)))
         goto out;
     if ((rc = eigensvc_new(&ec, &job.svc)))
         goto out;
@@ -261,6 +212,7 @@ static int s_train(struct eb_opts *o, const rt_config_t *cfg)
         .compute = cbs,
         .weights = weights,
         .snapshots = eb_opts_needs_eigensvc(o),
+        .sync_timeout_ms = (int)(o->sync_timeout_s * 1000.0),
         .worker_timeout_ms = (int)o->timeout_ms,
         .evict_ms = (int)o->evict_ms,
         .metrics = nns[0].metrics,
@@ -275,7 +227,7 @@ static int s_train(struct eb_opts *o, const rt_config_t *cfg)
     RT_INFO("train", "%s: %s on %s (%ld samples), %ld shards and %d workers over %s, %ld epochs",
             o->method, o->model, o->data, o->samples, o->shards, W, o->transport, o->epochs);
     double t0 = rt_progress_now();
-    rc = s_train_run(o, cfg, &cc, &nns[0]);
+    rc = s_train_run(o, &cc, &nns[0]);
     for (int i = 0; !rc && i < W; i++)
         if (nns[i].rc)
             rc = rt_err_set(nns[i].rc, "worker %d: %s", i, rt_err_msg());

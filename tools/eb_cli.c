@@ -15,6 +15,7 @@ static const struct eb_cmd s_commands[] = {
     {"eigensvc", eb_cmd_eigensvc, "run the eigen service (ABS decisions) against running shards"},
     {"dbinfo", eb_cmd_dbinfo, "describe an LMDB dataset: count, shape, labels"},
     {"eval", eb_cmd_eval, "test accuracy and loss of a weights file on an LMDB dataset"},
+    {"keygen", eb_cmd_keygen, "write a CURVE keypair (PREFIX.key, PREFIX.pub) for security.*"},
     {"launch", eb_cmd_launch, "run shards and workers as processes on this machine"},
     {"plot", eb_cmd_plot, "draw a run's schedule (lr, batch size, eigenvalue) as a PNG"},
     {"server", eb_cmd_server, "run one parameter-server shard (shard 0 coordinates)"},

@@ -5,6 +5,8 @@
 #ifndef EB_CLI_H
 #define EB_CLI_H
 
+#include "eigensvc.h"
+
 /* A sub-command: argv[0] is the sub-command's name. Returns the process exit status. */
 struct eb_cmd {
     const char *name;                   /* "bench", "train", ... */
@@ -46,6 +48,28 @@ int eb_cmd_eval(int argc, char **argv);
 /* Eigen service commands: `eig` (cmd_eig.c), `eigensvc` (cmd_eigensvc.c), `plot` (cmd_plot.c). */
 int eb_cmd_eig(int argc, char **argv);
 int eb_cmd_eigensvc(int argc, char **argv);
+
+#define EB_EIGENSVC_MAX_SHARDS 256
+
+/* `eigenbatch eigensvc` options (flags, then EB_<NAME> environment) as a service configuration.
+ * cfg points into the struct and into argv: do not copy it; valid until eb_eigensvc_opts_free. */
+struct eb_eigensvc_opts {
+    struct eigensvc_cfg cfg;                 /* the configuration */
+    const char *metrics;                     /* --metrics FILE, or NULL */
+    const char *eps[EB_EIGENSVC_MAX_SHARDS]; /* shard endpoints (cfg.endpoints) */
+    char *list;                              /* copy of --connect that eps point into */
+    const char *sec_key;        /* --security-key: CURVE secret key file, or NULL (rt_curve.h) */
+    const char *sec_server_pub; /* --security-server-pub: servers' public key file, or NULL */
+    const char *sec_allowed;    /* --security-allowed: admitted .pub files/directories, or NULL */
+};
+
+/* Parse argv (argv[0] is "eigensvc") into *o. Returns 0 (*help set for --help), or 2 after printing
+ * the bad option. Free with eb_eigensvc_opts_free either way. */
+int eb_eigensvc_parse(int argc, char **argv, struct eb_eigensvc_opts *o, int *help);
+void eb_eigensvc_opts_free(struct eb_eigensvc_opts *o);
 int eb_cmd_plot(int argc, char **argv);
+
+/* `eigenbatch keygen --out PREFIX`: a CURVE keypair, PREFIX.key and PREFIX.pub (cmd_keygen.c). */
+int eb_cmd_keygen(int argc, char **argv);
 
 #endif

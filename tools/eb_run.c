@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include "eb_cli.h"
 #include "eb_weights.h"
 #include "rt_ckpt.h"
+#include "rt_curve.h"
 #include "rt_err.h"
 #include "rt_log.h"
 #include "server_ckpt.h"
@@ -25,6 +27,8 @@
 
 #define S_SYNTH_PARAMS 1000 /* default size of the synthetic model */
 #define S_MAX_PATH 4096     /* bytes of a path under the output directory */
+#define S_SYNC_TIMEOUT_S 600         /* `decisions: sync`: default longest wait for a decision */
+#define S_SYNC_TIMEOUT_MAX_S 2000000 /* its largest value (milliseconds fit an int) */
 
 /* ---- schema ---------------------------------------------------------------------------------- */
 
@@ -70,6 +74,7 @@ const struct rt_config_key eb_run_schema[] = {
     {"abs.preset", RT_CFG_STR, "paper", "power iteration: paper (10, 1e-2) or accurate"},
     {"abs.decisions", RT_CFG_STR, "async", "async or sync (training waits for decisions)"},
     {"abs.hessian_batch", RT_CFG_INT, "128", "samples of the Hessian batch"},
+    {"abs.sync_timeout_s", RT_CFG_FLOAT, "600", "sync: longest wait for a decision, seconds"},
     {"train.micro_batch", RT_CFG_INT, "128", "samples per micro-batch m"},
     {"train.threads", RT_CFG_INT, "1", "math threads per worker"},
     {"train.eval_every", RT_CFG_INT, "1", "test evaluation every this many epochs (0: end)"},
@@ -79,6 +84,9 @@ const struct rt_config_key eb_run_schema[] = {
     {"output.dir", RT_CFG_STR, "runs/train", "output directory"},
     {"checkpoint.every_epochs", RT_CFG_INT, "1", "checkpoint every this many epochs (0: off)"},
     {"checkpoint.keep", RT_CFG_INT, "2", "complete checkpoints kept (the newest)"},
+    {"security.key", RT_CFG_STR, NULL, "this role's CURVE secret key file (null: no security)"},
+    {"security.server_pub", RT_CFG_STR, NULL, "servers' public key file (null: key's own)"},
+    {"security.allowed", RT_CFG_LIST_STR, NULL, ".pub files or directories admitted (null: own)"},
 };
 const int eb_run_schema_len = (int)(sizeof eb_run_schema / sizeof eb_run_schema[0]);
 
@@ -152,12 +160,22 @@ static const struct s_optdef s_defs[] = {
     S_O("sync", S_INT, sync, "abs.decisions"),
     S_O("kappa", S_INT, kappa, "abs.kappa"),
     S_O("hessian-batch", S_INT, hessian_batch, "abs.hessian_batch"),
+    S_O("alpha", S_DBL, alpha, "abs.alpha"),
+    S_O("beta", S_DBL, beta, "abs.beta"),
+    S_O("omega", S_DBL, omega, "abs.omega"),
+    S_O("block-last-k", S_INT, block_last_k, "abs.block_last_k"),
+    S_O("bn", S_STR, bn, "abs.bn"),
+    S_O("preset", S_STR, preset, "abs.preset"),
+    S_O("sync-timeout-s", S_DBL, sync_timeout_s, "abs.sync_timeout_s"),
     S_O("eig-pub", S_STR, eig_pub, NULL),
     S_O("eig-query", S_STR, eig_query, NULL),
     S_O("eig-metrics", S_STR, eig_metrics, NULL),
     S_O("checkpoint-every", S_INT, ckpt_every, "checkpoint.every_epochs"),
     S_O("checkpoint-keep", S_INT, ckpt_keep, "checkpoint.keep"),
     S_O("resume", S_STR, resume, NULL),
+    S_O("security-key", S_STR, sec_key, "security.key"),
+    S_O("security-server-pub", S_STR, sec_server_pub, "security.server_pub"),
+    S_O("security-allowed", S_STR, sec_allowed, "security.allowed"),
 };
 #define S_NDEFS (sizeof s_defs / sizeof s_defs[0])
 
@@ -195,6 +213,12 @@ static void s_defaults(struct eb_opts *o)
     o->lead = 1;
     o->kappa = 10;
     o->hessian_batch = 128;
+    o->alpha = 2;
+    o->beta = 2;
+    o->omega = 2;
+    o->bn = "eval";
+    o->preset = "paper";
+    o->sync_timeout_s = S_SYNC_TIMEOUT_S;
     o->evict_ms = SERVER_COORD_EVICT_MS_DEFAULT;
 }
 
@@ -212,7 +236,7 @@ static int s_set(const char *cmd, const struct s_optdef *d, struct eb_opts *o, c
 }
 
 /* Storage for list values turned into comma-separated flag text; lives with the process. */
-static char s_lists[2][EB_RUN_MAX_LIST];
+static char s_lists[3][EB_RUN_MAX_LIST];
 
 /* Set the options that configuration keys name, from a validated configuration. */
 static int s_from_config(const char *cmd, const rt_config_t *cfg, struct eb_opts *o)
@@ -236,7 +260,8 @@ static int s_from_config(const char *cmd, const rt_config_t *cfg, struct eb_opts
                 return -1;
             snprintf(num, sizeof num, "%d", b);
             v = num;
-        } else if (!strcmp(d->key, "cluster.weights") || !strcmp(d->key, "schedule.decay_epochs")) {
+        } else if (!strcmp(d->key, "cluster.weights") || !strcmp(d->key, "schedule.decay_epochs") ||
+                   !strcmp(d->key, "security.allowed")) {
             const char *items[EB_RUN_MAX_WORKERS];
             int n;
             if (rt_config_get_strs(cfg, d->key, items, EB_RUN_MAX_WORKERS, &n))
@@ -260,6 +285,10 @@ static int s_from_config(const char *cmd, const rt_config_t *cfg, struct eb_opts
         }
         if (s_set(cmd, d, o, v))
             return rt_config_error(cfg, d->key, "invalid value '%s'", v);
+        if (!strcmp(d->key, "abs.sync_timeout_s") &&
+            !(o->sync_timeout_s > 0 && o->sync_timeout_s <= S_SYNC_TIMEOUT_MAX_S))
+            return rt_config_error(cfg, d->key, "expected seconds in (0, %d], got '%s'",
+                                   S_SYNC_TIMEOUT_MAX_S, v);
     }
     return 0;
 }
@@ -281,7 +310,8 @@ static int s_flag_to_config(rt_config_t *cfg, const char *flag, const char *val)
         snprintf(a, sizeof a, "%s=%s", d->key, strcmp(val, "0") ? "true" : "false");
     else if (!strcmp(d->key, "abs.decisions"))
         snprintf(a, sizeof a, "%s=%s", d->key, strcmp(val, "0") ? "sync" : "async");
-    else if (!strcmp(d->key, "cluster.weights") || !strcmp(d->key, "schedule.decay_epochs"))
+    else if (!strcmp(d->key, "cluster.weights") || !strcmp(d->key, "schedule.decay_epochs") ||
+             !strcmp(d->key, "security.allowed"))
         snprintf(a, sizeof a, "%s=[%s]", d->key, val);
     else if (d->kind == S_STR)
         snprintf(a, sizeof a, "%s='%s'", d->key, val);
@@ -388,10 +418,37 @@ int eb_opts_main(const char *cmd, int argc, char **argv, const char *usage, eb_o
     int rc = 0;
     if (help)
         fputs(usage, stdout);
+    else if (eb_opts_security(cmd, &o))
+        rc = 1;
     else
         rc = body(&o, cfg);
     rt_config_destroy(&cfg);
     return rc;
+}
+
+int eb_opts_security(const char *cmd, const struct eb_opts *o)
+{
+    if (rt_curve_configure(o->sec_key, o->sec_server_pub, o->sec_allowed)) {
+        fprintf(stderr, "eigenbatch %s: %s\n", cmd, rt_err_msg());
+        return 1;
+    }
+    /* processes started from here (launch) read the same settings from the environment */
+    const char *env[][2] = {{"EB_SECURITY_KEY", o->sec_key},
+                            {"EB_SECURITY_SERVER_PUB", o->sec_server_pub},
+                            {"EB_SECURITY_ALLOWED", o->sec_allowed}};
+    for (size_t i = 0; i < sizeof env / sizeof env[0]; i++) {
+        const char *cur = getenv(env[i][0]);
+        if (cur && env[i][1] && !strcmp(cur, env[i][1]))
+            continue; /* already there (the option may point into it) */
+        if (env[i][1] ? setenv(env[i][0], env[i][1], 1) : unsetenv(env[i][0])) {
+            fprintf(stderr, "eigenbatch %s: cannot set %s: %s\n", cmd, env[i][0],
+                    strerror(errno));
+            return 1;
+        }
+    }
+    if (o->sec_key)
+        RT_INFO("security", "CURVE on tcp/ipc endpoints with key %s", o->sec_key);
+    return 0;
 }
 
 int eb_opts_check(const char *cmd, struct eb_opts *o)
@@ -434,6 +491,16 @@ int eb_opts_check(const char *cmd, struct eb_opts *o)
               "--eval-every, --progress-s and --crop-pad >= 0";
     else if (!(o->epsilon >= 0) || !(o->gamma >= 0 && o->gamma <= 1) || !(o->lr_cap >= 0))
         bad = "--epsilon and --lr-cap must be >= 0, --gamma in [0, 1]";
+    else if (!(o->sync_timeout_s > 0 && o->sync_timeout_s <= S_SYNC_TIMEOUT_MAX_S))
+        bad = "--sync-timeout-s (abs.sync_timeout_s) must be in (0, 2000000] seconds";
+    else if (strcmp(o->bn, "eval") && strcmp(o->bn, "train"))
+        bad = "--bn (abs.bn) must be eval or train";
+    else if (strcmp(o->preset, "paper") && strcmp(o->preset, "accurate"))
+        bad = "--preset (abs.preset) must be paper or accurate";
+    else if (o->block_last_k < 0 || o->block_last_k > INT_MAX || o->hessian_batch < 1 ||
+             o->hessian_batch > INT_MAX || o->kappa < 0 || o->kappa > INT32_MAX)
+        bad = "--block-last-k (abs.block_last_k) and --kappa (abs.kappa) must be >= 0, "
+              "--hessian-batch (abs.hessian_batch) >= 1";
     if (!bad && o->weights) {
         int k = 0;
         for (const char *p = o->weights; p; k++) {
@@ -574,6 +641,129 @@ int eb_opts_needs_eigensvc(const struct eb_opts *o)
     return o->method && !strncasecmp(o->method, "ABS", 3);
 }
 
+int eb_run_eig_cfg(const struct eb_opts *o, struct eigensvc_cfg *ec)
+{
+    memset(ec, 0, sizeof *ec);
+    enum eig_power_preset pp;
+    if (eig_power_preset_parse(o->preset, &pp))
+        return rt_err_set(RT_ERR_CONFIG, "abs.preset: expected paper or accurate, got '%s'",
+                          o->preset);
+    if (strcmp(o->bn, "eval") && strcmp(o->bn, "train"))
+        return rt_err_set(RT_ERR_CONFIG, "abs.bn: expected eval or train, got '%s'", o->bn);
+    if (!eb_opts_needs_eigensvc(o))
+        return rt_err_set(RT_ERR_CONFIG, "schedule.method %s has no eigen service",
+                          o->method ? o->method : "(none)");
+    eig_power_config_preset(&ec->power, pp);
+    ec->power.seed = (uint64_t)o->seed;
+    eig_abs_config_default(&ec->abs, (int32_t)o->epochs, !strcasecmp(o->method, "ABSA"));
+    ec->abs.alpha = o->alpha;
+    ec->abs.beta = o->beta;
+    ec->abs.kappa = (int32_t)o->kappa;
+    /* the coordinator's schedule: its B_max (the method's default when unset), lr at B */
+    enum server_sched_method m;
+    if (server_sched_method_parse(o->method, &m))
+        return RT_ERR_CONFIG;
+    struct server_sched_config dc;
+    server_sched_config_default(&dc, m, o->samples, (int32_t)o->epochs);
+    ec->abs.batch0 = o->batch;
+    ec->abs.batch_max = o->batch_max > 0 ? o->batch_max : dc.batch_max;
+    if (ec->abs.batch_max < o->batch)
+        ec->abs.batch_max = o->batch;
+    ec->abs.lr0 = o->base_batch > 0 ? o->lr * (double)o->batch / (double)o->base_batch : o->lr;
+    ec->abs.lr_cap = o->lr_cap;
+    ec->abs.gamma0 = o->gamma;
+    ec->abs.omega = o->omega;
+    if (o->tau >= 0)
+        ec->abs.tau = (int32_t)o->tau;
+    ec->abs.rho = o->rho;
+    ec->abs.n_decay = 0;
+    if (o->decay) {
+        char list[EB_RUN_MAX_LIST];
+        snprintf(list, sizeof list, "%s", o->decay);
+        for (char *sv = NULL, *t = strtok_r(list, ",", &sv); t; t = strtok_r(NULL, ",", &sv)) {
+            char *end;
+            long e = strtol(t, &end, 10);
+            if (end == t || *end || ec->abs.n_decay >= EIG_ABS_MAX_DECAY)
+                return rt_err_set(RT_ERR_CONFIG, "schedule.decay_epochs: bad list '%s'", o->decay);
+            ec->abs.decay_epochs[ec->abs.n_decay++] = (int32_t)e;
+        }
+    }
+    ec->model = o->model;
+    ec->classes = (int)o->classes;
+    ec->train_db = o->data;
+    ec->hessian_batch = (int)o->hessian_batch;
+    ec->seed = (uint64_t)o->seed;
+    ec->block_last_k = (int)o->block_last_k;
+    ec->bn = strcmp(o->bn, "eval") ? NN_BN_TRAIN : NN_BN_EVAL;
+    ec->sync = o->sync != 0;
+    ec->epochs = (int)o->epochs;
+    return RT_OK;
+}
+
+/* Append flag and its value (printf format) to a. */
+static int s_eig_arg(struct eb_run_eig_args *a, const char *flag, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int s_eig_arg(struct eb_run_eig_args *a, const char *flag, const char *fmt, ...)
+{
+    if (a->argc + 2 > EB_RUN_EIG_MAX_ARGS)
+        return rt_err_set(RT_ERR_ARG, "eigen service: too many arguments");
+    char *v = a->text[a->argc + 1];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(v, EB_RUN_EIG_ARG_LEN, fmt, ap);
+    va_end(ap);
+    if (n < 0 || n >= EB_RUN_EIG_ARG_LEN)
+        return rt_err_set(RT_ERR_ARG, "eigen service: value of %s too long", flag);
+    a->argv[a->argc++] = (char *)flag;
+    a->argv[a->argc++] = v;
+    a->argv[a->argc] = NULL;
+    return RT_OK;
+}
+
+int eb_run_eig_args(const struct eb_opts *o, struct eb_run_eig_args *a)
+{
+    struct eigensvc_cfg ec;
+    int rc = eb_run_eig_cfg(o, &ec);
+    a->argc = 0;
+    a->argv[0] = NULL;
+    if (rc)
+        return rc;
+    const struct eig_abs_config *c = &ec.abs;
+    char decay[EB_RUN_EIG_ARG_LEN] = "";
+    for (int i = 0; i < c->n_decay; i++) {
+        size_t k = strlen(decay);
+        snprintf(decay + k, sizeof decay - k, "%s%d", i ? "," : "", (int)c->decay_epochs[i]);
+    }
+    /* doubles with 17 digits: the process reads back the very same values */
+    if ((rc = s_eig_arg(a, "--model", "%s", ec.model)) ||
+        (rc = s_eig_arg(a, "--data", "%s", ec.train_db)) ||
+        (rc = s_eig_arg(a, "--classes", "%d", ec.classes)) ||
+        (rc = s_eig_arg(a, "--method", "%s", c->adversarial ? "ABSA" : "ABS")) ||
+        (rc = s_eig_arg(a, "--epochs", "%d", ec.epochs)) ||
+        (rc = s_eig_arg(a, "--batch", "%lld", (long long)c->batch0)) ||
+        (rc = s_eig_arg(a, "--batch-max", "%lld", (long long)c->batch_max)) ||
+        (rc = s_eig_arg(a, "--lr", "%.17g", c->lr0)) ||
+        (rc = s_eig_arg(a, "--lr-cap", "%.17g", c->lr_cap)) ||
+        (rc = s_eig_arg(a, "--alpha", "%.17g", c->alpha)) ||
+        (rc = s_eig_arg(a, "--beta", "%.17g", c->beta)) ||
+        (rc = s_eig_arg(a, "--kappa", "%d", (int)c->kappa)) ||
+        (rc = s_eig_arg(a, "--gamma", "%.17g", c->gamma0)) ||
+        (rc = s_eig_arg(a, "--omega", "%.17g", c->omega)) ||
+        (rc = s_eig_arg(a, "--tau", "%d", (int)c->tau)) ||
+        (rc = s_eig_arg(a, "--rho", "%.17g", c->rho)) ||
+        (rc = s_eig_arg(a, "--hessian-batch", "%d", ec.hessian_batch)) ||
+        (rc = s_eig_arg(a, "--block-last", "%d", ec.block_last_k)) ||
+        (rc = s_eig_arg(a, "--bn", "%s", o->bn)) ||
+        (rc = s_eig_arg(a, "--preset", "%s", o->preset)) ||
+        (rc = s_eig_arg(a, "--seed", "%llu", (unsigned long long)ec.seed)) ||
+        (rc = s_eig_arg(a, "--sync", "%d", ec.sync)))
+        return rc;
+    if (c->n_decay && (rc = s_eig_arg(a, "--decay", "%s", decay)))
+        return rc;
+    return RT_OK;
+}
+
 /* ---- a zoo model on an LMDB dataset ---------------------------------------------------------- */
 
 int eb_run_output_dir(const char *dir)
@@ -624,6 +814,7 @@ int eb_run_nn_open(const struct eb_opts *o, struct eb_run_nn *n, int compute, in
     memset(n, 0, sizeof *n);
     n->o = o;
     n->epoch = -1;
+    n->worker_id = -1;
     n->test_accuracy = NAN;
     n->test_loss = NAN;
     struct rt_loader_opts lo;
@@ -708,6 +899,7 @@ int eb_run_evaluate(nn_net_t *net, rt_loader_t *test, float *x, int32_t *y, doub
 static int s_nn_init(void *user, float *params, float *buffers)
 {
     struct eb_run_nn *n = user;
+    n->worker_id = 0; /* only worker 0 initialises the shards */
     struct worker_compute c = worker_nn_compute(n->nn);
     return c.init(c.user, params, buffers);
 }
@@ -716,6 +908,7 @@ static int s_nn_step(void *user, const struct worker_step *st, const float *para
                      float *buffers, uint32_t *samples, float *loss)
 {
     struct eb_run_nn *n = user;
+    n->worker_id = st->worker;
     if (n->progress && n->epoch >= 0 && (int64_t)st->epoch != n->epoch) {
         /* the weights and running statistics of this step are the last epoch's final ones */
         s_epoch_end(n, params, buffers, 0);
@@ -729,7 +922,7 @@ static int s_nn_step(void *user, const struct worker_step *st, const float *para
 struct s_epoch {
     int64_t epoch;         /* the epoch that ended */
     uint64_t steps;        /* steps done by its end */
-    double loss;           /* worker 0's mean training loss over the epoch */
+    double loss;           /* mean training loss over the epoch's samples, every worker's */
     double train_accuracy; /* ... and accuracy */
     uint32_t batch;        /* B, lr and gamma of its last step */
     float lr;
@@ -887,9 +1080,8 @@ static void s_epoch_end(struct eb_run_nn *n, const float *params, const float *b
     struct s_epoch ep = {
         .epoch = n->epoch,
         .steps = n->last.step + 1,
-        .loss = n->share_samples ? n->share_loss / (double)n->share_samples : NAN,
-        .train_accuracy =
-            n->share_samples ? (double)n->share_correct / (double)n->share_samples : NAN,
+        .loss = n->tot_samples ? n->tot_loss / (double)n->tot_samples : NAN,
+        .train_accuracy = n->tot_samples ? (double)n->tot_correct / (double)n->tot_samples : NAN,
         .batch = n->last.batch,
         .lr = n->last.lr,
         .gamma = n->last.gamma,
@@ -922,8 +1114,8 @@ static void s_epoch_end(struct eb_run_nn *n, const float *params, const float *b
         s_epoch_write(n, &ep, NAN, NAN, 0);
     }
     n->epoch_t0 = rt_progress_now();
-    n->epoch_samples = n->share_samples = n->share_correct = 0;
-    n->share_loss = 0;
+    n->epoch_samples = n->tot_samples = n->tot_correct = 0;
+    n->tot_loss = 0;
 }
 
 static void s_nn_step_done(void *user, const struct worker_step *st, uint32_t samples, float loss)
@@ -945,9 +1137,6 @@ static void s_nn_step_done(void *user, const struct worker_step *st, uint32_t sa
     uint32_t global = st->samples ? st->samples : st->batch;
     n->done_samples += global;
     n->epoch_samples += global;
-    n->share_samples += samples;
-    n->share_correct += correct;
-    n->share_loss += (double)loss * samples;
     n->last = *st;
     double el = now - n->t0;
     char extra[160];
@@ -974,6 +1163,27 @@ static void s_nn_step_done(void *user, const struct worker_step *st, uint32_t sa
     }
 }
 
+static uint32_t s_nn_correct(void *user)
+{
+    struct eb_run_nn *n = user;
+    uint32_t s, correct;
+    float l;
+    worker_nn_last(n->nn, &s, &correct, &l);
+    return correct;
+}
+
+/* Worker 0: the coordinator's totals of a step join its epoch's (they arrive before the epoch's
+ * end is noticed: with the weights of the next step). */
+static void s_nn_totals(void *user, const struct worker_totals *t)
+{
+    struct eb_run_nn *n = user;
+    if (!n->progress)
+        return;
+    n->tot_samples += t->samples;
+    n->tot_correct += t->correct;
+    n->tot_loss += t->loss_sum;
+}
+
 static void s_nn_finish(void *user, uint64_t steps, const float *params, const float *buffers)
 {
     struct eb_run_nn *n = user;
@@ -987,13 +1197,20 @@ static void s_nn_finish(void *user, uint64_t steps, const float *params, const f
         snprintf(extra, sizeof extra, "%llu steps", (unsigned long long)steps);
         rt_progress_finish(n->progress, extra);
     }
-    if (n->progress && o->output_dir) {
+    if (n->worker_id != 0) {
+        if (o->output_dir || o->out)
+            RT_DEBUG("train", "worker %d: the final weights are worker 0's to write", n->worker_id);
+        return;
+    }
+    if (o->output_dir) {
         char path[S_MAX_PATH], a_steps[32], a_seed[32];
         snprintf(path, sizeof path, "%s/weights.safetensors", o->output_dir);
         snprintf(a_steps, sizeof a_steps, "%llu", (unsigned long long)steps);
         snprintf(a_seed, sizeof a_seed, "%ld", o->seed);
         const char *meta[] = {"model", o->model, "steps", a_steps, "seed", a_seed, NULL};
-        int rc = eb_weights_save_meta(n->net, path, meta);
+        int rc = eb_run_output_dir(o->output_dir);
+        if (!rc)
+            rc = eb_weights_save_meta(n->net, path, meta);
         if (rc && !n->rc)
             n->rc = rc;
         if (!rc)
@@ -1015,6 +1232,8 @@ struct worker_compute eb_run_nn_compute(struct eb_run_nn *n)
     return (struct worker_compute){.user = n,
                                    .init = s_nn_init,
                                    .compute = s_nn_step,
+                                   .correct = s_nn_correct,
+                                   .totals = s_nn_totals,
                                    .step_done = s_nn_step_done,
                                    .finish = s_nn_finish};
 }

@@ -13,6 +13,7 @@
 
 #include <stdint.h>
 
+#include "eigensvc.h"
 #include "nn_net.h"
 #include "rt_config.h"
 #include "rt_loader.h"
@@ -84,8 +85,16 @@ struct eb_opts {
     long lead;              /* --lead: 1: this worker process prints progress (launch: first) */
     long sync;              /* --sync: `decisions: sync` (ABS/ABSA): epoch starts wait for the
                                eigen service's decision */
-    long kappa;             /* --kappa: launch: the eigen service's ABS timer (epochs) */
-    long hessian_batch;     /* --hessian-batch: launch: samples of the eigen service's batch */
+    long kappa;             /* --kappa: the eigen service's ABS timer (epochs) */
+    long hessian_batch;     /* --hessian-batch: samples of the eigen service's batch */
+    double alpha;           /* --alpha: ABS trigger lambda <= lambda_ref / alpha */
+    double beta;            /* --beta: ABS batch growth factor */
+    double omega;           /* --omega: ABSA: gamma /= omega at every increase */
+    long block_last_k;      /* --block-last-k: 0: full Hessian; K: the last K parameter layers */
+    const char *bn;         /* --bn: BatchNorm mode of the Hessian: eval or train */
+    const char *preset;     /* --preset: power iteration: paper or accurate */
+    double sync_timeout_s;  /* --sync-timeout-s: `decisions: sync`: longest wait of an epoch
+                               start for its decision, seconds (> 0) */
     const char *eig_pub;    /* --eig-pub: launch: the eigen service's PUB endpoint */
     const char *eig_query;  /* --eig-query: launch: its current-decision endpoint (ROUTER) */
     const char *eig_metrics; /* --eig-metrics: launch: the eigen service's metrics.jsonl */
@@ -93,6 +102,9 @@ struct eb_opts {
     long ckpt_keep;          /* --checkpoint-keep: complete checkpoints kept */
     const char *resume;      /* --resume auto|PATH: start from a checkpoint (server_ckpt.h); the
                                 launcher hands its roles the resolved PATH */
+    const char *sec_key;        /* --security-key: this role's CURVE secret key file (NULL: off) */
+    const char *sec_server_pub; /* --security-server-pub: servers' public key file (NULL: own) */
+    const char *sec_allowed;    /* --security-allowed: comma-separated .pub files/directories */
 };
 
 /* The configuration schema of a run (model, data, cluster, schedule, abs, train, output). */
@@ -115,6 +127,12 @@ typedef int (*eb_opts_body_fn)(const struct eb_opts *o, const rt_config_t *cfg);
  * --help, run body, free the configuration. Returns the exit status (2 for a usage error). */
 int eb_opts_main(const char *cmd, int argc, char **argv, const char *usage, eb_opts_body_fn body);
 
+/* Configure CURVE security (rt_curve_configure) from the security.* options, and export them as
+ * EB_SECURITY_KEY, EB_SECURITY_SERVER_PUB and EB_SECURITY_ALLOWED so that processes started from
+ * this one (launch's roles, the eigen service) use the same. eb_opts_main calls it before the
+ * body. Prints the problem (naming the file or key) and returns 1, else 0. */
+int eb_opts_security(const char *cmd, const struct eb_opts *o);
+
 /* Check ranges and combinations; prints the problem and returns 2, else 0. */
 int eb_opts_check(const char *cmd, struct eb_opts *o);
 
@@ -133,6 +151,28 @@ double eb_opts_worker_weight(const struct eb_opts *o, int i);
 
 /* 1 when the method needs the eigen service (ABS, ABSA). */
 int eb_opts_needs_eigensvc(const struct eb_opts *o);
+
+/* The eigen service's settings from the run's options (every abs.* key, the schedule it must agree
+ * with, the model and the training set): the one place `train` (a thread) and `launch` (the
+ * `eigenbatch eigensvc` process, through eb_run_eig_args) take them from. Fills ec's model,
+ * classes, train_db, hessian_batch, seed, block_last_k, bn, power, abs, sync and epochs and zeroes
+ * the rest (endpoints, context, metrics, timeouts: the caller's). Strings borrow from o. Returns 0
+ * or a negative rt_err code naming the option. */
+int eb_run_eig_cfg(const struct eb_opts *o, struct eigensvc_cfg *ec);
+
+#define EB_RUN_EIG_MAX_ARGS 64 /* flags and values of eb_run_eig_args */
+#define EB_RUN_EIG_ARG_LEN 400 /* bytes of one value */
+
+/* Flags of `eigenbatch eigensvc` that give the process the settings eb_run_eig_cfg computes
+ * (eb_eigensvc_parse of them yields the same configuration). */
+struct eb_run_eig_args {
+    int argc;                                           /* entries of argv used */
+    char *argv[EB_RUN_EIG_MAX_ARGS + 1];                /* the flags, NULL-terminated */
+    char text[EB_RUN_EIG_MAX_ARGS][EB_RUN_EIG_ARG_LEN]; /* storage of the values */
+};
+
+/* Fill *a from o (strings may also borrow from o). Returns 0 or a negative rt_err code. */
+int eb_run_eig_args(const struct eb_opts *o, struct eb_run_eig_args *a);
 
 /* The zoo-model side of one worker: its loader and feed, the net and its compute; worker 0 also
  * records metrics (metrics.jsonl), prints progress and evaluates the test set. */
@@ -153,10 +193,11 @@ struct eb_run_nn {
     uint64_t done_samples;   /* global samples of every step so far */
     uint64_t skip_samples;   /* samples of the epochs before the checkpoint a run resumed from */
     uint64_t epoch_samples;  /* global samples of this epoch's steps */
-    uint64_t share_samples;  /* this worker's samples this epoch */
-    uint64_t share_correct;  /* ... correctly classified */
-    double share_loss;       /* ... summed loss */
+    uint64_t tot_samples;    /* samples of this epoch over every worker (coordinator totals) */
+    uint64_t tot_correct;    /* ... correctly classified */
+    double tot_loss;         /* ... summed loss */
     struct worker_step last; /* the last step seen */
+    int worker_id;           /* id the coordinator gave this worker (-1: not known yet) */
     double eval_seconds;     /* time spent in test evaluation (on the evaluation thread) */
     double test_accuracy;    /* the last evaluation's accuracy (NaN: none yet) */
     double test_loss;        /* ... and mean loss */
@@ -184,7 +225,10 @@ int eb_run_nn_open(const struct eb_opts *o, struct eb_run_nn *n, int compute, in
 void eb_run_nn_close(struct eb_run_nn *n);
 
 /* The worker callbacks (user = n): init, compute, step_done (metrics, progress) and finish (the
- * last epoch's event, weights.safetensors under o->output_dir, o->out). At each epoch end, worker
+ * last epoch's event, weights.safetensors under o->output_dir, o->out). The final weights are
+ * written once per run, by the worker with id 0 (the coordinator's numbering, not --lead): every
+ * worker ends holding the same final version pulled from every shard, and the others write
+ * neither file, so workers may share an output directory. At each epoch end, worker
  * 0 copies the weights into a second net that a thread of its own evaluates on the test set while
  * training goes on (every eval_every epochs, and always at the end); the epoch's event is written
  * when its evaluation is done (test_accuracy null when not evaluated). test_accuracy, test_loss

@@ -248,7 +248,8 @@ static int s_join(struct s_worker *w)
 /* Send this worker's slices (gradients or initial weights) to every shard, chunk by chunk, the
  * shards interleaved so that they all work at once. */
 static int s_push(struct s_worker *w, enum rt_wire_type type, uint64_t step, const float *p,
-                  const float *b, const struct worker_step *st, uint32_t samples, float loss)
+                  const float *b, const struct worker_step *st, uint32_t samples, float loss,
+                  uint32_t correct)
 {
     int ns = w->cfg->n_shards;
     uint64_t max_cnt = 0;
@@ -266,6 +267,7 @@ static int s_push(struct s_worker *w, enum rt_wire_type type, uint64_t step, con
             m.checksum = w->cfg->checksum;
             m.samples = samples;
             m.loss = loss;
+            m.correct = correct;
             if (st) {
                 m.lr = st->lr;
                 m.sched_version = st->sched_version;
@@ -294,8 +296,10 @@ static int s_push(struct s_worker *w, enum rt_wire_type type, uint64_t step, con
     return RT_OK;
 }
 
-/* Ask for the schedule of `step` and the weights of version `step`; wait for all of it. */
-static int s_pull(struct s_worker *w, uint64_t step, struct rt_wire_msg *sched)
+/* Ask for the schedule of `step` and the weights of version `step`; wait for all of it. *totals
+ * receives the coordinator's totals of step - 1 (samples, loss, correct of shard 0's WEIGHTS). */
+static int s_pull(struct s_worker *w, uint64_t step, struct rt_wire_msg *sched,
+                  struct rt_wire_msg *totals)
 {
     int ns = w->cfg->n_shards, rc, shard;
     rc = s_send_simple(w, 0, RT_WIRE_SCHED_QUERY, step);
@@ -339,6 +343,8 @@ static int s_pull(struct s_worker *w, uint64_t step, struct rt_wire_msg *sched)
                     (unsigned long long)step);
             continue;
         }
+        if (shard == 0)
+            *totals = m;
         struct s_shard *s = &w->sh[shard];
         if (m.has_params) {
             if (m.params.offset != s->p_off + s->got_p || m.params.count > s->p_cnt - s->got_p) {
@@ -513,16 +519,27 @@ int worker_run(const struct worker_cfg *cfg, const struct worker_compute *cb,
         s_beat_lend(&w, 0);
         if (rc)
             goto out;
-        rc = s_push(&w, RT_WIRE_INIT, 0, w.params, w.buffers, NULL, 0, 0.0f);
+        rc = s_push(&w, RT_WIRE_INIT, 0, w.params, w.buffers, NULL, 0, 0.0f, 0);
         if (rc)
             goto out;
     }
     double t0 = s_now(), compute_s = 0;
+    struct worker_step prev = {0}; /* the step before t */
     for (uint64_t t = w.start;; t++) {
-        struct rt_wire_msg sm = {0};
-        rc = s_pull(&w, t, &sm);
+        struct rt_wire_msg sm = {0}, tm = {0};
+        rc = s_pull(&w, t, &sm, &tm);
         if (rc)
             goto out;
+        if (t > w.start && cb->totals) {
+            struct worker_totals tot = {.step = t - 1,
+                                        .epoch = prev.epoch,
+                                        .samples = tm.samples,
+                                        .correct = tm.correct,
+                                        .loss_sum = (double)tm.loss * (double)tm.samples};
+            s_beat_lend(&w, 1);
+            cb->totals(cb->user, &tot);
+            s_beat_lend(&w, 0);
+        }
         if (sm.sched.done) {
             w.st.steps = t;
             break;
@@ -558,7 +575,8 @@ int worker_run(const struct worker_cfg *cfg, const struct worker_compute *cb,
                        rt_err_msg());
             goto out;
         }
-        rc = s_push(&w, RT_WIRE_PUSH, t, w.grads, w.buffers, &st, samples, loss);
+        uint32_t correct = cb->correct ? cb->correct(cb->user) : 0;
+        rc = s_push(&w, RT_WIRE_PUSH, t, w.grads, w.buffers, &st, samples, loss, correct);
         if (rc)
             goto out;
         if (cb->step_done) {
@@ -566,6 +584,7 @@ int worker_run(const struct worker_cfg *cfg, const struct worker_compute *cb,
             cb->step_done(cb->user, &st, samples, loss);
             s_beat_lend(&w, 0);
         }
+        prev = st;
     }
     w.st.seconds = s_now() - t0;
     w.st.comm_seconds = w.st.seconds - compute_s;

@@ -31,6 +31,17 @@ struct worker_step {
     int n_workers;          /* workers in the step */
 };
 
+/* The coordinator's totals of one step over every worker, for train metrics: each worker pushes
+ * its share's sample count, mean loss and correctly classified samples with its gradient; shard 0
+ * sums them and sends them with the weights of the next version. */
+struct worker_totals {
+    uint64_t step;    /* the step */
+    uint64_t epoch;   /* its epoch */
+    uint32_t samples; /* samples of the step over every worker */
+    uint32_t correct; /* ... classified correctly */
+    double loss_sum;  /* sum of their losses */
+};
+
 /* The model + data side of a worker. Only `compute` is required. */
 struct worker_compute {
     void *user; /* passed to every callback */
@@ -45,6 +56,12 @@ struct worker_compute {
      * negative rt_err code (the worker stops). */
     int (*compute)(void *user, const struct worker_step *st, const float *params, float *grads,
                    float *buffers, uint32_t *samples, float *loss);
+    /* After compute (may be NULL: 0): samples of the share just computed that were classified
+     * correctly; pushed with the gradient for the totals. */
+    uint32_t (*correct)(void *user);
+    /* When the totals of a step over every worker arrive (may be NULL): with the weights of the
+     * next step, so before that step's compute, and before finish for the last step. */
+    void (*totals)(void *user, const struct worker_totals *t);
     /* After each step's push (may be NULL): for metrics and progress. */
     void (*step_done)(void *user, const struct worker_step *st, uint32_t samples, float loss);
     /* After the last step, with the final weights (may be NULL). */

@@ -315,11 +315,6 @@ struct nn_layer *nn_bn_new(const char *name)
                   NN_NAME_MAX - 1);
         return NULL;
     }
-    struct nn_bn *b = calloc(1, sizeof *b);
-    if (!b)
-        return NULL;
-    b->base.ops = &s_bn_ops;
-    strcpy(b->base.name, name);
-    b->base.n_in = 1;
-    return &b->base;
+    struct nn_bn *b = nn_layer_alloc(sizeof *b, &s_bn_ops, name, 1);
+    return b ? &b->base : NULL;
 }

@@ -63,6 +63,35 @@ static void s_valid_range(int kj, int s, int p, int iw, int ow, int *lo, int *hi
     *hi = h;
 }
 
+/* The geometry shared by s_im2col_same and s_col2im_same for kernel offset (ki, kj): the output
+ * rows [*oy0, *oy1) whose input row oy - p + ki exists (*oy1 >= *oy0), and the offset from an
+ * output element to the input element it reads. */
+static ptrdiff_t s_same_rows(int ih, int iw, int oh, int p, int ki, int kj, int *oy0, int *oy1)
+{
+    int a = p - ki, b = ih + p - ki; /* rows with 0 <= oy - p + ki < ih */
+    if (a < 0)
+        a = 0;
+    if (b > oh)
+        b = oh;
+    if (b < a)
+        b = a;
+    *oy0 = a;
+    *oy1 = b;
+    return (ptrdiff_t)(ki - p) * iw + (kj - p);
+}
+
+/* Zero the columns outside [lo, hi) of rows [oy0, oy1) of a plane iw wide. */
+static void s_zero_outside(float *plane, int iw, int oy0, int oy1, int lo, int hi)
+{
+    for (int oy = oy0; oy < oy1; oy++) {
+        float *row = plane + (size_t)oy * iw;
+        for (int ox = 0; ox < lo; ox++)
+            row[ox] = 0.0f;
+        for (int ox = hi; ox < iw; ox++)
+            row[ox] = 0.0f;
+    }
+}
+
 /* One im2col row (kernel offset ki, kj; valid output columns [lo, hi)) of nb images for a stride-1
  * convolution whose output is as wide as its input (ow == iw, e.g. 3x3 with padding 1). Then output
  * element d = oy*ow + ox reads input element d + (ki - p)*iw + (kj - p) of the same plane, so the
@@ -73,14 +102,8 @@ static void s_im2col_same(float *dst, const float *src, int nb, int ih, int iw, 
                           int ki, int kj, int lo, int hi)
 {
     const size_t plane = (size_t)ih * iw, oplane = (size_t)oh * iw;
-    int oy0 = p - ki, oy1 = ih + p - ki; /* rows with 0 <= oy - p + ki < ih */
-    if (oy0 < 0)
-        oy0 = 0;
-    if (oy1 > oh)
-        oy1 = oh;
-    if (oy1 < oy0)
-        oy1 = oy0;
-    const ptrdiff_t shift = (ptrdiff_t)(ki - p) * iw + (kj - p);
+    int oy0, oy1;
+    const ptrdiff_t shift = s_same_rows(ih, iw, oh, p, ki, kj, &oy0, &oy1);
     for (int i = 0; i < nb; i++, src += plane, dst += oplane) {
         if (oy1 == oy0 || hi <= lo) { /* nothing of the input under this kernel offset */
             memset(dst, 0, sizeof(float) * oplane);
@@ -90,13 +113,7 @@ static void s_im2col_same(float *dst, const float *src, int nb, int ih, int iw, 
         memset(dst + (size_t)oy1 * iw, 0, sizeof(float) * (size_t)(oh - oy1) * iw);
         const size_t d0 = (size_t)oy0 * iw + lo, d1 = (size_t)(oy1 - 1) * iw + hi;
         memcpy(dst + d0, src + d0 + shift, sizeof(float) * (d1 - d0));
-        for (int oy = oy0; oy < oy1; oy++) {
-            float *row = dst + (size_t)oy * iw;
-            for (int ox = 0; ox < lo; ox++)
-                row[ox] = 0.0f;
-            for (int ox = hi; ox < iw; ox++)
-                row[ox] = 0.0f;
-        }
+        s_zero_outside(dst, iw, oy0, oy1, lo, hi);
     }
 }
 
@@ -148,23 +165,13 @@ static void s_col2im_same(float *src, float *img, int nb, int ih, int iw, int oh
                           int kj, int lo, int hi)
 {
     const size_t plane = (size_t)ih * iw, oplane = (size_t)oh * iw;
-    int oy0 = p - ki, oy1 = ih + p - ki; /* rows with 0 <= oy - p + ki < ih */
-    if (oy0 < 0)
-        oy0 = 0;
-    if (oy1 > oh)
-        oy1 = oh;
+    int oy0, oy1;
+    const ptrdiff_t shift = s_same_rows(ih, iw, oh, p, ki, kj, &oy0, &oy1);
     if (oy1 <= oy0 || hi <= lo)
         return;
-    const ptrdiff_t shift = (ptrdiff_t)(ki - p) * iw + (kj - p);
     const size_t d0 = (size_t)oy0 * iw + lo, d1 = (size_t)(oy1 - 1) * iw + hi;
     for (int i = 0; i < nb; i++, src += oplane, img += plane) {
-        for (int oy = oy0; oy < oy1; oy++) {
-            float *row = src + (size_t)oy * iw;
-            for (int ox = 0; ox < lo; ox++)
-                row[ox] = 0.0f;
-            for (int ox = hi; ox < iw; ox++)
-                row[ox] = 0.0f;
-        }
+        s_zero_outside(src, iw, oy0, oy1, lo, hi);
         float *dst = img + shift;
         for (size_t d = d0; d < d1; d++)
             dst[d] += src[d];
@@ -498,12 +505,9 @@ struct nn_layer *nn_conv_new(const char *name, int out_c, int k, int stride, int
                   name ? name : "(null)", out_c, k, stride, pad);
         return NULL;
     }
-    struct nn_conv *c = calloc(1, sizeof *c);
+    struct nn_conv *c = nn_layer_alloc(sizeof *c, &s_conv_ops, name, 1);
     if (!c)
         return NULL;
-    c->base.ops = &s_conv_ops;
-    strcpy(c->base.name, name);
-    c->base.n_in = 1;
     c->out_c = out_c;
     c->k = k;
     c->stride = stride;

@@ -107,6 +107,11 @@ struct nn_layer {
     int in_block;  /* parameters take part in the current HVP */
 };
 
+/* For constructors: a zeroed layer struct of `size` bytes whose first member is struct nn_layer,
+ * with ops, name (NULL: none; the caller checked it fits NN_NAME_MAX) and n_in set; NULL when out
+ * of memory. Caller owns it, as the constructor's result. */
+void *nn_layer_alloc(size_t size, const struct nn_layer_ops *ops, const char *name, int n_in);
+
 /* Constructors (each returns a heap layer owned by the caller until nn_net_add takes it). */
 struct nn_layer *nn_conv_new(const char *name, int out_c, int k, int stride, int pad, int bias);
 struct nn_layer *nn_linear_new(const char *name, int out_features);

@@ -5,17 +5,22 @@
 
 #include <errno.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <stdlib.h>
 #include <time.h>
 
+#include "rt_curve.h"
 #include "rt_err.h"
+#include "rt_log.h"
 
 #define S_HWM 100000                /* messages queued per peer before ZeroMQ blocks or drops */
 #define S_BUF_BYTES (4 << 20)       /* kernel socket buffers for tcp/ipc */
 #define S_MMAP_THRESHOLD (32 << 20) /* glibc's largest: frames below it come from the heap */
 #define S_TRIM_THRESHOLD (1L << 30) /* keep freed frame memory for the next frames */
+#define S_ZAP_ENDPOINT "inproc://zeromq.zap.01" /* where libzmq asks a context's ZAP handler */
+#define S_ZAP_FRAMES 8                          /* frames of a ZAP request kept (7 for CURVE) */
 
 #define S_ZMQ_CHECK(expr, what)                                                                    \
     do {                                                                                           \
@@ -46,13 +51,181 @@ void *rt_sock_ctx_new(int io_threads)
     return ctx;
 }
 
+/* ---- ZAP handlers ---------------------------------------------------------------------------- */
+
+/* The ZAP handler of one context: a REP socket on S_ZAP_ENDPOINT served by a thread. */
+struct s_zap {
+    void *ctx;            /* the context (borrowed) */
+    void *sock;           /* REP socket, owned by the thread once it runs */
+    pthread_t thread;     /* serves sock until the context terminates */
+    unsigned char *keys;  /* n raw public keys admitted (snapshot of rt_curve's list) */
+    int n;                /* keys */
+    struct s_zap *next;   /* next handler in s_zaps */
+};
+static struct s_zap *s_zaps;                                 /* handlers of live contexts */
+static pthread_mutex_t s_zap_mu = PTHREAD_MUTEX_INITIALIZER; /* guards s_zaps */
+
+static int s_zap_send(void *sock, const void *data, size_t n, int more)
+{
+    return zmq_send(sock, data, n, more ? ZMQ_SNDMORE : 0) < 0 ? -1 : 0;
+}
+
+/* Serve ZAP requests (RFC 27): version, request id, domain, address, routing id, mechanism,
+ * credentials; reply version, request id, status code, status text, user id, metadata. Only
+ * CURVE requests with an allowed client key get 200. Ends when the context terminates. */
+static void *s_zap_main(void *arg)
+{
+    struct s_zap *z = arg;
+    zmq_msg_t fr[S_ZAP_FRAMES];
+    for (int i = 0; i < S_ZAP_FRAMES; i++)
+        zmq_msg_init(&fr[i]);
+    for (;;) {
+        int n = 0, more = 1, err = 0;
+        while (more) {
+            zmq_msg_t *m = &fr[n < S_ZAP_FRAMES ? n : S_ZAP_FRAMES - 1];
+            if (zmq_msg_recv(m, z->sock, 0) < 0) {
+                err = zmq_errno();
+                if (err == EINTR)
+                    continue;
+                break;
+            }
+            more = zmq_msg_more(m);
+            if (n < S_ZAP_FRAMES)
+                n++;
+        }
+        if (err)
+            break; /* ETERM: the context is ending */
+        const char *status = "400", *text = "unknown client key";
+        char addr[RT_SOCK_ENDPOINT_MAX] = "";
+        if (n >= 4) {
+            size_t al = zmq_msg_size(&fr[3]);
+            al = al < sizeof addr - 1 ? al : sizeof addr - 1;
+            memcpy(addr, zmq_msg_data(&fr[3]), al);
+            addr[al] = '\0';
+        }
+        if (n < 7 || zmq_msg_size(&fr[0]) != 3 || memcmp(zmq_msg_data(&fr[0]), "1.0", 3)) {
+            status = "500";
+            text = "malformed ZAP request";
+        } else if (zmq_msg_size(&fr[5]) != 5 || memcmp(zmq_msg_data(&fr[5]), "CURVE", 5) ||
+                   zmq_msg_size(&fr[6]) != RT_CURVE_KEY_BYTES) {
+            text = "CURVE required";
+            RT_WARN("curve", "rejected peer %s: not a CURVE client", addr[0] ? addr : "?");
+        } else if (rt_curve_check(z->keys, z->n, zmq_msg_data(&fr[6]), addr)) {
+            status = "200";
+            text = "OK";
+        }
+        const void *rid = n >= 2 ? zmq_msg_data(&fr[1]) : "";
+        size_t rid_len = n >= 2 ? zmq_msg_size(&fr[1]) : 0;
+        if (s_zap_send(z->sock, "1.0", 3, 1) || s_zap_send(z->sock, rid, rid_len, 1) ||
+            s_zap_send(z->sock, status, 3, 1) || s_zap_send(z->sock, text, strlen(text), 1) ||
+            s_zap_send(z->sock, "", 0, 1) || s_zap_send(z->sock, "", 0, 0)) {
+            if (zmq_errno() == ETERM)
+                break;
+            RT_WARN("curve", "ZAP reply: %s", zmq_strerror(zmq_errno()));
+        }
+    }
+    for (int i = 0; i < S_ZAP_FRAMES; i++)
+        zmq_msg_close(&fr[i]);
+    zmq_close(z->sock);
+    return NULL;
+}
+
+/* Start the ZAP handler of ctx unless it runs already. */
+static int s_zap_start(void *ctx)
+{
+    int rc = RT_OK;
+    pthread_mutex_lock(&s_zap_mu);
+    for (struct s_zap *z = s_zaps; z; z = z->next)
+        if (z->ctx == ctx)
+            goto out_unlock;
+    struct s_zap *z = calloc(1, sizeof *z);
+    if (!z) {
+        rc = rt_err_set(RT_ERR_NOMEM, "ZAP handler: out of memory");
+        goto out_unlock;
+    }
+    z->ctx = ctx;
+    int n = rt_curve_allowed_copy(&z->keys);
+    if (n < 0) {
+        rc = n;
+        goto out_free;
+    }
+    z->n = n;
+    int linger = 0;
+    z->sock = zmq_socket(ctx, ZMQ_REP);
+    if (!z->sock || zmq_setsockopt(z->sock, ZMQ_LINGER, &linger, sizeof linger) ||
+        zmq_bind(z->sock, S_ZAP_ENDPOINT)) {
+        rc = rt_err_set(RT_ERR_ZMQ, "ZAP handler: bind %s: %s", S_ZAP_ENDPOINT,
+                        zmq_strerror(zmq_errno()));
+        goto out_close;
+    }
+    if (pthread_create(&z->thread, NULL, s_zap_main, z)) {
+        rc = rt_err_set(RT_ERR_NOMEM, "ZAP handler: cannot start its thread");
+        goto out_close;
+    }
+    z->next = s_zaps;
+    s_zaps = z;
+    goto out_unlock;
+out_close:
+    if (z->sock)
+        zmq_close(z->sock);
+    free(z->keys);
+out_free:
+    free(z);
+out_unlock:
+    pthread_mutex_unlock(&s_zap_mu);
+    return rc;
+}
+
+/* After ctx terminated: join its ZAP handler (which closed its socket on ETERM) and free it. */
+static void s_zap_join(void *ctx)
+{
+    pthread_mutex_lock(&s_zap_mu);
+    struct s_zap **pp = &s_zaps, *z = NULL;
+    for (; *pp; pp = &(*pp)->next)
+        if ((*pp)->ctx == ctx) {
+            z = *pp;
+            *pp = z->next;
+            break;
+        }
+    pthread_mutex_unlock(&s_zap_mu);
+    if (!z)
+        return;
+    pthread_join(z->thread, NULL);
+    free(z->keys);
+    free(z);
+}
+
 void rt_sock_ctx_destroy(void **ctx_p)
 {
     if (!ctx_p || !*ctx_p)
         return;
+    /* a ZAP handler blocked in recv gets ETERM, closes its socket, and the term completes */
     while (zmq_ctx_term(*ctx_p) != 0 && zmq_errno() == EINTR)
         ;
+    s_zap_join(*ctx_p);
     *ctx_p = NULL;
+}
+
+int rt_sock_bind(void *ctx, void *s, const char *endpoint)
+{
+    int rc;
+    if (rt_curve_wants(endpoint)) {
+        if ((rc = s_zap_start(ctx)) || (rc = rt_curve_apply(s, endpoint, 1)))
+            return rc;
+    }
+    if (zmq_bind(s, endpoint) != 0)
+        return rt_err_set(RT_ERR_ZMQ, "bind %s: %s", endpoint, zmq_strerror(zmq_errno()));
+    return RT_OK;
+}
+
+int rt_sock_connect(void *s, const char *endpoint)
+{
+    int rc = rt_curve_apply(s, endpoint, 0);
+    if (rc)
+        return rc;
+    if (zmq_connect(s, endpoint) != 0)
+        return rt_err_set(RT_ERR_ZMQ, "connect %s: %s", endpoint, zmq_strerror(zmq_errno()));
+    return RT_OK;
 }
 
 /* Options shared by every socket. */
@@ -78,17 +251,16 @@ int rt_sock_router(void *ctx, const char *endpoint, long max_frame_bytes, void *
     if (rc)
         goto out_close;
     if (max_frame_bytes > 0) {
-        int64_t mx = max_frame_bytes;
+        /* the limit applies to the frame on the wire: CURVE adds its MESSAGE command */
+        int64_t mx = max_frame_bytes + (rt_curve_wants(endpoint) ? RT_CURVE_FRAME_OVERHEAD : 0);
         if (zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &mx, sizeof mx) != 0) {
             rc = rt_err_set(RT_ERR_ZMQ, "%s: ZMQ_MAXMSGSIZE: %s", endpoint,
                             zmq_strerror(zmq_errno()));
             goto out_close;
         }
     }
-    if (zmq_bind(s, endpoint) != 0) {
-        rc = rt_err_set(RT_ERR_ZMQ, "bind %s: %s", endpoint, zmq_strerror(zmq_errno()));
+    if ((rc = rt_sock_bind(ctx, s, endpoint)))
         goto out_close;
-    }
     *out = s;
     return RT_OK;
 out_close:
@@ -106,10 +278,8 @@ int rt_sock_dealer(void *ctx, const char *endpoint, void **out)
     int rc = s_common(s, endpoint);
     if (rc)
         goto out_close;
-    if (zmq_connect(s, endpoint) != 0) {
-        rc = rt_err_set(RT_ERR_ZMQ, "connect %s: %s", endpoint, zmq_strerror(zmq_errno()));
+    if ((rc = rt_sock_connect(s, endpoint)))
         goto out_close;
-    }
     *out = s;
     return RT_OK;
 out_close:

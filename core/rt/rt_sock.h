@@ -7,6 +7,12 @@
  * Zero-copy: payload frames are handed to ZeroMQ with zmq_msg_init_data and no copy; the memory
  * must stay valid and unchanged until ZeroMQ releases it. A struct rt_sock_zc counts those messages
  * in flight so that the owner can wait for them before freeing or reusing its buffers.
+ *
+ * Security: when rt_curve_configure has set keys, rt_sock_bind (and rt_sock_router) makes every
+ * tcp:// or ipc:// bind a CURVE server and rt_sock_connect (rt_sock_dealer) every such connect a
+ * CURVE client; inproc:// is never encrypted. The first CURVE bind in a context starts that
+ * context's ZAP handler thread (rt_curve.h), which rt_sock_ctx_destroy ends: contexts that bind
+ * with keys must be made by rt_sock_ctx_new and ended by rt_sock_ctx_destroy.
  */
 #ifndef RT_SOCK_H
 #define RT_SOCK_H
@@ -44,11 +50,21 @@ void rt_sock_tune_malloc(void);
  * Caller owns it; free with rt_sock_ctx_destroy. */
 void *rt_sock_ctx_new(int io_threads);
 
-/* Terminate a context (all its sockets must be closed) and null the pointer; accepts NULL. */
+/* Terminate a context (all its sockets must be closed), join its ZAP handler if it has one, and
+ * null the pointer; accepts NULL. */
 void rt_sock_ctx_destroy(void **ctx_p);
 
+/* Bind socket s (of context ctx) to endpoint; with security configured and a tcp/ipc endpoint, as
+ * a CURVE server whose clients the context's ZAP handler checks (started here when needed).
+ * Returns 0 or RT_ERR_ZMQ naming the endpoint. */
+int rt_sock_bind(void *ctx, void *s, const char *endpoint);
+
+/* Connect socket s to endpoint; with security configured and a tcp/ipc endpoint, as a CURVE
+ * client of the servers' public key. Returns 0 or RT_ERR_ZMQ naming the endpoint. */
+int rt_sock_connect(void *s, const char *endpoint);
+
 /* A ROUTER bound to `endpoint`. max_frame_bytes > 0 makes the transport drop peers that send a
- * frame larger than that (tcp/ipc only). Returns 0 and *out, or RT_ERR_ZMQ naming the endpoint.
+ * frame larger than that (tcp/ipc only; encrypted, plus RT_CURVE_FRAME_OVERHEAD). Returns 0 and *out, or RT_ERR_ZMQ naming the endpoint.
  * Caller owns *out; close with rt_sock_close. */
 int rt_sock_router(void *ctx, const char *endpoint, long max_frame_bytes, void **out);
 

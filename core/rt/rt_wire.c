@@ -211,6 +211,7 @@ static void s_to_pb(const struct rt_wire_msg *m, EbHeader *h, EbSpan *sp, EbSche
     }
     h->samples = m->samples;
     h->loss = m->loss;
+    h->correct = m->correct;
     h->lr = m->lr;
     if (m->type == RT_WIRE_SCHED) {
         eb_sched__init(sc);
@@ -387,6 +388,7 @@ int rt_wire_decode(const void *const *parts, const size_t *sizes, int nparts,
         s_span_from(&m->buffers_range, h->buffers_range);
     m->samples = h->samples;
     m->loss = h->loss;
+    m->correct = h->correct;
     m->lr = h->lr;
     if (h->sched) {
         m->sched.epoch = h->sched->epoch;

@@ -127,8 +127,10 @@ struct rt_wire_msg {
     int has_buffers;                /* a buffer slice follows (frame 2, or 1 without params) */
     struct rt_wire_span params;     /* the parameter slice */
     struct rt_wire_span buffers;    /* the buffer slice */
-    uint32_t samples;               /* push: samples behind the gradient */
-    float loss;                     /* push: mean loss */
+    uint32_t samples;               /* push: samples behind the gradient; WEIGHTS from shard 0
+                                       at version v > 0: step v-1's over every worker */
+    float loss;                     /* push: mean loss (WEIGHTS from shard 0: of step v-1) */
+    uint32_t correct;               /* push: samples classified correctly (WEIGHTS: as samples) */
     float lr;                       /* push: learning rate used for the step */
     struct rt_wire_sched sched;     /* SCHED */
     double weight;                  /* REGISTER: share weight */

@@ -45,7 +45,7 @@
 #define SEED 11
 #define S 2
 #define MAX_W 3
-#define EVICT_MS 300
+#define EVICT_MS 1000 /* generous: a loaded machine must not make a live worker look dead */
 #define MAX_LOG 256
 #define EPOCH_STRIDE 32 /* worker_synth: sample id = epoch << 32 + position */
 
@@ -405,7 +405,7 @@ static void test_slow_worker_is_not_evicted(void **state)
     for (int i = 0; i < 2; i++) {
         wks[i].die_step = -1;
         wks[i].slow_step = i == 1 ? 3 : -1;
-        wks[i].slow_us = 4L * EVICT_MS * 1000L; /* one step of four eviction timeouts */
+        wks[i].slow_us = 3L * EVICT_MS * 1000L; /* one step of three eviction timeouts */
     }
     float w[P], b[NB], ref_w[P], ref_b[NB];
     struct server_shard_stats st[S];
@@ -627,8 +627,8 @@ static void test_restarted_worker_rejoins(void **state)
     for (int i = 0; i < MAX_W; i++) {
         wks[i].die_step = i == 2 ? 5 : -1;
         wks[i].slow_step = -1;
-        wks[i].every_us = 60000; /* the run outlasts the death, the eviction and the restart */
-        wks[i].restart_us = i == 2 ? 2000L * EVICT_MS : 0;
+        wks[i].every_us = 100000; /* the run outlasts the death, the eviction and the restart */
+        wks[i].restart_us = i == 2 ? 100000 : 0; /* refused until the eviction */
     }
     float w[P], b[NB], ref_w[P], ref_b[NB];
     struct server_shard_stats st[S];

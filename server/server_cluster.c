@@ -110,6 +110,8 @@ int server_cluster_run(const struct server_cluster_cfg *cfg, float *final_params
             .checksum = cfg->checksum,
             .snapshots = cfg->snapshots,
             .sync = cfg->sync,
+            .evict_ms = cfg->evict_ms,
+            .metrics = i == 0 ? cfg->metrics : NULL,
             .sync_timeout_ms = cfg->sync_timeout_ms,
         };
         rc = server_shard_new(&sc, &sj[i].shard);

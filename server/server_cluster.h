@@ -33,6 +33,8 @@ struct server_cluster_cfg {
     int sync; /* `decisions: sync`: the coordinator holds each epoch start for its decision */
     int sync_timeout_ms;            /* ... at most this long (0: SERVER_COORD_SYNC_TIMEOUT_MS) */
     int worker_timeout_ms;          /* workers give up after this much silence (0: default) */
+    int evict_ms;                   /* the coordinator evicts a worker silent this long (0: never) */
+    struct rt_metrics *metrics;     /* the coordinator's "evict" events (borrowed, may be NULL) */
     uint32_t chunk_floats;          /* floats per frame (0: default) */
     enum rt_wire_checksum checksum; /* frame checksum */
     int io_threads;                 /* ZeroMQ I/O threads of the shared context (0: 1) */

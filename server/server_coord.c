@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -31,6 +32,10 @@ struct server_coord {
     double *weight;                         /* share weight per id (current) */
     struct s_snap snap[S_SNAP_RING];        /* frozen share weights per step */
     double *last_seen;                      /* monotonic seconds of the last message per id */
+    int *evicted;                           /* per id: 1 once evicted (until a rejoin) */
+    uint64_t *join_step;                    /* per id: first step it takes part in */
+    char (*names)[RT_WIRE_NAME_MAX];        /* per id: the name it registered with */
+    int evict_ms;                           /* eviction timeout (<= 0: never) */
     const struct server_coord_sched *sched; /* schedule in force (borrowed) */
     uint64_t next_step;                     /* first step not asked about yet */
     int sync;                               /* hold epoch starts for their decision */
@@ -63,7 +68,10 @@ server_coord_t *server_coord_new(int n_workers, const struct server_coord_sched 
     c->hold_epoch = -1;
     c->weight = calloc((size_t)n_workers, sizeof *c->weight);
     c->last_seen = calloc((size_t)n_workers, sizeof *c->last_seen);
-    if (!c->weight || !c->last_seen) {
+    c->evicted = calloc((size_t)n_workers, sizeof *c->evicted);
+    c->join_step = calloc((size_t)n_workers, sizeof *c->join_step);
+    c->names = calloc((size_t)n_workers, sizeof *c->names);
+    if (!c->weight || !c->last_seen || !c->evicted || !c->join_step || !c->names) {
         server_coord_destroy(&c);
         return NULL;
     }
@@ -84,6 +92,9 @@ void server_coord_destroy(server_coord_t **self_p)
     server_coord_t *c = *self_p;
     free(c->weight);
     free(c->last_seen);
+    free(c->evicted);
+    free(c->join_step);
+    free(c->names);
     for (int i = 0; i < S_SNAP_RING; i++)
         free(c->snap[i].w);
     free(c);
@@ -95,12 +106,28 @@ int server_coord_register(server_coord_t *c, const char *name, double weight)
     if (!(weight > 0) || !isfinite(weight))
         return rt_err_set(RT_ERR_ARG, "worker '%s': share weight %g must be positive", name,
                           weight);
-    if (c->registered >= c->n_workers)
-        return rt_err_set(RT_ERR_STATE, "worker '%s': all %d worker slots are taken", name,
-                          c->n_workers);
+    if (c->registered >= c->n_workers) {
+        /* a rejoin: the evicted slot of the same name, else the first evicted one */
+        int id = -1;
+        for (int i = 0; i < c->n_workers; i++)
+            if (c->evicted[i] && (id < 0 || !strcmp(c->names[i], name)))
+                id = i;
+        if (id < 0)
+            return rt_err_set(RT_ERR_STATE, "worker '%s': all %d worker slots are taken", name,
+                              c->n_workers);
+        c->evicted[id] = 0;
+        c->weight[id] = weight;
+        c->last_seen[id] = s_now();
+        c->join_step[id] = c->next_step;
+        snprintf(c->names[id], sizeof c->names[id], "%s", name);
+        RT_WARN("coord", "worker '%s' rejoins as worker %d (weight %g) from step %llu", name, id,
+                weight, (unsigned long long)c->next_step);
+        return id;
+    }
     int id = c->registered++;
     c->weight[id] = weight;
     c->last_seen[id] = s_now();
+    snprintf(c->names[id], sizeof c->names[id], "%s", name ? name : "");
     RT_INFO("coord", "worker %d '%s' registered (weight %g, %d/%d)", id, name, weight,
             c->registered, c->n_workers);
     return id;
@@ -113,14 +140,114 @@ int server_coord_registered(const server_coord_t *c)
 
 void server_coord_heartbeat(server_coord_t *c, int id)
 {
-    if (id >= 0 && id < c->registered)
+    if (id >= 0 && id < c->registered && !c->evicted[id])
         c->last_seen[id] = s_now();
+}
+
+void server_coord_set_evict(server_coord_t *c, int timeout_ms)
+{
+    c->evict_ms = timeout_ms > 0 ? timeout_ms : 0;
+}
+
+int server_coord_heartbeat_ms(const server_coord_t *c)
+{
+    if (c->evict_ms <= 0)
+        return 0;
+    int ms = c->evict_ms / 4;
+    return ms < 1 ? 1 : (ms > SERVER_COORD_HEARTBEAT_MAX_MS ? SERVER_COORD_HEARTBEAT_MAX_MS : ms);
+}
+
+int server_coord_overdue(const server_coord_t *c, const int *gone, double *silent_ms)
+{
+    if (c->evict_ms <= 0)
+        return -1;
+    double now = s_now();
+    for (int i = 0; i < c->registered; i++) {
+        if (c->evicted[i] || (gone && gone[i]))
+            continue;
+        double ms = (now - c->last_seen[i]) * 1000.0;
+        if (ms > (double)c->evict_ms) {
+            if (silent_ms)
+                *silent_ms = ms;
+            return i;
+        }
+    }
+    return -1;
+}
+
+int server_coord_is_evicted(const server_coord_t *c, int id)
+{
+    return id >= 0 && id < c->n_workers && c->evicted[id];
+}
+
+int server_coord_evict(server_coord_t *c, int id, uint64_t from_step,
+                       struct server_coord_loss *loss)
+{
+    if (id < 0 || id >= c->registered || c->evicted[id])
+        return rt_err_set(RT_ERR_ARG, "worker %d is not a registered member", id);
+    struct server_coord_loss l = {0};
+    /* steps announced with a share for it: nobody else computes that share */
+    for (uint64_t t = from_step; t < c->next_step; t++) {
+        struct s_snap *sn = &c->snap[t % S_SNAP_RING];
+        struct server_coord_point pt;
+        if (!sn->valid || sn->step != t || !(sn->w[id] > 0) ||
+            c->sched->ops->at(c->sched->self, t, &pt) || pt.done)
+            continue;
+        uint32_t off, cnt;
+        server_coord_share(pt.samples ? pt.samples : pt.batch, sn->w, c->n_workers, id, &off,
+                           &cnt);
+        if (!cnt)
+            continue;
+        if (!l.steps) {
+            l.first_step = t;
+            l.epoch = pt.epoch;
+        }
+        l.steps++;
+        l.samples += cnt;
+        RT_WARN("coord",
+                "worker %d evicted: samples [%llu, +%u) of epoch %llu's order (step %llu) get no "
+                "(or only a partial) gradient in this epoch",
+                id, (unsigned long long)(pt.epoch_offset + off), cnt, (unsigned long long)pt.epoch,
+                (unsigned long long)t);
+    }
+    c->evicted[id] = 1;
+    c->weight[id] = 0;
+    if (loss)
+        *loss = l;
+    return RT_OK;
+}
+
+uint64_t server_coord_join_step(const server_coord_t *c, int id)
+{
+    return id >= 0 && id < c->n_workers ? c->join_step[id] : 0;
+}
+
+int server_coord_is_member(const server_coord_t *c, int id, uint64_t step)
+{
+    return id >= 0 && id < c->registered && !c->evicted[id] && step >= c->join_step[id];
+}
+
+uint32_t server_coord_members(const server_coord_t *c, uint64_t step, uint8_t *bits, uint32_t cap)
+{
+    int all = 1;
+    for (int i = 0; i < c->n_workers; i++)
+        all &= i >= c->registered || server_coord_is_member(c, i, step);
+    uint32_t len = (uint32_t)(c->n_workers + 7) / 8;
+    if (all || len > cap)
+        return 0;
+    memset(bits, 0, len);
+    for (int i = 0; i < c->n_workers; i++)
+        if (i >= c->registered || server_coord_is_member(c, i, step))
+            bits[i / 8] |= (uint8_t)(1u << (i % 8));
+    return len;
 }
 
 int server_coord_set_weight(server_coord_t *c, int id, double weight)
 {
     if (id < 0 || id >= c->registered)
         return rt_err_set(RT_ERR_ARG, "no worker %d", id);
+    if (c->evicted[id])
+        return RT_OK; /* it has no share any more */
     if (!(weight > 0) || !isfinite(weight))
         return rt_err_set(RT_ERR_ARG, "worker %d: share weight %g must be positive", id, weight);
     if (weight != c->weight[id])
@@ -136,6 +263,11 @@ void server_coord_share(uint32_t batch, const double *w, int n, int i, uint32_t 
         total += w[k];
         if (k < i)
             before += w[k];
+    }
+    if (!(total > 0) || !(w[i] > 0)) {
+        *off = 0;
+        *cnt = 0;
+        return;
     }
     /* cumulative rounding: boundary k is round(B * W_<k / W); the last boundary is exactly B */
     uint32_t lo = (uint32_t)llround((double)batch * before / total);
@@ -177,6 +309,9 @@ int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_co
                           c->n_workers);
     if (id < 0 || id >= c->n_workers)
         return rt_err_set(RT_ERR_PEER, "no worker %d", id);
+    if (c->evicted[id])
+        return rt_err_set(RT_ERR_PEER,
+                          "worker %d was evicted after %d ms of silence", id, c->evict_ms);
     if (c->sync && step >= c->next_step) {
         /* a step not announced yet: hold it if it starts an epoch whose decision is missing */
         int rc = c->sched->ops->at(c->sched->self, step, pt);

@@ -77,14 +77,64 @@ void server_coord_destroy(server_coord_t **self_p);
 
 /* Register a worker under `name` with share weight `weight` (> 0; relative throughput). Returns the
  * new id in [0, n_workers), or RT_ERR_STATE when every slot is taken, RT_ERR_ARG for a bad weight.
- */
+ * Once every slot is taken, a worker registering takes the slot of an evicted one (the one of the
+ * same name if there is one): it rejoins from the first step nobody has asked about
+ * (server_coord_join_step), with a share of every step from there on. */
 int server_coord_register(server_coord_t *c, const char *name, double weight);
+
+/* The first step worker `id` takes part in: 0, or where it rejoined after an eviction. */
+uint64_t server_coord_join_step(const server_coord_t *c, int id);
+
+/* 1 when worker `id` takes part in `step` (registered, not evicted, joined at or before it). */
+int server_coord_is_member(const server_coord_t *c, int id, uint64_t step);
 
 /* Number of registered workers. */
 int server_coord_registered(const server_coord_t *c);
 
-/* Record that worker `id` is alive (now). */
+/* Record that worker `id` is alive (now); nothing for an evicted worker. */
 void server_coord_heartbeat(server_coord_t *c, int id);
+
+/* Default of cluster.worker_timeout_ms: a worker silent this long is evicted. */
+#define SERVER_COORD_EVICT_MS_DEFAULT 30000
+/* Longest heartbeat period asked of a worker. */
+#define SERVER_COORD_HEARTBEAT_MAX_MS 1000
+
+/* Evict workers that have sent nothing (heartbeats, queries, pushes, pulls) for timeout_ms
+ * (<= 0: never evict, the default of a new coordinator). */
+void server_coord_set_evict(server_coord_t *c, int timeout_ms);
+
+/* How often a worker must show it is alive: a quarter of the eviction timeout, at most
+ * SERVER_COORD_HEARTBEAT_MAX_MS; 0 when eviction is off (the worker's own default). */
+int server_coord_heartbeat_ms(const server_coord_t *c);
+
+/* A registered, not evicted worker silent for longer than the eviction timeout (its id; *silent_ms
+ * gets how long), or -1 when none (or eviction is off). Workers listed in `gone` (n_workers flags,
+ * may be NULL: those that said goodbye) are not considered. */
+int server_coord_overdue(const server_coord_t *c, const int *gone, double *silent_ms);
+
+/* What an eviction cost: the samples of the interrupted steps that no gradient will cover. */
+struct server_coord_loss {
+    uint64_t samples;     /* samples of the evicted worker's shares of those steps */
+    int steps;            /* interrupted steps (a few: at most those announced) */
+    uint64_t first_step;  /* the first of them (valid when steps > 0) */
+    uint64_t epoch;       /* its epoch */
+};
+
+/* Evict worker `id`: from now on it has no share of any step whose share table is not frozen yet
+ * (the others split the batch: no sample of later steps is lost), its queries are refused and it
+ * is left out of each step's members (server_coord_members). The steps from `from_step` on whose
+ * share table was already frozen with a share for it lose that share: *loss (may be NULL) counts
+ * them. Returns 0, or RT_ERR_ARG for an id that is not registered or already evicted. */
+int server_coord_evict(server_coord_t *c, int id, uint64_t from_step,
+                       struct server_coord_loss *loss);
+
+/* 1 when worker `id` has been evicted. */
+int server_coord_is_evicted(const server_coord_t *c, int id);
+
+/* The members of `step` as the coordinator knows them now (server_coord_is_member) as a bitmap
+ * (bit i%8 of byte i/8: worker i takes part), into bits (cap bytes); returns the bytes used, or 0
+ * when every worker takes part or the bitmap does not fit. */
+uint32_t server_coord_members(const server_coord_t *c, uint64_t step, uint8_t *bits, uint32_t cap);
 
 /* Set worker id's share weight (re-balancing, e.g. from its measured samples per second); takes
  * effect from the first step nobody has asked about yet: a step's share table is frozen when its
@@ -93,8 +143,8 @@ int server_coord_set_weight(server_coord_t *c, int id, double weight);
 
 /* Schedule of `step` and worker `id`'s share [*share_off, +*share_cnt) of its global batch.
  * Shares are proportional to the weights as frozen for that step (cumulative rounding: they sum
- * to B exactly and do not overlap, whoever asks first).
- * RT_ERR_STATE while not every worker has registered. */
+ * to B exactly and do not overlap, whoever asks first); evicted workers have weight 0.
+ * RT_ERR_STATE while not every worker has registered, RT_ERR_PEER for an evicted worker. */
 int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_coord_point *pt,
                       uint32_t *share_off, uint32_t *share_cnt);
 
@@ -140,7 +190,8 @@ void server_coord_resume(server_coord_t *c, uint64_t step, const struct rt_wire_
 /* The schedule of `step` (no share): for shards and late joiners. */
 int server_coord_sched(server_coord_t *c, uint64_t step, struct server_coord_point *pt);
 
-/* Share of worker i among n with weights w (sum > 0) of a batch B: [*off, +*cnt). */
+/* Share of worker i among n with weights w (sum > 0; else every share is empty) of a batch B:
+ * [*off, +*cnt). */
 void server_coord_share(uint32_t batch, const double *w, int n, int i, uint32_t *off,
                         uint32_t *cnt);
 

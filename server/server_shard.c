@@ -14,6 +14,7 @@
 #include "rt_ckpt.h"
 #include "rt_err.h"
 #include "rt_log.h"
+#include "rt_metrics.h"
 #include "rt_sock.h"
 #include "server_ckpt.h"
 #include "server_sched.h"
@@ -28,6 +29,12 @@
 #define S_SCHED_RETRY_US 5000 /* pause before asking again while workers join */
 #define S_CKPT_WAIT_MS 30000  /* shard 0 at the end: longest wait for the last checkpoint */
 #define S_CKPT_POLL_MS 10     /* ... checking this often */
+#define S_MEMBERS_POLL_MS 200 /* shards > 0: ask the members of a waiting step this often */
+#define S_MEMBERS_WAIT_MS 1000 /* ... and wait this long for the answer */
+#define S_PULL_AHEAD 8        /* pulls kept waiting for up to this many versions ahead (a worker
+                                 that rejoins starts a step or two ahead of a lagging shard) */
+#define S_END_LINGER_MS 1000  /* shard 0: answer the other shards this long after the end when a
+                                 worker was evicted (they learn it from the coordinator) */
 
 /* A worker as this shard sees it. */
 struct s_worker {
@@ -39,6 +46,9 @@ struct s_worker {
     uint32_t samples;                 /* samples behind the current step's gradient */
     int complete;                     /* current step's slices all received */
     int bye;                          /* said goodbye */
+    int evicted;                      /* evicted by the coordinator: no longer awaited */
+    int rebound;                      /* evicted, and bound to its restarted process since: it is
+                                         awaited again from the step it rejoins at */
 };
 
 /* A pull waiting for a future version. */
@@ -101,9 +111,31 @@ struct server_shard {
     char ckpt_dir[RT_CKPT_PATH_MAX];     /* shard 0: that checkpoint's directory */
     struct server_ckpt_coord *ckpt;      /* shard 0: its coordinator part (allocated once) */
     double ckpt_next_poll;               /* shard 0: monotonic time of the next look at it */
+    double members_at;                   /* shards > 0: when the members were last asked */
+    double end_at;                       /* when to return after the last goodbye (0: not yet) */
 };
 
 /* ---- helpers ---------------------------------------------------------------------------- */
+
+static double s_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* 1 when the worker has sent a chunk of the current step. */
+static int s_started(const struct s_worker *w)
+{
+    return w->p_recv > 0 || w->b_recv || w->complete;
+}
+
+/* 1 when an evicted worker's contribution to the current step is partial here: it covers the
+ * parameters [0, p_recv) (and the buffers when b_recv), not the rest. */
+static int s_partial(const struct s_worker *w)
+{
+    return w->evicted && !w->complete && s_started(w);
+}
 
 static void s_route_hex(const uint8_t *r, size_t n, char *out, size_t cap)
 {
@@ -230,20 +262,48 @@ static void s_serve_pending(server_shard_t *s)
 
 static void s_snapshot_take(server_shard_t *s, uint64_t epoch);
 static void s_ckpt_write(server_shard_t *s, uint64_t epoch);
+static void s_rejoin_check(server_shard_t *s);
+static void s_members_poll(server_shard_t *s);
 
 /* Update [s->applied, end): average the summed gradient and run SGD, a cache-sized block at a
  * time. Called as soon as every worker's chunks cover a prefix, so that the update overlaps the
  * rest of the push. */
+/* Samples behind the summed gradient of parameter i of the range: the step's total, less the
+ * evicted workers' whose partial slice stops at or before i; *seg_end gets the end of the run of
+ * parameters with the same count. Without evictions: the total, up to the end. */
+static uint64_t s_samples_at(const server_shard_t *s, uint64_t i, uint64_t *seg_end)
+{
+    uint64_t tot = s->total_samples, end = s->p_cnt;
+    for (int k = 0; k < s->cfg.n_workers; k++) {
+        const struct s_worker *w = &s->workers[k];
+        if (!s_partial(w))
+            continue;
+        if (w->p_recv <= i)
+            tot -= w->samples;
+        else if (w->p_recv < end)
+            end = w->p_recv;
+    }
+    *seg_end = end;
+    return tot;
+}
+
 static void s_apply_upto(server_shard_t *s, uint64_t end)
 {
-    float inv = s->total_samples ? 1.0f / (float)s->total_samples : 0.0f;
-    for (uint64_t a = s->applied; a < end; a += S_APPLY_BLOCK) {
-        uint64_t n = end - a < S_APPLY_BLOCK ? end - a : S_APPLY_BLOCK;
-        float *g = s->acc + a;
-        for (uint64_t i = 0; i < n; i++)
-            g[i] *= inv;
-        nn_sgd_step(s->w + a, s->mom + a, g, (size_t)n, s->sched.lr, s->cfg.momentum,
-                    s->cfg.weight_decay);
+    for (uint64_t a = s->applied; a < end;) {
+        uint64_t seg;
+        uint64_t tot = s_samples_at(s, a, &seg);
+        float inv = tot ? 1.0f / (float)tot : 0.0f;
+        if (seg > end)
+            seg = end;
+        while (a < seg) {
+            uint64_t n = seg - a < S_APPLY_BLOCK ? seg - a : S_APPLY_BLOCK;
+            float *g = s->acc + a;
+            for (uint64_t i = 0; i < n; i++)
+                g[i] *= inv;
+            nn_sgd_step(s->w + a, s->mom + a, g, (size_t)n, s->sched.lr, s->cfg.momentum,
+                        s->cfg.weight_decay);
+            a += n;
+        }
     }
     if (end > s->applied)
         s->applied = end;
@@ -253,8 +313,13 @@ static void s_apply_upto(server_shard_t *s, uint64_t end)
 static void s_apply(server_shard_t *s)
 {
     s_apply_upto(s, s->p_cnt);
-    if (s->b_cnt && s->total_samples) {
-        float inv = 1.0f / (float)s->total_samples;
+    /* the buffers: averaged over the workers whose buffer slice arrived */
+    uint64_t btot = s->total_samples;
+    for (int k = 0; k < s->cfg.n_workers; k++)
+        if (s_partial(&s->workers[k]) && !s->workers[k].b_recv)
+            btot -= s->workers[k].samples;
+    if (s->b_cnt && btot) {
+        float inv = 1.0f / (float)btot;
         for (uint64_t i = 0; i < s->b_cnt; i++)
             s->bw[i] = s->bacc[i] * inv;
     }
@@ -287,6 +352,8 @@ static void s_apply(server_shard_t *s)
         s->sched.epoch_last && (s->sched.epoch + 1) % (uint64_t)s->cfg.ckpt_every == 0)
         s_ckpt_write(s, s->sched.epoch + 1);
     s->sched_known = 0;
+    if (s->coord)
+        s_rejoin_check(s);
     RT_DEBUG(s->name, "version %llu", (unsigned long long)s->version);
     s_serve_pending(s);
 }
@@ -527,6 +594,29 @@ static int s_resume(server_shard_t *s, const char *dir)
     return RT_OK;
 }
 
+static void s_on_evicted(server_shard_t *s, int id, int progress);
+static int s_sched_ask(server_shard_t *s, uint64_t step, struct server_coord_point *pt,
+                       int wait_ms);
+
+/* The members of the step as the coordinator sent them (bitmap; empty: every worker): the workers
+ * left out are evicted here too (the step is not applied here: see s_on_evicted). */
+static void s_members(server_shard_t *s, const uint8_t *bits, uint32_t len)
+{
+    for (int i = 0; i < s->cfg.n_workers; i++) {
+        struct s_worker *w = &s->workers[i];
+        int member = !len || ((uint32_t)(i / 8) < len && (bits[i / 8] & (1u << (i % 8))));
+        if (!member)
+            s_on_evicted(s, i, 0);
+        else if (w->evicted && w->rebound && !s_started(w)) {
+            /* a restarted worker takes part from here (a step it has not pushed yet) */
+            w->evicted = 0;
+            w->rebound = 0;
+            RT_INFO(s->name, "worker %d '%s' takes part again from step %llu", i, w->name,
+                    (unsigned long long)s->version);
+        }
+    }
+}
+
 /* The schedule of the current step (version): shard 0 asks its schedule, the other shards ask
  * the coordinator (a blocking request; pushes meanwhile wait in the socket's queue). */
 static int s_sched_current(server_shard_t *s)
@@ -541,11 +631,25 @@ static int s_sched_current(server_shard_t *s)
         s_snapshot_maybe(s);
         return RT_OK;
     }
+    int rc = s_sched_ask(s, s->version, &s->sched, S_SCHED_WAIT_MS);
+    if (rc)
+        return rc;
+    s->sched_known = 1;
+    s_snapshot_maybe(s);
+    return RT_OK;
+}
+
+/* Shards > 0: ask the coordinator the schedule of `step` (a blocking request of at most wait_ms;
+ * pushes meanwhile wait in the socket's queue) into *pt; the members that come with it are
+ * applied. */
+static int s_sched_ask(server_shard_t *s, uint64_t step, struct server_coord_point *pt,
+                       int wait_ms)
+{
     int waited_ms = 0;
     for (;;) {
         struct rt_wire_msg q, r;
         rt_wire_msg_init(&q, RT_WIRE_SCHED_QUERY, -1, s->name);
-        q.step = s->version;
+        q.step = step;
         int rc = rt_sock_send(s->coord_sock, NULL, 0, &q, NULL, NULL, NULL);
         if (rc)
             return rc;
@@ -556,7 +660,7 @@ static int s_sched_current(server_shard_t *s)
                 return rt_err_set(RT_ERR_ZMQ, "poll coordinator: %s", zmq_strerror(zmq_errno()));
             if (n <= 0) {
                 waited_ms += S_POLL_MS;
-                if (waited_ms >= S_SCHED_WAIT_MS)
+                if (waited_ms >= wait_ms)
                     return rt_err_set(RT_ERR_TIMEOUT, "coordinator silent for %d ms", waited_ms);
                 continue;
             }
@@ -577,33 +681,66 @@ static int s_sched_current(server_shard_t *s)
                 RT_WARN(s->name, "dropped reply from the coordinator: %s", rt_err_msg());
                 continue;
             }
-            if (r.step != s->version)
+            if (r.step != step)
                 continue; /* an answer to an earlier question */
             if (r.type == RT_WIRE_ERROR && r.err_code == RT_ERR_STATE)
                 break; /* not ready: ask again */
             if (r.type != RT_WIRE_SCHED)
                 return rt_err_set(RT_ERR_PEER, "coordinator: %s", r.text);
-            s->sched.epoch = r.sched.epoch;
-            s->sched.epoch_offset = r.sched.epoch_offset;
-            s->sched.version = r.sched_version;
-            s->sched.batch = r.sched.batch;
-            s->sched.samples = r.sched.samples;
-            s->sched.lr = r.sched.lr;
-            s->sched.gamma = r.sched.gamma;
-            s->sched.done = r.sched.done;
-            s->sched.epoch_last = r.sched.epoch_last;
-            s->sched_known = 1;
-            s_snapshot_maybe(s);
+            pt->epoch = r.sched.epoch;
+            pt->epoch_offset = r.sched.epoch_offset;
+            pt->version = r.sched_version;
+            pt->batch = r.sched.batch;
+            pt->samples = r.sched.samples;
+            pt->lr = r.sched.lr;
+            pt->gamma = r.sched.gamma;
+            pt->done = r.sched.done;
+            pt->epoch_last = r.sched.epoch_last;
+            s_members(s, r.sched.members, r.sched.members_len);
             return RT_OK;
         }
         usleep(S_SCHED_RETRY_US);
         waited_ms += S_SCHED_RETRY_US / 1000;
-        if (waited_ms >= S_SCHED_WAIT_MS)
+        if (waited_ms >= wait_ms)
             return rt_err_set(RT_ERR_TIMEOUT, "coordinator not ready after %d ms", waited_ms);
     }
 }
 
 /* ---- message handlers ------------------------------------------------------------------- */
+
+/* Shard 0: the workers that rejoined and take part in the current step are awaited again (their
+ * slot has no push of this step: they rejoin at a step nobody had asked about). */
+static void s_rejoin_check(server_shard_t *s)
+{
+    for (int i = 0; i < s->cfg.n_workers; i++) {
+        struct s_worker *w = &s->workers[i];
+        if (w->evicted && w->rebound && !s_started(w) &&
+            server_coord_is_member(s->coord, i, s->version)) {
+            w->evicted = 0;
+            w->rebound = 0;
+        }
+    }
+}
+
+/* Shard 0: a restarted worker took the slot `id` of an evicted one (log, metrics). */
+static void s_on_rejoin(server_shard_t *s, int id, const uint8_t *route, size_t rlen)
+{
+    char hex[S_LOG_ROUTE + 4];
+    s_route_hex(route, rlen, hex, sizeof hex);
+    uint64_t step = server_coord_join_step(s->coord, id);
+    RT_WARN(s->name, "worker %d '%s' (peer %s) rejoins: it takes part from step %llu", id,
+            s->workers[id].name, hex, (unsigned long long)step);
+    if (s->cfg.metrics) {
+        rt_metrics_begin(s->cfg.metrics, "rejoin");
+        rt_metrics_int(s->cfg.metrics, "worker", id);
+        rt_metrics_str(s->cfg.metrics, "name", s->workers[id].name);
+        rt_metrics_str(s->cfg.metrics, "peer", hex);
+        rt_metrics_int(s->cfg.metrics, "step", (long long)step);
+        if (rt_metrics_end(s->cfg.metrics))
+            RT_WARN(s->name, "rejoin event: %s", rt_err_msg());
+    }
+    s_rejoin_check(s);
+}
 
 static void s_on_register(server_shard_t *s, const uint8_t *route, size_t rlen,
                           const struct rt_wire_msg *m)
@@ -621,9 +758,15 @@ static void s_on_register(server_shard_t *s, const uint8_t *route, size_t rlen,
             return;
         }
         struct s_worker *w = &s->workers[id];
+        int rejoin = w->route_len > 0; /* the slot of an evicted worker */
         memcpy(w->route, route, rlen);
         w->route_len = rlen;
         snprintf(w->name, sizeof w->name, "%s", m->name);
+        if (rejoin) {
+            w->rebound = 1;
+            w->bye = 0;
+            s_on_rejoin(s, id, route, rlen);
+        }
     }
     struct rt_wire_msg r;
     rt_wire_msg_init(&r, RT_WIRE_WELCOME, id, s->name);
@@ -631,7 +774,12 @@ static void s_on_register(server_shard_t *s, const uint8_t *route, size_t rlen,
     r.n_shards = (uint32_t)s->cfg.n_shards;
     r.n_params = s->cfg.n_params;
     r.n_buffers = s->cfg.n_buffers;
-    r.step = s->start_step; /* the first step of this run (a resumed one starts later) */
+    /* the first step of this run (a resumed one starts later), or where a restarted worker
+     * rejoins */
+    r.step = s->start_step;
+    if (server_coord_join_step(s->coord, id) > r.step)
+        r.step = server_coord_join_step(s->coord, id);
+    r.heartbeat_ms = (uint32_t)server_coord_heartbeat_ms(s->coord);
     if (rt_sock_send(s->sock, route, rlen, &r, NULL, NULL, NULL))
         RT_WARN(s->name, "welcome failed: %s", rt_err_msg());
 }
@@ -644,9 +792,23 @@ static void s_on_hello(server_shard_t *s, const uint8_t *route, size_t rlen,
         return;
     }
     struct s_worker *w = &s->workers[m->sender];
+    if (w->route_len && !s_route_eq(w, route, rlen) && !w->evicted && !s->coord) {
+        /* maybe a restarted worker whose eviction this shard has not heard of yet */
+        s->members_at = 0;
+        s_members_poll(s);
+    }
     if (w->route_len && !s_route_eq(w, route, rlen)) {
-        s_drop(s, route, rlen, m, "hello for a worker id bound to another connection");
-        return;
+        if (s->coord || !w->evicted) {
+            s_drop(s, route, rlen, m, "hello for a worker id bound to another connection");
+            return;
+        }
+        /* the restarted process of an evicted worker (shard 0 rebinds at its registration) */
+        memcpy(w->route, route, rlen);
+        w->route_len = rlen;
+        snprintf(w->name, sizeof w->name, "%s", m->name);
+        w->rebound = 1;
+        w->bye = 0;
+        RT_INFO(s->name, "worker %d '%s' rebound to its restarted process", m->sender, w->name);
     }
     if (!w->route_len) {
         memcpy(w->route, route, rlen);
@@ -698,6 +860,8 @@ static void s_on_sched_query(server_shard_t *s, const uint8_t *route, size_t rle
     r.sched.share_count = cnt;
     r.sched.done = pt.done;
     r.sched.epoch_last = pt.epoch_last;
+    r.sched.members_len = server_coord_members(s->coord, m->step, r.sched.members,
+                                               (uint32_t)sizeof r.sched.members);
     if (rt_sock_send(s->sock, route, rlen, &r, NULL, NULL, NULL))
         RT_WARN(s->name, "schedule reply failed: %s", rt_err_msg());
 }
@@ -755,6 +919,62 @@ static void s_on_init(server_shard_t *s, const uint8_t *route, size_t rlen,
     }
 }
 
+/* After a push chunk or an eviction: apply the step when every worker still awaited has pushed
+ * its whole slice, else update the prefix that every awaited worker covers once all of them have
+ * started (the step's sample count is known then). */
+static void s_progress(server_shard_t *s)
+{
+    if (!s->ready || !s->sched_known)
+        return;
+    int all = 1, started = 1;
+    uint64_t lo = s->p_cnt;
+    for (int i = 0; i < s->cfg.n_workers; i++) {
+        const struct s_worker *w = &s->workers[i];
+        if (w->evicted)
+            continue;
+        all &= w->complete;
+        started &= s_started(w);
+        if (w->p_recv < lo)
+            lo = w->p_recv;
+    }
+    /* every parameter needs a contribution (not the case when every worker was evicted early) */
+    if (all && s->summed == s->p_cnt && (s->b_cnt == 0 || s->b_summed)) {
+        s_apply(s);
+    } else if (started && s->n_started > 0 && lo <= s->summed && lo >= s->applied + S_APPLY_MIN) {
+        s_apply_upto(s, lo);
+    }
+}
+
+/* Worker `id` is no longer awaited (the coordinator evicted it): what it pushed of the current
+ * step counts for the parameters it reached; with `progress`, apply the step if it is complete
+ * now (not while a push is being handled: that push finishes first). */
+static void s_on_evicted(server_shard_t *s, int id, int progress)
+{
+    struct s_worker *w = &s->workers[id];
+    if (w->evicted)
+        return;
+    w->evicted = 1;
+    s->st.evicted++;
+    if (s_partial(w))
+        RT_WARN(s->name,
+                "worker %d '%s' evicted in the middle of its push of step %llu: its gradient "
+                "counts for the first %llu of %llu parameters here",
+                id, w->name, (unsigned long long)s->version, (unsigned long long)w->p_recv,
+                (unsigned long long)s->p_cnt);
+    else if (!s->coord)
+        RT_WARN(s->name, "worker %d '%s' evicted by the coordinator at step %llu", id, w->name,
+                (unsigned long long)s->version);
+    /* its pulls waiting for the next version go nowhere */
+    int keep = 0;
+    for (int i = 0; i < s->n_pend; i++)
+        if (!s_route_eq(w, s->pend[i].route, s->pend[i].route_len))
+            s->pend[keep++] = s->pend[i];
+    s->n_pend = keep;
+    if (progress)
+        s_progress(s);
+}
+
+
 static void s_on_push(server_shard_t *s, const uint8_t *route, size_t rlen,
                       const struct rt_wire_msg *m, const void *pp, const void *bp)
 {
@@ -789,6 +1009,16 @@ static void s_on_push(server_shard_t *s, const uint8_t *route, size_t rlen,
     if (rc) {
         snprintf(why, sizeof why, "schedule of the step unavailable: %s", rt_err_msg());
         s_drop(s, route, rlen, m, why);
+        return;
+    }
+    if (w->evicted && w->rebound && !s->coord) {
+        /* a restarted worker's first push here: ask whether it takes part in this step */
+        struct server_coord_point pt;
+        if (s_sched_ask(s, s->version, &pt, S_MEMBERS_WAIT_MS))
+            RT_WARN(s->name, "asking the coordinator for the members: %s", rt_err_msg());
+    }
+    if (w->evicted) {
+        s_drop(s, route, rlen, m, "push from an evicted worker");
         return;
     }
     if (s->sched.done || m->lr != s->sched.lr || m->sched_version != s->sched.version) {
@@ -833,25 +1063,21 @@ static void s_on_push(server_shard_t *s, const uint8_t *route, size_t rlen,
         w->complete = 1;
         s->n_complete++;
     }
-    if (s->n_complete == s->cfg.n_workers) {
-        s_apply(s);
-    } else if (s->n_started == s->cfg.n_workers) {
-        /* every worker covers [0, min p_recv): that prefix can be updated now */
-        uint64_t lo = s->p_cnt;
-        for (int i = 0; i < s->cfg.n_workers; i++)
-            if (s->workers[i].p_recv < lo)
-                lo = s->workers[i].p_recv;
-        if (lo >= s->applied + S_APPLY_MIN)
-            s_apply_upto(s, lo);
-    }
+    s_progress(s);
 }
 
 static void s_on_pull(server_shard_t *s, const uint8_t *route, size_t rlen,
                       const struct rt_wire_msg *m)
 {
     char why[128];
-    if (!s_bound(s, route, rlen, m)) {
+    struct s_worker *pw = s_bound(s, route, rlen, m);
+    if (!pw) {
         s_drop(s, route, rlen, m, "pull from a peer not bound to that worker id");
+        return;
+    }
+    if (pw->evicted && !pw->rebound) {
+        s_drop(s, route, rlen, m, "pull from an evicted worker");
+        s_reply_error(s, route, rlen, m->step, RT_ERR_PEER, "this worker was evicted");
         return;
     }
     if (s->ready && m->step == s->version) {
@@ -859,7 +1085,8 @@ static void s_on_pull(server_shard_t *s, const uint8_t *route, size_t rlen,
             RT_WARN(s->name, "weights reply failed: %s", rt_err_msg());
         return;
     }
-    if ((!s->ready && m->step == 0) || (s->ready && m->step == s->version + 1)) {
+    if ((!s->ready && m->step == 0) ||
+        (s->ready && m->step > s->version && m->step <= s->version + S_PULL_AHEAD)) {
         if (s->n_pend >= S_MAX_PENDING) {
             s_drop(s, route, rlen, m, "too many pulls waiting");
             return;
@@ -977,6 +1204,100 @@ static void s_on_abs_query(server_shard_t *s, const uint8_t *route, size_t rlen,
         RT_WARN(s->name, "ABS state reply failed: %s", rt_err_msg());
 }
 
+/* 1 when every worker has said goodbye or was evicted. */
+static int s_all_gone(const server_shard_t *s)
+{
+    for (int i = 0; i < s->cfg.n_workers; i++)
+        if (!s->workers[i].bye && !s->workers[i].evicted)
+            return 0;
+    return 1;
+}
+
+/* Shard 0: evict the workers silent for longer than the timeout (a warning naming the worker and
+ * its peer, an "evict" event in the metrics), and complete the step they were blocking. */
+static void s_evict_poll(server_shard_t *s)
+{
+    if (!s->coord)
+        return;
+    int gone[RT_WIRE_MEMBERS_BYTES * 8] = {0};
+    int n = s->cfg.n_workers < (int)(sizeof gone / sizeof gone[0]) ? s->cfg.n_workers
+                                                                   : (int)(sizeof gone / sizeof gone[0]);
+    for (int i = 0; i < n; i++)
+        gone[i] = s->workers[i].bye;
+    double silent_ms = 0;
+    int id;
+    while ((id = server_coord_overdue(s->coord, n == s->cfg.n_workers ? gone : NULL,
+                                      &silent_ms)) >= 0) {
+        struct s_worker *w = &s->workers[id];
+        /* a slice complete here counts: the step its loss interrupts is the next one */
+        uint64_t from = s->version + (s->ready && w->complete ? 1 : 0);
+        struct server_coord_loss loss;
+        if (server_coord_evict(s->coord, id, from, &loss))
+            break;
+        char hex[S_LOG_ROUTE + 4];
+        s_route_hex(w->route, w->route_len, hex, sizeof hex);
+        s->st.lost += loss.samples;
+        RT_WARN(s->name,
+                "worker %d '%s' (peer %s) silent for %.0f ms: evicted at step %llu; %llu samples "
+                "of %d interrupted step(s) lost for this epoch, the other workers share the "
+                "batch from the next step",
+                id, w->name, hex, silent_ms, (unsigned long long)s->version,
+                (unsigned long long)loss.samples, loss.steps);
+        if (s->cfg.metrics) {
+            rt_metrics_begin(s->cfg.metrics, "evict");
+            rt_metrics_int(s->cfg.metrics, "worker", id);
+            rt_metrics_str(s->cfg.metrics, "name", w->name);
+            rt_metrics_str(s->cfg.metrics, "peer", hex);
+            rt_metrics_int(s->cfg.metrics, "step", (long long)s->version);
+            rt_metrics_num(s->cfg.metrics, "silent_ms", silent_ms);
+            rt_metrics_int(s->cfg.metrics, "lost_samples", (long long)loss.samples);
+            rt_metrics_int(s->cfg.metrics, "lost_steps", loss.steps);
+            if (loss.steps) {
+                rt_metrics_int(s->cfg.metrics, "lost_epoch", (long long)loss.epoch);
+                rt_metrics_int(s->cfg.metrics, "lost_from_step", (long long)loss.first_step);
+            }
+            if (rt_metrics_end(s->cfg.metrics))
+                RT_WARN(s->name, "evict event: %s", rt_err_msg());
+        }
+        s_on_evicted(s, id, 1);
+    }
+}
+
+/* Shards > 0: while some awaited worker has not pushed the current step (or said goodbye at the
+ * end), ask the coordinator every S_MEMBERS_POLL_MS who still takes part. */
+static void s_members_poll(server_shard_t *s)
+{
+    if (s->coord || !s->ready)
+        return;
+    int waiting = 0;
+    for (int i = 0; i < s->cfg.n_workers; i++) {
+        const struct s_worker *w = &s->workers[i];
+        waiting |= !w->evicted && !w->bye && !w->complete;
+    }
+    double now = s_now();
+    if (!waiting || now - s->members_at < S_MEMBERS_POLL_MS / 1000.0)
+        return;
+    s->members_at = now;
+    /* ask about a step already announced (never announce one: decisions are stamped from the
+     * first step nobody has asked about): the current one once a worker pushed it, else the
+     * last one applied */
+    uint64_t step;
+    if (s->sched_known)
+        step = s->version;
+    else if (s->version > s->start_step)
+        step = s->version - 1;
+    else
+        return;
+    uint64_t before = s->st.evicted;
+    struct server_coord_point pt;
+    if (s_sched_ask(s, step, &pt, S_MEMBERS_WAIT_MS)) {
+        RT_WARN(s->name, "asking the coordinator for the members: %s", rt_err_msg());
+        return;
+    }
+    if (s->st.evicted != before)
+        s_progress(s);
+}
+
 /* Handle one received message; returns 1 when every worker has said goodbye. */
 static int s_handle(server_shard_t *s)
 {
@@ -1004,6 +1325,9 @@ static int s_handle(server_shard_t *s)
         s_drop(s, route, rlen, NULL, rt_err_msg());
         return 0;
     }
+    /* any message of a bound worker shows it alive */
+    if (s->coord && m.type != RT_WIRE_REGISTER && s_bound(s, route, rlen, &m))
+        server_coord_heartbeat(s->coord, m.sender);
     switch (m.type) {
     case RT_WIRE_REGISTER:
     case RT_WIRE_SCHED_QUERY:
@@ -1060,10 +1384,7 @@ static int s_handle(server_shard_t *s)
             break;
         }
         w->bye = 1;
-        int all = 1;
-        for (int i = 0; i < s->cfg.n_workers; i++)
-            all &= s->workers[i].bye;
-        if (all)
+        if (s_all_gone(s))
             return 1;
         break;
     }
@@ -1158,6 +1479,7 @@ int server_shard_new(const struct server_shard_cfg *cfg, server_shard_t **out)
             goto out_destroy;
         }
         server_coord_set_sync(s->coord, cfg->sync, cfg->sync_timeout_ms);
+        server_coord_set_evict(s->coord, cfg->evict_ms);
         if ((cfg->ckpt_root || cfg->resume) && !(s->ckpt = calloc(1, sizeof *s->ckpt))) {
             rt_err_set(RT_ERR_NOMEM, "checkpoint state");
             goto out_destroy;
@@ -1218,27 +1540,37 @@ int server_shard_run(server_shard_t *s, const atomic_int *stop)
                 continue;
             return rt_err_set(RT_ERR_ZMQ, "%s: poll: %s", s->name, zmq_strerror(zmq_errno()));
         }
-        if (n == 0) {
-            s_ckpt_poll(s);
-            continue;
-        }
         /* drain what is queued before polling again */
-        for (;;) {
+        int bye = 0;
+        while (n > 0 && !bye) {
             int rc = rt_sock_recv(s->sock, &s->parts, ZMQ_DONTWAIT);
             if (rc == RT_ERR_TIMEOUT)
                 break;
             if (rc)
                 return rc;
-            int bye = s_handle(s);
+            bye = s_handle(s);
             rt_sock_parts_release(&s->parts);
-            if (bye) {
-                RT_INFO(s->name, "all workers left at version %llu (%llu messages dropped)",
-                        (unsigned long long)s->version, (unsigned long long)s->st.dropped);
-                s_ckpt_drain(s);
-                return RT_OK;
-            }
         }
+        s_evict_poll(s);
+        if (n == 0)
+            s_members_poll(s);
         s_ckpt_poll(s);
+        if ((bye || s_all_gone(s)) && s->end_at == 0) {
+            int any_bye = 0;
+            for (int i = 0; i < s->cfg.n_workers; i++)
+                any_bye |= s->workers[i].bye;
+            if (!any_bye)
+                return rt_err_set(RT_ERR_PEER, "%s: every worker was evicted at version %llu",
+                                  s->name, (unsigned long long)s->version);
+            RT_INFO(s->name, "all workers left at version %llu (%llu messages dropped)",
+                    (unsigned long long)s->version, (unsigned long long)s->st.dropped);
+            s_ckpt_drain(s);
+            /* the coordinator keeps answering a while when a worker was evicted: the other
+             * shards learn it from its answers */
+            s->end_at = s_now() + (s->coord && s->st.evicted ? S_END_LINGER_MS / 1000.0 : 0);
+        }
+        if (s->end_at > 0 && s_now() >= s->end_at)
+            return RT_OK;
     }
 }
 

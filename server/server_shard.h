@@ -6,6 +6,14 @@
  * with the step's learning rate, averages the buffer slices the same way, bumps its version to t+1
  * and answers the pulls waiting for it. Shard 0 also runs the coordinator (server_coord).
  *
+ * A worker silent for cfg.evict_ms is evicted by the coordinator (shard 0): the step it blocks
+ * completes with the others, and every parameter is updated with the sample-weighted average of
+ * the gradients that arrived for it (a worker that died in the middle of its push counts for the
+ * part that arrived, at the shards it reached). The other shards learn the members of a step from
+ * the coordinator (with its schedule, and again while the step waits). From the next step whose
+ * shares are not announced yet, the others split the whole batch; the evicted worker's share of
+ * the steps already announced is lost for this epoch, which the coordinator logs and counts.
+ *
  * A malformed or unexpected message (random bytes, truncated multipart, wrong version, wrong sizes,
  * a push for a step other than the current one, an unknown or impersonating peer) is logged with
  * its sender and the reason and dropped; the shard keeps serving the honest workers.
@@ -51,6 +59,9 @@ struct server_shard_cfg {
     const char *resume;    /* complete checkpoint directory to start from, or NULL: fresh */
     const char *model;     /* model name, recorded in and checked against checkpoints (NULL:
                               unknown, not checked) */
+    int evict_ms;          /* shard 0: evict a worker silent this long (cluster.worker_timeout_ms;
+                              0: never) */
+    struct rt_metrics *metrics; /* shard 0: "evict" events go here (borrowed, may be NULL) */
 };
 
 /* Counters of a shard, for logs and tests. */
@@ -59,6 +70,8 @@ struct server_shard_stats {
     uint64_t dropped; /* messages dropped as malformed or unexpected */
     uint64_t pushes;  /* push chunks accepted */
     uint64_t pulls;   /* weight replies sent */
+    uint64_t evicted; /* workers evicted (shard 0) or learnt to be evicted (other shards) */
+    uint64_t lost;    /* shard 0: samples of interrupted steps no gradient covers */
 };
 
 typedef struct server_shard server_shard_t;

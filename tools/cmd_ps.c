@@ -73,6 +73,7 @@ static const char s_server_usage[] =
     "                         [--method BL|FB|GG|ABS|ABSA --epochs E [--decay-epochs e1,e2]\n"
     "                          [--rho R] [--warmup-epochs N] [--batch-max B]\n"
     "                          [--sync 0|1 [--sync-timeout-s S]]]\n"
+    "                         [--worker-timeout-ms MS (shard 0: evict silent workers; 0: never)]\n"
     "Runs one parameter-server shard; shard 0 is also the coordinator and holds the schedule:\n"
     "with --method the BL/FB/GG/ABS schedule of server_sched, else a constant one for --steps.\n"
     "With --output-dir and --method, each shard writes its part of a checkpoint under\n"
@@ -130,8 +131,14 @@ static int s_server(const struct eb_opts *opts, const rt_config_t *cfg)
     server_sched_t *owned = NULL;
     enum rt_wire_checksum ck = RT_WIRE_CK_NONE;
     server_shard_t *s = NULL;
-    char resume[PATH_MAX], ckpt_root[PATH_MAX];
+    rt_metrics_t *metrics = NULL; /* shard 0: eviction events, appended to OUTPUT/metrics.jsonl */
+    char resume[PATH_MAX], ckpt_root[PATH_MAX], mpath[PATH_MAX];
     int rc = eb_opts_checksum(o.checksum, &ck);
+    if (!rc && o.shard == 0 && o.output_dir && o.evict_ms > 0) {
+        snprintf(mpath, sizeof mpath, "%s/metrics.jsonl", o.output_dir);
+        if (rt_metrics_open(mpath, 1, &metrics))
+            RT_WARN("server", "evictions go to the log only: %s", rt_err_msg());
+    }
     if (!rc)
         rc = eb_opts_resume(&o, resume, sizeof resume);
     if (!rc)
@@ -158,6 +165,8 @@ static int s_server(const struct eb_opts *opts, const rt_config_t *cfg)
             /* the eigen service reads epoch-start snapshots under ABS / ABSA */
             .snapshots = o.method && !strncasecmp(o.method, "ABS", 3),
             .sync = o.method && !strncasecmp(o.method, "ABS", 3) && o.sync,
+            .evict_ms = (int)o.evict_ms,
+            .metrics = metrics,
             .sync_timeout_ms = (int)(o.sync_timeout_s * 1000.0),
         };
         rc = server_shard_new(&sc, &s);
@@ -170,6 +179,7 @@ static int s_server(const struct eb_opts *opts, const rt_config_t *cfg)
     if (rc)
         fprintf(stderr, "eigenbatch server: shard %ld: %s\n", o.shard, rt_err_msg());
     server_shard_destroy(&s);
+    rt_metrics_close(&metrics);
     eb_opts_schedule_free(&sched, &owned);
     return rc ? 1 : 0;
 }
@@ -671,6 +681,9 @@ static int s_launch(const struct eb_opts *opts, const rt_config_t *cfg)
             k = s_append_opt(args, k, "--sync-timeout-s", o.sync ? a_sync_to : NULL);
         }
         k = s_append_opt(args, k, "--coord", i > 0 ? eps[0] : NULL);
+        char a_evict[32]; /* the coordinator evicts silent workers */
+        snprintf(a_evict, sizeof a_evict, "%ld", o.evict_ms);
+        k = s_append_opt(args, k, "--worker-timeout-ms", a_evict);
         /* checkpoints: every shard writes its part, shard 0 completes them */
         if (o.output_dir) {
             char *ck_args[] = {"--output-dir", (char *)o.output_dir, "--checkpoint-every",

@@ -214,6 +214,8 @@ static int s_train(struct eb_opts *o, const rt_config_t *cfg)
         .snapshots = eb_opts_needs_eigensvc(o),
         .sync_timeout_ms = (int)(o->sync_timeout_s * 1000.0),
         .worker_timeout_ms = (int)o->timeout_ms,
+        .evict_ms = (int)o->evict_ms,
+        .metrics = nns[0].metrics,
         .chunk_floats = (uint32_t)o->chunk,
         .checksum = ck,
         .ckpt_root = eb_opts_ckpt_root(o, ckpt_root, sizeof ckpt_root),

@@ -48,6 +48,8 @@ const struct rt_config_key eb_run_schema[] = {
     {"cluster.checksum", RT_CFG_STR, "fletcher64", "frame checksum: none, crc32, fletcher64"},
     {"cluster.chunk", RT_CFG_INT, "0", "floats per frame (0: default)"},
     {"cluster.timeout_ms", RT_CFG_INT, "0", "worker gives up after this much silence (0: 60 s)"},
+    {"cluster.worker_timeout_ms", RT_CFG_INT, "30000",
+     "evict a worker silent this long (0: never)"},
     {"schedule.method", RT_CFG_STR, "BL", "BL, FB, GG, ABS or ABSA"},
     {"schedule.batch", RT_CFG_INT, "128", "initial global batch B"},
     {"schedule.base_batch", RT_CFG_INT, NULL, "batch at which lr is given (null: batch)"},
@@ -118,6 +120,7 @@ static const struct s_optdef s_defs[] = {
     S_O("port", S_INT, port, "cluster.port"),
     S_O("chunk", S_INT, chunk, "cluster.chunk"),
     S_O("timeout-ms", S_INT, timeout_ms, "cluster.timeout_ms"),
+    S_O("worker-timeout-ms", S_INT, evict_ms, "cluster.worker_timeout_ms"),
     S_O("lr", S_DBL, lr, "schedule.lr"),
     S_O("momentum", S_DBL, momentum, "schedule.momentum"),
     S_O("weight-decay", S_DBL, wd, "schedule.weight_decay"),
@@ -216,6 +219,7 @@ static void s_defaults(struct eb_opts *o)
     o->bn = "eval";
     o->preset = "paper";
     o->sync_timeout_s = S_SYNC_TIMEOUT_S;
+    o->evict_ms = SERVER_COORD_EVICT_MS_DEFAULT;
 }
 
 static int s_set(const char *cmd, const struct s_optdef *d, struct eb_opts *o, const char *val)
@@ -468,6 +472,9 @@ int eb_opts_check(const char *cmd, struct eb_opts *o)
         bad = "--steps must be >= 0 and --samples positive";
     else if (o->timeout_ms < 0 || o->timeout_ms > INT_MAX)
         bad = "--timeout-ms out of range";
+    else if (o->evict_ms != 0 && (o->evict_ms < EB_RUN_MIN_EVICT_MS || o->evict_ms > INT_MAX))
+        bad = "--worker-timeout-ms (cluster.worker_timeout_ms) must be 0 (never evict) or in "
+              "100..2147483647";
     else if (o->chunk < 0 || o->chunk > UINT32_MAX)
         bad = "--chunk out of range";
     else if (o->ckpt_every < 0 || o->ckpt_every > INT_MAX || o->ckpt_keep < 1 ||

@@ -28,6 +28,7 @@
 #define EB_RUN_MAX_SHARDS 256
 #define EB_RUN_MAX_WORKERS 256
 #define EB_RUN_MAX_LIST 8192 /* bytes of a comma-separated list option */
+#define EB_RUN_MIN_EVICT_MS 100 /* shortest worker eviction timeout (heartbeats are a quarter) */
 
 /* Options of a run (one struct for every role; each role reads what it needs). */
 struct eb_opts {
@@ -44,6 +45,8 @@ struct eb_opts {
     long port;              /* --port: tcp: first port (0: free ones) */
     long chunk;             /* --chunk: floats per frame */
     long timeout_ms;        /* --timeout-ms: worker gives up when the shards are silent this long */
+    long evict_ms;          /* --worker-timeout-ms: the coordinator evicts a worker silent this
+                               long (0: never) */
     double lr;              /* --lr */
     double momentum;        /* --momentum */
     double wd;              /* --weight-decay */

@@ -3,6 +3,8 @@
  */
 #include "worker_loop.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +33,20 @@ struct s_shard {
     int acked;             /* ACK received */
 };
 
+/* The heartbeat thread: while the worker computes (or runs any callback), it owns the
+ * coordinator's socket and says "alive" every period, so that a long step, FGSM or an evaluation
+ * never looks like a dead worker. The mutex hands the socket over (a full memory barrier, as
+ * ZeroMQ asks of a socket that changes threads). */
+struct s_beat {
+    pthread_t thread;     /* the thread */
+    pthread_mutex_t mu;   /* guards everything below, and the socket while `active` */
+    pthread_cond_t cv;    /* wakes the thread (period, state change) */
+    int started;          /* thread and sync objects exist */
+    int active;           /* the thread owns the coordinator's socket */
+    int quit;             /* the thread must end */
+    struct s_worker *w;   /* the worker (its socket to shard 0, id, name) */
+};
+
 struct s_worker {
     const struct worker_cfg *cfg;    /* configuration (borrowed) */
     const struct worker_compute *cb; /* model side (borrowed) */
@@ -48,6 +64,9 @@ struct s_worker {
     int n_workers;                   /* workers in the run */
     double rate;                     /* measured samples per compute second (EMA), 0: none */
     uint32_t chunk;                  /* floats per pushed frame */
+    int beat_ms;                     /* heartbeat period (the coordinator's, else S_POLL_MS) */
+    double last_beat;                /* monotonic time of the last message to shard 0 */
+    struct s_beat beat;              /* heartbeats while a callback runs */
     char name[RT_WIRE_NAME_MAX];     /* for logs and headers */
     struct worker_stats st;          /* counters */
 };
@@ -63,6 +82,8 @@ static int s_send(struct s_worker *w, int shard, struct rt_wire_msg *m, const fl
                   const float *b)
 {
     int rc = rt_sock_send(w->sh[shard].sock, NULL, 0, m, p, b, &w->zc);
+    if (!rc && shard == 0)
+        w->last_beat = s_now();
     if (rc)
         return rt_err_set(rc, "%s: send %s to shard %d: %s", w->name, rt_wire_type_name(m->type),
                           shard, rt_err_msg());
@@ -95,7 +116,11 @@ static int s_next(struct s_worker *w, int *shard, struct rt_wire_msg *m, const v
     double deadline = s_now() + timeout / 1000.0;
     /* heartbeats must go out, and be answered, well within the timeout */
     int slice = timeout / 4 < S_POLL_MS ? (timeout / 4 > 0 ? timeout / 4 : 1) : S_POLL_MS;
+    if (slice > w->beat_ms)
+        slice = w->beat_ms; /* ... and often enough for the coordinator not to evict us */
     for (;;) {
+        if (w->id >= 0 && (s_now() - w->last_beat) * 1000.0 >= slice)
+            s_send_simple(w, 0, RT_WIRE_HEARTBEAT, 0);
         if (w->cfg->stop && atomic_load(w->cfg->stop))
             return rt_err_set(RT_ERR_INTERRUPTED, "%s: stopped", w->name);
         for (int i = 0; i < ns; i++) {
@@ -114,8 +139,6 @@ static int s_next(struct s_worker *w, int *shard, struct rt_wire_msg *m, const v
             if (s_now() > deadline)
                 return rt_err_set(RT_ERR_TIMEOUT, "%s: no answer from the shards for %d ms",
                                   w->name, timeout);
-            if (w->id >= 0)
-                s_send_simple(w, 0, RT_WIRE_HEARTBEAT, 0);
             continue;
         }
         for (int i = 0; i < ns; i++) {
@@ -182,6 +205,8 @@ static int s_join(struct s_worker *w)
                           w->name, m.n_shards, w->cfg->n_shards);
     w->id = m.sender;
     w->n_workers = (int)m.n_workers;
+    if (m.heartbeat_ms > 0 && m.heartbeat_ms < (uint32_t)w->beat_ms)
+        w->beat_ms = (int)m.heartbeat_ms;
     w->start = m.step;
     w->st.worker = w->id;
     snprintf(w->name, sizeof w->name, "worker-%d", w->id);
@@ -347,8 +372,79 @@ static int s_pull(struct s_worker *w, uint64_t step, struct rt_wire_msg *sched,
     return RT_OK;
 }
 
+static void *s_beat_main(void *arg)
+{
+    struct s_beat *b = arg;
+    pthread_mutex_lock(&b->mu);
+    while (!b->quit) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        long ns = ts.tv_nsec + (long)b->w->beat_ms * 1000000L;
+        ts.tv_sec += ns / 1000000000L;
+        ts.tv_nsec = ns % 1000000000L;
+        int rc = pthread_cond_timedwait(&b->cv, &b->mu, &ts);
+        if (b->quit)
+            break;
+        if (rc == ETIMEDOUT && b->active &&
+            (s_now() - b->w->last_beat) * 1000.0 >= b->w->beat_ms &&
+            s_send_simple(b->w, 0, RT_WIRE_HEARTBEAT, 0))
+            RT_WARN(b->w->name, "heartbeat: %s", rt_err_msg());
+    }
+    pthread_mutex_unlock(&b->mu);
+    return NULL;
+}
+
+/* Start the heartbeat thread (idle until s_beat_lend). */
+static int s_beat_start(struct s_worker *w)
+{
+    struct s_beat *b = &w->beat;
+    b->w = w;
+    if (pthread_mutex_init(&b->mu, NULL))
+        return rt_err_set(RT_ERR_NOMEM, "%s: heartbeat mutex", w->name);
+    if (pthread_cond_init(&b->cv, NULL)) {
+        pthread_mutex_destroy(&b->mu);
+        return rt_err_set(RT_ERR_NOMEM, "%s: heartbeat condition", w->name);
+    }
+    if (pthread_create(&b->thread, NULL, s_beat_main, b)) {
+        pthread_cond_destroy(&b->cv);
+        pthread_mutex_destroy(&b->mu);
+        return rt_err_set(RT_ERR_NOMEM, "%s: heartbeat thread", w->name);
+    }
+    b->started = 1;
+    return RT_OK;
+}
+
+/* Lend the coordinator's socket to the heartbeat thread (before a callback) or take it back
+ * (after; the thread sends nothing more until lent again). */
+static void s_beat_lend(struct s_worker *w, int lend)
+{
+    struct s_beat *b = &w->beat;
+    if (!b->started)
+        return;
+    pthread_mutex_lock(&b->mu);
+    b->active = lend;
+    pthread_mutex_unlock(&b->mu);
+}
+
+static void s_beat_stop(struct s_worker *w)
+{
+    struct s_beat *b = &w->beat;
+    if (!b->started)
+        return;
+    pthread_mutex_lock(&b->mu);
+    b->quit = 1;
+    b->active = 0;
+    pthread_cond_signal(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+    pthread_join(b->thread, NULL);
+    pthread_cond_destroy(&b->cv);
+    pthread_mutex_destroy(&b->mu);
+    b->started = 0;
+}
+
 static void s_destroy(struct s_worker *w)
 {
+    s_beat_stop(w);
     for (int i = 0; w->sh && i < w->cfg->n_shards; i++)
         rt_sock_close(&w->sh[i].sock, S_LINGER_MS);
     rt_sock_parts_close(&w->parts);
@@ -377,6 +473,7 @@ int worker_run(const struct worker_cfg *cfg, const struct worker_compute *cb,
     w.cb = cb;
     w.id = -1;
     w.chunk = cfg->chunk_floats ? cfg->chunk_floats : SERVER_CHUNK_FLOATS_DEFAULT;
+    w.beat_ms = S_POLL_MS;
     snprintf(w.name, sizeof w.name, "%s", cfg->name ? cfg->name : "worker");
     rt_sock_parts_init(&w.parts);
     atomic_init(&w.zc.in_flight, 0);
@@ -408,13 +505,18 @@ int worker_run(const struct worker_cfg *cfg, const struct worker_compute *cb,
             goto out;
     }
     rc = s_join(&w);
+    if (!rc)
+        rc = s_beat_start(&w);
     if (rc)
         goto out;
     if (w.start > 0)
-        RT_INFO(w.name, "the shards resumed from a checkpoint: starting at step %llu",
+        RT_INFO(w.name, "starting at step %llu (the shards resumed from a checkpoint, or this "
+                "worker rejoins after an eviction)",
                 (unsigned long long)w.start);
     if (w.id == 0 && cb->init && w.start == 0) {
+        s_beat_lend(&w, 1);
         rc = cb->init(cb->user, w.params, w.buffers);
+        s_beat_lend(&w, 0);
         if (rc)
             goto out;
         rc = s_push(&w, RT_WIRE_INIT, 0, w.params, w.buffers, NULL, 0, 0.0f, 0);
@@ -434,7 +536,9 @@ int worker_run(const struct worker_cfg *cfg, const struct worker_compute *cb,
                                         .samples = tm.samples,
                                         .correct = tm.correct,
                                         .loss_sum = (double)tm.loss * (double)tm.samples};
+            s_beat_lend(&w, 1);
             cb->totals(cb->user, &tot);
+            s_beat_lend(&w, 0);
         }
         if (sm.sched.done) {
             w.st.steps = t;
@@ -457,7 +561,9 @@ int worker_run(const struct worker_cfg *cfg, const struct worker_compute *cb,
         uint32_t samples = 0;
         float loss = 0;
         double c0 = s_now();
+        s_beat_lend(&w, 1);
         rc = cb->compute(cb->user, &st, w.params, w.grads, w.buffers, &samples, &loss);
+        s_beat_lend(&w, 0);
         double dt = s_now() - c0;
         compute_s += dt;
         if (samples > 0 && dt > 0) {
@@ -473,14 +579,20 @@ int worker_run(const struct worker_cfg *cfg, const struct worker_compute *cb,
         rc = s_push(&w, RT_WIRE_PUSH, t, w.grads, w.buffers, &st, samples, loss, correct);
         if (rc)
             goto out;
-        if (cb->step_done)
+        if (cb->step_done) {
+            s_beat_lend(&w, 1);
             cb->step_done(cb->user, &st, samples, loss);
+            s_beat_lend(&w, 0);
+        }
         prev = st;
     }
     w.st.seconds = s_now() - t0;
     w.st.comm_seconds = w.st.seconds - compute_s;
-    if (cb->finish)
+    if (cb->finish) {
+        s_beat_lend(&w, 1);
         cb->finish(cb->user, w.st.steps, w.params, w.buffers);
+        s_beat_lend(&w, 0);
+    }
     for (int i = 0; i < cfg->n_shards; i++) {
         rc = s_send_simple(&w, i, RT_WIRE_BYE, w.st.steps);
         if (rc)

@@ -4,6 +4,7 @@
 #include "rt_metrics.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -37,9 +38,14 @@ int rt_metrics_open(const char *path, int append, rt_metrics_t **out)
         free(m);
         return rt_err_set(RT_ERR_NOMEM, "%s: out of memory", path);
     }
-    m->f = fopen(path, append ? "a" : "w");
+    /* always O_APPEND, truncated or not: another process (the coordinator's eviction events)
+     * may append lines to the same file, and no writer must overwrite another's */
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | (append ? 0 : O_TRUNC), 0644);
+    m->f = fd >= 0 ? fdopen(fd, "a") : NULL;
     if (!m->f) {
         int rc = rt_err_set(RT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
         free(m->path);
         free(m);
         return rc;

@@ -225,6 +225,12 @@ static void s_to_pb(const struct rt_wire_msg *m, EbHeader *h, EbSpan *sp, EbSche
         sc->share_count = m->sched.share_count;
         sc->done = m->sched.done ? 1 : 0;
         sc->epoch_last = m->sched.epoch_last ? 1 : 0;
+        if (m->sched.members_len) {
+            sc->members.len = m->sched.members_len <= RT_WIRE_MEMBERS_BYTES
+                                  ? m->sched.members_len
+                                  : RT_WIRE_MEMBERS_BYTES;
+            sc->members.data = (uint8_t *)m->sched.members;
+        }
         h->sched = sc;
     }
     h->weight = m->weight;
@@ -246,6 +252,7 @@ static void s_to_pb(const struct rt_wire_msg *m, EbHeader *h, EbSpan *sp, EbSche
         h->held = dc + 1;
     }
     h->epoch = m->epoch;
+    h->heartbeat_ms = m->heartbeat_ms;
     h->trailer = RT_WIRE_TRAILER;
 }
 
@@ -394,6 +401,14 @@ int rt_wire_decode(const void *const *parts, const size_t *sizes, int nparts,
         m->sched.share_count = h->sched->share_count;
         m->sched.done = h->sched->done ? 1 : 0;
         m->sched.epoch_last = h->sched->epoch_last ? 1 : 0;
+        if (h->sched->members.len > RT_WIRE_MEMBERS_BYTES) {
+            rc = rt_err_set(RT_ERR_FORMAT, "member bitmap of %zu bytes from '%s' exceeds %d",
+                            h->sched->members.len, m->name, RT_WIRE_MEMBERS_BYTES);
+            goto out_free;
+        }
+        m->sched.members_len = (uint32_t)h->sched->members.len;
+        if (h->sched->members.len)
+            memcpy(m->sched.members, h->sched->members.data, h->sched->members.len);
     }
     m->weight = h->weight;
     m->n_workers = h->n_workers;
@@ -408,6 +423,7 @@ int rt_wire_decode(const void *const *parts, const size_t *sizes, int nparts,
         s_decision_from_pb(h->held, &m->held);
     }
     m->epoch = h->epoch;
+    m->heartbeat_ms = h->heartbeat_ms;
     if (h->text)
         snprintf(m->text, sizeof m->text, "%s", h->text);
 

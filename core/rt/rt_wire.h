@@ -22,6 +22,7 @@
 #define RT_WIRE_TEXT_MAX 160        /* error text, bytes with the terminator */
 #define RT_WIRE_REASON_MAX 256      /* decision reason, bytes with the terminator */
 #define RT_WIRE_TRAILER 0x45424844u /* last header field: detects a header cut short */
+#define RT_WIRE_MEMBERS_BYTES 128   /* largest member bitmap of a step: 1024 workers */
 
 /* Message types (values as EbType). */
 enum rt_wire_type {
@@ -72,6 +73,9 @@ struct rt_wire_sched {
     uint32_t share_count;  /* the worker's number of samples */
     int done;              /* training is over; the step does not exist */
     int epoch_last;        /* the step is its epoch's last (the next one starts an epoch) */
+    uint32_t members_len;  /* bytes of `members` in use; 0: every worker takes part */
+    uint8_t members[RT_WIRE_MEMBERS_BYTES]; /* bit i%8 of byte i/8: worker i takes part in the
+                                               step (evicted workers do not) */
 };
 
 /* The ABS rule's state after a decision (EbAbsState; eig_abs_state on the wire). */
@@ -143,6 +147,7 @@ struct rt_wire_msg {
     int has_held;                      /* ACK: `held` is present */
     struct rt_wire_decision held;      /* ACK of a stale / superseded decision: the latest held;
                                           ACK of ABS_QUERY: the ABS state held (held.abs) */
+    uint32_t heartbeat_ms;             /* WELCOME: the worker shows it is alive this often */
     int sealed;                        /* local, not encoded: payload checksums already filled */
 };
 

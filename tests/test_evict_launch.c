@@ -1,0 +1,168 @@
+/*
+ * test_evict_launch: the process roles survive a worker killed with SIGKILL. Two `eigenbatch
+ * server` processes and three `eigenbatch worker` processes (synthetic model, ipc); once the first
+ * epoch's checkpoint exists, one worker gets SIGKILL. The coordinator evicts it after
+ * --worker-timeout-ms, the two others finish every step and exit 0, both shards exit 0, and
+ * metrics.jsonl in the output directory holds the "evict" event (written by shard 0's process).
+ */
+#include "eb_test.h"
+
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define P 501
+#define NB 3
+#define BATCH 12
+#define N_SAMPLES 120 /* 10 steps per epoch */
+#define EPOCHS 200
+#define STEPS (EPOCHS * N_SAMPLES / BATCH)
+#define CKPT_EVERY 50 /* the kill comes after the first checkpoint, a quarter into the run */
+#define S 2
+#define W 3
+#define EVICT_MS 1000
+#define WAIT_S 60 /* longest wait for the run (sanitizer builds are slow) */
+
+static pid_t s_children[S + W]; /* killed by the teardown when the test fails half-way */
+static int s_n_children;
+
+static pid_t s_spawn(char *const *argv)
+{
+    pid_t p = fork();
+    assert_true(p >= 0);
+    if (p > 0)
+        s_children[s_n_children++] = p;
+    if (p == 0) {
+        setenv("EB_LOG", "warn", 1);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return p;
+}
+
+/* Wait for pid until the deadline; returns its status, or -1 after killing it at the deadline. */
+static int s_wait(pid_t pid, time_t deadline)
+{
+    int ws;
+    for (;;) {
+        pid_t r = waitpid(pid, &ws, WNOHANG);
+        if (r == pid)
+            return ws;
+        if (time(NULL) > deadline) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &ws, 0);
+            return -1;
+        }
+        usleep(20000);
+    }
+}
+
+static void test_sigkilled_worker(void **state)
+{
+    (void)state;
+    char *dir = eb_test_tmpdir();
+    char ep[S][4200], connect[9000], ck1[4200], mpath[4200];
+    for (int i = 0; i < S; i++)
+        snprintf(ep[i], sizeof ep[i], "ipc://%s/s%d", dir, i);
+    snprintf(connect, sizeof connect, "%s,%s", ep[0], ep[1]);
+    snprintf(ck1, sizeof ck1, "%s/checkpoints/epoch-%06d/MANIFEST.json", dir, CKPT_EVERY);
+    snprintf(mpath, sizeof mpath, "%s/metrics.jsonl", dir);
+    char a_p[16], a_nb[16], a_b[16], a_ep[16], a_n[16], a_ev[16], a_ck[16], a_shard[S][8];
+    snprintf(a_p, sizeof a_p, "%d", P);
+    snprintf(a_nb, sizeof a_nb, "%d", NB);
+    snprintf(a_b, sizeof a_b, "%d", BATCH);
+    snprintf(a_ep, sizeof a_ep, "%d", EPOCHS);
+    snprintf(a_ck, sizeof a_ck, "%d", CKPT_EVERY);
+    snprintf(a_n, sizeof a_n, "%d", N_SAMPLES);
+    snprintf(a_ev, sizeof a_ev, "%d", EVICT_MS);
+    char *bin = (char *)eb_test_binary();
+    pid_t shards[S], workers[W];
+    for (int i = 0; i < S; i++) {
+        snprintf(a_shard[i], sizeof a_shard[i], "%d", i);
+        /* (shard 0 ignores --coord) */
+        char *argv[] = {bin,          "server",   "--shard",   a_shard[i],
+                        "--shards",   "2",        "--workers", "3",
+                        "--bind",     ep[i],      "--coord",   ep[0],
+                        "--params",   a_p,        "--buffers", a_nb,
+                        "--batch",    a_b,        "--method",  "BL",
+                        "--epochs",   a_ep,
+                        "--samples",  a_n,        "--lr",      "0.001",
+                        "--output-dir", dir,      "--checkpoint-every", a_ck,
+                        "--worker-timeout-ms", a_ev, NULL};
+        shards[i] = s_spawn(argv);
+    }
+    for (int i = 0; i < W; i++) {
+        char *argv[] = {bin,        "worker",  "--connect", connect,        "--params",
+                        a_p,        "--buffers", a_nb,      "--timeout-ms", "20000",
+                        NULL};
+        workers[i] = s_spawn(argv);
+    }
+    /* mid-run: once the first epoch is checkpointed */
+    time_t deadline = time(NULL) + WAIT_S;
+    struct stat sb;
+    while (stat(ck1, &sb) != 0 && time(NULL) < deadline)
+        usleep(2000);
+    assert_int_equal(stat(ck1, &sb), 0);
+    assert_int_equal(kill(workers[2], SIGKILL), 0);
+    int ws = s_wait(workers[2], deadline);
+    assert_true(ws != -1 && WIFSIGNALED(ws)); /* it was still running: killed mid-run */
+    for (int i = 0; i < 2; i++) {
+        ws = s_wait(workers[i], deadline);
+        if (!(ws != -1 && WIFEXITED(ws) && WEXITSTATUS(ws) == 0))
+            fail_msg("surviving worker %d: status %d", i, ws);
+    }
+    for (int i = 0; i < S; i++) {
+        ws = s_wait(shards[i], deadline);
+        if (!(ws != -1 && WIFEXITED(ws) && WEXITSTATUS(ws) == 0))
+            fail_msg("shard %d: status %d", i, ws);
+    }
+    /* the coordinator recorded the eviction */
+    FILE *f = fopen(mpath, "r");
+    assert_non_null(f);
+    char line[4096];
+    int found = 0;
+    while (fgets(line, sizeof line, f)) {
+        json_error_t err;
+        json_t *j = json_loads(line, 0, &err);
+        if (!j)
+            fail_msg("metrics line is not JSON: %s", line);
+        const char *ev = json_string_value(json_object_get(j, "event"));
+        if (ev && !strcmp(ev, "evict")) {
+            found++;
+            json_int_t step = json_integer_value(json_object_get(j, "step"));
+            json_int_t worker = json_integer_value(json_object_get(j, "worker"));
+            assert_true(step >= N_SAMPLES / BATCH && step < STEPS);
+            assert_true(worker >= 0 && worker < W);
+            assert_true(json_integer_value(json_object_get(j, "lost_samples")) >= 0);
+        }
+        json_decref(j);
+    }
+    fclose(f);
+    assert_int_equal(found, 1);
+    eb_test_rmtree(dir);
+    free(dir);
+}
+
+static int s_teardown(void **state)
+{
+    (void)state;
+    for (int i = 0; i < s_n_children; i++)
+        if (kill(s_children[i], SIGKILL) == 0)
+            waitpid(s_children[i], NULL, 0);
+    s_n_children = 0;
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_sigkilled_worker, s_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

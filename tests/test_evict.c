@@ -45,7 +45,7 @@
 #define SEED 11
 #define S 2
 #define MAX_W 3
-#define EVICT_MS 1000 /* generous: a loaded machine must not make a live worker look dead */
+#define EVICT_MS 2000 /* generous: a loaded machine must not make a live worker look dead */
 #define MAX_LOG 256
 #define EPOCH_STRIDE 32 /* worker_synth: sample id = epoch << 32 + position */
 

@@ -26,7 +26,7 @@
 #define CKPT_EVERY 50 /* the kill comes after the first checkpoint, a quarter into the run */
 #define S 2
 #define W 3
-#define EVICT_MS 1000
+#define EVICT_MS 2000
 #define WAIT_S 60 /* longest wait for the run (sanitizer builds are slow) */
 
 static pid_t s_children[S + W]; /* killed by the teardown when the test fails half-way */

@@ -428,6 +428,20 @@ static void s_ckpt_drain(server_shard_t *s)
 }
 
 /* The coordinator's part of the checkpoint of `epoch` (the current version ends epoch - 1). */
+/* This shard's place in the flat vectors, as its checkpoint file records it (version and epoch
+ * left to the writer). */
+static struct server_ckpt_shard s_ckpt_layout(const server_shard_t *s)
+{
+    return (struct server_ckpt_shard){.shard = s->cfg.shard,
+                                      .n_shards = s->cfg.n_shards,
+                                      .n_params = s->cfg.n_params,
+                                      .n_buffers = s->cfg.n_buffers,
+                                      .p_off = s->p_off,
+                                      .p_cnt = s->p_cnt,
+                                      .b_off = s->b_off,
+                                      .b_cnt = s->b_cnt};
+}
+
 static int s_ckpt_coord(server_shard_t *s, uint64_t epoch, const char *dir)
 {
     const struct server_coord_sched *cs = s->cfg.sched;
@@ -465,16 +479,9 @@ static void s_ckpt_write(server_shard_t *s, uint64_t epoch)
     int rc = rt_ckpt_dir(dir, sizeof dir, s->ckpt_root, epoch);
     if (!rc)
         rc = rt_ckpt_mkdirs(dir);
-    struct server_ckpt_shard h = {.shard = s->cfg.shard,
-                                  .n_shards = s->cfg.n_shards,
-                                  .n_params = s->cfg.n_params,
-                                  .n_buffers = s->cfg.n_buffers,
-                                  .p_off = s->p_off,
-                                  .p_cnt = s->p_cnt,
-                                  .b_off = s->b_off,
-                                  .b_cnt = s->b_cnt,
-                                  .version = s->version,
-                                  .epoch = epoch};
+    struct server_ckpt_shard h = s_ckpt_layout(s);
+    h.version = s->version;
+    h.epoch = epoch;
     if (!rc)
         rc = server_ckpt_shard_write(dir, &h, s->w, s->mom, s->bw);
     if (!rc && s->coord)
@@ -566,14 +573,7 @@ static int s_resume(server_shard_t *s, const char *dir)
                                s->model, &epoch, &step);
     if (rc)
         return rc;
-    struct server_ckpt_shard h = {.shard = s->cfg.shard,
-                                  .n_shards = s->cfg.n_shards,
-                                  .n_params = s->cfg.n_params,
-                                  .n_buffers = s->cfg.n_buffers,
-                                  .p_off = s->p_off,
-                                  .p_cnt = s->p_cnt,
-                                  .b_off = s->b_off,
-                                  .b_cnt = s->b_cnt};
+    struct server_ckpt_shard h = s_ckpt_layout(s);
     if ((rc = server_ckpt_shard_read(dir, &h, s->w, s->mom, s->bw)))
         return rc;
     if (h.version != step || h.epoch != epoch)

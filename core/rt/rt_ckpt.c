@@ -15,6 +15,7 @@
 #include <zlib.h>
 
 #include "rt_err.h"
+#include "rt_file.h"
 #include "rt_log.h"
 
 #define S_NAME "ckpt"
@@ -22,45 +23,6 @@
 #define S_IO_CHUNK (1u << 20)      /* bytes read at a time for a crc */
 #define S_MANIFEST_MAX (16u << 20) /* largest manifest read */
 #define S_MAX_DIRS 4096            /* checkpoint directories considered under one root */
-
-static int s_write_all(int fd, const void *buf, size_t len)
-{
-    const uint8_t *p = buf;
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
-/* fsync the directory that holds path, so that a rename into it is durable. */
-static int s_fsync_parent(const char *path)
-{
-    char dir[RT_CKPT_PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash == dir)
-        slash[1] = '\0';
-    else if (slash)
-        *slash = '\0';
-    else
-        snprintf(dir, sizeof dir, ".");
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd < 0 || fsync(fd)) {
-        int e = errno;
-        if (fd >= 0)
-            close(fd);
-        return rt_err_set(RT_ERR_IO, "%s: fsync of the directory: %s", dir, strerror(e));
-    }
-    close(fd);
-    return RT_OK;
-}
 
 int rt_ckpt_write_file(const char *path, const void *data, size_t len)
 {
@@ -70,7 +32,7 @@ int rt_ckpt_write_file(const char *path, const void *data, size_t len)
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return rt_err_set(RT_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-    if (s_write_all(fd, data, len) || fsync(fd)) {
+    if (rt_file_write_all(fd, data, len) || fsync(fd)) {
         int e = errno;
         close(fd);
         unlink(tmp);
@@ -86,7 +48,7 @@ int rt_ckpt_write_file(const char *path, const void *data, size_t len)
         unlink(tmp);
         return rt_err_set(RT_ERR_IO, "%s: rename into place: %s", path, strerror(e));
     }
-    return s_fsync_parent(path);
+    return rt_file_fsync_parent(path);
 }
 
 int rt_ckpt_read_file(const char *path, size_t max, uint8_t **out, size_t *len)
@@ -181,7 +143,7 @@ int rt_ckpt_mkdirs(const char *dir)
         return RT_OK;
     }
     /* a new directory: its entry must be durable before files renamed into it count */
-    return s_fsync_parent(p);
+    return rt_file_fsync_parent(p);
 }
 
 int rt_ckpt_dir(char *buf, size_t cap, const char *root, uint64_t epoch)

@@ -11,7 +11,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +19,7 @@
 #include <unistd.h>
 
 #include "rt_err.h"
+#include "rt_file.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "rt_safetensors assumes a little-endian host (safetensors data is little-endian)"
@@ -172,40 +172,6 @@ out_free:
     return rc;
 }
 
-/* Write all of buf to fd. */
-static int s_write_all(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-    while (len) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
-/* fsync the directory holding path so that a rename into it is durable. */
-static int s_fsync_dir(const char *path)
-{
-    char *copy = strdup(path);
-    if (!copy)
-        return rt_err_set(RT_ERR_NOMEM, "%s: out of memory", path);
-    const char *dir = dirname(copy);
-    int rc = 0;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd < 0 || fsync(fd))
-        rc = rt_err_set(RT_ERR_IO, "%s: cannot sync directory %s: %s", path, dir, strerror(errno));
-    if (fd >= 0)
-        close(fd);
-    free(copy);
-    return rc;
-}
-
 int rt_st_write(const char *path, const struct rt_st_tensor *tensors, int n,
                 const char *const *meta)
 {
@@ -239,13 +205,13 @@ int rt_st_write(const char *path, const struct rt_st_tensor *tensors, int n,
         rc = rt_err_set(RT_ERR_IO, "%s: cannot create temporary file: %s", path, strerror(errno));
         goto out_free;
     }
-    if (fchmod(fd, 0644) || s_write_all(fd, head, ST_PREFIX + hlen))
+    if (fchmod(fd, 0644) || rt_file_write_all(fd, head, ST_PREFIX + hlen))
         goto out_io;
     for (int i = 0; i < n; i++) {
         size_t numel = 0;
         s_numel(tensors[i].ndim, tensors[i].shape, &numel);
         size_t nbytes = numel * rt_st_dtype_size(tensors[i].dtype);
-        if (nbytes && s_write_all(fd, tensors[i].data, nbytes))
+        if (nbytes && rt_file_write_all(fd, tensors[i].data, nbytes))
             goto out_io;
     }
     if (fsync(fd))
@@ -257,7 +223,7 @@ int rt_st_write(const char *path, const struct rt_st_tensor *tensors, int n,
     fd = -1;
     if (rename(tmp, path))
         goto out_io;
-    rc = s_fsync_dir(path);
+    rc = rt_file_fsync_parent(path);
     goto out_free;
 
 out_io:

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 char *eb_test_tmpdir(void)
@@ -37,20 +38,38 @@ void eb_test_rmtree(const char *path)
         nftw(path, s_rm, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-int eb_test_free_port(void)
+/* 1 when a listening TCP socket can be bound to 127.0.0.1:port now (SO_REUSEADDR, as ZeroMQ). */
+static int s_port_free(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(fd >= 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     struct sockaddr_in a;
     memset(&a, 0, sizeof a);
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = 0;
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t len = sizeof a;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    a.sin_port = htons((uint16_t)port);
+    int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
     close(fd);
-    return ntohs(a.sin_port);
+    return ok;
+}
+
+int eb_test_free_port(void)
+{
+    static unsigned seed;
+    if (!seed)
+        seed = (unsigned)getpid() * 2654435761u ^ (unsigned)time(NULL);
+    for (int attempt = 0; attempt < 1000; attempt++) {
+        int p = 20000 + (int)(rand_r(&seed) % (12000 - EB_TEST_PORT_SPAN));
+        int k = 0;
+        while (k < EB_TEST_PORT_SPAN && s_port_free(p + k))
+            k++;
+        if (k == EB_TEST_PORT_SPAN)
+            return p;
+    }
+    fail_msg("no %d free consecutive TCP ports in 20000-31999", EB_TEST_PORT_SPAN);
+    return -1;
 }
 
 const char *eb_test_source_dir(void)

@@ -19,7 +19,10 @@
 char *eb_test_tmpdir(void);
 void eb_test_rmtree(const char *path);
 
-/* A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it, close). */
+/* A TCP port P on 127.0.0.1 such that P .. P + EB_TEST_PORT_SPAN - 1 were all free a moment ago
+ * (tests bind shard i at P + i). Drawn from 20000-31999, below Linux's ephemeral range, so the
+ * outgoing connections of tests running at the same time cannot take them in between. */
+#define EB_TEST_PORT_SPAN 8
 int eb_test_free_port(void);
 
 /* Path of the repository root (EB_SOURCE_DIR) and of the built `eigenbatch` binary (EB_BINARY). */

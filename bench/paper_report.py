@@ -297,7 +297,7 @@ def investigation_table(vdata):
             v, change.get(v, ""), run, len(epochs), fmt(num(last, "test_accuracy") * 100, ".2f"),
             int(last.get("step", 0)), ", ".join(grows) or "none" if eigs else "n/a",
             rng(early), rng(late),
-            fmt(min(ratios) if ratios else float("nan"), ".2f"),
+            fmt(min(ratios) if ratios else float("nan"), ".3f"),
             "%.2f -> %.2f" % (norms[0], norms[-1]) if norms else "n/a"))
     return "\n".join(out)
 

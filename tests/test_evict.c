@@ -291,46 +291,22 @@ static void s_run(struct wk *wks, int nw, const char *where, rt_metrics_t *metri
 /* The "evict" event of metrics.jsonl (exactly one); returns its fields. */
 static void s_evict_event(const char *path, long long *worker, long long *lost)
 {
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    char line[4096];
-    int found = 0;
-    while (fgets(line, sizeof line, f)) {
-        json_error_t err;
-        json_t *j = json_loads(line, 0, &err);
-        if (!j)
-            fail_msg("metrics line is not JSON: %s", line);
-        const char *ev = json_string_value(json_object_get(j, "event"));
-        if (ev && !strcmp(ev, "evict")) {
-            found++;
-            *worker = json_integer_value(json_object_get(j, "worker"));
-            *lost = json_integer_value(json_object_get(j, "lost_samples"));
-            assert_non_null(json_object_get(j, "peer"));
-            assert_non_null(json_object_get(j, "name"));
-        }
-        json_decref(j);
-    }
-    fclose(f);
-    assert_int_equal(found, 1);
+    json_t *ev = eb_test_events(path, "evict");
+    assert_int_equal(json_array_size(ev), 1);
+    json_t *j = json_array_get(ev, 0);
+    *worker = json_integer_value(json_object_get(j, "worker"));
+    *lost = json_integer_value(json_object_get(j, "lost_samples"));
+    assert_non_null(json_object_get(j, "peer"));
+    assert_non_null(json_object_get(j, "name"));
+    json_decref(ev);
 }
 
 /* Events named `name` in metrics.jsonl. */
 static int s_count_events(const char *path, const char *name)
 {
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    char line[4096];
-    int n = 0;
-    while (fgets(line, sizeof line, f)) {
-        json_error_t err;
-        json_t *j = json_loads(line, 0, &err);
-        if (!j)
-            fail_msg("metrics line is not JSON: %s", line);
-        const char *ev = json_string_value(json_object_get(j, "event"));
-        n += ev && !strcmp(ev, name);
-        json_decref(j);
-    }
-    fclose(f);
+    json_t *ev = eb_test_events(path, name);
+    int n = (int)json_array_size(ev);
+    json_decref(ev);
     return n;
 }
 

@@ -123,28 +123,15 @@ static void test_sigkilled_worker(void **state)
             fail_msg("shard %d: status %d", i, ws);
     }
     /* the coordinator recorded the eviction */
-    FILE *f = fopen(mpath, "r");
-    assert_non_null(f);
-    char line[4096];
-    int found = 0;
-    while (fgets(line, sizeof line, f)) {
-        json_error_t err;
-        json_t *j = json_loads(line, 0, &err);
-        if (!j)
-            fail_msg("metrics line is not JSON: %s", line);
-        const char *ev = json_string_value(json_object_get(j, "event"));
-        if (ev && !strcmp(ev, "evict")) {
-            found++;
-            json_int_t step = json_integer_value(json_object_get(j, "step"));
-            json_int_t worker = json_integer_value(json_object_get(j, "worker"));
-            assert_true(step >= N_SAMPLES / BATCH && step < STEPS);
-            assert_true(worker >= 0 && worker < W);
-            assert_true(json_integer_value(json_object_get(j, "lost_samples")) >= 0);
-        }
-        json_decref(j);
-    }
-    fclose(f);
-    assert_int_equal(found, 1);
+    json_t *ev = eb_test_events(mpath, "evict");
+    assert_int_equal(json_array_size(ev), 1);
+    json_t *j = json_array_get(ev, 0);
+    json_int_t step = json_integer_value(json_object_get(j, "step"));
+    json_int_t worker = json_integer_value(json_object_get(j, "worker"));
+    assert_true(step >= N_SAMPLES / BATCH && step < STEPS);
+    assert_true(worker >= 0 && worker < W);
+    assert_true(json_integer_value(json_object_get(j, "lost_samples")) >= 0);
+    json_decref(ev);
     eb_test_rmtree(dir);
     free(dir);
 }

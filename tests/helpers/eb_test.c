@@ -72,6 +72,31 @@ int eb_test_free_port(void)
     return -1;
 }
 
+json_t *eb_test_events(const char *path, const char *name)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        fail_msg("%s: cannot open", path);
+    json_t *out = json_array();
+    char *line = NULL;
+    size_t cap = 0;
+    int no = 0;
+    while (getline(&line, &cap, f) > 0) {
+        no++;
+        json_error_t err;
+        json_t *j = json_loads(line, 0, &err);
+        if (!json_is_object(j))
+            fail_msg("%s:%d: not a JSON object: %s", path, no, line);
+        const char *ev = json_string_value(json_object_get(j, "event"));
+        if (!name || (ev && !strcmp(ev, name)))
+            json_array_append(out, j);
+        json_decref(j);
+    }
+    free(line);
+    fclose(f);
+    return out;
+}
+
 const char *eb_test_source_dir(void)
 {
     const char *s = getenv("EB_SOURCE_DIR");

@@ -12,6 +12,8 @@
 #include <cmocka.h>
 
 /* Exit status that CTest treats as "skipped". */
+#include <jansson.h>
+
 #define EB_TEST_SKIP 77
 
 /* Make a fresh temporary directory (mkdtemp under $TMPDIR or /tmp); caller frees the string and may
@@ -28,6 +30,11 @@ int eb_test_free_port(void);
 /* Path of the repository root (EB_SOURCE_DIR) and of the built `eigenbatch` binary (EB_BINARY). */
 const char *eb_test_source_dir(void);
 const char *eb_test_binary(void);
+
+/* The events named `name` (every event when NULL) of a metrics.jsonl, in file order, as a JSON
+ * array (caller owns it: json_decref). Fails the test on a missing file or a line that is not a
+ * JSON object. */
+json_t *eb_test_events(const char *path, const char *name);
 
 /* Relative difference |a-b| / max(|a|, |b|, floor). */
 double eb_test_reldiff(double a, double b, double floor);

@@ -310,23 +310,32 @@ static int s_count_events(const char *path, const char *name)
     return n;
 }
 
+/* The rig of the dead-worker tests: metrics.jsonl opened in dir (its path into mpath), the shared
+ * record reset, and MAX_W workers of which worker 2 dies at step 5 (the middle of epoch 1). */
+static rt_metrics_t *s_dead_worker_rig(const char *dir, char *mpath, size_t cap, struct shared *sh,
+                                       struct wk *wks)
+{
+    snprintf(mpath, cap, "%s/metrics.jsonl", dir);
+    rt_metrics_t *metrics = NULL;
+    assert_int_equal(rt_metrics_open(mpath, 0, &metrics), 0);
+    memset(sh, 0, sizeof *sh);
+    pthread_mutex_init(&sh->mu, NULL);
+    memset(wks, 0, MAX_W * sizeof *wks);
+    for (int i = 0; i < MAX_W; i++) {
+        wks[i].die_step = i == 2 ? 5 : -1;
+        wks[i].slow_step = -1;
+    }
+    return metrics;
+}
+
 static void test_dead_worker_is_evicted(void **state)
 {
     (void)state;
     char *dir = eb_test_tmpdir();
     char mpath[4200];
-    snprintf(mpath, sizeof mpath, "%s/metrics.jsonl", dir);
-    rt_metrics_t *metrics = NULL;
-    assert_int_equal(rt_metrics_open(mpath, 0, &metrics), 0);
     static struct shared sh;
-    memset(&sh, 0, sizeof sh);
-    pthread_mutex_init(&sh.mu, NULL);
     static struct wk wks[MAX_W];
-    memset(wks, 0, sizeof wks);
-    for (int i = 0; i < MAX_W; i++) {
-        wks[i].die_step = i == 2 ? 5 : -1; /* step 5: the middle of epoch 1 */
-        wks[i].slow_step = -1;
-    }
+    rt_metrics_t *metrics = s_dead_worker_rig(dir, mpath, sizeof mpath, &sh, wks);
     float w[P], b[NB], ref_w[P], ref_b[NB];
     struct server_shard_stats st[S];
     s_run(wks, MAX_W, "evict-dead", metrics, &sh, w, b, st);
@@ -592,17 +601,10 @@ static void test_restarted_worker_rejoins(void **state)
     (void)state;
     char *dir = eb_test_tmpdir();
     char mpath[4200];
-    snprintf(mpath, sizeof mpath, "%s/metrics.jsonl", dir);
-    rt_metrics_t *metrics = NULL;
-    assert_int_equal(rt_metrics_open(mpath, 0, &metrics), 0);
     static struct shared sh;
-    memset(&sh, 0, sizeof sh);
-    pthread_mutex_init(&sh.mu, NULL);
     static struct wk wks[MAX_W];
-    memset(wks, 0, sizeof wks);
+    rt_metrics_t *metrics = s_dead_worker_rig(dir, mpath, sizeof mpath, &sh, wks);
     for (int i = 0; i < MAX_W; i++) {
-        wks[i].die_step = i == 2 ? 5 : -1;
-        wks[i].slow_step = -1;
         wks[i].every_us = 100000; /* the run outlasts the death, the eviction and the restart */
         wks[i].restart_us = i == 2 ? 100000 : 0; /* refused until the eviction */
     }

@@ -3,9 +3,15 @@
 # and ABSA, model cnn, through the distributed system (embedded `eigenbatch train`: 2 shard
 # threads, 2 worker threads, and for ABS/ABSA the eigen service as one more thread).
 #
-#   bench/paper_compare.sh [--epochs E] [--decay "D1,D2"] [--runs "bl-128 absa-2048 ..."]
-#                          [--out DIR] [--work DIR] [--data DIR] [--build DIR]
-#                          [--extra "KEY=VALUE ..."] [--force] [--dry-run]
+#   bench/paper_compare.sh [--preset e90] [--epochs E] [--decay "D1,D2"] [--warmup W]
+#                          [--runs "bl-128 absa-2048 ..."] [--out DIR] [--work DIR] [--data DIR]
+#                          [--build DIR] [--extra "KEY=VALUE ..."] [--force] [--dry-run] [--stash]
+#
+# The paper's length (issue: the comparison at 90 epochs, C1's schedule):
+#   nice -n 19 bench/paper_compare.sh --preset e90
+# is --epochs 90 --decay 30,60,80 --warmup 5 --out bench/results/paper-e90 --work runs/paper-e90
+# --runs "bl-128 abs-2048 abs-2048-bntrain absa-2048 absa-2048-bntrain gg-2048 bl-2048 fb-2048"
+# (explicit options after --preset override it).
 #
 # Runs (names <method>-<max batch>; default: all eleven, in this order):
 #   bl-128                                  the baseline: batch 128 fixed, step decay
@@ -15,6 +21,7 @@
 #     GG   batch 128, grown by 1/rho at the decay epochs instead of decaying the lr, up to M
 #     ABS  batch 128, doubled (lr with it) by the eigen service's rule, up to M
 #     ABSA ABS plus FGSM adversarial samples (gamma 0.2, eps 0.005, tau = E/2)
+#   abs-M-bntrain absa-M-bntrain  the same with abs.bn = train (the Hessian with batch statistics)
 # Every run uses configs/<method>.yaml (lr 0.05 at batch 128, momentum 0.9, weight decay 5e-4,
 # rho 0.2, m = 128, seed 1, paper defaults alpha = beta = omega = 2, kappa = 10, power iteration
 # 10 it / 1e-2) with only these overrides: epochs E, decay epochs, batch / batch_max = M, FB's
@@ -31,16 +38,26 @@
 #   --work DIR     EB_PAPER_WORK    logs and weights of the runs: DIR/<run>/ (default runs/paper)
 #   --extra LIST   EB_PAPER_EXTRA   more config overrides for every run, space-separated KEY=VALUE
 #                                   (applied last; bench/abs_investigate.sh uses it for variants)
+#   --warmup W     EB_PAPER_WARMUP  FB's warm-up epochs (default (E+3)/6; e90: 5, Goyal's and the
+#                                   configs' value)
 #   --data DIR     EB_PAPER_DATA    holds train/ and test/ LMDBs (default data/fashion-mnist;
 #                                   made with `eigenbatch convert` when missing)
 #   --build DIR    EB_BUILD         build directory with the eigenbatch binary (default build)
 #   --force                         rerun runs that already have results
 #   --dry-run                       print the commands only
+#   --stash                         for every unfinished run with a checkpoint, copy its newest
+#                                   complete checkpoint, metrics.jsonl and train.log into
+#                                   DIR/<run>/wip/ (to commit: a later checkout resumes from there)
 #
 # Resume: a run whose DIR/<run>/metrics.jsonl exists and holds the epoch event of epoch E-1 is
 # skipped (results are moved there only after a run finished), so the experiment can be run in
 # parts (e.g. --runs "bl-128 bl-2048 fb-2048" now, the rest later). A finished run with another
-# number of epochs is an error (mixing E in one table would be wrong) unless --force.
+# number of epochs is an error (mixing E in one table would be wrong) unless --force. An
+# interrupted run continues from its newest complete checkpoint (`--resume auto`, a checkpoint per
+# epoch): from the work directory, or from DIR/<run>/wip/ (--stash) in a fresh checkout. Each run
+# uses a copy of the binary taken when it started (WORK/<run>/eigenbatch), so rebuilding the tree
+# meanwhile does not change a run halfway; metrics.jsonl then holds a `resume` event (readers drop
+# the interrupted part's events from that step on, as bench/paper_report.py does).
 #
 # Time estimate (smoke run, E = 2, on this 2-core machine, 2 workers x 1 math thread, while other
 # users built and tested: load 2-4; details in bench/results/paper/NOTES.md): one epoch of 60000
@@ -64,8 +81,20 @@ data="${EB_PAPER_DATA:-data/fashion-mnist}"
 workdir="${EB_PAPER_WORK:-runs/paper}"
 extra="${EB_PAPER_EXTRA:-}"
 build="${EB_BUILD:-build}"
+warmup="${EB_PAPER_WARMUP:-}"
 force=0
 dry=0
+stash=0
+if [ "${1:-}" = "--preset" ]; then
+    case "${2:-}" in
+    e90)
+        epochs=90 decay=30,60,80 warmup=5 out=bench/results/paper-e90 workdir=runs/paper-e90
+        runs="bl-128 abs-2048 abs-2048-bntrain absa-2048 absa-2048-bntrain gg-2048 bl-2048 fb-2048"
+        ;;
+    *) echo "paper_compare.sh: unknown --preset '${2:-}' (presets: e90)" >&2; exit 2 ;;
+    esac
+    shift 2
+fi
 while [ $# -gt 0 ]; do
     case "$1" in
     --epochs) epochs="$2"; shift 2 ;;
@@ -73,6 +102,8 @@ while [ $# -gt 0 ]; do
     --runs) runs="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --data) data="$2"; shift 2 ;;
+    --warmup) warmup="$2"; shift 2 ;;
+    --stash) stash=1; shift ;;
     --work) workdir="$2"; shift 2 ;;
     --extra) extra="$2"; shift 2 ;;
     --build) build="$2"; shift 2 ;;
@@ -85,6 +116,7 @@ done
 
 all_runs="bl-128 bl-2048 fb-2048 gg-2048 abs-2048 absa-2048 bl-8192 fb-8192 gg-8192 abs-8192 absa-8192"
 [ -n "$runs" ] || runs="$all_runs"
+all_runs="$all_runs abs-2048-bntrain absa-2048-bntrain abs-8192-bntrain absa-8192-bntrain"
 runs="${runs//,/ }"
 
 if ! [[ "$epochs" =~ ^[0-9]+$ ]] || [ "$epochs" -lt 1 ]; then
@@ -112,7 +144,7 @@ for d in "${dlist[@]}"; do
 done
 tau=$((epochs / 2))
 [ "$tau" -ge 1 ] || tau=1
-warmup=$(((epochs + 3) / 6))
+[ -n "$warmup" ] || warmup=$(((epochs + 3) / 6))
 [ "$warmup" -ge 1 ] || warmup=1
 
 bin="$build/eigenbatch"
@@ -147,14 +179,41 @@ print(last + 1)
 EOF
 }
 
+# 0 when DIR holds a complete checkpoint (a MANIFEST.json under checkpoints/epoch-*/).
+has_checkpoint() {
+    compgen -G "$1/checkpoints/epoch-*/MANIFEST.json" >/dev/null
+}
+
+if [ "$stash" = 1 ]; then
+    for run in $runs; do
+        work="$workdir/$run"
+        dst="$out/$run"
+        [ -f "$dst/metrics.jsonl" ] && continue
+        has_checkpoint "$work" || continue
+        newest=$(ls -d "$work"/checkpoints/epoch-*/ | sort | tail -1)
+        newest="${newest%/}"
+        rm -rf "$dst/wip.tmp"
+        mkdir -p "$dst/wip.tmp/checkpoints"
+        cp -r "$newest" "$dst/wip.tmp/checkpoints/" &&
+            cp "$work/metrics.jsonl" "$work/config.yaml" "$dst/wip.tmp/" &&
+            { cp "$work/train.log" "$dst/wip.tmp/" 2>/dev/null || true; } &&
+            rm -rf "$dst/wip" && mv "$dst/wip.tmp" "$dst/wip" &&
+            echo "== $run: stashed $(basename "$newest") in $dst/wip"
+    done
+    exit 0
+fi
+
 status=0
 for run in $runs; do
-    method="${run%-*}"
-    maxb="${run##*-}"
     case " $all_runs " in
     *" $run "*) ;;
     *) echo "paper_compare.sh: unknown run '$run' (runs: $all_runs)" >&2; status=2; continue ;;
     esac
+    bntrain=0
+    base="$run"
+    case "$run" in *-bntrain) bntrain=1; base="${run%-bntrain}" ;; esac
+    method="${base%-*}"
+    maxb="${base##*-}"
     dst="$out/$run"
     if [ "$force" = 0 ] && [ -f "$dst/metrics.jsonl" ]; then
         have=$(finished_epochs "$dst/metrics.jsonl")
@@ -179,6 +238,7 @@ for run in $runs; do
     abs|absa) sets+=(--set schedule.batch=128 --set "schedule.batch_max=$maxb"
                      --set "abs.tau=$tau" --set abs.decisions=sync) ;;
     esac
+    [ "$bntrain" = 1 ] && sets+=(--set abs.bn=train)
     for kv in $extra; do
         case "$kv" in
         ?*=*) sets+=(--set "$kv") ;;
@@ -186,13 +246,29 @@ for run in $runs; do
         esac
     done
     work="$workdir/$run"
-    cmd=("$bin" train --config "configs/$method.yaml" "${sets[@]}" --output-dir "$work")
+    resume=()
+    if [ "$dry" = 0 ] && ! has_checkpoint "$work" && has_checkpoint "$dst/wip" &&
+        [ -x "$work/eigenbatch" ]; then
+        cp -r "$dst/wip/checkpoints" "$work/" && cp "$dst/wip/metrics.jsonl" "$work/"
+    elif [ "$dry" = 0 ] && ! has_checkpoint "$work" && has_checkpoint "$dst/wip"; then
+        rm -rf "$work" && mkdir -p "$work" && cp "$bin" "$work/eigenbatch" &&
+            cp -r "$dst/wip/checkpoints" "$work/" && cp "$dst/wip/metrics.jsonl" "$work/" &&
+            { cp "$dst/wip/train.log" "$work/" 2>/dev/null || true; }
+    fi
+    if [ "$dry" = 0 ] && has_checkpoint "$work" && [ -x "$work/eigenbatch" ]; then
+        resume=(--resume auto)
+    fi
+    cmd=("$work/eigenbatch" train --config "configs/$method.yaml" "${sets[@]}" --output-dir "$work"
+         "${resume[@]}")
     echo "== $run: ${cmd[*]}"
     [ "$dry" = 1 ] && continue
-    rm -rf "$work"
-    mkdir -p "$work"
+    if [ ${#resume[@]} = 0 ]; then
+        rm -rf "$work"
+        mkdir -p "$work"
+        cp "$bin" "$work/eigenbatch"
+    fi
     t0=$(date +%s)
-    if ! "${cmd[@]}" >"$work/train.log" 2>&1; then
+    if ! "${cmd[@]}" >>"$work/train.log" 2>&1; then
         echo "paper_compare.sh: $run failed, see $work/train.log:" >&2
         tail -5 "$work/train.log" >&2
         status=1
@@ -207,6 +283,7 @@ for run in $runs; do
     mkdir -p "$dst"
     cp "$work/config.yaml" "$dst/config.yaml"
     cp "$work/metrics.jsonl" "$dst/metrics.jsonl.tmp" && mv "$dst/metrics.jsonl.tmp" "$dst/metrics.jsonl"
+    rm -rf "$dst/wip"
     echo "== $run: done in $(($(date +%s) - t0)) s -> $dst/metrics.jsonl"
 done
 exit $status

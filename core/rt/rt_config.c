@@ -42,6 +42,7 @@ struct cfg_entry {
     char *origin; /* file name, "--set" or "default" */
     int line;     /* 1-based line in origin, 0 when none */
     int gen;      /* source generation that set it */
+    char *joined; /* the list's items joined with ',' (rt_config_get_list_text), or NULL */
 };
 
 struct rt_config {
@@ -74,6 +75,8 @@ static void s_entry_clear_value(struct cfg_entry *e)
     free(e->items);
     e->items = NULL;
     e->n_items = 0;
+    free(e->joined);
+    e->joined = NULL;
 }
 
 static struct cfg_entry *s_find(const rt_config_t *cfg, const char *key)
@@ -411,6 +414,22 @@ static int s_set_text(rt_config_t *cfg, const char *key, const char *text, const
     return rc;
 }
 
+int rt_config_set_yaml(rt_config_t *cfg, const char *key, const char *text, const char *origin)
+{
+    if (!s_key_ok(key))
+        return rt_err_set(RT_ERR_CONFIG, "%s: invalid key '%s'", origin, key);
+    return s_set_text(cfg, key, text, origin);
+}
+
+int rt_config_set_string(rt_config_t *cfg, const char *key, const char *text, const char *origin)
+{
+    if (!s_key_ok(key))
+        return rt_err_set(RT_ERR_CONFIG, "%s: invalid key '%s'", origin, key);
+    struct cfg_value v = {.text = text, .quoted = 1, .origin = origin};
+    cfg->gen++;
+    return s_put(cfg, key, &v);
+}
+
 int rt_config_set(rt_config_t *cfg, const char *assignment)
 {
     const char *eq = strchr(assignment, '=');
@@ -656,6 +675,33 @@ int rt_config_get_strs(const rt_config_t *cfg, const char *key, const char **out
     return rc;
 }
 
+int rt_config_get_list_text(const rt_config_t *cfg, const char *key, const char **out)
+{
+    struct cfg_entry *e = s_find(cfg, key);
+    *out = NULL;
+    if (!e || e->is_null)
+        return 0;
+    if (!e->is_list) {
+        *out = e->value;
+        return 0;
+    }
+    if (!e->joined) {
+        size_t len = 1;
+        for (int i = 0; i < e->n_items; i++)
+            len += strlen(e->items[i]) + 1;
+        if (!(e->joined = malloc(len)))
+            return rt_err_set(RT_ERR_NOMEM, "%s: out of memory", key);
+        e->joined[0] = '\0';
+        for (int i = 0; i < e->n_items; i++) {
+            if (i)
+                strcat(e->joined, ",");
+            strcat(e->joined, e->items[i]);
+        }
+    }
+    *out = e->joined;
+    return 0;
+}
+
 int rt_config_error(const rt_config_t *cfg, const char *key, const char *fmt, ...)
 {
     const struct cfg_entry *e = s_find(cfg, key);
@@ -891,14 +937,15 @@ int rt_config_dump(const rt_config_t *cfg, const char *path)
     char *text = rt_config_dump_string(cfg);
     if (!text)
         return rt_err_set(RT_ERR_NOMEM, "%s: cannot serialise the configuration", path);
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 8);
+    size_t plen = strlen(path) + 32;
+    char *tmp = malloc(plen);
     int rc = 0;
     if (!tmp) {
         free(text);
         return rt_err_set(RT_ERR_NOMEM, "%s: out of memory", path);
     }
-    snprintf(tmp, plen + 8, "%s.tmp", path);
+    /* one temporary name per process: roles sharing an output directory may write at once */
+    snprintf(tmp, plen, "%s.tmp.%ld", path, (long)getpid());
     FILE *f = fopen(tmp, "wb");
     if (!f) {
         rc = rt_err_set(RT_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));

@@ -62,6 +62,12 @@ int rt_config_load_string(rt_config_t *cfg, const char *yaml, const char *origin
  * Returns 0 or RT_ERR_CONFIG (no '=', bad key). */
 int rt_config_set(rt_config_t *cfg, const char *assignment);
 
+/* Set key from YAML text ("0.1", "[30, 60]"; text that is not YAML is taken verbatim), with
+ * origin naming where it came from in messages ("--lr", "EB_LR"). rt_config_set_string sets the
+ * text verbatim as a string. Both override earlier sources. Returns 0 or RT_ERR_CONFIG. */
+int rt_config_set_yaml(rt_config_t *cfg, const char *key, const char *text, const char *origin);
+int rt_config_set_string(rt_config_t *cfg, const char *key, const char *text, const char *origin);
+
 /* Check cfg against schema (n entries): every key must match a schema key (else RT_ERR_CONFIG
  * "config.yaml:3: trian.epochs: unknown key (did you mean 'train.epochs'?)"), every value must
  * parse as its key's type; then every schema key with a default that is not set (or is null) is
@@ -84,6 +90,11 @@ int rt_config_get_str(const rt_config_t *cfg, const char *key, const char *def, 
 int rt_config_get_ints(const rt_config_t *cfg, const char *key, long *out, int max, int *n);
 int rt_config_get_doubles(const rt_config_t *cfg, const char *key, double *out, int max, int *n);
 int rt_config_get_strs(const rt_config_t *cfg, const char *key, const char **out, int max, int *n);
+
+/* The value of key as one text: a scalar's text, or a list's items joined with ',' (a list
+ * item holding ',' is not told apart). *out is NULL when key is unset or null; it points into cfg
+ * (valid until cfg is destroyed or the key set again). Returns 0 or RT_ERR_NOMEM. */
+int rt_config_get_list_text(const rt_config_t *cfg, const char *key, const char **out);
 
 /* Record an RT_ERR_CONFIG whose detail starts with where key was set ("config.yaml:12: key: "),
  * followed by the formatted message; for checks the caller makes ("must be positive"). Returns

@@ -21,11 +21,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "rt_ckpt.h"
 #include "rt_wire.h"
 #include "server_sched.h"
 
-#define SERVER_CKPT_SUBDIR "checkpoints" /* under the output directory */
-#define SERVER_CKPT_COORD "coord.json"   /* the coordinator's state */
+#define SERVER_CKPT_SUBDIR RT_CKPT_SUBDIR /* under the output directory */
+#define SERVER_CKPT_COORD RT_CKPT_COORD   /* the coordinator's state */
 #define SERVER_CKPT_SCHED "schedule.bin" /* the schedule's state */
 #define SERVER_CKPT_FORMAT 1             /* format of the files above */
 #define SERVER_CKPT_MODEL_MAX 64         /* bytes of a model name */
@@ -95,12 +96,5 @@ int server_ckpt_finish(const char *dir, const struct server_ckpt_coord *c);
 int server_ckpt_check(const char *dir, const char *file, int n_shards, uint64_t n_params,
                       uint64_t n_buffers, const char *model, uint64_t *epoch, uint64_t *step);
 
-/* Resolve `--resume` for the output directory out_dir: spec NULL or "": no resume (*path = "");
- * "auto": the newest complete checkpoint under out_dir/checkpoints (incomplete newer ones are
- * skipped with a warning naming them; none at all: a fresh start, said in the log, *path = "");
- * anything else: that checkpoint directory, which must be complete (else an error naming it).
- * *epoch (may be NULL) receives its epoch. 0 or a negative rt_err code. */
-int server_ckpt_resolve(const char *out_dir, const char *spec, char *path, size_t cap,
-                        uint64_t *epoch);
 
 #endif

@@ -214,20 +214,20 @@ static void test_atomicity(void **state)
     uint64_t e = 0;
     assert_int_equal(rt_ckpt_latest(root, got, sizeof got, &e), 0);
     assert_int_equal(e, 2);
-    assert_int_equal(server_ckpt_resolve(out, "auto", got, sizeof got, &e), 0);
+    assert_int_equal(rt_ckpt_resolve(out, "auto", got, sizeof got, &e), 0);
     assert_int_equal(rt_ckpt_dir(dir, sizeof dir, root, 2), 0);
     assert_string_equal(got, dir);
     /* no output directory of checkpoints: a fresh start, no error */
     char empty[4300];
     snprintf(empty, sizeof empty, "%s/empty", s_tmp);
-    assert_int_equal(server_ckpt_resolve(empty, "auto", got, sizeof got, &e), 0);
+    assert_int_equal(rt_ckpt_resolve(empty, "auto", got, sizeof got, &e), 0);
     assert_string_equal(got, "");
     /* an explicit PATH must be complete */
     assert_int_equal(rt_ckpt_dir(dir, sizeof dir, root, 3), 0);
-    assert_int_equal(server_ckpt_resolve(out, dir, got, sizeof got, NULL), RT_ERR_NOTFOUND);
+    assert_int_equal(rt_ckpt_resolve(out, dir, got, sizeof got, NULL), RT_ERR_NOTFOUND);
     assert_non_null(strstr(rt_err_msg(), "epoch-000003"));
     snprintf(path, sizeof path, "%s/nowhere", s_tmp);
-    assert_true(server_ckpt_resolve(out, path, got, sizeof got, NULL) < 0);
+    assert_true(rt_ckpt_resolve(out, path, got, sizeof got, NULL) < 0);
     assert_non_null(strstr(rt_err_msg(), "nowhere"));
     /* one flipped byte in a shard file */
     assert_int_equal(rt_ckpt_dir(dir, sizeof dir, root, 2), 0);
@@ -241,7 +241,7 @@ static void test_atomicity(void **state)
     fclose(f);
     assert_int_equal(rt_ckpt_verify(dir, NULL, NULL), RT_ERR_CHECKSUM);
     assert_non_null(strstr(rt_err_msg(), "shard-0.safetensors"));
-    assert_int_equal(server_ckpt_resolve(out, dir, got, sizeof got, NULL), RT_ERR_CHECKSUM);
+    assert_int_equal(rt_ckpt_resolve(out, dir, got, sizeof got, NULL), RT_ERR_CHECKSUM);
     /* auto now falls back to epoch 1 */
     assert_int_equal(rt_ckpt_latest(root, got, sizeof got, &e), 0);
     assert_int_equal(e, 1);

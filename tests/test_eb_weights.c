@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "eb_weights.h"
+#include "app_weights.h"
 #include "nn_net.h"
 #include "rt_err.h"
 #include "rt_safetensors.h"
@@ -70,8 +70,8 @@ static void test_round_trip(void **state)
     s_randomise(a, 1);
     s_randomise(b, 2);
     const char *meta[] = {"model", "resnet20", NULL};
-    assert_int_equal(eb_weights_save_meta(a, path, meta), 0);
-    assert_int_equal(eb_weights_load(b, path), 0);
+    assert_int_equal(app_weights_save_meta(a, path, meta), 0);
+    assert_int_equal(app_weights_load(b, path), 0);
     assert_memory_equal(nn_net_params(a), nn_net_params(b), nn_net_param_count(a) * sizeof(float));
     assert_memory_equal(nn_net_buffers(a), nn_net_buffers(b),
                         nn_net_buffer_count(a) * sizeof(float));
@@ -108,26 +108,26 @@ static void test_errors_name_the_tensor(void **state)
     assert_true(cnn8 && cnn12 && mlp);
 
     /* Same model, other input size: f1's input width differs. */
-    assert_int_equal(eb_weights_save(cnn8, path), 0);
-    assert_int_equal(eb_weights_load(cnn12, path), RT_ERR_SHAPE);
+    assert_int_equal(app_weights_save(cnn8, path), 0);
+    assert_int_equal(app_weights_load(cnn12, path), RT_ERR_SHAPE);
     assert_non_null(strstr(rt_err_msg(), "'f1.weight'"));
     assert_non_null(strstr(rt_err_msg(), path));
 
     /* A missing tensor. */
     s_write_variant(cnn8, path, "b2.running_var", NULL);
-    assert_int_equal(eb_weights_load(cnn8, path), RT_ERR_NOTFOUND);
+    assert_int_equal(app_weights_load(cnn8, path), RT_ERR_NOTFOUND);
     assert_non_null(strstr(rt_err_msg(), "'b2.running_var' is missing"));
 
     /* PyTorch's step counters are ignored; any other stranger is an error. */
     s_write_variant(cnn8, path, NULL, "b1.num_batches_tracked");
-    assert_int_equal(eb_weights_load(cnn8, path), 0);
+    assert_int_equal(app_weights_load(cnn8, path), 0);
     s_write_variant(cnn8, path, NULL, "head.weight");
-    assert_int_equal(eb_weights_load(cnn8, path), RT_ERR_FORMAT);
+    assert_int_equal(app_weights_load(cnn8, path), RT_ERR_FORMAT);
     assert_non_null(strstr(rt_err_msg(), "unexpected tensor 'head.weight'"));
 
     /* Another model's weights. */
-    assert_int_equal(eb_weights_save(mlp, path), 0);
-    assert_true(eb_weights_load(cnn8, path) < 0);
+    assert_int_equal(app_weights_save(mlp, path), 0);
+    assert_true(app_weights_load(cnn8, path) < 0);
     nn_net_destroy(&cnn8);
     nn_net_destroy(&cnn12);
     nn_net_destroy(&mlp);

@@ -15,7 +15,7 @@
 
 #include <jansson.h>
 
-#include "eb_weights.h"
+#include "app_weights.h"
 #include "eig_hvp.h"
 #include "nn_layer.h"
 #include "nn_net.h"
@@ -214,7 +214,7 @@ static void test_eig_command(void **state)
     nn_net_t *net = nn_zoo_new("cnn", 1, 4, 4, DB_N, first, NULL);
     assert_non_null(net);
     nn_net_init(net, 11);
-    assert_int_equal(eb_weights_save(net, wpath), 0);
+    assert_int_equal(app_weights_save(net, wpath), 0);
 
     /* in process: the same batch (first 8 records in key order), preset, seed */
     struct rt_loader_opts lo;

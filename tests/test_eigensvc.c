@@ -26,7 +26,7 @@
 #include "eigensvc.h"
 #include "rt_err.h"
 #include "rt_loader.h"
-#include "server_cluster.h"
+#include "cluster_embed.h"
 #include "server_sched.h"
 #include "worker_feed.h"
 #include "worker_nn.h"
@@ -81,7 +81,7 @@ static void *s_svc(void *arg)
 }
 
 struct cl_run {
-    struct server_cluster_cfg cc;
+    struct cluster_embed_cfg cc;
     float *w;
     int rc;
     char err[256];
@@ -90,7 +90,7 @@ struct cl_run {
 static void *s_cluster(void *arg)
 {
     struct cl_run *r = arg;
-    r->rc = server_cluster_run(&r->cc, r->w, NULL, NULL);
+    r->rc = cluster_embed_run(&r->cc, r->w, NULL, NULL);
     if (r->rc)
         snprintf(r->err, sizeof r->err, "%s", rt_err_msg());
     return NULL;
@@ -181,7 +181,7 @@ static void s_rig_init(struct rig *r, const char *db, int sync)
     r->np = nn_net_param_count(r->nets[0]);
     r->cr.w = malloc(r->np * sizeof(float));
     int port = eb_test_free_port();
-    r->cr.cc = (struct server_cluster_cfg){
+    r->cr.cc = (struct cluster_embed_cfg){
         .n_shards = 2,
         .n_workers = 2,
         .transport = "tcp",

@@ -13,7 +13,7 @@
 
 #include "nn_net.h"
 #include "rt_err.h"
-#include "server_cluster.h"
+#include "cluster_embed.h"
 #include "server_fixsched.h"
 #include "worker_synth.h"
 
@@ -81,7 +81,7 @@ static void s_run(int W, int S, const double *weights, const char *transport, co
         cbs[i] = worker_synth_compute(&models[i]);
     }
     worker_synth_initial(&models[0], w0, b0);
-    struct server_cluster_cfg cc = {
+    struct cluster_embed_cfg cc = {
         .n_shards = S,
         .n_workers = W,
         .transport = transport,
@@ -99,7 +99,7 @@ static void s_run(int W, int S, const double *weights, const char *transport, co
         .checksum = RT_WIRE_CK_CRC32,
     };
     struct worker_stats *st = calloc((size_t)W, sizeof *st);
-    int rc = server_cluster_run(&cc, w, b, st);
+    int rc = cluster_embed_run(&cc, w, b, st);
     if (rc)
         fail_msg("cluster W=%d S=%d over %s: %s", W, S, transport, rt_err_msg());
     for (int i = 0; i < W; i++)
@@ -191,7 +191,7 @@ static void test_rebalanced_shares(void **state)
         cbs[i] =
             (struct worker_compute){.user = &sl[i], .init = s_slow_init, .compute = s_slow_compute};
     }
-    struct server_cluster_cfg cc = {
+    struct cluster_embed_cfg cc = {
         .n_shards = 2,
         .n_workers = NW,
         .transport = "inproc",
@@ -205,7 +205,7 @@ static void test_rebalanced_shares(void **state)
         .rebalance = 1,
         .checksum = RT_WIRE_CK_FLETCHER64,
     };
-    int rc = server_cluster_run(&cc, w, b, NULL);
+    int rc = cluster_embed_run(&cc, w, b, NULL);
     if (rc)
         fail_msg("rebalanced cluster: %s", rt_err_msg());
     s_check_close(w, ref_w, P, "rebalanced weights");
@@ -240,7 +240,7 @@ static void test_slow_step_is_not_a_timeout(void **state)
         cbs[i] =
             (struct worker_compute){.user = &sl[i], .init = s_slow_init, .compute = s_slow_compute};
     }
-    struct server_cluster_cfg cc = {
+    struct cluster_embed_cfg cc = {
         .n_shards = 2,
         .n_workers = NW,
         .transport = "inproc",
@@ -253,7 +253,7 @@ static void test_slow_step_is_not_a_timeout(void **state)
         .compute = cbs,
         .worker_timeout_ms = 1000,
     };
-    int rc = server_cluster_run(&cc, w, b, NULL);
+    int rc = cluster_embed_run(&cc, w, b, NULL);
     if (rc)
         fail_msg("slow cluster: %s", rt_err_msg());
     s_check_close(w, ref_w, P, "slow-step weights");
@@ -294,7 +294,7 @@ static void test_tcp_fixed_ports(void **state)
     struct worker_synth model;
     assert_int_equal(worker_synth_init(&model, SEED, P, NB), 0);
     struct worker_compute cb = worker_synth_compute(&model);
-    struct server_cluster_cfg cc = {
+    struct cluster_embed_cfg cc = {
         .n_shards = 2,
         .n_workers = 1,
         .transport = "tcp",
@@ -308,7 +308,7 @@ static void test_tcp_fixed_ports(void **state)
         .compute = &cb,
         .checksum = RT_WIRE_CK_FLETCHER64,
     };
-    int rc = server_cluster_run(&cc, w, b, NULL);
+    int rc = cluster_embed_run(&cc, w, b, NULL);
     if (rc)
         fail_msg("tcp on port %d: %s", cc.port, rt_err_msg());
     s_check_close(w, ref_w, P, "tcp 1x2 weights");

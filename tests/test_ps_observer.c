@@ -16,7 +16,7 @@
 
 #include "nn_net.h"
 #include "rt_err.h"
-#include "server_cluster.h"
+#include "cluster_embed.h"
 #include "server_fixsched.h"
 #include "server_observer.h"
 #include "server_sched.h"
@@ -90,7 +90,7 @@ static int s_init(void *user, float *params, float *buffers)
 }
 
 struct run {
-    struct server_cluster_cfg cc;
+    struct cluster_embed_cfg cc;
     float w[P], b[NB];
     int rc;
     char err[256];
@@ -99,7 +99,7 @@ struct run {
 static void *s_run(void *arg)
 {
     struct run *r = arg;
-    r->rc = server_cluster_run(&r->cc, r->w, r->b, NULL);
+    r->rc = cluster_embed_run(&r->cc, r->w, r->b, NULL);
     if (r->rc)
         snprintf(r->err, sizeof r->err, "%s", rt_err_msg());
     return NULL;
@@ -129,7 +129,7 @@ static void test_snapshot_and_decision(void **state)
     }
     struct run *r = calloc(1, sizeof *r);
     int port = eb_test_free_port();
-    r->cc = (struct server_cluster_cfg){
+    r->cc = (struct cluster_embed_cfg){
         .n_shards = 2,
         .n_workers = 2,
         .transport = "tcp",

@@ -12,7 +12,7 @@
 
 #include "nn_net.h"
 #include "rt_err.h"
-#include "server_cluster.h"
+#include "cluster_embed.h"
 #include "server_sched.h"
 #include "worker_synth.h"
 
@@ -93,7 +93,7 @@ static void s_check(enum server_sched_method method, double rho)
     }
     static const double weights[2] = {1.0, 2.0};
     struct worker_stats st[2];
-    struct server_cluster_cfg cc = {
+    struct cluster_embed_cfg cc = {
         .n_shards = 2,
         .n_workers = 2,
         .transport = "inproc",
@@ -107,7 +107,7 @@ static void s_check(enum server_sched_method method, double rho)
         .weights = weights,
         .chunk_floats = 100,
     };
-    if (server_cluster_run(&cc, w, b, st))
+    if (cluster_embed_run(&cc, w, b, st))
         fail_msg("cluster: %s", rt_err_msg());
     assert_int_equal(st[0].steps, steps);
     assert_int_equal(st[1].steps, steps);

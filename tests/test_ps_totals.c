@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "rt_err.h"
-#include "server_cluster.h"
+#include "cluster_embed.h"
 #include "server_fixsched.h"
 #include "worker_synth.h"
 
@@ -103,7 +103,7 @@ static void test_totals_cover_every_worker(void **state)
     }
     static const double weights[2] = {3.0, 1.0};
     struct worker_stats st[2];
-    struct server_cluster_cfg cc = {
+    struct cluster_embed_cfg cc = {
         .n_shards = 2,
         .n_workers = 2,
         .transport = "inproc",
@@ -116,7 +116,7 @@ static void test_totals_cover_every_worker(void **state)
         .weights = weights,
         .chunk_floats = 40,
     };
-    if (server_cluster_run(&cc, NULL, NULL, st))
+    if (cluster_embed_run(&cc, NULL, NULL, st))
         fail_msg("cluster: %s", rt_err_msg());
     for (int i = 0; i < 2; i++) {
         assert_false(recs[i].out_of_order);

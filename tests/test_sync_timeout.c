@@ -12,10 +12,10 @@
 #include <string.h>
 #include <sys/wait.h>
 
-#include "eb_run.h"
+#include "app_opts.h"
 #include "rt_err.h"
 #include "rt_metrics.h"
-#include "server_cluster.h"
+#include "cluster_embed.h"
 #include "server_sched.h"
 #include "worker_synth.h"
 
@@ -24,12 +24,12 @@
 #define BATCH 8
 #define P 50
 
-/* eb_opts_parse of `train --set SET`: its status. */
-static int s_parse(const char *set, struct eb_opts *o)
+/* app_opts_parse of `train --set SET`: its status. */
+static int s_parse(const char *set, struct app_opts *o)
 {
     char *argv[] = {"train", "--set", (char *)set, NULL};
     rt_config_t *cfg = NULL;
-    int help = 0, rc = eb_opts_parse("train", 3, argv, o, &help, &cfg);
+    int rc = app_opts_parse(3, argv, "", o, &cfg);
     rt_config_destroy(&cfg);
     return rc;
 }
@@ -37,11 +37,11 @@ static int s_parse(const char *set, struct eb_opts *o)
 static void test_key_default_and_bad_values(void **state)
 {
     (void)state;
-    struct eb_opts o;
+    struct app_opts o;
     assert_int_equal(s_parse("abs.decisions=sync", &o), 0);
-    assert_true(o.sync_timeout_s == 600.0);
+    assert_true(o.abs.sync_timeout_s == 600.0);
     assert_int_equal(s_parse("abs.sync_timeout_s=0.25", &o), 0);
-    assert_true(o.sync_timeout_s == 0.25);
+    assert_true(o.abs.sync_timeout_s == 0.25);
     static const char *const bad[] = {"abs.sync_timeout_s=0", "abs.sync_timeout_s=-1",
                                       "abs.sync_timeout_s=soon", "abs.sync_timeout_s=1e9"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -117,7 +117,7 @@ static void test_cluster_proceeds_after_the_timeout(void **state)
     assert_int_equal(worker_synth_init(&m, 3, P, 0), 0);
     struct worker_compute cb = worker_synth_compute(&m);
     struct worker_stats st;
-    struct server_cluster_cfg cc = {
+    struct cluster_embed_cfg cc = {
         .n_shards = 1,
         .n_workers = 1,
         .transport = "inproc",
@@ -130,7 +130,7 @@ static void test_cluster_proceeds_after_the_timeout(void **state)
         .sync_timeout_ms = 200,
     };
     double t0 = rt_progress_now();
-    if (server_cluster_run(&cc, NULL, NULL, &st))
+    if (cluster_embed_run(&cc, NULL, NULL, &st))
         fail_msg("cluster: %s", rt_err_msg());
     double dt = rt_progress_now() - t0;
     assert_int_equal(st.steps, EPOCHS * N_SAMPLES / BATCH);

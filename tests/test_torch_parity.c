@@ -7,7 +7,7 @@
  * measures the float32 error of our side alone.
  *
  * Weights go both ways: bench/torch_zoo.py exports a seeded PyTorch model (num_batches_tracked
- * included, BN state perturbed), eb_weights_load reads it, eb_weights_save writes it back and
+ * included, BN state perturbed), app_weights_load reads it, app_weights_save writes it back and
  * bench/torch_ref.py loads our file with PyTorch's strict load_state_dict.
  *
  * The top Hessian eigenvalue by power iteration from the same start vector matches too.
@@ -22,7 +22,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
-#include "eb_weights.h"
+#include "app_weights.h"
 #include "eig_power.h"
 #include "nn_net.h"
 #include "rt_err.h"
@@ -101,9 +101,9 @@ static void s_run_case(const struct parity_case *pc, const char *dir)
     int err = 0;
     nn_net_t *net = nn_zoo_new(pc->model, pc->c, pc->h, pc->w, pc->classes, PARITY_N, &err);
     assert_non_null(net);
-    if (eb_weights_load(net, torch_w))
+    if (app_weights_load(net, torch_w))
         fail_msg("loading PyTorch's weights: %s", rt_err_msg());
-    if (eb_weights_save(net, our_w))
+    if (app_weights_save(net, our_w))
         fail_msg("saving weights: %s", rt_err_msg());
 
     /* Inputs, labels and a direction. */
@@ -295,7 +295,7 @@ static void test_top_eigenvalue_matches_pytorch(void **state)
     nn_net_t *net = nn_zoo_new("cnn", c, h, w, k, n, &err);
     assert_non_null(net);
     nn_net_init(net, 5);
-    if (eb_weights_save(net, wpath))
+    if (app_weights_save(net, wpath))
         fail_msg("%s", rt_err_msg());
     size_t np = nn_net_param_count(net), nx = (size_t)n * c * h * w;
     float *x = malloc(nx * sizeof *x), *v0 = malloc(np * sizeof *v0);

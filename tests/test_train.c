@@ -16,9 +16,9 @@
 
 #include <jansson.h>
 
-#include "eb_run.h"
+#include "app_opts.h"
 #include "eb_test_data.h"
-#include "eb_weights.h"
+#include "app_weights.h"
 #include "nn_net.h"
 #include "rt_config.h"
 
@@ -117,9 +117,11 @@ static void test_config_errors(void **state)
     msg = s_slurp(err);
     assert_non_null(strstr(msg, "schedule.lrr"));
     free(msg);
-    /* the schema itself: every default has its key's type */
-    rt_config_t *cfg = rt_config_new();
-    assert_int_equal(rt_config_validate(cfg, eb_run_schema, eb_run_schema_len), 0);
+    /* the option table itself: every default has its key's type and passes its check */
+    char *argv[] = {"train", "--data", "unused", NULL};
+    struct app_opts o;
+    rt_config_t *cfg = NULL;
+    assert_int_equal(app_opts_parse(3, argv, "", &o, &cfg), 0);
     rt_config_destroy(&cfg);
 }
 
@@ -175,7 +177,7 @@ static nn_net_t *s_load(const char *dir)
     snprintf(path, sizeof path, "%s/weights.safetensors", dir);
     nn_net_t *net = nn_zoo_new("cnn", 1, SIDE, SIDE, N_REC, 32, NULL);
     assert_non_null(net);
-    assert_int_equal(eb_weights_load(net, path), 0);
+    assert_int_equal(app_weights_load(net, path), 0);
     return net;
 }
 
@@ -192,9 +194,10 @@ static void test_train_outputs(void **state)
     assert_int_equal(s_run(cmd), 0);
     /* the resolved configuration reloads and validates; overrides are in it */
     snprintf(path, sizeof path, "%s/config.yaml", out);
-    rt_config_t *cfg = rt_config_new();
-    assert_int_equal(rt_config_load(cfg, path), 0);
-    assert_int_equal(rt_config_validate(cfg, eb_run_schema, eb_run_schema_len), 0);
+    char *argv[] = {"train", "--config", path, NULL};
+    struct app_opts o;
+    rt_config_t *cfg = NULL;
+    assert_int_equal(app_opts_parse(3, argv, "", &o, &cfg), 0);
     long seed = 0, batch = 0;
     const char *dir = NULL;
     assert_int_equal(rt_config_get_int(cfg, "train.seed", 0, &seed), 0);

@@ -15,7 +15,7 @@
 #include "nn_net.h"
 #include "rt_err.h"
 #include "rt_loader.h"
-#include "server_cluster.h"
+#include "cluster_embed.h"
 #include "server_fixsched.h"
 #include "worker_feed.h"
 #include "worker_nn.h"
@@ -114,7 +114,7 @@ static void test_two_workers_on_lmdb(void **state)
     }
     size_t np = nn_net_param_count(nets[0]);
     float *w = malloc(np * sizeof(float));
-    struct server_cluster_cfg cc = {
+    struct cluster_embed_cfg cc = {
         .n_shards = 2,
         .n_workers = 2,
         .transport = "inproc",
@@ -127,7 +127,7 @@ static void test_two_workers_on_lmdb(void **state)
         .compute = cbs,
         .checksum = RT_WIRE_CK_CRC32,
     };
-    if (server_cluster_run(&cc, w, NULL, NULL))
+    if (cluster_embed_run(&cc, w, NULL, NULL))
         fail_msg("cluster: %s", rt_err_msg());
     /* reference: equal shares of 6 = micro-batches 4 + 2 per worker, in position order */
     rt_loader_t *rl = s_open(dir);

@@ -16,7 +16,7 @@
 
 #include "nn_net.h"
 #include "rt_err.h"
-#include "server_cluster.h"
+#include "cluster_embed.h"
 #include "server_fixsched.h"
 #include "worker_fgsm.h"
 #include "worker_nn.h"
@@ -126,7 +126,7 @@ static void s_case(const char *model, int nw, int ns, const double *weights, uin
     }
     size_t np = nn_net_param_count(nets[0]), nb = nn_net_buffer_count(nets[0]);
     float *w = malloc(np * sizeof(float)), *b = malloc((nb + 1) * sizeof(float));
-    struct server_cluster_cfg cc = {
+    struct cluster_embed_cfg cc = {
         .n_shards = ns,
         .n_workers = nw,
         .transport = "inproc",
@@ -140,7 +140,7 @@ static void s_case(const char *model, int nw, int ns, const double *weights, uin
         .weights = weights,
         .checksum = RT_WIRE_CK_FLETCHER64,
     };
-    if (server_cluster_run(&cc, w, b, NULL))
+    if (cluster_embed_run(&cc, w, b, NULL))
         fail_msg("%s cluster: %s", model, rt_err_msg());
 
     /* the reference: one net, the same micro-batches in order */

@@ -14,7 +14,6 @@
 #include "rt_err.h"
 #include "rt_log.h"
 #include "rt_sock.h"
-#include "server_shard.h"
 
 #define S_POLL_MS 1000      /* poll slice; a heartbeat goes out after each silent slice */
 #define S_TIMEOUT_MS 60000  /* default: a shard silent this long is an error */
@@ -472,7 +471,7 @@ int worker_run(const struct worker_cfg *cfg, const struct worker_compute *cb,
     w.cfg = cfg;
     w.cb = cb;
     w.id = -1;
-    w.chunk = cfg->chunk_floats ? cfg->chunk_floats : SERVER_CHUNK_FLOATS_DEFAULT;
+    w.chunk = cfg->chunk_floats ? cfg->chunk_floats : RT_WIRE_CHUNK_FLOATS_DEFAULT;
     w.beat_ms = S_POLL_MS;
     snprintf(w.name, sizeof w.name, "%s", cfg->name ? cfg->name : "worker");
     rt_sock_parts_init(&w.parts);

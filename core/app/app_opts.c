@@ -14,7 +14,9 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include "rt_ckpt.h"
 #include "rt_curve.h"
+#include "rt_log.h"
 #include "rt_err.h"
 
 #define S_INT_MAX 2147483647.0 /* upper bound of options that end up in an int */
@@ -290,4 +292,29 @@ int app_opts_security(const struct app_opts *o)
     if (!rc && o->security.key)
         RT_INFO("security", "CURVE on tcp/ipc endpoints with key %s", o->security.key);
     return rc;
+}
+
+int app_opts_resume(struct app_opts *o, char *buf, size_t cap)
+{
+    if (!o->local.resume)
+        return RT_OK;
+    int rc = rt_ckpt_resolve(o->output_dir, o->local.resume, buf, cap, NULL);
+    if (rc)
+        return rc;
+    o->local.resume = buf[0] ? buf : NULL;
+    return RT_OK;
+}
+
+int app_opts_checksum(const struct app_opts *o, enum rt_wire_checksum *out)
+{
+    const char *name = o->cluster.checksum;
+    if (!strcmp(name, "none"))
+        *out = RT_WIRE_CK_NONE;
+    else if (!strcmp(name, "crc32"))
+        *out = RT_WIRE_CK_CRC32;
+    else if (!strcmp(name, "fletcher64"))
+        *out = RT_WIRE_CK_FLETCHER64;
+    else
+        return rt_err_set(RT_ERR_ARG, "cluster.checksum: unknown checksum '%s'", name);
+    return RT_OK;
 }

@@ -15,6 +15,7 @@
 
 #include "rt_config.h"
 #include "rt_opt.h"
+#include "rt_wire.h"
 
 #define APP_MAX_SHARDS 256
 #define APP_MAX_WORKERS 256
@@ -171,6 +172,14 @@ int app_opts_write_config(const struct app_opts *o, const rt_config_t *cfg);
 
 /* Configure CURVE security from security.* (rt_curve_configure). Returns 0 or an rt_err code. */
 int app_opts_security(const struct app_opts *o);
+
+/* Resolve --resume in place (rt_ckpt_resolve under the output directory): afterwards
+ * local.resume is the checkpoint directory to start from, or NULL for a fresh start (`auto`
+ * without a complete checkpoint). buf (cap bytes) holds the path. Returns 0 or an rt_err code. */
+int app_opts_resume(struct app_opts *o, char *buf, size_t cap);
+
+/* The frame checksum cluster.checksum names. Returns 0 or RT_ERR_ARG. */
+int app_opts_checksum(const struct app_opts *o, enum rt_wire_checksum *out);
 
 /* Create dir and its parents (mkdir -p). Returns 0 or RT_ERR_IO naming it. */
 int app_mkdirs(const char *dir);

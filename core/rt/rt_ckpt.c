@@ -453,3 +453,42 @@ int rt_ckpt_remove_after(const char *root, uint64_t epoch)
     free(eps);
     return rc;
 }
+
+int rt_ckpt_resolve(const char *out_dir, const char *spec, char *path, size_t cap,
+                    uint64_t *epoch)
+{
+    path[0] = '\0';
+    if (epoch)
+        *epoch = 0;
+    if (!spec || !*spec)
+        return RT_OK;
+    if (strcmp(spec, "auto")) {
+        json_t *m = NULL;
+        uint64_t e = 0;
+        int rc = rt_ckpt_verify(spec, NULL, &m);
+        if (!rc)
+            rc = rt_ckpt_manifest_u64(m, spec, "epoch", &e);
+        json_decref(m);
+        if (rc)
+            return rt_err_set(rc, "--resume: %s", rt_err_msg());
+        if (snprintf(path, cap, "%s", spec) >= (int)cap)
+            return rt_err_set(RT_ERR_ARG, "--resume %s: path too long", spec);
+        if (epoch)
+            *epoch = e;
+        return RT_OK;
+    }
+    if (!out_dir)
+        return rt_err_set(RT_ERR_ARG, "--resume auto needs an output directory");
+    char root[RT_CKPT_PATH_MAX];
+    if (snprintf(root, sizeof root, "%s/%s", out_dir, RT_CKPT_SUBDIR) >= (int)sizeof root)
+        return rt_err_set(RT_ERR_ARG, "%s: path too long", out_dir);
+    int rc = rt_ckpt_latest(root, path, cap, epoch);
+    if (rc == RT_ERR_NOTFOUND) {
+        RT_INFO(S_NAME, "--resume auto: no complete checkpoint under %s: a fresh start", root);
+        path[0] = '\0';
+        return RT_OK;
+    }
+    if (!rc)
+        RT_INFO(S_NAME, "--resume auto: resuming from %s", path);
+    return rc;
+}

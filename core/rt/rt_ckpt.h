@@ -22,6 +22,8 @@
 #define RT_CKPT_FORMAT 1                 /* manifest format written and accepted */
 #define RT_CKPT_MAX_FILES 1024           /* files one manifest may list */
 #define RT_CKPT_PATH_MAX 4096            /* bytes of a path */
+#define RT_CKPT_SUBDIR "checkpoints"     /* the checkpoints' root under an output directory */
+#define RT_CKPT_COORD "coord.json"       /* the coordinator's state in a checkpoint */
 
 /* Write len bytes to path atomically (temporary file, fsync, rename, fsync of the directory); an
  * existing file is replaced only once the new one is whole on disk. 0 or RT_ERR_IO naming path. */
@@ -72,5 +74,13 @@ int rt_ckpt_prune(const char *root, int keep);
  * starts at `epoch` will write those again; leftovers would mix two runs' files), each named in a
  * warning. 0 or RT_ERR_IO. */
 int rt_ckpt_remove_after(const char *root, uint64_t epoch);
+
+/* Resolve `--resume` for the output directory out_dir: spec NULL or "": no resume (*path = "");
+ * "auto": the newest complete checkpoint under out_dir/checkpoints (incomplete newer ones are
+ * skipped with a warning naming them; none at all: a fresh start, said in the log, *path = "");
+ * anything else: that checkpoint directory, which must be complete (else an error naming it).
+ * *epoch (may be NULL) receives its epoch. 0 or a negative rt_err code. */
+int rt_ckpt_resolve(const char *out_dir, const char *spec, char *path, size_t cap,
+                    uint64_t *epoch);
 
 #endif

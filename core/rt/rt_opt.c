@@ -486,3 +486,21 @@ void rt_opt_help(const struct rt_opt *t, int n, FILE *f)
                 o->def ? o->def : "unset", o->help ? o->help : "", range);
     }
 }
+
+int rt_opt_long(const char *cmd, const char *opt, const char *val, long *out)
+{
+    if (!val || s_parse_long(val, out)) {
+        fprintf(stderr, "eigenbatch %s: invalid value '%s' for %s\n", cmd, val ? val : "", opt);
+        return -1;
+    }
+    return 0;
+}
+
+int rt_opt_double(const char *cmd, const char *opt, const char *val, double *out)
+{
+    if (!val || s_parse_double(val, out)) {
+        fprintf(stderr, "eigenbatch %s: invalid value '%s' for %s\n", cmd, val ? val : "", opt);
+        return -1;
+    }
+    return 0;
+}

@@ -86,4 +86,9 @@ int rt_opt_put(const struct rt_opt *o, void *opts, rt_config_t *cfg, const char 
 const struct rt_opt *rt_opt_find(const struct rt_opt *t, int n, const char *key,
                                  const char *flag);
 
+/* Parse a whole decimal integer / number argument of a hand-parsed command line; on failure print
+ * "eigenbatch CMD: invalid value 'V' for OPT" to stderr and return -1. */
+int rt_opt_long(const char *cmd, const char *opt, const char *val, long *out);
+int rt_opt_double(const char *cmd, const char *opt, const char *val, double *out);
+
 #endif

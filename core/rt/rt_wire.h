@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define RT_WIRE_CHUNK_FLOATS_DEFAULT (1u << 17) /* floats per payload frame (512 KiB) */
 #define RT_WIRE_VERSION 1           /* protocol version spoken by this build */
 #define RT_WIRE_MAX_HEADER 4096     /* largest accepted header frame, bytes */
 #define RT_WIRE_MAX_PAYLOADS 2      /* payload frames after the header */

@@ -103,15 +103,15 @@ static int s_parse_train(int argc, char **argv, struct train_opts *o)
         if (!strcmp(opt, "--model"))
             o->model = val;
         else if (!strcmp(opt, "--batch"))
-            rc = eb_cli_int("bench train", opt, val, &o->batch);
+            rc = rt_opt_long("bench train", opt, val, &o->batch);
         else if (!strcmp(opt, "--threads"))
-            rc = eb_cli_int("bench train", opt, val, &o->threads);
+            rc = rt_opt_long("bench train", opt, val, &o->threads);
         else if (!strcmp(opt, "--steps"))
-            rc = eb_cli_int("bench train", opt, val, &o->steps);
+            rc = rt_opt_long("bench train", opt, val, &o->steps);
         else if (!strcmp(opt, "--classes"))
-            rc = eb_cli_int("bench train", opt, val, &o->classes);
+            rc = rt_opt_long("bench train", opt, val, &o->classes);
         else if (!strcmp(opt, "--seed"))
-            rc = eb_cli_int("bench train", opt, val, &o->seed);
+            rc = rt_opt_long("bench train", opt, val, &o->seed);
         else if (!strcmp(opt, "--input")) {
             char tail;
             if (sscanf(val, "%dx%dx%d%c", &o->c, &o->h, &o->w, &tail) != 3 || o->c < 1 ||

@@ -18,8 +18,9 @@
 
 #include <jansson.h>
 
-#include "eb_cli.h"
-#include "eb_weights.h"
+#include "eigensvc_main.h"
+#include "rt_opt.h"
+#include "app_weights.h"
 #include "eig_hvp.h"
 #include "eig_power.h"
 #include "nn_net.h"
@@ -53,7 +54,7 @@ static int s_bn_parse(const char *v, enum nn_bn_mode *out)
     return 0;
 }
 
-int eb_cmd_eig(int argc, char **argv)
+int eigensvc_eig_main(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"model", required_argument, NULL, 'm'},   {"weights", required_argument, NULL, 'w'},
@@ -83,23 +84,23 @@ int eb_cmd_eig(int argc, char **argv)
             preset_name = optarg;
             break;
         case 'c':
-            if (eb_cli_int(S_CMD, "--classes", optarg, &classes))
+            if (rt_opt_long(S_CMD, "--classes", optarg, &classes))
                 return 2;
             break;
         case 'n':
-            if (eb_cli_int(S_CMD, "--first", optarg, &first))
+            if (rt_opt_long(S_CMD, "--first", optarg, &first))
                 return 2;
             break;
         case 'k':
-            if (eb_cli_int(S_CMD, "--block-last", optarg, &block))
+            if (rt_opt_long(S_CMD, "--block-last", optarg, &block))
                 return 2;
             break;
         case 't':
-            if (eb_cli_int(S_CMD, "--threads", optarg, &threads))
+            if (rt_opt_long(S_CMD, "--threads", optarg, &threads))
                 return 2;
             break;
         case 's':
-            if (eb_cli_int(S_CMD, "--seed", optarg, &seed))
+            if (rt_opt_long(S_CMD, "--seed", optarg, &seed))
                 return 2;
             break;
         case 'b':
@@ -170,7 +171,7 @@ int eb_cmd_eig(int argc, char **argv)
                 model, c, h, w, classes, err);
         goto out;
     }
-    if (eb_weights_load(net, weights)) {
+    if (app_weights_load(net, weights)) {
         fprintf(stderr, "eigenbatch eig: %s\n", rt_err_msg());
         goto out;
     }

@@ -1,7 +1,7 @@
 /*
- * eb_weights: maps the named tensors of an nn net onto rt_safetensors descriptors.
+ * app_weights: maps the named tensors of an nn net onto rt_safetensors descriptors.
  */
-#include "eb_weights.h"
+#include "app_weights.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +24,7 @@ static int s_ends_with(const char *s, const char *suffix)
     return n >= k && !strcmp(s + n - k, suffix);
 }
 
-int eb_weights_save_meta(nn_net_t *net, const char *path, const char *const *meta)
+int app_weights_save_meta(nn_net_t *net, const char *path, const char *const *meta)
 {
     int n = nn_net_tensor_count(net);
     int nmeta = 0;
@@ -57,12 +57,12 @@ out_free:
     return rc;
 }
 
-int eb_weights_save(nn_net_t *net, const char *path)
+int app_weights_save(nn_net_t *net, const char *path)
 {
-    return eb_weights_save_meta(net, path, NULL);
+    return app_weights_save_meta(net, path, NULL);
 }
 
-int eb_weights_load(nn_net_t *net, const char *path)
+int app_weights_load(nn_net_t *net, const char *path)
 {
     rt_st_t *st = NULL;
     int rc = rt_st_open(path, &st);

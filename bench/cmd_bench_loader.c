@@ -47,19 +47,19 @@ int eb_bench_loader(int argc, char **argv)
             db = v;
             i++;
         } else if (!strcmp(a, "--batch") && v) {
-            if (eb_cli_int("bench loader", a, argv[++i], &batch) < 0 || batch < 1)
+            if (rt_opt_long("bench loader", a, argv[++i], &batch) < 0 || batch < 1)
                 return 2;
         } else if (!strcmp(a, "--samples") && v) {
-            if (eb_cli_int("bench loader", a, argv[++i], &samples) < 0 || samples < 1)
+            if (rt_opt_long("bench loader", a, argv[++i], &samples) < 0 || samples < 1)
                 return 2;
         } else if (!strcmp(a, "--warmup") && v) {
-            if (eb_cli_int("bench loader", a, argv[++i], &warm) < 0 || warm < 0)
+            if (rt_opt_long("bench loader", a, argv[++i], &warm) < 0 || warm < 0)
                 return 2;
         } else if (!strcmp(a, "--threads") && v) {
-            if (eb_cli_int("bench loader", a, argv[++i], &threads) < 0)
+            if (rt_opt_long("bench loader", a, argv[++i], &threads) < 0)
                 return 2;
         } else if (!strcmp(a, "--crop-pad") && v) {
-            if (eb_cli_int("bench loader", a, argv[++i], &pad) < 0)
+            if (rt_opt_long("bench loader", a, argv[++i], &pad) < 0)
                 return 2;
         } else if (!strcmp(a, "--flip")) {
             flip = true;

@@ -1,10 +1,10 @@
 /*
- * server_cluster: S shards and W workers as threads of this process, over one transport (inproc,
+ * cluster_embed: S shards and W workers as threads of this process, over one transport (inproc,
  * ipc or tcp): the embedded mode of `eigenbatch train`, `eigenbatch bench ps` and the tests. The
  * roles are the same code as in separate processes (server_shard_run, worker_run).
  */
-#ifndef SERVER_CLUSTER_H
-#define SERVER_CLUSTER_H
+#ifndef CLUSTER_EMBED_H
+#define CLUSTER_EMBED_H
 
 #include <stdint.h>
 
@@ -13,7 +13,7 @@
 #include "worker_loop.h"
 
 /* Configuration of an in-process cluster. */
-struct server_cluster_cfg {
+struct cluster_embed_cfg {
     int n_shards;          /* shards, >= 1 */
     int n_workers;         /* workers, >= 1 */
     const char *transport; /* "inproc", "ipc" or "tcp" */
@@ -43,14 +43,14 @@ struct server_cluster_cfg {
     const char *ckpt_root; /* checkpoints under this directory (server_ckpt.h), or NULL: none */
     int ckpt_every;        /* at the end of every this many epochs (0: never) */
     int ckpt_keep;         /* complete checkpoints kept (0: the default) */
-    const char *resume;    /* complete checkpoint to start from (server_ckpt_resolve), or NULL */
+    const char *resume;    /* complete checkpoint to start from (rt_ckpt_resolve), or NULL */
     const char *model;     /* model name recorded in checkpoints, or NULL */
 };
 
 /* Run the cluster to the end of the schedule. On success copies the final weights into
  * final_params (n_params floats) and final_buffers (n_buffers floats) when not NULL, and each
  * worker's counters into stats[n_workers] when not NULL. Returns 0 or a negative rt_err code. */
-int server_cluster_run(const struct server_cluster_cfg *cfg, float *final_params,
+int cluster_embed_run(const struct cluster_embed_cfg *cfg, float *final_params,
                        float *final_buffers, struct worker_stats *stats);
 
 #endif

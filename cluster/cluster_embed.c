@@ -1,7 +1,7 @@
 /*
- * server_cluster: shards and workers as threads of one process (see server_cluster.h).
+ * cluster_embed: shards and workers as threads of one process (see cluster_embed.h).
  */
-#include "server_cluster.h"
+#include "cluster_embed.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -55,7 +55,7 @@ static void *s_worker_main(void *arg)
     return NULL;
 }
 
-int server_cluster_run(const struct server_cluster_cfg *cfg, float *final_params,
+int cluster_embed_run(const struct cluster_embed_cfg *cfg, float *final_params,
                        float *final_buffers, struct worker_stats *stats)
 {
     int S = cfg->n_shards, W = cfg->n_workers, rc = RT_OK;

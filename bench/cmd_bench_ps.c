@@ -26,7 +26,7 @@
 #include "rt_curve.h"
 #include "rt_err.h"
 #include "rt_log.h"
-#include "server_cluster.h"
+#include "cluster_embed.h"
 #include "server_fixsched.h"
 #include "server_shard.h"
 #include "worker_nn.h"
@@ -307,7 +307,7 @@ static double s_train_cluster(const struct s_train_opts *o, struct s_pool *pool)
         }
     }
     if (ok) {
-        struct server_cluster_cfg cc = {
+        struct cluster_embed_cfg cc = {
             .n_shards = (int)o->shards,
             .n_workers = W,
             .transport = o->transport,
@@ -321,7 +321,7 @@ static double s_train_cluster(const struct s_train_opts *o, struct s_pool *pool)
             .checksum = RT_WIRE_CK_FLETCHER64,
         };
         nn_set_threads((int)o->threads);
-        if (server_cluster_run(&cc, NULL, NULL, NULL) == RT_OK) {
+        if (cluster_embed_run(&cc, NULL, NULL, NULL) == RT_OK) {
             /* from the first worker starting step 1 to the last one holding the final weights */
             double start = 0, end = 0;
             for (int i = 0; i < W; i++) {
@@ -463,44 +463,44 @@ int eb_bench_ps(int argc, char **argv)
         }
         i++;
         if (!strcmp(o, "--floats")) {
-            if (eb_cli_int(cmd, o, v, &floats))
+            if (rt_opt_long(cmd, o, v, &floats))
                 return 2;
         } else if (!strcmp(o, "--shards")) {
-            if (eb_cli_int(cmd, o, v, &shards))
+            if (rt_opt_long(cmd, o, v, &shards))
                 return 2;
         } else if (!strcmp(o, "--workers")) {
-            if (eb_cli_int(cmd, o, v, &workers))
+            if (rt_opt_long(cmd, o, v, &workers))
                 return 2;
         } else if (!strcmp(o, "--rounds")) {
-            if (eb_cli_int(cmd, o, v, &rounds))
+            if (rt_opt_long(cmd, o, v, &rounds))
                 return 2;
         } else if (!strcmp(o, "--chunk")) {
-            if (eb_cli_int(cmd, o, v, &chunk))
+            if (rt_opt_long(cmd, o, v, &chunk))
                 return 2;
         } else if (!strcmp(o, "--model")) {
             model = v;
         } else if (!strcmp(o, "--input")) {
             input = v;
         } else if (!strcmp(o, "--batch")) {
-            if (eb_cli_int(cmd, o, v, &batch))
+            if (rt_opt_long(cmd, o, v, &batch))
                 return 2;
         } else if (!strcmp(o, "--micro-batch")) {
-            if (eb_cli_int(cmd, o, v, &micro))
+            if (rt_opt_long(cmd, o, v, &micro))
                 return 2;
         } else if (!strcmp(o, "--steps")) {
-            if (eb_cli_int(cmd, o, v, &steps))
+            if (rt_opt_long(cmd, o, v, &steps))
                 return 2;
         } else if (!strcmp(o, "--threads")) {
-            if (eb_cli_int(cmd, o, v, &threads))
+            if (rt_opt_long(cmd, o, v, &threads))
                 return 2;
         } else if (!strcmp(o, "--classes")) {
-            if (eb_cli_int(cmd, o, v, &classes))
+            if (rt_opt_long(cmd, o, v, &classes))
                 return 2;
         } else if (!strcmp(o, "--repeat")) {
-            if (eb_cli_int(cmd, o, v, &repeat))
+            if (rt_opt_long(cmd, o, v, &repeat))
                 return 2;
         } else if (!strcmp(o, "--io-threads")) {
-            if (eb_cli_int(cmd, o, v, &io_threads))
+            if (rt_opt_long(cmd, o, v, &io_threads))
                 return 2;
         } else if (!strcmp(o, "--transport")) {
             transport = v;
@@ -609,7 +609,7 @@ int eb_bench_ps(int argc, char **argv)
         cbs[i] = (struct worker_compute){
             .user = &nulls[i], .compute = s_null_compute, .finish = s_null_finish};
     }
-    struct server_cluster_cfg cc = {
+    struct cluster_embed_cfg cc = {
         .n_shards = (int)shards,
         .n_workers = (int)workers,
         .transport = transport,
@@ -629,7 +629,7 @@ int eb_bench_ps(int argc, char **argv)
         if (curve) { /* the same rounds encrypted, before the plain ones */
             int rc = rt_curve_configure(key_file, NULL, NULL);
             if (!rc)
-                rc = server_cluster_run(&cc, NULL, NULL, NULL);
+                rc = cluster_embed_run(&cc, NULL, NULL, NULL);
             rt_curve_clear();
             if (rc) {
                 fprintf(stderr, "eigenbatch %s: --curve: %s\n", cmd, rt_err_msg());
@@ -645,7 +645,7 @@ int eb_bench_ps(int argc, char **argv)
             if (curve_secs < 0 || d_run < curve_secs)
                 curve_secs = d_run;
         }
-        int rc = server_cluster_run(&cc, NULL, NULL, NULL);
+        int rc = cluster_embed_run(&cc, NULL, NULL, NULL);
         if (rc) {
             fprintf(stderr, "eigenbatch %s: %s\n", cmd, rt_err_msg());
             server_fixsched_destroy(&sched);

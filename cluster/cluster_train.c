@@ -1,0 +1,254 @@
+/*
+ * cluster_train: `eigenbatch train`, the embedded mode: S shards and W workers as threads of this
+ * process (cluster_embed), over inproc:// unless cluster.transport says otherwise; for ABS/ABSA
+ * the eigen service runs as one more thread. The output directory receives config.yaml (the
+ * resolved configuration), metrics.jsonl and weights.safetensors (worker 0, worker_app).
+ */
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include <zmq.h>
+
+#include "app_model.h"
+#include "cluster_cmds.h"
+#include "cluster_embed.h"
+#include "eigensvc_main.h"
+#include "rt_err.h"
+#include "rt_log.h"
+#include "rt_sock.h"
+#include "server_main.h"
+#include "worker_app.h"
+
+static const char s_train_usage[] =
+    "usage: eigenbatch train --config FILE [--set key=value]... [--output-dir DIR] [--seed N]\n"
+    "                        [--resume auto|PATH]\n"
+    "Trains in this process: cluster.shards shard threads and cluster.workers worker threads\n"
+    "(over inproc:// by default), the eigen service as a thread for ABS/ABSA. Writes\n"
+    "DIR/config.yaml, DIR/metrics.jsonl, DIR/weights.safetensors and, every\n"
+    "checkpoint.every_epochs epochs, DIR/checkpoints/epoch-NNNNNN (checkpoint.keep kept).\n"
+    "--resume auto starts from the newest complete checkpoint in DIR (none: a fresh start),\n"
+    "--resume PATH from that one. Flags and --set follow the configuration and override it.\n"
+    "Keys: configs/*.yaml, README.md.\n";
+
+/* The eigen service thread. */
+struct s_eig_job {
+    eigensvc_t *svc; /* the service */
+    atomic_int stop; /* raised when training is over */
+    int rc;          /* eigensvc_run's result */
+    char err[256];   /* its detail */
+};
+
+static void *s_eig_main(void *arg)
+{
+    struct s_eig_job *j = arg;
+    j->rc = eigensvc_run(j->svc, &j->stop);
+    if (j->rc)
+        snprintf(j->err, sizeof j->err, "%s", rt_err_msg());
+    return NULL;
+}
+
+/* The eigen service's configuration: the run's (eigensvc_main_cfg, as the eigen service process reads
+ * it) plus this process's endpoints, context and metrics. eps: the shard endpoints. */
+static int s_eig_cfg(const struct app_opts *o, void *ctx, const char *const *eps,
+                     rt_metrics_t *metrics, struct eigensvc_cfg *ec)
+{
+    int rc = eigensvc_main_cfg(o, ec);
+    if (rc)
+        return rc;
+    ec->zmq_ctx = ctx;
+    ec->n_shards = (int)o->cluster.shards;
+    ec->endpoints = eps;
+    ec->test_db = NULL; /* worker 0 evaluates */
+    ec->threads = (int)o->train.threads;
+    ec->metrics = metrics;
+    ec->timeout_ms = (int)o->cluster.timeout_ms;
+    return RT_OK;
+}
+
+/* Run the cluster as threads; *eig_rc receives the eigen service's outcome. */
+static int s_train_run(const struct app_opts *o, struct cluster_embed_cfg *cc,
+                       struct worker_app *lead)
+{
+    if (!app_opts_needs_eigensvc(o))
+        return cluster_embed_run(cc, NULL, NULL, NULL);
+    if (strcmp(cc->transport, "inproc") && strcmp(cc->transport, "ipc"))
+        return rt_err_set(RT_ERR_CONFIG,
+                          "cluster.transport: %s with the eigen service: use "
+                          "inproc or ipc",
+                          cc->transport);
+    int S = cc->n_shards, rc;
+    char(*eps)[RT_SOCK_ENDPOINT_MAX] = calloc((size_t)S, sizeof *eps);
+    const char **ep = calloc((size_t)S, sizeof *ep);
+    void *ctx = rt_sock_ctx_new(cc->io_threads);
+    struct s_eig_job job = {0};
+    atomic_init(&job.stop, 0);
+    pthread_t th;
+    int started = 0;
+    struct eigensvc_cfg ec;
+    if (!eps || !ep || !ctx) {
+        rc = rt_err_set(RT_ERR_NOMEM, "eigen service");
+        goto out;
+    }
+    for (int i = 0; i < S; i++) {
+        if ((rc = rt_sock_endpoint(eps[i], sizeof eps[i], cc->transport, cc->where, cc->port, i)))
+            goto out;
+        ep[i] = eps[i];
+    }
+    if ((rc = s_eig_cfg(o, ctx, ep, lead->metrics, &ec)))
+        goto out;
+    if ((rc = eigensvc_new(&ec, &job.svc)))
+        goto out;
+    if (pthread_create(&th, NULL, s_eig_main, &job)) {
+        rc = rt_err_set(RT_ERR_NOMEM, "cannot start the eigen service thread");
+        goto out;
+    }
+    started = 1;
+    cc->zmq_ctx = ctx;
+    cc->sync = ec.sync; /* the coordinator holds each epoch start for its decision */
+    rc = cluster_embed_run(cc, NULL, NULL, NULL);
+out:
+    if (started) {
+        /* training is over: stop the service, and end any call of it that waits on the shards
+         * (they are gone) by shutting the shared context down */
+        atomic_store(&job.stop, 1);
+        zmq_ctx_shutdown(ctx);
+        pthread_join(th, NULL);
+        if (job.rc)
+            RT_INFO("train", "eigen service stopped after training: %s", job.err);
+    }
+    eigensvc_destroy(&job.svc);
+    rt_sock_ctx_destroy(&ctx);
+    free(eps);
+    free(ep);
+    return rc;
+}
+
+static int s_train(struct app_opts *o, const rt_config_t *cfg)
+{
+    int W = (int)o->cluster.workers, rc = RT_OK, n_open = 0;
+    struct server_coord_sched sched = {0};
+    server_sched_t *owned = NULL;
+    enum rt_wire_checksum ck = RT_WIRE_CK_NONE;
+    struct worker_app *nns = calloc((size_t)W, sizeof *nns);
+    struct worker_compute *cbs = calloc((size_t)W, sizeof *cbs);
+    double *weights = calloc((size_t)W, sizeof *weights);
+    char where[64] = "train", tmpdir[] = "/tmp/eb-train-XXXXXX";
+    char resume[PATH_MAX], ckpt_root[PATH_MAX];
+    int own_dir = 0;
+    if (!nns || !cbs || !weights) {
+        rc = rt_err_set(RT_ERR_NOMEM, "train");
+        goto out;
+    }
+    /* size the shards from the net; an epoch is the dataset */
+    if ((rc = app_model_fill_sizes(o)) || (rc = app_opts_write_config(o, cfg)))
+        goto out;
+    if ((rc = app_opts_resume(o, resume, sizeof resume)))
+        goto out;
+    if ((rc = app_opts_checksum(o, &ck)) || (rc = server_main_schedule(o, &sched, &owned)))
+        goto out;
+    nn_set_threads((int)o->train.threads);
+    for (; n_open < W; n_open++) {
+        rc = worker_app_open(o, &nns[n_open], 1, n_open == 0);
+        if (rc) {
+            n_open++;
+            goto out;
+        }
+        cbs[n_open] = worker_app_compute(&nns[n_open]);
+        weights[n_open] = app_opts_worker_weight(o, n_open);
+    }
+    if (!strcmp(o->cluster.transport, "ipc")) {
+        if (!mkdtemp(tmpdir)) {
+            rc = rt_err_set(RT_ERR_IO, "mkdtemp %s", tmpdir);
+            goto out;
+        }
+        own_dir = 1;
+        snprintf(where, sizeof where, "%s", tmpdir);
+    } else if (!strcmp(o->cluster.transport, "tcp")) {
+        snprintf(where, sizeof where, "127.0.0.1");
+    }
+    struct cluster_embed_cfg cc = {
+        .n_shards = (int)o->cluster.shards,
+        .n_workers = W,
+        .transport = o->cluster.transport,
+        .where = where,
+        .port = (int)o->cluster.port,
+        .n_params = (uint64_t)o->model.params,
+        .n_buffers = (uint64_t)o->model.buffers,
+        .momentum = (float)o->schedule.momentum,
+        .weight_decay = (float)o->schedule.weight_decay,
+        .sched = &sched,
+        .compute = cbs,
+        .weights = weights,
+        .snapshots = app_opts_needs_eigensvc(o),
+        .sync_timeout_ms = (int)(o->abs.sync_timeout_s * 1000.0),
+        .worker_timeout_ms = (int)o->cluster.timeout_ms,
+        .evict_ms = (int)o->cluster.worker_timeout_ms,
+        .metrics = nns[0].metrics,
+        .chunk_floats = (uint32_t)o->cluster.chunk,
+        .checksum = ck,
+        .ckpt_root = app_opts_ckpt_root(o, ckpt_root, sizeof ckpt_root),
+        .ckpt_every = (int)o->checkpoint.every_epochs,
+        .ckpt_keep = (int)o->checkpoint.keep,
+        .resume = o->local.resume,
+        .model = o->model.name,
+    };
+    RT_INFO("train", "%s: %s on %s (%ld samples), %ld shards and %d workers over %s, %ld epochs",
+            o->schedule.method, o->model.name, o->data.train, o->data.samples, o->cluster.shards, W, o->cluster.transport, o->schedule.epochs);
+    double t0 = rt_progress_now();
+    rc = s_train_run(o, &cc, &nns[0]);
+    for (int i = 0; !rc && i < W; i++)
+        if (nns[i].rc)
+            rc = rt_err_set(nns[i].rc, "worker %d: %s", i, rt_err_msg());
+    if (!rc) {
+        json_t *j =
+            json_pack("{s:s, s:f, s:f}", "output_dir", o->output_dir ? o->output_dir : "",
+                      "seconds", rt_progress_now() - t0, "eval_seconds", nns[0].eval_seconds);
+        if (j && isfinite(nns[0].test_accuracy)) {
+            json_object_set_new(j, "test_accuracy", json_real(nns[0].test_accuracy));
+            json_object_set_new(j, "test_loss", json_real(nns[0].test_loss));
+        }
+        char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        if (txt)
+            printf("%s\n", txt);
+        free(txt);
+        json_decref(j);
+    }
+out:
+    for (int i = 0; i < n_open; i++)
+        worker_app_close(&nns[i]);
+    server_main_schedule_free(&sched, &owned);
+    if (own_dir)
+        rmdir(tmpdir);
+    free(nns);
+    free(cbs);
+    free(weights);
+    return rc;
+}
+
+int cluster_train_main(int argc, char **argv)
+{
+    struct app_opts o;
+    rt_config_t *cfg = NULL;
+    int prc = app_opts_parse(argc, argv, s_train_usage, &o, &cfg);
+    if (prc)
+        return prc == RT_OPT_HELP ? 0 : 2;
+    int rc = 2;
+    if (!strcmp(o.model.name, "synth"))
+        fprintf(stderr, "eigenbatch train: model.name must be a zoo model\n");
+    else if (app_opts_security(&o) || (rc = s_train(&o, cfg)))
+        rc = 1;
+    if (rc == 1)
+        fprintf(stderr, "eigenbatch train: %s\n", rt_err_msg());
+    rt_config_destroy(&cfg);
+    return rc;
+}
+

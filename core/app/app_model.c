@@ -1,0 +1,101 @@
+/*
+ * app_model: datasets, zoo nets and evaluation shared by the roles and the tools (app_model.h).
+ */
+#include "app_model.h"
+
+#include <string.h>
+
+#include "rt_err.h"
+
+int app_model_net(const char *model, const rt_loader_t *ld, int classes, int max_batch,
+                  nn_net_t **out)
+{
+    int c, h, w, rc = 0;
+    rt_loader_shape(ld, &c, &h, &w);
+    *out = nn_zoo_new(model, c, h, w, classes, max_batch, &rc);
+    if (!*out)
+        return rt_err_set(rc ? rc : RT_ERR_CONFIG, "model '%s' for %dx%dx%d inputs: %s", model, c,
+                          h, w, rt_err_msg());
+    return RT_OK;
+}
+
+int app_model_open_plain(const char *path, size_t max_batch, rt_loader_t **out)
+{
+    struct rt_loader_opts lo;
+    rt_loader_opts_default(&lo);
+    lo.threads = 0;
+    lo.max_batch = max_batch;
+    return rt_loader_new(path, &lo, out);
+}
+
+int app_model_sizes(const char *model, const char *data, int classes, uint64_t *params,
+                    uint64_t *buffers, uint64_t *samples)
+{
+    rt_loader_t *ld = NULL;
+    nn_net_t *net = NULL;
+    int rc = app_model_open_plain(data, 1, &ld);
+    if (!rc)
+        rc = app_model_net(model, ld, classes, 1, &net);
+    if (!rc) {
+        *params = nn_net_param_count(net);
+        *buffers = nn_net_buffer_count(net);
+        *samples = rt_loader_count(ld);
+    }
+    nn_net_destroy(&net);
+    rt_loader_destroy(&ld);
+    return rc;
+}
+
+int app_model_evaluate(nn_net_t *net, rt_loader_t *test, float *x, int32_t *y, double *accuracy,
+                       double *loss, uint64_t *n)
+{
+    size_t total = rt_loader_count(test), mb = (size_t)nn_net_max_batch(net);
+    int classes = nn_net_classes(net);
+    double sum_loss = 0;
+    uint64_t correct = 0;
+    for (size_t first = 0; first < total; first += mb) {
+        size_t k = total - first < mb ? total - first : mb;
+        int rc = rt_loader_read(test, first, k, x, y);
+        if (rc)
+            return rc;
+        for (size_t i = 0; i < k; i++)
+            if (y[i] < 0 || y[i] >= classes)
+                return rt_err_set(RT_ERR_FORMAT, "test record %zu has label %d, outside [0, %d)",
+                                  first + i, (int)y[i], classes);
+        int ok = 0;
+        float l = nn_net_forward(net, x, y, (int)k, NN_BN_EVAL, NULL, &ok);
+        sum_loss += (double)l * (double)k;
+        correct += (uint64_t)ok;
+    }
+    *n = total;
+    *accuracy = total ? (double)correct / (double)total : 0.0;
+    *loss = total ? sum_loss / (double)total : 0.0;
+    return RT_OK;
+}
+
+int app_model_fill_sizes(struct app_opts *o)
+{
+    if (!strcmp(o->model.name, "synth")) {
+        if (o->model.params == 0)
+            o->model.params = APP_SYNTH_PARAMS;
+        if (o->model.params < o->cluster.shards || o->model.buffers > o->model.params)
+            return rt_err_set(RT_ERR_CONFIG, "model.params must be at least cluster.shards and "
+                                             "model.buffers at most model.params");
+        return RT_OK;
+    }
+    uint64_t np, nb, ns;
+    int rc = app_model_sizes(o->model.name, o->data.train, (int)o->model.classes, &np, &nb, &ns);
+    if (rc)
+        return rc;
+    if ((o->model.params && (uint64_t)o->model.params != np) ||
+        (o->model.buffers && (uint64_t)o->model.buffers != nb))
+        return rt_err_set(RT_ERR_SHAPE,
+                          "model %s has %llu parameters and %llu buffers, model.params/buffers "
+                          "say %ld/%ld",
+                          o->model.name, (unsigned long long)np, (unsigned long long)nb,
+                          o->model.params, o->model.buffers);
+    o->model.params = (long)np;
+    o->model.buffers = (long)nb;
+    o->data.samples = (long)ns;
+    return RT_OK;
+}

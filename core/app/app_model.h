@@ -1,0 +1,43 @@
+/*
+ * app_model: what the worker, the eigen service, `eval`, `eig` and the servers' sizing share: a
+ * dataset opened for reading, the zoo net built for its input shape, and the test-set evaluation.
+ */
+#ifndef APP_MODEL_H
+#define APP_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "app_opts.h"
+#include "nn_net.h"
+#include "rt_loader.h"
+
+/* Build the zoo net `model` for the inputs of loader ld (their shape), with classes outputs and
+ * room for max_batch samples. *out receives it (caller owns it; free with nn_net_destroy).
+ * Returns 0 or a negative rt_err code naming the model and the shape. */
+int app_model_net(const char *model, const rt_loader_t *ld, int classes, int max_batch,
+                  nn_net_t **out);
+
+/* Open the dataset at path in key order without augmentation or prefetch threads (evaluation,
+ * the Hessian batches, sizing), for reads of at most max_batch records. Caller owns *out (free
+ * with rt_loader_destroy). Returns 0 or a negative rt_err code naming the path. */
+int app_model_open_plain(const char *path, size_t max_batch, rt_loader_t **out);
+
+/* The sizes a zoo model has on a dataset: parameter floats, buffer floats and records. Returns 0
+ * or a negative rt_err code. */
+int app_model_sizes(const char *model, const char *data, int classes, uint64_t *params,
+                    uint64_t *buffers, uint64_t *samples);
+
+/* A zoo model (model.name other than synth) sizes the run from its net and dataset: sets
+ * model.params, model.buffers and data.samples in *o (the configuration keeps 0: "the net's").
+ * Sizes given by hand must agree. synth: model.params 0 becomes APP_SYNTH_PARAMS. Returns 0 or
+ * a negative rt_err code naming the mismatch. */
+int app_model_fill_sizes(struct app_opts *o);
+
+/* Mean loss and accuracy of net (BatchNorm in eval mode) over every record of test in key order,
+ * micro-batches of nn_net_max_batch(net) into x (that many samples) and y. A label outside the
+ * net's classes is an error naming the record. Returns 0 or a negative rt_err code. */
+int app_model_evaluate(nn_net_t *net, rt_loader_t *test, float *x, int32_t *y, double *accuracy,
+                       double *loss, uint64_t *n);
+
+#endif

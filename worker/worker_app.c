@@ -1,0 +1,455 @@
+/*
+ * worker_app: the model-training worker: its loader and feed, the zoo net and its compute, and for
+ * the lead worker the metrics, the progress line and the test evaluation (see worker_app.h).
+ */
+#include "worker_app.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "app_model.h"
+#include "app_weights.h"
+#include "rt_ckpt.h"
+#include "rt_err.h"
+#include "rt_log.h"
+
+#define S_MAX_PATH 4096 /* bytes of a path under the output directory */
+
+static int s_eval_new(const struct app_opts *o, struct worker_app *n, int c, int h, int w);
+static void s_eval_destroy(struct worker_app *n);
+
+/* A resumed run appends to metrics.jsonl: first an event saying from where. Events of the
+ * interrupted run after that checkpoint (a partial epoch) stay above it; readers that want one
+ * history drop the events with step >= this event's step that precede it. */
+static int s_resume_event(struct worker_app *n, const char *dir)
+{
+    json_t *m = NULL;
+    uint64_t epoch = 0, step = 0;
+    int rc = rt_ckpt_verify(dir, RT_CKPT_COORD, &m);
+    if (!rc && !(rc = rt_ckpt_manifest_u64(m, dir, "epoch", &epoch)))
+        rc = rt_ckpt_manifest_u64(m, dir, "step", &step);
+    json_decref(m);
+    if (rc)
+        return rc;
+    rt_metrics_begin(n->metrics, "resume");
+    rt_metrics_str(n->metrics, "checkpoint", dir);
+    rt_metrics_int(n->metrics, "epoch", (long long)epoch);
+    rt_metrics_int(n->metrics, "step", (long long)step);
+    return rt_metrics_end(n->metrics);
+}
+
+static void s_epoch_end(struct worker_app *n, const float *params, const float *buffers, int final);
+
+int worker_app_open(const struct app_opts *o, struct worker_app *n, int compute, int lead)
+{
+    memset(n, 0, sizeof *n);
+    n->o = o;
+    n->epoch = -1;
+    n->worker_id = -1;
+    n->test_accuracy = NAN;
+    n->test_loss = NAN;
+    struct rt_loader_opts lo;
+    rt_loader_opts_default(&lo);
+    lo.seed = (uint64_t)o->train.seed;
+    lo.threads = (int)o->data.loader_threads;
+    lo.max_batch = (size_t)o->train.micro_batch;
+    lo.crop_pad = (int)o->data.crop_pad;
+    lo.flip = o->data.flip != 0;
+    int rc = rt_loader_new(o->data.train, &lo, &n->loader);
+    if (rc)
+        return rc;
+    int c, h, w;
+    rt_loader_shape(n->loader, &c, &h, &w);
+    if ((rc = app_model_net(o->model.name, n->loader, (int)o->model.classes,
+                            (int)o->train.micro_batch, &n->net)))
+        return rc;
+    if (!compute)
+        return RT_OK;
+    worker_feed_init(&n->feed, n->loader, lo.queue_depth);
+    struct worker_nn_source src = worker_feed_source(&n->feed);
+    struct worker_nn_cfg nc = {
+        .micro_batch = (int)o->train.micro_batch, .fgsm_epsilon = o->abs.epsilon, .init_seed = (uint64_t)o->train.seed};
+    n->nn = worker_nn_new(n->net, &src, &nc, &rc);
+    if (!n->nn)
+        return rc;
+    if (!lead)
+        return RT_OK;
+    if (o->data.test && (rc = s_eval_new(o, n, c, h, w)))
+        return rc;
+    if (o->output_dir) {
+        char path[S_MAX_PATH];
+        if ((rc = app_mkdirs(o->output_dir)))
+            return rc;
+        snprintf(path, sizeof path, "%s/metrics.jsonl", o->output_dir);
+        if ((rc = rt_metrics_open(path, o->local.resume != NULL, &n->metrics)))
+            return rc;
+        if (o->local.resume && (rc = s_resume_event(n, o->local.resume)))
+            return rc;
+    }
+    long long total = o->schedule.steps > 0
+                          ? (long long)o->schedule.steps * o->schedule.batch
+                          : (long long)o->schedule.epochs * (long long)rt_loader_count(n->loader);
+    n->progress = rt_progress_new("train", total, o->train.progress_s, NULL);
+    if (!n->progress)
+        return rt_err_set(RT_ERR_NOMEM, "progress");
+    return RT_OK;
+}
+
+void worker_app_close(struct worker_app *n)
+{
+    worker_nn_destroy(&n->nn);
+    nn_net_destroy(&n->net);
+    rt_loader_destroy(&n->loader);
+    s_eval_destroy(n);
+    rt_metrics_close(&n->metrics);
+    rt_progress_destroy(&n->progress);
+}
+
+static int s_nn_init(void *user, float *params, float *buffers)
+{
+    struct worker_app *n = user;
+    n->worker_id = 0; /* only worker 0 initialises the shards */
+    struct worker_compute c = worker_nn_compute(n->nn);
+    return c.init(c.user, params, buffers);
+}
+
+static int s_nn_step(void *user, const struct worker_step *st, const float *params, float *grads,
+                     float *buffers, uint32_t *samples, float *loss)
+{
+    struct worker_app *n = user;
+    n->worker_id = st->worker;
+    if (n->progress && n->epoch >= 0 && (int64_t)st->epoch != n->epoch) {
+        /* the weights and running statistics of this step are the last epoch's final ones */
+        s_epoch_end(n, params, buffers, 0);
+        n->epoch = (int64_t)st->epoch;
+    }
+    struct worker_compute c = worker_nn_compute(n->nn);
+    return c.compute(c.user, st, params, grads, buffers, samples, loss);
+}
+
+/* What an epoch event says besides the test results. */
+struct s_epoch {
+    int64_t epoch;         /* the epoch that ended */
+    uint64_t steps;        /* steps done by its end */
+    double loss;           /* mean training loss over the epoch's samples, every worker's */
+    double train_accuracy; /* ... and accuracy */
+    uint32_t batch;        /* B, lr and gamma of its last step */
+    float lr;
+    float gamma;
+    double images_per_s; /* global samples of the epoch per second */
+    double elapsed;      /* seconds since the first step */
+    int evaluate;        /* 1: evaluate the test set */
+};
+
+/* The evaluation thread of worker 0: a second net, the test set, one pending epoch. */
+struct worker_app_eval {
+    struct worker_app *owner; /* the worker state (metrics, results) */
+    nn_net_t *net;           /* the evaluated weights (a copy) */
+    rt_loader_t *test;       /* the test set */
+    float *x;                /* one evaluation micro-batch of inputs */
+    int32_t *y;              /* its labels */
+    pthread_t thread;        /* the thread */
+    int started;             /* 1 once the thread runs */
+    pthread_mutex_t mu;      /* guards the fields below and owner's results */
+    pthread_cond_t cv;       /* signals a new job, a finished job and quit */
+    int pending;             /* 1: ep holds a job not yet done */
+    int quit;                /* 1: the thread ends once nothing is pending */
+    struct s_epoch ep;       /* the job */
+};
+
+/* Write the epoch event; acc/tl NaN when not evaluated. */
+static void s_epoch_write(struct worker_app *n, const struct s_epoch *ep, double acc, double tl,
+                          double eval_s)
+{
+    if (!n->metrics)
+        return;
+    rt_metrics_begin(n->metrics, "epoch");
+    rt_metrics_int(n->metrics, "epoch", ep->epoch);
+    rt_metrics_int(n->metrics, "step", (long long)ep->steps);
+    rt_metrics_num(n->metrics, "loss", ep->loss);
+    rt_metrics_num(n->metrics, "train_accuracy", ep->train_accuracy);
+    rt_metrics_num(n->metrics, "test_accuracy", acc);
+    rt_metrics_num(n->metrics, "test_loss", tl);
+    rt_metrics_int(n->metrics, "batch_size", ep->batch);
+    rt_metrics_num(n->metrics, "lr", ep->lr);
+    rt_metrics_num(n->metrics, "gamma", ep->gamma);
+    rt_metrics_num(n->metrics, "images_per_s", ep->images_per_s);
+    rt_metrics_num(n->metrics, "elapsed", ep->elapsed);
+    rt_metrics_num(n->metrics, "eval_seconds", eval_s);
+    if (rt_metrics_end(n->metrics) && !n->rc)
+        n->rc = RT_ERR_IO;
+}
+
+static void *s_eval_main(void *arg)
+{
+    struct worker_app_eval *ev = arg;
+    struct worker_app *n = ev->owner;
+    pthread_mutex_lock(&ev->mu);
+    for (;;) {
+        while (!ev->pending && !ev->quit)
+            pthread_cond_wait(&ev->cv, &ev->mu);
+        if (!ev->pending)
+            break;
+        struct s_epoch ep = ev->ep;
+        pthread_mutex_unlock(&ev->mu);
+        double acc = NAN, tl = NAN, t = rt_progress_now();
+        uint64_t tn = 0;
+        int rc = app_model_evaluate(ev->net, ev->test, ev->x, ev->y, &acc, &tl, &tn);
+        double dt = rt_progress_now() - t;
+        if (rc)
+            RT_ERROR("train", "epoch %lld: test evaluation: %s", (long long)ep.epoch, rt_err_msg());
+        else
+            RT_INFO("train", "epoch %lld: test accuracy %.4f, loss %.4f (%llu samples, %.2f s)",
+                    (long long)ep.epoch, acc, tl, (unsigned long long)tn, dt);
+        pthread_mutex_lock(&ev->mu);
+        if (rc && !n->rc)
+            n->rc = rc;
+        n->test_accuracy = acc;
+        n->test_loss = tl;
+        n->eval_seconds += dt;
+        s_epoch_write(n, &ep, acc, tl, dt);
+        ev->pending = 0;
+        pthread_cond_broadcast(&ev->cv);
+    }
+    pthread_mutex_unlock(&ev->mu);
+    return NULL;
+}
+
+/* Wait until the evaluation thread has nothing pending. */
+static void s_eval_wait(struct worker_app_eval *ev)
+{
+    pthread_mutex_lock(&ev->mu);
+    while (ev->pending)
+        pthread_cond_wait(&ev->cv, &ev->mu);
+    pthread_mutex_unlock(&ev->mu);
+}
+
+static int s_eval_new(const struct app_opts *o, struct worker_app *n, int c, int h, int w)
+{
+    struct worker_app_eval *ev = calloc(1, sizeof *ev);
+    if (!ev)
+        return rt_err_set(RT_ERR_NOMEM, "evaluation");
+    n->ev = ev;
+    ev->owner = n;
+    pthread_mutex_init(&ev->mu, NULL);
+    pthread_cond_init(&ev->cv, NULL);
+    struct rt_loader_opts to;
+    rt_loader_opts_default(&to);
+    to.threads = 0;
+    to.max_batch = (size_t)o->train.micro_batch;
+    to.out_height = h;
+    to.out_width = w;
+    int rc = rt_loader_new(o->data.test, &to, &ev->test);
+    if (rc)
+        return rt_err_set(rc, "test set: %s", rt_err_msg());
+    int tc, th, tw;
+    rt_loader_shape(ev->test, &tc, &th, &tw);
+    if (tc != c || th != h || tw != w)
+        return rt_err_set(RT_ERR_SHAPE, "test set %s has %dx%dx%d samples, training set %dx%dx%d",
+                          o->data.test, tc, th, tw, c, h, w);
+    ev->net = nn_zoo_new(o->model.name, c, h, w, (int)o->model.classes, (int)o->train.micro_batch, &rc);
+    ev->x = malloc((size_t)o->train.micro_batch * (size_t)(c * h * w) * sizeof(float));
+    ev->y = malloc((size_t)o->train.micro_batch * sizeof(int32_t));
+    if (!ev->net || !ev->x || !ev->y)
+        return rt_err_set(RT_ERR_NOMEM, "evaluation net");
+    if (pthread_create(&ev->thread, NULL, s_eval_main, ev))
+        return rt_err_set(RT_ERR_NOMEM, "cannot start the evaluation thread");
+    ev->started = 1;
+    return RT_OK;
+}
+
+static void s_eval_destroy(struct worker_app *n)
+{
+    struct worker_app_eval *ev = n->ev;
+    if (!ev)
+        return;
+    if (ev->started) {
+        pthread_mutex_lock(&ev->mu);
+        ev->quit = 1;
+        pthread_cond_broadcast(&ev->cv);
+        pthread_mutex_unlock(&ev->mu);
+        pthread_join(ev->thread, NULL);
+    }
+    nn_net_destroy(&ev->net);
+    rt_loader_destroy(&ev->test);
+    free(ev->x);
+    free(ev->y);
+    pthread_mutex_destroy(&ev->mu);
+    pthread_cond_destroy(&ev->cv);
+    free(ev);
+    n->ev = NULL;
+}
+
+/* Worker 0 at the end of epoch n->epoch, with its final weights: hand the evaluation (when due)
+ * and the event to the evaluation thread, or write the event now; reset the epoch's counters. */
+static void s_epoch_end(struct worker_app *n, const float *params, const float *buffers, int final)
+{
+    const struct app_opts *o = n->o;
+    double now = rt_progress_now(), secs = now - n->epoch_t0;
+    struct s_epoch ep = {
+        .epoch = n->epoch,
+        .steps = n->last.step + 1,
+        .loss = n->tot_samples ? n->tot_loss / (double)n->tot_samples : NAN,
+        .train_accuracy = n->tot_samples ? (double)n->tot_correct / (double)n->tot_samples : NAN,
+        .batch = n->last.batch,
+        .lr = n->last.lr,
+        .gamma = n->last.gamma,
+        .images_per_s = secs > 0 ? (double)n->epoch_samples / secs : NAN,
+        .elapsed = now - n->t0,
+        .evaluate = final || (o->train.eval_every > 0 && (n->epoch + 1) % o->train.eval_every == 0),
+    };
+    RT_INFO("train", "epoch %lld done: loss %.4f, train accuracy %.4f, %.0f images/s",
+            (long long)ep.epoch, ep.loss, ep.train_accuracy, secs > 0 ? ep.images_per_s : 0.0);
+    struct worker_app_eval *ev = n->ev;
+    if (ev && ep.evaluate) {
+        /* at most one evaluation in flight: the copy must not change under the thread */
+        s_eval_wait(ev);
+        memcpy(nn_net_params(ev->net), params, nn_net_param_count(ev->net) * sizeof(float));
+        if (nn_net_buffer_count(ev->net))
+            memcpy(nn_net_buffers(ev->net), buffers, nn_net_buffer_count(ev->net) * sizeof(float));
+        pthread_mutex_lock(&ev->mu);
+        ev->ep = ep;
+        ev->pending = 1;
+        pthread_cond_broadcast(&ev->cv);
+        pthread_mutex_unlock(&ev->mu);
+        if (final)
+            s_eval_wait(ev);
+    } else if (ev) {
+        s_eval_wait(ev); /* events stay in epoch order */
+        pthread_mutex_lock(&ev->mu);
+        s_epoch_write(n, &ep, NAN, NAN, 0);
+        pthread_mutex_unlock(&ev->mu);
+    } else {
+        s_epoch_write(n, &ep, NAN, NAN, 0);
+    }
+    n->epoch_t0 = rt_progress_now();
+    n->epoch_samples = n->tot_samples = n->tot_correct = 0;
+    n->tot_loss = 0;
+}
+
+static void s_nn_step_done(void *user, const struct worker_step *st, uint32_t samples, float loss)
+{
+    struct worker_app *n = user;
+    if (!n->progress)
+        return;
+    double now = rt_progress_now();
+    if (n->epoch < 0) {
+        n->t0 = now;
+        n->epoch_t0 = now;
+        n->epoch = (int64_t)st->epoch;
+        /* a resumed run: the epochs before count as done for the progress line */
+        n->skip_samples = st->epoch * rt_loader_count(n->loader) + st->epoch_offset;
+    }
+    uint32_t s, correct;
+    float l;
+    worker_nn_last(n->nn, &s, &correct, &l);
+    uint32_t global = st->samples ? st->samples : st->batch;
+    n->done_samples += global;
+    n->epoch_samples += global;
+    n->last = *st;
+    double el = now - n->t0;
+    char extra[160];
+    snprintf(extra, sizeof extra, "epoch %llu loss %.4f acc %.3f B %u lr %.4g",
+             (unsigned long long)st->epoch, (double)loss, samples ? (double)correct / samples : 0.0,
+             st->batch, (double)st->lr);
+    rt_progress_update(n->progress, (long long)(n->skip_samples + n->done_samples), "%s", extra);
+    if (st->step % (uint64_t)n->o->train.log_every)
+        return;
+    RT_DEBUG("train", "step %llu %s", (unsigned long long)st->step, extra);
+    if (n->metrics) {
+        rt_metrics_begin(n->metrics, "step");
+        rt_metrics_int(n->metrics, "epoch", (long long)st->epoch);
+        rt_metrics_int(n->metrics, "step", (long long)st->step);
+        rt_metrics_num(n->metrics, "loss", loss);
+        rt_metrics_num(n->metrics, "train_accuracy", samples ? (double)correct / samples : NAN);
+        rt_metrics_int(n->metrics, "batch_size", st->batch);
+        rt_metrics_num(n->metrics, "lr", st->lr);
+        rt_metrics_num(n->metrics, "gamma", st->gamma);
+        rt_metrics_num(n->metrics, "images_per_s", el > 0 ? n->done_samples / el : NAN);
+        rt_metrics_num(n->metrics, "elapsed", el);
+        if (rt_metrics_end(n->metrics) && !n->rc)
+            n->rc = RT_ERR_IO;
+    }
+}
+
+static uint32_t s_nn_correct(void *user)
+{
+    struct worker_app *n = user;
+    uint32_t s, correct;
+    float l;
+    worker_nn_last(n->nn, &s, &correct, &l);
+    return correct;
+}
+
+/* Worker 0: the coordinator's totals of a step join its epoch's (they arrive before the epoch's
+ * end is noticed: with the weights of the next step). */
+static void s_nn_totals(void *user, const struct worker_totals *t)
+{
+    struct worker_app *n = user;
+    if (!n->progress)
+        return;
+    n->tot_samples += t->samples;
+    n->tot_correct += t->correct;
+    n->tot_loss += t->loss_sum;
+}
+
+static void s_nn_finish(void *user, uint64_t steps, const float *params, const float *buffers)
+{
+    struct worker_app *n = user;
+    const struct app_opts *o = n->o;
+    struct worker_compute c = worker_nn_compute(n->nn);
+    if (c.finish)
+        c.finish(c.user, steps, params, buffers); /* the final weights into the net */
+    if (n->progress && n->epoch >= 0) {
+        s_epoch_end(n, params, buffers, 1);
+        char extra[64];
+        snprintf(extra, sizeof extra, "%llu steps", (unsigned long long)steps);
+        rt_progress_finish(n->progress, extra);
+    }
+    if (n->worker_id != 0) {
+        if (o->output_dir || o->local.out)
+            RT_DEBUG("train", "worker %d: the final weights are worker 0's to write", n->worker_id);
+        return;
+    }
+    if (o->output_dir) {
+        char path[S_MAX_PATH], a_steps[32], a_seed[32];
+        snprintf(path, sizeof path, "%s/weights.safetensors", o->output_dir);
+        snprintf(a_steps, sizeof a_steps, "%llu", (unsigned long long)steps);
+        snprintf(a_seed, sizeof a_seed, "%ld", o->train.seed);
+        const char *meta[] = {"model", o->model.name, "steps", a_steps, "seed", a_seed, NULL};
+        int rc = app_mkdirs(o->output_dir);
+        if (!rc)
+            rc = app_weights_save_meta(n->net, path, meta);
+        if (rc && !n->rc)
+            n->rc = rc;
+        if (!rc)
+            RT_INFO("train", "weights written to %s", path);
+    }
+    if (o->local.out) {
+        size_t np = nn_net_param_count(n->net), nb = nn_net_buffer_count(n->net);
+        FILE *fp = fopen(o->local.out, "wb");
+        if (!fp || fwrite(params, sizeof(float), np, fp) != np ||
+            (nb && fwrite(buffers, sizeof(float), nb, fp) != nb))
+            n->rc = rt_err_set(RT_ERR_IO, "%s: %s", o->local.out, strerror(errno));
+        if (fp && fclose(fp) && !n->rc)
+            n->rc = rt_err_set(RT_ERR_IO, "%s: %s", o->local.out, strerror(errno));
+    }
+}
+
+struct worker_compute worker_app_compute(struct worker_app *n)
+{
+    return (struct worker_compute){.user = n,
+                                   .init = s_nn_init,
+                                   .compute = s_nn_step,
+                                   .correct = s_nn_correct,
+                                   .totals = s_nn_totals,
+                                   .step_done = s_nn_step_done,
+                                   .finish = s_nn_finish};
+}

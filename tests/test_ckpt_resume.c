@@ -3,7 +3,9 @@
  * worker and eigen service as processes) stopped after E1 epochs and resumed with `--resume auto`
  * (which launch resolves once and passes on) ends where `train` ends straight, bitwise; and a
  * `train` killed with SIGKILL just after its first checkpoint (in the middle of a later epoch,
- * maybe while writing a checkpoint) resumes to those weights too.
+ * maybe while writing a checkpoint) resumes to those weights too. Both resumed runs log a
+ * `resume` event naming the newest complete checkpoint on disk before them, and train only the
+ * epochs after it.
  */
 #include "eb_test.h"
 
@@ -27,13 +29,19 @@ static void test_launch_resume(void **state)
 {
     (void)state;
     char a[4300], l[4300], extra[4400], wa[4400], wl[4400];
+    struct eb_ckpt_point from = {0};
     snprintf(a, sizeof a, "%s/straight", s_f.tmp);
     snprintf(l, sizeof l, "%s/launch", s_f.tmp);
     for (int part = 0; part < 2; part++) {
+        if (part) {
+            eb_ckpt_newest(l, &from);
+            assert_int_equal(from.epoch, EB_CKPT_SPLIT);
+        }
         snprintf(extra, sizeof extra, "--set schedule.epochs=%d%s",
                  part ? EB_CKPT_EPOCHS : EB_CKPT_SPLIT, part ? " --resume auto" : "");
         eb_ckpt_run_ok(&s_f, "launch", l, extra);
     }
+    eb_ckpt_assert_resumed(l, &from, EB_CKPT_EPOCHS);
     snprintf(wa, sizeof wa, "%s/weights.safetensors", a);
     snprintf(wl, sizeof wl, "%s/weights.safetensors", l);
     eb_ckpt_same_file(wa, wl);
@@ -78,8 +86,12 @@ static void test_kill_resume(void **state)
     assert_true(WIFSIGNALED(st));
     snprintf(wk, sizeof wk, "%s/weights.safetensors", k);
     assert_false(eb_ckpt_exists(wk));
+    /* it resumes from the newest checkpoint complete at the kill (epoch 1 or, rarely, later) */
+    struct eb_ckpt_point from;
+    eb_ckpt_newest(k, &from);
     snprintf(extra, sizeof extra, "--set %s --resume auto", epochs);
     eb_ckpt_run_ok(&s_f, "train", k, extra);
+    eb_ckpt_assert_resumed(k, &from, EB_CKPT_EPOCHS);
     snprintf(wa, sizeof wa, "%s/weights.safetensors", a);
     eb_ckpt_same_file(wa, wk);
 }

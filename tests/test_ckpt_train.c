@@ -2,12 +2,14 @@
  * test_ckpt_train: checkpoints and `--resume` through the real `eigenbatch train` binary, on a tiny
  * LMDB (tests/helpers/eb_test_ckpt.h). An ABS run with `abs.decisions: sync` (deterministic: one
  * worker, so no order of summed pushes) trained E epochs straight ends with exactly the weights
- * (bitwise) of a run stopped after E1 epochs and resumed with `--resume auto` to E; the eigen
+ * (bitwise) of a run stopped after E1 epochs and resumed with `--resume auto` to E, after a
+ * `resume` event naming the checkpoint of epoch E1 and training only the epochs after it; the eigen
  * service's decisions after the resume (eigenvalue, lambda_ref, batch, lr) equal the straight
  * run's, so the ABS state came through the checkpoint; metrics.jsonl is appended to. `auto` skips
  * a newest checkpoint without manifest (naming it) and resumes from the one before, again to the
- * same weights. keep = 2 leaves the two newest checkpoints. A corrupted shard file, a missing PATH
- * and a checkpoint of another model or shard count are errors naming the file and the field.
+ * same weights (its resume event names that one). keep = 2 leaves the two newest checkpoints. A
+ * corrupted shard file, a missing PATH and a checkpoint of another model or shard count are errors
+ * naming the file and the field; `auto` with only a corrupted one starts fresh (no resume event).
  */
 #include "eb_test.h"
 
@@ -37,8 +39,12 @@ static void test_resume_same_weights(void **state)
     eb_ckpt_run_ok(&s_f, "train", b, extra);
     snprintf(path, sizeof path, "%s/checkpoints/epoch-%06d/MANIFEST.json", b, EB_CKPT_SPLIT);
     assert_true(eb_ckpt_exists(path));
+    struct eb_ckpt_point from;
+    eb_ckpt_newest(b, &from);
+    assert_int_equal(from.epoch, EB_CKPT_SPLIT);
     snprintf(extra, sizeof extra, "--set schedule.epochs=%d --resume auto", EB_CKPT_EPOCHS);
     eb_ckpt_run_ok(&s_f, "train", b, extra);
+    eb_ckpt_assert_resumed(b, &from, EB_CKPT_EPOCHS);
     snprintf(wa, sizeof wa, "%s/weights.safetensors", a);
     snprintf(wb, sizeof wb, "%s/weights.safetensors", b);
     eb_ckpt_same_file(wa, wb);
@@ -75,6 +81,8 @@ static void test_resume_same_weights(void **state)
     eb_ckpt_run_ok(&s_f, "train", c, extra);
     snprintf(path, sizeof path, "%s/checkpoints/epoch-%06d/MANIFEST.json", c, EB_CKPT_SPLIT + 1);
     assert_int_equal(unlink(path), 0);
+    eb_ckpt_newest(c, &from);
+    assert_int_equal(from.epoch, EB_CKPT_SPLIT);
     snprintf(err, sizeof err, "%s/skip-err.txt", s_f.tmp);
     snprintf(extra, sizeof extra, "--set schedule.epochs=%d --resume auto", EB_CKPT_EPOCHS);
     assert_int_equal(eb_ckpt_run(&s_f, "train", c, extra, err), 0);
@@ -86,6 +94,7 @@ static void test_resume_same_weights(void **state)
     assert_non_null(strstr(msg, "skipping"));
     assert_non_null(strstr(msg, path));
     free(msg);
+    eb_ckpt_assert_resumed(c, &from, EB_CKPT_EPOCHS);
     snprintf(path, sizeof path, "%s/weights.safetensors", c);
     eb_ckpt_same_file(wa, path);
 }
@@ -147,6 +156,10 @@ static void test_resume_errors(void **state)
     msg = eb_ckpt_slurp(err);
     assert_non_null(strstr(msg, "epoch-000001"));
     free(msg);
+    int n_epoch, n_resume;
+    json_t *j = eb_ckpt_eig_events(d, 0, &n_epoch, &n_resume);
+    json_decref(j);
+    assert_int_equal(n_resume, 0);
 }
 
 static int s_setup(void **state)

@@ -3,7 +3,8 @@
  * order they arrive; a float sum of two terms does not depend on it, of three it does, so with
  * three workers even two straight runs differ in the last bits (which training amplifies a
  * little), and bitwise equality cannot be asked of a resumed run. It must stay within a tight
- * tolerance of a straight one. (One or two workers: bitwise, see test_ckpt_train.)
+ * tolerance of a straight one, after a `resume` event naming the checkpoint of epoch E1 and
+ * training only the epochs after it. (One or two workers: bitwise, see test_ckpt_train.)
  */
 #include "eb_test.h"
 
@@ -56,7 +57,12 @@ static void test_three_workers(void **state)
     snprintf(extra, sizeof extra, "--set cluster.workers=3 --set schedule.epochs=%d",
              EB_CKPT_SPLIT);
     eb_ckpt_run_ok(&s_f, "train", b, extra);
+    struct eb_ckpt_point from;
+    eb_ckpt_newest(b, &from);
+    assert_int_equal(from.epoch, EB_CKPT_SPLIT);
     eb_ckpt_run_ok(&s_f, "train", b, "--set cluster.workers=3 --resume auto");
+    /* it did resume (a fresh start would end near the same weights too) */
+    eb_ckpt_assert_resumed(b, &from, EB_CKPT_EPOCHS);
     snprintf(wa, sizeof wa, "%s/weights.safetensors", a);
     snprintf(wb, sizeof wb, "%s/weights.safetensors", b);
     double d = s_max_reldiff(wa, wb);

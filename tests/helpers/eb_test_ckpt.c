@@ -4,6 +4,7 @@
 #include "eb_test.h"
 #include "eb_test_ckpt.h"
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,15 +116,13 @@ void eb_ckpt_same_file(const char *a, const char *b)
 
 json_t *eb_ckpt_eig_events(const char *dir, int from, int *n_epoch, int *n_resume)
 {
-    char path[EB_CKPT_PATH + 32], line[16384];
+    char path[EB_CKPT_PATH + 32];
     snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
-    FILE *fp = fopen(path, "r");
-    assert_non_null(fp);
-    json_t *out = json_array();
+    json_t *all = eb_test_events(path, NULL), *out = json_array(), *j;
+    size_t i;
     *n_epoch = *n_resume = 0;
-    while (fgets(line, sizeof line, fp)) {
-        json_t *j = json_loads(line, 0, NULL);
-        assert_non_null(j);
+    json_array_foreach(all, i, j)
+    {
         const char *ev = json_string_value(json_object_get(j, "event"));
         assert_non_null(ev);
         *n_epoch += !strcmp(ev, "epoch");
@@ -138,8 +137,89 @@ json_t *eb_ckpt_eig_events(const char *dir, int from, int *n_epoch, int *n_resum
             }
             json_array_append_new(out, e);
         }
-        json_decref(j);
     }
-    fclose(fp);
+    json_decref(all);
     return out;
+}
+
+void eb_ckpt_newest(const char *dir, struct eb_ckpt_point *p)
+{
+    char root[EB_CKPT_PATH + 32], path[sizeof p->path], man[sizeof p->path + 32];
+    memset(p, 0, sizeof *p);
+    snprintf(root, sizeof root, "%s/checkpoints", dir);
+    DIR *d = opendir(root);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        int e = 0;
+        char name[32];
+        if (sscanf(de->d_name, "epoch-%d", &e) != 1 || e <= p->epoch)
+            continue;
+        snprintf(name, sizeof name, "epoch-%06d", e);
+        if (strcmp(name, de->d_name))
+            continue; /* not a checkpoint's name */
+        snprintf(path, sizeof path, "%s/checkpoints/%s", dir, name);
+        snprintf(man, sizeof man, "%s/MANIFEST.json", path);
+        json_t *m = json_load_file(man, 0, NULL);
+        if (!m)
+            continue; /* incomplete: `--resume auto` skips it */
+        if (json_integer_value(json_object_get(m, "epoch")) != e)
+            fail_msg("%s: epoch is not %d", man, e);
+        p->epoch = e;
+        p->step = json_integer_value(json_object_get(m, "step"));
+        memcpy(p->path, path, sizeof path);
+        json_decref(m);
+    }
+    closedir(d);
+}
+
+/* 1 when the metrics event j is called name. */
+static int s_event_is(const json_t *j, const char *name)
+{
+    const char *ev = json_string_value(json_object_get(j, "event"));
+    return ev && !strcmp(ev, name);
+}
+
+void eb_ckpt_assert_resumed(const char *dir, const struct eb_ckpt_point *from, int epochs)
+{
+    char path[EB_CKPT_PATH + 32];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+    if (from->epoch <= 0)
+        fail_msg("%s: no complete checkpoint before the resume (it would be a fresh start)", dir);
+    json_t *all = eb_test_events(path, NULL), *j, *resume = NULL;
+    size_t i, at = 0;
+    json_array_foreach(all, i, j)
+    {
+        if (s_event_is(j, "resume")) {
+            resume = j;
+            at = i;
+        }
+    }
+    if (!resume)
+        fail_msg("%s: no resume event (the run started from scratch?)", path);
+    const char *ck = json_string_value(json_object_get(resume, "checkpoint"));
+    json_int_t re = json_integer_value(json_object_get(resume, "epoch")),
+               rs = json_integer_value(json_object_get(resume, "step"));
+    if (!ck || strcmp(ck, from->path) || re != from->epoch || rs != from->step)
+        fail_msg("%s: resumed from %s (epoch %lld, step %lld), expected %s (epoch %d, step %lld)",
+                 path, ck ? ck : "(none)", (long long)re, (long long)rs, from->path, from->epoch,
+                 from->step);
+    int next = from->epoch;
+    json_array_foreach(all, i, j)
+    {
+        if (i <= at || !s_event_is(j, "epoch"))
+            continue;
+        json_int_t e = json_integer_value(json_object_get(j, "epoch"));
+        if (e < from->epoch)
+            fail_msg("%s: epoch %lld trained again after resuming from epoch-%06d", path,
+                     (long long)e, from->epoch);
+        if (e != next)
+            fail_msg("%s: epoch %lld after the resume, expected %d", path, (long long)e, next);
+        next++;
+    }
+    if (next != epochs)
+        fail_msg("%s: the resumed run ended after epoch %d, expected %d", path, next - 1,
+                 epochs - 1);
+    json_decref(all);
 }

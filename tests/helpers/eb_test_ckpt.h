@@ -45,4 +45,23 @@ void eb_ckpt_same_file(const char *a, const char *b);
  * "resume" events. */
 json_t *eb_ckpt_eig_events(const char *dir, int from, int *n_epoch, int *n_resume);
 
+/* A checkpoint found on disk before a resume: where the resumed run must say it started. */
+struct eb_ckpt_point {
+    int epoch;                    /* epochs completed (the N of epoch-N); 0: no checkpoint */
+    long long step;               /* its manifest's step */
+    char path[EB_CKPT_PATH + 64]; /* DIR/checkpoints/epoch-NNNNNN, as `--resume auto` names it */
+};
+
+/* The newest checkpoint under dir/checkpoints that has its MANIFEST.json, into *p (p->epoch 0 when
+ * there is none). The manifest is written last, after every other file is renamed into place, so
+ * one that exists marks a complete checkpoint unless a test corrupted a file after it. */
+void eb_ckpt_newest(const char *dir, struct eb_ckpt_point *p);
+
+/* Fail unless dir/metrics.jsonl shows a run resumed from `from` and trained on to `epochs`:
+ * from->epoch > 0 (not a fresh start), the last "resume" event names from's path, epoch and step,
+ * and the "epoch" events after it (0-based: the first epoch trained after a checkpoint of N
+ * completed epochs is epoch N) are from->epoch .. epochs - 1 in order, so none before the
+ * checkpoint was trained again. */
+void eb_ckpt_assert_resumed(const char *dir, const struct eb_ckpt_point *from, int epochs);
+
 #endif

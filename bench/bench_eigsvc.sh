@@ -78,7 +78,7 @@ run() { # $1: with (1) or without (0) the eigen service
     if [ "$1" = 1 ]; then
         taskset -c 1 "$B" eigensvc --connect "$ep" --model cnn --data "$W/fm6400" --method ABS \
             --epochs 3 --batch 128 --lr 0.05 --kappa 0 --alpha 1e9 --threads 1 --timeout-ms 3000 \
-            --metrics "$W/iso.jsonl" 2>/dev/null &
+            --eig-metrics "$W/iso.jsonl" 2>/dev/null &
         ep2=$!
     fi
     taskset -c 0 "$B" worker --connect "$ep" --model cnn --data "$W/fm6400" --classes 10 \

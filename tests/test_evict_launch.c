@@ -94,13 +94,13 @@ static void test_sigkilled_worker(void **state)
                         "--epochs",   a_ep,
                         "--samples",  a_n,        "--lr",      "0.001",
                         "--output-dir", dir,      "--checkpoint-every", a_ck,
-                        "--worker-timeout-ms", a_ev, NULL};
+                        "--worker-timeout-ms", a_ev, "--model", "synth", NULL};
         shards[i] = s_spawn(argv);
     }
     for (int i = 0; i < W; i++) {
         char *argv[] = {bin,        "worker",  "--connect", connect,        "--params",
                         a_p,        "--buffers", a_nb,      "--timeout-ms", "20000",
-                        NULL};
+                        "--model",  "synth",   NULL};
         workers[i] = s_spawn(argv);
     }
     /* mid-run: once the first epoch is checkpointed */

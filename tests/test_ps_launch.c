@@ -56,7 +56,7 @@ static void s_launch_and_compare(const char *transport)
     char out[4200], cmd[9000];
     snprintf(out, sizeof out, "%s/final.bin", dir);
     snprintf(cmd, sizeof cmd,
-             "EB_LOG=warn '%s' launch --transport %s --shards 2 --workers 2 --params %d "
+             "EB_LOG=warn '%s' launch --model synth --transport %s --shards 2 --workers 2 --params %d "
              "--buffers %d --batch %d --steps %d --lr %.9g --momentum %.9g --weight-decay %.9g "
              "--samples %d --seed %d --chunk 200 --checksum crc32 --out '%s'",
              eb_test_binary(), transport, P, NB, BATCH, STEPS, (double)LR, (double)MOMENTUM,
@@ -142,7 +142,7 @@ static void test_launch_gg_schedule(void **state)
     char out[4200], cmd[9000];
     snprintf(out, sizeof out, "%s/final.bin", dir);
     snprintf(cmd, sizeof cmd,
-             "EB_LOG=warn '%s' launch --transport ipc --shards 2 --workers 2 --params %d "
+             "EB_LOG=warn '%s' launch --model synth --transport ipc --shards 2 --workers 2 --params %d "
              "--buffers %d --batch 24 --lr %.9g --momentum %.9g --weight-decay %.9g "
              "--samples 60 --seed %d --method GG --epochs 3 --decay-epochs 1 --rho 0.5 "
              "--out '%s'",
@@ -215,7 +215,7 @@ static void test_bad_options(void **state)
     /* a worker whose shard never answers gives up (env configuration, short timeout) */
     int port = eb_test_free_port();
     snprintf(cmd, sizeof cmd,
-             "EB_CONNECT=tcp://127.0.0.1:%d EB_PARAMS=10 EB_TIMEOUT_MS=500 "
+             "EB_CONNECT=tcp://127.0.0.1:%d EB_MODEL=synth EB_PARAMS=10 EB_TIMEOUT_MS=500 "
              "timeout 20 '%s' worker 2>/dev/null",
              port, eb_test_binary());
     assert_int_equal(s_run(cmd), 1);

@@ -45,9 +45,9 @@ static void test_synth_out_written_once(void **state)
 {
     (void)state;
     char *tmp = eb_test_tmpdir(), wa[1200], wb[1200];
-    snprintf(wa, sizeof wa, "--params 60 --out '%s/a.bin'", tmp);
-    snprintf(wb, sizeof wb, "--params 60 --out '%s/b.bin'", tmp);
-    int rc = s_cluster(tmp, "--params 60 --steps 6 --batch 8 --samples 32", wa, wb);
+    snprintf(wa, sizeof wa, "--model synth --params 60 --out '%s/a.bin'", tmp);
+    snprintf(wb, sizeof wb, "--model synth --params 60 --out '%s/b.bin'", tmp);
+    int rc = s_cluster(tmp, "--model synth --params 60 --steps 6 --batch 8 --samples 32", wa, wb);
     if (rc)
         fail_msg("worker a * 100 + worker b * 10 + server exit status: %d", rc);
     int na = s_exists(tmp, "a.bin"), nb = s_exists(tmp, "b.bin");

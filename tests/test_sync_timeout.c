@@ -27,9 +27,9 @@
 /* app_opts_parse of `train --set SET`: its status. */
 static int s_parse(const char *set, struct app_opts *o)
 {
-    char *argv[] = {"train", "--set", (char *)set, NULL};
+    char *argv[] = {"train", "--model", "synth", "--set", (char *)set, NULL};
     rt_config_t *cfg = NULL;
-    int rc = app_opts_parse(3, argv, "", o, &cfg);
+    int rc = app_opts_parse(5, argv, "", o, &cfg);
     rt_config_destroy(&cfg);
     return rc;
 }
@@ -82,7 +82,8 @@ static void test_processes_proceed_after_the_timeout(void **state)
     snprintf(cmd, sizeof cmd,
              "B='%s'; T='%s'; \"$B\" server --config \"$T/run.yaml\" --shard 0 --shards 1 "
              "--workers 1 --bind \"ipc://$T/s0\" --samples %d 2>'%s' & p=$!; "
-             "\"$B\" worker --connect \"ipc://$T/s0\" --timeout-ms 20000 2>\"$T/worker.log\"; "
+             "\"$B\" worker --config \"$T/run.yaml\" --connect \"ipc://$T/s0\" --timeout-ms 20000 "
+             "2>\"$T/worker.log\"; "
              "w=$?; wait $p; s=$?; exit $((w * 10 + s))",
              eb_test_binary(), tmp, N_SAMPLES, slog);
     double t0 = rt_progress_now();

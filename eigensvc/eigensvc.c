@@ -39,6 +39,7 @@
 
 #include "eig_hvp.h"
 #include "eig_sub.h"
+#include "rt_clock.h"
 #include "rt_err.h"
 #include "rt_loader.h"
 #include "rt_log.h"
@@ -74,13 +75,6 @@ struct eigensvc {
     int asked_state;            /* the coordinator was asked for the ABS state it holds */
     struct rt_wire_decision current; /* the last one published (accepted by the coordinator) */
 };
-
-static double s_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int s_open_loader(const char *dir, uint64_t seed, size_t max_batch, rt_loader_t **out)
 {
@@ -302,7 +296,7 @@ static int s_evaluate(eigensvc_t *s, uint64_t epoch, uint64_t version)
     size_t n = rt_loader_count(s->test), hb = (size_t)s->cfg.hessian_batch;
     double loss = 0;
     long correct = 0;
-    double t0 = s_now();
+    double t0 = rt_clock_now();
     for (size_t first = 0; first < n; first += hb) {
         size_t k = n - first < hb ? n - first : hb;
         int rc = rt_loader_read(s->test, first, k, s->x, s->y);
@@ -323,7 +317,7 @@ static int s_evaluate(eigensvc_t *s, uint64_t epoch, uint64_t version)
         rt_metrics_num(s->cfg.metrics, "accuracy", (double)correct / (double)n);
         rt_metrics_num(s->cfg.metrics, "loss", loss / (double)n);
         rt_metrics_int(s->cfg.metrics, "samples", (long long)n);
-        rt_metrics_num(s->cfg.metrics, "seconds", s_now() - t0);
+        rt_metrics_num(s->cfg.metrics, "seconds", rt_clock_now() - t0);
         rt_metrics_end(s->cfg.metrics);
     }
     RT_INFO(S_NAME, "epoch %llu: test accuracy %.4f loss %.4f", (unsigned long long)epoch - 1,
@@ -554,7 +548,7 @@ int eigensvc_run(eigensvc_t *s, const atomic_int *stop)
     int64_t done_epoch = 0; /* snapshots of epochs <= this one are handled (epoch 0: initial) */
     int seen = 0;
     uint64_t have = UINT64_MAX; /* snapshot version the net holds (polls transfer no weights) */
-    double last_heard = s_now();
+    double last_heard = rt_clock_now();
     for (;;) {
         if (stop && atomic_load(stop))
             return rt_err_set(RT_ERR_INTERRUPTED, "eigensvc: stopped");
@@ -571,11 +565,11 @@ int eigensvc_run(eigensvc_t *s, const atomic_int *stop)
         /* the net holds that snapshot now (until an error leaves a mix of versions) */
         have = rc == RT_OK ? version : UINT64_MAX;
         if (rc == RT_OK || rc == RT_ERR_STATE) {
-            last_heard = s_now();
+            last_heard = rt_clock_now();
             seen |= rc == RT_OK;
         } else if (rc != RT_ERR_TIMEOUT) {
             return rc;
-        } else if ((s_now() - last_heard) * 1000 >= s->cfg.timeout_ms) {
+        } else if ((rt_clock_now() - last_heard) * 1000 >= s->cfg.timeout_ms) {
             if (seen) {
                 RT_INFO(S_NAME, "shards silent for %d ms: training is over", s->cfg.timeout_ms);
                 return RT_OK;

@@ -5,8 +5,8 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "rt_clock.h"
 #include "rt_err.h"
 #include "rt_log.h"
 #include "rt_sock.h"
@@ -25,13 +25,6 @@ struct server_observer {
     struct rt_sock_parts parts; /* receive frames */
     uint64_t round; /* snapshot round, echoed by the shards: older replies are dropped */
 };
-
-static double s_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 int server_observer_new(void *zmq_ctx, int n_shards, const char *const *endpoints,
                         uint64_t n_params, uint64_t n_buffers, server_observer_t **out)
@@ -103,7 +96,7 @@ static int s_recv(server_observer_t *o, int i, double deadline, struct rt_wire_m
                   const void **pp, const void **bp)
 {
     for (;;) {
-        int left = (int)((deadline - s_now()) * 1000);
+        int left = (int)((deadline - rt_clock_now()) * 1000);
         if (left <= 0)
             return rt_err_set(RT_ERR_TIMEOUT, "observer: shard %d silent", i);
         zmq_pollitem_t it = {o->socks[i], 0, ZMQ_POLLIN, 0};
@@ -204,7 +197,7 @@ int server_observer_snapshot_since(server_observer_t *o, uint64_t have, float *p
                                    float *buffers, uint64_t *version, uint64_t *epoch,
                                    int timeout_ms)
 {
-    double deadline = s_now() + timeout_ms / 1000.0;
+    double deadline = rt_clock_now() + timeout_ms / 1000.0;
     for (int t = 0; t < S_SNAPSHOT_TRIES; t++) {
         int agree;
         int rc = s_snapshot_round(o, have, params, buffers, version, epoch, &agree, deadline);
@@ -232,7 +225,7 @@ int server_observer_decide_held(server_observer_t *o, const struct rt_wire_decis
     int rc = rt_sock_send(o->socks[0], NULL, 0, &q, NULL, NULL, NULL);
     if (rc)
         return rc;
-    double deadline = s_now() + timeout_ms / 1000.0;
+    double deadline = rt_clock_now() + timeout_ms / 1000.0;
     for (;;) {
         const void *pp, *bp;
         rc = s_recv(o, 0, deadline, &r, &pp, &bp);
@@ -260,7 +253,7 @@ int server_observer_abs_state(server_observer_t *o, struct rt_wire_abs *out, int
     int rc = rt_sock_send(o->socks[0], NULL, 0, &q, NULL, NULL, NULL);
     if (rc)
         return rc;
-    double deadline = s_now() + timeout_ms / 1000.0;
+    double deadline = rt_clock_now() + timeout_ms / 1000.0;
     for (;;) {
         const void *pp, *bp;
         rc = s_recv(o, 0, deadline, &r, &pp, &bp);

@@ -7,11 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "nn_net.h"
 #include "rt_ckpt.h"
+#include "rt_clock.h"
 #include "rt_err.h"
 #include "rt_log.h"
 #include "rt_metrics.h"
@@ -116,13 +116,6 @@ struct server_shard {
 };
 
 /* ---- helpers ---------------------------------------------------------------------------- */
-
-static double s_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* 1 when the worker has sent a chunk of the current step. */
 static int s_started(const struct s_worker *w)
@@ -391,9 +384,7 @@ static void s_ckpt_poll(server_shard_t *s)
     if (!s->ckpt_pending)
         return;
     /* at most every S_CKPT_POLL_MS: each look opens every shard's file */
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    double now = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    double now = rt_clock_now();
     if (now < s->ckpt_next_poll)
         return;
     s->ckpt_next_poll = now + S_CKPT_POLL_MS / 1000.0;
@@ -1274,7 +1265,7 @@ static void s_members_poll(server_shard_t *s)
         const struct s_worker *w = &s->workers[i];
         waiting |= !w->evicted && !w->bye && !w->complete;
     }
-    double now = s_now();
+    double now = rt_clock_now();
     if (!waiting || now - s->members_at < S_MEMBERS_POLL_MS / 1000.0)
         return;
     s->members_at = now;
@@ -1567,9 +1558,9 @@ int server_shard_run(server_shard_t *s, const atomic_int *stop)
             s_ckpt_drain(s);
             /* the coordinator keeps answering a while when a worker was evicted: the other
              * shards learn it from its answers */
-            s->end_at = s_now() + (s->coord && s->st.evicted ? S_END_LINGER_MS / 1000.0 : 0);
+            s->end_at = rt_clock_now() + (s->coord && s->st.evicted ? S_END_LINGER_MS / 1000.0 : 0);
         }
-        if (s->end_at > 0 && s_now() >= s->end_at)
+        if (s->end_at > 0 && rt_clock_now() >= s->end_at)
             return RT_OK;
     }
 }

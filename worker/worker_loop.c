@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "nn_base.h"
+#include "rt_clock.h"
 #include "rt_err.h"
 #include "rt_log.h"
 #include "rt_sock.h"
@@ -71,19 +72,12 @@ struct s_worker {
     struct worker_stats st;          /* counters */
 };
 
-static double s_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static int s_send(struct s_worker *w, int shard, struct rt_wire_msg *m, const float *p,
                   const float *b)
 {
     int rc = rt_sock_send(w->sh[shard].sock, NULL, 0, m, p, b, &w->zc);
     if (!rc && shard == 0)
-        w->last_beat = s_now();
+        w->last_beat = rt_clock_now();
     if (rc)
         return rt_err_set(rc, "%s: send %s to shard %d: %s", w->name, rt_wire_type_name(m->type),
                           shard, rt_err_msg());
@@ -113,13 +107,13 @@ static int s_next(struct s_worker *w, int *shard, struct rt_wire_msg *m, const v
     int ns = w->cfg->n_shards;
     zmq_pollitem_t items[S_MAX_SHARDS];
     int timeout = w->cfg->timeout_ms > 0 ? w->cfg->timeout_ms : S_TIMEOUT_MS;
-    double deadline = s_now() + timeout / 1000.0;
+    double deadline = rt_clock_now() + timeout / 1000.0;
     /* heartbeats must go out, and be answered, well within the timeout */
     int slice = timeout / 4 < S_POLL_MS ? (timeout / 4 > 0 ? timeout / 4 : 1) : S_POLL_MS;
     if (slice > w->beat_ms)
         slice = w->beat_ms; /* ... and often enough for the coordinator not to evict us */
     for (;;) {
-        if (w->id >= 0 && (s_now() - w->last_beat) * 1000.0 >= slice)
+        if (w->id >= 0 && (rt_clock_now() - w->last_beat) * 1000.0 >= slice)
             s_send_simple(w, 0, RT_WIRE_HEARTBEAT, 0);
         if (w->cfg->stop && atomic_load(w->cfg->stop))
             return rt_err_set(RT_ERR_INTERRUPTED, "%s: stopped", w->name);
@@ -136,7 +130,7 @@ static int s_next(struct s_worker *w, int *shard, struct rt_wire_msg *m, const v
             return rt_err_set(RT_ERR_ZMQ, "%s: poll: %s", w->name, zmq_strerror(zmq_errno()));
         }
         if (n == 0) {
-            if (s_now() > deadline)
+            if (rt_clock_now() > deadline)
                 return rt_err_set(RT_ERR_TIMEOUT, "%s: no answer from the shards for %d ms",
                                   w->name, timeout);
             continue;
@@ -166,7 +160,7 @@ static int s_next(struct s_worker *w, int *shard, struct rt_wire_msg *m, const v
             }
             if (m->type == RT_WIRE_HEARTBEAT) {
                 /* the coordinator is alive: a slow step is not a dead cluster */
-                deadline = s_now() + timeout / 1000.0;
+                deadline = rt_clock_now() + timeout / 1000.0;
                 continue;
             }
             *shard = i;
@@ -386,7 +380,7 @@ static void *s_beat_main(void *arg)
         if (b->quit)
             break;
         if (rc == ETIMEDOUT && b->active &&
-            (s_now() - b->w->last_beat) * 1000.0 >= b->w->beat_ms &&
+            (rt_clock_now() - b->w->last_beat) * 1000.0 >= b->w->beat_ms &&
             s_send_simple(b->w, 0, RT_WIRE_HEARTBEAT, 0))
             RT_WARN(b->w->name, "heartbeat: %s", rt_err_msg());
     }
@@ -523,7 +517,7 @@ int worker_run(const struct worker_cfg *cfg, const struct worker_compute *cb,
         if (rc)
             goto out;
     }
-    double t0 = s_now(), compute_s = 0;
+    double t0 = rt_clock_now(), compute_s = 0;
     struct worker_step prev = {0}; /* the step before t */
     for (uint64_t t = w.start;; t++) {
         struct rt_wire_msg sm = {0}, tm = {0};
@@ -560,11 +554,11 @@ int worker_run(const struct worker_cfg *cfg, const struct worker_compute *cb,
         };
         uint32_t samples = 0;
         float loss = 0;
-        double c0 = s_now();
+        double c0 = rt_clock_now();
         s_beat_lend(&w, 1);
         rc = cb->compute(cb->user, &st, w.params, w.grads, w.buffers, &samples, &loss);
         s_beat_lend(&w, 0);
-        double dt = s_now() - c0;
+        double dt = rt_clock_now() - c0;
         compute_s += dt;
         if (samples > 0 && dt > 0) {
             double r = samples / dt;
@@ -586,7 +580,7 @@ int worker_run(const struct worker_cfg *cfg, const struct worker_compute *cb,
         }
         prev = st;
     }
-    w.st.seconds = s_now() - t0;
+    w.st.seconds = rt_clock_now() - t0;
     w.st.comm_seconds = w.st.seconds - compute_s;
     if (cb->finish) {
         s_beat_lend(&w, 1);

@@ -11,7 +11,6 @@
 #include "rt_err.h"
 #include "rt_log.h"
 #include "rt_sock.h"
-#include "server_sched.h"
 
 #define S_NAME "eig_sub"
 
@@ -87,7 +86,7 @@ static int s_decode(struct rt_sock_parts *p, int first, struct rt_wire_msg *m)
 
 int eig_sub_in_force(const struct rt_wire_decision *d)
 {
-    return d->verdict == SERVER_SCHED_ACCEPTED && d->apply_step > 0 && d->sched_version > 0;
+    return d->verdict == RT_WIRE_VERDICT_ACCEPTED && d->apply_step > 0 && d->sched_version > 0;
 }
 
 int eig_sub_recv(eig_sub_t *s, struct rt_wire_decision *d, int timeout_ms)

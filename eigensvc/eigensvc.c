@@ -45,7 +45,6 @@
 #include "rt_log.h"
 #include "rt_sock.h"
 #include "server_observer.h"
-#include "server_sched.h"
 
 #define S_NAME "eigensvc"
 #define S_POLL_MS_DEFAULT 20             /* between snapshot polls */
@@ -440,19 +439,19 @@ static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
     if (verdict < 0)
         RT_WARN(S_NAME, "epoch %d: the coordinator refused the decision: %s", (int)ended,
                 rt_err_msg());
-    else if (verdict != SERVER_SCHED_ACCEPTED && verdict != SERVER_SCHED_NOCHANGE)
-        RT_WARN(S_NAME, "epoch %d: decision %s", (int)ended, server_sched_verdict_str(verdict));
+    else if (verdict != RT_WIRE_VERDICT_ACCEPTED && verdict != RT_WIRE_VERDICT_NOCHANGE)
+        RT_WARN(S_NAME, "epoch %d: decision %s", (int)ended, rt_wire_verdict_str(verdict));
     if (!dec.reason[0])
         snprintf(dec.reason, sizeof dec.reason, "%s",
                  measured ? "no change" : "B_max reached: no measurement");
-    if (has_held && (verdict == SERVER_SCHED_STALE || verdict == SERVER_SCHED_SUPERSEDED) &&
+    if (has_held && (verdict == RT_WIRE_VERDICT_STALE || verdict == RT_WIRE_VERDICT_SUPERSEDED) &&
         (rc = s_resume(s, &held, ended)))
         return rc;
     d.lr = dec.lr;
     d.gamma = dec.gamma;
     snprintf(d.reason, sizeof d.reason, "%s", dec.reason);
-    d.apply_step = verdict == SERVER_SCHED_ACCEPTED ? apply : 0;
-    d.sched_version = verdict == SERVER_SCHED_ACCEPTED ? (uint32_t)sv : 0;
+    d.apply_step = verdict == RT_WIRE_VERDICT_ACCEPTED ? apply : 0;
+    d.sched_version = verdict == RT_WIRE_VERDICT_ACCEPTED ? (uint32_t)sv : 0;
     d.verdict = verdict;
     d.iterations = res.iterations;
     d.seconds = secs;
@@ -464,7 +463,7 @@ static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
         s->have_current = 1;
     } else {
         RT_DEBUG(S_NAME, "epoch %d: decision not published (%s)", (int)ended,
-                 verdict < 0 ? "refused" : server_sched_verdict_str(verdict));
+                 verdict < 0 ? "refused" : rt_wire_verdict_str(verdict));
     }
     if (s->pub && in_force) {
         struct rt_wire_msg m;
@@ -498,7 +497,7 @@ static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
         rt_metrics_str(mt, "reason", dec.reason);
         rt_metrics_int(mt, "snapshot_version", (long long)version);
         rt_metrics_int(mt, "seq", (long long)d.seq);
-        rt_metrics_str(mt, "verdict", verdict >= 0 ? server_sched_verdict_str(verdict) : "refused");
+        rt_metrics_str(mt, "verdict", verdict >= 0 ? rt_wire_verdict_str(verdict) : "refused");
         rt_metrics_int(mt, "apply_step", (long long)d.apply_step);
         rt_metrics_int(mt, "sched_version", (long long)d.sched_version);
         rt_metrics_end(mt);

@@ -149,22 +149,7 @@ int server_sched_method_parse(const char *name, enum server_sched_method *out)
 
 const char *server_sched_verdict_str(int verdict)
 {
-    switch (verdict) {
-    case SERVER_SCHED_ACCEPTED:
-        return "accepted";
-    case SERVER_SCHED_DUPLICATE:
-        return "duplicate: already held";
-    case SERVER_SCHED_SUPERSEDED:
-        return "superseded: a newer decision was already seen";
-    case SERVER_SCHED_STALE:
-        return "stale: snapshot older than the last batch increase";
-    case SERVER_SCHED_NOCHANGE:
-        return "no change to the schedule in force";
-    case SERVER_SCHED_PENDING:
-        return "pending: earlier versions missing";
-    default:
-        return verdict < 0 ? rt_strerror(verdict) : "unknown verdict";
-    }
+    return rt_wire_verdict_str(verdict);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------------- */

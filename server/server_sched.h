@@ -55,6 +55,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "rt_wire.h"
+
 #define SERVER_SCHED_MAX_DECAY 16     /* most decay epochs in a configuration */
 #define SERVER_SCHED_MAX_DECISIONS 64 /* most accepted decisions in one run */
 #define SERVER_SCHED_MICRO_BATCH 128  /* default micro-batch m */
@@ -76,14 +78,16 @@ enum server_sched_apply {
     SERVER_SCHED_APPLY_NEXT_EPOCH,    /* the first epoch start at or after next_step + apply_lead */
 };
 
-/* Outcome of server_sched_accept() / server_sched_insert() (>= 0; errors are negative rt_err). */
+/* Outcome of server_sched_accept() / server_sched_insert() (>= 0; errors are negative rt_err):
+ * the verdicts the wire carries to the eigen service (enum rt_wire_verdict), under this module's
+ * names. */
 enum server_sched_verdict {
-    SERVER_SCHED_ACCEPTED = 0, /* appended as a new schedule version */
-    SERVER_SCHED_DUPLICATE,    /* already held: nothing changes (idempotent) */
-    SERVER_SCHED_SUPERSEDED,   /* older sequence number than one already seen */
-    SERVER_SCHED_STALE,        /* computed on a snapshot older than the last batch increase */
-    SERVER_SCHED_NOCHANGE,     /* same (B, lr, gamma) as in force: no new version */
-    SERVER_SCHED_PENDING,      /* (insert) held until the versions before it arrive */
+    SERVER_SCHED_ACCEPTED = RT_WIRE_VERDICT_ACCEPTED,     /* appended as a new version */
+    SERVER_SCHED_DUPLICATE = RT_WIRE_VERDICT_DUPLICATE,   /* already held: nothing changes */
+    SERVER_SCHED_SUPERSEDED = RT_WIRE_VERDICT_SUPERSEDED, /* older sequence number than seen */
+    SERVER_SCHED_STALE = RT_WIRE_VERDICT_STALE,       /* snapshot older than the last increase */
+    SERVER_SCHED_NOCHANGE = RT_WIRE_VERDICT_NOCHANGE, /* same (B, lr, gamma) as in force */
+    SERVER_SCHED_PENDING = RT_WIRE_VERDICT_PENDING,   /* (insert) waits for earlier versions */
 };
 
 struct server_sched_config {
@@ -164,7 +168,8 @@ int server_sched_config_check(const struct server_sched_config *cfg);
 const char *server_sched_method_name(enum server_sched_method m);
 int server_sched_method_parse(const char *name, enum server_sched_method *out);
 
-/* Short description of a verdict ("stale: snapshot older than the last batch increase"). */
+/* Short description of a verdict ("stale: snapshot older than the last batch increase"):
+ * rt_wire_verdict_str. */
 const char *server_sched_verdict_str(int verdict);
 
 /* New schedule with no decisions. Returns NULL on an invalid configuration (detail in

@@ -28,7 +28,7 @@
 #include "rt_wire.h"
 #include "server_coord.h"
 
-#define SERVER_CHUNK_FLOATS_DEFAULT (1u << 17) /* floats per payload frame (512 KiB) */
+#define SERVER_CHUNK_FLOATS_DEFAULT RT_WIRE_CHUNK_FLOATS_DEFAULT /* floats per payload frame */
 
 /* Configuration of a shard. */
 struct server_shard_cfg {

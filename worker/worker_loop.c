@@ -15,7 +15,6 @@
 #include "rt_err.h"
 #include "rt_log.h"
 #include "rt_sock.h"
-#include "server_shard.h"
 
 #define S_POLL_MS 1000      /* poll slice; a heartbeat goes out after each silent slice */
 #define S_TIMEOUT_MS 60000  /* default: a shard silent this long is an error */
@@ -39,13 +38,13 @@ struct s_shard {
  * never looks like a dead worker. The mutex hands the socket over (a full memory barrier, as
  * ZeroMQ asks of a socket that changes threads). */
 struct s_beat {
-    pthread_t thread;     /* the thread */
-    pthread_mutex_t mu;   /* guards everything below, and the socket while `active` */
-    pthread_cond_t cv;    /* wakes the thread (period, state change) */
-    int started;          /* thread and sync objects exist */
-    int active;           /* the thread owns the coordinator's socket */
-    int quit;             /* the thread must end */
-    struct s_worker *w;   /* the worker (its socket to shard 0, id, name) */
+    pthread_t thread;   /* the thread */
+    pthread_mutex_t mu; /* guards everything below, and the socket while `active` */
+    pthread_cond_t cv;  /* wakes the thread (period, state change) */
+    int started;        /* thread and sync objects exist */
+    int active;         /* the thread owns the coordinator's socket */
+    int quit;           /* the thread must end */
+    struct s_worker *w; /* the worker (its socket to shard 0, id, name) */
 };
 
 struct s_worker {
@@ -466,7 +465,7 @@ int worker_run(const struct worker_cfg *cfg, const struct worker_compute *cb,
     w.cfg = cfg;
     w.cb = cb;
     w.id = -1;
-    w.chunk = cfg->chunk_floats ? cfg->chunk_floats : SERVER_CHUNK_FLOATS_DEFAULT;
+    w.chunk = cfg->chunk_floats ? cfg->chunk_floats : RT_WIRE_CHUNK_FLOATS_DEFAULT;
     w.beat_ms = S_POLL_MS;
     snprintf(w.name, sizeof w.name, "%s", cfg->name ? cfg->name : "worker");
     rt_sock_parts_init(&w.parts);
@@ -504,7 +503,8 @@ int worker_run(const struct worker_cfg *cfg, const struct worker_compute *cb,
     if (rc)
         goto out;
     if (w.start > 0)
-        RT_INFO(w.name, "starting at step %llu (the shards resumed from a checkpoint, or this "
+        RT_INFO(w.name,
+                "starting at step %llu (the shards resumed from a checkpoint, or this "
                 "worker rejoins after an eviction)",
                 (unsigned long long)w.start);
     if (w.id == 0 && cb->init && w.start == 0) {

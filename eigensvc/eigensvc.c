@@ -54,24 +54,24 @@
 #define S_SEED_MIX 0x9E3779B97F4A7C15ull /* spreads epochs over power-iteration seeds */
 
 struct eigensvc {
-    struct eigensvc_cfg cfg;    /* configuration (strings borrowed) */
-    void *ctx;                  /* ZeroMQ context */
-    int own_ctx;                /* created here */
-    server_observer_t *obs;     /* snapshots and decisions */
-    void *pub;                  /* PUB socket, or NULL */
-    void *query;                /* ROUTER answering CURRENT, or NULL */
-    struct rt_sock_parts parts; /* received query frames */
-    rt_loader_t *train;         /* Hessian batches */
-    rt_loader_t *test;          /* test set, or NULL */
-    nn_net_t *net;              /* the model; its params/buffers receive each snapshot */
-    eig_power_t *pw;            /* power iteration */
-    eig_abs_t *abs;             /* the ABS rule */
-    float *x;                   /* Hessian (and eval) batch inputs */
-    int32_t *y;                 /* labels */
-    size_t sample;              /* floats per sample */
-    uint64_t seq_offset;        /* added to epoch + 1 to form sequence numbers (see s_resume) */
-    int have_current;           /* a decision has been published */
-    int asked_state;            /* the coordinator was asked for the ABS state it holds */
+    struct eigensvc_cfg cfg; /* configuration (strings borrowed) */
+    void *ctx;               /* ZeroMQ context */
+    int own_ctx;             /* created here */
+    server_observer_t *obs;  /* snapshots and decisions */
+    void *pub;               /* PUB socket, or NULL */
+    void *query;             /* ROUTER answering CURRENT, or NULL */
+    struct rt_sock_in in;    /* the query being answered */
+    rt_loader_t *train;      /* Hessian batches */
+    rt_loader_t *test;       /* test set, or NULL */
+    nn_net_t *net;           /* the model; its params/buffers receive each snapshot */
+    eig_power_t *pw;         /* power iteration */
+    eig_abs_t *abs;          /* the ABS rule */
+    float *x;                /* Hessian (and eval) batch inputs */
+    int32_t *y;              /* labels */
+    size_t sample;           /* floats per sample */
+    uint64_t seq_offset;     /* added to epoch + 1 to form sequence numbers (see s_resume) */
+    int have_current;        /* a decision has been published */
+    int asked_state;         /* the coordinator was asked for the ABS state it holds */
     struct rt_wire_decision current; /* the last one published (accepted by the coordinator) */
 };
 
@@ -121,7 +121,7 @@ int eigensvc_new(const struct eigensvc_cfg *cfg, eigensvc_t **out)
         s->cfg.timeout_ms = S_TIMEOUT_DEFAULT;
     if (!s->cfg.poll_ms)
         s->cfg.poll_ms = S_POLL_MS_DEFAULT;
-    rt_sock_parts_init(&s->parts);
+    rt_sock_in_init(&s->in, S_NAME, 1, NULL); /* queries carry no payload */
     if (cfg->threads > 0)
         nn_set_threads(cfg->threads);
     size_t hb = (size_t)cfg->hessian_batch;
@@ -206,7 +206,7 @@ void eigensvc_destroy(eigensvc_t **self_p)
     if (!self_p || !*self_p)
         return;
     eigensvc_t *s = *self_p;
-    rt_sock_parts_close(&s->parts);
+    rt_sock_in_close(&s->in);
     rt_sock_close(&s->query, 0);
     rt_sock_close(&s->pub, 0);
     server_observer_destroy(&s->obs);
@@ -226,34 +226,10 @@ void eigensvc_destroy(eigensvc_t **self_p)
 /* Answer every pending CURRENT query (non-blocking). */
 static void s_serve_queries(eigensvc_t *s)
 {
-    while (s->query) {
-        int rc = rt_sock_recv(s->query, &s->parts, ZMQ_DONTWAIT);
-        if (rc)
-            return;
-        struct rt_sock_parts *p = &s->parts;
-        if (p->n < 2 || p->total != p->n) {
-            RT_WARN(S_NAME, "dropped a query of %d frames", p->total);
-            continue;
-        }
-        uint8_t route[RT_SOCK_ROUTE_MAX];
-        size_t rlen = rt_sock_part_size(p, 0);
-        if (rlen > sizeof route) {
-            RT_WARN(S_NAME, "dropped a query: routing id too long");
-            continue;
-        }
-        memcpy(route, rt_sock_part_data(p, 0), rlen);
-        const void *f[RT_SOCK_MAX_PARTS];
-        size_t sz[RT_SOCK_MAX_PARTS];
-        for (int i = 1; i < p->n; i++) {
-            f[i - 1] = rt_sock_part_data(p, i);
-            sz[i - 1] = rt_sock_part_size(p, i);
-        }
-        struct rt_wire_limits lim = {0, 0, 0};
-        struct rt_wire_msg m, r;
-        rc = rt_wire_decode(f, sz, p->n - 1, &lim, &m, NULL, NULL);
-        rt_sock_parts_release(p);
-        if (rc || m.type != RT_WIRE_CURRENT) {
-            RT_WARN(S_NAME, "dropped a query: %s", rc ? rt_err_msg() : rt_wire_type_name(m.type));
+    while (s->query && rt_sock_recv_msg(s->query, &s->in, ZMQ_DONTWAIT, "a late joiner") == RT_OK) {
+        struct rt_wire_msg r;
+        if (s->in.m.type != RT_WIRE_CURRENT) {
+            RT_WARN(S_NAME, "dropped a query: %s", rt_wire_type_name(s->in.m.type));
             continue;
         }
         if (s->have_current) {
@@ -267,7 +243,7 @@ static void s_serve_queries(eigensvc_t *s)
             r.err_code = RT_ERR_STATE;
             snprintf(r.text, sizeof r.text, "no decision yet");
         }
-        if (rt_sock_send(s->query, route, rlen, &r, NULL, NULL, NULL))
+        if (rt_sock_send(s->query, s->in.route, s->in.route_len, &r, NULL, NULL, NULL))
             RT_WARN(S_NAME, "query reply failed: %s", rt_err_msg());
     }
 }

@@ -19,22 +19,23 @@
 #include "server_ckpt.h"
 #include "server_sched.h"
 
-#define S_POLL_MS 100         /* poll period: how often `stop` is checked */
-#define S_MAX_PENDING 256     /* queued pulls waiting for a future version */
-#define S_ZC_WAIT_MS 2000     /* wait for queued zero-copy frames at destroy */
-#define S_APPLY_BLOCK 16384   /* floats updated per cache-sized block */
-#define S_APPLY_MIN 65536     /* smallest prefix worth updating early */
-#define S_LOG_ROUTE 24        /* hex characters of a routing id shown in logs */
-#define S_SCHED_WAIT_MS 30000 /* shards > 0: longest wait for the coordinator's schedule */
-#define S_SCHED_RETRY_US 5000 /* pause before asking again while workers join */
-#define S_CKPT_WAIT_MS 30000  /* shard 0 at the end: longest wait for the last checkpoint */
-#define S_CKPT_POLL_MS 10     /* ... checking this often */
-#define S_MEMBERS_POLL_MS 200 /* shards > 0: ask the members of a waiting step this often */
+#define S_POLL_MS 100          /* poll period: how often `stop` is checked */
+#define S_MAX_PENDING 256      /* queued pulls waiting for a future version */
+#define S_ZC_WAIT_MS 2000      /* wait for queued zero-copy frames at destroy */
+#define S_APPLY_BLOCK 16384    /* floats updated per cache-sized block */
+#define S_APPLY_MIN 65536      /* smallest prefix worth updating early */
+#define S_SCHED_WAIT_MS 30000  /* shards > 0: longest wait for the coordinator's schedule */
+#define S_SCHED_RETRY_US 5000  /* pause before asking again while workers join */
+#define S_CKPT_WAIT_MS 30000   /* shard 0 at the end: longest wait for the last checkpoint */
+#define S_CKPT_POLL_MS 10      /* ... checking this often */
+#define S_MEMBERS_POLL_MS 200  /* shards > 0: ask the members of a waiting step this often */
 #define S_MEMBERS_WAIT_MS 1000 /* ... and wait this long for the answer */
-#define S_PULL_AHEAD 8        /* pulls kept waiting for up to this many versions ahead (a worker
-                                 that rejoins starts a step or two ahead of a lagging shard) */
-#define S_END_LINGER_MS 1000  /* shard 0: answer the other shards this long after the end when a
-                                 worker was evicted (they learn it from the coordinator) */
+#define S_PULL_AHEAD                                                                               \
+    8 /* pulls kept waiting for up to this many versions ahead (a worker                           \
+         that rejoins starts a step or two ahead of a lagging shard) */
+#define S_END_LINGER_MS                                                                            \
+    1000 /* shard 0: answer the other shards this long after the end when a                        \
+            worker was evicted (they learn it from the coordinator) */
 
 /* A worker as this shard sees it. */
 struct s_worker {
@@ -86,7 +87,7 @@ struct server_shard {
     int sched_known;                     /* `sched` holds the schedule of step `version` */
     struct server_coord_point sched;     /* schedule of the current step, from the coordinator */
     void *coord_sock;                    /* shards > 0: DEALER to the coordinator */
-    struct rt_sock_parts cparts;         /* frames of the coordinator's replies */
+    struct rt_sock_in cin;               /* shards > 0: the coordinator's replies */
     struct s_worker *workers;            /* n_workers entries */
     struct s_pull pend[S_MAX_PENDING];   /* pulls for a future version */
     int n_pend;                          /* entries in pend */
@@ -98,7 +99,7 @@ struct server_shard {
     uint64_t snap_version;               /* version of the snapshot; UINT64_MAX: none yet */
     uint64_t snap_epoch;                 /* the epoch it starts */
     uint64_t wck_version;                /* version the checksums belong to; UINT64_MAX: none */
-    struct rt_sock_parts parts;          /* receive frames, reused */
+    struct rt_sock_in in;                /* the message being handled (ROUTER) */
     server_coord_t *coord;               /* shard 0: coordinator, else NULL */
     struct rt_wire_limits lim;           /* decode limits */
     char name[RT_WIRE_NAME_MAX];         /* "shard-<i>" */
@@ -130,20 +131,12 @@ static int s_partial(const struct s_worker *w)
     return w->evicted && !w->complete && s_started(w);
 }
 
-static void s_route_hex(const uint8_t *r, size_t n, char *out, size_t cap)
-{
-    size_t k = 0;
-    for (size_t i = 0; i < n && k + 3 < cap && k < S_LOG_ROUTE; i++)
-        k += (size_t)snprintf(out + k, cap - k, "%02x", r[i]);
-    out[k] = '\0';
-}
-
 /* Log a dropped message with its sender and the reason. */
 static void s_drop(server_shard_t *s, const uint8_t *route, size_t rlen,
                    const struct rt_wire_msg *m, const char *why)
 {
-    char hex[S_LOG_ROUTE + 4];
-    s_route_hex(route, rlen, hex, sizeof hex);
+    char hex[RT_SOCK_ROUTE_HEX];
+    rt_sock_route_hex(route, rlen, hex, sizeof hex);
     s->st.dropped++;
     if (m)
         RT_WARN(s->name, "dropped %s from peer %s (worker %d '%s', step %llu): %s",
@@ -630,70 +623,49 @@ static int s_sched_current(server_shard_t *s)
     return RT_OK;
 }
 
+/* Does the coordinator's reply answer the query about step *arg (not an earlier question)? */
+static int s_answers_step(const struct rt_wire_msg *r, void *arg)
+{
+    return r->step == *(const uint64_t *)arg;
+}
+
 /* Shards > 0: ask the coordinator the schedule of `step` (a blocking request of at most wait_ms;
  * pushes meanwhile wait in the socket's queue) into *pt; the members that come with it are
  * applied. */
-static int s_sched_ask(server_shard_t *s, uint64_t step, struct server_coord_point *pt,
-                       int wait_ms)
+static int s_sched_ask(server_shard_t *s, uint64_t step, struct server_coord_point *pt, int wait_ms)
 {
-    int waited_ms = 0;
+    double deadline = rt_clock_now() + wait_ms / 1000.0;
     for (;;) {
-        struct rt_wire_msg q, r;
+        struct rt_wire_msg q;
         rt_wire_msg_init(&q, RT_WIRE_SCHED_QUERY, -1, s->name);
         q.step = step;
-        int rc = rt_sock_send(s->coord_sock, NULL, 0, &q, NULL, NULL, NULL);
+        int rc = rt_sock_request(s->coord_sock, &q, &s->cin, deadline, s_answers_step, &step,
+                                 "the coordinator");
+        if (rc == RT_ERR_TIMEOUT)
+            return rt_err_set(rc, "coordinator silent for %d ms", wait_ms);
         if (rc)
             return rc;
-        for (;;) {
-            zmq_pollitem_t it = {s->coord_sock, 0, ZMQ_POLLIN, 0};
-            int n = zmq_poll(&it, 1, S_POLL_MS);
-            if (n < 0 && zmq_errno() != EINTR)
-                return rt_err_set(RT_ERR_ZMQ, "poll coordinator: %s", zmq_strerror(zmq_errno()));
-            if (n <= 0) {
-                waited_ms += S_POLL_MS;
-                if (waited_ms >= wait_ms)
-                    return rt_err_set(RT_ERR_TIMEOUT, "coordinator silent for %d ms", waited_ms);
-                continue;
-            }
-            rc = rt_sock_recv(s->coord_sock, &s->cparts, ZMQ_DONTWAIT);
-            if (rc == RT_ERR_TIMEOUT)
-                continue;
-            if (rc)
-                return rc;
-            const void *f[RT_SOCK_MAX_PARTS];
-            size_t sz[RT_SOCK_MAX_PARTS];
-            for (int i = 0; i < s->cparts.n; i++) {
-                f[i] = rt_sock_part_data(&s->cparts, i);
-                sz[i] = rt_sock_part_size(&s->cparts, i);
-            }
-            rc = rt_wire_decode(f, sz, s->cparts.n, &s->lim, &r, NULL, NULL);
-            rt_sock_parts_release(&s->cparts);
-            if (rc) {
-                RT_WARN(s->name, "dropped reply from the coordinator: %s", rt_err_msg());
-                continue;
-            }
-            if (r.step != step)
-                continue; /* an answer to an earlier question */
-            if (r.type == RT_WIRE_ERROR && r.err_code == RT_ERR_STATE)
-                break; /* not ready: ask again */
-            if (r.type != RT_WIRE_SCHED)
-                return rt_err_set(RT_ERR_PEER, "coordinator: %s", r.text);
-            pt->epoch = r.sched.epoch;
-            pt->epoch_offset = r.sched.epoch_offset;
-            pt->version = r.sched_version;
-            pt->batch = r.sched.batch;
-            pt->samples = r.sched.samples;
-            pt->lr = r.sched.lr;
-            pt->gamma = r.sched.gamma;
-            pt->done = r.sched.done;
-            pt->epoch_last = r.sched.epoch_last;
-            s_members(s, r.sched.members, r.sched.members_len);
-            return RT_OK;
+        const struct rt_wire_msg *r = &s->cin.m;
+        if (r->type == RT_WIRE_ERROR && r->err_code == RT_ERR_STATE) {
+            /* not ready (workers still joining): ask again */
+            if (rt_clock_now() + S_SCHED_RETRY_US / 1e6 >= deadline)
+                return rt_err_set(RT_ERR_TIMEOUT, "coordinator not ready after %d ms", wait_ms);
+            usleep(S_SCHED_RETRY_US);
+            continue;
         }
-        usleep(S_SCHED_RETRY_US);
-        waited_ms += S_SCHED_RETRY_US / 1000;
-        if (waited_ms >= wait_ms)
-            return rt_err_set(RT_ERR_TIMEOUT, "coordinator not ready after %d ms", waited_ms);
+        if (r->type != RT_WIRE_SCHED)
+            return rt_err_set(RT_ERR_PEER, "coordinator: %s", r->text);
+        pt->epoch = r->sched.epoch;
+        pt->epoch_offset = r->sched.epoch_offset;
+        pt->version = r->sched_version;
+        pt->batch = r->sched.batch;
+        pt->samples = r->sched.samples;
+        pt->lr = r->sched.lr;
+        pt->gamma = r->sched.gamma;
+        pt->done = r->sched.done;
+        pt->epoch_last = r->sched.epoch_last;
+        s_members(s, r->sched.members, r->sched.members_len);
+        return RT_OK;
     }
 }
 
@@ -716,8 +688,8 @@ static void s_rejoin_check(server_shard_t *s)
 /* Shard 0: a restarted worker took the slot `id` of an evicted one (log, metrics). */
 static void s_on_rejoin(server_shard_t *s, int id, const uint8_t *route, size_t rlen)
 {
-    char hex[S_LOG_ROUTE + 4];
-    s_route_hex(route, rlen, hex, sizeof hex);
+    char hex[RT_SOCK_ROUTE_HEX];
+    rt_sock_route_hex(route, rlen, hex, sizeof hex);
     uint64_t step = server_coord_join_step(s->coord, id);
     RT_WARN(s->name, "worker %d '%s' (peer %s) rejoins: it takes part from step %llu", id,
             s->workers[id].name, hex, (unsigned long long)step);
@@ -851,8 +823,8 @@ static void s_on_sched_query(server_shard_t *s, const uint8_t *route, size_t rle
     r.sched.share_count = cnt;
     r.sched.done = pt.done;
     r.sched.epoch_last = pt.epoch_last;
-    r.sched.members_len = server_coord_members(s->coord, m->step, r.sched.members,
-                                               (uint32_t)sizeof r.sched.members);
+    r.sched.members_len =
+        server_coord_members(s->coord, m->step, r.sched.members, (uint32_t)sizeof r.sched.members);
     if (rt_sock_send(s->sock, route, rlen, &r, NULL, NULL, NULL))
         RT_WARN(s->name, "schedule reply failed: %s", rt_err_msg());
 }
@@ -964,7 +936,6 @@ static void s_on_evicted(server_shard_t *s, int id, int progress)
     if (progress)
         s_progress(s);
 }
-
 
 static void s_on_push(server_shard_t *s, const uint8_t *route, size_t rlen,
                       const struct rt_wire_msg *m, const void *pp, const void *bp)
@@ -1211,22 +1182,23 @@ static void s_evict_poll(server_shard_t *s)
     if (!s->coord)
         return;
     int gone[RT_WIRE_MEMBERS_BYTES * 8] = {0};
-    int n = s->cfg.n_workers < (int)(sizeof gone / sizeof gone[0]) ? s->cfg.n_workers
-                                                                   : (int)(sizeof gone / sizeof gone[0]);
+    int n = s->cfg.n_workers < (int)(sizeof gone / sizeof gone[0])
+                ? s->cfg.n_workers
+                : (int)(sizeof gone / sizeof gone[0]);
     for (int i = 0; i < n; i++)
         gone[i] = s->workers[i].bye;
     double silent_ms = 0;
     int id;
-    while ((id = server_coord_overdue(s->coord, n == s->cfg.n_workers ? gone : NULL,
-                                      &silent_ms)) >= 0) {
+    while ((id = server_coord_overdue(s->coord, n == s->cfg.n_workers ? gone : NULL, &silent_ms)) >=
+           0) {
         struct s_worker *w = &s->workers[id];
         /* a slice complete here counts: the step its loss interrupts is the next one */
         uint64_t from = s->version + (s->ready && w->complete ? 1 : 0);
         struct server_coord_loss loss;
         if (server_coord_evict(s->coord, id, from, &loss))
             break;
-        char hex[S_LOG_ROUTE + 4];
-        s_route_hex(w->route, w->route_len, hex, sizeof hex);
+        char hex[RT_SOCK_ROUTE_HEX];
+        rt_sock_route_hex(w->route, w->route_len, hex, sizeof hex);
         s->st.lost += loss.samples;
         RT_WARN(s->name,
                 "worker %d '%s' (peer %s) silent for %.0f ms: evicted at step %llu; %llu samples "
@@ -1289,89 +1261,70 @@ static void s_members_poll(server_shard_t *s)
         s_progress(s);
 }
 
-/* Handle one received message; returns 1 when every worker has said goodbye. */
+/* Handle the message received in s->in (decoded: rt_sock_recv_msg drops malformed ones); returns
+ * 1 when every worker has said goodbye. */
 static int s_handle(server_shard_t *s)
 {
-    struct rt_sock_parts *p = &s->parts;
-    const uint8_t *route = rt_sock_part_data(p, 0);
-    size_t rlen = rt_sock_part_size(p, 0);
-    if (rlen > RT_SOCK_ROUTE_MAX) {
-        s_drop(s, route, RT_SOCK_ROUTE_MAX, NULL, "routing id too long");
-        return 0;
-    }
-    if (p->total != p->n) {
-        s_drop(s, route, rlen, NULL, "too many frames");
-        return 0;
-    }
-    const void *parts[RT_SOCK_MAX_PARTS];
-    size_t sizes[RT_SOCK_MAX_PARTS];
-    for (int i = 1; i < p->n; i++) {
-        parts[i - 1] = rt_sock_part_data(p, i);
-        sizes[i - 1] = rt_sock_part_size(p, i);
-    }
-    struct rt_wire_msg m;
-    const void *pp = NULL, *bp = NULL;
-    int rc = rt_wire_decode(parts, sizes, p->n - 1, &s->lim, &m, &pp, &bp);
-    if (rc) {
-        s_drop(s, route, rlen, NULL, rt_err_msg());
-        return 0;
-    }
+    const uint8_t *route = s->in.route;
+    size_t rlen = s->in.route_len;
+    const void *pp = s->in.params, *bp = s->in.buffers;
+    const struct rt_wire_msg *m = &s->in.m;
     /* any message of a bound worker shows it alive */
-    if (s->coord && m.type != RT_WIRE_REGISTER && s_bound(s, route, rlen, &m))
-        server_coord_heartbeat(s->coord, m.sender);
-    switch (m.type) {
+    if (s->coord && m->type != RT_WIRE_REGISTER && s_bound(s, route, rlen, m))
+        server_coord_heartbeat(s->coord, m->sender);
+    switch (m->type) {
     case RT_WIRE_REGISTER:
     case RT_WIRE_SCHED_QUERY:
     case RT_WIRE_HEARTBEAT:
         if (!s->coord) {
-            s_drop(s, route, rlen, &m, "coordinator message sent to a shard other than 0");
+            s_drop(s, route, rlen, m, "coordinator message sent to a shard other than 0");
             break;
         }
-        if (m.type == RT_WIRE_REGISTER)
-            s_on_register(s, route, rlen, &m);
-        else if (m.type == RT_WIRE_SCHED_QUERY)
-            s_on_sched_query(s, route, rlen, &m);
-        else if (s_bound(s, route, rlen, &m)) {
+        if (m->type == RT_WIRE_REGISTER)
+            s_on_register(s, route, rlen, m);
+        else if (m->type == RT_WIRE_SCHED_QUERY)
+            s_on_sched_query(s, route, rlen, m);
+        else if (s_bound(s, route, rlen, m)) {
             /* answer, so that a worker waiting for a slow step knows the cluster is alive */
-            server_coord_heartbeat(s->coord, m.sender);
+            server_coord_heartbeat(s->coord, m->sender);
             struct rt_wire_msg r;
             rt_wire_msg_init(&r, RT_WIRE_HEARTBEAT, s->cfg.shard, s->name);
             if (rt_sock_send(s->sock, route, rlen, &r, NULL, NULL, NULL))
                 RT_WARN(s->name, "heartbeat reply failed: %s", rt_err_msg());
         } else
-            s_drop(s, route, rlen, &m, "heartbeat from an unregistered peer");
+            s_drop(s, route, rlen, m, "heartbeat from an unregistered peer");
         break;
     case RT_WIRE_HELLO:
-        s_on_hello(s, route, rlen, &m);
+        s_on_hello(s, route, rlen, m);
         break;
     case RT_WIRE_SNAPSHOT:
-        s_on_snapshot(s, route, rlen, &m);
+        s_on_snapshot(s, route, rlen, m);
         break;
     case RT_WIRE_DECISION:
         if (s->coord)
-            s_on_decision(s, route, rlen, &m);
+            s_on_decision(s, route, rlen, m);
         else
-            s_drop(s, route, rlen, &m, "decision sent to a shard other than 0");
+            s_drop(s, route, rlen, m, "decision sent to a shard other than 0");
         break;
     case RT_WIRE_ABS_QUERY:
         if (s->coord)
-            s_on_abs_query(s, route, rlen, &m);
+            s_on_abs_query(s, route, rlen, m);
         else
-            s_drop(s, route, rlen, &m, "ABS query sent to a shard other than 0");
+            s_drop(s, route, rlen, m, "ABS query sent to a shard other than 0");
         break;
     case RT_WIRE_INIT:
-        s_on_init(s, route, rlen, &m, pp, bp);
+        s_on_init(s, route, rlen, m, pp, bp);
         break;
     case RT_WIRE_PUSH:
-        s_on_push(s, route, rlen, &m, pp, bp);
+        s_on_push(s, route, rlen, m, pp, bp);
         break;
     case RT_WIRE_PULL:
-        s_on_pull(s, route, rlen, &m);
+        s_on_pull(s, route, rlen, m);
         break;
     case RT_WIRE_BYE: {
-        struct s_worker *w = s_bound(s, route, rlen, &m);
+        struct s_worker *w = s_bound(s, route, rlen, m);
         if (!w) {
-            s_drop(s, route, rlen, &m, "goodbye from an unknown peer");
+            s_drop(s, route, rlen, m, "goodbye from an unknown peer");
             break;
         }
         w->bye = 1;
@@ -1380,7 +1333,7 @@ static int s_handle(server_shard_t *s)
         break;
     }
     default:
-        s_drop(s, route, rlen, &m, "message type not accepted by a shard");
+        s_drop(s, route, rlen, m, "message type not accepted by a shard");
         break;
     }
     return 0;
@@ -1426,8 +1379,8 @@ int server_shard_new(const struct server_shard_cfg *cfg, server_shard_t **out)
     if (!s->cfg.chunk_floats)
         s->cfg.chunk_floats = SERVER_CHUNK_FLOATS_DEFAULT;
     snprintf(s->name, sizeof s->name, "shard-%d", cfg->shard);
-    rt_sock_parts_init(&s->parts);
-    rt_sock_parts_init(&s->cparts);
+    rt_sock_in_init(&s->in, s->name, 1, NULL);
+    rt_sock_in_init(&s->cin, s->name, 0, NULL);
     atomic_init(&s->zc.in_flight, 0);
     rt_wire_partition(cfg->n_params, cfg->n_shards, cfg->shard, &s->p_off, &s->p_cnt);
     rt_wire_partition(cfg->n_buffers, cfg->n_shards, cfg->shard, &s->b_off, &s->b_cnt);
@@ -1484,6 +1437,8 @@ int server_shard_new(const struct server_shard_cfg *cfg, server_shard_t **out)
     s->lim.n_params = cfg->n_params;
     s->lim.n_buffers = cfg->n_buffers;
     s->lim.max_floats = s->p_cnt > s->b_cnt ? s->p_cnt : s->b_cnt;
+    s->in.lim = s->lim;
+    s->cin.lim = s->lim;
     if (cfg->zmq_ctx) {
         s->ctx = cfg->zmq_ctx;
     } else {
@@ -1534,13 +1489,13 @@ int server_shard_run(server_shard_t *s, const atomic_int *stop)
         /* drain what is queued before polling again */
         int bye = 0;
         while (n > 0 && !bye) {
-            int rc = rt_sock_recv(s->sock, &s->parts, ZMQ_DONTWAIT);
+            int rc = rt_sock_recv_msg(s->sock, &s->in, ZMQ_DONTWAIT, NULL);
             if (rc == RT_ERR_TIMEOUT)
                 break;
             if (rc)
                 return rc;
             bye = s_handle(s);
-            rt_sock_parts_release(&s->parts);
+            rt_sock_in_release(&s->in);
         }
         s_evict_poll(s);
         if (n == 0)
@@ -1554,7 +1509,8 @@ int server_shard_run(server_shard_t *s, const atomic_int *stop)
                 return rt_err_set(RT_ERR_PEER, "%s: every worker was evicted at version %llu",
                                   s->name, (unsigned long long)s->version);
             RT_INFO(s->name, "all workers left at version %llu (%llu messages dropped)",
-                    (unsigned long long)s->version, (unsigned long long)s->st.dropped);
+                    (unsigned long long)s->version,
+                    (unsigned long long)(s->st.dropped + s->in.dropped));
             s_ckpt_drain(s);
             /* the coordinator keeps answering a while when a worker was evicted: the other
              * shards learn it from its answers */
@@ -1598,6 +1554,7 @@ void server_shard_stats(const server_shard_t *s, struct server_shard_stats *out)
 {
     *out = s->st;
     out->version = s->version;
+    out->dropped += s->in.dropped; /* malformed: dropped as they were received */
 }
 
 void server_shard_destroy(server_shard_t **self_p)
@@ -1607,8 +1564,8 @@ void server_shard_destroy(server_shard_t **self_p)
     server_shard_t *s = *self_p;
     rt_sock_close(&s->sock, 0);
     rt_sock_close(&s->coord_sock, 0);
-    rt_sock_parts_close(&s->parts);
-    rt_sock_parts_close(&s->cparts);
+    rt_sock_in_close(&s->in);
+    rt_sock_in_close(&s->cin);
     int leak = 0;
     if (rt_sock_zc_wait(&s->zc, S_ZC_WAIT_MS)) {
         /* a peer never read its weights: their frames still point into w; keep it alive */

@@ -56,9 +56,8 @@ struct s_worker {
     float *params;                   /* n_params: weights of the current version */
     float *grads;                    /* n_params: gradient being pushed */
     float *buffers;                  /* n_buffers (+1): running statistics */
-    struct rt_sock_parts parts;      /* receive frames, reused */
+    struct rt_sock_in in;            /* the last reply received */
     struct rt_sock_zc zc;            /* zero-copy frames in flight */
-    struct rt_wire_limits lim;       /* decode limits */
     int id;                          /* worker id from the coordinator */
     uint64_t start;                  /* first step (WELCOME; > 0 when the run resumed) */
     int n_workers;                   /* workers in the run */
@@ -137,26 +136,16 @@ static int s_next(struct s_worker *w, int *shard, struct rt_wire_msg *m, const v
         for (int i = 0; i < ns; i++) {
             if (!(items[i].revents & ZMQ_POLLIN))
                 continue;
-            int rc = rt_sock_recv(w->sh[i].sock, &w->parts, ZMQ_DONTWAIT);
+            char from[32];
+            snprintf(from, sizeof from, "shard %d", i);
+            int rc = rt_sock_recv_msg(w->sh[i].sock, &w->in, ZMQ_DONTWAIT, from);
             if (rc == RT_ERR_TIMEOUT)
-                continue;
+                continue; /* nothing, or only malformed replies (logged and dropped) */
             if (rc)
                 return rc;
-            const void *parts[RT_SOCK_MAX_PARTS];
-            size_t sizes[RT_SOCK_MAX_PARTS];
-            for (int k = 0; k < w->parts.n; k++) {
-                parts[k] = rt_sock_part_data(&w->parts, k);
-                sizes[k] = rt_sock_part_size(&w->parts, k);
-            }
-            if (w->parts.total != w->parts.n) {
-                RT_WARN(w->name, "dropped reply from shard %d: too many frames", i);
-                continue;
-            }
-            rc = rt_wire_decode(parts, sizes, w->parts.n, &w->lim, m, pp, bp);
-            if (rc) {
-                RT_WARN(w->name, "dropped reply from shard %d: %s", i, rt_err_msg());
-                continue;
-            }
+            *m = w->in.m;
+            *pp = w->in.params;
+            *bp = w->in.buffers;
             if (m->type == RT_WIRE_HEARTBEAT) {
                 /* the coordinator is alive: a slow step is not a dead cluster */
                 deadline = rt_clock_now() + timeout / 1000.0;
@@ -440,7 +429,7 @@ static void s_destroy(struct s_worker *w)
     s_beat_stop(w);
     for (int i = 0; w->sh && i < w->cfg->n_shards; i++)
         rt_sock_close(&w->sh[i].sock, S_LINGER_MS);
-    rt_sock_parts_close(&w->parts);
+    rt_sock_in_close(&w->in);
     int leak = rt_sock_zc_wait(&w->zc, S_ZC_WAIT_MS) != 0;
     if (w->own_ctx)
         rt_sock_ctx_destroy(&w->ctx);
@@ -468,11 +457,13 @@ int worker_run(const struct worker_cfg *cfg, const struct worker_compute *cb,
     w.chunk = cfg->chunk_floats ? cfg->chunk_floats : RT_WIRE_CHUNK_FLOATS_DEFAULT;
     w.beat_ms = S_POLL_MS;
     snprintf(w.name, sizeof w.name, "%s", cfg->name ? cfg->name : "worker");
-    rt_sock_parts_init(&w.parts);
+    struct rt_wire_limits lim = {
+        .n_params = cfg->n_params,
+        .n_buffers = cfg->n_buffers,
+        .max_floats = cfg->n_params > cfg->n_buffers ? cfg->n_params : cfg->n_buffers,
+    };
+    rt_sock_in_init(&w.in, w.name, 0, &lim);
     atomic_init(&w.zc.in_flight, 0);
-    w.lim.n_params = cfg->n_params;
-    w.lim.n_buffers = cfg->n_buffers;
-    w.lim.max_floats = cfg->n_params > cfg->n_buffers ? cfg->n_params : cfg->n_buffers;
     int rc = RT_ERR_NOMEM;
     w.sh = calloc((size_t)cfg->n_shards, sizeof *w.sh);
     w.params = nn_alloc(cfg->n_params * sizeof(float));

@@ -18,10 +18,11 @@
  * e - 1 arrived, so the service sends one for every epoch (without a measurement once B_max is
  * reached), and it is stamped exactly at the epoch start, as in the reference.
  *
- * The rule's state (eig_abs_state) travels with each decision; the coordinator keeps the latest
- * and writes it into checkpoints. Before its first epoch end the service asks the coordinator for
- * the state it holds (server_observer_abs_state) and continues from it: a run resumed from a
- * checkpoint, or a restarted service, goes on with lambda_ref, duration, B and lr where they were.
+ * The rule's state (struct rt_wire_abs) travels with each decision; the coordinator keeps the
+ * latest and writes it into checkpoints. Before its first epoch end the service asks the
+ * coordinator for the state it holds (server_observer_abs_state) and continues from it: a run
+ * resumed from a checkpoint, or a restarted service, goes on with lambda_ref, duration, B and lr
+ * where they were.
  *
  * Sequence numbers are epoch + 1, so a restarted service sends the same numbers for the same
  * epochs and the coordinator sees duplicates rather than superseded decisions. When the
@@ -306,7 +307,7 @@ static int s_evaluate(eigensvc_t *s, uint64_t epoch, uint64_t version)
  * follow its own. */
 static int s_resume(eigensvc_t *s, const struct rt_wire_decision *h, int32_t ended)
 {
-    struct eig_abs_state st;
+    struct rt_wire_abs st;
     eig_abs_get_state(s->abs, &st);
     st.batch = h->batch;
     st.lr_base = h->lr_base;
@@ -357,7 +358,7 @@ static void s_weight_norms(const nn_net_t *net, const float *params, double *all
  * publish, record. */
 static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
 {
-    struct eig_abs_state st;
+    struct rt_wire_abs st;
     eig_abs_get_state(s->abs, &st);
     /* epochs missed while busy count as epochs without a measurement */
     struct eig_abs_decision dec;
@@ -397,16 +398,7 @@ static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
                                  .lambda = measured ? res.eigenvalue : NAN,
                                  .has_abs = 1};
     /* the rule's state travels with the decision: the coordinator keeps it for checkpoints */
-    eig_abs_get_state(s->abs, &st);
-    d.abs = (struct rt_wire_abs){.batch = st.batch,
-                                 .lr_base = st.lr_base,
-                                 .gamma_base = st.gamma_base,
-                                 .lambda_ref = st.lambda_ref,
-                                 .has_ref = st.has_ref,
-                                 .duration = st.duration,
-                                 .measuring = st.measuring,
-                                 .increases = st.increases,
-                                 .last_epoch = st.last_epoch};
+    eig_abs_get_state(s->abs, &d.abs);
     uint64_t apply = 0, sv = 0;
     struct rt_wire_decision held;
     int has_held = 0;
@@ -498,16 +490,7 @@ static int s_take_state(eigensvc_t *s)
                 rt_err_msg());
         return RT_OK;
     }
-    struct eig_abs_state st = {.batch = a.batch,
-                               .lr_base = a.lr_base,
-                               .gamma_base = a.gamma_base,
-                               .lambda_ref = a.lambda_ref,
-                               .has_ref = a.has_ref,
-                               .duration = a.duration,
-                               .measuring = a.measuring,
-                               .increases = a.increases,
-                               .last_epoch = a.last_epoch};
-    if ((rc = eig_abs_set_state(s->abs, &st)))
+    if ((rc = eig_abs_set_state(s->abs, &a)))
         return rt_err_set(rc, "eigensvc: the coordinator's ABS state: %s", rt_err_msg());
     RT_INFO(S_NAME,
             "continuing the ABS rule after epoch %d: B %lld, lr %g, lambda_ref %g, duration %d",
@@ -556,7 +539,7 @@ int eigensvc_run(eigensvc_t *s, const atomic_int *stop)
             if (!s->asked_state && (rc = s_take_state(s)))
                 return rc;
             /* a restarted service may take over a state that already decided this epoch */
-            struct eig_abs_state st;
+            struct rt_wire_abs st;
             eig_abs_get_state(s->abs, &st);
             int decided = (int64_t)epoch - 1 <= (int64_t)st.last_epoch;
             if (!decided && (eig_abs_wants_measurement(s->abs) || s->cfg.sync) &&

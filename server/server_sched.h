@@ -17,7 +17,8 @@
  *    A batch change in the middle of an epoch takes effect at its step; the epoch still ends after
  *    dataset_size samples.
  *  - decay epochs d: epochs e >= d train with the learning rate multiplied by rho once more
- *    (PyTorch MultiStepLR with milestones d; HessianFlow's lr_decay_epoch with the same values).
+ *    (PyTorch MultiStepLR with milestones d; HessianFlow's lr_decay_epoch with the same values;
+ *    the rule and its checks are rt_decay's, which eig_abs shares).
  *
  * Learning rate: lr is given at base_batch; the initial learning rate is lr * batch / base_batch
  * (linear scaling rule; base_batch = batch makes it lr). lr_cap bounds the learning rate BEFORE the
@@ -55,12 +56,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "rt_decay.h"
 #include "rt_wire.h"
 
-#define SERVER_SCHED_MAX_DECAY 16     /* most decay epochs in a configuration */
-#define SERVER_SCHED_MAX_DECISIONS 64 /* most accepted decisions in one run */
-#define SERVER_SCHED_MICRO_BATCH 128  /* default micro-batch m */
-#define SERVER_SCHED_STATE_FORMAT 1   /* version of struct server_sched_state */
+#define SERVER_SCHED_MAX_DECAY RT_DECAY_MAX /* most decay epochs in a configuration */
+#define SERVER_SCHED_MAX_DECISIONS 64       /* most accepted decisions in one run */
+#define SERVER_SCHED_MICRO_BATCH 128        /* default micro-batch m */
+#define SERVER_SCHED_STATE_FORMAT 1         /* version of struct server_sched_state */
 
 typedef struct server_sched server_sched_t;
 

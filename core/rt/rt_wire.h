@@ -92,7 +92,8 @@ struct rt_wire_sched {
                                                step (evicted workers do not) */
 };
 
-/* The ABS rule's state after a decision (EbAbsState; eig_abs_state on the wire). */
+/* The ABS rule's whole state (EbAbsState): eig_abs keeps it in this form, a DECISION carries it
+ * after the decision, the coordinator keeps the latest for checkpoints and restarted services. */
 struct rt_wire_abs {
     int64_t batch;      /* batch in force */
     double lr_base;     /* base learning rate (before step decay) */

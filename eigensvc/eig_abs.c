@@ -10,11 +10,12 @@
 #include <string.h>
 #include <strings.h>
 
+#include "rt_decay.h"
 #include "rt_err.h"
 
 struct eig_abs {
     struct eig_abs_config cfg; /* configuration (copied) */
-    struct eig_abs_state st;   /* current state */
+    struct rt_wire_abs st;     /* current state */
 };
 
 /* Why the batch grows in an epoch. */
@@ -69,19 +70,9 @@ int eig_abs_config_check(const struct eig_abs_config *c)
         return rt_err_set(RT_ERR_CONFIG, "abs: omega %g must be >= 1", c->omega);
     if (c->tau < 0)
         return rt_err_set(RT_ERR_CONFIG, "abs: tau %d must be >= 0", c->tau);
-    if (c->n_decay < 0 || c->n_decay > EIG_ABS_MAX_DECAY)
-        return rt_err_set(RT_ERR_CONFIG, "abs: %d decay epochs (at most %d)", c->n_decay,
-                          EIG_ABS_MAX_DECAY);
-    for (int i = 0; i < c->n_decay; i++) {
-        if (c->decay_epochs[i] < 1)
-            return rt_err_set(RT_ERR_CONFIG, "abs: decay epoch %d must be >= 1",
-                              c->decay_epochs[i]);
-        if (i > 0 && c->decay_epochs[i] <= c->decay_epochs[i - 1])
-            return rt_err_set(RT_ERR_CONFIG, "abs: decay epochs must increase (%d after %d)",
-                              c->decay_epochs[i], c->decay_epochs[i - 1]);
-    }
-    if (!isfinite(c->rho) || c->rho <= 0.0 || c->rho > 1.0)
-        return rt_err_set(RT_ERR_CONFIG, "abs: rho %g must be in (0, 1]", c->rho);
+    int rc = rt_decay_check(c->decay_epochs, c->n_decay, c->rho, 0, "abs");
+    if (rc)
+        return rc;
     if (c->timer_sets_ref != 0 && c->timer_sets_ref != 1)
         return rt_err_set(RT_ERR_CONFIG, "abs: timer_sets_ref %d must be 0 or 1",
                           c->timer_sets_ref);
@@ -144,24 +135,8 @@ __attribute__((format(printf, 2, 3))) static void s_why(struct eig_abs_decision 
     va_end(ap);
 }
 
-static int s_is_decay_epoch(const struct eig_abs_config *c, int32_t e)
-{
-    for (int i = 0; i < c->n_decay; i++)
-        if (c->decay_epochs[i] == e)
-            return 1;
-    return 0;
-}
-
-static double s_decay(const struct eig_abs_config *c, int32_t e)
-{
-    double f = 1.0;
-    for (int i = 0; i < c->n_decay && c->decay_epochs[i] <= e; i++)
-        f *= c->rho;
-    return f;
-}
-
 /* Grow the batch in state st (see the header's rule); writes the reason's tail. */
-static void s_grow(const struct eig_abs_config *c, struct eig_abs_state *st,
+static void s_grow(const struct eig_abs_config *c, struct rt_wire_abs *st,
                    struct eig_abs_decision *d)
 {
     int64_t old_b = st->batch;
@@ -207,7 +182,7 @@ int eig_abs_epoch_end(eig_abs_t *self, int32_t epoch, int has_lambda, double lam
     if (has_lambda && !isfinite(lambda))
         return rt_err_set(RT_ERR_ARG, "abs: epoch %d: eigenvalue %g is not finite", epoch, lambda);
 
-    struct eig_abs_state st = self->st;
+    struct rt_wire_abs st = self->st;
     memset(out, 0, sizeof *out);
     out->epoch = epoch;
     out->batch_prev = st.batch;
@@ -250,7 +225,7 @@ int eig_abs_epoch_end(eig_abs_t *self, int32_t epoch, int has_lambda, double lam
 
     int32_t next = epoch + 1;
     for (int32_t e = self->st.last_epoch + 2; e <= next; e++)
-        if (s_is_decay_epoch(c, e))
+        if (rt_decay_is_epoch(c->decay_epochs, c->n_decay, e))
             s_why(out, "decay epoch %d: lr x %g", e, c->rho);
     if (c->adversarial && st.gamma_base > 0.0 && self->st.last_epoch + 1 < c->tau && next >= c->tau)
         s_why(out, "epoch %d >= tau %d: adversarial training off", next, c->tau);
@@ -263,19 +238,19 @@ int eig_abs_epoch_end(eig_abs_t *self, int32_t epoch, int has_lambda, double lam
     out->duration = st.duration;
     out->batch = st.batch;
     out->lr_base = st.lr_base;
-    out->lr = st.lr_base * s_decay(c, next);
+    out->lr = st.lr_base * rt_decay_factor(c->decay_epochs, c->n_decay, c->rho, next);
     out->gamma_base = st.gamma_base;
     out->gamma = (c->adversarial && next < c->tau && st.batch < c->batch_max) ? st.gamma_base : 0.0;
     out->measure_next = st.measuring;
     return RT_OK;
 }
 
-void eig_abs_get_state(const eig_abs_t *self, struct eig_abs_state *out)
+void eig_abs_get_state(const eig_abs_t *self, struct rt_wire_abs *out)
 {
     *out = self->st;
 }
 
-int eig_abs_set_state(eig_abs_t *self, const struct eig_abs_state *in)
+int eig_abs_set_state(eig_abs_t *self, const struct rt_wire_abs *in)
 {
     const struct eig_abs_config *c = &self->cfg;
     if (in->batch < c->batch0 || in->batch > c->batch_max)

@@ -27,8 +27,11 @@
 
 #include <stdint.h>
 
-#define EIG_ABS_MAX_DECAY 16   /* most decay epochs */
-#define EIG_ABS_REASON_MAX 256 /* bytes of a decision's reason, NUL included */
+#include "rt_decay.h"
+#include "rt_wire.h"
+
+#define EIG_ABS_MAX_DECAY RT_DECAY_MAX /* most decay epochs */
+#define EIG_ABS_REASON_MAX 256         /* bytes of a decision's reason, NUL included */
 
 typedef struct eig_abs eig_abs_t;
 
@@ -56,19 +59,6 @@ struct eig_abs_config {
     int32_t decay_epochs[EIG_ABS_MAX_DECAY]; /* strictly increasing, >= 1 */
     double rho;                              /* step-decay factor in (0, 1] */
     int32_t timer_sets_ref; /* 1: a kappa-timer increase also sets lambda_ref (see above) */
-};
-
-/* The rule's whole state (for checkpoints and for a restarted eigen service). */
-struct eig_abs_state {
-    int64_t batch;      /* batch in force */
-    double lr_base;     /* base learning rate (before step decay) */
-    double gamma_base;  /* adversarial fraction before the tau rule */
-    double lambda_ref;  /* reference eigenvalue (valid when has_ref) */
-    int32_t has_ref;    /* a measurement has set lambda_ref */
-    int32_t duration;   /* epochs since the last increase */
-    int32_t measuring;  /* 0 once B_max is reached */
-    int32_t increases;  /* batch increases so far */
-    int32_t last_epoch; /* last epoch fed in (-1: none yet) */
 };
 
 /* Output for one finished epoch. */
@@ -115,10 +105,11 @@ int eig_abs_wants_measurement(const eig_abs_t *self);
 int eig_abs_epoch_end(eig_abs_t *self, int32_t epoch, int has_lambda, double lambda,
                       struct eig_abs_decision *out);
 
-/* Copy the state out / replace it (validated against the configuration: RT_ERR_FORMAT naming the
- * field). */
-void eig_abs_get_state(const eig_abs_t *self, struct eig_abs_state *out);
-int eig_abs_set_state(eig_abs_t *self, const struct eig_abs_state *in);
+/* Copy the rule's whole state out / replace it (validated against the configuration: RT_ERR_FORMAT
+ * naming the field). The state is struct rt_wire_abs as it is: it travels with every decision to
+ * the coordinator, which keeps it in checkpoints and hands it to a restarted service. */
+void eig_abs_get_state(const eig_abs_t *self, struct rt_wire_abs *out);
+int eig_abs_set_state(eig_abs_t *self, const struct rt_wire_abs *in);
 
 /* Learning-rate rule name ("linear", "sqrt", "none") and back (0 or RT_ERR_CONFIG). */
 const char *eig_abs_lr_rule_name(enum eig_abs_lr_rule r);

@@ -4,8 +4,8 @@
 #include "eig_hvp.h"
 
 #include <math.h>
-#include <time.h>
 
+#include "rt_clock.h"
 #include "rt_err.h"
 
 int eig_hvp_fn(void *user, const float *v, float *hv)
@@ -39,13 +39,6 @@ int eig_hvp_check(const struct eig_hvp *h)
     return RT_OK;
 }
 
-static double s_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 int eig_hvp_top(eig_power_t *pw, struct eig_hvp *h, struct eig_power_result *res, double *seconds)
 {
     int rc = eig_hvp_check(h);
@@ -54,9 +47,9 @@ int eig_hvp_top(eig_power_t *pw, struct eig_hvp *h, struct eig_power_result *res
     if (eig_power_size(pw) != nn_net_param_count(h->net))
         return rt_err_set(RT_ERR_ARG, "eig_hvp: power iteration sized %zu, net has %zu params",
                           eig_power_size(pw), nn_net_param_count(h->net));
-    double t0 = s_now();
+    double t0 = rt_clock_now();
     rc = eig_power_run(pw, eig_hvp_fn, h, res);
     if (seconds)
-        *seconds = s_now() - t0;
+        *seconds = rt_clock_now() - t0;
     return rc;
 }

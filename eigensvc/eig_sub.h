@@ -18,7 +18,7 @@ int eig_sub_new(void *zmq_ctx, const char *pub_endpoint, eig_sub_t **out);
 /* Free; accepts NULL, nulls *self_p, safe twice. */
 void eig_sub_destroy(eig_sub_t **self_p);
 
-/* 1 when the coordinator accepted decision d (verdict SERVER_SCHED_ACCEPTED, with the step it
+/* 1 when the coordinator accepted decision d (verdict RT_WIRE_VERDICT_ACCEPTED, with the step it
  * applies from and the schedule version it became): the only kind a subscriber may act on. */
 int eig_sub_in_force(const struct rt_wire_decision *d);
 

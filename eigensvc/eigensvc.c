@@ -18,10 +18,11 @@
  * e - 1 arrived, so the service sends one for every epoch (without a measurement once B_max is
  * reached), and it is stamped exactly at the epoch start, as in the reference.
  *
- * The rule's state (eig_abs_state) travels with each decision; the coordinator keeps the latest
- * and writes it into checkpoints. Before its first epoch end the service asks the coordinator for
- * the state it holds (server_observer_abs_state) and continues from it: a run resumed from a
- * checkpoint, or a restarted service, goes on with lambda_ref, duration, B and lr where they were.
+ * The rule's state (struct rt_wire_abs) travels with each decision; the coordinator keeps the
+ * latest and writes it into checkpoints. Before its first epoch end the service asks the
+ * coordinator for the state it holds (server_observer_abs_state) and continues from it: a run
+ * resumed from a checkpoint, or a restarted service, goes on with lambda_ref, duration, B and lr
+ * where they were.
  *
  * Sequence numbers are epoch + 1, so a restarted service sends the same numbers for the same
  * epochs and the coordinator sees duplicates rather than superseded decisions. When the
@@ -39,12 +40,12 @@
 
 #include "eig_hvp.h"
 #include "eig_sub.h"
+#include "rt_clock.h"
 #include "rt_err.h"
 #include "rt_loader.h"
 #include "rt_log.h"
 #include "rt_sock.h"
 #include "server_observer.h"
-#include "server_sched.h"
 
 #define S_NAME "eigensvc"
 #define S_POLL_MS_DEFAULT 20             /* between snapshot polls */
@@ -54,33 +55,26 @@
 #define S_SEED_MIX 0x9E3779B97F4A7C15ull /* spreads epochs over power-iteration seeds */
 
 struct eigensvc {
-    struct eigensvc_cfg cfg;    /* configuration (strings borrowed) */
-    void *ctx;                  /* ZeroMQ context */
-    int own_ctx;                /* created here */
-    server_observer_t *obs;     /* snapshots and decisions */
-    void *pub;                  /* PUB socket, or NULL */
-    void *query;                /* ROUTER answering CURRENT, or NULL */
-    struct rt_sock_parts parts; /* received query frames */
-    rt_loader_t *train;         /* Hessian batches */
-    rt_loader_t *test;          /* test set, or NULL */
-    nn_net_t *net;              /* the model; its params/buffers receive each snapshot */
-    eig_power_t *pw;            /* power iteration */
-    eig_abs_t *abs;             /* the ABS rule */
-    float *x;                   /* Hessian (and eval) batch inputs */
-    int32_t *y;                 /* labels */
-    size_t sample;              /* floats per sample */
-    uint64_t seq_offset;        /* added to epoch + 1 to form sequence numbers (see s_resume) */
-    int have_current;           /* a decision has been published */
-    int asked_state;            /* the coordinator was asked for the ABS state it holds */
+    struct eigensvc_cfg cfg; /* configuration (strings borrowed) */
+    void *ctx;               /* ZeroMQ context */
+    int own_ctx;             /* created here */
+    server_observer_t *obs;  /* snapshots and decisions */
+    void *pub;               /* PUB socket, or NULL */
+    void *query;             /* ROUTER answering CURRENT, or NULL */
+    struct rt_sock_in in;    /* the query being answered */
+    rt_loader_t *train;      /* Hessian batches */
+    rt_loader_t *test;       /* test set, or NULL */
+    nn_net_t *net;           /* the model; its params/buffers receive each snapshot */
+    eig_power_t *pw;         /* power iteration */
+    eig_abs_t *abs;          /* the ABS rule */
+    float *x;                /* Hessian (and eval) batch inputs */
+    int32_t *y;              /* labels */
+    size_t sample;           /* floats per sample */
+    uint64_t seq_offset;     /* added to epoch + 1 to form sequence numbers (see s_resume) */
+    int have_current;        /* a decision has been published */
+    int asked_state;         /* the coordinator was asked for the ABS state it holds */
     struct rt_wire_decision current; /* the last one published (accepted by the coordinator) */
 };
-
-static double s_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int s_open_loader(const char *dir, uint64_t seed, size_t max_batch, rt_loader_t **out)
 {
@@ -128,7 +122,7 @@ int eigensvc_new(const struct eigensvc_cfg *cfg, eigensvc_t **out)
         s->cfg.timeout_ms = S_TIMEOUT_DEFAULT;
     if (!s->cfg.poll_ms)
         s->cfg.poll_ms = S_POLL_MS_DEFAULT;
-    rt_sock_parts_init(&s->parts);
+    rt_sock_in_init(&s->in, S_NAME, 1, NULL); /* queries carry no payload */
     if (cfg->threads > 0)
         nn_set_threads(cfg->threads);
     size_t hb = (size_t)cfg->hessian_batch;
@@ -213,7 +207,7 @@ void eigensvc_destroy(eigensvc_t **self_p)
     if (!self_p || !*self_p)
         return;
     eigensvc_t *s = *self_p;
-    rt_sock_parts_close(&s->parts);
+    rt_sock_in_close(&s->in);
     rt_sock_close(&s->query, 0);
     rt_sock_close(&s->pub, 0);
     server_observer_destroy(&s->obs);
@@ -233,34 +227,10 @@ void eigensvc_destroy(eigensvc_t **self_p)
 /* Answer every pending CURRENT query (non-blocking). */
 static void s_serve_queries(eigensvc_t *s)
 {
-    while (s->query) {
-        int rc = rt_sock_recv(s->query, &s->parts, ZMQ_DONTWAIT);
-        if (rc)
-            return;
-        struct rt_sock_parts *p = &s->parts;
-        if (p->n < 2 || p->total != p->n) {
-            RT_WARN(S_NAME, "dropped a query of %d frames", p->total);
-            continue;
-        }
-        uint8_t route[RT_SOCK_ROUTE_MAX];
-        size_t rlen = rt_sock_part_size(p, 0);
-        if (rlen > sizeof route) {
-            RT_WARN(S_NAME, "dropped a query: routing id too long");
-            continue;
-        }
-        memcpy(route, rt_sock_part_data(p, 0), rlen);
-        const void *f[RT_SOCK_MAX_PARTS];
-        size_t sz[RT_SOCK_MAX_PARTS];
-        for (int i = 1; i < p->n; i++) {
-            f[i - 1] = rt_sock_part_data(p, i);
-            sz[i - 1] = rt_sock_part_size(p, i);
-        }
-        struct rt_wire_limits lim = {0, 0, 0};
-        struct rt_wire_msg m, r;
-        rc = rt_wire_decode(f, sz, p->n - 1, &lim, &m, NULL, NULL);
-        rt_sock_parts_release(p);
-        if (rc || m.type != RT_WIRE_CURRENT) {
-            RT_WARN(S_NAME, "dropped a query: %s", rc ? rt_err_msg() : rt_wire_type_name(m.type));
+    while (s->query && rt_sock_recv_msg(s->query, &s->in, ZMQ_DONTWAIT, "a late joiner") == RT_OK) {
+        struct rt_wire_msg r;
+        if (s->in.m.type != RT_WIRE_CURRENT) {
+            RT_WARN(S_NAME, "dropped a query: %s", rt_wire_type_name(s->in.m.type));
             continue;
         }
         if (s->have_current) {
@@ -274,7 +244,7 @@ static void s_serve_queries(eigensvc_t *s)
             r.err_code = RT_ERR_STATE;
             snprintf(r.text, sizeof r.text, "no decision yet");
         }
-        if (rt_sock_send(s->query, route, rlen, &r, NULL, NULL, NULL))
+        if (rt_sock_send(s->query, s->in.route, s->in.route_len, &r, NULL, NULL, NULL))
             RT_WARN(S_NAME, "query reply failed: %s", rt_err_msg());
     }
 }
@@ -302,7 +272,7 @@ static int s_evaluate(eigensvc_t *s, uint64_t epoch, uint64_t version)
     size_t n = rt_loader_count(s->test), hb = (size_t)s->cfg.hessian_batch;
     double loss = 0;
     long correct = 0;
-    double t0 = s_now();
+    double t0 = rt_clock_now();
     for (size_t first = 0; first < n; first += hb) {
         size_t k = n - first < hb ? n - first : hb;
         int rc = rt_loader_read(s->test, first, k, s->x, s->y);
@@ -323,7 +293,7 @@ static int s_evaluate(eigensvc_t *s, uint64_t epoch, uint64_t version)
         rt_metrics_num(s->cfg.metrics, "accuracy", (double)correct / (double)n);
         rt_metrics_num(s->cfg.metrics, "loss", loss / (double)n);
         rt_metrics_int(s->cfg.metrics, "samples", (long long)n);
-        rt_metrics_num(s->cfg.metrics, "seconds", s_now() - t0);
+        rt_metrics_num(s->cfg.metrics, "seconds", rt_clock_now() - t0);
         rt_metrics_end(s->cfg.metrics);
     }
     RT_INFO(S_NAME, "epoch %llu: test accuracy %.4f loss %.4f", (unsigned long long)epoch - 1,
@@ -337,7 +307,7 @@ static int s_evaluate(eigensvc_t *s, uint64_t epoch, uint64_t version)
  * follow its own. */
 static int s_resume(eigensvc_t *s, const struct rt_wire_decision *h, int32_t ended)
 {
-    struct eig_abs_state st;
+    struct rt_wire_abs st;
     eig_abs_get_state(s->abs, &st);
     st.batch = h->batch;
     st.lr_base = h->lr_base;
@@ -388,7 +358,7 @@ static void s_weight_norms(const nn_net_t *net, const float *params, double *all
  * publish, record. */
 static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
 {
-    struct eig_abs_state st;
+    struct rt_wire_abs st;
     eig_abs_get_state(s->abs, &st);
     /* epochs missed while busy count as epochs without a measurement */
     struct eig_abs_decision dec;
@@ -428,16 +398,7 @@ static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
                                  .lambda = measured ? res.eigenvalue : NAN,
                                  .has_abs = 1};
     /* the rule's state travels with the decision: the coordinator keeps it for checkpoints */
-    eig_abs_get_state(s->abs, &st);
-    d.abs = (struct rt_wire_abs){.batch = st.batch,
-                                 .lr_base = st.lr_base,
-                                 .gamma_base = st.gamma_base,
-                                 .lambda_ref = st.lambda_ref,
-                                 .has_ref = st.has_ref,
-                                 .duration = st.duration,
-                                 .measuring = st.measuring,
-                                 .increases = st.increases,
-                                 .last_epoch = st.last_epoch};
+    eig_abs_get_state(s->abs, &d.abs);
     uint64_t apply = 0, sv = 0;
     struct rt_wire_decision held;
     int has_held = 0;
@@ -446,19 +407,19 @@ static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
     if (verdict < 0)
         RT_WARN(S_NAME, "epoch %d: the coordinator refused the decision: %s", (int)ended,
                 rt_err_msg());
-    else if (verdict != SERVER_SCHED_ACCEPTED && verdict != SERVER_SCHED_NOCHANGE)
-        RT_WARN(S_NAME, "epoch %d: decision %s", (int)ended, server_sched_verdict_str(verdict));
+    else if (verdict != RT_WIRE_VERDICT_ACCEPTED && verdict != RT_WIRE_VERDICT_NOCHANGE)
+        RT_WARN(S_NAME, "epoch %d: decision %s", (int)ended, rt_wire_verdict_str(verdict));
     if (!dec.reason[0])
         snprintf(dec.reason, sizeof dec.reason, "%s",
                  measured ? "no change" : "B_max reached: no measurement");
-    if (has_held && (verdict == SERVER_SCHED_STALE || verdict == SERVER_SCHED_SUPERSEDED) &&
+    if (has_held && (verdict == RT_WIRE_VERDICT_STALE || verdict == RT_WIRE_VERDICT_SUPERSEDED) &&
         (rc = s_resume(s, &held, ended)))
         return rc;
     d.lr = dec.lr;
     d.gamma = dec.gamma;
     snprintf(d.reason, sizeof d.reason, "%s", dec.reason);
-    d.apply_step = verdict == SERVER_SCHED_ACCEPTED ? apply : 0;
-    d.sched_version = verdict == SERVER_SCHED_ACCEPTED ? (uint32_t)sv : 0;
+    d.apply_step = verdict == RT_WIRE_VERDICT_ACCEPTED ? apply : 0;
+    d.sched_version = verdict == RT_WIRE_VERDICT_ACCEPTED ? (uint32_t)sv : 0;
     d.verdict = verdict;
     d.iterations = res.iterations;
     d.seconds = secs;
@@ -470,7 +431,7 @@ static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
         s->have_current = 1;
     } else {
         RT_DEBUG(S_NAME, "epoch %d: decision not published (%s)", (int)ended,
-                 verdict < 0 ? "refused" : server_sched_verdict_str(verdict));
+                 verdict < 0 ? "refused" : rt_wire_verdict_str(verdict));
     }
     if (s->pub && in_force) {
         struct rt_wire_msg m;
@@ -504,7 +465,7 @@ static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
         rt_metrics_str(mt, "reason", dec.reason);
         rt_metrics_int(mt, "snapshot_version", (long long)version);
         rt_metrics_int(mt, "seq", (long long)d.seq);
-        rt_metrics_str(mt, "verdict", verdict >= 0 ? server_sched_verdict_str(verdict) : "refused");
+        rt_metrics_str(mt, "verdict", verdict >= 0 ? rt_wire_verdict_str(verdict) : "refused");
         rt_metrics_int(mt, "apply_step", (long long)d.apply_step);
         rt_metrics_int(mt, "sched_version", (long long)d.sched_version);
         rt_metrics_end(mt);
@@ -529,16 +490,7 @@ static int s_take_state(eigensvc_t *s)
                 rt_err_msg());
         return RT_OK;
     }
-    struct eig_abs_state st = {.batch = a.batch,
-                               .lr_base = a.lr_base,
-                               .gamma_base = a.gamma_base,
-                               .lambda_ref = a.lambda_ref,
-                               .has_ref = a.has_ref,
-                               .duration = a.duration,
-                               .measuring = a.measuring,
-                               .increases = a.increases,
-                               .last_epoch = a.last_epoch};
-    if ((rc = eig_abs_set_state(s->abs, &st)))
+    if ((rc = eig_abs_set_state(s->abs, &a)))
         return rt_err_set(rc, "eigensvc: the coordinator's ABS state: %s", rt_err_msg());
     RT_INFO(S_NAME,
             "continuing the ABS rule after epoch %d: B %lld, lr %g, lambda_ref %g, duration %d",
@@ -554,7 +506,7 @@ int eigensvc_run(eigensvc_t *s, const atomic_int *stop)
     int64_t done_epoch = 0; /* snapshots of epochs <= this one are handled (epoch 0: initial) */
     int seen = 0;
     uint64_t have = UINT64_MAX; /* snapshot version the net holds (polls transfer no weights) */
-    double last_heard = s_now();
+    double last_heard = rt_clock_now();
     for (;;) {
         if (stop && atomic_load(stop))
             return rt_err_set(RT_ERR_INTERRUPTED, "eigensvc: stopped");
@@ -571,11 +523,11 @@ int eigensvc_run(eigensvc_t *s, const atomic_int *stop)
         /* the net holds that snapshot now (until an error leaves a mix of versions) */
         have = rc == RT_OK ? version : UINT64_MAX;
         if (rc == RT_OK || rc == RT_ERR_STATE) {
-            last_heard = s_now();
+            last_heard = rt_clock_now();
             seen |= rc == RT_OK;
         } else if (rc != RT_ERR_TIMEOUT) {
             return rc;
-        } else if ((s_now() - last_heard) * 1000 >= s->cfg.timeout_ms) {
+        } else if ((rt_clock_now() - last_heard) * 1000 >= s->cfg.timeout_ms) {
             if (seen) {
                 RT_INFO(S_NAME, "shards silent for %d ms: training is over", s->cfg.timeout_ms);
                 return RT_OK;
@@ -587,7 +539,7 @@ int eigensvc_run(eigensvc_t *s, const atomic_int *stop)
             if (!s->asked_state && (rc = s_take_state(s)))
                 return rc;
             /* a restarted service may take over a state that already decided this epoch */
-            struct eig_abs_state st;
+            struct rt_wire_abs st;
             eig_abs_get_state(s->abs, &st);
             int decided = (int64_t)epoch - 1 <= (int64_t)st.last_epoch;
             if (!decided && (eig_abs_wants_measurement(s->abs) || s->cfg.sync) &&

@@ -3,10 +3,11 @@
  */
 #include "server_observer.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "rt_clock.h"
 #include "rt_err.h"
 #include "rt_log.h"
 #include "rt_sock.h"
@@ -15,23 +16,15 @@
 #define S_NAME "eigensvc"  /* our name in headers */
 
 struct server_observer {
-    void *ctx;                  /* ZeroMQ context */
-    int own_ctx;                /* created here */
-    int n_shards;               /* shards */
-    void **socks;               /* DEALER per shard */
-    uint64_t *p_off, *p_cnt;    /* each shard's parameter range */
-    uint64_t *b_off, *b_cnt;    /* and buffer range */
-    struct rt_wire_limits lim;  /* decode limits */
-    struct rt_sock_parts parts; /* receive frames */
-    uint64_t round; /* snapshot round, echoed by the shards: older replies are dropped */
+    void *ctx;               /* ZeroMQ context */
+    int own_ctx;             /* created here */
+    int n_shards;            /* shards */
+    void **socks;            /* DEALER per shard */
+    uint64_t *p_off, *p_cnt; /* each shard's parameter range */
+    uint64_t *b_off, *b_cnt; /* and buffer range */
+    struct rt_sock_in in;    /* the shards' replies */
+    uint64_t round;          /* snapshot round, echoed by the shards: older replies are dropped */
 };
-
-static double s_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 int server_observer_new(void *zmq_ctx, int n_shards, const char *const *endpoints,
                         uint64_t n_params, uint64_t n_buffers, server_observer_t **out)
@@ -45,7 +38,7 @@ int server_observer_new(void *zmq_ctx, int n_shards, const char *const *endpoint
     if (!o)
         return rt_err_set(rc, "observer");
     o->n_shards = n_shards;
-    rt_sock_parts_init(&o->parts);
+    rt_sock_in_init(&o->in, S_NAME, 0, NULL);
     o->socks = calloc((size_t)n_shards, sizeof *o->socks);
     o->p_off = calloc((size_t)n_shards * 4, sizeof(uint64_t));
     if (!o->socks || !o->p_off) {
@@ -59,9 +52,9 @@ int server_observer_new(void *zmq_ctx, int n_shards, const char *const *endpoint
         rt_wire_partition(n_params, n_shards, i, &o->p_off[i], &o->p_cnt[i]);
         rt_wire_partition(n_buffers, n_shards, i, &o->b_off[i], &o->b_cnt[i]);
     }
-    o->lim.n_params = n_params;
-    o->lim.n_buffers = n_buffers;
-    o->lim.max_floats = n_params > n_buffers ? n_params : n_buffers;
+    o->in.lim.n_params = n_params;
+    o->in.lim.n_buffers = n_buffers;
+    o->in.lim.max_floats = n_params > n_buffers ? n_params : n_buffers;
     if (zmq_ctx) {
         o->ctx = zmq_ctx;
     } else {
@@ -89,7 +82,7 @@ void server_observer_destroy(server_observer_t **self_p)
     server_observer_t *o = *self_p;
     for (int i = 0; o->socks && i < o->n_shards; i++)
         rt_sock_close(&o->socks[i], 0);
-    rt_sock_parts_close(&o->parts);
+    rt_sock_in_close(&o->in);
     if (o->own_ctx)
         rt_sock_ctx_destroy(&o->ctx);
     free(o->socks);
@@ -98,36 +91,12 @@ void server_observer_destroy(server_observer_t **self_p)
     *self_p = NULL;
 }
 
-/* Receive and decode one message from shard i within the deadline. */
-static int s_recv(server_observer_t *o, int i, double deadline, struct rt_wire_msg *m,
-                  const void **pp, const void **bp)
+/* Receive and decode one message from shard i within the deadline (into o->in). */
+static int s_recv(server_observer_t *o, int i, double deadline)
 {
-    for (;;) {
-        int left = (int)((deadline - s_now()) * 1000);
-        if (left <= 0)
-            return rt_err_set(RT_ERR_TIMEOUT, "observer: shard %d silent", i);
-        zmq_pollitem_t it = {o->socks[i], 0, ZMQ_POLLIN, 0};
-        int n = zmq_poll(&it, 1, left);
-        if (n <= 0)
-            continue;
-        int rc = rt_sock_recv(o->socks[i], &o->parts, ZMQ_DONTWAIT);
-        if (rc == RT_ERR_TIMEOUT)
-            continue;
-        if (rc)
-            return rc;
-        const void *f[RT_SOCK_MAX_PARTS];
-        size_t sz[RT_SOCK_MAX_PARTS];
-        for (int k = 0; k < o->parts.n; k++) {
-            f[k] = rt_sock_part_data(&o->parts, k);
-            sz[k] = rt_sock_part_size(&o->parts, k);
-        }
-        rc = rt_wire_decode(f, sz, o->parts.n, &o->lim, m, pp, bp);
-        if (rc) {
-            RT_WARN(S_NAME, "dropped reply from shard %d: %s", i, rt_err_msg());
-            continue;
-        }
-        return RT_OK;
-    }
+    char from[32];
+    snprintf(from, sizeof from, "shard %d", i);
+    return rt_sock_recv_until(o->socks[i], &o->in, deadline, from);
 }
 
 /* One round: every shard's snapshot; *agree = 0 when their versions differ. */
@@ -149,25 +118,26 @@ static int s_snapshot_round(server_observer_t *o, uint64_t have, float *params, 
         uint64_t got = 0;
         int got_b = o->b_cnt[i] == 0, first = 1;
         while (got < o->p_cnt[i] || !got_b) {
-            struct rt_wire_msg m;
-            const void *pp, *bp;
-            int rc = s_recv(o, i, deadline, &m, &pp, &bp);
+            int rc = s_recv(o, i, deadline);
             if (rc)
                 return rc;
-            if (m.sched_version != round)
+            const struct rt_wire_msg *m = &o->in.m;
+            const void *pp = o->in.params, *bp = o->in.buffers;
+            if (m->sched_version != round)
                 continue; /* an answer to an earlier round that gave up */
-            if (m.type == RT_WIRE_ERROR)
-                return rt_err_set(m.err_code ? m.err_code : RT_ERR_PEER, "shard %d: %s", i, m.text);
+            if (m->type == RT_WIRE_ERROR)
+                return rt_err_set(m->err_code ? m->err_code : RT_ERR_PEER, "shard %d: %s", i,
+                                  m->text);
             /* WEIGHTS chunks, or SNAPSHOT: "unchanged since the version you hold" */
-            int unchanged = m.type == RT_WIRE_SNAPSHOT && have != UINT64_MAX && m.step == have;
-            if (m.type != RT_WIRE_WEIGHTS && !unchanged)
+            int unchanged = m->type == RT_WIRE_SNAPSHOT && have != UINT64_MAX && m->step == have;
+            if (m->type != RT_WIRE_WEIGHTS && !unchanged)
                 continue;
             if (unchanged && !first)
                 continue; /* a late answer to an earlier round: this round's chunks are coming */
             if (first && i == 0) {
-                *version = m.step;
-                *epoch = m.epoch;
-            } else if (m.step != *version) {
+                *version = m->step;
+                *epoch = m->epoch;
+            } else if (m->step != *version) {
                 *agree = 0;
             }
             first = 0;
@@ -176,16 +146,16 @@ static int s_snapshot_round(server_observer_t *o, uint64_t have, float *params, 
                 got_b = 1;
                 continue;
             }
-            if (m.has_params) {
-                if (m.params.offset != o->p_off[i] + got || m.params.count > o->p_cnt[i] - got)
+            if (m->has_params) {
+                if (m->params.offset != o->p_off[i] + got || m->params.count > o->p_cnt[i] - got)
                     return rt_err_set(RT_ERR_PEER, "shard %d: snapshot frame out of its range", i);
-                memcpy(params + m.params.offset, pp, m.params.count * sizeof(float));
-                got += m.params.count;
+                memcpy(params + m->params.offset, pp, m->params.count * sizeof(float));
+                got += m->params.count;
             }
-            if (m.has_buffers) {
-                if (m.buffers.offset != o->b_off[i] || m.buffers.count != o->b_cnt[i])
+            if (m->has_buffers) {
+                if (m->buffers.offset != o->b_off[i] || m->buffers.count != o->b_cnt[i])
                     return rt_err_set(RT_ERR_PEER, "shard %d: snapshot buffers out of range", i);
-                memcpy(buffers + m.buffers.offset, bp, m.buffers.count * sizeof(float));
+                memcpy(buffers + m->buffers.offset, bp, m->buffers.count * sizeof(float));
                 got_b = 1;
             }
         }
@@ -204,7 +174,7 @@ int server_observer_snapshot_since(server_observer_t *o, uint64_t have, float *p
                                    float *buffers, uint64_t *version, uint64_t *epoch,
                                    int timeout_ms)
 {
-    double deadline = s_now() + timeout_ms / 1000.0;
+    double deadline = rt_clock_now() + timeout_ms / 1000.0;
     for (int t = 0; t < S_SNAPSHOT_TRIES; t++) {
         int agree;
         int rc = s_snapshot_round(o, have, params, buffers, version, epoch, &agree, deadline);
@@ -220,59 +190,59 @@ int server_observer_decide(server_observer_t *o, const struct rt_wire_decision *
     return server_observer_decide_held(o, d, apply_step, version, NULL, NULL, timeout_ms);
 }
 
+/* Does the coordinator's reply answer the decision *arg (its ACK, or an ERROR)? */
+static int s_answers_decision(const struct rt_wire_msg *r, void *arg)
+{
+    const struct rt_wire_decision *d = arg;
+    return r->type == RT_WIRE_ERROR || (r->type == RT_WIRE_ACK && r->decision.seq == d->seq);
+}
+
 int server_observer_decide_held(server_observer_t *o, const struct rt_wire_decision *d,
                                 uint64_t *apply_step, uint64_t *version,
                                 struct rt_wire_decision *held, int *has_held, int timeout_ms)
 {
     if (has_held)
         *has_held = 0;
-    struct rt_wire_msg q, r;
+    struct rt_wire_msg q;
     rt_wire_msg_init(&q, RT_WIRE_DECISION, -1, S_NAME);
     q.decision = *d;
-    int rc = rt_sock_send(o->socks[0], NULL, 0, &q, NULL, NULL, NULL);
+    int rc = rt_sock_request(o->socks[0], &q, &o->in, rt_clock_now() + timeout_ms / 1000.0,
+                             s_answers_decision, (void *)d, "the coordinator");
     if (rc)
         return rc;
-    double deadline = s_now() + timeout_ms / 1000.0;
-    for (;;) {
-        const void *pp, *bp;
-        rc = s_recv(o, 0, deadline, &r, &pp, &bp);
-        if (rc)
-            return rc;
-        if (r.type == RT_WIRE_ERROR)
-            return rt_err_set(r.err_code < 0 ? r.err_code : RT_ERR_PEER, "coordinator: %s", r.text);
-        if (r.type == RT_WIRE_ACK && r.decision.seq == d->seq) {
-            *apply_step = r.step;
-            *version = r.sched_version;
-            if (r.has_held && held && has_held) {
-                *held = r.held;
-                *has_held = 1;
-            }
-            return r.err_code;
-        }
+    const struct rt_wire_msg *r = &o->in.m;
+    if (r->type == RT_WIRE_ERROR)
+        return rt_err_set(r->err_code < 0 ? r->err_code : RT_ERR_PEER, "coordinator: %s", r->text);
+    *apply_step = r->step;
+    *version = r->sched_version;
+    if (r->has_held && held && has_held) {
+        *held = r->held;
+        *has_held = 1;
     }
+    return r->err_code;
+}
+
+/* Does the coordinator's reply answer the ABS query numbered *arg (an ERROR, or an ACK that
+ * holds the state)? */
+static int s_answers_abs_query(const struct rt_wire_msg *r, void *arg)
+{
+    if (r->step != *(const uint64_t *)arg)
+        return 0; /* a late answer to an earlier query */
+    return r->type == RT_WIRE_ERROR || (r->type == RT_WIRE_ACK && r->has_held && r->held.has_abs);
 }
 
 int server_observer_abs_state(server_observer_t *o, struct rt_wire_abs *out, int timeout_ms)
 {
-    struct rt_wire_msg q, r;
+    struct rt_wire_msg q;
     rt_wire_msg_init(&q, RT_WIRE_ABS_QUERY, -1, S_NAME);
     q.step = ++o->round; /* echoed: a late answer to an earlier query is not this one's */
-    int rc = rt_sock_send(o->socks[0], NULL, 0, &q, NULL, NULL, NULL);
+    int rc = rt_sock_request(o->socks[0], &q, &o->in, rt_clock_now() + timeout_ms / 1000.0,
+                             s_answers_abs_query, &q.step, "the coordinator");
     if (rc)
         return rc;
-    double deadline = s_now() + timeout_ms / 1000.0;
-    for (;;) {
-        const void *pp, *bp;
-        rc = s_recv(o, 0, deadline, &r, &pp, &bp);
-        if (rc)
-            return rc;
-        if (r.step != q.step)
-            continue;
-        if (r.type == RT_WIRE_ERROR)
-            return rt_err_set(r.err_code < 0 ? r.err_code : RT_ERR_PEER, "coordinator: %s", r.text);
-        if (r.type == RT_WIRE_ACK && r.has_held && r.held.has_abs) {
-            *out = r.held.abs;
-            return RT_OK;
-        }
-    }
+    const struct rt_wire_msg *r = &o->in.m;
+    if (r->type == RT_WIRE_ERROR)
+        return rt_err_set(r->err_code < 0 ? r->err_code : RT_ERR_PEER, "coordinator: %s", r->text);
+    *out = r->held.abs;
+    return RT_OK;
 }

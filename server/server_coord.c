@@ -8,8 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "rt_clock.h"
 #include "rt_err.h"
 #include "rt_log.h"
 #include "server_sched.h"
@@ -46,13 +46,6 @@ struct server_coord {
     int has_abs;                            /* `abs` holds the eigen service's ABS state */
     struct rt_wire_abs abs;                 /* its latest ABS state (checkpoints, restarts) */
 };
-
-static double s_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 server_coord_t *server_coord_new(int n_workers, const struct server_coord_sched *sched)
 {
@@ -117,7 +110,7 @@ int server_coord_register(server_coord_t *c, const char *name, double weight)
                               c->n_workers);
         c->evicted[id] = 0;
         c->weight[id] = weight;
-        c->last_seen[id] = s_now();
+        c->last_seen[id] = rt_clock_now();
         c->join_step[id] = c->next_step;
         snprintf(c->names[id], sizeof c->names[id], "%s", name);
         RT_WARN("coord", "worker '%s' rejoins as worker %d (weight %g) from step %llu", name, id,
@@ -126,7 +119,7 @@ int server_coord_register(server_coord_t *c, const char *name, double weight)
     }
     int id = c->registered++;
     c->weight[id] = weight;
-    c->last_seen[id] = s_now();
+    c->last_seen[id] = rt_clock_now();
     snprintf(c->names[id], sizeof c->names[id], "%s", name ? name : "");
     RT_INFO("coord", "worker %d '%s' registered (weight %g, %d/%d)", id, name, weight,
             c->registered, c->n_workers);
@@ -141,7 +134,7 @@ int server_coord_registered(const server_coord_t *c)
 void server_coord_heartbeat(server_coord_t *c, int id)
 {
     if (id >= 0 && id < c->registered && !c->evicted[id])
-        c->last_seen[id] = s_now();
+        c->last_seen[id] = rt_clock_now();
 }
 
 void server_coord_set_evict(server_coord_t *c, int timeout_ms)
@@ -161,7 +154,7 @@ int server_coord_overdue(const server_coord_t *c, const int *gone, double *silen
 {
     if (c->evict_ms <= 0)
         return -1;
-    double now = s_now();
+    double now = rt_clock_now();
     for (int i = 0; i < c->registered; i++) {
         if (c->evicted[i] || (gone && gone[i]))
             continue;
@@ -194,8 +187,7 @@ int server_coord_evict(server_coord_t *c, int id, uint64_t from_step,
             c->sched->ops->at(c->sched->self, t, &pt) || pt.done)
             continue;
         uint32_t off, cnt;
-        server_coord_share(pt.samples ? pt.samples : pt.batch, sn->w, c->n_workers, id, &off,
-                           &cnt);
+        server_coord_share(pt.samples ? pt.samples : pt.batch, sn->w, c->n_workers, id, &off, &cnt);
         if (!cnt)
             continue;
         if (!l.steps) {
@@ -285,7 +277,7 @@ void server_coord_share(uint32_t batch, const double *w, int n, int i, uint32_t 
  * the run), and a later decision still applies from the next step not yet announced. */
 static int s_hold_expired(server_coord_t *c, int64_t epoch)
 {
-    double now = s_now();
+    double now = rt_clock_now();
     if (c->hold_epoch != epoch) {
         c->hold_epoch = epoch;
         c->hold_since = now;
@@ -310,8 +302,8 @@ int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_co
     if (id < 0 || id >= c->n_workers)
         return rt_err_set(RT_ERR_PEER, "no worker %d", id);
     if (c->evicted[id])
-        return rt_err_set(RT_ERR_PEER,
-                          "worker %d was evicted after %d ms of silence", id, c->evict_ms);
+        return rt_err_set(RT_ERR_PEER, "worker %d was evicted after %d ms of silence", id,
+                          c->evict_ms);
     if (c->sync && step >= c->next_step) {
         /* a step not announced yet: hold it if it starts an epoch whose decision is missing */
         int rc = c->sched->ops->at(c->sched->self, step, pt);

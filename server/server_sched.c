@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "rt_decay.h"
 #include "rt_err.h"
 
 #define SCHED_MAGIC 0x43534245u /* "EBSC" little-endian */
@@ -98,20 +99,9 @@ int server_sched_config_check(const struct server_sched_config *c)
     if (c->warmup_epochs < 0)
         return rt_err_set(RT_ERR_CONFIG, "schedule: warmup_epochs %d must be >= 0",
                           c->warmup_epochs);
-    if (c->n_decay < 0 || c->n_decay > SERVER_SCHED_MAX_DECAY)
-        return rt_err_set(RT_ERR_CONFIG, "schedule: %d decay epochs (at most %d)", c->n_decay,
-                          SERVER_SCHED_MAX_DECAY);
-    for (int i = 0; i < c->n_decay; i++) {
-        int32_t d = c->decay_epochs[i];
-        if (d < 1 || d >= c->epochs)
-            return rt_err_set(RT_ERR_CONFIG, "schedule: decay epoch %d not in [1, epochs %d)", d,
-                              c->epochs);
-        if (i > 0 && d <= c->decay_epochs[i - 1])
-            return rt_err_set(RT_ERR_CONFIG, "schedule: decay epochs must increase (%d after %d)",
-                              d, c->decay_epochs[i - 1]);
-    }
-    if (!isfinite(c->rho) || c->rho <= 0.0 || c->rho > 1.0)
-        return rt_err_set(RT_ERR_CONFIG, "schedule: rho %g must be in (0, 1]", c->rho);
+    int rc = rt_decay_check(c->decay_epochs, c->n_decay, c->rho, c->epochs, "schedule");
+    if (rc)
+        return rc;
     if (!s_finite_ge(c->gamma0, 0.0) || c->gamma0 > 1.0)
         return rt_err_set(RT_ERR_CONFIG, "schedule: gamma0 %g must be in [0, 1]", c->gamma0);
     if (!s_finite_ge(c->epsilon, 0.0))
@@ -149,22 +139,7 @@ int server_sched_method_parse(const char *name, enum server_sched_method *out)
 
 const char *server_sched_verdict_str(int verdict)
 {
-    switch (verdict) {
-    case SERVER_SCHED_ACCEPTED:
-        return "accepted";
-    case SERVER_SCHED_DUPLICATE:
-        return "duplicate: already held";
-    case SERVER_SCHED_SUPERSEDED:
-        return "superseded: a newer decision was already seen";
-    case SERVER_SCHED_STALE:
-        return "stale: snapshot older than the last batch increase";
-    case SERVER_SCHED_NOCHANGE:
-        return "no change to the schedule in force";
-    case SERVER_SCHED_PENDING:
-        return "pending: earlier versions missing";
-    default:
-        return verdict < 0 ? rt_strerror(verdict) : "unknown verdict";
-    }
+    return rt_wire_verdict_str(verdict);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------------- */
@@ -244,15 +219,6 @@ static void s_gg(const struct server_sched_config *c, int32_t e, int64_t *batch,
     *lrf = f;
 }
 
-/* Step-decay factor rho^k(e), k(e) = decay epochs <= e. */
-static double s_decay(const struct server_sched_config *c, int32_t e)
-{
-    double f = 1.0;
-    for (int i = 0; i < c->n_decay && c->decay_epochs[i] <= e; i++)
-        f *= c->rho;
-    return f;
-}
-
 /* Batch in epoch e when the first `applied` decisions are in force. */
 static int64_t s_batch(const server_sched_t *s, int32_t e, uint32_t applied)
 {
@@ -286,7 +252,7 @@ static void s_rates(const server_sched_t *s, uint32_t applied, struct server_sch
         int64_t b;
         s_gg(c, p->epoch, &b, &factor);
     } else {
-        factor = s_decay(c, p->epoch);
+        factor = rt_decay_factor(c->decay_epochs, c->n_decay, c->rho, p->epoch);
     }
     p->lr = base * factor;
     p->gamma = 0.0;

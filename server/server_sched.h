@@ -17,7 +17,8 @@
  *    A batch change in the middle of an epoch takes effect at its step; the epoch still ends after
  *    dataset_size samples.
  *  - decay epochs d: epochs e >= d train with the learning rate multiplied by rho once more
- *    (PyTorch MultiStepLR with milestones d; HessianFlow's lr_decay_epoch with the same values).
+ *    (PyTorch MultiStepLR with milestones d; HessianFlow's lr_decay_epoch with the same values;
+ *    the rule and its checks are rt_decay's, which eig_abs shares).
  *
  * Learning rate: lr is given at base_batch; the initial learning rate is lr * batch / base_batch
  * (linear scaling rule; base_batch = batch makes it lr). lr_cap bounds the learning rate BEFORE the
@@ -55,10 +56,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SERVER_SCHED_MAX_DECAY 16     /* most decay epochs in a configuration */
-#define SERVER_SCHED_MAX_DECISIONS 64 /* most accepted decisions in one run */
-#define SERVER_SCHED_MICRO_BATCH 128  /* default micro-batch m */
-#define SERVER_SCHED_STATE_FORMAT 1   /* version of struct server_sched_state */
+#include "rt_decay.h"
+#include "rt_wire.h"
+
+#define SERVER_SCHED_MAX_DECAY RT_DECAY_MAX /* most decay epochs in a configuration */
+#define SERVER_SCHED_MAX_DECISIONS 64       /* most accepted decisions in one run */
+#define SERVER_SCHED_MICRO_BATCH 128        /* default micro-batch m */
+#define SERVER_SCHED_STATE_FORMAT 1         /* version of struct server_sched_state */
 
 typedef struct server_sched server_sched_t;
 
@@ -76,14 +80,16 @@ enum server_sched_apply {
     SERVER_SCHED_APPLY_NEXT_EPOCH,    /* the first epoch start at or after next_step + apply_lead */
 };
 
-/* Outcome of server_sched_accept() / server_sched_insert() (>= 0; errors are negative rt_err). */
+/* Outcome of server_sched_accept() / server_sched_insert() (>= 0; errors are negative rt_err):
+ * the verdicts the wire carries to the eigen service (enum rt_wire_verdict), under this module's
+ * names. */
 enum server_sched_verdict {
-    SERVER_SCHED_ACCEPTED = 0, /* appended as a new schedule version */
-    SERVER_SCHED_DUPLICATE,    /* already held: nothing changes (idempotent) */
-    SERVER_SCHED_SUPERSEDED,   /* older sequence number than one already seen */
-    SERVER_SCHED_STALE,        /* computed on a snapshot older than the last batch increase */
-    SERVER_SCHED_NOCHANGE,     /* same (B, lr, gamma) as in force: no new version */
-    SERVER_SCHED_PENDING,      /* (insert) held until the versions before it arrive */
+    SERVER_SCHED_ACCEPTED = RT_WIRE_VERDICT_ACCEPTED,     /* appended as a new version */
+    SERVER_SCHED_DUPLICATE = RT_WIRE_VERDICT_DUPLICATE,   /* already held: nothing changes */
+    SERVER_SCHED_SUPERSEDED = RT_WIRE_VERDICT_SUPERSEDED, /* older sequence number than seen */
+    SERVER_SCHED_STALE = RT_WIRE_VERDICT_STALE,       /* snapshot older than the last increase */
+    SERVER_SCHED_NOCHANGE = RT_WIRE_VERDICT_NOCHANGE, /* same (B, lr, gamma) as in force */
+    SERVER_SCHED_PENDING = RT_WIRE_VERDICT_PENDING,   /* (insert) waits for earlier versions */
 };
 
 struct server_sched_config {
@@ -164,7 +170,8 @@ int server_sched_config_check(const struct server_sched_config *cfg);
 const char *server_sched_method_name(enum server_sched_method m);
 int server_sched_method_parse(const char *name, enum server_sched_method *out);
 
-/* Short description of a verdict ("stale: snapshot older than the last batch increase"). */
+/* Short description of a verdict ("stale: snapshot older than the last batch increase"):
+ * rt_wire_verdict_str. */
 const char *server_sched_verdict_str(int verdict);
 
 /* New schedule with no decisions. Returns NULL on an invalid configuration (detail in

@@ -112,7 +112,7 @@ static void test_script_full_run(void **state)
     d = s_feed(a, 30, NO_LAMBDA); /* and no timer after B_max */
     s_expect(&d, 1024, 0.8, 0.08, 0.0, 0);
 
-    struct eig_abs_state st;
+    struct rt_wire_abs st;
     eig_abs_get_state(a, &st);
     assert_int_equal(st.increases, 3);
     assert_int_equal(st.last_epoch, 30);
@@ -316,7 +316,7 @@ static void test_bad_input_and_state(void **state)
     assert_int_equal(eig_abs_epoch_end(a, 2, 1, INFINITY, &d), RT_ERR_ARG);
 
     /* restore the state into another instance: both continue identically */
-    struct eig_abs_state st;
+    struct rt_wire_abs st;
     eig_abs_get_state(a, &st);
     assert_int_equal(eig_abs_set_state(b, &st), RT_OK);
     const double script[] = {3.0, 1.9, NAN, 1.0, 0.9, 0.2, 0.1};
@@ -327,7 +327,7 @@ static void test_bad_input_and_state(void **state)
         assert_true(x.lr == y.lr && x.gamma == y.gamma && x.duration == y.duration);
         assert_string_equal(x.reason, y.reason);
     }
-    struct eig_abs_state bad = st;
+    struct rt_wire_abs bad = st;
     bad.batch = 100000;
     assert_int_equal(eig_abs_set_state(b, &bad), RT_ERR_FORMAT);
     assert_non_null(strstr(rt_err_msg(), "batch 100000"));

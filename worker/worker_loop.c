@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "nn_base.h"
+#include "rt_clock.h"
 #include "rt_err.h"
 #include "rt_log.h"
 #include "rt_sock.h"
@@ -37,13 +38,13 @@ struct s_shard {
  * never looks like a dead worker. The mutex hands the socket over (a full memory barrier, as
  * ZeroMQ asks of a socket that changes threads). */
 struct s_beat {
-    pthread_t thread;     /* the thread */
-    pthread_mutex_t mu;   /* guards everything below, and the socket while `active` */
-    pthread_cond_t cv;    /* wakes the thread (period, state change) */
-    int started;          /* thread and sync objects exist */
-    int active;           /* the thread owns the coordinator's socket */
-    int quit;             /* the thread must end */
-    struct s_worker *w;   /* the worker (its socket to shard 0, id, name) */
+    pthread_t thread;   /* the thread */
+    pthread_mutex_t mu; /* guards everything below, and the socket while `active` */
+    pthread_cond_t cv;  /* wakes the thread (period, state change) */
+    int started;        /* thread and sync objects exist */
+    int active;         /* the thread owns the coordinator's socket */
+    int quit;           /* the thread must end */
+    struct s_worker *w; /* the worker (its socket to shard 0, id, name) */
 };
 
 struct s_worker {
@@ -55,9 +56,8 @@ struct s_worker {
     float *params;                   /* n_params: weights of the current version */
     float *grads;                    /* n_params: gradient being pushed */
     float *buffers;                  /* n_buffers (+1): running statistics */
-    struct rt_sock_parts parts;      /* receive frames, reused */
+    struct rt_sock_in in;            /* the last reply received */
     struct rt_sock_zc zc;            /* zero-copy frames in flight */
-    struct rt_wire_limits lim;       /* decode limits */
     int id;                          /* worker id from the coordinator */
     uint64_t start;                  /* first step (WELCOME; > 0 when the run resumed) */
     int n_workers;                   /* workers in the run */
@@ -70,19 +70,12 @@ struct s_worker {
     struct worker_stats st;          /* counters */
 };
 
-static double s_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static int s_send(struct s_worker *w, int shard, struct rt_wire_msg *m, const float *p,
                   const float *b)
 {
     int rc = rt_sock_send(w->sh[shard].sock, NULL, 0, m, p, b, &w->zc);
     if (!rc && shard == 0)
-        w->last_beat = s_now();
+        w->last_beat = rt_clock_now();
     if (rc)
         return rt_err_set(rc, "%s: send %s to shard %d: %s", w->name, rt_wire_type_name(m->type),
                           shard, rt_err_msg());
@@ -112,13 +105,13 @@ static int s_next(struct s_worker *w, int *shard, struct rt_wire_msg *m, const v
     int ns = w->cfg->n_shards;
     zmq_pollitem_t items[S_MAX_SHARDS];
     int timeout = w->cfg->timeout_ms > 0 ? w->cfg->timeout_ms : S_TIMEOUT_MS;
-    double deadline = s_now() + timeout / 1000.0;
+    double deadline = rt_clock_now() + timeout / 1000.0;
     /* heartbeats must go out, and be answered, well within the timeout */
     int slice = timeout / 4 < S_POLL_MS ? (timeout / 4 > 0 ? timeout / 4 : 1) : S_POLL_MS;
     if (slice > w->beat_ms)
         slice = w->beat_ms; /* ... and often enough for the coordinator not to evict us */
     for (;;) {
-        if (w->id >= 0 && (s_now() - w->last_beat) * 1000.0 >= slice)
+        if (w->id >= 0 && (rt_clock_now() - w->last_beat) * 1000.0 >= slice)
             s_send_simple(w, 0, RT_WIRE_HEARTBEAT, 0);
         if (w->cfg->stop && atomic_load(w->cfg->stop))
             return rt_err_set(RT_ERR_INTERRUPTED, "%s: stopped", w->name);
@@ -135,7 +128,7 @@ static int s_next(struct s_worker *w, int *shard, struct rt_wire_msg *m, const v
             return rt_err_set(RT_ERR_ZMQ, "%s: poll: %s", w->name, zmq_strerror(zmq_errno()));
         }
         if (n == 0) {
-            if (s_now() > deadline)
+            if (rt_clock_now() > deadline)
                 return rt_err_set(RT_ERR_TIMEOUT, "%s: no answer from the shards for %d ms",
                                   w->name, timeout);
             continue;
@@ -143,29 +136,19 @@ static int s_next(struct s_worker *w, int *shard, struct rt_wire_msg *m, const v
         for (int i = 0; i < ns; i++) {
             if (!(items[i].revents & ZMQ_POLLIN))
                 continue;
-            int rc = rt_sock_recv(w->sh[i].sock, &w->parts, ZMQ_DONTWAIT);
+            char from[32];
+            snprintf(from, sizeof from, "shard %d", i);
+            int rc = rt_sock_recv_msg(w->sh[i].sock, &w->in, ZMQ_DONTWAIT, from);
             if (rc == RT_ERR_TIMEOUT)
-                continue;
+                continue; /* nothing, or only malformed replies (logged and dropped) */
             if (rc)
                 return rc;
-            const void *parts[RT_SOCK_MAX_PARTS];
-            size_t sizes[RT_SOCK_MAX_PARTS];
-            for (int k = 0; k < w->parts.n; k++) {
-                parts[k] = rt_sock_part_data(&w->parts, k);
-                sizes[k] = rt_sock_part_size(&w->parts, k);
-            }
-            if (w->parts.total != w->parts.n) {
-                RT_WARN(w->name, "dropped reply from shard %d: too many frames", i);
-                continue;
-            }
-            rc = rt_wire_decode(parts, sizes, w->parts.n, &w->lim, m, pp, bp);
-            if (rc) {
-                RT_WARN(w->name, "dropped reply from shard %d: %s", i, rt_err_msg());
-                continue;
-            }
+            *m = w->in.m;
+            *pp = w->in.params;
+            *bp = w->in.buffers;
             if (m->type == RT_WIRE_HEARTBEAT) {
                 /* the coordinator is alive: a slow step is not a dead cluster */
-                deadline = s_now() + timeout / 1000.0;
+                deadline = rt_clock_now() + timeout / 1000.0;
                 continue;
             }
             *shard = i;
@@ -385,7 +368,7 @@ static void *s_beat_main(void *arg)
         if (b->quit)
             break;
         if (rc == ETIMEDOUT && b->active &&
-            (s_now() - b->w->last_beat) * 1000.0 >= b->w->beat_ms &&
+            (rt_clock_now() - b->w->last_beat) * 1000.0 >= b->w->beat_ms &&
             s_send_simple(b->w, 0, RT_WIRE_HEARTBEAT, 0))
             RT_WARN(b->w->name, "heartbeat: %s", rt_err_msg());
     }
@@ -446,7 +429,7 @@ static void s_destroy(struct s_worker *w)
     s_beat_stop(w);
     for (int i = 0; w->sh && i < w->cfg->n_shards; i++)
         rt_sock_close(&w->sh[i].sock, S_LINGER_MS);
-    rt_sock_parts_close(&w->parts);
+    rt_sock_in_close(&w->in);
     int leak = rt_sock_zc_wait(&w->zc, S_ZC_WAIT_MS) != 0;
     if (w->own_ctx)
         rt_sock_ctx_destroy(&w->ctx);
@@ -474,11 +457,13 @@ int worker_run(const struct worker_cfg *cfg, const struct worker_compute *cb,
     w.chunk = cfg->chunk_floats ? cfg->chunk_floats : RT_WIRE_CHUNK_FLOATS_DEFAULT;
     w.beat_ms = S_POLL_MS;
     snprintf(w.name, sizeof w.name, "%s", cfg->name ? cfg->name : "worker");
-    rt_sock_parts_init(&w.parts);
+    struct rt_wire_limits lim = {
+        .n_params = cfg->n_params,
+        .n_buffers = cfg->n_buffers,
+        .max_floats = cfg->n_params > cfg->n_buffers ? cfg->n_params : cfg->n_buffers,
+    };
+    rt_sock_in_init(&w.in, w.name, 0, &lim);
     atomic_init(&w.zc.in_flight, 0);
-    w.lim.n_params = cfg->n_params;
-    w.lim.n_buffers = cfg->n_buffers;
-    w.lim.max_floats = cfg->n_params > cfg->n_buffers ? cfg->n_params : cfg->n_buffers;
     int rc = RT_ERR_NOMEM;
     w.sh = calloc((size_t)cfg->n_shards, sizeof *w.sh);
     w.params = nn_alloc(cfg->n_params * sizeof(float));
@@ -509,7 +494,8 @@ int worker_run(const struct worker_cfg *cfg, const struct worker_compute *cb,
     if (rc)
         goto out;
     if (w.start > 0)
-        RT_INFO(w.name, "starting at step %llu (the shards resumed from a checkpoint, or this "
+        RT_INFO(w.name,
+                "starting at step %llu (the shards resumed from a checkpoint, or this "
                 "worker rejoins after an eviction)",
                 (unsigned long long)w.start);
     if (w.id == 0 && cb->init && w.start == 0) {
@@ -522,7 +508,7 @@ int worker_run(const struct worker_cfg *cfg, const struct worker_compute *cb,
         if (rc)
             goto out;
     }
-    double t0 = s_now(), compute_s = 0;
+    double t0 = rt_clock_now(), compute_s = 0;
     struct worker_step prev = {0}; /* the step before t */
     for (uint64_t t = w.start;; t++) {
         struct rt_wire_msg sm = {0}, tm = {0};
@@ -559,11 +545,11 @@ int worker_run(const struct worker_cfg *cfg, const struct worker_compute *cb,
         };
         uint32_t samples = 0;
         float loss = 0;
-        double c0 = s_now();
+        double c0 = rt_clock_now();
         s_beat_lend(&w, 1);
         rc = cb->compute(cb->user, &st, w.params, w.grads, w.buffers, &samples, &loss);
         s_beat_lend(&w, 0);
-        double dt = s_now() - c0;
+        double dt = rt_clock_now() - c0;
         compute_s += dt;
         if (samples > 0 && dt > 0) {
             double r = samples / dt;
@@ -585,7 +571,7 @@ int worker_run(const struct worker_cfg *cfg, const struct worker_compute *cb,
         }
         prev = st;
     }
-    w.st.seconds = s_now() - t0;
+    w.st.seconds = rt_clock_now() - t0;
     w.st.comm_seconds = w.st.seconds - compute_s;
     if (cb->finish) {
         s_beat_lend(&w, 1);

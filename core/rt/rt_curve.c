@@ -12,30 +12,30 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
+#include "rt_clock.h"
 #include "rt_err.h"
 #include "rt_log.h"
 
 #define S_NAME "curve"
-#define S_FILE_MAX 4096      /* bytes read of a key file */
-#define S_PATH_MAX 4096      /* bytes of a path */
-#define S_WARN_KEYS 16       /* rejected keys remembered for rate-limiting the warnings */
-#define S_WARN_EVERY_S 10.0  /* seconds between two warnings about the same key */
+#define S_FILE_MAX 4096     /* bytes read of a key file */
+#define S_PATH_MAX 4096     /* bytes of a path */
+#define S_WARN_KEYS 16      /* rejected keys remembered for rate-limiting the warnings */
+#define S_WARN_EVERY_S 10.0 /* seconds between two warnings about the same key */
 
 static const char s_z85_chars[] =
     "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
 
 /* The security setting of the process. */
 static struct {
-    int on;                                /* security configured */
-    char secret[RT_CURVE_Z85_LEN + 1];     /* this role's secret key (Z85) */
-    char public[RT_CURVE_Z85_LEN + 1];     /* its public key (Z85) */
-    char server[RT_CURVE_Z85_LEN + 1];     /* the servers' public key for connects (Z85) */
-    unsigned char *allowed;                /* n_allowed raw keys admitted by the ZAP handlers */
-    int n_allowed;                         /* keys in allowed */
+    int on;                            /* security configured */
+    char secret[RT_CURVE_Z85_LEN + 1]; /* this role's secret key (Z85) */
+    char public[RT_CURVE_Z85_LEN + 1]; /* its public key (Z85) */
+    char server[RT_CURVE_Z85_LEN + 1]; /* the servers' public key for connects (Z85) */
+    unsigned char *allowed;            /* n_allowed raw keys admitted by the ZAP handlers */
+    int n_allowed;                     /* keys in allowed */
 } s_cfg;
 static pthread_mutex_t s_mu = PTHREAD_MUTEX_INITIALIZER; /* guards s_cfg and s_warned */
 
@@ -195,9 +195,8 @@ static int s_read_key(const char *path, const char *what, char *z85, unsigned ch
                           path, len, RT_CURVE_Z85_LEN);
     for (size_t i = 0; i < len; i++)
         if (!strchr(s_z85_chars, line[i]) || line[i] == '\0')
-            return rt_err_set(RT_ERR_FORMAT,
-                              "%s file %s: character %zu ('%c') is not Z85", what, path, i + 1,
-                              line[i] >= 32 && line[i] < 127 ? line[i] : '?');
+            return rt_err_set(RT_ERR_FORMAT, "%s file %s: character %zu ('%c') is not Z85", what,
+                              path, i + 1, line[i] >= 32 && line[i] < 127 ? line[i] : '?');
     memcpy(z85, line, RT_CURVE_Z85_LEN);
     z85[RT_CURVE_Z85_LEN] = '\0';
     unsigned char tmp[RT_CURVE_KEY_BYTES];
@@ -218,8 +217,9 @@ int rt_curve_read_secret(const char *path, char *secret_z85, char *public_z85)
         return rc;
     struct stat st;
     if (stat(path, &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)))
-        RT_WARN(S_NAME, "secret key file %s is accessible by group or others (mode %03o); "
-                        "chmod 600 it",
+        RT_WARN(S_NAME,
+                "secret key file %s is accessible by group or others (mode %03o); "
+                "chmod 600 it",
                 path, (unsigned)(st.st_mode & 0777));
     if (public_z85 && zmq_curve_public(public_z85, secret_z85) != 0) {
         memset(secret_z85, 0, RT_CURVE_Z85_LEN + 1);
@@ -260,8 +260,8 @@ static int s_add_allowed(const char *entry, unsigned char **keys, int *n, int *c
 {
     struct stat st;
     if (stat(entry, &st))
-        return rt_err_set(errno == ENOENT ? RT_ERR_NOTFOUND : RT_ERR_IO,
-                          "security.allowed: %s: %s", entry, strerror(errno));
+        return rt_err_set(errno == ENOENT ? RT_ERR_NOTFOUND : RT_ERR_IO, "security.allowed: %s: %s",
+                          entry, strerror(errno));
     if (!S_ISDIR(st.st_mode))
         return s_add_pub(entry, keys, n, cap);
     DIR *d = opendir(entry);
@@ -275,8 +275,8 @@ static int s_add_allowed(const char *entry, unsigned char **keys, int *n, int *c
             continue;
         char path[S_PATH_MAX];
         if (snprintf(path, sizeof path, "%s/%s", entry, de->d_name) >= (int)sizeof path)
-            rc = rt_err_set(RT_ERR_ARG, "security.allowed: %s/%s: path too long", entry,
-                            de->d_name);
+            rc =
+                rt_err_set(RT_ERR_ARG, "security.allowed: %s/%s: path too long", entry, de->d_name);
         else
             rc = s_add_pub(path, keys, n, cap);
         found++;
@@ -439,13 +439,6 @@ long rt_curve_rejected(void)
     return atomic_load(&s_rejected);
 }
 
-static double s_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 int rt_curve_check(const unsigned char *allowed, int n, const unsigned char *key,
                    const char *address)
 {
@@ -454,7 +447,7 @@ int rt_curve_check(const unsigned char *allowed, int n, const unsigned char *key
             return 1;
     atomic_fetch_add(&s_rejected, 1);
     /* a rejected client reconnects every few hundred ms: one warning per key per interval */
-    double now = s_now();
+    double now = rt_clock_now();
     long suppressed = -1;
     pthread_mutex_lock(&s_mu);
     int slot = -1, oldest = 0;
@@ -481,8 +474,7 @@ int rt_curve_check(const unsigned char *allowed, int n, const unsigned char *key
         char z85[RT_CURVE_Z85_LEN + 1];
         if (!zmq_z85_encode(z85, key, RT_CURVE_KEY_BYTES))
             snprintf(z85, sizeof z85, "?");
-        RT_WARN(S_NAME,
-                "rejected peer %s: public key %s is not in security.allowed%s",
+        RT_WARN(S_NAME, "rejected peer %s: public key %s is not in security.allowed%s",
                 address && *address ? address : "(unknown address)", z85,
                 suppressed > 0 ? " (and earlier attempts not logged)" : "");
     }

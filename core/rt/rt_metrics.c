@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "rt_clock.h"
 #include "rt_err.h"
 
 /* Width of the live bar in characters. */
@@ -185,9 +186,7 @@ struct rt_progress {
 
 double rt_progress_now(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    return rt_clock_now();
 }
 
 const char *rt_progress_fmt_duration(double s, char *buf, size_t len)

@@ -64,7 +64,7 @@ int rt_progress_tick(rt_progress_t *p, long long done, double now_s, const char 
 /* End the progress: print a final line with the total time (and end the live line). */
 void rt_progress_finish(rt_progress_t *p, const char *extra);
 
-/* Seconds on a monotonic clock. */
+/* Seconds on the runtime's monotonic clock (rt_clock_now; kept for the progress callers). */
 double rt_progress_now(void);
 
 /* Format a duration: "42s", "3m40s", "2h05m", "3d04h"; "?" for a negative or non-finite value.

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "rt_clock.h"
 #include "rt_curve.h"
 #include "rt_err.h"
 #include "rt_log.h"
@@ -55,12 +56,12 @@ void *rt_sock_ctx_new(int io_threads)
 
 /* The ZAP handler of one context: a REP socket on S_ZAP_ENDPOINT served by a thread. */
 struct s_zap {
-    void *ctx;            /* the context (borrowed) */
-    void *sock;           /* REP socket, owned by the thread once it runs */
-    pthread_t thread;     /* serves sock until the context terminates */
-    unsigned char *keys;  /* n raw public keys admitted (snapshot of rt_curve's list) */
-    int n;                /* keys */
-    struct s_zap *next;   /* next handler in s_zaps */
+    void *ctx;           /* the context (borrowed) */
+    void *sock;          /* REP socket, owned by the thread once it runs */
+    pthread_t thread;    /* serves sock until the context terminates */
+    unsigned char *keys; /* n raw public keys admitted (snapshot of rt_curve's list) */
+    int n;               /* keys */
+    struct s_zap *next;  /* next handler in s_zaps */
 };
 static struct s_zap *s_zaps;                                 /* handlers of live contexts */
 static pthread_mutex_t s_zap_mu = PTHREAD_MUTEX_INITIALIZER; /* guards s_zaps */
@@ -374,6 +375,134 @@ int rt_sock_recv(void *sock, struct rt_sock_parts *p, int flags)
         else
             p->n++;
         if (!more)
+            return RT_OK;
+    }
+}
+
+/* ---- receiving protocol messages ------------------------------------------------------------ */
+
+void rt_sock_in_init(struct rt_sock_in *in, const char *who, int routed,
+                     const struct rt_wire_limits *lim)
+{
+    memset(in, 0, sizeof *in);
+    in->who = who;
+    in->routed = routed;
+    if (lim)
+        in->lim = *lim;
+    rt_sock_parts_init(&in->parts);
+}
+
+void rt_sock_in_close(struct rt_sock_in *in)
+{
+    rt_sock_parts_close(&in->parts);
+    in->route = NULL;
+    in->params = NULL;
+    in->buffers = NULL;
+}
+
+void rt_sock_in_release(struct rt_sock_in *in)
+{
+    rt_sock_parts_release(&in->parts);
+    in->route = NULL;
+    in->route_len = 0;
+    in->params = NULL;
+    in->buffers = NULL;
+}
+
+char *rt_sock_route_hex(const uint8_t *route, size_t len, char *out, size_t cap)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < len && k + 3 < cap && k + 4 < RT_SOCK_ROUTE_HEX; i++)
+        k += (size_t)snprintf(out + k, cap - k, "%02x", route[i]);
+    out[k] = '\0';
+    return out;
+}
+
+/* Decode the message in in->parts; on a malformed one, log it with its sender and return the
+ * reason's code (the message is to be dropped). */
+static int s_decode(struct rt_sock_in *in, const char *from)
+{
+    struct rt_sock_parts *p = &in->parts;
+    int first = in->routed ? 1 : 0, rc = RT_OK;
+    const char *why = NULL;
+    in->route = NULL;
+    in->route_len = 0;
+    if (in->routed) {
+        in->route = rt_sock_part_data(p, 0);
+        in->route_len = rt_sock_part_size(p, 0);
+    }
+    if (in->route_len > RT_SOCK_ROUTE_MAX) {
+        in->route_len = RT_SOCK_ROUTE_MAX;
+        why = "routing id too long";
+    } else if (p->total != p->n) {
+        why = "too many frames";
+    } else if (p->n <= first) {
+        why = "no header frame";
+    } else {
+        const void *f[RT_SOCK_MAX_PARTS];
+        size_t sz[RT_SOCK_MAX_PARTS];
+        for (int i = first; i < p->n; i++) {
+            f[i - first] = rt_sock_part_data(p, i);
+            sz[i - first] = rt_sock_part_size(p, i);
+        }
+        rc = rt_wire_decode(f, sz, p->n - first, &in->lim, &in->m, &in->params, &in->buffers);
+        if (rc == RT_OK)
+            return RT_OK;
+        why = rt_err_msg();
+    }
+    char hex[RT_SOCK_ROUTE_HEX];
+    in->dropped++;
+    if (in->routed)
+        RT_WARN(in->who, "dropped message from %s%speer %s: %s", from ? from : "", from ? " " : "",
+                rt_sock_route_hex(in->route, in->route_len, hex, sizeof hex), why);
+    else
+        RT_WARN(in->who, "dropped message from %s: %s", from ? from : "a peer", why);
+    return rc ? rc : RT_ERR_FORMAT;
+}
+
+int rt_sock_recv_msg(void *sock, struct rt_sock_in *in, int flags, const char *from)
+{
+    for (;;) {
+        in->params = NULL;
+        in->buffers = NULL;
+        int rc = rt_sock_recv(sock, &in->parts, flags);
+        if (rc)
+            return rc;
+        if (s_decode(in, from) == RT_OK)
+            return RT_OK;
+    }
+}
+
+int rt_sock_recv_until(void *sock, struct rt_sock_in *in, double deadline, const char *from)
+{
+    for (;;) {
+        int left = rt_clock_left_ms(deadline);
+        if (left <= 0)
+            return rt_err_set(RT_ERR_TIMEOUT, "%s: no answer from %s in time", in->who,
+                              from ? from : "the peer");
+        zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
+        int n = zmq_poll(&it, 1, left);
+        if (n < 0 && zmq_errno() != EINTR)
+            return rt_err_set(RT_ERR_ZMQ, "%s: poll %s: %s", in->who, from ? from : "a peer",
+                              zmq_strerror(zmq_errno()));
+        if (n <= 0)
+            continue;
+        int rc = rt_sock_recv_msg(sock, in, ZMQ_DONTWAIT, from);
+        if (rc != RT_ERR_TIMEOUT)
+            return rc; /* a message, or a failure (TIMEOUT: only malformed ones were queued) */
+    }
+}
+
+int rt_sock_request(void *sock, struct rt_wire_msg *q, struct rt_sock_in *in, double deadline,
+                    rt_sock_reply_fn *match, void *arg, const char *from)
+{
+    int rc = rt_sock_send(sock, NULL, 0, q, NULL, NULL, NULL);
+    if (rc)
+        return rc;
+    for (;;) {
+        if ((rc = rt_sock_recv_until(sock, in, deadline, from)))
+            return rc;
+        if (!match || match(&in->m, arg))
             return RT_OK;
     }
 }

@@ -8,6 +8,11 @@
  * must stay valid and unchanged until ZeroMQ releases it. A struct rt_sock_zc counts those messages
  * in flight so that the owner can wait for them before freeing or reusing its buffers.
  *
+ * Receiving: rt_sock_recv_msg receives a whole message, gathers its frames and decodes them
+ * (rt_wire_decode) into a struct rt_sock_in; a malformed message is logged with its sender and
+ * dropped there, so that callers only see valid ones. rt_sock_recv_until waits for one up to a
+ * deadline, and rt_sock_request sends a request and waits for its reply up to a deadline.
+ *
  * Security: when rt_curve_configure has set keys, rt_sock_bind (and rt_sock_router) makes every
  * tcp:// or ipc:// bind a CURVE server and rt_sock_connect (rt_sock_dealer) every such connect a
  * CURVE client; inproc:// is never encrypted. The first CURVE bind in a context starts that
@@ -27,6 +32,7 @@
 #define RT_SOCK_ROUTE_MAX 256      /* bytes of a ZeroMQ routing id */
 #define RT_SOCK_ZC_MIN_BYTES 65536 /* smaller payloads are copied, not worth the bookkeeping */
 #define RT_SOCK_ENDPOINT_MAX 256   /* bytes of an endpoint string */
+#define RT_SOCK_ROUTE_HEX 28       /* bytes of a routing id shown in logs (24 hex digits, NUL) */
 
 /* Count of zero-copy payload frames still owned by ZeroMQ. */
 struct rt_sock_zc {
@@ -38,6 +44,22 @@ struct rt_sock_parts {
     zmq_msg_t msg[RT_SOCK_MAX_PARTS]; /* the frames, valid until the next recv or close */
     int n;                            /* frames stored */
     int total;                        /* frames the message had (> n when it had too many) */
+};
+
+/* A received protocol message and how to receive the next one. The first three fields are set by
+ * rt_sock_in_init and read-only afterwards (lim may be changed between receives); the others
+ * describe the last message received and are valid until the next receive, release or close. */
+struct rt_sock_in {
+    const char *who;            /* the receiver, tag of its logs (borrowed, must outlive it) */
+    int routed;                 /* ROUTER socket: the first frame is the sender's routing id */
+    struct rt_wire_limits lim;  /* decode limits (slices must fit, largest payload frame) */
+    struct rt_sock_parts parts; /* the frames */
+    const uint8_t *route;       /* routed: the sender's routing id (in parts), else NULL */
+    size_t route_len;           /* bytes of route */
+    struct rt_wire_msg m;       /* the decoded header */
+    const void *params;         /* parameter payload (in parts, maybe unaligned), or NULL */
+    const void *buffers;        /* buffer payload (in parts, maybe unaligned), or NULL */
+    uint64_t dropped;           /* malformed messages dropped so far */
 };
 
 /* Process-wide malloc tuning for the roles: ZeroMQ allocates every received frame; with glibc's
@@ -64,8 +86,8 @@ int rt_sock_bind(void *ctx, void *s, const char *endpoint);
 int rt_sock_connect(void *s, const char *endpoint);
 
 /* A ROUTER bound to `endpoint`. max_frame_bytes > 0 makes the transport drop peers that send a
- * frame larger than that (tcp/ipc only; encrypted, plus RT_CURVE_FRAME_OVERHEAD). Returns 0 and *out, or RT_ERR_ZMQ naming the endpoint.
- * Caller owns *out; close with rt_sock_close. */
+ * frame larger than that (tcp/ipc only; encrypted, plus RT_CURVE_FRAME_OVERHEAD). Returns 0 and
+ * *out, or RT_ERR_ZMQ naming the endpoint. Caller owns *out; close with rt_sock_close. */
 int rt_sock_router(void *ctx, const char *endpoint, long max_frame_bytes, void **out);
 
 /* A DEALER connected to `endpoint`. Caller owns *out; close with rt_sock_close. */
@@ -102,6 +124,48 @@ static inline size_t rt_sock_part_size(struct rt_sock_parts *p, int i)
 {
     return zmq_msg_size(&p->msg[i]);
 }
+
+/* Prepare a receiver: who names it in logs (borrowed), routed says whether its socket is a
+ * ROUTER, lim (NULL: all zero, no payloads accepted) is copied. Close with rt_sock_in_close. */
+void rt_sock_in_init(struct rt_sock_in *in, const char *who, int routed,
+                     const struct rt_wire_limits *lim);
+
+/* Free the frames; the receiver may be initialised again. Safe after rt_sock_in_init only. */
+void rt_sock_in_close(struct rt_sock_in *in);
+
+/* Release the last message's frames now (large payloads go back to ZeroMQ, zero-copy senders
+ * see their frames released); in->m stays, route and payloads become NULL. */
+void rt_sock_in_release(struct rt_sock_in *in);
+
+/* Receive one whole message on sock and decode it (flags: 0, or ZMQ_DONTWAIT not to wait). A
+ * malformed message (too many frames, no header, a routing id too long, a header or payload that
+ * rt_wire_decode refuses) is logged as "dropped message from <from> (peer <routing id>): <why>",
+ * counted in in->dropped and dropped, and the next one is read. from names the peer in that log
+ * (NULL on a ROUTER: the routing id does). Returns 0 with the message in *in, RT_ERR_TIMEOUT when
+ * nothing (more) is queued (ZMQ_DONTWAIT), RT_ERR_INTERRUPTED on context termination, or
+ * RT_ERR_ZMQ. */
+int rt_sock_recv_msg(void *sock, struct rt_sock_in *in, int flags, const char *from);
+
+/* rt_sock_recv_msg that waits for a message up to `deadline` (seconds on rt_clock_now's clock),
+ * polling sock; a signal resumes the wait. Returns 0 with the message in *in, RT_ERR_TIMEOUT
+ * once the deadline has passed (detail names from), or a receive error. */
+int rt_sock_recv_until(void *sock, struct rt_sock_in *in, double deadline, const char *from);
+
+/* Whether a reply answers the request: 1 takes it, 0 skips it (an answer to an earlier request
+ * that gave up, a message of another kind). arg is rt_sock_request's. */
+typedef int rt_sock_reply_fn(const struct rt_wire_msg *reply, void *arg);
+
+/* Send request q on sock (a DEALER: no routing id) and wait up to `deadline` (seconds on
+ * rt_clock_now's clock) for its reply: the first message that match takes (match NULL: the first
+ * message). Skipped messages are ignored; malformed ones are logged with from and dropped. Returns
+ * 0 with the reply in *in, RT_ERR_TIMEOUT once the deadline has passed, or a send or receive
+ * error. */
+int rt_sock_request(void *sock, struct rt_wire_msg *q, struct rt_sock_in *in, double deadline,
+                    rt_sock_reply_fn *match, void *arg, const char *from);
+
+/* A routing id for logs: hex digits of its first bytes (at most RT_SOCK_ROUTE_HEX - 4 digits)
+ * into out (cap >= 1 bytes, NUL-terminated). Returns out. */
+char *rt_sock_route_hex(const uint8_t *route, size_t len, char *out, size_t cap);
 
 /* Send one protocol message: [route] header [params] [buffers]. route (may be NULL) is the ROUTER
  * routing id of the peer. The header is encoded and, when m->checksum is set and m->sealed is not,

@@ -30,6 +30,26 @@ const char *rt_wire_type_name(int type)
     return s_type_names[type];
 }
 
+const char *rt_wire_verdict_str(int verdict)
+{
+    switch (verdict) {
+    case RT_WIRE_VERDICT_ACCEPTED:
+        return "accepted";
+    case RT_WIRE_VERDICT_DUPLICATE:
+        return "duplicate: already held";
+    case RT_WIRE_VERDICT_SUPERSEDED:
+        return "superseded: a newer decision was already seen";
+    case RT_WIRE_VERDICT_STALE:
+        return "stale: snapshot older than the last batch increase";
+    case RT_WIRE_VERDICT_NOCHANGE:
+        return "no change to the schedule in force";
+    case RT_WIRE_VERDICT_PENDING:
+        return "pending: earlier versions missing";
+    default:
+        return verdict < 0 ? rt_strerror(verdict) : "unknown verdict";
+    }
+}
+
 void rt_wire_msg_init(struct rt_wire_msg *m, enum rt_wire_type type, int32_t sender,
                       const char *name)
 {
@@ -226,9 +246,8 @@ static void s_to_pb(const struct rt_wire_msg *m, EbHeader *h, EbSpan *sp, EbSche
         sc->done = m->sched.done ? 1 : 0;
         sc->epoch_last = m->sched.epoch_last ? 1 : 0;
         if (m->sched.members_len) {
-            sc->members.len = m->sched.members_len <= RT_WIRE_MEMBERS_BYTES
-                                  ? m->sched.members_len
-                                  : RT_WIRE_MEMBERS_BYTES;
+            sc->members.len = m->sched.members_len <= RT_WIRE_MEMBERS_BYTES ? m->sched.members_len
+                                                                            : RT_WIRE_MEMBERS_BYTES;
             sc->members.data = (uint8_t *)m->sched.members;
         }
         h->sched = sc;

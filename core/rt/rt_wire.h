@@ -24,6 +24,8 @@
 #define RT_WIRE_REASON_MAX 256      /* decision reason, bytes with the terminator */
 #define RT_WIRE_TRAILER 0x45424844u /* last header field: detects a header cut short */
 #define RT_WIRE_MEMBERS_BYTES 128   /* largest member bitmap of a step: 1024 workers */
+/* Floats per payload frame that shards and workers send unless configured (512 KiB). */
+#define RT_WIRE_CHUNK_FLOATS_DEFAULT (1u << 17)
 
 /* Message types (values as EbType). */
 enum rt_wire_type {
@@ -46,6 +48,18 @@ enum rt_wire_type {
     RT_WIRE_CURRENT = 17,    /* late joiner -> eigen service: the current decision (PUBLISH) */
     RT_WIRE_ABS_QUERY = 18,  /* eigen service -> coordinator: the ABS state it holds (ACK) */
     RT_WIRE_TYPE_MAX = 18
+};
+
+/* The coordinator's verdict on an ABS decision: the ACK of DECISION carries it in err_code, a
+ * PUBLISH in decision.verdict (server_sched_accept decides it; errors are negative rt_err codes).
+ */
+enum rt_wire_verdict {
+    RT_WIRE_VERDICT_ACCEPTED = 0, /* appended as a new schedule version */
+    RT_WIRE_VERDICT_DUPLICATE,    /* already held: nothing changes (idempotent) */
+    RT_WIRE_VERDICT_SUPERSEDED,   /* older sequence number than one already seen */
+    RT_WIRE_VERDICT_STALE,        /* computed on a snapshot older than the last batch increase */
+    RT_WIRE_VERDICT_NOCHANGE,     /* same (B, lr, gamma) as in force: no new version */
+    RT_WIRE_VERDICT_PENDING,      /* (a participant's insert) held until earlier versions arrive */
 };
 
 /* Payload checksums (values as EbChecksum). */
@@ -79,7 +93,8 @@ struct rt_wire_sched {
                                                step (evicted workers do not) */
 };
 
-/* The ABS rule's state after a decision (EbAbsState; eig_abs_state on the wire). */
+/* The ABS rule's whole state (EbAbsState): eig_abs keeps it in this form, a DECISION carries it
+ * after the decision, the coordinator keeps the latest for checkpoints and restarted services. */
 struct rt_wire_abs {
     int64_t batch;      /* batch in force */
     double lr_base;     /* base learning rate (before step decay) */
@@ -193,6 +208,10 @@ void rt_wire_axpy(float *y, float a, const void *x, size_t n, int accumulate);
 
 /* Name of a message type for logs ("push"); "unknown" for values out of range. */
 const char *rt_wire_type_name(int type);
+
+/* Short description of a verdict ("stale: snapshot older than the last batch increase"); a
+ * negative value is described as its rt_err code. Static storage. */
+const char *rt_wire_verdict_str(int verdict);
 
 /* Contiguous balanced partition of n floats into `parts` ranges: range i is [*off, *off + *cnt).
  * Ranges differ by at most one float, so bytes are balanced whatever the tensor boundaries. */

@@ -1,0 +1,254 @@
+/*
+ * server_shard_int: the shard's private state and the functions its files share. Not for other
+ * modules: they use server_shard.h.
+ *
+ * The shard is split by concern, one file each:
+ *   server_shard.c        lifecycle, the serving loop and the one dispatch table of message types
+ *   server_shard_data.c   the data plane: binding workers, INIT, PUSH, the update, PULL, SNAPSHOT
+ *   server_shard_coord.c  the coordinator's message handlers (shard 0) and the other shards'
+ *                         requests to it (the schedule and the members of a step)
+ *   server_shard_ckpt.c   checkpoint writes and the resume from a checkpoint
+ *   server_shard_evict.c  evicting silent workers, learning of evictions, rejoining workers
+ *
+ * Conventions: every function takes the shard first; a message handler takes the received message
+ * (struct rt_sock_in: routing id, header, payloads, valid until the handler returns) and drops
+ * what it refuses with server_shard_drop (logged with the sender and the reason, counted).
+ */
+#ifndef SERVER_SHARD_INT_H
+#define SERVER_SHARD_INT_H
+
+#include <stdint.h>
+
+#include "rt_ckpt.h"
+#include "rt_sock.h"
+#include "rt_wire.h"
+#include "server_ckpt.h"
+#include "server_coord.h"
+#include "server_shard.h"
+
+#define SERVER_SHARD_MAX_PENDING 256      /* queued pulls waiting for a future version */
+#define SERVER_SHARD_MEMBERS_WAIT_MS 1000 /* shards > 0: longest wait for a members answer */
+
+/* A worker as this shard sees it. */
+struct server_shard_worker {
+    uint8_t route[RT_SOCK_ROUTE_MAX]; /* ROUTER routing id bound to the worker id */
+    size_t route_len;                 /* 0: not bound yet */
+    char name[RT_WIRE_NAME_MAX];      /* worker's name */
+    uint64_t p_recv;                  /* floats of the current step's (or INIT's) slice received */
+    int b_recv;                       /* buffer slice of the current step received */
+    uint32_t samples;                 /* samples behind the current step's gradient */
+    int complete;                     /* current step's slices all received */
+    int bye;                          /* said goodbye */
+    int evicted;                      /* evicted by the coordinator: no longer awaited */
+    int rebound;                      /* evicted, and bound to its restarted process since: it is
+                                         awaited again from the step it rejoins at */
+};
+
+/* A pull waiting for a future version. */
+struct server_shard_pull {
+    uint8_t route[RT_SOCK_ROUTE_MAX]; /* requester */
+    size_t route_len;                 /* bytes of route */
+    uint64_t version;                 /* version wanted */
+};
+
+/* Sockets: the bound ROUTER every peer talks to. */
+struct server_shard_io {
+    void *ctx;                           /* ZeroMQ context */
+    int own_ctx;                         /* ctx created here */
+    void *sock;                          /* bound ROUTER */
+    char endpoint[RT_SOCK_ENDPOINT_MAX]; /* endpoint bound (a tcp "*" port resolved) */
+    struct rt_sock_in in;                /* the message being handled */
+    struct rt_sock_zc zc;                /* zero-copy frames of weights in flight */
+};
+
+/* The data plane: this shard's ranges of the flat vectors, their values, the version, the workers
+ * and the pulls waiting for a version. */
+struct server_shard_data {
+    uint64_t p_off, p_cnt;               /* parameter range */
+    uint64_t b_off, b_cnt;               /* buffer range */
+    float *w;                            /* weights of the range */
+    float *mom;                          /* momentum of the range */
+    float *acc;                          /* sum over workers of samples * gradient */
+    float *bw;                           /* buffers of the range */
+    float *bacc;                         /* sum over workers of samples * buffers */
+    int ready;                           /* weights initialised (version 0 exists) */
+    uint64_t version;                    /* updates applied; pushes must be for step == version */
+    struct server_shard_worker *workers; /* n_workers entries */
+    struct server_shard_pull pend[SERVER_SHARD_MAX_PENDING]; /* pulls for a future version */
+    int n_pend;                                              /* entries in pend */
+    uint64_t *wck;        /* checksum of each weights chunk of version wck_version */
+    uint64_t bck;         /* checksum of the buffer slice of that version */
+    uint64_t wck_version; /* version the checksums belong to; UINT64_MAX: none */
+};
+
+/* The step being summed (step == data.version) and its schedule. */
+struct server_shard_step {
+    int n_complete;                  /* workers whose slice of the step is complete */
+    int n_started;                   /* workers that sent a chunk of the step */
+    uint64_t total_samples;          /* samples of the step (known once all started) */
+    double total_loss;               /* sum over its workers of samples * mean loss */
+    uint64_t total_correct;          /* samples of the step classified correctly */
+    uint64_t prev_samples;           /* the step before: samples, over every worker */
+    double prev_loss;                /* ... summed loss */
+    uint64_t prev_correct;           /* ... correctly classified (shard 0 serves the three) */
+    uint64_t summed;                 /* floats [0, summed) hold at least one contribution */
+    int b_summed;                    /* bacc holds at least one contribution */
+    uint64_t applied;                /* floats [0, applied) already updated for this step */
+    int sched_known;                 /* `sched` holds the schedule of the step */
+    struct server_coord_point sched; /* its schedule, from the coordinator */
+};
+
+/* Snapshots for the eigen service (cfg.snapshots): the slice at the latest epoch start. */
+struct server_shard_snap {
+    float *w;         /* its weights */
+    float *b;         /* and its buffers */
+    uint64_t version; /* version of the snapshot; UINT64_MAX: none yet */
+    uint64_t epoch;   /* the epoch it starts */
+};
+
+/* The coordinator: shard 0 runs it, the other shards ask it. */
+struct server_shard_coordination {
+    server_coord_t *coord; /* shard 0: the coordinator, else NULL */
+    void *sock;            /* shards > 0: DEALER to the coordinator */
+    struct rt_sock_in in;  /* shards > 0: its replies */
+};
+
+/* Checkpoints (cfg.ckpt_root, cfg.resume). */
+struct server_shard_ckpt {
+    char root[RT_CKPT_PATH_MAX];       /* checkpoints go under here ("": none) */
+    char model[SERVER_CKPT_MODEL_MAX]; /* model name recorded and checked ("": unknown) */
+    int pending;                       /* shard 0: `dir` waits for the other shards' files */
+    char dir[RT_CKPT_PATH_MAX];        /* shard 0: that checkpoint's directory */
+    struct server_ckpt_coord *coord;   /* shard 0: its coordinator part (allocated once) */
+    double next_poll;                  /* shard 0: rt_clock_now time of the next look at it */
+};
+
+/* Eviction (cfg.evict_ms on shard 0): the other shards learn the members of a step by asking. */
+struct server_shard_evict {
+    double members_at; /* shards > 0: rt_clock_now time the members were last asked */
+};
+
+struct server_shard {
+    struct server_shard_cfg cfg;         /* configuration (pointers not kept are NULL) */
+    char name[RT_WIRE_NAME_MAX];         /* "shard-<i>" */
+    struct server_shard_stats st;        /* counters */
+    uint64_t start_step;                 /* version resumed from (0: a fresh start) */
+    double end_at;                       /* when to return after the last goodbye (0: not yet) */
+    struct server_shard_io io;           /* sockets */
+    struct server_shard_data data;       /* ranges, values, version, workers, pulls */
+    struct server_shard_step step;       /* the step being summed */
+    struct server_shard_snap snap;       /* snapshots for the eigen service */
+    struct server_shard_coordination co; /* the coordinator */
+    struct server_shard_ckpt ckpt;       /* checkpoints */
+    struct server_shard_evict ev;        /* eviction */
+};
+
+/* A message handler: the message in `in` was received on the ROUTER and decoded. */
+typedef void server_shard_handler_fn(server_shard_t *s, const struct rt_sock_in *in);
+
+/* ---- common (server_shard.c) ------------------------------------------------------------- */
+
+/* 1 when the worker has sent a chunk of the current step. */
+static inline int server_shard_started(const struct server_shard_worker *w)
+{
+    return w->p_recv > 0 || w->b_recv || w->complete;
+}
+
+/* 1 when an evicted worker's contribution to the current step is partial here: it covers the
+ * parameters [0, p_recv) (and the buffers when b_recv), not the rest. */
+static inline int server_shard_partial(const struct server_shard_worker *w)
+{
+    return w->evicted && !w->complete && server_shard_started(w);
+}
+
+/* 1 when the worker's connection is the one with this routing id. */
+int server_shard_route_eq(const struct server_shard_worker *w, const uint8_t *route, size_t rlen);
+
+/* The worker a message claims to be, if its connection is bound to that worker; else NULL. */
+struct server_shard_worker *server_shard_bound(server_shard_t *s, const struct rt_sock_in *in);
+
+/* Log a message refused with its sender and the reason, and count it. */
+void server_shard_drop(server_shard_t *s, const struct rt_sock_in *in, const char *why);
+
+/* Send reply r to the sender of `in`; a failure is logged (`what`: "ack"). */
+void server_shard_reply(server_shard_t *s, const struct rt_sock_in *in, struct rt_wire_msg *r,
+                        const char *what);
+
+/* Answer the sender of `in` with an ERROR of `code` and `text` about `step`. */
+void server_shard_reply_error(server_shard_t *s, const struct rt_sock_in *in, uint64_t step,
+                              int code, const char *text);
+
+/* 1 when every worker has said goodbye or was evicted. */
+int server_shard_all_gone(const server_shard_t *s);
+
+/* ---- the data plane (server_shard_data.c) ------------------------------------------------- */
+
+server_shard_handler_fn server_shard_on_hello;    /* bind a connection to a worker id; ACK */
+server_shard_handler_fn server_shard_on_init;     /* worker 0's initial weights */
+server_shard_handler_fn server_shard_on_push;     /* a gradient chunk of the current step */
+server_shard_handler_fn server_shard_on_pull;     /* weights of a version, now or when made */
+server_shard_handler_fn server_shard_on_snapshot; /* the latest epoch-start snapshot */
+server_shard_handler_fn server_shard_on_bye;      /* a worker leaves */
+
+/* Answer the pulls waiting for the current version. */
+void server_shard_serve_pending(server_shard_t *s);
+
+/* After a push chunk or an eviction: apply the step when complete, or update the prefix every
+ * awaited worker covers. */
+void server_shard_progress(server_shard_t *s);
+
+/* Copy the slice as the snapshot of the start of `epoch`, once per epoch. */
+void server_shard_snapshot_take(server_shard_t *s, uint64_t epoch);
+
+/* ---- the coordinator (server_shard_coord.c) ----------------------------------------------- */
+
+server_shard_handler_fn server_shard_on_register;    /* a worker joins: WELCOME with its id */
+server_shard_handler_fn server_shard_on_sched_query; /* the schedule (and share) of a step */
+server_shard_handler_fn server_shard_on_heartbeat;   /* a worker is alive: answered */
+server_shard_handler_fn server_shard_on_decision;    /* an ABS decision: ACK with the verdict */
+server_shard_handler_fn server_shard_on_abs_query;   /* the ABS state held */
+
+/* Shards > 0: ask the coordinator the schedule of `step` (at most wait_ms) into *pt; the members
+ * that come with it are applied (server_shard_members). */
+int server_shard_sched_ask(server_shard_t *s, uint64_t step, struct server_coord_point *pt,
+                           int wait_ms);
+
+/* ---- checkpoints (server_shard_ckpt.c) ---------------------------------------------------- */
+
+/* Write this shard's part of the checkpoint of `epoch` (shard 0: and the coordinator's, then try
+ * to complete it). A failure is logged: training goes on. */
+void server_shard_ckpt_write(server_shard_t *s, uint64_t epoch);
+
+/* Shard 0: complete the pending checkpoint once every shard's file is there. */
+void server_shard_ckpt_poll(server_shard_t *s);
+
+/* Shard 0: wait a while for the pending checkpoint (the end of training). */
+void server_shard_ckpt_drain(server_shard_t *s);
+
+/* Load this shard's part of the checkpoint in dir (all of it on shard 0). 0 or a negative code
+ * naming the file and the field. */
+int server_shard_resume(server_shard_t *s, const char *dir);
+
+/* ---- eviction (server_shard_evict.c) ------------------------------------------------------ */
+
+/* Shard 0: evict the workers silent for longer than the timeout. */
+void server_shard_evict_poll(server_shard_t *s);
+
+/* Worker `id` is no longer awaited; with `progress`, apply the step if it is complete now. */
+void server_shard_on_evicted(server_shard_t *s, int id, int progress);
+
+/* Shard 0: a restarted worker took the slot `id` of an evicted one (log, metrics). */
+void server_shard_on_rejoin(server_shard_t *s, int id, const uint8_t *route, size_t rlen);
+
+/* Shard 0: rejoined workers that take part in the current step are awaited again. */
+void server_shard_rejoin_check(server_shard_t *s);
+
+/* The members of the step as the coordinator sent them (bitmap; empty: every worker): the
+ * workers left out are evicted here too. */
+void server_shard_members(server_shard_t *s, const uint8_t *bits, uint32_t len);
+
+/* Shards > 0: while some awaited worker has not pushed, ask the coordinator who takes part
+ * (at most every members poll period; force: now). */
+void server_shard_members_poll(server_shard_t *s, int force);
+
+#endif

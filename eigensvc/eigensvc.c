@@ -1,7 +1,7 @@
 /*
  * eigensvc: the eigen service (see eigensvc.h).
  *
- * Loop: poll the shards for the latest epoch-start snapshot (server_observer). A snapshot of the
+ * Loop: poll the shards for the latest epoch-start snapshot (eig_observer). A snapshot of the
  * start of epoch e >= 1 holds the weights at the end of epoch e - 1: while the ABS rule wants
  * measurements, compute the top Hessian eigenvalue on a fresh Hessian batch (the first
  * hessian_batch positions of the loader's permutation of epoch e - 1 for the service's seed, with
@@ -20,7 +20,7 @@
  *
  * The rule's state (struct rt_wire_abs) travels with each decision; the coordinator keeps the
  * latest and writes it into checkpoints. Before its first epoch end the service asks the
- * coordinator for the state it holds (server_observer_abs_state) and continues from it: a run
+ * coordinator for the state it holds (eig_observer_abs_state) and continues from it: a run
  * resumed from a checkpoint, or a restarted service, goes on with lambda_ref, duration, B and lr
  * where they were.
  *
@@ -45,7 +45,7 @@
 #include "rt_loader.h"
 #include "rt_log.h"
 #include "rt_sock.h"
-#include "server_observer.h"
+#include "eig_observer.h"
 
 #define S_NAME "eigensvc"
 #define S_POLL_MS_DEFAULT 20             /* between snapshot polls */
@@ -58,7 +58,7 @@ struct eigensvc {
     struct eigensvc_cfg cfg; /* configuration (strings borrowed) */
     void *ctx;               /* ZeroMQ context */
     int own_ctx;             /* created here */
-    server_observer_t *obs;  /* snapshots and decisions */
+    eig_observer_t *obs;  /* snapshots and decisions */
     void *pub;               /* PUB socket, or NULL */
     void *query;             /* ROUTER answering CURRENT, or NULL */
     struct rt_sock_in in;    /* the query being answered */
@@ -179,7 +179,7 @@ int eigensvc_new(const struct eigensvc_cfg *cfg, eigensvc_t **out)
         }
         s->own_ctx = 1;
     }
-    rc = server_observer_new(s->ctx, cfg->n_shards, cfg->endpoints, nn_net_param_count(s->net),
+    rc = eig_observer_new(s->ctx, cfg->n_shards, cfg->endpoints, nn_net_param_count(s->net),
                              nn_net_buffer_count(s->net), &s->obs);
     if (rc)
         goto out_destroy;
@@ -210,7 +210,7 @@ void eigensvc_destroy(eigensvc_t **self_p)
     rt_sock_in_close(&s->in);
     rt_sock_close(&s->query, 0);
     rt_sock_close(&s->pub, 0);
-    server_observer_destroy(&s->obs);
+    eig_observer_destroy(&s->obs);
     if (s->own_ctx)
         rt_sock_ctx_destroy(&s->ctx);
     eig_abs_destroy(&s->abs);
@@ -403,7 +403,7 @@ static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
     struct rt_wire_decision held;
     int has_held = 0;
     int verdict =
-        server_observer_decide_held(s->obs, &d, &apply, &sv, &held, &has_held, S_DECIDE_WAIT_MS);
+        eig_observer_decide_held(s->obs, &d, &apply, &sv, &held, &has_held, S_DECIDE_WAIT_MS);
     if (verdict < 0)
         RT_WARN(S_NAME, "epoch %d: the coordinator refused the decision: %s", (int)ended,
                 rt_err_msg());
@@ -482,7 +482,7 @@ static int s_take_state(eigensvc_t *s)
 {
     s->asked_state = 1;
     struct rt_wire_abs a;
-    int rc = server_observer_abs_state(s->obs, &a, S_DECIDE_WAIT_MS);
+    int rc = eig_observer_abs_state(s->obs, &a, S_DECIDE_WAIT_MS);
     if (rc == RT_ERR_STATE)
         return RT_OK; /* none: a fresh start */
     if (rc) {
@@ -518,7 +518,7 @@ int eigensvc_run(eigensvc_t *s, const atomic_int *stop)
         uint64_t version = 0, epoch = 0;
         int wait_ms =
             s->cfg.timeout_ms / 2 < S_SNAPSHOT_WAIT_MS ? s->cfg.timeout_ms / 2 : S_SNAPSHOT_WAIT_MS;
-        int rc = server_observer_snapshot_since(s->obs, have, params, buffers, &version, &epoch,
+        int rc = eig_observer_snapshot_since(s->obs, have, params, buffers, &version, &epoch,
                                                 wait_ms > 0 ? wait_ms : 1);
         /* the net holds that snapshot now (until an error leaves a mix of versions) */
         have = rc == RT_OK ? version : UINT64_MAX;

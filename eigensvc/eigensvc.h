@@ -1,6 +1,6 @@
 /*
  * eigensvc: the eigen service. At each epoch end it takes a consistent weight snapshot from the
- * shards (server_observer), draws its Hessian batch from its own LMDB reader, runs power iteration
+ * shards (eig_observer), draws its Hessian batch from its own LMDB reader, runs power iteration
  * on exact Hessian-vector products (full or block Hessian), feeds the ABS rule (eig_abs) and
  * publishes the decision: to the coordinator, which stamps the step it applies from, and, once
  * the coordinator accepted it, over PUB/SUB to every subscriber (refused, stale, superseded and

@@ -1,7 +1,7 @@
 /*
- * server_observer: snapshots and decisions for the eigen service (see server_observer.h).
+ * eig_observer: snapshots and decisions for the eigen service (see eig_observer.h).
  */
-#include "server_observer.h"
+#include "eig_observer.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +15,7 @@
 #define S_SNAPSHOT_TRIES 5 /* shards that disagree on the snapshot: ask again this often */
 #define S_NAME "eigensvc"  /* our name in headers */
 
-struct server_observer {
+struct eig_observer {
     void *ctx;               /* ZeroMQ context */
     int own_ctx;             /* created here */
     int n_shards;            /* shards */
@@ -26,15 +26,15 @@ struct server_observer {
     uint64_t round;          /* snapshot round, echoed by the shards: older replies are dropped */
 };
 
-int server_observer_new(void *zmq_ctx, int n_shards, const char *const *endpoints,
-                        uint64_t n_params, uint64_t n_buffers, server_observer_t **out)
+int eig_observer_new(void *zmq_ctx, int n_shards, const char *const *endpoints,
+                        uint64_t n_params, uint64_t n_buffers, eig_observer_t **out)
 {
     *out = NULL;
     if (n_shards < 1 || !endpoints || n_params < (uint64_t)n_shards)
         return rt_err_set(RT_ERR_ARG, "observer: %d shards for %llu parameters", n_shards,
                           (unsigned long long)n_params);
     int rc = RT_ERR_NOMEM;
-    server_observer_t *o = calloc(1, sizeof *o);
+    eig_observer_t *o = calloc(1, sizeof *o);
     if (!o)
         return rt_err_set(rc, "observer");
     o->n_shards = n_shards;
@@ -71,15 +71,15 @@ int server_observer_new(void *zmq_ctx, int n_shards, const char *const *endpoint
     *out = o;
     return RT_OK;
 out_destroy:
-    server_observer_destroy(&o);
+    eig_observer_destroy(&o);
     return rc;
 }
 
-void server_observer_destroy(server_observer_t **self_p)
+void eig_observer_destroy(eig_observer_t **self_p)
 {
     if (!self_p || !*self_p)
         return;
-    server_observer_t *o = *self_p;
+    eig_observer_t *o = *self_p;
     for (int i = 0; o->socks && i < o->n_shards; i++)
         rt_sock_close(&o->socks[i], 0);
     rt_sock_in_close(&o->in);
@@ -92,7 +92,7 @@ void server_observer_destroy(server_observer_t **self_p)
 }
 
 /* Receive and decode one message from shard i within the deadline (into o->in). */
-static int s_recv(server_observer_t *o, int i, double deadline)
+static int s_recv(eig_observer_t *o, int i, double deadline)
 {
     char from[32];
     snprintf(from, sizeof from, "shard %d", i);
@@ -100,7 +100,7 @@ static int s_recv(server_observer_t *o, int i, double deadline)
 }
 
 /* One round: every shard's snapshot; *agree = 0 when their versions differ. */
-static int s_snapshot_round(server_observer_t *o, uint64_t have, float *params, float *buffers,
+static int s_snapshot_round(eig_observer_t *o, uint64_t have, float *params, float *buffers,
                             uint64_t *version, uint64_t *epoch, int *agree, double deadline)
 {
     *agree = 1;
@@ -163,14 +163,14 @@ static int s_snapshot_round(server_observer_t *o, uint64_t have, float *params, 
     return RT_OK;
 }
 
-int server_observer_snapshot(server_observer_t *o, float *params, float *buffers, uint64_t *version,
+int eig_observer_snapshot(eig_observer_t *o, float *params, float *buffers, uint64_t *version,
                              uint64_t *epoch, int timeout_ms)
 {
-    return server_observer_snapshot_since(o, UINT64_MAX, params, buffers, version, epoch,
+    return eig_observer_snapshot_since(o, UINT64_MAX, params, buffers, version, epoch,
                                           timeout_ms);
 }
 
-int server_observer_snapshot_since(server_observer_t *o, uint64_t have, float *params,
+int eig_observer_snapshot_since(eig_observer_t *o, uint64_t have, float *params,
                                    float *buffers, uint64_t *version, uint64_t *epoch,
                                    int timeout_ms)
 {
@@ -184,10 +184,10 @@ int server_observer_snapshot_since(server_observer_t *o, uint64_t have, float *p
     return rt_err_set(RT_ERR_STATE, "shards kept disagreeing on the snapshot version");
 }
 
-int server_observer_decide(server_observer_t *o, const struct rt_wire_decision *d,
+int eig_observer_decide(eig_observer_t *o, const struct rt_wire_decision *d,
                            uint64_t *apply_step, uint64_t *version, int timeout_ms)
 {
-    return server_observer_decide_held(o, d, apply_step, version, NULL, NULL, timeout_ms);
+    return eig_observer_decide_held(o, d, apply_step, version, NULL, NULL, timeout_ms);
 }
 
 /* Does the coordinator's reply answer the decision *arg (its ACK, or an ERROR)? */
@@ -197,7 +197,7 @@ static int s_answers_decision(const struct rt_wire_msg *r, void *arg)
     return r->type == RT_WIRE_ERROR || (r->type == RT_WIRE_ACK && r->decision.seq == d->seq);
 }
 
-int server_observer_decide_held(server_observer_t *o, const struct rt_wire_decision *d,
+int eig_observer_decide_held(eig_observer_t *o, const struct rt_wire_decision *d,
                                 uint64_t *apply_step, uint64_t *version,
                                 struct rt_wire_decision *held, int *has_held, int timeout_ms)
 {
@@ -231,7 +231,7 @@ static int s_answers_abs_query(const struct rt_wire_msg *r, void *arg)
     return r->type == RT_WIRE_ERROR || (r->type == RT_WIRE_ACK && r->has_held && r->held.has_abs);
 }
 
-int server_observer_abs_state(server_observer_t *o, struct rt_wire_abs *out, int timeout_ms)
+int eig_observer_abs_state(eig_observer_t *o, struct rt_wire_abs *out, int timeout_ms)
 {
     struct rt_wire_msg q;
     rt_wire_msg_init(&q, RT_WIRE_ABS_QUERY, -1, S_NAME);

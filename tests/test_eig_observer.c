@@ -1,5 +1,5 @@
 /*
- * test_ps_observer: the eigen service's path. While 2 workers and 2 shards train (tcp loopback)
+ * test_eig_observer: the eigen service's path. While 2 workers and 2 shards train (tcp loopback)
  * under the ABS schedule of server_sched, an observer fetches a consistent epoch-start snapshot
  * (equal to the weights a plain replay has at that version) and sends a decision that doubles the
  * batch; the coordinator stamps the step it applies from, everyone follows, and the final weights
@@ -18,7 +18,7 @@
 #include "rt_err.h"
 #include "cluster_embed.h"
 #include "server_fixsched.h"
-#include "server_observer.h"
+#include "eig_observer.h"
 #include "server_sched.h"
 #include "worker_synth.h"
 
@@ -151,13 +151,13 @@ static void test_snapshot_and_decision(void **state)
     snprintf(ep0, sizeof ep0, "tcp://127.0.0.1:%d", port);
     snprintf(ep1, sizeof ep1, "tcp://127.0.0.1:%d", port + 1);
     const char *eps[2] = {ep0, ep1};
-    server_observer_t *obs = NULL;
-    assert_int_equal(server_observer_new(NULL, 2, eps, P, NB, &obs), 0);
+    eig_observer_t *obs = NULL;
+    assert_int_equal(eig_observer_new(NULL, 2, eps, P, NB, &obs), 0);
     float sw[P], sb[NB];
     uint64_t version = 0, epoch = 0;
     int rc;
     for (int tries = 0;; tries++) {
-        rc = server_observer_snapshot(obs, sw, sb, &version, &epoch, 5000);
+        rc = eig_observer_snapshot(obs, sw, sb, &version, &epoch, 5000);
         if (rc == 0 && epoch >= 1)
             break;
         if (rc && rc != RT_ERR_STATE)
@@ -179,7 +179,7 @@ static void test_snapshot_and_decision(void **state)
     memset(pw, 0, sizeof pw);
     memset(pb, 0, sizeof pb);
     uint64_t v2 = 0, e2 = 0;
-    assert_int_equal(server_observer_snapshot_since(obs, version, pw, pb, &v2, &e2, 5000), 0);
+    assert_int_equal(eig_observer_snapshot_since(obs, version, pw, pb, &v2, &e2, 5000), 0);
     if (v2 == version) {
         for (int i = 0; i < P; i++)
             assert_true(pw[i] == 0.0f);
@@ -197,16 +197,16 @@ static void test_snapshot_and_decision(void **state)
                                  .gamma_base = 0,
                                  .lambda = 1.5};
     uint64_t apply = 0, sv = 0;
-    rc = server_observer_decide(obs, &d, &apply, &sv, 5000);
+    rc = eig_observer_decide(obs, &d, &apply, &sv, 5000);
     if (rc != 0)
         fail_msg("decision: verdict %d (%s)", rc, rc < 0 ? rt_err_msg() : "not accepted");
     assert_true(apply >= version);
     assert_int_equal(sv, 1);
     /* the same decision again: a duplicate, nothing changes */
     uint64_t apply2 = 0, sv2 = 0;
-    rc = server_observer_decide(obs, &d, &apply2, &sv2, 5000);
+    rc = eig_observer_decide(obs, &d, &apply2, &sv2, 5000);
     assert_int_equal(rc, SERVER_SCHED_DUPLICATE);
-    server_observer_destroy(&obs);
+    eig_observer_destroy(&obs);
     pthread_join(th, NULL);
     if (r->rc)
         fail_msg("cluster: %s", r->err);

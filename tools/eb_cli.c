@@ -19,6 +19,7 @@ static const struct eb_cmd s_commands[] = {
     {"launch", eb_cmd_launch, "run shards and workers as processes on this machine"},
     {"plot", eb_cmd_plot, "draw a run's schedule (lr, batch size, eigenvalue) as a PNG"},
     {"server", eb_cmd_server, "run one parameter-server shard (shard 0 coordinates)"},
+    {"simulate", eb_cmd_simulate, "simulated wall-clock time of a schedule, 8-4096 processes"},
     {"train", eb_cmd_train, "train from a YAML configuration, every role in this process"},
     {"worker", eb_cmd_worker, "run one worker"},
     {NULL, NULL, NULL},

@@ -68,6 +68,7 @@ struct eb_eigensvc_opts {
 int eb_eigensvc_parse(int argc, char **argv, struct eb_eigensvc_opts *o, int *help);
 void eb_eigensvc_opts_free(struct eb_eigensvc_opts *o);
 int eb_cmd_plot(int argc, char **argv);
+int eb_cmd_simulate(int argc, char **argv); /* tools/cmd_simulate.c */
 
 /* `eigenbatch keygen --out PREFIX`: a CURVE keypair, PREFIX.key and PREFIX.pub (cmd_keygen.c). */
 int eb_cmd_keygen(int argc, char **argv);

@@ -547,7 +547,7 @@ static int s_table3(const struct s_sim *sim, const char *hw_name, int json)
                "processes\n\n",
                SIM_IMAGENET_SAMPLES, SIM_PAPER_EPOCHS, SIM_PAPER_PROCS);
         printf("(a) the paper's model: compute %.3g s (ABSA %.3g s) + ring all-reduce %.3g s per "
-               "update, %.3g s per Hessian\n",
+               "update,\n    %.3g s per Hessian\n",
                SIM_PAPER_COMPUTE_S, SIM_PAPER_COMPUTE_ADV_S, sim_update_comm(&da),
                SIM_PAPER_HESSIAN_S);
         printf("%-5s %-11s %9s %9s %9s %8s %9s %9s %8s %7s\n", "", "batch", "updates", "compute s",

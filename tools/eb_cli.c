@@ -16,6 +16,7 @@ static const struct cluster_cmd s_commands[] = {
     {"eval", eb_cmd_eval, "test accuracy and loss of a weights file on an LMDB dataset"},
     {"keygen", eb_cmd_keygen, "write a CURVE keypair (PREFIX.key, PREFIX.pub) for security.*"},
     {"plot", eb_cmd_plot, "draw a run's schedule (lr, batch size, eigenvalue) as a PNG"},
+    {"simulate", eb_cmd_simulate, "simulated wall-clock time of a schedule, 8-4096 processes"},
     {NULL, NULL, NULL},
 };
 

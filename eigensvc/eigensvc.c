@@ -38,6 +38,7 @@
 
 #include <zmq.h>
 
+#include "app_model.h"
 #include "eig_hvp.h"
 #include "eig_sub.h"
 #include "rt_clock.h"
@@ -269,35 +270,23 @@ static int s_hessian_batch(eigensvc_t *s, uint64_t epoch)
 /* Test-set accuracy and loss of the snapshot in the net (metrics event "eval"). */
 static int s_evaluate(eigensvc_t *s, uint64_t epoch, uint64_t version)
 {
-    size_t n = rt_loader_count(s->test), hb = (size_t)s->cfg.hessian_batch;
-    double loss = 0;
-    long correct = 0;
-    double t0 = rt_clock_now();
-    for (size_t first = 0; first < n; first += hb) {
-        size_t k = n - first < hb ? n - first : hb;
-        int rc = rt_loader_read(s->test, first, k, s->x, s->y);
-        if (rc)
-            return rc;
-        for (size_t i = 0; i < k; i++)
-            if (s->y[i] < 0 || s->y[i] >= s->cfg.classes)
-                return rt_err_set(RT_ERR_FORMAT, "eigensvc: %s record %zu has label %d",
-                                  s->cfg.test_db, first + i, (int)s->y[i]);
-        int c = 0;
-        loss += (double)nn_net_forward(s->net, s->x, s->y, (int)k, NN_BN_EVAL, NULL, &c) * k;
-        correct += c;
-    }
+    double t0 = rt_clock_now(), accuracy, loss;
+    uint64_t n;
+    int rc = app_model_evaluate(s->net, s->test, s->x, s->y, &accuracy, &loss, &n);
+    if (rc)
+        return rt_err_set(rc, "eigensvc: %s: %s", s->cfg.test_db, rt_err_msg());
     if (s->cfg.metrics) {
         rt_metrics_begin(s->cfg.metrics, "eval");
         rt_metrics_int(s->cfg.metrics, "epoch", (long long)epoch - 1);
         rt_metrics_int(s->cfg.metrics, "snapshot_version", (long long)version);
-        rt_metrics_num(s->cfg.metrics, "accuracy", (double)correct / (double)n);
-        rt_metrics_num(s->cfg.metrics, "loss", loss / (double)n);
+        rt_metrics_num(s->cfg.metrics, "accuracy", accuracy);
+        rt_metrics_num(s->cfg.metrics, "loss", loss);
         rt_metrics_int(s->cfg.metrics, "samples", (long long)n);
         rt_metrics_num(s->cfg.metrics, "seconds", rt_clock_now() - t0);
         rt_metrics_end(s->cfg.metrics);
     }
     RT_INFO(S_NAME, "epoch %llu: test accuracy %.4f loss %.4f", (unsigned long long)epoch - 1,
-            (double)correct / (double)n, loss / (double)n);
+            accuracy, loss);
     return RT_OK;
 }
 

@@ -87,7 +87,7 @@ const struct rt_opt app_opts_table[] = {
       "bound on the base learning rate (0: none)"),
     K(schedule.steps, "schedule.steps", "steps", INT, "0", 0, 1e15, NULL,
       "> 0: that many steps at constant batch and lr, instead of the method's epochs (BL only)"),
-    K(abs.alpha, "abs.alpha", "alpha", FLOAT, "2", 1, 1e6, NULL,
+    K(abs.alpha, "abs.alpha", "alpha", FLOAT, "2", 1, 1e12, NULL,
       "grow when lambda <= lambda_ref / alpha"),
     K(abs.beta, "abs.beta", "beta", FLOAT, "2", 1, 1e6, NULL, "batch growth factor"),
     K(abs.kappa, "abs.kappa", "kappa", INT, "10", 0, S_INT_MAX, NULL,

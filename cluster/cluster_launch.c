@@ -333,13 +333,10 @@ static int s_launch_processes(struct app_opts *o, const rt_config_t *cfg)
     return status;
 }
 
-int cluster_launch_main(int argc, char **argv)
+/* The command's body: supervised processes, or threads for the synthetic model over inproc. */
+static int s_launch(struct app_opts *opts, rt_config_t *cfg)
 {
-    struct app_opts o;
-    rt_config_t *cfg = NULL;
-    int prc = app_opts_parse(argc, argv, s_launch_usage, &o, &cfg);
-    if (prc)
-        return prc == RT_OPT_HELP ? 0 : 2;
+    struct app_opts o = *opts;
     int status = 0;
     char resume[PATH_MAX];
     if (strcmp(o.model.name, "synth") && !strcmp(o.cluster.transport, "inproc")) {
@@ -350,7 +347,7 @@ int cluster_launch_main(int argc, char **argv)
     }
     /* the resolved configuration; `auto` is resolved once here: every role starts from the
      * same checkpoint */
-    if (app_opts_security(&o) || app_model_fill_sizes(&o) || app_opts_write_config(&o, cfg) ||
+    if (app_model_fill_sizes(&o) || app_opts_write_config(&o, cfg) ||
         app_opts_resume(&o, resume, sizeof resume)) {
         fprintf(stderr, "eigenbatch launch: %s\n", rt_err_msg());
         status = 1;
@@ -359,6 +356,10 @@ int cluster_launch_main(int argc, char **argv)
     } else {
         status = s_launch_processes(&o, cfg);
     }
-    rt_config_destroy(&cfg);
     return status;
+}
+
+int cluster_launch_main(int argc, char **argv)
+{
+    return app_opts_main(argc, argv, s_launch_usage, s_launch);
 }

@@ -234,21 +234,22 @@ out:
     return rc;
 }
 
+/* The command's body: a zoo model, trained in this process. */
+static int s_train_main(struct app_opts *o, rt_config_t *cfg)
+{
+    if (!strcmp(o->model.name, "synth")) {
+        fprintf(stderr, "eigenbatch train: model.name must be a zoo model\n");
+        return 2;
+    }
+    if (s_train(o, cfg)) {
+        fprintf(stderr, "eigenbatch train: %s\n", rt_err_msg());
+        return 1;
+    }
+    return 0;
+}
+
 int cluster_train_main(int argc, char **argv)
 {
-    struct app_opts o;
-    rt_config_t *cfg = NULL;
-    int prc = app_opts_parse(argc, argv, s_train_usage, &o, &cfg);
-    if (prc)
-        return prc == RT_OPT_HELP ? 0 : 2;
-    int rc = 2;
-    if (!strcmp(o.model.name, "synth"))
-        fprintf(stderr, "eigenbatch train: model.name must be a zoo model\n");
-    else if (app_opts_security(&o) || (rc = s_train(&o, cfg)))
-        rc = 1;
-    if (rc == 1)
-        fprintf(stderr, "eigenbatch train: %s\n", rt_err_msg());
-    rt_config_destroy(&cfg);
-    return rc;
+    return app_opts_main(argc, argv, s_train_usage, s_train_main);
 }
 

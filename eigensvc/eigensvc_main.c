@@ -87,15 +87,16 @@ int eigensvc_main_cfg(const struct app_opts *o, struct eigensvc_cfg *ec)
 }
 
 /* The service's body once the options are parsed. */
-static int s_run(const struct app_opts *o)
+static int s_run(struct app_opts *o, rt_config_t *cfg)
 {
-    struct eigensvc_cfg cfg;
+    (void)cfg;
+    struct eigensvc_cfg ec;
     char *list = NULL;
     const char *eps[APP_MAX_SHARDS];
     int n = 0, status = 1;
     rt_metrics_t *mt = NULL;
     eigensvc_t *svc = NULL;
-    if (app_opts_security(o) || eigensvc_main_cfg(o, &cfg))
+    if (eigensvc_main_cfg(o, &ec))
         goto out_msg;
     if (!o->local.connect || !(list = strdup(o->local.connect))) {
         fprintf(stderr, "eigenbatch eigensvc: --connect EP0,EP1,... (the shards) is required\n");
@@ -108,18 +109,18 @@ static int s_run(const struct app_opts *o)
         }
         eps[n++] = t;
     }
-    cfg.n_shards = n;
-    cfg.endpoints = eps;
-    cfg.pub_endpoint = o->local.eig_pub;
-    cfg.query_endpoint = o->local.eig_query;
-    cfg.test_db = o->data.test;
-    cfg.threads = (int)o->train.threads;
-    cfg.timeout_ms = (int)o->cluster.timeout_ms;
-    cfg.poll_ms = (int)o->local.poll_ms;
+    ec.n_shards = n;
+    ec.endpoints = eps;
+    ec.pub_endpoint = o->local.eig_pub;
+    ec.query_endpoint = o->local.eig_query;
+    ec.test_db = o->data.test;
+    ec.threads = (int)o->train.threads;
+    ec.timeout_ms = (int)o->cluster.timeout_ms;
+    ec.poll_ms = (int)o->local.poll_ms;
     if (o->local.eig_metrics && rt_metrics_open(o->local.eig_metrics, 1, &mt))
         goto out_msg;
-    cfg.metrics = mt;
-    if (eigensvc_new(&cfg, &svc))
+    ec.metrics = mt;
+    if (eigensvc_new(&ec, &svc))
         goto out_msg;
     signal(SIGINT, s_on_signal);
     signal(SIGTERM, s_on_signal);
@@ -139,12 +140,5 @@ out:
 
 int eigensvc_main(int argc, char **argv)
 {
-    struct app_opts o;
-    rt_config_t *cfg = NULL;
-    int prc = app_opts_parse(argc, argv, s_usage, &o, &cfg);
-    if (prc)
-        return prc == RT_OPT_HELP ? 0 : 2;
-    int rc = s_run(&o);
-    rt_config_destroy(&cfg);
-    return rc;
+    return app_opts_main(argc, argv, s_usage, s_run);
 }

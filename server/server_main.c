@@ -52,24 +52,13 @@ static int s_run(struct app_opts *opts, rt_config_t *cfg);
 
 int server_main(int argc, char **argv)
 {
-    struct app_opts o;
-    rt_config_t *cfg = NULL;
-    int prc = app_opts_parse(argc, argv, s_usage, &o, &cfg);
-    if (prc)
-        return prc == RT_OPT_HELP ? 0 : 2;
-    int rc = s_run(&o, cfg);
-    rt_config_destroy(&cfg);
-    return rc;
+    return app_opts_main(argc, argv, s_usage, s_run);
 }
 
 /* The shard's body: sizes, checkpoint, schedule, then serve until the run ends. */
 static int s_run(struct app_opts *opts, rt_config_t *cfg)
 {
     struct app_opts o = *opts;
-    if (app_opts_security(&o)) {
-        fprintf(stderr, "eigenbatch server: %s\n", rt_err_msg());
-        return 1;
-    }
     if (app_model_fill_sizes(&o)) {
         fprintf(stderr, "eigenbatch server: %s\n", rt_err_msg());
         return 1;

@@ -87,25 +87,19 @@ static int s_init_fwd(void *user, float *params, float *buffers)
     return RT_OK;
 }
 
-static int s_run(struct app_opts *opts);
+static int s_run(struct app_opts *opts, rt_config_t *cfg);
 
 int worker_main(int argc, char **argv)
 {
-    struct app_opts o;
-    rt_config_t *cfg = NULL;
-    int prc = app_opts_parse(argc, argv, s_usage, &o, &cfg);
-    if (prc)
-        return prc == RT_OPT_HELP ? 0 : 2;
-    int rc = s_run(&o);
-    rt_config_destroy(&cfg);
-    return rc;
+    return app_opts_main(argc, argv, s_usage, s_run);
 }
 
 /* The worker's body: endpoints, the model (synth or zoo), then the step loop. */
-static int s_run(struct app_opts *opts)
+static int s_run(struct app_opts *opts, rt_config_t *cfg)
 {
+    (void)cfg;
     struct app_opts o = *opts;
-    if (app_opts_security(&o) || app_model_fill_sizes(&o)) {
+    if (app_model_fill_sizes(&o)) {
         fprintf(stderr, "eigenbatch worker: %s\n", rt_err_msg());
         return 1;
     }

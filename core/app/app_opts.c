@@ -179,6 +179,23 @@ int app_opts_parse(int argc, char **argv, const char *usage, struct app_opts *o,
     return 0;
 }
 
+int app_opts_main(int argc, char **argv, const char *usage, app_opts_body_fn body)
+{
+    struct app_opts o;
+    rt_config_t *cfg = NULL;
+    int rc = app_opts_parse(argc, argv, usage, &o, &cfg);
+    if (rc)
+        return rc == RT_OPT_HELP ? 0 : 2;
+    if (app_opts_security(&o)) {
+        fprintf(stderr, "eigenbatch %s: %s\n", argv[0], rt_err_msg());
+        rc = 1;
+    } else {
+        rc = body(&o, cfg);
+    }
+    rt_config_destroy(&cfg);
+    return rc;
+}
+
 int app_opts_check(const struct app_opts *o)
 {
     const char *bad = NULL;

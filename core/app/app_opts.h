@@ -145,6 +145,14 @@ extern const int app_opts_count;
 int app_opts_parse(int argc, char **argv, const char *usage, struct app_opts *o,
                    rt_config_t **cfg);
 
+/* The body of a role command: the parsed options and the resolved configuration (borrowed);
+ * returns the exit status. */
+typedef int (*app_opts_body_fn)(struct app_opts *o, rt_config_t *cfg);
+
+/* A role command's entry: app_opts_parse (usage for --help: exit 0; a bad option: 2), the
+ * security settings (app_opts_security: 1 when they fail), then body. Returns the exit status. */
+int app_opts_main(int argc, char **argv, const char *usage, app_opts_body_fn body);
+
 /* Cross-option checks (the table checks each value alone). Returns 0 or RT_ERR_CONFIG. */
 int app_opts_check(const struct app_opts *o);
 

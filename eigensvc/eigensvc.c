@@ -77,16 +77,6 @@ struct eigensvc {
     struct rt_wire_decision current; /* the last one published (accepted by the coordinator) */
 };
 
-static int s_open_loader(const char *dir, uint64_t seed, size_t max_batch, rt_loader_t **out)
-{
-    struct rt_loader_opts lo;
-    rt_loader_opts_default(&lo);
-    lo.seed = seed;
-    lo.threads = 0;
-    lo.max_batch = max_batch;
-    return rt_loader_new(dir, &lo, out);
-}
-
 static int s_check_cfg(const struct eigensvc_cfg *c)
 {
     if (c->n_shards < 1 || !c->endpoints)
@@ -127,17 +117,17 @@ int eigensvc_new(const struct eigensvc_cfg *cfg, eigensvc_t **out)
     if (cfg->threads > 0)
         nn_set_threads(cfg->threads);
     size_t hb = (size_t)cfg->hessian_batch;
-    if ((rc = s_open_loader(cfg->train_db, cfg->seed, hb, &s->train)))
+    if ((rc = app_model_open_plain(cfg->train_db, cfg->seed, hb, &s->train)))
         goto out_destroy;
     if ((size_t)cfg->hessian_batch > rt_loader_count(s->train)) {
         rc = rt_err_set(RT_ERR_CONFIG, "eigensvc: hessian_batch %d but %s holds %zu records",
                         cfg->hessian_batch, cfg->train_db, rt_loader_count(s->train));
         goto out_destroy;
     }
-    int c, h, w, err = 0;
+    int c, h, w;
     rt_loader_shape(s->train, &c, &h, &w);
     if (cfg->test_db) {
-        if ((rc = s_open_loader(cfg->test_db, cfg->seed, hb, &s->test)))
+        if ((rc = app_model_open_plain(cfg->test_db, cfg->seed, hb, &s->test)))
             goto out_destroy;
         int tc, th, tw;
         rt_loader_shape(s->test, &tc, &th, &tw);
@@ -148,10 +138,8 @@ int eigensvc_new(const struct eigensvc_cfg *cfg, eigensvc_t **out)
             goto out_destroy;
         }
     }
-    s->net = nn_zoo_new(cfg->model, c, h, w, cfg->classes, cfg->hessian_batch, &err);
-    if (!s->net) {
-        rc = rt_err_set(RT_ERR_CONFIG, "eigensvc: cannot build model '%s' for %dx%dx%d, %d classes",
-                        cfg->model, c, h, w, cfg->classes);
+    if ((rc = app_model_net(cfg->model, s->train, cfg->classes, cfg->hessian_batch, &s->net))) {
+        rc = rt_err_set(rc, "eigensvc: %s", rt_err_msg());
         goto out_destroy;
     }
     if (cfg->block_last_k > nn_net_param_layers(s->net)) {

@@ -68,21 +68,13 @@ int eb_cmd_eval(int argc, char **argv)
     nn_net_t *net = NULL;
     float *x = NULL;
     int32_t *y = NULL;
-    struct rt_loader_opts lo;
-    rt_loader_opts_default(&lo);
-    lo.threads = 0;
-    lo.max_batch = (size_t)batch;
-    int rc = rt_loader_new(data, &lo, &ld), c, h, w;
+    int rc = app_model_open_plain(data, 0, (size_t)batch, &ld), c, h, w;
     if (rc)
         goto out;
     rt_loader_shape(ld, &c, &h, &w);
     nn_set_threads((int)threads);
-    net = nn_zoo_new(model, c, h, w, (int)classes, (int)batch, &rc);
-    if (!net) {
-        rc = rt_err_set(rc ? rc : RT_ERR_CONFIG, "model '%s' for %dx%dx%d inputs: %s", model, c, h,
-                        w, rt_err_msg());
+    if ((rc = app_model_net(model, ld, (int)classes, (int)batch, &net)))
         goto out;
-    }
     if ((rc = app_weights_load(net, weights)))
         goto out;
     x = malloc((size_t)batch * (size_t)(c * h * w) * sizeof(float));

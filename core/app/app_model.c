@@ -19,10 +19,11 @@ int app_model_net(const char *model, const rt_loader_t *ld, int classes, int max
     return RT_OK;
 }
 
-int app_model_open_plain(const char *path, size_t max_batch, rt_loader_t **out)
+int app_model_open_plain(const char *path, uint64_t seed, size_t max_batch, rt_loader_t **out)
 {
     struct rt_loader_opts lo;
     rt_loader_opts_default(&lo);
+    lo.seed = seed;
     lo.threads = 0;
     lo.max_batch = max_batch;
     return rt_loader_new(path, &lo, out);
@@ -33,7 +34,7 @@ int app_model_sizes(const char *model, const char *data, int classes, uint64_t *
 {
     rt_loader_t *ld = NULL;
     nn_net_t *net = NULL;
-    int rc = app_model_open_plain(data, 1, &ld);
+    int rc = app_model_open_plain(data, 0, 1, &ld);
     if (!rc)
         rc = app_model_net(model, ld, classes, 1, &net);
     if (!rc) {

@@ -18,10 +18,11 @@
 int app_model_net(const char *model, const rt_loader_t *ld, int classes, int max_batch,
                   nn_net_t **out);
 
-/* Open the dataset at path in key order without augmentation or prefetch threads (evaluation,
- * the Hessian batches, sizing), for reads of at most max_batch records. Caller owns *out (free
- * with rt_loader_destroy). Returns 0 or a negative rt_err code naming the path. */
-int app_model_open_plain(const char *path, size_t max_batch, rt_loader_t **out);
+/* Open the dataset at path without augmentation or prefetch threads (evaluation in key order,
+ * the Hessian batches through the permutation of seed, sizing), for reads of at most max_batch
+ * records. Caller owns *out (free with rt_loader_destroy). Returns 0 or a negative rt_err code
+ * naming the path. */
+int app_model_open_plain(const char *path, uint64_t seed, size_t max_batch, rt_loader_t **out);
 
 /* The sizes a zoo model has on a dataset: parameter floats, buffer floats and records. Returns 0
  * or a negative rt_err code. */

@@ -5,6 +5,7 @@
 
 #include <string.h>
 
+#include "nn_base.h"
 #include "rt_err.h"
 
 int app_model_net(const char *model, const rt_loader_t *ld, int classes, int max_batch,
@@ -13,9 +14,10 @@ int app_model_net(const char *model, const rt_loader_t *ld, int classes, int max
     int c, h, w, rc = 0;
     rt_loader_shape(ld, &c, &h, &w);
     *out = nn_zoo_new(model, c, h, w, classes, max_batch, &rc);
+    /* the nn library's code (rc) says why; for the caller it is the configuration's fault */
     if (!*out)
-        return rt_err_set(rc ? rc : RT_ERR_CONFIG, "model '%s' for %dx%dx%d inputs: %s", model, c,
-                          h, w, rt_err_msg());
+        return rt_err_set(RT_ERR_CONFIG, "model '%s' for %dx%dx%d inputs with %d classes: %s",
+                          model, c, h, w, classes, nn_strerror(rc));
     return RT_OK;
 }
 

@@ -34,6 +34,7 @@
 #define S_DEFAULT_FLOATS 11200000L /* resnet18-sized */
 #define S_DEFAULT_ROUNDS 10
 #define S_MAX_WORKERS 64
+#define S_CMD "bench ps" /* the command, in messages */
 
 static double s_now(void)
 {
@@ -433,17 +434,93 @@ static void s_usage(FILE *f)
         S_DEFAULT_FLOATS);
 }
 
-int eb_bench_ps(int argc, char **argv)
+/* The command's options, as parsed. */
+struct s_ps_opts {
+    long floats;              /* --floats: model size of the transport rounds */
+    long shards;              /* --shards */
+    long workers;             /* --workers */
+    long rounds;              /* --rounds: push+pull rounds per run */
+    long chunk;               /* --chunk: floats per frame, 0 for the default */
+    long io_threads;          /* --io-threads of the ZeroMQ context */
+    long repeat;              /* --repeat: runs, the best reported */
+    long batch;               /* --batch (training mode) */
+    long micro;               /* --micro-batch (training mode) */
+    long steps;               /* --steps (training mode) */
+    long threads;             /* --threads per worker (training mode) */
+    long classes;             /* --classes (training mode) */
+    const char *model;        /* --model: training mode when set */
+    const char *input;        /* --input CxHxW (training mode) */
+    const char *transport;    /* --transport: tcp, ipc or inproc */
+    const char *ck_name;      /* --checksum, as given */
+    enum rt_wire_checksum ck; /* ck_name parsed */
+    int baseline;             /* raw TCP baseline (not --no-baseline) */
+    int curve;                /* --curve: also run encrypted */
+};
+
+/* Parse the value v of option o into *p. Returns 0, or 2 with the reason printed. */
+static int s_parse_value(struct s_ps_opts *p, const char *o, const char *v)
 {
-    long floats = S_DEFAULT_FLOATS, shards = 1, workers = 1, rounds = S_DEFAULT_ROUNDS;
-    long chunk = 0, io_threads = 1, repeat = 3;
-    long batch = 256, micro = 128, steps = 10, threads = 1, classes = 10;
-    const char *model = NULL, *input = "1x28x28";
-    const char *transport = "tcp";
-    const char *ck_name = "fletcher64";
-    enum rt_wire_checksum ck = RT_WIRE_CK_FLETCHER64;
-    int baseline = 1, curve = 0;
-    const char *cmd = "bench ps";
+    const struct {
+        const char *flag; /* option */
+        long *var;        /* its field */
+    } longs[] = {
+        {"--floats", &p->floats},     {"--shards", &p->shards}, {"--workers", &p->workers},
+        {"--rounds", &p->rounds},     {"--chunk", &p->chunk},   {"--batch", &p->batch},
+        {"--micro-batch", &p->micro}, {"--steps", &p->steps},   {"--threads", &p->threads},
+        {"--classes", &p->classes},   {"--repeat", &p->repeat}, {"--io-threads", &p->io_threads},
+    };
+    for (size_t k = 0; k < sizeof longs / sizeof longs[0]; k++)
+        if (!strcmp(o, longs[k].flag))
+            return rt_opt_long(S_CMD, o, v, longs[k].var) ? 2 : 0;
+    if (!strcmp(o, "--model")) {
+        p->model = v;
+    } else if (!strcmp(o, "--input")) {
+        p->input = v;
+    } else if (!strcmp(o, "--transport")) {
+        p->transport = v;
+    } else if (!strcmp(o, "--checksum")) {
+        p->ck_name = v;
+        if (!strcmp(v, "none"))
+            p->ck = RT_WIRE_CK_NONE;
+        else if (!strcmp(v, "crc32"))
+            p->ck = RT_WIRE_CK_CRC32;
+        else if (!strcmp(v, "fletcher64"))
+            p->ck = RT_WIRE_CK_FLETCHER64;
+        else {
+            fprintf(stderr, "eigenbatch %s: unknown checksum '%s'\n", S_CMD, v);
+            return 2;
+        }
+    } else {
+        fprintf(stderr, "eigenbatch %s: unknown option '%s'\n", S_CMD, o);
+        s_usage(stderr);
+        return 2;
+    }
+    return 0;
+}
+
+/*
+ * Parse argv into *p (defaults first) and check the ranges, the transport and --curve's
+ * conditions. Returns -1 to go on, else the command's exit status: 0 after --help, 2 on a bad
+ * command line (the reason printed on stderr).
+ */
+static int s_parse(int argc, char **argv, struct s_ps_opts *p)
+{
+    *p = (struct s_ps_opts){.floats = S_DEFAULT_FLOATS,
+                            .shards = 1,
+                            .workers = 1,
+                            .rounds = S_DEFAULT_ROUNDS,
+                            .io_threads = 1,
+                            .repeat = 3,
+                            .batch = 256,
+                            .micro = 128,
+                            .steps = 10,
+                            .threads = 1,
+                            .classes = 10,
+                            .input = "1x28x28",
+                            .transport = "tcp",
+                            .ck_name = "fletcher64",
+                            .ck = RT_WIRE_CK_FLETCHER64,
+                            .baseline = 1};
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -451,144 +528,201 @@ int eb_bench_ps(int argc, char **argv)
             s_usage(stdout);
             return 0;
         } else if (!strcmp(o, "--no-baseline")) {
-            baseline = 0;
+            p->baseline = 0;
             continue;
         } else if (!strcmp(o, "--curve")) {
-            curve = 1;
+            p->curve = 1;
             continue;
         }
         if (!v) {
-            fprintf(stderr, "eigenbatch %s: %s needs a value\n", cmd, o);
+            fprintf(stderr, "eigenbatch %s: %s needs a value\n", S_CMD, o);
             return 2;
         }
         i++;
-        if (!strcmp(o, "--floats")) {
-            if (rt_opt_long(cmd, o, v, &floats))
-                return 2;
-        } else if (!strcmp(o, "--shards")) {
-            if (rt_opt_long(cmd, o, v, &shards))
-                return 2;
-        } else if (!strcmp(o, "--workers")) {
-            if (rt_opt_long(cmd, o, v, &workers))
-                return 2;
-        } else if (!strcmp(o, "--rounds")) {
-            if (rt_opt_long(cmd, o, v, &rounds))
-                return 2;
-        } else if (!strcmp(o, "--chunk")) {
-            if (rt_opt_long(cmd, o, v, &chunk))
-                return 2;
-        } else if (!strcmp(o, "--model")) {
-            model = v;
-        } else if (!strcmp(o, "--input")) {
-            input = v;
-        } else if (!strcmp(o, "--batch")) {
-            if (rt_opt_long(cmd, o, v, &batch))
-                return 2;
-        } else if (!strcmp(o, "--micro-batch")) {
-            if (rt_opt_long(cmd, o, v, &micro))
-                return 2;
-        } else if (!strcmp(o, "--steps")) {
-            if (rt_opt_long(cmd, o, v, &steps))
-                return 2;
-        } else if (!strcmp(o, "--threads")) {
-            if (rt_opt_long(cmd, o, v, &threads))
-                return 2;
-        } else if (!strcmp(o, "--classes")) {
-            if (rt_opt_long(cmd, o, v, &classes))
-                return 2;
-        } else if (!strcmp(o, "--repeat")) {
-            if (rt_opt_long(cmd, o, v, &repeat))
-                return 2;
-        } else if (!strcmp(o, "--io-threads")) {
-            if (rt_opt_long(cmd, o, v, &io_threads))
-                return 2;
-        } else if (!strcmp(o, "--transport")) {
-            transport = v;
-        } else if (!strcmp(o, "--checksum")) {
-            ck_name = v;
-            if (!strcmp(v, "none"))
-                ck = RT_WIRE_CK_NONE;
-            else if (!strcmp(v, "crc32"))
-                ck = RT_WIRE_CK_CRC32;
-            else if (!strcmp(v, "fletcher64"))
-                ck = RT_WIRE_CK_FLETCHER64;
-            else {
-                fprintf(stderr, "eigenbatch %s: unknown checksum '%s'\n", cmd, v);
-                return 2;
-            }
-        } else {
-            fprintf(stderr, "eigenbatch %s: unknown option '%s'\n", cmd, o);
-            s_usage(stderr);
+        if (s_parse_value(p, o, v))
             return 2;
-        }
     }
-    if (floats < shards || shards < 1 || shards > 256 || workers < 1 || workers > S_MAX_WORKERS ||
-        rounds < 1 || repeat < 1 || repeat > 100 || chunk < 0 || chunk > UINT32_MAX ||
-        io_threads < 1 || io_threads > 64) {
+    if (p->floats < p->shards || p->shards < 1 || p->shards > 256 || p->workers < 1 ||
+        p->workers > S_MAX_WORKERS || p->rounds < 1 || p->repeat < 1 || p->repeat > 100 ||
+        p->chunk < 0 || p->chunk > UINT32_MAX || p->io_threads < 1 || p->io_threads > 64) {
         fprintf(stderr,
                 "eigenbatch %s: out-of-range option (floats >= shards >= 1, 1 <= workers "
                 "<= %d, rounds >= 1, 1 <= io-threads <= 64)\n",
-                cmd, S_MAX_WORKERS);
+                S_CMD, S_MAX_WORKERS);
         return 2;
     }
-    if (strcmp(transport, "tcp") && strcmp(transport, "ipc") && strcmp(transport, "inproc")) {
-        fprintf(stderr, "eigenbatch %s: unknown transport '%s' (tcp, ipc or inproc)\n", cmd,
-                transport);
+    if (strcmp(p->transport, "tcp") && strcmp(p->transport, "ipc") &&
+        strcmp(p->transport, "inproc")) {
+        fprintf(stderr, "eigenbatch %s: unknown transport '%s' (tcp, ipc or inproc)\n", S_CMD,
+                p->transport);
         return 2;
     }
-    if (curve && (model || !strcmp(transport, "inproc") || !rt_curve_available())) {
-        fprintf(stderr, "eigenbatch %s: --curve needs --transport tcp or ipc, no --model, and a "
-                        "libzmq with CURVE\n", cmd);
+    if (p->curve && (p->model || !strcmp(p->transport, "inproc") || !rt_curve_available())) {
+        fprintf(stderr,
+                "eigenbatch %s: --curve needs --transport tcp or ipc, no --model, and a "
+                "libzmq with CURVE\n",
+                S_CMD);
         return 2;
     }
-    if (!getenv("EB_LOG"))
-        rt_log_set_level(RT_LOG_WARN);
-    if (model) {
-        struct s_train_opts to = {.model = model,
-                                  .classes = (int)classes,
-                                  .batch = batch,
-                                  .micro = micro,
-                                  .steps = steps,
-                                  .workers = workers,
-                                  .shards = shards,
-                                  .threads = threads,
-                                  .transport = transport,
-                                  .where = "127.0.0.1",
-                                  .repeat = repeat};
-        if (sscanf(input, "%dx%dx%d", &to.c, &to.h, &to.w) != 3 || to.c < 1 || to.h < 1 ||
-            to.w < 1 || batch < 1 || micro < 1 || steps < 1 || threads < 1 || classes < 2 ||
-            !strcmp(transport, "ipc")) {
-            fprintf(stderr,
-                    "eigenbatch %s: training mode needs --input CxHxW, positive --batch, "
-                    "--micro-batch, --steps, --threads, --classes >= 2, and tcp or "
-                    "inproc\n",
-                    cmd);
-            return 2;
-        }
-        if (!strcmp(transport, "inproc"))
-            to.where = "bench-ps-train";
-        return s_bench_train_ps(&to);
-    }
+    return -1;
+}
 
+/* Training mode (--model): check its options and run s_bench_train_ps. Returns the status. */
+static int s_train_mode(const struct s_ps_opts *p)
+{
+    struct s_train_opts to = {.model = p->model,
+                              .classes = (int)p->classes,
+                              .batch = p->batch,
+                              .micro = p->micro,
+                              .steps = p->steps,
+                              .workers = p->workers,
+                              .shards = p->shards,
+                              .threads = p->threads,
+                              .transport = p->transport,
+                              .where = "127.0.0.1",
+                              .repeat = p->repeat};
+    if (sscanf(p->input, "%dx%dx%d", &to.c, &to.h, &to.w) != 3 || to.c < 1 || to.h < 1 ||
+        to.w < 1 || p->batch < 1 || p->micro < 1 || p->steps < 1 || p->threads < 1 ||
+        p->classes < 2 || !strcmp(p->transport, "ipc")) {
+        fprintf(stderr,
+                "eigenbatch %s: training mode needs --input CxHxW, positive --batch, "
+                "--micro-batch, --steps, --threads, --classes >= 2, and tcp or "
+                "inproc\n",
+                S_CMD);
+        return 2;
+    }
+    if (!strcmp(p->transport, "inproc"))
+        to.where = "bench-ps-train";
+    return s_bench_train_ps(&to);
+}
+
+/* Seconds of the last run's rounds: from step 0's weights to the final weights (R pushes and R
+ * pulls); the slowest worker defines the round. */
+static double s_slowest(const struct s_null *nulls, long workers, long rounds)
+{
+    double d_run = 0;
+    for (long i = 0; i < workers; i++) {
+        double d = nulls[i].t[rounds] - nulls[i].t[0];
+        if (d > d_run)
+            d_run = d;
+    }
+    return d_run;
+}
+
+/* The best times so far of the three measurements (seconds; < 0: none yet). */
+struct s_best {
+    double secs;       /* the plain rounds */
+    double raw_secs;   /* the raw TCP baseline */
+    double curve_secs; /* the rounds with CurveZMQ */
+};
+
+/*
+ * One repeat: the rounds encrypted with the keys in key_file (with --curve, before the plain
+ * ones), the plain rounds, then the raw TCP baseline of the same bytes; each keeps its best time
+ * in *b. Returns 0, or 1 with the reason printed.
+ */
+static int s_repeat_once(const struct s_ps_opts *p, const struct cluster_embed_cfg *cc,
+                         const struct s_null *nulls, const char *key_file, struct s_best *b)
+{
+    if (p->curve) {
+        int rc = rt_curve_configure(key_file, NULL, NULL);
+        if (!rc)
+            rc = cluster_embed_run(cc, NULL, NULL, NULL);
+        rt_curve_clear();
+        if (rc) {
+            fprintf(stderr, "eigenbatch %s: --curve: %s\n", S_CMD, rt_err_msg());
+            return 1;
+        }
+        double d_run = s_slowest(nulls, p->workers, p->rounds);
+        if (b->curve_secs < 0 || d_run < b->curve_secs)
+            b->curve_secs = d_run;
+    }
+    int rc = cluster_embed_run(cc, NULL, NULL, NULL);
+    if (rc) {
+        fprintf(stderr, "eigenbatch %s: %s\n", S_CMD, rt_err_msg());
+        return 1;
+    }
+    double d_run = s_slowest(nulls, p->workers, p->rounds);
+    if (b->secs < 0 || d_run < b->secs)
+        b->secs = d_run;
+    if (p->baseline) {
+        double d = s_raw_tcp((size_t)p->floats * sizeof(float), p->rounds);
+        if (d > 0 && (b->raw_secs < 0 || d < b->raw_secs))
+            b->raw_secs = d;
+    }
+    return 0;
+}
+
+/* Print the best times as text lines, then the JSON object. Returns 0, or 1 with the reason. */
+static int s_report_rounds(const struct s_ps_opts *p, const struct s_best *b)
+{
+    double model_bytes = (double)p->floats * sizeof(float), rounds = (double)p->rounds;
+    double secs = b->secs, raw_secs = b->raw_secs, curve_secs = b->curve_secs;
+    double gbps = 2.0 * model_bytes * (double)p->workers * rounds / secs / 1e9;
+    double raw_gbps = raw_secs > 0 ? 2.0 * model_bytes * rounds / raw_secs / 1e9 : 0;
+    printf("ps %-6s floats %ld shards %ld workers %ld rounds %ld: %.2f ms/round, %.3f GB/s\n",
+           p->transport, p->floats, p->shards, p->workers, p->rounds, 1e3 * secs / rounds, gbps);
+    if (raw_gbps > 0)
+        printf("raw tcp loopback, same bytes, preallocated buffers: %.2f ms/round, %.3f GB/s; "
+               "ratio %.2f\n",
+               1e3 * raw_secs / rounds, raw_gbps, gbps / raw_gbps);
+    json_t *j = json_pack(
+        "{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:f, s:f, s:f}", "bench", "ps", "transport",
+        p->transport, "floats", (json_int_t)p->floats, "shards", (json_int_t)p->shards, "workers",
+        (json_int_t)p->workers, "rounds", (json_int_t)p->rounds, "repeat", (json_int_t)p->repeat,
+        "chunk_floats", (json_int_t)(p->chunk ? p->chunk : SERVER_CHUNK_FLOATS_DEFAULT), "checksum",
+        p->ck_name, "ms_per_round", 1e3 * secs / rounds, "gbytes_per_s", gbps,
+        "raw_tcp_gbytes_per_s", raw_gbps);
+    if (j && raw_gbps > 0)
+        json_object_set_new(j, "ratio", json_real(gbps / raw_gbps));
+    if (curve_secs > 0) {
+        double c_gbps = 2.0 * model_bytes * (double)p->workers * rounds / curve_secs / 1e9;
+        printf("same rounds with CurveZMQ: %.2f ms/round, %.3f GB/s; encrypted/plain %.3f\n",
+               1e3 * curve_secs / rounds, c_gbps, c_gbps / gbps);
+        if (j) {
+            json_object_set_new(j, "curve_ms_per_round", json_real(1e3 * curve_secs / rounds));
+            json_object_set_new(j, "curve_gbytes_per_s", json_real(c_gbps));
+            json_object_set_new(j, "curve_ratio", json_real(c_gbps / gbps));
+        }
+    }
+    char *line = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    if (!line) {
+        fprintf(stderr, "eigenbatch %s: cannot format the result\n", S_CMD);
+        json_decref(j);
+        return 1;
+    }
+    printf("%s\n", line);
+    free(line);
+    json_decref(j);
+    return 0;
+}
+
+/*
+ * Transport mode: set up the keys (--curve), the ipc directory, a fixed schedule and the null
+ * workers, run the rounds --repeat times (s_repeat_once) and report the best. Returns the status.
+ */
+static int s_rounds_mode(const struct s_ps_opts *p)
+{
     int status = 1;
+    long workers = p->workers, rounds = p->rounds;
     char ipc_dir[] = "/tmp/eb-bench-XXXXXX", key_dir[] = "/tmp/eb-bench-keys-XXXXXX";
     char key_prefix[sizeof key_dir + 8], key_file[sizeof key_prefix + 8];
-    if (curve) {
+    if (p->curve) {
         snprintf(key_prefix, sizeof key_prefix, "%s/k", mkdtemp(key_dir) ? key_dir : "");
         snprintf(key_file, sizeof key_file, "%s.key", key_prefix);
         if (!key_dir[0] || rt_curve_keygen(key_prefix)) {
-            fprintf(stderr, "eigenbatch %s: keys for --curve: %s\n", cmd, rt_err_msg());
+            fprintf(stderr, "eigenbatch %s: keys for --curve: %s\n", S_CMD, rt_err_msg());
             return 1;
         }
     }
     const char *where = "127.0.0.1";
-    if (!strcmp(transport, "ipc")) {
+    if (!strcmp(p->transport, "ipc")) {
         if (!mkdtemp(ipc_dir)) {
-            fprintf(stderr, "eigenbatch %s: mkdtemp: %s\n", cmd, strerror(errno));
+            fprintf(stderr, "eigenbatch %s: mkdtemp: %s\n", S_CMD, strerror(errno));
             return 1;
         }
         where = ipc_dir;
-    } else if (!strcmp(transport, "inproc")) {
+    } else if (!strcmp(p->transport, "inproc")) {
         where = "bench-ps";
     }
     struct server_fixsched_cfg fc = {.batch = (uint32_t)workers * 8,
@@ -596,12 +730,12 @@ int eb_bench_ps(int argc, char **argv)
                                      .n_samples = 1u << 30,
                                      .steps = (uint64_t)rounds};
     struct server_coord_sched sched;
-    float *init = nn_alloc((size_t)floats * sizeof(float));
+    float *init = nn_alloc((size_t)p->floats * sizeof(float));
     struct s_null nulls[S_MAX_WORKERS];
     struct worker_compute cbs[S_MAX_WORKERS];
     double *stamps = calloc((size_t)workers * (size_t)(rounds + 1), sizeof(double));
     if (!init || !stamps || server_fixsched_new(&fc, &sched)) {
-        fprintf(stderr, "eigenbatch %s: out of memory\n", cmd);
+        fprintf(stderr, "eigenbatch %s: out of memory\n", S_CMD);
         goto out;
     }
     for (long i = 0; i < workers; i++) {
@@ -610,106 +744,31 @@ int eb_bench_ps(int argc, char **argv)
             .user = &nulls[i], .compute = s_null_compute, .finish = s_null_finish};
     }
     struct cluster_embed_cfg cc = {
-        .n_shards = (int)shards,
+        .n_shards = (int)p->shards,
         .n_workers = (int)workers,
-        .transport = transport,
+        .transport = p->transport,
         .where = where,
-        .n_params = (uint64_t)floats,
+        .n_params = (uint64_t)p->floats,
         .momentum = 0.9f,
         .sched = &sched,
         .init_params = init,
         .compute = cbs,
-        .chunk_floats = (uint32_t)chunk,
-        .checksum = ck,
-        .io_threads = (int)io_threads,
+        .chunk_floats = (uint32_t)p->chunk,
+        .checksum = p->ck,
+        .io_threads = (int)p->io_threads,
     };
-    double model_bytes = (double)floats * sizeof(float);
-    double secs = 0, raw_secs = -1, curve_secs = -1;
-    for (long r = 0; r < repeat; r++) {
-        if (curve) { /* the same rounds encrypted, before the plain ones */
-            int rc = rt_curve_configure(key_file, NULL, NULL);
-            if (!rc)
-                rc = cluster_embed_run(&cc, NULL, NULL, NULL);
-            rt_curve_clear();
-            if (rc) {
-                fprintf(stderr, "eigenbatch %s: --curve: %s\n", cmd, rt_err_msg());
-                server_fixsched_destroy(&sched);
-                goto out;
-            }
-            double d_run = 0;
-            for (long i = 0; i < workers; i++) {
-                double d = nulls[i].t[rounds] - nulls[i].t[0];
-                if (d > d_run)
-                    d_run = d;
-            }
-            if (curve_secs < 0 || d_run < curve_secs)
-                curve_secs = d_run;
-        }
-        int rc = cluster_embed_run(&cc, NULL, NULL, NULL);
-        if (rc) {
-            fprintf(stderr, "eigenbatch %s: %s\n", cmd, rt_err_msg());
+    struct s_best best = {.secs = -1, .raw_secs = -1, .curve_secs = -1};
+    for (long r = 0; r < p->repeat; r++)
+        if (s_repeat_once(p, &cc, nulls, key_file, &best)) {
             server_fixsched_destroy(&sched);
             goto out;
         }
-        /* rounds: from step 0's weights to the final weights (R pushes and R pulls); the
-         * slowest worker defines the round */
-        double d_run = 0;
-        for (long i = 0; i < workers; i++) {
-            double d = nulls[i].t[rounds] - nulls[i].t[0];
-            if (d > d_run)
-                d_run = d;
-        }
-        if (r == 0 || d_run < secs)
-            secs = d_run;
-        if (baseline) {
-            double d = s_raw_tcp((size_t)floats * sizeof(float), rounds);
-            if (d > 0 && (raw_secs < 0 || d < raw_secs))
-                raw_secs = d;
-        }
-    }
     server_fixsched_destroy(&sched);
-    double gbps = 2.0 * model_bytes * (double)workers * (double)rounds / secs / 1e9;
-    double raw_gbps = raw_secs > 0 ? 2.0 * model_bytes * (double)rounds / raw_secs / 1e9 : 0;
-    printf("ps %-6s floats %ld shards %ld workers %ld rounds %ld: %.2f ms/round, %.3f GB/s\n",
-           transport, floats, shards, workers, rounds, 1e3 * secs / (double)rounds, gbps);
-    if (raw_gbps > 0)
-        printf("raw tcp loopback, same bytes, preallocated buffers: %.2f ms/round, %.3f GB/s; "
-               "ratio %.2f\n",
-               1e3 * raw_secs / (double)rounds, raw_gbps, gbps / raw_gbps);
-    json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:f, s:f, s:f}", "bench",
-                          "ps", "transport", transport, "floats", (json_int_t)floats, "shards",
-                          (json_int_t)shards, "workers", (json_int_t)workers, "rounds",
-                          (json_int_t)rounds, "repeat", (json_int_t)repeat, "chunk_floats",
-                          (json_int_t)(chunk ? chunk : SERVER_CHUNK_FLOATS_DEFAULT), "checksum",
-                          ck_name, "ms_per_round", 1e3 * secs / (double)rounds, "gbytes_per_s",
-                          gbps, "raw_tcp_gbytes_per_s", raw_gbps);
-    if (j && raw_gbps > 0)
-        json_object_set_new(j, "ratio", json_real(gbps / raw_gbps));
-    if (curve_secs > 0) {
-        double c_gbps = 2.0 * model_bytes * (double)workers * (double)rounds / curve_secs / 1e9;
-        printf("same rounds with CurveZMQ: %.2f ms/round, %.3f GB/s; encrypted/plain %.3f\n",
-               1e3 * curve_secs / (double)rounds, c_gbps, c_gbps / gbps);
-        if (j) {
-            json_object_set_new(j, "curve_ms_per_round",
-                                json_real(1e3 * curve_secs / (double)rounds));
-            json_object_set_new(j, "curve_gbytes_per_s", json_real(c_gbps));
-            json_object_set_new(j, "curve_ratio", json_real(c_gbps / gbps));
-        }
-    }
-    char *line = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    if (!line) {
-        fprintf(stderr, "eigenbatch %s: cannot format the result\n", cmd);
-        json_decref(j);
-        goto out;
-    }
-    printf("%s\n", line);
-    free(line);
-    json_decref(j);
-    status = 0;
+    status = s_report_rounds(p, &best);
 out:
-    if (!strcmp(transport, "ipc"))
+    if (!strcmp(p->transport, "ipc"))
         rmdir(ipc_dir);
-    if (curve) {
+    if (p->curve) {
         unlink(key_file);
         snprintf(key_file, sizeof key_file, "%s.pub", key_prefix);
         unlink(key_file);
@@ -718,4 +777,17 @@ out:
     nn_free(init);
     free(stamps);
     return status;
+}
+
+int eb_bench_ps(int argc, char **argv)
+{
+    struct s_ps_opts p;
+    int rc = s_parse(argc, argv, &p);
+    if (rc >= 0)
+        return rc;
+    if (!getenv("EB_LOG"))
+        rt_log_set_level(RT_LOG_WARN);
+    if (p.model)
+        return s_train_mode(&p);
+    return s_rounds_mode(&p);
 }

@@ -55,38 +55,34 @@ static void *s_worker_main(void *arg)
     return NULL;
 }
 
-int cluster_embed_run(const struct cluster_embed_cfg *cfg, float *final_params,
-                       float *final_buffers, struct worker_stats *stats)
+/* A run's threads and the state they share. */
+struct s_run {
+    atomic_int stop;                   /* raised when a thread failed */
+    void *ctx;                         /* ZeroMQ context (the caller's or ours) */
+    struct s_shard_job *sj;            /* one per shard */
+    struct s_worker_job *wj;           /* one per worker */
+    pthread_t *st;                     /* shard threads */
+    pthread_t *wt;                     /* worker threads */
+    char (*eps)[RT_SOCK_ENDPOINT_MAX]; /* each shard's bound endpoint */
+    const char **ep_ptrs;              /* eps as the workers' endpoint list */
+    int n_started_s;                   /* shard threads started (to join) */
+    int n_started_w;                   /* worker threads started (to join) */
+};
+
+/*
+ * Create and bind every shard (shard 0, the coordinator, first: the others are given its
+ * endpoint) and record each one's bound endpoint. Returns 0 or a negative rt_err code.
+ */
+static int s_shards_new(const struct cluster_embed_cfg *cfg, struct s_run *r)
 {
-    int S = cfg->n_shards, W = cfg->n_workers, rc = RT_OK;
-    rt_sock_tune_malloc();
-    if (S < 1 || W < 1 || !cfg->compute || !cfg->sched || !cfg->transport || !cfg->where)
-        return rt_err_set(RT_ERR_ARG, "cluster: %d shards, %d workers", S, W);
-    atomic_int stop;
-    atomic_init(&stop, 0);
-    struct s_shard_job *sj = calloc((size_t)S, sizeof *sj);
-    struct s_worker_job *wj = calloc((size_t)W, sizeof *wj);
-    pthread_t *st = calloc((size_t)S, sizeof *st), *wt = calloc((size_t)W, sizeof *wt);
-    char(*eps)[RT_SOCK_ENDPOINT_MAX] = calloc((size_t)S, sizeof *eps);
-    const char **ep_ptrs = calloc((size_t)S, sizeof *ep_ptrs);
-    int n_started_s = 0, n_started_w = 0;
-    void *ctx = NULL;
-    if (!sj || !wj || !st || !wt || !eps || !ep_ptrs) {
-        rc = rt_err_set(RT_ERR_NOMEM, "cluster");
-        goto out;
-    }
-    ctx = cfg->zmq_ctx ? cfg->zmq_ctx : rt_sock_ctx_new(cfg->io_threads);
-    if (!ctx) {
-        rc = RT_ERR_ZMQ;
-        goto out;
-    }
+    int S = cfg->n_shards, W = cfg->n_workers, rc;
     for (int i = 0; i < S; i++) {
         char bind[RT_SOCK_ENDPOINT_MAX];
         if (!strcmp(cfg->transport, "tcp") && cfg->port == 0)
             snprintf(bind, sizeof bind, "tcp://%s:*", cfg->where);
         else if ((rc = rt_sock_endpoint(bind, sizeof bind, cfg->transport, cfg->where, cfg->port,
                                         i)))
-            goto out;
+            return rc;
         struct server_shard_cfg sc = {
             .shard = i,
             .n_shards = S,
@@ -94,8 +90,8 @@ int cluster_embed_run(const struct cluster_embed_cfg *cfg, float *final_params,
             .n_params = cfg->n_params,
             .n_buffers = cfg->n_buffers,
             .endpoint = bind,
-            .coord_endpoint = i > 0 ? eps[0] : NULL,
-            .zmq_ctx = ctx,
+            .coord_endpoint = i > 0 ? r->eps[0] : NULL,
+            .zmq_ctx = r->ctx,
             .momentum = cfg->momentum,
             .weight_decay = cfg->weight_decay,
             .init_params = cfg->init_params,
@@ -114,29 +110,34 @@ int cluster_embed_run(const struct cluster_embed_cfg *cfg, float *final_params,
             .metrics = i == 0 ? cfg->metrics : NULL,
             .sync_timeout_ms = cfg->sync_timeout_ms,
         };
-        rc = server_shard_new(&sc, &sj[i].shard);
+        rc = server_shard_new(&sc, &r->sj[i].shard);
         if (rc)
-            goto out;
-        snprintf(eps[i], sizeof eps[i], "%s", server_shard_endpoint(sj[i].shard));
-        ep_ptrs[i] = eps[i];
-        sj[i].stop = &stop;
+            return rc;
+        snprintf(r->eps[i], sizeof r->eps[i], "%s", server_shard_endpoint(r->sj[i].shard));
+        r->ep_ptrs[i] = r->eps[i];
+        r->sj[i].stop = &r->stop;
     }
-    for (int i = 0; i < S; i++) {
-        if (pthread_create(&st[i], NULL, s_shard_main, &sj[i]) != 0) {
-            rc = rt_err_set(RT_ERR_NOMEM, "cluster: cannot start shard thread %d", i);
-            atomic_store(&stop, 1);
-            goto out;
+    return RT_OK;
+}
+
+/* Start one thread per shard, then one per worker; on a failure, raise stop. Returns 0 or rc. */
+static int s_threads_start(const struct cluster_embed_cfg *cfg, struct s_run *r)
+{
+    for (int i = 0; i < cfg->n_shards; i++) {
+        if (pthread_create(&r->st[i], NULL, s_shard_main, &r->sj[i]) != 0) {
+            atomic_store(&r->stop, 1);
+            return rt_err_set(RT_ERR_NOMEM, "cluster: cannot start shard thread %d", i);
         }
-        n_started_s++;
+        r->n_started_s++;
     }
-    for (int i = 0; i < W; i++) {
-        struct s_worker_job *j = &wj[i];
+    for (int i = 0; i < cfg->n_workers; i++) {
+        struct s_worker_job *j = &r->wj[i];
         snprintf(j->name, sizeof j->name, "worker-thread-%d", i);
         j->cfg = (struct worker_cfg){
             .name = j->name,
-            .n_shards = S,
-            .endpoints = ep_ptrs,
-            .zmq_ctx = ctx,
+            .n_shards = cfg->n_shards,
+            .endpoints = r->ep_ptrs,
+            .zmq_ctx = r->ctx,
             .n_params = cfg->n_params,
             .n_buffers = cfg->n_buffers,
             .weight = cfg->weights ? cfg->weights[i] : 1.0,
@@ -144,51 +145,92 @@ int cluster_embed_run(const struct cluster_embed_cfg *cfg, float *final_params,
             .timeout_ms = cfg->worker_timeout_ms,
             .chunk_floats = cfg->chunk_floats,
             .checksum = cfg->checksum,
-            .stop = &stop,
+            .stop = &r->stop,
         };
         j->cb = &cfg->compute[i];
-        j->stop = &stop;
-        if (pthread_create(&wt[i], NULL, s_worker_main, j) != 0) {
-            rc = rt_err_set(RT_ERR_NOMEM, "cluster: cannot start worker thread %d", i);
-            atomic_store(&stop, 1);
-            goto out;
+        j->stop = &r->stop;
+        if (pthread_create(&r->wt[i], NULL, s_worker_main, j) != 0) {
+            atomic_store(&r->stop, 1);
+            return rt_err_set(RT_ERR_NOMEM, "cluster: cannot start worker thread %d", i);
         }
-        n_started_w++;
+        r->n_started_w++;
     }
+    return RT_OK;
+}
+
+/*
+ * Join the started threads and, when rc is RT_OK, take the first thread error (workers first),
+ * else gather the shards' slices into final_params / final_buffers and the workers' counters
+ * into stats (each may be NULL). Returns the run's result.
+ */
+static int s_threads_finish(const struct cluster_embed_cfg *cfg, struct s_run *r, int rc,
+                            float *final_params, float *final_buffers, struct worker_stats *stats)
+{
+    for (int i = 0; i < r->n_started_w; i++)
+        pthread_join(r->wt[i], NULL);
+    for (int i = 0; i < r->n_started_s; i++)
+        pthread_join(r->st[i], NULL);
+    for (int i = 0; rc == RT_OK && i < r->n_started_w; i++)
+        if (r->wj[i].rc) {
+            rc = rt_err_set(r->wj[i].rc, "worker %d: %s", i, r->wj[i].err);
+        }
+    for (int i = 0; rc == RT_OK && i < r->n_started_s; i++)
+        if (r->sj[i].rc)
+            rc = rt_err_set(r->sj[i].rc, "shard %d: %s", i, r->sj[i].err);
+    if (rc != RT_OK)
+        return rc;
+    for (int i = 0; i < cfg->n_shards; i++) {
+        uint64_t po, pc, bo, bc;
+        server_shard_range(r->sj[i].shard, &po, &pc, &bo, &bc);
+        if (final_params)
+            memcpy(final_params + po, server_shard_params(r->sj[i].shard), pc * sizeof(float));
+        if (final_buffers && bc)
+            memcpy(final_buffers + bo, server_shard_buffers(r->sj[i].shard), bc * sizeof(float));
+    }
+    if (stats)
+        for (int i = 0; i < cfg->n_workers; i++)
+            stats[i] = r->wj[i].st;
+    return rc;
+}
+
+int cluster_embed_run(const struct cluster_embed_cfg *cfg, float *final_params,
+                      float *final_buffers, struct worker_stats *stats)
+{
+    int S = cfg->n_shards, W = cfg->n_workers, rc = RT_OK;
+    rt_sock_tune_malloc();
+    if (S < 1 || W < 1 || !cfg->compute || !cfg->sched || !cfg->transport || !cfg->where)
+        return rt_err_set(RT_ERR_ARG, "cluster: %d shards, %d workers", S, W);
+    struct s_run r = {0};
+    atomic_init(&r.stop, 0);
+    r.sj = calloc((size_t)S, sizeof *r.sj);
+    r.wj = calloc((size_t)W, sizeof *r.wj);
+    r.st = calloc((size_t)S, sizeof *r.st);
+    r.wt = calloc((size_t)W, sizeof *r.wt);
+    r.eps = calloc((size_t)S, sizeof *r.eps);
+    r.ep_ptrs = calloc((size_t)S, sizeof *r.ep_ptrs);
+    if (!r.sj || !r.wj || !r.st || !r.wt || !r.eps || !r.ep_ptrs) {
+        rc = rt_err_set(RT_ERR_NOMEM, "cluster");
+        goto out;
+    }
+    r.ctx = cfg->zmq_ctx ? cfg->zmq_ctx : rt_sock_ctx_new(cfg->io_threads);
+    if (!r.ctx) {
+        rc = RT_ERR_ZMQ;
+        goto out;
+    }
+    rc = s_shards_new(cfg, &r);
+    if (!rc)
+        rc = s_threads_start(cfg, &r);
 out:
-    for (int i = 0; i < n_started_w; i++)
-        pthread_join(wt[i], NULL);
-    for (int i = 0; i < n_started_s; i++)
-        pthread_join(st[i], NULL);
-    for (int i = 0; rc == RT_OK && i < n_started_w; i++)
-        if (wj[i].rc) {
-            rc = rt_err_set(wj[i].rc, "worker %d: %s", i, wj[i].err);
-        }
-    for (int i = 0; rc == RT_OK && i < n_started_s; i++)
-        if (sj[i].rc)
-            rc = rt_err_set(sj[i].rc, "shard %d: %s", i, sj[i].err);
-    if (rc == RT_OK) {
-        for (int i = 0; i < S; i++) {
-            uint64_t po, pc, bo, bc;
-            server_shard_range(sj[i].shard, &po, &pc, &bo, &bc);
-            if (final_params)
-                memcpy(final_params + po, server_shard_params(sj[i].shard), pc * sizeof(float));
-            if (final_buffers && bc)
-                memcpy(final_buffers + bo, server_shard_buffers(sj[i].shard), bc * sizeof(float));
-        }
-        if (stats)
-            for (int i = 0; i < W; i++)
-                stats[i] = wj[i].st;
-    }
-    for (int i = 0; sj && i < S; i++)
-        server_shard_destroy(&sj[i].shard);
+    rc = s_threads_finish(cfg, &r, rc, final_params, final_buffers, stats);
+    for (int i = 0; r.sj && i < S; i++)
+        server_shard_destroy(&r.sj[i].shard);
     if (!cfg->zmq_ctx)
-        rt_sock_ctx_destroy(&ctx);
-    free(sj);
-    free(wj);
-    free(st);
-    free(wt);
-    free(eps);
-    free(ep_ptrs);
+        rt_sock_ctx_destroy(&r.ctx);
+    free(r.sj);
+    free(r.wj);
+    free(r.st);
+    free(r.wt);
+    free(r.eps);
+    free(r.ep_ptrs);
     return rc;
 }

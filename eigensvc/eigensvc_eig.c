@@ -54,7 +54,26 @@ static int s_bn_parse(const char *v, enum nn_bn_mode *out)
     return 0;
 }
 
-int eigensvc_eig_main(int argc, char **argv)
+/* The command's options, as parsed. */
+struct s_eig_args {
+    const char *model;            /* --model: zoo name */
+    const char *weights;          /* --weights: safetensors file */
+    const char *data;             /* --data: LMDB directory */
+    const char *preset_name;      /* --preset, as given */
+    long classes;                 /* --classes */
+    long first;                   /* --first: records in the Hessian batch */
+    long block;                   /* --block-last: last K parameter blocks, 0 for all */
+    long threads;                 /* --threads, 0 for the default */
+    long seed;                    /* --seed of the power iteration */
+    enum nn_bn_mode bn;           /* --bn */
+    enum eig_power_preset preset; /* preset_name parsed */
+};
+
+/*
+ * Parse argv into *a and check it. Returns -1 to go on, else the command's exit status: 0 after
+ * --help, 2 on a bad command line (the reason printed on stderr).
+ */
+static int s_parse(int argc, char **argv, struct s_eig_args *a)
 {
     static const struct option opts[] = {
         {"model", required_argument, NULL, 'm'},   {"weights", required_argument, NULL, 'w'},
@@ -63,48 +82,49 @@ int eigensvc_eig_main(int argc, char **argv)
         {"bn", required_argument, NULL, 'b'},      {"preset", required_argument, NULL, 'p'},
         {"threads", required_argument, NULL, 't'}, {"seed", required_argument, NULL, 's'},
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
-    const char *model = NULL, *weights = NULL, *data = NULL, *preset_name = "paper";
-    long classes = S_DEFAULT_CLASSES, first = S_DEFAULT_FIRST, block = 0, threads = 0, seed = 0;
-    enum nn_bn_mode bn = NN_BN_EVAL;
+    *a = (struct s_eig_args){.preset_name = "paper",
+                             .classes = S_DEFAULT_CLASSES,
+                             .first = S_DEFAULT_FIRST,
+                             .bn = NN_BN_EVAL};
     optind = 1;
     opterr = 0;
     int ch;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (ch) {
         case 'm':
-            model = optarg;
+            a->model = optarg;
             break;
         case 'w':
-            weights = optarg;
+            a->weights = optarg;
             break;
         case 'd':
-            data = optarg;
+            a->data = optarg;
             break;
         case 'p':
-            preset_name = optarg;
+            a->preset_name = optarg;
             break;
         case 'c':
-            if (rt_opt_long(S_CMD, "--classes", optarg, &classes))
+            if (rt_opt_long(S_CMD, "--classes", optarg, &a->classes))
                 return 2;
             break;
         case 'n':
-            if (rt_opt_long(S_CMD, "--first", optarg, &first))
+            if (rt_opt_long(S_CMD, "--first", optarg, &a->first))
                 return 2;
             break;
         case 'k':
-            if (rt_opt_long(S_CMD, "--block-last", optarg, &block))
+            if (rt_opt_long(S_CMD, "--block-last", optarg, &a->block))
                 return 2;
             break;
         case 't':
-            if (rt_opt_long(S_CMD, "--threads", optarg, &threads))
+            if (rt_opt_long(S_CMD, "--threads", optarg, &a->threads))
                 return 2;
             break;
         case 's':
-            if (rt_opt_long(S_CMD, "--seed", optarg, &seed))
+            if (rt_opt_long(S_CMD, "--seed", optarg, &a->seed))
                 return 2;
             break;
         case 'b':
-            if (s_bn_parse(optarg, &bn)) {
+            if (s_bn_parse(optarg, &a->bn)) {
                 fprintf(stderr, "eigenbatch eig: invalid value '%s' for --bn (eval|train)\n",
                         optarg);
                 return 2;
@@ -124,24 +144,80 @@ int eigensvc_eig_main(int argc, char **argv)
         fprintf(stderr, "eigenbatch eig: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
-    if (!model || !weights || !data) {
+    if (!a->model || !a->weights || !a->data) {
         fprintf(stderr, "eigenbatch eig: --model, --weights and --data are required\n");
         s_usage(stderr);
         return 2;
     }
-    if (classes < 1 || first < 1 || first > (1L << 20) || block < 0 || threads < 0 || seed < 0) {
+    if (a->classes < 1 || a->first < 1 || a->first > (1L << 20) || a->block < 0 || a->threads < 0 ||
+        a->seed < 0) {
         fprintf(stderr, "eigenbatch eig: --classes and --first must be >= 1 (--first <= 2^20), "
                         "--block-last, --threads and --seed >= 0\n");
         return 2;
     }
-    enum eig_power_preset preset;
-    if (eig_power_preset_parse(preset_name, &preset)) {
+    if (eig_power_preset_parse(a->preset_name, &a->preset)) {
         fprintf(stderr, "eigenbatch eig: %s\n", rt_err_msg());
         return 2;
     }
-    if (threads > 0)
-        nn_set_threads((int)threads);
+    return -1;
+}
 
+/*
+ * Read the first a->first records of the dataset into x (caller owns it) and y (caller owns it),
+ * after checking the dataset holds that many and every label is below --classes. Returns 0, or -1
+ * with the reason printed; *x and *y are set even on failure (free them either way).
+ */
+static int s_read_batch(const struct s_eig_args *a, rt_loader_t *ld, size_t sample, float **x,
+                        int32_t **y)
+{
+    *x = malloc((size_t)a->first * sample * sizeof(float));
+    *y = malloc((size_t)a->first * sizeof(int32_t));
+    if (!*x || !*y) {
+        fprintf(stderr, "eigenbatch eig: out of memory for %ld samples\n", a->first);
+        return -1;
+    }
+    if (rt_loader_read(ld, 0, (size_t)a->first, *x, *y)) {
+        fprintf(stderr, "eigenbatch eig: %s\n", rt_err_msg());
+        return -1;
+    }
+    for (long i = 0; i < a->first; i++)
+        if ((*y)[i] < 0 || (*y)[i] >= a->classes) {
+            fprintf(stderr,
+                    "eigenbatch eig: record %ld has label %d, outside [0, %ld) "
+                    "(--classes)\n",
+                    i, (int)(*y)[i], a->classes);
+            return -1;
+        }
+    return 0;
+}
+
+/* Print the result as the one-line JSON object the command ends with. Returns 0 or -1. */
+static int s_report(const struct s_eig_args *a, const nn_net_t *net,
+                    const struct eig_power_result *res, double secs)
+{
+    json_t *j = json_pack("{s:f, s:i, s:f, s:b, s:i, s:i, s:s, s:s, s:s, s:I}", "eigenvalue",
+                          res->eigenvalue, "iterations", (int)res->iterations, "seconds", secs,
+                          "converged", res->converged, "n", (int)a->first, "block_last_k",
+                          (int)a->block, "bn", a->bn == NN_BN_EVAL ? "eval" : "train", "preset",
+                          a->preset == EIG_POWER_ACCURATE ? "accurate" : "paper", "model", a->model,
+                          "params", (json_int_t)nn_net_param_count(net));
+    char *line = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(17)) : NULL;
+    json_decref(j);
+    if (!line) {
+        fprintf(stderr, "eigenbatch eig: out of memory\n");
+        return -1;
+    }
+    printf("%s\n", line);
+    free(line);
+    return 0;
+}
+
+/*
+ * The computation: load the batch and the weights, run power iteration on Hessian-vector
+ * products, print the result. Returns the command's exit status (0, or 1 with the reason printed).
+ */
+static int s_run(const struct s_eig_args *a)
+{
     int status = 1;
     rt_loader_t *ld = NULL;
     nn_net_t *net = NULL;
@@ -151,79 +227,50 @@ int eigensvc_eig_main(int argc, char **argv)
     struct rt_loader_opts lo;
     rt_loader_opts_default(&lo);
     lo.threads = 0;
-    lo.max_batch = (size_t)first;
-    if (rt_loader_new(data, &lo, &ld)) {
+    lo.max_batch = (size_t)a->first;
+    if (rt_loader_new(a->data, &lo, &ld)) {
         fprintf(stderr, "eigenbatch eig: %s\n", rt_err_msg());
         goto out;
     }
-    if ((size_t)first > rt_loader_count(ld)) {
-        fprintf(stderr, "eigenbatch eig: --first %ld but %s holds %zu records\n", first, data,
+    if ((size_t)a->first > rt_loader_count(ld)) {
+        fprintf(stderr, "eigenbatch eig: --first %ld but %s holds %zu records\n", a->first, a->data,
                 rt_loader_count(ld));
         goto out;
     }
     int c, h, w, err = 0;
     rt_loader_shape(ld, &c, &h, &w);
-    net = nn_zoo_new(model, c, h, w, (int)classes, (int)first, &err);
+    net = nn_zoo_new(a->model, c, h, w, (int)a->classes, (int)a->first, &err);
     if (!net) {
         fprintf(stderr,
                 "eigenbatch eig: cannot build model '%s' for %dx%dx%d inputs, %ld classes "
                 "(error %d)\n",
-                model, c, h, w, classes, err);
+                a->model, c, h, w, a->classes, err);
         goto out;
     }
-    if (app_weights_load(net, weights)) {
+    if (app_weights_load(net, a->weights)) {
         fprintf(stderr, "eigenbatch eig: %s\n", rt_err_msg());
         goto out;
     }
-    size_t sample = (size_t)c * (size_t)h * (size_t)w;
-    x = malloc((size_t)first * sample * sizeof(float));
-    y = malloc((size_t)first * sizeof(int32_t));
-    if (!x || !y) {
-        fprintf(stderr, "eigenbatch eig: out of memory for %ld samples\n", first);
+    if (s_read_batch(a, ld, (size_t)c * (size_t)h * (size_t)w, &x, &y))
         goto out;
-    }
-    if (rt_loader_read(ld, 0, (size_t)first, x, y)) {
-        fprintf(stderr, "eigenbatch eig: %s\n", rt_err_msg());
-        goto out;
-    }
-    for (long i = 0; i < first; i++)
-        if (y[i] < 0 || y[i] >= classes) {
-            fprintf(stderr,
-                    "eigenbatch eig: record %ld has label %d, outside [0, %ld) "
-                    "(--classes)\n",
-                    i, (int)y[i], classes);
-            goto out;
-        }
     struct eig_power_config pc;
-    eig_power_config_preset(&pc, preset);
-    pc.seed = (uint64_t)seed;
+    eig_power_config_preset(&pc, a->preset);
+    pc.seed = (uint64_t)a->seed;
     pw = eig_power_new(nn_net_param_count(net), &pc);
     if (!pw) {
         fprintf(stderr, "eigenbatch eig: %s\n", rt_err_msg());
         goto out;
     }
     struct eig_hvp hv = {
-        .net = net, .x = x, .y = y, .n = (int)first, .bn = bn, .block_last_k = (int)block};
+        .net = net, .x = x, .y = y, .n = (int)a->first, .bn = a->bn, .block_last_k = (int)a->block};
     struct eig_power_result res;
     double secs = 0;
     if (eig_hvp_top(pw, &hv, &res, &secs)) {
         fprintf(stderr, "eigenbatch eig: %s\n", rt_err_msg());
         goto out;
     }
-    json_t *j = json_pack("{s:f, s:i, s:f, s:b, s:i, s:i, s:s, s:s, s:s, s:I}", "eigenvalue",
-                          res.eigenvalue, "iterations", (int)res.iterations, "seconds", secs,
-                          "converged", res.converged, "n", (int)first, "block_last_k", (int)block,
-                          "bn", bn == NN_BN_EVAL ? "eval" : "train", "preset",
-                          preset == EIG_POWER_ACCURATE ? "accurate" : "paper", "model", model,
-                          "params", (json_int_t)nn_net_param_count(net));
-    char *line = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(17)) : NULL;
-    json_decref(j);
-    if (!line) {
-        fprintf(stderr, "eigenbatch eig: out of memory\n");
+    if (s_report(a, net, &res, secs))
         goto out;
-    }
-    printf("%s\n", line);
-    free(line);
     status = 0;
 out:
     eig_power_destroy(&pw);
@@ -232,4 +279,15 @@ out:
     nn_net_destroy(&net);
     rt_loader_destroy(&ld);
     return status;
+}
+
+int eigensvc_eig_main(int argc, char **argv)
+{
+    struct s_eig_args a;
+    int rc = s_parse(argc, argv, &a);
+    if (rc >= 0)
+        return rc;
+    if (a.threads > 0)
+        nn_set_threads((int)a.threads);
+    return s_run(&a);
 }

@@ -443,90 +443,131 @@ static void s_destroy(struct s_worker *w)
     free(w->sh);
 }
 
-int worker_run(const struct worker_cfg *cfg, const struct worker_compute *cb,
-               struct worker_stats *stats)
+/*
+ * Set up w for cfg and cb: limits, buffers, the ZeroMQ context (cfg's, else one of its own) and
+ * a DEALER per shard. Returns 0 or a negative rt_err code; s_destroy releases w either way.
+ */
+static int s_setup(struct s_worker *w, const struct worker_cfg *cfg,
+                   const struct worker_compute *cb)
 {
-    if (!cfg || !cb || !cb->compute || cfg->n_shards < 1 || cfg->n_shards > S_MAX_SHARDS ||
-        !cfg->endpoints || cfg->n_params < (uint64_t)cfg->n_shards)
-        return rt_err_set(RT_ERR_ARG, "worker: invalid configuration");
-    struct s_worker w;
-    memset(&w, 0, sizeof w);
-    w.cfg = cfg;
-    w.cb = cb;
-    w.id = -1;
-    w.chunk = cfg->chunk_floats ? cfg->chunk_floats : RT_WIRE_CHUNK_FLOATS_DEFAULT;
-    w.beat_ms = S_POLL_MS;
-    snprintf(w.name, sizeof w.name, "%s", cfg->name ? cfg->name : "worker");
+    memset(w, 0, sizeof *w);
+    w->cfg = cfg;
+    w->cb = cb;
+    w->id = -1;
+    w->chunk = cfg->chunk_floats ? cfg->chunk_floats : RT_WIRE_CHUNK_FLOATS_DEFAULT;
+    w->beat_ms = S_POLL_MS;
+    snprintf(w->name, sizeof w->name, "%s", cfg->name ? cfg->name : "worker");
     struct rt_wire_limits lim = {
         .n_params = cfg->n_params,
         .n_buffers = cfg->n_buffers,
         .max_floats = cfg->n_params > cfg->n_buffers ? cfg->n_params : cfg->n_buffers,
     };
-    rt_sock_in_init(&w.in, w.name, 0, &lim);
-    atomic_init(&w.zc.in_flight, 0);
-    int rc = RT_ERR_NOMEM;
-    w.sh = calloc((size_t)cfg->n_shards, sizeof *w.sh);
-    w.params = nn_alloc(cfg->n_params * sizeof(float));
-    w.grads = nn_alloc(cfg->n_params * sizeof(float));
-    w.buffers = nn_alloc((cfg->n_buffers + 1) * sizeof(float));
-    if (!w.sh || !w.params || !w.grads || !w.buffers) {
+    rt_sock_in_init(&w->in, w->name, 0, &lim);
+    atomic_init(&w->zc.in_flight, 0);
+    w->sh = calloc((size_t)cfg->n_shards, sizeof *w->sh);
+    w->params = nn_alloc(cfg->n_params * sizeof(float));
+    w->grads = nn_alloc(cfg->n_params * sizeof(float));
+    w->buffers = nn_alloc((cfg->n_buffers + 1) * sizeof(float));
+    if (!w->sh || !w->params || !w->grads || !w->buffers) {
         rt_err_set(RT_ERR_NOMEM, "worker: %llu parameters", (unsigned long long)cfg->n_params);
-        goto out;
+        return RT_ERR_NOMEM;
     }
     if (cfg->zmq_ctx) {
-        w.ctx = cfg->zmq_ctx;
+        w->ctx = cfg->zmq_ctx;
     } else {
-        w.ctx = rt_sock_ctx_new(1);
-        if (!w.ctx) {
-            rc = RT_ERR_ZMQ;
-            goto out;
-        }
-        w.own_ctx = 1;
+        w->ctx = rt_sock_ctx_new(1);
+        if (!w->ctx)
+            return RT_ERR_ZMQ;
+        w->own_ctx = 1;
     }
     for (int i = 0; i < cfg->n_shards; i++) {
-        rc = rt_sock_dealer(w.ctx, cfg->endpoints[i], &w.sh[i].sock);
+        int rc = rt_sock_dealer(w->ctx, cfg->endpoints[i], &w->sh[i].sock);
         if (rc)
-            goto out;
+            return rc;
     }
-    rc = s_join(&w);
-    if (!rc)
-        rc = s_beat_start(&w);
+    return RT_OK;
+}
+
+/*
+ * Worker 0 of a fresh run (not resumed, not rejoining) fills the initial weights with cb->init
+ * and sends them to the shards (INIT). Returns 0 or a negative rt_err code.
+ */
+static int s_init_weights(struct s_worker *w)
+{
+    const struct worker_compute *cb = w->cb;
+    if (w->id != 0 || !cb->init || w->start != 0)
+        return RT_OK;
+    s_beat_lend(w, 1);
+    int rc = cb->init(cb->user, w->params, w->buffers);
+    s_beat_lend(w, 0);
     if (rc)
-        goto out;
-    if (w.start > 0)
-        RT_INFO(w.name,
-                "starting at step %llu (the shards resumed from a checkpoint, or this "
-                "worker rejoins after an eviction)",
-                (unsigned long long)w.start);
-    if (w.id == 0 && cb->init && w.start == 0) {
-        s_beat_lend(&w, 1);
-        rc = cb->init(cb->user, w.params, w.buffers);
-        s_beat_lend(&w, 0);
-        if (rc)
-            goto out;
-        rc = s_push(&w, RT_WIRE_INIT, 0, w.params, w.buffers, NULL, 0, 0.0f, 0);
-        if (rc)
-            goto out;
+        return rc;
+    return s_push(w, RT_WIRE_INIT, 0, w->params, w->buffers, NULL, 0, 0.0f, 0);
+}
+
+/*
+ * One training step st (its schedule filled in): compute the gradient with cb->compute (timed
+ * into *compute_s and the throughput estimate), push it, then cb->step_done. Returns 0 or rc.
+ */
+static int s_step(struct s_worker *w, struct worker_step *st, double *compute_s)
+{
+    const struct worker_compute *cb = w->cb;
+    uint32_t samples = 0;
+    float loss = 0;
+    double c0 = rt_clock_now();
+    s_beat_lend(w, 1);
+    int rc = cb->compute(cb->user, st, w->params, w->grads, w->buffers, &samples, &loss);
+    s_beat_lend(w, 0);
+    double dt = rt_clock_now() - c0;
+    *compute_s += dt;
+    if (samples > 0 && dt > 0) {
+        double r = samples / dt;
+        w->rate = w->rate > 0 ? (1 - S_RATE_EMA) * w->rate + S_RATE_EMA * r : r;
     }
+    if (rc) {
+        rt_err_set(rc, "%s: compute failed at step %llu: %s", w->name, (unsigned long long)st->step,
+                   rt_err_msg());
+        return rc;
+    }
+    uint32_t correct = cb->correct ? cb->correct(cb->user) : 0;
+    rc = s_push(w, RT_WIRE_PUSH, st->step, w->grads, w->buffers, st, samples, loss, correct);
+    if (rc)
+        return rc;
+    if (cb->step_done) {
+        s_beat_lend(w, 1);
+        cb->step_done(cb->user, st, samples, loss);
+        s_beat_lend(w, 0);
+    }
+    return RT_OK;
+}
+
+/*
+ * The training loop from w->start: pull the schedule and weights of step t (reporting the
+ * previous step's totals to cb->totals), stop when the schedule says done, else run the step.
+ * Fills w->st (steps, seconds, comm_seconds). Returns 0 or a negative rt_err code.
+ */
+static int s_train(struct s_worker *w)
+{
+    const struct worker_compute *cb = w->cb;
     double t0 = rt_clock_now(), compute_s = 0;
     struct worker_step prev = {0}; /* the step before t */
-    for (uint64_t t = w.start;; t++) {
+    for (uint64_t t = w->start;; t++) {
         struct rt_wire_msg sm = {0}, tm = {0};
-        rc = s_pull(&w, t, &sm, &tm);
+        int rc = s_pull(w, t, &sm, &tm);
         if (rc)
-            goto out;
-        if (t > w.start && cb->totals) {
+            return rc;
+        if (t > w->start && cb->totals) {
             struct worker_totals tot = {.step = t - 1,
                                         .epoch = prev.epoch,
                                         .samples = tm.samples,
                                         .correct = tm.correct,
                                         .loss_sum = (double)tm.loss * (double)tm.samples};
-            s_beat_lend(&w, 1);
+            s_beat_lend(w, 1);
             cb->totals(cb->user, &tot);
-            s_beat_lend(&w, 0);
+            s_beat_lend(w, 0);
         }
         if (sm.sched.done) {
-            w.st.steps = t;
+            w->st.steps = t;
             break;
         }
         struct worker_step st = {
@@ -540,39 +581,43 @@ int worker_run(const struct worker_cfg *cfg, const struct worker_compute *cb,
             .gamma = sm.sched.gamma,
             .share_offset = sm.sched.share_offset,
             .share_count = sm.sched.share_count,
-            .worker = w.id,
-            .n_workers = w.n_workers,
+            .worker = w->id,
+            .n_workers = w->n_workers,
         };
-        uint32_t samples = 0;
-        float loss = 0;
-        double c0 = rt_clock_now();
-        s_beat_lend(&w, 1);
-        rc = cb->compute(cb->user, &st, w.params, w.grads, w.buffers, &samples, &loss);
-        s_beat_lend(&w, 0);
-        double dt = rt_clock_now() - c0;
-        compute_s += dt;
-        if (samples > 0 && dt > 0) {
-            double r = samples / dt;
-            w.rate = w.rate > 0 ? (1 - S_RATE_EMA) * w.rate + S_RATE_EMA * r : r;
-        }
-        if (rc) {
-            rt_err_set(rc, "%s: compute failed at step %llu: %s", w.name, (unsigned long long)t,
-                       rt_err_msg());
-            goto out;
-        }
-        uint32_t correct = cb->correct ? cb->correct(cb->user) : 0;
-        rc = s_push(&w, RT_WIRE_PUSH, t, w.grads, w.buffers, &st, samples, loss, correct);
+        rc = s_step(w, &st, &compute_s);
         if (rc)
-            goto out;
-        if (cb->step_done) {
-            s_beat_lend(&w, 1);
-            cb->step_done(cb->user, &st, samples, loss);
-            s_beat_lend(&w, 0);
-        }
+            return rc;
         prev = st;
     }
-    w.st.seconds = rt_clock_now() - t0;
-    w.st.comm_seconds = w.st.seconds - compute_s;
+    w->st.seconds = rt_clock_now() - t0;
+    w->st.comm_seconds = w->st.seconds - compute_s;
+    return RT_OK;
+}
+
+int worker_run(const struct worker_cfg *cfg, const struct worker_compute *cb,
+               struct worker_stats *stats)
+{
+    if (!cfg || !cb || !cb->compute || cfg->n_shards < 1 || cfg->n_shards > S_MAX_SHARDS ||
+        !cfg->endpoints || cfg->n_params < (uint64_t)cfg->n_shards)
+        return rt_err_set(RT_ERR_ARG, "worker: invalid configuration");
+    struct s_worker w;
+    int rc = s_setup(&w, cfg, cb);
+    if (!rc)
+        rc = s_join(&w);
+    if (!rc)
+        rc = s_beat_start(&w);
+    if (rc)
+        goto out;
+    if (w.start > 0)
+        RT_INFO(w.name,
+                "starting at step %llu (the shards resumed from a checkpoint, or this "
+                "worker rejoins after an eviction)",
+                (unsigned long long)w.start);
+    rc = s_init_weights(&w);
+    if (!rc)
+        rc = s_train(&w);
+    if (rc)
+        goto out;
     if (cb->finish) {
         s_beat_lend(&w, 1);
         cb->finish(cb->user, w.st.steps, w.params, w.buffers);

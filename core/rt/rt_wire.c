@@ -343,15 +343,9 @@ static int s_check_frame(const char *what, const struct rt_wire_span *sp, uint64
     return RT_OK;
 }
 
-int rt_wire_decode(const void *const *parts, const size_t *sizes, int nparts,
-                   const struct rt_wire_limits *lim, struct rt_wire_msg *m, const void **params,
-                   const void **buffers)
+/* Frame count and header size, before the header is unpacked. */
+static int s_check_frames(const void *const *parts, const size_t *sizes, int nparts)
 {
-    int rc = RT_OK;
-    if (params)
-        *params = NULL;
-    if (buffers)
-        *buffers = NULL;
     if (nparts < 1 || !parts || !sizes)
         return rt_err_set(RT_ERR_TRUNCATED, "message without a header frame");
     if (nparts > 1 + RT_WIRE_MAX_PAYLOADS)
@@ -362,37 +356,62 @@ int rt_wire_decode(const void *const *parts, const size_t *sizes, int nparts,
     if (sizes[0] > RT_WIRE_MAX_HEADER)
         return rt_err_set(RT_ERR_TOOBIG, "header frame of %zu bytes exceeds %d", sizes[0],
                           RT_WIRE_MAX_HEADER);
-    EbHeader *h = eb_header__unpack(NULL, sizes[0], parts[0]);
-    if (!h)
-        return rt_err_set(RT_ERR_FORMAT, "header frame (%zu bytes) is not a valid EbHeader",
-                          sizes[0]);
-    memset(m, 0, sizeof *m);
+    return RT_OK;
+}
+
+/*
+ * The header's identity (version, type, sender, name) copied into m, then checked: the trailer
+ * (a header cut short), the protocol version, the message type and the checksum kind. `bytes` is
+ * the header frame's size, for messages.
+ */
+static int s_ident_from_pb(const EbHeader *h, size_t bytes, struct rt_wire_msg *m)
+{
     m->version = h->version;
     m->type = (enum rt_wire_type)h->type;
     m->sender = h->sender;
     if (h->name)
         snprintf(m->name, sizeof m->name, "%s", h->name);
-    if (h->trailer != RT_WIRE_TRAILER) {
-        rc = rt_err_set(RT_ERR_TRUNCATED, "header frame (%zu bytes) from '%s' is cut short",
-                        sizes[0], m->name);
-        goto out_free;
-    }
-    if (h->version != RT_WIRE_VERSION) {
-        rc = rt_err_set(RT_ERR_VERSION, "protocol version %u from '%s', this build speaks %d",
-                        h->version, m->name, RT_WIRE_VERSION);
-        goto out_free;
-    }
-    if ((int)h->type < RT_WIRE_REGISTER || (int)h->type > RT_WIRE_TYPE_MAX) {
-        rc = rt_err_set(RT_ERR_FORMAT, "unknown message type %d", (int)h->type);
-        goto out_free;
-    }
+    if (h->trailer != RT_WIRE_TRAILER)
+        return rt_err_set(RT_ERR_TRUNCATED, "header frame (%zu bytes) from '%s' is cut short",
+                          bytes, m->name);
+    if (h->version != RT_WIRE_VERSION)
+        return rt_err_set(RT_ERR_VERSION, "protocol version %u from '%s', this build speaks %d",
+                          h->version, m->name, RT_WIRE_VERSION);
+    if ((int)h->type < RT_WIRE_REGISTER || (int)h->type > RT_WIRE_TYPE_MAX)
+        return rt_err_set(RT_ERR_FORMAT, "unknown message type %d", (int)h->type);
     m->step = h->step;
     m->sched_version = h->sched_version;
-    if ((int)h->checksum_kind < RT_WIRE_CK_NONE || (int)h->checksum_kind > RT_WIRE_CK_FLETCHER64) {
-        rc = rt_err_set(RT_ERR_FORMAT, "unknown checksum kind %d", (int)h->checksum_kind);
-        goto out_free;
-    }
+    if ((int)h->checksum_kind < RT_WIRE_CK_NONE || (int)h->checksum_kind > RT_WIRE_CK_FLETCHER64)
+        return rt_err_set(RT_ERR_FORMAT, "unknown checksum kind %d", (int)h->checksum_kind);
     m->checksum = (enum rt_wire_checksum)h->checksum_kind;
+    return RT_OK;
+}
+
+/* The schedule block into m->sched; a member bitmap longer than RT_WIRE_MEMBERS_BYTES fails. */
+static int s_sched_from_pb(const EbSched *s, struct rt_wire_msg *m)
+{
+    m->sched.epoch = s->epoch;
+    m->sched.epoch_offset = s->epoch_offset;
+    m->sched.batch = s->batch;
+    m->sched.samples = s->samples;
+    m->sched.lr = s->lr;
+    m->sched.gamma = s->gamma;
+    m->sched.share_offset = s->share_offset;
+    m->sched.share_count = s->share_count;
+    m->sched.done = s->done ? 1 : 0;
+    m->sched.epoch_last = s->epoch_last ? 1 : 0;
+    if (s->members.len > RT_WIRE_MEMBERS_BYTES)
+        return rt_err_set(RT_ERR_FORMAT, "member bitmap of %zu bytes from '%s' exceeds %d",
+                          s->members.len, m->name, RT_WIRE_MEMBERS_BYTES);
+    m->sched.members_len = (uint32_t)s->members.len;
+    if (s->members.len)
+        memcpy(m->sched.members, s->members.data, s->members.len);
+    return RT_OK;
+}
+
+/* The per-type fields after the identity: spans, step results, schedule, counts, decisions. */
+static int s_fields_from_pb(const EbHeader *h, struct rt_wire_msg *m)
+{
     if (h->params) {
         m->has_params = 1;
         s_span_from(&m->params, h->params);
@@ -410,24 +429,9 @@ int rt_wire_decode(const void *const *parts, const size_t *sizes, int nparts,
     m->correct = h->correct;
     m->lr = h->lr;
     if (h->sched) {
-        m->sched.epoch = h->sched->epoch;
-        m->sched.epoch_offset = h->sched->epoch_offset;
-        m->sched.batch = h->sched->batch;
-        m->sched.samples = h->sched->samples;
-        m->sched.lr = h->sched->lr;
-        m->sched.gamma = h->sched->gamma;
-        m->sched.share_offset = h->sched->share_offset;
-        m->sched.share_count = h->sched->share_count;
-        m->sched.done = h->sched->done ? 1 : 0;
-        m->sched.epoch_last = h->sched->epoch_last ? 1 : 0;
-        if (h->sched->members.len > RT_WIRE_MEMBERS_BYTES) {
-            rc = rt_err_set(RT_ERR_FORMAT, "member bitmap of %zu bytes from '%s' exceeds %d",
-                            h->sched->members.len, m->name, RT_WIRE_MEMBERS_BYTES);
-            goto out_free;
-        }
-        m->sched.members_len = (uint32_t)h->sched->members.len;
-        if (h->sched->members.len)
-            memcpy(m->sched.members, h->sched->members.data, h->sched->members.len);
+        int rc = s_sched_from_pb(h->sched, m);
+        if (rc)
+            return rc;
     }
     m->weight = h->weight;
     m->n_workers = h->n_workers;
@@ -445,49 +449,74 @@ int rt_wire_decode(const void *const *parts, const size_t *sizes, int nparts,
     m->heartbeat_ms = h->heartbeat_ms;
     if (h->text)
         snprintf(m->text, sizeof m->text, "%s", h->text);
+    return RT_OK;
+}
 
-    /* payload frames: only the tensor-carrying types have them, in the order params, buffers */
+/*
+ * Payload frames: only the tensor-carrying types have them, in the order params, buffers, one per
+ * span the header declares; each is checked against its span (s_check_frame) and handed out
+ * through params / buffers (either may be NULL).
+ */
+static int s_payloads(const void *const *parts, const size_t *sizes, int nparts,
+                      const struct rt_wire_limits *lim, const struct rt_wire_msg *m,
+                      const void **params, const void **buffers)
+{
     int carries = m->type == RT_WIRE_PUSH || m->type == RT_WIRE_INIT || m->type == RT_WIRE_WEIGHTS;
     int want = m->has_params + m->has_buffers;
-    if (!carries && want > 0) {
-        rc = rt_err_set(RT_ERR_FORMAT, "%s message declares payload slices",
-                        rt_wire_type_name(m->type));
-        goto out_free;
-    }
-    if (carries && want == 0) {
-        rc = rt_err_set(RT_ERR_FORMAT, "%s message without a payload slice",
-                        rt_wire_type_name(m->type));
-        goto out_free;
-    }
-    if (nparts - 1 < want) {
-        rc = rt_err_set(RT_ERR_TRUNCATED, "%s message has %d payload frames, header declares %d",
-                        rt_wire_type_name(m->type), nparts - 1, want);
-        goto out_free;
-    }
-    if (nparts - 1 > want) {
-        rc = rt_err_set(RT_ERR_FORMAT, "%s message has %d payload frames, header declares %d",
-                        rt_wire_type_name(m->type), nparts - 1, want);
-        goto out_free;
-    }
+    if (!carries && want > 0)
+        return rt_err_set(RT_ERR_FORMAT, "%s message declares payload slices",
+                          rt_wire_type_name(m->type));
+    if (carries && want == 0)
+        return rt_err_set(RT_ERR_FORMAT, "%s message without a payload slice",
+                          rt_wire_type_name(m->type));
+    if (nparts - 1 < want)
+        return rt_err_set(RT_ERR_TRUNCATED, "%s message has %d payload frames, header declares %d",
+                          rt_wire_type_name(m->type), nparts - 1, want);
+    if (nparts - 1 > want)
+        return rt_err_set(RT_ERR_FORMAT, "%s message has %d payload frames, header declares %d",
+                          rt_wire_type_name(m->type), nparts - 1, want);
     int k = 1;
     if (m->has_params) {
-        rc = s_check_frame("parameter", &m->params, lim->n_params, lim, m->checksum, parts[k],
-                           sizes[k]);
+        int rc = s_check_frame("parameter", &m->params, lim->n_params, lim, m->checksum, parts[k],
+                               sizes[k]);
         if (rc)
-            goto out_free;
+            return rc;
         if (params)
             *params = parts[k];
         k++;
     }
     if (m->has_buffers) {
-        rc = s_check_frame("buffer", &m->buffers, lim->n_buffers, lim, m->checksum, parts[k],
-                           sizes[k]);
+        int rc = s_check_frame("buffer", &m->buffers, lim->n_buffers, lim, m->checksum, parts[k],
+                               sizes[k]);
         if (rc)
-            goto out_free;
+            return rc;
         if (buffers)
             *buffers = parts[k];
     }
-out_free:
+    return RT_OK;
+}
+
+int rt_wire_decode(const void *const *parts, const size_t *sizes, int nparts,
+                   const struct rt_wire_limits *lim, struct rt_wire_msg *m, const void **params,
+                   const void **buffers)
+{
+    if (params)
+        *params = NULL;
+    if (buffers)
+        *buffers = NULL;
+    int rc = s_check_frames(parts, sizes, nparts);
+    if (rc)
+        return rc;
+    EbHeader *h = eb_header__unpack(NULL, sizes[0], parts[0]);
+    if (!h)
+        return rt_err_set(RT_ERR_FORMAT, "header frame (%zu bytes) is not a valid EbHeader",
+                          sizes[0]);
+    memset(m, 0, sizeof *m);
+    rc = s_ident_from_pb(h, sizes[0], m);
+    if (!rc)
+        rc = s_fields_from_pb(h, m);
+    if (!rc)
+        rc = s_payloads(parts, sizes, nparts, lim, m, params, buffers);
     eb_header__free_unpacked(h, NULL);
     return rc;
 }

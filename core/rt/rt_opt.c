@@ -175,11 +175,11 @@ static int s_check(const struct rt_opt *o, const char *text, char *why, size_t c
         memcpy(item, p, len);
         item[len] = '\0';
         if (o->type == RT_OPT_LIST_INT && s_parse_long(item, &l)) {
-            snprintf(why, cap, "item '%s': expected an integer", item);
+            snprintf(why, cap, "item '%.64s': expected an integer", item);
             return -1;
         }
         if (o->type == RT_OPT_LIST_FLOAT && (s_parse_double(item, &d) || isnan(d))) {
-            snprintf(why, cap, "item '%s': expected a number", item);
+            snprintf(why, cap, "item '%.64s': expected a number", item);
             return -1;
         }
         if (o->type != RT_OPT_LIST_STR &&
@@ -387,7 +387,7 @@ static int s_build_config(const struct rt_opt *t, int n, int argc, char **argv, 
 /* Validate cfg against the keyed rows' types and defaults. */
 static int s_validate(const struct rt_opt *t, int n, rt_config_t *cfg)
 {
-    struct rt_config_key *schema = calloc((size_t)n, sizeof *schema);
+    struct rt_config_key *schema = calloc(n > 0 ? (size_t)n : 1, sizeof *schema);
     if (!schema)
         return rt_err_set(RT_ERR_NOMEM, "options: out of memory");
     static const enum rt_config_type map[] = {

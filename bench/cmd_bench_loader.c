@@ -23,12 +23,11 @@ static double s_clock(clockid_t id)
 
 static void s_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: eigenbatch bench loader --db DIR [--batch N] [--samples N] [--threads T]\n"
-            "                               [--crop-pad P] [--flip] [--rrc HxW] [--warmup N]\n"
-            "Load training batches (epoch permutation, augmentation) and report images/s.\n"
-            "  --threads T   prefetch threads (0: decode on the calling thread; default 0)\n"
-            "  --rrc HxW     random-resized crop to HxW\n");
+    fprintf(f, "usage: eigenbatch bench loader --db DIR [--batch N] [--samples N] [--threads T]\n"
+               "                               [--crop-pad P] [--flip] [--rrc HxW] [--warmup N]\n"
+               "Load training batches (epoch permutation, augmentation) and report images/s.\n"
+               "  --threads T   prefetch threads (0: decode on the calling thread; default 0)\n"
+               "  --rrc HxW     random-resized crop to HxW\n");
 }
 
 int eb_bench_loader(int argc, char **argv)

@@ -31,11 +31,11 @@ struct cluster_embed_cfg {
     int rebalance;                          /* workers report throughput; shares follow it */
     int snapshots;                          /* shards keep epoch-start snapshots (eigen service) */
     int sync; /* `decisions: sync`: the coordinator holds each epoch start for its decision */
-    int sync_timeout_ms;            /* ... at most this long (0: SERVER_COORD_SYNC_TIMEOUT_MS) */
-    int worker_timeout_ms;          /* workers give up after this much silence (0: default) */
-    int evict_ms;                   /* the coordinator evicts a worker silent this long (0: never) */
-    struct rt_metrics *metrics;     /* the coordinator's "evict" events (borrowed, may be NULL) */
-    uint32_t chunk_floats;          /* floats per frame (0: default) */
+    int sync_timeout_ms;        /* ... at most this long (0: SERVER_COORD_SYNC_TIMEOUT_MS) */
+    int worker_timeout_ms;      /* workers give up after this much silence (0: default) */
+    int evict_ms;               /* the coordinator evicts a worker silent this long (0: never) */
+    struct rt_metrics *metrics; /* the coordinator's "evict" events (borrowed, may be NULL) */
+    uint32_t chunk_floats;      /* floats per frame (0: default) */
     enum rt_wire_checksum checksum; /* frame checksum */
     int io_threads;                 /* ZeroMQ I/O threads of the shared context (0: 1) */
     void *zmq_ctx; /* context to use (borrowed; e.g. shared with an eigen service over inproc),
@@ -51,6 +51,6 @@ struct cluster_embed_cfg {
  * final_params (n_params floats) and final_buffers (n_buffers floats) when not NULL, and each
  * worker's counters into stats[n_workers] when not NULL. Returns 0 or a negative rt_err code. */
 int cluster_embed_run(const struct cluster_embed_cfg *cfg, float *final_params,
-                       float *final_buffers, struct worker_stats *stats);
+                      float *final_buffers, struct worker_stats *stats);
 
 #endif

@@ -137,8 +137,8 @@ static int s_launch_threads(const struct app_opts *o)
     if ((rc = app_opts_checksum(o, &ck)) || (rc = server_main_schedule(o, &sched, &owned)))
         goto out;
     for (; n_models < W; n_models++) {
-        rc = worker_synth_init(&models[n_models], (uint64_t)o->train.seed, (uint64_t)o->model.params,
-                               (uint64_t)o->model.buffers);
+        rc = worker_synth_init(&models[n_models], (uint64_t)o->train.seed,
+                               (uint64_t)o->model.params, (uint64_t)o->model.buffers);
         if (rc)
             goto out;
         cbs[n_models] = worker_synth_compute(&models[n_models]);
@@ -173,7 +173,6 @@ out:
     free(w);
     return rc ? 1 : 0;
 }
-
 
 /* The children's common start: self ROLE --config CONFIG. */
 static int s_role_args(char **args, const char *self, const char *role, const char *config)
@@ -219,8 +218,8 @@ static int s_endpoints(const struct app_opts *o, const char *dir, int port,
     int tcp = !strcmp(o->cluster.transport, "tcp");
     connect[0] = '\0';
     for (int i = 0; i < (int)o->cluster.shards; i++) {
-        if (rt_sock_endpoint(eps[i], sizeof eps[i], o->cluster.transport,
-                             tcp ? "127.0.0.1" : dir, port, i)) {
+        if (rt_sock_endpoint(eps[i], sizeof eps[i], o->cluster.transport, tcp ? "127.0.0.1" : dir,
+                             port, i)) {
             fprintf(stderr, "eigenbatch launch: %s\n", rt_err_msg());
             return 2;
         }

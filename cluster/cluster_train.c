@@ -56,8 +56,8 @@ static void *s_eig_main(void *arg)
     return NULL;
 }
 
-/* The eigen service's configuration: the run's (eigensvc_main_cfg, as the eigen service process reads
- * it) plus this process's endpoints, context and metrics. eps: the shard endpoints. */
+/* The eigen service's configuration: the run's (eigensvc_main_cfg, as the eigen service process
+ * reads it) plus this process's endpoints, context and metrics. eps: the shard endpoints. */
 static int s_eig_cfg(const struct app_opts *o, void *ctx, const char *const *eps,
                      rt_metrics_t *metrics, struct eigensvc_cfg *ec)
 {
@@ -202,7 +202,8 @@ static int s_train(struct app_opts *o, const rt_config_t *cfg)
         .model = o->model.name,
     };
     RT_INFO("train", "%s: %s on %s (%ld samples), %ld shards and %d workers over %s, %ld epochs",
-            o->schedule.method, o->model.name, o->data.train, o->data.samples, o->cluster.shards, W, o->cluster.transport, o->schedule.epochs);
+            o->schedule.method, o->model.name, o->data.train, o->data.samples, o->cluster.shards, W,
+            o->cluster.transport, o->schedule.epochs);
     double t0 = rt_progress_now();
     rc = s_train_run(o, &cc, &nns[0]);
     for (int i = 0; !rc && i < W; i++)
@@ -252,4 +253,3 @@ int cluster_train_main(int argc, char **argv)
 {
     return app_opts_main(argc, argv, s_train_usage, s_train_main);
 }
-

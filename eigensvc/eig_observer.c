@@ -26,8 +26,8 @@ struct eig_observer {
     uint64_t round;          /* snapshot round, echoed by the shards: older replies are dropped */
 };
 
-int eig_observer_new(void *zmq_ctx, int n_shards, const char *const *endpoints,
-                        uint64_t n_params, uint64_t n_buffers, eig_observer_t **out)
+int eig_observer_new(void *zmq_ctx, int n_shards, const char *const *endpoints, uint64_t n_params,
+                     uint64_t n_buffers, eig_observer_t **out)
 {
     *out = NULL;
     if (n_shards < 1 || !endpoints || n_params < (uint64_t)n_shards)
@@ -164,15 +164,13 @@ static int s_snapshot_round(eig_observer_t *o, uint64_t have, float *params, flo
 }
 
 int eig_observer_snapshot(eig_observer_t *o, float *params, float *buffers, uint64_t *version,
-                             uint64_t *epoch, int timeout_ms)
+                          uint64_t *epoch, int timeout_ms)
 {
-    return eig_observer_snapshot_since(o, UINT64_MAX, params, buffers, version, epoch,
-                                          timeout_ms);
+    return eig_observer_snapshot_since(o, UINT64_MAX, params, buffers, version, epoch, timeout_ms);
 }
 
-int eig_observer_snapshot_since(eig_observer_t *o, uint64_t have, float *params,
-                                   float *buffers, uint64_t *version, uint64_t *epoch,
-                                   int timeout_ms)
+int eig_observer_snapshot_since(eig_observer_t *o, uint64_t have, float *params, float *buffers,
+                                uint64_t *version, uint64_t *epoch, int timeout_ms)
 {
     double deadline = rt_clock_now() + timeout_ms / 1000.0;
     for (int t = 0; t < S_SNAPSHOT_TRIES; t++) {
@@ -184,8 +182,8 @@ int eig_observer_snapshot_since(eig_observer_t *o, uint64_t have, float *params,
     return rt_err_set(RT_ERR_STATE, "shards kept disagreeing on the snapshot version");
 }
 
-int eig_observer_decide(eig_observer_t *o, const struct rt_wire_decision *d,
-                           uint64_t *apply_step, uint64_t *version, int timeout_ms)
+int eig_observer_decide(eig_observer_t *o, const struct rt_wire_decision *d, uint64_t *apply_step,
+                        uint64_t *version, int timeout_ms)
 {
     return eig_observer_decide_held(o, d, apply_step, version, NULL, NULL, timeout_ms);
 }
@@ -198,8 +196,8 @@ static int s_answers_decision(const struct rt_wire_msg *r, void *arg)
 }
 
 int eig_observer_decide_held(eig_observer_t *o, const struct rt_wire_decision *d,
-                                uint64_t *apply_step, uint64_t *version,
-                                struct rt_wire_decision *held, int *has_held, int timeout_ms)
+                             uint64_t *apply_step, uint64_t *version, struct rt_wire_decision *held,
+                             int *has_held, int timeout_ms)
 {
     if (has_held)
         *has_held = 0;

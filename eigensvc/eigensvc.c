@@ -59,7 +59,7 @@ struct eigensvc {
     struct eigensvc_cfg cfg; /* configuration (strings borrowed) */
     void *ctx;               /* ZeroMQ context */
     int own_ctx;             /* created here */
-    eig_observer_t *obs;  /* snapshots and decisions */
+    eig_observer_t *obs;     /* snapshots and decisions */
     void *pub;               /* PUB socket, or NULL */
     void *query;             /* ROUTER answering CURRENT, or NULL */
     struct rt_sock_in in;    /* the query being answered */
@@ -169,7 +169,7 @@ int eigensvc_new(const struct eigensvc_cfg *cfg, eigensvc_t **out)
         s->own_ctx = 1;
     }
     rc = eig_observer_new(s->ctx, cfg->n_shards, cfg->endpoints, nn_net_param_count(s->net),
-                             nn_net_buffer_count(s->net), &s->obs);
+                          nn_net_buffer_count(s->net), &s->obs);
     if (rc)
         goto out_destroy;
     if (cfg->pub_endpoint) {
@@ -496,7 +496,7 @@ int eigensvc_run(eigensvc_t *s, const atomic_int *stop)
         int wait_ms =
             s->cfg.timeout_ms / 2 < S_SNAPSHOT_WAIT_MS ? s->cfg.timeout_ms / 2 : S_SNAPSHOT_WAIT_MS;
         int rc = eig_observer_snapshot_since(s->obs, have, params, buffers, &version, &epoch,
-                                                wait_ms > 0 ? wait_ms : 1);
+                                             wait_ms > 0 ? wait_ms : 1);
         /* the net holds that snapshot now (until an error leaves a mix of versions) */
         have = rc == RT_OK ? version : UINT64_MAX;
         if (rc == RT_OK || rc == RT_ERR_STATE) {

@@ -46,7 +46,8 @@ int eigensvc_main_cfg(const struct app_opts *o, struct eigensvc_cfg *ec)
                           o->schedule.method);
     eig_power_config_preset(&ec->power, pp);
     ec->power.seed = (uint64_t)o->train.seed;
-    eig_abs_config_default(&ec->abs, (int32_t)o->schedule.epochs, !strcasecmp(o->schedule.method, "ABSA"));
+    eig_abs_config_default(&ec->abs, (int32_t)o->schedule.epochs,
+                           !strcasecmp(o->schedule.method, "ABSA"));
     ec->abs.alpha = o->abs.alpha;
     ec->abs.beta = o->abs.beta;
     ec->abs.kappa = (int32_t)o->abs.kappa;
@@ -55,7 +56,9 @@ int eigensvc_main_cfg(const struct app_opts *o, struct eigensvc_cfg *ec)
     ec->abs.batch_max = o->schedule.batch_max;
     if (ec->abs.batch_max < o->schedule.batch)
         ec->abs.batch_max = o->schedule.batch;
-    ec->abs.lr0 = o->schedule.base_batch > 0 ? o->schedule.lr * (double)o->schedule.batch / (double)o->schedule.base_batch : o->schedule.lr;
+    ec->abs.lr0 = o->schedule.base_batch > 0
+                      ? o->schedule.lr * (double)o->schedule.batch / (double)o->schedule.base_batch
+                      : o->schedule.lr;
     ec->abs.lr_cap = o->schedule.lr_cap;
     ec->abs.gamma0 = o->abs.gamma;
     ec->abs.omega = o->abs.omega;
@@ -70,7 +73,8 @@ int eigensvc_main_cfg(const struct app_opts *o, struct eigensvc_cfg *ec)
             char *end;
             long e = strtol(t, &end, 10);
             if (end == t || *end || ec->abs.n_decay >= EIG_ABS_MAX_DECAY)
-                return rt_err_set(RT_ERR_CONFIG, "schedule.decay_epochs: bad list '%s'", o->schedule.decay_epochs);
+                return rt_err_set(RT_ERR_CONFIG, "schedule.decay_epochs: bad list '%s'",
+                                  o->schedule.decay_epochs);
             ec->abs.decay_epochs[ec->abs.n_decay++] = (int32_t)e;
         }
     }

@@ -27,11 +27,11 @@
 
 #define SERVER_CKPT_SUBDIR RT_CKPT_SUBDIR /* under the output directory */
 #define SERVER_CKPT_COORD RT_CKPT_COORD   /* the coordinator's state */
-#define SERVER_CKPT_SCHED "schedule.bin" /* the schedule's state */
-#define SERVER_CKPT_FORMAT 1             /* format of the files above */
-#define SERVER_CKPT_MODEL_MAX 64         /* bytes of a model name */
-#define SERVER_CKPT_KEEP_DEFAULT 2       /* checkpoints kept */
-#define SERVER_CKPT_NAME_MAX 64          /* bytes of a file name in a checkpoint */
+#define SERVER_CKPT_SCHED "schedule.bin"  /* the schedule's state */
+#define SERVER_CKPT_FORMAT 1              /* format of the files above */
+#define SERVER_CKPT_MODEL_MAX 64          /* bytes of a model name */
+#define SERVER_CKPT_KEEP_DEFAULT 2        /* checkpoints kept */
+#define SERVER_CKPT_NAME_MAX 64           /* bytes of a file name in a checkpoint */
 
 /* Layout and position of one shard's file. */
 struct server_ckpt_shard {
@@ -95,6 +95,5 @@ int server_ckpt_finish(const char *dir, const struct server_ckpt_coord *c);
  * Errors name dir and the field, e.g. "CKPT/MANIFEST.json: n_params is 1000, this run has 2000". */
 int server_ckpt_check(const char *dir, const char *file, int n_shards, uint64_t n_params,
                       uint64_t n_buffers, const char *model, uint64_t *epoch, uint64_t *step);
-
 
 #endif

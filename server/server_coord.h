@@ -114,10 +114,10 @@ int server_coord_overdue(const server_coord_t *c, const int *gone, double *silen
 
 /* What an eviction cost: the samples of the interrupted steps that no gradient will cover. */
 struct server_coord_loss {
-    uint64_t samples;     /* samples of the evicted worker's shares of those steps */
-    int steps;            /* interrupted steps (a few: at most those announced) */
-    uint64_t first_step;  /* the first of them (valid when steps > 0) */
-    uint64_t epoch;       /* its epoch */
+    uint64_t samples;    /* samples of the evicted worker's shares of those steps */
+    int steps;           /* interrupted steps (a few: at most those announced) */
+    uint64_t first_step; /* the first of them (valid when steps > 0) */
+    uint64_t epoch;      /* its epoch */
 };
 
 /* Evict worker `id`: from now on it has no share of any step whose share table is not frozen yet

@@ -136,7 +136,7 @@ static int s_run(struct app_opts *opts, rt_config_t *cfg)
 }
 
 int server_main_schedule(const struct app_opts *o, struct server_coord_sched *out,
-                     server_sched_t **owned)
+                         server_sched_t **owned)
 {
     *owned = NULL;
     if (o->schedule.steps > 0) {

@@ -27,7 +27,7 @@
 #include "rt_sock.h"
 
 #define S_PATH 4200
-#define S_RECV_MS 400      /* how long "nothing delivered" waits */
+#define S_RECV_MS 400       /* how long "nothing delivered" waits */
 #define S_HANDSHAKE_MS 5000 /* upper bound for a handshake or a ZAP rejection on loopback */
 
 /* ---- helpers ------------------------------------------------------------------------------ */
@@ -383,7 +383,8 @@ static void s_launch(const char *security, const char *out, const char *err)
 {
     char cmd[6 * S_PATH];
     snprintf(cmd, sizeof cmd,
-             "EB_LOG=warn '%s' launch --model synth --transport tcp --shards 2 --workers 2 --params 1001 "
+             "EB_LOG=warn '%s' launch --model synth --transport tcp --shards 2 --workers 2 "
+             "--params 1001 "
              "--buffers 7 --batch 24 --steps 6 --samples 48 --seed 42 --timeout-ms 20000 "
              "--out '%s' %s 2>'%s'",
              eb_test_binary(), out, security, err);
@@ -426,9 +427,10 @@ static void test_launch_with_keys(void **state)
     free(a);
     free(b);
     /* a missing key file stops the run with a message naming it */
-    snprintf(cmd, sizeof cmd,
-             "'%s' launch --model synth --transport tcp --steps 1 --security-key '%s/nope.key' 2>'%s'",
-             eb_test_binary(), s_dir, err);
+    snprintf(
+        cmd, sizeof cmd,
+        "'%s' launch --model synth --transport tcp --steps 1 --security-key '%s/nope.key' 2>'%s'",
+        eb_test_binary(), s_dir, err);
     assert_int_equal(s_run(cmd), 1);
     char *text = s_slurp(err);
     assert_non_null(strstr(text, "nope.key"));
@@ -446,14 +448,15 @@ static void test_launch_abs_with_keys(void **state)
     s_path(key, s_a, ".key");
     eb_test_make_raw_db(db, 40, 1, 8, 8);
     for (int run = 0; run < 2; run++) {
-        snprintf(cmd, sizeof cmd,
-                 "EB_LOG=warn timeout 120 '%s' launch --transport tcp --shards 2 --workers 2 "
-                 "--model cnn --data '%s' --classes 40 --batch 8 --micro-batch 4 --lr 0.05 "
-                 "--method ABS --epochs 3 --batch-max 32 --kappa 1 --hessian-batch 16 --decisions sync "
-                 "--timeout-ms 20000 --eig-metrics '%s/abs%d.jsonl' --out '%s/abs%d.bin' "
-                 "%s%s%s 2>'%s'",
-                 eb_test_binary(), db, s_dir, run, s_dir, run, run ? "" : "--security-key '",
-                 run ? "" : key, run ? "" : "'", err);
+        snprintf(
+            cmd, sizeof cmd,
+            "EB_LOG=warn timeout 120 '%s' launch --transport tcp --shards 2 --workers 2 "
+            "--model cnn --data '%s' --classes 40 --batch 8 --micro-batch 4 --lr 0.05 "
+            "--method ABS --epochs 3 --batch-max 32 --kappa 1 --hessian-batch 16 --decisions sync "
+            "--timeout-ms 20000 --eig-metrics '%s/abs%d.jsonl' --out '%s/abs%d.bin' "
+            "%s%s%s 2>'%s'",
+            eb_test_binary(), db, s_dir, run, s_dir, run, run ? "" : "--security-key '",
+            run ? "" : key, run ? "" : "'", err);
         int rc = s_run(cmd);
         if (rc) {
             char *text = s_slurp(err);

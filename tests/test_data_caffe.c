@@ -221,8 +221,8 @@ static void test_caffe_encoded(void **state)
         for (int y = 0; y < H; y++)
             for (int x = 0; x < W; x++)
                 s_rgb(i, y, x, rgb + (y * W + x) * 3);
-        assert_int_equal(tjCompress2(enc, rgb, W, W * 3, H, TJPF_RGB, &jpg[i], &jlen[i],
-                                     TJSAMP_444, 95, 0), 0);
+        assert_int_equal(
+            tjCompress2(enc, rgb, W, W * 3, H, TJPF_RGB, &jpg[i], &jlen[i], TJSAMP_444, 95, 0), 0);
         s_caffe_datum(p, 0, 0, 0, jpg[i], jlen[i], i + 1, true);
         char key[64];
         snprintf(key, sizeof key, "%08d_img/%d.jpg", i, i);
@@ -250,8 +250,7 @@ static void test_caffe_encoded(void **state)
         assert_int_equal(tjDecompress2(dec, jpg[i], jlen[i], ref, W, W * 3, H, TJPF_RGB, 0), 0);
         for (int ch = 0; ch < 3; ch++)
             for (int k = 0; k < H * W; k++)
-                assert_true(fabsf(x[(i * 3 + ch) * H * W + k] - ref[k * 3 + ch] / 255.0f) <
-                            1e-6f);
+                assert_true(fabsf(x[(i * 3 + ch) * H * W + k] - ref[k * 3 + ch] / 255.0f) < 1e-6f);
     }
     float one[3 * 24 * 32];
     int32_t lab;

@@ -182,7 +182,7 @@ static void test_cifar(void **state)
         for (size_t i = 0; i < rec * 4; i++)
             buf[i] = (uint8_t)(i * 7 + 3);
         for (int r = 0; r < 4; r++) {
-            buf[r * rec] = (uint8_t)(r + 1);       /* CIFAR-10 label / CIFAR-100 coarse */
+            buf[r * rec] = (uint8_t)(r + 1); /* CIFAR-10 label / CIFAR-100 coarse */
             if (c100)
                 buf[r * rec + 1] = (uint8_t)(50 + r); /* fine */
         }

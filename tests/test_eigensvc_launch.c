@@ -1,9 +1,9 @@
 /*
  * test_eigensvc_launch: `eigenbatch launch --method ABS` with a zoo model runs the eigen service as
- * a process (`eigenbatch eigensvc`) next to the shards and workers. With --decisions sync and kappa 1 the
- * batch grows 8 -> 16 -> 32 at the first two epoch ends; the service's metrics file shows each
- * decision with its reason and the coordinator's verdict; two runs write identical final weights.
- * `eigenbatch eigensvc` refuses bad options (2) and unusable data (1).
+ * a process (`eigenbatch eigensvc`) next to the shards and workers. With --decisions sync and kappa
+ * 1 the batch grows 8 -> 16 -> 32 at the first two epoch ends; the service's metrics file shows
+ * each decision with its reason and the coordinator's verdict; two runs write identical final
+ * weights. `eigenbatch eigensvc` refuses bad options (2) and unusable data (1).
  */
 #include "eb_test.h"
 #include "eb_test_data.h"
@@ -40,13 +40,14 @@ static long s_read(const char *path, unsigned char **out)
 static void s_launch(const char *tmp, const char *db, int run)
 {
     char cmd[16384];
-    snprintf(cmd, sizeof cmd,
-             "EB_LOG=warn '%s' launch --transport ipc --shards 2 --workers 2 --model cnn "
-             "--data '%s' --classes %d --batch 8 --micro-batch 4 --lr 0.05 --method ABS "
-             "--epochs 4 --batch-max 32 --kappa 1 --hessian-batch 16 --decisions sync --eig-metrics "
-             "'%s/m%d.jsonl' "
-             "--out '%s/w%d.bin'",
-             eb_test_binary(), db, N, tmp, run, tmp, run);
+    snprintf(
+        cmd, sizeof cmd,
+        "EB_LOG=warn '%s' launch --transport ipc --shards 2 --workers 2 --model cnn "
+        "--data '%s' --classes %d --batch 8 --micro-batch 4 --lr 0.05 --method ABS "
+        "--epochs 4 --batch-max 32 --kappa 1 --hessian-batch 16 --decisions sync --eig-metrics "
+        "'%s/m%d.jsonl' "
+        "--out '%s/w%d.bin'",
+        eb_test_binary(), db, N, tmp, run, tmp, run);
     assert_int_equal(s_run(cmd), 0);
 }
 
@@ -108,10 +109,11 @@ static void test_eigensvc_command_errors(void **state)
     char cmd[8192];
     snprintf(cmd, sizeof cmd, "'%s' eigensvc --model cnn 2>/dev/null", eb_test_binary());
     assert_int_equal(s_run(cmd), 2);
-    snprintf(cmd, sizeof cmd,
-             "'%s' eigensvc --connect tcp://127.0.0.1:9 --model cnn --data x --method ABS --kappa ten "
-             "2>/dev/null",
-             eb_test_binary());
+    snprintf(
+        cmd, sizeof cmd,
+        "'%s' eigensvc --connect tcp://127.0.0.1:9 --model cnn --data x --method ABS --kappa ten "
+        "2>/dev/null",
+        eb_test_binary());
     assert_int_equal(s_run(cmd), 2);
     snprintf(cmd, sizeof cmd,
              "'%s' eigensvc --connect tcp://127.0.0.1:9 --model cnn --data x --method SGD "
@@ -119,7 +121,8 @@ static void test_eigensvc_command_errors(void **state)
              eb_test_binary());
     assert_int_equal(s_run(cmd), 2);
     snprintf(cmd, sizeof cmd,
-             "EB_CONNECT=tcp://127.0.0.1:9 EB_MODEL=cnn EB_METHOD=ABS '%s' eigensvc --data /nonexistent/db "
+             "EB_CONNECT=tcp://127.0.0.1:9 EB_MODEL=cnn EB_METHOD=ABS '%s' eigensvc --data "
+             "/nonexistent/db "
              "2>/dev/null",
              eb_test_binary());
     assert_int_equal(s_run(cmd), 1); /* options from the environment; the data is missing */

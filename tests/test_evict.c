@@ -74,7 +74,7 @@ struct wk {
     long every_us;   /* every step takes this long (0: as fast as it goes) */
     long restart_us; /* after dying, run again after this pause (0: stay dead) */
     int runs;        /* worker_run calls */
-    int id;         /* the id the coordinator gave (seen in compute) */
+    int id;          /* the id the coordinator gave (seen in compute) */
     atomic_int stop;
     struct worker_cfg cfg;
     const char *eps[S];
@@ -115,9 +115,8 @@ static int s_compute(void *user, const struct worker_step *st, const float *para
         return rc;
     pthread_mutex_lock(&k->sh->mu);
     if (k->sh->n < MAX_LOG)
-        k->sh->log[k->sh->n++] = (struct rec){st->step, st->epoch,
-                                              st->epoch_offset + st->share_offset, *samples,
-                                              st->worker};
+        k->sh->log[k->sh->n++] = (struct rec){
+            st->step, st->epoch, st->epoch_offset + st->share_offset, *samples, st->worker};
     pthread_mutex_unlock(&k->sh->mu);
     return RT_OK;
 }
@@ -351,7 +350,8 @@ static void test_dead_worker_is_evicted(void **state)
     assert_int_equal(st[1].evicted, 1);
 
     /* no sample twice; the lost ones are exactly the untrained ones, all in the epoch of the
-     * death (its share of step 5, and of step 6 when a survivor asked for it before the eviction) */
+     * death (its share of step 5, and of step 6 when a survivor asked for it before the eviction)
+     */
     int counts[EPOCHS][N_SAMPLES];
     s_counts(&sh, counts);
     uint64_t missing = 0;
@@ -532,8 +532,8 @@ static void test_death_in_the_middle_of_a_push(void **state)
         brec[t] = (struct rec){t, sm.sched.epoch, sm.sched.epoch_offset + sm.sched.share_offset,
                                sm.sched.share_count, id};
         memcpy(b, b0, sizeof b); /* the buffers ride with the first chunk (not checked here) */
-        worker_synth_grad(&mb, (sm.sched.epoch << EPOCH_STRIDE) + brec[t].off,
-                          sm.sched.share_count, w, g, b);
+        worker_synth_grad(&mb, (sm.sched.epoch << EPOCH_STRIDE) + brec[t].off, sm.sched.share_count,
+                          w, g, b);
         struct rt_wire_msg pm;
         rt_wire_msg_init(&pm, RT_WIRE_PUSH, id, "dies-mid-push");
         pm.step = t;

@@ -86,21 +86,46 @@ static void test_sigkilled_worker(void **state)
     for (int i = 0; i < S; i++) {
         snprintf(a_shard[i], sizeof a_shard[i], "%d", i);
         /* (shard 0 ignores --coord) */
-        char *argv[] = {bin,          "server",   "--shard",   a_shard[i],
-                        "--shards",   "2",        "--workers", "3",
-                        "--bind",     ep[i],      "--coord",   ep[0],
-                        "--params",   a_p,        "--buffers", a_nb,
-                        "--batch",    a_b,        "--method",  "BL",
-                        "--epochs",   a_ep,
-                        "--samples",  a_n,        "--lr",      "0.001",
-                        "--output-dir", dir,      "--checkpoint-every", a_ck,
-                        "--worker-timeout-ms", a_ev, "--model", "synth", NULL};
+        char *argv[] = {bin,
+                        "server",
+                        "--shard",
+                        a_shard[i],
+                        "--shards",
+                        "2",
+                        "--workers",
+                        "3",
+                        "--bind",
+                        ep[i],
+                        "--coord",
+                        ep[0],
+                        "--params",
+                        a_p,
+                        "--buffers",
+                        a_nb,
+                        "--batch",
+                        a_b,
+                        "--method",
+                        "BL",
+                        "--epochs",
+                        a_ep,
+                        "--samples",
+                        a_n,
+                        "--lr",
+                        "0.001",
+                        "--output-dir",
+                        dir,
+                        "--checkpoint-every",
+                        a_ck,
+                        "--worker-timeout-ms",
+                        a_ev,
+                        "--model",
+                        "synth",
+                        NULL};
         shards[i] = s_spawn(argv);
     }
     for (int i = 0; i < W; i++) {
-        char *argv[] = {bin,        "worker",  "--connect", connect,        "--params",
-                        a_p,        "--buffers", a_nb,      "--timeout-ms", "20000",
-                        "--model",  "synth",   NULL};
+        char *argv[] = {bin,  "worker",       "--connect", connect,   "--params", a_p, "--buffers",
+                        a_nb, "--timeout-ms", "20000",     "--model", "synth",    NULL};
         workers[i] = s_spawn(argv);
     }
     /* mid-run: once the first epoch is checkpointed */

@@ -55,12 +55,13 @@ static void s_launch_and_compare(const char *transport)
     char *dir = eb_test_tmpdir();
     char out[4200], cmd[9000];
     snprintf(out, sizeof out, "%s/final.bin", dir);
-    snprintf(cmd, sizeof cmd,
-             "EB_LOG=warn '%s' launch --model synth --transport %s --shards 2 --workers 2 --params %d "
-             "--buffers %d --batch %d --steps %d --lr %.9g --momentum %.9g --weight-decay %.9g "
-             "--samples %d --seed %d --chunk 200 --checksum crc32 --out '%s'",
-             eb_test_binary(), transport, P, NB, BATCH, STEPS, (double)LR, (double)MOMENTUM,
-             (double)WD, N_SAMPLES, SEED, out);
+    snprintf(
+        cmd, sizeof cmd,
+        "EB_LOG=warn '%s' launch --model synth --transport %s --shards 2 --workers 2 --params %d "
+        "--buffers %d --batch %d --steps %d --lr %.9g --momentum %.9g --weight-decay %.9g "
+        "--samples %d --seed %d --chunk 200 --checksum crc32 --out '%s'",
+        eb_test_binary(), transport, P, NB, BATCH, STEPS, (double)LR, (double)MOMENTUM, (double)WD,
+        N_SAMPLES, SEED, out);
     assert_int_equal(s_run(cmd), 0);
     float got[P + NB], ref_w[P], ref_b[NB];
     FILE *f = fopen(out, "rb");
@@ -141,12 +142,13 @@ static void test_launch_gg_schedule(void **state)
     char *dir = eb_test_tmpdir();
     char out[4200], cmd[9000];
     snprintf(out, sizeof out, "%s/final.bin", dir);
-    snprintf(cmd, sizeof cmd,
-             "EB_LOG=warn '%s' launch --model synth --transport ipc --shards 2 --workers 2 --params %d "
-             "--buffers %d --batch 24 --lr %.9g --momentum %.9g --weight-decay %.9g "
-             "--samples 60 --seed %d --method GG --epochs 3 --decay-epochs 1 --rho 0.5 "
-             "--out '%s'",
-             eb_test_binary(), P, NB, (double)LR, (double)MOMENTUM, (double)WD, SEED, out);
+    snprintf(
+        cmd, sizeof cmd,
+        "EB_LOG=warn '%s' launch --model synth --transport ipc --shards 2 --workers 2 --params %d "
+        "--buffers %d --batch 24 --lr %.9g --momentum %.9g --weight-decay %.9g "
+        "--samples 60 --seed %d --method GG --epochs 3 --decay-epochs 1 --rho 0.5 "
+        "--out '%s'",
+        eb_test_binary(), P, NB, (double)LR, (double)MOMENTUM, (double)WD, SEED, out);
     assert_int_equal(s_run(cmd), 0);
     float got[P + NB];
     FILE *f = fopen(out, "rb");

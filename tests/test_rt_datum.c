@@ -17,11 +17,23 @@ static void test_round_trip(void **state)
         px[i] = (uint8_t)(i * 10);
     float fl[6] = {0.5f, -1, 2, 3.25f, 4, 1e-3f};
     struct rt_datum in[3] = {
-        {.kind = RT_DATUM_RAW, .channels = 2, .height = 3, .width = 4, .label = 9, .data = px,
+        {.kind = RT_DATUM_RAW,
+         .channels = 2,
+         .height = 3,
+         .width = 4,
+         .label = 9,
+         .data = px,
          .data_len = 24},
-        {.kind = RT_DATUM_FLOAT, .channels = 1, .height = 2, .width = 3, .label = -2,
-         .float_data = fl, .float_len = 6},
-        {.kind = RT_DATUM_ENCODED, .label = 3, .data = (const uint8_t *)"\xff\xd8jpeg",
+        {.kind = RT_DATUM_FLOAT,
+         .channels = 1,
+         .height = 2,
+         .width = 3,
+         .label = -2,
+         .float_data = fl,
+         .float_len = 6},
+        {.kind = RT_DATUM_ENCODED,
+         .label = 3,
+         .data = (const uint8_t *)"\xff\xd8jpeg",
          .data_len = 6},
     };
     for (int k = 0; k < 3; k++) {
@@ -81,8 +93,8 @@ static void test_shape_disagrees(void **state)
 {
     (void)state;
     uint8_t px[10] = {0}, buf[64];
-    struct rt_datum d = {.kind = RT_DATUM_RAW, .channels = 1, .height = 3, .width = 3, .data = px,
-                         .data_len = 10};
+    struct rt_datum d = {
+        .kind = RT_DATUM_RAW, .channels = 1, .height = 3, .width = 3, .data = px, .data_len = 10};
     size_t len;
     assert_int_equal(rt_datum_pack(&d, buf, sizeof buf, &len), RT_ERR_ARG);
     /* hand-made: channels=1 height=3 width=3 data=10 bytes */

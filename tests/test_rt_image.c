@@ -31,19 +31,20 @@ static void test_constant_and_identity(void **state)
     static uint8_t in[S_W * S_H * 3], out[100 * 100 * 3];
     struct rt_image_scratch s = {0};
     memset(in, 77, sizeof in);
-    assert_int_equal(rt_image_resize(in, S_W, S_H, S_W * 3, 3, 1.5f, 2.25f, 40, 30, out, 17, 9,
-                                     17 * 3, &s), 0);
+    assert_int_equal(
+        rt_image_resize(in, S_W, S_H, S_W * 3, 3, 1.5f, 2.25f, 40, 30, out, 17, 9, 17 * 3, &s), 0);
     for (int i = 0; i < 17 * 9 * 3; i++)
         assert_int_equal(out[i], 77);
     s_fill(in);
-    assert_int_equal(rt_image_resize(in, S_W, S_H, S_W * 3, 3, 0, 0, S_W, S_H, out, S_W, S_H,
-                                     S_W * 3, &s), 0);
+    assert_int_equal(
+        rt_image_resize(in, S_W, S_H, S_W * 3, 3, 0, 0, S_W, S_H, out, S_W, S_H, S_W * 3, &s), 0);
     assert_memory_equal(in, out, sizeof in);
     /* a single plane of an interleaved image through strides: c = 1 on plane 0 of CHW data */
     assert_int_equal(rt_image_resize(in, S_W, 3, S_W, 1, 0, 0, S_W, 3, out, S_W, 3, S_W, &s), 0);
     assert_memory_equal(in, out, S_W * 3);
-    assert_int_equal(rt_image_resize(in, S_W, S_H, S_W * 3, 3, 0, 0, S_W + 1, S_H, out, 4, 4, 12,
-                                     &s), RT_ERR_ARG);
+    assert_int_equal(
+        rt_image_resize(in, S_W, S_H, S_W * 3, 3, 0, 0, S_W + 1, S_H, out, 4, 4, 12, &s),
+        RT_ERR_ARG);
     rt_image_scratch_free(&s);
     rt_image_scratch_free(&s);
 }
@@ -73,8 +74,8 @@ static void test_matches_pillow(void **state)
                  "a = np.fromfile('%s/in.bin', np.uint8).reshape(%d, %d, 3); "
                  "Image.fromarray(a).resize((%d, %d), Image.BILINEAR, box=(%g, %g, %g, %g))"
                  ".save('%s/out.ppm')\"",
-                 tmp, S_H, S_W, size[k][0], size[k][1], box[k][0], box[k][1], box[k][2],
-                 box[k][3], tmp);
+                 tmp, S_H, S_W, size[k][0], size[k][1], box[k][0], box[k][1], box[k][2], box[k][3],
+                 tmp);
         assert_int_equal(system(cmd), 0);
         snprintf(p, sizeof p, "%s/out.ppm", tmp);
         f = fopen(p, "rb");
@@ -87,8 +88,9 @@ static void test_matches_pillow(void **state)
         size_t n = (size_t)w * h * 3;
         assert_int_equal(fread(ref, 1, n, f), n);
         fclose(f);
-        assert_int_equal(rt_image_resize(in, S_W, S_H, S_W * 3, 3, box[k][0], box[k][1],
-                                         box[k][2], box[k][3], got, w, h, (size_t)w * 3, &s), 0);
+        assert_int_equal(rt_image_resize(in, S_W, S_H, S_W * 3, 3, box[k][0], box[k][1], box[k][2],
+                                         box[k][3], got, w, h, (size_t)w * 3, &s),
+                         0);
         assert_memory_equal(got, ref, n);
     }
     rt_image_scratch_free(&s);

@@ -98,8 +98,10 @@ static void test_each_sample_once_per_epoch(void **state)
                 assert_int_equal(bounds[nw], b);
                 for (int r = 0; r < nw; r++) {
                     assert_true(bounds[r] <= bounds[r + 1]);
-                    struct rt_loader_req q = {.epoch = epoch, .start = pos + bounds[r],
-                                              .count = bounds[r + 1] - bounds[r], .augment = true};
+                    struct rt_loader_req q = {.epoch = epoch,
+                                              .start = pos + bounds[r],
+                                              .count = bounds[r + 1] - bounds[r],
+                                              .augment = true};
                     assert_int_equal(rt_loader_submit(w[r], &q), 0);
                     struct rt_loader_batch out;
                     assert_int_equal(rt_loader_wait(w[r], &out), 0);
@@ -125,8 +127,8 @@ static void test_each_sample_once_per_epoch(void **state)
 
 /* Load the whole epoch through one loader in `parts` requests queued ahead; return the samples
  * indexed by record (n x sample floats) so that runs can be compared per record. */
-static float *s_epoch_by_record(const struct s_fix *f, rt_loader_t *l, uint64_t epoch,
-                                size_t batch, bool caller_buffers)
+static float *s_epoch_by_record(const struct s_fix *f, rt_loader_t *l, uint64_t epoch, size_t batch,
+                                bool caller_buffers)
 {
     int c, h, w;
     rt_loader_shape(l, &c, &h, &w);
@@ -139,8 +141,8 @@ static float *s_epoch_by_record(const struct s_fix *f, rt_loader_t *l, uint64_t 
         /* up to 3 requests in flight */
         while (queued < f->n && queued - pos < 3 * batch) {
             size_t cnt = batch < f->n - queued ? batch : f->n - queued;
-            struct rt_loader_req q = {.epoch = epoch, .start = queued, .count = cnt,
-                                      .augment = true};
+            struct rt_loader_req q = {
+                .epoch = epoch, .start = queued, .count = cnt, .augment = true};
             if (caller_buffers) {
                 q.x = xbuf + (k % 4) * batch * sample;
                 q.y = ybuf + (k % 4) * batch;
@@ -263,8 +265,8 @@ static void test_read_eval_normalised(void **state)
     }
     assert_int_equal(rt_loader_read(l, 200, 5, x, y), RT_ERR_ARG);
     /* the same records through the queue in key order, prefetched */
-    struct rt_loader_req qo = {.epoch = 3, .start = 198, .count = 5, .in_order = true,
-                               .x = x + 0, .y = y};
+    struct rt_loader_req qo = {
+        .epoch = 3, .start = 198, .count = 5, .in_order = true, .x = x + 0, .y = y};
     float x2[5 * 48];
     memcpy(x2, x, sizeof x2);
     memset(x, 0, sizeof x2);

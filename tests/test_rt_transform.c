@@ -37,8 +37,12 @@ static void test_random_crop_and_centre(void **state)
     uint8_t px[10 * 12];
     for (int i = 0; i < 120; i++)
         px[i] = (uint8_t)i;
-    struct rt_datum d = {.kind = RT_DATUM_RAW, .channels = 1, .height = 10, .width = 12,
-                         .data = px, .data_len = 120};
+    struct rt_datum d = {.kind = RT_DATUM_RAW,
+                         .channels = 1,
+                         .height = 10,
+                         .width = 12,
+                         .data = px,
+                         .data_len = 120};
     struct rt_transform_spec sp;
     s_spec(&sp, 1, 10, 12, 6, 8);
     float out[48];
@@ -73,8 +77,8 @@ static void test_bgr_and_shape_errors(void **state)
     (void)state;
     rt_transform_t *x = rt_transform_new();
     uint8_t px[3 * 2 * 2] = {1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3}; /* planes B=1, G=2, R=3 */
-    struct rt_datum d = {.kind = RT_DATUM_RAW, .channels = 3, .height = 2, .width = 2,
-                         .data = px, .data_len = 12};
+    struct rt_datum d = {
+        .kind = RT_DATUM_RAW, .channels = 3, .height = 2, .width = 2, .data = px, .data_len = 12};
     struct rt_transform_spec sp;
     s_spec(&sp, 3, 2, 2, 2, 2);
     float out[12];
@@ -89,8 +93,12 @@ static void test_bgr_and_shape_errors(void **state)
     assert_non_null(strstr(rt_err_msg(), "00000009_odd.png"));
     /* float records are not resized */
     float fv[4] = {0.5f, 1, 2, 3};
-    struct rt_datum f = {.kind = RT_DATUM_FLOAT, .channels = 1, .height = 2, .width = 2,
-                         .float_data = fv, .float_len = 4};
+    struct rt_datum f = {.kind = RT_DATUM_FLOAT,
+                         .channels = 1,
+                         .height = 2,
+                         .width = 2,
+                         .float_data = fv,
+                         .float_len = 4};
     s_spec(&sp, 1, 2, 2, 4, 4);
     assert_int_equal(rt_transform_apply(x, &sp, &f, "fk", 0, false, out), RT_ERR_UNSUPPORTED);
     assert_non_null(strstr(rt_err_msg(), "fk"));

@@ -28,8 +28,8 @@
 #define S_IDX_LABELS_MAGIC 0x00000801u /* IDX: unsigned byte, 1 dimension */
 #define S_CIFAR_PIXELS 3072            /* 3 x 32 x 32 */
 #define S_CIFAR_SIDE 32
-#define S_PROGRESS_LINE_S 2.0          /* seconds between progress lines when not a terminal */
-#define S_PROGRESS_BAR_S 0.1           /* seconds between bar redraws on a terminal */
+#define S_PROGRESS_LINE_S 2.0 /* seconds between progress lines when not a terminal */
+#define S_PROGRESS_BAR_S 0.1  /* seconds between bar redraws on a terminal */
 #define S_BAR_WIDTH 40
 #define S_PATH_MAX 4096
 
@@ -44,11 +44,11 @@ static void s_on_signal(int sig)
 /* ---- progress display --------------------------------------------------------------------- */
 
 struct s_progress {
-    const char *what;  /* label */
-    size_t total;      /* records expected */
-    bool tty;          /* stderr is a terminal: live bar */
-    double t0;         /* start time */
-    double last;       /* last display time */
+    const char *what; /* label */
+    size_t total;     /* records expected */
+    bool tty;         /* stderr is a terminal: live bar */
+    double t0;        /* start time */
+    double last;      /* last display time */
 };
 
 static double s_now(void)
@@ -94,10 +94,10 @@ static void s_progress_show(struct s_progress *p, size_t done, bool final)
 
 /* What every source writes through. */
 struct s_out {
-    rt_db_writer_t *w;       /* the database being built */
-    uint8_t *buf;            /* serialisation buffer (reused) */
-    size_t cap;              /* its size */
-    struct s_progress prog;  /* display */
+    rt_db_writer_t *w;      /* the database being built */
+    uint8_t *buf;           /* serialisation buffer (reused) */
+    size_t cap;             /* its size */
+    struct s_progress prog; /* display */
 };
 
 /* Serialise d and store it under the next %08d key. */
@@ -187,13 +187,13 @@ static int s_convert_idx(const char *in, const char *split, struct s_out *o, con
         (rc = s_gzread(fl, lpath, hl, sizeof hl)) < 0)
         goto out_close_labels;
     if (s_be32(hi) != S_IDX_IMAGES_MAGIC) {
-        rc = rt_err_set(RT_ERR_FORMAT, "%s: magic 0x%08x is not an IDX image file (0x%08x)",
-                        ipath, s_be32(hi), S_IDX_IMAGES_MAGIC);
+        rc = rt_err_set(RT_ERR_FORMAT, "%s: magic 0x%08x is not an IDX image file (0x%08x)", ipath,
+                        s_be32(hi), S_IDX_IMAGES_MAGIC);
         goto out_close_labels;
     }
     if (s_be32(hl) != S_IDX_LABELS_MAGIC) {
-        rc = rt_err_set(RT_ERR_FORMAT, "%s: magic 0x%08x is not an IDX label file (0x%08x)",
-                        lpath, s_be32(hl), S_IDX_LABELS_MAGIC);
+        rc = rt_err_set(RT_ERR_FORMAT, "%s: magic 0x%08x is not an IDX label file (0x%08x)", lpath,
+                        s_be32(hl), S_IDX_LABELS_MAGIC);
         goto out_close_labels;
     }
     uint32_t n = s_be32(hi + 4), rows = s_be32(hi + 8), cols = s_be32(hi + 12);
@@ -217,8 +217,12 @@ static int s_convert_idx(const char *in, const char *split, struct s_out *o, con
         if ((rc = s_gzread(fi, ipath, px, (size_t)rows * cols)) < 0 ||
             (rc = s_gzread(fl, lpath, &lab, 1)) < 0)
             goto out_free;
-        struct rt_datum d = {.kind = RT_DATUM_RAW, .channels = 1, .height = (int)rows,
-                             .width = (int)cols, .label = lab, .data = px,
+        struct rt_datum d = {.kind = RT_DATUM_RAW,
+                             .channels = 1,
+                             .height = (int)rows,
+                             .width = (int)cols,
+                             .label = lab,
+                             .data = px,
                              .data_len = (size_t)rows * cols};
         if ((rc = s_put(o, &d)) < 0)
             goto out_free;
@@ -273,8 +277,10 @@ static int s_convert_cifar(const char *in, const char *split, struct s_out *o, b
         if (stat(paths[f], &st) != 0)
             return rt_err_set(RT_ERR_IO, "%s: %s", paths[f], strerror(errno));
         if (st.st_size <= 0 || (size_t)st.st_size % rec != 0)
-            return rt_err_set(RT_ERR_TRUNCATED, "%s: %lld bytes is not a whole number of "
-                              "%zu-byte records", paths[f], (long long)st.st_size, rec);
+            return rt_err_set(RT_ERR_TRUNCATED,
+                              "%s: %lld bytes is not a whole number of "
+                              "%zu-byte records",
+                              paths[f], (long long)st.st_size, rec);
         total += (size_t)st.st_size / rec;
     }
     s_progress_start(&o->prog, c100 ? "cifar100" : "cifar10", total);
@@ -287,9 +293,13 @@ static int s_convert_cifar(const char *in, const char *split, struct s_out *o, b
         rc = 0;
         while ((got = fread(buf, 1, rec, fp)) == rec) {
             /* CIFAR-100 records carry (coarse, fine): the fine label is the class */
-            struct rt_datum d = {.kind = RT_DATUM_RAW, .channels = 3, .height = S_CIFAR_SIDE,
-                                 .width = S_CIFAR_SIDE, .label = c100 ? buf[1] : buf[0],
-                                 .data = buf + rec - S_CIFAR_PIXELS, .data_len = S_CIFAR_PIXELS};
+            struct rt_datum d = {.kind = RT_DATUM_RAW,
+                                 .channels = 3,
+                                 .height = S_CIFAR_SIDE,
+                                 .width = S_CIFAR_SIDE,
+                                 .label = c100 ? buf[1] : buf[0],
+                                 .data = buf + rec - S_CIFAR_PIXELS,
+                                 .data_len = S_CIFAR_PIXELS};
             if ((rc = s_put(o, &d)) < 0)
                 break;
         }
@@ -305,8 +315,8 @@ static int s_convert_cifar(const char *in, const char *split, struct s_out *o, b
 /* ---- image folder ------------------------------------------------------------------------- */
 
 struct s_names {
-    char **v;   /* names, owned */
-    size_t n;   /* count */
+    char **v; /* names, owned */
+    size_t n; /* count */
 };
 
 static void s_names_free(struct s_names *s)

@@ -20,15 +20,15 @@
 
 /* What the scan found. */
 struct s_info {
-    size_t kinds[3];        /* records per rt_datum_kind */
-    int c, h, w;            /* first record's shape */
-    int hmin, hmax;         /* height range */
-    int wmin, wmax;         /* width range */
-    bool cmix;              /* channel counts differ */
-    size_t *hist;           /* count per label */
-    size_t nlabels;         /* entries used in hist (max label + 1) */
-    size_t other;           /* labels outside [0, S_MAX_LABEL) */
-    size_t bytes;           /* total value bytes */
+    size_t kinds[3]; /* records per rt_datum_kind */
+    int c, h, w;     /* first record's shape */
+    int hmin, hmax;  /* height range */
+    int wmin, wmax;  /* width range */
+    bool cmix;       /* channel counts differ */
+    size_t *hist;    /* count per label */
+    size_t nlabels;  /* entries used in hist (max label + 1) */
+    size_t other;    /* labels outside [0, S_MAX_LABEL) */
+    size_t bytes;    /* total value bytes */
 };
 
 static int s_scan(rt_db_t *db, rt_jpeg_t *jpeg, struct s_info *s)
@@ -51,8 +51,10 @@ static int s_scan(rt_db_t *db, rt_jpeg_t *jpeg, struct s_info *s)
             int jc;
             rc = rt_jpeg_header(jpeg, d.data, d.data_len, key, &w, &h, &jc);
             if (rc == 0 && ((d.height && d.height != h) || (d.width && d.width != w)))
-                rc = rt_err_set(RT_ERR_SHAPE, "record %s: shape fields %dx%d disagree with its "
-                                "JPEG %dx%d", key, d.height, d.width, h, w);
+                rc = rt_err_set(RT_ERR_SHAPE,
+                                "record %s: shape fields %dx%d disagree with its "
+                                "JPEG %dx%d",
+                                key, d.height, d.width, h, w);
             if (!c)
                 c = jc;
         }
@@ -69,8 +71,10 @@ static int s_scan(rt_db_t *db, rt_jpeg_t *jpeg, struct s_info *s)
         }
         /* raw and float records feed fixed-size tensors: all must share one shape */
         if (rc == 0 && raw && i > 0 && (c != s->c || h != s->h || w != s->w))
-            return rt_err_set(RT_ERR_SHAPE, "record %s: shape %dx%dx%d differs from the first "
-                              "record's %dx%dx%d", key, c, h, w, s->c, s->h, s->w);
+            return rt_err_set(RT_ERR_SHAPE,
+                              "record %s: shape %dx%dx%d differs from the first "
+                              "record's %dx%dx%d",
+                              key, c, h, w, s->c, s->h, s->w);
         s->cmix |= c != s->c;
         s->hmin = h < s->hmin ? h : s->hmin;
         s->hmax = h > s->hmax ? h : s->hmax;

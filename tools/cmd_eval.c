@@ -16,7 +16,6 @@
 
 #define S_EVAL_BATCH 256 /* default evaluation micro-batch */
 
-
 static const char s_eval_usage[] =
     "usage: eigenbatch eval --model M --weights FILE --data DIR [--classes N] [--batch N]\n"
     "                       [--threads N]\n"

@@ -12,10 +12,10 @@
 int eb_cli_main(int argc, char **argv);
 
 /* Utility sub-commands. */
-int eb_cmd_convert(int argc, char **argv); /* tools/cmd_convert.c */
-int eb_cmd_dbinfo(int argc, char **argv);  /* tools/cmd_dbinfo.c */
-int eb_cmd_eval(int argc, char **argv);    /* tools/cmd_eval.c */
-int eb_cmd_plot(int argc, char **argv);    /* tools/cmd_plot.c */
+int eb_cmd_convert(int argc, char **argv);  /* tools/cmd_convert.c */
+int eb_cmd_dbinfo(int argc, char **argv);   /* tools/cmd_dbinfo.c */
+int eb_cmd_eval(int argc, char **argv);     /* tools/cmd_eval.c */
+int eb_cmd_plot(int argc, char **argv);     /* tools/cmd_plot.c */
 int eb_cmd_simulate(int argc, char **argv); /* tools/cmd_simulate.c */
 /* `eigenbatch keygen --out PREFIX`: a CURVE keypair, PREFIX.key and PREFIX.pub (cmd_keygen.c). */
 int eb_cmd_keygen(int argc, char **argv);

@@ -74,8 +74,9 @@ int worker_app_open(const struct app_opts *o, struct worker_app *n, int compute,
         return RT_OK;
     worker_feed_init(&n->feed, n->loader, lo.queue_depth);
     struct worker_nn_source src = worker_feed_source(&n->feed);
-    struct worker_nn_cfg nc = {
-        .micro_batch = (int)o->train.micro_batch, .fgsm_epsilon = o->abs.epsilon, .init_seed = (uint64_t)o->train.seed};
+    struct worker_nn_cfg nc = {.micro_batch = (int)o->train.micro_batch,
+                               .fgsm_epsilon = o->abs.epsilon,
+                               .init_seed = (uint64_t)o->train.seed};
     n->nn = worker_nn_new(n->net, &src, &nc, &rc);
     if (!n->nn)
         return rc;
@@ -151,17 +152,17 @@ struct s_epoch {
 /* The evaluation thread of worker 0: a second net, the test set, one pending epoch. */
 struct worker_app_eval {
     struct worker_app *owner; /* the worker state (metrics, results) */
-    nn_net_t *net;           /* the evaluated weights (a copy) */
-    rt_loader_t *test;       /* the test set */
-    float *x;                /* one evaluation micro-batch of inputs */
-    int32_t *y;              /* its labels */
-    pthread_t thread;        /* the thread */
-    int started;             /* 1 once the thread runs */
-    pthread_mutex_t mu;      /* guards the fields below and owner's results */
-    pthread_cond_t cv;       /* signals a new job, a finished job and quit */
-    int pending;             /* 1: ep holds a job not yet done */
-    int quit;                /* 1: the thread ends once nothing is pending */
-    struct s_epoch ep;       /* the job */
+    nn_net_t *net;            /* the evaluated weights (a copy) */
+    rt_loader_t *test;        /* the test set */
+    float *x;                 /* one evaluation micro-batch of inputs */
+    int32_t *y;               /* its labels */
+    pthread_t thread;         /* the thread */
+    int started;              /* 1 once the thread runs */
+    pthread_mutex_t mu;       /* guards the fields below and owner's results */
+    pthread_cond_t cv;        /* signals a new job, a finished job and quit */
+    int pending;              /* 1: ep holds a job not yet done */
+    int quit;                 /* 1: the thread ends once nothing is pending */
+    struct s_epoch ep;        /* the job */
 };
 
 /* Write the epoch event; acc/tl NaN when not evaluated. */
@@ -254,7 +255,8 @@ static int s_eval_new(const struct app_opts *o, struct worker_app *n, int c, int
     if (tc != c || th != h || tw != w)
         return rt_err_set(RT_ERR_SHAPE, "test set %s has %dx%dx%d samples, training set %dx%dx%d",
                           o->data.test, tc, th, tw, c, h, w);
-    ev->net = nn_zoo_new(o->model.name, c, h, w, (int)o->model.classes, (int)o->train.micro_batch, &rc);
+    ev->net =
+        nn_zoo_new(o->model.name, c, h, w, (int)o->model.classes, (int)o->train.micro_batch, &rc);
     ev->x = malloc((size_t)o->train.micro_batch * (size_t)(c * h * w) * sizeof(float));
     ev->y = malloc((size_t)o->train.micro_batch * sizeof(int32_t));
     if (!ev->net || !ev->x || !ev->y)

@@ -21,29 +21,29 @@
 struct worker_app_eval;
 
 struct worker_app {
-    rt_loader_t *loader;     /* the training set */
-    struct worker_feed feed; /* micro-batches from the loader */
-    nn_net_t *net;           /* the model */
-    worker_nn_t *nn;         /* its compute */
-    const struct app_opts *o; /* the options (borrowed) */
-    struct worker_app_eval *ev;  /* worker 0 with a test set: the evaluation thread and its net */
-    rt_metrics_t *metrics;   /* worker 0 with an output directory: metrics.jsonl */
-    rt_progress_t *progress; /* worker 0: the progress line */
-    double t0;               /* time of the first step */
-    double epoch_t0;         /* time the current epoch started */
-    int64_t epoch;           /* epoch of the last step seen (-1 before the first) */
-    uint64_t done_samples;   /* global samples of every step so far */
-    uint64_t skip_samples;   /* samples of the epochs before the checkpoint a run resumed from */
-    uint64_t epoch_samples;  /* global samples of this epoch's steps */
-    uint64_t tot_samples;    /* samples of this epoch over every worker (coordinator totals) */
-    uint64_t tot_correct;    /* ... correctly classified */
-    double tot_loss;         /* ... summed loss */
-    struct worker_step last; /* the last step seen */
-    int worker_id;           /* id the coordinator gave this worker (-1: not known yet) */
-    double eval_seconds;     /* time spent in test evaluation (on the evaluation thread) */
-    double test_accuracy;    /* the last evaluation's accuracy (NaN: none yet) */
-    double test_loss;        /* ... and mean loss */
-    int rc;                  /* first error of a callback that cannot return one */
+    rt_loader_t *loader;        /* the training set */
+    struct worker_feed feed;    /* micro-batches from the loader */
+    nn_net_t *net;              /* the model */
+    worker_nn_t *nn;            /* its compute */
+    const struct app_opts *o;   /* the options (borrowed) */
+    struct worker_app_eval *ev; /* worker 0 with a test set: the evaluation thread and its net */
+    rt_metrics_t *metrics;      /* worker 0 with an output directory: metrics.jsonl */
+    rt_progress_t *progress;    /* worker 0: the progress line */
+    double t0;                  /* time of the first step */
+    double epoch_t0;            /* time the current epoch started */
+    int64_t epoch;              /* epoch of the last step seen (-1 before the first) */
+    uint64_t done_samples;      /* global samples of every step so far */
+    uint64_t skip_samples;      /* samples of the epochs before the checkpoint a run resumed from */
+    uint64_t epoch_samples;     /* global samples of this epoch's steps */
+    uint64_t tot_samples;       /* samples of this epoch over every worker (coordinator totals) */
+    uint64_t tot_correct;       /* ... correctly classified */
+    double tot_loss;            /* ... summed loss */
+    struct worker_step last;    /* the last step seen */
+    int worker_id;              /* id the coordinator gave this worker (-1: not known yet) */
+    double eval_seconds;        /* time spent in test evaluation (on the evaluation thread) */
+    double test_accuracy;       /* the last evaluation's accuracy (NaN: none yet) */
+    double test_loss;           /* ... and mean loss */
+    int rc;                     /* first error of a callback that cannot return one */
 };
 
 /* Open the training set and build the net; with `compute`, also the compute (worker_nn) and, for

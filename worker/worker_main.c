@@ -32,7 +32,8 @@ static void s_on_signal(int sig)
 
 static const char s_usage[] =
     "usage: eigenbatch worker [--config FILE] [--set KEY=VALUE]... --connect EP0,EP1,...\n"
-    "                         [--weight W] [--lead 0|1] [--out FILE] [--resume auto|PATH] [options]\n"
+    "                         [--weight W] [--lead 0|1] [--out FILE] [--resume auto|PATH] "
+    "[options]\n"
     "Runs one worker against the shards (EP0 is shard 0, the coordinator). --out writes the\n"
     "final parameters then buffers as raw little-endian float32. Only worker 0 (numbered by the\n"
     "coordinator) writes the final weights (--out, weights.safetensors under --output-dir):\n"
@@ -132,13 +133,14 @@ static int s_run(struct app_opts *opts, rt_config_t *cfg)
         fprintf(stderr, "eigenbatch worker: %s\n", rt_err_msg());
         return 1;
     }
-    int rc =
-        zoo ? worker_app_open(&o, &nnw, 1, o.local.lead != 0)
-            : worker_synth_init(&model, (uint64_t)o.train.seed, (uint64_t)o.model.params, (uint64_t)o.model.buffers);
+    int rc = zoo ? worker_app_open(&o, &nnw, 1, o.local.lead != 0)
+                 : worker_synth_init(&model, (uint64_t)o.train.seed, (uint64_t)o.model.params,
+                                     (uint64_t)o.model.buffers);
     if (!rc && zoo) {
         /* the shards were sized by the launcher (or by hand): they must agree with the net */
         long np = (long)nn_net_param_count(nnw.net), nb = (long)nn_net_buffer_count(nnw.net);
-        if ((o.model.params != np && o.model.params != 0) || (o.model.buffers != nb && o.model.buffers != 0))
+        if ((o.model.params != np && o.model.params != 0) ||
+            (o.model.buffers != nb && o.model.buffers != 0))
             rc = rt_err_set(RT_ERR_SHAPE,
                             "model %s has %ld parameters and %ld buffers, "
                             "--params/--buffers say %ld/%ld",
@@ -156,7 +158,8 @@ static int s_run(struct app_opts *opts, rt_config_t *cfg)
     char name[RT_WIRE_NAME_MAX], host[40] = "host";
     gethostname(host, sizeof host - 1);
     snprintf(name, sizeof name, "%s:%ld", host, (long)getpid());
-    struct s_finish fin = {&model, o.local.out, (uint64_t)o.model.params, (uint64_t)o.model.buffers, 0, -1};
+    struct s_finish fin = {&model, o.local.out, (uint64_t)o.model.params, (uint64_t)o.model.buffers,
+                           0,      -1};
     struct worker_compute cb = {
         .user = &fin, .init = s_init_fwd, .compute = s_compute_fwd, .finish = s_write_final};
     if (zoo)
@@ -198,4 +201,3 @@ static int s_run(struct app_opts *opts, rt_config_t *cfg)
         worker_synth_fini(&model);
     return rc ? 1 : 0;
 }
-

@@ -24,10 +24,14 @@
 
 /* A keyed row: section.field, flag, type, default, range, choices, help. */
 #define K(field, key, flag, type, def, lo, hi, choices, help)                                      \
-    {key, flag, RT_OPT_##type, offsetof(struct app_opts, field), def, lo, hi, choices, help}
+    {                                                                                              \
+        key, flag, RT_OPT_##type, offsetof(struct app_opts, field), def, lo, hi, choices, help     \
+    }
 /* A per-process row (no key). */
 #define L(field, flag, type, def, lo, hi, help)                                                    \
-    {NULL, flag, RT_OPT_##type, offsetof(struct app_opts, local.field), def, lo, hi, NULL, help}
+    {                                                                                              \
+        NULL, flag, RT_OPT_##type, offsetof(struct app_opts, local.field), def, lo, hi, NULL, help \
+    }
 
 const struct rt_opt app_opts_table[] = {
     K(model.name, "model.name", "model", STR, "cnn", 0, 0, NULL, "zoo model (models.md) or synth"),
@@ -48,8 +52,7 @@ const struct rt_opt app_opts_table[] = {
       "synth: samples per epoch (zoo models: the dataset's)"),
     K(cluster.shards, "cluster.shards", "shards", INT, "2", 1, APP_MAX_SHARDS, NULL,
       "parameter-server shards"),
-    K(cluster.workers, "cluster.workers", "workers", INT, "2", 1, APP_MAX_WORKERS, NULL,
-      "workers"),
+    K(cluster.workers, "cluster.workers", "workers", INT, "2", 1, APP_MAX_WORKERS, NULL, "workers"),
     K(cluster.transport, "cluster.transport", "transport", STR, "inproc", 0, 0, "inproc|ipc|tcp",
       "train: inproc; launch: ipc or tcp (zoo models over inproc use ipc)"),
     K(cluster.port, "cluster.port", "port", INT, "0", 0, 65535, NULL,
@@ -62,8 +65,8 @@ const struct rt_opt app_opts_table[] = {
       "floats per frame (0: default)"),
     K(cluster.timeout_ms, "cluster.timeout_ms", "timeout-ms", INT, "0", 0, S_INT_MAX, NULL,
       "a worker or the eigen service gives up after this much silence (0: 60 s; sync: never)"),
-    K(cluster.worker_timeout_ms, "cluster.worker_timeout_ms", "worker-timeout-ms", INT, "30000",
-      0, S_INT_MAX, NULL, "evict a worker silent this long (0: never; else >= 100)"),
+    K(cluster.worker_timeout_ms, "cluster.worker_timeout_ms", "worker-timeout-ms", INT, "30000", 0,
+      S_INT_MAX, NULL, "evict a worker silent this long (0: never; else >= 100)"),
     K(schedule.method, "schedule.method", "method", STR, "BL", 0, 0, "BL|FB|GG|ABS|ABSA",
       "batch-size and learning-rate method"),
     K(schedule.batch, "schedule.batch", "batch", INT, "128", 1, S_U32_MAX, NULL,
@@ -71,13 +74,12 @@ const struct rt_opt app_opts_table[] = {
     K(schedule.base_batch, "schedule.base_batch", "base-batch", INT, "0", 0, S_U32_MAX, NULL,
       "batch at which lr is given (0: batch)"),
     K(schedule.lr, "schedule.lr", "lr", FLOAT, "0.1", 0, 1e6, NULL, "learning rate at base_batch"),
-    K(schedule.momentum, "schedule.momentum", "momentum", FLOAT, "0.9", 0, 1, NULL,
-      "SGD momentum"),
+    K(schedule.momentum, "schedule.momentum", "momentum", FLOAT, "0.9", 0, 1, NULL, "SGD momentum"),
     K(schedule.weight_decay, "schedule.weight_decay", "weight-decay", FLOAT, "5e-4", 0, 1, NULL,
       "SGD weight decay"),
     K(schedule.epochs, "schedule.epochs", "epochs", INT, "1", 1, S_INT_MAX, NULL, "epochs"),
-    K(schedule.decay_epochs, "schedule.decay_epochs", "decay-epochs", LIST_INT, NULL, 1,
-      S_INT_MAX, NULL, "epochs at which the lr decays by rho"),
+    K(schedule.decay_epochs, "schedule.decay_epochs", "decay-epochs", LIST_INT, NULL, 1, S_INT_MAX,
+      NULL, "epochs at which the lr decays by rho"),
     K(schedule.rho, "schedule.rho", "rho", FLOAT, "0.2", 0, 1, NULL, "decay factor"),
     K(schedule.warmup_epochs, "schedule.warmup_epochs", "warmup-epochs", INT, "0", 0, S_INT_MAX,
       NULL, "FB: epochs of gradual warm-up"),
@@ -154,8 +156,7 @@ const struct rt_opt app_opts_table[] = {
 };
 const int app_opts_count = (int)(sizeof app_opts_table / sizeof app_opts_table[0]);
 
-int app_opts_parse(int argc, char **argv, const char *usage, struct app_opts *o,
-                   rt_config_t **cfg)
+int app_opts_parse(int argc, char **argv, const char *usage, struct app_opts *o, rt_config_t **cfg)
 {
     const char *cmd = argc > 0 ? argv[0] : "eigenbatch";
     memset(o, 0, sizeof *o);
@@ -203,8 +204,7 @@ int app_opts_check(const struct app_opts *o)
         bad = "model.params (--params) must be at least cluster.shards";
     else if (o->model.params && o->model.buffers > o->model.params)
         bad = "model.buffers (--buffers) must be at most model.params";
-    else if (o->cluster.worker_timeout_ms != 0 &&
-             o->cluster.worker_timeout_ms < APP_MIN_EVICT_MS)
+    else if (o->cluster.worker_timeout_ms != 0 && o->cluster.worker_timeout_ms < APP_MIN_EVICT_MS)
         bad = "cluster.worker_timeout_ms (--worker-timeout-ms) must be 0 (never evict) or in "
               "100..2147483647";
     else if (o->local.resume && !*o->local.resume)

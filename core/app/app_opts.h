@@ -84,12 +84,12 @@ struct app_abs_opts {
 };
 
 struct app_train_opts {
-    long micro_batch; /* train.micro_batch */
-    long threads;     /* train.threads: math threads per worker (and the eigen service) */
-    long eval_every;  /* train.eval_every: epochs between test evaluations (0: at the end) */
-    long log_every;   /* train.log_every: steps between step events */
+    long micro_batch;  /* train.micro_batch */
+    long threads;      /* train.threads: math threads per worker (and the eigen service) */
+    long eval_every;   /* train.eval_every: epochs between test evaluations (0: at the end) */
+    long log_every;    /* train.log_every: steps between step events */
     double progress_s; /* train.progress_s: seconds between progress lines */
-    long seed;        /* train.seed */
+    long seed;         /* train.seed */
 };
 
 struct app_checkpoint_opts {
@@ -142,8 +142,7 @@ extern const int app_opts_count;
  * configuration (caller owns it; strings of *o point into it and into argv). Returns 0,
  * RT_OPT_HELP (after printing usage and the table to stdout), or 2 after printing the problem
  * (naming the file:line, flag or variable) to stderr. */
-int app_opts_parse(int argc, char **argv, const char *usage, struct app_opts *o,
-                   rt_config_t **cfg);
+int app_opts_parse(int argc, char **argv, const char *usage, struct app_opts *o, rt_config_t **cfg);
 
 /* The body of a role command: the parsed options and the resolved configuration (borrowed);
  * returns the exit status. */

@@ -12,8 +12,8 @@
  * "format": "pt". Returns 0 or a negative rt_err code (detail in rt_err_msg()). */
 int app_weights_save(nn_net_t *net, const char *path);
 
-/* app_weights_save with extra "__metadata__" entries: meta is a NULL-terminated key, value, ... list
- * (may be NULL), e.g. {"model", "cnn", "epoch", "12", NULL}. */
+/* app_weights_save with extra "__metadata__" entries: meta is a NULL-terminated key, value, ...
+ * list (may be NULL), e.g. {"model", "cnn", "epoch", "12", NULL}. */
 int app_weights_save_meta(nn_net_t *net, const char *path, const char *const *meta);
 
 /* Load path into net: every named tensor of the net must be present as F32 with the net's shape

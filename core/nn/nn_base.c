@@ -19,12 +19,18 @@ static int s_threads = 1;
 const char *nn_strerror(int code)
 {
     switch (code) {
-    case NN_OK: return "success";
-    case NN_ERR_NOMEM: return "out of memory";
-    case NN_ERR_ARG: return "invalid argument";
-    case NN_ERR_SHAPE: return "shape mismatch";
-    case NN_ERR_NOTFOUND: return "not found";
-    default: return "unknown error";
+    case NN_OK:
+        return "success";
+    case NN_ERR_NOMEM:
+        return "out of memory";
+    case NN_ERR_ARG:
+        return "invalid argument";
+    case NN_ERR_SHAPE:
+        return "shape mismatch";
+    case NN_ERR_NOTFOUND:
+        return "not found";
+    default:
+        return "unknown error";
     }
 }
 

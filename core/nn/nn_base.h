@@ -4,11 +4,11 @@
  *
  * Activation layout inside a net is "CNHW": for a batch of n samples with c channels of h x w,
  * element (sample i, channel k, row y, col x) is at ((k * n + i) * h + y) * w + x. Vectors (Linear
- * layers, logits) are the special case h = w = 1, i.e. feature-major [features x n]. With this layout
- * a convolution over the whole batch is one GEMM (weights [out x in*k*k] times im2col columns
- * [in*k*k x n*oh*ow]) whose result is already the next layer's input, a BatchNorm channel is one
- * contiguous run, and a Linear layer is W [out x in] times X [in x n]. Data enters and leaves the net
- * as NCHW (PyTorch's layout); only the net's edges transpose.
+ * layers, logits) are the special case h = w = 1, i.e. feature-major [features x n]. With this
+ * layout a convolution over the whole batch is one GEMM (weights [out x in*k*k] times im2col
+ * columns [in*k*k x n*oh*ow]) whose result is already the next layer's input, a BatchNorm channel
+ * is one contiguous run, and a Linear layer is W [out x in] times X [in x n]. Data enters and
+ * leaves the net as NCHW (PyTorch's layout); only the net's edges transpose.
  */
 #ifndef NN_BASE_H
 #define NN_BASE_H
@@ -52,8 +52,8 @@ struct nn_rng {
 };
 void nn_rng_seed(struct nn_rng *r, unsigned long long seed);
 unsigned long long nn_rng_next(struct nn_rng *r);
-float nn_rng_uniform(struct nn_rng *r);  /* [0, 1) */
-float nn_rng_normal(struct nn_rng *r);   /* standard normal */
+float nn_rng_uniform(struct nn_rng *r); /* [0, 1) */
+float nn_rng_normal(struct nn_rng *r);  /* standard normal */
 
 /* Set the number of threads used by GEMMs and by the core's own parallel loops. */
 void nn_set_threads(int threads);

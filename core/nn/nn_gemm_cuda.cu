@@ -53,9 +53,9 @@ struct s_dbuf {
 };
 
 static pthread_mutex_t s_lock = PTHREAD_MUTEX_INITIALIZER; /* one multiply at a time */
-static cublasHandle_t s_handle;                               /* created by nn_cuda_backend */
-static int s_state;                                           /* 0 untried, 1 ready, -1 unusable */
-static struct s_dbuf s_a, s_b, s_c;                           /* operand buffers */
+static cublasHandle_t s_handle;                            /* created by nn_cuda_backend */
+static int s_state;                                        /* 0 untried, 1 ready, -1 unusable */
+static struct s_dbuf s_a, s_b, s_c;                        /* operand buffers */
 
 /* Make b hold at least n floats. Returns 0 or -1 (reported). */
 static int s_reserve(struct s_dbuf *b, size_t n)

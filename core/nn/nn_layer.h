@@ -1,10 +1,10 @@
 /*
  * nn_layer: the internal contract between a net and its layers.
  *
- * A layer is a small common header (struct nn_layer) embedded as the first member of each kind's own
- * struct, plus a static const table of operations. The net owns every activation (struct nn_node)
- * and the flat parameter/gradient/direction/HVP vectors; a layer sees views into them, bound once
- * at build time. Passes never allocate.
+ * A layer is a small common header (struct nn_layer) embedded as the first member of each kind's
+ * own struct, plus a static const table of operations. The net owns every activation (struct
+ * nn_node) and the flat parameter/gradient/direction/HVP vectors; a layer sees views into them,
+ * bound once at build time. Passes never allocate.
  *
  * Per-pass protocol (the net drives it; n is the current batch, <= max batch):
  *   forward   reads in[i]->y, writes out->y. Train-mode BN keeps its batch statistics for the
@@ -24,7 +24,7 @@
 
 #include "nn_base.h"
 
-#define NN_NAME_MAX 64  /* longest layer or tensor name, with the terminator */
+#define NN_NAME_MAX 64 /* longest layer or tensor name, with the terminator */
 #define NN_LAYER_MAX_IN 2
 #define NN_LAYER_MAX_TENSORS 4
 
@@ -48,22 +48,22 @@ struct nn_node {
 
 /* Context of one pass, shared by all layers. */
 struct nn_ctx {
-    int n;               /* samples in this pass */
-    int bn_eval;         /* BatchNorm uses running statistics */
-    int update_stats;    /* train-mode BN updates running statistics */
-    int param_grad;      /* backward accumulates parameter gradients */
-    float grad_scale;    /* factor applied to what is added to parameter gradients */
-    float *work;         /* shared scratch of net->work_floats floats (im2col etc.) */
-    size_t work_floats;  /* size of work */
+    int n;              /* samples in this pass */
+    int bn_eval;        /* BatchNorm uses running statistics */
+    int update_stats;   /* train-mode BN updates running statistics */
+    int param_grad;     /* backward accumulates parameter gradients */
+    float grad_scale;   /* factor applied to what is added to parameter gradients */
+    float *work;        /* shared scratch of net->work_floats floats (im2col etc.) */
+    size_t work_floats; /* size of work */
 };
 
 /* A tensor a layer declares at setup: a parameter (in the flat parameter vector) or a buffer (BN
  * running statistics, in the flat buffer vector). */
 struct nn_tensor_decl {
-    char suffix[16];  /* "weight", "bias", "running_mean", "running_var" */
-    int is_buffer;    /* 0: parameter, 1: buffer */
-    int ndim;         /* 1..4 */
-    int shape[4];     /* PyTorch shape */
+    char suffix[16]; /* "weight", "bias", "running_mean", "running_var" */
+    int is_buffer;   /* 0: parameter, 1: buffer */
+    int ndim;        /* 1..4 */
+    int shape[4];    /* PyTorch shape */
 };
 
 struct nn_layer;
@@ -71,8 +71,8 @@ struct nn_layer;
 struct nn_layer_ops {
     const char *kind; /* "conv2d", "linear", "batchnorm2d", "relu", ... */
     /* Fix the output shape from the input shapes, declare tensors (l->decl, l->n_decl), state
-     * the scratch floats needed per sample (l->work_per_sample) and allocate private per-sample state
-     * for max_batch samples. Returns NN_OK or NN_ERR_SHAPE. */
+     * the scratch floats needed per sample (l->work_per_sample) and allocate private per-sample
+     * state for max_batch samples. Returns NN_OK or NN_ERR_SHAPE. */
     int (*setup)(struct nn_layer *l, int max_batch);
     void (*forward)(struct nn_layer *l, const struct nn_ctx *ctx);
     void (*backward)(struct nn_layer *l, const struct nn_ctx *ctx);
@@ -89,22 +89,22 @@ struct nn_layer_ops {
 /* Common header; each kind embeds it first: struct nn_conv { struct nn_layer base; ... }. */
 struct nn_layer {
     const struct nn_layer_ops *ops;
-    char name[NN_NAME_MAX];          /* PyTorch module name ("layers.0.c1"); "" for parameterless */
-    int n_in;                        /* number of inputs */
-    struct nn_node *in[NN_LAYER_MAX_IN]; /* input activations (owned by the net) */
-    struct nn_node *out;             /* output activation (owned by the net) */
+    char name[NN_NAME_MAX]; /* PyTorch module name ("layers.0.c1"); "" for parameterless */
+    int n_in;               /* number of inputs */
+    struct nn_node *in[NN_LAYER_MAX_IN];              /* input activations (owned by the net) */
+    struct nn_node *out;                              /* output activation (owned by the net) */
     struct nn_tensor_decl decl[NN_LAYER_MAX_TENSORS]; /* tensors declared by setup */
-    int n_decl;                      /* number of declared tensors */
-    size_t work_per_sample;          /* scratch floats per sample needed by any pass */
+    int n_decl;                                       /* number of declared tensors */
+    size_t work_per_sample; /* scratch floats per sample needed by any pass */
     /* Views bound by the net after setup. Parameters of a layer are contiguous, in decl order. */
-    float *w;      /* parameters */
-    float *g;      /* gradient of the parameters */
-    float *v;      /* HVP direction restricted to this layer */
-    float *hv;     /* HVP result for this layer */
-    float *buf;    /* buffers (running statistics), contiguous in decl order */
-    size_t n_w;    /* parameter floats */
-    size_t n_buf;  /* buffer floats */
-    int in_block;  /* parameters take part in the current HVP */
+    float *w;     /* parameters */
+    float *g;     /* gradient of the parameters */
+    float *v;     /* HVP direction restricted to this layer */
+    float *hv;    /* HVP result for this layer */
+    float *buf;   /* buffers (running statistics), contiguous in decl order */
+    size_t n_w;   /* parameter floats */
+    size_t n_buf; /* buffer floats */
+    int in_block; /* parameters take part in the current HVP */
 };
 
 /* For constructors: a zeroed layer struct of `size` bytes whose first member is struct nn_layer,
@@ -118,9 +118,9 @@ struct nn_layer *nn_linear_new(const char *name, int out_features);
 struct nn_layer *nn_bn_new(const char *name);
 struct nn_layer *nn_relu_new(void);
 struct nn_layer *nn_maxpool_new(int k, int stride);
-struct nn_layer *nn_gap_new(void);      /* global average pool: c x h x w -> c x 1 x 1 */
-struct nn_layer *nn_add_new(void);      /* two inputs of equal shape */
-struct nn_layer *nn_flatten_new(void);  /* c x h x w -> (c*h*w) x 1 x 1, PyTorch flatten order */
+struct nn_layer *nn_gap_new(void);     /* global average pool: c x h x w -> c x 1 x 1 */
+struct nn_layer *nn_add_new(void);     /* two inputs of equal shape */
+struct nn_layer *nn_flatten_new(void); /* c x h x w -> (c*h*w) x 1 x 1, PyTorch flatten order */
 
 /* Numbers of elements of a per-sample shape. */
 static inline size_t nn_shape_numel(const struct nn_shape *s)

@@ -5,8 +5,8 @@
  *
  * All parameters live in one flat float vector, in models.md's order (PyTorch registration order);
  * gradients, directions and Hessian-vector products use the same indexing. BatchNorm running
- * statistics live in a second flat vector ("buffers"). Tensors are named with PyTorch state_dict names
- * (nn_net_tensor) so that weights files can be exchanged with PyTorch.
+ * statistics live in a second flat vector ("buffers"). Tensors are named with PyTorch state_dict
+ * names (nn_net_tensor) so that weights files can be exchanged with PyTorch.
  *
  * Inputs are NCHW float32; labels int32 in [0, classes). The loss is the mean softmax cross-entropy
  * over the n samples of the call.
@@ -29,21 +29,21 @@ enum nn_bn_mode {
 
 /* Flags for nn_net_train_pass. */
 enum nn_pass_flags {
-    NN_PASS_PARAM_GRAD = 1u << 0,   /* accumulate dL/dw into nn_net_grads() */
-    NN_PASS_INPUT_GRAD = 1u << 1,   /* write dL/dx (NCHW) into the dx argument */
-    NN_PASS_UPDATE_STATS = 1u << 2  /* train-mode BN: update running statistics */
+    NN_PASS_PARAM_GRAD = 1u << 0,  /* accumulate dL/dw into nn_net_grads() */
+    NN_PASS_INPUT_GRAD = 1u << 1,  /* write dL/dx (NCHW) into the dx argument */
+    NN_PASS_UPDATE_STATS = 1u << 2 /* train-mode BN: update running statistics */
 };
 
 /* A named tensor of the net (parameter or buffer), as in a PyTorch state_dict. */
 enum nn_tensor_kind { NN_TENSOR_PARAM = 0, NN_TENSOR_BUFFER = 1 };
 struct nn_tensor_info {
-    const char *name;          /* PyTorch name, e.g. "layers.0.c1.weight"; owned by the net */
-    enum nn_tensor_kind kind;  /* parameter (in params()) or buffer (in buffers()) */
-    int ndim;                  /* number of dimensions, 1..4 */
-    int shape[4];              /* PyTorch shape (Conv2d weight: out, in, kh, kw) */
-    size_t offset;             /* first float in the flat params() or buffers() vector */
-    size_t numel;              /* number of floats */
-    int layer;                 /* index of its parameter layer (see nn_net_param_layers) */
+    const char *name;         /* PyTorch name, e.g. "layers.0.c1.weight"; owned by the net */
+    enum nn_tensor_kind kind; /* parameter (in params()) or buffer (in buffers()) */
+    int ndim;                 /* number of dimensions, 1..4 */
+    int shape[4];             /* PyTorch shape (Conv2d weight: out, in, kh, kw) */
+    size_t offset;            /* first float in the flat params() or buffers() vector */
+    size_t numel;             /* number of floats */
+    int layer;                /* index of its parameter layer (see nn_net_param_layers) */
 };
 
 /* Build a zoo model ("mlp", "cnn", "resnet20", "resnet18") for inputs c x h x w and `classes`
@@ -91,15 +91,15 @@ void nn_net_zero_grad(nn_net_t *net);
 /* The passes below report bad input (n outside [1, max_batch], a label outside [0, classes),
  * missing buffers) through the report callback and return NaN without touching the net. */
 
-/* Forward pass only. x: n x c x h x w (NCHW). logits (may be NULL): n x classes row-major. labels may
- * be NULL (then the loss is not computed and 0 is returned); otherwise returns the mean loss and, if
- * correct != NULL, the number of samples whose argmax equals the label. */
+/* Forward pass only. x: n x c x h x w (NCHW). logits (may be NULL): n x classes row-major. labels
+ * may be NULL (then the loss is not computed and 0 is returned); otherwise returns the mean loss
+ * and, if correct != NULL, the number of samples whose argmax equals the label. */
 float nn_net_forward(nn_net_t *net, const float *x, const int32_t *labels, int n,
                      enum nn_bn_mode bn, float *logits, int *correct);
 
-/* Forward and backward. Returns the mean loss. With NN_PASS_PARAM_GRAD the gradient of the mean loss
- * is ADDED to nn_net_grads() (call nn_net_zero_grad first; accumulation across micro-batches is the
- * caller's choice of scaling via `grad_scale`, which multiplies what is added). With
+/* Forward and backward. Returns the mean loss. With NN_PASS_PARAM_GRAD the gradient of the mean
+ * loss is ADDED to nn_net_grads() (call nn_net_zero_grad first; accumulation across micro-batches
+ * is the caller's choice of scaling via `grad_scale`, which multiplies what is added). With
  * NN_PASS_INPUT_GRAD, dx (n x c x h x w) receives dL/dx of the mean loss (not scaled). correct as
  * above (may be NULL). */
 float nn_net_train_pass(nn_net_t *net, const float *x, const int32_t *labels, int n,

@@ -454,8 +454,7 @@ int rt_ckpt_remove_after(const char *root, uint64_t epoch)
     return rc;
 }
 
-int rt_ckpt_resolve(const char *out_dir, const char *spec, char *path, size_t cap,
-                    uint64_t *epoch)
+int rt_ckpt_resolve(const char *out_dir, const char *spec, char *path, size_t cap, uint64_t *epoch)
 {
     path[0] = '\0';
     if (epoch)

@@ -80,7 +80,6 @@ int rt_ckpt_remove_after(const char *root, uint64_t epoch);
  * skipped with a warning naming them; none at all: a fresh start, said in the log, *path = "");
  * anything else: that checkpoint directory, which must be complete (else an error naming it).
  * *epoch (may be NULL) receives its epoch. 0 or a negative rt_err code. */
-int rt_ckpt_resolve(const char *out_dir, const char *spec, char *path, size_t cap,
-                    uint64_t *epoch);
+int rt_ckpt_resolve(const char *out_dir, const char *spec, char *path, size_t cap, uint64_t *epoch);
 
 #endif

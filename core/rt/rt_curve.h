@@ -18,12 +18,13 @@
 
 #include <stddef.h>
 
-#define RT_CURVE_Z85_LEN 40   /* characters of a Z85-encoded key */
-#define RT_CURVE_KEY_BYTES 32 /* bytes of a raw key */
-#define RT_CURVE_MAX_ALLOWED 1024 /* public keys in an allowed list */
+#define RT_CURVE_Z85_LEN 40              /* characters of a Z85-encoded key */
+#define RT_CURVE_KEY_BYTES 32            /* bytes of a raw key */
+#define RT_CURVE_MAX_ALLOWED 1024        /* public keys in an allowed list */
 #define RT_CURVE_ZAP_DOMAIN "eigenbatch" /* ZAP domain of every CURVE server socket */
-#define RT_CURVE_FRAME_OVERHEAD 64 /* bytes CURVE adds to a frame on the wire (33 in ZeroMQ 4.3:
-                                      command name, nonce, MAC, flags), with slack */
+#define RT_CURVE_FRAME_OVERHEAD                                                                    \
+    64 /* bytes CURVE adds to a frame on the wire (33 in ZeroMQ 4.3:                               \
+          command name, nonce, MAC, flags), with slack */
 
 /* 1 when libzmq was built with CURVE (zmq_has("curve")), else 0. */
 int rt_curve_available(void);

@@ -46,8 +46,8 @@ static int s_check_payload(const struct rt_datum *d, const char *key)
             return rt_err_set(RT_ERR_FORMAT, "record %s: encoded record without data", key);
         if (d->channels < 0 || d->channels > RT_DATUM_MAX_CHANNELS || d->height < 0 ||
             d->height > RT_DATUM_MAX_SIDE || d->width < 0 || d->width > RT_DATUM_MAX_SIDE)
-            return rt_err_set(RT_ERR_SHAPE, "record %s: invalid shape %dx%dx%d", key,
-                              d->channels, d->height, d->width);
+            return rt_err_set(RT_ERR_SHAPE, "record %s: invalid shape %dx%dx%d", key, d->channels,
+                              d->height, d->width);
         return 0;
     }
     return rt_err_set(RT_ERR_FORMAT, "record %s: unknown record kind", key);
@@ -122,8 +122,10 @@ static int s_decode(const void *buf, size_t len, const char *key, ProtobufCAlloc
     memset(out, 0, sizeof *out);
     Caffe__Datum *m = caffe__datum__unpack(alloc, len, buf);
     if (!m)
-        return rt_err_set(RT_ERR_FORMAT, "record %s: not a valid Datum (%zu bytes, corrupt or "
-                                         "truncated)", key, len);
+        return rt_err_set(RT_ERR_FORMAT,
+                          "record %s: not a valid Datum (%zu bytes, corrupt or "
+                          "truncated)",
+                          key, len);
     out->channels = m->has_channels ? m->channels : 0;
     out->height = m->has_height ? m->height : 0;
     out->width = m->has_width ? m->width : 0;

@@ -30,17 +30,17 @@ enum rt_datum_kind {
 /* A decoded record: a view. After rt_datum_decode() the pointers are valid until
  * rt_datum_release(); when the caller fills one to encode, the pointers are the caller's. */
 struct rt_datum {
-    enum rt_datum_kind kind;  /* which payload holds the pixels */
-    int channels;             /* 0 when unset (encoded records made by Caffe) */
-    int height;               /* rows, 0 when unset */
-    int width;                /* columns, 0 when unset */
-    int label;                /* class index */
-    const uint8_t *data;      /* raw pixels or encoded bytes (RAW, ENCODED) */
-    size_t data_len;          /* bytes in data */
-    const float *float_data;  /* FLOAT pixels */
-    size_t float_len;         /* floats in float_data */
-    void *msg_;               /* decoder-owned message; NULL for caller-built records */
-    void *arena_;             /* arena the message lives in, or NULL (heap) */
+    enum rt_datum_kind kind; /* which payload holds the pixels */
+    int channels;            /* 0 when unset (encoded records made by Caffe) */
+    int height;              /* rows, 0 when unset */
+    int width;               /* columns, 0 when unset */
+    int label;               /* class index */
+    const uint8_t *data;     /* raw pixels or encoded bytes (RAW, ENCODED) */
+    size_t data_len;         /* bytes in data */
+    const float *float_data; /* FLOAT pixels */
+    size_t float_len;        /* floats in float_data */
+    void *msg_;              /* decoder-owned message; NULL for caller-built records */
+    void *arena_;            /* arena the message lives in, or NULL (heap) */
 };
 
 /* Reusable decoding memory, so that a hot loop decodes records without allocating. Zero it

@@ -17,25 +17,25 @@
 #include "rt_err.h"
 
 struct rt_db {
-    char *path;       /* directory, owned */
-    MDB_env *env;     /* environment, read-only */
-    MDB_txn *txn;     /* read transaction held open so that map pointers stay valid */
-    MDB_dbi dbi;      /* the unnamed database */
-    size_t count;     /* number of records */
-    MDB_val *keys;    /* count keys, pointing into the map */
-    MDB_val *vals;    /* count values, pointing into the map */
+    char *path;    /* directory, owned */
+    MDB_env *env;  /* environment, read-only */
+    MDB_txn *txn;  /* read transaction held open so that map pointers stay valid */
+    MDB_dbi dbi;   /* the unnamed database */
+    size_t count;  /* number of records */
+    MDB_val *keys; /* count keys, pointing into the map */
+    MDB_val *vals; /* count values, pointing into the map */
 };
 
 struct rt_db_writer {
-    char *dest;        /* final directory, owned */
-    char *tmp;         /* build directory DEST.partial-PID, owned */
-    bool force;        /* replace an existing dest at finish */
-    MDB_env *env;      /* environment being built; NULL once closed */
-    MDB_txn *txn;      /* open write transaction or NULL */
-    MDB_dbi dbi;       /* the unnamed database */
-    size_t count;      /* records stored */
-    size_t in_txn;     /* records in the open transaction */
-    bool finished;     /* renamed into place */
+    char *dest;    /* final directory, owned */
+    char *tmp;     /* build directory DEST.partial-PID, owned */
+    bool force;    /* replace an existing dest at finish */
+    MDB_env *env;  /* environment being built; NULL once closed */
+    MDB_txn *txn;  /* open write transaction or NULL */
+    MDB_dbi dbi;   /* the unnamed database */
+    size_t count;  /* records stored */
+    size_t in_txn; /* records in the open transaction */
+    bool finished; /* renamed into place */
 };
 
 /* Record an LMDB failure of `what` on `path`. */
@@ -64,8 +64,10 @@ int rt_db_open(const char *dir, rt_db_t **out)
     if (stat(dir, &st) != 0)
         return rt_err_set(RT_ERR_NOTFOUND, "%s: %s", dir, strerror(errno));
     if (!S_ISDIR(st.st_mode))
-        return rt_err_set(RT_ERR_FORMAT, "%s: not a directory (an LMDB database is a directory "
-                                         "holding data.mdb)", dir);
+        return rt_err_set(RT_ERR_FORMAT,
+                          "%s: not a directory (an LMDB database is a directory "
+                          "holding data.mdb)",
+                          dir);
     rt_db_t *db = calloc(1, sizeof *db);
     if (!db || !(db->path = s_strdup(dir))) {
         rc = rt_err_set(RT_ERR_NOMEM, "%s: out of memory", dir);
@@ -109,8 +111,7 @@ int rt_db_open(const char *dir, rt_db_t **out)
     db->keys = malloc((db->count ? db->count : 1) * sizeof *db->keys);
     db->vals = malloc((db->count ? db->count : 1) * sizeof *db->vals);
     if (!db->keys || !db->vals) {
-        rc = rt_err_set(RT_ERR_NOMEM, "%s: no memory for the index of %zu records", dir,
-                        db->count);
+        rc = rt_err_set(RT_ERR_NOMEM, "%s: no memory for the index of %zu records", dir, db->count);
         goto out_free;
     }
     if ((rc = mdb_cursor_open(db->txn, db->dbi, &cur)) != 0) {
@@ -177,8 +178,8 @@ const char *rt_db_path(const rt_db_t *db)
 int rt_db_record(const rt_db_t *db, size_t index, const void **val, size_t *len)
 {
     if (index >= db->count)
-        return rt_err_set(RT_ERR_ARG, "%s: record %zu out of range (%zu records)", db->path,
-                          index, db->count);
+        return rt_err_set(RT_ERR_ARG, "%s: record %zu out of range (%zu records)", db->path, index,
+                          db->count);
     *val = db->vals[index].mv_data;
     *len = db->vals[index].mv_size;
     return 0;
@@ -281,8 +282,10 @@ int rt_db_writer_new(const char *dir, bool force, rt_db_writer_t **out)
         if (!force)
             return rt_err_set(RT_ERR_EXISTS, "%s already exists (use --force to replace it)", dir);
         if (!S_ISDIR(st.st_mode) || !s_looks_like_lmdb(dir))
-            return rt_err_set(RT_ERR_EXISTS, "%s exists and is not an LMDB database directory; "
-                                             "refusing to replace it", dir);
+            return rt_err_set(RT_ERR_EXISTS,
+                              "%s exists and is not an LMDB database directory; "
+                              "refusing to replace it",
+                              dir);
     }
     if ((rc = s_make_parent(dir)) < 0)
         return rc;
@@ -340,8 +343,7 @@ out_free:
     return rc;
 }
 
-int rt_db_writer_put(rt_db_writer_t *w, const void *key, size_t klen, const void *val,
-                     size_t vlen)
+int rt_db_writer_put(rt_db_writer_t *w, const void *key, size_t klen, const void *val, size_t vlen)
 {
     char kt[RT_DB_KEY_MAX];
     int rc;
@@ -413,8 +415,10 @@ int rt_db_writer_finish(rt_db_writer_t *w)
     char *old = NULL;
     if (stat(w->dest, &st) == 0) {
         if (!w->force)
-            return rt_err_set(RT_ERR_EXISTS, "%s appeared while building; not replaced (the "
-                                             "build is kept at %s)", w->dest, w->tmp);
+            return rt_err_set(RT_ERR_EXISTS,
+                              "%s appeared while building; not replaced (the "
+                              "build is kept at %s)",
+                              w->dest, w->tmp);
         size_t n = strlen(w->dest) + 48;
         if (!(old = malloc(n)))
             return rt_err_set(RT_ERR_NOMEM, "out of memory");

@@ -63,8 +63,7 @@ int rt_db_writer_new(const char *dir, bool force, rt_db_writer_t **out);
 
 /* Store one record. Keys should arrive in increasing order (then appends are cheap); a duplicate
  * key is RT_ERR_EXISTS. Errors name the key. */
-int rt_db_writer_put(rt_db_writer_t *w, const void *key, size_t klen, const void *val,
-                     size_t vlen);
+int rt_db_writer_put(rt_db_writer_t *w, const void *key, size_t klen, const void *val, size_t vlen);
 
 /* Records stored so far. */
 size_t rt_db_writer_count(const rt_db_writer_t *w);

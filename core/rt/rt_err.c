@@ -14,28 +14,50 @@ static _Thread_local int s_code;
 const char *rt_strerror(int code)
 {
     switch (code) {
-    case RT_OK: return "success";
-    case RT_ERR_NOMEM: return "out of memory";
-    case RT_ERR_IO: return "input/output error";
-    case RT_ERR_NOTFOUND: return "not found";
-    case RT_ERR_FORMAT: return "malformed input";
-    case RT_ERR_VERSION: return "unsupported version";
-    case RT_ERR_SIZE: return "wrong size";
-    case RT_ERR_TOOBIG: return "too large";
-    case RT_ERR_TRUNCATED: return "truncated input";
-    case RT_ERR_CHECKSUM: return "checksum mismatch";
-    case RT_ERR_SHAPE: return "shape mismatch";
-    case RT_ERR_CONFIG: return "invalid configuration";
-    case RT_ERR_EXISTS: return "already exists";
-    case RT_ERR_LMDB: return "LMDB error";
-    case RT_ERR_ZMQ: return "ZeroMQ error";
-    case RT_ERR_ARG: return "invalid argument";
-    case RT_ERR_TIMEOUT: return "timed out";
-    case RT_ERR_STATE: return "not valid in the current state";
-    case RT_ERR_PEER: return "unknown or misbehaving peer";
-    case RT_ERR_INTERRUPTED: return "interrupted";
-    case RT_ERR_UNSUPPORTED: return "unsupported";
-    default: return "unknown error";
+    case RT_OK:
+        return "success";
+    case RT_ERR_NOMEM:
+        return "out of memory";
+    case RT_ERR_IO:
+        return "input/output error";
+    case RT_ERR_NOTFOUND:
+        return "not found";
+    case RT_ERR_FORMAT:
+        return "malformed input";
+    case RT_ERR_VERSION:
+        return "unsupported version";
+    case RT_ERR_SIZE:
+        return "wrong size";
+    case RT_ERR_TOOBIG:
+        return "too large";
+    case RT_ERR_TRUNCATED:
+        return "truncated input";
+    case RT_ERR_CHECKSUM:
+        return "checksum mismatch";
+    case RT_ERR_SHAPE:
+        return "shape mismatch";
+    case RT_ERR_CONFIG:
+        return "invalid configuration";
+    case RT_ERR_EXISTS:
+        return "already exists";
+    case RT_ERR_LMDB:
+        return "LMDB error";
+    case RT_ERR_ZMQ:
+        return "ZeroMQ error";
+    case RT_ERR_ARG:
+        return "invalid argument";
+    case RT_ERR_TIMEOUT:
+        return "timed out";
+    case RT_ERR_STATE:
+        return "not valid in the current state";
+    case RT_ERR_PEER:
+        return "unknown or misbehaving peer";
+    case RT_ERR_INTERRUPTED:
+        return "interrupted";
+    case RT_ERR_UNSUPPORTED:
+        return "unsupported";
+    default:
+        return "unknown error";
     }
 }
 

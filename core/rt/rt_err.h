@@ -3,8 +3,8 @@
  *
  * Everything that comes from outside the process (files, LMDB, the network, configuration, a peer's
  * message) fails with a negative code from enum rt_err. The function that detects the problem also
- * records a human-readable detail naming the culprit (file, key, field, peer) with rt_err_set(); the
- * caller prints rt_err_msg(). The detail is thread-local.
+ * records a human-readable detail naming the culprit (file, key, field, peer) with rt_err_set();
+ * the caller prints rt_err_msg(). The detail is thread-local.
  */
 #ifndef RT_ERR_H
 #define RT_ERR_H
@@ -14,24 +14,24 @@
 
 enum rt_err {
     RT_OK = 0,
-    RT_ERR_NOMEM = -1,     /* allocation failed */
-    RT_ERR_IO = -2,        /* read/write/open failed (errno in the detail) */
-    RT_ERR_NOTFOUND = -3,  /* file, key, tensor or option does not exist */
-    RT_ERR_FORMAT = -4,    /* malformed input: cannot be parsed */
-    RT_ERR_VERSION = -5,   /* unsupported protocol or format version */
-    RT_ERR_SIZE = -6,      /* a size field disagrees with the data or the expectation */
-    RT_ERR_TOOBIG = -7,    /* exceeds a configured limit */
-    RT_ERR_TRUNCATED = -8, /* input ends early */
-    RT_ERR_CHECKSUM = -9,  /* checksum mismatch */
-    RT_ERR_SHAPE = -10,    /* tensor or record shape differs from what is expected */
-    RT_ERR_CONFIG = -11,   /* invalid configuration value or key */
-    RT_ERR_EXISTS = -12,   /* refusing to overwrite */
-    RT_ERR_LMDB = -13,     /* LMDB call failed */
-    RT_ERR_ZMQ = -14,      /* ZeroMQ call failed */
-    RT_ERR_ARG = -15,      /* invalid argument from the command line or caller */
-    RT_ERR_TIMEOUT = -16,  /* a peer did not answer in time */
-    RT_ERR_STATE = -17,    /* message not valid in the current state (unknown step, ...) */
-    RT_ERR_PEER = -18,     /* unknown or misbehaving peer */
+    RT_ERR_NOMEM = -1,        /* allocation failed */
+    RT_ERR_IO = -2,           /* read/write/open failed (errno in the detail) */
+    RT_ERR_NOTFOUND = -3,     /* file, key, tensor or option does not exist */
+    RT_ERR_FORMAT = -4,       /* malformed input: cannot be parsed */
+    RT_ERR_VERSION = -5,      /* unsupported protocol or format version */
+    RT_ERR_SIZE = -6,         /* a size field disagrees with the data or the expectation */
+    RT_ERR_TOOBIG = -7,       /* exceeds a configured limit */
+    RT_ERR_TRUNCATED = -8,    /* input ends early */
+    RT_ERR_CHECKSUM = -9,     /* checksum mismatch */
+    RT_ERR_SHAPE = -10,       /* tensor or record shape differs from what is expected */
+    RT_ERR_CONFIG = -11,      /* invalid configuration value or key */
+    RT_ERR_EXISTS = -12,      /* refusing to overwrite */
+    RT_ERR_LMDB = -13,        /* LMDB call failed */
+    RT_ERR_ZMQ = -14,         /* ZeroMQ call failed */
+    RT_ERR_ARG = -15,         /* invalid argument from the command line or caller */
+    RT_ERR_TIMEOUT = -16,     /* a peer did not answer in time */
+    RT_ERR_STATE = -17,       /* message not valid in the current state (unknown step, ...) */
+    RT_ERR_PEER = -18,        /* unknown or misbehaving peer */
     RT_ERR_INTERRUPTED = -19, /* stopped by a signal or shutdown request */
     RT_ERR_UNSUPPORTED = -20, /* valid input that this build cannot handle */
 };
@@ -47,7 +47,8 @@ int rt_err_set(int code, const char *fmt, ...) __attribute__((format(printf, 2, 
  * detail was given. Valid until the next rt_err_set() on this thread. */
 const char *rt_err_msg(void);
 
-/* Always-on assertion for bugs and broken invariants (never for input): prints file:line, aborts. */
+/* Always-on assertion for bugs and broken invariants (never for input): prints file:line, aborts.
+ */
 #define RT_ASSERT(cond)                                                                            \
     do {                                                                                           \
         if (!(cond)) {                                                                             \

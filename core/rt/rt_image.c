@@ -53,8 +53,8 @@ static void s_coeffs(int in_size, double in0, double in1, int out_size, int ksiz
         for (int x = 0; x < xmax; x++)
             ww += s_bilinear((x + xmin - center + 0.5) * ss);
         for (int x = 0; x < ksize; x++) {
-            double w = (x < xmax && ww != 0.0) ? s_bilinear((x + xmin - center + 0.5) * ss) / ww
-                                               : 0.0;
+            double w =
+                (x < xmax && ww != 0.0) ? s_bilinear((x + xmin - center + 0.5) * ss) / ww : 0.0;
             kk[xx * ksize + x] = (int32_t)(w * (1 << S_PRECISION_BITS) + (w < 0 ? -0.5 : 0.5));
         }
         bounds[2 * xx] = xmin;
@@ -94,10 +94,10 @@ int rt_image_resize(const uint8_t *src, int sw, int sh, size_t src_stride, int c
                     float y0, float x1, float y1, uint8_t *dst, int dw, int dh, size_t dst_stride,
                     struct rt_image_scratch *s)
 {
-    if (dw < 1 || dh < 1 || c < 1 || !(x0 >= 0 && y0 >= 0 && x1 > x0 && y1 > y0 && x1 <= sw &&
-                                       y1 <= sh))
-        return rt_err_set(RT_ERR_ARG, "resize box (%g,%g)-(%g,%g) of a %dx%d image to %dx%d",
-                          x0, y0, x1, y1, sw, sh, dw, dh);
+    if (dw < 1 || dh < 1 || c < 1 ||
+        !(x0 >= 0 && y0 >= 0 && x1 > x0 && y1 > y0 && x1 <= sw && y1 <= sh))
+        return rt_err_set(RT_ERR_ARG, "resize box (%g,%g)-(%g,%g) of a %dx%d image to %dx%d", x0,
+                          y0, x1, y1, sw, sh, dw, dh);
     int kh = s_ksize(x0, x1, dw), kv = s_ksize(y0, y1, dh);
     size_t off_kh = 0;
     size_t off_bh = off_kh + sizeof(int32_t) * (size_t)dw * kh;

@@ -9,10 +9,10 @@
 #include "rt_err.h"
 
 struct rt_jpeg {
-    tjhandle dec;          /* decompressor */
-    tjhandle enc;          /* compressor, made on first encode */
-    unsigned char *obuf;   /* encode output buffer (tjAlloc) */
-    unsigned long ocap;    /* its size */
+    tjhandle dec;        /* decompressor */
+    tjhandle enc;        /* compressor, made on first encode */
+    unsigned char *obuf; /* encode output buffer (tjAlloc) */
+    unsigned long ocap;  /* its size */
 };
 
 rt_jpeg_t *rt_jpeg_new(void)
@@ -106,8 +106,8 @@ int rt_jpeg_encode(rt_jpeg_t *j, const uint8_t *src, int width, int height, int 
     }
     unsigned long size = j->ocap;
     int pf = channels == 1 ? TJPF_GRAY : TJPF_RGB;
-    if (tjCompress2(j->enc, src, width, width * channels, height, pf, &j->obuf, &size, sub,
-                    quality, TJFLAG_NOREALLOC) != 0)
+    if (tjCompress2(j->enc, src, width, width * channels, height, pf, &j->obuf, &size, sub, quality,
+                    TJFLAG_NOREALLOC) != 0)
         return rt_err_set(RT_ERR_FORMAT, "JPEG encode of %dx%d failed: %s", width, height,
                           tjGetErrorStr2(j->enc));
     *out = j->obuf;

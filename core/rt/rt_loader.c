@@ -15,60 +15,60 @@
 #include "rt_rng.h"
 #include "rt_transform.h"
 
-#define S_ERR_MAX 512     /* bytes of a worker thread's error detail */
-#define S_CHUNK_RAW 64    /* samples a thread claims at once for raw records */
-#define S_CHUNK_ENC 2     /* ... for encoded records (each costs milliseconds) */
+#define S_ERR_MAX 512  /* bytes of a worker thread's error detail */
+#define S_CHUNK_RAW 64 /* samples a thread claims at once for raw records */
+#define S_CHUNK_ENC 2  /* ... for encoded records (each costs milliseconds) */
 
 enum s_slot_state { S_FREE = 0, S_QUEUED, S_HANDED };
 
 /* One queued request. */
 struct s_slot {
-    enum s_slot_state state;         /* FREE, QUEUED (in work or done), HANDED (to caller) */
-    struct rt_loader_req req;        /* the request (x, y resolved to the buffers in use) */
-    uint32_t *index;                 /* req.count record indices */
-    size_t index_cap;                /* capacity of index */
-    float *own_x;                    /* loader-owned output, max_batch samples (lazy, reused) */
-    int32_t *own_y;                  /* loader-owned labels */
-    size_t next;                     /* next sample to claim */
-    size_t done;                     /* samples finished */
-    int err;                         /* first error, 0 if none */
-    char err_msg[S_ERR_MAX];         /* its detail */
+    enum s_slot_state state;  /* FREE, QUEUED (in work or done), HANDED (to caller) */
+    struct rt_loader_req req; /* the request (x, y resolved to the buffers in use) */
+    uint32_t *index;          /* req.count record indices */
+    size_t index_cap;         /* capacity of index */
+    float *own_x;             /* loader-owned output, max_batch samples (lazy, reused) */
+    int32_t *own_y;           /* loader-owned labels */
+    size_t next;              /* next sample to claim */
+    size_t done;              /* samples finished */
+    int err;                  /* first error, 0 if none */
+    char err_msg[S_ERR_MAX];  /* its detail */
 };
 
 /* One thread's state (a prefetch thread or the caller). */
 struct s_ctx {
-    struct rt_loader *l;             /* owner */
-    rt_transform_t *tr;              /* decode/augment working memory */
-    struct rt_datum_arena arena;     /* record decoding memory */
-    pthread_t tid;                   /* thread id (prefetch threads) */
+    struct rt_loader *l;         /* owner */
+    rt_transform_t *tr;          /* decode/augment working memory */
+    struct rt_datum_arena arena; /* record decoding memory */
+    pthread_t tid;               /* thread id (prefetch threads) */
 };
 
 /* A cached epoch permutation. */
 struct s_perm {
-    uint64_t epoch;                  /* which epoch; valid when perm != NULL */
-    uint32_t *perm;                  /* count record indices */
+    uint64_t epoch; /* which epoch; valid when perm != NULL */
+    uint32_t *perm; /* count record indices */
 };
 
 struct rt_loader {
-    struct rt_loader_opts o;         /* options */
-    rt_db_t *db;                     /* the database */
-    size_t n;                        /* records */
-    enum rt_datum_kind kind;         /* kind of the first record */
-    struct rt_transform_spec spec;   /* shapes and augmentation */
-    size_t sample;                   /* floats per output sample */
-    struct s_perm perms[2];          /* last two epochs' permutations (caller thread only) */
-    int perm_next;                   /* which perms[] entry to replace next */
+    struct rt_loader_opts o;       /* options */
+    rt_db_t *db;                   /* the database */
+    size_t n;                      /* records */
+    enum rt_datum_kind kind;       /* kind of the first record */
+    struct rt_transform_spec spec; /* shapes and augmentation */
+    size_t sample;                 /* floats per output sample */
+    struct s_perm perms[2];        /* last two epochs' permutations (caller thread only) */
+    int perm_next;                 /* which perms[] entry to replace next */
     struct s_slot slots[RT_LOADER_MAX_QUEUE]; /* the queue */
-    uint64_t submit_seq;             /* requests submitted */
-    uint64_t wait_seq;               /* requests handed to the caller */
-    pthread_mutex_t mu;              /* guards slots, seqs, stop */
-    pthread_cond_t work_cv;          /* new work or stop */
-    pthread_cond_t done_cv;          /* a request finished */
-    bool stop;                       /* threads exit */
-    int nthreads;                    /* threads started */
-    struct s_ctx *ctx;               /* nthreads contexts */
-    struct s_ctx caller;             /* the caller's context (sync mode, rt_loader_read) */
-    bool sync_ok;                    /* mu/cvs initialised */
+    uint64_t submit_seq;                      /* requests submitted */
+    uint64_t wait_seq;                        /* requests handed to the caller */
+    pthread_mutex_t mu;                       /* guards slots, seqs, stop */
+    pthread_cond_t work_cv;                   /* new work or stop */
+    pthread_cond_t done_cv;                   /* a request finished */
+    bool stop;                                /* threads exit */
+    int nthreads;                             /* threads started */
+    struct s_ctx *ctx;                        /* nthreads contexts */
+    struct s_ctx caller;                      /* the caller's context (sync mode, rt_loader_read) */
+    bool sync_ok;                             /* mu/cvs initialised */
 };
 
 /* ---- options and shape -------------------------------------------------------------------- */
@@ -287,8 +287,7 @@ int rt_loader_new(const char *dir, const struct rt_loader_opts *opts, rt_loader_
         goto out_destroy;
     l->kind = d.kind;
     struct rt_transform_spec *sp = &l->spec;
-    rc = rt_transform_shape(l->caller.tr, &d, key, &sp->channels, &sp->rec_height,
-                            &sp->rec_width);
+    rc = rt_transform_shape(l->caller.tr, &d, key, &sp->channels, &sp->rec_height, &sp->rec_width);
     rt_datum_release(&d);
     if (rc < 0)
         goto out_destroy;
@@ -397,8 +396,10 @@ int rt_loader_submit(rt_loader_t *l, const struct rt_loader_req *req)
         return rt_err_set(RT_ERR_ARG, "%s: positions [%zu, %zu) leave the epoch of %zu samples",
                           rt_db_path(l->db), req->start, req->start + req->count, l->n);
     if ((!req->x || !req->y) && req->count > l->o.max_batch)
-        return rt_err_set(RT_ERR_ARG, "request of %zu samples exceeds max_batch %zu of the "
-                                      "loader-owned buffers", req->count, l->o.max_batch);
+        return rt_err_set(RT_ERR_ARG,
+                          "request of %zu samples exceeds max_batch %zu of the "
+                          "loader-owned buffers",
+                          req->count, l->o.max_batch);
     struct s_slot *s = &l->slots[l->submit_seq % (uint64_t)l->o.queue_depth];
     pthread_mutex_lock(&l->mu);
     bool busy = s->state != S_FREE;

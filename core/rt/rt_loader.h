@@ -41,22 +41,22 @@
 #define RT_LOADER_MAX_THREADS 64 /* most prefetch threads */
 
 struct rt_loader_opts {
-    uint64_t seed;        /* permutation and augmentation seed */
-    int threads;          /* prefetch threads; 0 = work happens inside rt_loader_wait */
-    int queue_depth;      /* requests in flight at most (1..RT_LOADER_MAX_QUEUE) */
-    size_t max_batch;     /* samples per request into loader-owned buffers */
-    int out_height;       /* output rows; 0 = the first record's */
-    int out_width;        /* output columns; 0 = the first record's */
-    int crop_pad;         /* training: random crop with this much zero padding per side */
-    bool flip;            /* training: horizontal flip with probability 1/2 */
-    bool rrc;             /* training: random-resized crop to out_height x out_width */
-    float rrc_scale[2];   /* area fraction range of the random-resized crop */
-    float rrc_ratio[2];   /* aspect ratio (w/h) range of the random-resized crop */
-    float eval_crop;      /* evaluation: centre crop extent (fraction of the image), (0, 1] */
-    bool raw_bgr;         /* raw 3-channel records are BGR: swap to RGB */
-    bool normalize;       /* apply (x - mean) / std per channel */
-    float mean[4];        /* per-channel mean (after /255) */
-    float std[4];         /* per-channel standard deviation (after /255) */
+    uint64_t seed;      /* permutation and augmentation seed */
+    int threads;        /* prefetch threads; 0 = work happens inside rt_loader_wait */
+    int queue_depth;    /* requests in flight at most (1..RT_LOADER_MAX_QUEUE) */
+    size_t max_batch;   /* samples per request into loader-owned buffers */
+    int out_height;     /* output rows; 0 = the first record's */
+    int out_width;      /* output columns; 0 = the first record's */
+    int crop_pad;       /* training: random crop with this much zero padding per side */
+    bool flip;          /* training: horizontal flip with probability 1/2 */
+    bool rrc;           /* training: random-resized crop to out_height x out_width */
+    float rrc_scale[2]; /* area fraction range of the random-resized crop */
+    float rrc_ratio[2]; /* aspect ratio (w/h) range of the random-resized crop */
+    float eval_crop;    /* evaluation: centre crop extent (fraction of the image), (0, 1] */
+    bool raw_bgr;       /* raw 3-channel records are BGR: swap to RGB */
+    bool normalize;     /* apply (x - mean) / std per channel */
+    float mean[4];      /* per-channel mean (after /255) */
+    float std[4];       /* per-channel standard deviation (after /255) */
 };
 
 /* Defaults: seed 0, 1 thread, queue 4, max_batch 256, record size, no augmentation, rrc ranges
@@ -67,13 +67,13 @@ typedef struct rt_loader rt_loader_t;
 
 /* A range of permutation positions of one epoch to load. */
 struct rt_loader_req {
-    uint64_t epoch;  /* epoch whose permutation is used */
-    size_t start;    /* first permutation position */
-    size_t count;    /* samples; start + count <= record count */
-    bool augment;    /* training transform (else evaluation transform) */
-    bool in_order;   /* positions are record indices in key order (evaluation), not permuted */
-    float *x;        /* count*C*H*W floats owned by the caller, or NULL: loader-owned buffer */
-    int32_t *y;      /* count labels owned by the caller, or NULL: loader-owned buffer */
+    uint64_t epoch; /* epoch whose permutation is used */
+    size_t start;   /* first permutation position */
+    size_t count;   /* samples; start + count <= record count */
+    bool augment;   /* training transform (else evaluation transform) */
+    bool in_order;  /* positions are record indices in key order (evaluation), not permuted */
+    float *x;       /* count*C*H*W floats owned by the caller, or NULL: loader-owned buffer */
+    int32_t *y;     /* count labels owned by the caller, or NULL: loader-owned buffer */
 };
 
 /* A finished request. x, y and index are valid until rt_loader_release(). */

@@ -277,8 +277,10 @@ int rt_transform_apply(rt_transform_t *x, const struct rt_transform_spec *sp,
         c = sp->channels;
     if (c != sp->channels ||
         (d->kind != RT_DATUM_ENCODED && (h != sp->rec_height || w != sp->rec_width))) {
-        return rt_err_set(RT_ERR_SHAPE, "record %s: shape %dx%dx%d differs from the database's "
-                          "%dx%dx%d", key, c, h, w, sp->channels, sp->rec_height, sp->rec_width);
+        return rt_err_set(RT_ERR_SHAPE,
+                          "record %s: shape %dx%dx%d differs from the database's "
+                          "%dx%dx%d",
+                          key, c, h, w, sp->channels, sp->rec_height, sp->rec_width);
     }
     uint64_t st = seed;
     bool flip = augment && sp->flip && (rt_rng_next(&st) & 1);
@@ -286,8 +288,10 @@ int rt_transform_apply(rt_transform_t *x, const struct rt_transform_spec *sp,
     if (d->kind == RT_DATUM_FLOAT) {
         if (h < sp->height - 2 * sp->crop_pad || w < sp->width - 2 * sp->crop_pad ||
             (!augment && (h != sp->height || w != sp->width))) {
-            return rt_err_set(RT_ERR_UNSUPPORTED, "record %s: float records are not resized "
-                              "(%dx%d to %dx%d)", key, h, w, sp->height, sp->width);
+            return rt_err_set(RT_ERR_UNSUPPORTED,
+                              "record %s: float records are not resized "
+                              "(%dx%d to %dx%d)",
+                              key, h, w, sp->height, sp->width);
         }
         int oy = 0, ox = 0;
         if (augment) {
@@ -319,8 +323,7 @@ int rt_transform_apply(rt_transform_t *x, const struct rt_transform_spec *sp,
                            &r)) < 0)
             return rc;
         s_emit_window(sp, &r, raw, 0, 0, flip, out);
-    } else if (augment && h + 2 * sp->crop_pad >= sp->height &&
-               w + 2 * sp->crop_pad >= sp->width) {
+    } else if (augment && h + 2 * sp->crop_pad >= sp->height && w + 2 * sp->crop_pad >= sp->width) {
         /* random window of the padded image (padding 0: a plain random crop) */
         int oy = rt_rng_int(&st, h + 2 * sp->crop_pad - sp->height) - sp->crop_pad;
         int ox = rt_rng_int(&st, w + 2 * sp->crop_pad - sp->width) - sp->crop_pad;

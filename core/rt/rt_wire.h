@@ -16,14 +16,14 @@
 #include <stdint.h>
 
 #define RT_WIRE_CHUNK_FLOATS_DEFAULT (1u << 17) /* floats per payload frame (512 KiB) */
-#define RT_WIRE_VERSION 1           /* protocol version spoken by this build */
-#define RT_WIRE_MAX_HEADER 4096     /* largest accepted header frame, bytes */
-#define RT_WIRE_MAX_PAYLOADS 2      /* payload frames after the header */
-#define RT_WIRE_NAME_MAX 64         /* sender name, bytes with the terminator */
-#define RT_WIRE_TEXT_MAX 160        /* error text, bytes with the terminator */
-#define RT_WIRE_REASON_MAX 256      /* decision reason, bytes with the terminator */
-#define RT_WIRE_TRAILER 0x45424844u /* last header field: detects a header cut short */
-#define RT_WIRE_MEMBERS_BYTES 128   /* largest member bitmap of a step: 1024 workers */
+#define RT_WIRE_VERSION 1                       /* protocol version spoken by this build */
+#define RT_WIRE_MAX_HEADER 4096                 /* largest accepted header frame, bytes */
+#define RT_WIRE_MAX_PAYLOADS 2                  /* payload frames after the header */
+#define RT_WIRE_NAME_MAX 64                     /* sender name, bytes with the terminator */
+#define RT_WIRE_TEXT_MAX 160                    /* error text, bytes with the terminator */
+#define RT_WIRE_REASON_MAX 256                  /* decision reason, bytes with the terminator */
+#define RT_WIRE_TRAILER 0x45424844u             /* last header field: detects a header cut short */
+#define RT_WIRE_MEMBERS_BYTES 128               /* largest member bitmap of a step: 1024 workers */
 /* Floats per payload frame that shards and workers send unless configured (512 KiB). */
 #define RT_WIRE_CHUNK_FLOATS_DEFAULT (1u << 17)
 

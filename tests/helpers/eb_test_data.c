@@ -28,8 +28,13 @@ void eb_test_make_raw_db(const char *dir, size_t n, int c, int h, int w)
     for (size_t i = 0; i < n; i++) {
         for (size_t k = 0; k < px; k++)
             data[k] = eb_test_pixel(i, k);
-        struct rt_datum d = {.kind = RT_DATUM_RAW, .channels = c, .height = h, .width = w,
-                             .label = (int)i, .data = data, .data_len = px};
+        struct rt_datum d = {.kind = RT_DATUM_RAW,
+                             .channels = c,
+                             .height = h,
+                             .width = w,
+                             .label = (int)i,
+                             .data = data,
+                             .data_len = px};
         size_t len;
         assert_int_equal(rt_datum_pack(&d, buf, px + 64, &len), 0);
         char key[16];

@@ -3,11 +3,14 @@
  * the default `--help` prints, the value used with no configuration file and the value used with
  * an empty configuration file agree, for every role's command. Sources keep their priority
  * (file < environment < command line), a flag and its key are one option, and a bad value names
- * where it came from.
+ * where it came from. The mechanism itself, on a table of its own: a switch (a flag without a
+ * value), a number without a default (NaN, printed as unset), rt_opt_given (the command line
+ * only), and ranges that read as words (> 0, >= 0).
  */
 #include "eb_test.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,7 +57,7 @@ static int s_equal(const struct rt_opt *o, const char *a, const char *b)
     if (!strcmp(b, "unset"))
         b = "";
     if (o->type == RT_OPT_INT || o->type == RT_OPT_FLOAT)
-        return *a && *b && strtod(a, NULL) == strtod(b, NULL);
+        return *a && *b ? strtod(a, NULL) == strtod(b, NULL) : !*a && !*b;
     return !strcmp(a, b);
 }
 
@@ -148,11 +151,124 @@ static void test_priority_and_errors(void **state)
     free(tmp);
 }
 
+/* A table of its own for the mechanism's cases. */
+struct s_demo {
+    int verbose;  /* --verbose: a per-process switch */
+    int json;     /* --json, demo.json: a keyed switch */
+    double rate;  /* --rate, demo.rate: no default, > 0 */
+    double scale; /* --scale: >= 0 */
+    long n;       /* --n */
+};
+
+#define S_DEMO(key, flag, type, field, def, min, max)                                              \
+    {key, flag, RT_OPT_##type, offsetof(struct s_demo, field), def, min, max, NULL, flag}
+
+static const struct rt_opt s_demo_table[] = {
+    S_DEMO(NULL, "verbose", SWITCH, verbose, NULL, 0, 0),
+    S_DEMO("demo.json", "json", SWITCH, json, NULL, 0, 0),
+    S_DEMO("demo.rate", "rate", FLOAT, rate, NULL, RT_OPT_POSITIVE, RT_OPT_UNBOUNDED),
+    S_DEMO(NULL, "scale", FLOAT, scale, "1.5", 0, RT_OPT_UNBOUNDED),
+    S_DEMO(NULL, "n", INT, n, "3", 0, 0),
+};
+#define S_DEMO_N ((int)(sizeof s_demo_table / sizeof s_demo_table[0]))
+
+/* Parse argv (NULL-terminated) with the demo table; rt_opt_parse's code. */
+static int s_demo_parse(char **argv, struct s_demo *d)
+{
+    int argc = 0;
+    while (argv[argc])
+        argc++;
+    memset(d, 0x5a, sizeof *d); /* poison: every field must be set */
+    rt_config_t *cfg = NULL;
+    int rc = rt_opt_parse(s_demo_table, S_DEMO_N, d, argc, argv, &cfg);
+    rt_config_destroy(&cfg);
+    return rc;
+}
+
+static int s_given(const char *flag, char **argv)
+{
+    int argc = 0;
+    while (argv[argc])
+        argc++;
+    const struct rt_opt *o = rt_opt_find(s_demo_table, S_DEMO_N, NULL, flag);
+    assert_non_null(o);
+    return rt_opt_given(s_demo_table, S_DEMO_N, o, argc, argv);
+}
+
+static void test_switch_unset_given(void **state)
+{
+    (void)state;
+    struct s_demo d;
+    char buf[64];
+    /* nothing given: a switch is off, a number without a default is NaN and prints as unset */
+    char *none[] = {"demo", NULL};
+    assert_int_equal(s_demo_parse(none, &d), 0);
+    assert_int_equal(d.verbose, 0);
+    assert_int_equal(d.json, 0);
+    assert_true(isnan(d.rate));
+    assert_true(d.scale == 1.5);
+    assert_string_equal(rt_opt_value_text(&s_demo_table[2], &d, buf, sizeof buf), "");
+    assert_int_equal(s_given("verbose", none), 0);
+
+    /* a bare switch takes no value: "--n" after it is the next option */
+    char *some[] = {"demo", "--verbose", "--n", "5", "--rate=2", "--set", "demo.json=true", NULL};
+    assert_int_equal(s_demo_parse(some, &d), 0);
+    assert_int_equal(d.verbose, 1);
+    assert_int_equal(d.n, 5);
+    assert_true(d.rate == 2);
+    assert_int_equal(d.json, 1);
+    assert_int_equal(s_given("verbose", some), 1);
+    assert_int_equal(s_given("rate", some), 1);
+    assert_int_equal(s_given("json", some), 1); /* through --set demo.json= */
+    assert_int_equal(s_given("scale", some), 0);
+    assert_int_equal(s_given("n", (char *[]){"demo", "--scale", "--n", NULL}), 0); /* a value */
+
+    /* --flag=BOOL, a keyed switch as a bare flag, and a bad word named by its flag */
+    char *off[] = {"demo", "--verbose=false", "--json", NULL};
+    assert_int_equal(s_demo_parse(off, &d), 0);
+    assert_int_equal(d.verbose, 0);
+    assert_int_equal(d.json, 1);
+    char *bad[] = {"demo", "--verbose=maybe", NULL};
+    assert_int_equal(s_demo_parse(bad, &d), RT_ERR_ARG);
+    assert_non_null(strstr(rt_err_msg(), "--verbose"));
+
+    /* the environment sets a value but is not "given" on the command line */
+    setenv("EB_VERBOSE", "true", 1);
+    assert_int_equal(s_demo_parse(none, &d), 0);
+    assert_int_equal(d.verbose, 1);
+    assert_int_equal(s_given("verbose", none), 0);
+    unsetenv("EB_VERBOSE");
+
+    /* ranges in words */
+    char *zero[] = {"demo", "--rate", "0", NULL};
+    assert_int_equal(s_demo_parse(zero, &d), RT_ERR_ARG);
+    assert_non_null(strstr(rt_err_msg(), "--rate: must be > 0"));
+    char *neg[] = {"demo", "--scale", "-1", NULL};
+    assert_int_equal(s_demo_parse(neg, &d), RT_ERR_ARG);
+    assert_non_null(strstr(rt_err_msg(), "--scale: must be >= 0"));
+    char *inf[] = {"demo", "--scale", "inf", NULL};
+    assert_int_equal(s_demo_parse(inf, &d), RT_ERR_ARG);
+
+    /* --help: a switch shows no value and defaults to false; an unset number says so */
+    char *help = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&help, &len);
+    assert_non_null(f);
+    rt_opt_help(s_demo_table, S_DEMO_N, f);
+    fclose(f);
+    assert_non_null(strstr(help, "  --verbose  (EB_VERBOSE; default: false)\n"));
+    assert_non_null(strstr(help, "  --rate NUM  (demo.rate, EB_RATE; default: unset)\n"));
+    assert_non_null(strstr(help, "rate; > 0\n"));
+    assert_non_null(strstr(help, "scale; >= 0\n"));
+    free(help);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_help_no_config_and_empty_config_agree),
         cmocka_unit_test(test_priority_and_errors),
+        cmocka_unit_test(test_switch_unset_given),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

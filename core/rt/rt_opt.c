@@ -55,6 +55,8 @@ static const char *s_type_word(enum rt_opt_type t)
         return "NUM,...";
     case RT_OPT_LIST_STR:
         return "TEXT,...";
+    case RT_OPT_SWITCH:
+        return "";
     }
     return "?";
 }
@@ -115,13 +117,26 @@ static int s_choice_ok(const char *choices, const char *word)
     return 0;
 }
 
+/* o's range in words ("in [0, 1]", "> 0", ">= 0"), numbers to `digits` significant digits. */
+static const char *s_range_text(const struct rt_opt *o, int digits, char *buf, size_t cap)
+{
+    if (o->max == RT_OPT_UNBOUNDED && o->min == RT_OPT_POSITIVE)
+        snprintf(buf, cap, "> 0");
+    else if (o->max == RT_OPT_UNBOUNDED)
+        snprintf(buf, cap, ">= %.*g", digits, o->min);
+    else
+        snprintf(buf, cap, "in [%.*g, %.*g]", digits, o->min, digits, o->max);
+    return buf;
+}
+
 /* Check one number against o's range; 0 or -1 with the problem in why. */
 static int s_range_ok(const struct rt_opt *o, double v, char *why, size_t cap)
 {
     if (isnan(v) && o->type != RT_OPT_FLOAT && o->type != RT_OPT_LIST_FLOAT)
         return 0;
     if (o->min < o->max && !(v >= o->min && v <= o->max)) {
-        snprintf(why, cap, "must be in [%.17g, %.17g]", o->min, o->max);
+        char range[96];
+        snprintf(why, cap, "must be %s", s_range_text(o, 17, range, sizeof range));
         return -1;
     }
     return 0;
@@ -147,6 +162,7 @@ static int s_check(const struct rt_opt *o, const char *text, char *why, size_t c
         }
         return s_range_ok(o, d, why, cap);
     case RT_OPT_BOOL:
+    case RT_OPT_SWITCH:
         if (s_parse_bool(text, &b)) {
             snprintf(why, cap, "expected true or false");
             return -1;
@@ -208,11 +224,13 @@ static void s_store(const struct rt_opt *o, void *opts, const char *text)
         *(long *)f = l;
         break;
     case RT_OPT_FLOAT:
+        d = NAN; /* unset */
         if (text)
             s_parse_double(text, &d);
         *(double *)f = d;
         break;
     case RT_OPT_BOOL:
+    case RT_OPT_SWITCH:
         if (text)
             s_parse_bool(text, &b);
         *(int *)f = b;
@@ -240,9 +258,13 @@ const char *rt_opt_value_text(const struct rt_opt *o, const void *opts, char *bu
         snprintf(buf, cap, "%ld", *(const long *)f);
         break;
     case RT_OPT_FLOAT:
-        snprintf(buf, cap, "%.17g", *(const double *)f);
+        if (isnan(*(const double *)f))
+            snprintf(buf, cap, "%s", ""); /* unset */
+        else
+            snprintf(buf, cap, "%.17g", *(const double *)f);
         break;
     case RT_OPT_BOOL:
+    case RT_OPT_SWITCH:
         snprintf(buf, cap, "%s", *(const int *)f ? "true" : "false");
         break;
     default:
@@ -301,7 +323,7 @@ static int s_cfg_put(const struct rt_opt *o, rt_config_t *cfg, const char *text,
     char why[256];
     if (s_check(o, text, why, sizeof why))
         return rt_err_set(RT_ERR_ARG, "%s: %s, got '%s'", origin, why, text);
-    if (o->type == RT_OPT_BOOL) {
+    if (o->type == RT_OPT_BOOL || o->type == RT_OPT_SWITCH) {
         int b = 0;
         s_parse_bool(text, &b);
         text = b ? "true" : "false";
@@ -338,6 +360,26 @@ static const struct rt_opt *s_flag_row(const struct rt_opt *t, int n, const char
     return rt_opt_find(t, n, NULL, name);
 }
 
+/* The command-line word argv[*i]: its row (NULL for --config, --set and unknown words) and its
+ * value into *val ("=value", the next word, "true" for a bare switch; NULL when missing); *i
+ * moves past a value word. Every walk of the command line steps through it, so all agree on
+ * which words are values. */
+static const struct rt_opt *s_arg(const struct rt_opt *t, int n, int argc, char **argv, int *i,
+                                  const char **val)
+{
+    const char *eq = NULL;
+    const struct rt_opt *o = NULL;
+    if (strcmp(argv[*i], "--config") && strcmp(argv[*i], "--set"))
+        o = s_flag_row(t, n, argv[*i], &eq);
+    if (eq)
+        *val = eq;
+    else if (o && o->type == RT_OPT_SWITCH)
+        *val = "true";
+    else
+        *val = *i + 1 < argc ? argv[++*i] : NULL;
+    return o;
+}
+
 /* The configuration of the keyed rows: --config FILE, environment, --set and flags in order. */
 static int s_build_config(const struct rt_opt *t, int n, int argc, char **argv, rt_config_t *cfg)
 {
@@ -361,25 +403,22 @@ static int s_build_config(const struct rt_opt *t, int n, int argc, char **argv, 
             rc = s_cfg_put(&t[i], cfg, v, env);
     }
     for (int i = 1; !rc && i < argc; i++) {
-        if (!strcmp(argv[i], "--config")) {
-            i++;
+        const char *word = argv[i], *val;
+        const struct rt_opt *o = s_arg(t, n, argc, argv, &i, &val);
+        if (!strcmp(word, "--config"))
             continue;
-        }
-        if (!strcmp(argv[i], "--set")) {
-            if (i + 1 >= argc)
+        if (!strcmp(word, "--set")) {
+            if (!val)
                 return rt_err_set(RT_ERR_ARG, "%s: --set needs key=value", cmd);
-            rc = rt_config_set(cfg, argv[++i]);
+            rc = rt_config_set(cfg, val);
             continue;
         }
-        const char *eq;
-        const struct rt_opt *o = s_flag_row(t, n, argv[i], &eq);
         if (!o)
-            return rt_err_set(RT_ERR_ARG, "%s: unknown option '%s' (see --help)", cmd, argv[i]);
-        const char *flag = argv[i];
-        if (!eq && ++i >= argc)
-            return rt_err_set(RT_ERR_ARG, "%s: %s needs a value", cmd, flag);
+            return rt_err_set(RT_ERR_ARG, "%s: unknown option '%s' (see --help)", cmd, word);
+        if (!val)
+            return rt_err_set(RT_ERR_ARG, "%s: %s needs a value", cmd, word);
         if (o->key)
-            rc = s_cfg_put(o, cfg, eq ? eq : argv[i], flag);
+            rc = s_cfg_put(o, cfg, val, word);
     }
     return rc;
 }
@@ -394,7 +433,7 @@ static int s_validate(const struct rt_opt *t, int n, rt_config_t *cfg)
         [RT_OPT_INT] = RT_CFG_INT,           [RT_OPT_FLOAT] = RT_CFG_FLOAT,
         [RT_OPT_BOOL] = RT_CFG_BOOL,         [RT_OPT_STR] = RT_CFG_STR,
         [RT_OPT_LIST_INT] = RT_CFG_LIST_INT, [RT_OPT_LIST_FLOAT] = RT_CFG_LIST_FLOAT,
-        [RT_OPT_LIST_STR] = RT_CFG_LIST_STR};
+        [RT_OPT_LIST_STR] = RT_CFG_LIST_STR, [RT_OPT_SWITCH] = RT_CFG_BOOL};
     int k = 0;
     for (int i = 0; i < n; i++)
         if (t[i].key)
@@ -428,20 +467,24 @@ static int s_local(const struct rt_opt *o, const struct rt_opt *t, int n, void *
     if (!rc && v)
         rc = rt_opt_set(o, opts, v, env);
     for (int i = 1; !rc && i < argc; i++) {
-        if (!strcmp(argv[i], "--config") || !strcmp(argv[i], "--set")) {
-            i++;
-            continue;
-        }
-        const char *eq;
-        const struct rt_opt *r = s_flag_row(t, n, argv[i], &eq);
-        const char *flag = argv[i];
-        const char *val = eq ? eq : (i + 1 < argc ? argv[i + 1] : NULL);
-        if (!eq)
-            i++;
-        if (r == o)
+        const char *flag = argv[i], *val;
+        if (s_arg(t, n, argc, argv, &i, &val) == o)
             rc = rt_opt_set(o, opts, val, flag);
     }
     return rc;
+}
+
+int rt_opt_given(const struct rt_opt *t, int n, const struct rt_opt *o, int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *word = argv[i], *val;
+        if (s_arg(t, n, argc, argv, &i, &val) == o)
+            return 1;
+        size_t len = o->key ? strlen(o->key) : 0;
+        if (len && !strcmp(word, "--set") && val && !strncmp(val, o->key, len) && val[len] == '=')
+            return 1;
+    }
+    return 0;
 }
 
 int rt_opt_parse(const struct rt_opt *t, int n, void *opts, int argc, char **argv,
@@ -476,14 +519,16 @@ void rt_opt_help(const struct rt_opt *t, int n, FILE *f)
 {
     for (int i = 0; i < n; i++) {
         const struct rt_opt *o = &t[i];
-        char env[S_MAX_NAME], range[96] = "";
+        char env[S_MAX_NAME], range[128] = "", words[96];
         if (o->min < o->max)
-            snprintf(range, sizeof range, "; in [%g, %g]", o->min, o->max);
+            snprintf(range, sizeof range, "; %s", s_range_text(o, 6, words, sizeof words));
         else if (o->choices)
             snprintf(range, sizeof range, "; %s", o->choices);
-        fprintf(f, "  --%s %s  (%s%s%s; default: %s)\n      %s%s\n", o->flag, s_type_word(o->type),
-                o->key ? o->key : "", o->key ? ", " : "", rt_opt_env_name(o, env, sizeof env),
-                o->def ? o->def : "unset", o->help ? o->help : "", range);
+        const char *type = s_type_word(o->type);
+        const char *def = o->def ? o->def : o->type == RT_OPT_SWITCH ? "false" : "unset";
+        fprintf(f, "  --%s%s%s  (%s%s%s; default: %s)\n      %s%s\n", o->flag, *type ? " " : "",
+                type, o->key ? o->key : "", o->key ? ", " : "", rt_opt_env_name(o, env, sizeof env),
+                def, o->help ? o->help : "", range);
     }
 }
 

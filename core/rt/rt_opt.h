@@ -15,13 +15,22 @@
  * environment only and are never part of the configuration, so every process of one deployment
  * resolves the same configuration from the same file.
  *
- * Field types: RT_OPT_INT long, RT_OPT_FLOAT double, RT_OPT_BOOL int, RT_OPT_STR and the lists
- * const char * (lists as comma-separated text, "30,60,80"; strings point into the configuration
- * or into argv/environ: valid while those live).
+ * Field types: RT_OPT_INT long, RT_OPT_FLOAT double, RT_OPT_BOOL and RT_OPT_SWITCH int,
+ * RT_OPT_STR and the lists const char * (lists as comma-separated text, "30,60,80"; strings point
+ * into the configuration or into argv/environ: valid while those live).
+ *
+ * A row without a default (def NULL) is unset: an INT 0, a FLOAT NaN (so that a caller can tell
+ * "not given" from every number, and fill it from elsewhere: isnan), a BOOL or SWITCH 0, a string
+ * or list NULL. rt_opt_value_text writes an unset FLOAT as "".
+ *
+ * A switch (RT_OPT_SWITCH) is a boolean whose flag takes no value: `--json` sets it to 1;
+ * `--json=false` (any RT_OPT_BOOL word after '=') sets it explicitly; EB_JSON and, for a keyed
+ * row, the configuration (`json: true`) take a boolean as for RT_OPT_BOOL.
  */
 #ifndef RT_OPT_H
 #define RT_OPT_H
 
+#include <float.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -35,8 +44,14 @@ enum rt_opt_type {
     RT_OPT_STR,        /* const char * */
     RT_OPT_LIST_INT,   /* const char *, comma-separated integers */
     RT_OPT_LIST_FLOAT, /* const char *, comma-separated numbers */
-    RT_OPT_LIST_STR    /* const char *, comma-separated words */
+    RT_OPT_LIST_STR,   /* const char *, comma-separated words */
+    RT_OPT_SWITCH      /* int, 0 or 1: a flag without a value (see above) */
 };
+
+/* Bounds of a numeric range (struct rt_opt's min and max) that read as words in messages and
+ * --help: "> 0" rather than [2.2e-308, ...], ">= 0" rather than [0, 1.8e308]. */
+#define RT_OPT_POSITIVE DBL_MIN  /* min: any number > 0 */
+#define RT_OPT_UNBOUNDED DBL_MAX /* max: no upper bound (a finite number) */
 
 /* One option. */
 struct rt_opt {
@@ -45,7 +60,8 @@ struct rt_opt {
     enum rt_opt_type type; /* value type */
     size_t off;            /* offset of the field in the options struct */
     const char *def;       /* default as YAML text ("0.1", "[30, 60]"), or NULL: unset */
-    double min, max;       /* numeric range, inclusive; checked when min < max */
+    double min, max;       /* numeric range, inclusive; checked when min < max (RT_OPT_POSITIVE,
+                              RT_OPT_UNBOUNDED) */
     const char *choices;   /* RT_OPT_STR: the allowed words, '|'-separated, or NULL: any */
     const char *help;      /* one line */
 };
@@ -81,6 +97,12 @@ int rt_opt_set(const struct rt_opt *o, void *opts, const char *text, const char 
  * a model's parameter count, that the resolved configuration must show). Returns 0 or an rt_err
  * code. The struct's string may point into cfg afterwards. */
 int rt_opt_put(const struct rt_opt *o, void *opts, rt_config_t *cfg, const char *text);
+
+/* Was option o (a row of t) given on the command line argv: its flag (`--o`, `--o=v`), or its
+ * key in `--set KEY=VALUE`? 1 or 0. The configuration file and the environment do not count:
+ * this tells what the user asked for in this invocation (for checks such as "these options
+ * need --method"), whatever value the row ended with. */
+int rt_opt_given(const struct rt_opt *t, int n, const struct rt_opt *o, int argc, char **argv);
 
 /* The row of t whose key is key (or whose flag is flag when key is NULL), or NULL. */
 const struct rt_opt *rt_opt_find(const struct rt_opt *t, int n, const char *key,

@@ -18,7 +18,7 @@ ROLES = ["server", "worker", "eigensvc"]
 MAX_FILE = 800
 MAX_FUNC = 120
 # Files still over a limit; each entry is a debt, not a permission to grow.
-KNOWN = {"tools/cmd_simulate.c"}
+KNOWN = set()
 # Role-to-role includes still to move into core/ (none).
 KNOWN_INCLUDES = set()
 

@@ -118,8 +118,8 @@ static void test_priority_and_errors(void **state)
     rt_config_t *cfg = NULL;
     /* file < environment < command line; --set and the flag are the same option */
     setenv("EB_BATCH", "32", 1);
-    char *argv[] = {"worker", "--config", path, "--lr", "0.25", "--set", "cluster.workers=4",
-                    "--model", "synth", NULL};
+    char *argv[] = {"worker", "--config",          path,      "--lr",  "0.25",
+                    "--set",  "cluster.workers=4", "--model", "synth", NULL};
     assert_int_equal(app_opts_parse(9, argv, "", &o, &cfg), 0);
     assert_true(o.schedule.lr == 0.25);
     assert_int_equal(o.schedule.batch, 32);
@@ -161,7 +161,9 @@ struct s_demo {
 };
 
 #define S_DEMO(key, flag, type, field, def, min, max)                                              \
-    {key, flag, RT_OPT_##type, offsetof(struct s_demo, field), def, min, max, NULL, flag}
+    {                                                                                              \
+        key, flag, RT_OPT_##type, offsetof(struct s_demo, field), def, min, max, NULL, flag        \
+    }
 
 static const struct rt_opt s_demo_table[] = {
     S_DEMO(NULL, "verbose", SWITCH, verbose, NULL, 0, 0),

@@ -72,7 +72,9 @@ struct s_args {
 /* A row of s_opts: a per-process option (no configuration key), flag only; then min, max,
  * choices, help (S_POS and S_NONNEG stand for min, max). */
 #define S_OPT(field, flag, type, def, ...)                                                         \
-    {NULL, flag, RT_OPT_##type, offsetof(struct s_args, field), def, __VA_ARGS__}
+    {                                                                                              \
+        NULL, flag, RT_OPT_##type, offsetof(struct s_args, field), def, __VA_ARGS__                \
+    }
 #define S_POS RT_OPT_POSITIVE, RT_OPT_UNBOUNDED /* a number > 0 */
 #define S_NONNEG 0, RT_OPT_UNBOUNDED            /* a number >= 0 */
 #define S_HW_UNSET "; unset: the --hw preset's"
@@ -193,8 +195,8 @@ static int s_parse(int argc, char **argv, struct s_args *a, int *rules_given, in
         if (o->off >= offsetof(struct s_args, rules) &&
             o->off < offsetof(struct s_args, rules) + sizeof(struct s_rules))
             *rules_given |= rt_opt_given(s_opts, S_N_OPTS, o, argc, argv);
-    *hw_given = rt_opt_given(s_opts, S_N_OPTS, rt_opt_find(s_opts, S_N_OPTS, NULL, "hw"), argc,
-                             argv);
+    *hw_given =
+        rt_opt_given(s_opts, S_N_OPTS, rt_opt_find(s_opts, S_N_OPTS, NULL, "hw"), argc, argv);
     return 0;
 }
 

@@ -145,8 +145,8 @@ static int s_range_ok(const struct rt_opt *o, double v, char *why, size_t cap)
 /* Check text as a value of o (type, range, choices); 0 or -1 with the problem in why. */
 static int s_check(const struct rt_opt *o, const char *text, char *why, size_t cap)
 {
-    long l;
-    double d;
+    long l = 0;
+    double d = 0;
     int b;
     switch (o->type) {
     case RT_OPT_INT:
@@ -274,8 +274,7 @@ const char *rt_opt_value_text(const struct rt_opt *o, const void *opts, char *bu
     return buf;
 }
 
-const struct rt_opt *rt_opt_find(const struct rt_opt *t, int n, const char *key,
-                                 const char *flag)
+const struct rt_opt *rt_opt_find(const struct rt_opt *t, int n, const char *key, const char *flag)
 {
     for (int i = 0; i < n; i++) {
         if (key && t[i].key && !strcmp(t[i].key, key))
@@ -397,8 +396,8 @@ static int s_build_config(const struct rt_opt *t, int n, int argc, char **argv, 
     int rc = path ? rt_config_load(cfg, path) : 0;
     for (int i = 0; !rc && i < n; i++) {
         char env[S_MAX_NAME];
-        const char *v = t[i].key && t[i].flag ? getenv(rt_opt_env_name(&t[i], env, sizeof env))
-                                               : NULL;
+        const char *v =
+            t[i].key && t[i].flag ? getenv(rt_opt_env_name(&t[i], env, sizeof env)) : NULL;
         if (v)
             rc = s_cfg_put(&t[i], cfg, v, env);
     }

@@ -105,8 +105,7 @@ int rt_opt_put(const struct rt_opt *o, void *opts, rt_config_t *cfg, const char 
 int rt_opt_given(const struct rt_opt *t, int n, const struct rt_opt *o, int argc, char **argv);
 
 /* The row of t whose key is key (or whose flag is flag when key is NULL), or NULL. */
-const struct rt_opt *rt_opt_find(const struct rt_opt *t, int n, const char *key,
-                                 const char *flag);
+const struct rt_opt *rt_opt_find(const struct rt_opt *t, int n, const char *key, const char *flag);
 
 /* Parse a whole decimal integer / number argument of a hand-parsed command line; on failure print
  * "eigenbatch CMD: invalid value 'V' for OPT" to stderr and return -1. */

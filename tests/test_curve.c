@@ -193,7 +193,7 @@ static void test_keygen_round_trip(void **state)
     assert_string_equal(again, sec_z);
     /* the command writes the same format */
     char cmd[3 * S_PATH], prefix[S_PATH], cpub[S_PATH], ckey[S_PATH];
-    snprintf(prefix, sizeof prefix, "%s/cmd", s_dir);
+    snprintf(prefix, sizeof prefix, "%s/keys/new/cmd", s_dir); /* directories made as needed */
     snprintf(cmd, sizeof cmd, "'%s' keygen --out '%s' >/dev/null", eb_test_binary(), prefix);
     assert_int_equal(system(cmd), 0);
     s_path(ckey, prefix, ".key");

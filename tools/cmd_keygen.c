@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "app_opts.h"
 #include "eb_cli.h"
 #include "rt_curve.h"
 #include "rt_err.h"
@@ -45,7 +46,17 @@ int eb_cmd_keygen(int argc, char **argv)
                         "(zmq_has(\"curve\") is false); install a libzmq built with libsodium\n");
         return 1;
     }
-    int rc = rt_curve_keygen(prefix);
+    /* the prefix's directory is made as needed (keygen --out keys/cluster on a fresh tree) */
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", prefix);
+    char *slash = strrchr(dir, '/');
+    int rc = 0;
+    if (slash && slash != dir) {
+        *slash = '\0';
+        rc = app_mkdirs(dir);
+    }
+    if (!rc)
+        rc = rt_curve_keygen(prefix);
     if (rc) {
         fprintf(stderr, "eigenbatch keygen: %s\n", rt_err_msg());
         return 1;

@@ -358,6 +358,8 @@ int server_sched_epoch_start(const server_sched_t *self, int32_t epoch,
     return RT_OK;
 }
 
+#define S_DECISION_REL_TOL 1e-6 /* rounding allowed on a decision's lr and gamma bounds */
+
 /* ---- decisions ------------------------------------------------------------------------------- */
 
 /* Range checks shared by accept, insert and state decoding. */
@@ -376,6 +378,21 @@ static int s_check_decision(const struct server_sched_config *c,
     if (!isfinite(d->gamma_base) || d->gamma_base < 0.0 || d->gamma_base > 1.0)
         return rt_err_set(RT_ERR_FORMAT, "decision seq %llu: gamma %g not in [0, 1]",
                           (unsigned long long)d->seq, d->gamma_base);
+    /* bounds from the configuration: the ABS rule scales the lr with B (at most to lr_cap) and
+     * only divides gamma; anything beyond is not a decision of this run's eigen service (a rogue
+     * or broken peer), whatever its sequence number (B below the one in force: s_fits, accept) */
+    double lr_b0 = c->lr * (double)c->batch / (double)c->base_batch;
+    double lr_max = lr_b0 * (double)d->batch / (double)c->batch;
+    if (c->lr_cap > 0 && lr_max > c->lr_cap)
+        lr_max = c->lr_cap;
+    if (d->lr_base > lr_max * (1.0 + S_DECISION_REL_TOL))
+        return rt_err_set(RT_ERR_FORMAT,
+                          "decision seq %llu: lr %g above %g (the configured lr scaled with the "
+                          "batch %lld)",
+                          (unsigned long long)d->seq, d->lr_base, lr_max, (long long)d->batch);
+    if (d->gamma_base > c->gamma0 * (1.0 + S_DECISION_REL_TOL))
+        return rt_err_set(RT_ERR_FORMAT, "decision seq %llu: gamma %g above the configured %g",
+                          (unsigned long long)d->seq, d->gamma_base, c->gamma0);
     if (c->method == SERVER_SCHED_ABS && d->gamma_base != 0.0)
         return rt_err_set(RT_ERR_FORMAT, "decision seq %llu: gamma %g under ABS (must be 0)",
                           (unsigned long long)d->seq, d->gamma_base);

@@ -296,9 +296,20 @@ static void test_abs_verdicts(void **state)
     assert_int_equal(server_sched_version(s), 1);
     assert_int_equal(server_sched_accept(s, &d, 12, NULL), SERVER_SCHED_DUPLICATE);
     /* malformed decisions are errors naming the value */
-    d = s_dec(8, 20, 1, 100, 0.2, 0);
+    d = s_dec(8, 20, 1, 100, 0.1, 0);
     assert_int_equal(server_sched_accept(s, &d, 20, NULL), RT_ERR_FORMAT);
     assert_non_null(strstr(rt_err_msg(), "batch 100 below"));
+    /* bounds from the configuration: the rule never raises the lr beyond the configured one
+     * scaled with the batch (a rogue decision), nor goes below the batch in force */
+    d = s_dec(8, 20, 1, 400, 1e30, 0);
+    assert_int_equal(server_sched_accept(s, &d, 20, NULL), RT_ERR_FORMAT);
+    assert_non_null(strstr(rt_err_msg(), "lr 1e+30 above"));
+    d = s_dec(8, 20, 1, 400, 0.4 * (1 + 1e-3), 0);
+    assert_int_equal(server_sched_accept(s, &d, 20, NULL), RT_ERR_FORMAT);
+    d = s_dec(8, 20, 1, 50, 0.05, 0);
+    assert_int_equal(server_sched_accept(s, &d, 20, NULL), RT_ERR_FORMAT);
+    assert_non_null(strstr(rt_err_msg(), "batch 50 below"));
+    assert_int_equal(server_sched_version(s), 1);
     d = s_dec(8, 20, 1, 1600, 0.2, 0);
     assert_int_equal(server_sched_accept(s, &d, 20, NULL), RT_ERR_FORMAT);
     assert_non_null(strstr(rt_err_msg(), "1600"));
@@ -455,6 +466,7 @@ static void test_insert_out_of_order(void **state)
     /* same version, other contents: refused, nothing changes */
     struct server_sched_decision bad = st[1];
     bad.batch = 300;
+    bad.lr_base = st[1].lr_base * 300.0 / (double)st[1].batch; /* within the lr bound */
     assert_int_equal(server_sched_insert(part, &bad), RT_ERR_STATE);
     /* going back in steps or batches relative to a neighbour: refused */
     server_sched_t *p2 = server_sched_new(&c);
@@ -467,7 +479,8 @@ static void test_insert_out_of_order(void **state)
     bad.version = 0;
     assert_int_equal(server_sched_insert(p2, &bad), RT_ERR_FORMAT);
     bad.version = 1;
-    bad.batch = 50; /* below the initial batch */
+    bad.batch = 50; /* below the initial batch (the lr scaled with it: within its bound) */
+    bad.lr_base = 0.05;
     assert_int_equal(server_sched_insert(p2, &bad), RT_ERR_STATE);
     server_sched_destroy(&p2);
     server_sched_destroy(&part);

@@ -25,9 +25,11 @@ void eig_power_config_preset(struct eig_power_config *cfg, enum eig_power_preset
     if (preset == EIG_POWER_ACCURATE) {
         cfg->max_iter = 50;
         cfg->tol = 1e-3;
+        cfg->stop = EIG_POWER_STOP_RESIDUAL;
     } else {
         cfg->max_iter = 10;
         cfg->tol = 1e-2;
+        cfg->stop = EIG_POWER_STOP_CHANGE; /* the reference's rule, for the ABS decisions */
     }
 }
 
@@ -51,7 +53,8 @@ eig_power_t *eig_power_new(size_t n, const struct eig_power_config *cfg)
         rt_err_set(RT_ERR_ARG, "power iteration: vector length is 0");
         return NULL;
     }
-    if (!cfg || cfg->max_iter < 1 || !isfinite(cfg->tol) || cfg->tol < 0.0) {
+    if (!cfg || cfg->max_iter < 1 || !isfinite(cfg->tol) || cfg->tol < 0.0 ||
+        (cfg->stop != EIG_POWER_STOP_RESIDUAL && cfg->stop != EIG_POWER_STOP_CHANGE)) {
         rt_err_set(RT_ERR_CONFIG, "power iteration: max_iter %d must be >= 1 and tol %g >= 0",
                    cfg ? cfg->max_iter : 0, cfg ? cfg->tol : 0.0);
         return NULL;
@@ -186,20 +189,25 @@ int eig_power_run(eig_power_t *self, eig_power_hvp_fn hvp, void *user, struct ei
                               it);
         if (nrm == 0.0) { /* v is in the null space: H v = 0, eigenvalue 0 */
             res->eigenvalue = 0.0;
+            res->residual = 0.0;
             res->converged = 1;
             return RT_OK;
         }
+        /* |hv - lam v|^2 = |hv|^2 - lam^2 for a unit v with lam = v . hv */
+        double r2 = nrm * nrm - lam * lam;
+        res->residual = lam != 0.0 ? sqrt(r2 > 0.0 ? r2 : 0.0) / fabs(lam) : INFINITY;
+        res->converged = res->residual <= self->cfg.tol;
         float *t = v;
         v = hv;
         hv = t;
         self->last = v;
+        if (self->cfg.stop == EIG_POWER_STOP_RESIDUAL && res->converged)
+            return RT_OK;
         if (it > 1) {
             double diff = fabs(lam - lam_prev);
             res->rel_change = lam != 0.0 ? diff / fabs(lam) : (diff == 0.0 ? 0.0 : INFINITY);
-            if (diff <= self->cfg.tol * fabs(lam)) {
-                res->converged = 1;
+            if (self->cfg.stop == EIG_POWER_STOP_CHANGE && diff <= self->cfg.tol * fabs(lam))
                 return RT_OK;
-            }
         }
         lam_prev = lam;
     }

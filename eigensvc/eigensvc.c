@@ -428,6 +428,10 @@ static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
             rt_metrics_num(mt, "eigenvalue", res.eigenvalue);
         rt_metrics_bool(mt, "measured", measured);
         rt_metrics_int(mt, "iterations", res.iterations);
+        if (measured) { /* the relative residual, and whether it met the tolerance */
+            rt_metrics_num(mt, "residual", res.residual);
+            rt_metrics_bool(mt, "converged", res.converged);
+        }
         rt_metrics_num(mt, "seconds", secs);
         double wn, cn;
         s_weight_norms(s->net, nn_net_params(s->net), &wn, &cn);

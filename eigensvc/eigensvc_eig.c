@@ -7,7 +7,8 @@
  *
  * The Hessian is that of the mean loss over the first N records (key order, evaluation
  * transform, no augmentation); power iteration on exact Hessian-vector products (eig_hvp). The last
- * line printed is one JSON object: {"eigenvalue", "iterations", "seconds", "converged", "n",
+ * line printed is one JSON object: {"eigenvalue", "iterations", "seconds", "converged" (the
+ * relative residual |Hv - lambda v| / |lambda| within the tolerance), "residual", "n",
  * "block_last_k", "bn", ...}.
  */
 #include <getopt.h>
@@ -201,6 +202,10 @@ static int s_report(const struct s_eig_args *a, const nn_net_t *net,
                           (int)a->block, "bn", a->bn == NN_BN_EVAL ? "eval" : "train", "preset",
                           a->preset == EIG_POWER_ACCURATE ? "accurate" : "paper", "model", a->model,
                           "params", (json_int_t)nn_net_param_count(net));
+    /* the relative residual |Hv - lambda v| / |lambda| that `converged` compares with the tolerance
+     */
+    if (j)
+        json_object_set_new(j, "residual", json_real(res->residual));
     char *line = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(17)) : NULL;
     json_decref(j);
     if (!line) {

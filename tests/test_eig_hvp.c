@@ -247,6 +247,10 @@ static void test_eig_command(void **state)
     int it = (int)json_integer_value(json_object_get(j, "iterations"));
     assert_true(json_is_number(json_object_get(j, "seconds")));
     assert_true(json_is_boolean(json_object_get(j, "converged")));
+    assert_true(json_is_number(json_object_get(j, "residual")));
+    /* converged means the residual met the preset's tolerance (accurate: 1e-3) */
+    assert_int_equal(json_is_true(json_object_get(j, "converged")),
+                     json_number_value(json_object_get(j, "residual")) <= 1e-3);
     assert_int_equal(json_integer_value(json_object_get(j, "n")), first);
     assert_int_equal(json_integer_value(json_object_get(j, "block_last_k")), 2);
     assert_string_equal(json_string_value(json_object_get(j, "bn")), "eval");

@@ -331,6 +331,44 @@ static void s_weight_norms(const nn_net_t *net, const float *params, double *all
     *conv = sqrt(sc);
 }
 
+/* The epoch's `eig` event: the measurement, the rule's outcome d (as sent, with the verdict). */
+static void s_eig_event(eigensvc_t *s, int32_t ended, int measured,
+                        const struct eig_power_result *res, double secs,
+                        const struct eig_abs_decision *dec, const struct rt_wire_decision *d)
+{
+    rt_metrics_t *mt = s->cfg.metrics;
+    if (!mt)
+        return;
+    rt_metrics_begin(mt, "eig");
+    rt_metrics_int(mt, "epoch", ended);
+    if (measured)
+        rt_metrics_num(mt, "eigenvalue", res->eigenvalue);
+    rt_metrics_bool(mt, "measured", measured);
+    rt_metrics_int(mt, "iterations", res->iterations);
+    if (measured) { /* the relative residual, and whether it met the tolerance */
+        rt_metrics_num(mt, "residual", res->residual);
+        rt_metrics_bool(mt, "converged", res->converged);
+    }
+    rt_metrics_num(mt, "seconds", secs);
+    double wn, cn;
+    s_weight_norms(s->net, nn_net_params(s->net), &wn, &cn);
+    rt_metrics_num(mt, "weight_norm", wn);
+    rt_metrics_num(mt, "conv_weight_norm", cn);
+    rt_metrics_num(mt, "lambda_ref", dec->lambda_ref);
+    rt_metrics_int(mt, "batch_size", dec->batch);
+    rt_metrics_int(mt, "batch_prev", dec->batch_prev);
+    rt_metrics_num(mt, "lr", dec->lr);
+    rt_metrics_num(mt, "gamma", dec->gamma);
+    rt_metrics_bool(mt, "changed", dec->changed);
+    rt_metrics_str(mt, "reason", dec->reason);
+    rt_metrics_int(mt, "snapshot_version", (long long)d->snapshot_version);
+    rt_metrics_int(mt, "seq", (long long)d->seq);
+    rt_metrics_str(mt, "verdict", d->verdict >= 0 ? rt_wire_verdict_str(d->verdict) : "refused");
+    rt_metrics_int(mt, "apply_step", (long long)d->apply_step);
+    rt_metrics_int(mt, "sched_version", (long long)d->sched_version);
+    rt_metrics_end(mt);
+}
+
 /* The end of epoch `ended` on the snapshot in the net (taken at `version`): measure, decide, send,
  * publish, record. */
 static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
@@ -420,37 +458,7 @@ static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
         if (rt_sock_send(s->pub, NULL, 0, &m, NULL, NULL, NULL))
             RT_WARN(S_NAME, "publish failed: %s", rt_err_msg());
     }
-    rt_metrics_t *mt = s->cfg.metrics;
-    if (mt) {
-        rt_metrics_begin(mt, "eig");
-        rt_metrics_int(mt, "epoch", ended);
-        if (measured)
-            rt_metrics_num(mt, "eigenvalue", res.eigenvalue);
-        rt_metrics_bool(mt, "measured", measured);
-        rt_metrics_int(mt, "iterations", res.iterations);
-        if (measured) { /* the relative residual, and whether it met the tolerance */
-            rt_metrics_num(mt, "residual", res.residual);
-            rt_metrics_bool(mt, "converged", res.converged);
-        }
-        rt_metrics_num(mt, "seconds", secs);
-        double wn, cn;
-        s_weight_norms(s->net, nn_net_params(s->net), &wn, &cn);
-        rt_metrics_num(mt, "weight_norm", wn);
-        rt_metrics_num(mt, "conv_weight_norm", cn);
-        rt_metrics_num(mt, "lambda_ref", dec.lambda_ref);
-        rt_metrics_int(mt, "batch_size", dec.batch);
-        rt_metrics_int(mt, "batch_prev", dec.batch_prev);
-        rt_metrics_num(mt, "lr", dec.lr);
-        rt_metrics_num(mt, "gamma", dec.gamma);
-        rt_metrics_bool(mt, "changed", dec.changed);
-        rt_metrics_str(mt, "reason", dec.reason);
-        rt_metrics_int(mt, "snapshot_version", (long long)version);
-        rt_metrics_int(mt, "seq", (long long)d.seq);
-        rt_metrics_str(mt, "verdict", verdict >= 0 ? rt_wire_verdict_str(verdict) : "refused");
-        rt_metrics_int(mt, "apply_step", (long long)d.apply_step);
-        rt_metrics_int(mt, "sched_version", (long long)d.sched_version);
-        rt_metrics_end(mt);
-    }
+    s_eig_event(s, ended, measured, &res, secs, &dec, &d);
     RT_INFO(S_NAME, "epoch %d: lambda %g (%d it, %.2fs) -> B %lld lr %g gamma %g: %s", (int)ended,
             measured ? res.eigenvalue : NAN, (int)res.iterations, secs, (long long)dec.batch,
             dec.lr, dec.gamma, dec.reason);

@@ -235,6 +235,10 @@ void server_sched_get_state(const server_sched_t *self, struct server_sched_stat
 /* Replace this schedule by *in (validated: format, config, each decision, order). Pending
  * out-of-order decisions of this participant that agree with *in are kept. 0 or a negative code;
  * on error the schedule is unchanged. */
+/* Check a state's ranges and consistency (as set_state and decode do). 0 or an rt_err code
+ * naming the field. */
+int server_sched_state_check(const struct server_sched_state *st);
+
 int server_sched_set_state(server_sched_t *self, const struct server_sched_state *in);
 
 /* Little-endian byte form of a state, for checkpoint files and the wire:

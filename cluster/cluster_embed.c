@@ -170,13 +170,15 @@ static int s_threads_finish(const struct cluster_embed_cfg *cfg, struct s_run *r
         pthread_join(r->wt[i], NULL);
     for (int i = 0; i < r->n_started_s; i++)
         pthread_join(r->st[i], NULL);
-    for (int i = 0; rc == RT_OK && i < r->n_started_w; i++)
-        if (r->wj[i].rc) {
-            rc = rt_err_set(r->wj[i].rc, "worker %d: %s", i, r->wj[i].err);
-        }
-    for (int i = 0; rc == RT_OK && i < r->n_started_s; i++)
-        if (r->sj[i].rc)
-            rc = rt_err_set(r->sj[i].rc, "shard %d: %s", i, r->sj[i].err);
+    /* the cause, not the consequence: a role stopped because another failed says "stopped" */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; rc == RT_OK && i < r->n_started_w; i++)
+            if (r->wj[i].rc && (pass || r->wj[i].rc != RT_ERR_INTERRUPTED))
+                rc = rt_err_set(r->wj[i].rc, "worker %d: %s", i, r->wj[i].err);
+        for (int i = 0; rc == RT_OK && i < r->n_started_s; i++)
+            if (r->sj[i].rc && (pass || r->sj[i].rc != RT_ERR_INTERRUPTED))
+                rc = rt_err_set(r->sj[i].rc, "shard %d: %s", i, r->sj[i].err);
+    }
     if (rc != RT_OK)
         return rc;
     for (int i = 0; i < cfg->n_shards; i++) {

@@ -131,10 +131,16 @@ static void s_apply_upto(server_shard_t *s, uint64_t end)
         while (a < seg) {
             uint64_t n = seg - a < S_APPLY_BLOCK ? seg - a : S_APPLY_BLOCK;
             float *g = s->data.acc + a;
-            for (uint64_t i = 0; i < n; i++)
+            int bad = 0; /* x - x is 0, or NaN (!= 0) for an infinite or NaN x; vectorises */
+            for (uint64_t i = 0; i < n; i++) {
                 g[i] *= inv;
-            nn_sgd_step(s->data.w + a, s->data.mom + a, g, (size_t)n, s->step.sched.lr,
-                        s->cfg.momentum, s->cfg.weight_decay);
+                bad |= (g[i] - g[i]) != 0.0f;
+            }
+            if (bad) /* never applied: the weights stay those of the last version */
+                s->step.nonfinite = 1;
+            else
+                nn_sgd_step(s->data.w + a, s->data.mom + a, g, (size_t)n, s->step.sched.lr,
+                            s->cfg.momentum, s->cfg.weight_decay);
             a += n;
         }
     }
@@ -146,6 +152,13 @@ static void s_apply_upto(server_shard_t *s, uint64_t end)
 static void s_apply(server_shard_t *s)
 {
     s_apply_upto(s, s->data.p_cnt);
+    int bad = 0;
+    for (uint64_t i = 0; i < s->data.b_cnt; i++)
+        bad |= (s->data.bacc[i] - s->data.bacc[i]) != 0.0f;
+    if (bad)
+        s->step.nonfinite = 1;
+    if (s->step.nonfinite)
+        return; /* no new version: server_shard_run stops with the error */
     /* the buffers: averaged over the workers whose buffer slice arrived */
     uint64_t btot = s->step.total_samples;
     for (int k = 0; k < s->cfg.n_workers; k++)

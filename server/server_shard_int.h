@@ -95,6 +95,8 @@ struct server_shard_step {
     int b_summed;                    /* bacc holds at least one contribution */
     uint64_t applied;                /* floats [0, applied) already updated for this step */
     int sched_known;                 /* `sched` holds the schedule of the step */
+    int nonfinite;                   /* its averaged gradient or buffers are not finite: the shard
+                                        stops before serving it (server_shard_run) */
     struct server_coord_point sched; /* its schedule, from the coordinator */
 };
 

@@ -132,7 +132,14 @@ static int s_nn_step(void *user, const struct worker_step *st, const float *para
         n->epoch = (int64_t)st->epoch;
     }
     struct worker_compute c = worker_nn_compute(n->nn);
-    return c.compute(c.user, st, params, grads, buffers, samples, loss);
+    int rc = c.compute(c.user, st, params, grads, buffers, samples, loss);
+    /* a non-finite loss (diverged weights, bad labels, a faulty device) is never pushed */
+    if (!rc && *samples > 0 && !isfinite(*loss))
+        rc = rt_err_set(RT_ERR_FORMAT,
+                        "worker %d: the loss of step %llu (epoch %llu) is not finite: stopping "
+                        "without pushing it (labels within model.classes? lr too high?)",
+                        st->worker, (unsigned long long)st->step, (unsigned long long)st->epoch);
+    return rc;
 }
 
 /* What an epoch event says besides the test results. */

@@ -259,6 +259,30 @@ static void test_eig_command(void **state)
         fail_msg("eig command %.8g, in process %.8g", ev, res.eigenvalue);
     json_decref(j);
 
+    /* Lanczos: the top 2 at once; its top agrees with a converged power iteration */
+    snprintf(cmd, sizeof cmd,
+             "'%s' eig --model cnn --weights '%s' --data '%s' --classes %d --first %d "
+             "--block-last 2 --bn eval --preset accurate --seed 4 --threads 1 --method lanczos "
+             "--top 2",
+             eb_test_binary(), wpath, db, DB_N, first);
+    assert_int_equal(s_run(cmd, out, sizeof out), 0);
+    j = json_loads(out, 0, &jerr);
+    if (!j)
+        fail_msg("lanczos: last line is not JSON: %s (%s)", out, jerr.text);
+    json_t *evs = json_object_get(j, "eigenvalues"), *rss = json_object_get(j, "residuals");
+    assert_int_equal(json_array_size(evs), 2);
+    assert_int_equal(json_array_size(rss), 2);
+    double l0 = json_number_value(json_array_get(evs, 0));
+    double l1 = json_number_value(json_array_get(evs, 1));
+    assert_true(l0 >= l1);
+    assert_true(json_integer_value(json_object_get(j, "hvps")) >= 2);
+    if (json_is_true(json_object_get(j, "converged"))) {
+        assert_true(json_number_value(json_array_get(rss, 0)) <= 1e-3);
+        if (res.converged && res.eigenvalue > 0 && eb_test_reldiff(l0, res.eigenvalue, 1e-6) > 2e-3)
+            fail_msg("lanczos top %.8g, power iteration %.8g", l0, res.eigenvalue);
+    }
+    json_decref(j);
+
     /* bad input: clear errors, no crash */
     snprintf(cmd, sizeof cmd, "'%s' eig --model cnn --data '%s' 2>/dev/null", eb_test_binary(), db);
     assert_int_equal(s_run(cmd, out, sizeof out), 2);

@@ -9,24 +9,15 @@
 #include <string.h>
 
 #include "rt_err.h"
+#include "rt_rng.h"
 
 #define S_BREAKDOWN 1e-6    /* beta below this times max |alpha|: the Krylov space is exhausted */
 #define S_JACOBI_SWEEPS 100 /* Jacobi sweeps at most (converges in far fewer for m <= 256) */
 
-/* splitmix64: 64 random bits. */
-static uint64_t s_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-/* A standard normal (Box-Muller, one of the pair). */
+/* A standard normal (Box-Muller, one of the pair) from rt_rng's uniform in [0, 1). */
 static double s_normal(uint64_t *s)
 {
-    double u1 = ((double)(s_next(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-    double u2 = ((double)(s_next(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+    double u1 = 1.0 - rt_rng_uniform(s), u2 = rt_rng_uniform(s); /* u1 in (0, 1] */
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 

@@ -7,9 +7,9 @@
  * string to string. Tensors must tile the data exactly: no overlap, no hole, nothing left over.
  *
  * The API speaks in plain descriptors (a name, a shape, a pointer) so that core/rt stays apart from
- * core/nn; tools/eb_weights.c maps a net's named tensors onto it. Files are written atomically (a
- * temporary file in the same directory, fsync, rename, fsync of the directory), so a reader never
- * sees half a file. Readers map the file and validate the whole header on open: a malformed,
+ * core/nn; core/app/app_weights.c maps a net's named tensors onto it. Files are written atomically
+ * (a temporary file in the same directory, fsync, rename, fsync of the directory), so a reader
+ * never sees half a file. Readers map the file and validate the whole header on open: a malformed,
  * truncated or oversized header is an error (RT_ERR_FORMAT, RT_ERR_TRUNCATED, RT_ERR_TOOBIG) whose
  * detail names the file and the offending tensor, never a crash.
  */

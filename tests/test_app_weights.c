@@ -1,5 +1,5 @@
 /*
- * test_eb_weights: a net's weights survive a safetensors round trip bit for bit (parameters and
+ * test_app_weights: a net's weights survive a safetensors round trip bit for bit (parameters and
  * BatchNorm running statistics), and loading names the missing, mis-shaped or unexpected tensor.
  */
 #include "eb_test.h"

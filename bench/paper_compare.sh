@@ -190,8 +190,9 @@ if [ "$stash" = 1 ]; then
         dst="$out/$run"
         [ -f "$dst/metrics.jsonl" ] && continue
         has_checkpoint "$work" || continue
-        newest=$(ls -d "$work"/checkpoints/epoch-*/ | sort | tail -1)
-        newest="${newest%/}"
+        # the newest complete one (a checkpoint being written has no manifest yet)
+        newest=$(ls "$work"/checkpoints/epoch-*/MANIFEST.json | sort | tail -1)
+        newest="${newest%/MANIFEST.json}"
         rm -rf "$dst/wip.tmp"
         mkdir -p "$dst/wip.tmp/checkpoints"
         cp -r "$newest" "$dst/wip.tmp/checkpoints/" &&

@@ -65,19 +65,9 @@ int eigensvc_main_cfg(const struct app_opts *o, struct eigensvc_cfg *ec)
     if (o->abs.tau >= 0)
         ec->abs.tau = (int32_t)o->abs.tau;
     ec->abs.rho = o->schedule.rho;
-    ec->abs.n_decay = 0;
-    if (o->schedule.decay_epochs) {
-        char list[APP_MAX_LIST];
-        snprintf(list, sizeof list, "%s", o->schedule.decay_epochs);
-        for (char *sv = NULL, *t = strtok_r(list, ",", &sv); t; t = strtok_r(NULL, ",", &sv)) {
-            char *end;
-            long e = strtol(t, &end, 10);
-            if (end == t || *end || ec->abs.n_decay >= EIG_ABS_MAX_DECAY)
-                return rt_err_set(RT_ERR_CONFIG, "schedule.decay_epochs: bad list '%s'",
-                                  o->schedule.decay_epochs);
-            ec->abs.decay_epochs[ec->abs.n_decay++] = (int32_t)e;
-        }
-    }
+    int rc = app_opts_decay_epochs(o, ec->abs.decay_epochs, EIG_ABS_MAX_DECAY, &ec->abs.n_decay);
+    if (rc)
+        return rc;
     ec->model = o->model.name;
     ec->classes = (int)o->model.classes;
     ec->train_db = o->data.train;

@@ -40,14 +40,6 @@ static void s_on_signal(int sig)
     atomic_store(&s_stop, 1);
 }
 
-/* Parse one decay epoch of schedule.decay_epochs (checked by the option table). */
-static int s_parse_epoch(const char *t, long *e)
-{
-    char *end;
-    *e = strtol(t, &end, 10);
-    return end == t || *end ? RT_ERR_CONFIG : RT_OK;
-}
-
 static int s_run(struct app_opts *opts, rt_config_t *cfg);
 
 int server_main(int argc, char **argv)
@@ -169,20 +161,8 @@ int server_main_schedule(const struct app_opts *o, struct server_coord_sched *ou
     c.epsilon = o->abs.epsilon;
     if (o->abs.tau >= 0)
         c.tau = (int32_t)o->abs.tau;
-    c.n_decay = 0;
-    if (o->schedule.decay_epochs) {
-        char list[APP_MAX_LIST];
-        snprintf(list, sizeof list, "%s", o->schedule.decay_epochs);
-        for (char *sv = NULL, *t = strtok_r(list, ",", &sv); t; t = strtok_r(NULL, ",", &sv)) {
-            if (c.n_decay >= SERVER_SCHED_MAX_DECAY)
-                return rt_err_set(RT_ERR_CONFIG, "--decay-epochs: more than %d epochs",
-                                  SERVER_SCHED_MAX_DECAY);
-            long e;
-            if (s_parse_epoch(t, &e))
-                return RT_ERR_CONFIG;
-            c.decay_epochs[c.n_decay++] = (int32_t)e;
-        }
-    }
+    if ((rc = app_opts_decay_epochs(o, c.decay_epochs, SERVER_SCHED_MAX_DECAY, &c.n_decay)))
+        return rc;
     server_sched_t *s = server_sched_new(&c);
     if (!s)
         return rt_err_set(RT_ERR_CONFIG, "schedule: %s", rt_err_msg());

@@ -6,7 +6,6 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -226,16 +225,21 @@ int app_opts_check(const struct app_opts *o)
     return RT_OK;
 }
 
-int app_opts_put(struct app_opts *o, rt_config_t *cfg, const char *key, const char *fmt, ...)
+int app_opts_decay_epochs(const struct app_opts *o, int32_t *out, int max, int32_t *n)
 {
-    const struct rt_opt *row = rt_opt_find(app_opts_table, app_opts_count, key, NULL);
-    RT_ASSERT(row);
-    char text[APP_MAX_LIST];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(text, sizeof text, fmt, ap);
-    va_end(ap);
-    return rt_opt_put(row, o, cfg, text);
+    *n = 0;
+    for (const char *p = o->schedule.decay_epochs; p && *p;) {
+        if (*n >= max)
+            return rt_err_set(RT_ERR_CONFIG, "schedule.decay_epochs: more than %d epochs", max);
+        char *end;
+        long e = strtol(p, &end, 10); /* the table checked the items */
+        if (end == p || (*end && *end != ','))
+            return rt_err_set(RT_ERR_CONFIG, "schedule.decay_epochs: bad list '%s'",
+                              o->schedule.decay_epochs);
+        out[(*n)++] = (int32_t)e;
+        p = *end ? end + 1 : end;
+    }
+    return RT_OK;
 }
 
 int app_opts_needs_eigensvc(const struct app_opts *o)

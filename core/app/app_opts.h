@@ -13,6 +13,8 @@
 #ifndef APP_OPTS_H
 #define APP_OPTS_H
 
+#include <stdint.h>
+
 #include "rt_config.h"
 #include "rt_opt.h"
 #include "rt_wire.h"
@@ -155,11 +157,8 @@ int app_opts_main(int argc, char **argv, const char *usage, app_opts_body_fn bod
 /* Cross-option checks (the table checks each value alone). Returns 0 or RT_ERR_CONFIG. */
 int app_opts_check(const struct app_opts *o);
 
-/* Set a keyed option to a value computed at run time (a zoo model's parameter count, the
- * dataset's size), in *o and in cfg, so that config.yaml shows what ran. Returns 0 or an rt_err
- * code. */
-int app_opts_put(struct app_opts *o, rt_config_t *cfg, const char *key, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+/* schedule.decay_epochs as integers into out (at most max). Returns 0 or RT_ERR_CONFIG. */
+int app_opts_decay_epochs(const struct app_opts *o, int32_t *out, int max, int32_t *n);
 
 /* 1 when the method needs the eigen service (ABS, ABSA). */
 int app_opts_needs_eigensvc(const struct app_opts *o);

@@ -330,17 +330,6 @@ static int s_cfg_put(const struct rt_opt *o, rt_config_t *cfg, const char *text,
     return rt_config_set_yaml(cfg, o->key, text, origin);
 }
 
-int rt_opt_put(const struct rt_opt *o, void *opts, rt_config_t *cfg, const char *text)
-{
-    int rc = s_cfg_put(o, cfg, text, "computed");
-    const char *v = NULL;
-    if (!rc)
-        rc = rt_config_get_list_text(cfg, o->key, &v);
-    if (!rc)
-        rc = rt_opt_set(o, opts, v, o->key);
-    return rc;
-}
-
 /* The row for a command-line word "--flag" or "--flag=value" (*eq receives the value or NULL). */
 static const struct rt_opt *s_flag_row(const struct rt_opt *t, int n, const char *arg,
                                        const char **eq)

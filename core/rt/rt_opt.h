@@ -93,11 +93,6 @@ const char *rt_opt_value_text(const struct rt_opt *o, const void *opts, char *bu
  * outlive the struct. Returns 0 or RT_ERR_ARG. */
 int rt_opt_set(const struct rt_opt *o, void *opts, const char *text, const char *origin);
 
-/* Set the keyed option o in cfg and in the struct at opts (a value computed at run time, such as
- * a model's parameter count, that the resolved configuration must show). Returns 0 or an rt_err
- * code. The struct's string may point into cfg afterwards. */
-int rt_opt_put(const struct rt_opt *o, void *opts, rt_config_t *cfg, const char *text);
-
 /* Was option o (a row of t) given on the command line argv: its flag (`--o`, `--o=v`), or its
  * key in `--set KEY=VALUE`? 1 or 0. The configuration file and the environment do not count:
  * this tells what the user asked for in this invocation (for checks such as "these options

@@ -373,12 +373,6 @@ static void test_client_without_keys_rejected(void **state)
 
 /* ---- the binary --------------------------------------------------------------------------- */
 
-static int s_run(const char *cmd)
-{
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void s_launch(const char *security, const char *out, const char *err)
 {
     char cmd[6 * S_PATH];
@@ -388,7 +382,7 @@ static void s_launch(const char *security, const char *out, const char *err)
              "--buffers 7 --batch 24 --steps 6 --samples 48 --seed 42 --timeout-ms 20000 "
              "--out '%s' %s 2>'%s'",
              eb_test_binary(), out, security, err);
-    int rc = s_run(cmd);
+    int rc = eb_test_run(cmd);
     if (rc) {
         char *text = s_slurp(err);
         fail_msg("launch (%s) exited %d:\n%s", security, rc, text);
@@ -407,7 +401,7 @@ static void test_launch_with_keys(void **state)
     assert_int_equal(mkdir(adir, 0700), 0);
     char cmd[3 * S_PATH];
     snprintf(cmd, sizeof cmd, "cp '%s.pub' '%s/'", s_a, adir);
-    assert_int_equal(s_run(cmd), 0);
+    assert_int_equal(eb_test_run(cmd), 0);
     /* the configuration path (--set): security.key and security.allowed (a directory); both
      * runs keep their output (config.yaml) in the temporary directory, no checkpoints */
     snprintf(sec, sizeof sec,
@@ -431,7 +425,7 @@ static void test_launch_with_keys(void **state)
         cmd, sizeof cmd,
         "'%s' launch --model synth --transport tcp --steps 1 --security-key '%s/nope.key' 2>'%s'",
         eb_test_binary(), s_dir, err);
-    assert_int_equal(s_run(cmd), 1);
+    assert_int_equal(eb_test_run(cmd), 1);
     char *text = s_slurp(err);
     assert_non_null(strstr(text, "nope.key"));
     free(text);
@@ -457,7 +451,7 @@ static void test_launch_abs_with_keys(void **state)
             "%s%s%s 2>'%s'",
             eb_test_binary(), db, s_dir, run, s_dir, run, run ? "" : "--security-key '",
             run ? "" : key, run ? "" : "'", err);
-        int rc = s_run(cmd);
+        int rc = eb_test_run(cmd);
         if (rc) {
             char *text = s_slurp(err);
             fail_msg("ABS launch (%s) exited %d:\n%s", run ? "plain" : "keys", rc, text);

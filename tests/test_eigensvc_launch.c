@@ -17,26 +17,6 @@
 
 #define N 40 /* records of 1 x 8 x 8, label = index */
 
-static int s_run(const char *cmd)
-{
-    int st = system(cmd);
-    return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static long s_read(const char *path, unsigned char **out)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        fail_msg("%s missing", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    *out = malloc((size_t)n);
-    assert_int_equal(fread(*out, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    return n;
-}
-
 static void s_launch(const char *tmp, const char *db, int run)
 {
     char cmd[16384];
@@ -48,7 +28,7 @@ static void s_launch(const char *tmp, const char *db, int run)
         "'%s/m%d.jsonl' "
         "--out '%s/w%d.bin'",
         eb_test_binary(), db, N, tmp, run, tmp, run);
-    assert_int_equal(s_run(cmd), 0);
+    assert_int_equal(eb_test_run(cmd), 0);
 }
 
 static void test_launch_abs_sync(void **state)
@@ -93,7 +73,9 @@ static void test_launch_abs_sync(void **state)
     char p0[4200], p1[4200];
     snprintf(p0, sizeof p0, "%s/w0.bin", tmp);
     snprintf(p1, sizeof p1, "%s/w1.bin", tmp);
-    long na = s_read(p0, &a), nb = s_read(p1, &b);
+    long na, nb;
+    a = eb_test_read(p0, &na);
+    b = eb_test_read(p1, &nb);
     assert_int_equal(na, nb);
     assert_memory_equal(a, b, (size_t)na);
     free(a);
@@ -108,24 +90,24 @@ static void test_eigensvc_command_errors(void **state)
     (void)state;
     char cmd[8192];
     snprintf(cmd, sizeof cmd, "'%s' eigensvc --model cnn 2>/dev/null", eb_test_binary());
-    assert_int_equal(s_run(cmd), 2);
+    assert_int_equal(eb_test_run(cmd), 2);
     snprintf(
         cmd, sizeof cmd,
         "'%s' eigensvc --connect tcp://127.0.0.1:9 --model cnn --data x --method ABS --kappa ten "
         "2>/dev/null",
         eb_test_binary());
-    assert_int_equal(s_run(cmd), 2);
+    assert_int_equal(eb_test_run(cmd), 2);
     snprintf(cmd, sizeof cmd,
              "'%s' eigensvc --connect tcp://127.0.0.1:9 --model cnn --data x --method SGD "
              "2>/dev/null",
              eb_test_binary());
-    assert_int_equal(s_run(cmd), 2);
+    assert_int_equal(eb_test_run(cmd), 2);
     snprintf(cmd, sizeof cmd,
              "EB_CONNECT=tcp://127.0.0.1:9 EB_MODEL=cnn EB_METHOD=ABS '%s' eigensvc --data "
              "/nonexistent/db "
              "2>/dev/null",
              eb_test_binary());
-    assert_int_equal(s_run(cmd), 1); /* options from the environment; the data is missing */
+    assert_int_equal(eb_test_run(cmd), 1); /* options from the environment; the data is missing */
 }
 
 int main(void)

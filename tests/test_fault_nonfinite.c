@@ -114,17 +114,11 @@ static void test_nonfinite_loss_stops_train(void **state)
              "--micro-batch 8 --epochs 2 --progress-s 0 --worker-timeout-ms 2000 "
              ">/dev/null 2>'%s'",
              eb_test_binary(), db, err);
-    int st = system(cmd);
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 1);
-    FILE *f = fopen(err, "r");
-    assert_non_null(f);
-    char text[8192];
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    text[n] = '\0';
-    fclose(f);
+    assert_int_equal(eb_test_run(cmd), 1);
+    char *text = (char *)eb_test_read(err, NULL);
     if (!strstr(text, "loss of step 0") || !strstr(text, "not finite"))
         fail_msg("train's error does not name the step and the loss: %s", text);
+    free(text);
     eb_test_rmtree(tmp);
     free(tmp);
 }

@@ -44,12 +44,6 @@ static void s_reference(float *w, float *b)
     worker_synth_fini(&m);
 }
 
-static int s_run(const char *cmd)
-{
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void s_launch_and_compare(const char *transport)
 {
     char *dir = eb_test_tmpdir();
@@ -62,7 +56,7 @@ static void s_launch_and_compare(const char *transport)
         "--samples %d --seed %d --chunk 200 --checksum crc32 --out '%s'",
         eb_test_binary(), transport, P, NB, BATCH, STEPS, (double)LR, (double)MOMENTUM, (double)WD,
         N_SAMPLES, SEED, out);
-    assert_int_equal(s_run(cmd), 0);
+    assert_int_equal(eb_test_run(cmd), 0);
     float got[P + NB], ref_w[P], ref_b[NB];
     FILE *f = fopen(out, "rb");
     assert_non_null(f);
@@ -149,7 +143,7 @@ static void test_launch_gg_schedule(void **state)
         "--samples 60 --seed %d --method GG --epochs 3 --decay-epochs 1 --rho 0.5 "
         "--out '%s'",
         eb_test_binary(), P, NB, (double)LR, (double)MOMENTUM, (double)WD, SEED, out);
-    assert_int_equal(s_run(cmd), 0);
+    assert_int_equal(eb_test_run(cmd), 0);
     float got[P + NB];
     FILE *f = fopen(out, "rb");
     assert_non_null(f);
@@ -175,7 +169,7 @@ static void test_launch_zoo_model_on_lmdb(void **state)
              "--data '%s' --classes 40 --batch 16 --micro-batch 4 --steps 4 --lr 0.05 "
              "--out '%s'",
              eb_test_binary(), db, out);
-    assert_int_equal(s_run(cmd), 0);
+    assert_int_equal(eb_test_run(cmd), 0);
     nn_net_t *net = nn_zoo_new("cnn", 1, 8, 8, 40, 4, NULL);
     assert_non_null(net);
     size_t want = (nn_net_param_count(net) + nn_net_buffer_count(net)) * sizeof(float);
@@ -199,7 +193,7 @@ static void test_launch_zoo_model_on_lmdb(void **state)
     snprintf(cmd, sizeof cmd,
              "EB_LOG=error '%s' launch --transport tcp --model cnn --data '%s/missing' 2>/dev/null",
              eb_test_binary(), tmp);
-    assert_int_equal(s_run(cmd), 1);
+    assert_int_equal(eb_test_run(cmd), 1);
     eb_test_rmtree(tmp);
     free(tmp);
 }
@@ -209,18 +203,18 @@ static void test_bad_options(void **state)
     (void)state;
     char cmd[4200];
     snprintf(cmd, sizeof cmd, "'%s' launch --shards 0 2>/dev/null", eb_test_binary());
-    assert_int_equal(s_run(cmd), 2);
+    assert_int_equal(eb_test_run(cmd), 2);
     snprintf(cmd, sizeof cmd, "'%s' server --shard 0 2>/dev/null", eb_test_binary());
-    assert_int_equal(s_run(cmd), 2);
+    assert_int_equal(eb_test_run(cmd), 2);
     snprintf(cmd, sizeof cmd, "'%s' worker --params x 2>/dev/null", eb_test_binary());
-    assert_int_equal(s_run(cmd), 2);
+    assert_int_equal(eb_test_run(cmd), 2);
     /* a worker whose shard never answers gives up (env configuration, short timeout) */
     int port = eb_test_free_port();
     snprintf(cmd, sizeof cmd,
              "EB_CONNECT=tcp://127.0.0.1:%d EB_MODEL=synth EB_PARAMS=10 EB_TIMEOUT_MS=500 "
              "timeout 20 '%s' worker 2>/dev/null",
              port, eb_test_binary());
-    assert_int_equal(s_run(cmd), 1);
+    assert_int_equal(eb_test_run(cmd), 1);
 }
 
 int main(void)

@@ -20,32 +20,13 @@
 
 #define N 1024 /* records of 1 x 8 x 8, label = index (as many classes) */
 
-static int s_run(const char *cmd)
-{
-    int st = system(cmd);
-    return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static long s_read(const char *path, unsigned char **out)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        fail_msg("%s missing", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    *out = malloc((size_t)n + 1);
-    assert_int_equal(fread(*out, 1, (size_t)n, f), (size_t)n);
-    (*out)[n] = 0;
-    fclose(f);
-    return n;
-}
-
 /* Files a and b hold the same bytes. */
 static void s_same(const char *a, const char *b)
 {
     unsigned char *x, *y;
-    long nx = s_read(a, &x), ny = s_read(b, &y);
+    long nx, ny;
+    x = eb_test_read(a, &nx);
+    y = eb_test_read(b, &ny);
     if (nx != ny || memcmp(x, y, (size_t)nx))
         fail_msg("%s and %s differ", a, b);
     free(x);
@@ -79,10 +60,10 @@ static void test_train_launch_and_processes_agree(void **state)
     const char *bin = eb_test_binary();
     snprintf(cmd, sizeof cmd, "cd '%s/train' && EB_LOG=warn '%s' train --config '%s' >/dev/null",
              tmp, bin, yaml);
-    assert_int_equal(s_run(cmd), 0);
+    assert_int_equal(eb_test_run(cmd), 0);
     snprintf(cmd, sizeof cmd, "cd '%s/launch' && EB_LOG=warn '%s' launch --config '%s' >/dev/null",
              tmp, bin, yaml);
-    assert_int_equal(s_run(cmd), 0);
+    assert_int_equal(eb_test_run(cmd), 0);
     /* the roles by hand: only per-process flags besides --config */
     char s0[4300], s1[4300];
     snprintf(s0, sizeof s0, "ipc://%s/roles/s0", tmp);
@@ -96,7 +77,7 @@ static void test_train_launch_and_processes_agree(void **state)
              "\"$B\" eigensvc --config \"$C\" --connect '%s,%s' --eig-metrics eig.jsonl & p5=$!; "
              "rc=0; for p in $p1 $p2 $p3 $p4 $p5; do wait $p || rc=1; done; exit $rc",
              tmp, bin, yaml, s0, s1, s0, s0, s1, s0, s1, s0, s1);
-    assert_int_equal(s_run(cmd), 0);
+    assert_int_equal(eb_test_run(cmd), 0);
     for (int i = 1; i < 3; i++) {
         snprintf(a, sizeof a, "%s/train/out/config.yaml", tmp);
         snprintf(b, sizeof b, "%s/%s/out/config.yaml", tmp, ways[i]);

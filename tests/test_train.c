@@ -28,12 +28,6 @@
 static char *s_tmp;     /* the test's temporary directory */
 static char s_db[4200]; /* the tiny LMDB */
 
-static int s_run(const char *cmd)
-{
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /* Write text to DIR/name and return the path in buf. */
 static const char *s_write(const char *name, const char *text, char *buf, size_t cap)
 {
@@ -91,7 +85,7 @@ static void test_config_errors(void **state)
     /* a typo: the message names the file, the line and the key */
     s_write("typo.yaml", "model:\n  name: cnn\ntrian:\n  epochs: 3\n", path, sizeof path);
     snprintf(cmd, sizeof cmd, "'%s' train --config '%s' 2>'%s'", eb_test_binary(), path, err);
-    assert_int_equal(s_run(cmd), 2);
+    assert_int_equal(eb_test_run(cmd), 2);
     char *msg = s_slurp(err);
     char want[4400];
     snprintf(want, sizeof want, "%s:4", path);
@@ -101,7 +95,7 @@ static void test_config_errors(void **state)
     /* a value of the wrong type */
     s_write("type.yaml", "schedule:\n  batch: ten\n", path, sizeof path);
     snprintf(cmd, sizeof cmd, "'%s' train --config '%s' 2>'%s'", eb_test_binary(), path, err);
-    assert_int_equal(s_run(cmd), 2);
+    assert_int_equal(eb_test_run(cmd), 2);
     msg = s_slurp(err);
     snprintf(want, sizeof want, "%s:2", path);
     assert_non_null(strstr(msg, want));
@@ -109,11 +103,11 @@ static void test_config_errors(void **state)
     free(msg);
     /* the same checks reach launch, and --set overrides are checked too */
     snprintf(cmd, sizeof cmd, "'%s' launch --config '%s' 2>/dev/null", eb_test_binary(), path);
-    assert_int_equal(s_run(cmd), 2);
+    assert_int_equal(eb_test_run(cmd), 2);
     s_write("ok.yaml", "model: {name: cnn}\n", path, sizeof path);
     snprintf(cmd, sizeof cmd, "'%s' train --config '%s' --set schedule.lrr=0.1 2>'%s'",
              eb_test_binary(), path, err);
-    assert_int_equal(s_run(cmd), 2);
+    assert_int_equal(eb_test_run(cmd), 2);
     msg = s_slurp(err);
     assert_non_null(strstr(msg, "schedule.lrr"));
     free(msg);
@@ -191,7 +185,7 @@ static void test_train_outputs(void **state)
              "EB_LOG=warn '%s' train --config '%s' --output-dir '%s' --seed 3 "
              "--set train.progress_s=0 >/dev/null",
              eb_test_binary(), cfgp, out);
-    assert_int_equal(s_run(cmd), 0);
+    assert_int_equal(eb_test_run(cmd), 0);
     /* the resolved configuration reloads and validates; overrides are in it */
     snprintf(path, sizeof path, "%s/config.yaml", out);
     char *argv[] = {"train", "--config", path, NULL};
@@ -222,7 +216,7 @@ static void test_train_outputs(void **state)
              "'%s' eval --model cnn --weights '%s/weights.safetensors' --data '%s' --classes %d "
              "--batch 100 >'%s'",
              eb_test_binary(), out, s_db, N_REC, res);
-    assert_int_equal(s_run(cmd), 0);
+    assert_int_equal(eb_test_run(cmd), 0);
     char *txt = s_slurp(res);
     char *last = txt;
     for (char *p = txt; *p; p++)
@@ -242,7 +236,7 @@ static void test_train_outputs(void **state)
              "'%s' eval --model mlp --weights '%s/weights.safetensors' --data '%s' --classes %d "
              "2>/dev/null >/dev/null",
              eb_test_binary(), out, s_db, N_REC);
-    assert_int_equal(s_run(cmd), 1);
+    assert_int_equal(eb_test_run(cmd), 1);
 }
 
 static void test_train_launch_same(void **state)
@@ -255,11 +249,11 @@ static void test_train_launch_same(void **state)
     snprintf(cmd, sizeof cmd,
              "EB_LOG=warn '%s' train --config '%s' --output-dir '%s' --seed 11 >/dev/null",
              eb_test_binary(), cfgp, a);
-    assert_int_equal(s_run(cmd), 0);
+    assert_int_equal(eb_test_run(cmd), 0);
     snprintf(cmd, sizeof cmd,
              "EB_LOG=warn '%s' launch --config '%s' --output-dir '%s' --seed 11 >/dev/null",
              eb_test_binary(), cfgp, b);
-    assert_int_equal(s_run(cmd), 0);
+    assert_int_equal(eb_test_run(cmd), 0);
     char path[4400];
     snprintf(path, sizeof path, "%s/config.yaml", b);
     FILE *f = fopen(path, "r");
@@ -300,7 +294,7 @@ static void test_train_abs(void **state)
              "--set abs.decisions=sync "
              "--set cluster.timeout_ms=20000 >/dev/null 2>'%s'",
              eb_test_binary(), cfgp, out, err);
-    int rc = s_run(cmd);
+    int rc = eb_test_run(cmd);
     char *msg = s_slurp(err);
     if (rc)
         fprintf(stderr, "%s", msg);

@@ -3,6 +3,8 @@
  */
 #include "eb_test.h"
 
+#include <sys/wait.h>
+
 #include <arpa/inet.h>
 #include <ftw.h>
 #include <math.h>
@@ -113,4 +115,28 @@ double eb_test_reldiff(double a, double b, double floor)
 {
     double m = fmax(fmax(fabs(a), fabs(b)), floor);
     return fabs(a - b) / m;
+}
+
+int eb_test_run(const char *cmd)
+{
+    int st = system(cmd);
+    return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+unsigned char *eb_test_read(const char *path, long *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        fail_msg("%s missing", path);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *buf = malloc((size_t)n + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+    buf[n] = 0;
+    fclose(f);
+    if (len)
+        *len = n;
+    return buf;
 }

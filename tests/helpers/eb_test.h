@@ -36,6 +36,13 @@ const char *eb_test_binary(void);
  * JSON object. */
 json_t *eb_test_events(const char *path, const char *name);
 
+/* Run cmd with the shell (system()): its exit status, or -1 when it did not exit normally. */
+int eb_test_run(const char *cmd);
+
+/* The whole file at path, NUL-terminated (caller frees); *len (may be NULL) gets its size. Fails
+ * the test when the file cannot be read. */
+unsigned char *eb_test_read(const char *path, long *len);
+
 /* Relative difference |a-b| / max(|a|, |b|, floor). */
 double eb_test_reldiff(double a, double b, double floor);
 

@@ -42,15 +42,18 @@ struct app_data_opts {
 };
 
 struct app_cluster_opts {
-    long shards;            /* cluster.shards */
-    long workers;           /* cluster.workers */
-    const char *transport;  /* cluster.transport: inproc, ipc or tcp */
-    long port;              /* cluster.port: tcp: first port (0: free ones) */
-    const char *weights;    /* cluster.weights: share weight per worker, comma-separated */
-    const char *checksum;   /* cluster.checksum: none, crc32, fletcher64 */
-    long chunk;             /* cluster.chunk: floats per frame (0: default) */
-    long timeout_ms;        /* cluster.timeout_ms: a client gives up after this silence */
-    long worker_timeout_ms; /* cluster.worker_timeout_ms: evict a silent worker (0: never) */
+    long shards;                 /* cluster.shards */
+    long workers;                /* cluster.workers */
+    const char *transport;       /* cluster.transport: inproc, ipc or tcp */
+    long port;                   /* cluster.port: tcp: first port (0: free ones) */
+    const char *weights;         /* cluster.weights: share weight per worker, comma-separated */
+    const char *checksum;        /* cluster.checksum: none, crc32, fletcher64 */
+    long chunk;                  /* cluster.chunk: floats per frame (0: default) */
+    long timeout_ms;             /* cluster.timeout_ms: a client gives up after this silence */
+    long worker_timeout_ms;      /* cluster.worker_timeout_ms: evict a silent worker (0: never) */
+    long coordinator_timeout_ms; /* cluster.coordinator_timeout_ms: the coordinator gone or silent
+                                    this long ends the other roles non-zero (0: never) */
+    long max_restarts;           /* cluster.max_restarts: launch's respawns of failed workers */
 };
 
 struct app_schedule_opts {
@@ -99,6 +102,13 @@ struct app_checkpoint_opts {
     long keep;         /* checkpoint.keep */
 };
 
+struct app_fault_opts {
+    double max_grad_norm; /* fault.max_grad_norm: bound on a push's slice norm (NaN: none) */
+    long max_rejects;     /* fault.max_rejects: rejected pushes in a row before eviction */
+    int rollback;         /* fault.rollback: restart from the newest checkpoint on non-finite */
+    long max_rollbacks;   /* fault.max_rollbacks */
+};
+
 struct app_security_opts {
     const char *key;        /* security.key: this role's CURVE secret key file */
     const char *server_pub; /* security.server_pub: the servers' public key file */
@@ -132,6 +142,7 @@ struct app_opts {
     struct app_train_opts train;
     const char *output_dir; /* output.dir: config.yaml, metrics.jsonl, checkpoints, weights */
     struct app_checkpoint_opts checkpoint;
+    struct app_fault_opts fault;
     struct app_security_opts security;
     struct app_local_opts local;
 };

@@ -48,10 +48,11 @@ static void *s_worker_main(void *arg)
 {
     struct s_worker_job *j = arg;
     j->rc = worker_run(&j->cfg, j->cb, &j->st);
-    if (j->rc) {
+    if (j->rc)
         snprintf(j->err, sizeof j->err, "%s", rt_err_msg());
+    /* an evicted worker leaves the others to finish the run (the coordinator accounts for it) */
+    if (j->rc && j->rc != RT_ERR_EVICTED)
         atomic_store(j->stop, 1);
-    }
     return NULL;
 }
 
@@ -107,6 +108,8 @@ static int s_shards_new(const struct cluster_embed_cfg *cfg, struct s_run *r)
             .snapshots = cfg->snapshots,
             .sync = cfg->sync,
             .evict_ms = cfg->evict_ms,
+            .max_grad_norm = cfg->max_grad_norm,
+            .max_rejects = cfg->max_rejects,
             .metrics = i == 0 ? cfg->metrics : NULL,
             .sync_timeout_ms = cfg->sync_timeout_ms,
         };
@@ -173,7 +176,8 @@ static int s_threads_finish(const struct cluster_embed_cfg *cfg, struct s_run *r
     /* the cause, not the consequence: a role stopped because another failed says "stopped" */
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; rc == RT_OK && i < r->n_started_w; i++)
-            if (r->wj[i].rc && (pass || r->wj[i].rc != RT_ERR_INTERRUPTED))
+            if (r->wj[i].rc && r->wj[i].rc != RT_ERR_EVICTED &&
+                (pass || r->wj[i].rc != RT_ERR_INTERRUPTED))
                 rc = rt_err_set(r->wj[i].rc, "worker %d: %s", i, r->wj[i].err);
         for (int i = 0; rc == RT_OK && i < r->n_started_s; i++)
             if (r->sj[i].rc && (pass || r->sj[i].rc != RT_ERR_INTERRUPTED))

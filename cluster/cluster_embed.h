@@ -34,6 +34,8 @@ struct cluster_embed_cfg {
     int sync_timeout_ms;        /* ... at most this long (0: SERVER_COORD_SYNC_TIMEOUT_MS) */
     int worker_timeout_ms;      /* workers give up after this much silence (0: default) */
     int evict_ms;               /* the coordinator evicts a worker silent this long (0: never) */
+    float max_grad_norm;        /* shards reject a push whose slice has a larger norm (0: none) */
+    int max_rejects;            /* rejected pushes in a row that evict a worker (0: default) */
     struct rt_metrics *metrics; /* the coordinator's "evict" events (borrowed, may be NULL) */
     uint32_t chunk_floats;      /* floats per frame (0: default) */
     enum rt_wire_checksum checksum; /* frame checksum */

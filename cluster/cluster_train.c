@@ -192,6 +192,8 @@ static int s_train(struct app_opts *o, const rt_config_t *cfg)
         .sync_timeout_ms = (int)(o->abs.sync_timeout_s * 1000.0),
         .worker_timeout_ms = (int)o->cluster.timeout_ms,
         .evict_ms = (int)o->cluster.worker_timeout_ms,
+        .max_grad_norm = (float)o->fault.max_grad_norm,
+        .max_rejects = (int)o->fault.max_rejects,
         .metrics = nns[0].metrics,
         .chunk_floats = (uint32_t)o->cluster.chunk,
         .checksum = ck,

@@ -24,6 +24,7 @@ struct eig_observer {
     uint64_t *b_off, *b_cnt; /* and buffer range */
     struct rt_sock_in in;    /* the shards' replies */
     uint64_t round;          /* snapshot round, echoed by the shards: older replies are dropped */
+    int registered;          /* the coordinator knows this connection as the eigen service */
 };
 
 int eig_observer_new(void *zmq_ctx, int n_shards, const char *const *endpoints, uint64_t n_params,
@@ -188,6 +189,32 @@ int eig_observer_decide(eig_observer_t *o, const struct rt_wire_decision *d, uin
     return eig_observer_decide_held(o, d, apply_step, version, NULL, NULL, timeout_ms);
 }
 
+/* Is the coordinator's reply the answer to a registration (WELCOME, or an ERROR)? */
+static int s_answers_register(const struct rt_wire_msg *r, void *arg)
+{
+    (void)arg;
+    return r->type == RT_WIRE_WELCOME || r->type == RT_WIRE_ERROR;
+}
+
+/* Register this connection as the eigen service with the coordinator, once (again after `force`:
+ * a restarted coordinator forgot it): only its decisions and ABS queries count. */
+static int s_register(eig_observer_t *o, int force, int timeout_ms)
+{
+    if (o->registered && !force)
+        return RT_OK;
+    struct rt_wire_msg q;
+    rt_wire_msg_init(&q, RT_WIRE_REGISTER, -1, S_NAME);
+    q.role = RT_WIRE_ROLE_EIGENSVC;
+    int rc = rt_sock_request(o->socks[0], &q, &o->in, rt_clock_now() + timeout_ms / 1000.0,
+                             s_answers_register, NULL, "the coordinator");
+    if (rc)
+        return rc;
+    if (o->in.m.type == RT_WIRE_ERROR)
+        return rt_err_set(RT_ERR_PEER, "coordinator refused the eigen service: %s", o->in.m.text);
+    o->registered = 1;
+    return RT_OK;
+}
+
 /* Does the coordinator's reply answer the decision *arg (its ACK, or an ERROR)? */
 static int s_answers_decision(const struct rt_wire_msg *r, void *arg)
 {
@@ -201,11 +228,17 @@ int eig_observer_decide_held(eig_observer_t *o, const struct rt_wire_decision *d
 {
     if (has_held)
         *has_held = 0;
-    struct rt_wire_msg q;
-    rt_wire_msg_init(&q, RT_WIRE_DECISION, -1, S_NAME);
-    q.decision = *d;
-    int rc = rt_sock_request(o->socks[0], &q, &o->in, rt_clock_now() + timeout_ms / 1000.0,
+    int rc = s_register(o, 0, timeout_ms);
+    for (int attempt = 0; !rc; attempt++) {
+        struct rt_wire_msg q;
+        rt_wire_msg_init(&q, RT_WIRE_DECISION, -1, S_NAME);
+        q.decision = *d;
+        rc = rt_sock_request(o->socks[0], &q, &o->in, rt_clock_now() + timeout_ms / 1000.0,
                              s_answers_decision, (void *)d, "the coordinator");
+        if (rc || attempt > 0 || o->in.m.type != RT_WIRE_ERROR || o->in.m.err_code != RT_ERR_PEER)
+            break;
+        rc = s_register(o, 1, timeout_ms); /* a restarted coordinator: register again, retry */
+    }
     if (rc)
         return rc;
     const struct rt_wire_msg *r = &o->in.m;
@@ -231,11 +264,14 @@ static int s_answers_abs_query(const struct rt_wire_msg *r, void *arg)
 
 int eig_observer_abs_state(eig_observer_t *o, struct rt_wire_abs *out, int timeout_ms)
 {
+    int rc = s_register(o, 0, timeout_ms);
+    if (rc)
+        return rc;
     struct rt_wire_msg q;
     rt_wire_msg_init(&q, RT_WIRE_ABS_QUERY, -1, S_NAME);
     q.step = ++o->round; /* echoed: a late answer to an earlier query is not this one's */
-    int rc = rt_sock_request(o->socks[0], &q, &o->in, rt_clock_now() + timeout_ms / 1000.0,
-                             s_answers_abs_query, &q.step, "the coordinator");
+    rc = rt_sock_request(o->socks[0], &q, &o->in, rt_clock_now() + timeout_ms / 1000.0,
+                         s_answers_abs_query, &q.step, "the coordinator");
     if (rc)
         return rc;
     const struct rt_wire_msg *r = &o->in.m;

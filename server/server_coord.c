@@ -302,8 +302,10 @@ int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_co
     if (id < 0 || id >= c->n_workers)
         return rt_err_set(RT_ERR_PEER, "no worker %d", id);
     if (c->evicted[id])
-        return rt_err_set(RT_ERR_PEER, "worker %d was evicted after %d ms of silence", id,
-                          c->evict_ms);
+        return rt_err_set(RT_ERR_EVICTED,
+                          "worker %d was evicted (silent, or its pushes kept "
+                          "being rejected)",
+                          id);
     if (c->sync && step >= c->next_step) {
         /* a step not announced yet: hold it if it starts an epoch whose decision is missing */
         int rc = c->sched->ops->at(c->sched->self, step, pt);

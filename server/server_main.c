@@ -107,6 +107,9 @@ static int s_run(struct app_opts *opts, rt_config_t *cfg)
             .evict_ms = (int)o.cluster.worker_timeout_ms,
             .metrics = metrics,
             .sync_timeout_ms = (int)(o.abs.sync_timeout_s * 1000.0),
+            .max_grad_norm = (float)o.fault.max_grad_norm,
+            .max_rejects = (int)o.fault.max_rejects,
+            .coord_timeout_ms = (int)o.cluster.coordinator_timeout_ms,
         };
         rc = server_shard_new(&sc, &s);
     }

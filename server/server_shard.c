@@ -34,6 +34,8 @@ static const struct s_handler s_handlers[] = {
     {RT_WIRE_HEARTBEAT, server_shard_on_heartbeat, 1},
     {RT_WIRE_DECISION, server_shard_on_decision, 1},
     {RT_WIRE_ABS_QUERY, server_shard_on_abs_query, 1},
+    {RT_WIRE_REJECT, server_shard_on_reject, 1},
+    {RT_WIRE_VERIFY, server_shard_on_verify, 1},
     {RT_WIRE_HELLO, server_shard_on_hello, 0},
     {RT_WIRE_INIT, server_shard_on_init, 0},
     {RT_WIRE_PUSH, server_shard_on_push, 0},
@@ -102,8 +104,12 @@ static int s_handle(server_shard_t *s)
 {
     const struct rt_sock_in *in = &s->io.in;
     const struct rt_wire_msg *m = &in->m;
-    /* any message of a bound worker shows it alive */
-    if (s->co.coord && m->type != RT_WIRE_REGISTER && server_shard_bound(s, in))
+    /* a bound worker's message shows it alive once it works (it pulled or pushed since it
+     * registered): a peer that registers and only heartbeats is evicted like a silent one */
+    struct server_shard_worker *bw = s->co.coord ? server_shard_bound(s, in) : NULL;
+    if (bw && m->type != RT_WIRE_REGISTER &&
+        (bw->active || m->type == RT_WIRE_PULL || m->type == RT_WIRE_PUSH ||
+         m->type == RT_WIRE_INIT))
         server_coord_heartbeat(s->co.coord, m->sender);
     const struct s_handler *h = NULL;
     for (size_t i = 0; i < sizeof s_handlers / sizeof s_handlers[0]; i++)
@@ -284,16 +290,50 @@ out_destroy:
     return rc;
 }
 
-/* Every worker has said goodbye or was evicted: fail when none said goodbye, else finish the
+/* How long a shard whose workers were all evicted waits for one to rejoin: five eviction
+ * timeouts, at least 10 s. */
+static double s_rejoin_wait_s(const server_shard_t *s)
+{
+    double t = 5.0 * (s->cfg.evict_ms > 0 ? s->cfg.evict_ms : SERVER_COORD_EVICT_MS_DEFAULT) / 1e3;
+    return t < 10.0 ? 10.0 : t;
+}
+
+/* Every worker has said goodbye or was evicted: fail when none said goodbye (after a while for a
+ * rejoin) or when they left before the schedule's end, else finish the
  * checkpoint in progress and set when to return. */
 static int s_end(server_shard_t *s)
 {
     int any_bye = 0;
     for (int i = 0; i < s->cfg.n_workers; i++)
         any_bye |= s->data.workers[i].bye;
-    if (!any_bye)
-        return rt_err_set(RT_ERR_PEER, "%s: every worker was evicted at version %llu", s->name,
-                          (unsigned long long)s->data.version);
+    if (!any_bye) {
+        /* every worker was evicted: wait a while for one to come back (a restarted process, or a
+         * real worker after squatters), then give up */
+        double now = rt_clock_now(), wait_s = s_rejoin_wait_s(s);
+        if (s->ev.all_gone_at == 0) {
+            s->ev.all_gone_at = now;
+            RT_WARN(s->name,
+                    "every worker was evicted at version %llu: waiting %.0f s for one to "
+                    "rejoin",
+                    (unsigned long long)s->data.version, wait_s);
+        }
+        if (now - s->ev.all_gone_at < wait_s)
+            return RT_OK;
+        return rt_err_set(RT_ERR_PEER,
+                          "%s: every worker was evicted at version %llu and none rejoined within "
+                          "%.0f s",
+                          s->name, (unsigned long long)s->data.version, wait_s);
+    }
+    if (s->co.coord && s->data.ready) {
+        /* goodbyes before the schedule's end: the run did not finish */
+        struct server_coord_point pt;
+        if (server_coord_sched(s->co.coord, s->data.version, &pt) == RT_OK && !pt.done)
+            return rt_err_set(RT_ERR_PEER,
+                              "%s: the workers left at version %llu, before the end of training "
+                              "(epoch %llu)",
+                              s->name, (unsigned long long)s->data.version,
+                              (unsigned long long)pt.epoch);
+    }
     RT_INFO(s->name, "all workers left at version %llu (%llu messages dropped)",
             (unsigned long long)s->data.version,
             (unsigned long long)(s->st.dropped + s->io.in.dropped));
@@ -327,18 +367,24 @@ int server_shard_run(server_shard_t *s, const atomic_int *stop)
             bye = s_handle(s);
             rt_sock_in_release(&s->io.in);
             if (s->step.nonfinite)
-                return rt_err_set(RT_ERR_FORMAT,
-                                  "%s: the averaged gradient or buffers of the step from version "
-                                  "%llu are not finite (a worker pushed NaN or Inf): stopping "
-                                  "without applying it; resume from the last checkpoint",
-                                  s->name, (unsigned long long)s->data.version);
+                return rt_err_set(
+                    RT_ERR_FORMAT,
+                    "%s: the averaged gradient or buffers of the step from version "
+                    "%llu are not finite (the sum of finite pushes overflowed): stopping "
+                    "without applying it; resume from the last checkpoint",
+                    s->name, (unsigned long long)s->data.version);
         }
         server_shard_evict_poll(s);
         if (n == 0)
             server_shard_members_poll(s, 0);
         server_shard_ckpt_poll(s);
         int rc;
-        if ((bye || server_shard_all_gone(s)) && s->end_at == 0 && (rc = s_end(s)))
+        if ((rc = server_shard_coord_alive(s)))
+            return rc;
+        int gone = server_shard_all_gone(s);
+        if (!gone)
+            s->ev.all_gone_at = 0; /* someone rejoined */
+        if ((bye || gone) && s->end_at == 0 && (rc = s_end(s)))
             return rc;
         if (s->end_at > 0 && rt_clock_now() >= s->end_at)
             return RT_OK;

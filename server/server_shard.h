@@ -61,17 +61,27 @@ struct server_shard_cfg {
                               unknown, not checked) */
     int evict_ms;          /* shard 0: evict a worker silent this long (cluster.worker_timeout_ms;
                               0: never) */
-    struct rt_metrics *metrics; /* shard 0: "evict" events go here (borrowed, may be NULL) */
+    struct rt_metrics *metrics; /* shard 0: "evict" and "reject" events go here (borrowed, may
+                                   be NULL) */
+    float max_grad_norm;        /* reject a push whose slice here has a larger L2 norm (<= 0 or
+                                   NaN: no bound; fault.max_grad_norm) */
+    int max_rejects;            /* shard 0: evict a worker after this many steps in a row with a
+                                   rejected push (0: SERVER_SHARD_MAX_REJECTS_DEFAULT) */
+    int coord_timeout_ms;       /* shards > 0: stop, with an error, when the coordinator has been
+                                   silent this long (cluster.coordinator_timeout_ms; 0: never) */
 };
+
+#define SERVER_SHARD_MAX_REJECTS_DEFAULT 3
 
 /* Counters of a shard, for logs and tests. */
 struct server_shard_stats {
-    uint64_t version; /* updates applied */
-    uint64_t dropped; /* messages dropped as malformed or unexpected */
-    uint64_t pushes;  /* push chunks accepted */
-    uint64_t pulls;   /* weight replies sent */
-    uint64_t evicted; /* workers evicted (shard 0) or learnt to be evicted (other shards) */
-    uint64_t lost;    /* shard 0: samples of interrupted steps no gradient covers */
+    uint64_t version;  /* updates applied */
+    uint64_t dropped;  /* messages dropped as malformed or unexpected */
+    uint64_t pushes;   /* push chunks accepted */
+    uint64_t pulls;    /* weight replies sent */
+    uint64_t evicted;  /* workers evicted (shard 0) or learnt to be evicted (other shards) */
+    uint64_t lost;     /* shard 0: samples of interrupted steps no gradient covers */
+    uint64_t rejected; /* pushes rejected here (non-finite, over the norm bound, bad count) */
 };
 
 typedef struct server_shard server_shard_t;

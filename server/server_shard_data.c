@@ -7,6 +7,7 @@
  * weights of the version asked for, at once or when it is made; the eigen service gets the
  * snapshot of the latest epoch start (SNAPSHOT).
  */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -128,6 +129,12 @@ static void s_apply_upto(server_shard_t *s, uint64_t end)
         float inv = tot ? 1.0f / (float)tot : 0.0f;
         if (seg > end)
             seg = end;
+        if (!tot) {
+            /* no gradient arrived for these (every push that would cover them was rejected):
+             * their weights and momentum stay as they are */
+            a = seg;
+            continue;
+        }
         while (a < seg) {
             uint64_t n = seg - a < S_APPLY_BLOCK ? seg - a : S_APPLY_BLOCK;
             float *g = s->data.acc + a;
@@ -164,7 +171,7 @@ static void s_apply(server_shard_t *s)
     for (int k = 0; k < s->cfg.n_workers; k++)
         if (server_shard_partial(&s->data.workers[k]) && !s->data.workers[k].b_recv)
             btot -= s->data.workers[k].samples;
-    if (s->data.b_cnt && btot) {
+    if (s->data.b_cnt && btot && s->step.b_summed) {
         float inv = 1.0f / (float)btot;
         for (uint64_t i = 0; i < s->data.b_cnt; i++)
             s->data.bw[i] = s->data.bacc[i] * inv;
@@ -179,6 +186,8 @@ static void s_apply(server_shard_t *s)
         w->b_recv = 0;
         w->samples = 0;
         w->complete = 0;
+        w->rejected = 0;
+        w->norm2 = 0;
     }
     s->step.n_complete = 0;
     s->step.prev_samples = s->step.total_samples;
@@ -263,37 +272,67 @@ static const char *s_check_chunk(const server_shard_t *s, const struct server_sh
     return NULL;
 }
 
-/* HELLO: bind the connection to the worker id it names (a restarted process of an evicted worker
- * rebinds its slot); ACK with this shard's ranges. */
+/* Check what a push chunk carries before it is summed: a sample count within the step's batch,
+ * a finite loss, finite values, and the norm of the worker's slice so far within
+ * cfg.max_grad_norm. Returns the reason to reject it, or NULL. */
+static const char *s_check_values(const server_shard_t *s, struct server_shard_worker *w,
+                                  const struct rt_wire_msg *m, const struct rt_sock_in *in)
+{
+    uint32_t batch = s->step.sched.samples ? s->step.sched.samples : s->step.sched.batch;
+    if (m->samples == 0 || m->samples > batch)
+        return "sample count outside the step's batch";
+    if (!isfinite(m->loss))
+        return "loss not finite";
+    double sq = 0;
+    if (m->has_params)
+        sq += rt_wire_sumsq(in->params, (size_t)m->params.count);
+    if (m->has_buffers && !isfinite(rt_wire_sumsq(in->buffers, (size_t)m->buffers.count)))
+        return "buffers not finite (NaN or Inf)";
+    if (!isfinite(sq))
+        return "gradient not finite (NaN or Inf)";
+    w->norm2 += sq;
+    double bound = s->cfg.max_grad_norm;
+    if (bound > 0 && w->norm2 > bound * bound)
+        return "gradient norm over fault.max_grad_norm";
+    return NULL;
+}
+
+/* HELLO: bind the connection to the worker id it names, if the token it presents is that worker's
+ * registration (shard 0 handed it out on this very connection; the other shards ask shard 0); a
+ * restarted process of an evicted worker rebinds its slot this way. ACK with this shard's ranges;
+ * anyone else gets an ERROR and changes nothing. */
 void server_shard_on_hello(server_shard_t *s, const struct rt_sock_in *in)
 {
     const struct rt_wire_msg *m = &in->m;
     if (m->sender < 0 || m->sender >= s->cfg.n_workers) {
         server_shard_drop(s, in, "hello with a worker id out of range");
+        server_shard_reply_error(s, in, 0, RT_ERR_PEER, "worker id out of range");
         return;
     }
     struct server_shard_worker *w = &s->data.workers[m->sender];
-    if (w->route_len && !server_shard_route_eq(w, in->route, in->route_len) && !w->evicted &&
-        !s->co.coord) {
-        /* maybe a restarted worker whose eviction this shard has not heard of yet */
-        server_shard_members_poll(s, 1);
+    int same = server_shard_route_eq(w, in->route, in->route_len) && w->token == m->token;
+    if (s->co.coord && !same) {
+        server_shard_drop(s, in, "hello for a worker id this connection did not register");
+        server_shard_reply_error(s, in, 0, RT_ERR_PEER, "register first: hello refused");
+        return;
     }
-    if (w->route_len && !server_shard_route_eq(w, in->route, in->route_len)) {
-        if (s->co.coord || !w->evicted) {
-            server_shard_drop(s, in, "hello for a worker id bound to another connection");
+    if (!same) {
+        if (!server_shard_verify(s, m->sender, m->token, SERVER_SHARD_MEMBERS_WAIT_MS)) {
+            server_shard_drop(s, in, "hello whose token is not that worker's registration");
+            server_shard_reply_error(s, in, 0, RT_ERR_PEER, "unknown registration: hello refused");
             return;
         }
-        /* the restarted process of an evicted worker (shard 0 rebinds at its registration) */
+        if (w->route_len) {
+            /* the worker's current registration is a new process: the old one was evicted (the
+             * coordinator hands out an evicted slot only); learn it before rebinding */
+            server_shard_members_poll(s, 1);
+            w->rebound = w->evicted;
+            w->bye = 0;
+            RT_INFO(s->name, "worker %d '%s' rebound to its restarted process", m->sender, m->name);
+        }
         memcpy(w->route, in->route, in->route_len);
         w->route_len = in->route_len;
-        snprintf(w->name, sizeof w->name, "%s", m->name);
-        w->rebound = 1;
-        w->bye = 0;
-        RT_INFO(s->name, "worker %d '%s' rebound to its restarted process", m->sender, w->name);
-    }
-    if (!w->route_len) {
-        memcpy(w->route, in->route, in->route_len);
-        w->route_len = in->route_len;
+        w->token = m->token;
         snprintf(w->name, sizeof w->name, "%s", m->name);
     }
     struct rt_wire_msg r;
@@ -350,19 +389,22 @@ void server_shard_progress(server_shard_t *s)
 {
     if (!s->data.ready || !s->step.sched_known)
         return;
-    int all = 1, started = 1;
+    int all = 1, started = 1, rejected = 0;
     uint64_t lo = s->data.p_cnt;
     for (int i = 0; i < s->cfg.n_workers; i++) {
         const struct server_shard_worker *w = &s->data.workers[i];
-        if (w->evicted)
+        rejected |= w->rejected && !w->evicted;
+        if (server_shard_excluded(w))
             continue;
         all &= w->complete;
         started &= server_shard_started(w);
         if (w->p_recv < lo)
             lo = w->p_recv;
     }
-    /* every parameter needs a contribution (not the case when every worker was evicted early) */
-    if (all && s->step.summed == s->data.p_cnt && (s->data.b_cnt == 0 || s->step.b_summed)) {
+    /* every parameter needs a contribution (not the case when every worker was evicted early),
+     * unless a push was rejected: then the parameters no gradient reached keep their values */
+    if (all && (rejected ||
+                (s->step.summed == s->data.p_cnt && (s->data.b_cnt == 0 || s->step.b_summed)))) {
         s_apply(s);
     } else if (started && s->step.n_started > 0 && lo <= s->step.summed &&
                lo >= s->step.applied + S_APPLY_MIN) {
@@ -391,9 +433,9 @@ void server_shard_on_push(server_shard_t *s, const struct rt_sock_in *in)
         server_shard_drop(s, in, "worker already pushed its whole slice of this step");
         return;
     }
-    const char *bad = s_check_chunk(s, w, m);
-    if (bad) {
-        server_shard_drop(s, in, bad);
+    const char *order = s_check_chunk(s, w, m);
+    if (order) {
+        server_shard_drop(s, in, order);
         return;
     }
     if (w->p_recv > 0 || w->b_recv) {
@@ -428,6 +470,20 @@ void server_shard_on_push(server_shard_t *s, const struct rt_sock_in *in)
         server_shard_drop(s, in, why);
         return;
     }
+    if (w->rejected) {
+        s->st.dropped++; /* the rest of a rejected push: reported once, with the first */
+        return;
+    }
+    const char *bad = s_check_values(s, w, m, in);
+    if (bad) {
+        w->rejected = 1;
+        s->st.rejected++;
+        server_shard_drop(s, in, bad);
+        server_shard_rejected(s, m->sender, s->data.version, bad);
+        server_shard_progress(s);
+        return;
+    }
+    w->active = 1;
     float a = (float)m->samples;
     if (w->p_recv == 0 && !w->b_recv) {
         /* first chunk of this worker: its sample count joins the step's total */
@@ -476,9 +532,10 @@ void server_shard_on_pull(server_shard_t *s, const struct rt_sock_in *in)
         server_shard_drop(s, in, "pull from a peer not bound to that worker id");
         return;
     }
+    pw->active = 1;
     if (pw->evicted && !pw->rebound) {
         server_shard_drop(s, in, "pull from an evicted worker");
-        server_shard_reply_error(s, in, m->step, RT_ERR_PEER, "this worker was evicted");
+        server_shard_reply_error(s, in, m->step, RT_ERR_EVICTED, "this worker was evicted");
         return;
     }
     if (s->data.ready && m->step == s->data.version) {

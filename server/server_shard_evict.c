@@ -96,8 +96,47 @@ void server_shard_on_evicted(server_shard_t *s, int id, int progress)
         server_shard_progress(s);
 }
 
-/* Shard 0: evict the workers silent for longer than the timeout (a warning naming the worker and
- * its peer, an "evict" event in the metrics), and complete the step they were blocking. */
+void server_shard_evict(server_shard_t *s, int id, const char *reason, double silent_ms)
+{
+    struct server_shard_worker *w = &s->data.workers[id];
+    /* a slice complete here counts: the step its loss interrupts is the next one */
+    uint64_t from = s->data.version + (s->data.ready && w->complete ? 1 : 0);
+    struct server_coord_loss loss;
+    if (server_coord_evict(s->co.coord, id, from, &loss))
+        return;
+    char hex[RT_SOCK_ROUTE_HEX], silent[48] = "";
+    rt_sock_route_hex(w->route, w->route_len, hex, sizeof hex);
+    if (silent_ms >= 0)
+        snprintf(silent, sizeof silent, " for %.0f ms", silent_ms);
+    s->st.lost += loss.samples;
+    RT_WARN(s->name,
+            "worker %d '%s' (peer %s) %s%s: evicted at step %llu; %llu samples of %d interrupted "
+            "step(s) lost for this epoch, the other workers share the batch from the next step",
+            id, w->name, hex, reason, silent, (unsigned long long)s->data.version,
+            (unsigned long long)loss.samples, loss.steps);
+    if (s->cfg.metrics) {
+        rt_metrics_begin(s->cfg.metrics, "evict");
+        rt_metrics_int(s->cfg.metrics, "worker", id);
+        rt_metrics_str(s->cfg.metrics, "name", w->name);
+        rt_metrics_str(s->cfg.metrics, "peer", hex);
+        rt_metrics_str(s->cfg.metrics, "reason", reason);
+        rt_metrics_int(s->cfg.metrics, "step", (long long)s->data.version);
+        if (silent_ms >= 0)
+            rt_metrics_num(s->cfg.metrics, "silent_ms", silent_ms);
+        rt_metrics_int(s->cfg.metrics, "lost_samples", (long long)loss.samples);
+        rt_metrics_int(s->cfg.metrics, "lost_steps", loss.steps);
+        if (loss.steps) {
+            rt_metrics_int(s->cfg.metrics, "lost_epoch", (long long)loss.epoch);
+            rt_metrics_int(s->cfg.metrics, "lost_from_step", (long long)loss.first_step);
+        }
+        if (rt_metrics_end(s->cfg.metrics))
+            RT_WARN(s->name, "evict event: %s", rt_err_msg());
+    }
+    server_shard_on_evicted(s, id, 1);
+}
+
+/* Shard 0: evict the workers silent for longer than the timeout, and complete the step they were
+ * blocking. */
 void server_shard_evict_poll(server_shard_t *s)
 {
     if (!s->co.coord)
@@ -112,38 +151,10 @@ void server_shard_evict_poll(server_shard_t *s)
     int id;
     while ((id = server_coord_overdue(s->co.coord, n == s->cfg.n_workers ? gone : NULL,
                                       &silent_ms)) >= 0) {
-        struct server_shard_worker *w = &s->data.workers[id];
-        /* a slice complete here counts: the step its loss interrupts is the next one */
-        uint64_t from = s->data.version + (s->data.ready && w->complete ? 1 : 0);
-        struct server_coord_loss loss;
-        if (server_coord_evict(s->co.coord, id, from, &loss))
+        uint64_t before = s->st.evicted;
+        server_shard_evict(s, id, "silent", silent_ms);
+        if (s->st.evicted == before)
             break;
-        char hex[RT_SOCK_ROUTE_HEX];
-        rt_sock_route_hex(w->route, w->route_len, hex, sizeof hex);
-        s->st.lost += loss.samples;
-        RT_WARN(s->name,
-                "worker %d '%s' (peer %s) silent for %.0f ms: evicted at step %llu; %llu samples "
-                "of %d interrupted step(s) lost for this epoch, the other workers share the "
-                "batch from the next step",
-                id, w->name, hex, silent_ms, (unsigned long long)s->data.version,
-                (unsigned long long)loss.samples, loss.steps);
-        if (s->cfg.metrics) {
-            rt_metrics_begin(s->cfg.metrics, "evict");
-            rt_metrics_int(s->cfg.metrics, "worker", id);
-            rt_metrics_str(s->cfg.metrics, "name", w->name);
-            rt_metrics_str(s->cfg.metrics, "peer", hex);
-            rt_metrics_int(s->cfg.metrics, "step", (long long)s->data.version);
-            rt_metrics_num(s->cfg.metrics, "silent_ms", silent_ms);
-            rt_metrics_int(s->cfg.metrics, "lost_samples", (long long)loss.samples);
-            rt_metrics_int(s->cfg.metrics, "lost_steps", loss.steps);
-            if (loss.steps) {
-                rt_metrics_int(s->cfg.metrics, "lost_epoch", (long long)loss.epoch);
-                rt_metrics_int(s->cfg.metrics, "lost_from_step", (long long)loss.first_step);
-            }
-            if (rt_metrics_end(s->cfg.metrics))
-                RT_WARN(s->name, "evict event: %s", rt_err_msg());
-        }
-        server_shard_on_evicted(s, id, 1);
     }
 }
 

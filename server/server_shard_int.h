@@ -42,6 +42,16 @@ struct server_shard_worker {
     int evicted;                      /* evicted by the coordinator: no longer awaited */
     int rebound;                      /* evicted, and bound to its restarted process since: it is
                                          awaited again from the step it rejoins at */
+    uint64_t token;                   /* its registration's token (shard 0: handed out in WELCOME;
+                                         other shards: the one its HELLO presented, verified) */
+    int active;                       /* shard 0: it pulled or pushed since it registered: only
+                                         then do heartbeats and queries keep it from eviction */
+    int rejected;                     /* its push of the current step was rejected here: it is not
+                                         awaited, what it pushed before the bad chunk counts (as
+                                         for an eviction in the middle of a push) */
+    double norm2;                     /* sum of squares of its slice of the current step so far */
+    int reject_streak;                /* shard 0: steps in a row with a push rejected by a shard */
+    uint64_t reject_step;             /* shard 0: the latest such step */
 };
 
 /* A pull waiting for a future version. */
@@ -113,6 +123,12 @@ struct server_shard_coordination {
     server_coord_t *coord; /* shard 0: the coordinator, else NULL */
     void *sock;            /* shards > 0: DEALER to the coordinator */
     struct rt_sock_in in;  /* shards > 0: its replies */
+    double heard_at;       /* shards > 0: rt_clock_now time of its latest answer */
+    double pinged_at;      /* shards > 0: ... of the latest ping sent to it */
+    uint64_t nonce;        /* shards > 0: numbers VERIFY requests (their answers echo it) */
+    uint8_t eig_route[RT_SOCK_ROUTE_MAX]; /* shard 0: the connection registered as the eigen
+                                             service (the only one whose decisions count) */
+    size_t eig_route_len;                 /* 0: none registered */
 };
 
 /* Checkpoints (cfg.ckpt_root, cfg.resume). */
@@ -127,7 +143,8 @@ struct server_shard_ckpt {
 
 /* Eviction (cfg.evict_ms on shard 0): the other shards learn the members of a step by asking. */
 struct server_shard_evict {
-    double members_at; /* shards > 0: rt_clock_now time the members were last asked */
+    double members_at;  /* shards > 0: rt_clock_now time the members were last asked */
+    double all_gone_at; /* rt_clock_now time every worker was evicted (0: someone is left) */
 };
 
 struct server_shard {
@@ -156,11 +173,17 @@ static inline int server_shard_started(const struct server_shard_worker *w)
     return w->p_recv > 0 || w->b_recv || w->complete;
 }
 
+/* 1 when the worker is not awaited for the current step (evicted, or its push rejected). */
+static inline int server_shard_excluded(const struct server_shard_worker *w)
+{
+    return w->evicted || w->rejected;
+}
+
 /* 1 when an evicted worker's contribution to the current step is partial here: it covers the
  * parameters [0, p_recv) (and the buffers when b_recv), not the rest. */
 static inline int server_shard_partial(const struct server_shard_worker *w)
 {
-    return w->evicted && !w->complete && server_shard_started(w);
+    return server_shard_excluded(w) && !w->complete && server_shard_started(w);
 }
 
 /* 1 when the worker's connection is the one with this routing id. */
@@ -209,6 +232,20 @@ server_shard_handler_fn server_shard_on_sched_query; /* the schedule (and share)
 server_shard_handler_fn server_shard_on_heartbeat;   /* a worker is alive: answered */
 server_shard_handler_fn server_shard_on_decision;    /* an ABS decision: ACK with the verdict */
 server_shard_handler_fn server_shard_on_abs_query;   /* the ABS state held */
+server_shard_handler_fn server_shard_on_reject;      /* another shard rejected a push */
+server_shard_handler_fn server_shard_on_verify;      /* is a HELLO's token a registration's? */
+
+/* Shards > 0: ask the coordinator whether `token` is worker id's current registration (at most
+ * wait_ms). 1: it is; 0: it is not, or no answer (logged). */
+int server_shard_verify(server_shard_t *s, int id, uint64_t token, int wait_ms);
+
+/* Shards > 0: keep in touch with the coordinator (a ping when it was silent a while). Returns 0,
+ * or RT_ERR_TIMEOUT when it has been silent for cfg.coord_timeout_ms (the shard stops). */
+int server_shard_coord_alive(server_shard_t *s);
+
+/* A push of worker id for `step` was rejected (by this shard): shard 0 records it (log, a "reject"
+ * event, the streak that evicts), the other shards tell the coordinator. */
+void server_shard_rejected(server_shard_t *s, int id, uint64_t step, const char *why);
 
 /* Shards > 0: ask the coordinator the schedule of `step` (at most wait_ms) into *pt; the members
  * that come with it are applied (server_shard_members). */
@@ -235,6 +272,11 @@ int server_shard_resume(server_shard_t *s, const char *dir);
 
 /* Shard 0: evict the workers silent for longer than the timeout. */
 void server_shard_evict_poll(server_shard_t *s);
+
+/* Shard 0: evict worker id now for `reason` ("silent", "rejected pushes"; silent_ms: how long it
+ * was silent, or < 0): a warning naming it and its peer, an "evict" event, the step it blocked
+ * completes with the others. */
+void server_shard_evict(server_shard_t *s, int id, const char *reason, double silent_ms);
 
 /* Worker `id` is no longer awaited; with `progress`, apply the step if it is complete now. */
 void server_shard_on_evicted(server_shard_t *s, int id, int progress);

@@ -497,7 +497,9 @@ static void test_death_in_the_middle_of_a_push(void **state)
     s_recv(bs, &parts, &m, &pp);
     assert_int_equal(m.type, RT_WIRE_WELCOME);
     int id = m.sender;
+    uint64_t token = m.token;
     rt_wire_msg_init(&m, RT_WIRE_HELLO, id, "dies-mid-push");
+    m.token = token;
     assert_int_equal(rt_sock_send(bs, NULL, 0, &m, NULL, NULL, NULL), 0);
     s_recv(bs, &parts, &m, &pp);
     assert_int_equal(m.type, RT_WIRE_ACK);

@@ -269,9 +269,10 @@ static void test_rogue_and_misbehaving_worker(void **state)
     s_recv(bs[0], &parts, &m, &pp, &bp);
     assert_int_equal(m.type, RT_WIRE_WELCOME);
     int id = m.sender;
-    uint64_t off[S], cnt[S];
+    uint64_t token = m.token, off[S], cnt[S];
     for (int i = 0; i < S; i++) {
         rt_wire_msg_init(&m, RT_WIRE_HELLO, id, "hand-b");
+        m.token = token;
         s_send(bs[i], &m, NULL, NULL);
         s_recv(bs[i], &parts, &m, &pp, &bp);
         assert_int_equal(m.type, RT_WIRE_ACK);

@@ -19,7 +19,7 @@ static void test_detail_names_culprit(void **state)
 static void test_every_code_described(void **state)
 {
     (void)state;
-    for (int c = RT_OK; c >= RT_ERR_UNSUPPORTED; c--)
+    for (int c = RT_OK; c >= RT_ERR_EVICTED; c--)
         assert_string_not_equal(rt_strerror(c), "unknown error");
     assert_string_equal(rt_strerror(-1000), "unknown error");
 }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "nn_base.h"
@@ -16,13 +17,14 @@
 #include "rt_log.h"
 #include "rt_sock.h"
 
-#define S_POLL_MS 1000      /* poll slice; a heartbeat goes out after each silent slice */
-#define S_TIMEOUT_MS 60000  /* default: a shard silent this long is an error */
-#define S_RETRY_NS 5000000L /* pause before asking the schedule again while others join */
-#define S_LINGER_MS 2000    /* time to deliver the goodbye on close */
-#define S_ZC_WAIT_MS 5000   /* wait for the last zero-copy frames at the end */
-#define S_MAX_SHARDS 1024   /* sanity limit on the shard count */
-#define S_RATE_EMA 0.3      /* weight of the newest throughput measurement */
+#define S_POLL_MS 1000             /* poll slice; a heartbeat goes out after each silent slice */
+#define S_REGISTER_RETRY_US 500000 /* pause before registering again when every slot is taken */
+#define S_TIMEOUT_MS 60000         /* default: a shard silent this long is an error */
+#define S_RETRY_NS 5000000L        /* pause before asking the schedule again while others join */
+#define S_LINGER_MS 2000           /* time to deliver the goodbye on close */
+#define S_ZC_WAIT_MS 5000          /* wait for the last zero-copy frames at the end */
+#define S_MAX_SHARDS 1024          /* sanity limit on the shard count */
+#define S_RATE_EMA 0.3             /* weight of the newest throughput measurement */
 
 struct s_shard {
     void *sock;            /* DEALER connected to the shard */
@@ -59,12 +61,14 @@ struct s_worker {
     struct rt_sock_in in;            /* the last reply received */
     struct rt_sock_zc zc;            /* zero-copy frames in flight */
     int id;                          /* worker id from the coordinator */
+    uint64_t token;                  /* its registration token (WELCOME), shown in every HELLO */
     uint64_t start;                  /* first step (WELCOME; > 0 when the run resumed) */
     int n_workers;                   /* workers in the run */
     double rate;                     /* measured samples per compute second (EMA), 0: none */
     uint32_t chunk;                  /* floats per pushed frame */
     int beat_ms;                     /* heartbeat period (the coordinator's, else S_POLL_MS) */
     double last_beat;                /* monotonic time of the last message to shard 0 */
+    double coord_heard;              /* ... of the last message from shard 0 (0: none yet) */
     struct s_beat beat;              /* heartbeats while a callback runs */
     char name[RT_WIRE_NAME_MAX];     /* for logs and headers */
     struct worker_stats st;          /* counters */
@@ -87,6 +91,7 @@ static int s_send_simple(struct s_worker *w, int shard, enum rt_wire_type type, 
     struct rt_wire_msg m;
     rt_wire_msg_init(&m, type, w->id, w->name);
     m.step = step;
+    m.token = w->token;
     if (type == RT_WIRE_REGISTER)
         m.weight = w->cfg->weight > 0 ? w->cfg->weight : 1.0;
     else if (type == RT_WIRE_SCHED_QUERY && w->cfg->rebalance)
@@ -128,9 +133,19 @@ static int s_next(struct s_worker *w, int *shard, struct rt_wire_msg *m, const v
             return rt_err_set(RT_ERR_ZMQ, "%s: poll: %s", w->name, zmq_strerror(zmq_errno()));
         }
         if (n == 0) {
-            if (rt_clock_now() > deadline)
+            double now = rt_clock_now();
+            if (now > deadline)
                 return rt_err_set(RT_ERR_TIMEOUT, "%s: no answer from the shards for %d ms",
                                   w->name, timeout);
+            if (w->coord_heard == 0)
+                w->coord_heard = now;
+            if (w->cfg->coord_timeout_ms > 0 &&
+                (now - w->coord_heard) * 1000.0 > w->cfg->coord_timeout_ms)
+                return rt_err_set(RT_ERR_TIMEOUT,
+                                  "%s: the coordinator (shard 0) has been silent for %.0f ms "
+                                  "(cluster.coordinator_timeout_ms %d): stopping",
+                                  w->name, (now - w->coord_heard) * 1000.0,
+                                  w->cfg->coord_timeout_ms);
             continue;
         }
         for (int i = 0; i < ns; i++) {
@@ -143,6 +158,8 @@ static int s_next(struct s_worker *w, int *shard, struct rt_wire_msg *m, const v
                 continue; /* nothing, or only malformed replies (logged and dropped) */
             if (rc)
                 return rc;
+            if (i == 0)
+                w->coord_heard = rt_clock_now();
             *m = w->in.m;
             *pp = w->in.params;
             *bp = w->in.buffers;
@@ -166,10 +183,20 @@ static int s_join(struct s_worker *w)
     rc = s_send_simple(w, 0, RT_WIRE_REGISTER, 0);
     if (rc)
         return rc;
+    int timeout = w->cfg->timeout_ms > 0 ? w->cfg->timeout_ms : S_TIMEOUT_MS;
+    double give_up = rt_clock_now() + timeout / 1000.0;
     for (;;) {
         rc = s_next(w, &shard, &m, &pp, &bp);
         if (rc)
             return rc;
+        if (m.type == RT_WIRE_ERROR && m.err_code == RT_ERR_STATE && rt_clock_now() < give_up) {
+            /* every slot is taken (by peers that may be evicted soon): ask again */
+            RT_WARN(w->name, "registration refused (%s): trying again", m.text);
+            usleep(S_REGISTER_RETRY_US);
+            if ((rc = s_send_simple(w, 0, RT_WIRE_REGISTER, 0)))
+                return rc;
+            continue;
+        }
         if (m.type == RT_WIRE_ERROR)
             return rt_err_set(RT_ERR_PEER, "%s: registration refused: %s", w->name, m.text);
         if (m.type == RT_WIRE_WELCOME && shard == 0)
@@ -186,6 +213,7 @@ static int s_join(struct s_worker *w)
         return rt_err_set(RT_ERR_CONFIG, "%s: coordinator has %u shards, this worker knows %d",
                           w->name, m.n_shards, w->cfg->n_shards);
     w->id = m.sender;
+    w->token = m.token;
     w->n_workers = (int)m.n_workers;
     if (m.heartbeat_ms > 0 && m.heartbeat_ms < (uint32_t)w->beat_ms)
         w->beat_ms = (int)m.heartbeat_ms;
@@ -311,7 +339,8 @@ static int s_pull(struct s_worker *w, uint64_t step, struct rt_wire_msg *sched,
                     return rc;
                 continue;
             }
-            return rt_err_set(RT_ERR_PEER, "%s: shard %d refused step %llu: %s", w->name, shard,
+            return rt_err_set(m.err_code == RT_ERR_EVICTED ? RT_ERR_EVICTED : RT_ERR_PEER,
+                              "%s: shard %d refused step %llu: %s", w->name, shard,
                               (unsigned long long)step, m.text);
         }
         if (m.type == RT_WIRE_SCHED && shard == 0 && m.step == step) {

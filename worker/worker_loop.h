@@ -82,6 +82,8 @@ struct worker_cfg {
     enum rt_wire_checksum checksum; /* checksum of the frames this worker sends */
     int timeout_ms;                 /* give up when the shards, the coordinator's answers to
                                        heartbeats included, are silent this long (0: 60000) */
+    int coord_timeout_ms;           /* give up when the coordinator (shard 0) has been silent
+                                       this long while the worker waits (0: never) */
     const atomic_int *stop;         /* stop when non-zero (may be NULL) */
 };
 

@@ -174,6 +174,7 @@ static int s_run(struct app_opts *opts, rt_config_t *cfg)
         .chunk_floats = (uint32_t)o.cluster.chunk,
         .checksum = ck,
         .timeout_ms = (int)o.cluster.timeout_ms,
+        .coord_timeout_ms = (int)o.cluster.coordinator_timeout_ms,
         .stop = &s_stop,
     };
     struct sigaction sa;

@@ -56,6 +56,8 @@ const char *rt_strerror(int code)
         return "interrupted";
     case RT_ERR_UNSUPPORTED:
         return "unsupported";
+    case RT_ERR_EVICTED:
+        return "evicted";
     default:
         return "unknown error";
     }

@@ -34,6 +34,7 @@ enum rt_err {
     RT_ERR_PEER = -18,        /* unknown or misbehaving peer */
     RT_ERR_INTERRUPTED = -19, /* stopped by a signal or shutdown request */
     RT_ERR_UNSUPPORTED = -20, /* valid input that this build cannot handle */
+    RT_ERR_EVICTED = -21,     /* this worker was evicted by the coordinator */
 };
 
 /* Short fixed description of a code ("malformed input"). Never NULL. */

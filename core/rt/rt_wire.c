@@ -20,7 +20,7 @@
 static const char *const s_type_names[] = {
     "none",     "register", "welcome", "hello",   "ack",       "heartbeat", "sched-query",
     "sched",    "init",     "push",    "pull",    "weights",   "bye",       "error",
-    "snapshot", "decision", "publish", "current", "abs-query",
+    "snapshot", "decision", "publish", "current", "abs-query", "reject",    "verify",
 };
 
 const char *rt_wire_type_name(int type)
@@ -272,6 +272,9 @@ static void s_to_pb(const struct rt_wire_msg *m, EbHeader *h, EbSpan *sp, EbSche
     }
     h->epoch = m->epoch;
     h->heartbeat_ms = m->heartbeat_ms;
+    h->token = m->token;
+    h->worker = m->worker;
+    h->role = m->role;
     h->trailer = RT_WIRE_TRAILER;
 }
 
@@ -447,6 +450,9 @@ static int s_fields_from_pb(const EbHeader *h, struct rt_wire_msg *m)
     }
     m->epoch = h->epoch;
     m->heartbeat_ms = h->heartbeat_ms;
+    m->token = h->token;
+    m->worker = h->worker;
+    m->role = h->role;
     if (h->text)
         snprintf(m->text, sizeof m->text, "%s", h->text);
     return RT_OK;
@@ -557,4 +563,24 @@ void rt_wire_axpy(float *y, float a, const void *x, size_t n, int accumulate)
             for (size_t j = 0; j < k; j++)
                 y[i + j] = a * tmp[j];
     }
+}
+
+double rt_wire_sumsq(const void *x, size_t n)
+{
+    /* eight independent double sums (vectorised; a float sum could overflow for finite values),
+     * over an aligned copy of each block */
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    float tmp[S_AXPY_BLOCK];
+    const uint8_t *p = x;
+    for (size_t i = 0; i < n; i += S_AXPY_BLOCK) {
+        size_t k = n - i < S_AXPY_BLOCK ? n - i : S_AXPY_BLOCK;
+        memcpy(tmp, p + i * sizeof(float), k * sizeof(float));
+        size_t j = 0;
+        for (; j + 8 <= k; j += 8)
+            for (int l = 0; l < 8; l++)
+                acc[l] += (double)tmp[j + l] * (double)tmp[j + l];
+        for (; j < k; j++)
+            acc[0] += (double)tmp[j] * (double)tmp[j];
+    }
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }

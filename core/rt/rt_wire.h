@@ -47,7 +47,9 @@ enum rt_wire_type {
     RT_WIRE_PUBLISH = 16,    /* eigen service -> subscribers, late joiners: a decision and why */
     RT_WIRE_CURRENT = 17,    /* late joiner -> eigen service: the current decision (PUBLISH) */
     RT_WIRE_ABS_QUERY = 18,  /* eigen service -> coordinator: the ABS state it holds (ACK) */
-    RT_WIRE_TYPE_MAX = 18
+    RT_WIRE_REJECT = 19,     /* shard -> coordinator: it rejected `worker`'s push of `step` */
+    RT_WIRE_VERIFY = 20,     /* shard -> coordinator: is `token` `worker`'s registration? */
+    RT_WIRE_TYPE_MAX = 20
 };
 
 /* The coordinator's verdict on an ABS decision: the ACK of DECISION carries it in err_code, a
@@ -60,6 +62,12 @@ enum rt_wire_verdict {
     RT_WIRE_VERDICT_STALE,        /* computed on a snapshot older than the last batch increase */
     RT_WIRE_VERDICT_NOCHANGE,     /* same (B, lr, gamma) as in force: no new version */
     RT_WIRE_VERDICT_PENDING,      /* (a participant's insert) held until earlier versions arrive */
+};
+
+/* Who registers (REGISTER's role). */
+enum rt_wire_role {
+    RT_WIRE_ROLE_WORKER = 0,  /* a worker: gets an id and a share */
+    RT_WIRE_ROLE_EIGENSVC = 1 /* the eigen service: its connection alone may send decisions */
 };
 
 /* Payload checksums (values as EbChecksum). */
@@ -164,6 +172,9 @@ struct rt_wire_msg {
     struct rt_wire_decision held;      /* ACK of a stale / superseded decision: the latest held;
                                           ACK of ABS_QUERY: the ABS state held (held.abs) */
     uint32_t heartbeat_ms;             /* WELCOME: the worker shows it is alive this often */
+    uint64_t token;                    /* WELCOME, HELLO, VERIFY: the registration token */
+    int32_t worker;                    /* REJECT, VERIFY: the worker id concerned */
+    uint32_t role;                     /* REGISTER: RT_WIRE_ROLE_* */
     int sealed;                        /* local, not encoded: payload checksums already filled */
 };
 
@@ -205,6 +216,10 @@ int rt_wire_decode(const void *const *parts, const size_t *sizes, int nparts,
 /* y[i] += a * x[i] (accumulate) or y[i] = a * x[i] (not) for n floats, where x may be unaligned
  * (a payload frame). */
 void rt_wire_axpy(float *y, float a, const void *x, size_t n, int accumulate);
+
+/* Sum of the squares of n floats at x (may be unaligned), in double: not finite exactly when some
+ * value is not (NaN or infinite). */
+double rt_wire_sumsq(const void *x, size_t n);
 
 /* Name of a message type for logs ("push"); "unknown" for values out of range. */
 const char *rt_wire_type_name(int type);

@@ -237,6 +237,14 @@ static void s_snapshot_maybe(server_shard_t *s)
     server_shard_snapshot_take(s, s->step.sched.epoch);
 }
 
+/* Longest wait of shards > 0 for the coordinator's schedule: S_SCHED_WAIT_MS, or less when the
+ * coordinator's silence ends the shard sooner. */
+static int s_sched_wait_ms(const server_shard_t *s)
+{
+    int t = s->cfg.coord_timeout_ms;
+    return t > 0 && t < S_SCHED_WAIT_MS ? t : S_SCHED_WAIT_MS;
+}
+
 /* The schedule of the current step (version): shard 0 asks its schedule, the other shards ask
  * the coordinator (a blocking request; pushes meanwhile wait in the socket's queue). */
 static int s_sched_current(server_shard_t *s)
@@ -245,7 +253,7 @@ static int s_sched_current(server_shard_t *s)
         return RT_OK;
     int rc = s->co.coord
                  ? server_coord_sched(s->co.coord, s->data.version, &s->step.sched)
-                 : server_shard_sched_ask(s, s->data.version, &s->step.sched, S_SCHED_WAIT_MS);
+                 : server_shard_sched_ask(s, s->data.version, &s->step.sched, s_sched_wait_ms(s));
     if (rc)
         return rc;
     s->step.sched_known = 1;

@@ -4,6 +4,7 @@
 #include "worker_loop.h"
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -558,6 +559,12 @@ static int s_step(struct s_worker *w, struct worker_step *st, double *compute_s)
                    rt_err_msg());
         return rc;
     }
+    if (!isfinite(loss))
+        /* diverged weights, bad data or a faulty device: never pushed (the shards would reject
+         * it), the run stops with the reason */
+        return rt_err_set(RT_ERR_FORMAT,
+                          "%s: the loss of step %llu is not finite (%g): stopping without pushing",
+                          w->name, (unsigned long long)st->step, (double)loss);
     uint32_t correct = cb->correct ? cb->correct(cb->user) : 0;
     rc = s_push(w, RT_WIRE_PUSH, st->step, w->grads, w->buffers, st, samples, loss, correct);
     if (rc)

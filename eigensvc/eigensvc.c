@@ -517,6 +517,12 @@ int eigensvc_run(eigensvc_t *s, const atomic_int *stop)
         } else if (rc != RT_ERR_TIMEOUT) {
             return rc;
         } else if ((rt_clock_now() - last_heard) * 1000 >= s->cfg.timeout_ms) {
+            if (seen && s->cfg.epochs > 0 && done_epoch < s->cfg.epochs - 1)
+                return rt_err_set(RT_ERR_TIMEOUT,
+                                  "eigensvc: the shards (the coordinator among them) have been "
+                                  "silent for %d ms before the last epoch (epoch %lld of %d): "
+                                  "stopping",
+                                  s->cfg.timeout_ms, (long long)done_epoch, s->cfg.epochs);
             if (seen) {
                 RT_INFO(S_NAME, "shards silent for %d ms: training is over", s->cfg.timeout_ms);
                 return RT_OK;

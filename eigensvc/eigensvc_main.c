@@ -109,7 +109,12 @@ static int s_run(struct app_opts *o, rt_config_t *cfg)
     ec.query_endpoint = o->local.eig_query;
     ec.test_db = o->data.test;
     ec.threads = (int)o->train.threads;
+    /* the shards' silence ends the service: cluster.timeout_ms, or the coordinator's timeout
+     * when that is shorter */
     ec.timeout_ms = (int)o->cluster.timeout_ms;
+    long ct = o->cluster.coordinator_timeout_ms;
+    if (ct > 0 && (ec.timeout_ms <= 0 || ct < ec.timeout_ms))
+        ec.timeout_ms = (int)ct;
     ec.poll_ms = (int)o->local.poll_ms;
     if (o->local.eig_metrics && rt_metrics_open(o->local.eig_metrics, 1, &mt))
         goto out_msg;

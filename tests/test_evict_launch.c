@@ -4,6 +4,8 @@
  * epoch's checkpoint exists, one worker gets SIGKILL. The coordinator evicts it after
  * --worker-timeout-ms, the two others finish every step and exit 0, both shards exit 0, and
  * metrics.jsonl in the output directory holds the "evict" event (written by shard 0's process).
+ * The output directory does not exist beforehand (a fresh volume): the roles create it, and the
+ * samples lost summed over metrics.jsonl equal those shard 0's log reports.
  */
 #include "eb_test.h"
 
@@ -32,13 +34,16 @@
 static pid_t s_children[S + W]; /* killed by the teardown when the test fails half-way */
 static int s_n_children;
 
-static pid_t s_spawn(char *const *argv)
+/* Start argv; with errpath, its stderr goes there. */
+static pid_t s_spawn(char *const *argv, const char *errpath)
 {
     pid_t p = fork();
     assert_true(p >= 0);
     if (p > 0)
         s_children[s_n_children++] = p;
     if (p == 0) {
+        if (errpath && !freopen(errpath, "w", stderr))
+            _exit(126);
         setenv("EB_LOG", "warn", 1);
         execv(argv[0], argv);
         _exit(127);
@@ -67,12 +72,14 @@ static void test_sigkilled_worker(void **state)
 {
     (void)state;
     char *dir = eb_test_tmpdir();
-    char ep[S][4200], connect[9000], ck1[4200], mpath[4200];
+    char ep[S][4200], connect[9000], ck1[4400], mpath[4400], out[4200], log0[4200];
+    snprintf(out, sizeof out, "%s/fresh/volume", dir); /* not created here */
+    snprintf(log0, sizeof log0, "%s/shard0.log", dir);
     for (int i = 0; i < S; i++)
         snprintf(ep[i], sizeof ep[i], "ipc://%s/s%d", dir, i);
     snprintf(connect, sizeof connect, "%s,%s", ep[0], ep[1]);
-    snprintf(ck1, sizeof ck1, "%s/checkpoints/epoch-%06d/MANIFEST.json", dir, CKPT_EVERY);
-    snprintf(mpath, sizeof mpath, "%s/metrics.jsonl", dir);
+    snprintf(ck1, sizeof ck1, "%s/checkpoints/epoch-%06d/MANIFEST.json", out, CKPT_EVERY);
+    snprintf(mpath, sizeof mpath, "%s/metrics.jsonl", out);
     char a_p[16], a_nb[16], a_b[16], a_ep[16], a_n[16], a_ev[16], a_ck[16], a_shard[S][8];
     snprintf(a_p, sizeof a_p, "%d", P);
     snprintf(a_nb, sizeof a_nb, "%d", NB);
@@ -113,7 +120,7 @@ static void test_sigkilled_worker(void **state)
                         "--lr",
                         "0.001",
                         "--output-dir",
-                        dir,
+                        out,
                         "--checkpoint-every",
                         a_ck,
                         "--worker-timeout-ms",
@@ -121,12 +128,12 @@ static void test_sigkilled_worker(void **state)
                         "--model",
                         "synth",
                         NULL};
-        shards[i] = s_spawn(argv);
+        shards[i] = s_spawn(argv, i == 0 ? log0 : NULL);
     }
     for (int i = 0; i < W; i++) {
         char *argv[] = {bin,  "worker",       "--connect", connect,   "--params", a_p, "--buffers",
                         a_nb, "--timeout-ms", "20000",     "--model", "synth",    NULL};
-        workers[i] = s_spawn(argv);
+        workers[i] = s_spawn(argv, NULL);
     }
     /* mid-run: once the first epoch is checkpointed */
     time_t deadline = time(NULL) + WAIT_S;
@@ -156,6 +163,18 @@ static void test_sigkilled_worker(void **state)
     assert_true(step >= N_SAMPLES / BATCH && step < STEPS);
     assert_true(worker >= 0 && worker < W);
     assert_true(json_integer_value(json_object_get(j, "lost_samples")) >= 0);
+    /* every sample the log says was lost is in metrics.jsonl */
+    long long in_metrics = 0, in_log = 0;
+    for (size_t i = 0; i < json_array_size(ev); i++)
+        in_metrics += json_integer_value(json_object_get(json_array_get(ev, i), "lost_samples"));
+    char *text = (char *)eb_test_read(log0, NULL);
+    for (const char *p = strstr(text, "evicted at step"); p; p = strstr(p + 1, "evicted at step")) {
+        const char *q = strstr(p, "; ");
+        assert_non_null(q);
+        in_log += strtoll(q + 2, NULL, 10);
+    }
+    free(text);
+    assert_int_equal(in_metrics, in_log);
     json_decref(ev);
     eb_test_rmtree(dir);
     free(dir);

@@ -53,3 +53,36 @@ int eig_hvp_top(eig_power_t *pw, struct eig_hvp *h, struct eig_power_result *res
         *seconds = rt_clock_now() - t0;
     return rc;
 }
+
+struct eig_lanczos_config eig_hvp_lanczos_config(const struct eig_power_config *pc, int top)
+{
+    struct eig_lanczos_config lc = {
+        .max_iter = 5 * pc->max_iter, .top = top, .tol = pc->tol, .seed = pc->seed};
+    if (lc.max_iter < lc.top)
+        lc.max_iter = lc.top;
+    if (lc.max_iter > EIG_LANCZOS_MAX_ITER)
+        lc.max_iter = EIG_LANCZOS_MAX_ITER;
+    return lc;
+}
+
+int eig_hvp_top_lanczos(const struct eig_power_config *pc, struct eig_hvp *h,
+                        struct eig_power_result *res, double *seconds)
+{
+    int rc = eig_hvp_check(h);
+    if (rc)
+        return rc;
+    struct eig_lanczos_config lc = eig_hvp_lanczos_config(pc, 1);
+    struct eig_lanczos_result r;
+    double t0 = rt_clock_now();
+    rc = eig_lanczos_run(nn_net_param_count(h->net), &lc, eig_hvp_fn, h, &r);
+    if (seconds)
+        *seconds = rt_clock_now() - t0;
+    if (rc)
+        return rc;
+    res->eigenvalue = r.eigenvalues[0];
+    res->iterations = r.iterations;
+    res->converged = r.converged;
+    res->residual = r.residuals[0];
+    res->rel_change = NAN;
+    return RT_OK;
+}

@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 
+#include "eig_lanczos.h"
 #include "eig_power.h"
 #include "nn_net.h"
 
@@ -34,5 +35,14 @@ int eig_hvp_check(const struct eig_hvp *h);
 /* Top eigenvalue of h's Hessian by pw (sized nn_net_param_count). Fills *res and *seconds (wall
  * time, may be NULL). Returns 0 or a negative rt_err code. */
 int eig_hvp_top(eig_power_t *pw, struct eig_hvp *h, struct eig_power_result *res, double *seconds);
+
+/* The Lanczos settings that match power iteration's pc: the same tolerance and seed, at most five
+ * times its products (within [top, EIG_LANCZOS_MAX_ITER]). */
+struct eig_lanczos_config eig_hvp_lanczos_config(const struct eig_power_config *pc, int top);
+
+/* Top eigenvalue of h's Hessian by Lanczos under eig_hvp_lanczos_config(pc, 1), reported as power
+ * iteration's result (rel_change NaN). Returns 0 or a negative rt_err code. */
+int eig_hvp_top_lanczos(const struct eig_power_config *pc, struct eig_hvp *h,
+                        struct eig_power_result *res, double *seconds);
 
 #endif

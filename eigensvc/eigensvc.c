@@ -344,6 +344,7 @@ static void s_eig_event(eigensvc_t *s, int32_t ended, int measured,
     if (measured)
         rt_metrics_num(mt, "eigenvalue", res->eigenvalue);
     rt_metrics_bool(mt, "measured", measured);
+    rt_metrics_str(mt, "method", s->cfg.lanczos ? "lanczos" : "power");
     rt_metrics_int(mt, "iterations", res->iterations);
     if (measured) { /* the relative residual, and whether it met the tolerance */
         rt_metrics_num(mt, "residual", res->residual);
@@ -397,7 +398,9 @@ static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
                              .n = s->cfg.hessian_batch,
                              .bn = s->cfg.bn,
                              .block_last_k = s->cfg.block_last_k};
-        if ((rc = eig_hvp_top(s->pw, &hv, &res, &secs)))
+        rc = s->cfg.lanczos ? eig_hvp_top_lanczos(&s->cfg.power, &hv, &res, &secs)
+                            : eig_hvp_top(s->pw, &hv, &res, &secs);
+        if (rc)
             return rc;
     }
     int rc = eig_abs_epoch_end(s->abs, ended, measured, res.eigenvalue, &dec);

@@ -43,6 +43,8 @@ struct eigensvc_cfg {
     int block_last_k;              /* 0: full Hessian; K: block of the last K parameter layers */
     enum nn_bn_mode bn;            /* BatchNorm mode of the Hessian (default NN_BN_EVAL) */
     struct eig_power_config power; /* power iteration settings (preset paper or accurate) */
+    int lanczos;                   /* 1: measure by Lanczos (top 1) to power's tolerance, in at
+                                      most 5x its products (abs.method lanczos) */
     struct eig_abs_config abs;     /* the ABS rule */
     int threads;                   /* > 0: nn_set_threads(threads), which is process-wide: leave
                                       0 in embedded mode (the trainer sets the threads) */

@@ -253,12 +253,7 @@ static int s_report(const struct s_eig_args *a, const nn_net_t *net,
 static int s_run_lanczos(const struct s_eig_args *a, struct eig_hvp *hv,
                          const struct eig_power_config *pc)
 {
-    struct eig_lanczos_config lc = {
-        .max_iter = 5 * pc->max_iter, .top = (int32_t)a->top, .tol = pc->tol, .seed = pc->seed};
-    if (lc.max_iter < lc.top)
-        lc.max_iter = lc.top;
-    if (lc.max_iter > EIG_LANCZOS_MAX_ITER)
-        lc.max_iter = EIG_LANCZOS_MAX_ITER;
+    struct eig_lanczos_config lc = eig_hvp_lanczos_config(pc, (int)a->top);
     struct eig_lanczos_result r;
     double t0 = rt_clock_now();
     if (eig_hvp_check(hv) ||

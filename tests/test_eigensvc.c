@@ -339,17 +339,23 @@ static void test_abs_run(void **state)
     free(tmp);
 }
 
-/* One run with `decisions: sync`: final weights into w (np floats). */
-static void s_sync_run(const char *db, float *w, size_t np)
+/* One run with `decisions: sync`: final weights into w (np floats); `eig` events into mt (may be
+ * NULL); lanczos: measured by Lanczos, with the accurate preset's tolerance. */
+static void s_sync_run(const char *db, float *w, size_t np, int lanczos, rt_metrics_t *mt)
 {
     struct rig *rg = malloc(sizeof *rg);
     s_rig_init(rg, db, 1);
     assert_int_equal(rg->np, np);
     struct eigensvc_cfg ec;
-    s_svc_cfg(&ec, rg->eps, db, NULL, NULL, NULL);
+    s_svc_cfg(&ec, rg->eps, db, mt, NULL, NULL);
     ec.test_db = NULL;
     ec.sync = 1;
     ec.epochs = EPOCHS;
+    if (mt) {
+        eig_power_config_preset(&ec.power, EIG_POWER_ACCURATE);
+        ec.power.seed = 7;
+    }
+    ec.lanczos = lanczos;
     struct svc_run *sr = calloc(1, sizeof *sr);
     if (eigensvc_new(&ec, &sr->svc))
         fail_msg("eigensvc_new: %s", rt_err_msg());
@@ -389,11 +395,64 @@ static void test_sync_bitwise(void **state)
     size_t np = nn_net_param_count(net);
     nn_net_destroy(&net);
     float *a = malloc(np * sizeof(float)), *b = malloc(np * sizeof(float));
-    s_sync_run(db, a, np);
-    s_sync_run(db, b, np);
+    s_sync_run(db, a, np, 0, NULL);
+    s_sync_run(db, b, np, 0, NULL);
     assert_memory_equal(a, b, np * sizeof(float));
     free(a);
     free(b);
+    eb_test_rmtree(tmp);
+    free(tmp);
+}
+
+/* abs.method lanczos: the service measures by Lanczos, converged to the accurate preset's
+ * tolerance; on the same snapshots (sync runs are deterministic up to the measurement; kappa 1
+ * grows the batch every epoch whatever was measured) power iteration's Rayleigh quotient never
+ * exceeds it, and where power iteration converged too they agree, Lanczos in no more products. */
+static void test_lanczos_method(void **state)
+{
+    (void)state;
+    char *tmp = eb_test_tmpdir(), db[4200], mp[2][4200];
+    snprintf(db, sizeof db, "%s/db", tmp);
+    eb_test_make_raw_db(db, N, C, H, W_);
+    nn_net_t *net = nn_zoo_new("mlp", C, H, W_, CLASSES, M, NULL);
+    size_t np = nn_net_param_count(net);
+    nn_net_destroy(&net);
+    float *w = malloc(np * sizeof(float));
+    for (int k = 0; k < 2; k++) {
+        snprintf(mp[k], sizeof mp[k], "%s/metrics-%d.jsonl", tmp, k);
+        rt_metrics_t *mt = NULL;
+        assert_int_equal(rt_metrics_open(mp[k], 0, &mt), 0);
+        s_sync_run(db, w, np, k, mt);
+        rt_metrics_close(&mt);
+    }
+    json_t *pw = eb_test_events(mp[0], "eig"), *lz = eb_test_events(mp[1], "eig");
+    assert_true(json_array_size(pw) >= 1);
+    assert_int_equal(json_array_size(pw), json_array_size(lz));
+    for (size_t i = 0; i < json_array_size(pw); i++) {
+        json_t *p = json_array_get(pw, i), *l = json_array_get(lz, i);
+        assert_string_equal(json_string_value(json_object_get(p, "method")), "power");
+        assert_string_equal(json_string_value(json_object_get(l, "method")), "lanczos");
+        if (!json_is_true(json_object_get(l, "measured")))
+            continue;
+        double ep = json_real_value(json_object_get(p, "eigenvalue"));
+        double el = json_real_value(json_object_get(l, "eigenvalue"));
+        assert_true(json_is_true(json_object_get(l, "converged")));
+        /* a Rayleigh quotient never exceeds the largest eigenvalue, which Lanczos has within its
+         * tolerance; once power iteration converges too, the two agree */
+        assert_true(ep <= el + 2e-3 * fabs(el));
+        int pconv = json_is_true(json_object_get(p, "converged"));
+        if (pconv && fabs(ep - el) > 1e-2 * fabs(el))
+            fail_msg("epoch %zu: power %.6g (converged %d, %lld it), lanczos %.6g (%lld it)", i, ep,
+                     json_is_true(json_object_get(p, "converged")),
+                     (long long)json_integer_value(json_object_get(p, "iterations")), el,
+                     (long long)json_integer_value(json_object_get(l, "iterations")));
+        if (pconv)
+            assert_true(json_integer_value(json_object_get(l, "iterations")) <=
+                        json_integer_value(json_object_get(p, "iterations")));
+    }
+    json_decref(pw);
+    json_decref(lz);
+    free(w);
     eb_test_rmtree(tmp);
     free(tmp);
 }
@@ -497,9 +556,8 @@ static void test_bad_config(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_abs_run),
-        cmocka_unit_test(test_sync_bitwise),
-        cmocka_unit_test(test_superseded_resume),
+        cmocka_unit_test(test_abs_run),        cmocka_unit_test(test_sync_bitwise),
+        cmocka_unit_test(test_lanczos_method), cmocka_unit_test(test_superseded_resume),
         cmocka_unit_test(test_bad_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -83,6 +83,7 @@ struct app_abs_opts {
     long block_last_k;     /* abs.block_last_k: 0 full Hessian, K the last K layers */
     const char *bn;        /* abs.bn: eval or train */
     const char *preset;    /* abs.preset: paper or accurate */
+    const char *method;    /* abs.method: power or lanczos */
     const char *decisions; /* abs.decisions: async or sync */
     long hessian_batch;    /* abs.hessian_batch */
     double sync_timeout_s; /* abs.sync_timeout_s: sync: longest wait for a decision */

@@ -100,6 +100,8 @@ static int s_shards_new(const struct cluster_embed_cfg *cfg, struct s_run *r)
             .sched = cfg->sched,
             .ckpt_root = cfg->ckpt_root,
             .ckpt_every = cfg->ckpt_every,
+            .ckpt_every_steps = cfg->ckpt_every_steps,
+            .ckpt_every_minutes = cfg->ckpt_every_minutes,
             .ckpt_keep = cfg->ckpt_keep,
             .resume = cfg->resume,
             .model = cfg->model,

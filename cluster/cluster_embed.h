@@ -42,11 +42,13 @@ struct cluster_embed_cfg {
     int io_threads;                 /* ZeroMQ I/O threads of the shared context (0: 1) */
     void *zmq_ctx; /* context to use (borrowed; e.g. shared with an eigen service over inproc),
                       or NULL: a context of the run's own */
-    const char *ckpt_root; /* checkpoints under this directory (server_ckpt.h), or NULL: none */
-    int ckpt_every;        /* at the end of every this many epochs (0: never) */
-    int ckpt_keep;         /* complete checkpoints kept (0: the default) */
-    const char *resume;    /* complete checkpoint to start from (rt_ckpt_resolve), or NULL */
-    const char *model;     /* model name recorded in checkpoints, or NULL */
+    const char *ckpt_root;     /* checkpoints under this directory (server_ckpt.h), or NULL: none */
+    int ckpt_every;            /* at the end of every this many epochs (0: never) */
+    uint64_t ckpt_every_steps; /* ... and within epochs, every this many steps (0: never) */
+    double ckpt_every_minutes; /* ... and within epochs, this often (0: never) */
+    int ckpt_keep;             /* complete checkpoints kept (0: the default) */
+    const char *resume;        /* complete checkpoint to start from (rt_ckpt_resolve), or NULL */
+    const char *model;         /* model name recorded in checkpoints, or NULL */
 };
 
 /* Run the cluster to the end of the schedule. On success copies the final weights into

@@ -199,6 +199,8 @@ static int s_train(struct app_opts *o, const rt_config_t *cfg)
         .checksum = ck,
         .ckpt_root = app_opts_ckpt_root(o, ckpt_root, sizeof ckpt_root),
         .ckpt_every = (int)o->checkpoint.every_epochs,
+        .ckpt_every_steps = (uint64_t)o->checkpoint.every_steps,
+        .ckpt_every_minutes = o->checkpoint.every_minutes,
         .ckpt_keep = (int)o->checkpoint.keep,
         .resume = o->local.resume,
         .model = o->model.name,

@@ -26,6 +26,8 @@ struct s_snap {
     double *w;     /* n_workers weights */
 };
 
+#define S_CKPT_MARKS 4 /* steps marked for a time-based checkpoint that are remembered */
+
 struct server_coord {
     int n_workers;                          /* slots */
     int registered;                         /* slots taken, ids 0..registered-1 */
@@ -45,6 +47,10 @@ struct server_coord {
     double hold_since;                      /* when that hold began (monotonic seconds) */
     int has_abs;                            /* `abs` holds the eigen service's ABS state */
     struct rt_wire_abs abs;                 /* its latest ABS state (checkpoints, restarts) */
+    double ckpt_every_s;                    /* a checkpoint this often (<= 0: none by time) */
+    double ckpt_last;                       /* monotonic seconds of the last one marked */
+    uint64_t ckpt_steps[S_CKPT_MARKS];      /* steps marked for a checkpoint (+1; 0: unused) */
+    int ckpt_next;                          /* next slot of ckpt_steps */
 };
 
 server_coord_t *server_coord_new(int n_workers, const struct server_coord_sched *sched)
@@ -342,9 +348,30 @@ int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_co
 int server_coord_sched(server_coord_t *c, uint64_t step, struct server_coord_point *pt)
 {
     int rc = c->sched->ops->at(c->sched->self, step, pt);
-    if (rc == RT_OK && step >= c->next_step)
+    if (rc)
+        return rc;
+    if (step >= c->next_step) {
+        /* the first announcement of the step: mark it for a checkpoint when one is due by time
+         * (not an epoch's last step: the epoch checkpoints cover those) */
+        double now = rt_clock_now();
+        if (c->ckpt_every_s > 0 && now - c->ckpt_last >= c->ckpt_every_s && !pt->done &&
+            !pt->epoch_last) {
+            c->ckpt_steps[c->ckpt_next] = step + 1;
+            c->ckpt_next = (c->ckpt_next + 1) % S_CKPT_MARKS;
+            c->ckpt_last = now;
+        }
         c->next_step = step + 1;
-    return rc;
+    }
+    pt->checkpoint = 0;
+    for (int i = 0; i < S_CKPT_MARKS; i++)
+        pt->checkpoint |= c->ckpt_steps[i] == step + 1;
+    return RT_OK;
+}
+
+void server_coord_set_ckpt_minutes(server_coord_t *c, double minutes)
+{
+    c->ckpt_every_s = minutes > 0 ? minutes * 60.0 : 0;
+    c->ckpt_last = rt_clock_now();
 }
 
 void server_coord_set_sync(server_coord_t *c, int sync, int timeout_ms)

@@ -31,6 +31,8 @@ struct server_coord_point {
     int done;              /* 1: training ends before this step */
     int epoch_last;        /* 1: the last step of its epoch, as far as the decisions held when it
                               is announced tell (schedules that do not know: 0) */
+    int checkpoint;        /* 1: every shard checkpoints the version this step makes (the
+                              coordinator's time-based checkpoints, checkpoint.every_minutes) */
 };
 
 struct server_sched_state; /* server_sched.h */
@@ -186,6 +188,11 @@ int server_coord_get_abs(const server_coord_t *c, struct rt_wire_abs *out);
  * (decisions are stamped from `step` on), and the ABS state `abs` (may be NULL) is held. Call
  * before any worker asks about a step. */
 void server_coord_resume(server_coord_t *c, uint64_t step, const struct rt_wire_abs *abs);
+
+/* Mark a step for a checkpoint every `minutes` (<= 0: never; checkpoint.every_minutes): when that
+ * much time has passed since the last mark, the next step announced for the first time (not an
+ * epoch's last) carries `checkpoint`, so that every shard writes the same version. */
+void server_coord_set_ckpt_minutes(server_coord_t *c, double minutes);
 
 /* The schedule of `step` (no share): for shards and late joiners. */
 int server_coord_sched(server_coord_t *c, uint64_t step, struct server_coord_point *pt);

@@ -4,6 +4,7 @@
 #include "server_fixsched.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "rt_err.h"
 
@@ -13,7 +14,9 @@ static int s_at(void *self, uint64_t step, struct server_coord_point *out)
     uint64_t per_epoch = c->n_samples / c->batch;
     if (per_epoch == 0)
         per_epoch = 1;
+    memset(out, 0, sizeof *out);
     out->epoch = step / per_epoch;
+    out->epoch_last = step % per_epoch == per_epoch - 1;
     out->epoch_offset = (step % per_epoch) * c->batch;
     out->version = 1;
     out->batch = c->batch;

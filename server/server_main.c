@@ -96,6 +96,8 @@ static int s_run(struct app_opts *opts, rt_config_t *cfg)
             .sched = &sched,
             .ckpt_root = app_opts_ckpt_root(&o, ckpt_root, sizeof ckpt_root),
             .ckpt_every = (int)o.checkpoint.every_epochs,
+            .ckpt_every_steps = (uint64_t)o.checkpoint.every_steps,
+            .ckpt_every_minutes = o.checkpoint.every_minutes,
             .ckpt_keep = (int)o.checkpoint.keep,
             .resume = o.local.resume,
             .model = strcmp(o.model.name, "synth") ? o.model.name : NULL,

@@ -219,6 +219,7 @@ static int s_coord_new(server_shard_t *s, const struct server_shard_cfg *cfg)
         return rt_err_set(RT_ERR_NOMEM, "coordinator");
     server_coord_set_sync(s->co.coord, cfg->sync, cfg->sync_timeout_ms);
     server_coord_set_evict(s->co.coord, cfg->evict_ms);
+    server_coord_set_ckpt_minutes(s->co.coord, cfg->ckpt_root ? cfg->ckpt_every_minutes : 0);
     if ((cfg->ckpt_root || cfg->resume) && !(s->ckpt.coord = calloc(1, sizeof *s->ckpt.coord)))
         return rt_err_set(RT_ERR_NOMEM, "checkpoint state");
     return RT_OK;
@@ -276,7 +277,7 @@ int server_shard_new(const struct server_shard_cfg *cfg, server_shard_t **out)
         goto out_destroy;
     /* this run writes the later checkpoints again */
     if (s->co.coord && s->ckpt.root[0] &&
-        (rc = rt_ckpt_remove_after(s->ckpt.root, s->start_step ? s->ckpt.coord->epoch : 0)))
+        (rc = rt_ckpt_remove_after(s->ckpt.root, s->ckpt.resumed_key)))
         goto out_destroy;
     if ((rc = s_open(s, cfg)))
         goto out_destroy;

@@ -52,15 +52,19 @@ struct server_shard_cfg {
     int sync;      /* shard 0: `decisions: sync`, hold epoch starts (server_coord_set_sync) */
     int sync_timeout_ms; /* shard 0: longest hold of an epoch start (0: the default, 10 min) */
 
-    const char *ckpt_root; /* where checkpoints go (OUTPUT/checkpoints, server_ckpt.h), or NULL:
-                              none; shard 0 writes the manifests and prunes */
-    int ckpt_every;        /* checkpoint at the end of every this many epochs (0: never) */
-    int ckpt_keep;         /* shard 0: complete checkpoints kept (0: SERVER_CKPT_KEEP_DEFAULT) */
-    const char *resume;    /* complete checkpoint directory to start from, or NULL: fresh */
-    const char *model;     /* model name, recorded in and checked against checkpoints (NULL:
-                              unknown, not checked) */
-    int evict_ms;          /* shard 0: evict a worker silent this long (cluster.worker_timeout_ms;
-                              0: never) */
+    const char *ckpt_root;     /* where checkpoints go (OUTPUT/checkpoints, server_ckpt.h), or NULL:
+                                  none; shard 0 writes the manifests and prunes */
+    int ckpt_every;            /* checkpoint at the end of every this many epochs (0: never) */
+    uint64_t ckpt_every_steps; /* ... and within epochs at every version that is a multiple of
+                                  this (0: never; checkpoint.every_steps) */
+    double ckpt_every_minutes; /* shard 0: ... and at a step the coordinator marks this often
+                                  (0: never; checkpoint.every_minutes) */
+    int ckpt_keep;      /* shard 0: complete checkpoints kept (0: SERVER_CKPT_KEEP_DEFAULT) */
+    const char *resume; /* complete checkpoint directory to start from, or NULL: fresh */
+    const char *model;  /* model name, recorded in and checked against checkpoints (NULL:
+                           unknown, not checked) */
+    int evict_ms;       /* shard 0: evict a worker silent this long (cluster.worker_timeout_ms;
+                           0: never) */
     struct rt_metrics *metrics; /* shard 0: "evict" and "reject" events go here (borrowed, may
                                    be NULL) */
     float max_grad_norm;        /* reject a push whose slice here has a larger L2 norm (<= 0 or

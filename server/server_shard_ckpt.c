@@ -101,7 +101,7 @@ static int s_ckpt_coord(server_shard_t *s, uint64_t epoch, const char *dir)
 
 /* Write this shard's part of the checkpoint of `epoch` (shard 0: and the coordinator's, then try
  * to complete it). A failure is logged: training goes on, the checkpoint stays incomplete. */
-void server_shard_ckpt_write(server_shard_t *s, uint64_t epoch)
+void server_shard_ckpt_write(server_shard_t *s, uint64_t epoch, int mid)
 {
     if (s->ckpt.pending) {
         RT_ERROR(s->name,
@@ -111,7 +111,8 @@ void server_shard_ckpt_write(server_shard_t *s, uint64_t epoch)
         s->ckpt.pending = 0;
     }
     char dir[RT_CKPT_PATH_MAX];
-    int rc = rt_ckpt_dir(dir, sizeof dir, s->ckpt.root, epoch);
+    int rc = rt_ckpt_dir_key(dir, sizeof dir, s->ckpt.root,
+                             RT_CKPT_KEY(epoch, mid ? s->data.version : 0));
     if (!rc)
         rc = rt_ckpt_mkdirs(dir);
     struct server_ckpt_shard h = s_ckpt_layout(s);
@@ -137,7 +138,8 @@ void server_shard_ckpt_write(server_shard_t *s, uint64_t epoch)
 
 /* Shard 0 resuming: the schedule (this run's configuration, the checkpoint's decisions) and the
  * ABS state, from the coordinator's files of dir. */
-static int s_resume_coord(server_shard_t *s, const char *dir, uint64_t epoch, uint64_t step)
+static int s_resume_coord(server_shard_t *s, const char *dir, uint64_t epoch, uint64_t step,
+                          int mid)
 {
     const struct server_coord_sched *cs = s->cfg.sched;
     struct server_sched_state *cur = NULL;
@@ -181,12 +183,13 @@ static int s_resume_coord(server_shard_t *s, const char *dir, uint64_t epoch, ui
     struct server_coord_point pt;
     if ((rc = cs->ops->at(cs->self, step, &pt)))
         goto out;
-    if (!pt.done && (pt.epoch != epoch || pt.epoch_offset != 0)) {
+    if (!pt.done && (pt.epoch != epoch || (pt.epoch_offset != 0) != mid)) {
         rc = rt_err_set(RT_ERR_CONFIG,
-                        "%s: the schedule puts step %llu at epoch %llu sample %llu, not at the "
-                        "start of epoch %llu",
+                        "%s: the schedule puts step %llu at epoch %llu sample %llu, not %s epoch "
+                        "%llu",
                         dir, (unsigned long long)step, (unsigned long long)pt.epoch,
-                        (unsigned long long)pt.epoch_offset, (unsigned long long)epoch);
+                        (unsigned long long)pt.epoch_offset, mid ? "within" : "at the start of",
+                        (unsigned long long)epoch);
         goto out;
     }
     server_coord_resume(s->co.coord, step, c->has_abs ? &c->abs : NULL);
@@ -216,15 +219,24 @@ int server_shard_resume(server_shard_t *s, const char *dir)
                           "%s/%s: version %llu epoch %llu, the manifest says step %llu epoch %llu",
                           dir, name, (unsigned long long)h.version, (unsigned long long)h.epoch,
                           (unsigned long long)step, (unsigned long long)epoch);
-    if (s->co.coord && (rc = s_resume_coord(s, dir, epoch, step)))
+    /* a checkpoint within an epoch (its directory says so) resumes mid-epoch: the schedule's
+     * positions put the next step at the first sample no step has seen */
+    uint64_t key = RT_CKPT_KEY(epoch, 0); /* a directory renamed by hand: at an epoch's start */
+    if (rt_ckpt_dir_parse(dir, &key))
+        RT_DEBUG(s->name, "%s", rt_err_msg());
+    int mid = RT_CKPT_KEY_STEP(key) != 0;
+    if (RT_CKPT_KEY_EPOCH(key) != epoch || (mid && RT_CKPT_KEY_STEP(key) != step))
+        return rt_err_set(RT_ERR_FORMAT, "%s: the manifest says epoch %llu step %llu", dir,
+                          (unsigned long long)epoch, (unsigned long long)step);
+    if (s->co.coord && (rc = s_resume_coord(s, dir, epoch, step, mid)))
         return rc;
+    s->ckpt.resumed_key = key;
     s->data.version = step;
     s->st.version = step;
     s->start_step = step;
     s->data.ready = 1;
-    if (s->cfg.snapshots)
-        server_shard_snapshot_take(
-            s, epoch); /* the eigen service's snapshot of the epoch that starts */
+    if (s->cfg.snapshots && !mid) /* the eigen service's snapshot of the epoch that starts */
+        server_shard_snapshot_take(s, epoch);
     RT_INFO(s->name, "resumed from %s: epoch %llu, version %llu", dir, (unsigned long long)epoch,
             (unsigned long long)step);
     return RT_OK;

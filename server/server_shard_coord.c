@@ -161,6 +161,7 @@ void server_shard_on_sched_query(server_shard_t *s, const struct rt_sock_in *in)
     r.sched.share_count = cnt;
     r.sched.done = pt.done;
     r.sched.epoch_last = pt.epoch_last;
+    r.sched.checkpoint = pt.checkpoint;
     r.sched.members_len = server_coord_members(s->co.coord, m->step, r.sched.members,
                                                (uint32_t)sizeof r.sched.members);
     server_shard_reply(s, in, &r, "schedule reply");
@@ -271,6 +272,7 @@ int server_shard_sched_ask(server_shard_t *s, uint64_t step, struct server_coord
         pt->gamma = r->sched.gamma;
         pt->done = r->sched.done;
         pt->epoch_last = r->sched.epoch_last;
+        pt->checkpoint = r->sched.checkpoint;
         server_shard_members(s, r->sched.members, r->sched.members_len);
         return RT_OK;
     }

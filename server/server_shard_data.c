@@ -203,9 +203,16 @@ static void s_apply(server_shard_t *s)
     if (s->cfg.snapshots && s->step.sched_known && !s->step.sched.done && s->step.sched.epoch_last)
         server_shard_snapshot_take(s, s->step.sched.epoch + 1);
     /* ... and a checkpoint of that version, before anyone can pull it (and move on) */
-    if (s->ckpt.root[0] && s->cfg.ckpt_every > 0 && s->step.sched_known && !s->step.sched.done &&
-        s->step.sched.epoch_last && (s->step.sched.epoch + 1) % (uint64_t)s->cfg.ckpt_every == 0)
-        server_shard_ckpt_write(s, s->step.sched.epoch + 1);
+    if (s->ckpt.root[0] && s->step.sched_known && !s->step.sched.done) {
+        const struct server_coord_point *pt = &s->step.sched;
+        if (pt->epoch_last && s->cfg.ckpt_every > 0 &&
+            (pt->epoch + 1) % (uint64_t)s->cfg.ckpt_every == 0)
+            server_shard_ckpt_write(s, pt->epoch + 1, 0);
+        else if (!pt->epoch_last &&
+                 (pt->checkpoint ||
+                  (s->cfg.ckpt_every_steps > 0 && s->data.version % s->cfg.ckpt_every_steps == 0)))
+            server_shard_ckpt_write(s, pt->epoch, 1); /* within epoch pt->epoch */
+    }
     s->step.sched_known = 0;
     if (s->co.coord)
         server_shard_rejoin_check(s);

@@ -139,6 +139,7 @@ struct server_shard_ckpt {
     char dir[RT_CKPT_PATH_MAX];        /* shard 0: that checkpoint's directory */
     struct server_ckpt_coord *coord;   /* shard 0: its coordinator part (allocated once) */
     double next_poll;                  /* shard 0: rt_clock_now time of the next look at it */
+    uint64_t resumed_key;              /* RT_CKPT_KEY of the checkpoint resumed (0: none) */
 };
 
 /* Eviction (cfg.evict_ms on shard 0): the other shards learn the members of a step by asking. */
@@ -254,9 +255,10 @@ int server_shard_sched_ask(server_shard_t *s, uint64_t step, struct server_coord
 
 /* ---- checkpoints (server_shard_ckpt.c) ---------------------------------------------------- */
 
-/* Write this shard's part of the checkpoint of `epoch` (shard 0: and the coordinator's, then try
- * to complete it). A failure is logged: training goes on. */
-void server_shard_ckpt_write(server_shard_t *s, uint64_t epoch);
+/* Write this shard's part of the checkpoint of the current version (shard 0: and the
+ * coordinator's, then try to complete it): at the start of `epoch`, or with `mid` within it. A
+ * failure is logged: training goes on. */
+void server_shard_ckpt_write(server_shard_t *s, uint64_t epoch, int mid);
 
 /* Shard 0: complete the pending checkpoint once every shard's file is there. */
 void server_shard_ckpt_poll(server_shard_t *s);

@@ -275,12 +275,59 @@ static void test_prune(void **state)
         assert_int_equal(s_exists(dir), e >= 5);
     }
     /* a run that starts at epoch 5 will write 6 and 7 again: they go */
-    assert_int_equal(rt_ckpt_remove_after(root, 5), 0);
+    assert_int_equal(rt_ckpt_remove_after(root, RT_CKPT_KEY(5, 0)), 0);
     uint64_t eps[16];
     int n = 0;
     assert_int_equal(rt_ckpt_list(root, eps, 16, &n), 0);
     assert_int_equal(n, 1);
-    assert_int_equal(eps[0], 5);
+    assert_int_equal(eps[0], RT_CKPT_KEY(5, 0));
+}
+
+/* Checkpoints within an epoch: named epoch-NNNNNN-step-SSSSSSSSSSSS, ordered after their epoch's
+ * start and before the next epoch's; the newest complete one is found; a run resuming from one
+ * removes the later ones only; other names are not checkpoints. */
+static void test_mid_epoch_names(void **state)
+{
+    (void)state;
+    char root[4300], dir[4400], got[4400];
+    snprintf(root, sizeof root, "%s/mid", s_tmp);
+    assert_int_equal(rt_ckpt_dir_key(dir, sizeof dir, root, RT_CKPT_KEY(3, 1234)), 0);
+    assert_non_null(strstr(dir, "/epoch-000003-step-000000001234"));
+    uint64_t key = 0;
+    assert_int_equal(rt_ckpt_dir_parse(dir, &key), 0);
+    assert_true(key == RT_CKPT_KEY(3, 1234));
+    assert_int_equal(rt_ckpt_dir_parse("/x/epoch-000003/", &key), 0);
+    assert_true(key == RT_CKPT_KEY(3, 0));
+    assert_int_equal(rt_ckpt_dir_parse("/x/epoch-000003-step-", &key), RT_ERR_FORMAT);
+    assert_int_equal(rt_ckpt_dir_parse("/x/epoch-000003.tmp", &key), RT_ERR_FORMAT);
+    assert_int_equal(rt_ckpt_dir_parse("/x/my-checkpoint", &key), RT_ERR_FORMAT);
+    /* epoch 3's start, two checkpoints within epoch 3, epoch 4's start (incomplete) */
+    const uint64_t keys[] = {RT_CKPT_KEY(3, 0), RT_CKPT_KEY(3, 1234), RT_CKPT_KEY(3, 1300),
+                             RT_CKPT_KEY(4, 0)};
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(rt_ckpt_dir_key(dir, sizeof dir, root, keys[i]), 0);
+        assert_int_equal(rt_ckpt_mkdirs(dir), 0);
+        if (i < 3) {
+            char f[4500];
+            snprintf(f, sizeof f, "%s/data.bin", dir);
+            assert_int_equal(rt_ckpt_write_file(f, "x", 1), 0);
+            const char *files[] = {"data.bin"};
+            assert_int_equal(rt_ckpt_manifest_write(dir, files, 1, NULL), 0);
+        }
+    }
+    uint64_t eps[16], e = 99;
+    int n = 0;
+    assert_int_equal(rt_ckpt_list(root, eps, 16, &n), 0);
+    assert_int_equal(n, 4);
+    for (int i = 0; i < 4; i++)
+        assert_true(eps[i] == keys[3 - i]);
+    assert_int_equal(rt_ckpt_latest(root, got, sizeof got, &e), 0);
+    assert_non_null(strstr(got, "epoch-000003-step-000000001300"));
+    assert_int_equal(e, 3);
+    assert_int_equal(rt_ckpt_remove_after(root, RT_CKPT_KEY(3, 1234)), 0);
+    assert_int_equal(rt_ckpt_list(root, eps, 16, &n), 0);
+    assert_int_equal(n, 2);
+    assert_true(eps[0] == RT_CKPT_KEY(3, 1234) && eps[1] == RT_CKPT_KEY(3, 0));
 }
 
 /* The ABS state over the wire with a decision, and in the coordinator. */
@@ -376,9 +423,9 @@ static int s_teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip),        cmocka_unit_test(test_finish_waits),
-        cmocka_unit_test(test_atomicity),         cmocka_unit_test(test_prune),
-        cmocka_unit_test(test_abs_state_travels),
+        cmocka_unit_test(test_round_trip),      cmocka_unit_test(test_finish_waits),
+        cmocka_unit_test(test_atomicity),       cmocka_unit_test(test_prune),
+        cmocka_unit_test(test_mid_epoch_names), cmocka_unit_test(test_abs_state_travels),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

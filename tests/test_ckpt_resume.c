@@ -9,6 +9,7 @@
  */
 #include "eb_test.h"
 
+#include <dirent.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,6 +97,56 @@ static void test_kill_resume(void **state)
     eb_ckpt_same_file(wa, wk);
 }
 
+/* Checkpoints within epochs (checkpoint.every_steps): a run resumed from one in the middle of an
+ * epoch trains exactly the samples that epoch had not seen yet, then the rest: it ends at the
+ * straight run's weights, bitwise, and its epoch events start with the interrupted epoch. */
+static void test_mid_epoch_resume(void **state)
+{
+    (void)state;
+    char a[4300], m[4300], extra[4800], wa[4400], wm[4400], root[4320];
+    snprintf(a, sizeof a, "%s/straight", s_f.tmp);
+    snprintf(m, sizeof m, "%s/mid", s_f.tmp);
+    eb_ckpt_run_ok(&s_f, "train", m,
+                   "--set checkpoint.every_steps=4 --set checkpoint.every_epochs=0 "
+                   "--set checkpoint.keep=1000");
+    /* the newest checkpoint within an epoch after the first (e epochs done, and some steps of
+     * epoch e) */
+    struct eb_ckpt_point from = {0};
+    snprintf(root, sizeof root, "%s/checkpoints", m);
+    DIR *d = opendir(root);
+    assert_non_null(d);
+    struct dirent *de;
+    int n_mid = 0;
+    char seen[2048] = "";
+    while ((de = readdir(d))) {
+        if (strlen(seen) + strlen(de->d_name) + 2 < sizeof seen) {
+            strcat(seen, " ");
+            strcat(seen, de->d_name);
+        }
+        int e = 0;
+        long long st = 0;
+        if (sscanf(de->d_name, "epoch-%d-step-%lld", &e, &st) != 2)
+            continue;
+        n_mid++;
+        if (e >= 1 && st > from.step) {
+            from.epoch = e;
+            from.step = st;
+            snprintf(from.path, sizeof from.path, "%s/%s", root, de->d_name);
+        }
+    }
+    closedir(d);
+    assert_true(n_mid >= 2);
+    if (from.epoch < 1)
+        fail_msg("no checkpoint within an epoch after the first under %s:%s", root, seen);
+    snprintf(wm, sizeof wm, "%s/weights.safetensors", m);
+    assert_int_equal(unlink(wm), 0);
+    snprintf(extra, sizeof extra, "--resume %s", from.path);
+    eb_ckpt_run_ok(&s_f, "train", m, extra);
+    eb_ckpt_assert_resumed(m, &from, EB_CKPT_EPOCHS);
+    snprintf(wa, sizeof wa, "%s/weights.safetensors", a);
+    eb_ckpt_same_file(wa, wm);
+}
+
 static int s_setup(void **state)
 {
     (void)state;
@@ -119,6 +170,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_launch_resume),
         cmocka_unit_test(test_kill_resume),
+        cmocka_unit_test(test_mid_epoch_resume),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

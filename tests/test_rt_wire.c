@@ -77,8 +77,12 @@ static void test_round_trip_all_types(void **state)
         m.n_buffers = N_BUFFERS;
         m.err_code = RT_ERR_STATE;
         snprintf(m.text, sizeof m.text, "some detail");
+        m.token = 0x1234567890abcdefull;
+        m.worker = 5;
+        m.role = RT_WIRE_ROLE_EIGENSVC;
         if (type == RT_WIRE_SCHED) {
-            m.sched = (struct rt_wire_sched){3, 96, 128, 100, 0.1f, 0.2f, 32, 64, 1, 1, 1, {0x5}};
+            m.sched =
+                (struct rt_wire_sched){3, 96, 128, 100, 0.1f, 0.2f, 32, 64, 1, 1, 1, 1, {0x5}};
         }
         if (type == RT_WIRE_DECISION || type == RT_WIRE_ACK || type == RT_WIRE_PUBLISH)
             m.decision = (struct rt_wire_decision){.seq = 9,
@@ -140,6 +144,8 @@ static void test_round_trip_all_types(void **state)
         assert_true(d.n_params == N_PARAMS && d.n_buffers == N_BUFFERS);
         assert_int_equal(d.err_code, RT_ERR_STATE);
         assert_string_equal(d.text, "some detail");
+        assert_true(d.token == 0x1234567890abcdefull && d.worker == 5);
+        assert_int_equal(d.role, RT_WIRE_ROLE_EIGENSVC);
         if (type == RT_WIRE_SCHED) {
             assert_memory_equal(&d.sched, &m.sched, sizeof m.sched);
         }

@@ -6,6 +6,8 @@
  */
 #include "eb_test.h"
 
+#include <unistd.h>
+
 #include "rt_err.h"
 #include "server_coord.h"
 #include "server_fixsched.h"
@@ -55,10 +57,45 @@ static void test_membership_and_frozen_shares(void **state)
     server_fixsched_destroy(&sched);
 }
 
+/* checkpoint.every_minutes: once the time has passed, the next step announced for the first time
+ * is marked for a checkpoint, and keeps its mark whoever asks again; until the time passes again,
+ * no other step is marked; never an epoch's last step. */
+static void test_time_marks_a_checkpoint_step(void **state)
+{
+    (void)state;
+    struct server_fixsched_cfg fc = {.batch = 10, .lr = 0.5f, .n_samples = 30, .steps = 30};
+    struct server_coord_sched sched;
+    assert_int_equal(server_fixsched_new(&fc, &sched), 0);
+    server_coord_t *c = server_coord_new(1, &sched);
+    assert_non_null(c);
+    struct server_coord_point pt;
+    server_coord_set_ckpt_minutes(c, 0.5 / 60.0); /* every half second */
+    assert_int_equal(server_coord_sched(c, 0, &pt), 0);
+    assert_false(pt.checkpoint); /* not due yet */
+    usleep(600000);
+    assert_int_equal(server_coord_sched(c, 1, &pt), 0);
+    assert_true(pt.checkpoint);
+    assert_int_equal(server_coord_sched(c, 1, &pt), 0); /* asked again: the same answer */
+    assert_true(pt.checkpoint);
+    assert_int_equal(server_coord_sched(c, 0, &pt), 0);
+    assert_false(pt.checkpoint);
+    assert_int_equal(server_coord_sched(c, 3, &pt), 0);
+    assert_false(pt.checkpoint); /* too soon after the last mark */
+    usleep(600000);
+    assert_int_equal(server_coord_sched(c, 5, &pt), 0); /* an epoch's last step (3 per epoch) */
+    assert_true(pt.epoch_last);
+    assert_false(pt.checkpoint);
+    assert_int_equal(server_coord_sched(c, 6, &pt), 0);
+    assert_true(pt.checkpoint);
+    server_coord_destroy(&c);
+    server_fixsched_destroy(&sched);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_membership_and_frozen_shares),
+        cmocka_unit_test(test_time_marks_a_checkpoint_step),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -135,6 +135,10 @@ const struct rt_opt app_opts_table[] = {
       "config.yaml, metrics.jsonl, checkpoints, weights.safetensors (null: none)"),
     K(checkpoint.every_epochs, "checkpoint.every_epochs", "checkpoint-every", INT, "1", 0,
       S_INT_MAX, NULL, "checkpoint every this many epochs (0: off)"),
+    K(checkpoint.every_steps, "checkpoint.every_steps", "checkpoint-every-steps", INT, "0", 0, 1e12,
+      NULL, "also checkpoint within epochs, at every version that is a multiple (0: off)"),
+    K(checkpoint.every_minutes, "checkpoint.every_minutes", "checkpoint-every-minutes", FLOAT, "0",
+      0, 1e9, NULL, "also checkpoint within epochs this often, at a step shard 0 marks (0: off)"),
     K(checkpoint.keep, "checkpoint.keep", "checkpoint-keep", INT, "2", 1, S_INT_MAX, NULL,
       "complete checkpoints kept (the newest)"),
     K(fault.max_grad_norm, "fault.max_grad_norm", "max-grad-norm", FLOAT, NULL, 0, 1e30, NULL,
@@ -285,7 +289,8 @@ double app_opts_worker_weight(const struct app_opts *o, int i)
 
 const char *app_opts_ckpt_root(const struct app_opts *o, char *buf, size_t cap)
 {
-    if (!o->output_dir || o->checkpoint.every_epochs <= 0)
+    if (!o->output_dir || (o->checkpoint.every_epochs <= 0 && o->checkpoint.every_steps <= 0 &&
+                           !(o->checkpoint.every_minutes > 0)))
         return NULL;
     if (snprintf(buf, cap, "%s/checkpoints", o->output_dir) >= (int)cap)
         return NULL;

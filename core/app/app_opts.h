@@ -99,8 +99,10 @@ struct app_train_opts {
 };
 
 struct app_checkpoint_opts {
-    long every_epochs; /* checkpoint.every_epochs (0: off) */
-    long keep;         /* checkpoint.keep */
+    long every_epochs;    /* checkpoint.every_epochs (0: off) */
+    long every_steps;     /* checkpoint.every_steps: also within epochs (0: off) */
+    double every_minutes; /* checkpoint.every_minutes: also within epochs by time (0: off) */
+    long keep;            /* checkpoint.keep */
 };
 
 struct app_fault_opts {

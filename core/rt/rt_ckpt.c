@@ -20,6 +20,7 @@
 
 #define S_NAME "ckpt"
 #define S_PREFIX "epoch-"          /* checkpoint directory names: epoch-NNNNNN */
+#define S_STEP "-step-"            /* ... and epoch-NNNNNN-step-SSSSSSSSSSSS within an epoch */
 #define S_IO_CHUNK (1u << 20)      /* bytes read at a time for a crc */
 #define S_MANIFEST_MAX (16u << 20) /* largest manifest read */
 #define S_MAX_DIRS 4096            /* checkpoint directories considered under one root */
@@ -148,9 +149,48 @@ int rt_ckpt_mkdirs(const char *dir)
 
 int rt_ckpt_dir(char *buf, size_t cap, const char *root, uint64_t epoch)
 {
-    if (snprintf(buf, cap, "%s/" S_PREFIX "%06" PRIu64, root, epoch) >= (int)cap)
+    return rt_ckpt_dir_key(buf, cap, root, RT_CKPT_KEY(epoch, 0));
+}
+
+int rt_ckpt_dir_key(char *buf, size_t cap, const char *root, uint64_t key)
+{
+    uint64_t epoch = RT_CKPT_KEY_EPOCH(key), step = RT_CKPT_KEY_STEP(key);
+    int n = step ? snprintf(buf, cap, "%s/" S_PREFIX "%06" PRIu64 S_STEP "%012" PRIu64, root, epoch,
+                            step)
+                 : snprintf(buf, cap, "%s/" S_PREFIX "%06" PRIu64, root, epoch);
+    if (n >= (int)cap)
         return rt_err_set(RT_ERR_ARG, "%s: checkpoint path too long", root);
     return RT_OK;
+}
+
+/* The key of a checkpoint directory's name (epoch-NNNNNN or epoch-NNNNNN-step-SSSSSSSSSSSS), or
+ * -1 for any other name (epoch-000003.tmp, ...). */
+static int s_name_key(const char *name, uint64_t *key)
+{
+    size_t plen = strlen(S_PREFIX), slen = strlen(S_STEP);
+    if (strncmp(name, S_PREFIX, plen))
+        return -1;
+    const char *digits = name + plen;
+    char *end = NULL;
+    if (*digits < '0' || *digits > '9')
+        return -1;
+    errno = 0;
+    unsigned long long e = strtoull(digits, &end, 10), st = 0;
+    if (errno || end == digits || e >= (1ull << (64 - RT_CKPT_KEY_STEP_BITS)))
+        return -1;
+    if (*end) {
+        if (strncmp(end, S_STEP, slen))
+            return -1;
+        digits = end + slen;
+        if (*digits < '0' || *digits > '9')
+            return -1;
+        errno = 0;
+        st = strtoull(digits, &end, 10);
+        if (errno || *end || st == 0 || st > RT_CKPT_KEY_STEP_MAX)
+            return -1;
+    }
+    *key = RT_CKPT_KEY(e, st);
+    return 0;
 }
 
 /* dir/name into buf; RT_ERR_ARG when too long. */
@@ -305,7 +345,24 @@ static int s_cmp_desc(const void *a, const void *b)
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
-int rt_ckpt_list(const char *root, uint64_t *epochs, int cap, int *n)
+int rt_ckpt_dir_parse(const char *dir, uint64_t *key)
+{
+    char name[RT_CKPT_PATH_MAX];
+    if (snprintf(name, sizeof name, "%s", dir) >= (int)sizeof name)
+        return rt_err_set(RT_ERR_FORMAT, "%s: path too long", dir);
+    size_t n = strlen(name);
+    while (n > 1 && name[n - 1] == '/')
+        name[--n] = '\0'; /* trailing slashes */
+    const char *base = strrchr(name, '/');
+    if (s_name_key(base ? base + 1 : name, key))
+        return rt_err_set(RT_ERR_FORMAT,
+                          "%s: not a checkpoint directory name (epoch-NNNNNN or "
+                          "epoch-NNNNNN-step-SSSSSSSSSSSS)",
+                          dir);
+    return RT_OK;
+}
+
+int rt_ckpt_list(const char *root, uint64_t *keys, int cap, int *n)
 {
     *n = 0;
     DIR *d = opendir(root);
@@ -315,20 +372,12 @@ int rt_ckpt_list(const char *root, uint64_t *epochs, int cap, int *n)
         return rt_err_set(RT_ERR_IO, "%s: %s", root, strerror(errno));
     }
     struct dirent *de;
-    size_t plen = strlen(S_PREFIX);
-    while ((de = readdir(d)) && *n < cap) {
-        if (strncmp(de->d_name, S_PREFIX, plen))
-            continue;
-        const char *digits = de->d_name + plen;
-        char *end = NULL;
-        errno = 0;
-        unsigned long long e = strtoull(digits, &end, 10);
-        if (errno || end == digits || *end || *digits < '0' || *digits > '9')
-            continue; /* epoch-000003.tmp and other names are not checkpoints */
-        epochs[(*n)++] = (uint64_t)e;
-    }
+    uint64_t key;
+    while ((de = readdir(d)) && *n < cap)
+        if (!s_name_key(de->d_name, &key)) /* epoch-000003.tmp and others are not checkpoints */
+            keys[(*n)++] = key;
     closedir(d);
-    qsort(epochs, (size_t)*n, sizeof *epochs, s_cmp_desc);
+    qsort(keys, (size_t)*n, sizeof *keys, s_cmp_desc);
     return RT_OK;
 }
 
@@ -357,14 +406,14 @@ int rt_ckpt_latest(const char *root, char *path, size_t cap, uint64_t *epoch)
     rc = RT_ERR_NOTFOUND;
     for (int i = 0; i < n; i++) {
         char dir[RT_CKPT_PATH_MAX];
-        if (rt_ckpt_dir(dir, sizeof dir, root, eps[i]))
+        if (rt_ckpt_dir_key(dir, sizeof dir, root, eps[i]))
             continue;
         if (rt_ckpt_verify(dir, NULL, NULL) == RT_OK) {
             rc = snprintf(path, cap, "%s", dir) >= (int)cap
                      ? rt_err_set(RT_ERR_ARG, "%s: path too long", dir)
                      : RT_OK;
             if (epoch)
-                *epoch = eps[i];
+                *epoch = RT_CKPT_KEY_EPOCH(eps[i]);
             break;
         }
         RT_WARN(S_NAME, "skipping checkpoint %s: %s", dir, rt_err_msg());
@@ -405,7 +454,7 @@ int rt_ckpt_prune(const char *root, int keep)
         keep = 1;
     for (int i = 0; i < n; i++) {
         char dir[RT_CKPT_PATH_MAX];
-        if (rt_ckpt_dir(dir, sizeof dir, root, eps[i]))
+        if (rt_ckpt_dir_key(dir, sizeof dir, root, eps[i]))
             continue;
         /* only the manifest's presence is checked here: reading every file back is the
          * reader's job, and a pruned complete checkpoint is gone either way */
@@ -432,20 +481,21 @@ int rt_ckpt_prune(const char *root, int keep)
     return rc;
 }
 
-int rt_ckpt_remove_after(const char *root, uint64_t epoch)
+int rt_ckpt_remove_after(const char *root, uint64_t key)
 {
     uint64_t *eps;
     int n = 0, rc = s_list_alloc(root, &eps, &n);
     if (rc)
         return rc;
     for (int i = 0; i < n && !rc; i++) {
-        if (eps[i] <= epoch)
+        if (eps[i] <= key)
             continue;
         char dir[RT_CKPT_PATH_MAX], man[RT_CKPT_PATH_MAX];
-        if ((rc = rt_ckpt_dir(dir, sizeof dir, root, eps[i])))
+        if ((rc = rt_ckpt_dir_key(dir, sizeof dir, root, eps[i])))
             break;
-        RT_WARN(S_NAME, "removing %s: this run starts at epoch %llu and will write it again", dir,
-                (unsigned long long)epoch);
+        RT_WARN(S_NAME,
+                "removing %s: this run starts before it (epoch %llu) and will write it again", dir,
+                (unsigned long long)RT_CKPT_KEY_EPOCH(key));
         if (s_join(man, sizeof man, dir, RT_CKPT_MANIFEST) == RT_OK)
             unlink(man);
         rc = s_remove_dir(dir);

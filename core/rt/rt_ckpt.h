@@ -39,8 +39,24 @@ int rt_ckpt_file_crc(const char *path, uint64_t *size, uint32_t *crc);
 /* mkdir -p dir (a new dir's parent is fsynced). 0 or RT_ERR_IO naming the component. */
 int rt_ckpt_mkdirs(const char *dir);
 
+/* A checkpoint's place in a run, as one sortable key: its epoch (the epochs completed before it)
+ * and, for a checkpoint within an epoch, its step (the parameter version, > 0); 0 at an epoch's
+ * start. Directory names: epoch-NNNNNN, and epoch-NNNNNN-step-SSSSSSSSSSSS within epoch NNNNNN. */
+#define RT_CKPT_KEY_STEP_BITS 40
+#define RT_CKPT_KEY_STEP_MAX ((1ull << RT_CKPT_KEY_STEP_BITS) - 1)
+#define RT_CKPT_KEY(epoch, step) (((uint64_t)(epoch) << RT_CKPT_KEY_STEP_BITS) | (uint64_t)(step))
+#define RT_CKPT_KEY_EPOCH(key) ((uint64_t)(key) >> RT_CKPT_KEY_STEP_BITS)
+#define RT_CKPT_KEY_STEP(key) ((uint64_t)(key)&RT_CKPT_KEY_STEP_MAX)
+
 /* ROOT/epoch-NNNNNN into buf (cap bytes). 0 or RT_ERR_ARG when it does not fit. */
 int rt_ckpt_dir(char *buf, size_t cap, const char *root, uint64_t epoch);
+
+/* The directory of the checkpoint with key `key` (RT_CKPT_KEY) into buf. 0 or RT_ERR_ARG. */
+int rt_ckpt_dir_key(char *buf, size_t cap, const char *root, uint64_t key);
+
+/* The key of a checkpoint directory from its last path component. 0, or RT_ERR_FORMAT naming dir
+ * when the name is not a checkpoint's. */
+int rt_ckpt_dir_parse(const char *dir, uint64_t *key);
 
 /* Write dir/MANIFEST.json listing the n files (names relative to dir, each read back for its size
  * and crc32) with the members of meta (borrowed, may be NULL) at top level. Written atomically and
@@ -57,9 +73,9 @@ int rt_ckpt_verify(const char *dir, const char *only, json_t **manifest);
 /* Integer field `key` of a manifest; 0 or RT_ERR_FORMAT naming dir's manifest and the key. */
 int rt_ckpt_manifest_u64(const json_t *manifest, const char *dir, const char *key, uint64_t *out);
 
-/* Epochs of the checkpoint directories under root (names epoch-NNNNNN; others ignored), newest
- * first, into epochs[cap]; *n receives how many (a missing root: 0). 0 or RT_ERR_IO. */
-int rt_ckpt_list(const char *root, uint64_t *epochs, int cap, int *n);
+/* Keys (RT_CKPT_KEY) of the checkpoint directories under root (other names ignored), newest
+ * first, into keys[cap]; *n receives how many (a missing root: 0). 0 or RT_ERR_IO. */
+int rt_ckpt_list(const char *root, uint64_t *keys, int cap, int *n);
 
 /* The newest complete checkpoint under root into path (cap bytes) and its epoch (may be NULL).
  * Newer directories that fail rt_ckpt_verify are skipped with a warning naming them and why.
@@ -70,10 +86,10 @@ int rt_ckpt_latest(const char *root, char *path, size_t cap, uint64_t *epoch);
  * and every incomplete directory older than the newest complete one. 0 or RT_ERR_IO. */
 int rt_ckpt_prune(const char *root, int keep);
 
-/* Remove every checkpoint directory under root for an epoch greater than `epoch` (a run that
- * starts at `epoch` will write those again; leftovers would mix two runs' files), each named in a
+/* Remove every checkpoint directory under root with a key greater than `key` (RT_CKPT_KEY: a run
+ * that starts there will write those again; leftovers would mix two runs' files), each named in a
  * warning. 0 or RT_ERR_IO. */
-int rt_ckpt_remove_after(const char *root, uint64_t epoch);
+int rt_ckpt_remove_after(const char *root, uint64_t key);
 
 /* Resolve `--resume` for the output directory out_dir: spec NULL or "": no resume (*path = "");
  * "auto": the newest complete checkpoint under out_dir/checkpoints (incomplete newer ones are

@@ -96,6 +96,7 @@ struct rt_wire_sched {
     uint32_t share_count;  /* the worker's number of samples */
     int done;              /* training is over; the step does not exist */
     int epoch_last;        /* the step is its epoch's last (the next one starts an epoch) */
+    int checkpoint;        /* every shard checkpoints the version the step makes */
     uint32_t members_len;  /* bytes of `members` in use; 0: every worker takes part */
     uint8_t members[RT_WIRE_MEMBERS_BYTES]; /* bit i%8 of byte i/8: worker i takes part in the
                                                step (evicted workers do not) */

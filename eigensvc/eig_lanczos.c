@@ -104,6 +104,12 @@ static int s_ritz(const double *alpha, const double *beta, int m, double beta_la
     }
     int k = top < m ? top : m, ok = 0;
     res->k = k;
+    res->m = m;
+    for (int r = 0; r < m; r++) { /* the quadrature's nodes and weights */
+        int i = (int)idx[r];
+        res->nodes[r] = d[i];
+        res->weights[r] = z[i] * z[i]; /* first row of z: the first components */
+    }
     for (int r = 0; r < k; r++) {
         int i = (int)idx[r];
         double th = d[i], rr = fabs(beta_last * z[(m - 1) * m + i]);
@@ -139,7 +145,8 @@ int eig_lanczos_run(size_t n, const struct eig_lanczos_config *cfg, eig_power_hv
     double *alpha = ab, *beta = ab + m, scale = 0.0;
     uint64_t rng = cfg->seed;
     for (size_t i = 0; i < n; i++)
-        v[i] = (float)s_normal(&rng);
+        v[i] =
+            cfg->rademacher ? (rt_rng_uniform(&rng) < 0.5 ? -1.0f : 1.0f) : (float)s_normal(&rng);
     double nrm = sqrt(s_dot(v, v, n));
     for (size_t i = 0; i < n; i++)
         v[i] = (float)((double)v[i] / nrm);
@@ -167,7 +174,7 @@ int eig_lanczos_run(size_t n, const struct eig_lanczos_config *cfg, eig_power_hv
         res->converged = ok == cfg->top;
         scale = fmax(scale, fabs(alpha[j]));
         /* beta at float rounding of |H|: an invariant subspace, the values exact to rounding */
-        if (res->converged || beta[j] <= S_BREAKDOWN * scale)
+        if ((res->converged && !cfg->all_steps) || beta[j] <= S_BREAKDOWN * scale)
             break;
         for (size_t i = 0; i < n; i++)
             w[i] = (float)((double)w[i] / beta[j]);

@@ -27,7 +27,9 @@ struct eig_lanczos_config {
     int32_t max_iter; /* most HVPs, in [top, EIG_LANCZOS_MAX_ITER] */
     int32_t top;      /* eigenvalues wanted, the largest (algebraic), in [1, EIG_LANCZOS_MAX_TOP] */
     double tol;       /* relative residual each must meet (>= 0) */
-    uint64_t seed;    /* seed of the Gaussian start vector */
+    uint64_t seed;    /* seed of the start vector */
+    int rademacher;   /* start from a normalised Rademacher vector (+-1), not a Gaussian one */
+    int all_steps;    /* run max_iter steps whatever the residuals (quadrature: eig_slq) */
 };
 
 struct eig_lanczos_result {
@@ -36,6 +38,10 @@ struct eig_lanczos_result {
     double residuals[EIG_LANCZOS_MAX_TOP];   /* their relative residuals */
     int32_t iterations;                      /* HVPs done */
     int32_t converged;                       /* 1: every one of the k met tol (and k == top) */
+    int32_t m;                               /* size of the last tridiagonal T (= iterations) */
+    double nodes[EIG_LANCZOS_MAX_ITER];      /* every eigenvalue of T, decreasing */
+    double weights[EIG_LANCZOS_MAX_ITER];    /* the squared first component of each one's unit
+                                                eigenvector: Gauss quadrature weights (sum 1) */
 };
 
 /* Bytes of the Krylov basis for vectors of n floats under cfg. */

@@ -23,7 +23,9 @@
 #include "rt_opt.h"
 #include "app_weights.h"
 #include "eig_hvp.h"
+#include "eig_analysis.h"
 #include "eig_lanczos.h"
+#include "eig_slq.h"
 #include "eig_power.h"
 #include "nn_net.h"
 #include "rt_clock.h"
@@ -31,8 +33,11 @@
 #include "rt_loader.h"
 
 #define S_CMD "eig"
-#define S_DEFAULT_FIRST 128  /* samples of the Hessian batch */
-#define S_DEFAULT_CLASSES 10 /* classes of the model */
+#define S_DEFAULT_FIRST 128   /* samples of the Hessian batch */
+#define S_DEFAULT_CLASSES 10  /* classes of the model */
+#define S_DEFAULT_SAMPLES 100 /* --trace: Rademacher vectors */
+#define S_DEFAULT_RUNS 8      /* --density: Lanczos runs */
+#define S_DEFAULT_STEPS 80    /* --density: products per run */
 
 static void s_usage(FILE *f)
 {
@@ -40,13 +45,18 @@ static void s_usage(FILE *f)
             "usage: eigenbatch eig --model M --weights FILE.safetensors --data DIR\n"
             "         [--classes N] [--first N] [--block-last K] [--bn eval|train]\n"
             "         [--preset paper|accurate] [--method power|lanczos [--top K]]\n"
+            "         [--trace [--samples N]] [--density [--runs R] [--steps K] [--png FILE]]\n"
             "         [--threads T] [--seed S]\n"
             "Top Hessian eigenvalue of the mean loss on the first N records (default %d) of DIR;\n"
             "the last line is JSON {eigenvalue, iterations, seconds, converged, residual, ...}.\n"
             "--method lanczos (full reorthogonalisation): the top K eigenvalues at once, each to\n"
             "the preset's relative residual, within 5x the preset's products; the JSON adds\n"
-            "eigenvalues, residuals and hvps.\n",
-            S_DEFAULT_FIRST);
+            "eigenvalues, residuals and hvps.\n"
+            "--trace: Hutchinson's estimate of the trace from N Rademacher vectors (default %d),\n"
+            "with its standard error. --density: the eigenvalue density by stochastic Lanczos\n"
+            "quadrature, R runs (default %d) of K products (default %d), as grid and density\n"
+            "arrays (and a PNG through gnuplot with --png).\n",
+            S_DEFAULT_FIRST, S_DEFAULT_SAMPLES, S_DEFAULT_RUNS, S_DEFAULT_STEPS);
 }
 
 /* Parse "eval" / "train". */
@@ -76,7 +86,14 @@ struct s_eig_args {
     enum eig_power_preset preset; /* preset_name parsed */
     int lanczos;                  /* --method lanczos (else power) */
     long top;                     /* --top: eigenvalues wanted (lanczos) */
+    int trace;                    /* --trace */
+    long samples;                 /* --samples (trace) */
+    int density;                  /* --density */
+    long runs, steps;             /* --runs, --steps (density) */
+    const char *png;              /* --png (density) */
 };
+
+static int s_check(struct s_eig_args *a);
 
 /*
  * Parse argv into *a and check it. Returns -1 to go on, else the command's exit status: 0 after
@@ -91,12 +108,18 @@ static int s_parse(int argc, char **argv, struct s_eig_args *a)
         {"bn", required_argument, NULL, 'b'},      {"preset", required_argument, NULL, 'p'},
         {"threads", required_argument, NULL, 't'}, {"seed", required_argument, NULL, 's'},
         {"method", required_argument, NULL, 'M'},  {"top", required_argument, NULL, 'K'},
+        {"trace", no_argument, NULL, 'T'},         {"samples", required_argument, NULL, 'S'},
+        {"density", no_argument, NULL, 'D'},       {"runs", required_argument, NULL, 'R'},
+        {"steps", required_argument, NULL, 'L'},   {"png", required_argument, NULL, 'P'},
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     *a = (struct s_eig_args){.preset_name = "paper",
                              .classes = S_DEFAULT_CLASSES,
                              .first = S_DEFAULT_FIRST,
                              .bn = NN_BN_EVAL,
-                             .top = 1};
+                             .top = 1,
+                             .samples = S_DEFAULT_SAMPLES,
+                             .runs = S_DEFAULT_RUNS,
+                             .steps = S_DEFAULT_STEPS};
     optind = 1;
     opterr = 0;
     int ch;
@@ -155,6 +178,24 @@ static int s_parse(int argc, char **argv, struct s_eig_args *a)
             if (rt_opt_long(S_CMD, "--top", optarg, &a->top))
                 return 2;
             break;
+        case 'T':
+            a->trace = 1;
+            break;
+        case 'D':
+            a->density = 1;
+            break;
+        case 'P':
+            a->png = optarg;
+            break;
+        case 'S':
+        case 'R':
+        case 'L':
+            if (rt_opt_long(S_CMD, argv[optind - 1], optarg,
+                            ch == 'S'   ? &a->samples
+                            : ch == 'R' ? &a->runs
+                                        : &a->steps))
+                return 2;
+            break;
         case 'h':
             s_usage(stdout);
             return 0;
@@ -169,6 +210,12 @@ static int s_parse(int argc, char **argv, struct s_eig_args *a)
         fprintf(stderr, "eigenbatch eig: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
+    return s_check(a);
+}
+
+/* Check the parsed options together. -1 to go on, or 2 with the reason on stderr. */
+static int s_check(struct s_eig_args *a)
+{
     if (!a->model || !a->weights || !a->data) {
         fprintf(stderr, "eigenbatch eig: --model, --weights and --data are required\n");
         s_usage(stderr);
@@ -189,6 +236,18 @@ static int s_parse(int argc, char **argv, struct s_eig_args *a)
     }
     if (eig_power_preset_parse(a->preset_name, &a->preset)) {
         fprintf(stderr, "eigenbatch eig: %s\n", rt_err_msg());
+        return 2;
+    }
+    if (a->trace + a->density + a->lanczos > 1 || (a->png && !a->density)) {
+        fprintf(stderr, "eigenbatch eig: one of --method lanczos, --trace and --density; --png "
+                        "goes with --density\n");
+        return 2;
+    }
+    if (a->samples < 1 || a->samples > 1000000 || a->runs < 1 || a->runs > EIG_SLQ_MAX_RUNS ||
+        a->steps < 1 || a->steps > EIG_LANCZOS_MAX_ITER) {
+        fprintf(stderr,
+                "eigenbatch eig: --samples in [1, 1e6], --runs in [1, %d], --steps in [1, %d]\n",
+                EIG_SLQ_MAX_RUNS, EIG_LANCZOS_MAX_ITER);
         return 2;
     }
     return -1;
@@ -237,15 +296,7 @@ static int s_report(const struct s_eig_args *a, const nn_net_t *net,
      */
     if (j)
         json_object_set_new(j, "residual", json_real(res->residual));
-    char *line = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(17)) : NULL;
-    json_decref(j);
-    if (!line) {
-        fprintf(stderr, "eigenbatch eig: out of memory\n");
-        return -1;
-    }
-    printf("%s\n", line);
-    free(line);
-    return 0;
+    return eig_print_json(j);
 }
 
 /* --method lanczos: the top --top eigenvalues to the preset's tolerance, in at most 5 times the
@@ -271,24 +322,17 @@ static int s_run_lanczos(const struct s_eig_args *a, struct eig_hvp *hv,
         json_array_append_new(ev, json_real(r.eigenvalues[i]));
         json_array_append_new(rs, json_real(r.residuals[i]));
     }
-    char *line = NULL;
     if (j && ev && rs) {
         json_object_set_new(j, "eigenvalues", ev);
         json_object_set_new(j, "residuals", rs);
         json_object_set_new(j, "residual", json_real(r.residuals[0]));
-        line = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(17));
     } else {
         json_decref(ev);
         json_decref(rs);
+        json_decref(j);
+        j = NULL;
     }
-    json_decref(j);
-    if (!line) {
-        fprintf(stderr, "eigenbatch eig: out of memory\n");
-        return 1;
-    }
-    printf("%s\n", line);
-    free(line);
-    return 0;
+    return eig_print_json(j) ? 1 : 0;
 }
 
 /*
@@ -342,8 +386,11 @@ static int s_run(const struct s_eig_args *a)
     }
     struct eig_hvp hv = {
         .net = net, .x = x, .y = y, .n = (int)a->first, .bn = a->bn, .block_last_k = (int)a->block};
-    if (a->lanczos) {
-        status = s_run_lanczos(a, &hv, &pc);
+    if (a->lanczos || a->trace || a->density) {
+        status = a->lanczos ? s_run_lanczos(a, &hv, &pc)
+                 : a->trace ? eig_analysis_trace(&hv, (int)a->samples, (uint64_t)a->seed)
+                            : eig_analysis_density(&hv, (int)a->runs, (int)a->steps,
+                                                   (uint64_t)a->seed, a->png);
         goto out;
     }
     struct eig_power_result res;

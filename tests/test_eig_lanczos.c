@@ -3,7 +3,10 @@
  * (A = H diag(s) H with H = I - 2 u u^T, a random reflection). The top-k values come out to the
  * tolerance asked for, with residuals that say so; a close second eigenvalue that power iteration
  * cannot separate in 50 products takes Lanczos far fewer; an invariant subspace ends it exactly;
- * bad configurations and non-finite products are errors.
+ * bad configurations and non-finite products are errors. Hutchinson's trace falls within three
+ * standard errors of the exact one; the stochastic Lanczos quadrature puts the density's mass
+ * where the spectrum is (two clusters: the mass of each within a window around it matches its
+ * share of the eigenvalues) and integrates to 1.
  */
 #include "eb_test.h"
 
@@ -13,6 +16,7 @@
 
 #include "eig_lanczos.h"
 #include "eig_power.h"
+#include "eig_slq.h"
 #include "rt_err.h"
 
 #define N 60
@@ -144,12 +148,63 @@ static void test_errors(void **state)
     assert_int_equal(r.converged, 0);
 }
 
+static void test_trace_and_density(void **state)
+{
+    (void)state;
+    /* 20 eigenvalues near 1, 40 near 5 (with a small spread) */
+    double sp[N], tr = 0;
+    for (int i = 0; i < N; i++) {
+        sp[i] = i < 20 ? 1.0 + 0.01 * i : 5.0 + 0.01 * (i - 20);
+        tr += sp[i];
+    }
+    s_build(&g_m, sp, 11);
+    struct eig_trace_result t;
+    assert_int_equal(eig_trace(N, 200, 3, s_hvp, &g_m, &t), RT_OK);
+    assert_int_equal(t.samples, 200);
+    assert_true(t.std_error > 0);
+    if (fabs(t.trace - tr) > 3 * t.std_error)
+        fail_msg("trace %.4f +- %.4f, exact %.4f", t.trace, t.std_error, tr);
+    assert_int_equal(eig_trace(N, 0, 3, s_hvp, &g_m, &t), RT_ERR_ARG);
+
+    struct eig_slq_result *r = malloc(sizeof *r);
+    assert_non_null(r);
+    struct eig_slq_config c = {.runs = 8, .steps = 30, .seed = 5};
+    assert_int_equal(eig_slq_run(N, &c, s_hvp, &g_m, r), RT_OK);
+    assert_int_equal(r->runs, 8);
+    assert_int_equal(r->hvps, 8 * 30);
+    for (int k = 0; k < r->runs; k++) {
+        double w = 0;
+        for (int i = 0; i < r->m[k]; i++)
+            w += r->weights[k][i];
+        assert_true(fabs(w - 1.0) < 1e-6); /* the weights of a quadrature sum to 1 */
+    }
+    double lo, hi;
+    eig_slq_range(r, &lo, &hi);
+    assert_true(fabs(lo - 1.0) < 0.05 && fabs(hi - 5.39) < 0.05);
+    enum { P = 801 };
+    static double grid[P], dens[P];
+    eig_slq_density(r, 0.05, 0.0, 6.5, P, grid, dens);
+    double total = 0, low = 0, step = grid[1] - grid[0];
+    for (int k = 0; k < P; k++) {
+        total += dens[k] * step;
+        if (grid[k] < 3.0)
+            low += dens[k] * step;
+    }
+    assert_true(fabs(total - 1.0) < 0.01);
+    if (fabs(low - 20.0 / N) > 0.1) /* a third of the eigenvalues in the low cluster */
+        fail_msg("mass below 3: %.3f, expected %.3f", low, 20.0 / N);
+    struct eig_slq_config bad = {.runs = 0, .steps = 30};
+    assert_int_equal(eig_slq_run(N, &bad, s_hvp, &g_m, r), RT_ERR_ARG);
+    free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_top_three_with_close_values),
         cmocka_unit_test(test_invariant_subspace_is_exact),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_trace_and_density),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -24,6 +24,7 @@ struct s_snap {
     uint64_t step; /* step the table belongs to */
     int valid;     /* slot in use */
     double *w;     /* n_workers weights */
+    int lead;      /* the step's lead worker (s_lead_freeze) */
 };
 
 struct server_coord {
@@ -45,6 +46,7 @@ struct server_coord {
     double hold_since;                      /* when that hold began (monotonic seconds) */
     int has_abs;                            /* `abs` holds the eigen service's ABS state */
     struct rt_wire_abs abs;                 /* its latest ABS state (checkpoints, restarts) */
+    int lead;                               /* lead worker of the last frozen step (-1: none) */
 };
 
 server_coord_t *server_coord_new(int n_workers, const struct server_coord_sched *sched)
@@ -59,6 +61,7 @@ server_coord_t *server_coord_new(int n_workers, const struct server_coord_sched 
     c->decided_epoch = -1;
     c->sync_timeout_ms = SERVER_COORD_SYNC_TIMEOUT_MS;
     c->hold_epoch = -1;
+    c->lead = -1;
     c->weight = calloc((size_t)n_workers, sizeof *c->weight);
     c->last_seen = calloc((size_t)n_workers, sizeof *c->last_seen);
     c->evicted = calloc((size_t)n_workers, sizeof *c->evicted);
@@ -293,6 +296,38 @@ static int s_hold_expired(server_coord_t *c, int64_t epoch)
     return 1;
 }
 
+/* The lowest-id member of `step`, or -1 when none. */
+static int s_lowest_member(const server_coord_t *c, uint64_t step)
+{
+    for (int i = 0; i < c->registered; i++)
+        if (server_coord_is_member(c, i, step))
+            return i;
+    return -1;
+}
+
+/* The lead of `step` as its share table is frozen: the lead so far while it is a member, else the
+ * lowest-id member. It moves only when the lead is evicted, never back to a rejoining worker: the
+ * lead holds the totals of the epoch in progress, which a rejoined worker lacks. */
+static int s_lead_freeze(server_coord_t *c, uint64_t step)
+{
+    if (!server_coord_is_member(c, c->lead, step)) {
+        int was = c->lead;
+        c->lead = s_lowest_member(c, step);
+        if (was >= 0 && c->lead >= 0)
+            RT_WARN("coord", "worker %d is the lead from step %llu (worker %d is gone)", c->lead,
+                    (unsigned long long)step, was);
+    }
+    return c->lead;
+}
+
+int server_coord_lead(const server_coord_t *c, uint64_t step)
+{
+    const struct s_snap *sn = &c->snap[step % S_SNAP_RING];
+    if (sn->valid && sn->step == step)
+        return sn->lead;
+    return server_coord_is_member(c, c->lead, step) ? c->lead : s_lowest_member(c, step);
+}
+
 int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_coord_point *pt,
                       uint32_t *share_off, uint32_t *share_cnt)
 {
@@ -331,6 +366,7 @@ int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_co
         memcpy(sn->w, c->weight, (size_t)c->n_workers * sizeof(double));
         sn->step = step;
         sn->valid = 1;
+        sn->lead = s_lead_freeze(c, step);
     }
     server_coord_share(pt->samples ? pt->samples : pt->batch, sn->w, c->n_workers, id, share_off,
                        share_cnt);

@@ -148,6 +148,13 @@ int server_coord_set_weight(server_coord_t *c, int id, double weight);
 int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_coord_point *pt,
                       uint32_t *share_off, uint32_t *share_cnt);
 
+/* The lead worker of `step`: the one that writes the run's outputs (the epoch and step events of
+ * metrics.jsonl, the final weights). Chosen when the step's share table is frozen (the same answer
+ * for every worker of the step): the lead of the step before while it is still a member, else the
+ * lowest-id member (registered, not evicted). It changes only when the lead is evicted; a worker
+ * that rejoins does not take it back. -1 when no worker is a member. */
+int server_coord_lead(const server_coord_t *c, uint64_t step);
+
 /* Longest wait of a sync-mode epoch start for its decision, unless configured. */
 #define SERVER_COORD_SYNC_TIMEOUT_MS (10 * 60 * 1000)
 

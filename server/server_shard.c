@@ -327,7 +327,7 @@ int server_shard_run(server_shard_t *s, const atomic_int *stop)
             bye = s_handle(s);
             rt_sock_in_release(&s->io.in);
             if (s->step.nonfinite)
-                return rt_err_set(RT_ERR_FORMAT,
+                return rt_err_set(RT_ERR_NONFINITE,
                                   "%s: the averaged gradient or buffers of the step from version "
                                   "%llu are not finite (a worker pushed NaN or Inf): stopping "
                                   "without applying it; resume from the last checkpoint",

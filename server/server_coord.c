@@ -47,6 +47,7 @@ struct server_coord {
     int has_abs;                            /* `abs` holds the eigen service's ABS state */
     struct rt_wire_abs abs;                 /* its latest ABS state (checkpoints, restarts) */
     int lead;                               /* lead worker of the last frozen step (-1: none) */
+    uint64_t lead_join;                     /* its join step when it was chosen */
 };
 
 server_coord_t *server_coord_new(int n_workers, const struct server_coord_sched *sched)
@@ -296,26 +297,38 @@ static int s_hold_expired(server_coord_t *c, int64_t epoch)
     return 1;
 }
 
-/* The lowest-id member of `step`, or -1 when none. */
-static int s_lowest_member(const server_coord_t *c, uint64_t step)
+/* The longest-standing member of `step` (earliest join step, then lowest id), or -1 when none. */
+static int s_senior_member(const server_coord_t *c, uint64_t step)
 {
+    int best = -1;
     for (int i = 0; i < c->registered; i++)
-        if (server_coord_is_member(c, i, step))
-            return i;
-    return -1;
+        if (server_coord_is_member(c, i, step) &&
+            (best < 0 || c->join_step[i] < c->join_step[best]))
+            best = i;
+    return best;
 }
 
-/* The lead of `step` as its share table is frozen: the lead so far while it is a member, else the
- * lowest-id member. It moves only when the lead is evicted, never back to a rejoining worker: the
- * lead holds the totals of the epoch in progress, which a rejoined worker lacks. */
+/* 1 while the lead chosen last is a member of `step` and has not rejoined since. */
+static int s_lead_holds(const server_coord_t *c, uint64_t step)
+{
+    return server_coord_is_member(c, c->lead, step) && c->join_step[c->lead] == c->lead_join;
+}
+
+/* The lead of `step` as its share table is frozen: the lead so far while it holds, else the
+ * longest-standing member (in a run without evictions: the lowest id, worker 0). It never moves
+ * to a worker that rejoined after an eviction while another has been there longer: the lead
+ * holds the totals of the epoch in progress, which a rejoined worker lacks. */
 static int s_lead_freeze(server_coord_t *c, uint64_t step)
 {
-    if (!server_coord_is_member(c, c->lead, step)) {
+    if (!s_lead_holds(c, step)) {
         int was = c->lead;
-        c->lead = s_lowest_member(c, step);
+        c->lead = s_senior_member(c, step);
+        c->lead_join = c->lead >= 0 ? c->join_step[c->lead] : 0;
         if (was >= 0 && c->lead >= 0)
-            RT_WARN("coord", "worker %d is the lead from step %llu (worker %d is gone)", c->lead,
-                    (unsigned long long)step, was);
+            RT_WARN("coord",
+                    "worker %d is the lead from step %llu (worker %d was evicted): it writes the "
+                    "metrics and the final weights",
+                    c->lead, (unsigned long long)step, was);
     }
     return c->lead;
 }
@@ -325,7 +338,7 @@ int server_coord_lead(const server_coord_t *c, uint64_t step)
     const struct s_snap *sn = &c->snap[step % S_SNAP_RING];
     if (sn->valid && sn->step == step)
         return sn->lead;
-    return server_coord_is_member(c, c->lead, step) ? c->lead : s_lowest_member(c, step);
+    return s_lead_holds(c, step) ? c->lead : s_senior_member(c, step);
 }
 
 int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_coord_point *pt,

@@ -19,7 +19,7 @@
 #define S_POLL_MS 1000      /* poll slice; a heartbeat goes out after each silent slice */
 #define S_TIMEOUT_MS 60000  /* default: a shard silent this long is an error */
 #define S_RETRY_NS 5000000L /* pause before asking the schedule again while others join */
-#define S_REGISTER_RETRY_NS 100000000L /* ... registering again while every slot is taken */
+#define S_REGISTER_RETRY_NS 250000000L /* ... registering again while every slot is taken */
 #define S_LINGER_MS 2000               /* time to deliver the goodbye on close */
 #define S_ZC_WAIT_MS 5000              /* wait for the last zero-copy frames at the end */
 #define S_MAX_SHARDS 1024              /* sanity limit on the shard count */

@@ -30,7 +30,8 @@ cluster_super_t *cluster_super_new(const char *self, int max_restarts);
 void cluster_super_destroy(cluster_super_t **self_p);
 
 /* Start `self argv[1] ...` (argv NULL-terminated, at most CLUSTER_SUPER_MAX_ARGS entries; copied)
- * as `role` number `index` (for the log). Returns 0, or RT_ERR_IO when fork failed. */
+ * as `role` number `index` (for the log: launch's spawn order, which for workers need not be the
+ * coordinator's numbering; the pid tells them apart). Returns 0, or RT_ERR_IO when fork failed. */
 int cluster_super_spawn(cluster_super_t *s, enum cluster_role role, int index, char *const *argv);
 
 /* Send SIGTERM to every running child (a start that failed half-way). */

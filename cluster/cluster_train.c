@@ -39,7 +39,10 @@ static const char s_train_usage[] =
     "DIR/config.yaml, DIR/metrics.jsonl, DIR/weights.safetensors and, every\n"
     "checkpoint.every_epochs epochs, DIR/checkpoints/epoch-NNNNNN (checkpoint.keep kept).\n"
     "--resume auto starts from the newest complete checkpoint in DIR (none: a fresh start),\n"
-    "--resume PATH from that one. Flags and --set follow the configuration and override it.\n"
+    "--resume PATH from that one. With fault.rollback (--rollback true), a run that stops on\n"
+    "something not finite starts again from the newest complete checkpoint (at most\n"
+    "fault.max_rollbacks times, a rollback event each). Flags and --set follow the\n"
+    "configuration and override it.\n"
     "Keys: configs/*.yaml, README.md.\n";
 
 /* The eigen service thread. */

@@ -8,16 +8,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <zmq.h>
 
 #include "rt_err.h"
 #include "rt_log.h"
 #include "rt_sock.h"
 #include "server_shard.h"
 
+#define S_WAIT_US 10000 /* pause between looks at the threads */
+
 /* One shard thread. */
 struct s_shard_job {
     server_shard_t *shard; /* the shard (bound before the thread starts) */
     atomic_int *stop;      /* set when a worker failed */
+    atomic_int *cause;     /* the first failed thread: -(shard + 1) or worker + 1 (0: none) */
+    atomic_int done;       /* the thread has ended */
+    int index;             /* shard number */
     int rc;                /* result of server_shard_run */
     char err[256];         /* its error detail */
 };
@@ -28,6 +36,9 @@ struct s_worker_job {
     const struct worker_compute *cb; /* its model side */
     struct worker_stats st;          /* its counters */
     atomic_int *stop;                /* raised when it fails, so that the shards give up */
+    atomic_int *cause;               /* the first failed thread (see s_shard_job) */
+    atomic_int done;                 /* the thread has ended */
+    int index;                       /* worker number */
     int rc;                          /* result of worker_run */
     char err[256];                   /* its error detail */
     char name[32];                   /* "worker-thread-<i>" */
@@ -39,8 +50,12 @@ static void *s_shard_main(void *arg)
     j->rc = server_shard_run(j->shard, j->stop);
     if (j->rc) {
         snprintf(j->err, sizeof j->err, "%s", rt_err_msg());
+        int none = 0;
+        if (j->rc != RT_ERR_INTERRUPTED)
+            atomic_compare_exchange_strong(j->cause, &none, -(j->index + 1));
         atomic_store(j->stop, 1);
     }
+    atomic_store(&j->done, 1);
     return NULL;
 }
 
@@ -51,14 +66,20 @@ static void *s_worker_main(void *arg)
     if (j->rc)
         snprintf(j->err, sizeof j->err, "%s", rt_err_msg());
     /* an evicted worker leaves the others to finish the run (the coordinator accounts for it) */
-    if (j->rc && j->rc != RT_ERR_EVICTED)
+    if (j->rc && j->rc != RT_ERR_EVICTED) {
+        int none = 0;
+        if (j->rc != RT_ERR_INTERRUPTED)
+            atomic_compare_exchange_strong(j->cause, &none, j->index + 1);
         atomic_store(j->stop, 1);
+    }
+    atomic_store(&j->done, 1);
     return NULL;
 }
 
 /* A run's threads and the state they share. */
 struct s_run {
     atomic_int stop;                   /* raised when a thread failed */
+    atomic_int cause;                  /* the first thread that failed (see s_shard_job) */
     void *ctx;                         /* ZeroMQ context (the caller's or ours) */
     struct s_shard_job *sj;            /* one per shard */
     struct s_worker_job *wj;           /* one per worker */
@@ -121,6 +142,9 @@ static int s_shards_new(const struct cluster_embed_cfg *cfg, struct s_run *r)
         snprintf(r->eps[i], sizeof r->eps[i], "%s", server_shard_endpoint(r->sj[i].shard));
         r->ep_ptrs[i] = r->eps[i];
         r->sj[i].stop = &r->stop;
+        r->sj[i].cause = &r->cause;
+        r->sj[i].index = i;
+        atomic_init(&r->sj[i].done, 0);
     }
     return RT_OK;
 }
@@ -154,6 +178,9 @@ static int s_threads_start(const struct cluster_embed_cfg *cfg, struct s_run *r)
         };
         j->cb = &cfg->compute[i];
         j->stop = &r->stop;
+        j->cause = &r->cause;
+        j->index = i;
+        atomic_init(&j->done, 0);
         if (pthread_create(&r->wt[i], NULL, s_worker_main, j) != 0) {
             atomic_store(&r->stop, 1);
             return rt_err_set(RT_ERR_NOMEM, "cluster: cannot start worker thread %d", i);
@@ -161,6 +188,28 @@ static int s_threads_start(const struct cluster_embed_cfg *cfg, struct s_run *r)
         r->n_started_w++;
     }
     return RT_OK;
+}
+
+/* Wait until every started thread has ended. Once one failed (stop raised), the context is shut
+ * down: a thread blocked in a request to a role that is gone (a shard asking the coordinator for a
+ * schedule) returns at once instead of after its timeout, and queued frames are dropped. */
+static void s_threads_wait(struct s_run *r)
+{
+    int shut = 0;
+    for (;;) {
+        int running = 0;
+        for (int i = 0; i < r->n_started_w; i++)
+            running += !atomic_load(&r->wj[i].done);
+        for (int i = 0; i < r->n_started_s; i++)
+            running += !atomic_load(&r->sj[i].done);
+        if (!running)
+            return;
+        if (!shut && atomic_load(&r->stop)) {
+            zmq_ctx_shutdown(r->ctx);
+            shut = 1;
+        }
+        usleep(S_WAIT_US);
+    }
 }
 
 /*
@@ -171,11 +220,18 @@ static int s_threads_start(const struct cluster_embed_cfg *cfg, struct s_run *r)
 static int s_threads_finish(const struct cluster_embed_cfg *cfg, struct s_run *r, int rc,
                             float *final_params, float *final_buffers, struct worker_stats *stats)
 {
+    s_threads_wait(r);
     for (int i = 0; i < r->n_started_w; i++)
         pthread_join(r->wt[i], NULL);
     for (int i = 0; i < r->n_started_s; i++)
         pthread_join(r->st[i], NULL);
-    /* the cause, not the consequence: a role stopped because another failed says "stopped" */
+    /* the cause, not the consequence: the first thread that failed, then any that did not just
+     * say "stopped" because another failed */
+    int cause = atomic_load(&r->cause);
+    if (rc == RT_OK && cause > 0)
+        rc = rt_err_set(r->wj[cause - 1].rc, "worker %d: %s", cause - 1, r->wj[cause - 1].err);
+    if (rc == RT_OK && cause < 0)
+        rc = rt_err_set(r->sj[-cause - 1].rc, "shard %d: %s", -cause - 1, r->sj[-cause - 1].err);
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; rc == RT_OK && i < r->n_started_w; i++)
             if (r->wj[i].rc && r->wj[i].rc != RT_ERR_EVICTED &&
@@ -210,6 +266,7 @@ int cluster_embed_run(const struct cluster_embed_cfg *cfg, float *final_params,
         return rt_err_set(RT_ERR_ARG, "cluster: %d shards, %d workers", S, W);
     struct s_run r = {0};
     atomic_init(&r.stop, 0);
+    atomic_init(&r.cause, 0);
     r.sj = calloc((size_t)S, sizeof *r.sj);
     r.wj = calloc((size_t)W, sizeof *r.wj);
     r.st = calloc((size_t)S, sizeof *r.st);

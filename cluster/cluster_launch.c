@@ -1,7 +1,9 @@
 /*
  * cluster_launch: `eigenbatch launch`: S shard processes, W worker processes and, for ABS/ABSA on
  * a zoo model, the eigen service process, all of this binary on this machine over ipc:// or
- * tcp://, supervised until they end (the first failure stops the others). Every child reads the
+ * tcp://, supervised until they end (cluster_super: a dead worker is respawned and rejoins, at
+ * most cluster.max_restarts times; any other failure stops the others; a non-finite stop rolls
+ * every role back to the newest complete checkpoint under fault.rollback). Every child reads the
  * resolved configuration the launcher writes (--config), plus its per-process flags (--shard,
  * --bind, --connect, ...): the same file a docker-compose deployment gives every role. The
  * synthetic model over inproc runs as threads of this process instead.
@@ -10,27 +12,25 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "app_model.h"
 #include "cluster_cmds.h"
 #include "cluster_embed.h"
+#include "cluster_fault.h"
+#include "cluster_super.h"
 #include "rt_err.h"
 #include "rt_log.h"
 #include "rt_sock.h"
 #include "server_main.h"
 #include "worker_main.h"
 #include "worker_synth.h"
-
-#define S_MAX_ARGS 32 /* arguments of a spawned role */
 
 static const char s_launch_usage[] =
     "usage: eigenbatch launch [--config FILE] [--set KEY=VALUE]... [--output-dir DIR]\n"
@@ -41,24 +41,15 @@ static const char s_launch_usage[] =
     "127.0.0.1:P+i (P = 0:\n"
     "free ports are picked); ipc: sockets in DIR (default: a fresh temporary directory); inproc:\n"
     "the synthetic model as threads of this process (zoo models switch to ipc). --out and\n"
-    "--output-dir go to every worker: worker 0 writes the final weights, the first worker\n"
-    "the metrics.\n"
+    "--output-dir go to every worker: the lead (the lowest-id live worker, as the coordinator\n"
+    "says) writes the final weights and the metrics. A worker that dies is respawned with the\n"
+    "same command line and rejoins (cluster.max_restarts respawns in all); a shard or eigen\n"
+    "service that dies, or a worker past that, stops the run naming it. With fault.rollback, a\n"
+    "stop on something not finite restarts every role from the newest complete checkpoint.\n"
     "With --output-dir the shards write checkpoints (--checkpoint-every N, --checkpoint-keep N);\n"
     "--resume auto|PATH restarts every role from one (auto: the newest complete in DIR).\n"
     "ABS/ABSA with a zoo model also runs the eigen service as a process (`eigenbatch eigensvc`\n"
     "with the same configuration; --eig-pub ENDPOINT, --eig-query ENDPOINT, --eig-metrics FILE).\n";
-
-/* Spawn `eigenbatch ROLE args...`; returns the child's pid or -1. */
-static pid_t s_spawn(const char *self, char *const *args)
-{
-    pid_t pid = fork();
-    if (pid == 0) {
-        execv(self, args);
-        fprintf(stderr, "eigenbatch launch: exec %s: %s\n", self, strerror(errno));
-        _exit(127);
-    }
-    return pid;
-}
 
 /* Append `flag val` when val is not NULL; returns the new count. */
 static int s_append_opt(char **args, int k, const char *flag, const char *val)
@@ -70,15 +61,15 @@ static int s_append_opt(char **args, int k, const char *flag, const char *val)
     return k;
 }
 
-/* Terminate args (k used) and spawn `self args...`, recording the pid in pids[*n]; returns 0, or
- * 1 when the fork failed. */
-static int s_start(const char *self, char **args, int k, pid_t *pids, int *n)
+/* Terminate args (k used) and start them as `role` number `index` under the supervisor; returns
+ * 0, or 1 when that failed. */
+static int s_start(cluster_super_t *sup, enum cluster_role role, int index, char **args, int k)
 {
     args[k] = NULL;
-    pids[*n] = s_spawn(self, args);
-    if (pids[*n] < 0)
+    if (cluster_super_spawn(sup, role, index, args)) {
+        fprintf(stderr, "eigenbatch launch: %s\n", rt_err_msg());
         return 1;
-    (*n)++;
+    }
     return 0;
 }
 
@@ -184,32 +175,6 @@ static int s_role_args(char **args, const char *self, const char *role, const ch
     return 4;
 }
 
-/* Wait for the n children; the first failure stops the others. Returns the launch status. */
-static int s_supervise(pid_t *pids, int n, int status)
-{
-    int left = n;
-    while (left > 0) {
-        int ws;
-        pid_t p = wait(&ws);
-        if (p < 0) {
-            if (errno == EINTR)
-                continue;
-            break;
-        }
-        left--;
-        int ok = WIFEXITED(ws) && WEXITSTATUS(ws) == 0;
-        if (!ok && status == 0) {
-            status = 1;
-            fprintf(stderr, "eigenbatch launch: process %ld failed; stopping the others\n",
-                    (long)p);
-            for (int i = 0; i < n; i++)
-                if (pids[i] != p)
-                    kill(pids[i], SIGTERM);
-        }
-    }
-    return status;
-}
-
 /* Where the children meet: endpoints eps[0..S) and their comma-separated list, under dir (ipc)
  * or on 127.0.0.1 from port (tcp). Returns 0 or 2 after printing the problem. */
 static int s_endpoints(const struct app_opts *o, const char *dir, int port,
@@ -234,37 +199,38 @@ static int s_endpoints(const struct app_opts *o, const char *dir, int port,
     return 0;
 }
 
-/* Start every role; pids[*n] records them. Returns 0 or 1 when a fork failed. */
-static int s_start_roles(const struct app_opts *o, const char *self, const char *config,
-                         char (*eps)[RT_SOCK_ENDPOINT_MAX], const char *connect, pid_t *pids,
-                         int *n)
+/* Start every role under the supervisor. Returns 0 or 1 when a start failed. */
+static int s_start_roles(const struct app_opts *o, const char *config,
+                         char (*eps)[RT_SOCK_ENDPOINT_MAX], const char *connect,
+                         cluster_super_t *sup, const char *self)
 {
     int status = 0;
     for (int i = 0; i < (int)o->cluster.shards && status == 0; i++) {
-        char *args[S_MAX_ARGS], a_shard[32];
+        char *args[CLUSTER_SUPER_MAX_ARGS], a_shard[32];
         snprintf(a_shard, sizeof a_shard, "%d", i);
         int k = s_role_args(args, self, "server", config);
         k = s_append_opt(args, k, "--shard", a_shard);
         k = s_append_opt(args, k, "--bind", eps[i]);
         k = s_append_opt(args, k, "--coord", i > 0 ? eps[0] : NULL);
         k = s_append_opt(args, k, "--resume", o->local.resume);
-        status = s_start(self, args, k, pids, n);
+        status = s_start(sup, CLUSTER_ROLE_SHARD, i, args, k);
     }
     for (int i = 0; i < (int)o->cluster.workers && status == 0; i++) {
-        char *args[S_MAX_ARGS], a_weight[48];
+        char *args[CLUSTER_SUPER_MAX_ARGS], a_weight[48];
         snprintf(a_weight, sizeof a_weight, "%.17g", app_opts_worker_weight(o, i));
         int k = s_role_args(args, self, "worker", config);
         k = s_append_opt(args, k, "--connect", connect);
         k = s_append_opt(args, k, "--weight", a_weight);
-        k = s_append_opt(args, k, "--lead", i == 0 ? "1" : "0");
-        /* written by worker 0 only, whichever process that is */
+        /* written by the lead only, whichever process the coordinator names (every worker has
+         * the flags: the lead moves to another when it dies) */
         k = s_append_opt(args, k, "--out", o->local.out);
-        /* the first worker writes the metrics: it appends to metrics.jsonl on a resume */
-        k = s_append_opt(args, k, "--resume", i == 0 ? o->local.resume : NULL);
-        status = s_start(self, args, k, pids, n);
+        /* the lead of the first step writes the resume event; a respawned worker, which gets
+         * the same command line, rejoins later and only appends */
+        k = s_append_opt(args, k, "--resume", o->local.resume);
+        status = s_start(sup, CLUSTER_ROLE_WORKER, i, args, k);
     }
     if (status == 0 && app_opts_needs_eigensvc(o) && strcmp(o->model.name, "synth")) {
-        char *args[S_MAX_ARGS];
+        char *args[CLUSTER_SUPER_MAX_ARGS];
         int k = s_role_args(args, self, "eigensvc", config);
         k = s_append_opt(args, k, "--connect", connect);
         /* without sync, a missed last snapshot ends the service on silence */
@@ -274,10 +240,41 @@ static int s_start_roles(const struct app_opts *o, const char *self, const char 
         k = s_append_opt(args, k, "--eig-pub", o->local.eig_pub);
         k = s_append_opt(args, k, "--eig-query", o->local.eig_query);
         k = s_append_opt(args, k, "--eig-metrics", o->local.eig_metrics);
-        status = s_start(self, args, k, pids, n);
+        status = s_start(sup, CLUSTER_ROLE_EIGENSVC, 0, args, k);
     }
     if (status)
-        fprintf(stderr, "eigenbatch launch: fork: %s\n", strerror(errno));
+        cluster_super_stop(sup);
+    return status;
+}
+
+/* Run the roles under the supervisor until they end; after a non-finite stop, again from the
+ * newest complete checkpoint while fault.rollback allows (cluster_fault). Returns the launch
+ * status. */
+static int s_run_rounds(struct app_opts *o, const char *self, const char *config,
+                        char (*eps)[RT_SOCK_ENDPOINT_MAX], const char *connect)
+{
+    cluster_super_t *sup = cluster_super_new(self, (int)o->cluster.max_restarts);
+    struct cluster_fault f = {0};
+    if (!sup) {
+        fprintf(stderr, "eigenbatch launch: out of memory\n");
+        return 1;
+    }
+    int status;
+    for (;;) {
+        struct cluster_super_end end;
+        s_start_roles(o, config, eps, connect, sup, self);
+        status = cluster_super_wait(sup, &end);
+        if (!status)
+            break;
+        /* a role process cannot say which step: its stderr names it */
+        if (end.nonfinite && cluster_fault_rollback(o, &f, end.why, -1)) {
+            o->local.resume = f.resume;
+            continue;
+        }
+        fprintf(stderr, "eigenbatch launch: %s\n", end.nonfinite ? rt_err_msg() : end.why);
+        break;
+    }
+    cluster_super_destroy(&sup);
     return status;
 }
 
@@ -300,7 +297,7 @@ static int s_launch_processes(struct app_opts *o, const rt_config_t *cfg)
     const char *dir = o->local.dir ? o->local.dir : tmpdir;
     /* the children read the resolved configuration: every role resolves the same */
     snprintf(config, sizeof config, "%s/config.yaml", tmpdir);
-    int port = (int)o->cluster.port, status = 0, n = 0;
+    int port = (int)o->cluster.port, status = 0;
     if (rt_config_dump(cfg, config)) {
         fprintf(stderr, "eigenbatch launch: %s\n", rt_err_msg());
         status = 1;
@@ -311,15 +308,10 @@ static int s_launch_processes(struct app_opts *o, const rt_config_t *cfg)
     }
     static char eps[APP_MAX_SHARDS][RT_SOCK_ENDPOINT_MAX];
     char connect[APP_MAX_LIST];
-    pid_t *pids = calloc((size_t)(o->cluster.shards + o->cluster.workers + 1), sizeof *pids);
-    if (!status && !pids)
-        status = 1;
     if (!status)
         status = s_endpoints(o, dir, port, eps, connect, sizeof connect);
     if (!status)
-        status = s_start_roles(o, self, config, eps, connect, pids, &n);
-    status = s_supervise(pids, n, status);
-    free(pids);
+        status = s_run_rounds(o, self, config, eps, connect);
     if (!tcp)
         for (int i = 0; i < (int)o->cluster.shards; i++)
             if (!strncmp(eps[i], "ipc://", 6) && !o->local.dir)

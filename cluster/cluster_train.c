@@ -2,7 +2,9 @@
  * cluster_train: `eigenbatch train`, the embedded mode: S shards and W workers as threads of this
  * process (cluster_embed), over inproc:// unless cluster.transport says otherwise; for ABS/ABSA
  * the eigen service runs as one more thread. The output directory receives config.yaml (the
- * resolved configuration), metrics.jsonl and weights.safetensors (worker 0, worker_app).
+ * resolved configuration), metrics.jsonl and weights.safetensors (written by the worker the
+ * coordinator names the lead, worker_app). With fault.rollback, a run that stops on something not
+ * finite starts again from its newest complete checkpoint (cluster_fault).
  */
 #include <limits.h>
 #include <math.h>
@@ -21,6 +23,7 @@
 #include "app_model.h"
 #include "cluster_cmds.h"
 #include "cluster_embed.h"
+#include "cluster_fault.h"
 #include "eigensvc_main.h"
 #include "rt_err.h"
 #include "rt_log.h"
@@ -36,7 +39,10 @@ static const char s_train_usage[] =
     "DIR/config.yaml, DIR/metrics.jsonl, DIR/weights.safetensors and, every\n"
     "checkpoint.every_epochs epochs, DIR/checkpoints/epoch-NNNNNN (checkpoint.keep kept).\n"
     "--resume auto starts from the newest complete checkpoint in DIR (none: a fresh start),\n"
-    "--resume PATH from that one. Flags and --set follow the configuration and override it.\n"
+    "--resume PATH from that one. With fault.rollback (--rollback true), a run that stops on\n"
+    "something not finite starts again from the newest complete checkpoint (at most\n"
+    "fault.max_rollbacks times, a rollback event each). Flags and --set follow the\n"
+    "configuration and override it.\n"
     "Keys: configs/*.yaml, README.md.\n";
 
 /* The eigen service thread. */
@@ -157,11 +163,15 @@ static int s_train(struct app_opts *o, const rt_config_t *cfg)
         goto out;
     nn_set_threads((int)o->train.threads);
     for (; n_open < W; n_open++) {
+        /* the first opens metrics.jsonl now (the shard and eigen-service threads write to it
+         * too); the others write to the same when the coordinator names one of them the lead */
         rc = worker_app_open(o, &nns[n_open], 1, n_open == 0);
         if (rc) {
             n_open++;
             goto out;
         }
+        if (n_open > 0)
+            worker_app_borrow_metrics(&nns[n_open], nns[0].metrics);
         cbs[n_open] = worker_app_compute(&nns[n_open]);
         weights[n_open] = app_opts_worker_weight(o, n_open);
     }
@@ -213,13 +223,17 @@ static int s_train(struct app_opts *o, const rt_config_t *cfg)
     for (int i = 0; !rc && i < W; i++)
         if (nns[i].rc)
             rc = rt_err_set(nns[i].rc, "worker %d: %s", i, rt_err_msg());
+    int lead = 0; /* the worker the coordinator named the lead at the end evaluated */
+    for (int i = 0; i < W; i++)
+        if (nns[i].is_lead)
+            lead = i;
     if (!rc) {
         json_t *j =
             json_pack("{s:s, s:f, s:f}", "output_dir", o->output_dir ? o->output_dir : "",
-                      "seconds", rt_progress_now() - t0, "eval_seconds", nns[0].eval_seconds);
-        if (j && isfinite(nns[0].test_accuracy)) {
-            json_object_set_new(j, "test_accuracy", json_real(nns[0].test_accuracy));
-            json_object_set_new(j, "test_loss", json_real(nns[0].test_loss));
+                      "seconds", rt_progress_now() - t0, "eval_seconds", nns[lead].eval_seconds);
+        if (j && isfinite(nns[lead].test_accuracy)) {
+            json_object_set_new(j, "test_accuracy", json_real(nns[lead].test_accuracy));
+            json_object_set_new(j, "test_loss", json_real(nns[lead].test_loss));
         }
         char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
         if (txt)
@@ -228,7 +242,8 @@ static int s_train(struct app_opts *o, const rt_config_t *cfg)
         json_decref(j);
     }
 out:
-    for (int i = 0; i < n_open; i++)
+    /* the first worker owns the metrics the others borrow: it closes last */
+    for (int i = n_open - 1; i >= 0; i--)
         worker_app_close(&nns[i]);
     server_main_schedule_free(&sched, &owned);
     if (own_dir)
@@ -239,18 +254,27 @@ out:
     return rc;
 }
 
-/* The command's body: a zoo model, trained in this process. */
+/* The command's body: a zoo model, trained in this process; after a non-finite stop, again from
+ * the newest complete checkpoint while fault.rollback allows (cluster_fault). */
 static int s_train_main(struct app_opts *o, rt_config_t *cfg)
 {
     if (!strcmp(o->model.name, "synth")) {
         fprintf(stderr, "eigenbatch train: model.name must be a zoo model\n");
         return 2;
     }
-    if (s_train(o, cfg)) {
-        fprintf(stderr, "eigenbatch train: %s\n", rt_err_msg());
-        return 1;
+    struct cluster_fault f = {0};
+    for (;;) {
+        int rc = s_train(o, cfg);
+        if (!rc)
+            return 0;
+        char why[512];
+        snprintf(why, sizeof why, "%s", rt_err_msg());
+        if (rc != RT_ERR_NONFINITE || !cluster_fault_rollback(o, &f, why, cluster_fault_step(why)))
+            break;
+        o->local.resume = f.resume; /* s_train's own copy of the last one is gone */
     }
-    return 0;
+    fprintf(stderr, "eigenbatch train: %s\n", rt_err_msg());
+    return 1;
 }
 
 int cluster_train_main(int argc, char **argv)

@@ -24,6 +24,7 @@ struct s_snap {
     uint64_t step; /* step the table belongs to */
     int valid;     /* slot in use */
     double *w;     /* n_workers weights */
+    int lead;      /* the step's lead worker (s_lead_freeze) */
 };
 
 #define S_CKPT_MARKS 4 /* steps marked for a time-based checkpoint that are remembered */
@@ -51,6 +52,8 @@ struct server_coord {
     double ckpt_last;                       /* monotonic seconds of the last one marked */
     uint64_t ckpt_steps[S_CKPT_MARKS];      /* steps marked for a checkpoint (+1; 0: unused) */
     int ckpt_next;                          /* next slot of ckpt_steps */
+    int lead;                               /* lead worker of the last frozen step (-1: none) */
+    uint64_t lead_join;                     /* its join step when it was chosen */
 };
 
 server_coord_t *server_coord_new(int n_workers, const struct server_coord_sched *sched)
@@ -65,6 +68,7 @@ server_coord_t *server_coord_new(int n_workers, const struct server_coord_sched 
     c->decided_epoch = -1;
     c->sync_timeout_ms = SERVER_COORD_SYNC_TIMEOUT_MS;
     c->hold_epoch = -1;
+    c->lead = -1;
     c->weight = calloc((size_t)n_workers, sizeof *c->weight);
     c->last_seen = calloc((size_t)n_workers, sizeof *c->last_seen);
     c->evicted = calloc((size_t)n_workers, sizeof *c->evicted);
@@ -299,6 +303,50 @@ static int s_hold_expired(server_coord_t *c, int64_t epoch)
     return 1;
 }
 
+/* The longest-standing member of `step` (earliest join step, then lowest id), or -1 when none. */
+static int s_senior_member(const server_coord_t *c, uint64_t step)
+{
+    int best = -1;
+    for (int i = 0; i < c->registered; i++)
+        if (server_coord_is_member(c, i, step) &&
+            (best < 0 || c->join_step[i] < c->join_step[best]))
+            best = i;
+    return best;
+}
+
+/* 1 while the lead chosen last is a member of `step` and has not rejoined since. */
+static int s_lead_holds(const server_coord_t *c, uint64_t step)
+{
+    return server_coord_is_member(c, c->lead, step) && c->join_step[c->lead] == c->lead_join;
+}
+
+/* The lead of `step` as its share table is frozen: the lead so far while it holds, else the
+ * longest-standing member (in a run without evictions: the lowest id, worker 0). It never moves
+ * to a worker that rejoined after an eviction while another has been there longer: the lead
+ * holds the totals of the epoch in progress, which a rejoined worker lacks. */
+static int s_lead_freeze(server_coord_t *c, uint64_t step)
+{
+    if (!s_lead_holds(c, step)) {
+        int was = c->lead;
+        c->lead = s_senior_member(c, step);
+        c->lead_join = c->lead >= 0 ? c->join_step[c->lead] : 0;
+        if (was >= 0 && c->lead >= 0)
+            RT_WARN("coord",
+                    "worker %d is the lead from step %llu (worker %d was evicted): it writes the "
+                    "metrics and the final weights",
+                    c->lead, (unsigned long long)step, was);
+    }
+    return c->lead;
+}
+
+int server_coord_lead(const server_coord_t *c, uint64_t step)
+{
+    const struct s_snap *sn = &c->snap[step % S_SNAP_RING];
+    if (sn->valid && sn->step == step)
+        return sn->lead;
+    return s_lead_holds(c, step) ? c->lead : s_senior_member(c, step);
+}
+
 int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_coord_point *pt,
                       uint32_t *share_off, uint32_t *share_cnt)
 {
@@ -339,6 +387,7 @@ int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_co
         memcpy(sn->w, c->weight, (size_t)c->n_workers * sizeof(double));
         sn->step = step;
         sn->valid = 1;
+        sn->lead = s_lead_freeze(c, step);
     }
     server_coord_share(pt->samples ? pt->samples : pt->batch, sn->w, c->n_workers, id, share_off,
                        share_cnt);

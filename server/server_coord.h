@@ -150,6 +150,15 @@ int server_coord_set_weight(server_coord_t *c, int id, double weight);
 int server_coord_step(server_coord_t *c, int id, uint64_t step, struct server_coord_point *pt,
                       uint32_t *share_off, uint32_t *share_cnt);
 
+/* The lead worker of `step`: the one that writes the run's outputs (the epoch and step events of
+ * metrics.jsonl, the final weights). Chosen when the step's share table is frozen (the same answer
+ * for every worker of the step): the lead of the steps before while it is still a member, else the
+ * longest-standing member (registered, not evicted; the earliest join step, then the lowest id:
+ * worker 0 in a run without evictions). It changes only when the lead is evicted, and a worker
+ * that rejoins after an eviction takes it only when no other is left (it lacks the totals of the
+ * epoch in progress). -1 when no worker is a member. */
+int server_coord_lead(const server_coord_t *c, uint64_t step);
+
 /* Longest wait of a sync-mode epoch start for its decision, unless configured. */
 #define SERVER_COORD_SYNC_TIMEOUT_MS (10 * 60 * 1000)
 

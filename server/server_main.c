@@ -129,7 +129,8 @@ static int s_run(struct app_opts *opts, rt_config_t *cfg)
     server_shard_destroy(&s);
     rt_metrics_close(&metrics);
     server_main_schedule_free(&sched, &owned);
-    return rc ? 1 : 0;
+    /* a non-finite stop has an exit status of its own: launch may roll back on it */
+    return rt_err_exit_status(rc);
 }
 
 int server_main_schedule(const struct app_opts *o, struct server_coord_sched *out,

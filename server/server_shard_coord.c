@@ -164,6 +164,7 @@ void server_shard_on_sched_query(server_shard_t *s, const struct rt_sock_in *in)
     r.sched.checkpoint = pt.checkpoint;
     r.sched.members_len = server_coord_members(s->co.coord, m->step, r.sched.members,
                                                (uint32_t)sizeof r.sched.members);
+    r.sched.lead = server_coord_lead(s->co.coord, m->step);
     server_shard_reply(s, in, &r, "schedule reply");
 }
 

@@ -19,9 +19,19 @@ static void test_detail_names_culprit(void **state)
 static void test_every_code_described(void **state)
 {
     (void)state;
-    for (int c = RT_OK; c >= RT_ERR_EVICTED; c--)
+    for (int c = RT_OK; c >= RT_ERR_NONFINITE; c--)
         assert_string_not_equal(rt_strerror(c), "unknown error");
     assert_string_equal(rt_strerror(-1000), "unknown error");
+}
+
+/* A role process's exit status tells a non-finite stop from any other failure (launch reads it). */
+static void test_exit_status(void **state)
+{
+    (void)state;
+    assert_int_equal(rt_err_exit_status(RT_OK), 0);
+    assert_int_equal(rt_err_exit_status(RT_ERR_NONFINITE), RT_EXIT_NONFINITE);
+    assert_int_equal(rt_err_exit_status(RT_ERR_TIMEOUT), RT_EXIT_FAILURE);
+    assert_true(RT_EXIT_NONFINITE != RT_EXIT_FAILURE && RT_EXIT_NONFINITE != 2);
 }
 
 int main(void)
@@ -29,6 +39,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_detail_names_culprit),
         cmocka_unit_test(test_every_code_described),
+        cmocka_unit_test(test_exit_status),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -81,8 +81,9 @@ static void test_round_trip_all_types(void **state)
         m.worker = 5;
         m.role = RT_WIRE_ROLE_EIGENSVC;
         if (type == RT_WIRE_SCHED) {
+            /* the lead worker travels too */
             m.sched =
-                (struct rt_wire_sched){3, 96, 128, 100, 0.1f, 0.2f, 32, 64, 1, 1, 1, 1, {0x5}};
+                (struct rt_wire_sched){3, 96, 128, 100, 0.1f, 0.2f, 32, 64, 1, 1, 1, 1, {0x5}, 2};
         }
         if (type == RT_WIRE_DECISION || type == RT_WIRE_ACK || type == RT_WIRE_PUBLISH)
             m.decision = (struct rt_wire_decision){.seq = 9,

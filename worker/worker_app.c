@@ -5,6 +5,7 @@
 #include "worker_app.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "app_model.h"
 #include "app_weights.h"
@@ -25,17 +27,24 @@
 static int s_eval_new(const struct app_opts *o, struct worker_app *n, int c, int h, int w);
 static void s_eval_destroy(struct worker_app *n);
 
+/* The epoch and step of the checkpoint in dir (its coordinator manifest). */
+static int s_ckpt_point(const char *dir, uint64_t *epoch, uint64_t *step)
+{
+    json_t *m = NULL;
+    int rc = rt_ckpt_verify(dir, RT_CKPT_COORD, &m);
+    if (!rc && !(rc = rt_ckpt_manifest_u64(m, dir, "epoch", epoch)))
+        rc = rt_ckpt_manifest_u64(m, dir, "step", step);
+    json_decref(m);
+    return rc;
+}
+
 /* A resumed run appends to metrics.jsonl: first an event saying from where. Events of the
  * interrupted run after that checkpoint (a partial epoch) stay above it; readers that want one
  * history drop the events with step >= this event's step that precede it. */
 static int s_resume_event(struct worker_app *n, const char *dir)
 {
-    json_t *m = NULL;
     uint64_t epoch = 0, step = 0;
-    int rc = rt_ckpt_verify(dir, RT_CKPT_COORD, &m);
-    if (!rc && !(rc = rt_ckpt_manifest_u64(m, dir, "epoch", &epoch)))
-        rc = rt_ckpt_manifest_u64(m, dir, "step", &step);
-    json_decref(m);
+    int rc = s_ckpt_point(dir, &epoch, &step);
     if (rc)
         return rc;
     rt_metrics_begin(n->metrics, "resume");
@@ -43,6 +52,23 @@ static int s_resume_event(struct worker_app *n, const char *dir)
     rt_metrics_int(n->metrics, "epoch", (long long)epoch);
     rt_metrics_int(n->metrics, "step", (long long)step);
     return rt_metrics_end(n->metrics);
+}
+
+/* Open metrics.jsonl under the output directory (none: nothing to do): truncated when `truncate`,
+ * else appended to; with `resume`, after a "resume" event. */
+static int s_metrics_open(struct worker_app *n, int truncate, int resume)
+{
+    const struct app_opts *o = n->o;
+    if (!o->output_dir || n->metrics)
+        return RT_OK;
+    char path[S_MAX_PATH];
+    int rc = app_mkdirs(o->output_dir);
+    if (rc)
+        return rc;
+    snprintf(path, sizeof path, "%s/metrics.jsonl", o->output_dir);
+    if ((rc = rt_metrics_open(path, !truncate, &n->metrics)))
+        return rc;
+    return resume ? s_resume_event(n, o->local.resume) : RT_OK;
 }
 
 static void s_epoch_end(struct worker_app *n, const float *params, const float *buffers, int final);
@@ -80,27 +106,16 @@ int worker_app_open(const struct app_opts *o, struct worker_app *n, int compute,
     n->nn = worker_nn_new(n->net, &src, &nc, &rc);
     if (!n->nn)
         return rc;
-    if (!lead)
-        return RT_OK;
-    if (o->data.test && (rc = s_eval_new(o, n, c, h, w)))
+    uint64_t epoch;
+    if (o->local.resume && (rc = s_ckpt_point(o->local.resume, &epoch, &n->resume_step)))
         return rc;
-    if (o->output_dir) {
-        char path[S_MAX_PATH];
-        if ((rc = app_mkdirs(o->output_dir)))
-            return rc;
-        snprintf(path, sizeof path, "%s/metrics.jsonl", o->output_dir);
-        if ((rc = rt_metrics_open(path, o->local.resume != NULL, &n->metrics)))
-            return rc;
-        if (o->local.resume && (rc = s_resume_event(n, o->local.resume)))
-            return rc;
-    }
-    long long total = o->schedule.steps > 0
-                          ? (long long)o->schedule.steps * o->schedule.batch
-                          : (long long)o->schedule.epochs * (long long)rt_loader_count(n->loader);
-    n->progress = rt_progress_new("train", total, o->train.progress_s, NULL);
-    if (!n->progress)
-        return rt_err_set(RT_ERR_NOMEM, "progress");
-    return RT_OK;
+    return lead ? s_metrics_open(n, o->local.resume == NULL, o->local.resume != NULL) : RT_OK;
+}
+
+void worker_app_borrow_metrics(struct worker_app *n, rt_metrics_t *m)
+{
+    n->metrics = m;
+    n->borrowed_metrics = m != NULL;
 }
 
 void worker_app_close(struct worker_app *n)
@@ -109,6 +124,8 @@ void worker_app_close(struct worker_app *n)
     nn_net_destroy(&n->net);
     rt_loader_destroy(&n->loader);
     s_eval_destroy(n);
+    if (n->borrowed_metrics)
+        n->metrics = NULL;
     rt_metrics_close(&n->metrics);
     rt_progress_destroy(&n->progress);
 }
@@ -121,60 +138,76 @@ static int s_nn_init(void *user, float *params, float *buffers)
     return c.init(c.user, params, buffers);
 }
 
+static int s_lead_begin(struct worker_app *n, uint64_t step);
+
+/* The test hook EB_TEST_NAN_LOSS=W:N (worker_app.h): 1 when it fires for worker st->worker at
+ * st->step. */
+static int s_test_nan_loss(const struct worker_app *n, const struct worker_step *st)
+{
+    const char *spec = getenv("EB_TEST_NAN_LOSS");
+    int worker;
+    unsigned long long step;
+    if (!spec || sscanf(spec, "%d:%llu", &worker, &step) != 2 || worker != st->worker ||
+        step != st->step)
+        return 0;
+    if (!n->o->output_dir)
+        return 1;
+    char path[S_MAX_PATH];
+    snprintf(path, sizeof path, "%s/.eb-test-nan-loss", n->o->output_dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    if (fd < 0)
+        return 0; /* fired once already (or cannot tell): the run goes on */
+    close(fd);
+    RT_WARN("train", "test hook EB_TEST_NAN_LOSS: worker %d's loss of step %llu is NaN", worker,
+            step);
+    return 1;
+}
+
 static int s_nn_step(void *user, const struct worker_step *st, const float *params, float *grads,
                      float *buffers, uint32_t *samples, float *loss)
 {
     struct worker_app *n = user;
     n->worker_id = st->worker;
-    if (n->progress && n->epoch >= 0 && (int64_t)st->epoch != n->epoch) {
+    int rc = n->is_lead && !n->was_lead ? s_lead_begin(n, st->step) : RT_OK;
+    if (rc)
+        return rc;
+    if (n->epoch >= 0 && (int64_t)st->epoch != n->epoch) {
         /* the weights and running statistics of this step are the last epoch's final ones */
         s_epoch_end(n, params, buffers, 0);
         n->epoch = (int64_t)st->epoch;
     }
     struct worker_compute c = worker_nn_compute(n->nn);
-    int rc = c.compute(c.user, st, params, grads, buffers, samples, loss);
+    rc = c.compute(c.user, st, params, grads, buffers, samples, loss);
+    if (!rc && *samples > 0 && s_test_nan_loss(n, st))
+        *loss = NAN;
     /* a non-finite loss (diverged weights, bad labels, a faulty device) is never pushed */
     if (!rc && *samples > 0 && !isfinite(*loss))
-        rc = rt_err_set(RT_ERR_FORMAT,
+        rc = rt_err_set(RT_ERR_NONFINITE,
                         "worker %d: the loss of step %llu (epoch %llu) is not finite: stopping "
                         "without pushing it (labels within model.classes? lr too high?)",
                         st->worker, (unsigned long long)st->step, (unsigned long long)st->epoch);
     return rc;
 }
 
-/* What an epoch event says besides the test results. */
-struct s_epoch {
-    int64_t epoch;         /* the epoch that ended */
-    uint64_t steps;        /* steps done by its end */
-    double loss;           /* mean training loss over the epoch's samples, every worker's */
-    double train_accuracy; /* ... and accuracy */
-    uint32_t batch;        /* B, lr and gamma of its last step */
-    float lr;
-    float gamma;
-    double images_per_s; /* global samples of the epoch per second */
-    double elapsed;      /* seconds since the first step */
-    int evaluate;        /* 1: evaluate the test set */
-};
-
-/* The evaluation thread of worker 0: a second net, the test set, one pending epoch. */
+/* The evaluation thread of the lead: a second net, the test set, one pending epoch. */
 struct worker_app_eval {
-    struct worker_app *owner; /* the worker state (metrics, results) */
-    nn_net_t *net;            /* the evaluated weights (a copy) */
-    rt_loader_t *test;        /* the test set */
-    float *x;                 /* one evaluation micro-batch of inputs */
-    int32_t *y;               /* its labels */
-    pthread_t thread;         /* the thread */
-    int started;              /* 1 once the thread runs */
-    pthread_mutex_t mu;       /* guards the fields below and owner's results */
-    pthread_cond_t cv;        /* signals a new job, a finished job and quit */
-    int pending;              /* 1: ep holds a job not yet done */
-    int quit;                 /* 1: the thread ends once nothing is pending */
-    struct s_epoch ep;        /* the job */
+    struct worker_app *owner;   /* the worker state (metrics, results) */
+    nn_net_t *net;              /* the evaluated weights (a copy) */
+    rt_loader_t *test;          /* the test set */
+    float *x;                   /* one evaluation micro-batch of inputs */
+    int32_t *y;                 /* its labels */
+    pthread_t thread;           /* the thread */
+    int started;                /* 1 once the thread runs */
+    pthread_mutex_t mu;         /* guards the fields below and owner's results */
+    pthread_cond_t cv;          /* signals a new job, a finished job and quit */
+    int pending;                /* 1: ep holds a job not yet done */
+    int quit;                   /* 1: the thread ends once nothing is pending */
+    struct worker_app_epoch ep; /* the job */
 };
 
 /* Write the epoch event; acc/tl NaN when not evaluated. */
-static void s_epoch_write(struct worker_app *n, const struct s_epoch *ep, double acc, double tl,
-                          double eval_s)
+static void s_epoch_write(struct worker_app *n, const struct worker_app_epoch *ep, double acc,
+                          double tl, double eval_s)
 {
     if (!n->metrics)
         return;
@@ -205,7 +238,7 @@ static void *s_eval_main(void *arg)
             pthread_cond_wait(&ev->cv, &ev->mu);
         if (!ev->pending)
             break;
-        struct s_epoch ep = ev->ep;
+        struct worker_app_epoch ep = ev->ep;
         pthread_mutex_unlock(&ev->mu);
         double acc = NAN, tl = NAN, t = rt_progress_now();
         uint64_t tn = 0;
@@ -296,13 +329,14 @@ static void s_eval_destroy(struct worker_app *n)
     n->ev = NULL;
 }
 
-/* Worker 0 at the end of epoch n->epoch, with its final weights: hand the evaluation (when due)
- * and the event to the evaluation thread, or write the event now; reset the epoch's counters. */
+/* The lead at the end of epoch n->epoch, with its final weights: hand the evaluation (when due)
+ * and the event to the evaluation thread, or write the event now. Another worker keeps the
+ * summary in case the lead dies before writing it (s_lead_begin). Resets the epoch's counters. */
 static void s_epoch_end(struct worker_app *n, const float *params, const float *buffers, int final)
 {
     const struct app_opts *o = n->o;
     double now = rt_progress_now(), secs = now - n->epoch_t0;
-    struct s_epoch ep = {
+    struct worker_app_epoch ep = {
         .epoch = n->epoch,
         .steps = n->last.step + 1,
         .loss = n->tot_samples ? n->tot_loss / (double)n->tot_samples : NAN,
@@ -314,6 +348,14 @@ static void s_epoch_end(struct worker_app *n, const float *params, const float *
         .elapsed = now - n->t0,
         .evaluate = final || (o->train.eval_every > 0 && (n->epoch + 1) % o->train.eval_every == 0),
     };
+    n->epoch_t0 = now;
+    n->epoch_samples = n->tot_samples = n->tot_correct = 0;
+    n->tot_loss = 0;
+    if (!n->is_lead) {
+        n->pending = ep;
+        n->has_pending = 1;
+        return;
+    }
     RT_INFO("train", "epoch %lld done: loss %.4f, train accuracy %.4f, %.0f images/s",
             (long long)ep.epoch, ep.loss, ep.train_accuracy, secs > 0 ? ep.images_per_s : 0.0);
     struct worker_app_eval *ev = n->ev;
@@ -338,16 +380,89 @@ static void s_epoch_end(struct worker_app *n, const float *params, const float *
     } else {
         s_epoch_write(n, &ep, NAN, NAN, 0);
     }
-    n->epoch_t0 = rt_progress_now();
-    n->epoch_samples = n->tot_samples = n->tot_correct = 0;
-    n->tot_loss = 0;
 }
 
+/* 1 when metrics.jsonl holds the "epoch" event of `epoch` after its last "resume" event (the
+ * events above a resume belong to the interrupted run). */
+static int s_epoch_logged(const struct worker_app *n, int64_t epoch)
+{
+    char path[S_MAX_PATH];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", n->o->output_dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char *line = NULL;
+    size_t cap = 0;
+    int found = 0;
+    while (getline(&line, &cap, f) > 0) {
+        if (strstr(line, "\"event\":\"resume\""))
+            found = 0;
+        if (!strstr(line, "\"event\":\"epoch\""))
+            continue;
+        json_t *j = json_loads(line, 0, NULL);
+        json_t *e = j ? json_object_get(j, "epoch") : NULL;
+        found |= json_is_integer(e) && json_integer_value(e) == epoch;
+        json_decref(j);
+    }
+    free(line);
+    fclose(f);
+    return found;
+}
+
+/*
+ * This worker has just become the lead, at `step`: its outputs. metrics.jsonl is truncated only by
+ * the lead of step 0 of a fresh run and gets the "resume" event only from the lead of a resumed
+ * run's first step (a restarted worker appends and writes neither); the progress line (--lead)
+ * and the test set's evaluation start; and the event of the last epoch that ended under the
+ * previous lead is written when metrics.jsonl lacks it (that lead died before writing it).
+ */
+static int s_lead_begin(struct worker_app *n, uint64_t step)
+{
+    const struct app_opts *o = n->o;
+    int resumed = o->local.resume != NULL, rc;
+    n->was_lead = 1;
+    if ((rc = s_metrics_open(n, step == 0 && !resumed, resumed && step == n->resume_step)))
+        return rc;
+    if (step > 0 && !(resumed && step == n->resume_step))
+        RT_WARN("train",
+                "worker %d is the lead from step %llu: it writes the metrics and the "
+                "final weights",
+                n->worker_id, (unsigned long long)step);
+    if (!n->progress && o->local.lead) {
+        long long total = o->schedule.steps > 0 ? (long long)o->schedule.steps * o->schedule.batch
+                                                : (long long)o->schedule.epochs *
+                                                      (long long)rt_loader_count(n->loader);
+        if (!(n->progress = rt_progress_new("train", total, o->train.progress_s, NULL)))
+            return rt_err_set(RT_ERR_NOMEM, "progress");
+    }
+    if (!n->ev && o->data.test) {
+        int c, h, w;
+        rt_loader_shape(n->loader, &c, &h, &w);
+        if ((rc = s_eval_new(o, n, c, h, w)))
+            return rc;
+    }
+    if (n->has_pending && n->metrics && !s_epoch_logged(n, n->pending.epoch)) {
+        RT_WARN("train",
+                "the event of epoch %lld is missing (its lead is gone): written without "
+                "test results",
+                (long long)n->pending.epoch);
+        s_epoch_write(n, &n->pending, NAN, NAN, 0);
+    }
+    n->has_pending = 0;
+    return RT_OK;
+}
+
+static void s_nn_lead(void *user, int is_lead)
+{
+    struct worker_app *n = user;
+    n->is_lead = is_lead;
+}
+
+/* Every worker keeps the run's counters (another may take over as the lead); the lead prints the
+ * progress line and writes the step events. */
 static void s_nn_step_done(void *user, const struct worker_step *st, uint32_t samples, float loss)
 {
     struct worker_app *n = user;
-    if (!n->progress)
-        return;
     double now = rt_progress_now();
     if (n->epoch < 0) {
         n->t0 = now;
@@ -363,12 +478,16 @@ static void s_nn_step_done(void *user, const struct worker_step *st, uint32_t sa
     n->done_samples += global;
     n->epoch_samples += global;
     n->last = *st;
+    if (!n->is_lead)
+        return;
     double el = now - n->t0;
     char extra[160];
     snprintf(extra, sizeof extra, "epoch %llu loss %.4f acc %.3f B %u lr %.4g",
              (unsigned long long)st->epoch, (double)loss, samples ? (double)correct / samples : 0.0,
              st->batch, (double)st->lr);
-    rt_progress_update(n->progress, (long long)(n->skip_samples + n->done_samples), "%s", extra);
+    if (n->progress)
+        rt_progress_update(n->progress, (long long)(n->skip_samples + n->done_samples), "%s",
+                           extra);
     if (st->step % (uint64_t)n->o->train.log_every)
         return;
     RT_DEBUG("train", "step %llu %s", (unsigned long long)st->step, extra);
@@ -397,13 +516,11 @@ static uint32_t s_nn_correct(void *user)
     return correct;
 }
 
-/* Worker 0: the coordinator's totals of a step join its epoch's (they arrive before the epoch's
- * end is noticed: with the weights of the next step). */
+/* Every worker: the coordinator's totals of a step join its epoch's (they arrive before the
+ * epoch's end is noticed: with the weights of the next step). */
 static void s_nn_totals(void *user, const struct worker_totals *t)
 {
     struct worker_app *n = user;
-    if (!n->progress)
-        return;
     n->tot_samples += t->samples;
     n->tot_correct += t->correct;
     n->tot_loss += t->loss_sum;
@@ -416,16 +533,20 @@ static void s_nn_finish(void *user, uint64_t steps, const float *params, const f
     struct worker_compute c = worker_nn_compute(n->nn);
     if (c.finish)
         c.finish(c.user, steps, params, buffers); /* the final weights into the net */
-    if (n->progress && n->epoch >= 0) {
+    int rc = n->is_lead && !n->was_lead ? s_lead_begin(n, steps) : RT_OK;
+    if (rc && !n->rc)
+        n->rc = rc;
+    if (n->epoch >= 0)
         s_epoch_end(n, params, buffers, 1);
+    if (!n->is_lead) {
+        if (o->output_dir || o->local.out)
+            RT_DEBUG("train", "worker %d: the final weights are the lead's to write", n->worker_id);
+        return;
+    }
+    if (n->progress) {
         char extra[64];
         snprintf(extra, sizeof extra, "%llu steps", (unsigned long long)steps);
         rt_progress_finish(n->progress, extra);
-    }
-    if (n->worker_id != 0) {
-        if (o->output_dir || o->local.out)
-            RT_DEBUG("train", "worker %d: the final weights are worker 0's to write", n->worker_id);
-        return;
     }
     if (o->output_dir) {
         char path[S_MAX_PATH], a_steps[32], a_seed[32];
@@ -433,7 +554,7 @@ static void s_nn_finish(void *user, uint64_t steps, const float *params, const f
         snprintf(a_steps, sizeof a_steps, "%llu", (unsigned long long)steps);
         snprintf(a_seed, sizeof a_seed, "%ld", o->train.seed);
         const char *meta[] = {"model", o->model.name, "steps", a_steps, "seed", a_seed, NULL};
-        int rc = app_mkdirs(o->output_dir);
+        rc = app_mkdirs(o->output_dir);
         if (!rc)
             rc = app_weights_save_meta(n->net, path, meta);
         if (rc && !n->rc)
@@ -457,6 +578,7 @@ struct worker_compute worker_app_compute(struct worker_app *n)
     return (struct worker_compute){.user = n,
                                    .init = s_nn_init,
                                    .compute = s_nn_step,
+                                   .lead = s_nn_lead,
                                    .correct = s_nn_correct,
                                    .totals = s_nn_totals,
                                    .step_done = s_nn_step_done,

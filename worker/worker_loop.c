@@ -18,14 +18,14 @@
 #include "rt_log.h"
 #include "rt_sock.h"
 
-#define S_POLL_MS 1000             /* poll slice; a heartbeat goes out after each silent slice */
-#define S_REGISTER_RETRY_US 500000 /* pause before registering again when every slot is taken */
-#define S_TIMEOUT_MS 60000         /* default: a shard silent this long is an error */
-#define S_RETRY_NS 5000000L        /* pause before asking the schedule again while others join */
-#define S_LINGER_MS 2000           /* time to deliver the goodbye on close */
-#define S_ZC_WAIT_MS 5000          /* wait for the last zero-copy frames at the end */
-#define S_MAX_SHARDS 1024          /* sanity limit on the shard count */
-#define S_RATE_EMA 0.3             /* weight of the newest throughput measurement */
+#define S_POLL_MS 1000      /* poll slice; a heartbeat goes out after each silent slice */
+#define S_TIMEOUT_MS 60000  /* default: a shard silent this long is an error */
+#define S_RETRY_NS 5000000L /* pause before asking the schedule again while others join */
+#define S_REGISTER_RETRY_NS 250000000L /* ... registering again while every slot is taken */
+#define S_LINGER_MS 2000               /* time to deliver the goodbye on close */
+#define S_ZC_WAIT_MS 5000              /* wait for the last zero-copy frames at the end */
+#define S_MAX_SHARDS 1024              /* sanity limit on the shard count */
+#define S_RATE_EMA 0.3                 /* weight of the newest throughput measurement */
 
 struct s_shard {
     void *sock;            /* DEALER connected to the shard */
@@ -175,6 +175,19 @@ static int s_next(struct s_worker *w, int *shard, struct rt_wire_msg *m, const v
     }
 }
 
+/* A registration refused because every slot is taken: a restarted worker whose dead predecessor is
+ * not evicted yet. Ask again after a pause until `until` (monotonic seconds); returns 1 when the
+ * REGISTER went out again, 0 when the refusal stands. */
+static int s_register_again(struct s_worker *w, const struct rt_wire_msg *m, double until)
+{
+    if (m->err_code != RT_ERR_STATE || rt_clock_now() > until)
+        return 0;
+    RT_DEBUG(w->name, "registration refused (%s): asking again", m->text);
+    struct timespec ts = {0, S_REGISTER_RETRY_NS};
+    nanosleep(&ts, NULL);
+    return s_send_simple(w, 0, RT_WIRE_REGISTER, 0) == RT_OK;
+}
+
 /* Register with the coordinator and bind at every shard; learn the shards' ranges. */
 static int s_join(struct s_worker *w)
 {
@@ -184,20 +197,14 @@ static int s_join(struct s_worker *w)
     rc = s_send_simple(w, 0, RT_WIRE_REGISTER, 0);
     if (rc)
         return rc;
-    int timeout = w->cfg->timeout_ms > 0 ? w->cfg->timeout_ms : S_TIMEOUT_MS;
-    double give_up = rt_clock_now() + timeout / 1000.0;
+    double until =
+        rt_clock_now() + (w->cfg->timeout_ms > 0 ? w->cfg->timeout_ms : S_TIMEOUT_MS) / 1000.0;
     for (;;) {
         rc = s_next(w, &shard, &m, &pp, &bp);
         if (rc)
             return rc;
-        if (m.type == RT_WIRE_ERROR && m.err_code == RT_ERR_STATE && rt_clock_now() < give_up) {
-            /* every slot is taken (by peers that may be evicted soon): ask again */
-            RT_WARN(w->name, "registration refused (%s): trying again", m.text);
-            usleep(S_REGISTER_RETRY_US);
-            if ((rc = s_send_simple(w, 0, RT_WIRE_REGISTER, 0)))
-                return rc;
+        if (m.type == RT_WIRE_ERROR && s_register_again(w, &m, until))
             continue;
-        }
         if (m.type == RT_WIRE_ERROR)
             return rt_err_set(RT_ERR_PEER, "%s: registration refused: %s", w->name, m.text);
         if (m.type == RT_WIRE_WELCOME && shard == 0)
@@ -562,7 +569,7 @@ static int s_step(struct s_worker *w, struct worker_step *st, double *compute_s)
     if (!isfinite(loss))
         /* diverged weights, bad data or a faulty device: never pushed (the shards would reject
          * it), the run stops with the reason */
-        return rt_err_set(RT_ERR_FORMAT,
+        return rt_err_set(RT_ERR_NONFINITE,
                           "%s: the loss of step %llu is not finite (%g): stopping without pushing",
                           w->name, (unsigned long long)st->step, (double)loss);
     uint32_t correct = cb->correct ? cb->correct(cb->user) : 0;
@@ -592,6 +599,8 @@ static int s_train(struct s_worker *w)
         int rc = s_pull(w, t, &sm, &tm);
         if (rc)
             return rc;
+        if (cb->lead)
+            cb->lead(cb->user, sm.sched.lead == w->id);
         if (t > w->start && cb->totals) {
             struct worker_totals tot = {.step = t - 1,
                                         .epoch = prev.epoch,

@@ -64,6 +64,11 @@ struct worker_compute {
     void (*totals)(void *user, const struct worker_totals *t);
     /* After each step's push (may be NULL): for metrics and progress. */
     void (*step_done)(void *user, const struct worker_step *st, uint32_t samples, float loss);
+    /* After each schedule answer, before the step's totals and compute, or before finish for the
+     * answer that ends training (may be NULL): 1 when the coordinator names this worker the lead
+     * of that step (server_coord_lead: the one that writes the run's metrics and final weights),
+     * else 0. */
+    void (*lead)(void *user, int is_lead);
     /* After the last step, with the final weights (may be NULL). */
     void (*finish)(void *user, uint64_t steps, const float *params, const float *buffers);
 };

@@ -35,10 +35,11 @@ static const char s_usage[] =
     "                         [--weight W] [--lead 0|1] [--out FILE] [--resume auto|PATH] "
     "[options]\n"
     "Runs one worker against the shards (EP0 is shard 0, the coordinator). --out writes the\n"
-    "final parameters then buffers as raw little-endian float32. Only worker 0 (numbered by the\n"
-    "coordinator) writes the final weights (--out, weights.safetensors under --output-dir):\n"
-    "every worker ends with the same ones. Options may also come from the environment\n"
-    "(EB_CONNECT, ...).\n";
+    "final parameters then buffers as raw little-endian float32. Only the lead (the worker the\n"
+    "coordinator names: the lowest-id live one) writes the final weights (--out,\n"
+    "weights.safetensors under --output-dir) and the metrics (metrics.jsonl): every worker ends\n"
+    "with the same weights. --lead 0: no progress line when lead. Options may also come from\n"
+    "the environment (EB_CONNECT, ...).\n";
 
 /* Where the worker writes its final weights. */
 struct s_finish {
@@ -46,8 +47,8 @@ struct s_finish {
     const char *out;            /* path or NULL */
     uint64_t n_params;          /* sizes */
     uint64_t n_buffers;
-    int rc;     /* write result */
-    int worker; /* id the coordinator gave the worker (-1: not known yet); only 0 writes */
+    int rc;   /* write result */
+    int lead; /* the coordinator names this worker the lead: it writes the final weights */
 };
 
 int worker_main_write_raw(const char *path, const float *params, uint64_t n_params,
@@ -67,15 +68,20 @@ static void s_write_final(void *user, uint64_t steps, const float *params, const
 {
     (void)steps;
     struct s_finish *f = user;
-    if (f->out && f->worker == 0)
+    if (f->out && f->lead)
         f->rc = worker_main_write_raw(f->out, params, f->n_params, buffers, f->n_buffers);
+}
+
+static void s_lead_fwd(void *user, int is_lead)
+{
+    struct s_finish *f = user;
+    f->lead = is_lead;
 }
 
 static int s_compute_fwd(void *user, const struct worker_step *st, const float *params,
                          float *grads, float *buffers, uint32_t *samples, float *loss)
 {
     struct s_finish *f = user;
-    f->worker = st->worker;
     struct worker_compute c = worker_synth_compute(f->model);
     return c.compute(f->model, st, params, grads, buffers, samples, loss);
 }
@@ -83,7 +89,6 @@ static int s_compute_fwd(void *user, const struct worker_step *st, const float *
 static int s_init_fwd(void *user, float *params, float *buffers)
 {
     struct s_finish *f = user;
-    f->worker = 0; /* only worker 0 initialises the shards */
     worker_synth_initial(f->model, params, buffers);
     return RT_OK;
 }
@@ -128,12 +133,13 @@ static int s_run(struct app_opts *opts, rt_config_t *cfg)
     struct worker_app nnw;
     int zoo = strcmp(o.model.name, "synth") != 0;
     char resume[PATH_MAX];
-    /* the shards load the checkpoint; worker 0 appends to metrics.jsonl when there is one */
+    /* the shards load the checkpoint; the lead appends to metrics.jsonl when there is one */
     if (app_opts_resume(&o, resume, sizeof resume)) {
         fprintf(stderr, "eigenbatch worker: %s\n", rt_err_msg());
         return 1;
     }
-    int rc = zoo ? worker_app_open(&o, &nnw, 1, o.local.lead != 0)
+    /* metrics.jsonl is opened when the coordinator names this worker the lead */
+    int rc = zoo ? worker_app_open(&o, &nnw, 1, 0)
                  : worker_synth_init(&model, (uint64_t)o.train.seed, (uint64_t)o.model.params,
                                      (uint64_t)o.model.buffers);
     if (!rc && zoo) {
@@ -158,10 +164,13 @@ static int s_run(struct app_opts *opts, rt_config_t *cfg)
     char name[RT_WIRE_NAME_MAX], host[40] = "host";
     gethostname(host, sizeof host - 1);
     snprintf(name, sizeof name, "%s:%ld", host, (long)getpid());
-    struct s_finish fin = {&model, o.local.out, (uint64_t)o.model.params, (uint64_t)o.model.buffers,
-                           0,      -1};
-    struct worker_compute cb = {
-        .user = &fin, .init = s_init_fwd, .compute = s_compute_fwd, .finish = s_write_final};
+    struct s_finish fin = {
+        &model, o.local.out, (uint64_t)o.model.params, (uint64_t)o.model.buffers, 0, 0};
+    struct worker_compute cb = {.user = &fin,
+                                .init = s_init_fwd,
+                                .compute = s_compute_fwd,
+                                .lead = s_lead_fwd,
+                                .finish = s_write_final};
     if (zoo)
         cb = worker_app_compute(&nnw);
     struct worker_cfg wc = {
@@ -189,7 +198,7 @@ static int s_run(struct app_opts *opts, rt_config_t *cfg)
         rc = zoo ? nnw.rc : fin.rc;
     if (rc)
         fprintf(stderr, "eigenbatch worker: %s\n", rt_err_msg());
-    else if (zoo && st.worker == 0)
+    else if (zoo && nnw.is_lead)
         RT_INFO("train",
                 "%llu steps in %.1f s: %.1f samples/s, %.0f%% of the time in "
                 "communication",
@@ -200,5 +209,6 @@ static int s_run(struct app_opts *opts, rt_config_t *cfg)
         worker_app_close(&nnw);
     else
         worker_synth_fini(&model);
-    return rc ? 1 : 0;
+    /* a non-finite loss has an exit status of its own: launch may roll back on it */
+    return rt_err_exit_status(rc);
 }

@@ -58,6 +58,8 @@ const char *rt_strerror(int code)
         return "unsupported";
     case RT_ERR_EVICTED:
         return "evicted";
+    case RT_ERR_NONFINITE:
+        return "not finite";
     default:
         return "unknown error";
     }
@@ -81,4 +83,11 @@ const char *rt_err_msg(void)
     if (s_detail[0] == '\0')
         return rt_strerror(s_code);
     return s_detail;
+}
+
+int rt_err_exit_status(int rc)
+{
+    if (rc == RT_OK)
+        return 0;
+    return rc == RT_ERR_NONFINITE ? RT_EXIT_NONFINITE : RT_EXIT_FAILURE;
 }

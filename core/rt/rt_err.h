@@ -35,7 +35,19 @@ enum rt_err {
     RT_ERR_INTERRUPTED = -19, /* stopped by a signal or shutdown request */
     RT_ERR_UNSUPPORTED = -20, /* valid input that this build cannot handle */
     RT_ERR_EVICTED = -21,     /* this worker was evicted by the coordinator */
+    RT_ERR_NONFINITE = -22,   /* a loss, gradient or weight that must be finite is NaN or Inf */
 };
+
+/* Exit statuses of the role processes (`eigenbatch server`, `worker`): 0 success, 1 failure, 2 a
+ * usage or configuration error, and RT_EXIT_NONFINITE for a stop on RT_ERR_NONFINITE (a shard's
+ * summed gradient or a worker's loss that is not finite), so that a supervisor (`launch`) can tell
+ * a run that diverged, which a rollback to the last checkpoint may cure, from a crash. */
+#define RT_EXIT_FAILURE 1
+#define RT_EXIT_NONFINITE 3
+
+/* The exit status of a role process whose run returned rc: 0, RT_EXIT_NONFINITE or
+ * RT_EXIT_FAILURE. */
+int rt_err_exit_status(int rc);
 
 /* Short fixed description of a code ("malformed input"). Never NULL. */
 const char *rt_strerror(int code);

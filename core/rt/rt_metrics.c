@@ -24,7 +24,7 @@
 #define PROGRESS_LIVE_INTERVAL 0.25
 
 struct rt_metrics {
-    FILE *f;              /* the open metrics file */
+    int fd;               /* the open metrics file (O_APPEND) */
     char *path;           /* its path, for messages */
     pthread_mutex_t lock; /* held from begin to end */
     json_t *cur;          /* event being built, or NULL */
@@ -41,12 +41,9 @@ int rt_metrics_open(const char *path, int append, rt_metrics_t **out)
     }
     /* always O_APPEND, truncated or not: another process (the coordinator's eviction events)
      * may append lines to the same file, and no writer must overwrite another's */
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | (append ? 0 : O_TRUNC), 0644);
-    m->f = fd >= 0 ? fdopen(fd, "a") : NULL;
-    if (!m->f) {
+    m->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (append ? 0 : O_TRUNC), 0644);
+    if (m->fd < 0) {
         int rc = rt_err_set(RT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-        if (fd >= 0)
-            close(fd);
         free(m->path);
         free(m);
         return rc;
@@ -61,7 +58,7 @@ void rt_metrics_close(rt_metrics_t **self_p)
     if (!self_p || !*self_p)
         return;
     rt_metrics_t *m = *self_p;
-    fclose(m->f);
+    close(m->fd);
     json_decref(m->cur);
     pthread_mutex_destroy(&m->lock);
     free(m->path);
@@ -124,16 +121,34 @@ void rt_metrics_bool(rt_metrics_t *m, const char *key, int value)
         s_field(m, key, json_boolean(value));
 }
 
-/* Dump obj as one line and flush; lock held by the caller.
- * 13 significant digits keep "time" (Unix seconds) to the millisecond. */
+/* Dump obj as one line and write it with one write() call; lock held by the caller. Several
+ * processes append to one metrics.jsonl (the lead worker's epoch and step events, shard 0's evict
+ * and rejoin events, launch's rollback events): with O_APPEND, the kernel places each write() of a
+ * regular file whole at the end, so lines never interleave (stdio could split a long line into
+ * several writes). 13 significant digits keep "time" (Unix seconds) to the millisecond. */
 static int s_write_line(rt_metrics_t *m, json_t *obj)
 {
-    char *line = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(13));
-    if (!line)
+    char *text = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(13));
+    size_t n = text ? strlen(text) : 0;
+    char *line = text ? realloc(text, n + 2) : NULL;
+    if (!line) {
+        free(text);
         return rt_err_set(RT_ERR_NOMEM, "%s: cannot serialise an event", m->path);
-    int bad = fputs(line, m->f) == EOF || fputc('\n', m->f) == EOF || fflush(m->f) == EOF;
+    }
+    line[n++] = '\n';
+    line[n] = '\0';
+    size_t done = 0;
+    while (done < n) {
+        /* a short write (a full disk) ends the line with the rest: better than losing it */
+        ssize_t w = write(m->fd, line + done, n - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break;
+        done += (size_t)w;
+    }
     free(line);
-    if (bad)
+    if (done < n)
         return rt_err_set(RT_ERR_IO, "%s: write failed: %s", m->path, strerror(errno));
     return 0;
 }

@@ -2,7 +2,7 @@
  * rt_metrics: the run's machine-readable record and its human-readable progress line.
  *
  * metrics.jsonl holds one JSON object per line (jansson), one per event ("step", "epoch", "eigen",
- * ...), each starting with "event" and "time" (Unix seconds), flushed line by line so that a crash
+ * ...), each starting with "event" and "time" (Unix seconds), each line one write() so that a crash
  * or a `tail -f` sees every finished event:
  *     {"event": "epoch", "time": 1764446955.123, "epoch": 3, "loss": 0.412, "B": 512, "lr": 0.2}
  * Non-finite numbers (a diverged loss) are written as null, since JSON has no NaN.
@@ -19,7 +19,9 @@
 
 typedef struct rt_metrics rt_metrics_t;
 
-/* Open path for writing events (append when `append`, else truncate). Returns 0 and sets *out
+/* Open path for writing events (append when `append`, else truncate). The file is opened O_APPEND
+ * and every event is one write() of a whole line, so several processes may append to one file
+ * without interleaving partial lines. Returns 0 and sets *out
  * (caller owns it; free with rt_metrics_close), or RT_ERR_IO naming the path. */
 int rt_metrics_open(const char *path, int append, rt_metrics_t **out);
 

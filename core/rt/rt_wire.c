@@ -246,6 +246,7 @@ static void s_to_pb(const struct rt_wire_msg *m, EbHeader *h, EbSpan *sp, EbSche
         sc->done = m->sched.done ? 1 : 0;
         sc->epoch_last = m->sched.epoch_last ? 1 : 0;
         sc->checkpoint = m->sched.checkpoint ? 1 : 0;
+        sc->lead = m->sched.lead;
         if (m->sched.members_len) {
             sc->members.len = m->sched.members_len <= RT_WIRE_MEMBERS_BYTES ? m->sched.members_len
                                                                             : RT_WIRE_MEMBERS_BYTES;
@@ -405,6 +406,7 @@ static int s_sched_from_pb(const EbSched *s, struct rt_wire_msg *m)
     m->sched.done = s->done ? 1 : 0;
     m->sched.epoch_last = s->epoch_last ? 1 : 0;
     m->sched.checkpoint = s->checkpoint ? 1 : 0;
+    m->sched.lead = s->lead;
     if (s->members.len > RT_WIRE_MEMBERS_BYTES)
         return rt_err_set(RT_ERR_FORMAT, "member bitmap of %zu bytes from '%s' exceeds %d",
                           s->members.len, m->name, RT_WIRE_MEMBERS_BYTES);

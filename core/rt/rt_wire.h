@@ -100,6 +100,7 @@ struct rt_wire_sched {
     uint32_t members_len;  /* bytes of `members` in use; 0: every worker takes part */
     uint8_t members[RT_WIRE_MEMBERS_BYTES]; /* bit i%8 of byte i/8: worker i takes part in the
                                                step (evicted workers do not) */
+    int32_t lead; /* the lead worker of the step (writes metrics and the final weights) */
 };
 
 /* The ABS rule's whole state (EbAbsState): eig_abs keeps it in this form, a DECISION carries it

@@ -459,8 +459,8 @@ int rt_curve_check(const unsigned char *allowed, int n, const unsigned char *key
 
 static const char *const s_fail_text[RT_CURVE_FAIL_COUNT] = {
     [RT_CURVE_FAIL_PLAINTEXT] = "plaintext client: it does not use CURVE (no security.key set?)",
-    [RT_CURVE_FAIL_SERVER_KEY] = "wrong server key: its CURVE HELLO does not decrypt with this "
-                                 "server's key (check its security.server_pub)",
+    [RT_CURVE_FAIL_SERVER_KEY] = ("wrong server key: its CURVE HELLO does not decrypt "
+                                  "(check its security.server_pub)"),
     [RT_CURVE_FAIL_CLIENT_KEY] = "client key not admitted",
     [RT_CURVE_FAIL_PROTOCOL] = "CURVE handshake failed",
 };

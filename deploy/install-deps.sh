@@ -8,7 +8,7 @@ pkgs=(
   build-essential cmake pkg-config
   libopenblas-dev libzmq3-dev libprotobuf-c-dev protobuf-c-compiler
   liblmdb-dev lmdb-utils libyaml-dev libjansson-dev zlib1g-dev
-  libjpeg62-turbo-dev libturbojpeg0-dev libcmocka-dev
+  libjpeg62-turbo-dev libturbojpeg0-dev libcmocka-dev clang libfuzzer-14-dev
   dataset-fashion-mnist python3 python3-numpy gnuplot-nox clang-format
 )
 if [ "${1:-}" = "--bench" ]; then

@@ -3,10 +3,11 @@
  * secret file mode 0600, never overwritten); bad key files are errors naming the file; two rt_sock
  * peers exchange messages over encrypted tcp loopback; a client whose key is not allowed is
  * rejected by the ZAP handler (nothing delivered, the rejection logged with its address and key)
- * and so is a client without keys, while an allowed client still gets through; `eigenbatch launch`
- * over tcp with keys trains to the same weights as without, also with the eigen service (ABS,
- * decisions over PUB/SUB and the query socket, all encrypted); a missing key file stops it with a
- * message naming the file. Skipped (77) when libzmq has no CURVE.
+ * and so is a client without keys, while an allowed client still gets through; failed handshakes
+ * (a plaintext client, a wrong server key, a key not admitted) are each logged once per address;
+ * `eigenbatch launch` over tcp with keys trains to the same weights as without, also with the eigen
+ * service (ABS, decisions over PUB/SUB and the query socket, all encrypted); a missing key file
+ * stops it with a message naming the file. Skipped (77) when libzmq has no CURVE.
  */
 #include "eb_test.h"
 #include "eb_test_data.h"
@@ -21,6 +22,9 @@
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "rt_curve.h"
 #include "rt_err.h"
@@ -29,6 +33,8 @@
 #define S_PATH 4200
 #define S_RECV_MS 400       /* how long "nothing delivered" waits */
 #define S_HANDSHAKE_MS 5000 /* upper bound for a handshake or a ZAP rejection on loopback */
+#define S_RETRY_MS 1500     /* how long a refused client keeps retrying in the logging test */
+#define S_GREETING 64       /* bytes of a ZMTP 3.0 greeting */
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
@@ -359,6 +365,110 @@ static void s_rejection(int with_keys)
     rt_curve_clear();
 }
 
+/* ---- failed handshakes: logged once per address and reason ---------------------------------- */
+
+/* A plaintext (NULL mechanism) ZMTP 3.0 client on a raw TCP socket: it connects, waits a little
+ * (so that the server's monitor reads its address before the handshake fails), sends its greeting
+ * and waits until the server hangs up. */
+static void s_plaintext_attempt(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    usleep(200 * 1000);
+    unsigned char g[S_GREETING] = {0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 3, 0, 'N', 'U', 'L', 'L'};
+    assert_int_equal(send(fd, g, sizeof g, MSG_NOSIGNAL), (ssize_t)sizeof g);
+    struct timeval tv = {.tv_sec = S_HANDSHAKE_MS / 1000};
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+    char buf[256];
+    while (recv(fd, buf, sizeof buf, 0) > 0)
+        ;
+    close(fd);
+}
+
+/* A CURVE client with `own`'s keypair that takes server_pub's key for the server's: it tries (and
+ * retries) for S_RETRY_MS. The keys are set on the socket directly, not through rt_curve_configure,
+ * which would reset the server's record of what it logged. */
+static void s_curve_attempt(void *ctx, const char *ep, const char *own, const char *server)
+{
+    char path[S_PATH], sec[RT_CURVE_Z85_LEN + 1], pub[RT_CURVE_Z85_LEN + 1];
+    char srv[RT_CURVE_Z85_LEN + 1];
+    s_path(path, own, ".key");
+    assert_int_equal(rt_curve_read_secret(path, sec, pub), 0);
+    s_path(path, server, ".pub");
+    assert_int_equal(rt_curve_read_public(path, srv), 0);
+    void *c = zmq_socket(ctx, ZMQ_DEALER);
+    assert_non_null(c);
+    int linger = 0;
+    assert_int_equal(zmq_setsockopt(c, ZMQ_LINGER, &linger, sizeof linger), 0);
+    assert_int_equal(zmq_setsockopt(c, ZMQ_CURVE_SERVERKEY, srv, sizeof srv), 0);
+    assert_int_equal(zmq_setsockopt(c, ZMQ_CURVE_PUBLICKEY, pub, sizeof pub), 0);
+    assert_int_equal(zmq_setsockopt(c, ZMQ_CURVE_SECRETKEY, sec, sizeof sec), 0);
+    assert_int_equal(zmq_connect(c, ep), 0);
+    usleep(S_RETRY_MS * 1000);
+    assert_int_equal(zmq_close(c), 0);
+}
+
+/* Lines of text that contain both a and b. */
+static int s_lines_with(const char *text, const char *a, const char *b)
+{
+    int n = 0;
+    for (const char *l = text; *l;) {
+        const char *e = strchr(l, '\n');
+        size_t len = e ? (size_t)(e - l) : strlen(l);
+        char line[1024];
+        snprintf(line, sizeof line, "%.*s", (int)(len < sizeof line ? len : sizeof line - 1), l);
+        n += strstr(line, a) && strstr(line, b);
+        l += len + (e ? 1 : 0);
+    }
+    return n;
+}
+
+/* A plaintext client, a client holding a wrong server key and a client whose key is not admitted
+ * each produce exactly one warning naming the reason (and the address, 127.0.0.1), however often
+ * they try: each tries twice, and the CURVE clients retry on their own meanwhile. */
+static void test_handshake_failures_logged_once(void **state)
+{
+    (void)state;
+    char allowed[S_PATH], log[S_PATH];
+    s_path(allowed, s_a, ".pub");
+    snprintf(log, sizeof log, "%s/handshakes.log", s_dir);
+    s_config(s_a, NULL, allowed);
+    void *sctx = rt_sock_ctx_new(1), *cctx = zmq_ctx_new();
+    assert_non_null(sctx);
+    assert_non_null(cctx);
+    char ep[RT_SOCK_ENDPOINT_MAX];
+    int port = eb_test_free_port();
+    s_tcp(ep, port);
+    void *router = NULL;
+    assert_int_equal(rt_sock_router(sctx, ep, 0, &router), 0);
+    long before = rt_curve_rejected();
+    s_capture_begin(log);
+    for (int i = 0; i < 2; i++) {
+        s_plaintext_attempt(port);
+        s_curve_attempt(cctx, ep, s_b, s_b); /* b's own key taken for the server's */
+        s_curve_attempt(cctx, ep, s_b, s_a); /* the right server key, but b is not admitted */
+    }
+    usleep((useconds_t)(RT_CURVE_HOLD_S * 1e6) + 500 * 1000); /* failures held for an address */
+    s_capture_end();
+    char *text = s_slurp(log);
+    fprintf(stderr, "%s", text);
+    assert_int_equal(s_lines_with(text, "rejected peer", "plaintext client"), 1);
+    assert_int_equal(s_lines_with(text, "rejected peer 127.0.0.1", "plaintext client"), 1);
+    assert_int_equal(s_lines_with(text, "rejected peer", "wrong server key"), 1);
+    assert_int_equal(s_lines_with(text, "rejected peer", "client key not admitted"), 1);
+    assert_int_equal(s_lines_with(text, "rejected peer 127.0.0.1", "client key not admitted"), 1);
+    assert_int_equal(s_lines_with(text, "rejected peer", ""), 3);
+    assert_true(rt_curve_rejected() - before >= 6); /* every attempt counted */
+    free(text);
+    rt_sock_close(&router, 0);
+    assert_int_equal(zmq_ctx_term(cctx), 0);
+    rt_sock_ctx_destroy(&sctx);
+    rt_curve_clear();
+}
+
 static void test_unknown_key_rejected(void **state)
 {
     (void)state;
@@ -486,6 +596,7 @@ int main(void)
         cmocka_unit_test(test_encrypted_exchange),
         cmocka_unit_test(test_unknown_key_rejected),
         cmocka_unit_test(test_client_without_keys_rejected),
+        cmocka_unit_test(test_handshake_failures_logged_once),
         cmocka_unit_test(test_launch_with_keys),
         cmocka_unit_test(test_launch_abs_with_keys),
     };

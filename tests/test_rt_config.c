@@ -364,12 +364,43 @@ static void test_dump_round_trip(void **state)
     free(dir);
 }
 
+/* Dotted keys nest in the dump, so the loader bounds their levels as it bounds nesting: a key of
+ * 32 levels dumps and loads again; one of 33 (dotted, mixed with nesting, or --set) is an error
+ * naming it (the fuzzer's regression input tests/fuzz/corpus/config/regress-deep-dotted-key). */
+static void test_deep_keys(void **state)
+{
+    (void)state;
+    char key[128] = "k0", yaml[256];
+    for (int i = 1; i < 32; i++)
+        snprintf(key + strlen(key), sizeof key - strlen(key), ".k%d", i % 10);
+    snprintf(yaml, sizeof yaml, "%s: 1\n", key);
+    rt_config_t *cfg = rt_config_new();
+    assert_int_equal(rt_config_load_string(cfg, yaml, "deep.yaml"), 0);
+    char *text = rt_config_dump_string(cfg);
+    assert_non_null(text);
+    rt_config_t *back = rt_config_new();
+    assert_int_equal(rt_config_load_string(back, text, "dump.yaml"), 0);
+    assert_true(rt_config_has(back, key));
+    free(text);
+    rt_config_destroy(&back);
+    rt_config_destroy(&cfg);
+    snprintf(yaml, sizeof yaml, "%s.x: 1\n", key);
+    cfg = rt_config_new();
+    ASSERT_ERR(rt_config_load_string(cfg, yaml, "deep.yaml"), RT_ERR_CONFIG, "at most 32 levels");
+    snprintf(yaml, sizeof yaml, "top:\n  %s: 1\n", key);
+    ASSERT_ERR(rt_config_load_string(cfg, yaml, "deep.yaml"), RT_ERR_CONFIG, "deep.yaml:2");
+    snprintf(yaml, sizeof yaml, "%s.x=1", key);
+    ASSERT_ERR(rt_config_set(cfg, yaml), RT_ERR_CONFIG, "invalid key");
+    rt_config_destroy(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load_and_get), cmocka_unit_test(test_scalar_parsing),
         cmocka_unit_test(test_overrides),    cmocka_unit_test(test_file_errors),
         cmocka_unit_test(test_schema),       cmocka_unit_test(test_dump_round_trip),
+        cmocka_unit_test(test_deep_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -177,16 +177,19 @@ static int s_scalar_ok(const yaml_node_t *n, const char *where, const char *key)
     return 0;
 }
 
-/* Check that a key segment is a plain identifier-like string. */
+/* A plain identifier-like key (or segment) of at most CFG_MAX_DEPTH levels (as the dump nests). */
 static int s_key_ok(const char *k)
 {
     if (!*k || *k == '.' || k[strlen(k) - 1] == '.' || strstr(k, ".."))
         return 0;
-    for (const char *p = k; *p; p++)
+    int levels = 1;
+    for (const char *p = k; *p; p++) {
         if (!(*p == '.' || *p == '_' || *p == '-' || (*p >= '0' && *p <= '9') ||
               (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')))
             return 0;
-    return 1;
+        levels += *p == '.';
+    }
+    return levels <= CFG_MAX_DEPTH;
 }
 
 /* Merge node (the value of key; key is "" for the root) into cfg. line: where key was written
@@ -257,12 +260,13 @@ static int s_merge_node(rt_config_t *cfg, yaml_document_t *doc, yaml_node_t *nod
             const char *ks = (const char *)k->data.scalar.value;
             char full[CFG_MAX_KEY];
             int len = snprintf(full, sizeof full, "%s%s%s", key, *key ? "." : "", ks);
-            if (len < 0 || (size_t)len >= sizeof full || !s_key_ok(ks) ||
+            if (len < 0 || (size_t)len >= sizeof full || !s_key_ok(ks) || !s_key_ok(full) ||
                 strlen(ks) != k->data.scalar.length)
                 return rt_err_set(RT_ERR_CONFIG,
                                   "%s: invalid key '%.64s' (letters, digits, '_', '-', dots "
-                                  "between names)",
-                                  kwhere, ks);
+                                  "between names, at most %d levels)",
+                                  kwhere, len > 0 && (size_t)len < sizeof full ? full : ks,
+                                  CFG_MAX_DEPTH);
             int rc = s_merge_node(cfg, doc, val, full, origin,
                                   line ? (int)k->start_mark.line + 1 : 0, depth + 1);
             if (rc)

@@ -11,19 +11,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
 
-#include "rt_clock.h"
 #include "rt_err.h"
 #include "rt_log.h"
 
 #define S_NAME "curve"
-#define S_FILE_MAX 4096     /* bytes read of a key file */
-#define S_PATH_MAX 4096     /* bytes of a path */
-#define S_WARN_KEYS 16      /* rejected keys remembered for rate-limiting the warnings */
-#define S_WARN_EVERY_S 10.0 /* seconds between two warnings about the same key */
+#define S_FILE_MAX 4096 /* bytes read of a key file */
+#define S_PATH_MAX 4096 /* bytes of a path */
 
 static const char s_z85_chars[] =
     "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
@@ -37,14 +36,15 @@ static struct {
     unsigned char *allowed;            /* n_allowed raw keys admitted by the ZAP handlers */
     int n_allowed;                     /* keys in allowed */
 } s_cfg;
-static pthread_mutex_t s_mu = PTHREAD_MUTEX_INITIALIZER; /* guards s_cfg and s_warned */
+static pthread_mutex_t s_mu = PTHREAD_MUTEX_INITIALIZER; /* guards s_cfg and s_reported */
 
-/* Recently rejected keys and when each was last logged. */
+/* (address, reason) pairs already logged; s_reported_next is the slot reused next. */
 static struct {
-    unsigned char key[RT_CURVE_KEY_BYTES]; /* raw key */
-    double t;                              /* time of the last warning (0: free slot) */
-    long suppressed;                       /* rejections not logged since */
-} s_warned[S_WARN_KEYS];
+    char address[RT_CURVE_ADDR_MAX]; /* peer address ("": unknown) */
+    enum rt_curve_fail why;          /* reason */
+    int used;                        /* slot holds a pair */
+} s_reported[RT_CURVE_REPORTED_MAX];
+static int s_reported_next;
 static atomic_long s_rejected;
 
 int rt_curve_available(void)
@@ -363,6 +363,8 @@ void rt_curve_clear(void)
     pthread_mutex_lock(&s_mu);
     free(s_cfg.allowed);
     memset(&s_cfg, 0, sizeof s_cfg);
+    memset(s_reported, 0, sizeof s_reported);
+    s_reported_next = 0;
     pthread_mutex_unlock(&s_mu);
 }
 
@@ -445,38 +447,171 @@ int rt_curve_check(const unsigned char *allowed, int n, const unsigned char *key
     for (int i = 0; i < n; i++)
         if (!memcmp(allowed + (size_t)i * RT_CURVE_KEY_BYTES, key, RT_CURVE_KEY_BYTES))
             return 1;
-    atomic_fetch_add(&s_rejected, 1);
-    /* a rejected client reconnects every few hundred ms: one warning per key per interval */
-    double now = rt_clock_now();
-    long suppressed = -1;
+    char z85[RT_CURVE_Z85_LEN + 1], detail[RT_CURVE_Z85_LEN + 64];
+    if (!zmq_z85_encode(z85, key, RT_CURVE_KEY_BYTES))
+        snprintf(z85, sizeof z85, "?");
+    snprintf(detail, sizeof detail, "public key %s is not in security.allowed", z85);
+    rt_curve_report(address, RT_CURVE_FAIL_CLIENT_KEY, detail);
+    return 0;
+}
+
+/* ---- failed handshakes ---------------------------------------------------------------------- */
+
+static const char *const s_fail_text[RT_CURVE_FAIL_COUNT] = {
+    [RT_CURVE_FAIL_PLAINTEXT] = "plaintext client: it does not use CURVE (no security.key set?)",
+    [RT_CURVE_FAIL_SERVER_KEY] = ("wrong server key: its CURVE HELLO does not decrypt "
+                                  "(check its security.server_pub)"),
+    [RT_CURVE_FAIL_CLIENT_KEY] = "client key not admitted",
+    [RT_CURVE_FAIL_PROTOCOL] = "CURVE handshake failed",
+};
+
+/* Is (address, why) in the logged set? address NULL: for any address. Caller holds s_mu. */
+static int s_reported_has(const char *address, enum rt_curve_fail why)
+{
+    for (int i = 0; i < RT_CURVE_REPORTED_MAX; i++)
+        if (s_reported[i].used && s_reported[i].why == why &&
+            (!address || !strcmp(s_reported[i].address, address)))
+            return 1;
+    return 0;
+}
+
+/* rt_curve_report without counting the failure. */
+static int s_log_once(const char *address, enum rt_curve_fail why, const char *detail)
+{
+    RT_ASSERT((unsigned)why < RT_CURVE_FAIL_COUNT);
+    char a[RT_CURVE_ADDR_MAX];
+    snprintf(a, sizeof a, "%s", address ? address : "");
     pthread_mutex_lock(&s_mu);
-    int slot = -1, oldest = 0;
-    for (int i = 0; i < S_WARN_KEYS; i++) {
-        if (s_warned[i].t > 0 && !memcmp(s_warned[i].key, key, RT_CURVE_KEY_BYTES))
-            slot = i;
-        if (s_warned[i].t < s_warned[oldest].t)
-            oldest = i;
-    }
-    if (slot >= 0 && now - s_warned[slot].t < S_WARN_EVERY_S) {
-        s_warned[slot].suppressed++;
-    } else {
-        if (slot < 0) {
-            slot = oldest;
-            memcpy(s_warned[slot].key, key, RT_CURVE_KEY_BYTES);
-            s_warned[slot].suppressed = 0;
-        }
-        suppressed = s_warned[slot].suppressed;
-        s_warned[slot].suppressed = 0;
-        s_warned[slot].t = now;
+    int seen = s_reported_has(a, why);
+    if (!seen) {
+        int k = s_reported_next;
+        snprintf(s_reported[k].address, sizeof s_reported[k].address, "%s", a);
+        s_reported[k].why = why;
+        s_reported[k].used = 1;
+        s_reported_next = (k + 1) % RT_CURVE_REPORTED_MAX;
     }
     pthread_mutex_unlock(&s_mu);
-    if (suppressed >= 0) {
-        char z85[RT_CURVE_Z85_LEN + 1];
-        if (!zmq_z85_encode(z85, key, RT_CURVE_KEY_BYTES))
-            snprintf(z85, sizeof z85, "?");
-        RT_WARN(S_NAME, "rejected peer %s: public key %s is not in security.allowed%s",
-                address && *address ? address : "(unknown address)", z85,
-                suppressed > 0 ? " (and earlier attempts not logged)" : "");
+    if (seen)
+        return 0;
+    RT_WARN(S_NAME, "rejected peer %s: %s%s%s (logged once per address and reason)",
+            a[0] ? a : "(address unknown)", s_fail_text[why], detail ? ": " : "",
+            detail ? detail : "");
+    return 1;
+}
+
+int rt_curve_report(const char *address, enum rt_curve_fail why, const char *detail)
+{
+    atomic_fetch_add(&s_rejected, 1);
+    return s_log_once(address, why, detail);
+}
+
+void rt_curve_peers_init(struct rt_curve_peers *p)
+{
+    memset(p, 0, sizeof *p);
+    for (int i = 0; i < RT_CURVE_PEERS; i++)
+        p->fd[i] = -1;
+}
+
+int rt_curve_peers_events(void)
+{
+    return ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+           ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL;
+}
+
+/* The peer address of connection fd into buf ("" when it is gone already). */
+static void s_peer_address(int fd, char *buf, size_t cap)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    buf[0] = '\0';
+    if (getpeername(fd, (struct sockaddr *)&ss, &len))
+        return;
+    if (ss.ss_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, buf, (socklen_t)cap);
+    else if (ss.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, buf, (socklen_t)cap);
+    else if (ss.ss_family == AF_UNIX)
+        snprintf(buf, cap, "a local (ipc) process");
+}
+
+/* The detail of a failure: libzmq's code, for the reasons that have no text of their own. */
+static const char *s_detail(enum rt_curve_fail why, unsigned code, char *buf, size_t cap)
+{
+    if (why != RT_CURVE_FAIL_PROTOCOL)
+        return NULL;
+    snprintf(buf, cap, "libzmq code 0x%08x", code);
+    return buf;
+}
+
+/* The DISCONNECTED that ends a failed handshake: log it, or hold it when the address is gone. */
+static void s_peers_failed(struct rt_curve_peers *p, const char *addr, double now)
+{
+    char detail[64];
+    p->failed = 0;
+    if (addr[0]) {
+        rt_curve_report(addr, p->why, s_detail(p->why, p->code, detail, sizeof detail));
+        p->held[p->why] = 0; /* a held failure of the same reason is probably this client's */
+        return;
     }
-    return 0;
+    atomic_fetch_add(&s_rejected, 1);
+    if (p->held[p->why] == 0) {
+        p->held[p->why] = now;
+        p->held_code[p->why] = p->code;
+    }
+}
+
+void rt_curve_peers_event(struct rt_curve_peers *p, int event, unsigned value, double now)
+{
+    int slot = -1;
+    switch (event) {
+    case ZMQ_EVENT_ACCEPTED:
+        slot = p->next;
+        p->next = (p->next + 1) % RT_CURVE_PEERS;
+        p->fd[slot] = (int)value;
+        s_peer_address((int)value, p->addr[slot], sizeof p->addr[slot]);
+        break;
+    case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+        p->failed = 1;
+        p->code = value;
+        p->why = value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH ? RT_CURVE_FAIL_PLAINTEXT
+                 : value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC    ? RT_CURVE_FAIL_SERVER_KEY
+                                                                     : RT_CURVE_FAIL_PROTOCOL;
+        break;
+    case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+        /* value is an errno: a client that hangs up mid-handshake (it closed its socket) did
+         * nothing wrong */
+        if (value == EPIPE || value == ECONNRESET || value == ECONNABORTED)
+            break;
+        p->failed = 1;
+        p->code = value;
+        p->why = RT_CURVE_FAIL_PROTOCOL;
+        break;
+    case ZMQ_EVENT_DISCONNECTED:
+        for (int i = 0; i < RT_CURVE_PEERS; i++)
+            if (p->fd[i] == (int)value)
+                slot = i;
+        if (p->failed)
+            s_peers_failed(p, slot >= 0 ? p->addr[slot] : "", now);
+        if (slot >= 0)
+            p->fd[slot] = -1;
+        break;
+    default:
+        break;
+    }
+}
+
+void rt_curve_peers_tick(struct rt_curve_peers *p, double now)
+{
+    for (int w = 0; w < RT_CURVE_FAIL_COUNT; w++) {
+        if (p->held[w] == 0 || now - p->held[w] < RT_CURVE_HOLD_S)
+            continue;
+        p->held[w] = 0;
+        pthread_mutex_lock(&s_mu);
+        int known = s_reported_has(NULL, (enum rt_curve_fail)w);
+        pthread_mutex_unlock(&s_mu);
+        char detail[64];
+        if (!known)
+            s_log_once("", (enum rt_curve_fail)w,
+                       s_detail((enum rt_curve_fail)w, p->held_code[w], detail, sizeof detail));
+    }
 }

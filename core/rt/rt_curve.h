@@ -9,9 +9,9 @@
  * is a CURVE server and every such connect a CURVE client; inproc:// endpoints are never encrypted
  * (they never leave the process). A ZAP handler (a thread bound to inproc://zeromq.zap.01 in the
  * socket's context, started by the first CURVE bind in that context and ended by
- * rt_sock_ctx_destroy) admits only the public keys of the allowed list and logs a warning naming
- * each rejected peer's address and key. Without security everything is plain ZeroMQ (NULL
- * mechanism).
+ * rt_sock_ctx_destroy) admits only the public keys of the allowed list. Every failed handshake
+ * (a plaintext client, a wrong server key, a key not admitted) is logged once per peer address and
+ * reason (rt_curve_report). Without security everything is plain ZeroMQ (NULL mechanism).
  */
 #ifndef RT_CURVE_H
 #define RT_CURVE_H
@@ -69,13 +69,67 @@ int rt_curve_wants(const char *endpoint);
  * the count and *keys (caller owns it; free()), or a negative rt_err code. */
 int rt_curve_allowed_copy(unsigned char **keys);
 
-/* Count of peers rejected by the ZAP handlers of this process so far. */
+/* Count of failed handshakes with the CURVE servers of this process so far (every attempt). */
 long rt_curve_rejected(void);
 
 /* Called by a ZAP handler: admit or reject a CURVE client key (raw) from address. allowed/n: the
- * handler's snapshot. Rejections are counted and logged (each key at most once every few seconds).
- * Returns 1 to admit, 0 to reject. */
+ * handler's snapshot. A rejection is reported (rt_curve_report, RT_CURVE_FAIL_CLIENT_KEY, naming
+ * the key). Returns 1 to admit, 0 to reject. */
 int rt_curve_check(const unsigned char *allowed, int n, const unsigned char *key,
                    const char *address);
+
+/* Why a client's handshake with a CURVE server failed. */
+enum rt_curve_fail {
+    RT_CURVE_FAIL_PLAINTEXT = 0, /* the client does not speak CURVE (no keys: NULL mechanism) */
+    RT_CURVE_FAIL_SERVER_KEY,    /* its HELLO does not decrypt: it holds a wrong server key */
+    RT_CURVE_FAIL_CLIENT_KEY,    /* its public key is not admitted (ZAP) */
+    RT_CURVE_FAIL_PROTOCOL,      /* another handshake error (detail: libzmq's code) */
+    RT_CURVE_FAIL_COUNT
+};
+
+#define RT_CURVE_REPORTED_MAX 64 /* (address, reason) pairs remembered as already logged */
+#define RT_CURVE_ADDR_MAX 64     /* bytes of a peer address, with the terminator */
+#define RT_CURVE_PEERS 32        /* open connections a server socket's monitor remembers */
+#define RT_CURVE_HOLD_S 3.0      /* how long a failure of unknown address waits for a known one */
+
+/* Count a failed handshake and log it once per (address, reason): a warning naming the peer's
+ * address ("" or NULL: unknown), the reason and detail (may be NULL). A client retries every few
+ * hundred ms, so later failures of the same pair are only counted. The set of logged pairs is
+ * bounded (RT_CURVE_REPORTED_MAX, the oldest forgotten first) and emptied by rt_curve_clear (and
+ * so by rt_curve_configure). Returns 1 when it logged. Thread-safe. */
+int rt_curve_report(const char *address, enum rt_curve_fail why, const char *detail);
+
+/*
+ * Failures that never reach the ZAP handler (a plaintext client, a wrong server key) are seen
+ * only by a monitor of the server socket (zmq_socket_monitor; rt_sock runs it in the ZAP
+ * handler's thread). libzmq 4.3's events do not carry the peer's address: ACCEPTED carries the
+ * connection's descriptor (its address is read then with getpeername), HANDSHAKE_FAILED_* the
+ * reason, and the DISCONNECTED that follows the descriptor again, which ties the two together.
+ * A connection can be closed before the monitor reads its address; such a failure is held for
+ * RT_CURVE_HOLD_S in case a retry of the same client shows it, and logged with an unknown address
+ * only when no failure of its reason has been logged for any address.
+ */
+struct rt_curve_peers {
+    int fd[RT_CURVE_PEERS];                       /* accepted connections' descriptors (-1: free) */
+    char addr[RT_CURVE_PEERS][RT_CURVE_ADDR_MAX]; /* their peers' addresses ("": unknown) */
+    int next;                                     /* slot reused next */
+    int failed;                                   /* a failure waits for its DISCONNECTED */
+    enum rt_curve_fail why;                       /* its reason */
+    unsigned code;                                /* its libzmq code (protocol error or errno) */
+    double held[RT_CURVE_FAIL_COUNT]; /* first unlogged failure of unknown address (0: none) */
+    unsigned held_code[RT_CURVE_FAIL_COUNT]; /* its code */
+};
+
+/* Start with no connection known. */
+void rt_curve_peers_init(struct rt_curve_peers *p);
+
+/* One monitor event of a CURVE server socket (ZMQ_EVENT_*, its value) at time now (rt_clock). */
+void rt_curve_peers_event(struct rt_curve_peers *p, int event, unsigned value, double now);
+
+/* Log the held failures whose time is up (call every few hundred ms). */
+void rt_curve_peers_tick(struct rt_curve_peers *p, double now);
+
+/* The monitor events rt_curve_peers_event needs (for zmq_socket_monitor). */
+int rt_curve_peers_events(void);
 
 #endif

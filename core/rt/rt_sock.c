@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <stdlib.h>
@@ -22,6 +24,9 @@
 #define S_TRIM_THRESHOLD (1L << 30) /* keep freed frame memory for the next frames */
 #define S_ZAP_ENDPOINT "inproc://zeromq.zap.01" /* where libzmq asks a context's ZAP handler */
 #define S_ZAP_FRAMES 8                          /* frames of a ZAP request kept (7 for CURVE) */
+#define S_MON_MAX 16        /* CURVE server sockets of one context whose handshakes are monitored */
+#define S_POLL_MS 100       /* the handler's tick: new monitors, held failures */
+#define S_MON_EVENT_BYTES 6 /* a monitor event frame: uint16 event, uint32 value */
 
 #define S_ZMQ_CHECK(expr, what)                                                                    \
     do {                                                                                           \
@@ -54,81 +59,187 @@ void *rt_sock_ctx_new(int io_threads)
 
 /* ---- ZAP handlers ---------------------------------------------------------------------------- */
 
-/* The ZAP handler of one context: a REP socket on S_ZAP_ENDPOINT served by a thread. */
+/* A monitored CURVE server socket: its events arrive on a PAIR socket of the handler's thread. */
+struct s_mon {
+    void *pair;                  /* connected to the socket's monitor endpoint */
+    struct rt_curve_peers peers; /* the connections it knows and their failures */
+};
+
+/* The ZAP handler of one context: a REP socket on S_ZAP_ENDPOINT served by a thread, which also
+ * reads the monitor events of the context's CURVE server sockets (failed handshakes that never
+ * reach ZAP: plaintext clients, wrong server keys; see rt_curve.h). */
 struct s_zap {
-    void *ctx;           /* the context (borrowed) */
-    void *sock;          /* REP socket, owned by the thread once it runs */
-    pthread_t thread;    /* serves sock until the context terminates */
-    unsigned char *keys; /* n raw public keys admitted (snapshot of rt_curve's list) */
-    int n;               /* keys */
-    struct s_zap *next;  /* next handler in s_zaps */
+    void *ctx;                   /* the context (borrowed) */
+    void *sock;                  /* REP socket, owned by the thread once it runs */
+    pthread_t thread;            /* serves sock until the context terminates */
+    unsigned char *keys;         /* n raw public keys admitted (snapshot of rt_curve's list) */
+    int n;                       /* keys */
+    struct s_mon mon[S_MON_MAX]; /* monitors; the thread owns those below n_mon */
+    int n_mon;                   /* monitors handed to the thread (guarded by s_zap_mu) */
+    struct s_zap *next;          /* next handler in s_zaps */
 };
 static struct s_zap *s_zaps;                                 /* handlers of live contexts */
-static pthread_mutex_t s_zap_mu = PTHREAD_MUTEX_INITIALIZER; /* guards s_zaps */
+static pthread_mutex_t s_zap_mu = PTHREAD_MUTEX_INITIALIZER; /* guards s_zaps, n_mon */
+static atomic_uint s_mon_seq;                                /* names monitor endpoints */
 
 static int s_zap_send(void *sock, const void *data, size_t n, int more)
 {
     return zmq_send(sock, data, n, more ? ZMQ_SNDMORE : 0) < 0 ? -1 : 0;
 }
 
-/* Serve ZAP requests (RFC 27): version, request id, domain, address, routing id, mechanism,
+/* Serve one ZAP request (RFC 27): version, request id, domain, address, routing id, mechanism,
  * credentials; reply version, request id, status code, status text, user id, metadata. Only
- * CURVE requests with an allowed client key get 200. Ends when the context terminates. */
+ * CURVE requests with an allowed client key get 200. fr: S_ZAP_FRAMES initialised messages.
+ * Returns -1 when the context is ending. */
+static int s_zap_serve(struct s_zap *z, zmq_msg_t *fr)
+{
+    int n = 0, more = 1;
+    while (more) {
+        zmq_msg_t *m = &fr[n < S_ZAP_FRAMES ? n : S_ZAP_FRAMES - 1];
+        if (zmq_msg_recv(m, z->sock, 0) < 0) {
+            if (zmq_errno() == EINTR)
+                continue;
+            return -1; /* ETERM: the context is ending */
+        }
+        more = zmq_msg_more(m);
+        if (n < S_ZAP_FRAMES)
+            n++;
+    }
+    const char *status = "400", *text = "unknown client key";
+    char addr[RT_SOCK_ENDPOINT_MAX] = "";
+    if (n >= 4) {
+        size_t al = zmq_msg_size(&fr[3]);
+        al = al < sizeof addr - 1 ? al : sizeof addr - 1;
+        memcpy(addr, zmq_msg_data(&fr[3]), al);
+        addr[al] = '\0';
+    }
+    if (n < 7 || zmq_msg_size(&fr[0]) != 3 || memcmp(zmq_msg_data(&fr[0]), "1.0", 3)) {
+        status = "500";
+        text = "malformed ZAP request";
+    } else if (zmq_msg_size(&fr[5]) != 5 || memcmp(zmq_msg_data(&fr[5]), "CURVE", 5) ||
+               zmq_msg_size(&fr[6]) != RT_CURVE_KEY_BYTES) {
+        text = "CURVE required";
+        rt_curve_report(addr, RT_CURVE_FAIL_PLAINTEXT, NULL);
+    } else if (rt_curve_check(z->keys, z->n, zmq_msg_data(&fr[6]), addr)) {
+        status = "200";
+        text = "OK";
+    }
+    const void *rid = n >= 2 ? zmq_msg_data(&fr[1]) : "";
+    size_t rid_len = n >= 2 ? zmq_msg_size(&fr[1]) : 0;
+    if (s_zap_send(z->sock, "1.0", 3, 1) || s_zap_send(z->sock, rid, rid_len, 1) ||
+        s_zap_send(z->sock, status, 3, 1) || s_zap_send(z->sock, text, strlen(text), 1) ||
+        s_zap_send(z->sock, "", 0, 1) || s_zap_send(z->sock, "", 0, 0)) {
+        if (zmq_errno() == ETERM)
+            return -1;
+        RT_WARN("curve", "ZAP reply: %s", zmq_strerror(zmq_errno()));
+    }
+    return 0;
+}
+
+/* Read the events waiting on a monitor (event frame, then the endpoint frame). Returns -1 when
+ * the context is ending. */
+static int s_mon_read(struct s_mon *mon)
+{
+    for (;;) {
+        zmq_msg_t ev, ep;
+        zmq_msg_init(&ev);
+        zmq_msg_init(&ep);
+        int rc = zmq_msg_recv(&ev, mon->pair, ZMQ_DONTWAIT);
+        if (rc >= 0 && zmq_msg_more(&ev))
+            rc = zmq_msg_recv(&ep, mon->pair, 0);
+        int err = rc < 0 ? zmq_errno() : 0;
+        if (!err && zmq_msg_size(&ev) == S_MON_EVENT_BYTES) {
+            uint16_t event;
+            uint32_t value;
+            memcpy(&event, zmq_msg_data(&ev), sizeof event);
+            memcpy(&value, (const uint8_t *)zmq_msg_data(&ev) + sizeof event, sizeof value);
+            rt_curve_peers_event(&mon->peers, event, value, rt_clock_now());
+        }
+        zmq_msg_close(&ev);
+        zmq_msg_close(&ep);
+        if (err == EAGAIN)
+            return 0;
+        if (err && err != EINTR)
+            return -1;
+    }
+}
+
+/* The handler's thread: ZAP requests and monitor events until the context terminates. */
 static void *s_zap_main(void *arg)
 {
     struct s_zap *z = arg;
     zmq_msg_t fr[S_ZAP_FRAMES];
     for (int i = 0; i < S_ZAP_FRAMES; i++)
         zmq_msg_init(&fr[i]);
+    int n_mon = 0;
     for (;;) {
-        int n = 0, more = 1, err = 0;
-        while (more) {
-            zmq_msg_t *m = &fr[n < S_ZAP_FRAMES ? n : S_ZAP_FRAMES - 1];
-            if (zmq_msg_recv(m, z->sock, 0) < 0) {
-                err = zmq_errno();
-                if (err == EINTR)
-                    continue;
-                break;
-            }
-            more = zmq_msg_more(m);
-            if (n < S_ZAP_FRAMES)
-                n++;
+        pthread_mutex_lock(&s_zap_mu);
+        n_mon = z->n_mon;
+        pthread_mutex_unlock(&s_zap_mu);
+        zmq_pollitem_t items[1 + S_MON_MAX] = {{.socket = z->sock, .events = ZMQ_POLLIN}};
+        for (int i = 0; i < n_mon; i++)
+            items[1 + i] = (zmq_pollitem_t){.socket = z->mon[i].pair, .events = ZMQ_POLLIN};
+        if (zmq_poll(items, 1 + n_mon, S_POLL_MS) < 0) {
+            if (zmq_errno() == EINTR)
+                continue;
+            break; /* ETERM */
         }
-        if (err)
-            break; /* ETERM: the context is ending */
-        const char *status = "400", *text = "unknown client key";
-        char addr[RT_SOCK_ENDPOINT_MAX] = "";
-        if (n >= 4) {
-            size_t al = zmq_msg_size(&fr[3]);
-            al = al < sizeof addr - 1 ? al : sizeof addr - 1;
-            memcpy(addr, zmq_msg_data(&fr[3]), al);
-            addr[al] = '\0';
-        }
-        if (n < 7 || zmq_msg_size(&fr[0]) != 3 || memcmp(zmq_msg_data(&fr[0]), "1.0", 3)) {
-            status = "500";
-            text = "malformed ZAP request";
-        } else if (zmq_msg_size(&fr[5]) != 5 || memcmp(zmq_msg_data(&fr[5]), "CURVE", 5) ||
-                   zmq_msg_size(&fr[6]) != RT_CURVE_KEY_BYTES) {
-            text = "CURVE required";
-            RT_WARN("curve", "rejected peer %s: not a CURVE client", addr[0] ? addr : "?");
-        } else if (rt_curve_check(z->keys, z->n, zmq_msg_data(&fr[6]), addr)) {
-            status = "200";
-            text = "OK";
-        }
-        const void *rid = n >= 2 ? zmq_msg_data(&fr[1]) : "";
-        size_t rid_len = n >= 2 ? zmq_msg_size(&fr[1]) : 0;
-        if (s_zap_send(z->sock, "1.0", 3, 1) || s_zap_send(z->sock, rid, rid_len, 1) ||
-            s_zap_send(z->sock, status, 3, 1) || s_zap_send(z->sock, text, strlen(text), 1) ||
-            s_zap_send(z->sock, "", 0, 1) || s_zap_send(z->sock, "", 0, 0)) {
-            if (zmq_errno() == ETERM)
-                break;
-            RT_WARN("curve", "ZAP reply: %s", zmq_strerror(zmq_errno()));
-        }
+        if ((items[0].revents & ZMQ_POLLIN) && s_zap_serve(z, fr))
+            break;
+        int ending = 0;
+        for (int i = 0; i < n_mon && !ending; i++)
+            if (items[1 + i].revents & ZMQ_POLLIN)
+                ending = s_mon_read(&z->mon[i]);
+        if (ending)
+            break;
+        double now = rt_clock_now();
+        for (int i = 0; i < n_mon; i++)
+            rt_curve_peers_tick(&z->mon[i].peers, now);
     }
     for (int i = 0; i < S_ZAP_FRAMES; i++)
         zmq_msg_close(&fr[i]);
+    pthread_mutex_lock(&s_zap_mu);
+    n_mon = z->n_mon;
+    z->n_mon = S_MON_MAX; /* no more monitors: the context is ending */
+    pthread_mutex_unlock(&s_zap_mu);
+    for (int i = 0; i < n_mon; i++)
+        zmq_close(z->mon[i].pair);
     zmq_close(z->sock);
     return NULL;
+}
+
+/* Monitor CURVE server socket s of ctx for failed handshakes: its events go to a PAIR socket
+ * handed to ctx's ZAP handler (started already). Beyond S_MON_MAX sockets, or when the monitor
+ * cannot be set up, the socket works unmonitored (the ZAP handler still logs key rejections). */
+static void s_mon_add(void *ctx, void *s)
+{
+    char ep[64];
+    snprintf(ep, sizeof ep, "inproc://eb-curve-monitor-%u", atomic_fetch_add(&s_mon_seq, 1));
+    pthread_mutex_lock(&s_zap_mu);
+    struct s_zap *z = s_zaps;
+    while (z && z->ctx != ctx)
+        z = z->next;
+    void *pair = NULL;
+    int linger = 0;
+    if (!z || z->n_mon >= S_MON_MAX)
+        goto out_unlock;
+    if (zmq_socket_monitor(s, ep, rt_curve_peers_events()) || !(pair = zmq_socket(ctx, ZMQ_PAIR)) ||
+        zmq_setsockopt(pair, ZMQ_LINGER, &linger, sizeof linger) || zmq_connect(pair, ep)) {
+        RT_WARN("curve",
+                "monitor of a CURVE server socket: %s (failed handshakes that do not "
+                "reach ZAP are not logged)",
+                zmq_strerror(zmq_errno()));
+        zmq_socket_monitor(s, NULL, 0);
+        if (pair)
+            zmq_close(pair);
+        goto out_unlock;
+    }
+    rt_curve_peers_init(&z->mon[z->n_mon].peers);
+    z->mon[z->n_mon].pair =
+        pair; /* the thread owns it from here (the mutex orders the hand-over) */
+    z->n_mon++;
+out_unlock:
+    pthread_mutex_unlock(&s_zap_mu);
 }
 
 /* Start the ZAP handler of ctx unless it runs already. */
@@ -213,6 +324,7 @@ int rt_sock_bind(void *ctx, void *s, const char *endpoint)
     if (rt_curve_wants(endpoint)) {
         if ((rc = s_zap_start(ctx)) || (rc = rt_curve_apply(s, endpoint, 1)))
             return rc;
+        s_mon_add(ctx, s);
     }
     if (zmq_bind(s, endpoint) != 0)
         return rt_err_set(RT_ERR_ZMQ, "bind %s: %s", endpoint, zmq_strerror(zmq_errno()));

@@ -1,0 +1,75 @@
+/*
+ * fuzz_datum: libFuzzer harness of the Datum decoder (rt_datum_decode, and the arena variant the
+ * loader's hot loop uses), followed for encoded records by what the loader does next: read the
+ * JPEG header (rt_jpeg_header) and decode the image at full and 1/8 scale (rt_jpeg_decode). The
+ * two decoders must agree; a decoded record's payload is read in full.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fuzz_util.h"
+#include "rt_datum.h"
+#include "rt_err.h"
+#include "rt_jpeg.h"
+
+#define S_PIXELS_MAX (1u << 20) /* largest image decoded, bytes (the harness's memory bound) */
+
+static volatile unsigned s_sink; /* keeps the payload reads from being optimised away */
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* Decode an encoded record's image as the loader does, when it is small enough. */
+static void s_jpeg(const struct rt_datum *d)
+{
+    static rt_jpeg_t *j;
+    static uint8_t pixels[S_PIXELS_MAX];
+    if (!j && !(j = rt_jpeg_new()))
+        abort();
+    int w = 0, h = 0, c = 0;
+    if (rt_jpeg_header(j, d->data, d->data_len, "fuzz", &w, &h, &c))
+        return;
+    if (w <= 0 || h <= 0 || (c != 1 && c != 3))
+        abort(); /* the header reader promised a usable shape */
+    int denoms[] = {8, 1};
+    for (size_t i = 0; i < sizeof denoms / sizeof denoms[0]; i++) {
+        int sw = 0, sh = 0;
+        rt_jpeg_scaled_size(w, h, denoms[i], &sw, &sh);
+        if ((size_t)sw * (size_t)sh * 3 > S_PIXELS_MAX)
+            continue;
+        (void)rt_jpeg_decode(j, d->data, d->data_len, "fuzz", denoms[i], 3, 0, pixels);
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static struct rt_datum_arena arena;
+    struct rt_datum d, a;
+    memset(&d, 0, sizeof d);
+    memset(&a, 0, sizeof a);
+    int rc = rt_datum_decode(data, size, "fuzz", &d);
+    int rca = rt_datum_decode_arena(data, size, "fuzz", &arena, &a);
+    if ((rc == 0) != (rca == 0))
+        abort(); /* the heap and arena decoders disagree */
+    if (rc) {
+        rt_datum_release(&a);
+        return 0;
+    }
+    if (d.kind != a.kind || d.data_len != a.data_len || d.float_len != a.float_len)
+        abort();
+    unsigned sum = 0;
+    for (size_t i = 0; i < d.data_len; i++)
+        sum += d.data[i];
+    for (size_t i = 0; i < d.float_len; i++) {
+        float f;
+        memcpy(&f, d.float_data + i, sizeof f);
+        sum += f > 0;
+    }
+    s_sink = sum;
+    if (d.kind == RT_DATUM_ENCODED)
+        s_jpeg(&d);
+    rt_datum_release(&d);
+    rt_datum_release(&d);
+    rt_datum_release(&a);
+    return 0;
+}

@@ -1,9 +1,10 @@
 /*
  * cmd_convert: `eigenbatch convert FORMAT --in PATH --out DIR ...` writes an LMDB database of
  * Caffe Datum records (keys %08d in source order) from Fashion-MNIST/MNIST IDX files, CIFAR-10/100
- * binary files or a folder of JPEG images (one subfolder per class).
+ * binary files, or JPEG images (convert_images.c: a folder per class, ImageNet's validation folder
+ * with a label file, TinyImageNet). The database is built beside DIR and renamed into place at the
+ * end (rt_db), so a stopped convert leaves nothing at DIR that a reader would take.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -11,25 +12,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
+#include "convert.h"
 #include "eb_cli.h"
 #include "rt_datum.h"
 #include "rt_db.h"
 #include "rt_err.h"
-#include "rt_image.h"
 #include "rt_jpeg.h"
+#include "rt_opt.h"
 
 #define S_IDX_IMAGES_MAGIC 0x00000803u /* IDX: unsigned byte, 3 dimensions */
 #define S_IDX_LABELS_MAGIC 0x00000801u /* IDX: unsigned byte, 1 dimension */
 #define S_CIFAR_PIXELS 3072            /* 3 x 32 x 32 */
 #define S_CIFAR_SIDE 32
-#define S_PROGRESS_LINE_S 2.0 /* seconds between progress lines when not a terminal */
-#define S_PROGRESS_BAR_S 0.1  /* seconds between bar redraws on a terminal */
 #define S_BAR_WIDTH 40
 #define S_PATH_MAX 4096
 
@@ -41,15 +40,7 @@ static void s_on_signal(int sig)
     s_interrupted = 1;
 }
 
-/* ---- progress display --------------------------------------------------------------------- */
-
-struct s_progress {
-    const char *what; /* label */
-    size_t total;     /* records expected */
-    bool tty;         /* stderr is a terminal: live bar */
-    double t0;        /* start time */
-    double last;      /* last display time */
-};
+/* ---- progress display and record writing ------------------------------------------------- */
 
 static double s_now(void)
 {
@@ -58,7 +49,7 @@ static double s_now(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static void s_progress_start(struct s_progress *p, const char *what, size_t total)
+void convert_progress_start(struct convert_progress *p, const char *what, size_t total)
 {
     p->what = what;
     p->total = total;
@@ -66,10 +57,10 @@ static void s_progress_start(struct s_progress *p, const char *what, size_t tota
     p->t0 = p->last = s_now();
 }
 
-static void s_progress_show(struct s_progress *p, size_t done, bool final)
+void convert_progress_show(struct convert_progress *p, size_t done, bool final)
 {
     double t = s_now();
-    if (!final && t - p->last < (p->tty ? S_PROGRESS_BAR_S : S_PROGRESS_LINE_S))
+    if (!final && t - p->last < CONVERT_PROGRESS_S)
         return;
     p->last = t;
     double el = t - p->t0, rate = el > 0 ? done / el : 0.0;
@@ -90,18 +81,7 @@ static void s_progress_show(struct s_progress *p, size_t done, bool final)
     fflush(stderr);
 }
 
-/* ---- common record writing ---------------------------------------------------------------- */
-
-/* What every source writes through. */
-struct s_out {
-    rt_db_writer_t *w;      /* the database being built */
-    uint8_t *buf;           /* serialisation buffer (reused) */
-    size_t cap;             /* its size */
-    struct s_progress prog; /* display */
-};
-
-/* Serialise d and store it under the next %08d key. */
-static int s_put(struct s_out *o, const struct rt_datum *d)
+int convert_put(struct convert_out *o, const struct rt_datum *d)
 {
     if (s_interrupted)
         return rt_err_set(RT_ERR_INTERRUPTED, "interrupted; nothing was written");
@@ -121,7 +101,7 @@ static int s_put(struct s_out *o, const struct rt_datum *d)
     int klen = snprintf(key, sizeof key, "%08zu", i);
     if ((rc = rt_db_writer_put(o->w, key, (size_t)klen, o->buf, len)) < 0)
         return rc;
-    s_progress_show(&o->prog, i + 1, false);
+    convert_progress_show(&o->prog, i + 1, false);
     return 0;
 }
 
@@ -166,7 +146,7 @@ static uint32_t s_be32(const uint8_t *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-static int s_convert_idx(const char *in, const char *split, struct s_out *o, const char *fmt)
+static int s_convert_idx(const char *in, const char *split, struct convert_out *o, const char *fmt)
 {
     char ipath[S_PATH_MAX], lpath[S_PATH_MAX];
     const char *prefix = !strcmp(split, "train") ? "train" : "t10k";
@@ -211,7 +191,7 @@ static int s_convert_idx(const char *in, const char *split, struct s_out *o, con
         rc = rt_err_set(RT_ERR_NOMEM, "out of memory");
         goto out_close_labels;
     }
-    s_progress_start(&o->prog, fmt, n);
+    convert_progress_start(&o->prog, fmt, n);
     for (uint32_t i = 0; i < n; i++) {
         uint8_t lab;
         if ((rc = s_gzread(fi, ipath, px, (size_t)rows * cols)) < 0 ||
@@ -224,7 +204,7 @@ static int s_convert_idx(const char *in, const char *split, struct s_out *o, con
                              .label = lab,
                              .data = px,
                              .data_len = (size_t)rows * cols};
-        if ((rc = s_put(o, &d)) < 0)
+        if ((rc = convert_put(o, &d)) < 0)
             goto out_free;
     }
     rc = 0;
@@ -255,7 +235,7 @@ static int s_find_file(const char *in, const char *sub, const char *name, char *
     return rt_err_set(RT_ERR_NOTFOUND, "%s: not found (nor in %s/%s/)", path, in, sub);
 }
 
-static int s_convert_cifar(const char *in, const char *split, struct s_out *o, bool c100)
+static int s_convert_cifar(const char *in, const char *split, struct convert_out *o, bool c100)
 {
     const char *c10_train[] = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",
                                "data_batch_4.bin", "data_batch_5.bin"};
@@ -283,7 +263,7 @@ static int s_convert_cifar(const char *in, const char *split, struct s_out *o, b
                               paths[f], (long long)st.st_size, rec);
         total += (size_t)st.st_size / rec;
     }
-    s_progress_start(&o->prog, c100 ? "cifar100" : "cifar10", total);
+    convert_progress_start(&o->prog, c100 ? "cifar100" : "cifar10", total);
     uint8_t buf[2 + S_CIFAR_PIXELS];
     for (size_t f = 0; f < nfiles; f++) {
         FILE *fp = fopen(paths[f], "rb");
@@ -300,7 +280,7 @@ static int s_convert_cifar(const char *in, const char *split, struct s_out *o, b
                                  .label = c100 ? buf[1] : buf[0],
                                  .data = buf + rec - S_CIFAR_PIXELS,
                                  .data_len = S_CIFAR_PIXELS};
-            if ((rc = s_put(o, &d)) < 0)
+            if ((rc = convert_put(o, &d)) < 0)
                 break;
         }
         if (rc == 0 && (ferror(fp) || got != 0))
@@ -312,297 +292,152 @@ static int s_convert_cifar(const char *in, const char *split, struct s_out *o, b
     return 0;
 }
 
-/* ---- image folder ------------------------------------------------------------------------- */
-
-struct s_names {
-    char **v; /* names, owned */
-    size_t n; /* count */
-};
-
-static void s_names_free(struct s_names *s)
-{
-    for (size_t i = 0; i < s->n; i++)
-        free(s->v[i]);
-    free(s->v);
-    s->v = NULL;
-    s->n = 0;
-}
-
-static int s_cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static bool s_is_jpeg_name(const char *n)
-{
-    const char *dot = strrchr(n, '.');
-    return dot && (!strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg"));
-}
-
-/* Sorted entries of dir: subdirectories (dirs = true) or JPEG files. */
-static int s_list(const char *dir, bool dirs, struct s_names *out)
-{
-    memset(out, 0, sizeof *out);
-    DIR *d = opendir(dir);
-    if (!d)
-        return rt_err_set(RT_ERR_IO, "%s: %s", dir, strerror(errno));
-    size_t cap = 0;
-    struct dirent *e;
-    int rc = 0;
-    char p[S_PATH_MAX];
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        struct stat st;
-        if (snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= (int)sizeof p || stat(p, &st) != 0)
-            continue;
-        if (dirs ? !S_ISDIR(st.st_mode) : !(S_ISREG(st.st_mode) && s_is_jpeg_name(e->d_name)))
-            continue;
-        if (out->n == cap) {
-            cap = cap ? 2 * cap : 64;
-            char **v = realloc(out->v, cap * sizeof *v);
-            if (!v) {
-                rc = rt_err_set(RT_ERR_NOMEM, "out of memory listing %s", dir);
-                break;
-            }
-            out->v = v;
-        }
-        if (!(out->v[out->n] = strdup(e->d_name))) {
-            rc = rt_err_set(RT_ERR_NOMEM, "out of memory listing %s", dir);
-            break;
-        }
-        out->n++;
-    }
-    closedir(d);
-    if (rc < 0) {
-        s_names_free(out);
-        return rc;
-    }
-    if (out->n)
-        qsort(out->v, out->n, sizeof *out->v, s_cmp_str);
-    return 0;
-}
-
-/* Read a whole file into *buf (grown as needed). */
-static int s_read_file(const char *path, uint8_t **buf, size_t *cap, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return rt_err_set(RT_ERR_IO, "%s: %s", path, strerror(errno));
-    int rc = 0;
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || st.st_size <= 0) {
-        rc = rt_err_set(RT_ERR_IO, "%s: empty or unreadable", path);
-        goto out_close;
-    }
-    size_t n = (size_t)st.st_size;
-    if (n > *cap) {
-        uint8_t *b = realloc(*buf, n);
-        if (!b) {
-            rc = rt_err_set(RT_ERR_NOMEM, "%s: no memory for %zu bytes", path, n);
-            goto out_close;
-        }
-        *buf = b;
-        *cap = n;
-    }
-    if (fread(*buf, 1, n, f) != n)
-        rc = rt_err_set(RT_ERR_IO, "%s: short read", path);
-    *len = n;
-out_close:
-    fclose(f);
-    return rc;
-}
-
-static int s_convert_folder(const char *in, const char *split, struct s_out *o, int rw, int rh)
-{
-    char root[S_PATH_MAX], p[S_PATH_MAX];
-    struct stat st;
-    snprintf(root, sizeof root, "%s/%s", in, split);
-    if (stat(root, &st) != 0 || !S_ISDIR(st.st_mode))
-        snprintf(root, sizeof root, "%s", in); /* --in is the split folder itself */
-    struct s_names classes, *files = NULL;
-    int rc = s_list(root, true, &classes);
-    if (rc < 0)
-        return rc;
-    if (classes.n == 0) {
-        rc = rt_err_set(RT_ERR_NOTFOUND, "%s: no class subfolders", root);
-        goto out_classes;
-    }
-    if (!(files = calloc(classes.n, sizeof *files))) {
-        rc = rt_err_set(RT_ERR_NOMEM, "out of memory");
-        goto out_classes;
-    }
-    size_t total = 0;
-    for (size_t c = 0; c < classes.n; c++) {
-        if (snprintf(p, sizeof p, "%s/%s", root, classes.v[c]) >= (int)sizeof p) {
-            rc = rt_err_set(RT_ERR_ARG, "%s/%s: path too long", root, classes.v[c]);
-            goto out_files;
-        }
-        if ((rc = s_list(p, false, &files[c])) < 0)
-            goto out_files;
-        total += files[c].n;
-    }
-    if (total == 0) {
-        rc = rt_err_set(RT_ERR_NOTFOUND, "%s: no .jpg/.jpeg files in the class subfolders", root);
-        goto out_files;
-    }
-    rt_jpeg_t *jpeg = rt_jpeg_new();
-    if (!jpeg) {
-        rc = rt_err_set(RT_ERR_NOMEM, "cannot start the JPEG codec");
-        goto out_files;
-    }
-    uint8_t *fbuf = NULL, *img = NULL, *rsz = NULL, *chw = NULL;
-    size_t fcap = 0, icap = 0, flen = 0;
-    struct rt_image_scratch scratch = {0};
-    if (rw > 0 && (!(rsz = malloc((size_t)rw * rh * 3)) || !(chw = malloc((size_t)rw * rh * 3)))) {
-        rc = rt_err_set(RT_ERR_NOMEM, "out of memory");
-        goto out_bufs;
-    }
-    s_progress_start(&o->prog, "imagefolder", total);
-    for (size_t c = 0; c < classes.n; c++) {
-        for (size_t i = 0; i < files[c].n; i++) {
-            if (snprintf(p, sizeof p, "%s/%s/%s", root, classes.v[c], files[c].v[i]) >=
-                (int)sizeof p) {
-                rc = rt_err_set(RT_ERR_ARG, "%s/%s: path too long", root, files[c].v[i]);
-                goto out_bufs;
-            }
-            if ((rc = s_read_file(p, &fbuf, &fcap, &flen)) < 0)
-                goto out_bufs;
-            int w, h, ch;
-            if ((rc = rt_jpeg_header(jpeg, fbuf, flen, p, &w, &h, &ch)) < 0)
-                goto out_bufs;
-            struct rt_datum d = {.label = (int)c, .channels = 3};
-            if (rw <= 0) { /* stored encoded, as Caffe's convert_imageset --encoded */
-                d.kind = RT_DATUM_ENCODED;
-                d.height = h;
-                d.width = w;
-                d.data = fbuf;
-                d.data_len = flen;
-            } else { /* decoded, squashed to rw x rh, stored raw CHW in BGR order like Caffe */
-                size_t need = (size_t)w * h * 3;
-                if (need > icap) {
-                    uint8_t *b = realloc(img, need);
-                    if (!b) {
-                        rc = rt_err_set(RT_ERR_NOMEM, "%s: no memory to decode", p);
-                        goto out_bufs;
-                    }
-                    img = b;
-                    icap = need;
-                }
-                if ((rc = rt_jpeg_decode(jpeg, fbuf, flen, p, 1, 3, 1, img)) < 0 ||
-                    (rc = rt_image_resize(img, w, h, (size_t)w * 3, 3, 0, 0, (float)w, (float)h,
-                                          rsz, rw, rh, (size_t)rw * 3, &scratch)) < 0)
-                    goto out_bufs;
-                size_t plane = (size_t)rw * rh;
-                for (size_t k = 0; k < plane; k++)
-                    for (int q = 0; q < 3; q++)
-                        chw[q * plane + k] = rsz[k * 3 + q];
-                d.kind = RT_DATUM_RAW;
-                d.height = rh;
-                d.width = rw;
-                d.data = chw;
-                d.data_len = plane * 3;
-            }
-            if ((rc = s_put(o, &d)) < 0)
-                goto out_bufs;
-        }
-    }
-    rc = 0;
-out_bufs:
-    rt_image_scratch_free(&scratch);
-    free(fbuf);
-    free(img);
-    free(rsz);
-    free(chw);
-    rt_jpeg_destroy(&jpeg);
-out_files:
-    for (size_t c = 0; files && c < classes.n; c++)
-        s_names_free(&files[c]);
-    free(files);
-out_classes:
-    s_names_free(&classes);
-    return rc;
-}
-
 /* ---- command ------------------------------------------------------------------------------ */
 
 static void s_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: eigenbatch convert FORMAT --in PATH --out DIR [--split train|test] [--force]\n"
-            "                          [--resize WxH]\n"
-            "Write an LMDB database of Caffe Datum records, keys %%08d in source order.\n"
-            "FORMAT:\n"
-            "  fashion-mnist, mnist  --in holds train-images-idx3-ubyte(.gz), train-labels-...,\n"
-            "                        t10k-images-idx3-ubyte(.gz), t10k-labels-... (gzip or plain)\n"
-            "  cifar10               --in holds data_batch_1..5.bin and test_batch.bin\n"
-            "  cifar100              --in holds train.bin and test.bin (fine labels)\n"
-            "  imagefolder           --in (or --in/SPLIT) holds one subfolder of JPEGs per class\n"
-            "                        (classes numbered in name order); stored encoded, or with\n"
-            "                        --resize decoded, resized to WxH and stored raw in BGR\n"
-            "                        order, as Caffe's convert_imageset does\n"
-            "--split train|test      which part (default train)\n"
-            "--force                 replace an existing database at DIR\n");
+    fprintf(
+        f,
+        "usage: eigenbatch convert FORMAT --in PATH --out DIR [--split train|test] [--force]\n"
+        "                          [--resize WxH | --resize-shorter N [--quality Q]]\n"
+        "                          [--labels FILE]\n"
+        "Write an LMDB database of Caffe Datum records, keys %%08d in source order.\n"
+        "FORMAT:\n"
+        "  fashion-mnist, mnist  --in holds train-images-idx3-ubyte(.gz), train-labels-...,\n"
+        "                        t10k-images-idx3-ubyte(.gz), t10k-labels-... (gzip or plain)\n"
+        "  cifar10               --in holds data_batch_1..5.bin and test_batch.bin\n"
+        "  cifar100              --in holds train.bin and test.bin (fine labels)\n"
+        "  imagefolder           --in (or --in/SPLIT) holds one subfolder of JPEGs per class\n"
+        "                        (classes numbered in name order)\n"
+        "  imagenet-val          --in is one folder of JPEGs; --labels FILE gives the labels:\n"
+        "                        lines 'FILE LABEL' (records in line order), or one LABEL per\n"
+        "                        line for the JPEGs in name order; a LABEL is an integer, or a\n"
+        "                        word (WordNet id) numbered in sorted order like the class\n"
+        "                        folders of imagefolder\n"
+        "  tinyimagenet          --in holds wnids.txt, train/WNID/images/*.JPEG and\n"
+        "                        val/images/*.JPEG with val/val_annotations.txt; classes are\n"
+        "                        the wnids in sorted order; --split test reads val/\n"
+        "JPEGs are stored encoded as they are, or:\n"
+        "--resize-shorter N      re-encoded with the shorter side N when it is longer\n"
+        "--quality Q             JPEG quality of re-encoded images (default %d)\n"
+        "--resize WxH            decoded, resized to WxH and stored raw in BGR order, as\n"
+        "                        Caffe's convert_imageset does\n"
+        "--split train|test      which part (default train)\n"
+        "--force                 replace an existing database at DIR\n"
+        "Progress (count, rate, ETA) goes to stderr at most once a second. The database is\n"
+        "written to DIR.partial-PID and renamed to DIR at the end: an interrupted convert leaves\n"
+        "no DIR, and the readers refuse an unfinished build, saying to run the convert again.\n",
+        RT_JPEG_QUALITY);
 }
 
-int eb_cmd_convert(int argc, char **argv)
+/* Parse WxH into *w, *h. */
+static bool s_size_arg(const char *v, int *w, int *h)
 {
-    const char *fmt = NULL, *in = NULL, *outdir = NULL, *split = "train";
-    bool force = false;
-    int rw = 0, rh = 0;
+    char x;
+    return sscanf(v, "%d%c%d", w, &x, h) == 3 && (x == 'x' || x == 'X') && *w >= 1 && *h >= 1 &&
+           *w <= RT_DATUM_MAX_SIDE && *h <= RT_DATUM_MAX_SIDE;
+}
+
+/* The arguments; 0, 1 after --help, or 2 after printing the problem. */
+struct s_args {
+    const char *fmt, *in, *out, *split;
+    bool force;
+    struct convert_image_opts img;
+};
+
+static int s_parse(int argc, char **argv, struct s_args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->split = "train";
+    a->img.quality = RT_JPEG_QUALITY;
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        bool has = i + 1 < argc;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        const char *o = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long n;
+        if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
             s_usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--in") && has) {
-            in = argv[++i];
-        } else if (!strcmp(a, "--out") && has) {
-            outdir = argv[++i];
-        } else if (!strcmp(a, "--split") && has) {
-            split = argv[++i];
-        } else if (!strcmp(a, "--force")) {
-            force = true;
-        } else if (!strcmp(a, "--resize") && has) {
-            char x;
-            if (sscanf(argv[++i], "%d%c%d", &rw, &x, &rh) != 3 || (x != 'x' && x != 'X') ||
-                rw < 1 || rh < 1 || rw > RT_DATUM_MAX_SIDE || rh > RT_DATUM_MAX_SIDE) {
-                fprintf(stderr, "eigenbatch convert: invalid value '%s' for --resize (WxH)\n",
-                        argv[i]);
+            return 1;
+        } else if (!strcmp(o, "--force")) {
+            a->force = true;
+        } else if (o[0] != '-' && !a->fmt) {
+            a->fmt = o;
+        } else if (!v) {
+            fprintf(stderr, "eigenbatch convert: unexpected argument '%s'\n", o);
+            s_usage(stderr);
+            return 2;
+        } else if (i++, !strcmp(o, "--in")) {
+            a->in = v;
+        } else if (!strcmp(o, "--out")) {
+            a->out = v;
+        } else if (!strcmp(o, "--split")) {
+            a->split = v;
+        } else if (!strcmp(o, "--labels")) {
+            a->img.labels = v;
+        } else if (!strcmp(o, "--resize")) {
+            if (!s_size_arg(v, &a->img.resize_w, &a->img.resize_h)) {
+                fprintf(stderr, "eigenbatch convert: invalid value '%s' for --resize (WxH)\n", v);
                 return 2;
             }
-        } else if (a[0] != '-' && !fmt) {
-            fmt = a;
+        } else if (!strcmp(o, "--resize-shorter") || !strcmp(o, "--quality")) {
+            bool q = !strcmp(o, "--quality");
+            if (rt_opt_long("convert", o, v, &n) < 0)
+                return 2;
+            if (q ? (n < 1 || n > 100) : (n < 1 || n > RT_DATUM_MAX_SIDE)) {
+                fprintf(stderr, "eigenbatch convert: %s %ld outside %s\n", o, n,
+                        q ? "1..100" : "1..65535");
+                return 2;
+            }
+            *(q ? &a->img.quality : &a->img.shorter) = (int)n;
         } else {
-            fprintf(stderr, "eigenbatch convert: unexpected argument '%s'\n", a);
+            fprintf(stderr, "eigenbatch convert: unexpected argument '%s'\n", o);
             s_usage(stderr);
             return 2;
         }
     }
-    if (!fmt || !in || !outdir) {
+    return 0;
+}
+
+/* Cross-argument checks; 0 or 2 after printing the problem. */
+static int s_check(const struct s_args *a, bool images)
+{
+    const char *bad = NULL;
+    if (strcmp(a->split, "train") && strcmp(a->split, "test"))
+        bad = "--split must be train or test";
+    else if (!images && (a->img.resize_w || a->img.shorter || a->img.labels))
+        bad = "--resize, --resize-shorter and --labels apply to JPEG formats only";
+    else if (a->img.resize_w && a->img.shorter)
+        bad = "--resize (raw) and --resize-shorter (JPEG) exclude each other";
+    else if (a->img.labels && strcmp(a->fmt, "imagenet-val"))
+        bad = "--labels applies to imagenet-val";
+    if (bad)
+        fprintf(stderr, "eigenbatch convert: %s\n", bad);
+    return bad ? 2 : 0;
+}
+
+int eb_cmd_convert(int argc, char **argv)
+{
+    struct s_args a;
+    int rc = s_parse(argc, argv, &a);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    if (!a.fmt || !a.in || !a.out) {
         s_usage(stderr);
         return 2;
     }
-    if (strcmp(split, "train") && strcmp(split, "test")) {
-        fprintf(stderr, "eigenbatch convert: --split must be train or test, not '%s'\n", split);
-        return 2;
-    }
+    const char *fmt = a.fmt;
     bool idx = !strcmp(fmt, "fashion-mnist") || !strcmp(fmt, "mnist");
     bool c10 = !strcmp(fmt, "cifar10"), c100 = !strcmp(fmt, "cifar100");
-    bool folder = !strcmp(fmt, "imagefolder");
-    if (!idx && !c10 && !c100 && !folder) {
+    bool images =
+        !strcmp(fmt, "imagefolder") || !strcmp(fmt, "imagenet-val") || !strcmp(fmt, "tinyimagenet");
+    if (!idx && !c10 && !c100 && !images) {
         fprintf(stderr, "eigenbatch convert: unknown format '%s'\n", fmt);
         s_usage(stderr);
         return 2;
     }
-    if (rw && !folder) {
-        fprintf(stderr, "eigenbatch convert: --resize applies to imagefolder only\n");
+    if (s_check(&a, images))
         return 2;
-    }
-    struct s_out o = {0};
-    int rc = rt_db_writer_new(outdir, force, &o.w);
-    if (rc < 0) {
+    struct convert_out o = {0};
+    if ((rc = rt_db_writer_new(a.out, a.force, &o.w)) < 0) {
         fprintf(stderr, "eigenbatch convert: %s\n", rt_err_msg());
         return 1;
     }
@@ -611,13 +446,13 @@ int eb_cmd_convert(int argc, char **argv)
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
     if (idx)
-        rc = s_convert_idx(in, split, &o, fmt);
+        rc = s_convert_idx(a.in, a.split, &o, fmt);
     else if (c10 || c100)
-        rc = s_convert_cifar(in, split, &o, c100);
+        rc = s_convert_cifar(a.in, a.split, &o, c100);
     else
-        rc = s_convert_folder(in, split, &o, rw, rh);
+        rc = convert_images(fmt, a.in, a.split, &o, &a.img);
     if (rc == 0) {
-        s_progress_show(&o.prog, rt_db_writer_count(o.w), true);
+        convert_progress_show(&o.prog, rt_db_writer_count(o.w), true);
         rc = rt_db_writer_finish(o.w);
     }
     size_t n = rt_db_writer_count(o.w);
@@ -631,6 +466,6 @@ int eb_cmd_convert(int argc, char **argv)
         fprintf(stderr, "eigenbatch convert: %s\n", rt_err_msg());
         return 1;
     }
-    fprintf(stderr, "eigenbatch convert: wrote %zu %s records to %s\n", n, split, outdir);
+    fprintf(stderr, "eigenbatch convert: wrote %zu %s records to %s\n", n, a.split, a.out);
     return 0;
 }

@@ -82,13 +82,10 @@ int worker_app_open(const struct app_opts *o, struct worker_app *n, int compute,
     n->test_accuracy = NAN;
     n->test_loss = NAN;
     struct rt_loader_opts lo;
-    rt_loader_opts_default(&lo);
-    lo.seed = (uint64_t)o->train.seed;
-    lo.threads = (int)o->data.loader_threads;
-    lo.max_batch = (size_t)o->train.micro_batch;
-    lo.crop_pad = (int)o->data.crop_pad;
-    lo.flip = o->data.flip != 0;
-    int rc = rt_loader_new(o->data.train, &lo, &n->loader);
+    int rc = app_model_loader_opts(o, (size_t)o->train.micro_batch, &lo);
+    if (rc)
+        return rc;
+    rc = rt_loader_new(o->data.train, &lo, &n->loader);
     if (rc)
         return rc;
     int c, h, w;
@@ -282,12 +279,14 @@ static int s_eval_new(const struct app_opts *o, struct worker_app *n, int c, int
     pthread_mutex_init(&ev->mu, NULL);
     pthread_cond_init(&ev->cv, NULL);
     struct rt_loader_opts to;
-    rt_loader_opts_default(&to);
+    int rc = app_model_loader_opts(o, (size_t)o->train.micro_batch, &to);
+    if (rc)
+        return rc;
     to.threads = 0;
-    to.max_batch = (size_t)o->train.micro_batch;
     to.out_height = h;
     to.out_width = w;
-    int rc = rt_loader_new(o->data.test, &to, &ev->test);
+    to.channels = c;
+    rc = rt_loader_new(o->data.test, &to, &ev->test);
     if (rc)
         return rt_err_set(rc, "test set: %s", rt_err_msg());
     int tc, th, tw;

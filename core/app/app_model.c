@@ -3,6 +3,7 @@
  */
 #include "app_model.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "nn_base.h"
@@ -31,14 +32,91 @@ int app_model_open_plain(const char *path, uint64_t seed, size_t max_batch, rt_l
     return rt_loader_new(path, &lo, out);
 }
 
-int app_model_sizes(const char *model, const char *data, int classes, uint64_t *params,
-                    uint64_t *buffers, uint64_t *samples)
+/* Parse the comma-separated numbers of list option `key` (text, or NULL: *n = 0) into v. */
+static int s_floats(const char *key, const char *text, float *v, int max, int *n)
+{
+    *n = 0;
+    for (const char *p = text; p && *p;) {
+        char *end;
+        double x = strtod(p, &end);
+        if (end == p || *n == max)
+            return rt_err_set(RT_ERR_CONFIG, "%s: expected at most %d numbers, got '%s'", key, max,
+                              text);
+        v[(*n)++] = (float)x;
+        p = *end == ',' ? end + 1 : end;
+    }
+    return RT_OK;
+}
+
+/* data.mean and data.std: one value for every channel, or per channel (3 for colour). */
+static int s_normalisation(const struct app_data_opts *d, struct rt_loader_opts *lo)
+{
+    int nm, ns, rc;
+    if ((rc = s_floats("data.mean", d->mean, lo->mean, 4, &nm)) ||
+        (rc = s_floats("data.std", d->std, lo->std, 4, &ns)))
+        return rc;
+    if (!nm && !ns)
+        return RT_OK;
+    if (!nm || !ns || (nm != 1 && nm != 3) || (ns != 1 && ns != 3))
+        return rt_err_set(RT_ERR_CONFIG,
+                          "data.mean and data.std: give both, one value or one per channel (3)");
+    for (int c = nm; c < 4; c++)
+        lo->mean[c] = lo->mean[0];
+    for (int c = ns; c < 4; c++)
+        lo->std[c] = lo->std[0];
+    lo->normalize = true;
+    return RT_OK;
+}
+
+int app_model_loader_opts(const struct app_opts *o, size_t max_batch, struct rt_loader_opts *lo)
+{
+    const struct app_data_opts *d = &o->data;
+    rt_loader_opts_default(lo);
+    lo->seed = (uint64_t)o->train.seed;
+    lo->threads = (int)d->loader_threads;
+    lo->queue_depth = (int)d->prefetch;
+    lo->max_batch = max_batch;
+    lo->crop_pad = (int)d->crop_pad;
+    lo->flip = d->flip != 0;
+    lo->rrc = d->train_crop && !strcmp(d->train_crop, "random_resized");
+    lo->eval_resize = (int)d->eval_resize;
+    lo->channels = (int)d->channels;
+    lo->max_pixels = d->max_image_pixels;
+    float size[2], scale[2], ratio[2];
+    int n, rc;
+    if ((rc = s_floats("data.size", d->size, size, 2, &n)))
+        return rc;
+    if (n) {
+        lo->out_height = (int)size[0];
+        lo->out_width = (int)size[n - 1];
+    }
+    if ((rc = s_floats("data.train_scale", d->train_scale, scale, 2, &n)) || (n && n != 2))
+        return rc ? rc : rt_err_set(RT_ERR_CONFIG, "data.train_scale: two numbers, [lo, hi]");
+    if (n)
+        memcpy(lo->rrc_scale, scale, sizeof scale);
+    if ((rc = s_floats("data.train_ratio", d->train_ratio, ratio, 2, &n)) || (n && n != 2))
+        return rc ? rc : rt_err_set(RT_ERR_CONFIG, "data.train_ratio: two numbers, [lo, hi]");
+    if (n)
+        memcpy(lo->rrc_ratio, ratio, sizeof ratio);
+    if (lo->eval_resize &&
+        lo->eval_resize < (lo->out_height > lo->out_width ? lo->out_height : lo->out_width))
+        return rt_err_set(RT_ERR_CONFIG, "data.eval_resize %d is smaller than data.size %dx%d",
+                          lo->eval_resize, lo->out_height, lo->out_width);
+    return s_normalisation(d, lo);
+}
+
+int app_model_sizes(const struct app_opts *o, uint64_t *params, uint64_t *buffers,
+                    uint64_t *samples)
 {
     rt_loader_t *ld = NULL;
     nn_net_t *net = NULL;
-    int rc = app_model_open_plain(data, 0, 1, &ld);
+    struct rt_loader_opts lo;
+    int rc = app_model_loader_opts(o, 1, &lo);
+    lo.threads = 0;
     if (!rc)
-        rc = app_model_net(model, ld, classes, 1, &net);
+        rc = rt_loader_new(o->data.train, &lo, &ld);
+    if (!rc)
+        rc = app_model_net(o->model.name, ld, (int)o->model.classes, 1, &net);
     if (!rc) {
         *params = nn_net_param_count(net);
         *buffers = nn_net_buffer_count(net);
@@ -87,7 +165,7 @@ int app_model_fill_sizes(struct app_opts *o)
         return RT_OK;
     }
     uint64_t np, nb, ns;
-    int rc = app_model_sizes(o->model.name, o->data.train, (int)o->model.classes, &np, &nb, &ns);
+    int rc = app_model_sizes(o, &np, &nb, &ns);
     if (rc)
         return rc;
     if ((o->model.params && (uint64_t)o->model.params != np) ||

@@ -18,16 +18,21 @@
 int app_model_net(const char *model, const rt_loader_t *ld, int classes, int max_batch,
                   nn_net_t **out);
 
+/* Loader options from the data section of o (data.size, train_crop, flip, eval_resize, mean/std,
+ * threads, prefetch, ...) and train.seed, with max_batch samples per request. Returns 0, or
+ * RT_ERR_CONFIG naming the key of a list of the wrong length. */
+int app_model_loader_opts(const struct app_opts *o, size_t max_batch, struct rt_loader_opts *lo);
+
 /* Open the dataset at path without augmentation or prefetch threads (evaluation in key order,
  * the Hessian batches through the permutation of seed, sizing), for reads of at most max_batch
  * records. Caller owns *out (free with rt_loader_destroy). Returns 0 or a negative rt_err code
  * naming the path. */
 int app_model_open_plain(const char *path, uint64_t seed, size_t max_batch, rt_loader_t **out);
 
-/* The sizes a zoo model has on a dataset: parameter floats, buffer floats and records. Returns 0
- * or a negative rt_err code. */
-int app_model_sizes(const char *model, const char *data, int classes, uint64_t *params,
-                    uint64_t *buffers, uint64_t *samples);
+/* The sizes a zoo model has on the training set of o (with its data options: the output size):
+ * parameter floats, buffer floats and records. Returns 0 or a negative rt_err code. */
+int app_model_sizes(const struct app_opts *o, uint64_t *params, uint64_t *buffers,
+                    uint64_t *samples);
 
 /* A zoo model (model.name other than synth) sizes the run from its net and dataset: sets
  * model.params, model.buffers and data.samples in *o (the configuration keeps 0: "the net's").

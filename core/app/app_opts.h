@@ -32,13 +32,28 @@ struct app_model_opts {
     long buffers;     /* model.buffers: synth: buffer floats; zoo: 0 or the net's */
 };
 
+/* The data section. Transforms are flat keys: data.size is the output of both; training takes
+ * data.train_crop (pad: a random window of the image padded by crop_pad; random_resized:
+ * RandomResizedCrop with train_scale and train_ratio) and data.flip; evaluation takes
+ * data.eval_resize (Resize of the shorter side, then CenterCrop of data.size); both normalise
+ * with data.mean and data.std when given. See README.md, "Data". */
 struct app_data_opts {
-    const char *train;   /* data.train: LMDB training set */
-    const char *test;    /* data.test: LMDB test set, or NULL */
-    long crop_pad;       /* data.crop_pad: random crop with this much padding */
-    int flip;            /* data.flip: random horizontal flip */
-    long loader_threads; /* data.loader_threads: prefetch threads per worker */
-    long samples;        /* data.samples: synth: epoch length (zoo: the dataset's) */
+    const char *train;       /* data.train: LMDB training set */
+    const char *test;        /* data.test: LMDB test set, or NULL */
+    const char *size;        /* data.size: output H,W or one side (NULL: the records') */
+    long channels;           /* data.channels: 1 or 3 (0: the records') */
+    const char *train_crop;  /* data.train_crop: pad or random_resized */
+    long crop_pad;           /* data.crop_pad: random crop with this much padding */
+    const char *train_scale; /* data.train_scale: random_resized area fraction lo,hi */
+    const char *train_ratio; /* data.train_ratio: random_resized aspect ratio lo,hi */
+    int flip;                /* data.flip: random horizontal flip */
+    long eval_resize;        /* data.eval_resize: shorter side before the centre crop (0: none) */
+    const char *mean;        /* data.mean: per-channel mean after /255 (NULL: no normalisation) */
+    const char *std;         /* data.std: per-channel standard deviation after /255 */
+    long loader_threads;     /* data.loader_threads: prefetch threads per worker */
+    long prefetch;           /* data.prefetch: batches decoded ahead (the queue's bound) */
+    long max_image_pixels;   /* data.max_image_pixels: largest JPEG accepted (bounds memory) */
+    long samples;            /* data.samples: synth: epoch length (zoo: the dataset's) */
 };
 
 struct app_cluster_opts {

@@ -101,11 +101,11 @@ int rt_datum_decode_arena(const void *buf, size_t len, const char *key,
     memset(out, 0, sizeof *out);
     /* a record's decoded form is at most its wire size plus the message struct: reserve that */
     size_t need = len + sizeof(Caffe__Datum) + S_ARENA_SLACK;
-    if (need > arena->cap) {
-        uint8_t *b = realloc(arena->buf, need);
-        if (!b)
+    if (need > arena->cap) { /* free, then allocate: the old and new block never coexist */
+        free(arena->buf);
+        arena->cap = 0;
+        if (!(arena->buf = malloc(need)))
             return rt_err_set(RT_ERR_NOMEM, "record %s: no memory to decode %zu bytes", key, len);
-        arena->buf = b;
         arena->cap = need;
     }
     arena->used = 0;

@@ -8,9 +8,11 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <lmdb.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -55,6 +57,35 @@ static char *s_strdup(const char *s)
     return d;
 }
 
+/* Why dir cannot be opened when it is missing: a DIR.partial-* sibling means an interrupted
+ * build. Returns RT_ERR_NOTFOUND with the reason. */
+static int s_missing(const char *dir, int err)
+{
+    char parent[4096], base[1024], found[1024] = "";
+    const char *slash = strrchr(dir, '/');
+    if (slash && slash[1] && (size_t)(slash - dir) < sizeof parent) {
+        memcpy(parent, dir, (size_t)(slash - dir) + 1);
+        parent[slash - dir + 1] = '\0';
+        snprintf(base, sizeof base, "%s.partial-", slash + 1);
+    } else {
+        snprintf(parent, sizeof parent, "./");
+        snprintf(base, sizeof base, "%s.partial-", dir);
+    }
+    DIR *d = opendir(parent);
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL)
+        if (!strncmp(e->d_name, base, strlen(base)))
+            snprintf(found, sizeof found, "%s", e->d_name);
+    if (d)
+        closedir(d);
+    if (found[0])
+        return rt_err_set(RT_ERR_NOTFOUND,
+                          "%s: %s; %s%s beside it is an unfinished build (eigenbatch convert was "
+                          "interrupted): run the convert again, then remove that directory",
+                          dir, strerror(err), slash ? parent : "", found);
+    return rt_err_set(RT_ERR_NOTFOUND, "%s: %s", dir, strerror(err));
+}
+
 int rt_db_open(const char *dir, rt_db_t **out)
 {
     int rc;
@@ -62,12 +93,19 @@ int rt_db_open(const char *dir, rt_db_t **out)
     *out = NULL;
     struct stat st;
     if (stat(dir, &st) != 0)
-        return rt_err_set(RT_ERR_NOTFOUND, "%s: %s", dir, strerror(errno));
+        return s_missing(dir, errno);
     if (!S_ISDIR(st.st_mode))
         return rt_err_set(RT_ERR_FORMAT,
                           "%s: not a directory (an LMDB database is a directory "
                           "holding data.mdb)",
                           dir);
+    char marker[4096];
+    snprintf(marker, sizeof marker, "%s/" RT_DB_INCOMPLETE, dir);
+    if (stat(marker, &st) == 0)
+        return rt_err_set(RT_ERR_FORMAT,
+                          "%s: an unfinished database (it holds %s: eigenbatch convert stopped "
+                          "before the end): run the convert again with --force to rebuild it",
+                          dir, RT_DB_INCOMPLETE);
     rt_db_t *db = calloc(1, sizeof *db);
     if (!db || !(db->path = s_strdup(dir))) {
         rc = rt_err_set(RT_ERR_NOMEM, "%s: out of memory", dir);
@@ -185,6 +223,17 @@ int rt_db_record(const rt_db_t *db, size_t index, const void **val, size_t *len)
     return 0;
 }
 
+void rt_db_record_done(const rt_db_t *db, const void *val, size_t len)
+{
+    (void)db;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)val + page - 1) / page * page;
+    uintptr_t hi = ((uintptr_t)val + len) / page * page;
+    /* read-only shared file mapping: the pages refault from the page cache when read again */
+    if (hi > lo)
+        madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 const void *rt_db_key_raw(const rt_db_t *db, size_t index, size_t *len)
 {
     RT_ASSERT(index < db->count);
@@ -239,7 +288,8 @@ static bool s_looks_like_lmdb(const char *dir)
     bool data = false, other = false;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || !strcmp(e->d_name, "lock.mdb"))
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || !strcmp(e->d_name, "lock.mdb") ||
+            !strcmp(e->d_name, RT_DB_INCOMPLETE))
             continue;
         if (!strcmp(e->d_name, "data.mdb"))
             data = true;
@@ -270,6 +320,27 @@ static int s_make_parent(const char *path)
     }
     if (mkdir(d, 0755) != 0 && errno != EEXIST)
         return rt_err_set(RT_ERR_IO, "%s: mkdir: %s", d, strerror(errno));
+    return 0;
+}
+
+/* Create (on) or remove (off) the RT_DB_INCOMPLETE marker in build directory dir, durably. */
+static int s_marker(const char *dir, bool on)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s/" RT_DB_INCOMPLETE, dir);
+    if (on) {
+        int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0)
+            return rt_err_set(RT_ERR_IO, "%s: %s", p, strerror(errno));
+        close(fd);
+    } else if (unlink(p) != 0) {
+        return rt_err_set(RT_ERR_IO, "%s: unlink: %s", p, strerror(errno));
+    }
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
     return 0;
 }
 
@@ -305,6 +376,8 @@ int rt_db_writer_new(const char *dir, bool force, rt_db_writer_t **out)
         w->tmp = NULL; /* nothing to remove */
         goto out_free;
     }
+    if ((rc = s_marker(w->tmp, true)) < 0)
+        goto out_free;
     /* reserve RT_DB_MAP_SIZE of address space as Caffe does; where the process may not map
      * that much (ulimit -v, sanitizers), settle for less */
     for (size_t map = RT_DB_MAP_SIZE;; map /= 4) {
@@ -410,6 +483,8 @@ int rt_db_writer_finish(rt_db_writer_t *w)
         return s_lmdb_err(rc, "mdb_env_sync", w->tmp);
     mdb_env_close(w->env);
     w->env = NULL;
+    if ((rc = s_marker(w->tmp, false)) < 0) /* complete from here on */
+        return rc;
 
     struct stat st;
     char *old = NULL;

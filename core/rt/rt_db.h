@@ -9,7 +9,10 @@
  * Writing: rt_db_writer_new() builds the database beside its destination ("DIR.partial-PID") and
  * rt_db_writer_finish() syncs it and renames it into place, so an interrupted build never leaves
  * something at DIR that looks like a complete database. An existing DIR is replaced only with force
- * (and only when it looks like an LMDB directory).
+ * (and only when it looks like an LMDB directory). The build directory holds the marker file
+ * RT_DB_INCOMPLETE until just before the rename: rt_db_open refuses a directory that holds it (a
+ * build that was killed, then moved or pointed at by hand), and when DIR is missing but a
+ * DIR.partial-* build is there, the error says that the build was interrupted.
  */
 #ifndef RT_DB_H
 #define RT_DB_H
@@ -27,12 +30,15 @@
 /* Longest key kept in error details (longer keys are cut). */
 #define RT_DB_KEY_MAX 256
 
+/* Marker file of a database directory still being written. */
+#define RT_DB_INCOMPLETE "eigenbatch-incomplete"
+
 typedef struct rt_db rt_db_t;
 typedef struct rt_db_writer rt_db_writer_t;
 
 /* Open the database in directory `dir` read-only and index its keys. Returns 0 and *out (caller
  * owns it; free with rt_db_destroy), or RT_ERR_NOTFOUND / RT_ERR_LMDB / RT_ERR_NOMEM with a detail
- * naming dir. */
+ * naming dir; RT_ERR_FORMAT naming dir and the fix for an unfinished build. */
 int rt_db_open(const char *dir, rt_db_t **out);
 
 /* Close the database; accepts NULL, nulls *self_p, safe twice. Invalidates every record view. */
@@ -47,6 +53,11 @@ const char *rt_db_path(const rt_db_t *db);
 /* Record `index` (0-based, key order): *val points into the map (valid until rt_db_destroy; do
  * not write), *len its size. Thread-safe. RT_ERR_ARG when index >= count. */
 int rt_db_record(const rt_db_t *db, size_t index, const void **val, size_t *len);
+
+/* Record [val, val + len) (from rt_db_record) is read: the map's pages wholly inside it leave this
+ * process's memory (they stay in the page cache, and come back on the next read). For large
+ * records read once an epoch, so that resident memory does not grow with the database. */
+void rt_db_record_done(const rt_db_t *db, const void *val, size_t len);
 
 /* Raw key bytes of record `index` (not NUL-terminated; valid until rt_db_destroy). */
 const void *rt_db_key_raw(const rt_db_t *db, size_t index, size_t *len);

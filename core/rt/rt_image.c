@@ -77,17 +77,32 @@ void rt_image_scratch_free(struct rt_image_scratch *s)
     }
 }
 
-/* Make s hold at least n bytes. */
+/* Make s hold at least n bytes (free, then allocate: nothing is kept between calls, and the old
+ * and the new block never exist at once). */
 static int s_reserve(struct rt_image_scratch *s, size_t n)
 {
     if (n <= s->cap)
         return 0;
-    uint8_t *b = realloc(s->buf, n);
-    if (!b)
+    free(s->buf);
+    s->cap = 0;
+    if (!(s->buf = malloc(n)))
         return rt_err_set(RT_ERR_NOMEM, "no memory for %zu bytes of resampling scratch", n);
-    s->buf = b;
     s->cap = n;
     return 0;
+}
+
+/* Bytes of scratch for a box spanning bw x bh source pixels of an image with sh rows. */
+static size_t s_scratch_need(double bw, double bh, int sh, int c, int dw, int dh)
+{
+    int kh = s_ksize(0, bw, dw), kv = s_ksize(0, bh, dh);
+    return sizeof(int32_t) * (size_t)dw * kh + sizeof(int) * 2 * (size_t)dw +
+           sizeof(int32_t) * (size_t)dh * kv + sizeof(int) * 2 * (size_t)dh +
+           sizeof(int32_t) * (size_t)dw * c + (size_t)sh * dw * c;
+}
+
+size_t rt_image_scratch_bound(int sw, int sh, int c, int dw, int dh)
+{
+    return s_scratch_need(sw, sh, sh, c, dw, dh);
 }
 
 int rt_image_resize(const uint8_t *src, int sw, int sh, size_t src_stride, int c, float x0,
@@ -106,7 +121,7 @@ int rt_image_resize(const uint8_t *src, int sw, int sh, size_t src_stride, int c
     size_t off_acc = off_bv + sizeof(int) * 2 * (size_t)dh;
     size_t off_tmp = off_acc + sizeof(int32_t) * (size_t)dw * c;
     /* the intermediate holds at most all sh rows */
-    size_t need = off_tmp + (size_t)sh * dw * c;
+    size_t need = s_scratch_need(x1 - x0, y1 - y0, sh, c, dw, dh);
     int rc = s_reserve(s, need);
     if (rc < 0)
         return rc;

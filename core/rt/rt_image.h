@@ -19,6 +19,10 @@ struct rt_image_scratch {
 /* Free the scratch memory; safe on a zeroed or freed scratch. */
 void rt_image_scratch_free(struct rt_image_scratch *s);
 
+/* Most scratch bytes rt_image_resize may need for any box of an image of at most sw x sh pixels
+ * (c channels) resized to dw x dh: for stating memory bounds. */
+size_t rt_image_scratch_bound(int sw, int sh, int c, int dw, int dh);
+
 /* Resize box [x0, x1) x [y0, y1) (source pixels, fractional allowed, inside the image) of `src`
  * (sw x sh pixels, c interleaved uint8 channels per pixel, src_stride bytes per row) to dw x dh
  * pixels at dst (dst_stride bytes per row, same channel layout). For planar (CHW) images call

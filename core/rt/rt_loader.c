@@ -12,12 +12,19 @@
 #include "rt_datum.h"
 #include "rt_db.h"
 #include "rt_err.h"
+#include "rt_image.h"
+#include "rt_log.h"
 #include "rt_rng.h"
 #include "rt_transform.h"
 
 #define S_ERR_MAX 512  /* bytes of a worker thread's error detail */
 #define S_CHUNK_RAW 64 /* samples a thread claims at once for raw records */
 #define S_CHUNK_ENC 2  /* ... for encoded records (each costs milliseconds) */
+/* Memory per pixel of the largest JPEG allowed, per decoding thread: */
+#define S_JPEG_RECORD_BPP 3 /* the record: JPEG bytes, at most the raw RGB size (else refused) */
+#define S_JPEG_WORK_BPP 6   /* libjpeg's whole-image coefficients (progressive, 4:4:4) */
+#define S_THREAD_FIXED ((size_t)1 << 20) /* TurboJPEG handle, tables, stack in use */
+#define S_MIB (1024.0 * 1024.0)
 
 enum s_slot_state { S_FREE = 0, S_QUEUED, S_HANDED };
 
@@ -56,6 +63,8 @@ struct rt_loader {
     enum rt_datum_kind kind;       /* kind of the first record */
     struct rt_transform_spec spec; /* shapes and augmentation */
     size_t sample;                 /* floats per output sample */
+    size_t max_record;             /* longest JPEG record accepted (bytes; 0: any) */
+    size_t mem_bound;              /* bytes held at most (rt_loader_memory_bound) */
     struct s_perm perms[2];        /* last two epochs' permutations (caller thread only) */
     int perm_next;                 /* which perms[] entry to replace next */
     struct s_slot slots[RT_LOADER_MAX_QUEUE]; /* the queue */
@@ -84,6 +93,8 @@ void rt_loader_opts_default(struct rt_loader_opts *o)
     o->rrc_ratio[0] = 3.0f / 4.0f;
     o->rrc_ratio[1] = 4.0f / 3.0f;
     o->eval_crop = 1.0f;
+    o->max_pixels = RT_LOADER_MAX_PIXELS_DEFAULT;
+    o->dct_scale = true;
     for (int i = 0; i < 4; i++)
         o->std[i] = 1.0f;
 }
@@ -101,8 +112,16 @@ static int s_sample(struct s_ctx *x, size_t idx, uint64_t epoch, bool augment, f
         return rc;
     struct rt_datum d;
     rt_db_key(l->db, idx, key, sizeof key);
-    if ((rc = rt_datum_decode_arena(val, len, key, &x->arena, &d)) < 0)
+    if (l->max_record && len > l->max_record)
+        return rt_err_set(RT_ERR_TOOBIG,
+                          "record %s: %zu bytes, more than the %zu a JPEG of max_pixels %ld may "
+                          "take (data.max_image_pixels)",
+                          key, len, l->max_record, l->o.max_pixels);
+    rc = rt_datum_decode_arena(val, len, key, &x->arena, &d);
+    if (rc < 0)
         return rc;
+    if (len >= RT_LOADER_RELEASE_MIN) /* the bytes now live in the arena */
+        rt_db_record_done(l->db, val, len);
     *label = d.label;
     uint64_t seed = rt_rng_seed(l->o.seed, RT_RNG_AUGMENT, epoch, idx);
     rc = rt_transform_apply(x->tr, &l->spec, &d, key, seed, augment, out);
@@ -250,11 +269,99 @@ static int s_check_opts(const struct rt_loader_opts *o)
                           o->rrc_ratio[0], o->rrc_ratio[1]);
     if (!(o->eval_crop > 0 && o->eval_crop <= 1))
         return rt_err_set(RT_ERR_CONFIG, "eval crop %g outside (0, 1]", o->eval_crop);
+    if (o->eval_resize < 0 || o->eval_resize > RT_DATUM_MAX_SIDE ||
+        (o->eval_resize &&
+         o->eval_resize < (o->out_height > o->out_width ? o->out_height : o->out_width)))
+        return rt_err_set(RT_ERR_CONFIG,
+                          "eval resize %d must be 0 or at least the output size %dx%d",
+                          o->eval_resize, o->out_height, o->out_width);
+    if (o->channels != 0 && o->channels != 1 && o->channels != 3)
+        return rt_err_set(RT_ERR_CONFIG, "loader channels %d: 0 (the records'), 1 or 3",
+                          o->channels);
+    if (o->max_pixels < 1)
+        return rt_err_set(RT_ERR_CONFIG, "loader max_pixels %ld must be > 0", o->max_pixels);
     for (int i = 0; o->normalize && i < 4; i++)
         if (!(o->std[i] > 0))
             return rt_err_set(RT_ERR_CONFIG, "normalisation std[%d] = %g must be > 0", i,
                               o->std[i]);
     return 0;
+}
+
+/* The transform spec from the options and the first record's shape (already in l->spec). */
+static int s_spec_init(struct rt_loader *l, const struct rt_loader_opts *opts, const char *dir)
+{
+    struct rt_transform_spec *sp = &l->spec;
+    if (opts->channels && opts->channels != sp->channels) {
+        if (l->kind != RT_DATUM_ENCODED)
+            return rt_err_set(RT_ERR_CONFIG,
+                              "%s: records of %d channels; %d channels need JPEG records", dir,
+                              sp->channels, opts->channels);
+        sp->channels = opts->channels;
+    }
+    sp->height = opts->out_height ? opts->out_height : sp->rec_height;
+    sp->width = opts->out_width ? opts->out_width : sp->rec_width;
+    sp->crop_pad = opts->crop_pad;
+    sp->flip = opts->flip;
+    sp->rrc = opts->rrc;
+    memcpy(sp->rrc_scale, opts->rrc_scale, sizeof sp->rrc_scale);
+    memcpy(sp->rrc_ratio, opts->rrc_ratio, sizeof sp->rrc_ratio);
+    sp->eval_crop = opts->eval_crop;
+    sp->eval_resize = opts->eval_resize;
+    sp->max_pixels = opts->max_pixels;
+    sp->dct_scale = opts->dct_scale;
+    sp->raw_bgr = opts->raw_bgr;
+    for (int ch = 0; ch < 4; ch++) {
+        float scale = l->kind == RT_DATUM_FLOAT ? 1.0f : 1.0f / 255.0f;
+        float mean = opts->normalize ? opts->mean[ch] : 0.0f;
+        float sd = opts->normalize ? opts->std[ch] : 1.0f;
+        sp->a[ch] = scale / sd;
+        sp->b[ch] = -mean / sd;
+        /* torchvision: ToTensor's p / 255, then Normalize's (x - mean) / std, in float32 */
+        for (int p = 0; p < 256; p++)
+            sp->lut[ch][p] = ((float)p / 255.0f - mean) / sd;
+    }
+    sp->use_lut = opts->normalize && l->kind != RT_DATUM_FLOAT;
+    if (l->kind == RT_DATUM_ENCODED)
+        l->max_record = (size_t)S_JPEG_RECORD_BPP * (size_t)opts->max_pixels;
+    return 0;
+}
+
+/* What the loader holds at most: the queue's loader-owned buffers, and per decoding context
+ * (prefetch threads and the caller's) the buffers of the largest image it accepts. Logged. */
+static void s_memory_bound(struct rt_loader *l, const char *dir)
+{
+    const struct rt_transform_spec *sp = &l->spec;
+    size_t c = (size_t)sp->channels, H = (size_t)sp->height, W = (size_t)sp->width;
+    size_t batch = l->o.max_batch * (l->sample * sizeof(float) + sizeof(int32_t)) +
+                   l->o.max_batch * sizeof(uint32_t); /* outputs, labels, indices */
+    size_t queue = (size_t)l->o.queue_depth * batch;
+    size_t img = 0, side = 0, record;
+    if (l->kind == RT_DATUM_ENCODED) {
+        size_t px = (size_t)l->o.max_pixels;
+        side = px < RT_DATUM_MAX_SIDE ? px : RT_DATUM_MAX_SIDE;
+        /* the decoded image, libjpeg's buffers, the record in the arena and in the map */
+        img = c * px + S_JPEG_WORK_BPP * px;
+        record = 2 * l->max_record;
+    } else {
+        side = (size_t)(sp->rec_height > sp->rec_width ? sp->rec_height : sp->rec_width);
+        record = c * (size_t)sp->rec_height * (size_t)sp->rec_width * sizeof(float) + 4096;
+    }
+    size_t per_ctx = img + record + c * H * W +
+                     rt_image_scratch_bound((int)side, (int)side, (int)c, (int)W, (int)H) +
+                     S_THREAD_FIXED;
+    size_t ctxs = (size_t)l->o.threads + 1;
+    l->mem_bound = queue + ctxs * per_ctx;
+    RT_INFO("loader",
+            "%s: memory bound %.1f MiB = queue %d x batch %zu x %.1f KiB + %zu decoders x %.1f "
+            "MiB (%s)",
+            dir, l->mem_bound / S_MIB, l->o.queue_depth, l->o.max_batch,
+            (double)batch / (double)l->o.max_batch / 1024.0, ctxs, per_ctx / S_MIB,
+            l->kind == RT_DATUM_ENCODED ? "JPEGs up to data.max_image_pixels" : "fixed records");
+}
+
+size_t rt_loader_memory_bound(const rt_loader_t *l)
+{
+    return l->mem_bound;
 }
 
 int rt_loader_new(const char *dir, const struct rt_loader_opts *opts, rt_loader_t **out)
@@ -291,23 +398,10 @@ int rt_loader_new(const char *dir, const struct rt_loader_opts *opts, rt_loader_
     rt_datum_release(&d);
     if (rc < 0)
         goto out_destroy;
-    sp->height = opts->out_height ? opts->out_height : sp->rec_height;
-    sp->width = opts->out_width ? opts->out_width : sp->rec_width;
-    sp->crop_pad = opts->crop_pad;
-    sp->flip = opts->flip;
-    sp->rrc = opts->rrc;
-    memcpy(sp->rrc_scale, opts->rrc_scale, sizeof sp->rrc_scale);
-    memcpy(sp->rrc_ratio, opts->rrc_ratio, sizeof sp->rrc_ratio);
-    sp->eval_crop = opts->eval_crop;
-    sp->raw_bgr = opts->raw_bgr;
-    for (int ch = 0; ch < 4; ch++) {
-        float scale = l->kind == RT_DATUM_FLOAT ? 1.0f : 1.0f / 255.0f;
-        float mean = opts->normalize ? opts->mean[ch] : 0.0f;
-        float sd = opts->normalize ? opts->std[ch] : 1.0f;
-        sp->a[ch] = scale / sd;
-        sp->b[ch] = -mean / sd;
-    }
+    if ((rc = s_spec_init(l, opts, dir)) < 0)
+        goto out_destroy;
     l->sample = (size_t)sp->channels * sp->height * sp->width;
+    s_memory_bound(l, dir);
     if (pthread_mutex_init(&l->mu, NULL) != 0) {
         rc = rt_err_set(RT_ERR_NOMEM, "pthread_mutex_init failed");
         goto out_destroy;

@@ -17,15 +17,26 @@
  * Augmentation (training requests): random-resized crop to H x W, or random crop of H x W from
  * the image padded by crop_pad zero pixels per side; horizontal flip with probability 1/2. Every
  * random choice is drawn from (seed, epoch, record index), so a sample looks the same whichever
- * worker, thread or batch position gets it. Evaluation requests take the centre crop (of the
- * output's aspect ratio, eval_crop of the image's extent) resized to H x W; when the record
- * already has the output size this is the identity.
+ * worker, thread or batch position gets it. Evaluation requests resize the shorter side to
+ * eval_resize and take the centre H x W (torchvision's Resize + CenterCrop), or without
+ * eval_resize the centre crop (of the output's aspect ratio, eval_crop of the image's extent)
+ * resized to H x W; when the record already has the output size this is the identity. The
+ * output size is out_height x out_width when set (records may then have any size), else the
+ * first record's. Normalised values are torchvision's ToTensor + Normalize bit for bit.
  *
  * Prefetch. With threads > 0, that many threads decode and augment ahead of the caller: the
  * caller submits the ranges it will need (up to queue_depth in flight), then waits for them in
  * submission order. Output goes into caller-provided buffers or into loader-owned buffers
  * allocated once per queue slot (max_batch samples) and reused. A request may also name records
  * in key order (in_order), to prefetch evaluation data; rt_loader_read() is the synchronous form.
+ *
+ * Memory. What the loader holds is bounded and stated at start (log line "loader: memory bound
+ * ..."; rt_loader_memory_bound): queue_depth x max_batch output samples of loader-owned buffers,
+ * plus per thread (prefetch threads and the caller's) the decode buffers of the largest image
+ * allowed: JPEG records over max_pixels are refused, the decoded image, libjpeg's coefficient
+ * buffers, the record's copy and the resampler's rows are sized from it. Pages of the database
+ * map that hold a record of RT_LOADER_RELEASE_MIN bytes or more are handed back to the kernel
+ * once it is decoded, so reading a database larger than memory does not grow the process.
  *
  * Thread safety: one caller thread drives submit/wait/release/read; the loader's own threads do
  * the rest.
@@ -37,8 +48,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define RT_LOADER_MAX_QUEUE 64   /* largest queue_depth */
-#define RT_LOADER_MAX_THREADS 64 /* most prefetch threads */
+#define RT_LOADER_MAX_QUEUE 64                 /* largest queue_depth */
+#define RT_LOADER_MAX_THREADS 64               /* most prefetch threads */
+#define RT_LOADER_MAX_PIXELS_DEFAULT 16777216L /* default max_pixels: 4096 x 4096 */
+#define RT_LOADER_RELEASE_MIN 65536 /* records this large leave the process's memory when read */
 
 struct rt_loader_opts {
     uint64_t seed;      /* permutation and augmentation seed */
@@ -53,6 +66,10 @@ struct rt_loader_opts {
     float rrc_scale[2]; /* area fraction range of the random-resized crop */
     float rrc_ratio[2]; /* aspect ratio (w/h) range of the random-resized crop */
     float eval_crop;    /* evaluation: centre crop extent (fraction of the image), (0, 1] */
+    int eval_resize;    /* evaluation: shorter side before the centre crop (0: use eval_crop) */
+    int channels;       /* output channels, 1 or 3 (0: the first record's); JPEGs convert */
+    long max_pixels;    /* largest JPEG (width x height) accepted: bounds decode memory */
+    bool dct_scale;     /* decode JPEGs at 1/2..1/8 scale when the crop allows it */
     bool raw_bgr;       /* raw 3-channel records are BGR: swap to RGB */
     bool normalize;     /* apply (x - mean) / std per channel */
     float mean[4];      /* per-channel mean (after /255) */
@@ -60,7 +77,8 @@ struct rt_loader_opts {
 };
 
 /* Defaults: seed 0, 1 thread, queue 4, max_batch 256, record size, no augmentation, rrc ranges
- * (0.08, 1) and (3/4, 4/3), eval_crop 1, no normalisation. */
+ * (0.08, 1) and (3/4, 4/3), eval_crop 1, no eval_resize, the records' channels, max_pixels
+ * RT_LOADER_MAX_PIXELS_DEFAULT, DCT scaling on, no normalisation. */
 void rt_loader_opts_default(struct rt_loader_opts *o);
 
 typedef struct rt_loader rt_loader_t;
@@ -100,6 +118,9 @@ size_t rt_loader_count(const rt_loader_t *l);
 
 /* Output shape of one sample. */
 void rt_loader_shape(const rt_loader_t *l, int *c, int *h, int *w);
+
+/* Bytes the loader may hold at most (see Memory above): what rt_loader_new logged. */
+size_t rt_loader_memory_bound(const rt_loader_t *l);
 
 /* Record index at permutation position pos of epoch (pos < count). For tests and tools. */
 size_t rt_loader_perm_index(rt_loader_t *l, uint64_t epoch, size_t pos);

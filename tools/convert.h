@@ -1,0 +1,56 @@
+/*
+ * convert: what the sources of `eigenbatch convert` share (cmd_convert.c): the database being
+ * written with its progress display, and the image layouts (convert_images.c): a folder per class,
+ * ImageNet's validation folder with a label file, and TinyImageNet's tree.
+ */
+#ifndef CONVERT_H
+#define CONVERT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "rt_datum.h"
+#include "rt_db.h"
+
+#define CONVERT_PROGRESS_S 1.0 /* seconds between progress displays at most */
+
+/* Progress on stderr: count, rate and ETA (a live bar on a terminal, else one line each). */
+struct convert_progress {
+    const char *what; /* label */
+    size_t total;     /* records expected */
+    bool tty;         /* stderr is a terminal: live bar */
+    double t0;        /* start time */
+    double last;      /* last display time */
+};
+
+/* The database being written. */
+struct convert_out {
+    rt_db_writer_t *w;            /* the build */
+    uint8_t *buf;                 /* serialisation buffer (reused) */
+    size_t cap;                   /* its size */
+    struct convert_progress prog; /* display */
+};
+
+/* Start the display of `total` records. */
+void convert_progress_start(struct convert_progress *p, const char *what, size_t total);
+
+/* Show done/total when a second has passed since the last display (always when final). */
+void convert_progress_show(struct convert_progress *p, size_t done, bool final);
+
+/* Serialise d and store it under the next %08d key; RT_ERR_INTERRUPTED after SIGINT/SIGTERM. */
+int convert_put(struct convert_out *o, const struct rt_datum *d);
+
+/* How image layouts store their JPEGs. */
+struct convert_image_opts {
+    int resize_w, resize_h; /* > 0: decoded, squashed to this size, stored raw BGR (Caffe) */
+    int shorter;            /* > 0: re-encode images whose shorter side is larger, to this */
+    int quality;            /* JPEG quality of re-encoded images */
+    const char *labels;     /* imagenet-val: the label file */
+};
+
+/* Convert the image layout `fmt` (imagefolder, imagenet-val, tinyimagenet) at `in`, part `split`
+ * (train or test), into o. Returns 0 or a negative rt_err code naming the file. */
+int convert_images(const char *fmt, const char *in, const char *split, struct convert_out *o,
+                   const struct convert_image_opts *io);
+
+#endif

@@ -99,6 +99,21 @@ static int s_check_cfg(const struct eigensvc_cfg *c)
     return eig_abs_config_check(&c->abs);
 }
 
+/* A loader of path for Hessian batches or evaluation: the run's loader options when given (with
+ * no threads: records are read one by one), else the records as stored. */
+static int s_open_data(const struct eigensvc_cfg *cfg, const char *path, rt_loader_t **out)
+{
+    size_t hb = (size_t)cfg->hessian_batch;
+    if (!cfg->use_loader)
+        return app_model_open_plain(path, cfg->seed, hb, out);
+    struct rt_loader_opts lo = cfg->loader;
+    lo.threads = 0;
+    lo.seed = cfg->seed;
+    if (lo.max_batch < hb)
+        lo.max_batch = hb;
+    return rt_loader_new(path, &lo, out);
+}
+
 int eigensvc_new(const struct eigensvc_cfg *cfg, eigensvc_t **out)
 {
     *out = NULL;
@@ -117,7 +132,7 @@ int eigensvc_new(const struct eigensvc_cfg *cfg, eigensvc_t **out)
     if (cfg->threads > 0)
         nn_set_threads(cfg->threads);
     size_t hb = (size_t)cfg->hessian_batch;
-    if ((rc = app_model_open_plain(cfg->train_db, cfg->seed, hb, &s->train)))
+    if ((rc = s_open_data(cfg, cfg->train_db, &s->train)))
         goto out_destroy;
     if ((size_t)cfg->hessian_batch > rt_loader_count(s->train)) {
         rc = rt_err_set(RT_ERR_CONFIG, "eigensvc: hessian_batch %d but %s holds %zu records",
@@ -127,7 +142,7 @@ int eigensvc_new(const struct eigensvc_cfg *cfg, eigensvc_t **out)
     int c, h, w;
     rt_loader_shape(s->train, &c, &h, &w);
     if (cfg->test_db) {
-        if ((rc = app_model_open_plain(cfg->test_db, cfg->seed, hb, &s->test)))
+        if ((rc = s_open_data(cfg, cfg->test_db, &s->test)))
             goto out_destroy;
         int tc, th, tw;
         rt_loader_shape(s->test, &tc, &th, &tw);

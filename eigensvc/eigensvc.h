@@ -25,6 +25,7 @@
 
 #include "eig_abs.h"
 #include "eig_power.h"
+#include "rt_loader.h"
 #include "nn_net.h"
 #include "rt_metrics.h"
 
@@ -37,6 +38,10 @@ struct eigensvc_cfg {
     const char *model;             /* zoo model name */
     int classes;                   /* number of classes */
     const char *train_db;          /* LMDB of the training set (Hessian batches) */
+    int use_loader;                /* 1: records become samples as `loader` says (the run's
+                                      data.* options: output size, evaluation resize and crop,
+                                      normalisation); 0: as stored */
+    struct rt_loader_opts loader;  /* with use_loader */
     const char *test_db;           /* LMDB of the test set for snapshot evaluation, or NULL */
     int hessian_batch;             /* samples per Hessian batch (default 128) */
     uint64_t seed;                 /* seed of the Hessian batches and of the power iteration */

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "app_model.h"
 #include "rt_err.h"
 #include "rt_log.h"
 
@@ -72,6 +73,9 @@ int eigensvc_main_cfg(const struct app_opts *o, struct eigensvc_cfg *ec)
     ec->model = o->model.name;
     ec->classes = (int)o->model.classes;
     ec->train_db = o->data.train;
+    if ((rc = app_model_loader_opts(o, (size_t)o->abs.hessian_batch, &ec->loader)))
+        return rc;
+    ec->use_loader = 1;
     ec->hessian_batch = (int)o->abs.hessian_batch;
     ec->seed = (uint64_t)o->train.seed;
     ec->block_last_k = (int)o->abs.block_last_k;

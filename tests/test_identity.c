@@ -17,6 +17,7 @@
  * cluster.coordinator_timeout_ms (plus a margin).
  */
 #include "eb_test.h"
+#include "eb_test_fault.h"
 
 #include <jansson.h>
 #include <pthread.h>
@@ -284,24 +285,8 @@ static void test_squatter_and_rogue_change_nothing(void **state)
     free(dir);
 }
 
-static pid_t s_children[4];
+static pid_t s_children[4]; /* killed by the teardown when a test fails half-way */
 static int s_n_children;
-
-/* Start `bin args...` with stderr into errpath. */
-static pid_t s_spawn(char *const *argv, const char *errpath)
-{
-    pid_t p = fork();
-    assert_true(p >= 0);
-    if (p == 0) {
-        if (!freopen(errpath, "w", stderr))
-            _exit(126);
-        setenv("EB_LOG", "warn", 1);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    s_children[s_n_children++] = p;
-    return p;
-}
 
 static void test_dead_coordinator_stops_the_others(void **state)
 {
@@ -313,45 +298,24 @@ static void test_dead_coordinator_stops_the_others(void **state)
     snprintf(connect, sizeof connect, "%s,%s", ep[0], ep[1]);
     for (int i = 0; i < 4; i++)
         snprintf(err[i], sizeof err[i], "%s/err%d", dir, i);
-    char *bin = (char *)eb_test_binary();
     const int timeout_ms = 2000;
     pid_t pids[4];
     for (int i = 0; i < S; i++) {
         snprintf(a_shard[i], sizeof a_shard[i], "%d", i);
-        char *argv[] = {bin,
-                        "server",
-                        "--model",
-                        "synth",
-                        "--shard",
-                        a_shard[i],
-                        "--bind",
-                        ep[i],
-                        "--coord",
-                        ep[0],
-                        "--steps",
-                        "100000000",
-                        "--batch",
-                        "8",
-                        "--lr",
-                        "0.001",
-                        "--coordinator-timeout-ms",
-                        "2000",
-                        NULL};
-        pids[i] = s_spawn(argv, err[i]);
+        char *argv[] = {"server",   "--model", "synth",     "--shard",
+                        a_shard[i], "--bind",  ep[i],       "--coord",
+                        ep[0],      "--steps", "100000000", "--batch",
+                        "8",        "--lr",    "0.001",     "--coordinator-timeout-ms",
+                        "2000",     NULL};
+        pids[i] = s_children[s_n_children++] = eb_fault_spawn(argv, err[i]);
     }
     for (int i = 0; i < 2; i++) {
-        char *argv[] = {bin,
-                        "worker",
-                        "--model",
-                        "synth",
-                        "--connect",
-                        connect,
-                        "--timeout-ms",
-                        "600000",
-                        "--coordinator-timeout-ms",
-                        "2000",
-                        NULL};
-        pids[S + i] = s_spawn(argv, err[S + i]);
+        char *argv[] = {"worker", "--model",
+                        "synth",  "--connect",
+                        connect,  "--timeout-ms",
+                        "600000", "--coordinator-timeout-ms",
+                        "2000",   NULL};
+        pids[S + i] = s_children[s_n_children++] = eb_fault_spawn(argv, err[S + i]);
     }
     sleep(2); /* training */
     for (int i = 0; i < 4; i++)
@@ -360,12 +324,9 @@ static void test_dead_coordinator_stops_the_others(void **state)
     waitpid(pids[0], NULL, 0);
     double t0 = rt_clock_now();
     for (int i = 1; i < 4; i++) {
-        int ws = 0;
-        pid_t r;
-        while ((r = waitpid(pids[i], &ws, WNOHANG)) == 0 && rt_clock_now() - t0 < WAIT_S)
-            usleep(20000);
+        int ws = eb_fault_wait(pids[i], (long)time(NULL) + WAIT_S);
         double took = rt_clock_now() - t0;
-        if (r != pids[i])
+        if (ws == -1)
             fail_msg("process %d still running %.0f s after shard 0 died", i, took);
         if (!WIFEXITED(ws) || WEXITSTATUS(ws) == 0)
             fail_msg("process %d ended with status %d after shard 0 died", i, ws);

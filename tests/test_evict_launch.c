@@ -8,6 +8,7 @@
  * samples lost summed over metrics.jsonl equal those shard 0's log reports.
  */
 #include "eb_test.h"
+#include "eb_test_fault.h"
 
 #include <jansson.h>
 #include <signal.h>
@@ -34,40 +35,6 @@
 static pid_t s_children[S + W]; /* killed by the teardown when the test fails half-way */
 static int s_n_children;
 
-/* Start argv; with errpath, its stderr goes there. */
-static pid_t s_spawn(char *const *argv, const char *errpath)
-{
-    pid_t p = fork();
-    assert_true(p >= 0);
-    if (p > 0)
-        s_children[s_n_children++] = p;
-    if (p == 0) {
-        if (errpath && !freopen(errpath, "w", stderr))
-            _exit(126);
-        setenv("EB_LOG", "warn", 1);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    return p;
-}
-
-/* Wait for pid until the deadline; returns its status, or -1 after killing it at the deadline. */
-static int s_wait(pid_t pid, time_t deadline)
-{
-    int ws;
-    for (;;) {
-        pid_t r = waitpid(pid, &ws, WNOHANG);
-        if (r == pid)
-            return ws;
-        if (time(NULL) > deadline) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &ws, 0);
-            return -1;
-        }
-        usleep(20000);
-    }
-}
-
 static void test_sigkilled_worker(void **state)
 {
     (void)state;
@@ -88,52 +55,33 @@ static void test_sigkilled_worker(void **state)
     snprintf(a_ck, sizeof a_ck, "%d", CKPT_EVERY);
     snprintf(a_n, sizeof a_n, "%d", N_SAMPLES);
     snprintf(a_ev, sizeof a_ev, "%d", EVICT_MS);
-    char *bin = (char *)eb_test_binary();
     pid_t shards[S], workers[W];
     for (int i = 0; i < S; i++) {
         snprintf(a_shard[i], sizeof a_shard[i], "%d", i);
         /* (shard 0 ignores --coord) */
-        char *argv[] = {bin,
-                        "server",
-                        "--shard",
-                        a_shard[i],
-                        "--shards",
-                        "2",
-                        "--workers",
-                        "3",
-                        "--bind",
-                        ep[i],
-                        "--coord",
-                        ep[0],
-                        "--params",
-                        a_p,
-                        "--buffers",
-                        a_nb,
-                        "--batch",
-                        a_b,
-                        "--method",
-                        "BL",
-                        "--epochs",
-                        a_ep,
-                        "--samples",
-                        a_n,
-                        "--lr",
-                        "0.001",
-                        "--output-dir",
-                        out,
-                        "--checkpoint-every",
-                        a_ck,
-                        "--worker-timeout-ms",
-                        a_ev,
-                        "--model",
-                        "synth",
-                        NULL};
-        shards[i] = s_spawn(argv, i == 0 ? log0 : NULL);
+        char *argv[] = {"server",   "--shard",
+                        a_shard[i], "--shards",
+                        "2",        "--workers",
+                        "3",        "--bind",
+                        ep[i],      "--coord",
+                        ep[0],      "--params",
+                        a_p,        "--buffers",
+                        a_nb,       "--batch",
+                        a_b,        "--method",
+                        "BL",       "--epochs",
+                        a_ep,       "--samples",
+                        a_n,        "--lr",
+                        "0.001",    "--output-dir",
+                        out,        "--checkpoint-every",
+                        a_ck,       "--worker-timeout-ms",
+                        a_ev,       "--model",
+                        "synth",    NULL};
+        shards[i] = s_children[s_n_children++] = eb_fault_spawn(argv, i == 0 ? log0 : "/dev/null");
     }
     for (int i = 0; i < W; i++) {
-        char *argv[] = {bin,  "worker",       "--connect", connect,   "--params", a_p, "--buffers",
-                        a_nb, "--timeout-ms", "20000",     "--model", "synth",    NULL};
-        workers[i] = s_spawn(argv, NULL);
+        char *argv[] = {"worker", "--connect",    connect, "--params", a_p,     "--buffers",
+                        a_nb,     "--timeout-ms", "20000", "--model",  "synth", NULL};
+        workers[i] = s_children[s_n_children++] = eb_fault_spawn(argv, "/dev/null");
     }
     /* mid-run: once the first epoch is checkpointed */
     time_t deadline = time(NULL) + WAIT_S;
@@ -142,15 +90,15 @@ static void test_sigkilled_worker(void **state)
         usleep(2000);
     assert_int_equal(stat(ck1, &sb), 0);
     assert_int_equal(kill(workers[2], SIGKILL), 0);
-    int ws = s_wait(workers[2], deadline);
+    int ws = eb_fault_wait(workers[2], deadline);
     assert_true(ws != -1 && WIFSIGNALED(ws)); /* it was still running: killed mid-run */
     for (int i = 0; i < 2; i++) {
-        ws = s_wait(workers[i], deadline);
+        ws = eb_fault_wait(workers[i], deadline);
         if (!(ws != -1 && WIFEXITED(ws) && WEXITSTATUS(ws) == 0))
             fail_msg("surviving worker %d: status %d", i, ws);
     }
     for (int i = 0; i < S; i++) {
-        ws = s_wait(shards[i], deadline);
+        ws = eb_fault_wait(shards[i], deadline);
         if (!(ws != -1 && WIFEXITED(ws) && WEXITSTATUS(ws) == 0))
             fail_msg("shard %d: status %d", i, ws);
     }

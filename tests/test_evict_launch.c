@@ -32,9 +32,6 @@
 #define EVICT_MS 2000
 #define WAIT_S 60 /* longest wait for the run (sanitizer builds are slow) */
 
-static pid_t s_children[S + W]; /* killed by the teardown when the test fails half-way */
-static int s_n_children;
-
 static void test_sigkilled_worker(void **state)
 {
     (void)state;
@@ -76,12 +73,12 @@ static void test_sigkilled_worker(void **state)
                         a_ck,       "--worker-timeout-ms",
                         a_ev,       "--model",
                         "synth",    NULL};
-        shards[i] = s_children[s_n_children++] = eb_fault_spawn(argv, i == 0 ? log0 : "/dev/null");
+        shards[i] = eb_fault_spawn(argv, i == 0 ? log0 : "/dev/null");
     }
     for (int i = 0; i < W; i++) {
         char *argv[] = {"worker", "--connect",    connect, "--params", a_p,     "--buffers",
                         a_nb,     "--timeout-ms", "20000", "--model",  "synth", NULL};
-        workers[i] = s_children[s_n_children++] = eb_fault_spawn(argv, "/dev/null");
+        workers[i] = eb_fault_spawn(argv, "/dev/null");
     }
     /* mid-run: once the first epoch is checkpointed */
     time_t deadline = time(NULL) + WAIT_S;
@@ -128,20 +125,10 @@ static void test_sigkilled_worker(void **state)
     free(dir);
 }
 
-static int s_teardown(void **state)
-{
-    (void)state;
-    for (int i = 0; i < s_n_children; i++)
-        if (kill(s_children[i], SIGKILL) == 0)
-            waitpid(s_children[i], NULL, 0);
-    s_n_children = 0;
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_sigkilled_worker, s_teardown),
+        cmocka_unit_test_teardown(test_sigkilled_worker, eb_fault_kill_children),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

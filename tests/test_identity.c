@@ -285,9 +285,6 @@ static void test_squatter_and_rogue_change_nothing(void **state)
     free(dir);
 }
 
-static pid_t s_children[4]; /* killed by the teardown when a test fails half-way */
-static int s_n_children;
-
 static void test_dead_coordinator_stops_the_others(void **state)
 {
     (void)state;
@@ -307,7 +304,7 @@ static void test_dead_coordinator_stops_the_others(void **state)
                         ep[0],      "--steps", "100000000", "--batch",
                         "8",        "--lr",    "0.001",     "--coordinator-timeout-ms",
                         "2000",     NULL};
-        pids[i] = s_children[s_n_children++] = eb_fault_spawn(argv, err[i]);
+        pids[i] = eb_fault_spawn(argv, err[i]);
     }
     for (int i = 0; i < 2; i++) {
         char *argv[] = {"worker", "--model",
@@ -315,7 +312,7 @@ static void test_dead_coordinator_stops_the_others(void **state)
                         connect,  "--timeout-ms",
                         "600000", "--coordinator-timeout-ms",
                         "2000",   NULL};
-        pids[S + i] = s_children[s_n_children++] = eb_fault_spawn(argv, err[S + i]);
+        pids[S + i] = eb_fault_spawn(argv, err[S + i]);
     }
     sleep(2); /* training */
     for (int i = 0; i < 4; i++)
@@ -337,26 +334,15 @@ static void test_dead_coordinator_stops_the_others(void **state)
             fail_msg("process %d does not say why: %s", i, text);
         free(text);
     }
-    s_n_children = 0;
     eb_test_rmtree(dir);
     free(dir);
-}
-
-static int s_teardown(void **state)
-{
-    (void)state;
-    for (int i = 0; i < s_n_children; i++)
-        if (kill(s_children[i], SIGKILL) == 0)
-            waitpid(s_children[i], NULL, 0);
-    s_n_children = 0;
-    return 0;
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_squatter_and_rogue_change_nothing),
-        cmocka_unit_test_teardown(test_dead_coordinator_stops_the_others, s_teardown),
+        cmocka_unit_test_teardown(test_dead_coordinator_stops_the_others, eb_fault_kill_children),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

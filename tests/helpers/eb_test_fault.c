@@ -43,12 +43,19 @@ void eb_fault_setup(struct eb_fault_fixture *f, int workers, int epochs, const c
     fclose(fp);
 }
 
-void eb_fault_teardown(struct eb_fault_fixture *f)
+int eb_fault_kill_children(void **state)
 {
+    (void)state;
     for (int i = 0; i < s_n_children; i++)
         if (kill(s_children[i], SIGKILL) == 0)
             waitpid(s_children[i], NULL, 0);
     s_n_children = 0;
+    return 0;
+}
+
+void eb_fault_teardown(struct eb_fault_fixture *f)
+{
+    eb_fault_kill_children(NULL);
     eb_test_rmtree(f->tmp);
     free(f->tmp);
     f->tmp = NULL;

@@ -29,6 +29,10 @@ void eb_fault_setup(struct eb_fault_fixture *f, int workers, int epochs, const c
 /* Kill the children still running (SIGKILL) and remove the directory. */
 void eb_fault_teardown(struct eb_fault_fixture *f);
 
+/* SIGKILL every process eb_fault_spawn started that is still there, and reap it: a teardown for
+ * tests that fail half-way (cmocka's signature; state unused). Returns 0. */
+int eb_fault_kill_children(void **state);
+
 /* Start `eigenbatch` with argv (argv[0] is the sub-command; NULL-terminated) and EB_LOG=info,
  * stderr into err (stdout to /dev/null); returns its pid. */
 pid_t eb_fault_spawn(char *const *argv, const char *err);

@@ -9,7 +9,7 @@ pkgs=(
   libopenblas-dev libzmq3-dev libprotobuf-c-dev protobuf-c-compiler
   liblmdb-dev lmdb-utils libyaml-dev libjansson-dev zlib1g-dev
   libjpeg62-turbo-dev libturbojpeg0-dev libcmocka-dev clang libfuzzer-14-dev
-  dataset-fashion-mnist python3 python3-numpy gnuplot-nox clang-format
+  dataset-fashion-mnist python3 python3-numpy python3-crc32c gnuplot-nox clang-format
 )
 if [ "${1:-}" = "--bench" ]; then
   pkgs+=(python3-torch python3-pil linux-perf)

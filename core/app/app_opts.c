@@ -16,6 +16,7 @@
 #include "rt_ckpt.h"
 #include "rt_curve.h"
 #include "rt_log.h"
+#include "rt_metrics.h"
 #include "rt_err.h"
 
 #define S_INT_MAX 2147483647.0 /* upper bound of options that end up in an int */
@@ -154,6 +155,9 @@ const struct rt_opt app_opts_table[] = {
       "seed of the initial weights, the data order and the Hessian batches"),
     K(output_dir, "output.dir", "output-dir", STR, NULL, 0, 0, NULL,
       "config.yaml, metrics.jsonl, checkpoints, weights.safetensors (null: none)"),
+    K(output_tensorboard, "output.tensorboard", "tensorboard", BOOL, "true", 0, 0, NULL,
+      "also write the metrics' numbers as TensorBoard scalars (events.out.tfevents.* beside "
+      "metrics.jsonl)"),
     K(checkpoint.every_epochs, "checkpoint.every_epochs", "checkpoint-every", INT, "1", 0,
       S_INT_MAX, NULL, "checkpoint every this many epochs (0: off)"),
     K(checkpoint.every_steps, "checkpoint.every_steps", "checkpoint-every-steps", INT, "0", 0, 1e12,
@@ -227,6 +231,7 @@ int app_opts_main(int argc, char **argv, const char *usage, app_opts_body_fn bod
     int rc = app_opts_parse(argc, argv, usage, &o, &cfg);
     if (rc)
         return rc == RT_OPT_HELP ? 0 : 2;
+    rt_metrics_set_tensorboard(o.output_tensorboard);
     if (app_opts_security(&o)) {
         fprintf(stderr, "eigenbatch %s: %s\n", argv[0], rt_err_msg());
         rc = 1;

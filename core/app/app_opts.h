@@ -159,6 +159,7 @@ struct app_opts {
     struct app_abs_opts abs;
     struct app_train_opts train;
     const char *output_dir; /* output.dir: config.yaml, metrics.jsonl, checkpoints, weights */
+    int output_tensorboard; /* output.tensorboard: TensorBoard scalars beside metrics.jsonl */
     struct app_checkpoint_opts checkpoint;
     struct app_fault_opts fault;
     struct app_security_opts security;

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,8 @@
 
 #include "rt_clock.h"
 #include "rt_err.h"
+#include "rt_log.h"
+#include "rt_tboard.h"
 
 /* Width of the live bar in characters. */
 #define PROGRESS_BAR 24
@@ -23,7 +26,11 @@
 /* Live lines are redrawn at most this often (seconds), whatever the interval. */
 #define PROGRESS_LIVE_INTERVAL 0.25
 
+/* Whether metrics files opened from now on get a TensorBoard event file beside them. */
+static atomic_int s_tensorboard;
+
 struct rt_metrics {
+    rt_tboard_t *tb;      /* the TensorBoard mirror of the numeric fields, or NULL */
     int fd;               /* the open metrics file (O_APPEND) */
     char *path;           /* its path, for messages */
     pthread_mutex_t lock; /* held from begin to end */
@@ -49,8 +56,52 @@ int rt_metrics_open(const char *path, int append, rt_metrics_t **out)
         return rc;
     }
     pthread_mutex_init(&m->lock, NULL);
+    if (atomic_load(&s_tensorboard)) {
+        /* beside the metrics file: TensorBoard reads every event file of the directory */
+        char dir[4096];
+        const char *slash = strrchr(path, '/');
+        size_t n = slash ? (size_t)(slash - path) : 0;
+        snprintf(dir, sizeof dir, "%.*s", (int)(n ? n : 1), n ? path : ".");
+        if (rt_tboard_open(dir, &m->tb))
+            RT_WARN("metrics", "no TensorBoard events: %s", rt_err_msg());
+    }
     *out = m;
     return 0;
+}
+
+void rt_metrics_set_tensorboard(int on)
+{
+    atomic_store(&s_tensorboard, on ? 1 : 0);
+}
+
+/* The event's numbers as TensorBoard scalars "<event>/<field>" at its step (else its epoch). */
+static void s_mirror(rt_metrics_t *m, json_t *obj)
+{
+    const char *ev = json_string_value(json_object_get(obj, "event"));
+    json_t *st = json_object_get(obj, "step");
+    if (!json_is_integer(st))
+        st = json_object_get(obj, "epoch");
+    int64_t step = json_is_integer(st) ? (int64_t)json_integer_value(st) : 0;
+    double wall = json_number_value(json_object_get(obj, "time"));
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v)
+    {
+        if (!json_is_number(v) || !strcmp(key, "time") || !strcmp(key, "step") ||
+            !strcmp(key, "epoch"))
+            continue;
+        char tag[256];
+        snprintf(tag, sizeof tag, "%s/%s", ev ? ev : "event", key);
+        if (rt_tboard_scalar(m->tb, tag, step, wall, (float)json_number_value(v))) {
+            RT_WARN("metrics", "TensorBoard events stop: %s", rt_err_msg());
+            rt_tboard_close(&m->tb);
+            return;
+        }
+    }
+    if (rt_tboard_flush(m->tb)) {
+        RT_WARN("metrics", "TensorBoard events stop: %s", rt_err_msg());
+        rt_tboard_close(&m->tb);
+    }
 }
 
 void rt_metrics_close(rt_metrics_t **self_p)
@@ -58,6 +109,7 @@ void rt_metrics_close(rt_metrics_t **self_p)
     if (!self_p || !*self_p)
         return;
     rt_metrics_t *m = *self_p;
+    rt_tboard_close(&m->tb);
     close(m->fd);
     json_decref(m->cur);
     pthread_mutex_destroy(&m->lock);
@@ -150,6 +202,8 @@ static int s_write_line(rt_metrics_t *m, json_t *obj)
     free(line);
     if (done < n)
         return rt_err_set(RT_ERR_IO, "%s: write failed: %s", m->path, strerror(errno));
+    if (m->tb)
+        s_mirror(m, obj);
     return 0;
 }
 

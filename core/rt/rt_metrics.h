@@ -28,6 +28,11 @@ int rt_metrics_open(const char *path, int append, rt_metrics_t **out);
 /* Close (flushing) and null the caller's pointer; accepts NULL, safe twice. */
 void rt_metrics_close(rt_metrics_t **self_p);
 
+/* From now on (process-wide), each metrics file opened also gets a TensorBoard event file in its
+ * directory (rt_tboard.h) holding every numeric field of every event as the scalar
+ * "<event>/<field>" at the event's step (else its epoch); `output.tensorboard`. Off by default. */
+void rt_metrics_set_tensorboard(int on);
+
 /* Build one event: begin, any number of fields, end. Thread-safe: begin takes the writer's lock
  * and end releases it, so events from several threads never interleave. Field names are copied. */
 void rt_metrics_begin(rt_metrics_t *m, const char *event);

@@ -12,6 +12,7 @@
  * "block_last_k", "bn", ...}.
  */
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,12 +47,14 @@ static void s_usage(FILE *f)
             "         [--classes N] [--first N] [--block-last K] [--bn eval|train]\n"
             "         [--preset paper|accurate] [--method power|lanczos [--top K]]\n"
             "         [--trace [--samples N]] [--density [--runs R] [--steps K] [--png FILE]]\n"
-            "         [--threads T] [--seed S]\n"
+            "         [--tol X] [--max-iter N] [--threads T] [--seed S]\n"
             "Top Hessian eigenvalue of the mean loss on the first N records (default %d) of DIR;\n"
             "the last line is JSON {eigenvalue, iterations, seconds, converged, residual, ...}.\n"
             "--method lanczos (full reorthogonalisation): the top K eigenvalues at once, each to\n"
             "the preset's relative residual, within 5x the preset's products; the JSON adds\n"
             "eigenvalues, residuals and hvps.\n"
+            "--tol and --max-iter replace the preset's tolerance and products (Lanczos: at most\n"
+            "5x those products).\n"
             "--trace: Hutchinson's estimate of the trace from N Rademacher vectors (default %d),\n"
             "with its standard error. --density: the eigenvalue density by stochastic Lanczos\n"
             "quadrature, R runs (default %d) of K products (default %d), as grid and density\n"
@@ -91,6 +94,8 @@ struct s_eig_args {
     int density;                  /* --density */
     long runs, steps;             /* --runs, --steps (density) */
     const char *png;              /* --png (density) */
+    double tol;                   /* --tol: the preset's tolerance replaced (NaN: kept) */
+    long max_iter;                /* --max-iter: the preset's products replaced (0: kept) */
 };
 
 static int s_check(struct s_eig_args *a);
@@ -111,6 +116,7 @@ static int s_parse(int argc, char **argv, struct s_eig_args *a)
         {"trace", no_argument, NULL, 'T'},         {"samples", required_argument, NULL, 'S'},
         {"density", no_argument, NULL, 'D'},       {"runs", required_argument, NULL, 'R'},
         {"steps", required_argument, NULL, 'L'},   {"png", required_argument, NULL, 'P'},
+        {"tol", required_argument, NULL, 'o'},     {"max-iter", required_argument, NULL, 'I'},
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     *a = (struct s_eig_args){.preset_name = "paper",
                              .classes = S_DEFAULT_CLASSES,
@@ -119,7 +125,8 @@ static int s_parse(int argc, char **argv, struct s_eig_args *a)
                              .top = 1,
                              .samples = S_DEFAULT_SAMPLES,
                              .runs = S_DEFAULT_RUNS,
-                             .steps = S_DEFAULT_STEPS};
+                             .steps = S_DEFAULT_STEPS,
+                             .tol = NAN};
     optind = 1;
     opterr = 0;
     int ch;
@@ -181,6 +188,14 @@ static int s_parse(int argc, char **argv, struct s_eig_args *a)
         case 'T':
             a->trace = 1;
             break;
+        case 'o':
+            if (rt_opt_double(S_CMD, "--tol", optarg, &a->tol))
+                return 2;
+            break;
+        case 'I':
+            if (rt_opt_long(S_CMD, "--max-iter", optarg, &a->max_iter))
+                return 2;
+            break;
         case 'D':
             a->density = 1;
             break;
@@ -241,6 +256,12 @@ static int s_check(struct s_eig_args *a)
     if (a->trace + a->density + a->lanczos > 1 || (a->png && !a->density)) {
         fprintf(stderr, "eigenbatch eig: one of --method lanczos, --trace and --density; --png "
                         "goes with --density\n");
+        return 2;
+    }
+    if ((!isnan(a->tol) && !(a->tol >= 0 && a->tol < 1)) || a->max_iter < 0 ||
+        a->max_iter > EIG_LANCZOS_MAX_ITER) {
+        fprintf(stderr, "eigenbatch eig: --tol in [0, 1), --max-iter in [0, %d]\n",
+                EIG_LANCZOS_MAX_ITER);
         return 2;
     }
     if (a->samples < 1 || a->samples > 1000000 || a->runs < 1 || a->runs > EIG_SLQ_MAX_RUNS ||
@@ -379,6 +400,10 @@ static int s_run(const struct s_eig_args *a)
     struct eig_power_config pc;
     eig_power_config_preset(&pc, a->preset);
     pc.seed = (uint64_t)a->seed;
+    if (!isnan(a->tol))
+        pc.tol = a->tol;
+    if (a->max_iter > 0)
+        pc.max_iter = (int32_t)a->max_iter;
     pw = eig_power_new(nn_net_param_count(net), &pc);
     if (!pw) {
         fprintf(stderr, "eigenbatch eig: %s\n", rt_err_msg());

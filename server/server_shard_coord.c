@@ -168,7 +168,8 @@ void server_shard_on_sched_query(server_shard_t *s, const struct rt_sock_in *in)
 
 /* HEARTBEAT: answered, so that a worker waiting for a slow step, another shard or the eigen
  * service knows the coordinator is alive (for a bound worker that works, the dispatch has recorded
- * that it is; from anyone else it changes nothing). */
+ * that it is; from anyone else it changes nothing). Every shard answers it, from anyone: it is
+ * the status probe of `eigenbatch ping` (deployment healthchecks). */
 void server_shard_on_heartbeat(server_shard_t *s, const struct rt_sock_in *in)
 {
     struct rt_wire_msg r;

@@ -21,8 +21,9 @@ int eb_cmd_simulate(int argc, char **argv); /* tools/cmd_simulate.c */
 /* `eigenbatch keygen --out PREFIX`: a CURVE keypair, PREFIX.key and PREFIX.pub (cmd_keygen.c). */
 int eb_cmd_keygen(int argc, char **argv);
 
-/* `eigenbatch bench train|ps|loader` (bench/cmd_bench*.c). */
+/* `eigenbatch bench train|ps|loader|hetero` (bench/cmd_bench*.c). */
 int eb_cmd_bench(int argc, char **argv);
+int eb_bench_hetero(int argc, char **argv);
 int eb_bench_loader(int argc, char **argv);
 int eb_bench_ps(int argc, char **argv);
 

@@ -9,7 +9,8 @@
  * volumes mapped back to host paths, train ABS with `decisions: sync` for 2 epochs on a small
  * generated LMDB. Each service's healthcheck (`eigenbatch ping`) passes while it runs; the eigen
  * service's decision is accepted (batch 64 -> 128, nothing refused) and applied: the workers'
- * epoch 1 runs at batch 128.
+ * epoch 1 runs at batch 128. A ping that gets no answer in its timeout fails (1), a ping without
+ * one endpoint is a usage error (2).
  */
 #include "eb_test.h"
 #include "eb_test_data.h"
@@ -134,11 +135,28 @@ static void test_multi_host_files_train(void **state)
     free(tmp);
 }
 
+static void test_ping_without_answer(void **state)
+{
+    (void)state;
+    char cmd[8192];
+    /* nobody listens on a free port: no answer within the timeout */
+    snprintf(cmd, sizeof cmd, "'%s' ping --connect tcp://127.0.0.1:%d --timeout-ms 300 2>/dev/null",
+             eb_test_binary(), eb_test_free_port());
+    assert_int_equal(eb_test_run(cmd), 1);
+    snprintf(cmd, sizeof cmd, "'%s' ping 2>/dev/null", eb_test_binary());
+    assert_int_equal(eb_test_run(cmd), 2);
+    snprintf(cmd, sizeof cmd,
+             "'%s' ping --connect tcp://127.0.0.1:1,tcp://127.0.0.1:2 2>/dev/null >/dev/null",
+             eb_test_binary());
+    assert_int_equal(eb_test_run(cmd), 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_compose_files_validate),
         cmocka_unit_test(test_multi_host_files_train),
+        cmocka_unit_test(test_ping_without_answer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

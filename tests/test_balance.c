@@ -197,7 +197,8 @@ static void test_bench_hetero_reports(void **state)
     (void)state;
     char cmd[4200], out[4096];
     snprintf(cmd, sizeof cmd,
-             "'%s' bench hetero --slowdown 3 --steps 12 --batch 128 --params 4000 2>/dev/null",
+             "'%s' bench hetero --slowdown 3 --steps 12 --batch 128 --params 4000 --repeat 1 "
+             "2>/dev/null",
              eb_test_binary());
     FILE *p = popen(cmd, "r");
     assert_non_null(p);

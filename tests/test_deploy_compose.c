@@ -1,7 +1,9 @@
 /*
  * test_deploy_compose: deploy/'s compose files, without Docker.
  *
- * Every compose file passes `docker-compose config` with deploy/.env.example (skipped when
+ * The deployments' configurations (configs/compose.yaml, configs/deploy.yaml) parse through the
+ * option table as every role reads them, and run ABS (the eigen service is part of them). Every
+ * compose file passes `docker-compose config` with deploy/.env.example (skipped when
  * docker-compose is not installed). Then the multi-host files run as processes of the built
  * binary (tests/tools/compose_run.py): the command lines of shard0 and shard1 (servers host),
  * worker-gpu0 and worker-gpu1 (a worker host) and eigensvc (the eigen-service host), with an .env
@@ -22,11 +24,32 @@
 
 #include <jansson.h>
 
+#include "app_opts.h"
+
 #define N 512 /* records of 1 x 8 x 8, label = index (as many classes) */
 
 static int s_have_python_yaml(void)
 {
     return eb_test_run("python3 -c 'import yaml' >/dev/null 2>&1") == 0;
+}
+
+static void test_deploy_configs_parse(void **state)
+{
+    (void)state;
+    static const char *const files[] = {"configs/compose.yaml", "configs/deploy.yaml"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%s", eb_test_source_dir(), files[i]);
+        char *argv[] = {"server", "--config", path, "--shard", "0", NULL};
+        struct app_opts o;
+        rt_config_t *cfg = NULL;
+        if (app_opts_parse(5, argv, "", &o, &cfg))
+            fail_msg("%s does not parse", files[i]);
+        assert_true(app_opts_needs_eigensvc(&o));
+        assert_true(app_opts_balance_measured(&o));
+        assert_string_equal(o.cluster.transport, "tcp");
+        rt_config_destroy(&cfg);
+    }
 }
 
 static void test_compose_files_validate(void **state)
@@ -154,6 +177,7 @@ static void test_ping_without_answer(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_deploy_configs_parse),
         cmocka_unit_test(test_compose_files_validate),
         cmocka_unit_test(test_multi_host_files_train),
         cmocka_unit_test(test_ping_without_answer),

@@ -1,7 +1,7 @@
 /*
  * cmd_bench: `eigenbatch bench KIND ...`, micro-benchmarks of the system's parts. This file is the
  * dispatcher on KIND and the "train" benchmark of the neural-network core; other kinds live in
- * their own files (eb_bench_ps, eb_bench_loader) and are registered in s_kinds.
+ * their own files (eb_bench_ps, eb_bench_loader, eb_bench_hetero) and are registered in s_kinds.
  *
  *   eigenbatch bench train --model M --batch N --threads T [--steps K] [--input CxHxW]
  *                          [--classes N] [--seed S]
@@ -38,6 +38,7 @@ static const struct bench_kind s_kinds[] = {
     {"train", s_bench_train, "training steps and Hessian-vector products of a zoo model"},
     {"ps", eb_bench_ps, "parameter-server push+pull bandwidth, beside raw TCP"},
     {"loader", eb_bench_loader, "LMDB loader throughput (raw and JPEG)"},
+    {"hetero", eb_bench_hetero, "equal vs measured shares with one worker slowed down"},
     {NULL, NULL, NULL},
 };
 

@@ -198,6 +198,7 @@ static int s_train(struct app_opts *o, const rt_config_t *cfg)
         .sched = &sched,
         .compute = cbs,
         .weights = weights,
+        .rebalance = app_opts_balance_measured(o),
         .snapshots = app_opts_needs_eigensvc(o),
         .sync_timeout_ms = (int)(o->abs.sync_timeout_s * 1000.0),
         .worker_timeout_ms = (int)o->cluster.timeout_ms,

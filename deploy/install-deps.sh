@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # Install what eigenbatch needs to build, test and benchmark on Debian 12 (run as root).
 #   deploy/install-deps.sh          build + test dependencies and the Fashion-MNIST data package
+#   deploy/install-deps.sh --build  what building the binary needs, nothing more (deploy/Dockerfile)
 #   deploy/install-deps.sh --bench  also the comparison tools used by bench/ (PyTorch, PIL, gnuplot)
+# The tests use docker-compose (Debian's, 1.29) only to validate deploy/'s compose files
+# (`docker-compose config`: no Docker daemon needed) and python3-yaml to read them.
 set -euo pipefail
 
 pkgs=(
   build-essential cmake pkg-config
   libopenblas-dev libzmq3-dev libprotobuf-c-dev protobuf-c-compiler
-  liblmdb-dev lmdb-utils libyaml-dev libjansson-dev zlib1g-dev
-  libjpeg62-turbo-dev libturbojpeg0-dev libcmocka-dev clang libfuzzer-14-dev
-  dataset-fashion-mnist python3 python3-numpy python3-crc32c gnuplot-nox clang-format
+  liblmdb-dev libyaml-dev libjansson-dev zlib1g-dev
+  libjpeg62-turbo-dev libturbojpeg0-dev libcmocka-dev
 )
+if [ "${1:-}" != "--build" ]; then
+  pkgs+=(lmdb-utils dataset-fashion-mnist python3 python3-numpy python3-yaml python3-crc32c
+         gnuplot-nox clang-format clang libfuzzer-14-dev docker-compose)
+fi
 if [ "${1:-}" = "--bench" ]; then
   pkgs+=(python3-torch python3-pil linux-perf)
 fi

@@ -12,7 +12,7 @@
  * whose snapshot the service missed (it was busy) are fed to the rule as "no measurement" first, so
  * the kappa timer still counts them. Optionally the snapshot is evaluated on the test set (event
  * "eval"). Between polls, "current decision" queries of late joiners are answered on the query
- * endpoint.
+ * endpoint, and so are heartbeats (the status probe of `eigenbatch ping`).
  *
  * With `decisions: sync` the coordinator holds the start of epoch e until the decision of epoch
  * e - 1 arrived, so the service sends one for every epoch (without a measurement once B_max is
@@ -233,6 +233,13 @@ static void s_serve_queries(eigensvc_t *s)
 {
     while (s->query && rt_sock_recv_msg(s->query, &s->in, ZMQ_DONTWAIT, "a late joiner") == RT_OK) {
         struct rt_wire_msg r;
+        if (s->in.m.type == RT_WIRE_HEARTBEAT) {
+            /* a status probe (eigenbatch ping): the service is alive between its polls */
+            rt_wire_msg_init(&r, RT_WIRE_HEARTBEAT, -1, S_NAME);
+            if (rt_sock_send(s->query, s->in.route, s->in.route_len, &r, NULL, NULL, NULL))
+                RT_WARN(S_NAME, "heartbeat reply failed: %s", rt_err_msg());
+            continue;
+        }
         if (s->in.m.type != RT_WIRE_CURRENT) {
             RT_WARN(S_NAME, "dropped a query: %s", rt_wire_type_name(s->in.m.type));
             continue;

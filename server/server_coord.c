@@ -33,6 +33,8 @@ struct server_coord {
     int n_workers;                          /* slots */
     int registered;                         /* slots taken, ids 0..registered-1 */
     double *weight;                         /* share weight per id (current) */
+    double *speed;                          /* per id: smoothed reported samples/s (0: none) */
+    double *target;                         /* scratch: weights the speeds call for */
     struct s_snap snap[S_SNAP_RING];        /* frozen share weights per step */
     double *last_seen;                      /* monotonic seconds of the last message per id */
     int *evicted;                           /* per id: 1 once evicted (until a rejoin) */
@@ -70,11 +72,14 @@ server_coord_t *server_coord_new(int n_workers, const struct server_coord_sched 
     c->hold_epoch = -1;
     c->lead = -1;
     c->weight = calloc((size_t)n_workers, sizeof *c->weight);
+    c->speed = calloc((size_t)n_workers, sizeof *c->speed);
+    c->target = calloc((size_t)n_workers, sizeof *c->target);
     c->last_seen = calloc((size_t)n_workers, sizeof *c->last_seen);
     c->evicted = calloc((size_t)n_workers, sizeof *c->evicted);
     c->join_step = calloc((size_t)n_workers, sizeof *c->join_step);
     c->names = calloc((size_t)n_workers, sizeof *c->names);
-    if (!c->weight || !c->last_seen || !c->evicted || !c->join_step || !c->names) {
+    if (!c->weight || !c->speed || !c->target || !c->last_seen || !c->evicted || !c->join_step ||
+        !c->names) {
         server_coord_destroy(&c);
         return NULL;
     }
@@ -94,6 +99,8 @@ void server_coord_destroy(server_coord_t **self_p)
         return;
     server_coord_t *c = *self_p;
     free(c->weight);
+    free(c->speed);
+    free(c->target);
     free(c->last_seen);
     free(c->evicted);
     free(c->join_step);
@@ -120,6 +127,7 @@ int server_coord_register(server_coord_t *c, const char *name, double weight)
                               c->n_workers);
         c->evicted[id] = 0;
         c->weight[id] = weight;
+        c->speed[id] = 0; /* measured afresh */
         c->last_seen[id] = rt_clock_now();
         c->join_step[id] = c->next_step;
         snprintf(c->names[id], sizeof c->names[id], "%s", name);
@@ -214,6 +222,7 @@ int server_coord_evict(server_coord_t *c, int id, uint64_t from_step,
     }
     c->evicted[id] = 1;
     c->weight[id] = 0;
+    c->speed[id] = 0;
     if (loss)
         *loss = l;
     return RT_OK;
@@ -256,6 +265,79 @@ int server_coord_set_weight(server_coord_t *c, int id, double weight)
         RT_DEBUG("coord", "worker %d share weight %g -> %g", id, c->weight[id], weight);
     c->weight[id] = weight;
     return RT_OK;
+}
+
+void server_coord_weights(const server_coord_t *c, double *w)
+{
+    memcpy(w, c->weight, (size_t)c->n_workers * sizeof *w);
+}
+
+/* The share weights measured speeds call for, into t: each member's speed over the members' mean
+ * speed, a share under SERVER_COORD_MIN_SHARE of an equal one raised to it (the others keep their
+ * ratios). Returns the members, or 0 while one of them has not reported. */
+static int s_speed_weights(const server_coord_t *c, double *t)
+{
+    int n = 0, low = 0;
+    double sum = 0, high = 0;
+    for (int i = 0; i < c->n_workers; i++) {
+        t[i] = 0;
+        if (i >= c->registered || c->evicted[i])
+            continue;
+        if (!(c->speed[i] > 0))
+            return 0;
+        n++;
+        sum += c->speed[i];
+    }
+    if (!n)
+        return 0;
+    for (int i = 0; i < c->n_workers; i++)
+        if (c->speed[i] > 0 && !c->evicted[i] && i < c->registered) {
+            t[i] = c->speed[i] * n / sum; /* mean 1 */
+            if (t[i] < SERVER_COORD_MIN_SHARE)
+                low++;
+            else
+                high += t[i];
+        }
+    /* raised ones get m with n * m / (high + low * m) = MIN: exactly the minimum share */
+    double m = low ? SERVER_COORD_MIN_SHARE * high / (n - low * SERVER_COORD_MIN_SHARE) : 0;
+    for (int i = 0; i < c->n_workers; i++)
+        if (t[i] > 0 && t[i] < SERVER_COORD_MIN_SHARE)
+            t[i] = m;
+    return n;
+}
+
+int server_coord_report_speed(server_coord_t *c, int id, double samples_per_s, uint64_t *from_step)
+{
+    if (id < 0 || id >= c->registered)
+        return rt_err_set(RT_ERR_ARG, "no worker %d", id);
+    if (!(samples_per_s > 0) || !isfinite(samples_per_s))
+        return rt_err_set(RT_ERR_ARG, "worker %d: speed %g must be positive", id, samples_per_s);
+    if (c->evicted[id])
+        return 0; /* it has no share any more */
+    c->speed[id] = c->speed[id] > 0 ? (1 - SERVER_COORD_SPEED_EMA) * c->speed[id] +
+                                          SERVER_COORD_SPEED_EMA * samples_per_s
+                                    : samples_per_s;
+    double *t = c->target;
+    int n = s_speed_weights(c, t);
+    if (!n)
+        return 0;
+    /* compare with the weights in force, on the same scale (mean 1 over the members) */
+    double cur = 0;
+    for (int i = 0; i < c->n_workers; i++)
+        cur += t[i] > 0 ? c->weight[i] : 0;
+    int move = !(cur > 0);
+    for (int i = 0; i < c->n_workers && !move; i++) {
+        double w = c->weight[i] * n / cur;
+        move = t[i] > 0 && fabs(t[i] - w) > SERVER_COORD_BALANCE_DEADBAND * w;
+    }
+    if (!move)
+        return 0;
+    for (int i = 0; i < c->n_workers; i++)
+        if (t[i] > 0)
+            c->weight[i] = t[i];
+    if (from_step)
+        *from_step = c->next_step;
+    return 1;
 }
 
 void server_coord_share(uint32_t batch, const double *w, int n, int i, uint32_t *off, uint32_t *cnt)

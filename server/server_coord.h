@@ -143,6 +143,32 @@ uint32_t server_coord_members(const server_coord_t *c, uint64_t step, uint8_t *b
  * first query arrives. */
 int server_coord_set_weight(server_coord_t *c, int id, double weight);
 
+/* Measured balancing (cluster.balance: measured): the smallest share a worker keeps, as a
+ * fraction of an equal share, so that a worker measured as very slow still computes, and so is
+ * still measured. */
+#define SERVER_COORD_MIN_SHARE 0.05
+/* Weight of the newest speed report in the coordinator's smoothing of a worker's speed (the
+ * worker smooths its own measurement too). */
+#define SERVER_COORD_SPEED_EMA 0.5
+/* Shares are re-split only when some worker's share weight would move by more than this fraction:
+ * measurement noise between equal machines does not reshuffle the batch at every step. */
+#define SERVER_COORD_BALANCE_DEADBAND 0.1
+
+/* Measured balancing: worker `id` reports its speed, samples per second of compute (> 0), with a
+ * schedule query. The reports are smoothed per worker (SERVER_COORD_SPEED_EMA); once every member
+ * has reported, the share weights become the members' smoothed speeds (normalised to a mean of 1,
+ * each share at least SERVER_COORD_MIN_SHARE of an equal one) whenever one of them moved by more
+ * than SERVER_COORD_BALANCE_DEADBAND. As with server_coord_set_weight, the new shares apply from
+ * the first step nobody has asked about (*from_step), the way an eviction's re-split does: the
+ * global batch and the samples of every step never change, only which worker computes which.
+ * Returns 1 when the shares changed, 0 when not, RT_ERR_ARG for an unknown worker or a speed that
+ * is not positive. A worker that rejoins reports afresh. */
+int server_coord_report_speed(server_coord_t *c, int id, double samples_per_s, uint64_t *from_step);
+
+/* The share weights in force for the next unasked step, into w (n_workers values; 0: evicted or
+ * not registered). */
+void server_coord_weights(const server_coord_t *c, double *w);
+
 /* Schedule of `step` and worker `id`'s share [*share_off, +*share_cnt) of its global batch.
  * Shares are proportional to the weights as frozen for that step (cumulative rounding: they sum
  * to B exactly and do not overlap, whoever asks first); evicted workers have weight 0.

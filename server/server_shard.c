@@ -31,7 +31,7 @@ struct s_handler {
 static const struct s_handler s_handlers[] = {
     {RT_WIRE_REGISTER, server_shard_on_register, 1},
     {RT_WIRE_SCHED_QUERY, server_shard_on_sched_query, 1},
-    {RT_WIRE_HEARTBEAT, server_shard_on_heartbeat, 1},
+    {RT_WIRE_HEARTBEAT, server_shard_on_heartbeat, 0},
     {RT_WIRE_DECISION, server_shard_on_decision, 1},
     {RT_WIRE_ABS_QUERY, server_shard_on_abs_query, 1},
     {RT_WIRE_REJECT, server_shard_on_reject, 1},

@@ -126,6 +126,48 @@ void server_shard_on_register(server_shard_t *s, const struct rt_sock_in *in)
     server_shard_reply(s, in, &r, "welcome");
 }
 
+/* A worker's measured speed: when the coordinator re-splits the batch, announce the new shares
+ * and the step they apply from (log, and a "balance" event in metrics.jsonl), as for an eviction.
+ */
+static void s_report_speed(server_shard_t *s, int id, double speed)
+{
+    uint64_t from = 0;
+    int rc = server_coord_report_speed(s->co.coord, id, speed, &from);
+    if (rc < 0)
+        RT_WARN(s->name, "worker %d: %s", id, rt_err_msg());
+    if (rc <= 0)
+        return;
+    int n = s->cfg.n_workers;
+    double *w = malloc((size_t)n * sizeof *w); /* rare: only when the shares move */
+    if (!w)
+        return;
+    server_coord_weights(s->co.coord, w);
+    double sum = 0;
+    for (int i = 0; i < n; i++)
+        sum += w[i];
+    char line[512];
+    size_t len = 0;
+    json_t *ev = json_object(), *shares = json_array();
+    for (int i = 0; i < n && sum > 0; i++) {
+        if (len < sizeof line)
+            len += (size_t)snprintf(line + len, sizeof line - len, " %d:%.1f%%", i,
+                                    100.0 * w[i] / sum);
+        json_array_append_new(shares, json_real(w[i] / sum));
+    }
+    RT_INFO(s->name, "shares re-balanced to measured speed from step %llu:%s",
+            (unsigned long long)from, line);
+    if (s->cfg.metrics && ev && shares) {
+        json_object_set_new(ev, "event", json_string("balance"));
+        json_object_set_new(ev, "step", json_integer((json_int_t)from));
+        json_object_set(ev, "shares", shares);
+        if (rt_metrics_write(s->cfg.metrics, ev))
+            RT_WARN(s->name, "balance event: %s", rt_err_msg());
+    }
+    json_decref(shares);
+    json_decref(ev);
+    free(w);
+}
+
 /* SCHED_QUERY: the schedule of a step, with the asking worker's share of its batch and the
  * members that take part. */
 void server_shard_on_sched_query(server_shard_t *s, const struct rt_sock_in *in)
@@ -137,9 +179,10 @@ void server_shard_on_sched_query(server_shard_t *s, const struct rt_sock_in *in)
     uint32_t off = 0, cnt = 0;
     int rc;
     if (server_shard_bound(s, in)) {
-        /* a positive weight in a query is the worker's measured throughput: re-balance */
-        if (m->weight > 0 && server_coord_set_weight(s->co.coord, m->sender, m->weight))
-            RT_WARN(s->name, "worker %d: %s", m->sender, rt_err_msg());
+        /* a positive weight in a query is the worker's measured speed (cluster.balance:
+         * measured): the shares may follow it */
+        if (m->weight > 0)
+            s_report_speed(s, m->sender, m->weight);
         rc = server_coord_step(s->co.coord, m->sender, m->step, &pt, &off, &cnt);
     } else
         rc = server_coord_sched(s->co.coord, m->step, &pt);
@@ -170,7 +213,8 @@ void server_shard_on_sched_query(server_shard_t *s, const struct rt_sock_in *in)
 
 /* HEARTBEAT: answered, so that a worker waiting for a slow step, another shard or the eigen
  * service knows the coordinator is alive (for a bound worker that works, the dispatch has recorded
- * that it is; from anyone else it changes nothing). */
+ * that it is; from anyone else it changes nothing). Every shard answers it, from anyone: it is
+ * the status probe of `eigenbatch ping` (deployment healthchecks). */
 void server_shard_on_heartbeat(server_shard_t *s, const struct rt_sock_in *in)
 {
     struct rt_wire_msg r;

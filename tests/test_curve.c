@@ -488,6 +488,7 @@ static void s_launch(const char *security, const char *out, const char *err)
     char cmd[6 * S_PATH];
     snprintf(cmd, sizeof cmd,
              "EB_LOG=warn '%s' launch --model synth --transport tcp --shards 2 --workers 2 "
+             "--balance static "
              "--params 1001 "
              "--buffers 7 --batch 24 --steps 6 --samples 48 --seed 42 --timeout-ms 20000 "
              "--out '%s' %s 2>'%s'",
@@ -554,7 +555,8 @@ static void test_launch_abs_with_keys(void **state)
     for (int run = 0; run < 2; run++) {
         snprintf(
             cmd, sizeof cmd,
-            "EB_LOG=warn timeout 120 '%s' launch --transport tcp --shards 2 --workers 2 "
+            "EB_LOG=warn timeout 120 '%s' launch --transport tcp --shards 2 --workers 2 --balance "
+            "static "
             "--model cnn --data '%s' --classes 40 --batch 8 --micro-batch 4 --lr 0.05 "
             "--method ABS --epochs 3 --batch-max 32 --kappa 1 --hessian-batch 16 --decisions sync "
             "--timeout-ms 20000 --eig-metrics '%s/abs%d.jsonl' --out '%s/abs%d.bin' "

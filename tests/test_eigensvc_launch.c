@@ -22,7 +22,8 @@ static void s_launch(const char *tmp, const char *db, int run)
     char cmd[16384];
     snprintf(
         cmd, sizeof cmd,
-        "EB_LOG=warn '%s' launch --transport ipc --shards 2 --workers 2 --model cnn "
+        "EB_LOG=warn '%s' launch --transport ipc --shards 2 --workers 2 --balance static --model "
+        "cnn "
         "--data '%s' --classes %d --batch 8 --micro-batch 4 --lr 0.05 --method ABS "
         "--epochs 4 --batch-max 32 --kappa 1 --hessian-batch 16 --decisions sync --eig-metrics "
         "'%s/m%d.jsonl' "

@@ -4,7 +4,8 @@
  * train` (threads), `eigenbatch launch` (processes it starts) and separate `server`, `worker` and
  * `eigensvc` processes started by hand, as docker-compose does, each with only its per-process
  * flags. Each way writes the same resolved configuration (config.yaml) and bitwise the same final
- * weights. The shards run at batch 256 and the eigen service, given only the deployment's
+ * weights (with static shares: measured ones depend on timing, and BatchNorm on the split). The
+ * shards run at batch 256 and the eigen service, given only the deployment's
  * --config, gets its decisions accepted (batch 256 -> 512).
  */
 #include "eb_test.h"
@@ -45,7 +46,7 @@ static void test_train_launch_and_processes_agree(void **state)
     fprintf(f,
             "model: {name: cnn, classes: %d}\n"
             "data: {train: '%s'}\n"
-            "cluster: {shards: 2, workers: 2}\n"
+            "cluster: {shards: 2, workers: 2, balance: static}\n" /* the same split each way */
             "schedule: {method: ABS, batch: 256, lr: 0.05, epochs: 3, batch_max: 512}\n"
             "abs: {kappa: 1, hessian_batch: 32, decisions: sync, sync_timeout_s: 60}\n"
             "train: {micro_batch: 64, progress_s: 0}\n"

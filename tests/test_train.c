@@ -65,7 +65,8 @@ static const char *s_config(char *buf, size_t cap)
              "  test: %s\n"
              "  crop_pad: 1\n"
              "  flip: true\n"
-             "cluster: {shards: 2, workers: 2, transport: inproc}\n"
+             /* static shares: the runs compared must split every batch the same way */
+             "cluster: {shards: 2, workers: 2, transport: inproc, balance: static}\n"
              "schedule:\n"
              "  method: BL\n"
              "  batch: 64\n"

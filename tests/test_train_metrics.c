@@ -63,7 +63,7 @@ static void s_train(const char *cmd_name, const char *tmp, const char *db, const
     fprintf(f,
             "model: {name: cnn, classes: 2}\n"
             "data: {train: '%s'}\n"
-            "cluster: {shards: 2, %s, transport: inproc}\n"
+            "cluster: {shards: 2, %s, transport: inproc, balance: static}\n"
             "schedule: {method: BL, batch: 16, lr: 1.0e-30, momentum: 0, weight_decay: 0, "
             "epochs: %d}\n"
             "train: {micro_batch: 4, log_every: 1000, progress_s: 1000}\n",

@@ -15,6 +15,7 @@ static const struct cluster_cmd s_commands[] = {
     {"dbinfo", eb_cmd_dbinfo, "describe an LMDB dataset: count, shape, labels"},
     {"eval", eb_cmd_eval, "test accuracy and loss of a weights file on an LMDB dataset"},
     {"keygen", eb_cmd_keygen, "write a CURVE keypair (PREFIX.key, PREFIX.pub) for security.*"},
+    {"ping", eb_cmd_ping, "exit 0 when the role on an endpoint answers a heartbeat (healthchecks)"},
     {"plot", eb_cmd_plot, "draw a run's schedule (lr, batch size, eigenvalue) as a PNG"},
     {"simulate", eb_cmd_simulate, "simulated wall-clock time of a schedule, 8-4096 processes"},
     {NULL, NULL, NULL},

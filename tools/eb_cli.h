@@ -1,6 +1,6 @@
 /*
  * eb_cli: the `eigenbatch` binary's dispatcher: the role commands (cluster_cmds) and the utility
- * commands of tools/ (convert, dbinfo, eval, keygen, plot) and bench/ (bench).
+ * commands of tools/ (convert, dbinfo, eval, keygen, ping, plot) and bench/ (bench).
  */
 #ifndef EB_CLI_H
 #define EB_CLI_H
@@ -15,13 +15,15 @@ int eb_cli_main(int argc, char **argv);
 int eb_cmd_convert(int argc, char **argv);  /* tools/cmd_convert.c */
 int eb_cmd_dbinfo(int argc, char **argv);   /* tools/cmd_dbinfo.c */
 int eb_cmd_eval(int argc, char **argv);     /* tools/cmd_eval.c */
+int eb_cmd_ping(int argc, char **argv);     /* tools/cmd_ping.c */
 int eb_cmd_plot(int argc, char **argv);     /* tools/cmd_plot.c */
 int eb_cmd_simulate(int argc, char **argv); /* tools/cmd_simulate.c */
 /* `eigenbatch keygen --out PREFIX`: a CURVE keypair, PREFIX.key and PREFIX.pub (cmd_keygen.c). */
 int eb_cmd_keygen(int argc, char **argv);
 
-/* `eigenbatch bench train|ps|loader` (bench/cmd_bench*.c). */
+/* `eigenbatch bench train|ps|loader|hetero` (bench/cmd_bench*.c). */
 int eb_cmd_bench(int argc, char **argv);
+int eb_bench_hetero(int argc, char **argv);
 int eb_bench_loader(int argc, char **argv);
 int eb_bench_ps(int argc, char **argv);
 

@@ -96,7 +96,7 @@ static int s_send_simple(struct s_worker *w, int shard, enum rt_wire_type type, 
     if (type == RT_WIRE_REGISTER)
         m.weight = w->cfg->weight > 0 ? w->cfg->weight : 1.0;
     else if (type == RT_WIRE_SCHED_QUERY && w->cfg->rebalance)
-        m.weight = w->rate; /* 0 until measured: no report */
+        m.weight = w->rate; /* speed = 1 / compute time per sample; 0 until measured: none */
     m.n_params = w->cfg->n_params;
     m.n_buffers = w->cfg->n_buffers;
     return s_send(w, shard, &m, NULL, NULL);

@@ -82,7 +82,9 @@ struct worker_cfg {
     uint64_t n_params;              /* the model's flat parameter count */
     uint64_t n_buffers;             /* the model's flat buffer count */
     double weight;                  /* initial share weight (relative throughput); 0: 1 */
-    int rebalance;                  /* report measured samples/s so that shares follow speed */
+    int rebalance;                  /* cluster.balance measured: report the measured samples per
+                                       compute second with each schedule query, so that the
+                                       coordinator's shares follow speed */
     uint32_t chunk_floats;          /* floats per pushed frame; 0: RT_WIRE_CHUNK_FLOATS_DEFAULT */
     enum rt_wire_checksum checksum; /* checksum of the frames this worker sends */
     int timeout_ms;                 /* give up when the shards, the coordinator's answers to

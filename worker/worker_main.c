@@ -180,6 +180,7 @@ static int s_run(struct app_opts *opts, rt_config_t *cfg)
         .n_params = (uint64_t)o.model.params,
         .n_buffers = (uint64_t)o.model.buffers,
         .weight = o.local.weight,
+        .rebalance = app_opts_balance_measured(&o),
         .chunk_floats = (uint32_t)o.cluster.chunk,
         .checksum = ck,
         .timeout_ms = (int)o.cluster.timeout_ms,

@@ -79,7 +79,10 @@ const struct rt_opt app_opts_table[] = {
     K(cluster.port, "cluster.port", "port", INT, "0", 0, 65535, NULL,
       "tcp: first port (0: free ones)"),
     K(cluster.weights, "cluster.weights", "weights", LIST_FLOAT, NULL, 1e-9, 1e9, NULL,
-      "share weight per worker (null: equal)"),
+      "share weight per worker (null: equal); the initial shares under balance: measured"),
+    K(cluster.balance, "cluster.balance", "balance", STR, "measured", 0, 0, "static|measured",
+      "measured: shares follow each worker's measured speed (min 5% of an equal share); static: "
+      "cluster.weights throughout (bitwise-reproducible runs with BatchNorm)"),
     K(cluster.checksum, "cluster.checksum", "checksum", STR, "fletcher64", 0, 0,
       "none|crc32|fletcher64", "frame checksum"),
     K(cluster.chunk, "cluster.chunk", "chunk", INT, "0", 0, S_U32_MAX, NULL,
@@ -296,6 +299,11 @@ int app_opts_needs_eigensvc(const struct app_opts *o)
 int app_opts_sync(const struct app_opts *o)
 {
     return app_opts_needs_eigensvc(o) && !strcmp(o->abs.decisions, "sync");
+}
+
+int app_opts_balance_measured(const struct app_opts *o)
+{
+    return !strcmp(o->cluster.balance, "measured");
 }
 
 double app_opts_worker_weight(const struct app_opts *o, int i)

@@ -62,6 +62,7 @@ struct app_cluster_opts {
     const char *transport;       /* cluster.transport: inproc, ipc or tcp */
     long port;                   /* cluster.port: tcp: first port (0: free ones) */
     const char *weights;         /* cluster.weights: share weight per worker, comma-separated */
+    const char *balance;         /* cluster.balance: static (weights) or measured (speed) */
     const char *checksum;        /* cluster.checksum: none, crc32, fletcher64 */
     long chunk;                  /* cluster.chunk: floats per frame (0: default) */
     long timeout_ms;             /* cluster.timeout_ms: a client gives up after this silence */
@@ -195,6 +196,10 @@ int app_opts_needs_eigensvc(const struct app_opts *o);
 
 /* 1 under abs.decisions sync with ABS/ABSA. */
 int app_opts_sync(const struct app_opts *o);
+
+/* 1 under cluster.balance measured: workers report their speed with each schedule query and the
+ * coordinator sets the shares in proportion (cluster.weights are the initial shares). */
+int app_opts_balance_measured(const struct app_opts *o);
 
 /* Share weight of worker i from cluster.weights (1 when unset or shorter). */
 double app_opts_worker_weight(const struct app_opts *o, int i);

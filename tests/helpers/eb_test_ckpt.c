@@ -23,14 +23,15 @@ void eb_ckpt_setup(struct eb_ckpt_fixture *f)
     eb_test_make_raw_db(f->db, S_RECORDS, 1, S_SIDE, S_SIDE);
     char text[8192];
     /* ABS with sync decisions: kappa 2 and the eigenvalue decide when B grows */
-    snprintf(text, sizeof text,
-             "model: {name: cnn, classes: %d}\n"
-             "data: {train: %s, crop_pad: 1, flip: true}\n"
-             "cluster: {shards: 2, workers: 1, transport: inproc, timeout_ms: 20000}\n"
-             "schedule: {method: ABS, batch: 32, batch_max: 128, lr: 0.05, epochs: %d}\n"
-             "abs: {kappa: 2, hessian_batch: 32, decisions: sync}\n"
-             "train: {micro_batch: 32, log_every: 2, eval_every: 1, seed: 5, progress_s: 100}\n",
-             S_RECORDS, f->db, EB_CKPT_EPOCHS);
+    snprintf(
+        text, sizeof text,
+        "model: {name: cnn, classes: %d}\n"
+        "data: {train: %s, crop_pad: 1, flip: true}\n"
+        "cluster: {shards: 2, workers: 1, transport: inproc, timeout_ms: 20000, balance: static}\n"
+        "schedule: {method: ABS, batch: 32, batch_max: 128, lr: 0.05, epochs: %d}\n"
+        "abs: {kappa: 2, hessian_batch: 32, decisions: sync}\n"
+        "train: {micro_batch: 32, log_every: 2, eval_every: 1, seed: 5, progress_s: 100}\n",
+        S_RECORDS, f->db, EB_CKPT_EPOCHS);
     snprintf(f->cfg, sizeof f->cfg, "%s/run.yaml", f->tmp);
     FILE *fp = fopen(f->cfg, "w");
     assert_non_null(fp);

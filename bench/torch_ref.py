@@ -14,7 +14,8 @@ and optionally (--eig) the top Hessian eigenvalue by power iteration, the same a
 eigenbatch's eigensvc/eig_power (after HessianFlow): v0 = seeded Gaussian (or the input's "v0"),
 normalised; repeat Hv, lambda = v.Hv (Rayleigh quotient), v = Hv/|Hv| until
 |lambda - lambda_prev| <= tol |lambda| or --eig-iters iterations:
-    eig [] (F32), eig_iters [] (I32), eig_v [P]
+    eig [] (F32), eig_iters [] (I32), eig_v [P], eig_seconds [] (F32: the iteration's wall time,
+    after the forward and backward passes that every product reuses)
 Results are written to --out as safetensors (F32).
 
 Inputs file: "x" (F32, n x c x h x w), "labels" (I32, I64 or F32 holding integers, [n]),
@@ -28,6 +29,7 @@ Weights file: the model's state_dict names (as eigenbatch writes them).
 success, 2 on bad arguments or files.
 """
 import argparse
+import time
 import os
 import sys
 
@@ -152,7 +154,9 @@ def main(argv):
         else:
             gen = torch.Generator().manual_seed(a.eig_seed)
             v0 = torch.randn(nparam, generator=gen, dtype=torch.float64).to(dtype)
+        t0 = time.perf_counter()
         lam, iters, vec = power_iteration(params, grads, v0, a.eig_iters, a.eig_tol)
+        out["eig_seconds"] = torch.tensor(time.perf_counter() - t0)
         out["eig"] = torch.tensor(lam)
         out["eig_iters"] = torch.tensor(iters, dtype=torch.int32)
         out["eig_v"] = vec.detach()

@@ -35,6 +35,17 @@ static void s_on_signal(int sig)
     atomic_store(&s_stop, 1);
 }
 
+/* Create the directory of file path (a fresh volume), so that its metrics can be written. */
+static int s_make_parent(const char *path)
+{
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (!slash || slash == path)
+        return RT_OK;
+    snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    return app_mkdirs(dir);
+}
+
 int eigensvc_main_cfg(const struct app_opts *o, struct eigensvc_cfg *ec)
 {
     memset(ec, 0, sizeof *ec);
@@ -121,7 +132,8 @@ static int s_run(struct app_opts *o, rt_config_t *cfg)
     if (ct > 0 && (ec.timeout_ms <= 0 || ct < ec.timeout_ms))
         ec.timeout_ms = (int)ct;
     ec.poll_ms = (int)o->local.poll_ms;
-    if (o->local.eig_metrics && rt_metrics_open(o->local.eig_metrics, 1, &mt))
+    if (o->local.eig_metrics &&
+        (s_make_parent(o->local.eig_metrics) || rt_metrics_open(o->local.eig_metrics, 1, &mt)))
         goto out_msg;
     ec.metrics = mt;
     if (eigensvc_new(&ec, &svc))

@@ -13,6 +13,7 @@
  */
 #include <getopt.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,6 +101,32 @@ struct s_eig_args {
 
 static int s_check(struct s_eig_args *a);
 
+/* The field and flag of a numeric option, by its short code. */
+static long *s_long_field(struct s_eig_args *a, int ch, const char **flag)
+{
+    static const struct {
+        int ch;
+        const char *flag;
+        size_t off;
+    } fields[] = {
+        {'c', "--classes", offsetof(struct s_eig_args, classes)},
+        {'n', "--first", offsetof(struct s_eig_args, first)},
+        {'k', "--block-last", offsetof(struct s_eig_args, block)},
+        {'t', "--threads", offsetof(struct s_eig_args, threads)},
+        {'s', "--seed", offsetof(struct s_eig_args, seed)},
+        {'K', "--top", offsetof(struct s_eig_args, top)},
+        {'S', "--samples", offsetof(struct s_eig_args, samples)},
+        {'R', "--runs", offsetof(struct s_eig_args, runs)},
+        {'L', "--steps", offsetof(struct s_eig_args, steps)},
+        {'I', "--max-iter", offsetof(struct s_eig_args, max_iter)},
+    };
+    size_t i = 0;
+    while (i + 1 < sizeof fields / sizeof fields[0] && fields[i].ch != ch)
+        i++;
+    *flag = fields[i].flag;
+    return (long *)((char *)a + fields[i].off);
+}
+
 /*
  * Parse argv into *a and check it. Returns -1 to go on, else the command's exit status: 0 after
  * --help, 2 on a bad command line (the reason printed on stderr).
@@ -145,25 +172,21 @@ static int s_parse(int argc, char **argv, struct s_eig_args *a)
             a->preset_name = optarg;
             break;
         case 'c':
-            if (rt_opt_long(S_CMD, "--classes", optarg, &a->classes))
-                return 2;
-            break;
         case 'n':
-            if (rt_opt_long(S_CMD, "--first", optarg, &a->first))
-                return 2;
-            break;
         case 'k':
-            if (rt_opt_long(S_CMD, "--block-last", optarg, &a->block))
-                return 2;
-            break;
         case 't':
-            if (rt_opt_long(S_CMD, "--threads", optarg, &a->threads))
-                return 2;
-            break;
         case 's':
-            if (rt_opt_long(S_CMD, "--seed", optarg, &a->seed))
+        case 'K':
+        case 'S':
+        case 'R':
+        case 'L':
+        case 'I': {
+            const char *flag;
+            long *field = s_long_field(a, ch, &flag);
+            if (rt_opt_long(S_CMD, flag, optarg, field))
                 return 2;
             break;
+        }
         case 'b':
             if (s_bn_parse(optarg, &a->bn)) {
                 fprintf(stderr, "eigenbatch eig: invalid value '%s' for --bn (eval|train)\n",
@@ -181,10 +204,6 @@ static int s_parse(int argc, char **argv, struct s_eig_args *a)
             }
             a->lanczos = !strcmp(optarg, "lanczos");
             break;
-        case 'K':
-            if (rt_opt_long(S_CMD, "--top", optarg, &a->top))
-                return 2;
-            break;
         case 'T':
             a->trace = 1;
             break;
@@ -192,24 +211,11 @@ static int s_parse(int argc, char **argv, struct s_eig_args *a)
             if (rt_opt_double(S_CMD, "--tol", optarg, &a->tol))
                 return 2;
             break;
-        case 'I':
-            if (rt_opt_long(S_CMD, "--max-iter", optarg, &a->max_iter))
-                return 2;
-            break;
         case 'D':
             a->density = 1;
             break;
         case 'P':
             a->png = optarg;
-            break;
-        case 'S':
-        case 'R':
-        case 'L':
-            if (rt_opt_long(S_CMD, argv[optind - 1], optarg,
-                            ch == 'S'   ? &a->samples
-                            : ch == 'R' ? &a->runs
-                                        : &a->steps))
-                return 2;
             break;
         case 'h':
             s_usage(stdout);

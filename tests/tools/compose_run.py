@@ -156,16 +156,26 @@ def run(files, env_file, names, binary, workdir):
             checks[name] = [hc, time.time(), None]
     deadline = time.time() + RUN_TIMEOUT_S
     failed = []
+    # every service's healthcheck runs at once, again and again until it passes (one after the
+    # other, a short run could end before the later services' turn)
+    running = {}
     while any(p.poll() is None for _, p, _ in procs) and time.time() < deadline:
         for name, c in checks.items():
-            if c[2] is None and time.time() - c[1] < HEALTH_WINDOW_S:
-                r = subprocess.run(c[0], capture_output=True, text=True)
-                if r.returncode == 0:
-                    c[2] = r.stdout.strip()
+            h = running.get(name)
+            if h is not None and h.poll() is not None:
+                if h.returncode == 0:
+                    c[2] = h.stdout.read().strip()
                     print("compose_run: %s healthy: %s" % (name, c[2]), flush=True)
+                running.pop(name)
+            if c[2] is None and name not in running and time.time() - c[1] < HEALTH_WINDOW_S:
+                running[name] = subprocess.Popen(c[0], stdout=subprocess.PIPE,
+                                                 stderr=subprocess.DEVNULL, text=True)
         if any(p.poll() not in (None, 0) for _, p, _ in procs):
             break
         time.sleep(HEALTH_RETRY_S)
+    for h in running.values():
+        h.kill()
+        h.wait()
     for name, p, log in procs:
         if p.poll() is None:
             p.kill()

@@ -5,7 +5,9 @@
  * adaptive average pooling to an output size (shrinking with overlapping windows, and growing
  * from an input smaller than the output, as AlexNet's 6x6 pool at small inputs), and dropout in
  * train mode (the R-passes and the backward pass must use the forward's mask) and in eval mode
- * (the identity). Also forward values of each against direct formulas.
+ * (the identity). Also forward values of each against direct formulas, and a small net with
+ * dropout in train mode: its HVP (R-operator through the forward's masks) against differences of
+ * gradients when every pass draws the same masks (a fixed seed), and the Hessian's symmetry.
  */
 #include "eb_test.h"
 
@@ -14,6 +16,8 @@
 
 #include "nn_layer.h"
 #include "nn_layer_check.h"
+#include "nn_net.h"
+#include "nn_net_check.h"
 
 /* Distinct values 0.1 apart in random order: a step of eps * |u| < 0.05 never changes a maximum. */
 static void s_fill_separated(float *x, size_t n, struct nn_rng *rng)
@@ -155,12 +159,51 @@ static void test_dropout_values(void **state)
     nn_check_rig_destroy(&r);
 }
 
+/* flatten -> a Linear(12) -> ReLU -> dropout -> b Linear(8) -> ReLU -> dropout -> c Linear(4) */
+static void test_dropout_net_hvp(void **state)
+{
+    (void)state;
+    const int n = 5;
+    nn_net_t *net = nn_net_new(2, 3, 3, n);
+    assert_non_null(net);
+    int x = nn_net_add(net, nn_flatten_new(), 0, -1);
+    x = nn_net_add(net, nn_linear_new("a", 12), x, -1);
+    x = nn_net_add(net, nn_relu_new(), x, -1);
+    x = nn_net_add(net, nn_dropout_new("d1", 0.5f), x, -1);
+    x = nn_net_add(net, nn_linear_new("b", 8), x, -1);
+    x = nn_net_add(net, nn_relu_new(), x, -1);
+    x = nn_net_add(net, nn_dropout_new("d2", 0.3f), x, -1);
+    nn_net_add(net, nn_linear_new("c", 4), x, -1);
+    assert_int_equal(nn_net_build(net), NN_OK);
+    nn_net_check_perturb(net, 5, 0.1f);
+    float *in;
+    int32_t *labels;
+    nn_net_check_data(net, n, 42, &in, &labels);
+    nn_net_set_seed(net, 3, 1);
+    double e = nn_net_check_param_grad(net, in, labels, n, NN_BN_TRAIN, 1e-3, 1000);
+    print_message("dropout net: param grad %.2e\n", e);
+    assert_true(e < 1e-2);
+    e = nn_net_check_hvp(net, in, labels, n, NN_BN_TRAIN, 0, 1e-2);
+    print_message("dropout net: hvp %.2e\n", e);
+    assert_true(e < 2e-3);
+    e = nn_net_check_hvp(net, in, labels, n, NN_BN_TRAIN, 2, 1e-2);
+    print_message("dropout net: block(2) hvp %.2e\n", e);
+    assert_true(e < 2e-3);
+    e = nn_net_check_hvp_symmetry(net, in, labels, n, NN_BN_TRAIN);
+    print_message("dropout net: symmetry %.2e\n", e);
+    assert_true(e < 1e-4);
+    free(in);
+    free(labels);
+    nn_net_destroy(&net);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_maxpool_padded),      cmocka_unit_test(test_maxpool_padded_values),
         cmocka_unit_test(test_avgpool_adaptive),    cmocka_unit_test(test_avgpool_values),
         cmocka_unit_test(test_dropout_derivatives), cmocka_unit_test(test_dropout_values),
+        cmocka_unit_test(test_dropout_net_hvp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -357,37 +357,32 @@ static void test_new_models_derivatives(void **state)
     s_check_model("resnet18", 1, 16, 2, NN_BN_EVAL, 0, 0, 16);
 }
 
-/* alexnet with dropout in train mode: the HVP against differences of gradients holds when every
- * pass draws the same masks (a fixed seed), i.e. the R-passes use the forward's masks; and a
- * fresh seed gives other logits. */
+/* alexnet's dropout and the pass seed: train-mode passes with different seeds differ, a
+ * train-mode pass advances the seed and an eval-mode pass does not, and with dropout forced to
+ * eval mode a train-mode pass equals an eval-mode one (no BatchNorm in alexnet). The HVP with
+ * dropout is checked on a small net in test_nn_pool_dropout. */
 static void test_alexnet_dropout(void **state)
 {
     (void)state;
-    if (s_sanitized())
-        return; /* 57 M parameters */
     const int n = 2, classes = 5;
     nn_net_t *net = nn_zoo_new("alexnet", 1, 63, 63, classes, n, NULL);
     assert_non_null(net);
-    nn_net_check_perturb(net, 17, 0.05f);
     float *x;
     int32_t *labels;
     nn_net_check_data(net, n, 23, &x, &labels);
-    nn_net_set_seed(net, 9, 1);
-    double e = nn_net_check_hvp(net, x, labels, n, NN_BN_TRAIN, 3, 1e-2);
-    print_message("alexnet train (dropout): hvp of the last 3 layers %.2e\n", e);
-    assert_true(e < TOL_HVP);
-    e = nn_net_check_hvp_symmetry(net, x, labels, n, NN_BN_TRAIN);
-    print_message("alexnet train (dropout): symmetry %.2e\n", e);
-    assert_true(e < TOL_SYM);
     float a[10], b[10], c[10];
+    nn_net_set_seed(net, 9, 1);
     nn_net_forward(net, x, NULL, n, NN_BN_TRAIN, a, NULL);
+    nn_net_forward(net, x, NULL, n, NN_BN_TRAIN, b, NULL);
+    assert_memory_equal(a, b, sizeof a); /* fixed seed: the same masks */
+    assert_true(nn_net_seed(net) == 9);
     nn_net_set_seed(net, 10, 0);
     nn_net_forward(net, x, NULL, n, NN_BN_TRAIN, b, NULL);
     assert_true(nn_net_seed(net) == 11); /* a train-mode pass advances the seed */
+    assert_true(memcmp(a, b, sizeof a) != 0);
     nn_net_forward(net, x, NULL, n, NN_BN_EVAL, c, NULL);
     assert_true(nn_net_seed(net) == 11); /* an eval-mode pass does not */
-    assert_true(memcmp(a, b, sizeof a) != 0);
-    nn_net_set_dropout_eval(net, 1); /* dropout off: train mode equals eval mode */
+    nn_net_set_dropout_eval(net, 1);     /* dropout off: train mode equals eval mode */
     nn_net_forward(net, x, NULL, n, NN_BN_TRAIN, a, NULL);
     assert_memory_equal(a, c, sizeof a);
     free(x);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Parameter-server transport benchmarks (bench/RESULTS.md, "Parameter server transport").
 #   bench/bench_ps.sh [BUILD_DIR]
-# 1. push+pull rounds of a resnet18-sized model (11.2 M floats) with 1, 2 and 4 shards over tcp
+# 1. push+pull rounds of a resnet18_cifar-sized model (11.2 M floats) with 1, 2 and 4 shards over tcp
 #    loopback, each interleaved with a raw TCP loopback exchange of the same bytes (preallocated
 #    buffers), best of 5; plus the checksum kinds and the other transports at 2 shards.
 # 2. cnn training throughput: 2 workers + 2 shards in one process against one worker without

@@ -4,7 +4,7 @@
 #   bench/bench_train.sh [--build DIR] [--steps K] [--models "mlp cnn ..."] [--threads "1 2"]
 #                        [--out FILE]
 #
-# For each zoo model (batch 128; resnet18: 32) and each thread count, runs
+# For each zoo model (batch 128; resnet18_cifar: 32) and each thread count, runs
 #   DIR/eigenbatch bench train --model M --batch B --threads T --steps K
 #   /usr/bin/python3 bench/bench_torch_train.py --model M --batch B --threads T --steps K
 # one after the other, measures OpenBLAS sgemm peak (DIR/eb_sgemm_peak) for the same thread
@@ -14,14 +14,14 @@
 # FILE.jsonl when --out is given (the table goes to FILE and stdout).
 #
 # Targets (issue "Neural-network core"): throughput >= 1.5x PyTorch for mlp and cnn, >= 1.0x for
-# resnet20 and resnet18; one HVP <= 2.0x a training step; conv-heavy models (cnn, resnet20,
-# resnet18) >= 50% of the single-thread sgemm GFLOP/s.
+# resnet20 and resnet18_cifar; one HVP <= 2.0x a training step; conv-heavy models (cnn, resnet20,
+# resnet18_cifar) >= 50% of the single-thread sgemm GFLOP/s.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 build=build
 steps=10
-models="mlp cnn resnet20 resnet18"
+models="mlp cnn resnet20 resnet18_cifar"
 threads="1 2"
 out=""
 while [ $# -gt 0 ]; do
@@ -65,7 +65,7 @@ else
 fi
 for m in $models; do
     b=128
-    [ "$m" = resnet18 ] && b=32
+    [ "$m" = resnet18_cifar ] && b=32
     for t in $threads; do
         echo "bench_train.sh: $m batch $b threads $t" >&2
         if [ -x "$build/eigenbatch" ]; then
@@ -93,8 +93,8 @@ for r in rows:
         peak = {int(k): v for k, v in r["result"]["sgemm_peak"].items()}
         peak_n = r["result"].get("n")
 res = {(r["side"], r["model"], r["threads"]): r["result"] for r in rows if r["side"] != "sgemm"}
-speed_target = {"mlp": 1.5, "cnn": 1.5, "resnet20": 1.0, "resnet18": 1.0}
-conv_heavy = {"cnn", "resnet20", "resnet18"}
+speed_target = {"mlp": 1.5, "cnn": 1.5, "resnet20": 1.0, "resnet18_cifar": 1.0}
+conv_heavy = {"cnn", "resnet20", "resnet18_cifar"}
 models = list(dict.fromkeys(r["model"] for r in rows if r["side"] != "sgemm"))
 threads = sorted({r["threads"] for r in rows if r["side"] != "sgemm"})
 

@@ -21,6 +21,9 @@ Results are written to --out as safetensors (F32).
 Inputs file: "x" (F32, n x c x h x w), "labels" (I32, I64 or F32 holding integers, [n]),
 "v" (F32, [P]) unless --direction names another file holding "v", optional "v0" (F32, [P]).
 Weights file: the model's state_dict names (as eigenbatch writes them).
+Dropout (alexnet): in train mode every Dropout draws eigenbatch's mask for the pass seed
+--dropout-seed (default 0; torch_zoo.use_masks), the mask eigenbatch uses after
+nn_net_set_seed(net, seed, 1); in eval mode dropout is the identity.
 
     torch_ref.py --model cnn --weights w.safetensors --input in.safetensors --bn eval \\
                  --out ref.safetensors [--classes 10] [--double]
@@ -55,7 +58,7 @@ def unflat(vec, like):
 
 def infer_classes(state):
     """Class count from the last Linear layer's bias in the weights."""
-    for name in ("f3.bias", "f2.bias", "fc.bias"):
+    for name in ("f3.bias", "f2.bias", "fc.bias", "classifier.6.bias"):
         if name in state:
             return int(state[name].shape[0])
     raise ValueError("cannot infer the class count from the weights; give --classes")
@@ -89,6 +92,8 @@ def main(argv):
     ap.add_argument("--out", required=True)
     ap.add_argument("--double", action="store_true", help="compute in float64")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--dropout-seed", type=int, default=0,
+                    help="pass seed of the dropout masks (train mode)")
     ap.add_argument("--eig", action="store_true", help="also run power iteration")
     ap.add_argument("--eig-iters", type=int, default=10)
     ap.add_argument("--eig-tol", type=float, default=1e-2)
@@ -121,7 +126,7 @@ def main(argv):
     except RuntimeError as e:
         print("torch_ref: %s: %s" % (a.weights, e), file=sys.stderr)
         return 2
-    model = model.to(dtype)
+    model = torch_zoo.use_masks(model, a.dropout_seed).to(dtype)
     model.train(a.bn == "train")
     params = list(model.parameters())
     nparam = sum(p.numel() for p in params)

@@ -10,10 +10,20 @@ Linear weights out x in).
 
     build(name, c, h, w, classes) -> nn.Module      name in MODELS
     forward_flops(name, c, h, w, classes) -> float  FLOPs of one forward pass per sample
+    use_masks(model, seed)                          make the model's Dropout modules draw
+                                                    eigenbatch's masks (nn_dropout.c) for a seed
+
+The ImageNet models (resnet18, resnet34, resnet50, alexnet) are torchvision's own modules
+(torchvision.models.resnet18(num_classes=...) etc.; needs python3-torchvision), with the first
+convolution rebuilt for inputs of other than 3 channels. wrn16_4 is Wide ResNet 16-4 with the
+names and layout of Zagoruyko and Komodakis' reference (pre-activation blocks, 1x1 `convdim`
+shortcut from the pre-activated input when the width changes).
 
 Command line:
-    torch_zoo.py                      print and check every model's parameter count (1x28x28, 10
-                                      classes) against models.md; exit 1 on a mismatch
+    torch_zoo.py                      print and check every model's parameter count (the
+                                      CIFAR-style models at 1x28x28 with 10 classes, wrn16_4 at
+                                      3x32x32 with 10, the ImageNet models at 3x224x224 with 1000)
+                                      against models.md; exit 1 on a mismatch
     torch_zoo.py export MODEL C H W CLASSES SEED OUT
         write a seeded model's state_dict (PyTorch init, then BatchNorm gamma/beta/running
         statistics perturbed so that no BN is an identity) to OUT as safetensors,
@@ -24,10 +34,22 @@ import sys
 import torch
 from torch import nn
 
-MODELS = ("mlp", "cnn", "resnet20", "resnet18")
+MODELS = ("mlp", "cnn", "resnet20", "resnet18_cifar", "wrn16_4", "resnet18", "resnet34",
+          "resnet50", "alexnet")
+TORCHVISION = ("resnet18", "resnet34", "resnet50", "alexnet")
 
-# Parameter counts for 1x28x28 inputs and 10 classes (models.md / the issue's acceptance list).
-EXPECTED_PARAMS = {"mlp": 535818, "cnn": 421738, "resnet20": 272186, "resnet18": 11172810}
+# Parameter counts (models.md): (c, h, w, classes) -> count.
+EXPECTED_PARAMS = {
+    "mlp": ((1, 28, 28, 10), 535818),
+    "cnn": ((1, 28, 28, 10), 421738),
+    "resnet20": ((1, 28, 28, 10), 272186),
+    "resnet18_cifar": ((1, 28, 28, 10), 11172810),
+    "wrn16_4": ((3, 32, 32, 10), 2748890),
+    "resnet18": ((3, 224, 224, 1000), 11689512),
+    "resnet34": ((3, 224, 224, 1000), 21797672),
+    "resnet50": ((3, 224, 224, 1000), 25557032),
+    "alexnet": ((3, 224, 224, 1000), 61100840),
+}
 
 
 class MLP(nn.Module):
@@ -107,17 +129,128 @@ class ResNet(nn.Module):
         return self.fc(torch.mean(x, dim=(2, 3)))
 
 
+class WideBlock(nn.Module):
+    """Pre-activation block: o1 = ReLU(bn0(x)); z = conv1(ReLU(bn1(conv0(o1)))); z + convdim(o1)
+    when the width changes, else z + x (Zagoruyko and Komodakis)."""
+
+    def __init__(self, i, o, stride):
+        super().__init__()
+        self.bn0 = nn.BatchNorm2d(i)
+        self.conv0 = nn.Conv2d(i, o, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(o)
+        self.conv1 = nn.Conv2d(o, o, 3, 1, 1, bias=False)
+        self.convdim = nn.Conv2d(i, o, 1, stride, 0, bias=False) if i != o else None
+
+    def forward(self, x):
+        o1 = torch.relu(self.bn0(x))
+        z = self.conv1(torch.relu(self.bn1(self.conv0(o1))))
+        return z + (self.convdim(o1) if self.convdim is not None else x)
+
+
+class WideResNet(nn.Module):
+    """WRN-d-k: conv0 3x3 (16) -> groups of (d-4)/6 blocks of widths 16k, 32k, 64k (stride 2 at the
+    start of groups 1 and 2) -> bn -> ReLU -> average pool -> fc. Names group<g>.block<b>.*."""
+
+    def __init__(self, c, classes, depth=16, width=4):
+        super().__init__()
+        n = (depth - 4) // 6
+        widths = [16 * width, 32 * width, 64 * width]
+        self.conv0 = nn.Conv2d(c, 16, 3, 1, 1, bias=False)
+        i = 16
+        for g, o in enumerate(widths):
+            group = nn.ModuleDict()
+            for b in range(n):
+                group["block%d" % b] = WideBlock(i, o, 2 if g > 0 and b == 0 else 1)
+                i = o
+            setattr(self, "group%d" % g, group)
+        self.groups = len(widths)
+        self.bn = nn.BatchNorm2d(i)
+        self.fc = nn.Linear(i, classes)
+
+    def forward(self, x):
+        x = self.conv0(x)
+        for g in range(self.groups):
+            for blk in getattr(self, "group%d" % g).values():
+                x = blk(x)
+        x = torch.relu(self.bn(x))
+        return self.fc(torch.mean(x, dim=(2, 3)))
+
+
+def _torchvision(name, c, classes):
+    """torchvision's model, its first convolution rebuilt for c input channels."""
+    import torchvision
+    model = getattr(torchvision.models, name)(num_classes=classes)
+    if c != 3 and name == "alexnet":
+        model.features[0] = nn.Conv2d(c, 64, 11, 4, 2)
+    elif c != 3:
+        model.conv1 = nn.Conv2d(c, 64, 7, 2, 3, bias=False)
+    return model
+
+
 def build(name, c, h, w, classes):
-    """The zoo model `name` for c x h x w inputs and `classes` classes (PyTorch default init)."""
+    """The zoo model `name` for c x h x w inputs and `classes` classes (PyTorch default init;
+    torchvision's own init for its models)."""
     if name == "mlp":
         return MLP(c, h, w, classes)
     if name == "cnn":
         return CNN(c, h, w, classes)
     if name == "resnet20":
         return ResNet(c, classes, (16, 32, 64), (3, 3, 3))
-    if name == "resnet18":
+    if name == "resnet18_cifar":
         return ResNet(c, classes, (64, 128, 256, 512), (2, 2, 2, 2))
+    if name == "wrn16_4":
+        return WideResNet(c, classes, 16, 4)
+    if name in TORCHVISION:
+        return _torchvision(name, c, classes)
     raise ValueError("unknown model '%s' (known: %s)" % (name, ", ".join(MODELS)))
+
+
+def _mix(z):
+    """splitmix64's output function on numpy uint64 (wrapping arithmetic)."""
+    import numpy as np
+    z = z + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def dropout_mask(name, p, seed, shape):
+    """eigenbatch's dropout mask (0 or 1/(1-p)) of layer `name` for a pass seed, over an input of
+    shape (n, ...): element (i, f) is kept when the top 24 bits of M(M(seed ^ fnv1a64(name)) +
+    i*numel + f) are >= round(p * 2^24), M = splitmix64's mixer (core/nn/nn_dropout.c)."""
+    import numpy as np
+    salt = 0xCBF29CE484222325
+    for ch in name.encode():
+        salt = ((salt ^ ch) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    key = _mix(np.array([(seed ^ salt) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
+    with np.errstate(over="ignore"):
+        bits = _mix(key + np.arange(int(np.prod(shape)), dtype=np.uint64)) >> np.uint64(40)
+    keep = bits >= np.uint64(int(p * (1 << 24) + 0.5))
+    return torch.from_numpy(keep.reshape(shape).astype(np.float64) / (1.0 - p))
+
+
+class MaskedDropout(nn.Module):
+    """Dropout with eigenbatch's mask for a fixed pass seed (identity in eval mode)."""
+
+    def __init__(self, name, p, seed):
+        super().__init__()
+        self.name, self.p, self.seed = name, p, seed
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        return x * dropout_mask(self.name, self.p, self.seed, tuple(x.shape)).to(x.dtype)
+
+
+def use_masks(model, seed):
+    """Replace every nn.Dropout of model by MaskedDropout (same module name, so the same mask as
+    eigenbatch's layer of that name draws for pass seed `seed`)."""
+    for name, mod in list(model.named_modules()):
+        if isinstance(mod, nn.Dropout):
+            parent, _, leaf = name.rpartition(".")
+            owner = model.get_submodule(parent) if parent else model
+            setattr(owner, leaf, MaskedDropout(name, mod.p, seed))
+    return model
 
 
 def param_count(model):
@@ -175,12 +308,22 @@ def main(argv):
         print(__doc__)
         return 2
     ok = True
+    try:
+        import torchvision  # noqa: F401
+        have_tv = True
+    except ImportError:
+        have_tv = False
     for name in MODELS:
-        n = param_count(build(name, 1, 28, 28, 10))
-        good = n == EXPECTED_PARAMS[name]
+        (c, h, w, classes), want = EXPECTED_PARAMS[name]
+        if name in TORCHVISION and not have_tv:
+            print("%-14s skipped: no torchvision" % name)
+            continue
+        n = param_count(build(name, c, h, w, classes))
+        good = n == want
         ok &= good
-        print("%-9s %11s parameters (expected %s) %s" % (name, format(n, ","),
-              format(EXPECTED_PARAMS[name], ","), "ok" if good else "MISMATCH"))
+        print("%-14s %dx%dx%d %4d classes %11s parameters (expected %s) %s"
+              % (name, c, h, w, classes, format(n, ","), format(want, ","),
+                 "ok" if good else "MISMATCH"))
     return 0 if ok else 1
 
 

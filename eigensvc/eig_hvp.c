@@ -8,10 +8,15 @@
 #include "rt_clock.h"
 #include "rt_err.h"
 
+/* One HVP of the power iteration. Dropout (alexnet) is in eval mode here whatever h->bn says:
+ * the eigen service measures the Hessian of the deterministic net, as HessianFlow's model.eval();
+ * h->bn concerns BatchNorm only. */
 int eig_hvp_fn(void *user, const float *v, float *hv)
 {
     struct eig_hvp *h = user;
+    nn_net_set_dropout_eval(h->net, 1);
     float loss = nn_net_hvp(h->net, h->x, h->y, h->n, h->bn, h->block_last_k, v, hv);
+    nn_net_set_dropout_eval(h->net, 0);
     h->calls++;
     /* NaN: bad input (a label outside the classes) or no memory for the R-pass buffers, reported
      * by the net through its report callback; hv is then not a product */

@@ -33,7 +33,7 @@ static void s_check(int c, int h, int w, int k, int s, unsigned long long seed)
     cfg.seed = seed;
     cfg.eps = 5e-3; /* |eps * u| stays below half the 0.1 spacing for |u| < 10 */
     cfg.fill_input = s_fill_separated;
-    int fails = nn_check_layer(nn_maxpool_new(k, s), &cfg);
+    int fails = nn_check_layer(nn_maxpool_new(k, s, 0), &cfg);
     assert_int_equal(fails, 0);
 }
 
@@ -59,7 +59,7 @@ static void test_maxpool_values(void **state)
     cfg.in_shape[0] = (struct nn_shape){2, 4, 4};
     cfg.batch = 3;
     cfg.seed = 5;
-    struct nn_check_rig *r = nn_check_rig_new(nn_maxpool_new(2, 2), &cfg);
+    struct nn_check_rig *r = nn_check_rig_new(nn_maxpool_new(2, 2, 0), &cfg);
     assert_non_null(r);
     assert_int_equal(r->out.shape.c, 2);
     assert_int_equal(r->out.shape.h, 2);
@@ -83,14 +83,14 @@ static void test_maxpool_values(void **state)
 static void test_maxpool_bad_args(void **state)
 {
     (void)state;
-    assert_null(nn_maxpool_new(0, 2));
-    assert_null(nn_maxpool_new(2, 0));
+    assert_null(nn_maxpool_new(0, 2, 0));
+    assert_null(nn_maxpool_new(2, 0, 0));
     struct nn_check_cfg cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.n_in = 1;
     cfg.in_shape[0] = (struct nn_shape){1, 1, 3}; /* height below the window */
     cfg.batch = 1;
-    assert_null(nn_check_rig_new(nn_maxpool_new(2, 2), &cfg));
+    assert_null(nn_check_rig_new(nn_maxpool_new(2, 2, 0), &cfg));
 }
 
 int main(void)

@@ -152,7 +152,7 @@ static void test_param_counts(void **state)
     } want[] = {{"mlp", 535818, 3},
                 {"cnn", 421738, 6},
                 {"resnet20", 272186, 43},
-                {"resnet18", 11172810, 41}};
+                {"resnet18_cifar", 11172810, 41}};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         int err = -1;
         nn_net_t *net = nn_zoo_new(want[i].model, 1, 28, 28, 10, 1, &err);
@@ -166,13 +166,64 @@ static void test_param_counts(void **state)
     }
 }
 
+/* The models written out by s_expect; the others' names are checked by PyTorch's strict
+ * load_state_dict in test_torch_parity. */
 static void test_tensor_names_and_shapes(void **state)
 {
     (void)state;
-    for (const char *const *m = nn_zoo_models(); *m; m++) {
-        s_check_tensors(*m, 1, 28, 28, 10);
-        s_check_tensors(*m, 3, 32, 32, 7);
+    static const char *const cifar[] = {"mlp", "cnn", "resnet20", "resnet18_cifar"};
+    for (size_t i = 0; i < sizeof cifar / sizeof cifar[0]; i++) {
+        s_check_tensors(cifar[i], 1, 28, 28, 10);
+        s_check_tensors(cifar[i], 3, 32, 32, 7);
     }
+}
+
+/* models.md's counts of the ImageNet models with 1000 classes (torchvision's; they do not depend
+ * on the input size) and of wrn16_4 (torch_zoo.py's WideResNet, checked in test_torch_parity),
+ * parameter layers, the first and last tensor names, and the zoo's list. */
+static void test_imagenet_and_wrn_counts(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *model; /* zoo name */
+        int hw, classes;   /* input side (3 channels), classes */
+        size_t params;     /* parameters */
+        int layers;        /* parameter layers */
+        const char *first; /* first tensor */
+        const char *last;  /* last tensor */
+    } want[] = {
+        {"resnet18", 64, 1000, 11689512, 41, "conv1.weight", "fc.bias"},
+        {"resnet34", 64, 1000, 21797672, 73, "conv1.weight", "fc.bias"},
+        {"resnet50", 64, 1000, 25557032, 107, "conv1.weight", "fc.bias"},
+        {"alexnet", 63, 1000, 61100840, 8, "features.0.weight", "classifier.6.bias"},
+        {"wrn16_4", 32, 10, 2748890, 30, "conv0.weight", "fc.bias"},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        int err = -1;
+        nn_net_t *net =
+            nn_zoo_new(want[i].model, 3, want[i].hw, want[i].hw, want[i].classes, 1, &err);
+        if (!net)
+            fail_msg("cannot build %s: %s", want[i].model, nn_strerror(err));
+        assert_int_equal(nn_net_param_count(net), want[i].params);
+        assert_int_equal(nn_net_param_layers(net), want[i].layers);
+        assert_string_equal(nn_net_tensor(net, 0)->name, want[i].first);
+        assert_string_equal(nn_net_tensor(net, nn_net_tensor_count(net) - 1)->name, want[i].last);
+        nn_net_destroy(&net);
+    }
+    assert_non_null(nn_zoo_models());
+    int n = 0;
+    for (const char *const *m = nn_zoo_models(); *m; m++)
+        n++;
+    assert_int_equal(n, 9);
+    static const char *const names[] = {"layer2.0.downsample.0.weight",
+                                        "layer2.0.downsample.1.running_var",
+                                        "layer1.0.conv1.weight", "layer4.1.bn2.bias"};
+    nn_net_t *net = nn_zoo_new("resnet18", 1, 28, 28, 10, 1, NULL); /* Fashion-MNIST's shape */
+    assert_non_null(net);
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        assert_non_null(nn_net_tensor_find(net, names[i]));
+    assert_null(nn_net_tensor_find(net, "layer1.0.downsample.0.weight"));
+    nn_net_destroy(&net);
 }
 
 static void test_bad_models_rejected(void **state)
@@ -186,6 +237,10 @@ static void test_bad_models_rejected(void **state)
     assert_null(nn_zoo_new("mlp", 1, 28, 28, 0, 8, &err));
     assert_int_equal(err, NN_ERR_ARG);
     assert_null(nn_zoo_new("mlp", 1, 28, 28, 10, 0, &err));
+    assert_null(nn_zoo_new("alexnet", 3, 62, 63, 10, 1, &err)); /* its last pool needs 63x63 */
+    assert_int_equal(err, NN_ERR_SHAPE);
+    assert_null(nn_zoo_new("resnet18_imagenet", 3, 64, 64, 10, 1, &err));
+    assert_int_equal(err, NN_ERR_ARG);
 }
 
 /* PyTorch's default init: Linear weights and biases U(-1/sqrt(in), 1/sqrt(in)); BN 1, 0, 0, 1. */
@@ -283,22 +338,72 @@ static void test_resnet20_derivatives(void **state)
     s_check_model("resnet20", 2, 8, 8, NN_BN_TRAIN, 8, 0, 0);
 }
 
-static void test_resnet18_derivatives(void **state)
+static void test_resnet18_cifar_derivatives(void **state)
 {
     (void)state;
-    s_check_model("resnet18", 1, 4, 4, NN_BN_EVAL, 0, 0, 16);
+    s_check_model("resnet18_cifar", 1, 4, 4, NN_BN_EVAL, 0, 0, 16);
     if (!s_sanitized()) /* 11 M parameters: too slow under the sanitizers; train-mode R-passes
                          * of the same layers are covered by the resnet20 case */
-        s_check_model("resnet18", 1, 8, 8, NN_BN_TRAIN, 8, 0, 0);
+        s_check_model("resnet18_cifar", 1, 8, 8, NN_BN_TRAIN, 8, 0, 0);
+}
+
+static void test_new_models_derivatives(void **state)
+{
+    (void)state;
+    s_check_model("wrn16_4", 1, 4, 2, NN_BN_EVAL, 0, 0, 16);
+    if (s_sanitized())
+        return; /* millions of parameters: too slow under the sanitizers */
+    s_check_model("wrn16_4", 1, 8, 8, NN_BN_TRAIN, 8, 0, 0);
+    s_check_model("resnet18", 1, 16, 2, NN_BN_EVAL, 0, 0, 16);
+}
+
+/* alexnet's dropout and the pass seed: train-mode passes with different seeds differ, a
+ * train-mode pass advances the seed and an eval-mode pass does not, and with dropout forced to
+ * eval mode a train-mode pass equals an eval-mode one (no BatchNorm in alexnet). The HVP with
+ * dropout is checked on a small net in test_nn_pool_dropout. */
+static void test_alexnet_dropout(void **state)
+{
+    (void)state;
+    const int n = 2, classes = 5;
+    nn_net_t *net = nn_zoo_new("alexnet", 1, 63, 63, classes, n, NULL);
+    assert_non_null(net);
+    float *x;
+    int32_t *labels;
+    nn_net_check_data(net, n, 23, &x, &labels);
+    float a[10], b[10], c[10];
+    nn_net_set_seed(net, 9, 1);
+    nn_net_forward(net, x, NULL, n, NN_BN_TRAIN, a, NULL);
+    nn_net_forward(net, x, NULL, n, NN_BN_TRAIN, b, NULL);
+    assert_memory_equal(a, b, sizeof a); /* fixed seed: the same masks */
+    assert_true(nn_net_seed(net) == 9);
+    nn_net_set_seed(net, 10, 0);
+    nn_net_forward(net, x, NULL, n, NN_BN_TRAIN, b, NULL);
+    assert_true(nn_net_seed(net) == 11); /* a train-mode pass advances the seed */
+    assert_true(memcmp(a, b, sizeof a) != 0);
+    nn_net_forward(net, x, NULL, n, NN_BN_EVAL, c, NULL);
+    assert_true(nn_net_seed(net) == 11); /* an eval-mode pass does not */
+    nn_net_set_dropout_eval(net, 1);     /* dropout off: train mode equals eval mode */
+    nn_net_forward(net, x, NULL, n, NN_BN_TRAIN, a, NULL);
+    assert_memory_equal(a, c, sizeof a);
+    free(x);
+    free(labels);
+    nn_net_destroy(&net);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_param_counts),         cmocka_unit_test(test_tensor_names_and_shapes),
-        cmocka_unit_test(test_bad_models_rejected),  cmocka_unit_test(test_default_init),
-        cmocka_unit_test(test_mlp_derivatives),      cmocka_unit_test(test_cnn_derivatives),
-        cmocka_unit_test(test_resnet20_derivatives), cmocka_unit_test(test_resnet18_derivatives),
+        cmocka_unit_test(test_param_counts),
+        cmocka_unit_test(test_tensor_names_and_shapes),
+        cmocka_unit_test(test_bad_models_rejected),
+        cmocka_unit_test(test_default_init),
+        cmocka_unit_test(test_mlp_derivatives),
+        cmocka_unit_test(test_cnn_derivatives),
+        cmocka_unit_test(test_resnet20_derivatives),
+        cmocka_unit_test(test_resnet18_cifar_derivatives),
+        cmocka_unit_test(test_imagenet_and_wrn_counts),
+        cmocka_unit_test(test_new_models_derivatives),
+        cmocka_unit_test(test_alexnet_dropout),
     };
     const char *filter = getenv("EB_TEST_FILTER"); /* run only matching tests, e.g. "*resnet*" */
     if (filter && *filter)

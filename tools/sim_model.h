@@ -54,7 +54,7 @@
 /* Readings on the build machine (one core of a shared 2-core Intel Xeon VM with AVX-512, OpenBLAS's
  * Haswell kernels, tcp loopback; the commands and all readings are in bench/RESULTS.md, "Simulated
  * wall-clock time"). sim_here_hw derives the model's constants from them. */
-#define SIM_HERE_BENCH_BATCH 8.0         /* bench train resnet18 --input 3x56x56 --batch 8 */
+#define SIM_HERE_BENCH_BATCH 8.0         /* bench train resnet18_cifar --input 3x56x56 --batch 8 */
 #define SIM_HERE_STEP_S 1.675            /* its best training step, 1 thread */
 #define SIM_HERE_HVP_S 4.315             /* its best Hessian-vector product */
 #define SIM_HERE_FLOPS_56 3409203712.0   /* its forward FLOPs per image (flops_per_image) */
@@ -188,10 +188,11 @@ void sim_paper_hw(struct sim_hw *hw);
 
 /* The constants measured here, for ResNet-18 on ImageNet (SIM_HERE_*): a sample's training step
  * and HVP are the measured ones at 3x56x56 scaled by forward FLOPs to 3x224x224 (the zoo's
- * CIFAR-style resnet18 at 56x56 has ImageNet ResNet-18's body exactly; the 7x7 stride-2 stem adds
- * 6.6% of the FLOPs); no floor (a CPU's step time is linear in the batch); FGSM 2/3 of a sample;
- * a Hessian = SIM_HERE_HVP_ITERS HVPs of SIM_HERE_HESSIAN_BATCH samples; a push+pull round of m
- * bytes = 2 (m / bw + latency + msg_s), solved from the tiny and the ResNet-18-sized rounds. */
+ * CIFAR-style resnet18_cifar at 56x56 has ImageNet ResNet-18's body exactly; the 7x7 stride-2 stem
+ * adds 6.6% of the FLOPs); no floor (a CPU's step time is linear in the batch); FGSM 2/3 of a
+ * sample; a Hessian = SIM_HERE_HVP_ITERS HVPs of SIM_HERE_HESSIAN_BATCH samples; a push+pull round
+ * of m bytes = 2 (m / bw + latency + msg_s), solved from the tiny and the ResNet-18-sized rounds.
+ */
 void sim_here_hw(struct sim_hw *hw);
 
 /* The paper's total for a method, s (Table 3: 16666, 6150, 2666, 3467). */

@@ -9,6 +9,8 @@
  * Per-pass protocol (the net drives it; n is the current batch, <= max batch):
  *   forward   reads in[i]->y, writes out->y. Train-mode BN keeps its batch statistics for the
  *             backward and R passes; NN_LAYER_UPDATE_STATS updates running statistics.
+ *             Train-mode dropout draws its mask here, from ctx->seed, and keeps it: the
+ *             R-forward, backward and R-backward of the same call reuse that mask.
  *   rforward  reads in[i]->ry (only when in[i]->r_active) and l->v (only when l->in_block),
  *             writes out->ry = R{y} = J_x R{x} + J_w v.
  *   backward  reads out->dy; ADDS dL/dx into in[i]->dy when in[i]->need_dy; ADDS dL/dw (times
@@ -48,13 +50,15 @@ struct nn_node {
 
 /* Context of one pass, shared by all layers. */
 struct nn_ctx {
-    int n;              /* samples in this pass */
-    int bn_eval;        /* BatchNorm uses running statistics */
-    int update_stats;   /* train-mode BN updates running statistics */
-    int param_grad;     /* backward accumulates parameter gradients */
-    float grad_scale;   /* factor applied to what is added to parameter gradients */
-    float *work;        /* shared scratch of net->work_floats floats (im2col etc.) */
-    size_t work_floats; /* size of work */
+    int n;                   /* samples in this pass */
+    int bn_eval;             /* BatchNorm uses running statistics */
+    int update_stats;        /* train-mode BN updates running statistics */
+    int param_grad;          /* backward accumulates parameter gradients */
+    float grad_scale;        /* factor applied to what is added to parameter gradients */
+    float *work;             /* shared scratch of net->work_floats floats (im2col etc.) */
+    size_t work_floats;      /* size of work */
+    int dropout;             /* dropout layers drop (train mode); else they are the identity */
+    unsigned long long seed; /* seed of this pass's dropout masks (nn_dropout.c) */
 };
 
 /* A tensor a layer declares at setup: a parameter (in the flat parameter vector) or a buffer (BN
@@ -89,7 +93,8 @@ struct nn_layer_ops {
 /* Common header; each kind embeds it first: struct nn_conv { struct nn_layer base; ... }. */
 struct nn_layer {
     const struct nn_layer_ops *ops;
-    char name[NN_NAME_MAX]; /* PyTorch module name ("layers.0.c1"); "" for parameterless */
+    char name[NN_NAME_MAX]; /* PyTorch module name ("layers.0.c1"); "" for parameterless
+                             * layers except dropout, whose name salts its masks */
     int n_in;               /* number of inputs */
     struct nn_node *in[NN_LAYER_MAX_IN];              /* input activations (owned by the net) */
     struct nn_node *out;                              /* output activation (owned by the net) */
@@ -117,8 +122,13 @@ struct nn_layer *nn_conv_new(const char *name, int out_c, int k, int stride, int
 struct nn_layer *nn_linear_new(const char *name, int out_features);
 struct nn_layer *nn_bn_new(const char *name);
 struct nn_layer *nn_relu_new(void);
-struct nn_layer *nn_maxpool_new(int k, int stride);
-struct nn_layer *nn_gap_new(void);     /* global average pool: c x h x w -> c x 1 x 1 */
+/* MaxPool2d(k, stride, pad), pad <= k/2 (implicit -infinity padding, floor output size). */
+struct nn_layer *nn_maxpool_new(int k, int stride, int pad);
+struct nn_layer *nn_gap_new(void); /* global average pool: c x h x w -> c x 1 x 1 */
+/* AdaptiveAvgPool2d((oh, ow)): c x h x w -> c x oh x ow with PyTorch's windows. */
+struct nn_layer *nn_avgpool_new(int oh, int ow);
+/* Dropout(p) in train mode (identity in eval mode); name ("" allowed) salts its masks. */
+struct nn_layer *nn_dropout_new(const char *name, float p);
 struct nn_layer *nn_add_new(void);     /* two inputs of equal shape */
 struct nn_layer *nn_flatten_new(void); /* c x h x w -> (c*h*w) x 1 x 1, PyTorch flatten order */
 

@@ -1,9 +1,11 @@
 /*
- * nn_maxpool: MaxPool2d (kernel k, stride s, no padding, floor output size as PyTorch) on CNHW.
+ * nn_maxpool: MaxPool2d (kernel k, stride s, padding p, floor output size as PyTorch) on CNHW:
+ * oh = (ih + 2p - k) / s + 1. Padding is implicit -infinity (PyTorch's): a window covers only the
+ * input elements inside it, and p <= k/2 (PyTorch's rule) keeps at least one in every window.
  *
  * Forward keeps, for each output element, the index of the input element that won (the first
- * maximum in row-major window order). Max pooling is piecewise linear, so every other pass routes
- * through that same index:
+ * maximum in row-major window order, as PyTorch's CPU kernel). Max pooling is piecewise linear,
+ * so every other pass routes through that same index:
  *   y[j] = x[a(j)]      dx[a(j)] += dy[j]      R{y}[j] = R{x}[a(j)]      R{dx}[a(j)] += R{dy}[j]
  * (Within a piece the second derivative is zero: R{dx} has no term in R{x}.)
  */
@@ -20,6 +22,7 @@ struct nn_maxpool {
     struct nn_layer base; /* common header (first) */
     int k;                /* window size (square) */
     int stride;           /* stride (both directions) */
+    int pad;              /* implicit -infinity padding (both sides, both directions) */
     int c, ih, iw;        /* input shape (fixed at setup) */
     int oh, ow;           /* output height and width */
     int max_batch;        /* capacity of arg */
@@ -34,8 +37,9 @@ static int s_setup(struct nn_layer *l, int max_batch)
         return NN_ERR_SHAPE;
     }
     const struct nn_shape *is = &l->in[0]->shape;
-    if (is->c < 1 || is->h < p->k || is->w < p->k) {
-        nn_report(3, "maxpool2d: input %dx%dx%d smaller than window %d", is->c, is->h, is->w, p->k);
+    if (is->c < 1 || is->h + 2 * p->pad < p->k || is->w + 2 * p->pad < p->k) {
+        nn_report(3, "maxpool2d: input %dx%dx%d (padding %d) smaller than window %d", is->c, is->h,
+                  is->w, p->pad, p->k);
         return NN_ERR_SHAPE;
     }
     if ((double)max_batch * nn_shape_numel(is) >= (double)INT_MAX) {
@@ -46,8 +50,8 @@ static int s_setup(struct nn_layer *l, int max_batch)
     p->c = is->c;
     p->ih = is->h;
     p->iw = is->w;
-    p->oh = (is->h - p->k) / p->stride + 1;
-    p->ow = (is->w - p->k) / p->stride + 1;
+    p->oh = (is->h + 2 * p->pad - p->k) / p->stride + 1;
+    p->ow = (is->w + 2 * p->pad - p->k) / p->stride + 1;
     l->out->shape.c = p->c;
     l->out->shape.h = p->oh;
     l->out->shape.w = p->ow;
@@ -63,11 +67,30 @@ static int s_setup(struct nn_layer *l, int max_batch)
     return NN_OK;
 }
 
+/* Max and arg-max of the window of output (oy, ox) in one plane xp of ih x iw: rows
+ * [oy*s - p, +k) and columns [ox*s - p, +k), clipped to the plane. Returns the in-plane index. */
+static int s_window_max(const struct nn_maxpool *p, const float *xp, int oy, int ox, float *max)
+{
+    const int y0 = oy * p->stride - p->pad, x0 = ox * p->stride - p->pad;
+    const int ya = y0 < 0 ? 0 : y0, yb = y0 + p->k > p->ih ? p->ih : y0 + p->k;
+    const int xa = x0 < 0 ? 0 : x0, xb = x0 + p->k > p->iw ? p->iw : x0 + p->k;
+    int best = ya * p->iw + xa;
+    float bv = xp[best];
+    for (int iy = ya; iy < yb; iy++)
+        for (int ix = xa; ix < xb; ix++)
+            if (xp[iy * p->iw + ix] > bv) {
+                bv = xp[iy * p->iw + ix];
+                best = iy * p->iw + ix;
+            }
+    *max = bv;
+    return best;
+}
+
 /* y = max over each window; arg = index of the maximum in x. */
 static void s_forward(struct nn_layer *l, const struct nn_ctx *ctx)
 {
     struct nn_maxpool *p = (struct nn_maxpool *)l;
-    const int planes = p->c * ctx->n, k = p->k, s = p->stride, oh = p->oh, ow = p->ow;
+    const int planes = p->c * ctx->n, oh = p->oh, ow = p->ow;
     const size_t iplane = (size_t)p->ih * p->iw, oplane = (size_t)oh * ow;
     const float *x = l->in[0]->y;
     float *y = l->out->y;
@@ -77,23 +100,11 @@ static void s_forward(struct nn_layer *l, const struct nn_ctx *ctx)
         const float *xp = x + q * iplane;
         float *yp = y + q * oplane;
         int *ap = p->arg + q * oplane;
-        for (int oy = 0; oy < oh; oy++) {
+        for (int oy = 0; oy < oh; oy++)
             for (int ox = 0; ox < ow; ox++) {
-                int best = (oy * s) * p->iw + ox * s;
-                float bv = xp[best];
-                for (int ki = 0; ki < k; ki++) {
-                    const int base = (oy * s + ki) * p->iw + ox * s;
-                    for (int kj = 0; kj < k; kj++) {
-                        if (xp[base + kj] > bv) {
-                            bv = xp[base + kj];
-                            best = base + kj;
-                        }
-                    }
-                }
-                yp[oy * ow + ox] = bv;
+                const int best = s_window_max(p, xp, oy, ox, &yp[oy * ow + ox]);
                 ap[oy * ow + ox] = (int)(q * iplane) + best;
             }
-        }
     }
 }
 
@@ -164,10 +175,11 @@ static const struct nn_layer_ops s_maxpool_ops = {
     .destroy = s_destroy,
 };
 
-struct nn_layer *nn_maxpool_new(int k, int stride)
+struct nn_layer *nn_maxpool_new(int k, int stride, int pad)
 {
-    if (k < 1 || stride < 1) {
-        nn_report(3, "maxpool2d: invalid window %d or stride %d", k, stride);
+    if (k < 1 || stride < 1 || pad < 0 || 2 * pad > k) {
+        nn_report(3, "maxpool2d: invalid window %d, stride %d or padding %d (at most k/2)", k,
+                  stride, pad);
         return NULL;
     }
     struct nn_maxpool *p = calloc(1, sizeof *p);
@@ -177,5 +189,6 @@ struct nn_layer *nn_maxpool_new(int k, int stride)
     p->base.n_in = 1;
     p->k = k;
     p->stride = stride;
+    p->pad = pad;
     return &p->base;
 }

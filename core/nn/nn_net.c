@@ -50,6 +50,9 @@ struct nn_net {
     int *play;                      /* layer index of each parameter layer */
     size_t *play_off;               /* first parameter of each parameter layer */
     struct nn_net_stats stats;      /* operation counters */
+    unsigned long long seed;        /* dropout seed of the next train-mode pass */
+    int seed_fixed;                 /* seed never advances (nn_net_set_seed) */
+    int dropout_eval;               /* dropout is the identity in every pass */
 };
 
 /* ---- building --------------------------------------------------------------------------- */
@@ -504,7 +507,39 @@ void nn_net_stats_reset(nn_net_t *net)
     memset(&net->stats, 0, sizeof net->stats);
 }
 
+void nn_net_set_seed(nn_net_t *net, unsigned long long seed, int fixed)
+{
+    net->seed = seed;
+    net->seed_fixed = fixed != 0;
+}
+
+unsigned long long nn_net_seed(const nn_net_t *net)
+{
+    return net->seed;
+}
+
+void nn_net_set_dropout_eval(nn_net_t *net, int on)
+{
+    net->dropout_eval = on != 0;
+}
+
 /* ---- passes ------------------------------------------------------------------------------- */
+
+/* The context of a pass: BatchNorm mode, dropout (train mode unless forced off) and its seed.
+ * `advance`: a train-mode pass that consumes the seed (forward, train pass; not an HVP). */
+static struct nn_ctx s_ctx(nn_net_t *net, int n, enum nn_bn_mode bn, int advance)
+{
+    struct nn_ctx ctx = {.n = n,
+                         .bn_eval = bn == NN_BN_EVAL,
+                         .grad_scale = 1.0f,
+                         .work = net->work,
+                         .work_floats = net->work_floats,
+                         .dropout = bn == NN_BN_TRAIN && !net->dropout_eval,
+                         .seed = net->seed};
+    if (ctx.dropout && advance && !net->seed_fixed)
+        net->seed++;
+    return ctx;
+}
 
 /* Common checks of a pass's arguments; reports and returns non-zero on bad input. */
 static int s_check_pass(const nn_net_t *net, const char *fn, const float *x, const int32_t *labels,
@@ -635,7 +670,7 @@ float nn_net_forward(nn_net_t *net, const float *x, const int32_t *labels, int n
 {
     if (s_check_pass(net, "nn_net_forward", x, labels, n))
         return NAN;
-    struct nn_ctx ctx = {n, bn == NN_BN_EVAL, 0, 0, 1.0f, net->work, net->work_floats};
+    struct nn_ctx ctx = s_ctx(net, n, bn, 1);
     s_load_input(net, x, n);
     s_forward(net, &ctx, -1);
     if (logits)
@@ -657,9 +692,10 @@ float nn_net_train_pass(nn_net_t *net, const float *x, const int32_t *labels, in
     }
     int param_grad = (flags & NN_PASS_PARAM_GRAD) != 0;
     int input_grad = (flags & NN_PASS_INPUT_GRAD) != 0;
-    struct nn_ctx ctx = {
-        n,         bn == NN_BN_EVAL, (flags & NN_PASS_UPDATE_STATS) != 0, param_grad, grad_scale,
-        net->work, net->work_floats};
+    struct nn_ctx ctx = s_ctx(net, n, bn, 1);
+    ctx.update_stats = (flags & NN_PASS_UPDATE_STATS) != 0;
+    ctx.param_grad = param_grad;
+    ctx.grad_scale = grad_scale;
     s_load_input(net, x, n);
     for (int i = 0; i < net->n_layers; i++)
         net->layers[i]->in_block = 0;
@@ -705,7 +741,7 @@ float nn_net_hvp(nn_net_t *net, const float *x, const int32_t *labels, int n, en
         l->v = l->in_block ? (float *)v + lo : NULL;
         l->hv = l->in_block ? hv + lo : NULL;
     }
-    struct nn_ctx ctx = {n, bn == NN_BN_EVAL, 0, 0, 1.0f, net->work, net->work_floats};
+    struct nn_ctx ctx = s_ctx(net, n, bn, 0);
     s_load_input(net, x, n);
     s_forward(net, &ctx, start);
     struct nn_node *z = s_logits(net);

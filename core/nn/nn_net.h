@@ -21,10 +21,11 @@
 
 typedef struct nn_net nn_net_t;
 
-/* BatchNorm behaviour of a pass. */
+/* Mode of a pass, PyTorch's model.train() / model.eval(): BatchNorm statistics and dropout. */
 enum nn_bn_mode {
-    NN_BN_TRAIN = 0, /* batch statistics (and running-stat update when NN_PASS_UPDATE_STATS) */
-    NN_BN_EVAL = 1   /* running statistics */
+    NN_BN_TRAIN = 0, /* batch statistics (and running-stat update when NN_PASS_UPDATE_STATS);
+                      * dropout drops (unless nn_net_set_dropout_eval) */
+    NN_BN_EVAL = 1   /* running statistics; dropout is the identity */
 };
 
 /* Flags for nn_net_train_pass. */
@@ -46,11 +47,12 @@ struct nn_tensor_info {
     int layer;                /* index of its parameter layer (see nn_net_param_layers) */
 };
 
-/* Build a zoo model ("mlp", "cnn", "resnet20", "resnet18") for inputs c x h x w and `classes`
- * classes, able to run batches of up to max_batch samples. Parameters are initialised as PyTorch
- * does by default (nn_net_init with seed 0). Returns NULL and sets *err (may be NULL) on an unknown
- * model or shapes that do not fit (e.g. cnn needs h, w divisible by 4). Caller owns the result;
- * free with nn_net_destroy. */
+/* Build a zoo model (models.md: "mlp", "cnn", "resnet20", "resnet18_cifar", "wrn16_4", and the
+ * ImageNet models "resnet18", "resnet34", "resnet50", "alexnet"; nn_zoo_models lists them) for
+ * inputs c x h x w and `classes` classes, able to run batches of up to max_batch samples.
+ * Parameters are initialised as PyTorch does by default (nn_net_init with seed 0). Returns NULL
+ * and sets *err (may be NULL) on an unknown model or shapes that do not fit (e.g. cnn needs h, w
+ * divisible by 4, alexnet at least 63x63). Caller owns the result; free with nn_net_destroy. */
 nn_net_t *nn_zoo_new(const char *model, int c, int h, int w, int classes, int max_batch, int *err);
 
 /* Names of the zoo models, NULL-terminated. */
@@ -84,6 +86,22 @@ const struct nn_tensor_info *nn_net_tensor_find(const nn_net_t *net, const char 
 int nn_net_param_layers(const nn_net_t *net);
 size_t nn_net_param_layer_offset(const nn_net_t *net, int layer);
 size_t nn_net_param_layer_size(const nn_net_t *net, int layer);
+
+/* Dropout (alexnet). A train-mode pass zeroes each dropout input element with probability p and
+ * scales the others by 1/(1-p); an eval-mode pass leaves them. The mask of a pass is a function of
+ * the pass seed, the layer and the element (nn_dropout.c), drawn by the pass's forward and reused
+ * by its R-forward, backward and R-backward: an HVP differentiates exactly the forward pass it
+ * runs, with that forward's mask. The seed starts at 0 and advances by one after every train-mode
+ * nn_net_forward and nn_net_train_pass; nn_net_hvp uses the current seed and does not advance it,
+ * so repeated HVPs on one batch (power iteration) apply one Hessian. nn_net_set_seed sets it;
+ * with `fixed` it never advances (every pass draws the same masks: finite-difference checks, or
+ * replaying a pass). nn_net_seed returns the seed of the next pass.
+ * nn_net_set_dropout_eval(net, 1) keeps dropout in eval mode in every pass, whatever the pass's
+ * BatchNorm mode: the eigen service's Hessian and evaluation run so (its bn setting concerns
+ * BatchNorm only; with the default bn eval, dropout is off anyway). */
+void nn_net_set_seed(nn_net_t *net, unsigned long long seed, int fixed);
+unsigned long long nn_net_seed(const nn_net_t *net);
+void nn_net_set_dropout_eval(nn_net_t *net, int on);
 
 /* Set all parameter gradients to zero. */
 void nn_net_zero_grad(nn_net_t *net);

@@ -98,6 +98,8 @@ struct nn_check_rig *nn_check_rig_new(struct nn_layer *l, const struct nn_check_
     }
     r->ctx.n = cfg->batch;
     r->ctx.bn_eval = cfg->bn_eval;
+    r->ctx.dropout = !cfg->bn_eval; /* train mode drops; one seed, so every pass draws one mask */
+    r->ctx.seed = cfg->seed;
     r->ctx.update_stats = 0;
     r->ctx.param_grad = 1;
     r->ctx.grad_scale = 1.0f;

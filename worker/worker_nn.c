@@ -91,6 +91,16 @@ static int s_init(void *user, float *params, float *buffers)
     return RT_OK;
 }
 
+/* A 64-bit mix of three values (splitmix64's finaliser over their combination). */
+static unsigned long long s_mix(uint64_t a, uint64_t b, uint64_t c)
+{
+    uint64_t z =
+        a * 0x9e3779b97f4a7c15ull ^ (b + 0x632be59bd9b4e019ull) * 0xbf58476d1ce4e5b9ull ^ c;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
 static int s_compute(void *user, const struct worker_step *st, const float *params, float *grads,
                      float *buffers, uint32_t *samples, float *loss)
 {
@@ -115,6 +125,10 @@ static int s_compute(void *user, const struct worker_step *st, const float *para
         int rc = nn->src.read(nn->src.user, st->epoch, first, n, nn->x, nn->y);
         if (rc)
             return rc;
+        /* dropout's masks follow the samples, not the worker: distinct for every micro-batch,
+         * the same whatever the split across workers */
+        unsigned long long seed = s_mix(nn->cfg.init_seed, st->epoch, first);
+        nn_net_set_seed(net, seed, 0);
         if (st->gamma > 0) {
             rc = worker_fgsm_apply(nn->fgsm, nn->x, (int32_t)n, st->gamma, nn->cfg.fgsm_epsilon,
                                    WORKER_FGSM_RANGE_BATCH, s_input_grad, nn, NULL);
@@ -122,6 +136,7 @@ static int s_compute(void *user, const struct worker_step *st, const float *para
                 return rc;
         }
         int ok = 0;
+        nn_net_set_seed(net, seed, 0); /* the FGSM pass's mask again */
         float l = nn_net_train_pass(net, nn->x, nn->y, (int)n, NN_BN_TRAIN,
                                     NN_PASS_PARAM_GRAD | NN_PASS_UPDATE_STATS,
                                     (float)n / (float)share, NULL, &ok);

@@ -474,7 +474,8 @@ double nn_net_forward_flops(const nn_net_t *net)
 {
     double f = 0;
     for (int i = 0; i < net->n_layers; i++)
-        f += net->layers[i]->ops->flops(net->layers[i]);
+        f += (net->layers[i]->cpu_ops ? net->layers[i]->cpu_ops : net->layers[i]->ops)
+                 ->flops(net->layers[i]);
     return f;
 }
 

@@ -97,6 +97,12 @@ struct app_train_opts {
     long seed;         /* train.seed */
 };
 
+/* Devices of the compute roles (nn_backend.h): cpu, cuda or cuda:N. */
+struct app_device_opts {
+    const char *worker;   /* worker.device */
+    const char *eigensvc; /* eigensvc.device */
+};
+
 struct app_checkpoint_opts {
     long every_epochs; /* checkpoint.every_epochs (0: off) */
     long keep;         /* checkpoint.keep */
@@ -140,6 +146,7 @@ struct app_opts {
     struct app_schedule_opts schedule;
     struct app_abs_opts abs;
     struct app_train_opts train;
+    struct app_device_opts device;
     const char *output_dir; /* output.dir: config.yaml, metrics.jsonl, checkpoints, weights */
     struct app_checkpoint_opts checkpoint;
     struct app_fault_opts fault;

@@ -20,11 +20,18 @@ const struct nn_backend_ops *nn_cuda_backend(int index, char *why, size_t why_le
 
 static thread_local struct nn_cuda_ctx t_ctx[NN_CUDA_MAX_DEVICES]; /* this thread's contexts */
 static thread_local struct nn_cuda_ctx *t_cur;                     /* the bound one */
-static volatile int s_failed;                                      /* latched error flag */
+/* The context bound last by any thread: a net moved to a device by one thread and run by another
+ * (a role's setup and its compute thread) uses it, one thread at a time. */
+static struct nn_cuda_ctx *volatile s_last;
+static volatile int s_failed; /* latched error flag */
 
 struct nn_cuda_ctx *nn_cuda_ctx_get(void)
 {
-    NN_ASSERT(t_cur && t_cur->ready);
+    if (!t_cur) {
+        NN_ASSERT(s_last && s_last->ready);
+        t_cur = s_last;
+        CUDA_CHECK(cudaSetDevice(t_cur->device));
+    }
     return t_cur;
 }
 
@@ -412,6 +419,7 @@ const struct nn_backend_ops *nn_cuda_backend(int index, char *why, size_t why_le
     if (s_ctx_init(&t_ctx[index], index, why, why_len))
         return NULL;
     t_cur = &t_ctx[index];
+    s_last = t_cur;
     struct nn_backend_ops *t = &s_table[index];
     *t = (struct nn_backend_ops){
         .name = "cuda",

@@ -4,6 +4,8 @@
  */
 #include "worker_app.h"
 
+#include "nn_backend.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -93,6 +95,11 @@ int worker_app_open(const struct app_opts *o, struct worker_app *n, int compute,
     if ((rc = app_model_net(o->model.name, n->loader, (int)o->model.classes,
                             (int)o->train.micro_batch, &n->net)))
         return rc;
+    if (o->device.worker && strcmp(o->device.worker, "cpu") &&
+        nn_net_to_backend(n->net, o->device.worker, o->model.name) != NN_OK)
+        return rt_err_set(RT_ERR_ARG, "%s",
+                          *nn_backend_why() ? nn_backend_why()
+                                            : "the model does not fit the device");
     if (!compute)
         return RT_OK;
     worker_feed_init(&n->feed, n->loader, lo.queue_depth);

@@ -110,6 +110,9 @@ static int s_compute(void *user, const struct worker_step *st, const float *para
     memcpy(nn_net_params(net), params, np * sizeof(float));
     if (nb)
         memcpy(nn_net_buffers(net), buffers, nb * sizeof(float));
+    /* the weight pull is the one copy to the device per step (a no-op on the CPU) */
+    if (nn_net_sync(net, NN_SYNC_PARAMS_TO_DEVICE | NN_SYNC_BUFFERS_TO_DEVICE) != NN_OK)
+        return RT_ERR_ARG;
     nn_net_zero_grad(net);
     uint32_t share = st->share_count, m = (uint32_t)nn->cfg.micro_batch, correct = 0;
     double loss_sum = 0;
@@ -143,6 +146,9 @@ static int s_compute(void *user, const struct worker_step *st, const float *para
         loss_sum += (double)l * n;
         correct += (uint32_t)ok;
     }
+    /* ... and the gradient push the one copy back */
+    if (nn_net_sync(net, NN_SYNC_GRADS_TO_HOST | NN_SYNC_BUFFERS_TO_HOST) != NN_OK)
+        return RT_ERR_ARG;
     if (share == 0)
         memset(grads, 0, np * sizeof(float));
     else

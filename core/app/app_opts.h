@@ -114,6 +114,12 @@ struct app_train_opts {
     long seed;         /* train.seed */
 };
 
+/* Devices of the compute roles (nn_backend.h): cpu, cuda or cuda:N. */
+struct app_device_opts {
+    const char *worker;   /* worker.device */
+    const char *eigensvc; /* eigensvc.device */
+};
+
 struct app_checkpoint_opts {
     long every_epochs;    /* checkpoint.every_epochs (0: off) */
     long every_steps;     /* checkpoint.every_steps: also within epochs (0: off) */
@@ -159,6 +165,7 @@ struct app_opts {
     struct app_schedule_opts schedule;
     struct app_abs_opts abs;
     struct app_train_opts train;
+    struct app_device_opts device;
     const char *output_dir; /* output.dir: config.yaml, metrics.jsonl, checkpoints, weights */
     int output_tensorboard; /* output.tensorboard: TensorBoard scalars beside metrics.jsonl */
     struct app_checkpoint_opts checkpoint;

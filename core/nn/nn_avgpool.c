@@ -163,5 +163,6 @@ struct nn_layer *nn_avgpool_new(int oh, int ow)
         return NULL;
     p->oh = oh;
     p->ow = ow;
+    p->base.hp = (struct nn_layer_hp){.oh = oh, .ow = ow};
     return &p->base;
 }

@@ -513,5 +513,7 @@ struct nn_layer *nn_conv_new(const char *name, int out_c, int k, int stride, int
     c->stride = stride;
     c->pad = pad;
     c->has_bias = bias ? 1 : 0;
+    c->base.hp = (struct nn_layer_hp){
+        .out_c = out_c, .k = k, .stride = stride, .pad = pad, .bias = c->has_bias};
     return &c->base;
 }

@@ -175,6 +175,7 @@ struct nn_layer *nn_dropout_new(const char *name, float p)
     if (!d)
         return NULL;
     d->p = p;
+    d->base.hp.p = p;
     d->threshold = (uint32_t)((double)p * NN_DROPOUT_ONE + 0.5);
     d->salt = s_fnv1a(d->base.name);
     return &d->base;

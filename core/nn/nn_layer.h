@@ -72,6 +72,9 @@ struct nn_tensor_decl {
 
 struct nn_layer;
 
+/* A device backend's table for a kind has the same shape: its setup runs after the CPU setup
+ * fixed the shapes (it reserves device state in l->dev for max_batch samples) and its destroy
+ * frees only that state; its passes see device pointers in every view. */
 struct nn_layer_ops {
     const char *kind; /* "conv2d", "linear", "batchnorm2d", "relu", ... */
     /* Fix the output shape from the input shapes, declare tensors (l->decl, l->n_decl), state
@@ -90,6 +93,18 @@ struct nn_layer_ops {
     void (*destroy)(struct nn_layer *l);
 };
 
+/* Hyperparameters of a layer as its constructor received them, for other backends' tables
+ * (nn_backend.h): the CPU table reads its own struct. Unused fields are 0. */
+struct nn_layer_hp {
+    int out_c;  /* conv2d: output channels */
+    int k;      /* conv2d, maxpool2d: window */
+    int stride; /* conv2d, maxpool2d */
+    int pad;    /* conv2d, maxpool2d */
+    int bias;   /* conv2d: has a bias */
+    int oh, ow; /* adaptive average pool: output size */
+    float p;    /* dropout: drop probability */
+};
+
 /* Common header; each kind embeds it first: struct nn_conv { struct nn_layer base; ... }. */
 struct nn_layer {
     const struct nn_layer_ops *ops;
@@ -102,14 +117,17 @@ struct nn_layer {
     int n_decl;                                       /* number of declared tensors */
     size_t work_per_sample; /* scratch floats per sample needed by any pass */
     /* Views bound by the net after setup. Parameters of a layer are contiguous, in decl order. */
-    float *w;     /* parameters */
-    float *g;     /* gradient of the parameters */
-    float *v;     /* HVP direction restricted to this layer */
-    float *hv;    /* HVP result for this layer */
-    float *buf;   /* buffers (running statistics), contiguous in decl order */
-    size_t n_w;   /* parameter floats */
-    size_t n_buf; /* buffer floats */
-    int in_block; /* parameters take part in the current HVP */
+    float *w;                           /* parameters */
+    float *g;                           /* gradient of the parameters */
+    float *v;                           /* HVP direction restricted to this layer */
+    float *hv;                          /* HVP result for this layer */
+    float *buf;                         /* buffers (running statistics), contiguous in decl order */
+    size_t n_w;                         /* parameter floats */
+    size_t n_buf;                       /* buffer floats */
+    int in_block;                       /* parameters take part in the current HVP */
+    struct nn_layer_hp hp;              /* constructor arguments (other backends read them) */
+    const struct nn_layer_ops *cpu_ops; /* the kind's own table while ops is a device's */
+    void *dev;                          /* device state of a device table (its setup/destroy) */
 };
 
 /* For constructors: a zeroed layer struct of `size` bytes whose first member is struct nn_layer,

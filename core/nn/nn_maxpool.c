@@ -190,5 +190,6 @@ struct nn_layer *nn_maxpool_new(int k, int stride, int pad)
     p->k = k;
     p->stride = stride;
     p->pad = pad;
+    p->base.hp = (struct nn_layer_hp){.k = k, .stride = stride, .pad = pad};
     return &p->base;
 }

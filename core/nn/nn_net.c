@@ -20,40 +20,9 @@
 #include <string.h>
 
 #include "nn_layer.h"
-#include "nn_loss.h"
+#include "nn_net_impl.h"
 
 #define NN_NET_GROW 16 /* growth step of the layer and node arrays */
-
-struct nn_net {
-    int in_c, in_h, in_w;           /* per-sample input shape (NCHW without N) */
-    int classes;                    /* logits per sample */
-    int max_batch;                  /* largest n a pass accepts */
-    int built;                      /* nn_net_build succeeded */
-    int error;                      /* first error of nn_net_add (0 if none) */
-    int n_layers, cap_layers;       /* layers in execution order */
-    struct nn_layer **layers;       /* owned */
-    int n_nodes, cap_nodes;         /* activations; node 0 is the input */
-    struct nn_node **nodes;         /* owned, individually allocated (layers point at them) */
-    int *producer;                  /* layer index producing node i; -1 for the input */
-    float *act;                     /* y and dy of every node (one allocation) */
-    float *ract;                    /* ry and rdy of every node (allocated by the first HVP) */
-    float *params;                  /* flat parameter vector */
-    float *grads;                   /* gradients, same indexing */
-    float *buffers;                 /* flat buffer vector (BN running statistics) */
-    size_t n_params, n_buffers;     /* sizes of the flat vectors */
-    float *work;                    /* shared scratch for all layers */
-    size_t work_floats;             /* size of work */
-    float *probs;                   /* softmax probabilities, classes x max_batch */
-    int n_tensors;                  /* named tensors, state_dict order */
-    struct nn_tensor_info *tensors; /* owned, names owned */
-    int n_play;                     /* parameter layers */
-    int *play;                      /* layer index of each parameter layer */
-    size_t *play_off;               /* first parameter of each parameter layer */
-    struct nn_net_stats stats;      /* operation counters */
-    unsigned long long seed;        /* dropout seed of the next train-mode pass */
-    int seed_fixed;                 /* seed never advances (nn_net_set_seed) */
-    int dropout_eval;               /* dropout is the identity in every pass */
-};
 
 /* ---- building --------------------------------------------------------------------------- */
 
@@ -106,6 +75,7 @@ static void s_layer_free(struct nn_layer *l)
 {
     if (!l)
         return;
+    nn_net_dev_layer_release(l);
     if (l->ops && l->ops->destroy)
         l->ops->destroy(l);
     free(l);
@@ -332,6 +302,10 @@ int nn_net_build(nn_net_t *net)
         p_off += l->n_w;
         b_off += l->n_buf;
     }
+    net->be = nn_backend_cpu();
+    net->host_params = net->params;
+    net->host_grads = net->grads;
+    net->host_buffers = net->buffers;
     net->built = 1;
     nn_net_init(net, 0);
     return NN_OK;
@@ -345,7 +319,7 @@ static int s_reserve_r(nn_net_t *net)
     size_t mb = (size_t)net->max_batch, total = 0;
     for (int i = 0; i < net->n_nodes; i++)
         total += 2 * mb * nn_shape_numel(&net->nodes[i]->shape);
-    net->ract = nn_alloc(total * sizeof(float));
+    net->ract = net->be->alloc(total * sizeof(float));
     if (!net->ract) {
         nn_report(3, "nn_net_hvp: out of memory reserving %zu R-pass floats", total);
         return NN_ERR_NOMEM;
@@ -377,6 +351,7 @@ void nn_net_destroy(nn_net_t **self_p)
     free(net->tensors);
     free(net->play);
     free(net->play_off);
+    nn_net_dev_free(net);
     nn_free(net->act);
     nn_free(net->ract);
     nn_free(net->params);
@@ -391,6 +366,10 @@ void nn_net_destroy(nn_net_t **self_p)
 void nn_net_init(nn_net_t *net, uint64_t seed)
 {
     NN_ASSERT(net && net->built);
+    if (net->be != nn_backend_cpu()) {
+        nn_net_dev_init(net, seed);
+        return;
+    }
     struct nn_rng rng;
     nn_rng_seed(&rng, seed);
     for (int i = 0; i < net->n_layers; i++) {
@@ -414,17 +393,17 @@ size_t nn_net_buffer_count(const nn_net_t *net)
 
 float *nn_net_params(nn_net_t *net)
 {
-    return net->params;
+    return net->host_params;
 }
 
 float *nn_net_grads(nn_net_t *net)
 {
-    return net->grads;
+    return net->host_grads;
 }
 
 float *nn_net_buffers(nn_net_t *net)
 {
-    return net->buffers;
+    return net->host_buffers;
 }
 
 int nn_net_classes(const nn_net_t *net)
@@ -486,14 +465,17 @@ size_t nn_net_param_layer_size(const nn_net_t *net, int layer)
 
 void nn_net_zero_grad(nn_net_t *net)
 {
-    memset(net->grads, 0, net->n_params * sizeof(float));
+    net->be->zero(net->grads, net->n_params);
+    if (net->host_grads != net->grads)
+        memset(net->host_grads, 0, net->n_params * sizeof(float));
 }
 
 double nn_net_forward_flops(const nn_net_t *net)
 {
     double f = 0;
     for (int i = 0; i < net->n_layers; i++)
-        f += net->layers[i]->ops->flops(net->layers[i]);
+        f += (net->layers[i]->cpu_ops ? net->layers[i]->cpu_ops : net->layers[i]->ops)
+                 ->flops(net->layers[i]);
     return f;
 }
 
@@ -563,35 +545,6 @@ static int s_check_pass(const nn_net_t *net, const char *fn, const float *x, con
     return NN_OK;
 }
 
-/* NCHW input -> CNHW node 0: sample i's channel k goes to row k*n + i. */
-static void s_load_input(nn_net_t *net, const float *x, int n)
-{
-    struct nn_node *in = net->nodes[0];
-    size_t hw = (size_t)net->in_h * net->in_w;
-    int c = net->in_c;
-    if (c == 1) {
-        memcpy(in->y, x, (size_t)n * hw * sizeof(float));
-        return;
-    }
-#pragma omp parallel for collapse(2) if ((size_t)n * c * hw > 65536)
-    for (int k = 0; k < c; k++)
-        for (int i = 0; i < n; i++)
-            memcpy(in->y + ((size_t)k * n + i) * hw, x + ((size_t)i * c + k) * hw,
-                   hw * sizeof(float));
-}
-
-/* CNHW dL/dx of node 0 -> NCHW dx. */
-static void s_store_input_grad(nn_net_t *net, float *dx, int n)
-{
-    const struct nn_node *in = net->nodes[0];
-    size_t hw = (size_t)net->in_h * net->in_w;
-    int c = net->in_c;
-    for (int k = 0; k < c; k++)
-        for (int i = 0; i < n; i++)
-            memcpy(dx + ((size_t)i * c + k) * hw, in->dy + ((size_t)k * n + i) * hw,
-                   hw * sizeof(float));
-}
-
 static struct nn_node *s_logits(const nn_net_t *net)
 {
     return net->nodes[net->n_nodes - 1];
@@ -642,9 +595,9 @@ static void s_prepare_backward(nn_net_t *net, int n, int from, int input_grad, i
         if (!node->need_dy || i == last)
             continue;
         size_t len = (size_t)n * nn_shape_numel(&node->shape);
-        memset(node->dy, 0, len * sizeof(float));
+        net->be->zero(node->dy, len);
         if (r)
-            memset(node->rdy, 0, len * sizeof(float));
+            net->be->zero(node->rdy, len);
     }
 }
 
@@ -656,28 +609,20 @@ static int s_any_input_needs_dy(const struct nn_layer *l)
     return 0;
 }
 
-/* Logits of the pass (node [classes x n]) -> n x classes row-major. */
-static void s_store_logits(const nn_net_t *net, float *logits, int n)
-{
-    const float *z = s_logits(net)->y;
-    for (int i = 0; i < n; i++)
-        for (int k = 0; k < net->classes; k++)
-            logits[(size_t)i * net->classes + k] = z[(size_t)k * n + i];
-}
-
 float nn_net_forward(nn_net_t *net, const float *x, const int32_t *labels, int n,
                      enum nn_bn_mode bn, float *logits, int *correct)
 {
     if (s_check_pass(net, "nn_net_forward", x, labels, n))
         return NAN;
     struct nn_ctx ctx = s_ctx(net, n, bn, 1);
-    s_load_input(net, x, n);
+    net->be->load_input(net->nodes[0]->y, x, n, net->in_c, (size_t)net->in_h * net->in_w);
     s_forward(net, &ctx, -1);
     if (logits)
-        s_store_logits(net, logits, n);
+        net->be->store_logits(logits, s_logits(net)->y, net->classes, n);
     if (!labels)
         return 0.0f;
-    return (float)nn_loss_forward(s_logits(net)->y, labels, net->classes, n, net->probs, correct);
+    return (float)net->be->loss_forward(s_logits(net)->y, labels, net->classes, n, net->probs,
+                                        correct);
 }
 
 float nn_net_train_pass(nn_net_t *net, const float *x, const int32_t *labels, int n,
@@ -696,16 +641,16 @@ float nn_net_train_pass(nn_net_t *net, const float *x, const int32_t *labels, in
     ctx.update_stats = (flags & NN_PASS_UPDATE_STATS) != 0;
     ctx.param_grad = param_grad;
     ctx.grad_scale = grad_scale;
-    s_load_input(net, x, n);
+    net->be->load_input(net->nodes[0]->y, x, n, net->in_c, (size_t)net->in_h * net->in_w);
     for (int i = 0; i < net->n_layers; i++)
         net->layers[i]->in_block = 0;
     s_forward(net, &ctx, -1);
     struct nn_node *z = s_logits(net);
-    double loss = nn_loss_forward(z->y, labels, net->classes, n, net->probs, correct);
+    double loss = net->be->loss_forward(z->y, labels, net->classes, n, net->probs, correct);
     if (!param_grad && !input_grad)
         return (float)loss;
     s_prepare_backward(net, n, 0, input_grad, param_grad, 0);
-    nn_loss_backward(net->probs, labels, net->classes, n, z->dy);
+    net->be->loss_backward(net->probs, net->classes, n, z->dy);
     for (int i = net->n_layers - 1; i >= 0; i--) {
         struct nn_layer *l = net->layers[i];
         if (!(param_grad && l->n_w) && !s_any_input_needs_dy(l))
@@ -714,7 +659,8 @@ float nn_net_train_pass(nn_net_t *net, const float *x, const int32_t *labels, in
         net->stats.backward++;
     }
     if (input_grad)
-        s_store_input_grad(net, dx, n);
+        net->be->store_input_grad(dx, net->nodes[0]->dy, n, net->in_c,
+                                  (size_t)net->in_h * net->in_w);
     return (float)loss;
 }
 
@@ -732,8 +678,17 @@ float nn_net_hvp(nn_net_t *net, const float *x, const int32_t *labels, int n, en
     int k = block_last_k == 0 || block_last_k > net->n_play ? net->n_play : block_last_k;
     int first = net->n_play - k;  /* first parameter layer of the block */
     int start = net->play[first]; /* its execution index */
+    /* On a device the direction and result live in device copies (dv, dhv). */
+    const float *v_host = v;
+    float *hv_host = hv;
+    if (net->dv) {
+        if (net->be->upload(net->dv, v_host, net->n_params * sizeof(float)) != NN_OK)
+            return NAN;
+        v = net->dv;
+        hv = net->dhv;
+    }
     /* Bind the direction and result views; hv is zero outside the block and accumulates inside. */
-    memset(hv, 0, net->n_params * sizeof(float));
+    net->be->zero(hv, net->n_params);
     for (int i = 0; i < net->n_layers; i++) {
         struct nn_layer *l = net->layers[i];
         l->in_block = i >= start && l->n_w > 0;
@@ -742,16 +697,16 @@ float nn_net_hvp(nn_net_t *net, const float *x, const int32_t *labels, int n, en
         l->hv = l->in_block ? hv + lo : NULL;
     }
     struct nn_ctx ctx = s_ctx(net, n, bn, 0);
-    s_load_input(net, x, n);
+    net->be->load_input(net->nodes[0]->y, x, n, net->in_c, (size_t)net->in_h * net->in_w);
     s_forward(net, &ctx, start);
     struct nn_node *z = s_logits(net);
-    double loss = nn_loss_forward(z->y, labels, net->classes, n, net->probs, NULL);
+    double loss = net->be->loss_forward(z->y, labels, net->classes, n, net->probs, NULL);
     s_prepare_backward(net, n, start, 0, 0, 1);
-    nn_loss_backward(net->probs, labels, net->classes, n, z->dy);
+    net->be->loss_backward(net->probs, net->classes, n, z->dy);
     if (z->r_active)
-        nn_loss_rbackward(net->probs, z->ry, net->classes, n, z->rdy);
+        net->be->loss_rbackward(net->probs, z->ry, net->classes, n, z->rdy);
     else
-        memset(z->rdy, 0, (size_t)n * net->classes * sizeof(float));
+        net->be->zero(z->rdy, (size_t)n * net->classes);
     /* Backward and R-backward interleaved per layer: both read the layer's dy/rdy while warm. */
     for (int i = net->n_layers - 1; i >= start; i--) {
         struct nn_layer *l = net->layers[i];
@@ -769,5 +724,7 @@ float nn_net_hvp(nn_net_t *net, const float *x, const int32_t *labels, int n, en
         net->layers[i]->in_block = 0;
         net->layers[i]->v = net->layers[i]->hv = NULL;
     }
+    if (net->dv && net->be->download(hv_host, hv, net->n_params * sizeof(float)) != NN_OK)
+        return NAN;
     return (float)loss;
 }

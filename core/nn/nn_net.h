@@ -136,6 +136,31 @@ float nn_net_train_pass(nn_net_t *net, const float *x, const int32_t *labels, in
 float nn_net_hvp(nn_net_t *net, const float *x, const int32_t *labels, int n, enum nn_bn_mode bn,
                  int block_last_k, const float *v, float *hv);
 
+/* Devices (nn_backend.h). nn_net_to_backend moves a built net to a backend ("cpu", "cuda",
+ * "cuda:N"): every layer gets the backend's table for its kind, and parameters, gradients,
+ * buffers, activations, R-companions and workspaces are reserved on the device before the first
+ * step, after checking the memory plan (a one-line error naming `label`, the micro-batch and the
+ * bytes when it does not fit). Afterwards nn_net_params/grads/buffers return host mirrors: the
+ * passes read and write the device copies, and nn_net_sync copies between the two (the weight
+ * pull uploads, the gradient push downloads). On the CPU nn_net_sync does nothing. Returns NN_OK
+ * or a negative nn_err with the reason reported (and, for a device that cannot be had, in
+ * nn_backend_why()); on failure the net stays on the CPU. */
+enum nn_sync {
+    NN_SYNC_PARAMS_TO_DEVICE = 1u << 0,  /* host mirror of the parameters -> device */
+    NN_SYNC_BUFFERS_TO_DEVICE = 1u << 1, /* host mirror of the buffers -> device */
+    NN_SYNC_GRADS_TO_HOST = 1u << 2,     /* device gradients -> host mirror */
+    NN_SYNC_BUFFERS_TO_HOST = 1u << 3,   /* device buffers (running statistics) -> host */
+    NN_SYNC_PARAMS_TO_HOST = 1u << 4,    /* device parameters -> host mirror */
+    NN_SYNC_GRADS_TO_DEVICE = 1u << 5    /* host mirror of the gradients -> device */
+};
+int nn_net_to_backend(nn_net_t *net, const char *device, const char *label);
+int nn_net_sync(nn_net_t *net, unsigned what);
+/* Name of the net's backend ("cpu", "cuda"). */
+const char *nn_net_backend_name(const nn_net_t *net);
+/* Activation floats per sample over all nodes and the scratch floats of the largest layer, for
+ * the memory plan (nn_mem_plan). */
+size_t nn_net_act_floats(const nn_net_t *net);
+
 /* Building a net from layers (the zoo does this; tests build small nets the same way).
  *
  * nn_net_new makes an empty net for NCHW inputs c x h x w and batches of up to max_batch samples;

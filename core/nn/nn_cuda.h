@@ -1,0 +1,94 @@
+/*
+ * nn_cuda: what the CUDA backend's files share (nn_cuda.cu: the table, memory, GEMM, loss, SGD;
+ * nn_cuda_conv.cu: Conv2d via cuDNN and Linear via cuBLAS; nn_cuda_bn.cu: BatchNorm;
+ * nn_cuda_layers.cu: the elementwise and pooling layers). Internal to core/nn; CUDA sources only.
+ *
+ * Errors: every CUDA, cuBLAS and cuDNN call goes through one of the CHECK macros, which report the
+ * failed expression with file:line and the library's message, and latch the backend's error
+ * flag: a layer pass has no return value, so the net learns of it at the next sync or copy
+ * (nn_backend_ops.sync, upload, download return NN_ERR_ARG once a call failed).
+ */
+#ifndef NN_CUDA_H
+#define NN_CUDA_H
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+
+extern "C" {
+#include "nn_backend.h"
+#include "nn_base.h"
+#include "nn_layer.h"
+}
+
+#define NN_CUDA_THREADS 256 /* threads per block of the elementwise kernels */
+#define NN_CUDA_MAX_DEVICES 16
+
+/* Per thread and device: handles, stream and grow-only staging buffers. */
+struct nn_cuda_ctx {
+    int ready;             /* handles created */
+    int device;            /* CUDA device index */
+    cudaStream_t stream;   /* every kernel and library call of this thread runs here */
+    cublasHandle_t cublas; /* bound to stream */
+    cudnnHandle_t cudnn;   /* bound to stream */
+    void *stage;           /* device staging buffer (input, logits, labels) */
+    size_t stage_bytes;    /* its capacity */
+    double *loss_part;     /* per-sample loss of the last loss_forward (device) */
+    int *label_dev;        /* labels of the last loss_forward (device) */
+    int *correct_part;     /* per-sample hit of the last loss_forward (device) */
+    int loss_cap;          /* capacity of the three above, in samples */
+};
+
+/* The calling thread's context (set by nn_cuda_backend). */
+struct nn_cuda_ctx *nn_cuda_ctx_get(void);
+/* Report a failed call and latch the error flag. */
+void nn_cuda_fail(const char *file, int line, const char *expr, const char *msg);
+/* The error flag (non-zero once any call failed). */
+int nn_cuda_failed(void);
+
+#define CUDA_CHECK(expr)                                                                           \
+    do {                                                                                           \
+        cudaError_t e_ = (expr);                                                                   \
+        if (e_ != cudaSuccess)                                                                     \
+            nn_cuda_fail(__FILE__, __LINE__, #expr, cudaGetErrorString(e_));                       \
+    } while (0)
+#define CUBLAS_CHECK(expr)                                                                         \
+    do {                                                                                           \
+        cublasStatus_t s_ = (expr);                                                                \
+        if (s_ != CUBLAS_STATUS_SUCCESS)                                                           \
+            nn_cuda_fail(__FILE__, __LINE__, #expr, cublasGetStatusString(s_));                    \
+    } while (0)
+#define CUDNN_CHECK(expr)                                                                          \
+    do {                                                                                           \
+        cudnnStatus_t s_ = (expr);                                                                 \
+        if (s_ != CUDNN_STATUS_SUCCESS)                                                            \
+            nn_cuda_fail(__FILE__, __LINE__, #expr, cudnnGetErrorString(s_));                      \
+    } while (0)
+/* After a kernel launch: the launch error, if any. */
+#define CUDA_LAUNCH_CHECK(name) CUDA_CHECK(cudaPeekAtLastError())
+
+/* Blocks for n elements. */
+static inline unsigned nn_cuda_blocks(size_t n)
+{
+    size_t b = (n + NN_CUDA_THREADS - 1) / NN_CUDA_THREADS;
+    return (unsigned)(b ? (b < 65535u * 32u ? b : 65535u * 32u) : 1);
+}
+
+/* Device GEMM (row-major, as nn_gemm) on the thread's stream. */
+void nn_cuda_gemm(enum nn_trans ta, enum nn_trans tb, int m, int n, int k, float alpha,
+                  const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+/* acc[o] += scale * sum_i m[o*n + i] for o < rows (row sums, bias gradients). */
+void nn_cuda_add_rowsum(float *acc, const float *m, int rows, int n, float scale);
+/* y[o*n + i] = b ? b[o] : 0 (bias broadcast). */
+void nn_cuda_fill_rows(float *y, const float *b, int rows, int n);
+/* Device memory (zeroed), reported and latched on failure; free accepts NULL. */
+void *nn_cuda_alloc(size_t bytes);
+void nn_cuda_free(void *p);
+
+/* Tables per layer kind (NULL-terminated lookup in nn_cuda.cu). */
+extern const struct nn_layer_ops nn_cuda_conv_ops, nn_cuda_linear_ops, nn_cuda_bn_ops;
+extern const struct nn_layer_ops nn_cuda_relu_ops, nn_cuda_add_ops, nn_cuda_flatten_ops;
+extern const struct nn_layer_ops nn_cuda_maxpool_ops, nn_cuda_gap_ops, nn_cuda_avgpool_ops;
+extern const struct nn_layer_ops nn_cuda_dropout_ops;
+
+#endif

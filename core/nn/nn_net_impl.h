@@ -1,0 +1,62 @@
+/*
+ * nn_net_impl: the inside of struct nn_net, shared by nn_net.c (building, passes) and
+ * nn_net_dev.c (moving a built net to a device backend). Internal to core/nn.
+ *
+ * On a device backend the flat vectors (params, grads, buffers), activations, R-companions,
+ * work and probs are device memory; host_params/host_grads/host_buffers are host mirrors that
+ * nn_net_params() & co. return and nn_net_sync() copies. On the CPU the mirrors are the vectors.
+ */
+#ifndef NN_NET_IMPL_H
+#define NN_NET_IMPL_H
+
+#include "nn_backend.h"
+#include "nn_layer.h"
+#include "nn_net.h"
+
+struct nn_net {
+    int in_c, in_h, in_w;            /* per-sample input shape (NCHW without N) */
+    int classes;                     /* logits per sample */
+    int max_batch;                   /* largest n a pass accepts */
+    int built;                       /* nn_net_build succeeded */
+    int error;                       /* first error of nn_net_add (0 if none) */
+    int n_layers, cap_layers;        /* layers in execution order */
+    struct nn_layer **layers;        /* owned */
+    int n_nodes, cap_nodes;          /* activations; node 0 is the input */
+    struct nn_node **nodes;          /* owned, individually allocated (layers point at them) */
+    int *producer;                   /* layer index producing node i; -1 for the input */
+    float *act;                      /* y and dy of every node (one allocation) */
+    float *ract;                     /* ry and rdy of every node (allocated by the first HVP) */
+    float *params;                   /* flat parameter vector */
+    float *grads;                    /* gradients, same indexing */
+    float *buffers;                  /* flat buffer vector (BN running statistics) */
+    size_t n_params, n_buffers;      /* sizes of the flat vectors */
+    float *work;                     /* shared scratch for all layers */
+    size_t work_floats;              /* size of work */
+    float *probs;                    /* softmax probabilities, classes x max_batch */
+    int n_tensors;                   /* named tensors, state_dict order */
+    struct nn_tensor_info *tensors;  /* owned, names owned */
+    int n_play;                      /* parameter layers */
+    int *play;                       /* layer index of each parameter layer */
+    size_t *play_off;                /* first parameter of each parameter layer */
+    struct nn_net_stats stats;       /* operation counters */
+    unsigned long long seed;         /* dropout seed of the next train-mode pass */
+    int seed_fixed;                  /* seed never advances (nn_net_set_seed) */
+    int dropout_eval;                /* dropout is the identity in every pass */
+    const struct nn_backend_ops *be; /* where the tensors above live (CPU until moved) */
+    float *host_params;              /* host mirror of params (== params on the CPU) */
+    float *host_grads;               /* host mirror of grads */
+    float *host_buffers;             /* host mirror of buffers */
+    float *dv, *dhv;                 /* device copies of an HVP's v and hv (device nets only) */
+};
+
+/* Layer release for a layer whose table was swapped to a device's (nn_net_dev.c): frees the device
+ * state and restores the CPU table so that its own destroy runs next. */
+void nn_net_dev_layer_release(struct nn_layer *l);
+
+/* nn_net_init on a device net: initialise the host mirrors, then upload (nn_net_dev.c). */
+void nn_net_dev_init(nn_net_t *net, uint64_t seed);
+
+/* Free the device copies of a device net (nn_net_dev.c); the host mirrors stay. */
+void nn_net_dev_free(nn_net_t *net);
+
+#endif

@@ -61,7 +61,7 @@ struct convert_synth_opts {
     int per_class;     /* records per class */
     int width, height; /* nominal image size */
     bool jpeg;         /* JPEG records (sides within +-20%, some greyscale), else raw BGR CHW */
-    uint64_t seed;     /* every pixel follows from it */
+    uint64_t seed;     /* every image follows from it (the classes' patterns do not) */
     int quality;       /* JPEG quality */
 };
 

@@ -2,8 +2,9 @@
  * convert_synthetic: `eigenbatch convert synthetic`, an ImageNet-shaped data set made up from a
  * seed, for tests and benchmarks where the real one cannot be had. Record i has class i % C, so
  * any prefix holds every class. A class is a pair of colours and a stripe pattern (direction,
- * frequency); each image draws its own phase and per-pixel noise, so a model has something to
- * learn and no two images are alike. As JPEGs, each side varies within +-20% of the nominal
+ * frequency), the same for every seed; each image draws its own phase and per-pixel noise from
+ * the seed, so a model has something to learn, no two images are alike, and the sets of two
+ * seeds serve as training and test set. As JPEGs, each side varies within +-20% of the nominal
  * size (records of any size, as ImageNet's) and every S_GREY_EVERY-th image is greyscale; raw
  * records are exactly the nominal size, CHW in BGR order like Caffe's.
  */
@@ -40,9 +41,11 @@ struct s_buf {
     size_t cap;         /* bytes in each */
 };
 
-static void s_class_of(uint64_t seed, int c, struct s_class *k)
+/* Class c's pattern: the same for every seed, so that sets made with two seeds are a training
+ * set and a test set of one task. */
+static void s_class_of(int c, struct s_class *k)
 {
-    uint64_t st = rt_rng_mix(seed ^ rt_rng_mix(S_CLASS_SALT + (uint64_t)c));
+    uint64_t st = rt_rng_mix(rt_rng_mix(S_CLASS_SALT + (uint64_t)c));
     for (int a = 0; a < 2; a++)
         for (int q = 0; q < 3; q++)
             k->col[a][q] = S_COLOUR_LO + rt_rng_int(&st, S_COLOUR_SPAN - 1);
@@ -103,7 +106,7 @@ static int s_record(const struct convert_synth_opts *so, size_t i, struct s_buf 
 {
     int c = (int)(i % (size_t)so->classes), w = so->width, h = so->height, ch = 3, rc;
     struct s_class k;
-    s_class_of(so->seed, c, &k);
+    s_class_of(c, &k);
     uint64_t st = rt_rng_mix(so->seed ^ rt_rng_mix((uint64_t)i + 1));
     if (so->jpeg) {
         w = s_jitter(so->width, &st);

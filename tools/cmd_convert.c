@@ -2,8 +2,9 @@
  * cmd_convert: `eigenbatch convert FORMAT --in PATH --out DIR ...` writes an LMDB database of
  * Caffe Datum records (keys %08d in source order) from Fashion-MNIST/MNIST IDX files, CIFAR-10/100
  * binary files, or JPEG images (convert_images.c: a folder per class, ImageNet's validation folder
- * with a label file, TinyImageNet). The database is built beside DIR and renamed into place at the
- * end (rt_db), so a stopped convert leaves nothing at DIR that a reader would take.
+ * with a label file, TinyImageNet), or makes up an ImageNet-shaped set (convert_synthetic.c). The
+ * database is built beside DIR and renamed into place at the end (rt_db), so a stopped convert
+ * leaves nothing at DIR that a reader would take.
  */
 #include <errno.h>
 #include <signal.h>
@@ -301,6 +302,8 @@ static void s_usage(FILE *f)
         "usage: eigenbatch convert FORMAT --in PATH --out DIR [--split train|test] [--force]\n"
         "                          [--resize WxH | --resize-shorter N [--quality Q]]\n"
         "                          [--labels FILE]\n"
+        "       eigenbatch convert synthetic --out DIR --classes C --per-class N --size WxH\n"
+        "                          --format jpeg|raw [--seed S] [--quality Q] [--force]\n"
         "Write an LMDB database of Caffe Datum records, keys %%08d in source order.\n"
         "FORMAT:\n"
         "  fashion-mnist, mnist  --in holds train-images-idx3-ubyte(.gz), train-labels-...,\n"
@@ -317,6 +320,12 @@ static void s_usage(FILE *f)
         "  tinyimagenet          --in holds wnids.txt, train/WNID/images/*.JPEG and\n"
         "                        val/images/*.JPEG with val/val_annotations.txt; classes are\n"
         "                        the wnids in sorted order; --split test reads val/\n"
+        "  synthetic             no --in: C x N made-up records for tests and benchmarks, record\n"
+        "                        i of class i %% C, a stripe pattern per class (the same for\n"
+        "                        every seed) plus per-image phase and noise from --seed\n"
+        "                        (default 1: two seeds make a training and a test set);\n"
+        "                        --format jpeg: sides within +-20%% of WxH and every 16th\n"
+        "                        image greyscale; raw: WxH, BGR\n"
         "JPEGs are stored encoded as they are, or:\n"
         "--resize-shorter N      re-encoded with the shorter side N when it is longer\n"
         "--quality Q             JPEG quality of re-encoded images (default %d)\n"
@@ -343,17 +352,55 @@ struct s_args {
     const char *fmt, *in, *out, *split;
     bool force;
     struct convert_image_opts img;
+    struct convert_synth_opts syn; /* synthetic */
+    const char *syn_format;        /* synthetic: --format */
+    bool syn_given;                /* a synthetic-only option was given */
 };
+
+/* The synthetic set's options; 1 when o is one of them, -1 after printing a bad value, else 0. */
+static int s_parse_synth(const char *o, const char *v, struct s_args *a)
+{
+    long n;
+    int *dst = !strcmp(o, "--classes")     ? &a->syn.classes
+               : !strcmp(o, "--per-class") ? &a->syn.per_class
+                                           : NULL;
+    if (!strcmp(o, "--size")) {
+        if (!s_size_arg(v, &a->syn.width, &a->syn.height)) {
+            fprintf(stderr, "eigenbatch convert: invalid value '%s' for --size (WxH)\n", v);
+            return -1;
+        }
+    } else if (!strcmp(o, "--format")) {
+        a->syn_format = v;
+    } else if (!strcmp(o, "--seed")) {
+        if (rt_opt_long("convert", o, v, &n) < 0 || n < 0) {
+            fprintf(stderr, "eigenbatch convert: --seed must be a number >= 0\n");
+            return -1;
+        }
+        a->syn.seed = (uint64_t)n;
+    } else if (dst) {
+        if (rt_opt_long("convert", o, v, &n) < 0 || n < 1 || n > INT32_MAX) {
+            fprintf(stderr, "eigenbatch convert: %s must be a number >= 1\n", o);
+            return -1;
+        }
+        *dst = (int)n;
+    } else {
+        return 0;
+    }
+    a->syn_given = true;
+    return 1;
+}
 
 static int s_parse(int argc, char **argv, struct s_args *a)
 {
     memset(a, 0, sizeof *a);
     a->split = "train";
     a->img.quality = RT_JPEG_QUALITY;
+    a->syn.seed = 1;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         long n;
+        int sy;
         if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
             s_usage(stdout);
             return 1;
@@ -365,7 +412,10 @@ static int s_parse(int argc, char **argv, struct s_args *a)
             fprintf(stderr, "eigenbatch convert: unexpected argument '%s'\n", o);
             s_usage(stderr);
             return 2;
-        } else if (i++, !strcmp(o, "--in")) {
+        } else if (i++, (sy = s_parse_synth(o, v, a)) != 0) {
+            if (sy < 0)
+                return 2;
+        } else if (!strcmp(o, "--in")) {
             a->in = v;
         } else if (!strcmp(o, "--out")) {
             a->out = v;
@@ -398,10 +448,20 @@ static int s_parse(int argc, char **argv, struct s_args *a)
 }
 
 /* Cross-argument checks; 0 or 2 after printing the problem. */
-static int s_check(const struct s_args *a, bool images)
+static int s_check(const struct s_args *a, bool images, bool synth)
 {
     const char *bad = NULL;
-    if (strcmp(a->split, "train") && strcmp(a->split, "test"))
+    if (synth && (a->in || a->img.resize_w || a->img.shorter || a->img.labels))
+        bad = "synthetic takes no --in, --resize, --resize-shorter or --labels";
+    else if (synth && (!a->syn.classes || !a->syn.per_class || !a->syn.width || !a->syn_format))
+        bad = "synthetic needs --classes, --per-class, --size and --format";
+    else if (synth && strcmp(a->syn_format, "jpeg") && strcmp(a->syn_format, "raw"))
+        bad = "synthetic: --format is jpeg or raw";
+    else if (!synth && a->syn_given)
+        bad = "--classes, --per-class, --size, --format and --seed apply to synthetic only";
+    else if (!synth && !a->in)
+        bad = "--in is required";
+    else if (strcmp(a->split, "train") && strcmp(a->split, "test"))
         bad = "--split must be train or test";
     else if (!images && (a->img.resize_w || a->img.shorter || a->img.labels))
         bad = "--resize, --resize-shorter and --labels apply to JPEG formats only";
@@ -414,13 +474,21 @@ static int s_check(const struct s_args *a, bool images)
     return bad ? 2 : 0;
 }
 
+/* The synthetic set of a's options. */
+static int s_synthetic(struct s_args *a, struct convert_out *o)
+{
+    a->syn.jpeg = !strcmp(a->syn_format, "jpeg");
+    a->syn.quality = a->img.quality;
+    return convert_synthetic(&a->syn, o);
+}
+
 int eb_cmd_convert(int argc, char **argv)
 {
     struct s_args a;
     int rc = s_parse(argc, argv, &a);
     if (rc)
         return rc == 1 ? 0 : rc;
-    if (!a.fmt || !a.in || !a.out) {
+    if (!a.fmt || !a.out) {
         s_usage(stderr);
         return 2;
     }
@@ -429,12 +497,13 @@ int eb_cmd_convert(int argc, char **argv)
     bool c10 = !strcmp(fmt, "cifar10"), c100 = !strcmp(fmt, "cifar100");
     bool images =
         !strcmp(fmt, "imagefolder") || !strcmp(fmt, "imagenet-val") || !strcmp(fmt, "tinyimagenet");
-    if (!idx && !c10 && !c100 && !images) {
+    bool synth = !strcmp(fmt, "synthetic");
+    if (!idx && !c10 && !c100 && !images && !synth) {
         fprintf(stderr, "eigenbatch convert: unknown format '%s'\n", fmt);
         s_usage(stderr);
         return 2;
     }
-    if (s_check(&a, images))
+    if (s_check(&a, images, synth))
         return 2;
     struct convert_out o = {0};
     if ((rc = rt_db_writer_new(a.out, a.force, &o.w)) < 0) {
@@ -447,6 +516,8 @@ int eb_cmd_convert(int argc, char **argv)
     sigaction(SIGTERM, &sa, &old_term);
     if (idx)
         rc = s_convert_idx(a.in, a.split, &o, fmt);
+    else if (synth)
+        rc = s_synthetic(&a, &o);
     else if (c10 || c100)
         rc = s_convert_cifar(a.in, a.split, &o, c100);
     else

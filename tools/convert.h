@@ -1,13 +1,15 @@
 /*
  * convert: what the sources of `eigenbatch convert` share (cmd_convert.c): the database being
- * written with its progress display, and the image layouts (convert_images.c): a folder per class,
- * ImageNet's validation folder with a label file, and TinyImageNet's tree.
+ * written with its progress display, the image layouts (convert_images.c): a folder per class,
+ * ImageNet's validation folder with a label file, and TinyImageNet's tree, and the synthetic
+ * ImageNet-shaped set (convert_synthetic.c).
  */
 #ifndef CONVERT_H
 #define CONVERT_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "rt_datum.h"
 #include "rt_db.h"
@@ -52,5 +54,19 @@ struct convert_image_opts {
  * (train or test), into o. Returns 0 or a negative rt_err code naming the file. */
 int convert_images(const char *fmt, const char *in, const char *split, struct convert_out *o,
                    const struct convert_image_opts *io);
+
+/* The synthetic set: classes x per_class records, record i of class i % classes. */
+struct convert_synth_opts {
+    int classes;       /* labels 0 .. classes-1 */
+    int per_class;     /* records per class */
+    int width, height; /* nominal image size */
+    bool jpeg;         /* JPEG records (sides within +-20%, some greyscale), else raw BGR CHW */
+    uint64_t seed;     /* every image follows from it (the classes' patterns do not) */
+    int quality;       /* JPEG quality */
+};
+
+/* Write the synthetic set of so into o, deterministically from so->seed. Returns 0 or a
+ * negative rt_err code. */
+int convert_synthetic(const struct convert_synth_opts *so, struct convert_out *o);
 
 #endif

@@ -11,7 +11,7 @@
 /* The utility commands; the role commands come from cluster_cmds(). */
 static const struct cluster_cmd s_commands[] = {
     {"bench", eb_cmd_bench, "micro-benchmarks (train: training steps and HVPs of a zoo model)"},
-    {"convert", eb_cmd_convert, "write an LMDB dataset from IDX, CIFAR or JPEG folders"},
+    {"convert", eb_cmd_convert, "write an LMDB dataset from IDX, CIFAR, JPEG folders or a seed"},
     {"dbinfo", eb_cmd_dbinfo, "describe an LMDB dataset: count, shape, labels"},
     {"eval", eb_cmd_eval, "test accuracy and loss of a weights file on an LMDB dataset"},
     {"keygen", eb_cmd_keygen, "write a CURVE keypair (PREFIX.key, PREFIX.pub) for security.*"},

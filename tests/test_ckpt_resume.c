@@ -97,54 +97,77 @@ static void test_kill_resume(void **state)
     eb_ckpt_same_file(wa, wk);
 }
 
-/* Checkpoints within epochs (checkpoint.every_steps): a run resumed from one in the middle of an
- * epoch trains exactly the samples that epoch had not seen yet, then the rest: it ends at the
- * straight run's weights, bitwise, and its epoch events start with the interrupted epoch. */
+/* The two earliest checkpoints within the first epoch after epoch 0 that has two, under root
+ * (names epoch-E-step-S) into p[0] and p[1]; fails the test, listing the names, without one. */
+static void s_two_mid(const char *root, struct eb_ckpt_point *p)
+{
+    memset(p, 0, 2 * sizeof *p);
+    int best_e = 1 << 30;
+    long long steps[64];
+    int epochs[64], n = 0;
+    char seen[2048] = "";
+    DIR *d = opendir(root);
+    assert_non_null(d);
+    struct dirent *de;
+    while ((de = readdir(d)) && n < 64) {
+        if (strlen(seen) + strlen(de->d_name) + 2 < sizeof seen) {
+            strcat(seen, " ");
+            strcat(seen, de->d_name);
+        }
+        if (sscanf(de->d_name, "epoch-%d-step-%lld", &epochs[n], &steps[n]) == 2 && epochs[n] >= 1)
+            n++;
+    }
+    closedir(d);
+    for (int i = 0; i < n; i++) { /* the earliest epoch with two */
+        int count = 0;
+        for (int k = 0; k < n; k++)
+            count += epochs[k] == epochs[i];
+        if (count >= 2 && epochs[i] < best_e)
+            best_e = epochs[i];
+    }
+    if (best_e == 1 << 30)
+        fail_msg("no epoch after the first with two checkpoints within it under %s:%s", root, seen);
+    for (int i = 0; i < n; i++) {
+        if (epochs[i] != best_e)
+            continue;
+        int slot = p[0].step == 0 || steps[i] < p[0].step ? 0 : 1;
+        if (slot == 0)
+            p[1] = p[0];
+        else if (p[1].step && steps[i] > p[1].step)
+            continue;
+        p[slot].epoch = best_e;
+        p[slot].step = steps[i];
+        snprintf(p[slot].path, sizeof p[slot].path, "%s/epoch-%06d-step-%012lld", root, best_e,
+                 steps[i]);
+    }
+}
+
+/* Checkpoints within epochs (checkpoint.every_steps): one epoch interrupted twice in its middle
+ * (resumed from a checkpoint within it, and that run resumed again from a later checkpoint
+ * within the same epoch, which it wrote) trains exactly the samples that epoch had not seen yet
+ * each time: both runs end at the straight run's weights, bitwise, their epoch events starting
+ * with the interrupted epoch. */
 static void test_mid_epoch_resume(void **state)
 {
     (void)state;
     char a[4300], m[4300], extra[4800], wa[4400], wm[4400], root[4320];
     snprintf(a, sizeof a, "%s/straight", s_f.tmp);
     snprintf(m, sizeof m, "%s/mid", s_f.tmp);
-    eb_ckpt_run_ok(&s_f, "train", m,
-                   "--set checkpoint.every_steps=4 --set checkpoint.every_epochs=0 "
-                   "--set checkpoint.keep=1000");
-    /* the newest checkpoint within an epoch after the first (e epochs done, and some steps of
-     * epoch e) */
-    struct eb_ckpt_point from = {0};
-    snprintf(root, sizeof root, "%s/checkpoints", m);
-    DIR *d = opendir(root);
-    assert_non_null(d);
-    struct dirent *de;
-    int n_mid = 0;
-    char seen[2048] = "";
-    while ((de = readdir(d))) {
-        if (strlen(seen) + strlen(de->d_name) + 2 < sizeof seen) {
-            strcat(seen, " ");
-            strcat(seen, de->d_name);
-        }
-        int e = 0;
-        long long st = 0;
-        if (sscanf(de->d_name, "epoch-%d-step-%lld", &e, &st) != 2)
-            continue;
-        n_mid++;
-        if (e >= 1 && st > from.step) {
-            from.epoch = e;
-            from.step = st;
-            snprintf(from.path, sizeof from.path, "%s/%s", root, de->d_name);
-        }
-    }
-    closedir(d);
-    assert_true(n_mid >= 2);
-    if (from.epoch < 1)
-        fail_msg("no checkpoint within an epoch after the first under %s:%s", root, seen);
-    snprintf(wm, sizeof wm, "%s/weights.safetensors", m);
-    assert_int_equal(unlink(wm), 0);
-    snprintf(extra, sizeof extra, "--resume %s", from.path);
-    eb_ckpt_run_ok(&s_f, "train", m, extra);
-    eb_ckpt_assert_resumed(m, &from, EB_CKPT_EPOCHS);
     snprintf(wa, sizeof wa, "%s/weights.safetensors", a);
-    eb_ckpt_same_file(wa, wm);
+    snprintf(wm, sizeof wm, "%s/weights.safetensors", m);
+    snprintf(root, sizeof root, "%s/checkpoints", m);
+    const char *ck = "--set checkpoint.every_steps=2 --set checkpoint.every_epochs=0 "
+                     "--set checkpoint.keep=1000";
+    eb_ckpt_run_ok(&s_f, "train", m, ck);
+    struct eb_ckpt_point from[2];
+    s_two_mid(root, from);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(unlink(wm), 0);
+        snprintf(extra, sizeof extra, "%s --resume %s", ck, from[k].path);
+        eb_ckpt_run_ok(&s_f, "train", m, extra);
+        eb_ckpt_assert_resumed(m, &from[k], EB_CKPT_EPOCHS);
+        eb_ckpt_same_file(wa, wm);
+    }
 }
 
 static int s_setup(void **state)

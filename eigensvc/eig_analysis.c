@@ -36,8 +36,11 @@ int eig_analysis_trace(struct eig_hvp *hv, int samples, uint64_t seed)
 {
     struct eig_trace_result t;
     double t0 = rt_clock_now();
-    if (eig_hvp_check(hv) ||
-        eig_trace(nn_net_param_count(hv->net), samples, seed, eig_hvp_fn, hv, &t)) {
+    eig_hvp_begin(hv);
+    int rc = eig_hvp_check(hv) ||
+             eig_trace(nn_net_param_count(hv->net), samples, seed, eig_hvp_fn, hv, &t);
+    eig_hvp_end(hv);
+    if (rc) {
         fprintf(stderr, "eigenbatch eig: %s\n", rt_err_msg());
         return 1;
     }
@@ -110,7 +113,10 @@ int eig_analysis_density(struct eig_hvp *hv, int runs, int steps, uint64_t seed,
     }
     double *dens = grid + S_POINTS, t0 = rt_clock_now();
     struct eig_slq_config c = {.runs = runs, .steps = steps, .seed = seed};
-    if (eig_hvp_check(hv) || eig_slq_run(nn_net_param_count(hv->net), &c, eig_hvp_fn, hv, r)) {
+    eig_hvp_begin(hv);
+    int rc = eig_hvp_check(hv) || eig_slq_run(nn_net_param_count(hv->net), &c, eig_hvp_fn, hv, r);
+    eig_hvp_end(hv);
+    if (rc) {
         fprintf(stderr, "eigenbatch eig: %s\n", rt_err_msg());
         goto out;
     }

@@ -53,7 +53,9 @@ int eig_hvp_top(eig_power_t *pw, struct eig_hvp *h, struct eig_power_result *res
         return rt_err_set(RT_ERR_ARG, "eig_hvp: power iteration sized %zu, net has %zu params",
                           eig_power_size(pw), nn_net_param_count(h->net));
     double t0 = rt_clock_now();
+    eig_hvp_begin(h);
     rc = eig_power_run(pw, eig_hvp_fn, h, res);
+    eig_hvp_end(h);
     if (seconds)
         *seconds = rt_clock_now() - t0;
     return rc;
@@ -79,7 +81,9 @@ int eig_hvp_top_lanczos(const struct eig_power_config *pc, struct eig_hvp *h,
     struct eig_lanczos_config lc = eig_hvp_lanczos_config(pc, 1);
     struct eig_lanczos_result r;
     double t0 = rt_clock_now();
+    eig_hvp_begin(h);
     rc = eig_lanczos_run(nn_net_param_count(h->net), &lc, eig_hvp_fn, h, &r);
+    eig_hvp_end(h);
     if (seconds)
         *seconds = rt_clock_now() - t0;
     if (rc)
@@ -90,4 +94,14 @@ int eig_hvp_top_lanczos(const struct eig_power_config *pc, struct eig_hvp *h,
     res->residual = r.residuals[0];
     res->rel_change = NAN;
     return RT_OK;
+}
+
+void eig_hvp_begin(struct eig_hvp *h)
+{
+    nn_net_hvp_reuse(h->net, !h->no_reuse);
+}
+
+void eig_hvp_end(struct eig_hvp *h)
+{
+    nn_net_hvp_reuse(h->net, 0);
 }

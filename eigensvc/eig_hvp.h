@@ -21,8 +21,16 @@ struct eig_hvp {
     int n;              /* samples (1..nn_net_max_batch) */
     enum nn_bn_mode bn; /* BatchNorm mode of the Hessian */
     int block_last_k;   /* 0: full Hessian; K: the last K parameter layers */
+    int no_reuse;       /* 1: every product runs the forward and backward passes again (for
+                           measuring what reuse saves); 0: nn_net_hvp_reuse within a computation */
     long calls;         /* HVPs done (counter) */
 };
+
+/* Start and end one computation on h's batch and weights (nothing may change them in between):
+ * the products in between reuse the forward and backward passes (nn_net_hvp_reuse) unless
+ * h->no_reuse. eig_hvp_top and eig_hvp_top_lanczos call these themselves. */
+void eig_hvp_begin(struct eig_hvp *h);
+void eig_hvp_end(struct eig_hvp *h);
 
 /* eig_power_hvp_fn over struct eig_hvp (user): hv = H v by nn_net_hvp. Returns 0, or RT_ERR_ARG
  * when the net refused (bad labels, no memory for its R-pass buffers). */

@@ -48,14 +48,15 @@ static void s_usage(FILE *f)
             "         [--classes N] [--first N] [--block-last K] [--bn eval|train]\n"
             "         [--preset paper|accurate] [--method power|lanczos [--top K]]\n"
             "         [--trace [--samples N]] [--density [--runs R] [--steps K] [--png FILE]]\n"
-            "         [--tol X] [--max-iter N] [--threads T] [--seed S]\n"
+            "         [--tol X] [--max-iter N] [--no-reuse] [--threads T] [--seed S]\n"
             "Top Hessian eigenvalue of the mean loss on the first N records (default %d) of DIR;\n"
             "the last line is JSON {eigenvalue, iterations, seconds, converged, residual, ...}.\n"
             "--method lanczos (full reorthogonalisation): the top K eigenvalues at once, each to\n"
             "the preset's relative residual, within 5x the preset's products; the JSON adds\n"
             "eigenvalues, residuals and hvps.\n"
             "--tol and --max-iter replace the preset's tolerance and products (Lanczos: at most\n"
-            "5x those products).\n"
+            "5x those products). The products of one computation share its forward and backward\n"
+            "passes (--no-reuse: each runs them again).\n"
             "--trace: Hutchinson's estimate of the trace from N Rademacher vectors (default %d),\n"
             "with its standard error. --density: the eigenvalue density by stochastic Lanczos\n"
             "quadrature, R runs (default %d) of K products (default %d), as grid and density\n"
@@ -97,6 +98,7 @@ struct s_eig_args {
     const char *png;              /* --png (density) */
     double tol;                   /* --tol: the preset's tolerance replaced (NaN: kept) */
     long max_iter;                /* --max-iter: the preset's products replaced (0: kept) */
+    int no_reuse;                 /* --no-reuse: every product recomputes the forward pass */
 };
 
 static int s_check(struct s_eig_args *a);
@@ -133,18 +135,29 @@ static long *s_long_field(struct s_eig_args *a, int ch, const char **flag)
  */
 static int s_parse(int argc, char **argv, struct s_eig_args *a)
 {
-    static const struct option opts[] = {
-        {"model", required_argument, NULL, 'm'},   {"weights", required_argument, NULL, 'w'},
-        {"data", required_argument, NULL, 'd'},    {"classes", required_argument, NULL, 'c'},
-        {"first", required_argument, NULL, 'n'},   {"block-last", required_argument, NULL, 'k'},
-        {"bn", required_argument, NULL, 'b'},      {"preset", required_argument, NULL, 'p'},
-        {"threads", required_argument, NULL, 't'}, {"seed", required_argument, NULL, 's'},
-        {"method", required_argument, NULL, 'M'},  {"top", required_argument, NULL, 'K'},
-        {"trace", no_argument, NULL, 'T'},         {"samples", required_argument, NULL, 'S'},
-        {"density", no_argument, NULL, 'D'},       {"runs", required_argument, NULL, 'R'},
-        {"steps", required_argument, NULL, 'L'},   {"png", required_argument, NULL, 'P'},
-        {"tol", required_argument, NULL, 'o'},     {"max-iter", required_argument, NULL, 'I'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"model", required_argument, NULL, 'm'},
+                                         {"weights", required_argument, NULL, 'w'},
+                                         {"data", required_argument, NULL, 'd'},
+                                         {"classes", required_argument, NULL, 'c'},
+                                         {"first", required_argument, NULL, 'n'},
+                                         {"block-last", required_argument, NULL, 'k'},
+                                         {"bn", required_argument, NULL, 'b'},
+                                         {"preset", required_argument, NULL, 'p'},
+                                         {"threads", required_argument, NULL, 't'},
+                                         {"seed", required_argument, NULL, 's'},
+                                         {"method", required_argument, NULL, 'M'},
+                                         {"top", required_argument, NULL, 'K'},
+                                         {"trace", no_argument, NULL, 'T'},
+                                         {"samples", required_argument, NULL, 'S'},
+                                         {"density", no_argument, NULL, 'D'},
+                                         {"runs", required_argument, NULL, 'R'},
+                                         {"steps", required_argument, NULL, 'L'},
+                                         {"png", required_argument, NULL, 'P'},
+                                         {"tol", required_argument, NULL, 'o'},
+                                         {"max-iter", required_argument, NULL, 'I'},
+                                         {"no-reuse", no_argument, NULL, 'U'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     *a = (struct s_eig_args){.preset_name = "paper",
                              .classes = S_DEFAULT_CLASSES,
                              .first = S_DEFAULT_FIRST,
@@ -206,6 +219,9 @@ static int s_parse(int argc, char **argv, struct s_eig_args *a)
             break;
         case 'T':
             a->trace = 1;
+            break;
+        case 'U':
+            a->no_reuse = 1;
             break;
         case 'o':
             if (rt_opt_double(S_CMD, "--tol", optarg, &a->tol))
@@ -334,8 +350,11 @@ static int s_run_lanczos(const struct s_eig_args *a, struct eig_hvp *hv,
     struct eig_lanczos_config lc = eig_hvp_lanczos_config(pc, (int)a->top);
     struct eig_lanczos_result r;
     double t0 = rt_clock_now();
-    if (eig_hvp_check(hv) ||
-        eig_lanczos_run(nn_net_param_count(hv->net), &lc, eig_hvp_fn, hv, &r)) {
+    eig_hvp_begin(hv);
+    int rc =
+        eig_hvp_check(hv) || eig_lanczos_run(nn_net_param_count(hv->net), &lc, eig_hvp_fn, hv, &r);
+    eig_hvp_end(hv);
+    if (rc) {
         fprintf(stderr, "eigenbatch eig: %s\n", rt_err_msg());
         return 1;
     }
@@ -415,8 +434,13 @@ static int s_run(const struct s_eig_args *a)
         fprintf(stderr, "eigenbatch eig: %s\n", rt_err_msg());
         goto out;
     }
-    struct eig_hvp hv = {
-        .net = net, .x = x, .y = y, .n = (int)a->first, .bn = a->bn, .block_last_k = (int)a->block};
+    struct eig_hvp hv = {.net = net,
+                         .x = x,
+                         .y = y,
+                         .n = (int)a->first,
+                         .bn = a->bn,
+                         .block_last_k = (int)a->block,
+                         .no_reuse = a->no_reuse};
     if (a->lanczos || a->trace || a->density) {
         status = a->lanczos ? s_run_lanczos(a, &hv, &pc)
                  : a->trace ? eig_analysis_trace(&hv, (int)a->samples, (uint64_t)a->seed)

@@ -553,6 +553,7 @@ static struct nn_node *s_logits(const nn_net_t *net)
 /* Forward through every layer; with rfrom >= 0 also the R-forward from layer rfrom on. */
 static void s_forward(nn_net_t *net, const struct nn_ctx *ctx, int rfrom)
 {
+    net->hvp.valid = 0; /* the activations an HVP would reuse change */
     net->nodes[0]->r_active = 0;
     for (int i = 0; i < net->n_layers; i++) {
         struct nn_layer *l = net->layers[i];
@@ -599,6 +600,41 @@ static void s_prepare_backward(nn_net_t *net, int n, int from, int input_grad, i
         if (r)
             net->be->zero(node->rdy, len);
     }
+}
+
+/* The R-forward pass alone from layer rfrom on, on the activations the last forward left. */
+static void s_rforward_only(nn_net_t *net, const struct nn_ctx *ctx, int rfrom)
+{
+    net->nodes[0]->r_active = 0;
+    for (int i = 0; i < net->n_layers; i++) {
+        struct nn_layer *l = net->layers[i];
+        l->out->r_active = 0;
+        if (i < rfrom)
+            continue;
+        int active = l->in_block;
+        for (int j = 0; j < l->n_in; j++)
+            active |= l->in[j]->r_active;
+        if (active) {
+            l->ops->rforward(l, ctx);
+            net->stats.rforward++;
+            l->out->r_active = 1;
+        }
+    }
+}
+
+/* Zero rdy of the nodes whose gradient the last s_prepare_backward asked for (not the logits'). */
+static void s_zero_rdy(nn_net_t *net, int n)
+{
+    for (int i = 0; i < net->n_nodes - 1; i++) {
+        struct nn_node *node = net->nodes[i];
+        if (node->need_dy)
+            net->be->zero(node->rdy, (size_t)n * nn_shape_numel(&node->shape));
+    }
+}
+
+void nn_net_hvp_reuse(nn_net_t *net, int on)
+{
+    net->hvp = (struct nn_hvp_cache){.on = on ? 1 : 0};
 }
 
 static int s_any_input_needs_dy(const struct nn_layer *l)
@@ -697,12 +733,31 @@ float nn_net_hvp(nn_net_t *net, const float *x, const int32_t *labels, int n, en
         l->hv = l->in_block ? hv + lo : NULL;
     }
     struct nn_ctx ctx = s_ctx(net, n, bn, 0);
-    net->be->load_input(net->nodes[0]->y, x, n, net->in_c, (size_t)net->in_h * net->in_w);
-    s_forward(net, &ctx, start);
+    struct nn_hvp_cache *hc = &net->hvp;
+    int reuse = hc->on && hc->valid && hc->x == x && hc->labels == labels && hc->n == n &&
+                hc->bn == (int)bn && hc->k == k;
     struct nn_node *z = s_logits(net);
-    double loss = net->be->loss_forward(z->y, labels, net->classes, n, net->probs, NULL);
-    s_prepare_backward(net, n, start, 0, 0, 1);
-    net->be->loss_backward(net->probs, net->classes, n, z->dy);
+    double loss;
+    if (reuse) {
+        /* the activations, the loss's probabilities and the gradients are the last call's */
+        s_rforward_only(net, &ctx, start);
+        loss = hc->loss;
+        s_zero_rdy(net, n);
+    } else {
+        net->be->load_input(net->nodes[0]->y, x, n, net->in_c, (size_t)net->in_h * net->in_w);
+        s_forward(net, &ctx, start);
+        loss = net->be->loss_forward(z->y, labels, net->classes, n, net->probs, NULL);
+        s_prepare_backward(net, n, start, 0, 0, 1);
+        net->be->loss_backward(net->probs, net->classes, n, z->dy);
+        *hc = (struct nn_hvp_cache){.on = hc->on,
+                                    .valid = hc->on,
+                                    .x = x,
+                                    .labels = labels,
+                                    .n = n,
+                                    .bn = (int)bn,
+                                    .k = k,
+                                    .loss = loss};
+    }
     if (z->r_active)
         net->be->loss_rbackward(net->probs, z->ry, net->classes, n, z->rdy);
     else
@@ -713,7 +768,7 @@ float nn_net_hvp(nn_net_t *net, const float *x, const int32_t *labels, int n, en
         int need_in = s_any_input_needs_dy(l);
         if (!need_in && !l->in_block)
             continue;
-        if (need_in) {
+        if (need_in && !reuse) {
             l->ops->backward(l, &ctx);
             net->stats.backward++;
         }

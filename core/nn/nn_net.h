@@ -133,6 +133,14 @@ float nn_net_train_pass(nn_net_t *net, const float *x, const int32_t *labels, in
  * not updated). Returns the mean loss. The first call reserves the R-pass buffers (as large as the
  * activations and their gradients); on bad input (batch, labels, K < 0) or when that reservation
  * fails it reports through the callback and returns NaN. */
+/* Reuse within one eigen computation (on, until off): the weights and the batch stay as they are,
+ * so the forward pass, the loss and the gradient's backward pass are the same for every v. With
+ * reuse on, an nn_net_hvp call for the same x, labels, n, bn and block as the previous one runs
+ * only the R-forward and R-backward passes on the activations and gradients that call left in the
+ * net's own buffers (no memory beyond them). Turning it on (again) forgets the previous call; any
+ * other pass (forward, train, a different batch) in between is the caller's to avoid while on. */
+void nn_net_hvp_reuse(nn_net_t *net, int on);
+
 float nn_net_hvp(nn_net_t *net, const float *x, const int32_t *labels, int n, enum nn_bn_mode bn,
                  int block_last_k, const float *v, float *hv);
 

@@ -47,6 +47,14 @@ struct nn_net {
     float *host_grads;               /* host mirror of grads */
     float *host_buffers;             /* host mirror of buffers */
     float *dv, *dhv;                 /* device copies of an HVP's v and hv (device nets only) */
+    struct nn_hvp_cache {            /* nn_net_hvp_reuse: what the last full HVP pass was for */
+        int on;                      /* reuse allowed (the caller keeps weights and batch) */
+        int valid;                   /* a full pass for the key below has run since */
+        const float *x;              /* its batch (by address), */
+        const int32_t *labels;       /* labels, */
+        int n, bn, k;                /* size, BatchNorm mode and block */
+        double loss;                 /* its mean loss */
+    } hvp;
 };
 
 /* Layer release for a layer whose table was swapped to a device's (nn_net_dev.c): frees the device

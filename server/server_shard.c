@@ -368,11 +368,12 @@ int server_shard_run(server_shard_t *s, const atomic_int *stop)
             bye = s_handle(s);
             rt_sock_in_release(&s->io.in);
             if (s->step.nonfinite)
-                return rt_err_set(RT_ERR_NONFINITE,
-                                  "%s: the averaged gradient or buffers of the step from version "
-                                  "%llu are not finite (the sum of finite pushes overflowed): stopping "
-                                  "without applying it; resume from the last checkpoint",
-                                  s->name, (unsigned long long)s->data.version);
+                return rt_err_set(
+                    RT_ERR_NONFINITE,
+                    "%s: the averaged gradient or buffers of the step from version "
+                    "%llu are not finite (the sum of finite pushes overflowed): stopping "
+                    "without applying it; resume from the last checkpoint",
+                    s->name, (unsigned long long)s->data.version);
         }
         server_shard_evict_poll(s);
         if (n == 0)

@@ -104,6 +104,11 @@ static int s_ckpt_coord(server_shard_t *s, uint64_t epoch, const char *dir)
 void server_shard_ckpt_write(server_shard_t *s, uint64_t epoch, int mid)
 {
     if (s->ckpt.pending) {
+        /* the previous one may be complete by now (its poll is rate-limited): look once more */
+        s->ckpt.next_poll = 0;
+        server_shard_ckpt_poll(s);
+    }
+    if (s->ckpt.pending) {
         RT_ERROR(s->name,
                  "checkpoint %s never completed: a shard's file is missing (does every "
                  "shard write checkpoints?)",

@@ -18,7 +18,8 @@
 #include "server_sched.h"
 #include "server_shard_int.h"
 
-#define S_SCHED_RETRY_US 5000 /* pause before asking again while workers join */
+#define S_SCHED_RETRY_US 5000  /* pause before asking again while workers join */
+#define S_REFUSED_LOG_EVERY 40 /* refused registrations logged: the first and every 40th */
 
 /* ---- shard 0: the coordinator's message handlers ---------------------------------------- */
 
@@ -92,10 +93,16 @@ void server_shard_on_register(server_shard_t *s, const struct rt_sock_in *in)
     if (id < 0) {
         id = server_coord_register(s->co.coord, m->name, m->weight);
         if (id < 0) {
-            server_shard_drop(s, in, rt_err_msg());
+            /* every slot taken: the worker asks again a few times a second until one frees up;
+             * the refusal is logged on the first ask and every S_REFUSED_LOG_EVERY-th */
+            if (id != RT_ERR_STATE || s->co.refused++ % S_REFUSED_LOG_EVERY == 0)
+                server_shard_drop(s, in, rt_err_msg());
+            else
+                s->st.dropped++;
             server_shard_reply_error(s, in, 0, id, rt_err_msg());
             return;
         }
+        s->co.refused = 0;
         struct server_shard_worker *w = &s->data.workers[id];
         int rejoin = w->route_len > 0; /* the slot of an evicted worker */
         memcpy(w->route, in->route, in->route_len);

@@ -126,6 +126,7 @@ struct server_shard_coordination {
     double heard_at;       /* shards > 0: rt_clock_now time of its latest answer */
     double pinged_at;      /* shards > 0: ... of the latest ping sent to it */
     uint64_t nonce;        /* shards > 0: numbers VERIFY requests (their answers echo it) */
+    uint64_t refused;      /* shard 0: registrations refused in a row for want of a slot */
     uint8_t eig_route[RT_SOCK_ROUTE_MAX]; /* shard 0: the connection registered as the eigen
                                              service (the only one whose decisions count) */
     size_t eig_route_len;                 /* 0: none registered */

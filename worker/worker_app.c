@@ -184,12 +184,7 @@ static int s_nn_step(void *user, const struct worker_step *st, const float *para
     rc = c.compute(c.user, st, params, grads, buffers, samples, loss);
     if (!rc && *samples > 0 && s_test_nan_loss(n, st))
         *loss = NAN;
-    /* a non-finite loss (diverged weights, bad labels, a faulty device) is never pushed */
-    if (!rc && *samples > 0 && !isfinite(*loss))
-        rc = rt_err_set(RT_ERR_NONFINITE,
-                        "worker %d: the loss of step %llu (epoch %llu) is not finite: stopping "
-                        "without pushing it (labels within model.classes? lr too high?)",
-                        st->worker, (unsigned long long)st->step, (unsigned long long)st->epoch);
+    /* a non-finite loss is never pushed: worker_loop stops with the reason */
     return rc;
 }
 

@@ -570,8 +570,10 @@ static int s_step(struct s_worker *w, struct worker_step *st, double *compute_s)
         /* diverged weights, bad data or a faulty device: never pushed (the shards would reject
          * it), the run stops with the reason */
         return rt_err_set(RT_ERR_NONFINITE,
-                          "%s: the loss of step %llu is not finite (%g): stopping without pushing",
-                          w->name, (unsigned long long)st->step, (double)loss);
+                          "%s: the loss of step %llu (epoch %llu) is not finite (%g): stopping "
+                          "without pushing it (labels within model.classes? lr too high?)",
+                          w->name, (unsigned long long)st->step, (unsigned long long)st->epoch,
+                          (double)loss);
     uint32_t correct = cb->correct ? cb->correct(cb->user) : 0;
     rc = s_push(w, RT_WIRE_PUSH, st->step, w->grads, w->buffers, st, samples, loss, correct);
     if (rc)

@@ -83,6 +83,7 @@ int worker_app_open(const struct app_opts *o, struct worker_app *n, int compute,
     n->worker_id = -1;
     n->test_accuracy = NAN;
     n->test_loss = NAN;
+    size_t resident = worker_mem_resident();
     struct rt_loader_opts lo;
     int rc = app_model_loader_opts(o, (size_t)o->train.micro_batch, &lo);
     if (rc)
@@ -102,6 +103,7 @@ int worker_app_open(const struct app_opts *o, struct worker_app *n, int compute,
                                             : "the model does not fit the device");
     if (!compute)
         return RT_OK;
+    worker_mem_bound(o, n->net, rt_loader_memory_bound(n->loader), resident, &n->mem);
     worker_feed_init(&n->feed, n->loader, lo.queue_depth);
     struct worker_nn_source src = worker_feed_source(&n->feed);
     struct worker_nn_cfg nc = {.micro_batch = (int)o->train.micro_batch,

@@ -6,8 +6,8 @@
  * folder is converted with `eigenbatch convert imagefolder` and evaluated by `eigenbatch eval`
  * with the same transform as data.* keys. The accuracy must be the same, and the mean loss within
  * 1e-3 relative (the resamplers agree within one level of 255 per pixel, the arithmetic is
- * float32 on both sides). Skips (77) when /usr/bin/python3 cannot import torch, torchvision,
- * numpy and PIL.
+ * float32 on both sides). The converted folder then trains one epoch of resnet18. Skips (77) when
+ * /usr/bin/python3 cannot import torch, torchvision, numpy and PIL.
  */
 #include "eb_test.h"
 
@@ -71,6 +71,21 @@ static void test_eval_matches_torchvision(void **state)
     assert_true(eb_test_reldiff(loss_got, loss_want, 1e-6) <= S_LOSS_TOL);
     json_decref(want);
     json_decref(got);
+
+    /* The same folder (mixed sizes, one greyscale JPEG) also trains: one epoch, random-resized
+     * crops, the epoch event written. */
+    snprintf(cmd, sizeof cmd,
+             "'%s' train --model resnet18 --classes 4 --data '%s/db' --epochs 1 --batch 16 "
+             "--set data.size=32 --set data.train_crop=random_resized --set data.flip=true "
+             "--set data.channels=3 --set cluster.balance=static --output-dir '%s/run' "
+             ">'%s/train.out' 2>&1",
+             eb_test_binary(), dir, dir, dir);
+    assert_int_equal(eb_test_run(cmd), 0);
+    snprintf(path, sizeof path, "%s/run/metrics.jsonl", dir);
+    json_t *epochs = eb_test_events(path, "epoch");
+    assert_int_equal(json_array_size(epochs), 1);
+    assert_true(isfinite(json_number_value(json_object_get(json_array_get(epochs, 0), "loss"))));
+    json_decref(epochs);
     eb_test_rmtree(dir);
     free(dir);
 }

@@ -215,6 +215,7 @@ static int s_train(struct app_opts *o, const rt_config_t *cfg)
         .ckpt_keep = (int)o->checkpoint.keep,
         .resume = o->local.resume,
         .model = o->model.name,
+        .metrics_listen = o->metrics_listen,
     };
     RT_INFO("train", "%s: %s on %s (%ld samples), %ld shards and %d workers over %s, %ld epochs",
             o->schedule.method, o->model.name, o->data.train, o->data.samples, o->cluster.shards, W,

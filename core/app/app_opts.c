@@ -165,6 +165,9 @@ const struct rt_opt app_opts_table[] = {
     K(output_tensorboard, "output.tensorboard", "tensorboard", BOOL, "true", 0, 0, NULL,
       "also write the metrics' numbers as TensorBoard scalars (events.out.tfevents.* beside "
       "metrics.jsonl)"),
+    K(metrics_listen, "metrics.listen", "metrics-listen", STR, NULL, 0, 0, NULL,
+      "the coordinator (shard 0) serves Prometheus metrics at http://HOST:PORT/metrics (null or "
+      "empty: off)"),
     K(checkpoint.every_epochs, "checkpoint.every_epochs", "checkpoint-every", INT, "1", 0,
       S_INT_MAX, NULL, "checkpoint every this many epochs (0: off)"),
     K(checkpoint.every_steps, "checkpoint.every_steps", "checkpoint-every-steps", INT, "0", 0, 1e12,

@@ -176,6 +176,7 @@ static int s_threads_start(const struct cluster_embed_cfg *cfg, struct s_run *r)
             .chunk_floats = cfg->chunk_floats,
             .checksum = cfg->checksum,
             .stop = &r->stop,
+            .decisions = cfg->decisions,
         };
         j->cb = &cfg->compute[i];
         j->stop = &r->stop;

@@ -36,7 +36,7 @@ static const struct s_handler s_handlers[] = {
     {RT_WIRE_ABS_QUERY, server_shard_on_abs_query, 1},
     {RT_WIRE_REJECT, server_shard_on_reject, 1},
     {RT_WIRE_VERIFY, server_shard_on_verify, 1},
-    {RT_WIRE_STATUS, server_shard_on_status, 1},
+    {RT_WIRE_STATUS, server_shard_on_status, 0},
     {RT_WIRE_HELLO, server_shard_on_hello, 0},
     {RT_WIRE_INIT, server_shard_on_init, 0},
     {RT_WIRE_PUSH, server_shard_on_push, 0},

@@ -275,7 +275,8 @@ int server_shard_sched_ask(server_shard_t *s, uint64_t step, struct server_coord
 
 /* ---- status and metrics (server_shard_status.c), shard 0 only ----------------------------- */
 
-server_shard_handler_fn server_shard_on_status; /* the run's status (rt_wire_status) */
+server_shard_handler_fn server_shard_on_status; /* the run's status (rt_wire_status); ERROR on
+                                                   shards > 0 */
 
 /* Allocate what status replies need and, with metrics_listen ("HOST:PORT"; NULL or "": none),
  * serve the Prometheus endpoint. 0 or a negative rt_err code. */

@@ -153,12 +153,14 @@ static void s_fill(server_shard_t *s)
 }
 
 /* STATUS: the run's status, encoded by rt_wire_status. Anyone may ask (as anyone may ping); the
- * query carries nothing the coordinator acts on. */
+ * query carries nothing the coordinator acts on. Another shard answers with an ERROR. */
 void server_shard_on_status(server_shard_t *s, const struct rt_sock_in *in)
 {
     const struct rt_wire_msg *m = &in->m;
-    if (m->has_params || m->has_buffers) {
-        server_shard_drop(s, in, "status query with a payload");
+    if (!s->co.coord) {
+        /* refused with an answer, so that the asker learns where to ask */
+        server_shard_reply_error(s, in, m->step, RT_ERR_PEER,
+                                 "not the coordinator: ask shard 0 for the status");
         return;
     }
     s_fill(s);

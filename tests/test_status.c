@@ -2,7 +2,8 @@
  * test_status: `eigenbatch status`. The STATUS reply's codec round-trips every field and refuses
  * a reply cut short; against a running cluster (launch: 2 shards, 2 workers, tcp on free loopback
  * ports), `status --json` asked mid-run is parsed and its fields checked (the schedule in force,
- * both workers with their shares summing to 1, both shards), a malformed message to the
+ * both workers with their shares summing to 1, both shards), shard 1 refuses the query and says
+ * it is not the coordinator, a malformed message to the
  * coordinator is logged with its sender and dropped while training goes on, and the run finishes.
  * What a status reads of the schedule (server_coord_peek) announces no step, so a query cannot
  * move where a decision is stamped.
@@ -184,10 +185,17 @@ static void test_status_mid_run(void **state)
     snprintf(cmd, sizeof cmd, "'%s' status --connect %s --json --timeout-ms 2000 2>/dev/null",
              eb_test_binary(), ep);
     json_t *j = NULL;
-    int garbage = 0;
+    int garbage = 0, shard1 = 0;
+    char cmd1[8192];
+    snprintf(cmd1, sizeof cmd1,
+             "'%s' status --connect tcp://127.0.0.1:%d --timeout-ms 2000 2>&1 >/dev/null | "
+             "grep -q 'not the coordinator'",
+             eb_test_binary(), port + 1);
     for (int t = 0; t < TRIES && eb_test_running(pid); t++) {
         json_t *k = eb_test_json_cmd(cmd);
         json_int_t v = json_integer_value(json_object_get(k, "version"));
+        if (k && v >= 1 && !shard1)
+            shard1 = eb_test_run(cmd1) == 0; /* shard 1 refuses, and says why */
         if (k && v >= 1 && !garbage) {
             s_send_garbage(ep); /* then ask again: the coordinator still answers */
             garbage = 1;
@@ -202,6 +210,7 @@ static void test_status_mid_run(void **state)
         fail_msg("no mid-run status from %s", ep);
     s_check_status(j);
     json_decref(j);
+    assert_true(shard1);
     assert_int_equal(eb_test_wait(pid), 0);
     /* the malformed message was logged with its sender and dropped */
     long n = 0;

@@ -1,6 +1,6 @@
 /*
- * rt_wire: the codec of the parameter-server protocol, and the only module that sees protobuf-c
- * generated types (proto/eb.proto).
+ * rt_wire: the codec of the parameter-server protocol, and with rt_wire_status (the STATUS reply)
+ * the only module that sees protobuf-c generated types (proto/eb.proto).
  *
  * A message is a multipart ZeroMQ message: one header frame (a protobuf EbHeader) and 0..2 payload
  * frames of raw little-endian float32 (frame 1: a slice of the flat parameter vector, frame 2: a

@@ -148,6 +148,7 @@ static int s_launch_threads(const struct app_opts *o)
         .chunk_floats = (uint32_t)o->cluster.chunk,
         .checksum = ck,
         .worker_timeout_ms = (int)o->cluster.timeout_ms,
+        .metrics_listen = o->metrics_listen,
     };
     rc = cluster_embed_run(&cc, w, w + o->model.params, NULL);
     if (!rc && o->local.out)

@@ -101,8 +101,8 @@ void rt_prom_event(json_t *obj)
             continue;
         char name[RT_PROM_NAME_MAX], help[RT_PROM_HELP_MAX];
         snprintf(name, sizeof name, S_PREFIX "%s_%s", ev ? ev : "event", key);
-        snprintf(help, sizeof help, "latest \\\"%s\\\" of the \\\"%s\\\" events of metrics.jsonl",
-                 key, ev ? ev : "event");
+        snprintf(help, sizeof help, "latest %s of the %s events of metrics.jsonl", key,
+                 ev ? ev : "event");
         rt_prom_set(name, NULL, help, json_number_value(v));
     }
 }

@@ -5,6 +5,7 @@
  * both workers with their shares summing to 1, both shards), shard 1 refuses the query and says
  * it is not the coordinator, a malformed message to the
  * coordinator is logged with its sender and dropped while training goes on, and the run finishes.
+ * Under CURVE the query needs the deployment's key (--config), and gets no answer without one.
  * What a status reads of the schedule (server_coord_peek) announces no step, so a query cannot
  * move where a decision is stamped.
  */
@@ -226,12 +227,73 @@ static void test_status_mid_run(void **state)
     free(tmp);
 }
 
+/* Under CURVE the query holds the deployment's key (its --config) like any client; without a
+ * key it gets no answer. */
+static void test_status_under_curve(void **state)
+{
+    (void)state;
+    char *tmp = eb_test_tmpdir(), cmd[8192], ep[64], cfg[4200];
+    snprintf(cmd, sizeof cmd, "'%s' keygen --out '%s/cluster' >/dev/null 2>&1", eb_test_binary(),
+             tmp);
+    if (eb_test_run(cmd) != 0) {
+        eb_test_rmtree(tmp);
+        free(tmp);
+        skip(); /* this libzmq has no CURVE */
+    }
+    snprintf(cfg, sizeof cfg, "%s/secure.yaml", tmp);
+    FILE *f = fopen(cfg, "w");
+    assert_non_null(f);
+    fprintf(f, "security: {key: '%s/cluster.key'}\n", tmp);
+    fclose(f);
+    int port = eb_test_free_port();
+    snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", port);
+    snprintf(cmd, sizeof cmd,
+             "EB_LOG=error exec '%s' launch --config '%s' --model synth --transport tcp --port %d "
+             "--shards 2 --workers 2 --params %d --steps %d --batch %d --lr 0.05 "
+             "--output-dir '%s/run' >/dev/null 2>&1",
+             eb_test_binary(), cfg, port, P, STEPS, BATCH, tmp);
+    int pid = eb_test_spawn(cmd);
+    snprintf(cmd, sizeof cmd,
+             "EB_LOG=error '%s' status --config '%s' --connect %s --json --timeout-ms 2000 "
+             "2>/dev/null",
+             eb_test_binary(), cfg, ep);
+    json_t *j = NULL;
+    for (int t = 0; t < TRIES && eb_test_running(pid) && !j; t++) {
+        j = eb_test_json_cmd(cmd);
+        if (j && json_integer_value(json_object_get(j, "version")) < 1) {
+            json_decref(j);
+            j = NULL;
+        }
+        if (!j)
+            usleep(POLL_US);
+    }
+    if (!j)
+        fail_msg("no status with the key from %s", ep);
+    assert_int_equal(json_integer_value(json_object_get(j, "n_workers")), 2);
+    json_decref(j);
+    /* the same query without a key: the CURVE handshake never completes, no answer; and the
+     * coordinator was there all along (it answers the keyed query right after) */
+    char bare[8192];
+    snprintf(bare, sizeof bare,
+             "EB_LOG=error '%s' status --connect %s --timeout-ms 500 >/dev/null 2>&1",
+             eb_test_binary(), ep);
+    assert_int_equal(eb_test_run(bare), 1);
+    j = eb_test_json_cmd(cmd);
+    if (!j)
+        fail_msg("the run ended before the query without a key could be told from it");
+    json_decref(j);
+    assert_int_equal(eb_test_wait(pid), 0);
+    eb_test_rmtree(tmp);
+    free(tmp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_codec_round_trip),
         cmocka_unit_test(test_peek_announces_nothing),
         cmocka_unit_test(test_status_mid_run),
+        cmocka_unit_test(test_status_under_curve),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

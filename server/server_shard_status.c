@@ -34,8 +34,9 @@ int server_shard_obs_open(server_shard_t *s, const char *metrics_listen)
     int rc = rt_prom_http_start(metrics_listen, &ob->http);
     if (rc)
         return rc;
-    RT_INFO(s->name, "Prometheus metrics at http://%s/metrics (port %d)", metrics_listen,
-            rt_prom_http_port(ob->http));
+    const char *colon = strrchr(metrics_listen, ':'); /* rt_prom_http_start checked it */
+    RT_INFO(s->name, "Prometheus metrics at http://%.*s:%d/metrics", (int)(colon - metrics_listen),
+            metrics_listen, rt_prom_http_port(ob->http));
     return RT_OK;
 }
 

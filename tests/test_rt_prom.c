@@ -144,6 +144,11 @@ static void test_launch_serves_metrics(void **state)
              "--metrics-listen 127.0.0.1:%d --output-dir '%s/run' >/dev/null 2>&1",
              eb_test_binary(), port, port + 4, tmp);
     int pid = eb_test_spawn(cmd);
+    /* a listen address without a port is a configuration error (exit 2), said before any start */
+    char bad[4300];
+    snprintf(bad, sizeof bad, "'%s' launch --model synth --metrics-listen 9100 2>/dev/null",
+             eb_test_binary());
+    assert_int_equal(eb_test_run(bad), 2);
     /* the speeds arrive with the workers' second schedule queries */
     char *page = s_wait_for(pid, url, "eigenbatch_worker_speed{worker=\"1\"}");
     assert_true(s_sample(page, "eigenbatch_lr") > 0.0499 &&

@@ -268,6 +268,8 @@ int app_opts_check(const struct app_opts *o)
     else if (strcmp(o->model.name, "synth") && !o->data.train)
         bad = "model.name: a zoo model needs data.train (--data, an LMDB dataset); 'synth' "
               "needs none";
+    else if (o->metrics_listen && *o->metrics_listen && !strchr(o->metrics_listen, ':'))
+        bad = "metrics.listen (--metrics-listen) is HOST:PORT, e.g. 127.0.0.1:9100 (empty: off)";
     else if (o->schedule.steps > 0 && strcasecmp(o->schedule.method, "BL"))
         bad = "schedule.steps (--steps) runs a constant schedule: it needs schedule.method BL";
     if (!bad && o->cluster.weights) {

@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -244,11 +245,14 @@ int rt_prom_http_start(const char *listen, rt_prom_http_t **out)
     if (!h)
         return rt_err_set(RT_ERR_NOMEM, "metrics endpoint");
     rt_prom_enable();
-    h->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
-                                 s_answer, NULL, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_END);
+    errno = 0;
+    h->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, s_answer, NULL,
+                                 MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_END);
     if (!h->daemon) {
+        int e = errno;
         free(h);
-        return rt_err_set(RT_ERR_IO, "metrics.listen %s: cannot listen there", listen);
+        return rt_err_set(RT_ERR_IO, "metrics.listen %s: cannot listen there%s%s", listen,
+                          e ? ": " : "", e ? strerror(e) : "");
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
     h->port = di ? (int)di->port : (int)ntohs(sa.sin_port);

@@ -72,6 +72,14 @@ void server_shard_obs_decision(server_shard_t *s, const struct rt_wire_decision 
     e->apply_step = verdict == RT_WIRE_VERDICT_ACCEPTED ? apply_step : 0;
     e->sched_version = verdict == RT_WIRE_VERDICT_ACCEPTED ? (uint32_t)version : 0;
     e->has_abs = 0;
+    /* a DECISION carries the base lr and gamma; the schedule gives what the step trains with */
+    struct server_coord_point pt;
+    e->lr = e->gamma = 0;
+    if (verdict == RT_WIRE_VERDICT_ACCEPTED &&
+        server_coord_peek(s->co.coord, apply_step, &pt) == RT_OK && !pt.done) {
+        e->lr = pt.lr;
+        e->gamma = pt.gamma;
+    }
     ob->dec_next = (ob->dec_next + 1) % RT_WIRE_STATUS_DECISIONS;
     if (ob->n_dec < RT_WIRE_STATUS_DECISIONS)
         ob->n_dec++;

@@ -7,6 +7,7 @@
  * options are the option table's (as ping's): a deployment's --config brings its security.* keys.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,33 +83,44 @@ out:
     return rc;
 }
 
+/* A number as JSON: null when not finite (JSON has no NaN), as metrics.jsonl writes it. */
+static json_t *s_real(double x)
+{
+    return isfinite(x) ? json_real(x) : json_null();
+}
+
 /* A decision as JSON. */
 static json_t *s_decision_json(const struct rt_wire_decision *d)
 {
-    return json_pack("{s:I, s:i, s:I, s:f, s:f, s:f, s:f, s:s, s:i, s:s, s:I, s:i, s:I}", "seq",
-                     (json_int_t)d->seq, "epoch", (int)d->epoch, "batch", (json_int_t)d->batch,
-                     "lambda", d->lambda, "lr", d->lr, "gamma", d->gamma, "lr_base", d->lr_base,
-                     "reason", d->reason, "verdict", (int)d->verdict, "verdict_text",
-                     rt_wire_verdict_str(d->verdict), "apply_step", (json_int_t)d->apply_step,
-                     "sched_version", (int)d->sched_version, "snapshot_version",
-                     (json_int_t)d->snapshot_version);
+    return json_pack("{s:I, s:i, s:I, s:o, s:o, s:o, s:o, s:o, s:s, s:i, s:s, s:I, s:i, s:I}",
+                     "seq", (json_int_t)d->seq, "epoch", (int)d->epoch, "batch",
+                     (json_int_t)d->batch, "lambda", s_real(d->lambda), "lr", s_real(d->lr),
+                     "gamma", s_real(d->gamma), "lr_base", s_real(d->lr_base), "gamma_base",
+                     s_real(d->gamma_base), "reason", d->reason, "verdict", (int)d->verdict,
+                     "verdict_text", rt_wire_verdict_str(d->verdict), "apply_step",
+                     (json_int_t)d->apply_step, "sched_version", (int)d->sched_version,
+                     "snapshot_version", (json_int_t)d->snapshot_version);
+}
+
+/* One worker as JSON. */
+static json_t *s_worker_json(const struct rt_wire_worker_status *w)
+{
+    return json_pack("{s:i, s:s, s:o, s:o, s:o, s:b, s:I}", "id", (int)w->id, "name", w->name,
+                     "share", s_real(w->share), "speed", s_real(w->speed), "heartbeat_age_s",
+                     s_real(w->heartbeat_age_s), "evicted", w->evicted, "join_step",
+                     (json_int_t)w->join_step);
 }
 
 /* The status as one JSON object (caller owns it), or NULL when out of memory. */
 static json_t *s_json(const struct rt_wire_status *st, const char *name)
 {
     json_t *workers = json_array(), *shards = json_array(), *decisions = json_array();
-    for (int i = 0; workers && i < st->n_listed_workers; i++) {
-        const struct rt_wire_worker_status *w = &st->workers[i];
-        json_array_append_new(workers,
-                              json_pack("{s:i, s:s, s:f, s:f, s:f, s:b, s:I}", "id", (int)w->id,
-                                        "name", w->name, "share", w->share, "speed", w->speed,
-                                        "heartbeat_age_s", w->heartbeat_age_s, "evicted",
-                                        w->evicted, "join_step", (json_int_t)w->join_step));
-    }
+    for (int i = 0; workers && i < st->n_listed_workers; i++)
+        json_array_append_new(workers, s_worker_json(&st->workers[i]));
     for (int i = 0; shards && i < st->n_listed_shards; i++) {
         const struct rt_wire_shard_status *s = &st->shards[i];
-        json_t *o = json_pack("{s:i, s:f}", "shard", (int)s->shard, "heard_age_s", s->heard_age_s);
+        json_t *o =
+            json_pack("{s:i, s:o}", "shard", (int)s->shard, "heard_age_s", s_real(s->heard_age_s));
         if (o && s->shard == 0)
             json_object_set_new(o, "version", json_integer((json_int_t)s->version));
         json_array_append_new(shards, o);
@@ -116,15 +128,15 @@ static json_t *s_json(const struct rt_wire_status *st, const char *name)
     for (int i = 0; decisions && i < st->n_decisions; i++)
         json_array_append_new(decisions, s_decision_json(&st->decisions[i]));
     json_t *sched =
-        json_pack("{s:I, s:I, s:i, s:f, s:f, s:I, s:b}", "epoch", (json_int_t)st->epoch, "step",
-                  (json_int_t)st->step, "B", (int)st->batch, "lr", (double)st->lr, "gamma",
-                  (double)st->gamma, "version", (json_int_t)st->sched_version, "done", st->done);
-    return json_pack("{s:s, s:I, s:i, s:i, s:f, s:f, s:f, s:f, s:o*, s:o*, s:o*, s:o*}",
+        json_pack("{s:I, s:I, s:i, s:o, s:o, s:I, s:b}", "epoch", (json_int_t)st->epoch, "step",
+                  (json_int_t)st->step, "B", (int)st->batch, "lr", s_real(st->lr), "gamma",
+                  s_real(st->gamma), "version", (json_int_t)st->sched_version, "done", st->done);
+    return json_pack("{s:s, s:I, s:i, s:i, s:o, s:o, s:o, s:o, s:o*, s:o*, s:o*, s:o*}",
                      "coordinator", name, "version", (json_int_t)st->version, "n_workers",
-                     (int)st->n_workers, "n_shards", (int)st->n_shards, "uptime_s", st->uptime_s,
-                     "images_per_s", st->images_per_s, "loss", (double)st->loss, "train_accuracy",
-                     (double)st->train_accuracy, "schedule", sched, "workers", workers, "shards",
-                     shards, "decisions", decisions);
+                     (int)st->n_workers, "n_shards", (int)st->n_shards, "uptime_s",
+                     s_real(st->uptime_s), "images_per_s", s_real(st->images_per_s), "loss",
+                     s_real(st->loss), "train_accuracy", s_real(st->train_accuracy), "schedule",
+                     sched, "workers", workers, "shards", shards, "decisions", decisions);
 }
 
 /* The status as text. */
@@ -157,9 +169,9 @@ static void s_print(const struct rt_wire_status *st, const char *name, const cha
     printf("decisions (latest %d):\n", st->n_decisions);
     for (int i = 0; i < st->n_decisions; i++) {
         const struct rt_wire_decision *d = &st->decisions[i];
-        printf("  #%llu epoch %d: lambda %.4g -> B %lld, lr %g, gamma %g: %s",
+        printf("  #%llu epoch %d: lambda %.4g -> B %lld, lr %g (base %g), gamma %g: %s",
                (unsigned long long)d->seq, (int)d->epoch, d->lambda, (long long)d->batch, d->lr,
-               d->gamma, rt_wire_verdict_str(d->verdict));
+               d->lr_base, d->gamma, rt_wire_verdict_str(d->verdict));
         if (d->apply_step)
             printf(" from step %llu", (unsigned long long)d->apply_step);
         printf("\n");

@@ -576,6 +576,24 @@ static void s_nn_finish(void *user, uint64_t steps, const float *params, const f
     }
 }
 
+/* A decision announces B from a later step. Every buffer of the compute is per micro-batch,
+ * reserved at setup, so a larger share needs only room for its micro-batches in the feed's list
+ * of announced ranges: said now, steps ahead, when it will not fit (that step would fail). */
+static void s_nn_prepare(void *user, uint32_t batch, uint32_t share)
+{
+    struct worker_app *n = user;
+    uint64_t m = (uint64_t)n->o->train.micro_batch, k = (share + m - 1) / m;
+    if (k > WORKER_FEED_MAX_PENDING)
+        RT_WARN("train",
+                "B %u ahead: a share of %u samples is %llu micro-batches of %llu, more than the "
+                "%d a step loads; raise train.micro_batch",
+                batch, share, (unsigned long long)k, (unsigned long long)m,
+                WORKER_FEED_MAX_PENDING);
+    else
+        RT_DEBUG("train", "B %u ahead: %llu micro-batches of %llu per step, buffers in place",
+                 batch, (unsigned long long)k, (unsigned long long)m);
+}
+
 struct worker_compute worker_app_compute(struct worker_app *n)
 {
     return (struct worker_compute){.user = n,
@@ -585,5 +603,6 @@ struct worker_compute worker_app_compute(struct worker_app *n)
                                    .correct = s_nn_correct,
                                    .totals = s_nn_totals,
                                    .step_done = s_nn_step_done,
+                                   .prepare = s_nn_prepare,
                                    .finish = s_nn_finish};
 }

@@ -10,10 +10,13 @@
  *    28x28 ones cropped to 24x24 and averaged over 3x3), trained with SGD for a few hundred steps.
  *    Its dense Hessian is built from one exact product per basis vector (in double, checked for
  *    symmetry) and its whole spectrum comes from LAPACK's dsyev.
- *  - PyTorch (skipped when /usr/bin/python3 cannot import torch, as in CI): the zoo's cnn itself on
- *    28x28 images, trained the same way, through the `eigenbatch eig` command on its weights file;
- *    the reference is Lanczos with full reorthogonalisation in float64 on PyTorch's
- *    double-backpropagation products, run to a residual of 1e-8 (tests/tools/torch_eig_exact.py).
+ *  - LAPACK again (always), for the zoo's cnn itself on 28x28 images, trained the same way: the
+ *    dense block of its last layer (1290 parameters) against the `eigenbatch eig` command on its
+ *    weights file with --block-last 1.
+ *  - PyTorch (skipped when /usr/bin/python3 cannot import torch, as in CI): the same zoo cnn, full
+ *    Hessian and last two layers, through the `eig` command; the reference is Lanczos with full
+ *    reorthogonalisation in float64 on PyTorch's double-backpropagation products, run to a
+ *    residual of 1e-8 (tests/tools/torch_eig_exact.py).
  *
  * Without the dataset (Debian's dataset-fashion-mnist) the images are synthetic class patterns.
  * Under the sanitizer (EB_SANITIZED) the cases are smaller: fewer steps, a narrower net, a smaller
@@ -399,6 +402,109 @@ static double s_num(json_t *a, size_t i)
     return json_number_value(v);
 }
 
+/* The zoo's cnn trained once for the tests below, its weights file and its Hessian batch as an
+ * LMDB (the first hess_n images, real or synthetic). */
+static struct {
+    nn_net_t *net; /* the trained net */
+    char *tmp;     /* temporary directory holding the two files */
+    char db[4200]; /* LMDB of the Hessian batch */
+    char w[4200];  /* weights file */
+    float *x;      /* the Hessian batch, pixel / 255 */
+    int32_t *y;    /* its labels */
+    int hess_n;    /* its samples */
+    int real;      /* 1: Fashion-MNIST, 0: synthetic images */
+} g_zoo;
+
+static void s_zoo_cnn(void)
+{
+    if (g_zoo.net)
+        return;
+    const int san = s_sanitized();
+    const int steps = san ? 30 : 150;
+    g_zoo.hess_n = san ? 8 : 32;
+    uint8_t *img = malloc((size_t)S_TRAIN_N * S_SIDE * S_SIDE);
+    int32_t *y = malloc((size_t)S_TRAIN_N * sizeof(int32_t));
+    assert_non_null(img);
+    assert_non_null(y);
+    g_zoo.real = s_images(S_TRAIN_N, img, y);
+    float *x = s_floats(img, (size_t)S_TRAIN_N * S_SIDE * S_SIDE);
+    nn_net_t *net = nn_zoo_new("cnn", 1, S_SIDE, S_SIDE, S_CLASSES, S_BATCH, NULL);
+    assert_non_null(net);
+    nn_net_init(net, 1);
+    s_train(net, x, y, S_TRAIN_N, (size_t)S_SIDE * S_SIDE, steps);
+    g_zoo.tmp = eb_test_tmpdir();
+    snprintf(g_zoo.db, sizeof g_zoo.db, "%s/db", g_zoo.tmp);
+    snprintf(g_zoo.w, sizeof g_zoo.w, "%s/cnn.safetensors", g_zoo.tmp);
+    assert_int_equal(app_weights_save(net, g_zoo.w), 0);
+    s_write_db(g_zoo.db, img, y, g_zoo.hess_n);
+    g_zoo.net = net;
+    g_zoo.x = x; /* the first hess_n images are the batch */
+    g_zoo.y = y;
+    free(img);
+}
+
+static int s_teardown(void **state)
+{
+    (void)state;
+    nn_net_destroy(&g_zoo.net);
+    if (g_zoo.tmp)
+        eb_test_rmtree(g_zoo.tmp);
+    free(g_zoo.tmp);
+    free(g_zoo.x);
+    free(g_zoo.y);
+    return 0;
+}
+
+/* The `eig` command's results on the zoo cnn's block against exact ones: `--preset accurate`
+ * within S_TOL of exact[0], `--method lanczos --top 3` of exact[0..2]. */
+static void s_check_command(const char *label, int block, const double *exact)
+{
+    char what[64];
+    json_t *acc = s_eig(g_zoo.w, g_zoo.db, g_zoo.hess_n, block, "--preset accurate");
+    assert_true(json_is_true(json_object_get(acc, "converged")));
+    assert_string_equal(json_string_value(json_object_get(acc, "method")), "lanczos");
+    snprintf(what, sizeof what, "%s eig --preset accurate", label);
+    s_check_close(what, json_number_value(json_object_get(acc, "eigenvalue")), exact[0]);
+    json_decref(acc);
+    json_t *lz =
+        s_eig(g_zoo.w, g_zoo.db, g_zoo.hess_n, block, "--preset accurate --method lanczos --top 3");
+    assert_true(json_is_true(json_object_get(lz, "converged")));
+    json_t *evs = json_object_get(lz, "eigenvalues");
+    assert_int_equal(json_array_size(evs), S_TOP);
+    for (int i = 0; i < S_TOP; i++) {
+        snprintf(what, sizeof what, "%s eig lanczos --top 3 #%d", label, i + 1);
+        s_check_close(what, s_num(evs, (size_t)i), exact[i]);
+    }
+    json_decref(lz);
+}
+
+/* Without PyTorch: the block of the zoo cnn's last layer (1290 parameters) is small enough for a
+ * dense Hessian; the command on the weights file against LAPACK's spectrum of it. */
+static void test_zoo_cnn_last_layer_against_lapack(void **state)
+{
+    (void)state;
+    s_zoo_cnn();
+    nn_net_t *net = g_zoo.net;
+    struct eig_hvp h = {
+        .net = net, .x = g_zoo.x, .y = g_zoo.y, .n = g_zoo.hess_n, .bn = NN_BN_EVAL};
+    h.block_last_k = 1;
+    size_t lo = nn_net_param_layer_offset(net, nn_net_param_layers(net) - 1);
+    int nb = (int)(nn_net_param_count(net) - lo);
+    double *hd = malloc((size_t)nb * nb * sizeof(double)), *w = malloc((size_t)nb * sizeof(double));
+    assert_non_null(hd);
+    assert_non_null(w);
+    s_dense(&h, lo, nb, hd);
+    s_eigh(hd, nb, w);
+    print_message("  last layer of the zoo cnn: %d parameters, top %.8g %.8g %.8g (LAPACK)\n", nb,
+                  w[nb - 1], w[nb - 2], w[nb - 3]);
+    const double exact[S_TOP] = {w[nb - 1], w[nb - 2], w[nb - 3]};
+    s_check_command("last layer", 1, exact);
+    free(hd);
+    free(w);
+}
+
+/* With PyTorch: the full Hessian and the last two layers' block against float64 Lanczos on
+ * PyTorch's products (it reads the same images from the idx files). */
 static void test_zoo_cnn_against_torch(void **state)
 {
     (void)state;
@@ -406,77 +512,42 @@ static void test_zoo_cnn_against_torch(void **state)
         print_message("  skipped: /usr/bin/python3 cannot import torch\n");
         skip();
     }
-    const int san = s_sanitized();
-    const int steps = san ? 30 : 150, hess_n = san ? 8 : 32;
-    uint8_t *img = malloc((size_t)S_TRAIN_N * S_SIDE * S_SIDE);
-    int32_t *y = malloc((size_t)S_TRAIN_N * sizeof(int32_t));
-    assert_non_null(img);
-    assert_non_null(y);
-    if (!s_images(S_TRAIN_N, img, y)) {
-        free(img);
-        free(y);
+    s_zoo_cnn();
+    if (!g_zoo.real) {
         print_message("  skipped: the PyTorch reference reads %s\n", S_FMNIST_DIR);
         skip();
     }
-    float *x = s_floats(img, (size_t)S_TRAIN_N * S_SIDE * S_SIDE);
-    nn_net_t *net = nn_zoo_new("cnn", 1, S_SIDE, S_SIDE, S_CLASSES, S_BATCH, NULL);
-    assert_non_null(net);
-    nn_net_init(net, 1);
-    s_train(net, x, y, S_TRAIN_N, (size_t)S_SIDE * S_SIDE, steps);
-
-    char *tmp = eb_test_tmpdir(), db[4200], wpath[4200], cmd[16384];
-    snprintf(db, sizeof db, "%s/db", tmp);
-    snprintf(wpath, sizeof wpath, "%s/cnn.safetensors", tmp);
-    assert_int_equal(app_weights_save(net, wpath), 0);
-    s_write_db(db, img, y, hess_n);
+    char cmd[16384];
     snprintf(cmd, sizeof cmd,
              "OMP_NUM_THREADS=1 /usr/bin/python3 '%s/tests/tools/torch_eig_exact.py' --model cnn "
              "--weights '%s' --images %s/train-images-idx3-ubyte.gz --labels "
              "%s/train-labels-idx1-ubyte.gz --n %d --top %d --block %d",
-             eb_test_source_dir(), wpath, S_FMNIST_DIR, S_FMNIST_DIR, hess_n, S_TOP, S_BLOCK);
+             eb_test_source_dir(), g_zoo.w, S_FMNIST_DIR, S_FMNIST_DIR, g_zoo.hess_n, S_TOP,
+             S_BLOCK);
     json_t *ref = s_run_json(cmd);
     assert_int_equal(json_integer_value(json_object_get(ref, "params")),
-                     (json_int_t)nn_net_param_count(net));
-
+                     (json_int_t)nn_net_param_count(g_zoo.net));
     for (int b = 0; b < 2; b++) {
         const char *label = b ? "block" : "full";
         json_t *exact = json_object_get(ref, label);
         assert_int_equal(json_array_size(exact), S_TOP);
+        double e[S_TOP];
+        for (int i = 0; i < S_TOP; i++)
+            e[i] = s_num(exact, (size_t)i);
         print_message(
-            "  %s: PyTorch float64 Lanczos %.8g %.8g %.8g (%d steps)\n", label, s_num(exact, 0),
-            s_num(exact, 1), s_num(exact, 2),
+            "  %s: PyTorch float64 Lanczos %.8g %.8g %.8g (%d steps)\n", label, e[0], e[1], e[2],
             (int)json_integer_value(json_object_get(ref, b ? "block_steps" : "full_steps")));
-        char what[64];
-        json_t *acc = s_eig(wpath, db, hess_n, b ? S_BLOCK : 0, "--preset accurate");
-        assert_true(json_is_true(json_object_get(acc, "converged")));
-        snprintf(what, sizeof what, "%s eig --preset accurate", label);
-        s_check_close(what, json_number_value(json_object_get(acc, "eigenvalue")), s_num(exact, 0));
-        json_decref(acc);
-        json_t *lz =
-            s_eig(wpath, db, hess_n, b ? S_BLOCK : 0, "--preset accurate --method lanczos --top 3");
-        assert_true(json_is_true(json_object_get(lz, "converged")));
-        json_t *evs = json_object_get(lz, "eigenvalues");
-        assert_int_equal(json_array_size(evs), S_TOP);
-        for (int i = 0; i < S_TOP; i++) {
-            snprintf(what, sizeof what, "%s eig lanczos --top 3 #%d", label, i + 1);
-            s_check_close(what, s_num(evs, (size_t)i), s_num(exact, (size_t)i));
-        }
-        json_decref(lz);
+        s_check_command(label, b ? S_BLOCK : 0, e);
     }
     json_decref(ref);
-    eb_test_rmtree(tmp);
-    free(tmp);
-    free(img);
-    free(x);
-    free(y);
-    nn_net_destroy(&net);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_narrow_cnn_against_lapack),
+        cmocka_unit_test(test_zoo_cnn_last_layer_against_lapack),
         cmocka_unit_test(test_zoo_cnn_against_torch),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, NULL, s_teardown);
 }

@@ -25,7 +25,7 @@ json() { $PY -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"; }
 echo "## agreement with PyTorch (accurate preset, BN eval, first 128 records)"
 for m in cnn resnet20; do
     out=$("$B" eig --model $m --weights "$W/$m.safetensors" --data "$W/fm" --first 128 \
-          --preset accurate --bn eval --threads 1 --seed 0 | tail -1)
+          --preset accurate --method power --bn eval --threads 1 --seed 0 | tail -1)
     ev=$(echo "$out" | json eigenvalue); it=$(echo "$out" | json iterations)
     $PY bench/torch_ref.py --model $m --weights "$W/$m.safetensors" --input "$W/${m}_in.safetensors" \
         --bn eval --out "$W/ref_$m.safetensors" --eig --eig-iters 50 --eig-tol 1e-3 --threads 1

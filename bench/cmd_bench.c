@@ -147,6 +147,15 @@ static double s_now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* CPU seconds of the whole process: on a shared machine the cost of a pass in CPU time does not
+ * depend on how much of a core the process got, which its wall time does. */
+static double s_cpu(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 /* nn's report callback: into the one log. */
 static void s_report(int level, const char *msg, void *user)
 {
@@ -156,6 +165,73 @@ static void s_report(int level, const char *msg, void *user)
            : level == 2 ? RT_LOG_WARN
                         : RT_LOG_ERROR,
            "nn", "%s", msg);
+}
+
+/* Wall and CPU seconds of the timed passes of one kind. */
+struct s_timing {
+    double wall;     /* total wall seconds */
+    double wall_min; /* fastest pass */
+    double cpu;      /* total CPU seconds of the process */
+};
+
+static void s_timing_add(struct s_timing *t, double wall, double cpu)
+{
+    t->wall += wall;
+    t->cpu += cpu;
+    t->wall_min = wall < t->wall_min ? wall : t->wall_min;
+}
+
+/* One warm-up and o->steps timed products H v (full Hessian, BatchNorm eval); with reuse, the
+ * products of one eigen computation (nn_net_hvp_reuse: the warm-up runs the forward and gradient
+ * passes, every timed product only the R-passes). */
+static struct s_timing s_time_hvp(nn_net_t *net, const struct train_opts *o, const float *x,
+                                  const int32_t *labels, const float *v, float *hv, int reuse)
+{
+    struct s_timing t = {.wall_min = 1e30};
+    nn_net_hvp_reuse(net, reuse);
+    for (long s = -1; s < o->steps; s++) { /* s = -1: warm-up, not timed */
+        double t0 = s_now(), c0 = s_cpu();
+        nn_net_hvp(net, x, labels, (int)o->batch, NN_BN_EVAL, 0, v, hv);
+        double dt = s_now() - t0;
+        if (s < 0)
+            continue;
+        s_timing_add(&t, dt, s_cpu() - c0);
+        fprintf(stderr, "bench train %s: %shvp %ld/%ld %.2f ms\n", o->model, reuse ? "reused " : "",
+                s + 1, o->steps, dt * 1e3);
+    }
+    nn_net_hvp_reuse(net, 0);
+    return t;
+}
+
+/* The result line's object (caller owns it), or NULL when out of memory. Training FLOPs: forward
+ * + two backward GEMMs (input and weight gradients) = 3 x forward. */
+static json_t *s_train_json(const struct train_opts *o, nn_net_t *net, const struct s_timing *st,
+                            const struct s_timing *hv, const struct s_timing *re)
+{
+    const double step_s = st->wall / o->steps, hvp_s = hv->wall / o->steps;
+    const double reuse_s = re->wall / o->steps, flops = nn_net_forward_flops(net);
+    char input[64];
+    snprintf(input, sizeof input, "%dx%dx%d", o->c, o->h, o->w);
+    json_t *js = json_pack(
+        "{s:s, s:I, s:I, s:I, s:s, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "model",
+        o->model, "batch", (json_int_t)o->batch, "threads", (json_int_t)o->threads, "steps",
+        (json_int_t)o->steps, "input", input, "classes", (json_int_t)o->classes, "params",
+        (json_int_t)nn_net_param_count(net), "flops_per_image", flops, "images_per_s",
+        o->batch / step_s, "step_s", step_s, "step_s_min", st->wall_min, "hvp_s", hvp_s,
+        "hvp_s_min", hv->wall_min, "hvp_over_step", hvp_s / step_s, "gflops",
+        3.0 * flops * o->batch / step_s * 1e-9);
+    if (js &&
+        json_object_update_new(
+            js,
+            json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "hvp_reuse_s", reuse_s,
+                      "hvp_reuse_s_min", re->wall_min, "hvp_reuse_over_step", reuse_s / step_s,
+                      "hvp_reuse_over_step_min", re->wall_min / st->wall_min, "step_cpu_s",
+                      st->cpu / o->steps, "hvp_over_step_cpu", hv->cpu / st->cpu, "hvp_reuse_cpu_s",
+                      re->cpu / o->steps, "hvp_reuse_over_step_cpu", re->cpu / st->cpu))) {
+        json_decref(js);
+        js = NULL;
+    }
+    return js;
 }
 
 static int s_bench_train(int argc, char **argv)
@@ -196,10 +272,10 @@ static int s_bench_train(int argc, char **argv)
 
     RT_INFO("bench", "%s: %zu parameters, %.1f MFLOP/image forward, batch %ld, %ld threads",
             o.model, np, nn_net_forward_flops(net) * 1e-6, o.batch, o.threads);
-    double step_total = 0, step_min = 1e30, hvp_total = 0, hvp_min = 1e30;
+    struct s_timing step = {.wall_min = 1e30};
     float loss = 0;
     for (long s = -1; s < o.steps; s++) { /* s = -1: warm-up, not timed */
-        double t0 = s_now();
+        double t0 = s_now(), c0 = s_cpu();
         nn_net_zero_grad(net);
         loss = nn_net_train_pass(net, x, labels, (int)o.batch, NN_BN_TRAIN,
                                  NN_PASS_PARAM_GRAD | NN_PASS_UPDATE_STATS, 1.0f, NULL, NULL);
@@ -208,33 +284,13 @@ static int s_bench_train(int argc, char **argv)
         double dt = s_now() - t0;
         if (s < 0)
             continue;
-        step_total += dt;
-        step_min = dt < step_min ? dt : step_min;
+        s_timing_add(&step, dt, s_cpu() - c0);
         fprintf(stderr, "bench train %s: step %ld/%ld %.2f ms loss %.4f\n", o.model, s + 1, o.steps,
                 dt * 1e3, loss);
     }
-    for (long s = -1; s < o.steps; s++) {
-        double t0 = s_now();
-        nn_net_hvp(net, x, labels, (int)o.batch, NN_BN_EVAL, 0, v, hv);
-        double dt = s_now() - t0;
-        if (s < 0)
-            continue;
-        hvp_total += dt;
-        hvp_min = dt < hvp_min ? dt : hvp_min;
-        fprintf(stderr, "bench train %s: hvp %ld/%ld %.2f ms\n", o.model, s + 1, o.steps, dt * 1e3);
-    }
-    double step_s = step_total / o.steps, hvp_s = hvp_total / o.steps;
-    double flops = nn_net_forward_flops(net);
-    char input[64];
-    snprintf(input, sizeof input, "%dx%dx%d", o.c, o.h, o.w);
-    /* Training FLOPs: forward + two backward GEMMs (input and weight gradients) = 3 x forward. */
-    js = json_pack("{s:s, s:I, s:I, s:I, s:s, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
-                   "model", o.model, "batch", (json_int_t)o.batch, "threads", (json_int_t)o.threads,
-                   "steps", (json_int_t)o.steps, "input", input, "classes", (json_int_t)o.classes,
-                   "params", (json_int_t)np, "flops_per_image", flops, "images_per_s",
-                   o.batch / step_s, "step_s", step_s, "step_s_min", step_min, "hvp_s", hvp_s,
-                   "hvp_s_min", hvp_min, "hvp_over_step", hvp_s / step_s, "gflops",
-                   3.0 * flops * o.batch / step_s * 1e-9);
+    struct s_timing plain = s_time_hvp(net, &o, x, labels, v, hv, 0);
+    struct s_timing reused = s_time_hvp(net, &o, x, labels, v, hv, 1);
+    js = s_train_json(&o, net, &step, &plain, &reused);
     char *line = js ? json_dumps(js, JSON_COMPACT) : NULL;
     if (!line) {
         fprintf(stderr, "eigenbatch bench train: cannot format the result\n");

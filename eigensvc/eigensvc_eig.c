@@ -6,7 +6,8 @@
  *                  [--seed S]
  *
  * The Hessian is that of the mean loss over the first N records (key order, evaluation
- * transform, no augmentation); power iteration on exact Hessian-vector products (eig_hvp). The last
+ * transform, no augmentation), through exact Hessian-vector products (eig_hvp): power iteration
+ * under the paper preset, Lanczos under the accurate one (either by --method). The last
  * line printed is one JSON object: {"eigenvalue", "iterations", "seconds", "converged" (the
  * relative residual |Hv - lambda v| / |lambda| within the tolerance), "residual", "n",
  * "block_last_k", "bn", ...}.
@@ -53,7 +54,8 @@ static void s_usage(FILE *f)
             "the last line is JSON {eigenvalue, iterations, seconds, converged, residual, ...}.\n"
             "--method lanczos (full reorthogonalisation): the top K eigenvalues at once, each to\n"
             "the preset's relative residual, within 5x the preset's products; the JSON adds\n"
-            "eigenvalues, residuals and hvps.\n"
+            "eigenvalues, residuals and hvps. The accurate preset runs Lanczos and the paper\n"
+            "preset power iteration unless --method says otherwise.\n"
             "--tol and --max-iter replace the preset's tolerance and products (Lanczos: at most\n"
             "5x those products). The products of one computation share its forward and backward\n"
             "passes (--no-reuse: each runs them again).\n"
@@ -89,7 +91,8 @@ struct s_eig_args {
     long seed;                    /* --seed of the power iteration */
     enum nn_bn_mode bn;           /* --bn */
     enum eig_power_preset preset; /* preset_name parsed */
-    int lanczos;                  /* --method lanczos (else power) */
+    int lanczos;                  /* --method lanczos (1) or power (0); -1: the preset's own
+                                     (accurate: Lanczos, paper: power) */
     long top;                     /* --top: eigenvalues wanted (lanczos) */
     int trace;                    /* --trace */
     long samples;                 /* --samples (trace) */
@@ -162,6 +165,7 @@ static int s_parse(int argc, char **argv, struct s_eig_args *a)
                              .classes = S_DEFAULT_CLASSES,
                              .first = S_DEFAULT_FIRST,
                              .bn = NN_BN_EVAL,
+                             .lanczos = -1,
                              .top = 1,
                              .samples = S_DEFAULT_SAMPLES,
                              .runs = S_DEFAULT_RUNS,
@@ -264,15 +268,20 @@ static int s_check(struct s_eig_args *a)
                         "--block-last, --threads and --seed >= 0\n");
         return 2;
     }
+    if (eig_power_preset_parse(a->preset_name, &a->preset)) {
+        fprintf(stderr, "eigenbatch eig: %s\n", rt_err_msg());
+        return 2;
+    }
+    /* without --method: the accurate preset is Lanczos (the accuracy asked for, in few products,
+     * even when the top two eigenvalues are close); the paper preset is the reference's power
+     * iteration */
+    if (a->lanczos < 0)
+        a->lanczos = a->preset == EIG_POWER_ACCURATE && !a->trace && !a->density;
     if (a->top < 1 || a->top > EIG_LANCZOS_MAX_TOP || (a->top > 1 && !a->lanczos)) {
         fprintf(stderr,
                 "eigenbatch eig: --top must be in [1, %d], above 1 with --method "
                 "lanczos\n",
                 EIG_LANCZOS_MAX_TOP);
-        return 2;
-    }
-    if (eig_power_preset_parse(a->preset_name, &a->preset)) {
-        fprintf(stderr, "eigenbatch eig: %s\n", rt_err_msg());
         return 2;
     }
     if (a->trace + a->density + a->lanczos > 1 || (a->png && !a->density)) {
@@ -325,25 +334,44 @@ static int s_read_batch(const struct s_eig_args *a, rt_loader_t *ld, size_t samp
     return 0;
 }
 
-/* Print the result as the one-line JSON object the command ends with. Returns 0 or -1. */
+/* The fields every result line carries, whatever the method: the batch, the block, the mode, the
+ * preset, the model. NULL when out of memory. */
+static json_t *s_json_common(const struct s_eig_args *a, const nn_net_t *net, const char *method)
+{
+    return json_pack("{s:s, s:i, s:i, s:s, s:s, s:s, s:I}", "method", method, "n", (int)a->first,
+                     "block_last_k", (int)a->block, "bn", a->bn == NN_BN_EVAL ? "eval" : "train",
+                     "preset", a->preset == EIG_POWER_ACCURATE ? "accurate" : "paper", "model",
+                     a->model, "params", (json_int_t)nn_net_param_count(net));
+}
+
+/* j with extra's fields added; both consumed. NULL when either is NULL or out of memory. */
+static json_t *s_json_merge(json_t *j, json_t *extra)
+{
+    if (j && extra && json_object_update(j, extra) == 0) {
+        json_decref(extra);
+        return j;
+    }
+    json_decref(j);
+    json_decref(extra);
+    return NULL;
+}
+
+/* Print the power iteration's result as the one-line JSON object the command ends with, with the
+ * relative residual |Hv - lambda v| / |lambda| that `converged` compares with the tolerance.
+ * Returns 0 or -1. */
 static int s_report(const struct s_eig_args *a, const nn_net_t *net,
                     const struct eig_power_result *res, double secs)
 {
-    json_t *j = json_pack("{s:f, s:i, s:f, s:b, s:i, s:i, s:s, s:s, s:s, s:I}", "eigenvalue",
-                          res->eigenvalue, "iterations", (int)res->iterations, "seconds", secs,
-                          "converged", res->converged, "n", (int)a->first, "block_last_k",
-                          (int)a->block, "bn", a->bn == NN_BN_EVAL ? "eval" : "train", "preset",
-                          a->preset == EIG_POWER_ACCURATE ? "accurate" : "paper", "model", a->model,
-                          "params", (json_int_t)nn_net_param_count(net));
-    /* the relative residual |Hv - lambda v| / |lambda| that `converged` compares with the tolerance
-     */
-    if (j)
-        json_object_set_new(j, "residual", json_real(res->residual));
+    json_t *j = s_json_merge(s_json_common(a, net, "power"),
+                             json_pack("{s:f, s:i, s:f, s:b, s:f}", "eigenvalue", res->eigenvalue,
+                                       "iterations", (int)res->iterations, "seconds", secs,
+                                       "converged", res->converged, "residual", res->residual));
     return eig_print_json(j);
 }
 
-/* --method lanczos: the top --top eigenvalues to the preset's tolerance, in at most 5 times the
- * preset's products; prints the JSON line. Returns the exit status. */
+/* Lanczos (--method lanczos, and the accurate preset's default): the top --top eigenvalues to the
+ * preset's tolerance, in at most 5 times the preset's products; prints the JSON line. Returns the
+ * exit status. */
 static int s_run_lanczos(const struct s_eig_args *a, struct eig_hvp *hv,
                          const struct eig_power_config *pc)
 {
@@ -358,25 +386,24 @@ static int s_run_lanczos(const struct s_eig_args *a, struct eig_hvp *hv,
         fprintf(stderr, "eigenbatch eig: %s\n", rt_err_msg());
         return 1;
     }
-    json_t *j = json_pack(
-        "{s:s, s:f, s:i, s:i, s:f, s:b, s:i, s:I, s:s}", "method", "lanczos", "eigenvalue",
-        r.eigenvalues[0], "iterations", (int)r.iterations, "hvps", (int)r.iterations, "seconds",
-        rt_clock_now() - t0, "converged", r.converged, "n", (int)a->first, "memory_bytes",
-        (json_int_t)eig_lanczos_bytes(nn_net_param_count(hv->net), &lc), "model", a->model);
     json_t *ev = json_array(), *rs = json_array();
-    for (int i = 0; j && ev && rs && i < r.k; i++) {
+    for (int i = 0; ev && rs && i < r.k; i++) {
         json_array_append_new(ev, json_real(r.eigenvalues[i]));
         json_array_append_new(rs, json_real(r.residuals[i]));
     }
-    if (j && ev && rs) {
-        json_object_set_new(j, "eigenvalues", ev);
-        json_object_set_new(j, "residuals", rs);
-        json_object_set_new(j, "residual", json_real(r.residuals[0]));
-    } else {
+    /* "o" takes ev and rs, also when the pack fails */
+    json_t *j = s_json_merge(
+        s_json_common(a, hv->net, "lanczos"),
+        ev && rs ? json_pack("{s:f, s:i, s:i, s:f, s:b, s:f, s:I, s:o, s:o}", "eigenvalue",
+                             r.eigenvalues[0], "iterations", (int)r.iterations, "hvps",
+                             (int)r.iterations, "seconds", rt_clock_now() - t0, "converged",
+                             r.converged, "residual", r.residuals[0], "memory_bytes",
+                             (json_int_t)eig_lanczos_bytes(nn_net_param_count(hv->net), &lc),
+                             "eigenvalues", ev, "residuals", rs)
+                 : NULL);
+    if (!(ev && rs)) {
         json_decref(ev);
         json_decref(rs);
-        json_decref(j);
-        j = NULL;
     }
     return eig_print_json(j) ? 1 : 0;
 }

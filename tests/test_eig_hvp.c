@@ -2,8 +2,9 @@
  * test_eig_hvp: the top Hessian eigenvalue of a net by power iteration over nn_net_hvp (eig_hvp)
  * against the dense Hessian of a tiny net (about 50 parameters, built column by column from
  * nn_net_hvp) whose spectrum comes from a Jacobi eigen-solver, full and block (last layer); and
- * `eigenbatch eig` on a weights file and a small LMDB against the same computation in process,
- * with its errors on bad input.
+ * `eigenbatch eig` on a weights file and a small LMDB against the same computation in process
+ * (power iteration by --method power, Lanczos under the accurate preset's default), with its
+ * errors on bad input.
  */
 #include "eb_test.h"
 #include "eb_test_data.h"
@@ -236,7 +237,7 @@ static void test_eig_command(void **state)
 
     snprintf(cmd, sizeof cmd,
              "'%s' eig --model cnn --weights '%s' --data '%s' --classes %d --first %d "
-             "--block-last 2 --bn eval --preset accurate --seed 4 --threads 1",
+             "--block-last 2 --bn eval --preset accurate --method power --seed 4 --threads 1",
              eb_test_binary(), wpath, db, DB_N, first);
     assert_int_equal(s_run(cmd, out, sizeof out), 0);
     json_error_t jerr;
@@ -254,9 +255,31 @@ static void test_eig_command(void **state)
     assert_int_equal(json_integer_value(json_object_get(j, "n")), first);
     assert_int_equal(json_integer_value(json_object_get(j, "block_last_k")), 2);
     assert_string_equal(json_string_value(json_object_get(j, "bn")), "eval");
+    assert_string_equal(json_string_value(json_object_get(j, "method")), "power");
     assert_int_equal(it, res.iterations);
     if (eb_test_reldiff(ev, res.eigenvalue, 1e-6) > 1e-4)
         fail_msg("eig command %.8g, in process %.8g", ev, res.eigenvalue);
+    json_decref(j);
+
+    /* the accurate preset without --method is Lanczos: as eig_hvp_top_lanczos in process */
+    struct eig_power_result lres;
+    assert_int_equal(eig_hvp_top_lanczos(&pc, &h, &lres, NULL), 0);
+    snprintf(cmd, sizeof cmd,
+             "'%s' eig --model cnn --weights '%s' --data '%s' --classes %d --first %d "
+             "--block-last 2 --bn eval --preset accurate --seed 4 --threads 1",
+             eb_test_binary(), wpath, db, DB_N, first);
+    assert_int_equal(s_run(cmd, out, sizeof out), 0);
+    j = json_loads(out, 0, &jerr);
+    if (!j)
+        fail_msg("accurate: last line is not JSON: %s (%s)", out, jerr.text);
+    assert_string_equal(json_string_value(json_object_get(j, "method")), "lanczos");
+    assert_string_equal(json_string_value(json_object_get(j, "preset")), "accurate");
+    assert_int_equal(json_integer_value(json_object_get(j, "block_last_k")), 2);
+    assert_int_equal(json_integer_value(json_object_get(j, "iterations")), lres.iterations);
+    assert_int_equal(json_is_true(json_object_get(j, "converged")), lres.converged);
+    ev = json_number_value(json_object_get(j, "eigenvalue"));
+    if (eb_test_reldiff(ev, lres.eigenvalue, 1e-6) > 1e-4)
+        fail_msg("eig --preset accurate %.8g, Lanczos in process %.8g", ev, lres.eigenvalue);
     json_decref(j);
 
     /* Lanczos: the top 2 at once; its top agrees with a converged power iteration */

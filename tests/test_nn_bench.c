@@ -41,8 +41,9 @@ static void test_json_last_line(void **state)
     assert_int_equal(json_integer_value(json_object_get(js, "threads")), 1);
     /* 64*512+512 + 512*256+256 + 256*5+5 */
     assert_int_equal(json_integer_value(json_object_get(js, "params")), 33280 + 131328 + 1285);
-    static const char *const positive[] = {"images_per_s", "step_s", "hvp_s", "flops_per_image",
-                                           "gflops"};
+    static const char *const positive[] = {
+        "images_per_s", "step_s",          "hvp_s",      "flops_per_image",        "gflops",
+        "hvp_reuse_s",  "hvp_reuse_cpu_s", "step_cpu_s", "hvp_reuse_over_step_cpu"};
     for (size_t i = 0; i < sizeof positive / sizeof positive[0]; i++) {
         json_t *v = json_object_get(js, positive[i]);
         if (!json_is_number(v) || json_number_value(v) <= 0)

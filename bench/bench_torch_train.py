@@ -7,7 +7,7 @@ create_graph=True, then the gradient of g.v; BatchNorm in eval mode) of a zoo mo
 on random data, after one untimed warm-up of each, on the CPU with torch.set_num_threads(T).
 Prints, as its last line, one JSON object with the keys of `eigenbatch bench train`:
 model, batch, threads, steps, input, classes, params, flops_per_image, images_per_s, step_s,
-step_s_min, hvp_s, hvp_s_min, hvp_over_step, gflops (plus impl and torch).
+step_s_min, hvp_s, hvp_s_min, hvp_over_step, gflops, peak_rss_mib (plus impl and torch).
 
     bench_torch_train.py --model cnn --batch 128 --threads 1 [--steps 10] [--input 1x28x28]
                          [--classes 10] [--seed 1]
@@ -15,6 +15,7 @@ step_s_min, hvp_s, hvp_s_min, hvp_over_step, gflops (plus impl and torch).
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 
@@ -92,6 +93,8 @@ def main(argv):
         # Training FLOPs: forward + input and weight gradients = 3 x forward (as eigenbatch).
         "gflops": 3.0 * flops * a.batch / step_s * 1e-9,
         "impl": "torch", "torch": torch.__version__,
+        # peak resident memory of the process (as eigenbatch's: getrusage's maxrss)
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
     }))
     return 0
 

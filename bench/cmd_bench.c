@@ -7,12 +7,14 @@
  *                          [--classes N] [--seed S]
  * times K training steps (forward + backward + SGD with momentum, BatchNorm in train mode, random
  * inputs and labels) and K full Hessian-vector products (BatchNorm in eval mode), after one warm-up
- * of each. Progress goes to stderr; the last stdout line is one JSON object.
+ * of each. Progress goes to stderr; the last stdout line is one JSON object, with the process's
+ * peak resident memory (peak_rss_mib: getrusage's maxrss, so everything the process touched).
  */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "eb_cli.h"
@@ -227,14 +229,17 @@ static int s_bench_train(int argc, char **argv)
     double flops = nn_net_forward_flops(net);
     char input[64];
     snprintf(input, sizeof input, "%dx%dx%d", o.c, o.h, o.w);
+    struct rusage ru;
+    double peak_mib = getrusage(RUSAGE_SELF, &ru) == 0 ? (double)ru.ru_maxrss / 1024.0 : -1.0;
     /* Training FLOPs: forward + two backward GEMMs (input and weight gradients) = 3 x forward. */
-    js = json_pack("{s:s, s:I, s:I, s:I, s:s, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
+    js = json_pack("{s:s, s:I, s:I, s:I, s:s, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, "
+                   "s:f}",
                    "model", o.model, "batch", (json_int_t)o.batch, "threads", (json_int_t)o.threads,
                    "steps", (json_int_t)o.steps, "input", input, "classes", (json_int_t)o.classes,
                    "params", (json_int_t)np, "flops_per_image", flops, "images_per_s",
                    o.batch / step_s, "step_s", step_s, "step_s_min", step_min, "hvp_s", hvp_s,
                    "hvp_s_min", hvp_min, "hvp_over_step", hvp_s / step_s, "gflops",
-                   3.0 * flops * o.batch / step_s * 1e-9);
+                   3.0 * flops * o.batch / step_s * 1e-9, "peak_rss_mib", peak_mib);
     char *line = js ? json_dumps(js, JSON_COMPACT) : NULL;
     if (!line) {
         fprintf(stderr, "eigenbatch bench train: cannot format the result\n");

@@ -338,16 +338,11 @@ static void s_dnnl_forward(struct nn_conv *c, const struct nn_ctx *ctx)
 static void s_dnnl_backward(struct nn_conv *c, const struct nn_ctx *ctx, int need_dx, int need_dw)
 {
     struct nn_layer *l = &c->base;
-    float *work = s_dnnl_work(c, ctx);
-    if (need_dw) {
-        nn_dnnl_conv_backward_weights(c->dnnl, l->in[0]->y, l->out->dy, ctx->grad_scale, l->g,
-                                      work);
-        if (c->has_bias)
-            s_bias_grad(l->out->dy, c->out_c, (size_t)ctx->n * c->oh * c->ow, ctx->grad_scale,
-                        l->g + (size_t)c->out_c * c->rows);
-    }
-    if (need_dx)
-        nn_dnnl_conv_backward_data(c->dnnl, l->out->dy, l->w, l->in[0]->dy, work);
+    nn_dnnl_conv_backward(c->dnnl, l->out->dy, l->in[0]->y, ctx->grad_scale, need_dw ? l->g : NULL,
+                          l->w, need_dx ? l->in[0]->dy : NULL, s_dnnl_work(c, ctx));
+    if (need_dw && c->has_bias)
+        s_bias_grad(l->out->dy, c->out_c, (size_t)ctx->n * c->oh * c->ow, ctx->grad_scale,
+                    l->g + (size_t)c->out_c * c->rows);
 }
 
 /* Ry = conv(W, Rx) [input R-active] + conv(V, x) (+ vb) [layer in the block]; one of them holds.
@@ -374,19 +369,15 @@ static void s_dnnl_rbackward(struct nn_conv *c, const struct nn_ctx *ctx, int ra
     struct nn_layer *l = &c->base;
     float *work = s_dnnl_work(c, ctx);
     const float *dy = l->out->dy, *rdy = l->out->rdy;
-    if (ib) {
-        nn_dnnl_conv_backward_weights(c->dnnl, l->in[0]->y, rdy, 1.0f, l->hv, work);
-        if (ra)
-            nn_dnnl_conv_backward_weights(c->dnnl, l->in[0]->ry, dy, 1.0f, l->hv, work);
-        if (c->has_bias)
-            s_bias_grad(rdy, c->out_c, (size_t)ctx->n * c->oh * c->ow, 1.0f,
-                        l->hv + (size_t)c->out_c * c->rows);
-    }
-    if (need_dx) {
-        nn_dnnl_conv_backward_data(c->dnnl, rdy, l->w, l->in[0]->rdy, work);
-        if (ib)
-            nn_dnnl_conv_backward_data(c->dnnl, dy, l->v, l->in[0]->rdy, work);
-    }
+    float *rdx = need_dx ? l->in[0]->rdy : NULL;
+    /* the terms of R{dY}: fgrad(R{dY}, x) and convT(W, R{dY}) */
+    nn_dnnl_conv_backward(c->dnnl, rdy, l->in[0]->y, 1.0f, ib ? l->hv : NULL, l->w, rdx, work);
+    /* the terms of dY: fgrad(dY, Rx) and convT(V, dY) */
+    if (ib && (ra || rdx))
+        nn_dnnl_conv_backward(c->dnnl, dy, l->in[0]->ry, 1.0f, ra ? l->hv : NULL, l->v, rdx, work);
+    if (ib && c->has_bias)
+        s_bias_grad(rdy, c->out_c, (size_t)ctx->n * c->oh * c->ow, 1.0f,
+                    l->hv + (size_t)c->out_c * c->rows);
 }
 
 /* ---- operations ------------------------------------------------------------------------------ */

@@ -47,18 +47,11 @@ void nn_dnnl_conv_forward(nn_dnnl_conv_t *self, const float *x, const float *w, 
     NN_ASSERT(!"nn_dnnl_conv_forward without oneDNN");
 }
 
-void nn_dnnl_conv_backward_data(nn_dnnl_conv_t *self, const float *dy, const float *w, float *dx,
-                                float *work)
+void nn_dnnl_conv_backward(nn_dnnl_conv_t *self, const float *dy, const float *x, float scale,
+                           float *dw, const float *w, float *dx, float *work)
 {
-    (void)self, (void)dy, (void)w, (void)dx, (void)work;
-    NN_ASSERT(!"nn_dnnl_conv_backward_data without oneDNN");
-}
-
-void nn_dnnl_conv_backward_weights(nn_dnnl_conv_t *self, const float *x, const float *dy,
-                                   float scale, float *dw, float *work)
-{
-    (void)self, (void)x, (void)dy, (void)scale, (void)dw, (void)work;
-    NN_ASSERT(!"nn_dnnl_conv_backward_weights without oneDNN");
+    (void)self, (void)dy, (void)x, (void)scale, (void)dw, (void)w, (void)dx, (void)work;
+    NN_ASSERT(!"nn_dnnl_conv_backward without oneDNN");
 }
 
 #else
@@ -107,6 +100,7 @@ struct nn_dnnl_conv {
     float *wts_fwd, *wts_bwd, *dwts, *dw_u; /* blocked weights, blocked and caller-layout dW */
     size_t n_wts;                           /* weight floats (caller layout) */
     size_t a_floats, b_floats, s_floats;    /* scratch regions A, B, S (rounded up) */
+    int same_ddst; /* both backward primitives read dy in one layout: reorder it once */
 };
 
 static dnnl_engine_t s_engine;
@@ -290,6 +284,7 @@ static int s_build(nn_dnnl_conv_t *c, const struct nn_dnnl_conv_shape *s,
         s_reorder_init(&c->w_dst, &c->udst.md, &c->bwd_wts.a[2].md, 0) ||
         s_reorder_init(&c->w_dwts, &c->bwd_wts.a[1].md, &c->uwts.md, 0))
         return -1;
+    c->same_ddst = dnnl_memory_desc_equal(&c->bwd_data.a[2].md, &c->bwd_wts.a[2].md);
     c->a_floats = s_floats(&c->fwd.a[0].md);
     c->b_floats = s_floats(&c->fwd.a[2].md);
     const struct s_prim *ps[3] = {&c->fwd, &c->bwd_data, &c->bwd_wts};
@@ -419,32 +414,32 @@ void nn_dnnl_conv_forward(nn_dnnl_conv_t *c, const float *x, const float *w, flo
         s_run_reorder(c, add ? c->f_dst.add : c->f_dst.reo, &c->fwd.a[2], dst, &c->udst, y);
 }
 
-void nn_dnnl_conv_backward_data(nn_dnnl_conv_t *c, const float *dy, const float *w, float *dx,
-                                float *work)
+void nn_dnnl_conv_backward(nn_dnnl_conv_t *c, const float *dy, const float *x, float scale,
+                           float *dw, const float *w, float *dx, float *work)
 {
-    static const int kinds[3] = {DNNL_ARG_DIFF_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_DST};
+    static const int k_wts[3] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_DST};
+    static const int k_dat[3] = {DNNL_ARG_DIFF_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_DST};
     float *a = work, *b = work + c->a_floats, *s = b + c->b_floats;
-    const float *ddst = s_in(c, &c->d_dst, &c->udst, dy, &c->bwd_data.a[2], b);
-    const float *wts = s_in(c, &c->d_wts, &c->uwts, w, &c->bwd_data.a[1], c->wts_bwd);
-    s_run(c, &c->bwd_data, kinds, a, wts, ddst, s);
-    s_run_reorder(c, c->d_src.add, &c->bwd_data.a[0], a, &c->usrc, dx);
-}
-
-void nn_dnnl_conv_backward_weights(nn_dnnl_conv_t *c, const float *x, const float *dy, float scale,
-                                   float *dw, float *work)
-{
-    static const int kinds[3] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_DST};
-    float *a = work, *b = work + c->a_floats, *s = b + c->b_floats;
-    const float *src = s_in(c, &c->w_src, &c->usrc, x, &c->bwd_wts.a[0], a);
-    const float *ddst = s_in(c, &c->w_dst, &c->udst, dy, &c->bwd_wts.a[2], b);
-    s_run(c, &c->bwd_wts, kinds, src, c->dwts, ddst, s);
-    const float *g = c->dwts;
-    if (c->w_dwts.reo) {
-        s_run_reorder(c, c->w_dwts.reo, &c->bwd_wts.a[1], c->dwts, &c->uwts, c->dw_u);
-        g = c->dw_u;
+    const float *ddst = NULL; /* dy in the layout of the last primitive that read it */
+    if (dw) {
+        const float *src = s_in(c, &c->w_src, &c->usrc, x, &c->bwd_wts.a[0], a);
+        ddst = s_in(c, &c->w_dst, &c->udst, dy, &c->bwd_wts.a[2], b);
+        s_run(c, &c->bwd_wts, k_wts, src, c->dwts, ddst, s);
+        const float *g = c->dwts;
+        if (c->w_dwts.reo) {
+            s_run_reorder(c, c->w_dwts.reo, &c->bwd_wts.a[1], c->dwts, &c->uwts, c->dw_u);
+            g = c->dw_u;
+        }
+        for (size_t i = 0; i < c->n_wts; i++)
+            dw[i] += scale * g[i];
     }
-    for (size_t i = 0; i < c->n_wts; i++)
-        dw[i] += scale * g[i];
+    if (!dx)
+        return;
+    if (!ddst || !c->same_ddst)
+        ddst = s_in(c, &c->d_dst, &c->udst, dy, &c->bwd_data.a[2], b);
+    const float *wts = s_in(c, &c->d_wts, &c->uwts, w, &c->bwd_data.a[1], c->wts_bwd);
+    s_run(c, &c->bwd_data, k_dat, a, wts, ddst, s);
+    s_run_reorder(c, c->d_src.add, &c->bwd_data.a[0], a, &c->usrc, dx);
 }
 
 #endif

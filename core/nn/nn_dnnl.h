@@ -10,8 +10,8 @@
  * accumulating semantics of the layer contract (nn_layer.h) at no extra pass.
  *
  *   forward       y  (=|+=) conv(W, x)
- *   backward data dx +=     convT(W, dY)           (the transposed convolution)
- *   backward wts  dW +=     scale * sum over the batch of dY (*) x   (the filter gradient)
+ *   backward      dW +=     scale * sum over the batch of dY (*) x   (the filter gradient)
+ *                 dx +=     convT(W, dY)                              (the transposed convolution)
  *
  * Built without oneDNN (EB_DNNL off), nn_dnnl_conv_new returns NULL and callers keep their own
  * implementation; nothing else in the tree knows whether oneDNN is there.
@@ -47,12 +47,11 @@ size_t nn_dnnl_conv_work_floats(const nn_dnnl_conv_t *self);
 void nn_dnnl_conv_forward(nn_dnnl_conv_t *self, const float *x, const float *w, float *y, int add,
                           float *work);
 
-/* dx += convT(w, dy): dy CNHW output-shaped, dx CNHW input-shaped. */
-void nn_dnnl_conv_backward_data(nn_dnnl_conv_t *self, const float *dy, const float *w, float *dx,
-                                float *work);
-
-/* dw += scale * filter gradient of (x, dy); dw (out_c, in_c, k, k). */
-void nn_dnnl_conv_backward_weights(nn_dnnl_conv_t *self, const float *x, const float *dy,
-                                   float scale, float *dw, float *work);
+/* The backward pass of one output gradient dy (CNHW, output-shaped), which is reordered once for
+ * both products: dw += scale * filter gradient of (x, dy) when dw is non-NULL (dw (out_c, in_c,
+ * k, k), x CNHW input-shaped), then dx += convT(w, dy) when dx is non-NULL (dx CNHW input-shaped).
+ */
+void nn_dnnl_conv_backward(nn_dnnl_conv_t *self, const float *dy, const float *x, float scale,
+                           float *dw, const float *w, float *dx, float *work);
 
 #endif

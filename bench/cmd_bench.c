@@ -8,7 +8,8 @@
  * times K training steps (forward + backward + SGD with momentum, BatchNorm in train mode, random
  * inputs and labels) and K full Hessian-vector products (BatchNorm in eval mode), after one warm-up
  * of each. Progress goes to stderr; the last stdout line is one JSON object, with the process's
- * peak resident memory (peak_rss_mib: getrusage's maxrss, so everything the process touched).
+ * peak resident memory (peak_rss_mib: getrusage's maxrss, so everything the process touched) and
+ * the mean process CPU seconds of a step and an HVP (step_cpu_s, hvp_cpu_s).
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -142,11 +143,23 @@ static int s_parse_train(int argc, char **argv, struct train_opts *o)
     return 0;
 }
 
-static double s_now(void)
+static double s_clock(clockid_t id)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double s_now(void)
+{
+    return s_clock(CLOCK_MONOTONIC);
+}
+
+/* CPU seconds of the whole process (all threads): on a shared machine a 1-thread run's CPU time
+ * is inflated less by other jobs than its wall-clock time. */
+static double s_cpu(void)
+{
+    return s_clock(CLOCK_PROCESS_CPUTIME_ID);
 }
 
 /* nn's report callback: into the one log. */
@@ -199,29 +212,32 @@ static int s_bench_train(int argc, char **argv)
     RT_INFO("bench", "%s: %zu parameters, %.1f MFLOP/image forward, batch %ld, %ld threads",
             o.model, np, nn_net_forward_flops(net) * 1e-6, o.batch, o.threads);
     double step_total = 0, step_min = 1e30, hvp_total = 0, hvp_min = 1e30;
+    double step_cpu = 0, hvp_cpu = 0;
     float loss = 0;
     for (long s = -1; s < o.steps; s++) { /* s = -1: warm-up, not timed */
-        double t0 = s_now();
+        double t0 = s_now(), c0 = s_cpu();
         nn_net_zero_grad(net);
         loss = nn_net_train_pass(net, x, labels, (int)o.batch, NN_BN_TRAIN,
                                  NN_PASS_PARAM_GRAD | NN_PASS_UPDATE_STATS, 1.0f, NULL, NULL);
         nn_sgd_step(nn_net_params(net), mom, nn_net_grads(net), np, BENCH_LR, BENCH_MOMENTUM,
                     BENCH_WD);
-        double dt = s_now() - t0;
+        double dt = s_now() - t0, dc = s_cpu() - c0;
         if (s < 0)
             continue;
         step_total += dt;
+        step_cpu += dc;
         step_min = dt < step_min ? dt : step_min;
         fprintf(stderr, "bench train %s: step %ld/%ld %.2f ms loss %.4f\n", o.model, s + 1, o.steps,
                 dt * 1e3, loss);
     }
     for (long s = -1; s < o.steps; s++) {
-        double t0 = s_now();
+        double t0 = s_now(), c0 = s_cpu();
         nn_net_hvp(net, x, labels, (int)o.batch, NN_BN_EVAL, 0, v, hv);
-        double dt = s_now() - t0;
+        double dt = s_now() - t0, dc = s_cpu() - c0;
         if (s < 0)
             continue;
         hvp_total += dt;
+        hvp_cpu += dc;
         hvp_min = dt < hvp_min ? dt : hvp_min;
         fprintf(stderr, "bench train %s: hvp %ld/%ld %.2f ms\n", o.model, s + 1, o.steps, dt * 1e3);
     }
@@ -233,13 +249,14 @@ static int s_bench_train(int argc, char **argv)
     double peak_mib = getrusage(RUSAGE_SELF, &ru) == 0 ? (double)ru.ru_maxrss / 1024.0 : -1.0;
     /* Training FLOPs: forward + two backward GEMMs (input and weight gradients) = 3 x forward. */
     js = json_pack("{s:s, s:I, s:I, s:I, s:s, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, "
-                   "s:f}",
+                   "s:f, s:f, s:f}",
                    "model", o.model, "batch", (json_int_t)o.batch, "threads", (json_int_t)o.threads,
                    "steps", (json_int_t)o.steps, "input", input, "classes", (json_int_t)o.classes,
                    "params", (json_int_t)np, "flops_per_image", flops, "images_per_s",
                    o.batch / step_s, "step_s", step_s, "step_s_min", step_min, "hvp_s", hvp_s,
                    "hvp_s_min", hvp_min, "hvp_over_step", hvp_s / step_s, "gflops",
-                   3.0 * flops * o.batch / step_s * 1e-9, "peak_rss_mib", peak_mib);
+                   3.0 * flops * o.batch / step_s * 1e-9, "peak_rss_mib", peak_mib, "step_cpu_s",
+                   step_cpu / o.steps, "hvp_cpu_s", hvp_cpu / o.steps);
     char *line = js ? json_dumps(js, JSON_COMPACT) : NULL;
     if (!line) {
         fprintf(stderr, "eigenbatch bench train: cannot format the result\n");

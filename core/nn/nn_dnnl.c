@@ -7,8 +7,10 @@
  * (nChw16c, OIhw16i16o on AVX-512), and every call reorders through the scratch regions:
  *   A  input-sized   (x in, dx out)          B  output-sized (y out, dy in)
  *   S  oneDNN's scratchpad (user-managed, so no pass allocates)
- * Weights are parameter-sized: their blocked copies live in the handle. Where oneDNN picks the
- * caller's layout (a one-channel input is NCHW and CNHW at once), the reorder is skipped.
+ *   W  blocked weights                        D  blocked dW, and dW in the caller's layout
+ * all in the caller's scratch, which a net shares between its layers: a handle keeps no buffer of
+ * its own (each call reorders the weights it reads, which change every step anyway). Where oneDNN
+ * picks the caller's layout (a one-channel input is NCHW and CNHW at once), the reorder is skipped.
  *
  * A stream per handle: layers of nets on different threads never share one. The engine is shared
  * (created once; oneDNN's CPU engine is thread-safe).
@@ -97,9 +99,9 @@ struct nn_dnnl_conv {
     struct s_reorder f_src, f_wts, f_dst;   /* caller -> fwd (src, wts); fwd dst -> caller */
     struct s_reorder d_dst, d_wts, d_src;   /* caller -> bwd data (dy, w); diff_src -> caller */
     struct s_reorder w_src, w_dst, w_dwts;  /* caller -> bwd weights (x, dy); diff_wts -> caller */
-    float *wts_fwd, *wts_bwd, *dwts, *dw_u; /* blocked weights, blocked and caller-layout dW */
     size_t n_wts;                           /* weight floats (caller layout) */
     size_t a_floats, b_floats, s_floats;    /* scratch regions A, B, S (rounded up) */
+    size_t w_floats, dw_floats, dwu_floats; /* W; D: blocked dW, then dW in the caller's layout */
     int same_ddst; /* both backward primitives read dy in one layout: reorder it once */
 };
 
@@ -296,11 +298,12 @@ static int s_build(nn_dnnl_conv_t *c, const struct nn_dnnl_conv_shape *s,
         c->s_floats = sp > c->s_floats ? sp : c->s_floats;
     }
     c->n_wts = (size_t)s->out_c * s->in_c * s->k * s->k;
-    c->wts_fwd = nn_alloc(s_floats(&c->fwd.a[1].md) * sizeof(float));
-    c->wts_bwd = nn_alloc(s_floats(&c->bwd_data.a[1].md) * sizeof(float));
-    c->dwts = nn_alloc(s_floats(&c->bwd_wts.a[1].md) * sizeof(float));
-    c->dw_u = nn_alloc(c->n_wts * sizeof(float));
-    return c->wts_fwd && c->wts_bwd && c->dwts && c->dw_u ? 0 : -1;
+    c->w_floats = s_floats(&c->fwd.a[1].md);
+    if (s_floats(&c->bwd_data.a[1].md) > c->w_floats)
+        c->w_floats = s_floats(&c->bwd_data.a[1].md);
+    c->dw_floats = s_floats(&c->bwd_wts.a[1].md);
+    c->dwu_floats = s_round(c->n_wts * sizeof(float));
+    return 0;
 }
 
 nn_dnnl_conv_t *nn_dnnl_conv_new(const struct nn_dnnl_conv_shape *shape)
@@ -345,17 +348,14 @@ void nn_dnnl_conv_destroy(nn_dnnl_conv_t **self_p)
     s_arg_fini(&c->uwts);
     if (c->stream)
         dnnl_stream_destroy(c->stream);
-    nn_free(c->wts_fwd);
-    nn_free(c->wts_bwd);
-    nn_free(c->dwts);
-    nn_free(c->dw_u);
     free(c);
     *self_p = NULL;
 }
 
 size_t nn_dnnl_conv_work_floats(const nn_dnnl_conv_t *self)
 {
-    return self->a_floats + self->b_floats + self->s_floats;
+    return self->a_floats + self->b_floats + self->s_floats + self->w_floats + self->dw_floats +
+           self->dwu_floats;
 }
 
 /* ---- execution ------------------------------------------------------------------------------ */
@@ -363,6 +363,23 @@ size_t nn_dnnl_conv_work_floats(const nn_dnnl_conv_t *self)
 static void s_set(const struct s_arg *a, const void *p)
 {
     NN_DNNL_CHECK(dnnl_memory_set_data_handle(a->mem, (void *)p));
+}
+
+/* The scratch regions of a call in work (layout in the banner). */
+struct s_regions {
+    float *a, *b, *s, *w, *dw, *dwu;
+};
+
+static struct s_regions s_split(const nn_dnnl_conv_t *c, float *work)
+{
+    struct s_regions r;
+    r.a = work;
+    r.b = r.a + c->a_floats;
+    r.s = r.b + c->b_floats;
+    r.w = r.s + c->s_floats;
+    r.dw = r.w + c->w_floats;
+    r.dwu = r.dw + c->dw_floats;
+    return r;
 }
 
 /* Run reorder prim from (from, pf) to (to, pt). */
@@ -405,11 +422,11 @@ void nn_dnnl_conv_forward(nn_dnnl_conv_t *c, const float *x, const float *w, flo
                           float *work)
 {
     static const int kinds[3] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
-    float *a = work, *b = work + c->a_floats, *s = b + c->b_floats;
-    const float *src = s_in(c, &c->f_src, &c->usrc, x, &c->fwd.a[0], a);
-    const float *wts = s_in(c, &c->f_wts, &c->uwts, w, &c->fwd.a[1], c->wts_fwd);
-    float *dst = c->f_dst.reo || add ? b : y;
-    s_run(c, &c->fwd, kinds, src, wts, dst, s);
+    const struct s_regions r = s_split(c, work);
+    const float *src = s_in(c, &c->f_src, &c->usrc, x, &c->fwd.a[0], r.a);
+    const float *wts = s_in(c, &c->f_wts, &c->uwts, w, &c->fwd.a[1], r.w);
+    float *dst = c->f_dst.reo || add ? r.b : y;
+    s_run(c, &c->fwd, kinds, src, wts, dst, r.s);
     if (dst != y)
         s_run_reorder(c, add ? c->f_dst.add : c->f_dst.reo, &c->fwd.a[2], dst, &c->udst, y);
 }
@@ -419,16 +436,16 @@ void nn_dnnl_conv_backward(nn_dnnl_conv_t *c, const float *dy, const float *x, f
 {
     static const int k_wts[3] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_DST};
     static const int k_dat[3] = {DNNL_ARG_DIFF_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_DST};
-    float *a = work, *b = work + c->a_floats, *s = b + c->b_floats;
+    const struct s_regions r = s_split(c, work);
     const float *ddst = NULL; /* dy in the layout of the last primitive that read it */
     if (dw) {
-        const float *src = s_in(c, &c->w_src, &c->usrc, x, &c->bwd_wts.a[0], a);
-        ddst = s_in(c, &c->w_dst, &c->udst, dy, &c->bwd_wts.a[2], b);
-        s_run(c, &c->bwd_wts, k_wts, src, c->dwts, ddst, s);
-        const float *g = c->dwts;
+        const float *src = s_in(c, &c->w_src, &c->usrc, x, &c->bwd_wts.a[0], r.a);
+        ddst = s_in(c, &c->w_dst, &c->udst, dy, &c->bwd_wts.a[2], r.b);
+        s_run(c, &c->bwd_wts, k_wts, src, r.dw, ddst, r.s);
+        const float *g = r.dw;
         if (c->w_dwts.reo) {
-            s_run_reorder(c, c->w_dwts.reo, &c->bwd_wts.a[1], c->dwts, &c->uwts, c->dw_u);
-            g = c->dw_u;
+            s_run_reorder(c, c->w_dwts.reo, &c->bwd_wts.a[1], r.dw, &c->uwts, r.dwu);
+            g = r.dwu;
         }
         for (size_t i = 0; i < c->n_wts; i++)
             dw[i] += scale * g[i];
@@ -436,10 +453,10 @@ void nn_dnnl_conv_backward(nn_dnnl_conv_t *c, const float *dy, const float *x, f
     if (!dx)
         return;
     if (!ddst || !c->same_ddst)
-        ddst = s_in(c, &c->d_dst, &c->udst, dy, &c->bwd_data.a[2], b);
-    const float *wts = s_in(c, &c->d_wts, &c->uwts, w, &c->bwd_data.a[1], c->wts_bwd);
-    s_run(c, &c->bwd_data, k_dat, a, wts, ddst, s);
-    s_run_reorder(c, c->d_src.add, &c->bwd_data.a[0], a, &c->usrc, dx);
+        ddst = s_in(c, &c->d_dst, &c->udst, dy, &c->bwd_data.a[2], r.b);
+    const float *wts = s_in(c, &c->d_wts, &c->uwts, w, &c->bwd_data.a[1], r.w);
+    s_run(c, &c->bwd_data, k_dat, r.a, wts, ddst, r.s);
+    s_run_reorder(c, c->d_src.add, &c->bwd_data.a[0], r.a, &c->usrc, dx);
 }
 
 #endif

@@ -39,7 +39,8 @@ nn_dnnl_conv_t *nn_dnnl_conv_new(const struct nn_dnnl_conv_shape *shape);
 /* Frees the handle; accepts NULL and NULLs the caller's pointer. */
 void nn_dnnl_conv_destroy(nn_dnnl_conv_t **self_p);
 
-/* Scratch floats every call below needs in `work` (blocked operands and oneDNN's scratchpad). */
+/* Scratch floats every call below needs in `work` (blocked operands, weights and weight gradient,
+ * oneDNN's scratchpad); the handle keeps no buffer of its own. */
 size_t nn_dnnl_conv_work_floats(const nn_dnnl_conv_t *self);
 
 /* y = conv(w, x) when add is 0, y += conv(w, x) when add is 1. x [in_c x n*ih*iw] and

@@ -1,14 +1,17 @@
 /*
- * bench_conv: Conv2d forward and backward times at the cnn / resnet20 layer shapes (batch 128,
- * 28 x 28 input) against one whole-batch sgemm of the same shapes (the GEMM lower bound of an
- * im2col convolution), plus the machine's single-thread sgemm peak on 1024^3.
+ * bench_conv: Conv2d forward and backward times at the cnn / resnet20 / resnet18_cifar layer
+ * shapes (batch 128 unless given, 28 x 28 input) against one whole-batch sgemm of the same shapes
+ * (the GEMM lower bound of an im2col convolution), plus the machine's single-thread sgemm peak on
+ * 1024^3.
  *
  * Build (after the main build in ./build; add -L/usr/local/cuda/lib64 -lcudart -lcublas when the
  * build has CUDA):
  *   cc -O2 -march=native -fopenmp -Icore/nn -Itests/helpers bench/bench_conv.c \
  *      build/libeb_testutil.a build/libeb_roles.a build/libeb_nn.a -lopenblas -lcmocka -lm \
  *      -o build/bench_conv
+ * (the build also makes it: build/eb_bench_conv)
  * Run: OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 build/bench_conv [batch]
+ * With oneDNN built in, the layer's passes are oneDNN's; EB_CONV_IM2COL=1 times im2col instead.
  * Times are process CPU time (single-threaded runs only), so that other jobs on a shared machine
  * inflate them less than wall-clock time; best of 3.
  */
@@ -65,11 +68,23 @@ int main(int argc, char **argv)
     const double peak = 2.0 * 1024 * 1024 * 1024 / tp / 1e9;
     printf("sgemm 1024^3: %.1f GFLOP/s\n", peak);
     const struct s_shape shapes[] = {
-        {"cnn.c1 1->32 28", 1, 28, 32, 3, 1, 1},       {"cnn.c2 32->64 14", 32, 14, 64, 3, 1, 1},
-        {"r20.stem 1->16 28", 1, 28, 16, 3, 1, 1},     {"r20 16->16 28", 16, 28, 16, 3, 1, 1},
-        {"r20 16->32 s2", 16, 28, 32, 3, 2, 1},        {"r20 32->32 14", 32, 14, 32, 3, 1, 1},
-        {"r20 32->64 s2", 32, 14, 64, 3, 2, 1},        {"r20 64->64 7", 64, 7, 64, 3, 1, 1},
-        {"r20.sc 16->32 1x1 s2", 16, 28, 32, 1, 2, 0}, {"r18 64->64 28", 64, 28, 64, 3, 1, 1},
+        {"cnn.c1 1->32 28", 1, 28, 32, 3, 1, 1},
+        {"cnn.c2 32->64 14", 32, 14, 64, 3, 1, 1},
+        {"r20.stem 1->16 28", 1, 28, 16, 3, 1, 1},
+        {"r20 16->16 28", 16, 28, 16, 3, 1, 1},
+        {"r20 16->32 s2", 16, 28, 32, 3, 2, 1},
+        {"r20 32->32 14", 32, 14, 32, 3, 1, 1},
+        {"r20 32->64 s2", 32, 14, 64, 3, 2, 1},
+        {"r20 64->64 7", 64, 7, 64, 3, 1, 1},
+        {"r20.sc 16->32 1x1 s2", 16, 28, 32, 1, 2, 0},
+        {"r18 64->64 28", 64, 28, 64, 3, 1, 1},
+        {"r18 64->128 s2", 64, 28, 128, 3, 2, 1},
+        {"r18 128->128 14", 128, 14, 128, 3, 1, 1},
+        {"r18 128->256 s2", 128, 14, 256, 3, 2, 1},
+        {"r18 256->256 7", 256, 7, 256, 3, 1, 1},
+        {"r18 256->512 s2", 256, 7, 512, 3, 2, 1},
+        {"r18 512->512 4", 512, 4, 512, 3, 1, 1},
+        {"r18.sc 256->512 1x1 s2", 256, 7, 512, 1, 2, 0},
     };
     printf("%-22s %9s %9s %9s %9s %7s %7s %9s\n", "layer", "fwd ms", "gemm ms", "bwd ms", "gemm ms",
            "fwd%", "bwd%", "R-pass ms");

@@ -7,7 +7,7 @@ create_graph=True, then the gradient of g.v; BatchNorm in eval mode) of a zoo mo
 on random data, after one untimed warm-up of each, on the CPU with torch.set_num_threads(T).
 Prints, as its last line, one JSON object with the keys of `eigenbatch bench train`:
 model, batch, threads, steps, input, classes, params, flops_per_image, images_per_s, step_s,
-step_s_min, hvp_s, hvp_s_min, hvp_over_step, gflops (plus impl and torch).
+step_s_min, hvp_s, hvp_s_min, hvp_over_step, gflops, peak_rss_mib, step_cpu_s, hvp_cpu_s (plus impl and torch).
 
     bench_torch_train.py --model cnn --batch 128 --threads 1 [--steps 10] [--input 1x28x28]
                          [--classes 10] [--seed 1]
@@ -15,6 +15,7 @@ step_s_min, hvp_s, hvp_s_min, hvp_over_step, gflops (plus impl and torch).
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 
@@ -54,30 +55,32 @@ def main(argv):
           (a.model, nparam, a.batch, a.threads, torch.__version__), file=sys.stderr)
 
     model.train()
-    steps = []
+    steps, steps_cpu = [], []
     for s in range(-1, a.steps):  # s = -1: warm-up, not timed
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         opt.zero_grad(set_to_none=False)
         loss = loss_fn(model(x), labels)
         loss.backward()
         opt.step()
-        dt = time.perf_counter() - t0
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
         if s >= 0:
             steps.append(dt)
+            steps_cpu.append(dc)
             print("bench_torch_train %s: step %d/%d %.2f ms loss %.4f" %
                   (a.model, s + 1, a.steps, dt * 1e3, loss.item()), file=sys.stderr)
 
     model.eval()
-    hvps = []
+    hvps, hvps_cpu = [], []
     for s in range(-1, a.steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loss = loss_fn(model(x), labels)
         g = torch.autograd.grad(loss, params, create_graph=True)
         hv = torch.autograd.grad(g, params, grad_outputs=v)
         hv[0].reshape(-1)[0].item()  # the result is materialised
-        dt = time.perf_counter() - t0
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
         if s >= 0:
             hvps.append(dt)
+            hvps_cpu.append(dc)
             print("bench_torch_train %s: hvp %d/%d %.2f ms" % (a.model, s + 1, a.steps, dt * 1e3),
                   file=sys.stderr)
 
@@ -92,6 +95,10 @@ def main(argv):
         # Training FLOPs: forward + input and weight gradients = 3 x forward (as eigenbatch).
         "gflops": 3.0 * flops * a.batch / step_s * 1e-9,
         "impl": "torch", "torch": torch.__version__,
+        # peak resident memory of the process (as eigenbatch's: getrusage's maxrss)
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        # process CPU seconds (all threads), as eigenbatch's step_cpu_s and hvp_cpu_s
+        "step_cpu_s": sum(steps_cpu) / len(steps_cpu), "hvp_cpu_s": sum(hvps_cpu) / len(hvps_cpu),
     }))
     return 0
 

@@ -7,12 +7,15 @@
  *                          [--classes N] [--seed S]
  * times K training steps (forward + backward + SGD with momentum, BatchNorm in train mode, random
  * inputs and labels) and K full Hessian-vector products (BatchNorm in eval mode), after one warm-up
- * of each. Progress goes to stderr; the last stdout line is one JSON object.
+ * of each. Progress goes to stderr; the last stdout line is one JSON object, with the process's
+ * peak resident memory (peak_rss_mib: getrusage's maxrss, so everything the process touched) and
+ * the mean process CPU seconds of a step and an HVP (step_cpu_s, hvp_cpu_s).
  */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "eb_cli.h"
@@ -140,20 +143,23 @@ static int s_parse_train(int argc, char **argv, struct train_opts *o)
     return 0;
 }
 
-static double s_now(void)
+static double s_clock(clockid_t id)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* CPU seconds of the whole process: on a shared machine the cost of a pass in CPU time does not
- * depend on how much of a core the process got, which its wall time does. */
+static double s_now(void)
+{
+    return s_clock(CLOCK_MONOTONIC);
+}
+
+/* CPU seconds of the whole process (all threads): on a shared machine a 1-thread run's CPU time
+ * is inflated less by other jobs than its wall-clock time. */
 static double s_cpu(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    return s_clock(CLOCK_PROCESS_CPUTIME_ID);
 }
 
 /* nn's report callback: into the one log. */
@@ -205,6 +211,13 @@ static struct s_timing s_time_hvp(nn_net_t *net, const struct train_opts *o, con
 
 /* The result line's object (caller owns it), or NULL when out of memory. Training FLOPs: forward
  * + two backward GEMMs (input and weight gradients) = 3 x forward. */
+/* Peak resident memory of this process in MiB (getrusage's maxrss), -1 when unknown. */
+static double s_peak_mib(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? (double)ru.ru_maxrss / 1024.0 : -1.0;
+}
+
 static json_t *s_train_json(const struct train_opts *o, nn_net_t *net, const struct s_timing *st,
                             const struct s_timing *hv, const struct s_timing *re)
 {
@@ -220,14 +233,14 @@ static json_t *s_train_json(const struct train_opts *o, nn_net_t *net, const str
         o->batch / step_s, "step_s", step_s, "step_s_min", st->wall_min, "hvp_s", hvp_s,
         "hvp_s_min", hv->wall_min, "hvp_over_step", hvp_s / step_s, "gflops",
         3.0 * flops * o->batch / step_s * 1e-9);
-    if (js &&
-        json_object_update_new(
-            js,
-            json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "hvp_reuse_s", reuse_s,
-                      "hvp_reuse_s_min", re->wall_min, "hvp_reuse_over_step", reuse_s / step_s,
-                      "hvp_reuse_over_step_min", re->wall_min / st->wall_min, "step_cpu_s",
-                      st->cpu / o->steps, "hvp_over_step_cpu", hv->cpu / st->cpu, "hvp_reuse_cpu_s",
-                      re->cpu / o->steps, "hvp_reuse_over_step_cpu", re->cpu / st->cpu))) {
+    if (js && json_object_update_new(
+                  js, json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "hvp_reuse_s",
+                                reuse_s, "hvp_reuse_s_min", re->wall_min, "hvp_reuse_over_step",
+                                reuse_s / step_s, "hvp_reuse_over_step_min",
+                                re->wall_min / st->wall_min, "step_cpu_s", st->cpu / o->steps,
+                                "hvp_over_step_cpu", hv->cpu / st->cpu, "hvp_reuse_cpu_s",
+                                re->cpu / o->steps, "hvp_reuse_over_step_cpu", re->cpu / st->cpu,
+                                "hvp_cpu_s", hv->cpu / o->steps, "peak_rss_mib", s_peak_mib()))) {
         json_decref(js);
         js = NULL;
     }
@@ -281,10 +294,10 @@ static int s_bench_train(int argc, char **argv)
                                  NN_PASS_PARAM_GRAD | NN_PASS_UPDATE_STATS, 1.0f, NULL, NULL);
         nn_sgd_step(nn_net_params(net), mom, nn_net_grads(net), np, BENCH_LR, BENCH_MOMENTUM,
                     BENCH_WD);
-        double dt = s_now() - t0;
+        double dt = s_now() - t0, dc = s_cpu() - c0;
         if (s < 0)
             continue;
-        s_timing_add(&step, dt, s_cpu() - c0);
+        s_timing_add(&step, dt, dc);
         fprintf(stderr, "bench train %s: step %ld/%ld %.2f ms loss %.4f\n", o.model, s + 1, o.steps,
                 dt * 1e3, loss);
     }

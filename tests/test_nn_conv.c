@@ -12,23 +12,28 @@
 #include "nn_layer.h"
 #include "nn_layer_check.h"
 
-/* One derivative check of a conv with the given geometry on a 2-sample batch. */
+/* One derivative check of a conv with the given geometry on a 2-sample batch, twice: below the
+ * max batch (im2col) and at it (oneDNN's primitives when built in, else im2col again). */
 static void s_check(int in_c, int h, int w, int out_c, int k, int stride, int pad, int bias,
                     unsigned long long seed)
 {
-    struct nn_layer *l = nn_conv_new("c", out_c, k, stride, pad, bias);
-    assert_non_null(l);
-    struct nn_check_cfg cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.n_in = 1;
-    cfg.in_shape[0] = (struct nn_shape){in_c, h, w};
-    cfg.batch = 2;
-    cfg.seed = seed;
-    int fails = nn_check_layer(l, &cfg);
-    if (fails)
-        print_error("conv in %d %dx%d out %d k %d stride %d pad %d bias %d: %d checks failed\n",
-                    in_c, h, w, out_c, k, stride, pad, bias, fails);
-    assert_int_equal(fails, 0);
+    for (int at_max = 0; at_max < 2; at_max++) {
+        struct nn_layer *l = nn_conv_new("c", out_c, k, stride, pad, bias);
+        assert_non_null(l);
+        struct nn_check_cfg cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.n_in = 1;
+        cfg.in_shape[0] = (struct nn_shape){in_c, h, w};
+        cfg.batch = 2;
+        cfg.max_batch = at_max ? 2 : 3;
+        cfg.seed = seed;
+        int fails = nn_check_layer(l, &cfg);
+        if (fails)
+            print_error("conv in %d %dx%d out %d k %d stride %d pad %d bias %d max batch %d: %d "
+                        "checks failed\n",
+                        in_c, h, w, out_c, k, stride, pad, bias, cfg.max_batch, fails);
+        assert_int_equal(fails, 0);
+    }
 }
 
 static void test_conv_k3_s1_p1(void **state)
@@ -62,11 +67,10 @@ static void test_conv_k1(void **state)
     s_check(2, 3, 3, 2, 1, 1, 1, 1, 9); /* padded 1x1 goes through im2col */
 }
 
-/* Forward against a direct loop over NCHW semantics, on the CNHW layout, at n < max batch and with
- * a batch large enough to need several im2col chunks. */
-static void test_conv_forward_direct(void **state)
+/* Forward against a direct loop over NCHW semantics, on the CNHW layout, at n < max batch
+ * (im2col) or n == max batch (oneDNN when built in). */
+static void s_forward_direct(int max_batch)
 {
-    (void)state;
     const int in_c = 5, h = 9, w = 8, out_c = 6, k = 3, s = 2, p = 1, n = 3;
     struct nn_layer *l = nn_conv_new("c", out_c, k, s, p, 1);
     assert_non_null(l);
@@ -75,7 +79,7 @@ static void test_conv_forward_direct(void **state)
     cfg.n_in = 1;
     cfg.in_shape[0] = (struct nn_shape){in_c, h, w};
     cfg.batch = n;
-    cfg.max_batch = n + 2;
+    cfg.max_batch = max_batch;
     cfg.seed = 11;
     struct nn_check_rig *r = nn_check_rig_new(l, &cfg);
     assert_non_null(r);
@@ -106,6 +110,13 @@ static void test_conv_forward_direct(void **state)
     assert_true(maxerr < 1e-4);
     nn_check_rig_destroy(&r);
     assert_null(r);
+}
+
+static void test_conv_forward_direct(void **state)
+{
+    (void)state;
+    s_forward_direct(5);
+    s_forward_direct(3);
 }
 
 /* Copy sample i of a CNHW batch of n (c planes of hw) into / out of a 1-sample batch. */

@@ -14,12 +14,18 @@
  * GEMM of a chunk writes its output columns in place, since the columns of images i0..i1 of each
  * CNHW output row are contiguous.
  * A 1x1 stride-1 unpadded convolution needs no im2col: col(x) is x itself.
+ * Where oneDNN is built in (nn_dnnl.h), passes of max_batch samples (every training step and HVP
+ * of a net) run its convolutions instead, with the same formulas: R-forward is two forward
+ * convolutions, the R-backward input term two transposed ones, the weight R-gradient two filter
+ * gradients. Other batch sizes, and every pass when EB_CONV_IM2COL is set in the environment at
+ * setup, use im2col.
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn_dnnl.h"
 #include "nn_gemm.h"
 #include "nn_layer.h"
 
@@ -44,6 +50,8 @@ struct nn_conv {
     int oh, ow;           /* output height and width */
     int rows;             /* im2col rows: in_c * k * k */
     int direct;           /* 1x1, stride 1, pad 0: col(x) is x itself */
+    nn_dnnl_conv_t *dnnl; /* oneDNN primitives for passes of max_batch samples, or NULL */
+    int dnnl_n;           /* the batch those primitives were made for */
 };
 
 /* ---- im2col / col2im over a chunk of images ------------------------------------------------ */
@@ -303,6 +311,75 @@ static float *s_work(const struct nn_conv *c, const struct nn_ctx *ctx, int nb)
     return ctx->work;
 }
 
+/* ---- passes through oneDNN (n == dnnl_n) -------------------------------------------------- */
+
+static int s_use_dnnl(const struct nn_conv *c, const struct nn_ctx *ctx)
+{
+    return c->dnnl && ctx->n == c->dnnl_n;
+}
+
+static float *s_dnnl_work(const struct nn_conv *c, const struct nn_ctx *ctx)
+{
+    NN_ASSERT(ctx->work && ctx->work_floats >= nn_dnnl_conv_work_floats(c->dnnl));
+    return ctx->work;
+}
+
+/* y = conv(W, x) (+ b). */
+static void s_dnnl_forward(struct nn_conv *c, const struct nn_ctx *ctx)
+{
+    struct nn_layer *l = &c->base;
+    nn_dnnl_conv_forward(c->dnnl, l->in[0]->y, l->w, l->out->y, 0, s_dnnl_work(c, ctx));
+    if (c->has_bias)
+        s_bias_add(l->out->y, l->w + (size_t)c->out_c * c->rows, c->out_c,
+                   (size_t)ctx->n * c->oh * c->ow);
+}
+
+/* dW += scale * fgrad(dY, x);  db += scale * rowsum(dY);  dx += convT(W, dY). */
+static void s_dnnl_backward(struct nn_conv *c, const struct nn_ctx *ctx, int need_dx, int need_dw)
+{
+    struct nn_layer *l = &c->base;
+    nn_dnnl_conv_backward(c->dnnl, l->out->dy, l->in[0]->y, ctx->grad_scale, need_dw ? l->g : NULL,
+                          l->w, need_dx ? l->in[0]->dy : NULL, s_dnnl_work(c, ctx));
+    if (need_dw && c->has_bias)
+        s_bias_grad(l->out->dy, c->out_c, (size_t)ctx->n * c->oh * c->ow, ctx->grad_scale,
+                    l->g + (size_t)c->out_c * c->rows);
+}
+
+/* Ry = conv(W, Rx) [input R-active] + conv(V, x) (+ vb) [layer in the block]; one of them holds.
+ */
+static void s_dnnl_rforward(struct nn_conv *c, const struct nn_ctx *ctx, int ra, int ib)
+{
+    struct nn_layer *l = &c->base;
+    float *work = s_dnnl_work(c, ctx);
+    if (ra)
+        nn_dnnl_conv_forward(c->dnnl, l->in[0]->ry, l->w, l->out->ry, 0, work);
+    if (ib) {
+        nn_dnnl_conv_forward(c->dnnl, l->in[0]->y, l->v, l->out->ry, ra, work);
+        if (c->has_bias)
+            s_bias_add(l->out->ry, l->v + (size_t)c->out_c * c->rows, c->out_c,
+                       (size_t)ctx->n * c->oh * c->ow);
+    }
+}
+
+/* R{dx} += convT(W, R{dY}) + convT(V, dY);  R{dW} += fgrad(R{dY}, x) + fgrad(dY, Rx);
+ * R{db} += rowsum(R{dY}). V and R{dW} only in the block; fgrad(dY, Rx) only when R-active. */
+static void s_dnnl_rbackward(struct nn_conv *c, const struct nn_ctx *ctx, int ra, int ib,
+                             int need_dx)
+{
+    struct nn_layer *l = &c->base;
+    float *work = s_dnnl_work(c, ctx);
+    const float *dy = l->out->dy, *rdy = l->out->rdy;
+    float *rdx = need_dx ? l->in[0]->rdy : NULL;
+    /* the terms of R{dY}: fgrad(R{dY}, x) and convT(W, R{dY}) */
+    nn_dnnl_conv_backward(c->dnnl, rdy, l->in[0]->y, 1.0f, ib ? l->hv : NULL, l->w, rdx, work);
+    /* the terms of dY: fgrad(dY, Rx) and convT(V, dY) */
+    if (ib && (ra || rdx))
+        nn_dnnl_conv_backward(c->dnnl, dy, l->in[0]->ry, 1.0f, ra ? l->hv : NULL, l->v, rdx, work);
+    if (ib && c->has_bias)
+        s_bias_grad(rdy, c->out_c, (size_t)ctx->n * c->oh * c->ow, 1.0f,
+                    l->hv + (size_t)c->out_c * c->rows);
+}
+
 /* ---- operations ------------------------------------------------------------------------------ */
 
 static int s_setup(struct nn_layer *l, int max_batch)
@@ -349,6 +426,18 @@ static int s_setup(struct nn_layer *l, int max_batch)
      * sample as the contract wants: the net reserves work_per_sample * max_batch floats. */
     const size_t chunk_floats = (size_t)s_chunk(c, max_batch) * c->rows * oh * ow;
     l->work_per_sample = c->direct ? 0 : (chunk_floats + max_batch - 1) / max_batch;
+    nn_dnnl_conv_destroy(&c->dnnl);
+    if (!getenv("EB_CONV_IM2COL")) {
+        const struct nn_dnnl_conv_shape ds = {max_batch, c->in_c, c->ih, c->iw,     c->out_c,
+                                              oh,        ow,      c->k,  c->stride, c->pad};
+        c->dnnl = nn_dnnl_conv_new(&ds);
+        c->dnnl_n = max_batch;
+    }
+    if (c->dnnl) {
+        size_t per = (nn_dnnl_conv_work_floats(c->dnnl) + max_batch - 1) / max_batch;
+        if (per > l->work_per_sample)
+            l->work_per_sample = per;
+    }
     return NN_OK;
 }
 
@@ -356,6 +445,10 @@ static int s_setup(struct nn_layer *l, int max_batch)
 static void s_forward(struct nn_layer *l, const struct nn_ctx *ctx)
 {
     struct nn_conv *c = (struct nn_conv *)l;
+    if (s_use_dnnl(c, ctx)) {
+        s_dnnl_forward(c, ctx);
+        return;
+    }
     const int n = ctx->n, pp = c->oh * c->ow, nbmax = s_chunk(c, n);
     float *work = s_work(c, ctx, nbmax);
     const float *x = l->in[0]->y;
@@ -379,6 +472,10 @@ static void s_backward(struct nn_layer *l, const struct nn_ctx *ctx)
     const int need_dx = l->in[0]->need_dy, need_dw = ctx->param_grad;
     if (!need_dx && !need_dw)
         return;
+    if (s_use_dnnl(c, ctx)) {
+        s_dnnl_backward(c, ctx, need_dx, need_dw);
+        return;
+    }
     float *work = s_work(c, ctx, nbmax);
     const float *dy = l->out->dy;
     for (int i0 = 0; i0 < n; i0 += nbmax) {
@@ -407,6 +504,10 @@ static void s_rforward(struct nn_layer *l, const struct nn_ctx *ctx)
     float *ry = l->out->ry;
     if (!ra && !ib) {
         memset(ry, 0, sizeof(float) * (size_t)c->out_c * n * pp);
+        return;
+    }
+    if (s_use_dnnl(c, ctx)) {
+        s_dnnl_rforward(c, ctx, ra, ib);
         return;
     }
     float *work = s_work(c, ctx, nbmax);
@@ -439,6 +540,10 @@ static void s_rbackward(struct nn_layer *l, const struct nn_ctx *ctx)
     const int ra = l->in[0]->r_active, ib = l->in_block, need_dx = l->in[0]->need_dy;
     if (!ib && !need_dx)
         return;
+    if (s_use_dnnl(c, ctx)) {
+        s_dnnl_rbackward(c, ctx, ra, ib, need_dx);
+        return;
+    }
     float *work = s_work(c, ctx, nbmax);
     const float *dy = l->out->dy, *rdy = l->out->rdy;
     for (int i0 = 0; i0 < n; i0 += nbmax) {
@@ -482,7 +587,7 @@ static double s_flops(const struct nn_layer *l)
 
 static void s_destroy(struct nn_layer *l)
 {
-    (void)l; /* no private allocations */
+    nn_dnnl_conv_destroy(&((struct nn_conv *)l)->dnnl);
 }
 
 static const struct nn_layer_ops s_conv_ops = {

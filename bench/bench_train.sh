@@ -4,7 +4,8 @@
 #   bench/bench_train.sh [--build DIR] [--steps K] [--models "mlp cnn ..."] [--threads "1 2"]
 #                        [--out FILE]
 #
-# For each zoo model (batch 128; resnet18_cifar: 32) and each thread count, runs
+# A model is NAME or NAME:BATCH:CxHxW (e.g. resnet50:8:3x224x224 for ImageNet's input). For each
+# model (batch 128; resnet18_cifar: 32) and each thread count, runs
 #   DIR/eigenbatch bench train --model M --batch B --threads T --steps K
 #   /usr/bin/python3 bench/bench_torch_train.py --model M --batch B --threads T --steps K
 # one after the other, measures OpenBLAS sgemm peak (DIR/eb_sgemm_peak) for the same thread
@@ -55,6 +56,14 @@ record() {
     fi
 }
 
+# OpenBLAS kernels: eigenbatch asks for AVX-512/AVX2 ones where OpenBLAS does not know the CPU
+# (nn_gemm_better_core); PyTorch's Linear layers and the sgemm peak get the same.
+if [ -z "${OPENBLAS_CORETYPE:-}" ] && [ -x "$build/eigenbatch" ]; then
+    core=$(OPENBLAS_VERBOSE=2 "$build/eigenbatch" --help 2>&1 >/dev/null | sed -n 's/^Core: //p' | tail -n 1)
+    [ -n "$core" ] && export OPENBLAS_CORETYPE="$core"
+fi
+echo "bench_train.sh: OpenBLAS kernels: ${OPENBLAS_CORETYPE:-as OpenBLAS chose}" >&2
+
 # Other work on the machine distorts the numbers (multi-threaded rows most): record the load.
 load_start=$(cut -d' ' -f1 /proc/loadavg)
 tlist=$(echo "$threads" | tr ' ' ',')
@@ -65,22 +74,33 @@ else
     echo "bench_train.sh: $build/eb_sgemm_peak not built" >&2
     printf '{"side": "sgemm", "model": "all", "threads": 0, "result": null}\n' >>"$raw"
 fi
-for m in $models; do
-    b=128
-    [ "$m" = resnet18_cifar ] && b=32
+for spec in $models; do
+    # NAME[:BATCH[:CxHxW]]: the model, its batch (default 128; resnet18_cifar 32) and its input
+    # (default: the model's own, 1x28x28 for the zoo's Fashion-MNIST forms)
+    m=${spec%%:*}
+    rest=${spec#"$m"}; rest=${rest#:}
+    b=${rest%%:*}
+    input=${rest#"$b"}; input=${input#:}
+    if [ -z "$b" ]; then
+        b=128
+        [ "$m" = resnet18_cifar ] && b=32
+    fi
+    inarg=()
+    [ -n "$input" ] && inarg=(--input "$input")
     for t in $threads; do
-        echo "bench_train.sh: $m batch $b threads $t" >&2
+        echo "bench_train.sh: $spec batch $b threads $t" >&2
         if [ -x "$build/eigenbatch" ]; then
-            record ours "$m" "$t" env OMP_NUM_THREADS="$t" OPENBLAS_NUM_THREADS="$t" \
-                "$build/eigenbatch" bench train --model "$m" --batch "$b" --threads "$t" --steps "$steps"
+            record ours "$spec" "$t" env OMP_NUM_THREADS="$t" OPENBLAS_NUM_THREADS="$t" \
+                "$build/eigenbatch" bench train --model "$m" --batch "$b" --threads "$t" \
+                --steps "$steps" "${inarg[@]}"
         else
-            record ours "$m" "$t" false
+            record ours "$spec" "$t" false
         fi
         # torch.set_num_threads() does not reach the OpenBLAS that PyTorch's Linear layers call
         # (Debian's pthread build): without OPENBLAS_NUM_THREADS it runs on every core.
-        record torch "$m" "$t" env OMP_NUM_THREADS="$t" OPENBLAS_NUM_THREADS="$t" \
+        record torch "$spec" "$t" env OMP_NUM_THREADS="$t" OPENBLAS_NUM_THREADS="$t" \
             "$py" bench/bench_torch_train.py \
-            --model "$m" --batch "$b" --threads "$t" --steps "$steps"
+            --model "$m" --batch "$b" --threads "$t" --steps "$steps" "${inarg[@]}"
     done
 done
 

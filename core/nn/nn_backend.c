@@ -147,6 +147,8 @@ static const struct nn_backend_ops s_cpu = {
     .sign_step = s_cpu_sign_step,
     .sync = s_cpu_sync,
     .mem_free = s_cpu_mem_free,
+    .host_alloc = s_cpu_alloc,
+    .host_free = nn_free,
 };
 
 const struct nn_backend_ops *nn_backend_cpu(void)

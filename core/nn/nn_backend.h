@@ -58,6 +58,10 @@ struct nn_backend_ops {
     int (*sync)(void);
     /* Free bytes of this device (SIZE_MAX for the host). */
     size_t (*mem_free)(void);
+    /* Host memory that copies to and from this device can use directly (page-locked on CUDA;
+     * nn_alloc on the CPU): zero-filled, NULL on failure (reported); free accepts NULL. */
+    void *(*host_alloc)(size_t bytes);
+    void (*host_free)(void *p);
 };
 
 /* The CPU backend (always present). */

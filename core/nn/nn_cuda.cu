@@ -103,6 +103,25 @@ static size_t s_mem_free(void)
     return free_b;
 }
 
+/* Page-locked host memory: copies from and to it are DMA transfers that need no staging. */
+static void *s_host_alloc(size_t bytes)
+{
+    void *p = NULL;
+    cudaError_t e = cudaMallocHost(&p, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+        nn_report(3, "cudaMallocHost(%zu bytes) failed: %s", bytes, cudaGetErrorString(e));
+        return NULL;
+    }
+    memset(p, 0, bytes ? bytes : 1);
+    return p;
+}
+
+static void s_host_free(void *p)
+{
+    if (p)
+        CUDA_CHECK(cudaFreeHost(p));
+}
+
 /* cuBLAS is column-major: row-major C[m x n] is column-major C^T[n x m] = op(B)^T op(A)^T, so the
  * call swaps the operands and m, n and keeps the leading dimensions. */
 void nn_cuda_gemm(enum nn_trans ta, enum nn_trans tb, int m, int n, int k, float alpha,
@@ -441,6 +460,8 @@ const struct nn_backend_ops *nn_cuda_backend(int index, char *why, size_t why_le
         .sign_step = s_sign_step,
         .sync = s_sync,
         .mem_free = s_mem_free,
+        .host_alloc = s_host_alloc,
+        .host_free = s_host_free,
     };
     return t;
 }

@@ -148,7 +148,8 @@ float nn_net_hvp(nn_net_t *net, const float *x, const int32_t *labels, int n, en
  * "cuda:N"): every layer gets the backend's table for its kind, and parameters, gradients,
  * buffers, activations, R-companions and workspaces are reserved on the device before the first
  * step, after checking the memory plan (a one-line error naming `label`, the micro-batch and the
- * bytes when it does not fit). Afterwards nn_net_params/grads/buffers return host mirrors: the
+ * bytes when it does not fit). Afterwards nn_net_params/grads/buffers return host mirrors in
+ * page-locked memory (new pointers: those returned before the move are invalid): the
  * passes read and write the device copies, and nn_net_sync copies between the two (the weight
  * pull uploads, the gradient push downloads). On the CPU nn_net_sync does nothing. Returns NN_OK
  * or a negative nn_err with the reason reported (and, for a device that cannot be had, in
@@ -163,6 +164,12 @@ enum nn_sync {
 };
 int nn_net_to_backend(nn_net_t *net, const char *device, const char *label);
 int nn_net_sync(nn_net_t *net, unsigned what);
+/* One SGD step with momentum and weight decay (nn_sgd_step's semantics) on the net's own
+ * parameters with its gradients, where they live (on a device: on the device, with a momentum
+ * buffer there). The momentum buffer is the net's, zero at the first call (reserved then) and
+ * again after nn_net_to_backend. Returns when the update is done: NN_OK, or a negative nn_err
+ * (no memory for the momentum, a failed device call). */
+int nn_net_sgd_step(nn_net_t *net, float lr, float momentum, float weight_decay);
 /* Name of the net's backend ("cpu", "cuda"). */
 const char *nn_net_backend_name(const nn_net_t *net);
 /* Activation floats per sample over all nodes and the scratch floats of the largest layer, for

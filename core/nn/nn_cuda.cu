@@ -11,6 +11,7 @@
 #include "nn_cuda.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -387,7 +388,8 @@ static const struct nn_layer_ops *s_layer_ops(const char *kind)
     return NULL;
 }
 
-static struct nn_backend_ops s_table[NN_CUDA_MAX_DEVICES]; /* one per device (name, index) */
+static struct nn_backend_ops s_table[NN_CUDA_MAX_DEVICES];       /* one per device (name, index) */
+static pthread_mutex_t s_table_lock = PTHREAD_MUTEX_INITIALIZER; /* first fill of s_table[i] */
 
 /* Create the thread's handles for device `index`; returns 0 or -1 with why filled. */
 static int s_ctx_init(struct nn_cuda_ctx *c, int index, char *why, size_t why_len)
@@ -440,6 +442,11 @@ const struct nn_backend_ops *nn_cuda_backend(int index, char *why, size_t why_le
     t_cur = &t_ctx[index];
     s_last = t_cur;
     struct nn_backend_ops *t = &s_table[index];
+    pthread_mutex_lock(&s_table_lock);
+    if (t->name) { /* filled by an earlier call (any thread): the same table */
+        pthread_mutex_unlock(&s_table_lock);
+        return t;
+    }
     *t = (struct nn_backend_ops){
         .name = "cuda",
         .device = index,
@@ -463,5 +470,6 @@ const struct nn_backend_ops *nn_cuda_backend(int index, char *why, size_t why_le
         .host_alloc = s_host_alloc,
         .host_free = s_host_free,
     };
+    pthread_mutex_unlock(&s_table_lock);
     return t;
 }

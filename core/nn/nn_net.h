@@ -164,6 +164,12 @@ enum nn_sync {
 };
 int nn_net_to_backend(nn_net_t *net, const char *device, const char *label);
 int nn_net_sync(nn_net_t *net, unsigned what);
+/* Bind the calling thread to the net's device: its device calls go to that device through this
+ * thread's own handles and stream (created at the thread's first call for the device, then kept).
+ * A thread that runs passes of a device net it did not move there calls this once before the
+ * first (each of several threads driving one GPU each does); calling it again is cheap. NN_OK
+ * (always on the CPU) or NN_ERR_ARG with the reason in nn_backend_why(). */
+int nn_net_bind_thread(nn_net_t *net);
 /* One SGD step with momentum and weight decay (nn_sgd_step's semantics) on the net's own
  * parameters with its gradients, where they live (on a device: on the device, with a momentum
  * buffer there). The momentum buffer is the net's, zero at the first call (reserved then) and

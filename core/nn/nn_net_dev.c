@@ -9,6 +9,7 @@
 #include "nn_net_impl.h"
 
 #define NN_DEV_MSG_MAX 512 /* bytes of a memory-plan message */
+#define NN_DEV_NAME_MAX 32 /* bytes of a device string ("cuda:N") */
 
 size_t nn_net_act_floats(const nn_net_t *net)
 {
@@ -206,7 +207,18 @@ int nn_net_to_backend(nn_net_t *net, const char *device, const char *label)
     s_move_mirror(be, &net->host_grads, net->n_params, 1);
     s_move_mirror(be, &net->host_buffers, net->n_buffers, 1);
     net->pinned = 1;
-    return NN_OK;
+    /* the setup's work is done before another thread (with its own stream) runs a pass */
+    return be->sync();
+}
+
+int nn_net_bind_thread(nn_net_t *net)
+{
+    const struct nn_backend_ops *be = net->be, *got = NULL;
+    if (!be || be == nn_backend_cpu())
+        return NN_OK;
+    char dev[NN_DEV_NAME_MAX];
+    snprintf(dev, sizeof dev, "%s:%d", be->name, be->device);
+    return nn_backend_get(dev, &got);
 }
 
 int nn_net_sgd_step(nn_net_t *net, float lr, float momentum, float weight_decay)

@@ -175,6 +175,11 @@ static int s_bench_train(int argc, char **argv)
     nn_set_report(s_report, NULL);
     nn_set_threads((int)o.threads);
     int err = 0, status = 1;
+    const struct nn_backend_ops *be = NULL;
+    if (nn_backend_get(o.device, &be) != NN_OK) { /* before the host net of a large model */
+        fprintf(stderr, "eigenbatch bench train: %s\n", nn_backend_why());
+        return 2;
+    }
     nn_net_t *net = nn_zoo_new(o.model, o.c, o.h, o.w, (int)o.classes, (int)o.batch, &err);
     if (!net) {
         fprintf(stderr, "eigenbatch bench train: cannot build model '%s' for %dx%dx%d: %s\n",

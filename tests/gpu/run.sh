@@ -134,17 +134,21 @@ bench_pair() { # model input steps
         --batch 256 --threads 1 --steps "$st" --device cuda; then
         tail -1 "$tmp/ours_$m" | sed 's/^{/{"impl":"eigenbatch",/'
     else
-        tail -n 3 "$tmp/ours_$m.err"
+        tail -n 3 "$tmp/ours_$m.err" 2>/dev/null
     fi
     if [ $torch_ok = 0 ]; then
         skip "torch_$m" "no PyTorch with CUDA on this machine"
+        return
+    fi
+    if [ "$m" = resnet18 ] && ! python3 -c 'import torchvision' 2>/dev/null; then
+        skip "torch_$m" "no torchvision (bench/torch_zoo.py takes ResNet-18 from it)"
         return
     fi
     if run "torch_$m" 120 "$tmp/torch_$m" python3 bench/bench_torch_train.py --model "$m" \
         --input "$in" --batch 256 --threads 1 --steps "$st" --device cuda; then
         tail -1 "$tmp/torch_$m"
     else
-        tail -n 3 "$tmp/torch_$m.err"
+        tail -n 3 "$tmp/torch_$m.err" 2>/dev/null
     fi
     python3 - "$m" "$tmp/ours_$m" "$tmp/torch_$m" <<'PY' 2>/dev/null || true
 import json, sys

@@ -21,17 +21,26 @@ const struct nn_backend_ops *nn_cuda_backend(int index, char *why, size_t why_le
 
 static thread_local struct nn_cuda_ctx t_ctx[NN_CUDA_MAX_DEVICES]; /* this thread's contexts */
 static thread_local struct nn_cuda_ctx *t_cur;                     /* the bound one */
-/* The context bound last by any thread: a net moved to a device by one thread and run by another
- * (a role's setup and its compute thread) uses it, one thread at a time. */
-static struct nn_cuda_ctx *volatile s_last;
+/* The device bound last by any thread: a thread that runs a net another thread moved there (a
+ * role's setup and its compute thread) without binding first (nn_net_bind_thread) gets handles
+ * of its own for that device: handles and streams are never shared between threads, and a
+ * thread's contexts die with it. */
+static volatile int s_last_device = -1;
 static volatile int s_failed; /* latched error flag */
+
+static int s_ctx_init(struct nn_cuda_ctx *c, int index, char *why, size_t why_len);
 
 struct nn_cuda_ctx *nn_cuda_ctx_get(void)
 {
     if (!t_cur) {
-        NN_ASSERT(s_last && s_last->ready);
-        t_cur = s_last;
-        CUDA_CHECK(cudaSetDevice(t_cur->device));
+        int dev = s_last_device;
+        char why[NN_CUDA_WHY_MAX] = "";
+        NN_ASSERT(dev >= 0); /* a device net exists, so some thread bound a device */
+        if (s_ctx_init(&t_ctx[dev], dev, why, sizeof why)) {
+            nn_cuda_fail(__FILE__, __LINE__, "s_ctx_init(this thread's handles)", why);
+            NN_ASSERT(!"a thread cannot get handles for a device that worked before");
+        }
+        t_cur = &t_ctx[dev];
     }
     return t_cur;
 }
@@ -440,7 +449,7 @@ const struct nn_backend_ops *nn_cuda_backend(int index, char *why, size_t why_le
     if (s_ctx_init(&t_ctx[index], index, why, why_len))
         return NULL;
     t_cur = &t_ctx[index];
-    s_last = t_cur;
+    s_last_device = index;
     struct nn_backend_ops *t = &s_table[index];
     pthread_mutex_lock(&s_table_lock);
     if (t->name) { /* filled by an earlier call (any thread): the same table */

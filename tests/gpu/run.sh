@@ -157,6 +157,8 @@ ours, ref = (json.loads(open(p).read().strip().splitlines()[-1]) for p in sys.ar
 print(json.dumps({"compare": m, "device": "cuda", "batch": ours["batch"],
                   "train_img_s": ours["images_per_s"], "torch_train_img_s": ref["images_per_s"],
                   "train_ratio": ours["images_per_s"] / ref["images_per_s"],
+                  "hvp_img_s": ours["batch"] / ours["hvp_s"],
+                  "torch_hvp_img_s": ref["batch"] / ref["hvp_s"],
                   "hvp_s": ours["hvp_s"], "torch_hvp_s": ref["hvp_s"],
                   "hvp_ratio": ours["hvp_s"] / ref["hvp_s"]}))
 PY

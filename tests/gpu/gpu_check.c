@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "nn_net.h"
 
@@ -36,6 +37,7 @@
 #define GC_LR 0.1f /* SGD step of the step check */
 #define GC_MOMENTUM 0.9f
 #define GC_WD 5e-4f
+#define GC_MAX_THREADS 16 /* CPU threads of the reference side at most */
 
 int gpu_check_row(const char *check, const char *pass, double err, double tol)
 {
@@ -174,8 +176,8 @@ static int s_net(const char *model, int c, int h, int w)
     }
     bad |= gpu_check_row(model, "lambda", fabs(lam[1] - lam[0]) / fmax(fabs(lam[0]), 1e-30),
                          GC_TOL_EIG);
-    printf("%-26s lambda cpu %.6g cuda %.6g, loss cpu %.6g cuda %.6g\n", model, lam[0], lam[1],
-           loss[0], loss[1]);
+    printf("%-26s lambda cpu %.6g %s %.6g, loss cpu %.6g %s %.6g\n", model, lam[0], s_device,
+           lam[1], loss[0], s_device, loss[1]);
 out_free:
     if (bad && !v0)
         gpu_check_row(model, "setup", NAN, GC_TOL);
@@ -204,6 +206,8 @@ int main(int argc, char **argv)
 {
     const struct nn_backend_ops *be;
     nn_set_report(s_report, NULL);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN); /* the CPU reference's side, as fast as it goes */
+    nn_set_threads(cores < 1 ? 1 : cores > GC_MAX_THREADS ? GC_MAX_THREADS : (int)cores);
     int first = 1;
     if (argc > 1 && !strcmp(argv[1], "--cpu")) {
         s_device = "cpu";

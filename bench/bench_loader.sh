@@ -4,6 +4,9 @@
 #      of padding + horizontal flip, NCHW float32 output.
 #   2. JPEG records (generated 500x375 photographs stored encoded), decode + random-resized crop
 #      to 224x224 + flip; PIL (bench/pil_loader.py) does the same decode and crop.
+#   3. The ImageNet training transform: the same plus ImageNet mean/std normalisation, against
+#      torchvision's pipeline (PIL decode, RandomResizedCrop(224), RandomHorizontalFlip, ToTensor,
+#      Normalize; bench/pil_loader.py, when python3-torchvision is installed).
 # Everything runs pinned to one CPU (taskset) with the loader decoding on the calling thread, and
 # rates are images per CPU-second.
 #
@@ -34,16 +37,21 @@ rate() { sed -n 's/.*, \([0-9]*\) images per CPU-second.*/\1/p'; }
 fm=$(run "$eb" "${bench[@]}" --db "$tmp/fm" --threads 0 --batch 256 --crop-pad 4 --flip \
         --warmup 10000 --samples "$fm_samples")
 jp=$(run "$eb" "${bench[@]}" --db "$tmp/jpgdb" --threads 0 --batch 64 --rrc 224x224 --flip \
-        --warmup 100 --samples "$jpeg_samples")
-pil=$(run "$py" bench/pil_loader.py "$tmp/jpg" "$jpeg_samples")
+        --warmup 512 --samples "$jpeg_samples")
+jpn=$(run "$eb" "${bench[@]}" --db "$tmp/jpgdb" --threads 0 --batch 64 --rrc 224x224 --flip \
+        --normalize --warmup 512 --samples "$jpeg_samples")
+pil=$(OMP_NUM_THREADS=1 run "$py" bench/pil_loader.py "$tmp/jpg" "$jpeg_samples")
 fm_rate=$(echo "$fm" | rate)
 jp_rate=$(echo "$jp" | rate)
 pil_rate=$(echo "$pil" | sed -n 's/.*flip: \([0-9]*\) images per CPU-second.*/\1/p')
 pilf_rate=$(echo "$pil" | sed -n 's/.*CHW \/255: \([0-9]*\) images per CPU-second.*/\1/p')
+jpn_rate=$(echo "$jpn" | rate)
+tv_rate=$(echo "$pil" | sed -n 's/.*Normalize: \([0-9]*\) images per CPU-second.*/\1/p')
 jpeg_kb=$(du -sk "$tmp/jpg" | cut -f1)
 
 echo "$fm"
 echo "$jp"
+echo "$jpn"
 echo "$pil"
 echo
 echo "CPU: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), pinned to CPU $cpu;" \
@@ -54,3 +62,6 @@ echo "|---|---|---|---|---|"
 echo "| Fashion-MNIST raw LMDB, crop pad 4 + flip, float32 NCHW | $fm_rate img/s | - | - | >= 50,000 img/s |"
 echo "| JPEG 500x375 decode + random-resized crop 224x224 + flip | $jp_rate img/s | $pil_rate img/s | $(awk "BEGIN{printf \"%.2fx\", $jp_rate/$pil_rate}") | >= 1.0x PIL |"
 echo "| same, PIL also converting to float32 CHW /255 (as the loader outputs) | $jp_rate img/s | $pilf_rate img/s | $(awk "BEGIN{printf \"%.2fx\", $jp_rate/$pilf_rate}") | |"
+if [ -n "$tv_rate" ]; then
+    echo "| ImageNet training transform: decode + RandomResizedCrop 224 + flip + ToTensor + Normalize | $jpn_rate img/s | torchvision $tv_rate img/s | $(awk "BEGIN{printf \"%.2fx\", $jpn_rate/$tv_rate}") | >= 2.0x torchvision |"
+fi

@@ -21,21 +21,35 @@ static double s_clock(clockid_t id)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* ImageNet's per-channel mean and standard deviation (torchvision's Normalize in its examples). */
+static const float s_imagenet_mean[3] = {0.485f, 0.456f, 0.406f};
+static const float s_imagenet_std[3] = {0.229f, 0.224f, 0.225f};
+
 static void s_usage(FILE *f)
 {
-    fprintf(f, "usage: eigenbatch bench loader --db DIR [--batch N] [--samples N] [--threads T]\n"
-               "                               [--crop-pad P] [--flip] [--rrc HxW] [--warmup N]\n"
-               "Load training batches (epoch permutation, augmentation) and report images/s.\n"
-               "  --threads T   prefetch threads (0: decode on the calling thread; default 0)\n"
-               "  --rrc HxW     random-resized crop to HxW\n");
+    fprintf(f,
+            "usage: eigenbatch bench loader --db DIR [--batch N] [--samples N] [--threads T]\n"
+            "                               [--crop-pad P] [--flip] [--rrc HxW] [--normalize]\n"
+            "                               [--warmup N]\n"
+            "Load training batches (epoch permutation, augmentation) and report images/s.\n"
+            "  --threads T   prefetch threads (0: decode on the calling thread; default 0)\n"
+            "  --rrc HxW     random-resized crop to HxW\n"
+            "  --normalize   (x/255 - mean) / std with ImageNet's mean and std (as torchvision's\n"
+            "                Normalize after ToTensor)\n");
 }
 
-int eb_bench_loader(int argc, char **argv)
+/* The command line of `bench loader`. */
+struct s_args {
+    const char *db;                          /* --db */
+    long batch, samples, threads, pad, warm; /* --batch --samples --threads --crop-pad --warmup */
+    int rh, rw;                              /* --rrc HxW (0: off) */
+    bool flip, normalize;                    /* --flip --normalize */
+};
+
+/* Parse argv into *a: -1 to go on, else the exit status (0 after --help). */
+static int s_parse(int argc, char **argv, struct s_args *out)
 {
-    const char *db = NULL;
-    long batch = 256, samples = 20000, threads = 0, pad = 0, warm = 0;
-    int rh = 0, rw = 0;
-    bool flip = false;
+    *out = (struct s_args){.batch = 256, .samples = 20000};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -43,28 +57,31 @@ int eb_bench_loader(int argc, char **argv)
             s_usage(stdout);
             return 0;
         } else if (!strcmp(a, "--db") && v) {
-            db = v;
+            out->db = v;
             i++;
         } else if (!strcmp(a, "--batch") && v) {
-            if (rt_opt_long("bench loader", a, argv[++i], &batch) < 0 || batch < 1)
+            if (rt_opt_long("bench loader", a, argv[++i], &out->batch) < 0 || out->batch < 1)
                 return 2;
         } else if (!strcmp(a, "--samples") && v) {
-            if (rt_opt_long("bench loader", a, argv[++i], &samples) < 0 || samples < 1)
+            if (rt_opt_long("bench loader", a, argv[++i], &out->samples) < 0 || out->samples < 1)
                 return 2;
         } else if (!strcmp(a, "--warmup") && v) {
-            if (rt_opt_long("bench loader", a, argv[++i], &warm) < 0 || warm < 0)
+            if (rt_opt_long("bench loader", a, argv[++i], &out->warm) < 0 || out->warm < 0)
                 return 2;
         } else if (!strcmp(a, "--threads") && v) {
-            if (rt_opt_long("bench loader", a, argv[++i], &threads) < 0)
+            if (rt_opt_long("bench loader", a, argv[++i], &out->threads) < 0)
                 return 2;
         } else if (!strcmp(a, "--crop-pad") && v) {
-            if (rt_opt_long("bench loader", a, argv[++i], &pad) < 0)
+            if (rt_opt_long("bench loader", a, argv[++i], &out->pad) < 0)
                 return 2;
         } else if (!strcmp(a, "--flip")) {
-            flip = true;
+            out->flip = true;
+        } else if (!strcmp(a, "--normalize")) {
+            out->normalize = true;
         } else if (!strcmp(a, "--rrc") && v) {
             char x;
-            if (sscanf(argv[++i], "%d%c%d", &rh, &x, &rw) != 3 || x != 'x' || rh < 1 || rw < 1) {
+            if (sscanf(argv[++i], "%d%c%d", &out->rh, &x, &out->rw) != 3 || x != 'x' ||
+                out->rh < 1 || out->rw < 1) {
                 fprintf(stderr, "eigenbatch bench loader: invalid value '%s' for --rrc\n", v);
                 return 2;
             }
@@ -74,10 +91,23 @@ int eb_bench_loader(int argc, char **argv)
             return 2;
         }
     }
-    if (!db) {
+    if (!out->db) {
         s_usage(stderr);
         return 2;
     }
+    return -1;
+}
+
+int eb_bench_loader(int argc, char **argv)
+{
+    struct s_args a;
+    int prc = s_parse(argc, argv, &a);
+    if (prc >= 0)
+        return prc;
+    const char *db = a.db;
+    long batch = a.batch, samples = a.samples, threads = a.threads, pad = a.pad, warm = a.warm;
+    int rh = a.rh, rw = a.rw;
+    bool flip = a.flip, normalize = a.normalize;
     struct rt_loader_opts o;
     rt_loader_opts_default(&o);
     o.seed = 1;
@@ -88,6 +118,11 @@ int eb_bench_loader(int argc, char **argv)
     o.rrc = rh > 0;
     o.out_height = rh;
     o.out_width = rw;
+    o.normalize = normalize;
+    for (int k = 0; normalize && k < 3; k++) {
+        o.mean[k] = s_imagenet_mean[k];
+        o.std[k] = s_imagenet_std[k];
+    }
     rt_loader_t *l = NULL;
     if (rt_loader_new(db, &o, &l) < 0) {
         fprintf(stderr, "eigenbatch bench loader: %s\n", rt_err_msg());
@@ -139,10 +174,11 @@ int eb_bench_loader(int argc, char **argv)
     rc = 0;
     double wall = s_clock(CLOCK_MONOTONIC) - t0, cpu = s_clock(CLOCK_PROCESS_CPUTIME_ID) - c0;
     printf("loader %s: %zu records, output %dx%dx%d, batch %ld, threads %ld, crop-pad %ld, "
-           "flip %s, rrc %s: %ld images in %.3f s wall, %.3f s CPU: %.0f images/s, %.0f images "
+           "flip %s, rrc %s, normalize %s: %ld images in %.3f s wall, %.3f s CPU: %.0f images/s, "
+           "%.0f images "
            "per CPU-second\n",
-           db, n, c, h, w, batch, threads, pad, flip ? "on" : "off", rh ? "on" : "off", samples,
-           wall, cpu, samples / wall, samples / cpu);
+           db, n, c, h, w, batch, threads, pad, flip ? "on" : "off", rh ? "on" : "off",
+           normalize ? "on" : "off", samples, wall, cpu, samples / wall, samples / cpu);
 out:
     if (rc < 0)
         fprintf(stderr, "eigenbatch bench loader: %s\n", rt_err_msg());

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the libFuzzer harnesses of tests/fuzz (wire decoder, safetensors reader, Datum decoder, YAML
+# Run the libFuzzer harnesses of tests/fuzz (wire decoder, status reply decoder, safetensors reader, Datum decoder, YAML
 # loader, checkpoint manifest and coordinator files) and print, per harness: executions, exec/s
 # (over its wall time), coverage (cov: and ft: of libFuzzer's final line) and whether it crashed.
 # Builds the fuzz build directory first (clang, -DEB_FUZZ=ON) when needed. New corpus entries go to BUILD/fuzz-corpus/
@@ -9,7 +9,7 @@
 #   --seconds N  stop each harness after N seconds (default 60 when --runs is not given)
 #   --runs N     stop each harness after N executions (with --seconds: whichever comes first)
 #   --build DIR  fuzz build directory (default build-fuzz)
-#   --only NAME  run only fuzz_NAME (wire, safetensors, datum, config, ckpt)
+#   --only NAME  run only fuzz_NAME (wire, status, safetensors, datum, config, ckpt)
 # Exit status: 0, 1 when a harness crashed (or leaked, or tripped a sanitizer), 2 on usage or
 # build errors.
 set -euo pipefail
@@ -34,7 +34,7 @@ cmake --build "$build" -j "$(nproc)" --target eb_fuzz >/dev/null || exit 2
 limits=(-rss_limit_mb=2048 -timeout=10 -print_final_stats=1)
 [ -n "$seconds" ] && limits+=("-max_total_time=$seconds")
 [ -n "$runs" ] && limits+=("-runs=$runs")
-names=(wire safetensors datum config ckpt)
+names=(wire status safetensors datum config ckpt)
 [ -n "$only" ] && names=("$only")
 
 crashed=0

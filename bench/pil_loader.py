@@ -3,7 +3,9 @@
 sit in the LMDB map) and take a random-resized crop to 224x224 (torchvision's RandomResizedCrop
 parameters, bilinear resize of the box) with a random horizontal flip, on one thread.
 Prints images per CPU-second twice: decode+crop+flip to a uint8 image, and the same plus the
-conversion to a float32 CHW array /255 (what eigenbatch's loader outputs).
+conversion to a float32 CHW array /255 (what eigenbatch's loader outputs). When torchvision imports,
+also torchvision's ImageNet training pipeline on the same bytes: PIL decode, RandomResizedCrop(224),
+RandomHorizontalFlip, ToTensor, Normalize(ImageNet's mean and std) (torch on one thread).
 
 usage: pil_loader.py JPEG_DIR SAMPLES"""
 import io
@@ -47,6 +49,20 @@ def run(blobs, samples, to_float):
     return samples / (time.process_time() - t0)
 
 
+def run_torchvision(blobs, samples):
+    """torchvision's ImageNet training transform (its reference training script's), one thread."""
+    import torch
+    import torchvision.transforms as T
+    torch.set_num_threads(1)
+    torch.manual_seed(1)
+    tf = T.Compose([T.RandomResizedCrop(OUT), T.RandomHorizontalFlip(), T.ToTensor(),
+                    T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    t0 = time.process_time()
+    for i in range(samples):
+        tf(Image.open(io.BytesIO(blobs[i % len(blobs)])).convert("RGB"))
+    return samples / (time.process_time() - t0)
+
+
 def main():
     root, samples = sys.argv[1], int(sys.argv[2])
     blobs = []
@@ -61,6 +77,14 @@ def main():
     print("pil %s: %d images, decode+rrc224+flip: %.0f images per CPU-second; "
           "with float32 CHW /255: %.0f images per CPU-second (PIL %s)"
           % (root, samples, a, b, Image.__version__))
+    try:
+        import torchvision
+    except ImportError:
+        return
+    run_torchvision(blobs, min(50, samples))  # warm-up
+    c = run_torchvision(blobs, samples)
+    print("torchvision %s: %d images, RandomResizedCrop(224)+flip+ToTensor+Normalize: "
+          "%.0f images per CPU-second (torchvision %s)" % (root, samples, c, torchvision.__version__))
 
 
 if __name__ == "__main__":

@@ -135,6 +135,7 @@ static int s_shards_new(const struct cluster_embed_cfg *cfg, struct s_run *r)
             .max_rejects = cfg->max_rejects,
             .metrics = i == 0 ? cfg->metrics : NULL,
             .sync_timeout_ms = cfg->sync_timeout_ms,
+            .metrics_listen = cfg->metrics_listen,
         };
         rc = server_shard_new(&sc, &r->sj[i].shard);
         if (rc)
@@ -175,6 +176,7 @@ static int s_threads_start(const struct cluster_embed_cfg *cfg, struct s_run *r)
             .chunk_floats = cfg->chunk_floats,
             .checksum = cfg->checksum,
             .stop = &r->stop,
+            .decisions = cfg->decisions,
         };
         j->cb = &cfg->compute[i];
         j->stop = &r->stop;

@@ -49,6 +49,9 @@ struct cluster_embed_cfg {
     int ckpt_keep;             /* complete checkpoints kept (0: the default) */
     const char *resume;        /* complete checkpoint to start from (rt_ckpt_resolve), or NULL */
     const char *model;         /* model name recorded in checkpoints, or NULL */
+    const char *metrics_listen; /* shard 0 serves Prometheus metrics here (HOST:PORT), or NULL */
+    const char *decisions;      /* the decision stream (the eigen service's PUB endpoint) the
+                                   workers subscribe to, or NULL: none */
 };
 
 /* Run the cluster to the end of the schedule. On success copies the final weights into

@@ -148,6 +148,7 @@ static int s_launch_threads(const struct app_opts *o)
         .chunk_floats = (uint32_t)o->cluster.chunk,
         .checksum = ck,
         .worker_timeout_ms = (int)o->cluster.timeout_ms,
+        .metrics_listen = o->metrics_listen,
     };
     rc = cluster_embed_run(&cc, w, w + o->model.params, NULL);
     if (!rc && o->local.out)
@@ -215,6 +216,7 @@ static int s_start_roles(const struct app_opts *o, const char *config,
         k = s_append_opt(args, k, "--resume", o->local.resume);
         status = s_start(sup, CLUSTER_ROLE_SHARD, i, args, k);
     }
+    int eig = app_opts_needs_eigensvc(o) && strcmp(o->model.name, "synth");
     for (int i = 0; i < (int)o->cluster.workers && status == 0; i++) {
         char *args[CLUSTER_SUPER_MAX_ARGS], a_weight[48];
         snprintf(a_weight, sizeof a_weight, "%.17g", app_opts_worker_weight(o, i));
@@ -227,9 +229,11 @@ static int s_start_roles(const struct app_opts *o, const char *config,
         /* the lead of the first step writes the resume event; a respawned worker, which gets
          * the same command line, rejoins later and only appends */
         k = s_append_opt(args, k, "--resume", o->local.resume);
+        /* the decision stream: the worker prepares for the batch sizes it announces */
+        k = s_append_opt(args, k, "--eig-pub", eig ? o->local.eig_pub : NULL);
         status = s_start(sup, CLUSTER_ROLE_WORKER, i, args, k);
     }
-    if (status == 0 && app_opts_needs_eigensvc(o) && strcmp(o->model.name, "synth")) {
+    if (status == 0 && eig) {
         char *args[CLUSTER_SUPER_MAX_ARGS];
         int k = s_role_args(args, self, "eigensvc", config);
         k = s_append_opt(args, k, "--connect", connect);
@@ -307,7 +311,11 @@ static int s_launch_processes(struct app_opts *o, const rt_config_t *cfg)
         status = 1;
     }
     static char eps[APP_MAX_SHARDS][RT_SOCK_ENDPOINT_MAX];
-    char connect[APP_MAX_LIST];
+    char connect[APP_MAX_LIST], pub[RT_SOCK_ENDPOINT_MAX] = "";
+    /* over ipc the eigen service publishes its decisions beside the shards (over tcp: --eig-pub) */
+    if (!tcp && !o->local.eig_pub && app_opts_needs_eigensvc(o) &&
+        snprintf(pub, sizeof pub, "ipc://%s/decisions", dir) < (int)sizeof pub)
+        o->local.eig_pub = pub;
     if (!status)
         status = s_endpoints(o, dir, port, eps, connect, sizeof connect);
     if (!status)
@@ -316,6 +324,9 @@ static int s_launch_processes(struct app_opts *o, const rt_config_t *cfg)
         for (int i = 0; i < (int)o->cluster.shards; i++)
             if (!strncmp(eps[i], "ipc://", 6) && !o->local.dir)
                 unlink(eps[i] + strlen("ipc://"));
+    if (pub[0] && !o->local.dir)
+        unlink(pub + strlen("ipc://"));
+    o->local.eig_pub = pub[0] ? NULL : o->local.eig_pub;
     unlink(config);
     rmdir(tmpdir);
     if (status == 0)

@@ -45,6 +45,9 @@ static const char s_train_usage[] =
     "configuration and override it.\n"
     "Keys: configs/*.yaml, README.md.\n";
 
+/* The eigen service's PUB endpoint in this process's context, unless --eig-pub names one. */
+#define S_DECISIONS_EP "inproc://eb-decisions"
+
 /* The eigen service thread. */
 struct s_eig_job {
     eigensvc_t *svc; /* the service */
@@ -111,6 +114,10 @@ static int s_train_run(const struct app_opts *o, struct cluster_embed_cfg *cc,
     }
     if ((rc = s_eig_cfg(o, ctx, ep, lead->metrics, &ec)))
         goto out;
+    /* the decision stream: the workers prepare for the batch sizes it announces */
+    if (!ec.pub_endpoint)
+        ec.pub_endpoint = S_DECISIONS_EP;
+    cc->decisions = ec.pub_endpoint;
     if ((rc = eigensvc_new(&ec, &job.svc)))
         goto out;
     if (pthread_create(&th, NULL, s_eig_main, &job)) {
@@ -215,6 +222,7 @@ static int s_train(struct app_opts *o, const rt_config_t *cfg)
         .ckpt_keep = (int)o->checkpoint.keep,
         .resume = o->local.resume,
         .model = o->model.name,
+        .metrics_listen = o->metrics_listen,
     };
     RT_INFO("train", "%s: %s on %s (%ld samples), %ld shards and %d workers over %s, %ld epochs",
             o->schedule.method, o->model.name, o->data.train, o->data.samples, o->cluster.shards, W,

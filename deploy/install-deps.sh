@@ -11,7 +11,7 @@ pkgs=(
   build-essential cmake pkg-config
   libopenblas-dev libzmq3-dev libprotobuf-c-dev protobuf-c-compiler
   liblmdb-dev libyaml-dev libjansson-dev zlib1g-dev
-  libjpeg62-turbo-dev libturbojpeg0-dev libcmocka-dev
+  libjpeg62-turbo-dev libturbojpeg0-dev libcmocka-dev libmicrohttpd-dev
 )
 if [ "${1:-}" != "--build" ]; then
   pkgs+=(lmdb-utils dataset-fashion-mnist python3 python3-numpy python3-yaml python3-crc32c

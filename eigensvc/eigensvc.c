@@ -40,8 +40,8 @@
 
 #include "app_model.h"
 #include "eig_hvp.h"
-#include "eig_sub.h"
 #include "nn_backend.h"
+#include "rt_decsub.h"
 #include "rt_clock.h"
 #include "rt_err.h"
 #include "rt_loader.h"
@@ -472,7 +472,7 @@ static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
     d.seconds = secs;
     /* only a decision the coordinator accepted is in force: a refused, stale, superseded or
      * no-change one is never published nor served to late joiners (metrics still record it) */
-    int in_force = eig_sub_in_force(&d);
+    int in_force = rt_decsub_in_force(&d);
     if (in_force) {
         s->current = d;
         s->have_current = 1;

@@ -10,7 +10,7 @@
  * `eigenbatch train`, a process of `eigenbatch launch`, and alone as `eigenbatch eigensvc`.
  *
  * Published decisions are PUBLISH messages (rt_wire: struct rt_wire_decision with the effective
- * lr and gamma, the reason and the coordinator's verdict); eig_sub.h is the subscriber side and
+ * lr and gamma, the reason and the coordinator's verdict); rt_decsub.h is the subscriber side and
  * the "current decision" query of late joiners. Metrics: one event "eig" per handled epoch end
  * (epoch, eigenvalue, iterations, seconds, batch_size, lr, gamma, reason, snapshot_version,
  * verdict, ...) and "eval" per evaluated snapshot (accuracy, loss). With cfg->sync the shards must
@@ -58,7 +58,7 @@ struct eigensvc_cfg {
     rt_metrics_t *metrics;         /* epoch events go here (may be NULL) */
     int timeout_ms;                /* give up when the shards are silent this long */
     const char *query_endpoint;    /* ROUTER bind answering "current decision" (late joiners;
-                                      client: eig_sub_current), or NULL: none */
+                                      client: rt_decsub_current), or NULL: none */
     int epochs;                    /* epochs of the run: the service ends after the snapshot of
                                       the last epoch's start; 0: until stop or silence */
     int poll_ms;                   /* interval between snapshot polls (0: 20 ms) */

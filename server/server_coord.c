@@ -272,6 +272,20 @@ void server_coord_weights(const server_coord_t *c, double *w)
     memcpy(w, c->weight, (size_t)c->n_workers * sizeof *w);
 }
 
+int server_coord_worker_info(const server_coord_t *c, int id, struct server_coord_worker *out)
+{
+    memset(out, 0, sizeof *out);
+    if (id < 0 || id >= c->registered)
+        return RT_ERR_ARG;
+    snprintf(out->name, sizeof out->name, "%s", c->names[id]);
+    out->weight = c->weight[id];
+    out->speed = c->speed[id];
+    out->silent_s = c->last_seen[id] > 0 ? rt_clock_now() - c->last_seen[id] : -1;
+    out->evicted = c->evicted[id];
+    out->join_step = c->join_step[id];
+    return RT_OK;
+}
+
 /* The share weights measured speeds call for, into t: each member's speed over the members' mean
  * speed, a share under SERVER_COORD_MIN_SHARE of an equal one raised to it (the others keep their
  * ratios). Returns the members, or 0 while one of them has not reported. */
@@ -497,6 +511,11 @@ int server_coord_sched(server_coord_t *c, uint64_t step, struct server_coord_poi
     for (int i = 0; i < S_CKPT_MARKS; i++)
         pt->checkpoint |= c->ckpt_steps[i] == step + 1;
     return RT_OK;
+}
+
+int server_coord_peek(const server_coord_t *c, uint64_t step, struct server_coord_point *pt)
+{
+    return c->sched->ops->at(c->sched->self, step, pt);
 }
 
 void server_coord_set_ckpt_minutes(server_coord_t *c, double minutes)

@@ -169,6 +169,20 @@ int server_coord_report_speed(server_coord_t *c, int id, double samples_per_s, u
  * not registered). */
 void server_coord_weights(const server_coord_t *c, double *w);
 
+/* A registered worker as the coordinator sees it (server_coord_worker_info). */
+struct server_coord_worker {
+    char name[RT_WIRE_NAME_MAX]; /* the name it registered with */
+    double weight;               /* share weight for the next unasked step (0: evicted) */
+    double speed;                /* smoothed reported samples/s (0: none yet) */
+    double silent_s;             /* seconds since it was last heard from (-1: never) */
+    int evicted;                 /* evicted, not rejoined */
+    uint64_t join_step;          /* first step it takes part in */
+};
+
+/* Worker `id`'s registration, share weight, speed and last sign of life into *out (status
+ * queries; reads only). Returns 0, or RT_ERR_ARG for an id that is not registered. */
+int server_coord_worker_info(const server_coord_t *c, int id, struct server_coord_worker *out);
+
 /* Schedule of `step` and worker `id`'s share [*share_off, +*share_cnt) of its global batch.
  * Shares are proportional to the weights as frozen for that step (cumulative rounding: they sum
  * to B exactly and do not overlap, whoever asks first); evicted workers have weight 0.
@@ -228,6 +242,11 @@ void server_coord_resume(server_coord_t *c, uint64_t step, const struct rt_wire_
  * much time has passed since the last mark, the next step announced for the first time (not an
  * epoch's last) carries `checkpoint`, so that every shard writes the same version. */
 void server_coord_set_ckpt_minutes(server_coord_t *c, double minutes);
+
+/* The schedule of `step` as the decisions held now give it, without announcing the step (no
+ * checkpoint mark, no change of the first step nobody has asked about): for status queries,
+ * which must not disturb training. */
+int server_coord_peek(const server_coord_t *c, uint64_t step, struct server_coord_point *pt);
 
 /* The schedule of `step` (no share): for shards and late joiners. */
 int server_coord_sched(server_coord_t *c, uint64_t step, struct server_coord_point *pt);

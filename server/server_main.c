@@ -112,6 +112,7 @@ static int s_run(struct app_opts *opts, rt_config_t *cfg)
             .max_grad_norm = (float)o.fault.max_grad_norm,
             .max_rejects = (int)o.fault.max_rejects,
             .coord_timeout_ms = (int)o.cluster.coordinator_timeout_ms,
+            .metrics_listen = o.metrics_listen,
         };
         rc = server_shard_new(&sc, &s);
     }

@@ -36,6 +36,7 @@ static const struct s_handler s_handlers[] = {
     {RT_WIRE_ABS_QUERY, server_shard_on_abs_query, 1},
     {RT_WIRE_REJECT, server_shard_on_reject, 1},
     {RT_WIRE_VERIFY, server_shard_on_verify, 1},
+    {RT_WIRE_STATUS, server_shard_on_status, 0},
     {RT_WIRE_HELLO, server_shard_on_hello, 0},
     {RT_WIRE_INIT, server_shard_on_init, 0},
     {RT_WIRE_PUSH, server_shard_on_push, 0},
@@ -111,6 +112,8 @@ static int s_handle(server_shard_t *s)
         (bw->active || m->type == RT_WIRE_PULL || m->type == RT_WIRE_PUSH ||
          m->type == RT_WIRE_INIT))
         server_coord_heartbeat(s->co.coord, m->sender);
+    if (s->co.coord && !bw)
+        server_shard_obs_heard(s, in);
     const struct s_handler *h = NULL;
     for (size_t i = 0; i < sizeof s_handlers / sizeof s_handlers[0]; i++)
         if (s_handlers[i].type == m->type) {
@@ -271,7 +274,8 @@ int server_shard_new(const struct server_shard_cfg *cfg, server_shard_t **out)
     atomic_init(&s->io.zc.in_flight, 0);
     if ((rc = s_set_cfg(s, cfg)) || (rc = s_alloc(s, cfg)))
         goto out_destroy;
-    if (cfg->shard == 0 && (rc = s_coord_new(s, cfg)))
+    if (cfg->shard == 0 &&
+        ((rc = s_coord_new(s, cfg)) || (rc = server_shard_obs_open(s, cfg->metrics_listen))))
         goto out_destroy;
     if (cfg->resume && (rc = server_shard_resume(s, cfg->resume)))
         goto out_destroy;
@@ -445,6 +449,7 @@ void server_shard_destroy(server_shard_t **self_p)
     }
     if (s->io.own_ctx)
         rt_sock_ctx_destroy(&s->io.ctx);
+    server_shard_obs_close(s);
     server_coord_destroy(&s->co.coord);
     if (!leak) {
         nn_free(s->data.w);

@@ -73,6 +73,8 @@ struct server_shard_cfg {
                                    rejected push (0: SERVER_SHARD_MAX_REJECTS_DEFAULT) */
     int coord_timeout_ms;       /* shards > 0: stop, with an error, when the coordinator has been
                                    silent this long (cluster.coordinator_timeout_ms; 0: never) */
+    const char *metrics_listen; /* shard 0: serve Prometheus metrics at this HOST:PORT
+                                   (metrics.listen; NULL or "": none) */
 };
 
 #define SERVER_SHARD_MAX_REJECTS_DEFAULT 3

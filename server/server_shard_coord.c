@@ -237,6 +237,7 @@ void server_shard_on_decision(server_shard_t *s, const struct rt_sock_in *in)
         return;
     uint64_t apply = 0, version = 0;
     int v = server_coord_decide(s->co.coord, &m->decision, &apply, &version);
+    server_shard_obs_decision(s, &m->decision, v, apply, version);
     if (v < 0) {
         server_shard_drop(s, in, rt_err_msg());
         server_shard_reply_error(s, in, m->decision.seq, v, rt_err_msg());

@@ -213,6 +213,8 @@ static void s_apply(server_shard_t *s)
                   (s->cfg.ckpt_every_steps > 0 && s->data.version % s->cfg.ckpt_every_steps == 0)))
             server_shard_ckpt_write(s, pt->epoch, 1); /* within epoch pt->epoch */
     }
+    if (s->co.coord)
+        server_shard_obs_step(s);
     s->step.sched_known = 0;
     if (s->co.coord)
         server_shard_rejoin_check(s);

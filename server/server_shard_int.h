@@ -20,8 +20,10 @@
 #include <stdint.h>
 
 #include "rt_ckpt.h"
+#include "rt_prom.h"
 #include "rt_sock.h"
 #include "rt_wire.h"
+#include "rt_wire_status.h"
 #include "server_ckpt.h"
 #include "server_coord.h"
 #include "server_shard.h"
@@ -149,6 +151,22 @@ struct server_shard_evict {
     double all_gone_at; /* rt_clock_now time every worker was evicted (0: someone is left) */
 };
 
+/* Observability (shard 0): what STATUS queries and the Prometheus endpoint report. */
+struct server_shard_obs {
+    double started_at;   /* rt_clock_now time the shard was created */
+    double *shard_heard; /* per shard: rt_clock_now of its latest message (0: never) */
+    struct rt_wire_decision dec[RT_WIRE_STATUS_DECISIONS]; /* latest decisions (a ring) */
+    int n_dec;                                             /* entries of dec in use */
+    int dec_next;                                          /* slot of the next one */
+    uint64_t decisions;                                    /* decisions received in all */
+    double step_at;            /* rt_clock_now time the latest step was applied (0: none) */
+    double rate;               /* smoothed samples per second of the applied steps */
+    double *w;                 /* scratch: share weights, n_workers */
+    struct rt_wire_status *st; /* scratch: a STATUS reply (allocated once) */
+    uint8_t *buf;              /* scratch: its encoding, RT_WIRE_STATUS_MAX bytes */
+    rt_prom_http_t *http;      /* the Prometheus endpoint (metrics.listen), or NULL */
+};
+
 struct server_shard {
     struct server_shard_cfg cfg;         /* configuration (pointers not kept are NULL) */
     char name[RT_WIRE_NAME_MAX];         /* "shard-<i>" */
@@ -162,6 +180,7 @@ struct server_shard {
     struct server_shard_coordination co; /* the coordinator */
     struct server_shard_ckpt ckpt;       /* checkpoints */
     struct server_shard_evict ev;        /* eviction */
+    struct server_shard_obs obs;         /* shard 0: status and metrics */
 };
 
 /* A message handler: the message in `in` was received on the ROUTER and decoded. */
@@ -253,6 +272,29 @@ void server_shard_rejected(server_shard_t *s, int id, uint64_t step, const char 
  * that come with it are applied (server_shard_members). */
 int server_shard_sched_ask(server_shard_t *s, uint64_t step, struct server_coord_point *pt,
                            int wait_ms);
+
+/* ---- status and metrics (server_shard_status.c), shard 0 only ----------------------------- */
+
+server_shard_handler_fn server_shard_on_status; /* the run's status (rt_wire_status); ERROR on
+                                                   shards > 0 */
+
+/* Allocate what status replies need and, with metrics_listen ("HOST:PORT"; NULL or "": none),
+ * serve the Prometheus endpoint. 0 or a negative rt_err code. */
+int server_shard_obs_open(server_shard_t *s, const char *metrics_listen);
+
+/* Stop the endpoint and free; safe when never opened. */
+void server_shard_obs_close(server_shard_t *s);
+
+/* A message from another shard (named "shard-<i>"): it was heard from now. */
+void server_shard_obs_heard(server_shard_t *s, const struct rt_sock_in *in);
+
+/* A decision received, with the verdict the coordinator gave it (and, accepted, the step it
+ * applies from and the schedule version it became): kept among the latest for status replies. */
+void server_shard_obs_decision(server_shard_t *s, const struct rt_wire_decision *d, int verdict,
+                               uint64_t apply_step, uint64_t version);
+
+/* A step was applied (the schedule of the step still known): samples per second, gauges. */
+void server_shard_obs_step(server_shard_t *s);
 
 /* ---- checkpoints (server_shard_ckpt.c) ---------------------------------------------------- */
 

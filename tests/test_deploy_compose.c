@@ -92,7 +92,7 @@ static void s_write_deployment(const char *tmp, int port, int curve)
     assert_non_null(f);
     fprintf(f,
             "EIGENBATCH_CONFIG=%s/config.yaml\n"
-            "EIGENBATCH_SERVERS=127.0.0.1\n"
+            "EIGENBATCH_SERVERS=127.0.0.1\nEIGENBATCH_EIG_HOST=127.0.0.1\n"
             "EIGENBATCH_SHARD0_PORT=%d\nEIGENBATCH_SHARD1_PORT=%d\n"
             "EIGENBATCH_EIG_PUB_PORT=%d\nEIGENBATCH_EIG_QUERY_PORT=%d\n"
             "EIGENBATCH_KEYS=%s/keys\nEIGENBATCH_DATA=%s/data\nEIGENBATCH_RUNS=%s/runs\n"

@@ -22,7 +22,7 @@
 
 #include <jansson.h>
 
-#include "eig_sub.h"
+#include "rt_decsub.h"
 #include "eigensvc.h"
 #include "rt_err.h"
 #include "rt_loader.h"
@@ -236,13 +236,13 @@ static void test_abs_run(void **state)
     struct svc_run *sr = calloc(1, sizeof *sr);
     if (eigensvc_new(&ec, &sr->svc))
         fail_msg("eigensvc_new: %s", rt_err_msg());
-    eig_sub_t *sub = NULL;
-    assert_int_equal(eig_sub_new(NULL, pub, &sub), 0);
+    rt_decsub_t *sub = NULL;
+    assert_int_equal(rt_decsub_new(NULL, pub, &sub), 0);
     /* before any decision: a late joiner hears "none yet" (the service answers between polls) */
     pthread_t tc, ts;
     assert_int_equal(pthread_create(&ts, NULL, s_svc, sr), 0);
     struct rt_wire_decision cur;
-    assert_int_equal(eig_sub_current(NULL, query, &cur, 3000), RT_ERR_STATE);
+    assert_int_equal(rt_decsub_current(NULL, query, &cur, 3000), RT_ERR_STATE);
     usleep(300000); /* the subscription reaches the PUB socket before the first publication */
     assert_int_equal(pthread_create(&tc, NULL, s_cluster, cr), 0);
 
@@ -251,12 +251,12 @@ static void test_abs_run(void **state)
     struct rt_wire_decision fin;
     int n_sub = 0;
     do {
-        if (eig_sub_recv(sub, &fin, 20000))
+        if (rt_decsub_recv(sub, &fin, 20000))
             fail_msg("subscriber: decision %d: %s", n_sub, rt_err_msg());
         n_sub++;
     } while (fin.batch < BATCH_MAX);
     /* a late joiner gets the current decision */
-    assert_int_equal(eig_sub_current(NULL, query, &cur, 3000), 0);
+    assert_int_equal(rt_decsub_current(NULL, query, &cur, 3000), 0);
     assert_true(cur.seq == fin.seq && cur.batch == BATCH_MAX);
     assert_string_equal(cur.reason, fin.reason);
 
@@ -267,7 +267,7 @@ static void test_abs_run(void **state)
     if (sr->rc)
         fail_msg("eigensvc: %s", sr->err);
     eigensvc_destroy(&sr->svc);
-    eig_sub_destroy(&sub);
+    rt_decsub_destroy(&sub);
     rt_metrics_close(&mt);
 
     /* the coordinator accepted B 16 then B 32 (normally two decisions; one when the service

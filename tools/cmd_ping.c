@@ -17,7 +17,6 @@
 #include "rt_sock.h"
 
 #define S_TIMEOUT_MS 3000 /* default wait for the answer */
-#define S_MAX_ARGS 256    /* arguments passed on to the option parser */
 
 static const char s_usage[] =
     "usage: eigenbatch ping --connect ENDPOINT [--timeout-ms MS] [--config FILE] [--set K=V]\n"
@@ -50,31 +49,14 @@ out:
 
 int eb_cmd_ping(int argc, char **argv)
 {
-    /* the model is never built: synth spares a deployment's config its data.train check */
-    char *args[S_MAX_ARGS];
-    if (argc > S_MAX_ARGS - 2) {
-        fprintf(stderr, "eigenbatch ping: too many arguments\n");
-        return 2;
-    }
-    for (int i = 0; i < argc; i++)
-        args[i] = argv[i];
-    args[argc] = "--model";
-    args[argc + 1] = "synth";
     struct app_opts o;
     rt_config_t *cfg = NULL;
-    int rc = app_opts_parse(argc + 2, args, s_usage, &o, &cfg);
+    int rc = eb_cli_client_opts(argc, argv, s_usage, &o, &cfg);
     if (rc)
-        return rc == RT_OPT_HELP ? 0 : 2;
-    if (!o.local.connect || strchr(o.local.connect, ',')) {
-        fprintf(stderr, "eigenbatch ping: --connect takes one endpoint\n%s", s_usage);
-        rt_config_destroy(&cfg);
-        return 2;
-    }
+        return rc == RT_OPT_HELP ? 0 : rc;
     int timeout_ms = o.cluster.timeout_ms > 0 ? (int)o.cluster.timeout_ms : S_TIMEOUT_MS;
     struct rt_wire_msg r;
-    rc = app_opts_security(&o);
-    if (!rc)
-        rc = s_ping(o.local.connect, timeout_ms, &r);
+    rc = s_ping(o.local.connect, timeout_ms, &r);
     if (rc)
         fprintf(stderr, "eigenbatch ping: %s: %s\n", o.local.connect, rt_err_msg());
     else

@@ -5,6 +5,7 @@
 #ifndef EB_CLI_H
 #define EB_CLI_H
 
+#include "app_opts.h"
 #include "cluster_cmds.h"
 #include "rt_opt.h"
 
@@ -18,6 +19,15 @@ int eb_cmd_eval(int argc, char **argv);     /* tools/cmd_eval.c */
 int eb_cmd_ping(int argc, char **argv);     /* tools/cmd_ping.c */
 int eb_cmd_plot(int argc, char **argv);     /* tools/cmd_plot.c */
 int eb_cmd_simulate(int argc, char **argv); /* tools/cmd_simulate.c */
+int eb_cmd_status(int argc, char **argv);   /* tools/cmd_status.c */
+
+/* The options of a client of one role's port (ping, status): the option table's, so that a
+ * deployment's --config brings its security.* keys (then configured: a CURVE client, as any),
+ * with exactly one --connect endpoint; the model is never built. Returns 0 with *o and *cfg
+ * (caller owns it: rt_config_destroy), RT_OPT_HELP after --help, or the exit status after
+ * printing the problem (2: usage; 1: the security settings fail). */
+int eb_cli_client_opts(int argc, char **argv, const char *usage, struct app_opts *o,
+                       rt_config_t **cfg);
 /* `eigenbatch keygen --out PREFIX`: a CURVE keypair, PREFIX.key and PREFIX.pub (cmd_keygen.c). */
 int eb_cmd_keygen(int argc, char **argv);
 

@@ -106,6 +106,7 @@ int worker_app_open(const struct app_opts *o, struct worker_app *n, int compute,
     n->worker_id = -1;
     n->test_accuracy = NAN;
     n->test_loss = NAN;
+    size_t resident = worker_mem_resident();
     struct rt_loader_opts lo;
     int rc = app_model_loader_opts(o, (size_t)o->train.micro_batch, &lo);
     if (rc)
@@ -122,6 +123,7 @@ int worker_app_open(const struct app_opts *o, struct worker_app *n, int compute,
         return rc;
     if (!compute)
         return RT_OK;
+    worker_mem_bound(o, n->net, rt_loader_memory_bound(n->loader), resident, &n->mem);
     worker_feed_init(&n->feed, n->loader, lo.queue_depth);
     struct worker_nn_source src = worker_feed_source(&n->feed);
     struct worker_nn_cfg nc = {.micro_batch = (int)o->train.micro_batch,
@@ -599,6 +601,24 @@ static void s_nn_finish(void *user, uint64_t steps, const float *params, const f
     }
 }
 
+/* A decision announces B from a later step. Every buffer of the compute is per micro-batch,
+ * reserved at setup, so a larger share needs only room for its micro-batches in the feed's list
+ * of announced ranges: said now, steps ahead, when it will not fit (that step would fail). */
+static void s_nn_prepare(void *user, uint32_t batch, uint32_t share)
+{
+    struct worker_app *n = user;
+    uint64_t m = (uint64_t)n->o->train.micro_batch, k = (share + m - 1) / m;
+    if (k > WORKER_FEED_MAX_PENDING)
+        RT_WARN("train",
+                "B %u ahead: a share of %u samples is %llu micro-batches of %llu, more than the "
+                "%d a step loads; raise train.micro_batch",
+                batch, share, (unsigned long long)k, (unsigned long long)m,
+                WORKER_FEED_MAX_PENDING);
+    else
+        RT_DEBUG("train", "B %u ahead: %llu micro-batches of %llu per step, buffers in place",
+                 batch, (unsigned long long)k, (unsigned long long)m);
+}
+
 struct worker_compute worker_app_compute(struct worker_app *n)
 {
     return (struct worker_compute){.user = n,
@@ -608,5 +628,6 @@ struct worker_compute worker_app_compute(struct worker_app *n)
                                    .correct = s_nn_correct,
                                    .totals = s_nn_totals,
                                    .step_done = s_nn_step_done,
+                                   .prepare = s_nn_prepare,
                                    .finish = s_nn_finish};
 }

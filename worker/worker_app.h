@@ -14,6 +14,7 @@
 #include "rt_metrics.h"
 #include "worker_feed.h"
 #include "worker_loop.h"
+#include "worker_mem.h"
 #include "worker_nn.h"
 
 /* The zoo-model side of one worker: its loader and feed, the net and its compute. The worker the
@@ -68,6 +69,7 @@ struct worker_app {
     double test_accuracy;    /* the last evaluation's accuracy (NaN: none yet) */
     double test_loss;        /* ... and mean loss */
     int rc;                  /* first error of a callback that cannot return one */
+    struct worker_mem mem;   /* the memory bound stated at open (compute only) */
 };
 
 /* Open the training set and build the net; with `compute`, also the compute (worker_nn). With

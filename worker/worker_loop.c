@@ -17,6 +17,7 @@
 #include "rt_err.h"
 #include "rt_log.h"
 #include "rt_sock.h"
+#include "worker_decide.h"
 
 #define S_POLL_MS 1000      /* poll slice; a heartbeat goes out after each silent slice */
 #define S_TIMEOUT_MS 60000  /* default: a shard silent this long is an error */
@@ -73,6 +74,7 @@ struct s_worker {
     struct s_beat beat;              /* heartbeats while a callback runs */
     char name[RT_WIRE_NAME_MAX];     /* for logs and headers */
     struct worker_stats st;          /* counters */
+    struct worker_decide dec;        /* the decision stream (cfg->decisions) */
 };
 
 static int s_send(struct s_worker *w, int shard, struct rt_wire_msg *m, const float *p,
@@ -464,6 +466,7 @@ static void s_beat_stop(struct s_worker *w)
 static void s_destroy(struct s_worker *w)
 {
     s_beat_stop(w);
+    worker_decide_close(&w->dec);
     for (int i = 0; w->sh && i < w->cfg->n_shards; i++)
         rt_sock_close(&w->sh[i].sock, S_LINGER_MS);
     rt_sock_in_close(&w->in);
@@ -522,7 +525,7 @@ static int s_setup(struct s_worker *w, const struct worker_cfg *cfg,
         if (rc)
             return rc;
     }
-    return RT_OK;
+    return worker_decide_open(&w->dec, w->ctx, cfg->decisions, w->name);
 }
 
 /*
@@ -598,6 +601,7 @@ static int s_train(struct s_worker *w)
     struct worker_step prev = {0}; /* the step before t */
     for (uint64_t t = w->start;; t++) {
         struct rt_wire_msg sm = {0}, tm = {0};
+        worker_decide_poll(&w->dec, t, cb, &w->st); /* advice for later steps, before this one */
         int rc = s_pull(w, t, &sm, &tm);
         if (rc)
             return rc;
@@ -631,6 +635,7 @@ static int s_train(struct s_worker *w)
             .worker = w->id,
             .n_workers = w->n_workers,
         };
+        worker_decide_stamped(&w->dec, &st, &w->st);
         rc = s_step(w, &st, &compute_s);
         if (rc)
             return rc;

@@ -69,6 +69,11 @@ struct worker_compute {
      * of that step (server_coord_lead: the one that writes the run's metrics and final weights),
      * else 0. */
     void (*lead)(void *user, int is_lead);
+    /* A decision on the decision stream (worker_cfg.decisions) announces global batch `batch`
+     * from a later step: get ready for it before that step (buffers, prefetch) for a share of
+     * about `share` samples (may be NULL). Advice only: each step's schedule and share still come
+     * from the coordinator (worker_decide.h). */
+    void (*prepare)(void *user, uint32_t batch, uint32_t share);
     /* After the last step, with the final weights (may be NULL). */
     void (*finish)(void *user, uint64_t steps, const float *params, const float *buffers);
 };
@@ -92,16 +97,24 @@ struct worker_cfg {
     int coord_timeout_ms;           /* give up when the coordinator (shard 0) has been silent
                                        this long while the worker waits (0: never) */
     const atomic_int *stop;         /* stop when non-zero (may be NULL) */
+    const char *decisions;          /* the eigen service's PUB endpoint: subscribe to the
+                                       decision stream and prepare for announced batch sizes
+                                       (NULL: none) */
 };
 
 /* Counters of a finished run. */
 struct worker_stats {
-    uint64_t steps;        /* steps completed */
-    double seconds;        /* wall time from the first pull to the last */
-    double comm_seconds;   /* time spent outside compute */
-    uint64_t bytes_pushed; /* payload bytes pushed (gradients and buffers) */
-    uint64_t bytes_pulled; /* payload bytes pulled */
-    int worker;            /* id given by the coordinator */
+    uint64_t steps;          /* steps completed */
+    double seconds;          /* wall time from the first pull to the last */
+    double comm_seconds;     /* time spent outside compute */
+    uint64_t bytes_pushed;   /* payload bytes pushed (gradients and buffers) */
+    uint64_t bytes_pulled;   /* payload bytes pulled */
+    int worker;              /* id given by the coordinator */
+    uint64_t decisions;      /* decisions in force received on the decision stream */
+    uint64_t prepared;       /* of them, prepared for (a new B from a later step) */
+    uint64_t prepared_ahead; /* changes of B in the coordinator's schedule prepared before their
+                                step */
+    uint32_t prepared_batch; /* the latest B prepared for (0: none) */
 };
 
 /* Run one worker to the end of training (the coordinator says "done"), from the step the

@@ -186,6 +186,7 @@ static int s_run(struct app_opts *opts, rt_config_t *cfg)
         .timeout_ms = (int)o.cluster.timeout_ms,
         .coord_timeout_ms = (int)o.cluster.coordinator_timeout_ms,
         .stop = &s_stop,
+        .decisions = o.local.eig_pub, /* the decision stream, when given */
     };
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

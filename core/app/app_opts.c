@@ -169,6 +169,9 @@ const struct rt_opt app_opts_table[] = {
     K(output_tensorboard, "output.tensorboard", "tensorboard", BOOL, "true", 0, 0, NULL,
       "also write the metrics' numbers as TensorBoard scalars (events.out.tfevents.* beside "
       "metrics.jsonl)"),
+    K(metrics_listen, "metrics.listen", "metrics-listen", STR, NULL, 0, 0, NULL,
+      "the coordinator (shard 0) serves Prometheus metrics at http://HOST:PORT/metrics (null or "
+      "empty: off)"),
     K(checkpoint.every_epochs, "checkpoint.every_epochs", "checkpoint-every", INT, "1", 0,
       S_INT_MAX, NULL, "checkpoint every this many epochs (0: off)"),
     K(checkpoint.every_steps, "checkpoint.every_steps", "checkpoint-every-steps", INT, "0", 0, 1e12,
@@ -202,7 +205,8 @@ const struct rt_opt app_opts_table[] = {
     L(resume, "resume", STR, NULL, 0, 0,
       "auto or a checkpoint directory: start every role from a checkpoint"),
     L(dir, "dir", STR, NULL, 0, 0, "launch over ipc: socket directory (default: a temporary one)"),
-    L(eig_pub, "eig-pub", STR, NULL, 0, 0, "the eigen service's PUB endpoint for decisions"),
+    L(eig_pub, "eig-pub", STR, NULL, 0, 0,
+      "the eigen service's PUB endpoint for decisions (eigensvc binds it, workers subscribe)"),
     L(eig_query, "eig-query", STR, NULL, 0, 0,
       "the eigen service's current-decision endpoint (ROUTER)"),
     L(eig_metrics, "eig-metrics", STR, NULL, 0, 0, "the eigen service's metrics.jsonl"),
@@ -268,6 +272,8 @@ int app_opts_check(const struct app_opts *o)
     else if (strcmp(o->model.name, "synth") && !o->data.train)
         bad = "model.name: a zoo model needs data.train (--data, an LMDB dataset); 'synth' "
               "needs none";
+    else if (o->metrics_listen && *o->metrics_listen && !strchr(o->metrics_listen, ':'))
+        bad = "metrics.listen (--metrics-listen) is HOST:PORT, e.g. 127.0.0.1:9100 (empty: off)";
     else if (o->schedule.steps > 0 && strcasecmp(o->schedule.method, "BL"))
         bad = "schedule.steps (--steps) runs a constant schedule: it needs schedule.method BL";
     if (!bad && o->cluster.weights) {

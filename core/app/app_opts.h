@@ -168,8 +168,10 @@ struct app_opts {
     struct app_abs_opts abs;
     struct app_train_opts train;
     struct app_device_opts device;
-    const char *output_dir; /* output.dir: config.yaml, metrics.jsonl, checkpoints, weights */
-    int output_tensorboard; /* output.tensorboard: TensorBoard scalars beside metrics.jsonl */
+    const char *output_dir;     /* output.dir: config.yaml, metrics.jsonl, checkpoints, weights */
+    int output_tensorboard;     /* output.tensorboard: TensorBoard scalars beside metrics.jsonl */
+    const char *metrics_listen; /* metrics.listen: the coordinator's Prometheus endpoint,
+                                   HOST:PORT (NULL or "": none) */
     struct app_checkpoint_opts checkpoint;
     struct app_fault_opts fault;
     struct app_security_opts security;

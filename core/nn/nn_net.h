@@ -212,6 +212,10 @@ const char *nn_net_backend_name(const nn_net_t *net);
 /* Activation floats per sample over all nodes and the scratch floats of the largest layer, for
  * the memory plan (nn_mem_plan). */
 size_t nn_net_act_floats(const nn_net_t *net);
+/* The memory plan (nn_mem_plan) of a built net: what it needs on its backend for max_batch
+ * samples, parameters, activations and their R-companions, and the largest workspace included. */
+struct nn_mem_plan;
+void nn_net_mem_plan(const nn_net_t *net, struct nn_mem_plan *plan);
 
 /* Building a net from layers (the zoo does this; tests build small nets the same way).
  *

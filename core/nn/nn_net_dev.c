@@ -19,6 +19,13 @@ size_t nn_net_act_floats(const nn_net_t *net)
     return act;
 }
 
+void nn_net_mem_plan(const nn_net_t *net, struct nn_mem_plan *plan)
+{
+    nn_mem_plan(net->n_params, net->n_buffers, nn_net_act_floats(net), net->max_batch,
+                net->work_floats * sizeof(float), plan);
+    plan->total += (size_t)net->classes * (size_t)net->max_batch * sizeof(float); /* probs */
+}
+
 const char *nn_net_backend_name(const nn_net_t *net)
 {
     return net && net->be ? net->be->name : "cpu";

@@ -17,6 +17,7 @@
 #include "rt_clock.h"
 #include "rt_err.h"
 #include "rt_log.h"
+#include "rt_prom.h"
 #include "rt_tboard.h"
 
 /* Width of the live bar in characters. */
@@ -204,6 +205,7 @@ static int s_write_line(rt_metrics_t *m, json_t *obj)
         return rt_err_set(RT_ERR_IO, "%s: write failed: %s", m->path, strerror(errno));
     if (m->tb)
         s_mirror(m, obj);
+    rt_prom_event(obj); /* the Prometheus endpoint's copy (when one is served) */
     return 0;
 }
 

@@ -683,6 +683,17 @@ int rt_sock_send(void *sock, const void *route, size_t route_len, struct rt_wire
     return rc;
 }
 
+int rt_sock_send_frame(void *sock, const void *route, size_t route_len, const void *data,
+                       size_t len)
+{
+    if (route) {
+        int rc = s_send_bytes(sock, route, route_len, 1, NULL);
+        if (rc)
+            return rc;
+    }
+    return s_send_bytes(sock, data, len, 0, NULL);
+}
+
 int rt_sock_zc_wait(struct rt_sock_zc *zc, int timeout_ms)
 {
     struct timespec ts = {0, 1000000};

@@ -175,6 +175,11 @@ char *rt_sock_route_hex(const uint8_t *route, size_t len, char *out, size_t cap)
 int rt_sock_send(void *sock, const void *route, size_t route_len, struct rt_wire_msg *m,
                  const float *params, const float *buffers, struct rt_sock_zc *zc);
 
+/* Send one ready-encoded frame (a STATUS reply, rt_wire_status.h), after the routing id `route`
+ * when not NULL. len bytes of data are copied. Returns 0 or RT_ERR_ZMQ. */
+int rt_sock_send_frame(void *sock, const void *route, size_t route_len, const void *data,
+                       size_t len);
+
 /* Wait up to timeout_ms for zc->in_flight to reach 0. Returns 0 or RT_ERR_TIMEOUT. */
 int rt_sock_zc_wait(struct rt_sock_zc *zc, int timeout_ms);
 

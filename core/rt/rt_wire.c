@@ -9,6 +9,7 @@
 
 #include "eb.pb-c.h"
 #include "rt_err.h"
+#include "rt_wire_int.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "payload frames are little-endian float32: this build assumes a little-endian host"
@@ -18,9 +19,9 @@
 #define S_CRC_CHUNK (1u << 30)
 
 static const char *const s_type_names[] = {
-    "none",     "register", "welcome", "hello",   "ack",       "heartbeat", "sched-query",
-    "sched",    "init",     "push",    "pull",    "weights",   "bye",       "error",
-    "snapshot", "decision", "publish", "current", "abs-query", "reject",    "verify",
+    "none",    "register", "welcome",   "hello",   "ack",    "heartbeat", "sched-query", "sched",
+    "init",    "push",     "pull",      "weights", "bye",    "error",     "snapshot",    "decision",
+    "publish", "current",  "abs-query", "reject",  "verify", "status",
 };
 
 const char *rt_wire_type_name(int type)
@@ -132,9 +133,8 @@ void rt_wire_seal(struct rt_wire_msg *m, const float *params, const float *buffe
 
 /* ---- header <-> EbHeader ------------------------------------------------------------------ */
 
-/* Fill the protobuf image of a decision (reason and ABS state in the caller's storage). */
-static void s_decision_to_pb(const struct rt_wire_decision *d, EbDecision *dc, char *reason,
-                             EbAbsState *ab)
+void rt_wire_decision_to_pb(const struct rt_wire_decision *d, EbDecision *dc, char *reason,
+                            EbAbsState *ab)
 {
     eb_decision__init(dc);
     if (d->has_abs) {
@@ -169,7 +169,7 @@ static void s_decision_to_pb(const struct rt_wire_decision *d, EbDecision *dc, c
     dc->seconds = d->seconds;
 }
 
-static void s_decision_from_pb(const EbDecision *dc, struct rt_wire_decision *d)
+void rt_wire_decision_from_pb(const EbDecision *dc, struct rt_wire_decision *d)
 {
     d->seq = dc->seq;
     d->snapshot_version = dc->snapshot_version;
@@ -265,11 +265,11 @@ static void s_to_pb(const struct rt_wire_msg *m, EbHeader *h, EbSpan *sp, EbSche
     h->text = text;
     if (m->type == RT_WIRE_DECISION || m->type == RT_WIRE_ACK || m->type == RT_WIRE_PUBLISH) {
         /* a decision, the coordinator's answer to one (it echoes the decision), a publication */
-        s_decision_to_pb(&m->decision, dc, reason, ab);
+        rt_wire_decision_to_pb(&m->decision, dc, reason, ab);
         h->decision = dc;
     }
     if (m->type == RT_WIRE_ACK && m->has_held) {
-        s_decision_to_pb(&m->held, dc + 1, reason + RT_WIRE_REASON_MAX, ab + 1);
+        rt_wire_decision_to_pb(&m->held, dc + 1, reason + RT_WIRE_REASON_MAX, ab + 1);
         h->held = dc + 1;
     }
     h->epoch = m->epoch;
@@ -447,10 +447,10 @@ static int s_fields_from_pb(const EbHeader *h, struct rt_wire_msg *m)
     m->n_buffers = h->n_buffers;
     m->err_code = h->err_code;
     if (h->decision)
-        s_decision_from_pb(h->decision, &m->decision);
+        rt_wire_decision_from_pb(h->decision, &m->decision);
     if (h->held && m->type == RT_WIRE_ACK) {
         m->has_held = 1;
-        s_decision_from_pb(h->held, &m->held);
+        rt_wire_decision_from_pb(h->held, &m->held);
     }
     m->epoch = h->epoch;
     m->heartbeat_ms = h->heartbeat_ms;

@@ -1,6 +1,6 @@
 /*
- * rt_wire: the codec of the parameter-server protocol, and the only module that sees protobuf-c
- * generated types (proto/eb.proto).
+ * rt_wire: the codec of the parameter-server protocol, and with rt_wire_status (the STATUS reply)
+ * the only module that sees protobuf-c generated types (proto/eb.proto).
  *
  * A message is a multipart ZeroMQ message: one header frame (a protobuf EbHeader) and 0..2 payload
  * frames of raw little-endian float32 (frame 1: a slice of the flat parameter vector, frame 2: a
@@ -49,7 +49,8 @@ enum rt_wire_type {
     RT_WIRE_ABS_QUERY = 18,  /* eigen service -> coordinator: the ABS state it holds (ACK) */
     RT_WIRE_REJECT = 19,     /* shard -> coordinator: it rejected `worker`'s push of `step` */
     RT_WIRE_VERIFY = 20,     /* shard -> coordinator: is `token` `worker`'s registration? */
-    RT_WIRE_TYPE_MAX = 20
+    RT_WIRE_STATUS = 21,     /* anyone -> coordinator: the run's status (reply: rt_wire_status.h) */
+    RT_WIRE_TYPE_MAX = 21
 };
 
 /* The coordinator's verdict on an ABS decision: the ACK of DECISION carries it in err_code, a

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 
 #include <arpa/inet.h>
+#include <signal.h>
 #include <ftw.h>
 #include <math.h>
 #include <netinet/in.h>
@@ -121,6 +122,50 @@ int eb_test_run(const char *cmd)
 {
     int st = system(cmd);
     return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+int eb_test_spawn(const char *cmd)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    return (int)pid;
+}
+
+int eb_test_running(int pid)
+{
+    /* WNOWAIT: look without reaping, so that eb_test_wait still gets the status */
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    if (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) != 0)
+        return 0;
+    return info.si_pid == 0;
+}
+
+int eb_test_wait(int pid)
+{
+    int st;
+    if (waitpid((pid_t)pid, &st, 0) != (pid_t)pid)
+        return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+json_t *eb_test_json_cmd(const char *cmd)
+{
+    FILE *f = popen(cmd, "r");
+    if (!f)
+        return NULL;
+    json_error_t err;
+    json_t *j = json_loadf(f, JSON_DISABLE_EOF_CHECK, &err);
+    int st = pclose(f);
+    if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
 }
 
 unsigned char *eb_test_read(const char *path, long *len)

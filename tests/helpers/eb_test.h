@@ -39,6 +39,21 @@ json_t *eb_test_events(const char *path, const char *name);
 /* Run cmd with the shell (system()): its exit status, or -1 when it did not exit normally. */
 int eb_test_run(const char *cmd);
 
+/* Start cmd with the shell in the background (fork, exec /bin/sh -c): its pid. Fails the test
+ * when it cannot start. Wait for it with eb_test_wait. */
+int eb_test_spawn(const char *cmd);
+
+/* 1 while the process started by eb_test_spawn is running (not yet waited for). */
+int eb_test_running(int pid);
+
+/* Wait for a process started by eb_test_spawn: its exit status, or -1 when it did not exit
+ * normally (a signal). */
+int eb_test_wait(int pid);
+
+/* Run cmd with the shell and parse its standard output as one JSON value (caller owns it:
+ * json_decref); NULL when it exits non-zero or prints no valid JSON. */
+json_t *eb_test_json_cmd(const char *cmd);
+
 /* The whole file at path, NUL-terminated (caller frees); *len (may be NULL) gets its size. Fails
  * the test when the file cannot be read. */
 unsigned char *eb_test_read(const char *path, long *len);

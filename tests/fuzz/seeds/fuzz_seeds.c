@@ -2,6 +2,7 @@
  * fuzz_seeds: writes the seed corpora of the libFuzzer harnesses (tests/fuzz/corpus/NAME/) with
  * the project's own encoders, so that every seed is a valid input the readers accept:
  *   wire         one encoded message of every type, payload frames sealed (CRC32 or Fletcher64)
+ *   status       a coordinator's STATUS reply (workers, shards, decisions)
  *   safetensors  small files from rt_st_write (F32 and I32 tensors, a scalar, metadata)
  *   datum        raw, float and JPEG-encoded Datum records (rt_datum_pack, rt_jpeg_encode)
  *   config       YAML texts in the styles rt_config reads (nested, flow, dotted, lists, nulls)
@@ -21,6 +22,7 @@
 #include "rt_jpeg.h"
 #include "rt_safetensors.h"
 #include "rt_wire.h"
+#include "rt_wire_status.h"
 #include "server_ckpt.h"
 #include "server_sched.h"
 
@@ -317,6 +319,44 @@ static void s_ckpt(void)
     server_sched_destroy(&sched);
 }
 
+/* A STATUS reply of a run with three workers (one evicted), two shards and two decisions. */
+static void s_status(void)
+{
+    static struct rt_wire_status st;
+    static uint8_t buf[RT_WIRE_STATUS_MAX];
+    st = (struct rt_wire_status){.version = 42,
+                                 .epoch = 3,
+                                 .step = 42,
+                                 .batch = 256,
+                                 .lr = 0.2f,
+                                 .sched_version = 2,
+                                 .n_workers = 3,
+                                 .n_shards = 2,
+                                 .uptime_s = 61.5,
+                                 .images_per_s = 900,
+                                 .loss = 0.5f,
+                                 .train_accuracy = 0.8f,
+                                 .n_listed_workers = 3,
+                                 .n_listed_shards = 2,
+                                 .n_decisions = 2};
+    for (int i = 0; i < 3; i++)
+        st.workers[i] = (struct rt_wire_worker_status){
+            .id = i, .share = i == 2 ? 0 : 0.5, .speed = 400.0 + i, .evicted = i == 2};
+    snprintf(st.workers[0].name, sizeof st.workers[0].name, "gpu-host:1234");
+    st.shards[1] = (struct rt_wire_shard_status){.shard = 1, .heard_age_s = 0.3};
+    st.decisions[0] = (struct rt_wire_decision){
+        .seq = 1, .epoch = 0, .batch = 256, .lambda = 3, .apply_step = 20, .sched_version = 1};
+    st.decisions[1] = (struct rt_wire_decision){
+        .seq = 2, .epoch = 1, .batch = 256, .verdict = RT_WIRE_VERDICT_NOCHANGE};
+    snprintf(st.decisions[0].reason, sizeof st.decisions[0].reason, "first measurement");
+    size_t len = 0;
+    s_check(rt_wire_status_encode(&st, 0, "shard-0", buf, sizeof buf, &len),
+            "rt_wire_status_encode");
+    FILE *f = s_open("status", "seed-status");
+    fwrite(buf, 1, len, f);
+    fclose(f);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -327,6 +367,7 @@ int main(int argc, char **argv)
     mkdir(s_root, 0755);
     for (int t = RT_WIRE_REGISTER; t <= RT_WIRE_TYPE_MAX; t++)
         s_wire_one((enum rt_wire_type)t);
+    s_status();
     s_safetensors();
     s_datum();
     s_config();

@@ -1,9 +1,9 @@
 /*
- * test_eig_sub: a subscriber never acts on a decision the coordinator did not accept. On the
+ * test_rt_decsub: a subscriber never acts on a decision the coordinator did not accept. On the
  * decision channel, refused, stale, superseded and no-change decisions (and one that claims to be
- * accepted without an apply step) are dropped by eig_sub_recv, which returns the next decision in
+ * accepted without an apply step) are dropped by rt_decsub_recv, which returns the next decision in
  * force; with only refused ones it times out. A late joiner whose query is answered with a stale
- * decision gets RT_ERR_STATE from eig_sub_current, and the decision when it is in force.
+ * decision gets RT_ERR_STATE from rt_decsub_current, and the decision when it is in force.
  */
 #include "eb_test.h"
 
@@ -13,7 +13,7 @@
 
 #include <zmq.h>
 
-#include "eig_sub.h"
+#include "rt_decsub.h"
 #include "rt_err.h"
 #include "rt_sock.h"
 #include "server_sched.h"
@@ -51,7 +51,7 @@ static void test_in_force(void **state)
 {
     (void)state;
     struct rt_wire_decision ok = s_decision(3, SERVER_SCHED_ACCEPTED, 30, 1);
-    assert_true(eig_sub_in_force(&ok));
+    assert_true(rt_decsub_in_force(&ok));
     struct rt_wire_decision no[] = {
         s_decision(3, SERVER_SCHED_STALE, 0, 0),     s_decision(3, SERVER_SCHED_SUPERSEDED, 0, 0),
         s_decision(3, SERVER_SCHED_NOCHANGE, 0, 0),  s_decision(3, SERVER_SCHED_DUPLICATE, 0, 0),
@@ -59,7 +59,7 @@ static void test_in_force(void **state)
         s_decision(3, SERVER_SCHED_ACCEPTED, 30, 0),
     };
     for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
-        if (eig_sub_in_force(&no[i]))
+        if (rt_decsub_in_force(&no[i]))
             fail_msg("decision %zu (verdict %d) counted as in force", i, (int)no[i].verdict);
 }
 
@@ -71,8 +71,8 @@ static void test_recv_drops_refused(void **state)
     void *pub = zmq_socket(ctx, ZMQ_PUB);
     assert_non_null(pub);
     assert_int_equal(zmq_bind(pub, PUB_EP), 0);
-    eig_sub_t *sub = NULL;
-    assert_int_equal(eig_sub_new(ctx, PUB_EP, &sub), 0);
+    rt_decsub_t *sub = NULL;
+    assert_int_equal(rt_decsub_new(ctx, PUB_EP, &sub), 0);
     usleep(SETTLE_US);
     struct rt_wire_decision refused[] = {
         s_decision(1, RT_ERR_STATE, 0, 0),
@@ -85,14 +85,14 @@ static void test_recv_drops_refused(void **state)
         s_publish(pub, &refused[i]);
     struct rt_wire_decision good = s_decision(6, SERVER_SCHED_ACCEPTED, 48, 2), got;
     s_publish(pub, &good);
-    assert_int_equal(eig_sub_recv(sub, &got, 3000), 0);
+    assert_int_equal(rt_decsub_recv(sub, &got, 3000), 0);
     assert_int_equal(got.seq, 6);
     assert_int_equal(got.apply_step, 48);
     assert_string_equal(got.reason, "test 6");
     /* nothing in force: nothing delivered */
     s_publish(pub, &refused[1]);
-    assert_int_equal(eig_sub_recv(sub, &got, 300), RT_ERR_TIMEOUT);
-    eig_sub_destroy(&sub);
+    assert_int_equal(rt_decsub_recv(sub, &got, 300), RT_ERR_TIMEOUT);
+    rt_decsub_destroy(&sub);
     rt_sock_close(&pub, 0);
     rt_sock_ctx_destroy(&ctx);
 }
@@ -137,8 +137,8 @@ static void test_current_refuses_stale(void **state)
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, s_answer, &a), 0);
     struct rt_wire_decision got;
-    assert_int_equal(eig_sub_current(ctx, QUERY_EP, &got, 3000), RT_ERR_STATE);
-    assert_int_equal(eig_sub_current(ctx, QUERY_EP, &got, 3000), 0);
+    assert_int_equal(rt_decsub_current(ctx, QUERY_EP, &got, 3000), RT_ERR_STATE);
+    assert_int_equal(rt_decsub_current(ctx, QUERY_EP, &got, 3000), 0);
     assert_int_equal(got.seq, 9);
     assert_int_equal(got.sched_version, 3);
     pthread_join(th, NULL);

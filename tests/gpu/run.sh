@@ -8,6 +8,8 @@
 #   mkdir -p build-gpu/carry && /work/shared/gpu/bundle.sh build-gpu build-gpu/carry/eb-gpu.tar.xz \
 #       build-gpu/gpu_check
 #   cp /usr/share/datasets/fashion-mnist/*.gz build-gpu/carry/     # optional, for step (c)
+# (the binaries link libnccl.so.2 when CMake found NCCL: the target needs it too, as PyTorch's
+# nvidia-nccl package provides; add -DEB_NCCL=OFF for a target without it)
 # carry build-gpu/carry (about 8 MB, 38 MB with Fashion-MNIST) with the tree and run there, from
 # the repository root:  tests/gpu/run.sh build-gpu/carry/eb-gpu.tar.xz
 # Without an argument the bundle is $EB_GPU_BUNDLE or build-gpu/carry/eb-gpu.tar.xz; when neither

@@ -4,13 +4,15 @@
 Times K training steps (forward + backward + SGD with momentum 0.9 and weight decay 5e-4, BatchNorm
 in train mode) and K Hessian-vector products by double backpropagation (forward, gradient with
 create_graph=True, then the gradient of g.v; BatchNorm in eval mode) of a zoo model (torch_zoo.py)
-on random data, after one untimed warm-up of each, on the CPU with torch.set_num_threads(T).
+on random data, after one untimed warm-up of each, on the CPU with torch.set_num_threads(T), or
+with --device cuda on the GPU (fp32 eager, TF32 off as in eigenbatch; each timed step and HVP ends
+with torch.cuda.synchronize()).
 Prints, as its last line, one JSON object with the keys of `eigenbatch bench train`:
 model, batch, threads, steps, input, classes, params, flops_per_image, images_per_s, step_s,
 step_s_min, hvp_s, hvp_s_min, hvp_over_step, gflops, peak_rss_mib, step_cpu_s, hvp_cpu_s (plus impl and torch).
 
     bench_torch_train.py --model cnn --batch 128 --threads 1 [--steps 10] [--input 1x28x28]
-                         [--classes 10] [--seed 1]
+                         [--classes 10] [--seed 1] [--device cpu|cuda]
 """
 import argparse
 import json
@@ -34,6 +36,7 @@ def main(argv):
     ap.add_argument("--input", default="1x28x28")
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     a = ap.parse_args(argv)
     try:
         c, h, w = (int(s) for s in a.input.split("x"))
@@ -43,11 +46,19 @@ def main(argv):
         return 2
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
-    model = torch_zoo.build(a.model, c, h, w, a.classes)
+    dev = torch.device(a.device)
+    if a.device == "cuda":
+        if not torch.cuda.is_available():
+            print("bench_torch_train: --device cuda but torch sees no GPU", file=sys.stderr)
+            return 77
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = True
+    model = torch_zoo.build(a.model, c, h, w, a.classes).to(dev)
     params = list(model.parameters())
     nparam = sum(p.numel() for p in params)
-    x = torch.rand(a.batch, c, h, w)
-    labels = torch.randint(0, a.classes, (a.batch,))
+    x = torch.rand(a.batch, c, h, w, device=dev)
+    labels = torch.randint(0, a.classes, (a.batch,), device=dev)
     v = [torch.randn_like(p) for p in params]
     opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
     loss_fn = torch.nn.functional.cross_entropy
@@ -62,6 +73,8 @@ def main(argv):
         loss = loss_fn(model(x), labels)
         loss.backward()
         opt.step()
+        if a.device == "cuda":
+            torch.cuda.synchronize()
         dt, dc = time.perf_counter() - t0, time.process_time() - c0
         if s >= 0:
             steps.append(dt)
@@ -94,7 +107,7 @@ def main(argv):
         "hvp_s": hvp_s, "hvp_s_min": min(hvps), "hvp_over_step": hvp_s / step_s,
         # Training FLOPs: forward + input and weight gradients = 3 x forward (as eigenbatch).
         "gflops": 3.0 * flops * a.batch / step_s * 1e-9,
-        "impl": "torch", "torch": torch.__version__,
+        "impl": "torch", "torch": torch.__version__, "device": a.device,
         # peak resident memory of the process (as eigenbatch's: getrusage's maxrss)
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         # process CPU seconds (all threads), as eigenbatch's step_cpu_s and hvp_cpu_s

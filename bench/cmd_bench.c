@@ -4,12 +4,14 @@
  * their own files (eb_bench_ps, eb_bench_loader, eb_bench_hetero) and are registered in s_kinds.
  *
  *   eigenbatch bench train --model M --batch N --threads T [--steps K] [--input CxHxW]
- *                          [--classes N] [--seed S]
+ *                          [--classes N] [--seed S] [--device cpu|cuda|cuda:N]
  * times K training steps (forward + backward + SGD with momentum, BatchNorm in train mode, random
  * inputs and labels) and K full Hessian-vector products (BatchNorm in eval mode), after one warm-up
- * of each. Progress goes to stderr; the last stdout line is one JSON object, with the process's
- * peak resident memory (peak_rss_mib: getrusage's maxrss, so everything the process touched) and
- * the mean process CPU seconds of a step and an HVP (step_cpu_s, hvp_cpu_s).
+ * of each, on the device named (cpu by default; on a GPU the weights, the SGD update and the
+ * momentum stay on the device, and each timed step and HVP ends when the device is done). Progress
+ * goes to stderr; the last stdout line is one JSON object, with the process's peak resident memory
+ * (peak_rss_mib: getrusage's maxrss, so everything the process touched) and the mean process CPU
+ * seconds of a step and an HVP (step_cpu_s, hvp_cpu_s).
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -19,6 +21,7 @@
 #include <time.h>
 
 #include "eb_cli.h"
+#include "nn_backend.h"
 #include "nn_net.h"
 #include "rt_log.h"
 
@@ -69,19 +72,21 @@ int eb_cmd_bench(int argc, char **argv)
 /* ---- bench train ------------------------------------------------------------------------- */
 
 struct train_opts {
-    const char *model; /* zoo model name */
-    long batch;        /* samples per step */
-    long threads;      /* GEMM and OpenMP threads */
-    long steps;        /* timed steps (and HVPs) */
-    int c, h, w;       /* input shape */
-    long classes;      /* number of classes */
-    long seed;         /* data and weight seed */
+    const char *model;  /* zoo model name */
+    long batch;         /* samples per step */
+    long threads;       /* GEMM and OpenMP threads */
+    long steps;         /* timed steps (and HVPs) */
+    int c, h, w;        /* input shape */
+    long classes;       /* number of classes */
+    long seed;          /* data and weight seed */
+    const char *device; /* cpu, cuda, cuda:N */
 };
 
 static void s_train_usage(FILE *f)
 {
     fprintf(f, "usage: eigenbatch bench train --model M --batch N --threads T [--steps K]\n"
                "                              [--input CxHxW] [--classes N] [--seed S]\n"
+               "                              [--device cpu|cuda|cuda:N]\n"
                "models:");
     for (const char *const *m = nn_zoo_models(); *m; m++)
         fprintf(f, " %s", *m);
@@ -90,7 +95,8 @@ static void s_train_usage(FILE *f)
 
 static int s_parse_train(int argc, char **argv, struct train_opts *o)
 {
-    *o = (struct train_opts){NULL, 0, 1, BENCH_DEFAULT_STEPS, 1, 28, 28, BENCH_DEFAULT_CLASSES, 1};
+    *o = (struct train_opts){NULL, 0,    1, BENCH_DEFAULT_STEPS, 1, 28, 28, BENCH_DEFAULT_CLASSES,
+                             1,    "cpu"};
     for (int i = 1; i < argc; i++) {
         const char *opt = argv[i];
         if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
@@ -106,6 +112,8 @@ static int s_parse_train(int argc, char **argv, struct train_opts *o)
         int rc = 0;
         if (!strcmp(opt, "--model"))
             o->model = val;
+        else if (!strcmp(opt, "--device"))
+            o->device = val;
         else if (!strcmp(opt, "--batch"))
             rc = rt_opt_long("bench train", opt, val, &o->batch);
         else if (!strcmp(opt, "--threads"))
@@ -226,12 +234,12 @@ static json_t *s_train_json(const struct train_opts *o, nn_net_t *net, const str
     char input[64];
     snprintf(input, sizeof input, "%dx%dx%d", o->c, o->h, o->w);
     json_t *js = json_pack(
-        "{s:s, s:I, s:I, s:I, s:s, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "model",
-        o->model, "batch", (json_int_t)o->batch, "threads", (json_int_t)o->threads, "steps",
-        (json_int_t)o->steps, "input", input, "classes", (json_int_t)o->classes, "params",
-        (json_int_t)nn_net_param_count(net), "flops_per_image", flops, "images_per_s",
-        o->batch / step_s, "step_s", step_s, "step_s_min", st->wall_min, "hvp_s", hvp_s,
-        "hvp_s_min", hv->wall_min, "hvp_over_step", hvp_s / step_s, "gflops",
+        "{s:s, s:s, s:I, s:I, s:I, s:s, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "model",
+        o->model, "device", o->device, "batch", (json_int_t)o->batch, "threads",
+        (json_int_t)o->threads, "steps", (json_int_t)o->steps, "input", input, "classes",
+        (json_int_t)o->classes, "params", (json_int_t)nn_net_param_count(net), "flops_per_image",
+        flops, "images_per_s", o->batch / step_s, "step_s", step_s, "step_s_min", st->wall_min,
+        "hvp_s", hvp_s, "hvp_s_min", hv->wall_min, "hvp_over_step", hvp_s / step_s, "gflops",
         3.0 * flops * o->batch / step_s * 1e-9);
     if (js && json_object_update_new(
                   js, json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "hvp_reuse_s",
@@ -256,6 +264,11 @@ static int s_bench_train(int argc, char **argv)
     nn_set_report(s_report, NULL);
     nn_set_threads((int)o.threads);
     int err = 0, status = 1;
+    const struct nn_backend_ops *be = NULL;
+    if (nn_backend_get(o.device, &be) != NN_OK) { /* before the host net of a large model */
+        fprintf(stderr, "eigenbatch bench train: %s\n", nn_backend_why());
+        return 2;
+    }
     nn_net_t *net = nn_zoo_new(o.model, o.c, o.h, o.w, (int)o.classes, (int)o.batch, &err);
     if (!net) {
         fprintf(stderr, "eigenbatch bench train: cannot build model '%s' for %dx%dx%d: %s\n",
@@ -263,14 +276,19 @@ static int s_bench_train(int argc, char **argv)
         return 2;
     }
     nn_net_init(net, (uint64_t)o.seed);
+    if (strcmp(o.device, "cpu") && nn_net_to_backend(net, o.device, o.model) != NN_OK) {
+        fprintf(stderr, "eigenbatch bench train: %s\n",
+                *nn_backend_why() ? nn_backend_why() : "the model does not fit the device");
+        nn_net_destroy(&net);
+        return 2;
+    }
     size_t np = nn_net_param_count(net), nx = (size_t)o.batch * o.c * o.h * o.w;
     float *x = malloc(nx * sizeof *x);
     int32_t *labels = malloc((size_t)o.batch * sizeof *labels);
-    float *mom = calloc(np, sizeof *mom);
     float *v = malloc(np * sizeof *v);
     float *hv = malloc(np * sizeof *hv);
     json_t *js = NULL;
-    if (!x || !labels || !mom || !v || !hv) {
+    if (!x || !labels || !v || !hv) {
         fprintf(stderr, "eigenbatch bench train: out of memory\n");
         goto out_free;
     }
@@ -292,8 +310,10 @@ static int s_bench_train(int argc, char **argv)
         nn_net_zero_grad(net);
         loss = nn_net_train_pass(net, x, labels, (int)o.batch, NN_BN_TRAIN,
                                  NN_PASS_PARAM_GRAD | NN_PASS_UPDATE_STATS, 1.0f, NULL, NULL);
-        nn_sgd_step(nn_net_params(net), mom, nn_net_grads(net), np, BENCH_LR, BENCH_MOMENTUM,
-                    BENCH_WD);
+        if (nn_net_sgd_step(net, BENCH_LR, BENCH_MOMENTUM, BENCH_WD) != NN_OK) {
+            fprintf(stderr, "eigenbatch bench train: the SGD step failed on %s\n", o.device);
+            goto out_free;
+        }
         double dt = s_now() - t0, dc = s_cpu() - c0;
         if (s < 0)
             continue;
@@ -318,7 +338,6 @@ out_free:
     json_decref(js);
     free(hv);
     free(v);
-    free(mom);
     free(labels);
     free(x);
     nn_net_destroy(&net);

@@ -40,6 +40,7 @@
 
 #include "app_model.h"
 #include "eig_hvp.h"
+#include "nn_backend.h"
 #include "rt_decsub.h"
 #include "rt_clock.h"
 #include "rt_err.h"
@@ -155,6 +156,12 @@ int eigensvc_new(const struct eigensvc_cfg *cfg, eigensvc_t **out)
     }
     if ((rc = app_model_net(cfg->model, s->train, cfg->classes, cfg->hessian_batch, &s->net))) {
         rc = rt_err_set(rc, "eigensvc: %s", rt_err_msg());
+        goto out_destroy;
+    }
+    if (cfg->device && strcmp(cfg->device, "cpu") &&
+        nn_net_to_backend(s->net, cfg->device, cfg->model) != NN_OK) {
+        rc = rt_err_set(RT_ERR_ARG, "eigensvc: eigensvc.device %s: %s", cfg->device,
+                        *nn_backend_why() ? nn_backend_why() : "the model does not fit the device");
         goto out_destroy;
     }
     if (cfg->block_last_k > nn_net_param_layers(s->net)) {
@@ -515,6 +522,8 @@ static int s_take_state(eigensvc_t *s)
 
 int eigensvc_run(eigensvc_t *s, const atomic_int *stop)
 {
+    if (nn_net_bind_thread(s->net) != NN_OK)
+        return rt_err_set(RT_ERR_ARG, "eigensvc: %s", nn_backend_why());
     size_t nb = nn_net_buffer_count(s->net);
     float *params = nn_net_params(s->net), *buffers = nb ? nn_net_buffers(s->net) : NULL;
     int64_t done_epoch = 0; /* snapshots of epochs <= this one are handled (epoch 0: initial) */
@@ -532,10 +541,16 @@ int eigensvc_run(eigensvc_t *s, const atomic_int *stop)
         uint64_t version = 0, epoch = 0;
         int wait_ms =
             s->cfg.timeout_ms / 2 < S_SNAPSHOT_WAIT_MS ? s->cfg.timeout_ms / 2 : S_SNAPSHOT_WAIT_MS;
+        uint64_t had = have;
         int rc = eig_observer_snapshot_since(s->obs, have, params, buffers, &version, &epoch,
                                              wait_ms > 0 ? wait_ms : 1);
-        /* the net holds that snapshot now (until an error leaves a mix of versions) */
+        /* the net holds that snapshot now (until an error leaves a mix of versions); a new one
+         * goes to the device once (nothing on the CPU) */
         have = rc == RT_OK ? version : UINT64_MAX;
+        if (rc == RT_OK && version != had &&
+            nn_net_sync(s->net, NN_SYNC_PARAMS_TO_DEVICE | NN_SYNC_BUFFERS_TO_DEVICE) != NN_OK)
+            return rt_err_set(RT_ERR_ARG, "eigensvc: uploading snapshot %llu to %s failed",
+                              (unsigned long long)version, s->cfg.device);
         if (rc == RT_OK || rc == RT_ERR_STATE) {
             last_heard = rt_clock_now();
             seen |= rc == RT_OK;

@@ -62,19 +62,25 @@ struct eigensvc_cfg {
     int epochs;                    /* epochs of the run: the service ends after the snapshot of
                                       the last epoch's start; 0: until stop or silence */
     int poll_ms;                   /* interval between snapshot polls (0: 20 ms) */
+    const char *device;            /* where the net, its HVPs and evaluations run: cpu, cuda,
+                                      cuda:N (NULL: cpu); a spare GPU in a deployment */
 };
 
 typedef struct eigensvc eigensvc_t;
 
-/* Validate cfg, open the data and build the model. Returns 0 and *out (caller owns it; free with
- * eigensvc_destroy), or a negative rt_err code with a detail naming the culprit. */
+/* Validate cfg, open the data and build the model on cfg->device (weights, activations and the
+ * HVP's vectors reserved there; each snapshot is uploaded once, and each product copies its
+ * direction in and its result out once, through page-locked buffers). Returns 0 and *out (caller
+ * owns it; free with eigensvc_destroy), or a negative rt_err code with a detail naming the
+ * culprit (RT_ERR_ARG with nn_backend's one-line reason when the device cannot be had). */
 int eigensvc_new(const struct eigensvc_cfg *cfg, eigensvc_t **out);
 
-/* Serve until training ends or *stop becomes non-zero (stop may be NULL). Training ends for the
- * service when it has handled the snapshot of the start of the last epoch (cfg->epochs), when B_max
- * is reached and no test set is evaluated, or when the shards have been silent for timeout_ms after
- * the first snapshot (they stop when the workers leave). Returns 0, RT_ERR_INTERRUPTED on stop, or
- * a negative rt_err code (RT_ERR_TIMEOUT when no shard ever answered). */
+/* Serve until training ends (the calling thread is bound to the service's device first) or *stop
+ * becomes non-zero (stop may be NULL). Training ends for the service when it has handled the
+ * snapshot of the start of the last epoch (cfg->epochs), when B_max is reached and no test set is
+ * evaluated, or when the shards have been silent for timeout_ms after the first snapshot (they stop
+ * when the workers leave). Returns 0, RT_ERR_INTERRUPTED on stop, or a negative rt_err code
+ * (RT_ERR_TIMEOUT when no shard ever answered). */
 int eigensvc_run(eigensvc_t *svc, const atomic_int *stop);
 
 /* Destroy and null the caller's pointer; accepts NULL, safe twice. */

@@ -93,6 +93,7 @@ int eigensvc_main_cfg(const struct app_opts *o, struct eigensvc_cfg *ec)
     ec->bn = strcmp(o->abs.bn, "eval") ? NN_BN_TRAIN : NN_BN_EVAL;
     ec->sync = app_opts_sync(o);
     ec->epochs = (int)o->schedule.epochs;
+    ec->device = o->device.eigensvc;
     return RT_OK;
 }
 

@@ -75,6 +75,29 @@ static int s_metrics_open(struct worker_app *n, int truncate, int resume)
 
 static void s_epoch_end(struct worker_app *n, const float *params, const float *buffers, int final);
 
+/* The net on the worker's device (worker.device), or on the first of worker.devices with one
+ * replica on each further one (their memory planned before the first step: a one-line error
+ * naming the model, the micro-batch and the bytes when one does not fit). */
+static int s_devices_open(const struct app_opts *o, struct worker_app *n)
+{
+    char dev[WORKER_NN_MAX_DEVICES][APP_DEVICE_NAME_MAX];
+    int nd = 0, rc = app_opts_worker_devices(o, dev, WORKER_NN_MAX_DEVICES, &nd);
+    if (rc)
+        return rc;
+    for (int d = 0; d < nd; d++) {
+        nn_net_t **net = d ? &n->replicas[d - 1] : &n->net;
+        if (d && (rc = app_model_net(o->model.name, n->loader, (int)o->model.classes,
+                                     (int)o->train.micro_batch, net)))
+            return rc;
+        n->n_replicas = d;
+        if (strcmp(dev[d], "cpu") && nn_net_to_backend(*net, dev[d], o->model.name) != NN_OK)
+            return rt_err_set(RT_ERR_ARG, "%s%s%s", nd > 1 ? dev[d] : "", nd > 1 ? ": " : "",
+                              *nn_backend_why() ? nn_backend_why()
+                                                : "the model does not fit the device");
+    }
+    return RT_OK;
+}
+
 int worker_app_open(const struct app_opts *o, struct worker_app *n, int compute, int lead)
 {
     memset(n, 0, sizeof *n);
@@ -96,11 +119,8 @@ int worker_app_open(const struct app_opts *o, struct worker_app *n, int compute,
     if ((rc = app_model_net(o->model.name, n->loader, (int)o->model.classes,
                             (int)o->train.micro_batch, &n->net)))
         return rc;
-    if (o->device.worker && strcmp(o->device.worker, "cpu") &&
-        nn_net_to_backend(n->net, o->device.worker, o->model.name) != NN_OK)
-        return rt_err_set(RT_ERR_ARG, "%s",
-                          *nn_backend_why() ? nn_backend_why()
-                                            : "the model does not fit the device");
+    if ((rc = s_devices_open(o, n)))
+        return rc;
     if (!compute)
         return RT_OK;
     worker_mem_bound(o, n->net, rt_loader_memory_bound(n->loader), resident, &n->mem);
@@ -108,7 +128,9 @@ int worker_app_open(const struct app_opts *o, struct worker_app *n, int compute,
     struct worker_nn_source src = worker_feed_source(&n->feed);
     struct worker_nn_cfg nc = {.micro_batch = (int)o->train.micro_batch,
                                .fgsm_epsilon = o->abs.epsilon,
-                               .init_seed = (uint64_t)o->train.seed};
+                               .init_seed = (uint64_t)o->train.seed,
+                               .replicas = n->replicas,
+                               .n_replicas = n->n_replicas};
     n->nn = worker_nn_new(n->net, &src, &nc, &rc);
     if (!n->nn)
         return rc;
@@ -128,6 +150,9 @@ void worker_app_close(struct worker_app *n)
 {
     worker_nn_destroy(&n->nn);
     nn_net_destroy(&n->net);
+    for (int d = 0; d < n->n_replicas; d++)
+        nn_net_destroy(&n->replicas[d]);
+    n->n_replicas = 0;
     rt_loader_destroy(&n->loader);
     s_eval_destroy(n);
     if (n->borrowed_metrics)

@@ -38,11 +38,13 @@ struct worker_app_epoch {
 };
 
 struct worker_app {
-    rt_loader_t *loader;        /* the training set */
-    struct worker_feed feed;    /* micro-batches from the loader */
-    nn_net_t *net;              /* the model */
-    worker_nn_t *nn;            /* its compute */
-    const struct app_opts *o;   /* the options (borrowed) */
+    rt_loader_t *loader;                           /* the training set */
+    struct worker_feed feed;                       /* micro-batches from the loader */
+    nn_net_t *net;                                 /* the model (on the first of worker.devices) */
+    nn_net_t *replicas[WORKER_NN_MAX_DEVICES - 1]; /* on the further devices (worker.devices) */
+    int n_replicas;                                /* their number */
+    worker_nn_t *nn;                               /* its compute */
+    const struct app_opts *o;                      /* the options (borrowed) */
     struct worker_app_eval *ev; /* the lead with a test set: the evaluation thread and its net */
     rt_metrics_t *metrics;      /* the lead with an output directory: metrics.jsonl */
     int borrowed_metrics;       /* metrics belongs to another worker of this process (train) */

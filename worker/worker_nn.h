@@ -32,16 +32,30 @@ struct worker_nn_source {
 
 /* Options of the NN compute. */
 struct worker_nn_cfg {
-    int micro_batch;     /* m, samples per micro-batch (<= the net's max batch) */
-    double fgsm_epsilon; /* FGSM step for ABSA (used when the step's gamma > 0) */
-    uint64_t init_seed;  /* worker 0's initial weights: nn_net_init(seed) */
+    int micro_batch;           /* m, samples per micro-batch (<= the net's max batch) */
+    double fgsm_epsilon;       /* FGSM step for ABSA (used when the step's gamma > 0) */
+    uint64_t init_seed;        /* worker 0's initial weights: nn_net_init(seed) */
+    nn_net_t *const *replicas; /* further replicas of the net, each on a device of its own
+                                  (borrowed, must outlive the compute); NULL: one device */
+    int n_replicas;            /* their number (0: one device; at most WORKER_NN_MAX_DEVICES-1) */
 };
+
+#define WORKER_NN_MAX_DEVICES NN_GROUP_MAX /* devices of one worker at most */
 
 typedef struct worker_nn worker_nn_t;
 
 /* An NN compute over `net` (borrowed; must outlive the result) and `src` (copied). Returns NULL and
- * sets *err (may be NULL) on bad options or no memory. Caller owns it; free with
- * worker_nn_destroy. */
+ * sets *err (may be NULL) on bad options, no memory or a replica group that cannot be formed
+ * (the reason in rt_err_msg()). Caller owns it; free with worker_nn_destroy.
+ *
+ * Several devices (cfg->n_replicas > 0): the net and its replicas form an nn_group; each replica
+ * has a thread of its own, bound to its device for the compute's life. The share's micro-batches
+ * (the same ones as on one device: samples [k*m, (k+1)*m) of the share) go round-robin to the
+ * replicas, micro-batch k to replica k % D, D at a time; this thread reads their samples between
+ * rounds. Each replica accumulates (n_k / share) * its micro-batches' gradients; one NCCL
+ * all-reduce sums them (and averages the replicas' BatchNorm running statistics, as the shards
+ * average the workers'), and the net (replica 0) hands the sum to the one push: the shards see
+ * one worker. */
 worker_nn_t *worker_nn_new(nn_net_t *net, const struct worker_nn_source *src,
                            const struct worker_nn_cfg *cfg, int *err);
 void worker_nn_destroy(worker_nn_t **self_p);

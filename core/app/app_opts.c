@@ -13,6 +13,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include "nn_backend.h"
 #include "rt_ckpt.h"
 #include "rt_curve.h"
 #include "rt_log.h"
@@ -150,6 +151,9 @@ const struct rt_opt app_opts_table[] = {
       "worker's device: cpu, cuda or cuda:N"),
     K(device.eigensvc, "eigensvc.device", "eig-device", STR, "cpu", 0, 0, NULL,
       "eigen service's device: cpu, cuda or cuda:N"),
+    K(device.worker_list, "worker.devices", "devices", LIST_INT, NULL, 0, 1023, NULL,
+      "one worker on several GPUs of its node, e.g. [0, 1, 2, 3]: its share split over them, "
+      "their gradients summed with NCCL before one push (null: worker.device)"),
     K(train.threads, "train.threads", "threads", INT, "1", 1, 1024, NULL,
       "math threads per worker (and of the eigen service)"),
     K(train.eval_every, "train.eval_every", "eval-every", INT, "1", 0, S_INT_MAX, NULL,
@@ -284,20 +288,57 @@ int app_opts_check(const struct app_opts *o)
     return RT_OK;
 }
 
-int app_opts_decay_epochs(const struct app_opts *o, int32_t *out, int max, int32_t *n)
+/* The integers of list option `key` (text, or NULL: *n = 0), at most max; `what` names them. */
+static int s_int_list(const char *key, const char *text, const char *what, int32_t *out, int max,
+                      int32_t *n)
 {
     *n = 0;
-    for (const char *p = o->schedule.decay_epochs; p && *p;) {
+    for (const char *p = text; p && *p;) {
         if (*n >= max)
-            return rt_err_set(RT_ERR_CONFIG, "schedule.decay_epochs: more than %d epochs", max);
+            return rt_err_set(RT_ERR_CONFIG, "%s: more than %d %s", key, max, what);
         char *end;
         long e = strtol(p, &end, 10); /* the table checked the items */
         if (end == p || (*end && *end != ','))
-            return rt_err_set(RT_ERR_CONFIG, "schedule.decay_epochs: bad list '%s'",
-                              o->schedule.decay_epochs);
+            return rt_err_set(RT_ERR_CONFIG, "%s: bad list '%s'", key, text);
         out[(*n)++] = (int32_t)e;
         p = *end ? end + 1 : end;
     }
+    return RT_OK;
+}
+
+int app_opts_decay_epochs(const struct app_opts *o, int32_t *out, int max, int32_t *n)
+{
+    return s_int_list("schedule.decay_epochs", o->schedule.decay_epochs, "epochs", out, max, n);
+}
+
+int app_opts_worker_devices(const struct app_opts *o, char (*names)[APP_DEVICE_NAME_MAX], int max,
+                            int *n)
+{
+    int32_t idx[APP_MAX_DEVICES], count = 0;
+    *n = 0;
+    int rc = s_int_list("worker.devices", o->device.worker_list, "devices", idx,
+                        max < APP_MAX_DEVICES ? max : APP_MAX_DEVICES, &count);
+    if (rc)
+        return rc;
+    if (count == 0) {
+        snprintf(names[0], APP_DEVICE_NAME_MAX, "%s", o->device.worker ? o->device.worker : "cpu");
+        *n = 1;
+        return RT_OK;
+    }
+    for (int i = 0; i < count; i++)
+        for (int j = 0; j < i; j++)
+            if (idx[i] == idx[j])
+                return rt_err_set(RT_ERR_CONFIG, "worker.devices: device %d listed twice",
+                                  (int)idx[i]);
+    if (count > 1 && !nn_backend_have_nccl())
+        return rt_err_set(RT_ERR_CONFIG,
+                          "worker.devices lists %d devices, but this eigenbatch was built without "
+                          "NCCL, which sums their gradients (list one device, or build with CUDA "
+                          "and NCCL)",
+                          (int)count);
+    for (int i = 0; i < count; i++)
+        snprintf(names[i], APP_DEVICE_NAME_MAX, "cuda:%d", (int)idx[i]);
+    *n = count;
     return RT_OK;
 }
 

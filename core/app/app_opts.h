@@ -20,6 +20,7 @@
 #include "rt_wire.h"
 
 #define APP_MAX_SHARDS 256
+#define APP_MAX_DEVICES 16 /* devices of one worker (worker.devices) at most */
 #define APP_MAX_WORKERS 256
 #define APP_MAX_LIST 8192     /* bytes of a comma-separated list option */
 #define APP_MIN_EVICT_MS 100  /* shortest worker eviction timeout (heartbeats are a quarter) */
@@ -116,8 +117,9 @@ struct app_train_opts {
 
 /* Devices of the compute roles (nn_backend.h): cpu, cuda or cuda:N. */
 struct app_device_opts {
-    const char *worker;   /* worker.device */
-    const char *eigensvc; /* eigensvc.device */
+    const char *worker;      /* worker.device */
+    const char *eigensvc;    /* eigensvc.device */
+    const char *worker_list; /* worker.devices: CUDA indices, comma-separated, or NULL */
 };
 
 struct app_checkpoint_opts {
@@ -202,6 +204,15 @@ int app_opts_decay_epochs(const struct app_opts *o, int32_t *out, int max, int32
 
 /* 1 when the method needs the eigen service (ABS, ABSA). */
 int app_opts_needs_eigensvc(const struct app_opts *o);
+
+/* The worker's devices: worker.devices (CUDA indices, distinct) when set, else worker.device
+ * alone. Fills out[0..*n) with device strings ("cpu", "cuda:N"), each written into its own
+ * APP_DEVICE_NAME_MAX bytes of names. Returns RT_OK, or RT_ERR_CONFIG with one line naming the
+ * problem: more than max devices, a repeated index, or several devices in a build without NCCL
+ * (nn_backend_have_nccl). */
+#define APP_DEVICE_NAME_MAX 16
+int app_opts_worker_devices(const struct app_opts *o, char (*names)[APP_DEVICE_NAME_MAX], int max,
+                            int *n);
 
 /* 1 under abs.decisions sync with ABS/ABSA. */
 int app_opts_sync(const struct app_opts *o);

@@ -15,6 +15,7 @@
 
 #include "nn_base.h"
 #include "nn_loss.h"
+#include "nn_nccl.h"
 #include "nn_net.h"
 
 #define NN_BACKEND_WHY_MAX 256 /* bytes of a failure reason */
@@ -34,6 +35,43 @@ static const struct nn_backend_ops *nn_cuda_backend(int index, char *why, size_t
     return NULL;
 }
 #endif
+
+#ifndef EB_HAVE_NCCL
+/* Without NCCL one worker drives one device (nn_nccl.h's stubs). */
+struct nn_nccl *nn_nccl_new(const int *devices, int n, char *why, size_t why_len)
+{
+    (void)devices;
+    snprintf(why, why_len,
+             "%d devices in one worker need NCCL, and this eigenbatch was built without it "
+             "(CUDA with NCCL: -DEB_CUDA=ON, NCCL found or -DEB_NCCL_ROOT)",
+             n);
+    return NULL;
+}
+
+int nn_nccl_allreduce(struct nn_nccl *c, float *const *bufs, size_t count, int average)
+{
+    (void)c;
+    (void)bufs;
+    (void)count;
+    (void)average;
+    return -1;
+}
+
+void nn_nccl_destroy(struct nn_nccl **self_p)
+{
+    if (self_p)
+        *self_p = NULL;
+}
+#endif
+
+int nn_backend_have_nccl(void)
+{
+#ifdef EB_HAVE_NCCL
+    return 1;
+#else
+    return 0;
+#endif
+}
 
 /* ---- the CPU table ------------------------------------------------------------------------ */
 
@@ -147,6 +185,8 @@ static const struct nn_backend_ops s_cpu = {
     .sign_step = s_cpu_sign_step,
     .sync = s_cpu_sync,
     .mem_free = s_cpu_mem_free,
+    .host_alloc = s_cpu_alloc,
+    .host_free = nn_free,
 };
 
 const struct nn_backend_ops *nn_backend_cpu(void)

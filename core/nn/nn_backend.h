@@ -58,6 +58,10 @@ struct nn_backend_ops {
     int (*sync)(void);
     /* Free bytes of this device (SIZE_MAX for the host). */
     size_t (*mem_free)(void);
+    /* Host memory that copies to and from this device can use directly (page-locked on CUDA;
+     * nn_alloc on the CPU): zero-filled, NULL on failure (reported); free accepts NULL. */
+    void *(*host_alloc)(size_t bytes);
+    void (*host_free)(void *p);
 };
 
 /* The CPU backend (always present). */
@@ -70,6 +74,9 @@ int nn_backend_get(const char *device, const struct nn_backend_ops **out);
 
 /* One-line reason of the last failed nn_backend_get (this thread); "" if none. */
 const char *nn_backend_why(void);
+
+/* 1 when this build can sum gradients across several CUDA devices of one process (NCCL). */
+int nn_backend_have_nccl(void);
 
 /* Parse "cpu" (*index = -1), "cuda" (0) or "cuda:N" (N); NN_OK or NN_ERR_ARG. */
 int nn_backend_parse(const char *device, int *index);

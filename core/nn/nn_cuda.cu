@@ -11,6 +11,7 @@
 #include "nn_cuda.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -20,17 +21,26 @@ const struct nn_backend_ops *nn_cuda_backend(int index, char *why, size_t why_le
 
 static thread_local struct nn_cuda_ctx t_ctx[NN_CUDA_MAX_DEVICES]; /* this thread's contexts */
 static thread_local struct nn_cuda_ctx *t_cur;                     /* the bound one */
-/* The context bound last by any thread: a net moved to a device by one thread and run by another
- * (a role's setup and its compute thread) uses it, one thread at a time. */
-static struct nn_cuda_ctx *volatile s_last;
+/* The device bound last by any thread: a thread that runs a net another thread moved there (a
+ * role's setup and its compute thread) without binding first (nn_net_bind_thread) gets handles
+ * of its own for that device: handles and streams are never shared between threads, and a
+ * thread's contexts die with it. */
+static volatile int s_last_device = -1;
 static volatile int s_failed; /* latched error flag */
+
+static int s_ctx_init(struct nn_cuda_ctx *c, int index, char *why, size_t why_len);
 
 struct nn_cuda_ctx *nn_cuda_ctx_get(void)
 {
     if (!t_cur) {
-        NN_ASSERT(s_last && s_last->ready);
-        t_cur = s_last;
-        CUDA_CHECK(cudaSetDevice(t_cur->device));
+        int dev = s_last_device;
+        char why[NN_CUDA_WHY_MAX] = "";
+        NN_ASSERT(dev >= 0); /* a device net exists, so some thread bound a device */
+        if (s_ctx_init(&t_ctx[dev], dev, why, sizeof why)) {
+            nn_cuda_fail(__FILE__, __LINE__, "s_ctx_init(this thread's handles)", why);
+            NN_ASSERT(!"a thread cannot get handles for a device that worked before");
+        }
+        t_cur = &t_ctx[dev];
     }
     return t_cur;
 }
@@ -101,6 +111,25 @@ static size_t s_mem_free(void)
     size_t free_b = 0, total = 0;
     CUDA_CHECK(cudaMemGetInfo(&free_b, &total));
     return free_b;
+}
+
+/* Page-locked host memory: copies from and to it are DMA transfers that need no staging. */
+static void *s_host_alloc(size_t bytes)
+{
+    void *p = NULL;
+    cudaError_t e = cudaMallocHost(&p, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+        nn_report(3, "cudaMallocHost(%zu bytes) failed: %s", bytes, cudaGetErrorString(e));
+        return NULL;
+    }
+    memset(p, 0, bytes ? bytes : 1);
+    return p;
+}
+
+static void s_host_free(void *p)
+{
+    if (p)
+        CUDA_CHECK(cudaFreeHost(p));
 }
 
 /* cuBLAS is column-major: row-major C[m x n] is column-major C^T[n x m] = op(B)^T op(A)^T, so the
@@ -368,7 +397,8 @@ static const struct nn_layer_ops *s_layer_ops(const char *kind)
     return NULL;
 }
 
-static struct nn_backend_ops s_table[NN_CUDA_MAX_DEVICES]; /* one per device (name, index) */
+static struct nn_backend_ops s_table[NN_CUDA_MAX_DEVICES];       /* one per device (name, index) */
+static pthread_mutex_t s_table_lock = PTHREAD_MUTEX_INITIALIZER; /* first fill of s_table[i] */
 
 /* Create the thread's handles for device `index`; returns 0 or -1 with why filled. */
 static int s_ctx_init(struct nn_cuda_ctx *c, int index, char *why, size_t why_len)
@@ -419,8 +449,13 @@ const struct nn_backend_ops *nn_cuda_backend(int index, char *why, size_t why_le
     if (s_ctx_init(&t_ctx[index], index, why, why_len))
         return NULL;
     t_cur = &t_ctx[index];
-    s_last = t_cur;
+    s_last_device = index;
     struct nn_backend_ops *t = &s_table[index];
+    pthread_mutex_lock(&s_table_lock);
+    if (t->name) { /* filled by an earlier call (any thread): the same table */
+        pthread_mutex_unlock(&s_table_lock);
+        return t;
+    }
     *t = (struct nn_backend_ops){
         .name = "cuda",
         .device = index,
@@ -441,6 +476,9 @@ const struct nn_backend_ops *nn_cuda_backend(int index, char *why, size_t why_le
         .sign_step = s_sign_step,
         .sync = s_sync,
         .mem_free = s_mem_free,
+        .host_alloc = s_host_alloc,
+        .host_free = s_host_free,
     };
+    pthread_mutex_unlock(&s_table_lock);
     return t;
 }

@@ -23,6 +23,7 @@ extern "C" {
 
 #define NN_CUDA_THREADS 256 /* threads per block of the elementwise kernels */
 #define NN_CUDA_MAX_DEVICES 16
+#define NN_CUDA_WHY_MAX 256 /* bytes of a one-line failure reason */
 
 /* Per thread and device: handles, stream and grow-only staging buffers. */
 struct nn_cuda_ctx {
@@ -39,7 +40,8 @@ struct nn_cuda_ctx {
     int loss_cap;          /* capacity of the three above, in samples */
 };
 
-/* The calling thread's context (set by nn_cuda_backend). */
+/* The calling thread's context for the device it bound last (nn_cuda_backend); a thread that
+ * never bound one gets its own for the device bound last by any thread. */
 struct nn_cuda_ctx *nn_cuda_ctx_get(void);
 /* Report a failed call and latch the error flag. */
 void nn_cuda_fail(const char *file, int line, const char *expr, const char *msg);

@@ -359,6 +359,7 @@ void nn_net_destroy(nn_net_t **self_p)
     nn_free(net->buffers);
     nn_free(net->work);
     nn_free(net->probs);
+    nn_free(net->mom);
     free(net);
     *self_p = NULL;
 }
@@ -718,7 +719,9 @@ float nn_net_hvp(nn_net_t *net, const float *x, const int32_t *labels, int n, en
     const float *v_host = v;
     float *hv_host = hv;
     if (net->dv) {
-        if (net->be->upload(net->dv, v_host, net->n_params * sizeof(float)) != NN_OK)
+        /* one copy each way per product, through page-locked staging (a DMA transfer) */
+        memcpy(net->pin_v, v_host, net->n_params * sizeof(float));
+        if (net->be->upload(net->dv, net->pin_v, net->n_params * sizeof(float)) != NN_OK)
             return NAN;
         v = net->dv;
         hv = net->dhv;
@@ -779,7 +782,10 @@ float nn_net_hvp(nn_net_t *net, const float *x, const int32_t *labels, int n, en
         net->layers[i]->in_block = 0;
         net->layers[i]->v = net->layers[i]->hv = NULL;
     }
-    if (net->dv && net->be->download(hv_host, hv, net->n_params * sizeof(float)) != NN_OK)
-        return NAN;
+    if (net->dv) {
+        if (net->be->download(net->pin_hv, hv, net->n_params * sizeof(float)) != NN_OK)
+            return NAN;
+        memcpy(hv_host, net->pin_hv, net->n_params * sizeof(float));
+    }
     return (float)loss;
 }

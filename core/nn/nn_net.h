@@ -148,7 +148,8 @@ float nn_net_hvp(nn_net_t *net, const float *x, const int32_t *labels, int n, en
  * "cuda:N"): every layer gets the backend's table for its kind, and parameters, gradients,
  * buffers, activations, R-companions and workspaces are reserved on the device before the first
  * step, after checking the memory plan (a one-line error naming `label`, the micro-batch and the
- * bytes when it does not fit). Afterwards nn_net_params/grads/buffers return host mirrors: the
+ * bytes when it does not fit). Afterwards nn_net_params/grads/buffers return host mirrors in
+ * page-locked memory (new pointers: those returned before the move are invalid): the
  * passes read and write the device copies, and nn_net_sync copies between the two (the weight
  * pull uploads, the gradient push downloads). On the CPU nn_net_sync does nothing. Returns NN_OK
  * or a negative nn_err with the reason reported (and, for a device that cannot be had, in
@@ -163,6 +164,49 @@ enum nn_sync {
 };
 int nn_net_to_backend(nn_net_t *net, const char *device, const char *label);
 int nn_net_sync(nn_net_t *net, unsigned what);
+/* Bind the calling thread to the net's device: its device calls go to that device through this
+ * thread's own handles and stream (created at the thread's first call for the device, then kept).
+ * A thread that runs passes of a device net it did not move there calls this once before the
+ * first (each of several threads driving one GPU each does); calling it again is cheap. NN_OK
+ * (always on the CPU) or NN_ERR_ARG with the reason in nn_backend_why(). */
+int nn_net_bind_thread(nn_net_t *net);
+/* CUDA device index of the net's backend, -1 on the CPU. */
+int nn_net_device(const nn_net_t *net);
+/* Wait until the net's queued device work (of the calling thread's stream) is done: NN_OK or a
+ * negative nn_err when a device call failed. Nothing to wait for on the CPU. */
+int nn_net_finish(nn_net_t *net);
+
+/* Replica groups: one model replicated on several devices of one process (a worker driving the
+ * GPUs of its node). Each replica is its own net, moved to its own device with nn_net_to_backend
+ * and run by its own thread (nn_net_bind_thread); the group sums their gradients and averages
+ * their buffers in place, on every replica, with one NCCL all-reduce per vector (ncclCommInitAll
+ * over the devices, the calls between ncclGroupStart and ncclGroupEnd, driven by the calling
+ * thread). Replicas on the CPU are reduced on the host (tests). */
+#define NN_GROUP_MAX 16 /* replicas of a group at most */
+typedef struct nn_group nn_group_t;
+enum nn_reduce {
+    NN_REDUCE_GRADS = 1u << 0,  /* gradients: sum over replicas */
+    NN_REDUCE_BUFFERS = 1u << 1 /* buffers (BN running statistics): mean over replicas */
+};
+/* A group over nets[0..n) (borrowed: they must outlive it), all on distinct CUDA devices or all
+ * on the CPU, all of one model. Returns NN_OK and *out (caller owns it; free with
+ * nn_group_destroy), or NN_ERR_ARG with a one-line reason in why (n outside 2..NN_GROUP_MAX,
+ * different models, a shared or mixed device, a build without NCCL, NCCL's own failure), or
+ * NN_ERR_NOMEM. */
+int nn_group_new(nn_net_t *const *nets, int n, char *why, size_t why_len, nn_group_t **out);
+/* Reduce `what` (enum nn_reduce flags) across the replicas, in place. Every replica's work must be
+ * finished (nn_net_finish in its thread). Returns when the results are on every replica: NN_OK
+ * or a negative nn_err (the failed call reported). */
+int nn_group_allreduce(nn_group_t *g, unsigned what);
+/* Free the group (not the nets) and null the caller's pointer; accepts NULL, safe twice. */
+void nn_group_destroy(nn_group_t **self_p);
+
+/* One SGD step with momentum and weight decay (nn_sgd_step's semantics) on the net's own
+ * parameters with its gradients, where they live (on a device: on the device, with a momentum
+ * buffer there). The momentum buffer is the net's, zero at the first call (reserved then) and
+ * again after nn_net_to_backend. Returns when the update is done: NN_OK, or a negative nn_err
+ * (no memory for the momentum, a failed device call). */
+int nn_net_sgd_step(nn_net_t *net, float lr, float momentum, float weight_decay);
 /* Name of the net's backend ("cpu", "cuda"). */
 const char *nn_net_backend_name(const nn_net_t *net);
 /* Activation floats per sample over all nodes and the scratch floats of the largest layer, for

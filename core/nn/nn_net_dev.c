@@ -9,6 +9,7 @@
 #include "nn_net_impl.h"
 
 #define NN_DEV_MSG_MAX 512 /* bytes of a memory-plan message */
+#define NN_DEV_NAME_MAX 32 /* bytes of a device string ("cuda:N") */
 
 size_t nn_net_act_floats(const nn_net_t *net)
 {
@@ -40,16 +41,41 @@ void nn_net_dev_layer_release(struct nn_layer *l)
     l->ops = l->cpu_ops;
 }
 
+/* Host mirror `*p` of n floats from the backend's host memory back to nn_alloc memory (what
+ * nn_net_destroy frees), or the other way (to_pinned). Keeps the old memory when out of it. */
+static void s_move_mirror(const struct nn_backend_ops *be, float **p, size_t n, int to_pinned)
+{
+    size_t bytes = n * sizeof(float) + sizeof(float);
+    float *q = to_pinned ? be->host_alloc(bytes) : nn_alloc(bytes);
+    if (!q)
+        return;
+    memcpy(q, *p, n * sizeof(float));
+    if (to_pinned)
+        nn_free(*p);
+    else
+        be->host_free(*p);
+    *p = q;
+}
+
 void nn_net_dev_free(nn_net_t *net)
 {
     const struct nn_backend_ops *be = net->be;
     if (!be || be == nn_backend_cpu())
         return;
     float **dev[] = {&net->act,  &net->ract,  &net->params, &net->grads, &net->buffers,
-                     &net->work, &net->probs, &net->dv,     &net->dhv};
+                     &net->work, &net->probs, &net->dv,     &net->dhv,   &net->mom};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) {
         be->free(*dev[i]);
         *dev[i] = NULL;
+    }
+    be->host_free(net->pin_v);
+    be->host_free(net->pin_hv);
+    net->pin_v = net->pin_hv = NULL;
+    if (net->pinned) {
+        s_move_mirror(be, &net->host_params, net->n_params, 0);
+        s_move_mirror(be, &net->host_grads, net->n_params, 0);
+        s_move_mirror(be, &net->host_buffers, net->n_buffers, 0);
+        net->pinned = 0;
     }
     net->params = net->host_params;
     net->grads = net->host_grads;
@@ -105,10 +131,12 @@ static int s_reserve(nn_net_t *net, const struct nn_backend_ops *be)
     net->probs = be->alloc((size_t)net->classes * mb * sizeof(float));
     net->dv = be->alloc(net->n_params * sizeof(float) + 1);
     net->dhv = be->alloc(net->n_params * sizeof(float) + 1);
+    net->pin_v = be->host_alloc(net->n_params * sizeof(float) + 1);
+    net->pin_hv = be->host_alloc(net->n_params * sizeof(float) + 1);
     net->work = NULL; /* device layers keep their own workspaces */
     net->work_floats = 0;
     if (!net->act || !net->params || !net->grads || !net->buffers || !net->probs || !net->dv ||
-        !net->dhv)
+        !net->dhv || !net->pin_v || !net->pin_hv)
         return NN_ERR_NOMEM;
     if (be->upload(net->params, net->host_params, net->n_params * sizeof(float)) != NN_OK ||
         be->upload(net->buffers, net->host_buffers, net->n_buffers * sizeof(float)) != NN_OK)
@@ -179,7 +207,34 @@ int nn_net_to_backend(nn_net_t *net, const char *device, const char *label)
     nn_free(host_ract);
     nn_free(host_work);
     nn_free(host_probs);
-    return NN_OK;
+    nn_free(net->mom); /* momentum does not move: it restarts from zero on the device */
+    net->mom = NULL;
+    /* the weight pull and the gradient push copy from and to page-locked mirrors */
+    s_move_mirror(be, &net->host_params, net->n_params, 1);
+    s_move_mirror(be, &net->host_grads, net->n_params, 1);
+    s_move_mirror(be, &net->host_buffers, net->n_buffers, 1);
+    net->pinned = 1;
+    /* the setup's work is done before another thread (with its own stream) runs a pass */
+    return be->sync();
+}
+
+int nn_net_bind_thread(nn_net_t *net)
+{
+    const struct nn_backend_ops *be = net->be, *got = NULL;
+    if (!be || be == nn_backend_cpu())
+        return NN_OK;
+    char dev[NN_DEV_NAME_MAX];
+    snprintf(dev, sizeof dev, "%s:%d", be->name, be->device);
+    return nn_backend_get(dev, &got);
+}
+
+int nn_net_sgd_step(nn_net_t *net, float lr, float momentum, float weight_decay)
+{
+    const struct nn_backend_ops *be = net->be;
+    if (!net->mom && !(net->mom = be->alloc(net->n_params * sizeof(float) + sizeof(float))))
+        return NN_ERR_NOMEM;
+    be->sgd(net->params, net->mom, net->grads, net->n_params, lr, momentum, weight_decay);
+    return be->sync();
 }
 
 int nn_net_sync(nn_net_t *net, unsigned what)

@@ -47,6 +47,9 @@ struct nn_net {
     float *host_grads;               /* host mirror of grads */
     float *host_buffers;             /* host mirror of buffers */
     float *dv, *dhv;                 /* device copies of an HVP's v and hv (device nets only) */
+    float *pin_v, *pin_hv;           /* page-locked host staging of v and hv (device nets only) */
+    int pinned;                      /* host mirrors are the backend's host_alloc memory */
+    float *mom;                      /* momentum of nn_net_sgd_step (net's backend; lazily) */
     struct nn_hvp_cache {            /* nn_net_hvp_reuse: what the last full HVP pass was for */
         int on;                      /* reuse allowed (the caller keeps weights and batch) */
         int valid;                   /* a full pass for the key below has run since */

@@ -1,32 +1,184 @@
 #!/usr/bin/env bash
-# tests/gpu/run.sh: the GPU checks, on a machine with one GPU, from a bundle made here with
-#   cmake -B build-gpu -DEB_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 && make -C build-gpu -j
-#   /work/shared/gpu/bundle.sh build-gpu eb-gpu.tar.xz build-gpu/gpu_check
-# and unpacked there: tar xJf eb-gpu.tar.xz -C DIR && . DIR/env.sh && tests/gpu/run.sh
-# Steps (one JSON line each; the whole run stays under 8 minutes):
-#   (a)/(b) gpu_check: whole nets (cnn, resnet20) CPU vs CUDA: loss, gradient, HVP (1e-4), top
-#           eigenvalue (1e-3); test_nn_cuda: GEMM and cnn parity
-#   (c)     2 epochs of Fashion-MNIST with the worker on cpu and on cuda (when the data exist)
-#   (d)     eigenbatch bench train --device cuda for resnet20 and resnet18 (when bench exists)
+# tests/gpu/run.sh [BUNDLE.tar.xz]: the GPU checks, in one call, on a bare machine with one GPU,
+# in under 8 minutes (each step has its own timeout and the run skips what would pass the budget).
+#
+# Prepare here (a machine with the CUDA toolkit; no GPU needed), from the repository root:
+#   cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DEB_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90
+#   nice make -C build-gpu -j2 eigenbatch gpu_check test_nn_cuda
+#   mkdir -p build-gpu/carry && /work/shared/gpu/bundle.sh build-gpu build-gpu/carry/eb-gpu.tar.xz \
+#       build-gpu/gpu_check
+#   cp /usr/share/datasets/fashion-mnist/*.gz build-gpu/carry/     # optional, for step (c)
+# (the binaries link libnccl.so.2 when CMake found NCCL: the target needs it too, as PyTorch's
+# nvidia-nccl package provides; add -DEB_NCCL=OFF for a target without it)
+# carry build-gpu/carry (about 8 MB, 38 MB with Fashion-MNIST) with the tree and run there, from
+# the repository root:  tests/gpu/run.sh build-gpu/carry/eb-gpu.tar.xz
+# Without an argument the bundle is $EB_GPU_BUNDLE or build-gpu/carry/eb-gpu.tar.xz; when neither
+# exists, the binaries must be on PATH already (a machine with a build of its own). The IDX files
+# of Fashion-MNIST are looked for in $EB_FMNIST_IDX, then beside the bundle.
+#
+# Steps, one JSON line each ({"step", "rc", "s"}), with their output before it:
+#   (a)+(b) gpu_check: every layer's forward, R-forward, backward, R-backward, the loss, SGD and
+#           FGSM on the GPU against the CPU backend (1e-4); cnn and resnet20: loss, gradient, BN
+#           statistics, one SGD step, one HVP (1e-4), top eigenvalue (1e-3); a table
+#   (a')    test_nn_cuda: the unit test of the CUDA backend (GEMM, cnn parity)
+#   (c)     2 epochs of Fashion-MNIST (cnn, BL, 2 workers) with the workers on cuda and, in the
+#           background from the start (at most the budget less 40 s), on the CPU; the GPU run's test accuracy
+#           must reach the CPU run's minus 1 point (joined last, after (d))
+#   (d)     eigenbatch bench train --device cuda, resnet20 (3x32x32) and resnet18 (3x224x224),
+#           batch 256, next to PyTorch CUDA on the same machine (bench/bench_torch_train.py,
+#           when torch with CUDA is importable; else a "skipped" line), and one "compare" line
+#           per model: images/s and HVP seconds, ours over torch's
+# Exit: 0 when every step that ran passed (a skipped step is not a failure), 1 otherwise.
 set -uo pipefail
+cd "$(dirname "$0")/../.." || exit 1
+t_start=$SECONDS
+budget=${EB_GPU_BUDGET_S:-420} # seconds; steps that would end past it are skipped
 fail=0
-step() { echo "{\"step\":\"$1\",\"rc\":$2}"; [ "$2" -eq 0 ] || [ "$2" -eq 77 ] || fail=1; }
-timeout 180 gpu_check; step gpu_check $?
-timeout 60 test_nn_cuda >/dev/null; step test_nn_cuda $?
-data=${EB_FMNIST_LMDB:-}
-if [ -n "$data" ] && [ -d "$data/train" ]; then
-  for dev in cpu cuda; do
-    out=$(mktemp -d)
-    timeout 120 eigenbatch train --model cnn --data-train "$data/train" --data-test "$data/test" \
-      --epochs 2 --device "$dev" --output-dir "$out" >/dev/null 2>&1
-    step "train_fmnist_$dev" $?
-    grep '"test_acc"' "$out/metrics.jsonl" | tail -1
-  done
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+json_step() { # name rc seconds [extra json fields]
+    echo "{\"step\":\"$1\",\"rc\":$2,\"s\":$3${4:+,$4}}"
+    [ "$2" -eq 0 ] || [ "$2" -eq 77 ] || fail=1
+}
+skip() { echo "{\"step\":\"$1\",\"skipped\":\"$2\"}"; }
+left() { echo $((budget - (SECONDS - t_start))); }
+# run NAME TIMEOUT OUT CMD...: CMD with a timeout when the budget allows it; its stdout goes to
+# OUT ("-": this stdout) and its stderr to OUT.err (or this stderr). Returns CMD's status.
+run() {
+    local name=$1 lim=$2 out=$3 rc t0=$SECONDS
+    shift 3
+    if [ "$(left)" -lt "$lim" ]; then
+        skip "$name" "budget: $(left) s left, step may take $lim s"
+        return 1
+    fi
+    if [ "$out" = - ]; then
+        timeout "$lim" "$@"
+    else
+        timeout "$lim" "$@" >"$out" 2>"$out.err"
+    fi
+    rc=$?
+    json_step "$name" "$rc" $((SECONDS - t0))
+    [ "$rc" -eq 77 ] && return 0 # skipped: not a failure
+    return "$rc"
+}
+
+# ---- the bundle -----------------------------------------------------------------------------
+bundle=${1:-${EB_GPU_BUNDLE:-build-gpu/carry/eb-gpu.tar.xz}}
+if [ -f "$bundle" ]; then
+    if ! mkdir -p "$tmp/eb" || ! tar xJf "$bundle" -C "$tmp/eb"; then
+        skip bundle "cannot unpack $bundle"
+        exit 1
+    fi
+    # shellcheck disable=SC1091
+    . "$tmp/eb/env.sh"
+    carry_dir=$(dirname "$bundle")
 else
-  echo '{"step":"train_fmnist","skipped":"set EB_FMNIST_LMDB to a folder with train/ and test/"}'
+    echo "run.sh: no bundle at '$bundle'; using the binaries on PATH" >&2
+    carry_dir=
 fi
-for m in resnet20 resnet18; do
-  timeout 60 eigenbatch bench train --model "$m" --device cuda 2>/dev/null | tail -1
-  step "bench_$m" ${PIPESTATUS[0]}
+for b in eigenbatch gpu_check; do
+    command -v "$b" >/dev/null || { skip "$b" "not on PATH (no bundle)"; exit 1; }
 done
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null |
+    sed 's/^/gpu: /'
+threads=$(nproc)
+
+# ---- (c) starts first: the CPU reference run takes the longest and runs in the background ---
+idx=${EB_FMNIST_IDX:-$carry_dir}
+have_fm=0
+if [ -n "$idx" ] && { [ -e "$idx/train-images-idx3-ubyte.gz" ] || [ -e "$idx/train-images-idx3-ubyte" ]; }; then
+    if eigenbatch convert fashion-mnist --in "$idx" --split train --out "$tmp/fm/train" >/dev/null 2>"$tmp/convert.log" &&
+        eigenbatch convert fashion-mnist --in "$idx" --split test --out "$tmp/fm/test" >/dev/null 2>>"$tmp/convert.log"; then
+        have_fm=1
+    else
+        skip train_fmnist "eigenbatch convert failed on $idx"
+        fail=1
+    fi
+else
+    skip train_fmnist "no Fashion-MNIST IDX files (EB_FMNIST_IDX or beside the bundle)"
+fi
+train_fm=(eigenbatch train --model cnn --data "$tmp/fm/train" --test "$tmp/fm/test" --epochs 2
+    --seed 1)
+last_acc() { grep -o '"test_accuracy":[0-9.eE+-]*' "$1/metrics.jsonl" 2>/dev/null | tail -1 | cut -d: -f2; }
+if [ $have_fm = 1 ]; then
+    cpu_threads=$((threads > 4 ? (threads - 2) / 2 : 1)) # per worker; two workers
+    (
+        timeout $((budget - 40)) nice "${train_fm[@]}" --device cpu --threads "$cpu_threads" \
+            --output-dir "$tmp/run_cpu" >"$tmp/run_cpu.log" 2>&1
+        echo $? >"$tmp/run_cpu.rc"
+    ) &
+    cpu_pid=$!
+fi
+
+# ---- (a) (b) -------------------------------------------------------------------------------
+run gpu_check 150 - gpu_check
+if command -v test_nn_cuda >/dev/null; then
+    run test_nn_cuda 60 "$tmp/test_nn_cuda.log" test_nn_cuda || tail -n 20 "$tmp"/test_nn_cuda.log* 2>/dev/null
+else
+    skip test_nn_cuda "not in the bundle"
+fi
+
+# ---- (c) the GPU run ---------------------------------------------------------------------------
+if [ $have_fm = 1 ]; then
+    run train_fmnist_cuda 150 "$tmp/run_cuda.log" "${train_fm[@]}" --device cuda --threads 2 \
+        --output-dir "$tmp/run_cuda" || tail -n 5 "$tmp"/run_cuda.log* 2>/dev/null
+fi
+
+# ---- (d) throughput next to PyTorch CUDA -----------------------------------------------------
+torch_ok=0
+if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+    torch_ok=1
+fi
+bench_pair() { # model input steps
+    local m=$1 in=$2 st=$3
+    if run "bench_$m" 90 "$tmp/ours_$m" eigenbatch bench train --model "$m" --input "$in" \
+        --batch 256 --threads 1 --steps "$st" --device cuda; then
+        tail -1 "$tmp/ours_$m" | sed 's/^{/{"impl":"eigenbatch",/'
+    else
+        tail -n 3 "$tmp/ours_$m.err" 2>/dev/null
+    fi
+    if [ $torch_ok = 0 ]; then
+        skip "torch_$m" "no PyTorch with CUDA on this machine"
+        return
+    fi
+    if [ "$m" = resnet18 ] && ! python3 -c 'import torchvision' 2>/dev/null; then
+        skip "torch_$m" "no torchvision (bench/torch_zoo.py takes ResNet-18 from it)"
+        return
+    fi
+    if run "torch_$m" 120 "$tmp/torch_$m" python3 bench/bench_torch_train.py --model "$m" \
+        --input "$in" --batch 256 --threads 1 --steps "$st" --device cuda; then
+        tail -1 "$tmp/torch_$m"
+    else
+        tail -n 3 "$tmp/torch_$m.err" 2>/dev/null
+    fi
+    python3 - "$m" "$tmp/ours_$m" "$tmp/torch_$m" <<'PY' 2>/dev/null || true
+import json, sys
+m = sys.argv[1]
+ours, ref = (json.loads(open(p).read().strip().splitlines()[-1]) for p in sys.argv[2:4])
+print(json.dumps({"compare": m, "device": "cuda", "batch": ours["batch"],
+                  "train_img_s": ours["images_per_s"], "torch_train_img_s": ref["images_per_s"],
+                  "train_ratio": ours["images_per_s"] / ref["images_per_s"],
+                  "hvp_img_s": ours["batch"] / ours["hvp_s"],
+                  "torch_hvp_img_s": ref["batch"] / ref["hvp_s"],
+                  "hvp_s": ours["hvp_s"], "torch_hvp_s": ref["hvp_s"],
+                  "hvp_ratio": ours["hvp_s"] / ref["hvp_s"]}))
+PY
+}
+bench_pair resnet20 3x32x32 10
+bench_pair resnet18 3x224x224 3
+
+# ---- (c) the CPU run's end and the accuracies ---------------------------------------------------
+if [ $have_fm = 1 ]; then
+    wait "$cpu_pid"
+    rc_cpu=$(cat "$tmp/run_cpu.rc" 2>/dev/null || echo 1)
+    json_step train_fmnist_cpu "$rc_cpu" 0
+    [ "$rc_cpu" -eq 0 ] || tail -n 5 "$tmp/run_cpu.log"
+    acc_cpu=$(last_acc "$tmp/run_cpu")
+    acc_gpu=$(last_acc "$tmp/run_cuda")
+    ok=$(awk -v a="${acc_gpu:-0}" -v b="${acc_cpu:-1}" 'BEGIN { print (a >= b - 0.01) ? 0 : 1 }')
+    json_step train_fmnist_accuracy "$ok" 0 "\"acc_cuda\":${acc_gpu:-null},\"acc_cpu\":${acc_cpu:-null}"
+fi
+
+echo "{\"step\":\"total\",\"rc\":$fail,\"s\":$((SECONDS - t_start))}"
 exit $fail

@@ -177,6 +177,9 @@ def run(files, env_file, names, binary, workdir):
         if any(p.poll() not in (None, 0) for _, p, _ in procs):
             break
         time.sleep(HEALTH_RETRY_S)
+    for name, p, _ in procs:  # those that exited 0 since the loop's last look
+        if p.poll() == 0 and name not in ended_at:
+            ended_at[name] = time.time()
     for h in running.values():
         h.kill()
         h.wait()

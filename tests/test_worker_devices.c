@@ -13,6 +13,7 @@
  *   - a replica group refuses fewer than two nets and two nets of different models.
  */
 #include "eb_test.h"
+#include "eb_test_data.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -28,31 +29,13 @@
 #define H 8
 #define W_ 8
 #define CLASSES 4
+enum { S_SAMPLE = C * H * W_ }; /* floats of one sample */
+_Static_assert(S_SAMPLE == EB_TEST_SAMPLE_FLOATS && CLASSES == EB_TEST_SAMPLE_CLASSES,
+               "the samples of eb_test_sample_read");
 #define M 8 /* micro-batch */
 #define D 3 /* replicas */
 #define EPS 0.01
 #define WHY_MAX 256
-
-static uint64_t s_mix(uint64_t z)
-{
-    z += 0x9e3779b97f4a7c15ull;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-/* Deterministic random samples: position p of epoch e. */
-static int s_read(void *user, uint64_t epoch, uint64_t first, uint32_t n, float *x, int32_t *y)
-{
-    (void)user;
-    for (uint32_t k = 0; k < n; k++) {
-        uint64_t base = s_mix((epoch << 40) ^ (first + k));
-        for (int j = 0; j < C * H * W_; j++)
-            x[k * C * H * W_ + j] = (float)(s_mix(base + (uint64_t)j) >> 40) / (float)(1 << 24);
-        y[k] = (int32_t)(s_mix(base ^ 0xabcdefull) % CLASSES);
-    }
-    return 0;
-}
 
 /* Prefetch records the ranges announced, to check the order matches the reads. */
 struct announced {
@@ -85,7 +68,8 @@ static void s_step(const char *model, int reps, uint32_t share, float gamma, str
         assert_non_null(nets[d]);
     }
     struct announced ann = {.n = 0};
-    struct worker_nn_source src = {.user = &ann, .read = s_read, .prefetch = s_prefetch};
+    struct worker_nn_source src = {
+        .user = &ann, .read = eb_test_sample_read, .prefetch = s_prefetch};
     struct worker_nn_cfg cfg = {.micro_batch = M,
                                 .fgsm_epsilon = EPS,
                                 .init_seed = 3,

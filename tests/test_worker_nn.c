@@ -8,6 +8,7 @@
  * running statistics is not the same as one sequential pass (by design, as in the reference).
  */
 #include "eb_test.h"
+#include "eb_test_data.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -25,33 +26,15 @@
 #define H 8
 #define W_ 8
 #define CLASSES 4
+enum { S_SAMPLE = C * H * W_ }; /* floats of one sample */
+_Static_assert(S_SAMPLE == EB_TEST_SAMPLE_FLOATS && CLASSES == EB_TEST_SAMPLE_CLASSES,
+               "the samples of eb_test_sample_read");
 #define STEPS 3
 #define LR 0.05f
 #define MOMENTUM 0.9f
 #define WD 5e-4f
 #define EPS 0.01
 #define MAXW 4
-
-static uint64_t s_mix(uint64_t z)
-{
-    z += 0x9e3779b97f4a7c15ull;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-/* Deterministic random samples: position p of epoch e. */
-static int s_read(void *user, uint64_t epoch, uint64_t first, uint32_t n, float *x, int32_t *y)
-{
-    (void)user;
-    for (uint32_t k = 0; k < n; k++) {
-        uint64_t base = s_mix((epoch << 40) ^ (first + k));
-        for (int j = 0; j < C * H * W_; j++)
-            x[k * C * H * W_ + j] = (float)(s_mix(base + (uint64_t)j) >> 40) / (float)(1 << 24);
-        y[k] = (int32_t)(s_mix(base ^ 0xabcdefull) % CLASSES);
-    }
-    return 0;
-}
 
 /* Shares seen by the workers: [step][worker] = (offset, count). */
 struct shares {
@@ -113,7 +96,7 @@ static void s_case(const char *model, int nw, int ns, const double *weights, uin
     struct shares sh;
     memset(&sh, 0, sizeof sh);
     pthread_mutex_init(&sh.mu, NULL);
-    struct worker_nn_source src = {.user = NULL, .read = s_read};
+    struct worker_nn_source src = {.user = NULL, .read = eb_test_sample_read};
     struct worker_nn_cfg ncfg = {.micro_batch = m, .fgsm_epsilon = EPS, .init_seed = 3};
     for (int i = 0; i < nw; i++) {
         nets[i] = nn_zoo_new(model, C, H, W_, CLASSES, m, NULL);
@@ -165,7 +148,7 @@ static void s_case(const char *model, int nw, int ns, const double *weights, uin
             assert_true(i < nw);
             for (uint32_t k = 0; k < sh.cnt[t][i]; k += (uint32_t)m) {
                 uint32_t n = sh.cnt[t][i] - k < (uint32_t)m ? sh.cnt[t][i] - k : (uint32_t)m;
-                s_read(NULL, 0, (uint64_t)t * batch + pos + k, n, x, y);
+                eb_test_sample_read(NULL, 0, (uint64_t)t * batch + pos + k, n, x, y);
                 if (gamma > 0)
                     assert_int_equal(worker_fgsm_apply(fg, x, (int32_t)n, gamma, EPS,
                                                        WORKER_FGSM_RANGE_BATCH, s_ref_input_grad,

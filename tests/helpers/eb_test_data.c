@@ -49,3 +49,25 @@ void eb_test_make_raw_db(const char *dir, size_t n, int c, int h, int w)
     free(data);
     free(buf);
 }
+
+static uint64_t s_mix(uint64_t z)
+{
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+int eb_test_sample_read(void *user, uint64_t epoch, uint64_t first, uint32_t n, float *x,
+                        int32_t *y)
+{
+    (void)user;
+    for (uint32_t k = 0; k < n; k++) {
+        uint64_t base = s_mix((epoch << 40) ^ (first + k));
+        for (int j = 0; j < EB_TEST_SAMPLE_FLOATS; j++)
+            x[(size_t)k * EB_TEST_SAMPLE_FLOATS + (size_t)j] =
+                (float)(s_mix(base + (uint64_t)j) >> 40) / (float)(1 << 24);
+        y[k] = (int32_t)(s_mix(base ^ 0xabcdefull) % EB_TEST_SAMPLE_CLASSES);
+    }
+    return 0;
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
-"""torch_zoo: eigenbatch's model zoo (../shared/models.md) as PyTorch modules.
+"""torch_zoo: eigenbatch's model zoo (core/nn/nn_zoo.c) as PyTorch modules.
 
-Parameter names and registration order are exactly those of models.md, so that
+Parameter names and registration order are exactly those of the zoo (core/nn/nn_zoo.c), so that
     model.load_state_dict(safetensors_io.load_torch("weights.safetensors"))
 loads a file written by eigenbatch with no renaming, and
     torch.cat([p.reshape(-1) for p in model.parameters()])
@@ -23,7 +23,7 @@ Command line:
     torch_zoo.py                      print and check every model's parameter count (the
                                       CIFAR-style models at 1x28x28 with 10 classes, wrn16_4 at
                                       3x32x32 with 10, the ImageNet models at 3x224x224 with 1000)
-                                      against models.md; exit 1 on a mismatch
+                                      against the zoo; exit 1 on a mismatch
     torch_zoo.py export MODEL C H W CLASSES SEED OUT
         write a seeded model's state_dict (PyTorch init, then BatchNorm gamma/beta/running
         statistics perturbed so that no BN is an identity) to OUT as safetensors,
@@ -38,7 +38,7 @@ MODELS = ("mlp", "cnn", "resnet20", "resnet18_cifar", "wrn16_4", "resnet18", "re
           "resnet50", "alexnet")
 TORCHVISION = ("resnet18", "resnet34", "resnet50", "alexnet")
 
-# Parameter counts (models.md): (c, h, w, classes) -> count.
+# Parameter counts (the zoo): (c, h, w, classes) -> count.
 EXPECTED_PARAMS = {
     "mlp": ((1, 28, 28, 10), 535818),
     "cnn": ((1, 28, 28, 10), 421738),

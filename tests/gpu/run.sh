@@ -5,10 +5,11 @@
 # Prepare here (a machine with the CUDA toolkit; no GPU needed), from the repository root:
 #   cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DEB_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90
 #   nice make -C build-gpu -j2 eigenbatch gpu_check test_nn_cuda
-#   mkdir -p build-gpu/carry && /work/shared/gpu/bundle.sh build-gpu build-gpu/carry/eb-gpu.tar.xz \
+#   mkdir -p build-gpu/carry && bundle.sh build-gpu build-gpu/carry/eb-gpu.tar.xz \
 #       build-gpu/gpu_check
 #   cp /usr/share/datasets/fashion-mnist/*.gz build-gpu/carry/     # optional, for step (c)
-# (the binaries link libnccl.so.2 when CMake found NCCL: the target needs it too, as PyTorch's
+# (bundle.sh: packs the binaries with the shared libraries they link, to a tar.xz; the binaries
+# link libnccl.so.2 when CMake found NCCL: the target needs it too, as PyTorch's
 # nvidia-nccl package provides; add -DEB_NCCL=OFF for a target without it)
 # carry build-gpu/carry (about 8 MB, 38 MB with Fashion-MNIST) with the tree and run there, from
 # the repository root:  tests/gpu/run.sh build-gpu/carry/eb-gpu.tar.xz

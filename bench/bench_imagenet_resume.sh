@@ -62,7 +62,7 @@ sample_peak() {
     local root=$1 file=$2 peak=0
     while kill -0 "$root" 2>/dev/null; do
         for p in $(pgrep -P "$root"); do
-            tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q ' worker ' || continue
+            { tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null | grep -q ' worker ' || continue
             local kb
             kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$p/status" 2>/dev/null)
             [ -n "$kb" ] && [ "$kb" -gt "$peak" ] && peak=$kb

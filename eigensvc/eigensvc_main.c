@@ -58,7 +58,10 @@ int eigensvc_main_cfg(const struct app_opts *o, struct eigensvc_cfg *ec)
                           o->schedule.method);
     eig_power_config_preset(&ec->power, pp);
     ec->power.seed = (uint64_t)o->train.seed;
-    ec->lanczos = !strcmp(o->abs.method, "lanczos");
+    /* auto: what `eig --preset` runs (power iteration cannot reach the accurate preset's
+     * tolerance when the top eigenvalues are close) */
+    ec->lanczos = !strcmp(o->abs.method, "lanczos") ||
+                  (!strcmp(o->abs.method, "auto") && pp == EIG_POWER_ACCURATE);
     eig_abs_config_default(&ec->abs, (int32_t)o->schedule.epochs,
                            !strcasecmp(o->schedule.method, "ABSA"));
     ec->abs.alpha = o->abs.alpha;

@@ -24,6 +24,7 @@
 
 #include "rt_decsub.h"
 #include "eigensvc.h"
+#include "eigensvc_main.h"
 #include "rt_err.h"
 #include "rt_loader.h"
 #include "cluster_embed.h"
@@ -527,6 +528,42 @@ static void test_superseded_resume(void **state)
     free(tmp);
 }
 
+/* abs.method from the options (eigensvc_main_cfg): auto, the default, runs what `eig --preset`
+ * runs (power iteration under paper, Lanczos under accurate); power and lanczos are kept. */
+static void test_method_from_options(void **state)
+{
+    (void)state;
+    char *tmp = eb_test_tmpdir(), db[4200];
+    snprintf(db, sizeof db, "%s/db", tmp);
+    eb_test_make_raw_db(db, N, C, H, W_);
+    static const struct {
+        const char *preset, *method; /* NULL: the default */
+        int lanczos;
+    } cases[] = {{"paper", NULL, 0},       {"accurate", NULL, 1}, {"paper", "lanczos", 1},
+                 {"accurate", "power", 0}, {"paper", "auto", 0},  {"accurate", "auto", 1}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char preset[64], method[64];
+        snprintf(preset, sizeof preset, "abs.preset=%s", cases[i].preset);
+        snprintf(method, sizeof method, "abs.method=%s",
+                 cases[i].method ? cases[i].method : "auto");
+        char *argv[] = {
+            "eigensvc", "--model", "mlp",   "--data", db,  "--set", "schedule.method=ABS",
+            "--set",    preset,    "--set", method,   NULL};
+        int argc = cases[i].method ? 11 : 9;
+        struct app_opts o;
+        rt_config_t *cfg = NULL;
+        assert_int_equal(app_opts_parse(argc, argv, "", &o, &cfg), 0);
+        struct eigensvc_cfg ec;
+        assert_int_equal(eigensvc_main_cfg(&o, &ec), 0);
+        if (ec.lanczos != cases[i].lanczos)
+            fail_msg("preset %s, method %s: lanczos %d", cases[i].preset,
+                     cases[i].method ? cases[i].method : "(default)", ec.lanczos);
+        rt_config_destroy(&cfg);
+    }
+    eb_test_rmtree(tmp);
+    free(tmp);
+}
+
 static void test_bad_config(void **state)
 {
     (void)state;
@@ -558,7 +595,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_abs_run),        cmocka_unit_test(test_sync_bitwise),
         cmocka_unit_test(test_lanczos_method), cmocka_unit_test(test_superseded_resume),
-        cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_bad_config),     cmocka_unit_test(test_method_from_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

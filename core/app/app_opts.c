@@ -137,8 +137,9 @@ const struct rt_opt app_opts_table[] = {
     K(abs.bn, "abs.bn", "bn", STR, "eval", 0, 0, "eval|train", "BatchNorm mode of the Hessian"),
     K(abs.preset, "abs.preset", "preset", STR, "paper", 0, 0, "paper|accurate",
       "power iteration: paper (10 it, 1e-2) or accurate (50, 1e-3)"),
-    K(abs.method, "abs.method", "eig-method", STR, "power", 0, 0, "power|lanczos",
-      "eigen service: power iteration (the reference's) or Lanczos, to the preset's tolerance"),
+    K(abs.method, "abs.method", "eig-method", STR, "auto", 0, 0, "auto|power|lanczos",
+      "eigen service: power iteration (the reference's) or Lanczos, to the preset's tolerance; "
+      "auto: Lanczos under the accurate preset, power iteration under paper (as eig)"),
     K(abs.decisions, "abs.decisions", "decisions", STR, "async", 0, 0, "async|sync",
       "sync: each epoch start waits for its decision (deterministic runs)"),
     K(abs.hessian_batch, "abs.hessian_batch", "hessian-batch", INT, "128", 1, S_INT_MAX, NULL,

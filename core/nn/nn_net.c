@@ -551,6 +551,19 @@ static struct nn_node *s_logits(const nn_net_t *net)
     return net->nodes[net->n_nodes - 1];
 }
 
+/* R-forward of layer l when it is in the block or an input carries a tangent; marks its output. */
+static void s_rforward_layer(nn_net_t *net, struct nn_layer *l, const struct nn_ctx *ctx)
+{
+    int active = l->in_block;
+    for (int j = 0; j < l->n_in; j++)
+        active |= l->in[j]->r_active;
+    if (active) {
+        l->ops->rforward(l, ctx);
+        net->stats.rforward++;
+        l->out->r_active = 1;
+    }
+}
+
 /* Forward through every layer; with rfrom >= 0 also the R-forward from layer rfrom on. */
 static void s_forward(nn_net_t *net, const struct nn_ctx *ctx, int rfrom)
 {
@@ -563,14 +576,7 @@ static void s_forward(nn_net_t *net, const struct nn_ctx *ctx, int rfrom)
         l->out->r_active = 0;
         if (rfrom < 0 || i < rfrom)
             continue;
-        int active = l->in_block;
-        for (int j = 0; j < l->n_in; j++)
-            active |= l->in[j]->r_active;
-        if (active) {
-            l->ops->rforward(l, ctx);
-            net->stats.rforward++;
-            l->out->r_active = 1;
-        }
+        s_rforward_layer(net, l, ctx);
     }
 }
 
@@ -612,14 +618,7 @@ static void s_rforward_only(nn_net_t *net, const struct nn_ctx *ctx, int rfrom)
         l->out->r_active = 0;
         if (i < rfrom)
             continue;
-        int active = l->in_block;
-        for (int j = 0; j < l->n_in; j++)
-            active |= l->in[j]->r_active;
-        if (active) {
-            l->ops->rforward(l, ctx);
-            net->stats.rforward++;
-            l->out->r_active = 1;
-        }
+        s_rforward_layer(net, l, ctx);
     }
 }
 

@@ -7,7 +7,7 @@ conversion to a float32 CHW array /255 (what eigenbatch's loader outputs). When 
 also torchvision's ImageNet training pipeline on the same bytes: PIL decode, RandomResizedCrop(224),
 RandomHorizontalFlip, ToTensor, Normalize(ImageNet's mean and std) (torch on one thread).
 
-usage: pil_loader.py JPEG_DIR SAMPLES"""
+usage: pil_loader.py JPEG_DIR SAMPLES [torchvision]   (torchvision: that pipeline only)"""
 import io
 import math
 import os
@@ -65,18 +65,20 @@ def run_torchvision(blobs, samples):
 
 def main():
     root, samples = sys.argv[1], int(sys.argv[2])
+    tv_only = len(sys.argv) > 3 and sys.argv[3] == "torchvision"
     blobs = []
     for d, _, files in sorted(os.walk(root)):
         for f in sorted(files):
             if f.lower().endswith((".jpg", ".jpeg")):
                 with open(os.path.join(d, f), "rb") as fh:
                     blobs.append(fh.read())
-    run(blobs, min(50, samples), False)  # warm-up
-    a = run(blobs, samples, False)
-    b = run(blobs, samples, True)
-    print("pil %s: %d images, decode+rrc224+flip: %.0f images per CPU-second; "
-          "with float32 CHW /255: %.0f images per CPU-second (PIL %s)"
-          % (root, samples, a, b, Image.__version__))
+    if not tv_only:
+        run(blobs, min(50, samples), False)  # warm-up
+        a = run(blobs, samples, False)
+        b = run(blobs, samples, True)
+        print("pil %s: %d images, decode+rrc224+flip: %.0f images per CPU-second; "
+              "with float32 CHW /255: %.0f images per CPU-second (PIL %s)"
+              % (root, samples, a, b, Image.__version__))
     try:
         import torchvision
     except ImportError:

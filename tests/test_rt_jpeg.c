@@ -1,17 +1,23 @@
 /*
  * test_rt_jpeg: encode/decode round trip (RGB, BGR, grey), header, scaled decode size, and a
- * corrupt or truncated JPEG is an error naming the image.
+ * corrupt or truncated JPEG is an error naming the image; a region decode gives exactly the
+ * pixels of a full decode for every chroma subsampling, progressive JPEGs and greyscale ones.
  */
 #include "eb_test.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <turbojpeg.h>
+
 #include "rt_err.h"
 #include "rt_jpeg.h"
+#include "rt_rng.h"
 
 #define S_W 48
 #define S_H 32
+#define S_REGIONS 40 /* random regions per JPEG and channel count */
 
 static void test_round_trip(void **state)
 {
@@ -74,10 +80,111 @@ static void test_round_trip(void **state)
     rt_jpeg_destroy(&j);
 }
 
+/* Image of width w, height h: smooth colour ramps plus noise, so that every DCT block and every
+ * chroma sample differs from its neighbours. */
+static void s_picture(uint8_t *p, int w, int h, uint64_t *st)
+{
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            uint8_t *q = p + ((size_t)y * w + x) * 3;
+            q[0] = (uint8_t)(x * 3 + (int)(rt_rng_next(st) % 40));
+            q[1] = (uint8_t)(y * 5 + (int)(rt_rng_next(st) % 40));
+            q[2] = (uint8_t)((x + y) * 2 + (int)(rt_rng_next(st) % 80));
+        }
+}
+
+/* Compare S_REGIONS random regions (and the edges, corners and the whole image) of one JPEG decoded
+ * to `channels` against the full decode. */
+static void s_check_regions(rt_jpeg_t *j, const uint8_t *jp, size_t jl, const char *name, int w,
+                            int h, int channels, uint64_t *st)
+{
+    uint8_t *full = malloc((size_t)w * h * channels), *reg = malloc((size_t)w * h * channels);
+    assert_non_null(full);
+    assert_non_null(reg);
+    assert_int_equal(rt_jpeg_decode(j, jp, jl, "full", 1, channels, 0, full), 0);
+    for (int t = 0; t < S_REGIONS + 6; t++) {
+        int x0, y0, x1, y1;
+        if (t < S_REGIONS) {
+            x0 = (int)rt_rng_int(st, w - 1);
+            y0 = (int)rt_rng_int(st, h - 1);
+            x1 = x0 + 1 + (int)rt_rng_int(st, w - x0 - 1);
+            y1 = y0 + 1 + (int)rt_rng_int(st, h - y0 - 1);
+        } else { /* whole, left/top strip, right/bottom strip, corners */
+            static const int f[6][4] = {{0, 0, 8, 8}, {0, 0, 1, 8}, {7, 7, 8, 8},
+                                        {0, 4, 8, 8}, {4, 0, 8, 4}, {1, 1, 7, 7}};
+            x0 = f[t - S_REGIONS][0] * w / 8;
+            y0 = f[t - S_REGIONS][1] * h / 8;
+            x1 = f[t - S_REGIONS][2] * w / 8;
+            y1 = f[t - S_REGIONS][3] * h / 8;
+        }
+        assert_int_equal(rt_jpeg_decode_region(j, jp, jl, "reg", channels, x0, y0, x1, y1, reg), 0);
+        size_t n = (size_t)(x1 - x0) * channels;
+        for (int y = y0; y < y1; y++)
+            if (memcmp(reg + (size_t)(y - y0) * n, full + ((size_t)y * w + x0) * channels, n)) {
+                fail_msg("region [%d,%d)x[%d,%d) of %s %dx%d (%d channels) differs at row %d", x0,
+                         x1, y0, y1, name, w, h, channels, y);
+            }
+    }
+    free(full);
+    free(reg);
+}
+
+static void test_region(void **state)
+{
+    (void)state;
+    static const int sizes[][2] = {{500, 375}, {333, 217}, {64, 48}, {47, 161}, {31, 33}, {17, 9}};
+    static const int samps[] = {TJSAMP_420, TJSAMP_422, TJSAMP_444, TJSAMP_440, TJSAMP_GRAY};
+    static const char *names[] = {"4:2:0", "4:2:2", "4:4:4", "4:4:0", "grey"};
+    uint64_t st = 42;
+    rt_jpeg_t *j = rt_jpeg_new();
+    assert_non_null(j);
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        int w = sizes[si][0], h = sizes[si][1];
+        uint8_t *pic = malloc((size_t)w * h * 3);
+        assert_non_null(pic);
+        s_picture(pic, w, h, &st);
+        for (size_t k = 0; k < sizeof samps / sizeof samps[0]; k++)
+            for (int prog = 0; prog < 2; prog++) {
+                /* a compressor per image: TurboJPEG 2.1 keeps the progressive scan script of
+                 * one call for the next, and writes broken baseline JPEGs after it */
+                tjhandle enc = tjInitCompress();
+                assert_non_null(enc);
+                unsigned char *jp = NULL;
+                unsigned long jl = 0;
+                assert_int_equal(tjCompress2(enc, pic, w, w * 3, h, TJPF_RGB, &jp, &jl, samps[k],
+                                             90, prog ? TJFLAG_PROGRESSIVE : 0),
+                                 0);
+                char name[32];
+                snprintf(name, sizeof name, "%s%s", names[k], prog ? " progressive" : "");
+                s_check_regions(j, jp, jl, name, w, h, 3, &st);
+                s_check_regions(j, jp, jl, name, w, h, 1, &st);
+                if (si == 0 && k == 0 && !prog) {
+                    /* truncated: an error even for a region in the intact part */
+                    uint8_t out[16 * 16 * 3];
+                    assert_int_equal(
+                        rt_jpeg_decode_region(j, jp, jl * 3 / 4, "cut.jpg", 3, 0, 0, 16, 16, out),
+                        RT_ERR_FORMAT);
+                    assert_non_null(strstr(rt_err_msg(), "cut.jpg"));
+                    assert_int_equal(
+                        rt_jpeg_decode_region(j, jp, jl, "big.jpg", 3, 0, 0, w + 1, 16, out),
+                        RT_ERR_ARG);
+                    /* and the handle decodes a good image afterwards */
+                    assert_int_equal(rt_jpeg_decode_region(j, jp, jl, "ok", 3, 0, 0, 16, 16, out),
+                                     0);
+                }
+                tjFree(jp);
+                tjDestroy(enc);
+            }
+        free(pic);
+    }
+    rt_jpeg_destroy(&j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_region),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

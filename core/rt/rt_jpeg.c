@@ -3,16 +3,40 @@
  */
 #include "rt_jpeg.h"
 
+#include <setjmp.h>
+#include <stdbool.h>
+#include <stdio.h> /* jpeglib.h needs FILE */
 #include <stdlib.h>
+#include <string.h>
+#include <jpeglib.h>
 #include <turbojpeg.h>
+
+#include <jerror.h> /* after jpeglib.h: ERREXIT and the message codes */
 
 #include "rt_err.h"
 
+/* Pixels kept around a region before it is aligned to iMCU boundaries: fancy upsampling reads
+ * one chroma neighbour past a row or column (two luma pixels), and must see the same neighbours
+ * as in a full decode (test_rt_jpeg compares regions with full decodes). */
+#define RT_JPEG_REGION_MARGIN 2
+
+/* libjpeg error manager that turns errors and warnings into a jump back to the caller. */
+struct s_jerr {
+    struct jpeg_error_mgr pub; /* libjpeg's part; first member */
+    jmp_buf jump;              /* where the failing call returns */
+    char msg[JMSG_LENGTH_MAX]; /* the message of the error or warning */
+};
+
 struct rt_jpeg {
-    tjhandle dec;        /* decompressor */
-    tjhandle enc;        /* compressor, made on first encode */
-    unsigned char *obuf; /* encode output buffer (tjAlloc) */
-    unsigned long ocap;  /* its size */
+    tjhandle dec;                        /* decompressor */
+    tjhandle enc;                        /* compressor, made on first encode */
+    unsigned char *obuf;                 /* encode output buffer (tjAlloc) */
+    unsigned long ocap;                  /* its size */
+    struct jpeg_decompress_struct cinfo; /* region decoder (libjpeg API), made on first use */
+    struct s_jerr jerr;                  /* its error manager */
+    bool cinfo_ok;                       /* cinfo created */
+    uint8_t *row;                        /* one decoded row of the aligned region */
+    size_t row_cap;                      /* its size */
 };
 
 rt_jpeg_t *rt_jpeg_new(void)
@@ -38,6 +62,9 @@ void rt_jpeg_destroy(rt_jpeg_t **self_p)
         tjDestroy(j->enc);
     if (j->obuf)
         tjFree(j->obuf);
+    if (j->cinfo_ok)
+        jpeg_destroy_decompress(&j->cinfo);
+    free(j->row);
     free(j);
     *self_p = NULL;
 }
@@ -82,6 +109,126 @@ int rt_jpeg_decode(rt_jpeg_t *j, const uint8_t *buf, size_t len, const char *wha
     if (tjDecompress2(j->dec, buf, (unsigned long)len, dst, sw, sw * channels, sh, pf, 0) != 0)
         return rt_err_set(RT_ERR_FORMAT, "%s: JPEG decode failed: %s", what,
                           tjGetErrorStr2(j->dec));
+    return 0;
+}
+
+static void s_jerr_exit(j_common_ptr c)
+{
+    struct s_jerr *e = (struct s_jerr *)c->err;
+    c->err->format_message(c, e->msg);
+    longjmp(e->jump, 1);
+}
+
+/* A warning (corrupt or truncated data) fails the decode, as it fails tjDecompress2; trace
+ * messages (level > 0) are ignored. */
+static void s_jerr_emit(j_common_ptr c, int level)
+{
+    if (level < 0)
+        s_jerr_exit(c);
+}
+
+/* Whether the data ends with the EOI marker, as a complete JPEG's does (one with trailing bytes
+ * after it counts as possibly truncated). */
+static bool s_has_eoi(const uint8_t *buf, size_t len)
+{
+    return len >= 4 && buf[len - 2] == 0xFF && buf[len - 1] == 0xD9;
+}
+
+/* Decode the rows of the region set up in j->cinfo (columns from xoff), copying rows [y0, y1)
+ * and columns [x0, x1) into dst; skip: the rows above are skipped rather than decoded. whole: go
+ * on to the end of the image, so that truncated data fails. Runs under the caller's setjmp. */
+static void s_read_rows(rt_jpeg_t *j, int x0, int y0, int x1, int y1, int channels, JDIMENSION xoff,
+                        bool whole, uint8_t *dst)
+{
+    struct jpeg_decompress_struct *ci = &j->cinfo;
+    /* skip whole iMCU rows only (entropy decoding alone), and decode the rows of the partial
+     * one above the region: the upsampler's context then is what a full decode has */
+    int imcu = ci->max_v_samp_factor * ci->min_DCT_scaled_size;
+    int top = y0 > RT_JPEG_REGION_MARGIN ? y0 - RT_JPEG_REGION_MARGIN : 0;
+    JDIMENSION start = (JDIMENSION)(top / imcu * imcu);
+    if (!whole && start > 0 && jpeg_skip_scanlines(ci, start) != start)
+        ERREXIT(ci, JERR_INPUT_EOF);
+    int end = whole ? (int)ci->output_height : y1;
+    size_t n = (size_t)(x1 - x0) * channels, skip = (size_t)(x0 - (int)xoff) * channels;
+    while ((int)ci->output_scanline < end) {
+        int y = (int)ci->output_scanline;
+        JSAMPROW row = j->row;
+        if (jpeg_read_scanlines(ci, &row, 1) != 1)
+            ERREXIT(ci, JERR_INPUT_EOF);
+        if (y >= y0 && y < y1)
+            memcpy(dst + (size_t)(y - y0) * n, j->row + skip, n);
+    }
+}
+
+/* Create the region decoder of j on first use. */
+static int s_region_start(rt_jpeg_t *j)
+{
+    if (j->cinfo_ok)
+        return 0;
+    j->cinfo.err = jpeg_std_error(&j->jerr.pub);
+    j->jerr.pub.error_exit = s_jerr_exit;
+    j->jerr.pub.emit_message = s_jerr_emit;
+    if (setjmp(j->jerr.jump))
+        return rt_err_set(RT_ERR_NOMEM, "cannot start the JPEG decoder: %s", j->jerr.msg);
+    jpeg_create_decompress(&j->cinfo);
+    j->cinfo_ok = true;
+    return 0;
+}
+
+/* The region decode proper, under the caller's setjmp: header, crop, rows. */
+static void s_region_body(rt_jpeg_t *j, const uint8_t *buf, size_t len, int channels, int x0,
+                          int y0, int x1, int y1, bool whole, uint8_t *dst)
+{
+    struct jpeg_decompress_struct *ci = &j->cinfo;
+    jpeg_mem_src(ci, buf, (unsigned long)len);
+    jpeg_read_header(ci, TRUE);
+    ci->out_color_space = channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
+    jpeg_start_decompress(ci);
+    JDIMENSION w = ci->output_width;
+    JDIMENSION xoff = (JDIMENSION)(x0 > RT_JPEG_REGION_MARGIN ? x0 - RT_JPEG_REGION_MARGIN : 0);
+    JDIMENSION xend =
+        (JDIMENSION)x1 + RT_JPEG_REGION_MARGIN < w ? (JDIMENSION)x1 + RT_JPEG_REGION_MARGIN : w;
+    JDIMENSION cw = xend - xoff;
+    if (whole)
+        xoff = 0;
+    else if (xoff > 0 || xend < w)
+        jpeg_crop_scanline(ci, &xoff, &cw); /* widens to iMCU boundaries */
+    size_t need = (size_t)ci->output_width * ci->output_components;
+    if (need > j->row_cap) {
+        free(j->row);
+        j->row_cap = 0;
+        if (!(j->row = malloc(need)))
+            ERREXIT(ci, JERR_OUT_OF_MEMORY);
+        j->row_cap = need;
+    }
+    s_read_rows(j, x0, y0, x1, y1, channels, xoff, whole, dst);
+    if (whole)
+        jpeg_finish_decompress(ci);
+    else
+        jpeg_abort_decompress(ci); /* the rows below the region are never decoded */
+}
+
+int rt_jpeg_decode_region(rt_jpeg_t *j, const uint8_t *buf, size_t len, const char *what,
+                          int channels, int x0, int y0, int x1, int y1, uint8_t *dst)
+{
+    if (channels != 1 && channels != 3)
+        return rt_err_set(RT_ERR_ARG, "%s: cannot decode to %d channels", what, channels);
+    int w = 0, h = 0, c = 0, rc = rt_jpeg_header(j, buf, len, what, &w, &h, &c);
+    if (rc < 0)
+        return rc;
+    if (x0 < 0 || y0 < 0 || x1 > w || y1 > h || x0 >= x1 || y0 >= y1)
+        return rt_err_set(RT_ERR_ARG, "%s: region [%d, %d) x [%d, %d) outside the %dx%d JPEG", what,
+                          x0, x1, y0, y1, w, h);
+    if ((rc = s_region_start(j)) < 0)
+        return rc;
+    /* without its end marker the data may be truncated: decode it all, so that it fails
+     * whatever region was asked for */
+    bool whole = !s_has_eoi(buf, len);
+    if (setjmp(j->jerr.jump)) {
+        jpeg_abort_decompress(&j->cinfo);
+        return rt_err_set(RT_ERR_FORMAT, "%s: JPEG decode failed: %s", what, j->jerr.msg);
+    }
+    s_region_body(j, buf, len, channels, x0, y0, x1, y1, whole, dst);
     return 0;
 }
 

@@ -34,6 +34,17 @@ void rt_jpeg_scaled_size(int width, int height, int denom, int *sw, int *sh);
 int rt_jpeg_decode(rt_jpeg_t *j, const uint8_t *buf, size_t len, const char *what, int denom,
                    int channels, int bgr, uint8_t *dst);
 
+/* Decode rows [y0, y1) and columns [x0, x1) of the full-size image into dst: interleaved rows of
+ * (x1-x0)*channels bytes, the same pixels as a full decode gives there (channels 1 or 3 = RGB).
+ * Entropy decoding stops below the region, and the inverse DCT, upsampling and colour conversion
+ * run on the region's iMCU columns only (libjpeg-turbo's jpeg_skip_scanlines and
+ * jpeg_crop_scanline), so a small crop of a large JPEG costs a fraction of a full decode. A JPEG
+ * whose data does not end with the EOI marker is decoded whole, so that a truncated file fails
+ * whatever region is asked for. Errors as rt_jpeg_decode; a region outside the image is
+ * RT_ERR_ARG. */
+int rt_jpeg_decode_region(rt_jpeg_t *j, const uint8_t *buf, size_t len, const char *what,
+                          int channels, int x0, int y0, int x1, int y1, uint8_t *dst);
+
 /* Encode interleaved HWC pixels (channels 1 or 3 = RGB) at `quality`. *out points into the
  * handle's buffer, valid until the next call on j. */
 int rt_jpeg_encode(rt_jpeg_t *j, const uint8_t *src, int width, int height, int channels,

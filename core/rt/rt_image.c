@@ -8,8 +8,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef __AVX2__
+#if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+#define S_HAVE_AVX2_PATH 1 /* compiled for AVX2 whatever -march says; used when the CPU has it */
 #endif
 
 #include "rt_err.h"
@@ -109,7 +110,7 @@ static void s_hrow_rgb(const uint8_t *in, int from, int dw, int kh, const int *b
     }
 }
 
-#ifdef __AVX2__
+#ifdef S_HAVE_AVX2_PATH
 /* Output pixels of one RGB row eight at a time (AVX2): per tap, gather the four bytes at each
  * pixel's tap (R, G, B and one byte past, which the masks drop) and accumulate the three
  * channels. The same integer sums as s_hrow_rgb, so the same bytes. Returns how many pixels it

@@ -190,6 +190,7 @@ void server_shard_on_sched_query(server_shard_t *s, const struct rt_sock_in *in)
          * measured): the shares may follow it */
         if (m->weight > 0)
             s_report_speed(s, m->sender, m->weight);
+        server_shard_obs_eval(s, &m->eval);
         rc = server_coord_step(s->co.coord, m->sender, m->step, &pt, &off, &cnt);
     } else
         rc = server_coord_sched(s->co.coord, m->step, &pt);
@@ -224,6 +225,8 @@ void server_shard_on_sched_query(server_shard_t *s, const struct rt_sock_in *in)
  * the status probe of `eigenbatch ping` (deployment healthchecks). */
 void server_shard_on_heartbeat(server_shard_t *s, const struct rt_sock_in *in)
 {
+    if (server_shard_bound(s, in))
+        server_shard_obs_eval(s, &in->m.eval); /* the lead's latest test-set evaluation */
     struct rt_wire_msg r;
     rt_wire_msg_init(&r, RT_WIRE_HEARTBEAT, s->cfg.shard, s->name);
     server_shard_reply(s, in, &r, "heartbeat reply");

@@ -165,6 +165,8 @@ struct server_shard_obs {
     struct rt_wire_status *st; /* scratch: a STATUS reply (allocated once) */
     uint8_t *buf;              /* scratch: its encoding, RT_WIRE_STATUS_MAX bytes */
     rt_prom_http_t *http;      /* the Prometheus endpoint (metrics.listen), or NULL */
+    struct rt_wire_eval eval;  /* the latest test-set evaluation a worker reported (none yet:
+                                  not present) */
 };
 
 struct server_shard {
@@ -295,6 +297,11 @@ void server_shard_obs_decision(server_shard_t *s, const struct rt_wire_decision 
 
 /* A step was applied (the schedule of the step still known): samples per second, gauges. */
 void server_shard_obs_step(server_shard_t *s);
+
+/* A bound worker reported test-set evaluation e (with a schedule query or a heartbeat): keep it
+ * for the status reply and the Prometheus gauges unless an evaluation of a later epoch is
+ * already held. */
+void server_shard_obs_eval(server_shard_t *s, const struct rt_wire_eval *e);
 
 /* ---- checkpoints (server_shard_ckpt.c) ---------------------------------------------------- */
 

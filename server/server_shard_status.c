@@ -147,6 +147,7 @@ static void s_fill(server_shard_t *s)
     uint64_t n = s->step.prev_samples;
     st->loss = n ? (float)(s->step.prev_loss / (double)n) : 0.0f;
     st->train_accuracy = n ? (float)((double)s->step.prev_correct / (double)n) : 0.0f;
+    st->eval = s->obs.eval;
     s_fill_workers(s, st);
     for (int i = 0; i < s->cfg.n_shards && i < RT_WIRE_STATUS_SHARDS; i++) {
         struct rt_wire_shard_status *sh = &st->shards[st->n_listed_shards++];
@@ -198,6 +199,23 @@ static void s_worker_gauges(server_shard_t *s, int i, double share)
     rt_prom_set("eigenbatch_worker_heartbeat_age_seconds", labels,
                 "seconds since the coordinator last heard from the worker", info.silent_s);
     rt_prom_set("eigenbatch_worker_evicted", labels, "1 when the worker is evicted", info.evicted);
+}
+
+void server_shard_obs_eval(server_shard_t *s, const struct rt_wire_eval *e)
+{
+    struct rt_wire_eval *held = &s->obs.eval;
+    if (!e->present || (held->present && held->epoch > e->epoch))
+        return;
+    *held = *e;
+    if (!rt_prom_enabled())
+        return;
+    rt_prom_set("eigenbatch_test_accuracy", NULL,
+                "fraction of the test set classified correctly at the latest evaluation",
+                (double)e->correct / (double)e->samples);
+    rt_prom_set("eigenbatch_test_loss", NULL, "mean test loss at the latest evaluation", e->loss);
+    rt_prom_set("eigenbatch_test_epoch", NULL, "epoch of the latest evaluation", (double)e->epoch);
+    rt_prom_set("eigenbatch_test_samples", NULL, "test samples of the latest evaluation",
+                (double)e->samples);
 }
 
 void server_shard_obs_step(server_shard_t *s)

@@ -5,7 +5,9 @@
  * /metrics and 404 elsewhere (fetched with python3's urllib, an independent client); a running
  * cluster's coordinator serves the schedule, loss, images/s and per-worker speed mid-run
  * (`launch`, processes over tcp), and an embedded run (`train`) also the scalars TensorBoard
- * gets (test accuracy, ...). Ports are free loopback ports.
+ * gets (test accuracy, ...); in a run of separate processes the lead worker reports its test-set
+ * evaluations to the coordinator, which serves them and shows them in `eigenbatch status`.
+ * Ports are free loopback ports.
  */
 #include <math.h>
 #include <stdio.h>
@@ -198,6 +200,48 @@ static void test_train_serves_tensorboard_scalars(void **state)
     free(tmp);
 }
 
+static void test_launch_serves_test_accuracy(void **state)
+{
+    (void)state;
+    char *tmp = eb_test_tmpdir(), db[4200], cmd[12000], url[128];
+    snprintf(db, sizeof db, "%s/db", tmp);
+    eb_test_make_raw_db(db, 64, 1, 8, 8);
+    int port = eb_test_free_port();
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port + 4);
+    snprintf(cmd, sizeof cmd,
+             "EB_LOG=warn exec '%s' launch --model cnn --classes 64 --transport tcp --port %d "
+             "--shards 2 --workers 2 --batch 16 --micro-batch 8 --lr 0.01 --progress-s 0 "
+             "--checkpoint-every 0 --data '%s' --test '%s' --epochs 30 "
+             "--metrics-listen 127.0.0.1:%d --output-dir '%s/run' >/dev/null 2>&1",
+             eb_test_binary(), port, db, db, port + 4, tmp);
+    int pid = eb_test_spawn(cmd);
+    char *page = s_wait_for(pid, url, "eigenbatch_test_accuracy");
+    double acc = s_sample(page, "eigenbatch_test_accuracy");
+    assert_true(acc >= 0 && acc <= 1);
+    assert_true(s_sample(page, "eigenbatch_test_samples") == 64);
+    assert_true(s_sample(page, "eigenbatch_test_epoch") >= 0);
+    assert_true(isfinite(s_sample(page, "eigenbatch_test_loss")));
+    free(page);
+    /* and `eigenbatch status --json` shows it */
+    char st[8600];
+    snprintf(st, sizeof st, "'%s' status --connect tcp://127.0.0.1:%d --json 2>/dev/null",
+             eb_test_binary(), port);
+    int seen = 0;
+    for (int t = 0; t < TRIES && !seen && eb_test_running(pid); t++) {
+        json_t *j = eb_test_json_cmd(st);
+        json_t *test = json_object_get(j, "test");
+        seen = json_integer_value(json_object_get(test, "samples")) == 64 &&
+               json_real_value(json_object_get(test, "accuracy")) >= 0;
+        json_decref(j);
+        if (!seen)
+            usleep(POLL_US);
+    }
+    assert_true(seen);
+    assert_int_equal(eb_test_wait(pid), 0);
+    eb_test_rmtree(tmp);
+    free(tmp);
+}
+
 int main(void)
 {
     if (!rt_prom_http_available()) {
@@ -208,6 +252,7 @@ int main(void)
         cmocka_unit_test(test_registry_and_http),
         cmocka_unit_test(test_launch_serves_metrics),
         cmocka_unit_test(test_train_serves_tensorboard_scalars),
+        cmocka_unit_test(test_launch_serves_test_accuracy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

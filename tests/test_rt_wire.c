@@ -267,6 +267,47 @@ static void test_wrong_version(void **state)
     assert_int_equal(rt_wire_decode(parts, sizes, 1, &s_lim, &d, NULL, NULL), RT_ERR_FORMAT);
 }
 
+/* A worker's test-set evaluation rides on its schedule queries and heartbeats; one that scores
+ * more correct samples than it scored, or none, is malformed and names its sender. */
+static void test_eval(void **state)
+{
+    (void)state;
+    struct rt_wire_msg m, d;
+    uint8_t hdr[RT_WIRE_MAX_HEADER];
+    size_t len;
+    const void *parts[1] = {hdr};
+    size_t sizes[1];
+    enum rt_wire_type types[2] = {RT_WIRE_SCHED_QUERY, RT_WIRE_HEARTBEAT};
+    for (int i = 0; i < 2; i++) {
+        rt_wire_msg_init(&m, types[i], 0, "lead");
+        m.eval = (struct rt_wire_eval){1, 7, 10000, 9213, 0.25f};
+        assert_int_equal(rt_wire_encode(&m, hdr, sizeof hdr, &len), 0);
+        sizes[0] = len;
+        assert_int_equal(rt_wire_decode(parts, sizes, 1, &s_lim, &d, NULL, NULL), 0);
+        assert_int_equal(d.eval.present, 1);
+        assert_int_equal(d.eval.epoch, 7);
+        assert_int_equal(d.eval.samples, 10000);
+        assert_int_equal(d.eval.correct, 9213);
+        assert_true(d.eval.loss == 0.25f);
+    }
+    /* other types do not carry it; without one, none is decoded */
+    rt_wire_msg_init(&m, RT_WIRE_PULL, 0, "lead");
+    m.eval = (struct rt_wire_eval){1, 7, 10, 9, 0.25f};
+    assert_int_equal(rt_wire_encode(&m, hdr, sizeof hdr, &len), 0);
+    sizes[0] = len;
+    assert_int_equal(rt_wire_decode(parts, sizes, 1, &s_lim, &d, NULL, NULL), 0);
+    assert_int_equal(d.eval.present, 0);
+    struct rt_wire_eval bad[2] = {{1, 3, 10, 11, 0.5f}, {1, 3, 0, 0, 0.5f}};
+    for (int i = 0; i < 2; i++) {
+        rt_wire_msg_init(&m, RT_WIRE_HEARTBEAT, 0, "liar");
+        m.eval = bad[i];
+        assert_int_equal(rt_wire_encode(&m, hdr, sizeof hdr, &len), 0);
+        sizes[0] = len;
+        assert_int_equal(rt_wire_decode(parts, sizes, 1, &s_lim, &d, NULL, NULL), RT_ERR_FORMAT);
+        assert_non_null(strstr(rt_err_msg(), "liar"));
+    }
+}
+
 static void test_wrong_sizes(void **state)
 {
     (void)state;
@@ -438,6 +479,7 @@ int main(void)
         cmocka_unit_test(test_random_bytes_rejected),
         cmocka_unit_test(test_truncated),
         cmocka_unit_test(test_wrong_version),
+        cmocka_unit_test(test_eval),
         cmocka_unit_test(test_wrong_sizes),
         cmocka_unit_test(test_oversize),
         cmocka_unit_test(test_checksum),

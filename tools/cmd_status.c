@@ -131,12 +131,19 @@ static json_t *s_json(const struct rt_wire_status *st, const char *name)
         json_pack("{s:I, s:I, s:i, s:o, s:o, s:I, s:b}", "epoch", (json_int_t)st->epoch, "step",
                   (json_int_t)st->step, "B", (int)st->batch, "lr", s_real(st->lr), "gamma",
                   s_real(st->gamma), "version", (json_int_t)st->sched_version, "done", st->done);
-    return json_pack("{s:s, s:I, s:i, s:i, s:o, s:o, s:o, s:o, s:o*, s:o*, s:o*, s:o*}",
+    const struct rt_wire_eval *e = &st->eval; /* null until the lead reports one */
+    json_t *test = e->present ? json_pack("{s:I, s:I, s:o, s:o}", "epoch", (json_int_t)e->epoch,
+                                          "samples", (json_int_t)e->samples, "accuracy",
+                                          s_real((double)e->correct / (double)e->samples), "loss",
+                                          s_real(e->loss))
+                              : json_null();
+    return json_pack("{s:s, s:I, s:i, s:i, s:o, s:o, s:o, s:o, s:o*, s:o*, s:o*, s:o*, s:o*}",
                      "coordinator", name, "version", (json_int_t)st->version, "n_workers",
                      (int)st->n_workers, "n_shards", (int)st->n_shards, "uptime_s",
                      s_real(st->uptime_s), "images_per_s", s_real(st->images_per_s), "loss",
-                     s_real(st->loss), "train_accuracy", s_real(st->train_accuracy), "schedule",
-                     sched, "workers", workers, "shards", shards, "decisions", decisions);
+                     s_real(st->loss), "train_accuracy", s_real(st->train_accuracy), "test", test,
+                     "schedule", sched, "workers", workers, "shards", shards, "decisions",
+                     decisions);
 }
 
 /* The status as text. */
@@ -145,6 +152,11 @@ static void s_print(const struct rt_wire_status *st, const char *name, const cha
     printf("%s: %s, up %.0f s, version %llu, %.1f images/s, loss %.4g, train accuracy %.4g\n",
            endpoint, name, st->uptime_s, (unsigned long long)st->version, st->images_per_s,
            (double)st->loss, (double)st->train_accuracy);
+    if (st->eval.present)
+        printf("test: epoch %llu, accuracy %.4f, loss %.4g (%llu samples)\n",
+               (unsigned long long)st->eval.epoch,
+               (double)st->eval.correct / (double)st->eval.samples, (double)st->eval.loss,
+               (unsigned long long)st->eval.samples);
     printf("schedule: epoch %llu, step %llu, B %u, lr %g, gamma %g (version %llu)%s\n",
            (unsigned long long)st->epoch, (unsigned long long)st->step, st->batch, (double)st->lr,
            (double)st->gamma, (unsigned long long)st->sched_version,

@@ -280,6 +280,9 @@ static void *s_eval_main(void *arg)
             n->rc = rc;
         n->test_accuracy = acc;
         n->test_loss = tl;
+        if (!rc && tn > 0)
+            n->eval = (struct rt_wire_eval){1, (uint64_t)ep.epoch, tn,
+                                            (uint64_t)llround(acc * (double)tn), (float)tl};
         n->eval_seconds += dt;
         s_epoch_write(n, &ep, acc, tl, dt);
         ev->pending = 0;
@@ -619,6 +622,19 @@ static void s_nn_prepare(void *user, uint32_t batch, uint32_t share)
                  batch, (unsigned long long)k, (unsigned long long)m);
 }
 
+/* The last evaluation, for the coordinator (worker_compute.evaluation). */
+static int s_nn_evaluation(void *user, struct rt_wire_eval *e)
+{
+    struct worker_app *n = user;
+    struct worker_app_eval *ev = n->ev;
+    if (!ev)
+        return 0;
+    pthread_mutex_lock(&ev->mu);
+    *e = n->eval;
+    pthread_mutex_unlock(&ev->mu);
+    return e->present;
+}
+
 struct worker_compute worker_app_compute(struct worker_app *n)
 {
     return (struct worker_compute){.user = n,
@@ -629,5 +645,6 @@ struct worker_compute worker_app_compute(struct worker_app *n)
                                    .totals = s_nn_totals,
                                    .step_done = s_nn_step_done,
                                    .prepare = s_nn_prepare,
-                                   .finish = s_nn_finish};
+                                   .finish = s_nn_finish,
+                                   .evaluation = s_nn_evaluation};
 }

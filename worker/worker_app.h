@@ -58,18 +58,20 @@ struct worker_app {
     double epoch_t0;                 /* time the current epoch started */
     int64_t epoch;                   /* epoch of the last step seen (-1 before the first) */
     uint64_t done_samples;           /* global samples of every step so far */
-    uint64_t skip_samples;   /* samples of the epochs before the checkpoint a run resumed from */
-    uint64_t epoch_samples;  /* global samples of this epoch's steps */
-    uint64_t tot_samples;    /* samples of this epoch over every worker (coordinator totals) */
-    uint64_t tot_correct;    /* ... correctly classified */
-    double tot_loss;         /* ... summed loss */
-    struct worker_step last; /* the last step seen */
-    int worker_id;           /* id the coordinator gave this worker (-1: not known yet) */
-    double eval_seconds;     /* time spent in test evaluation (on the evaluation thread) */
-    double test_accuracy;    /* the last evaluation's accuracy (NaN: none yet) */
-    double test_loss;        /* ... and mean loss */
-    int rc;                  /* first error of a callback that cannot return one */
-    struct worker_mem mem;   /* the memory bound stated at open (compute only) */
+    uint64_t skip_samples;    /* samples of the epochs before the checkpoint a run resumed from */
+    uint64_t epoch_samples;   /* global samples of this epoch's steps */
+    uint64_t tot_samples;     /* samples of this epoch over every worker (coordinator totals) */
+    uint64_t tot_correct;     /* ... correctly classified */
+    double tot_loss;          /* ... summed loss */
+    struct worker_step last;  /* the last step seen */
+    int worker_id;            /* id the coordinator gave this worker (-1: not known yet) */
+    double eval_seconds;      /* time spent in test evaluation (on the evaluation thread) */
+    double test_accuracy;     /* the last evaluation's accuracy (NaN: none yet) */
+    double test_loss;         /* ... and mean loss */
+    struct rt_wire_eval eval; /* the last evaluation as reported to the coordinator (guarded by
+                                 the evaluation thread's mutex) */
+    int rc;                   /* first error of a callback that cannot return one */
+    struct worker_mem mem;    /* the memory bound stated at open (compute only) */
 };
 
 /* Open the training set and build the net; with `compute`, also the compute (worker_nn). With

@@ -95,6 +95,9 @@ static int s_send_simple(struct s_worker *w, int shard, enum rt_wire_type type, 
     rt_wire_msg_init(&m, type, w->id, w->name);
     m.step = step;
     m.token = w->token;
+    if ((type == RT_WIRE_SCHED_QUERY || type == RT_WIRE_HEARTBEAT) && shard == 0 &&
+        w->cb->evaluation && !w->cb->evaluation(w->cb->user, &m.eval))
+        memset(&m.eval, 0, sizeof m.eval);
     if (type == RT_WIRE_REGISTER)
         m.weight = w->cfg->weight > 0 ? w->cfg->weight : 1.0;
     else if (type == RT_WIRE_SCHED_QUERY && w->cfg->rebalance)
@@ -675,6 +678,10 @@ int worker_run(const struct worker_cfg *cfg, const struct worker_compute *cb,
         cb->finish(cb->user, w.st.steps, w.params, w.buffers);
         s_beat_lend(&w, 0);
     }
+    struct rt_wire_eval last;
+    if (cb->evaluation && cb->evaluation(cb->user, &last) &&
+        (rc = s_send_simple(&w, 0, RT_WIRE_HEARTBEAT, w.st.steps)))
+        goto out; /* the final evaluation, which finish may just have made, to the coordinator */
     for (int i = 0; i < cfg->n_shards; i++) {
         rc = s_send_simple(&w, i, RT_WIRE_BYE, w.st.steps);
         if (rc)

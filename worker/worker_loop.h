@@ -76,6 +76,10 @@ struct worker_compute {
     void (*prepare)(void *user, uint32_t batch, uint32_t share);
     /* After the last step, with the final weights (may be NULL). */
     void (*finish)(void *user, uint64_t steps, const float *params, const float *buffers);
+    /* The latest test-set evaluation, to report to the coordinator (may be NULL): fill *e and
+     * return 1, or return 0 when there is none. Called with each schedule query and heartbeat,
+     * and once after finish, possibly from the worker's heartbeat thread. */
+    int (*evaluation)(void *user, struct rt_wire_eval *e);
 };
 
 /* Configuration of a worker. */

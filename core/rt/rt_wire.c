@@ -169,6 +169,29 @@ void rt_wire_decision_to_pb(const struct rt_wire_decision *d, EbDecision *dc, ch
     dc->seconds = d->seconds;
 }
 
+EbEval *rt_wire_eval_to_pb(const struct rt_wire_eval *e, EbEval *ev)
+{
+    eb_eval__init(ev);
+    ev->epoch = e->epoch;
+    ev->samples = e->samples;
+    ev->correct = e->correct;
+    ev->loss = e->loss;
+    return ev;
+}
+
+int rt_wire_eval_from_pb(const EbEval *ev, const char *sender, struct rt_wire_eval *e)
+{
+    if (!ev->samples || ev->correct > ev->samples)
+        return rt_err_set(RT_ERR_FORMAT, "evaluation from '%s' scores %llu correct of %llu samples",
+                          sender, (unsigned long long)ev->correct, (unsigned long long)ev->samples);
+    e->present = 1;
+    e->epoch = ev->epoch;
+    e->samples = ev->samples;
+    e->correct = ev->correct;
+    e->loss = ev->loss;
+    return RT_OK;
+}
+
 void rt_wire_decision_from_pb(const EbDecision *dc, struct rt_wire_decision *d)
 {
     d->seq = dc->seq;
@@ -203,7 +226,8 @@ void rt_wire_decision_from_pb(const EbDecision *dc, struct rt_wire_decision *d)
 
 /* Fill the protobuf image `h` (with its sub-messages in the caller's storage) from m. */
 static void s_to_pb(const struct rt_wire_msg *m, EbHeader *h, EbSpan *sp, EbSched *sc,
-                    EbDecision *dc, EbAbsState *ab, char *name, char *text, char *reason)
+                    EbDecision *dc, EbAbsState *ab, EbEval *ev, char *name, char *text,
+                    char *reason)
 {
     eb_header__init(h);
     h->version = m->version;
@@ -277,6 +301,8 @@ static void s_to_pb(const struct rt_wire_msg *m, EbHeader *h, EbSpan *sp, EbSche
     h->token = m->token;
     h->worker = m->worker;
     h->role = m->role;
+    if (m->eval.present && (m->type == RT_WIRE_SCHED_QUERY || m->type == RT_WIRE_HEARTBEAT))
+        h->eval = rt_wire_eval_to_pb(&m->eval, ev);
     h->trailer = RT_WIRE_TRAILER;
 }
 
@@ -287,8 +313,9 @@ size_t rt_wire_header_size(const struct rt_wire_msg *m)
     EbSched sc;
     EbDecision dc[2];
     EbAbsState ab[2];
+    EbEval ev;
     char name[RT_WIRE_NAME_MAX], text[RT_WIRE_TEXT_MAX], reason[2 * RT_WIRE_REASON_MAX];
-    s_to_pb(m, &h, sp, &sc, dc, ab, name, text, reason);
+    s_to_pb(m, &h, sp, &sc, dc, ab, &ev, name, text, reason);
     return eb_header__get_packed_size(&h);
 }
 
@@ -299,8 +326,9 @@ int rt_wire_encode(const struct rt_wire_msg *m, uint8_t *buf, size_t cap, size_t
     EbSched sc;
     EbDecision dc[2];
     EbAbsState ab[2];
+    EbEval ev;
     char name[RT_WIRE_NAME_MAX], text[RT_WIRE_TEXT_MAX], reason[2 * RT_WIRE_REASON_MAX];
-    s_to_pb(m, &h, sp, &sc, dc, ab, name, text, reason);
+    s_to_pb(m, &h, sp, &sc, dc, ab, &ev, name, text, reason);
     size_t need = eb_header__get_packed_size(&h);
     if (need > cap || need > RT_WIRE_MAX_HEADER)
         return rt_err_set(RT_ERR_TOOBIG, "%s header needs %zu bytes, room for %zu",
@@ -457,6 +485,11 @@ static int s_fields_from_pb(const EbHeader *h, struct rt_wire_msg *m)
     m->token = h->token;
     m->worker = h->worker;
     m->role = h->role;
+    if (h->eval) {
+        int rc = rt_wire_eval_from_pb(h->eval, m->name, &m->eval);
+        if (rc)
+            return rc;
+    }
     if (h->text)
         snprintf(m->text, sizeof m->text, "%s", h->text);
     return RT_OK;

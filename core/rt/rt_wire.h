@@ -142,6 +142,16 @@ struct rt_wire_decision {
 };
 
 /* A decoded header: the plain-C image of EbHeader. Fields not used by a type are zero. */
+/* A test-set evaluation (EbEval): the lead worker's latest, which it reports to the coordinator
+ * with its schedule queries and heartbeats. */
+struct rt_wire_eval {
+    int present;      /* 0: none (the fields below are 0) */
+    uint64_t epoch;   /* the epoch whose final weights were evaluated */
+    uint64_t samples; /* test samples scored (> 0 when present) */
+    uint64_t correct; /* of them classified correctly (<= samples) */
+    float loss;       /* mean test loss over them */
+};
+
 struct rt_wire_msg {
     enum rt_wire_type type;         /* message type */
     uint32_t version;               /* protocol version */
@@ -178,6 +188,8 @@ struct rt_wire_msg {
     uint64_t token;                    /* WELCOME, HELLO, VERIFY: the registration token */
     int32_t worker;                    /* REJECT, VERIFY: the worker id concerned */
     uint32_t role;                     /* REGISTER: RT_WIRE_ROLE_* */
+    struct rt_wire_eval eval;          /* SCHED_QUERY, HEARTBEAT from a worker: its latest
+                                          test-set evaluation (the lead's), or none */
     int sealed;                        /* local, not encoded: payload checksums already filled */
 };
 

@@ -16,4 +16,11 @@ void rt_wire_decision_to_pb(const struct rt_wire_decision *d, EbDecision *dc, ch
 /* Copy a decoded decision into its plain-C form. */
 void rt_wire_decision_from_pb(const EbDecision *dc, struct rt_wire_decision *d);
 
+/* The protobuf image of an evaluation in the caller's storage ev; returns ev. */
+EbEval *rt_wire_eval_to_pb(const struct rt_wire_eval *e, EbEval *ev);
+
+/* Check and copy a decoded evaluation from `sender`: RT_ERR_FORMAT when it scores no sample or
+ * more correct samples than it scored. */
+int rt_wire_eval_from_pb(const EbEval *ev, const char *sender, struct rt_wire_eval *e);
+
 #endif

@@ -24,6 +24,7 @@ struct s_image {
     EbDecision *dp[RT_WIRE_STATUS_DECISIONS];
     EbAbsState ab[RT_WIRE_STATUS_DECISIONS];
     char reasons[RT_WIRE_STATUS_DECISIONS][RT_WIRE_REASON_MAX];
+    EbEval ev;
     char name[RT_WIRE_NAME_MAX];
 };
 
@@ -97,6 +98,8 @@ int rt_wire_status_encode(const struct rt_wire_status *st, int32_t sender, const
     }
     s->n_decisions = (size_t)st->n_decisions;
     s->decisions = im->dp;
+    if (st->eval.present)
+        s->eval = rt_wire_eval_to_pb(&st->eval, &im->ev);
     im->h.status = s;
     int rc = RT_OK;
     size_t need = eb_header__get_packed_size(&im->h);
@@ -136,7 +139,7 @@ static int s_lists_from_pb(const EbStatus *s, struct rt_wire_status *st)
     st->n_decisions = (int)s->n_decisions;
     for (size_t i = 0; i < s->n_decisions; i++)
         rt_wire_decision_from_pb(s->decisions[i], &st->decisions[i]);
-    return RT_OK;
+    return s->eval ? rt_wire_eval_from_pb(s->eval, "the status reply", &st->eval) : RT_OK;
 }
 
 /* The checks of a decoded reply, then its status into st. */

@@ -58,6 +58,7 @@ struct rt_wire_status {
     struct rt_wire_shard_status shards[RT_WIRE_STATUS_SHARDS];
     int n_decisions; /* entries of decisions[], oldest first */
     struct rt_wire_decision decisions[RT_WIRE_STATUS_DECISIONS]; /* with verdict, apply_step */
+    struct rt_wire_eval eval; /* the latest test-set evaluation reported, or none */
 };
 
 /* Encode a STATUS reply from `sender` (`name`) carrying st into buf (cap bytes); *len receives

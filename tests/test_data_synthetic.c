@@ -254,6 +254,9 @@ static void test_synthetic_learnable(void **state)
     json_t *ev = eb_test_events(path, "epoch");
     assert_int_equal(json_array_size(ev), 3);
     double acc = json_number_value(json_object_get(json_array_get(ev, 2), "test_accuracy"));
+    for (int e = 0; e < 3; e++) /* each epoch trained on every record once */
+        assert_int_equal(json_integer_value(json_object_get(json_array_get(ev, e), "samples")),
+                         S_CLASSES * 100);
     json_decref(ev);
     assert_true(acc > 0.6);
 }

@@ -242,6 +242,7 @@ static void s_epoch_write(struct worker_app *n, const struct worker_app_epoch *e
     rt_metrics_int(n->metrics, "step", (long long)ep->steps);
     rt_metrics_num(n->metrics, "loss", ep->loss);
     rt_metrics_num(n->metrics, "train_accuracy", ep->train_accuracy);
+    rt_metrics_int(n->metrics, "samples", (long long)ep->samples);
     rt_metrics_num(n->metrics, "test_accuracy", acc);
     rt_metrics_num(n->metrics, "test_loss", tl);
     rt_metrics_int(n->metrics, "batch_size", ep->batch);
@@ -372,6 +373,7 @@ static void s_epoch_end(struct worker_app *n, const float *params, const float *
         .steps = n->last.step + 1,
         .loss = n->tot_samples ? n->tot_loss / (double)n->tot_samples : NAN,
         .train_accuracy = n->tot_samples ? (double)n->tot_correct / (double)n->tot_samples : NAN,
+        .samples = n->tot_samples,
         .batch = n->last.batch,
         .lr = n->last.lr,
         .gamma = n->last.gamma,

@@ -29,6 +29,8 @@ struct worker_app_epoch {
     uint64_t steps;        /* steps done by its end */
     double loss;           /* mean training loss over the epoch's samples, every worker's */
     double train_accuracy; /* ... and accuracy */
+    uint64_t samples;      /* training samples of its steps over every worker (after a mid-epoch
+                              resume: of the steps since) */
     uint32_t batch;        /* B, lr and gamma of its last step */
     float lr;
     float gamma;

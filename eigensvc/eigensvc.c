@@ -446,6 +446,11 @@ static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
                                  .has_abs = 1};
     /* the rule's state travels with the decision: the coordinator keeps it for checkpoints */
     eig_abs_get_state(s->abs, &d.abs);
+    /* ... and so does its reason, which `eigenbatch status` lists */
+    if (!dec.reason[0])
+        snprintf(dec.reason, sizeof dec.reason, "%s",
+                 measured ? "no change" : "B_max reached: no measurement");
+    snprintf(d.reason, sizeof d.reason, "%s", dec.reason);
     uint64_t apply = 0, sv = 0;
     struct rt_wire_decision held;
     int has_held = 0;
@@ -456,15 +461,11 @@ static int s_epoch(eigensvc_t *s, int32_t ended, uint64_t version)
                 rt_err_msg());
     else if (verdict != RT_WIRE_VERDICT_ACCEPTED && verdict != RT_WIRE_VERDICT_NOCHANGE)
         RT_WARN(S_NAME, "epoch %d: decision %s", (int)ended, rt_wire_verdict_str(verdict));
-    if (!dec.reason[0])
-        snprintf(dec.reason, sizeof dec.reason, "%s",
-                 measured ? "no change" : "B_max reached: no measurement");
     if (has_held && (verdict == RT_WIRE_VERDICT_STALE || verdict == RT_WIRE_VERDICT_SUPERSEDED) &&
         (rc = s_resume(s, &held, ended)))
         return rc;
     d.lr = dec.lr;
     d.gamma = dec.gamma;
-    snprintf(d.reason, sizeof d.reason, "%s", dec.reason);
     d.apply_step = verdict == RT_WIRE_VERDICT_ACCEPTED ? apply : 0;
     d.sched_version = verdict == RT_WIRE_VERDICT_ACCEPTED ? (uint32_t)sv : 0;
     d.verdict = verdict;

@@ -6,6 +6,8 @@
  * it is not the coordinator, a malformed message to the
  * coordinator is logged with its sender and dropped while training goes on, and the run finishes.
  * Under CURVE the query needs the deployment's key (--config), and gets no answer without one.
+ * In an ABS run of separate processes the status lists the eigen service's decisions with the
+ * rule's reasons, and the lead worker's latest test-set evaluation.
  * What a status reads of the schedule (server_coord_peek) announces no step, so a query cannot
  * move where a decision is stamped.
  */
@@ -18,6 +20,7 @@
 #include <zmq.h>
 
 #include "eb_test.h"
+#include "eb_test_data.h"
 #include "rt_err.h"
 #include "rt_wire_status.h"
 #include "server_coord.h"
@@ -69,6 +72,7 @@ static void test_codec_round_trip(void **state)
         a->decisions[i].verdict = i % 2 ? RT_WIRE_VERDICT_STALE : RT_WIRE_VERDICT_ACCEPTED;
         memset(a->decisions[i].reason, 'r', RT_WIRE_REASON_MAX - 1);
     }
+    a->eval = (struct rt_wire_eval){1, 89, 50000, 34567, 1.25f};
     size_t len = 0;
     assert_int_equal(rt_wire_status_encode(a, 0, "shard-0", buf, RT_WIRE_STATUS_MAX, &len), 0);
     char name[RT_WIRE_NAME_MAX];
@@ -86,6 +90,9 @@ static void test_codec_round_trip(void **state)
     assert_int_equal(b->n_decisions, RT_WIRE_STATUS_DECISIONS);
     assert_int_equal(b->decisions[2].batch, 512);
     assert_int_equal(b->decisions[1].verdict, RT_WIRE_VERDICT_STALE);
+    assert_int_equal(strlen(b->decisions[7].reason), RT_WIRE_REASON_MAX - 1);
+    assert_true(b->eval.present && b->eval.epoch == 89 && b->eval.samples == 50000 &&
+                b->eval.correct == 34567 && b->eval.loss == 1.25f);
     /* cut short: never accepted (the trailer is missing, or protobuf fails) */
     for (size_t cut = 1; cut < 64; cut++)
         assert_true(rt_wire_status_decode(buf, len - cut, b, NULL) < 0);
@@ -287,6 +294,49 @@ static void test_status_under_curve(void **state)
     free(tmp);
 }
 
+static void test_status_abs_reasons_and_test(void **state)
+{
+    (void)state;
+    char *tmp = eb_test_tmpdir(), db[4200], cmd[12000];
+    snprintf(db, sizeof db, "%s/db", tmp);
+    eb_test_make_raw_db(db, 64, 1, 8, 8);
+    int port = eb_test_free_port();
+    snprintf(cmd, sizeof cmd,
+             "EB_LOG=warn exec '%s' launch --transport tcp --port %d --shards 2 --workers 2 "
+             "--balance static --model cnn --data '%s' --test '%s' --classes 64 --batch 8 "
+             "--micro-batch 4 --lr 0.05 --method ABS --epochs 12 --batch-max 32 --kappa 1 "
+             "--hessian-batch 16 --decisions sync --output-dir '%s/run' >/dev/null 2>&1",
+             eb_test_binary(), port, db, db, tmp);
+    int pid = eb_test_spawn(cmd);
+    snprintf(cmd, sizeof cmd,
+             "'%s' status --connect tcp://127.0.0.1:%d --json --timeout-ms 2000 2>/dev/null",
+             eb_test_binary(), port);
+    int seen = 0;
+    for (int t = 0; t < TRIES && !seen && eb_test_running(pid); t++) {
+        json_t *j = eb_test_json_cmd(cmd);
+        json_t *dec = json_object_get(j, "decisions"), *test = json_object_get(j, "test");
+        if (json_array_size(dec) >= 2 && json_is_object(test)) {
+            seen = 1;
+            for (size_t i = 0; i < json_array_size(dec); i++) {
+                const char *why =
+                    json_string_value(json_object_get(json_array_get(dec, i), "reason"));
+                assert_non_null(why);
+                assert_true(why[0] != '\0'); /* the rule says why */
+            }
+            assert_int_equal(json_integer_value(json_object_get(test, "samples")), 64);
+            double acc = json_real_value(json_object_get(test, "accuracy"));
+            assert_true(acc >= 0 && acc <= 1);
+        }
+        json_decref(j);
+        if (!seen)
+            usleep(POLL_US);
+    }
+    assert_true(seen);
+    assert_int_equal(eb_test_wait(pid), 0);
+    eb_test_rmtree(tmp);
+    free(tmp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -294,6 +344,7 @@ int main(void)
         cmocka_unit_test(test_peek_announces_nothing),
         cmocka_unit_test(test_status_mid_run),
         cmocka_unit_test(test_status_under_curve),
+        cmocka_unit_test(test_status_abs_reasons_and_test),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

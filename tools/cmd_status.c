@@ -187,6 +187,8 @@ static void s_print(const struct rt_wire_status *st, const char *name, const cha
         if (d->apply_step)
             printf(" from step %llu", (unsigned long long)d->apply_step);
         printf("\n");
+        if (d->reason[0])
+            printf("      %s\n", d->reason); /* the ABS rule's why */
     }
 }
 

@@ -25,7 +25,15 @@ static _Thread_local char s_why[NN_BACKEND_WHY_MAX]; /* reason of the last faile
 #ifdef EB_HAVE_CUDA
 /* The CUDA backend bound to device `index`, or NULL with a one-line reason in why (nn_cuda.cu). */
 const struct nn_backend_ops *nn_cuda_backend(int index, char *why, size_t why_len);
+/* Open the libraries loaded on first use; 0, or -1 with why filled (nn_cuda_blas.cu). */
+int nn_cuda_libs_open(char *why, size_t why_len);
 #else
+static int nn_cuda_libs_open(char *why, size_t why_len)
+{
+    snprintf(why, why_len, "this eigenbatch was built without CUDA (configure with -DEB_CUDA=ON)");
+    return -1;
+}
+
 static const struct nn_backend_ops *nn_cuda_backend(int index, char *why, size_t why_len)
 {
     (void)index;
@@ -280,4 +288,9 @@ int nn_mem_plan_check(const struct nn_mem_plan *plan, size_t free_bytes, const c
              model ? model : "?", max_batch, plan->total, plan->params, plan->activations,
              plan->workspace, free_bytes);
     return NN_ERR_NOMEM;
+}
+
+int nn_backend_cuda_libs(void)
+{
+    return nn_cuda_libs_open(s_why, sizeof s_why) ? NN_ERR_ARG : NN_OK;
 }

@@ -75,6 +75,11 @@ int nn_backend_get(const char *device, const struct nn_backend_ops **out);
 /* One-line reason of the last failed nn_backend_get (this thread); "" if none. */
 const char *nn_backend_why(void);
 
+/* Open the libraries the CUDA backend loads on first use (cuBLAS) without touching a device:
+ * NN_OK, or NN_ERR_ARG with the reason in nn_backend_why() (also when built without CUDA).
+ * nn_backend_get opens them itself; this serves checks and tests. */
+int nn_backend_cuda_libs(void);
+
 /* 1 when this build can sum gradients across several CUDA devices of one process (NCCL). */
 int nn_backend_have_nccl(void);
 

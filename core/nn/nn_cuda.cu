@@ -139,9 +139,11 @@ void nn_cuda_gemm(enum nn_trans ta, enum nn_trans tb, int m, int n, int k, float
 {
     if (m == 0 || n == 0)
         return;
-    CUBLAS_CHECK(cublasSgemm(nn_cuda_ctx_get()->cublas, tb == NN_TRANS ? CUBLAS_OP_T : CUBLAS_OP_N,
-                             ta == NN_TRANS ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, ldb, a,
-                             lda, &beta, c, ldc));
+    /* the context that owns the handle opened cuBLAS (s_ctx_init) */
+    CUBLAS_CHECK(nn_cublas_open(NULL, 0)->sgemm(nn_cuda_ctx_get()->cublas,
+                                                tb == NN_TRANS ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                                ta == NN_TRANS ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k,
+                                                &alpha, b, ldb, a, lda, &beta, c, ldc));
 }
 
 /* One block per row: acc[o] += scale * sum(row o). */
@@ -416,10 +418,14 @@ static int s_ctx_init(struct nn_cuda_ctx *c, int index, char *why, size_t why_le
                  cudaGetErrorString(e));
         return -1;
     }
-    cublasStatus_t bs = cublasCreate(&c->cublas);
-    if (bs != CUBLAS_STATUS_SUCCESS || cublasSetStream(c->cublas, c->stream)) {
-        snprintf(why, why_len, "CUDA device %d: cublasCreate: %s", index,
-                 cublasGetStatusString(bs));
+    const struct nn_cublas *blas = nn_cublas_open(why, why_len);
+    if (!blas)
+        return -1;
+    cublasStatus_t bs = blas->create(&c->cublas);
+    if (bs == CUBLAS_STATUS_SUCCESS)
+        bs = blas->set_stream(c->cublas, c->stream);
+    if (bs != CUBLAS_STATUS_SUCCESS) {
+        snprintf(why, why_len, "CUDA device %d: cublasCreate: %s", index, blas->status_string(bs));
         return -1;
     }
     cudnnStatus_t ds = cudnnCreate(&c->cudnn);

@@ -1,5 +1,6 @@
 /*
  * nn_cuda: what the CUDA backend's files share (nn_cuda.cu: the table, memory, GEMM, loss, SGD;
+ * nn_cuda_blas.cu: cuBLAS, opened on first use;
  * nn_cuda_conv.cu: Conv2d via cuDNN and Linear via cuBLAS; nn_cuda_bn.cu: BatchNorm;
  * nn_cuda_layers.cu: the elementwise and pooling layers). Internal to core/nn; CUDA sources only.
  *
@@ -58,7 +59,7 @@ int nn_cuda_failed(void);
     do {                                                                                           \
         cublasStatus_t s_ = (expr);                                                                \
         if (s_ != CUBLAS_STATUS_SUCCESS)                                                           \
-            nn_cuda_fail(__FILE__, __LINE__, #expr, cublasGetStatusString(s_));                    \
+            nn_cuda_fail(__FILE__, __LINE__, #expr, nn_cublas_status(s_));                         \
     } while (0)
 #define CUDNN_CHECK(expr)                                                                          \
     do {                                                                                           \
@@ -68,6 +69,20 @@ int nn_cuda_failed(void);
     } while (0)
 /* After a kernel launch: the launch error, if any. */
 #define CUDA_LAUNCH_CHECK(name) CUDA_CHECK(cudaPeekAtLastError())
+
+/* cuBLAS's entry points, opened on first use (nn_cuda_blas.cu); the types are cublas_v2.h's. */
+struct nn_cublas {
+    decltype(&cublasCreate_v2) create;
+    decltype(&cublasDestroy_v2) destroy;
+    decltype(&cublasSetStream_v2) set_stream;
+    decltype(&cublasSgemm_v2) sgemm;
+    decltype(&cublasGetStatusString) status_string;
+};
+/* The table, opening libcublas.so.<major> on the first call (from any thread); NULL with a
+ * one-line reason in why (may be NULL) when it cannot be opened. Valid for the process's life. */
+const struct nn_cublas *nn_cublas_open(char *why, size_t why_len);
+/* cuBLAS's message for s. */
+const char *nn_cublas_status(cublasStatus_t s);
 
 /* Blocks for n elements. */
 static inline unsigned nn_cuda_blocks(size_t n)

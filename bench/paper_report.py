@@ -27,15 +27,29 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 
-BEGIN = "<!-- paper-compare:begin (bench/paper_report.py rewrites this section) -->"
-END = "<!-- paper-compare:end -->"
 METHODS = ["bl", "fb", "gg", "abs", "absa"]
-ORDER = ["bl-128"] + ["%s-%d" % (m, b) for b in (2048, 8192) for m in METHODS]
+VARIANTS = ["bntrain"]  # run-name suffixes of ABS/ABSA variants (e.g. abs-2048-bntrain)
+ORDER = ["bl-128"] + ["%s-%d%s" % (m, b, v) for b in (2048, 8192) for m in METHODS
+                      for v in [""] + (["-" + x for x in VARIANTS] if m in ("abs", "absa") else [])]
+
+
+def markers(key):
+    """The comment lines around the generated section (one pair per --section key)."""
+    tag = "paper-compare" + ("-" + key if key else "")
+    return ("<!-- %s:begin (bench/paper_report.py rewrites this section) -->" % tag,
+            "<!-- %s:end -->" % tag)
+
+
+def split_name(name):
+    """abs-2048-bntrain -> ("abs", 2048, "bntrain"); bl-128 -> ("bl", 128, "")."""
+    parts = name.split("-")
+    return parts[0], int(parts[1]), "-".join(parts[2:])
 
 
 def load_run(path):
@@ -68,15 +82,32 @@ def fmt(v, spec):
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
 
+def growths(eigs):
+    """The batch increases of an ABS/ABSA run: (epoch that decided it, old B, new B, cause), the
+    cause read from the rule's reason: "eigenvalue" (lambda <= lambda_ref / alpha), "timer"
+    (kappa epochs without it) or "other"."""
+    out = []
+    for e in eigs:
+        m = re.search(r"B (\d+) -> (\d+)", e.get("reason") or "")
+        if not m or not e.get("changed", True):
+            continue
+        why = e.get("reason") or ""
+        cause = ("eigenvalue" if re.search(r"lambda \S+ <= lambda_ref", why) else
+                 "timer" if "kappa timer" in why else "other")
+        out.append((int(e.get("epoch", -1)), int(m.group(1)), int(m.group(2)), cause))
+    return out
+
+
 def summarise(name, epochs, eigs):
-    method, maxb = name.rsplit("-", 1)
+    method, maxb, variant = split_name(name)
     last = epochs[-1]
     acc = [num(e, "test_accuracy") for e in epochs]
     measured = [e for e in eigs if isinstance(e.get("eigenvalue"), (int, float))]
     return {
         "run": name,
-        "method": method.upper(),
-        "max_batch": int(maxb),
+        "method": method.upper() + (" (%s)" % variant if variant else ""),
+        "max_batch": maxb,
+        "growths": growths(eigs) if method in ("abs", "absa") else [],
         "epochs": len(epochs),
         "acc": num(last, "test_accuracy"),
         "best": max((a for a in acc if not math.isnan(a)), default=float("nan")),
@@ -126,9 +157,13 @@ def claims(rows):
         if "gg" in r:
             lines.append("- B_max %d, GG keeps accuracy (within 0.5%%): %s (%+.2f%%, %d updates)." % (
                 b, "yes" if d["gg"] >= -0.5 else "no", d["gg"], r["gg"]["updates"]))
-        for m in ("abs", "absa"):
-            if m not in r:
+        for m in ("abs", "absa") + tuple("%s-%s" % (a, v) for a in ("abs", "absa")
+                                          for v in VARIANTS):
+            key = "%s-%d" % (m.split("-")[0], b) + (m[m.index("-"):] if "-" in m else "")
+            if key not in by:
                 continue
+            r[m] = by[key]
+            d[m] = (r[m]["acc"] - base["acc"]) * 100
             ok_acc = d[m] >= -0.5
             ok_upd = r[m]["updates"] * 3 <= base["updates"]
             ok_gg = "gg" not in r or r[m]["updates"] < r["gg"]["updates"]
@@ -138,6 +173,20 @@ def claims(rows):
                     b, m.upper(), "yes" if ok_acc and ok_upd and ok_gg else "no", d[m],
                     r[m]["updates"], base["updates"] / max(1, r[m]["updates"]),
                     ", GG %d" % r["gg"]["updates"] if "gg" in r else ""))
+    return lines
+
+
+def growth_lines(rows):
+    """For each ABS/ABSA run: its batch increases and what caused each (text lines)."""
+    lines = []
+    for r in rows:
+        if not r["growths"]:
+            continue
+        g = r["growths"]
+        n_eig = sum(1 for x in g if x[3] == "eigenvalue")
+        lines.append("- %s: %d increases, %d from the eigenvalue, %d from the kappa timer: %s." % (
+            r["run"], len(g), n_eig, sum(1 for x in g if x[3] == "timer"),
+            ", ".join("epoch %d B %d -> %d (%s)" % (e + 1, a, b, c) for e, a, b, c in g)))
     return lines
 
 
@@ -183,7 +232,7 @@ def figures(data, fig_dir):
             if logx:
                 s.append("set logscale x")
             for b in (2048, 8192):
-                runs = [r for r in ORDER if r in data and (r == "bl-128" or r.endswith("-%d" % b))]
+                runs = [r for r in ORDER if r in data and (r == "bl-128" or split_name(r)[1] == b)]
                 s.append("set title 'Fashion-MNIST, cnn, max batch %d'" % b)
                 if not runs:
                     s.append("plot 0 notitle")
@@ -377,12 +426,13 @@ def investigation_figure(vdata, fig_dir):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def update_md(md, section):
+def update_md(md, section, key=""):
+    begin, end = markers(key)
     text = open(md).read() if os.path.exists(md) else ""
-    block = BEGIN + "\n" + section.rstrip() + "\n" + END
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
+    block = begin + "\n" + section.rstrip() + "\n" + end
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1]
         text = head + block + tail
     else:
         text = text.rstrip() + ("\n\n" if text.strip() else "") + block + "\n"
@@ -397,6 +447,9 @@ def main():
     ap.add_argument("--fig-dir", default="bench/results")
     ap.add_argument("--md", default="bench/RESULTS.md")
     ap.add_argument("--title", default="## Paper comparison (Fashion-MNIST)")
+    ap.add_argument("--section", default="",
+                    help="key of the generated section's markers, so that several comparisons"
+                    " (e.g. e90) each keep a section of MD (default: the 20-epoch one's)")
     ap.add_argument("--notes", default=None,
                     help="markdown file whose text goes into the section after the table"
                     " (default: RUNS_DIR/NOTES.md when it exists)")
@@ -447,6 +500,10 @@ def main():
             lines.append("")
         lines += ["Paper's shape, as measured (thresholds of the issue: 0.5% accuracy, 3x"
                   " fewer updates):", ""] + claims(rows) + [""]
+        grown = growth_lines(rows)
+        if grown:
+            lines += ["Batch increases of the ABS/ABSA runs (epoch that decided each, 1-based),"
+                      " with their cause from the rule's reason:", ""] + grown + [""]
         vdata = load_variants(os.path.join(a.runs_dir, "investigate"))
         if vdata:
             lines += ["### Why ABS grows less: ABS-2048 with one thing changed", "",
@@ -464,7 +521,7 @@ def main():
         lines += [open(a.notes).read().rstrip(), ""]
     section = "\n".join(lines)
     print(section)
-    update_md(a.md, section)
+    update_md(a.md, section, a.section)
     return 0
 
 

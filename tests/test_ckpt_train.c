@@ -10,6 +10,9 @@
  * same weights (its resume event names that one). keep = 2 leaves the two newest checkpoints. A
  * corrupted shard file, a missing PATH and a checkpoint of another model or shard count are errors
  * naming the file and the field; `auto` with only a corrupted one starts fresh (no resume event).
+ * A run killed after the checkpoint at an epoch's end but before that epoch's event was written
+ * gets the event back when it resumes: evaluated on the checkpoint's weights, the same test
+ * results, marked recovered.
  */
 #include "eb_test.h"
 
@@ -99,6 +102,82 @@ static void test_resume_same_weights(void **state)
     eb_ckpt_same_file(wa, path);
 }
 
+/* The "epoch" event of epoch e in dir's metrics.jsonl (the last one; caller decrefs), or NULL. */
+static json_t *s_epoch_event(const char *dir, int e)
+{
+    char path[4500];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+    json_t *all = eb_test_events(path, "epoch"), *found = NULL;
+    for (size_t i = 0; i < json_array_size(all); i++) {
+        json_t *o = json_array_get(all, i);
+        if (json_integer_value(json_object_get(o, "epoch")) == e) {
+            json_decref(found);
+            found = json_incref(o);
+        }
+    }
+    json_decref(all);
+    return found;
+}
+
+/* Drop the lines of dir's metrics.jsonl that hold the epoch event of epoch e (a run killed
+ * between the checkpoint at e's end and that event). */
+static void s_drop_epoch_event(const char *dir, int e)
+{
+    char path[4500], tmp[4600], key[64];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    snprintf(key, sizeof key, "\"epoch\":%d,", e);
+    FILE *in = fopen(path, "r"), *out = fopen(tmp, "w");
+    assert_non_null(in);
+    assert_non_null(out);
+    char line[65536];
+    int dropped = 0;
+    while (fgets(line, sizeof line, in)) {
+        if (strstr(line, "\"event\":\"epoch\"") && strstr(line, key)) {
+            dropped++;
+            continue;
+        }
+        fputs(line, out);
+    }
+    fclose(in);
+    fclose(out);
+    assert_int_equal(dropped, 1);
+    assert_int_equal(rename(tmp, path), 0);
+}
+
+static void test_resume_recovers_epoch_event(void **state)
+{
+    (void)state;
+    char d[4300], extra[8800];
+    snprintf(d, sizeof d, "%s/lost-event", s_f.tmp);
+    snprintf(extra, sizeof extra,
+             "--set schedule.method=BL --set data.test='%s' --set schedule.epochs=%d", s_f.db,
+             EB_CKPT_SPLIT);
+    eb_ckpt_run_ok(&s_f, "train", d, extra);
+    json_t *orig = s_epoch_event(d, EB_CKPT_SPLIT - 1);
+    assert_non_null(orig);
+    double acc = json_number_value(json_object_get(orig, "test_accuracy"));
+    double loss = json_number_value(json_object_get(orig, "test_loss"));
+    assert_true(acc >= 0 && loss > 0);
+    s_drop_epoch_event(d, EB_CKPT_SPLIT - 1);
+    snprintf(extra, sizeof extra,
+             "--set schedule.method=BL --set data.test='%s' --set schedule.epochs=%d "
+             "--resume auto",
+             s_f.db, EB_CKPT_SPLIT + 1);
+    eb_ckpt_run_ok(&s_f, "train", d, extra);
+    json_t *back = s_epoch_event(d, EB_CKPT_SPLIT - 1);
+    assert_non_null(back);
+    assert_true(json_is_true(json_object_get(back, "recovered")));
+    assert_true(json_number_value(json_object_get(back, "test_accuracy")) == acc);
+    assert_true(json_number_value(json_object_get(back, "test_loss")) == loss);
+    json_t *next = s_epoch_event(d, EB_CKPT_SPLIT); /* and the run went on */
+    assert_non_null(next);
+    assert_null(json_object_get(next, "recovered"));
+    json_decref(orig);
+    json_decref(back);
+    json_decref(next);
+}
+
 /* Bad checkpoints are errors naming the file and the field. */
 static void test_resume_errors(void **state)
 {
@@ -181,6 +260,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_resume_same_weights),
         cmocka_unit_test(test_resume_errors),
+        cmocka_unit_test(test_resume_recovers_epoch_event),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

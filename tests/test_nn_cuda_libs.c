@@ -11,6 +11,7 @@
 #include "nn_backend.h"
 #include "nn_base.h"
 
+#ifdef EB_HAVE_CUDA
 /* 1 when a file whose name contains `lib` is mapped into this process. */
 static int s_mapped(const char *lib)
 {
@@ -23,6 +24,7 @@ static int s_mapped(const char *lib)
     fclose(f);
     return found;
 }
+#endif
 
 static void test_cublas_on_first_use(void **state)
 {

@@ -170,6 +170,8 @@ static int s_nn_init(void *user, float *params, float *buffers)
 }
 
 static int s_lead_begin(struct worker_app *n, uint64_t step);
+static void s_recover_epoch(struct worker_app *n, const struct worker_step *st, const float *params,
+                            const float *buffers);
 
 /* The test hook EB_TEST_NAN_LOSS=W:N (worker_app.h): 1 when it fires for worker st->worker at
  * st->step. */
@@ -202,6 +204,8 @@ static int s_nn_step(void *user, const struct worker_step *st, const float *para
     int rc = n->is_lead && !n->was_lead ? s_lead_begin(n, st->step) : RT_OK;
     if (rc)
         return rc;
+    if (n->is_lead)
+        s_recover_epoch(n, st, params, buffers);
     if (n->epoch >= 0 && (int64_t)st->epoch != n->epoch) {
         /* the weights and running statistics of this step are the last epoch's final ones */
         s_epoch_end(n, params, buffers, 0);
@@ -251,6 +255,8 @@ static void s_epoch_write(struct worker_app *n, const struct worker_app_epoch *e
     rt_metrics_num(n->metrics, "images_per_s", ep->images_per_s);
     rt_metrics_num(n->metrics, "elapsed", ep->elapsed);
     rt_metrics_num(n->metrics, "eval_seconds", eval_s);
+    if (ep->recovered)
+        rt_metrics_bool(n->metrics, "recovered", 1);
     if (rt_metrics_end(n->metrics) && !n->rc)
         n->rc = RT_ERR_IO;
 }
@@ -361,6 +367,22 @@ static void s_eval_destroy(struct worker_app *n)
     n->ev = NULL;
 }
 
+/* Hand epoch *ep's evaluation, of these weights, to the evaluation thread (after the one in
+ * flight: the copy must not change under the thread). */
+static void s_eval_submit(struct worker_app_eval *ev, const struct worker_app_epoch *ep,
+                          const float *params, const float *buffers)
+{
+    s_eval_wait(ev);
+    memcpy(nn_net_params(ev->net), params, nn_net_param_count(ev->net) * sizeof(float));
+    if (nn_net_buffer_count(ev->net))
+        memcpy(nn_net_buffers(ev->net), buffers, nn_net_buffer_count(ev->net) * sizeof(float));
+    pthread_mutex_lock(&ev->mu);
+    ev->ep = *ep;
+    ev->pending = 1;
+    pthread_cond_broadcast(&ev->cv);
+    pthread_mutex_unlock(&ev->mu);
+}
+
 /* The lead at the end of epoch n->epoch, with its final weights: hand the evaluation (when due)
  * and the event to the evaluation thread, or write the event now. Another worker keeps the
  * summary in case the lead dies before writing it (s_lead_begin). Resets the epoch's counters. */
@@ -393,16 +415,7 @@ static void s_epoch_end(struct worker_app *n, const float *params, const float *
             (long long)ep.epoch, ep.loss, ep.train_accuracy, secs > 0 ? ep.images_per_s : 0.0);
     struct worker_app_eval *ev = n->ev;
     if (ev && ep.evaluate) {
-        /* at most one evaluation in flight: the copy must not change under the thread */
-        s_eval_wait(ev);
-        memcpy(nn_net_params(ev->net), params, nn_net_param_count(ev->net) * sizeof(float));
-        if (nn_net_buffer_count(ev->net))
-            memcpy(nn_net_buffers(ev->net), buffers, nn_net_buffer_count(ev->net) * sizeof(float));
-        pthread_mutex_lock(&ev->mu);
-        ev->ep = ep;
-        ev->pending = 1;
-        pthread_cond_broadcast(&ev->cv);
-        pthread_mutex_unlock(&ev->mu);
+        s_eval_submit(ev, &ep, params, buffers);
         if (final)
             s_eval_wait(ev);
     } else if (ev) {
@@ -415,9 +428,9 @@ static void s_epoch_end(struct worker_app *n, const float *params, const float *
     }
 }
 
-/* 1 when metrics.jsonl holds the "epoch" event of `epoch` after its last "resume" event (the
- * events above a resume belong to the interrupted run). */
-static int s_epoch_logged(const struct worker_app *n, int64_t epoch)
+/* 1 when metrics.jsonl holds the "epoch" event of `epoch`: after its last "resume" event only
+ * (the events above a resume belong to the interrupted run) when `since_resume`. */
+static int s_epoch_logged(const struct worker_app *n, int64_t epoch, int since_resume)
 {
     char path[S_MAX_PATH];
     snprintf(path, sizeof path, "%s/metrics.jsonl", n->o->output_dir);
@@ -428,7 +441,7 @@ static int s_epoch_logged(const struct worker_app *n, int64_t epoch)
     size_t cap = 0;
     int found = 0;
     while (getline(&line, &cap, f) > 0) {
-        if (strstr(line, "\"event\":\"resume\""))
+        if (since_resume && strstr(line, "\"event\":\"resume\""))
             found = 0;
         if (!strstr(line, "\"event\":\"epoch\""))
             continue;
@@ -474,7 +487,7 @@ static int s_lead_begin(struct worker_app *n, uint64_t step)
         if ((rc = s_eval_new(o, n, c, h, w)))
             return rc;
     }
-    if (n->has_pending && n->metrics && !s_epoch_logged(n, n->pending.epoch)) {
+    if (n->has_pending && n->metrics && !s_epoch_logged(n, n->pending.epoch, 1)) {
         RT_WARN("train",
                 "the event of epoch %lld is missing (its lead is gone): written without "
                 "test results",
@@ -483,6 +496,50 @@ static int s_lead_begin(struct worker_app *n, uint64_t step)
     }
     n->has_pending = 0;
     return RT_OK;
+}
+
+/* A run resumed from the checkpoint at the start of epoch E, whose lead died after writing it but
+ * before the event of epoch E-1 (its evaluation still running): the weights of the first step
+ * are E-1's final ones, so the event is written now from them (test results as due, training
+ * totals, which died with the process, NaN), marked "recovered". The events above a resume are
+ * the interrupted run's, and the one of E-1 among them counts: it precedes the checkpoint. */
+static void s_recover_epoch(struct worker_app *n, const struct worker_step *st, const float *params,
+                            const float *buffers)
+{
+    const struct app_opts *o = n->o;
+    if (n->resume_checked)
+        return;
+    n->resume_checked = 1;
+    if (!o->local.resume || st->step != n->resume_step || st->epoch == 0 || st->epoch_offset ||
+        !n->metrics || s_epoch_logged(n, (int64_t)st->epoch - 1, 0))
+        return;
+    int64_t e = (int64_t)st->epoch - 1;
+    RT_WARN("train",
+            "the event of epoch %lld died with the interrupted run: written again from the "
+            "checkpoint's weights",
+            (long long)e);
+    struct worker_app_epoch ep = {
+        .epoch = e,
+        .steps = st->step,
+        .loss = NAN,
+        .train_accuracy = NAN,
+        .lr = NAN,
+        .gamma = NAN,
+        .images_per_s = NAN,
+        .elapsed = NAN,
+        .evaluate = o->train.eval_every > 0 && (e + 1) % o->train.eval_every == 0,
+        .recovered = 1,
+    };
+    if (n->ev && ep.evaluate) {
+        s_eval_submit(n->ev, &ep, params, buffers);
+    } else if (n->ev) {
+        s_eval_wait(n->ev); /* events stay in epoch order */
+        pthread_mutex_lock(&n->ev->mu);
+        s_epoch_write(n, &ep, NAN, NAN, 0);
+        pthread_mutex_unlock(&n->ev->mu);
+    } else {
+        s_epoch_write(n, &ep, NAN, NAN, 0);
+    }
 }
 
 static void s_nn_lead(void *user, int is_lead)

@@ -37,6 +37,8 @@ struct worker_app_epoch {
     double images_per_s; /* global samples of the epoch per second */
     double elapsed;      /* seconds since the first step */
     int evaluate;        /* 1: evaluate the test set */
+    int recovered;       /* 1: written after a resume, for an epoch whose event died with the
+                            process (training totals unknown: NaN) */
 };
 
 struct worker_app {
@@ -72,6 +74,7 @@ struct worker_app {
     double test_loss;         /* ... and mean loss */
     struct rt_wire_eval eval; /* the last evaluation as reported to the coordinator (guarded by
                                  the evaluation thread's mutex) */
+    int resume_checked;       /* the first step after a resume has been looked at */
     int rc;                   /* first error of a callback that cannot return one */
     struct worker_mem mem;    /* the memory bound stated at open (compute only) */
 };

@@ -5,6 +5,7 @@
 #include "eb_test_ckpt.h"
 
 #include <dirent.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -207,11 +208,22 @@ void eb_ckpt_assert_resumed(const char *dir, const struct eb_ckpt_point *from, i
                  path, ck ? ck : "(none)", (long long)re, (long long)rs, from->path, from->epoch,
                  from->step);
     int next = from->epoch;
+    uint64_t seen_before = 0; /* bit e: epoch e < from->epoch has an event */
     json_array_foreach(all, i, j)
     {
-        if (i <= at || !s_event_is(j, "epoch"))
+        if (!s_event_is(j, "epoch"))
             continue;
         json_int_t e = json_integer_value(json_object_get(j, "epoch"));
+        if (i < at) { /* the interrupted run's: the epochs before the checkpoint count */
+            if (e >= 0 && e < from->epoch && e < 64)
+                seen_before |= 1ull << e;
+            continue;
+        }
+        if (e == from->epoch - 1 && json_is_true(json_object_get(j, "recovered")) &&
+            !(seen_before >> e & 1)) {
+            seen_before |= 1ull << e; /* its event died with the interrupted run: written again */
+            continue;
+        }
         if (e < from->epoch)
             fail_msg("%s: epoch %lld trained again after resuming from epoch-%06d", path,
                      (long long)e, from->epoch);
@@ -222,5 +234,8 @@ void eb_ckpt_assert_resumed(const char *dir, const struct eb_ckpt_point *from, i
     if (next != epochs)
         fail_msg("%s: the resumed run ended after epoch %d, expected %d", path, next - 1,
                  epochs - 1);
+    for (int e = 0; e < from->epoch && e < 64; e++)
+        if (!(seen_before >> e & 1))
+            fail_msg("%s: epoch %d has no event (nothing may be lost by a kill)", path, e);
     json_decref(all);
 }

@@ -61,7 +61,8 @@ void eb_ckpt_newest(const char *dir, struct eb_ckpt_point *p);
  * from->epoch > 0 (not a fresh start), the last "resume" event names from's path, epoch and step,
  * and the "epoch" events after it (0-based: the first epoch trained after a checkpoint of N
  * completed epochs is epoch N) are from->epoch .. epochs - 1 in order, so none before the
- * checkpoint was trained again. */
+ * checkpoint was trained again; and every epoch before the checkpoint has its event, above the
+ * resume or, when it died with the interrupted run, written again after it ("recovered"). */
 void eb_ckpt_assert_resumed(const char *dir, const struct eb_ckpt_point *from, int epochs);
 
 #endif

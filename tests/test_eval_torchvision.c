@@ -1,7 +1,7 @@
 /*
  * test_eval_torchvision: `eigenbatch eval` on weights trained by PyTorch scores as torchvision
  * scores them. tests/tools/tv_eval.py trains torchvision's resnet18 (4 classes) for a few steps
- * and scores it in eval mode on a folder of JPEGs of mixed sizes (one greyscale) through
+ * and scores it in eval mode on a folder of JPEGs of mixed sizes (one greyscale, one CMYK) through
  * torchvision's evaluation pipeline (PIL, Resize 40, CenterCrop 32, ToTensor, Normalize); the
  * folder is converted with `eigenbatch convert imagefolder` and evaluated by `eigenbatch eval`
  * with the same transform as data.* keys. The accuracy must be the same, and the mean loss within
@@ -72,8 +72,8 @@ static void test_eval_matches_torchvision(void **state)
     json_decref(want);
     json_decref(got);
 
-    /* The same folder (mixed sizes, one greyscale JPEG) also trains: one epoch, random-resized
-     * crops, the epoch event written. */
+    /* The same folder (mixed sizes, one greyscale and one CMYK JPEG) also trains: one epoch,
+     * random-resized crops, the epoch event written. */
     snprintf(cmd, sizeof cmd,
              "'%s' train --model resnet18 --classes 4 --data '%s/db' --epochs 1 --batch 16 "
              "--set data.size=32 --set data.train_crop=random_resized --set data.flip=true "

@@ -1,7 +1,9 @@
 /*
  * test_rt_jpeg: encode/decode round trip (RGB, BGR, grey), header, scaled decode size, and a
  * corrupt or truncated JPEG is an error naming the image; a region decode gives exactly the
- * pixels of a full decode for every chroma subsampling, progressive JPEGs and greyscale ones.
+ * pixels of a full decode for every chroma subsampling, progressive JPEGs and greyscale ones. A
+ * CMYK JPEG (ImageNet holds a few) decodes, whole, scaled and by region, to the RGB that Pillow's
+ * Image.open(f).convert("RGB") gives (torchvision's loader), checked when python3 has PIL.
  */
 #include "eb_test.h"
 
@@ -180,11 +182,85 @@ static void test_region(void **state)
     rt_jpeg_destroy(&j);
 }
 
+/* Read a binary PPM (P6) or PGM (P5) of w x h written by PIL into out; the channel count. */
+static int s_read_pnm(const char *path, int w, int h, uint8_t *out)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    char kind[3] = {0};
+    int pw, ph, mx;
+    assert_int_equal(fscanf(f, "%2s %d %d %d", kind, &pw, &ph, &mx), 4);
+    fgetc(f);
+    assert_int_equal(pw, w);
+    assert_int_equal(ph, h);
+    int c = kind[1] == '6' ? 3 : 1;
+    size_t n = (size_t)w * h * c;
+    assert_int_equal(fread(out, 1, n, f), n);
+    fclose(f);
+    return c;
+}
+
+static void test_cmyk_as_pillow(void **state)
+{
+    (void)state;
+    if (system("/usr/bin/python3 -c 'import numpy, PIL' >/dev/null 2>&1") != 0) {
+        print_message("/usr/bin/python3 with numpy and PIL not available\n");
+        skip();
+    }
+    enum { W = 61, H = 45 };
+    char *tmp = eb_test_tmpdir(), cmd[4096], path[600];
+    /* a CMYK JPEG as Photoshop and Pillow write them (Adobe marker, inverted samples), and
+     * Pillow's RGB and L of it, and of its half-scale draft */
+    snprintf(cmd, sizeof cmd,
+             "/usr/bin/python3 -c \"import numpy as np; from PIL import Image; "
+             "r = np.random.RandomState(3); "
+             "a = r.randint(0, 256, (%d, %d, 4)).astype(np.uint8); "
+             "Image.fromarray(a, 'CMYK').save('%s/c.jpg', quality=90); "
+             "im = Image.open('%s/c.jpg'); assert im.mode == 'CMYK'; "
+             "im.convert('RGB').save('%s/rgb.ppm'); im.convert('RGB').convert('L')"
+             ".save('%s/l.pgm')\"",
+             H, W, tmp, tmp, tmp, tmp);
+    assert_int_equal(system(cmd), 0);
+    snprintf(path, sizeof path, "%s/c.jpg", tmp);
+    long len = 0;
+    uint8_t *jp = eb_test_read(path, &len);
+    assert_non_null(jp);
+    static uint8_t ref[W * H * 3], got[W * H * 3], refl[W * H];
+    snprintf(path, sizeof path, "%s/rgb.ppm", tmp);
+    assert_int_equal(s_read_pnm(path, W, H, ref), 3);
+    snprintf(path, sizeof path, "%s/l.pgm", tmp);
+    assert_int_equal(s_read_pnm(path, W, H, refl), 1);
+    rt_jpeg_t *j = rt_jpeg_new();
+    int w, h, c;
+    assert_int_equal(rt_jpeg_header(j, jp, (size_t)len, "c.jpg", &w, &h, &c), 0);
+    assert_int_equal(c, 3); /* it decodes to RGB */
+    assert_int_equal(rt_jpeg_decode(j, jp, (size_t)len, "c.jpg", 1, 3, 0, got), 0);
+    assert_memory_equal(got, ref, sizeof ref);
+    assert_int_equal(rt_jpeg_decode(j, jp, (size_t)len, "c.jpg", 1, 1, 0, got), 0);
+    assert_memory_equal(got, refl, sizeof refl);
+    /* a region: the same bytes as those of the whole */
+    int x0 = 17, y0 = 9, x1 = 52, y1 = 40;
+    assert_int_equal(rt_jpeg_decode_region(j, jp, (size_t)len, "c.jpg", 3, x0, y0, x1, y1, got), 0);
+    for (int y = y0; y < y1; y++)
+        assert_memory_equal(got + (size_t)(y - y0) * (x1 - x0) * 3, ref + ((size_t)y * W + x0) * 3,
+                            (size_t)(x1 - x0) * 3);
+    /* BGR order and the half-scale decode run too */
+    assert_int_equal(rt_jpeg_decode(j, jp, (size_t)len, "c.jpg", 1, 3, 1, got), 0);
+    assert_int_equal(got[0], ref[2]);
+    assert_int_equal(got[2], ref[0]);
+    assert_int_equal(rt_jpeg_decode(j, jp, (size_t)len, "c.jpg", 2, 3, 0, got), 0);
+    rt_jpeg_destroy(&j);
+    free(jp);
+    eb_test_rmtree(tmp);
+    free(tmp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_region),
+        cmocka_unit_test(test_cmyk_as_pillow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

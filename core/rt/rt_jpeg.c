@@ -35,6 +35,7 @@ struct rt_jpeg {
     struct jpeg_decompress_struct cinfo; /* region decoder (libjpeg API), made on first use */
     struct s_jerr jerr;                  /* its error manager */
     bool cinfo_ok;                       /* cinfo created */
+    int last_cs;                         /* TurboJPEG colour space of the last header read */
     uint8_t *row;                        /* one decoded row of the aligned region */
     size_t row_cap;                      /* its size */
 };
@@ -80,7 +81,8 @@ int rt_jpeg_header(rt_jpeg_t *j, const uint8_t *buf, size_t len, const char *wha
         return rt_err_set(RT_ERR_FORMAT, "%s: JPEG of size %dx%d", what, w, h);
     *width = w;
     *height = h;
-    *channels = cs == TJCS_GRAY ? 1 : 3;
+    *channels = cs == TJCS_GRAY ? 1 : 3; /* CMYK and YCCK decode to RGB (s_cmyk_row) */
+    j->last_cs = cs;
     return 0;
 }
 
@@ -89,27 +91,6 @@ void rt_jpeg_scaled_size(int width, int height, int denom, int *sw, int *sh)
     tjscalingfactor sf = {1, denom};
     *sw = TJSCALED(width, sf);
     *sh = TJSCALED(height, sf);
-}
-
-int rt_jpeg_decode(rt_jpeg_t *j, const uint8_t *buf, size_t len, const char *what, int denom,
-                   int channels, int bgr, uint8_t *dst)
-{
-    int w, h, c;
-    int rc = rt_jpeg_header(j, buf, len, what, &w, &h, &c);
-    if (rc < 0)
-        return rc;
-    if (denom != 1 && denom != 2 && denom != 4 && denom != 8)
-        return rt_err_set(RT_ERR_ARG, "%s: JPEG scale 1/%d not supported", what, denom);
-    int sw, sh;
-    rt_jpeg_scaled_size(w, h, denom, &sw, &sh);
-    int pf = channels == 1 ? TJPF_GRAY : (bgr ? TJPF_BGR : TJPF_RGB);
-    if (channels != 1 && channels != 3)
-        return rt_err_set(RT_ERR_ARG, "%s: cannot decode to %d channels", what, channels);
-    /* any warning (truncated data, corrupt segments) counts as an error: the record is bad */
-    if (tjDecompress2(j->dec, buf, (unsigned long)len, dst, sw, sw * channels, sh, pf, 0) != 0)
-        return rt_err_set(RT_ERR_FORMAT, "%s: JPEG decode failed: %s", what,
-                          tjGetErrorStr2(j->dec));
-    return 0;
 }
 
 static void s_jerr_exit(j_common_ptr c)
@@ -134,29 +115,70 @@ static bool s_has_eoi(const uint8_t *buf, size_t len)
     return len >= 4 && buf[len - 2] == 0xFF && buf[len - 1] == 0xD9;
 }
 
-/* Decode the rows of the region set up in j->cinfo (columns from xoff), copying rows [y0, y1)
- * and columns [x0, x1) into dst; skip: the rows above are skipped rather than decoded. whole: go
- * on to the end of the image, so that truncated data fails. Runs under the caller's setjmp. */
-static void s_read_rows(rt_jpeg_t *j, int x0, int y0, int x1, int y1, int channels, JDIMENSION xoff,
-                        bool whole, uint8_t *dst)
+/* What the libjpeg path decodes: rows [y0, y1) and columns [x0, x1) of the image at 1/denom
+ * scale into dst (rows of (x1-x0)*channels bytes, RGB or BGR); whole: every row and column is
+ * decoded (and checked) whatever the region. */
+struct s_req {
+    int denom, channels, bgr;
+    int x0, y0, x1, y1;
+    bool whole;
+    uint8_t *dst;
+};
+
+/* Pillow's CMYK to RGB, as torchvision's loader gets it (ImageNet holds a few CMYK JPEGs): the
+ * samples are taken as inverted (Adobe's convention, which Pillow assumes for every CMYK JPEG),
+ * then with k' = 255 - K each of R, G, B = k' - C k' / 255 (Pillow's rounding of the product);
+ * one channel: Pillow's luma of that RGB. n pixels of in (4 bytes each) into out. */
+static void s_cmyk_row(const uint8_t *in, int n, int channels, int bgr, uint8_t *out)
+{
+    for (int i = 0; i < n; i++, in += 4) {
+        int nk = in[3]; /* 255 - (255 - raw K) */
+        int rgb[3];
+        for (int c = 0; c < 3; c++) {
+            int t = (255 - in[c]) * nk + 128; /* MULDIV255 */
+            int v = nk - (((t >> 8) + t) >> 8);
+            rgb[c] = v < 0 ? 0 : v;
+        }
+        if (channels == 1) {
+            out[i] = (uint8_t)((rgb[0] * 19595 + rgb[1] * 38470 + rgb[2] * 7471 + 0x8000) >> 16);
+        } else {
+            out[3 * i] = (uint8_t)rgb[bgr ? 2 : 0];
+            out[3 * i + 1] = (uint8_t)rgb[1];
+            out[3 * i + 2] = (uint8_t)rgb[bgr ? 0 : 2];
+        }
+    }
+}
+
+/* Decode the rows of the request set up in j->cinfo (columns from xoff), copying (converting,
+ * for CMYK) the request's rows and columns into its dst; the rows above are skipped rather than
+ * decoded unless r->whole, which also goes on to the end of the image so that truncated data
+ * fails. Runs under the caller's setjmp. */
+static void s_read_rows(rt_jpeg_t *j, const struct s_req *r, JDIMENSION xoff, bool cmyk)
 {
     struct jpeg_decompress_struct *ci = &j->cinfo;
     /* skip whole iMCU rows only (entropy decoding alone), and decode the rows of the partial
      * one above the region: the upsampler's context then is what a full decode has */
     int imcu = ci->max_v_samp_factor * ci->min_DCT_scaled_size;
-    int top = y0 > RT_JPEG_REGION_MARGIN ? y0 - RT_JPEG_REGION_MARGIN : 0;
+    int top = r->y0 > RT_JPEG_REGION_MARGIN ? r->y0 - RT_JPEG_REGION_MARGIN : 0;
     JDIMENSION start = (JDIMENSION)(top / imcu * imcu);
-    if (!whole && start > 0 && jpeg_skip_scanlines(ci, start) != start)
+    if (!r->whole && start > 0 && jpeg_skip_scanlines(ci, start) != start)
         ERREXIT(ci, JERR_INPUT_EOF);
-    int end = whole ? (int)ci->output_height : y1;
-    size_t n = (size_t)(x1 - x0) * channels, skip = (size_t)(x0 - (int)xoff) * channels;
+    int end = r->whole ? (int)ci->output_height : r->y1;
+    int in_c = ci->output_components;
+    size_t n = (size_t)(r->x1 - r->x0) * r->channels;
+    size_t skip = (size_t)(r->x0 - (int)xoff) * in_c;
     while ((int)ci->output_scanline < end) {
         int y = (int)ci->output_scanline;
         JSAMPROW row = j->row;
         if (jpeg_read_scanlines(ci, &row, 1) != 1)
             ERREXIT(ci, JERR_INPUT_EOF);
-        if (y >= y0 && y < y1)
-            memcpy(dst + (size_t)(y - y0) * n, j->row + skip, n);
+        if (y < r->y0 || y >= r->y1)
+            continue;
+        uint8_t *out = r->dst + (size_t)(y - r->y0) * n;
+        if (cmyk)
+            s_cmyk_row(j->row + skip, r->x1 - r->x0, r->channels, r->bgr, out);
+        else
+            memcpy(out, j->row + skip, n);
     }
 }
 
@@ -175,21 +197,28 @@ static int s_region_start(rt_jpeg_t *j)
     return 0;
 }
 
-/* The region decode proper, under the caller's setjmp: header, crop, rows. */
-static void s_region_body(rt_jpeg_t *j, const uint8_t *buf, size_t len, int channels, int x0,
-                          int y0, int x1, int y1, bool whole, uint8_t *dst)
+/* The libjpeg decode proper, under the caller's setjmp: header, scale, crop, rows. */
+static void s_lj_body(rt_jpeg_t *j, const uint8_t *buf, size_t len, const struct s_req *r)
 {
     struct jpeg_decompress_struct *ci = &j->cinfo;
     jpeg_mem_src(ci, buf, (unsigned long)len);
     jpeg_read_header(ci, TRUE);
-    ci->out_color_space = channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
+    bool cmyk = ci->jpeg_color_space == JCS_CMYK || ci->jpeg_color_space == JCS_YCCK;
+    ci->out_color_space = cmyk               ? JCS_CMYK
+                          : r->channels == 1 ? JCS_GRAYSCALE
+                          : r->bgr           ? JCS_EXT_BGR
+                                             : JCS_RGB;
+    ci->scale_num = 1;
+    ci->scale_denom = (unsigned)r->denom;
     jpeg_start_decompress(ci);
     JDIMENSION w = ci->output_width;
-    JDIMENSION xoff = (JDIMENSION)(x0 > RT_JPEG_REGION_MARGIN ? x0 - RT_JPEG_REGION_MARGIN : 0);
-    JDIMENSION xend =
-        (JDIMENSION)x1 + RT_JPEG_REGION_MARGIN < w ? (JDIMENSION)x1 + RT_JPEG_REGION_MARGIN : w;
+    JDIMENSION xoff =
+        (JDIMENSION)(r->x0 > RT_JPEG_REGION_MARGIN ? r->x0 - RT_JPEG_REGION_MARGIN : 0);
+    JDIMENSION xend = (JDIMENSION)r->x1 + RT_JPEG_REGION_MARGIN < w
+                          ? (JDIMENSION)r->x1 + RT_JPEG_REGION_MARGIN
+                          : w;
     JDIMENSION cw = xend - xoff;
-    if (whole)
+    if (r->whole)
         xoff = 0;
     else if (xoff > 0 || xend < w)
         jpeg_crop_scanline(ci, &xoff, &cw); /* widens to iMCU boundaries */
@@ -201,11 +230,52 @@ static void s_region_body(rt_jpeg_t *j, const uint8_t *buf, size_t len, int chan
             ERREXIT(ci, JERR_OUT_OF_MEMORY);
         j->row_cap = need;
     }
-    s_read_rows(j, x0, y0, x1, y1, channels, xoff, whole, dst);
-    if (whole)
+    s_read_rows(j, r, xoff, cmyk);
+    if (r->whole)
         jpeg_finish_decompress(ci);
     else
         jpeg_abort_decompress(ci); /* the rows below the region are never decoded */
+}
+
+/* Run request r on buf through libjpeg; RT_ERR_FORMAT naming `what` on any error or warning. */
+static int s_lj_decode(rt_jpeg_t *j, const uint8_t *buf, size_t len, const char *what,
+                       const struct s_req *r)
+{
+    int rc = s_region_start(j);
+    if (rc < 0)
+        return rc;
+    if (setjmp(j->jerr.jump)) {
+        jpeg_abort_decompress(&j->cinfo);
+        return rt_err_set(RT_ERR_FORMAT, "%s: JPEG decode failed: %s", what, j->jerr.msg);
+    }
+    s_lj_body(j, buf, len, r);
+    return 0;
+}
+
+int rt_jpeg_decode(rt_jpeg_t *j, const uint8_t *buf, size_t len, const char *what, int denom,
+                   int channels, int bgr, uint8_t *dst)
+{
+    int w, h, c;
+    int rc = rt_jpeg_header(j, buf, len, what, &w, &h, &c);
+    if (rc < 0)
+        return rc;
+    if (denom != 1 && denom != 2 && denom != 4 && denom != 8)
+        return rt_err_set(RT_ERR_ARG, "%s: JPEG scale 1/%d not supported", what, denom);
+    int sw, sh;
+    rt_jpeg_scaled_size(w, h, denom, &sw, &sh);
+    int pf = channels == 1 ? TJPF_GRAY : (bgr ? TJPF_BGR : TJPF_RGB);
+    if (channels != 1 && channels != 3)
+        return rt_err_set(RT_ERR_ARG, "%s: cannot decode to %d channels", what, channels);
+    if (j->last_cs == TJCS_CMYK || j->last_cs == TJCS_YCCK) {
+        /* TurboJPEG does not convert CMYK to RGB: libjpeg decodes, s_cmyk_row converts */
+        struct s_req r = {denom, channels, bgr, 0, 0, sw, sh, true, dst};
+        return s_lj_decode(j, buf, len, what, &r);
+    }
+    /* any warning (truncated data, corrupt segments) counts as an error: the record is bad */
+    if (tjDecompress2(j->dec, buf, (unsigned long)len, dst, sw, sw * channels, sh, pf, 0) != 0)
+        return rt_err_set(RT_ERR_FORMAT, "%s: JPEG decode failed: %s", what,
+                          tjGetErrorStr2(j->dec));
+    return 0;
 }
 
 int rt_jpeg_decode_region(rt_jpeg_t *j, const uint8_t *buf, size_t len, const char *what,
@@ -219,17 +289,10 @@ int rt_jpeg_decode_region(rt_jpeg_t *j, const uint8_t *buf, size_t len, const ch
     if (x0 < 0 || y0 < 0 || x1 > w || y1 > h || x0 >= x1 || y0 >= y1)
         return rt_err_set(RT_ERR_ARG, "%s: region [%d, %d) x [%d, %d) outside the %dx%d JPEG", what,
                           x0, x1, y0, y1, w, h);
-    if ((rc = s_region_start(j)) < 0)
-        return rc;
     /* without its end marker the data may be truncated: decode it all, so that it fails
      * whatever region was asked for */
-    bool whole = !s_has_eoi(buf, len);
-    if (setjmp(j->jerr.jump)) {
-        jpeg_abort_decompress(&j->cinfo);
-        return rt_err_set(RT_ERR_FORMAT, "%s: JPEG decode failed: %s", what, j->jerr.msg);
-    }
-    s_region_body(j, buf, len, channels, x0, y0, x1, y1, whole, dst);
-    return 0;
+    struct s_req r = {1, channels, 0, x0, y0, x1, y1, !s_has_eoi(buf, len), dst};
+    return s_lj_decode(j, buf, len, what, &r);
 }
 
 int rt_jpeg_encode(rt_jpeg_t *j, const uint8_t *src, int width, int height, int channels,

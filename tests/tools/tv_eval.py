@@ -5,7 +5,7 @@ usage: tv_eval.py DIR
 
 Writes, under DIR:
   images/<class>/NNN.jpg  the evaluation images: CLASSES classes, PER_CLASS JPEGs each, of mixed
-                          sizes (one greyscale), drawn so that a briefly trained net scores between
+                          sizes (one greyscale, one CMYK), drawn so that a briefly trained net scores between
                           chance and 100 %
   weights.safetensors     torchvision.models.resnet18(num_classes=CLASSES) after STEPS SGD steps on
                           other images of the same kind (state_dict names, running statistics and
@@ -74,6 +74,8 @@ def main():
             img = image(rng, c)
             if c == 0 and i == 0:
                 img = img.convert("L")  # a greyscale JPEG: both sides make 3 channels of it
+            elif c == 1 and i == 0:
+                img = img.convert("CMYK")  # a CMYK JPEG (ImageNet has some): both make RGB
             path = os.path.join(folder, "%03d.jpg" % i)
             img.save(path, quality=92)
             paths.append(path)

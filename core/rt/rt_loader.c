@@ -339,9 +339,9 @@ static void s_memory_bound(struct rt_loader *l, const char *dir)
     if (l->kind == RT_DATUM_ENCODED) {
         size_t px = (size_t)l->o.max_pixels;
         side = px < RT_DATUM_MAX_SIDE ? px : RT_DATUM_MAX_SIDE;
-        /* the decoded image, libjpeg's buffers, the region decoder's row, the record in the
-         * arena and in the map */
-        img = c * px + S_JPEG_WORK_BPP * px + c * side;
+        /* the decoded image, libjpeg's buffers, the region decoder's row (4 bytes a pixel for
+         * CMYK), the record in the arena and in the map */
+        img = c * px + S_JPEG_WORK_BPP * px + 4 * side;
         record = 2 * l->max_record;
     } else {
         side = (size_t)(sp->rec_height > sp->rec_width ? sp->rec_height : sp->rec_width);

@@ -3,7 +3,9 @@
  * corrupt or truncated JPEG is an error naming the image; a region decode gives exactly the
  * pixels of a full decode for every chroma subsampling, progressive JPEGs and greyscale ones. A
  * CMYK JPEG (ImageNet holds a few) decodes, whole, scaled and by region, to the RGB that Pillow's
- * Image.open(f).convert("RGB") gives (torchvision's loader), checked when python3 has PIL.
+ * Image.open(f).convert("RGB") gives (torchvision's loader), checked when python3 has PIL. Corrupt
+ * data that Pillow reads (extraneous bytes before the end marker, as in some ImageNet files)
+ * decodes to the clean file's pixels; data cut short fails, by region too.
  */
 #include "eb_test.h"
 
@@ -103,7 +105,18 @@ static void s_check_regions(rt_jpeg_t *j, const uint8_t *jp, size_t jl, const ch
     uint8_t *full = malloc((size_t)w * h * channels), *reg = malloc((size_t)w * h * channels);
     assert_non_null(full);
     assert_non_null(reg);
-    assert_int_equal(rt_jpeg_decode(j, jp, jl, "full", 1, channels, 0, full), 0);
+    /* the reference: TurboJPEG's own full decode */
+    tjhandle dec = tjInitDecompress();
+    assert_non_null(dec);
+    assert_int_equal(tjDecompress2(dec, jp, (unsigned long)jl, full, w, w * channels, h,
+                                   channels == 1 ? TJPF_GRAY : TJPF_RGB, 0),
+                     0);
+    tjDestroy(dec);
+    uint8_t *mine = malloc((size_t)w * h * channels);
+    assert_non_null(mine);
+    assert_int_equal(rt_jpeg_decode(j, jp, jl, "full", 1, channels, 0, mine), 0);
+    assert_memory_equal(mine, full, (size_t)w * h * channels);
+    free(mine);
     for (int t = 0; t < S_REGIONS + 6; t++) {
         int x0, y0, x1, y1;
         if (t < S_REGIONS) {
@@ -255,12 +268,52 @@ static void test_cmyk_as_pillow(void **state)
     free(tmp);
 }
 
+static void test_corrupt_as_pillow(void **state)
+{
+    (void)state;
+    enum { W = 120, H = 90 };
+    static uint8_t pic[W * H * 3], a[W * H * 3], b[W * H * 3];
+    uint64_t st = 7;
+    s_picture(pic, W, H, &st);
+    rt_jpeg_t *j = rt_jpeg_new();
+    const uint8_t *jp;
+    size_t jl;
+    assert_int_equal(rt_jpeg_encode(j, pic, W, H, 3, 90, &jp, &jl), 0);
+    assert_true(jl > 4 && jp[jl - 2] == 0xFF && jp[jl - 1] == 0xD9);
+    /* 240 bytes of junk before the end marker */
+    uint8_t *bad = malloc(jl + 240);
+    assert_non_null(bad);
+    memcpy(bad, jp, jl - 2);
+    memset(bad + jl - 2, 0, 240);
+    bad[jl + 238] = 0xFF;
+    bad[jl + 239] = 0xD9;
+    uint8_t *good = malloc(jl);
+    assert_non_null(good);
+    memcpy(good, jp, jl);
+    assert_int_equal(rt_jpeg_decode(j, good, jl, "good.jpg", 1, 3, 0, a), 0);
+    assert_int_equal(rt_jpeg_decode(j, bad, jl + 240, "junk.jpg", 1, 3, 0, b), 0);
+    assert_memory_equal(a, b, sizeof a);
+    assert_int_equal(rt_jpeg_decode_region(j, bad, jl + 240, "junk.jpg", 3, 10, 20, 70, 80, b), 0);
+    for (int y = 20; y < 80; y++)
+        assert_memory_equal(b + (size_t)(y - 20) * 60 * 3, a + ((size_t)y * W + 10) * 3, 60 * 3);
+    /* cut short: an error whatever is asked for, naming the image */
+    size_t cut = jl * 2 / 3;
+    assert_int_equal(rt_jpeg_decode(j, good, cut, "cut.jpg", 1, 3, 0, a), RT_ERR_FORMAT);
+    assert_non_null(strstr(rt_err_msg(), "cut.jpg"));
+    assert_int_equal(rt_jpeg_decode_region(j, good, cut, "cut.jpg", 3, 0, 0, 16, 16, a),
+                     RT_ERR_FORMAT);
+    free(bad);
+    free(good);
+    rt_jpeg_destroy(&j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_region),
         cmocka_unit_test(test_cmyk_as_pillow),
+        cmocka_unit_test(test_corrupt_as_pillow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,17 +14,21 @@
 #include <jerror.h> /* after jpeglib.h: ERREXIT and the message codes */
 
 #include "rt_err.h"
+#include "rt_log.h"
 
 /* Pixels kept around a region before it is aligned to iMCU boundaries: fancy upsampling reads
  * one chroma neighbour past a row or column (two luma pixels), and must see the same neighbours
  * as in a full decode (test_rt_jpeg compares regions with full decodes). */
 #define RT_JPEG_REGION_MARGIN 2
 
-/* libjpeg error manager that turns errors and warnings into a jump back to the caller. */
+/* libjpeg error manager: errors, and the warning of data that ends early, jump back to the
+ * caller; other corrupt-data warnings are counted and the decode goes on, as Pillow's does. */
 struct s_jerr {
-    struct jpeg_error_mgr pub; /* libjpeg's part; first member */
-    jmp_buf jump;              /* where the failing call returns */
-    char msg[JMSG_LENGTH_MAX]; /* the message of the error or warning */
+    struct jpeg_error_mgr pub;  /* libjpeg's part; first member */
+    jmp_buf jump;               /* where the failing call returns */
+    char msg[JMSG_LENGTH_MAX];  /* the message of the error */
+    int warnings;               /* corrupt-data warnings of the current decode */
+    char warn[JMSG_LENGTH_MAX]; /* the first one's message */
 };
 
 struct rt_jpeg {
@@ -100,12 +104,19 @@ static void s_jerr_exit(j_common_ptr c)
     longjmp(e->jump, 1);
 }
 
-/* A warning (corrupt or truncated data) fails the decode, as it fails tjDecompress2; trace
- * messages (level > 0) are ignored. */
+/* Warnings (level < 0) of corrupt data: libjpeg decodes on, and so does Pillow, torchvision's
+ * loader (ImageNet holds JPEGs with "extraneous bytes before marker 0xd9", which both read
+ * fine), so they are counted, except data that ends early: the rest of the image would be grey,
+ * and Pillow refuses such a file too ("image file is truncated"). Trace messages are ignored. */
 static void s_jerr_emit(j_common_ptr c, int level)
 {
-    if (level < 0)
+    if (level >= 0)
+        return;
+    struct s_jerr *e = (struct s_jerr *)c->err;
+    if (c->err->msg_code == JWRN_JPEG_EOF)
         s_jerr_exit(c);
+    if (!e->warnings++)
+        c->err->format_message(c, e->warn);
 }
 
 /* Whether the data ends with the EOI marker, as a complete JPEG's does (one with trailing bytes
@@ -244,11 +255,15 @@ static int s_lj_decode(rt_jpeg_t *j, const uint8_t *buf, size_t len, const char 
     int rc = s_region_start(j);
     if (rc < 0)
         return rc;
+    j->jerr.warnings = 0;
     if (setjmp(j->jerr.jump)) {
         jpeg_abort_decompress(&j->cinfo);
         return rt_err_set(RT_ERR_FORMAT, "%s: JPEG decode failed: %s", what, j->jerr.msg);
     }
     s_lj_body(j, buf, len, r);
+    if (j->jerr.warnings)
+        RT_DEBUG("jpeg", "%s: decoded through %d corrupt-data warning(s), the first: %s", what,
+                 j->jerr.warnings, j->jerr.warn);
     return 0;
 }
 
@@ -263,19 +278,12 @@ int rt_jpeg_decode(rt_jpeg_t *j, const uint8_t *buf, size_t len, const char *wha
         return rt_err_set(RT_ERR_ARG, "%s: JPEG scale 1/%d not supported", what, denom);
     int sw, sh;
     rt_jpeg_scaled_size(w, h, denom, &sw, &sh);
-    int pf = channels == 1 ? TJPF_GRAY : (bgr ? TJPF_BGR : TJPF_RGB);
     if (channels != 1 && channels != 3)
         return rt_err_set(RT_ERR_ARG, "%s: cannot decode to %d channels", what, channels);
-    if (j->last_cs == TJCS_CMYK || j->last_cs == TJCS_YCCK) {
-        /* TurboJPEG does not convert CMYK to RGB: libjpeg decodes, s_cmyk_row converts */
-        struct s_req r = {denom, channels, bgr, 0, 0, sw, sh, true, dst};
-        return s_lj_decode(j, buf, len, what, &r);
-    }
-    /* any warning (truncated data, corrupt segments) counts as an error: the record is bad */
-    if (tjDecompress2(j->dec, buf, (unsigned long)len, dst, sw, sw * channels, sh, pf, 0) != 0)
-        return rt_err_set(RT_ERR_FORMAT, "%s: JPEG decode failed: %s", what,
-                          tjGetErrorStr2(j->dec));
-    return 0;
+    /* libjpeg itself rather than TurboJPEG's wrapper: the same decoder, with CMYK converted
+     * (s_cmyk_row) and Pillow's policy on corrupt-data warnings (s_jerr_emit) */
+    struct s_req r = {denom, channels, bgr, 0, 0, sw, sh, true, dst};
+    return s_lj_decode(j, buf, len, what, &r);
 }
 
 int rt_jpeg_decode_region(rt_jpeg_t *j, const uint8_t *buf, size_t len, const char *what,

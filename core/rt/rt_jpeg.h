@@ -30,7 +30,9 @@ void rt_jpeg_scaled_size(int width, int height, int denom, int *sw, int *sh);
 
 /* Decode at 1/denom scale into dst: interleaved HWC rows of sw*channels bytes, channels 1 (grey)
  * or 3 (RGB, or BGR when bgr is non-zero); dst must hold sw*sh*channels bytes (see
- * rt_jpeg_scaled_size). A corrupt or truncated image is RT_ERR_FORMAT naming `what`. */
+ * rt_jpeg_scaled_size). CMYK JPEGs become the RGB Pillow makes of them. Corrupt data decodes as
+ * far as libjpeg gets, as Pillow's decoder does (torchvision reads such files: ImageNet holds
+ * some); an unreadable image, or data that ends early, is RT_ERR_FORMAT naming `what`. */
 int rt_jpeg_decode(rt_jpeg_t *j, const uint8_t *buf, size_t len, const char *what, int denom,
                    int channels, int bgr, uint8_t *dst);
 

@@ -11,10 +11,10 @@ pkgs=(
   build-essential cmake pkg-config
   libopenblas-dev libzmq3-dev libprotobuf-c-dev protobuf-c-compiler
   liblmdb-dev libyaml-dev libjansson-dev zlib1g-dev
-  libjpeg62-turbo-dev libturbojpeg0-dev libcmocka-dev libmicrohttpd-dev libdnnl-dev
+  libjpeg62-turbo-dev libturbojpeg0-dev libpng-dev libcmocka-dev libmicrohttpd-dev libdnnl-dev
 )
 if [ "${1:-}" != "--build" ]; then
-  pkgs+=(lmdb-utils dataset-fashion-mnist python3 python3-numpy python3-yaml python3-crc32c
+  pkgs+=(lmdb-utils dataset-fashion-mnist python3 python3-numpy python3-pil python3-yaml python3-crc32c
          gnuplot-nox clang-format clang libfuzzer-14-dev docker-compose)
 fi
 if [ "${1:-}" = "--bench" ]; then

@@ -2,15 +2,19 @@
  * test_data_convert: `eigenbatch convert` end to end, run as the built binary (EB_BINARY) in a
  * temporary directory: Fashion-MNIST from the Debian package gives 60,000 + 10,000 records whose
  * pixels and labels match the IDX files byte for byte; CIFAR-10/100 binary files and JPEG image
- * folders (encoded and --resize) round-trip; an existing database is kept without --force.
+ * folders (encoded and --resize) round-trip; an existing database is kept without --force. A PNG
+ * under a JPEG's name (ImageNet's training set holds one) is stored re-encoded as a JPEG of its
+ * RGB (alpha dropped), with a warning naming it; a file that is neither fails the convert, named.
  */
 #include "eb_test.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <png.h>
 #include <zlib.h>
 
 #include "rt_datum.h"
@@ -295,6 +299,87 @@ static void test_imagefolder(void **state)
     free(tmp);
 }
 
+static void test_png_among_jpegs(void **state)
+{
+    (void)state;
+    char *tmp = eb_test_tmpdir();
+    char p[700], args[2400];
+    enum { W = 24, H = 16 };
+    static uint8_t rgba[W * H * 4], rgb[W * H * 3];
+    for (int i = 0; i < W * H; i++) {
+        rgba[4 * i] = 220;
+        rgba[4 * i + 1] = (uint8_t)(8 * (i % W));
+        rgba[4 * i + 2] = 60;
+        rgba[4 * i + 3] = (uint8_t)(i % 7 * 30); /* alpha, which the RGB ignores */
+        memcpy(rgb + 3 * i, rgba + 4 * i, 3);
+    }
+    snprintf(p, sizeof p, "%s/in/cls", tmp);
+    assert_int_equal(system((snprintf(args, sizeof args, "mkdir -p '%s'", p), args)), 0);
+    rt_jpeg_t *j = rt_jpeg_new();
+    const uint8_t *jp;
+    size_t jl;
+    assert_int_equal(rt_jpeg_encode(j, rgb, W, H, 3, 95, &jp, &jl), 0);
+    snprintf(p, sizeof p, "%s/in/cls/a.JPEG", tmp);
+    FILE *f = fopen(p, "wb");
+    fwrite(jp, 1, jl, f);
+    fclose(f);
+    png_image im;
+    memset(&im, 0, sizeof im);
+    im.version = PNG_IMAGE_VERSION;
+    im.width = W;
+    im.height = H;
+    im.format = PNG_FORMAT_RGBA;
+    snprintf(p, sizeof p, "%s/in/cls/b.JPEG", tmp); /* a PNG, named as a JPEG */
+    assert_true(png_image_write_to_file(&im, p, 0, rgba, 0, NULL));
+    snprintf(args, sizeof args,
+             "'%s' convert imagefolder --in '%s/in' --out '%s/db' 2>'%s/err.txt' >/dev/null",
+             eb_test_binary(), tmp, tmp, tmp);
+    assert_int_equal(system(args), 0);
+    snprintf(p, sizeof p, "%s/err.txt", tmp);
+    long n = 0;
+    char *err = (char *)eb_test_read(p, &n);
+    assert_non_null(err);
+    assert_non_null(strstr(err, "b.JPEG is a PNG"));
+    assert_non_null(strstr(err, "1 PNG among them"));
+    free(err);
+    /* both records decode to the RGB, within JPEG's error */
+    struct rt_loader_opts o;
+    rt_loader_opts_default(&o);
+    o.threads = 0;
+    rt_loader_t *l = NULL;
+    snprintf(p, sizeof p, "%s/db", tmp);
+    assert_int_equal(rt_loader_new(p, &o, &l), 0);
+    assert_int_equal(rt_loader_count(l), 2);
+    float *x = malloc(2 * 3 * H * W * sizeof *x);
+    int32_t y[2];
+    assert_int_equal(rt_loader_read(l, 0, 2, x, y), 0);
+    for (int r = 0; r < 2; r++)
+        for (int c = 0; c < 3; c++)
+            for (int i = 0; i < W * H; i += 37) {
+                float v = x[((size_t)r * 3 + c) * H * W + i] * 255.0f;
+                assert_true(fabsf(v - rgb[3 * i + c]) < 12.0f);
+            }
+    rt_loader_destroy(&l);
+    free(x);
+    /* neither a JPEG nor a PNG: the convert fails, naming the file */
+    snprintf(p, sizeof p, "%s/in/cls/c.JPEG", tmp);
+    f = fopen(p, "wb");
+    fputs("GIF89a not really", f);
+    fclose(f);
+    snprintf(args, sizeof args,
+             "'%s' convert imagefolder --in '%s/in' --out '%s/db2' 2>'%s/err2.txt' >/dev/null",
+             eb_test_binary(), tmp, tmp, tmp);
+    assert_int_not_equal(system(args), 0);
+    snprintf(p, sizeof p, "%s/err2.txt", tmp);
+    err = (char *)eb_test_read(p, &n);
+    assert_non_null(err);
+    assert_non_null(strstr(err, "c.JPEG"));
+    free(err);
+    rt_jpeg_destroy(&j);
+    eb_test_rmtree(tmp);
+    free(tmp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -302,6 +387,7 @@ int main(void)
         cmocka_unit_test(test_idx_plain_and_bad),
         cmocka_unit_test(test_cifar),
         cmocka_unit_test(test_imagefolder),
+        cmocka_unit_test(test_png_among_jpegs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

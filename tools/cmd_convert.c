@@ -537,6 +537,10 @@ int eb_cmd_convert(int argc, char **argv)
         fprintf(stderr, "eigenbatch convert: %s\n", rt_err_msg());
         return 1;
     }
-    fprintf(stderr, "eigenbatch convert: wrote %zu %s records to %s\n", n, a.split, a.out);
+    fprintf(stderr, "eigenbatch convert: wrote %zu %s records to %s", n, a.split, a.out);
+    if (o.pngs)
+        fprintf(stderr, " (%zu PNG%s among them, re-encoded as JPEG)", o.pngs,
+                o.pngs == 1 ? "" : "s");
+    fputc('\n', stderr);
     return 0;
 }

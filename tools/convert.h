@@ -13,6 +13,7 @@
 
 #include "rt_datum.h"
 #include "rt_db.h"
+#include "rt_jpeg.h"
 
 #define CONVERT_PROGRESS_S 1.0 /* seconds between progress displays at most */
 
@@ -31,6 +32,7 @@ struct convert_out {
     uint8_t *buf;                 /* serialisation buffer (reused) */
     size_t cap;                   /* its size */
     struct convert_progress prog; /* display */
+    size_t pngs;                  /* PNGs under JPEG names, stored re-encoded (convert_images) */
 };
 
 /* Start the display of `total` records. */
@@ -54,6 +56,16 @@ struct convert_image_opts {
  * (train or test), into o. Returns 0 or a negative rt_err code naming the file. */
 int convert_images(const char *fmt, const char *in, const char *split, struct convert_out *o,
                    const struct convert_image_opts *io);
+
+/* 1 when buf starts with the PNG signature. */
+bool convert_is_png(const uint8_t *buf, size_t len);
+
+/* Decode PNG `png` (named `what` in errors) to RGB, as Pillow's convert("RGB") makes it (alpha
+ * dropped), and encode it as a JPEG of `quality` with j: *out points into j's buffer, valid until
+ * the next call on j; *width, *height get its size. RT_ERR_FORMAT for an unreadable PNG,
+ * RT_ERR_TOOBIG beyond 2^28 pixels. */
+int convert_png_to_jpeg(rt_jpeg_t *j, const uint8_t *png, size_t len, const char *what, int quality,
+                        const uint8_t **out, size_t *out_len, int *width, int *height);
 
 /* The synthetic set: classes x per_class records, record i of class i % classes. */
 struct convert_synth_opts {

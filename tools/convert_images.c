@@ -16,6 +16,7 @@
 #include "rt_err.h"
 #include "rt_image.h"
 #include "rt_jpeg.h"
+#include "rt_log.h"
 
 #define S_PATH_MAX 4096
 #define S_LINE_MAX 4096
@@ -411,6 +412,26 @@ static int s_raw(struct s_work *k, const char *path, size_t len, int w, int h,
     return 0;
 }
 
+/* A PNG under a JPEG's name: k->file becomes its re-encoded JPEG (*len its size), with a
+ * warning naming it; *count counts them. Anything else is left as it is. */
+static int s_png(struct s_work *k, const char *path, size_t *len,
+                 const struct convert_image_opts *io, size_t *count)
+{
+    if (!convert_is_png(k->file, *len))
+        return 0;
+    const uint8_t *jp;
+    size_t jl;
+    int w, h, rc = convert_png_to_jpeg(k->jpeg, k->file, *len, path, io->quality, &jp, &jl, &w, &h);
+    if (rc < 0 || (rc = s_grow(&k->file, &k->fcap, jl)) < 0)
+        return rc;
+    memcpy(k->file, jp, jl);
+    *len = jl;
+    (*count)++;
+    RT_WARN("convert", "%s is a PNG, not a JPEG: stored re-encoded as a JPEG of quality %d (%dx%d)",
+            path, io->quality, w, h);
+    return 0;
+}
+
 /* Store every item, in order. */
 static int s_store(const struct s_items *it, const char *what, struct convert_out *o,
                    const struct convert_image_opts *io)
@@ -424,7 +445,7 @@ static int s_store(const struct s_items *it, const char *what, struct convert_ou
         const char *p = it->path.v[i];
         size_t len;
         int w, h, c;
-        if ((rc = s_read_file(&k, p, &len)) < 0 ||
+        if ((rc = s_read_file(&k, p, &len)) < 0 || (rc = s_png(&k, p, &len, io, &o->pngs)) < 0 ||
             (rc = rt_jpeg_header(k.jpeg, k.file, len, p, &w, &h, &c)) < 0)
             break;
         /* channels 3: the loader decodes every JPEG, greyscale too, to the database's channels */

@@ -16,6 +16,7 @@
 #include "rt_err.h"
 #include "rt_image.h"
 #include "rt_jpeg.h"
+#include "rt_loader.h"
 #include "rt_log.h"
 
 #define S_PATH_MAX 4096
@@ -448,6 +449,13 @@ static int s_store(const struct s_items *it, const char *what, struct convert_ou
         if ((rc = s_read_file(&k, p, &len)) < 0 || (rc = s_png(&k, p, &len, io, &o->pngs)) < 0 ||
             (rc = rt_jpeg_header(k.jpeg, k.file, len, p, &w, &h, &c)) < 0)
             break;
+        if ((long)w * h > RT_LOADER_MAX_PIXELS_DEFAULT && io->resize_w <= 0 &&
+            !(io->shorter > 0 && (w < h ? w : h) > io->shorter))
+            RT_WARN("convert",
+                    "%s: %dx%d is more than the loader accepts by default (data.max_image_pixels "
+                    "%ld): raise that when training on this database, or convert with "
+                    "--resize-shorter",
+                    p, w, h, RT_LOADER_MAX_PIXELS_DEFAULT);
         /* channels 3: the loader decodes every JPEG, greyscale too, to the database's channels */
         struct rt_datum d = {.kind = RT_DATUM_ENCODED, .label = it->label[i], .channels = 3};
         d.data = k.file;

@@ -5,6 +5,7 @@
  * folders (encoded and --resize) round-trip; an existing database is kept without --force. A PNG
  * under a JPEG's name (ImageNet's training set holds one) is stored re-encoded as a JPEG of its
  * RGB (alpha dropped), with a warning naming it; a file that is neither fails the convert, named.
+ * A JPEG cut short is found by --verify, and --skip-bad leaves such files out, named and counted.
  */
 #include "eb_test.h"
 
@@ -375,6 +376,39 @@ static void test_png_among_jpegs(void **state)
     assert_non_null(err);
     assert_non_null(strstr(err, "c.JPEG"));
     free(err);
+    /* a JPEG cut short: stored as it is, unless --verify decodes it (then named) */
+    snprintf(p, sizeof p, "%s/in/cls/d.JPEG", tmp);
+    f = fopen(p, "wb");
+    fwrite(jp, 1, jl - 30, f); /* the entropy-coded data ends early; the header is whole */
+    fclose(f);
+    snprintf(p, sizeof p, "%s/in/cls/c.JPEG", tmp);
+    assert_int_equal(remove(p), 0);
+    snprintf(args, sizeof args, "convert imagefolder --in '%s/in' --out '%s/db3'", tmp, tmp);
+    assert_int_equal(s_run(args), 0);
+    snprintf(args, sizeof args,
+             "'%s' convert imagefolder --in '%s/in' --out '%s/db4' --verify 2>'%s/err4.txt'",
+             eb_test_binary(), tmp, tmp, tmp);
+    assert_int_not_equal(system(args), 0);
+    snprintf(p, sizeof p, "%s/err4.txt", tmp);
+    err = (char *)eb_test_read(p, &n);
+    assert_non_null(strstr(err, "d.JPEG"));
+    free(err);
+    /* --skip-bad: left out, named and counted; the others stored */
+    snprintf(args, sizeof args,
+             "'%s' convert imagefolder --in '%s/in' --out '%s/db5' --verify --skip-bad "
+             "2>'%s/err5.txt'",
+             eb_test_binary(), tmp, tmp, tmp);
+    assert_int_equal(system(args), 0);
+    snprintf(p, sizeof p, "%s/err5.txt", tmp);
+    err = (char *)eb_test_read(p, &n);
+    assert_non_null(strstr(err, "left out: "));
+    assert_non_null(strstr(err, "d.JPEG"));
+    assert_non_null(strstr(err, "1 unreadable image left out"));
+    free(err);
+    snprintf(p, sizeof p, "%s/db5", tmp);
+    assert_int_equal(rt_loader_new(p, &o, &l), 0);
+    assert_int_equal(rt_loader_count(l), 2);
+    rt_loader_destroy(&l);
     rt_jpeg_destroy(&j);
     eb_test_rmtree(tmp);
     free(tmp);

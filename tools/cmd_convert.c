@@ -301,7 +301,7 @@ static void s_usage(FILE *f)
         f,
         "usage: eigenbatch convert FORMAT --in PATH --out DIR [--split train|test] [--force]\n"
         "                          [--resize WxH | --resize-shorter N [--quality Q]]\n"
-        "                          [--labels FILE]\n"
+        "                          [--labels FILE] [--verify] [--skip-bad]\n"
         "       eigenbatch convert synthetic --out DIR --classes C --per-class N --size WxH\n"
         "                          --format jpeg|raw [--seed S] [--quality Q] [--force]\n"
         "Write an LMDB database of Caffe Datum records, keys %%08d in source order.\n"
@@ -331,6 +331,10 @@ static void s_usage(FILE *f)
         "--quality Q             JPEG quality of re-encoded images (default %d)\n"
         "--resize WxH            decoded, resized to WxH and stored raw in BGR order, as\n"
         "                        Caffe's convert_imageset does\n"
+        "--verify                decode every image (at 1/8 scale, so quickly): data cut\n"
+        "                        short is found now, not when training draws it\n"
+        "--skip-bad              leave unreadable images out (each named in a warning,\n"
+        "                        counted in the last line) instead of failing\n"
         "--split train|test      which part (default train)\n"
         "--force                 replace an existing database at DIR\n"
         "Progress (count, rate, ETA) goes to stderr at most once a second. The database is\n"
@@ -406,6 +410,10 @@ static int s_parse(int argc, char **argv, struct s_args *a)
             return 1;
         } else if (!strcmp(o, "--force")) {
             a->force = true;
+        } else if (!strcmp(o, "--verify")) {
+            a->img.verify = true;
+        } else if (!strcmp(o, "--skip-bad")) {
+            a->img.skip_bad = true;
         } else if (o[0] != '-' && !a->fmt) {
             a->fmt = o;
         } else if (!v) {
@@ -463,8 +471,10 @@ static int s_check(const struct s_args *a, bool images, bool synth)
         bad = "--in is required";
     else if (strcmp(a->split, "train") && strcmp(a->split, "test"))
         bad = "--split must be train or test";
-    else if (!images && (a->img.resize_w || a->img.shorter || a->img.labels))
-        bad = "--resize, --resize-shorter and --labels apply to JPEG formats only";
+    else if (!images && (a->img.resize_w || a->img.shorter || a->img.labels || a->img.verify ||
+                         a->img.skip_bad))
+        bad = "--resize, --resize-shorter, --labels, --verify and --skip-bad apply to JPEG "
+              "formats only";
     else if (a->img.resize_w && a->img.shorter)
         bad = "--resize (raw) and --resize-shorter (JPEG) exclude each other";
     else if (a->img.labels && strcmp(a->fmt, "imagenet-val"))
@@ -541,6 +551,9 @@ int eb_cmd_convert(int argc, char **argv)
     if (o.pngs)
         fprintf(stderr, " (%zu PNG%s among them, re-encoded as JPEG)", o.pngs,
                 o.pngs == 1 ? "" : "s");
+    if (o.skipped)
+        fprintf(stderr, "; %zu unreadable image%s left out (named above)", o.skipped,
+                o.skipped == 1 ? "" : "s");
     fputc('\n', stderr);
     return 0;
 }

@@ -33,6 +33,7 @@ struct convert_out {
     size_t cap;                   /* its size */
     struct convert_progress prog; /* display */
     size_t pngs;                  /* PNGs under JPEG names, stored re-encoded (convert_images) */
+    size_t skipped;               /* unreadable images left out (--skip-bad) */
 };
 
 /* Start the display of `total` records. */
@@ -50,6 +51,8 @@ struct convert_image_opts {
     int shorter;            /* > 0: re-encode images whose shorter side is larger, to this */
     int quality;            /* JPEG quality of re-encoded images */
     const char *labels;     /* imagenet-val: the label file */
+    bool verify;            /* decode every image (at 1/8 scale): data cut short is found now */
+    bool skip_bad;          /* leave out unreadable images (each named in a warning, counted) */
 };
 
 /* Convert the image layout `fmt` (imagefolder, imagenet-val, tinyimagenet) at `in`, part `split`

@@ -433,7 +433,46 @@ static int s_png(struct s_work *k, const char *path, size_t *len,
     return 0;
 }
 
-/* Store every item, in order. */
+/* Store the image at path p (label `label`): read it, check it (decoded whole at 1/8 scale with
+ * --verify, which finds data cut short), transform it as io asks, put it. */
+static int s_store_one(struct s_work *k, const char *p, int label,
+                       const struct convert_image_opts *io, struct convert_out *o)
+{
+    size_t len;
+    int w, h, c, rc;
+    if ((rc = s_read_file(k, p, &len)) < 0 || (rc = s_png(k, p, &len, io, &o->pngs)) < 0 ||
+        (rc = rt_jpeg_header(k->jpeg, k->file, len, p, &w, &h, &c)) < 0)
+        return rc;
+    if (io->verify) {
+        int sw, sh;
+        rt_jpeg_scaled_size(w, h, 8, &sw, &sh);
+        if ((rc = s_grow(&k->img, &k->icap, (size_t)sw * sh * 3)) < 0 ||
+            (rc = rt_jpeg_decode(k->jpeg, k->file, len, p, 8, 3, 0, k->img)) < 0)
+            return rc;
+    }
+    if ((long)w * h > RT_LOADER_MAX_PIXELS_DEFAULT && io->resize_w <= 0 &&
+        !(io->shorter > 0 && (w < h ? w : h) > io->shorter))
+        RT_WARN("convert",
+                "%s: %dx%d is more than the loader accepts by default (data.max_image_pixels "
+                "%ld): raise that when training on this database, or convert with "
+                "--resize-shorter",
+                p, w, h, RT_LOADER_MAX_PIXELS_DEFAULT);
+    /* channels 3: the loader decodes every JPEG, greyscale too, to the database's channels */
+    struct rt_datum d = {.kind = RT_DATUM_ENCODED, .label = label, .channels = 3};
+    d.data = k->file;
+    d.data_len = len;
+    if (io->resize_w > 0)
+        rc = s_raw(k, p, len, w, h, io, &d);
+    else if (io->shorter > 0 && (w < h ? w : h) > io->shorter)
+        rc = s_shorter(k, p, len, &w, &h, c, io, &d);
+    if (!rc && d.kind == RT_DATUM_ENCODED) {
+        d.height = h;
+        d.width = w;
+    }
+    return rc ? rc : convert_put(o, &d);
+}
+
+/* Store every item, in order (with --skip-bad, the unreadable ones left out, each named). */
 static int s_store(const struct s_items *it, const char *what, struct convert_out *o,
                    const struct convert_image_opts *io)
 {
@@ -443,33 +482,12 @@ static int s_store(const struct s_items *it, const char *what, struct convert_ou
     int rc = 0;
     convert_progress_start(&o->prog, what, it->path.n);
     for (size_t i = 0; !rc && i < it->path.n; i++) {
-        const char *p = it->path.v[i];
-        size_t len;
-        int w, h, c;
-        if ((rc = s_read_file(&k, p, &len)) < 0 || (rc = s_png(&k, p, &len, io, &o->pngs)) < 0 ||
-            (rc = rt_jpeg_header(k.jpeg, k.file, len, p, &w, &h, &c)) < 0)
-            break;
-        if ((long)w * h > RT_LOADER_MAX_PIXELS_DEFAULT && io->resize_w <= 0 &&
-            !(io->shorter > 0 && (w < h ? w : h) > io->shorter))
-            RT_WARN("convert",
-                    "%s: %dx%d is more than the loader accepts by default (data.max_image_pixels "
-                    "%ld): raise that when training on this database, or convert with "
-                    "--resize-shorter",
-                    p, w, h, RT_LOADER_MAX_PIXELS_DEFAULT);
-        /* channels 3: the loader decodes every JPEG, greyscale too, to the database's channels */
-        struct rt_datum d = {.kind = RT_DATUM_ENCODED, .label = it->label[i], .channels = 3};
-        d.data = k.file;
-        d.data_len = len;
-        if (io->resize_w > 0)
-            rc = s_raw(&k, p, len, w, h, io, &d);
-        else if (io->shorter > 0 && (w < h ? w : h) > io->shorter)
-            rc = s_shorter(&k, p, len, &w, &h, c, io, &d);
-        if (!rc && d.kind == RT_DATUM_ENCODED) {
-            d.height = h;
-            d.width = w;
+        rc = s_store_one(&k, it->path.v[i], it->label[i], io, o);
+        if ((rc == RT_ERR_FORMAT || rc == RT_ERR_TOOBIG) && io->skip_bad) {
+            RT_WARN("convert", "left out: %s", rt_err_msg()); /* the message names the file */
+            o->skipped++;
+            rc = 0;
         }
-        if (!rc)
-            rc = convert_put(o, &d);
     }
     rt_image_scratch_free(&k.scratch);
     free(k.file);

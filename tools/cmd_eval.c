@@ -113,6 +113,12 @@ int eb_cmd_eval(int argc, char **argv)
         goto out;
     if ((rc = app_weights_load(net, weights)))
         goto out;
+    /* worker.device (--device) evaluates on that device, the first of worker.devices likewise */
+    char dev[APP_MAX_DEVICES][APP_DEVICE_NAME_MAX];
+    int nd = 0;
+    if ((rc = app_opts_worker_devices(&o, dev, APP_MAX_DEVICES, &nd)) ||
+        (rc = app_model_to_device(net, dev[0], model)))
+        goto out;
     x = malloc((size_t)batch * (size_t)(c * h * w) * sizeof(float));
     y = malloc((size_t)batch * sizeof(int32_t));
     if (!x || !y) {

@@ -275,7 +275,12 @@ static void *s_eval_main(void *arg)
         pthread_mutex_unlock(&ev->mu);
         double acc = NAN, tl = NAN, t = rt_progress_now();
         uint64_t tn = 0;
-        int rc = app_model_evaluate(ev->net, ev->test, ev->x, ev->y, &acc, &tl, &tn);
+        /* the weights copied into the host mirrors go to the device (nothing to do on a CPU) */
+        int rc = nn_net_bind_thread(ev->net) != NN_OK ||
+                         nn_net_sync(ev->net,
+                                     NN_SYNC_PARAMS_TO_DEVICE | NN_SYNC_BUFFERS_TO_DEVICE) != NN_OK
+                     ? rt_err_set(RT_ERR_ARG, "evaluation net: %s", nn_backend_why())
+                     : app_model_evaluate(ev->net, ev->test, ev->x, ev->y, &acc, &tl, &tn);
         double dt = rt_progress_now() - t;
         if (rc)
             RT_ERROR("train", "epoch %lld: test evaluation: %s", (long long)ep.epoch, rt_err_msg());
@@ -339,6 +344,13 @@ static int s_eval_new(const struct app_opts *o, struct worker_app *n, int c, int
     ev->y = malloc((size_t)o->train.micro_batch * sizeof(int32_t));
     if (!ev->net || !ev->x || !ev->y)
         return rt_err_set(RT_ERR_NOMEM, "evaluation net");
+    /* a GPU worker evaluates on its (first) GPU, beside training on a stream of its own; where
+     * the device has no room for a second net, on the CPU, said once */
+    char dev[APP_MAX_DEVICES][APP_DEVICE_NAME_MAX];
+    int nd = 0;
+    if (!app_opts_worker_devices(o, dev, APP_MAX_DEVICES, &nd) && strcmp(dev[0], "cpu") &&
+        app_model_to_device(ev->net, dev[0], "the evaluation net"))
+        RT_WARN("train", "test evaluation on the CPU: %s", rt_err_msg());
     if (pthread_create(&ev->thread, NULL, s_eval_main, ev))
         return rt_err_set(RT_ERR_NOMEM, "cannot start the evaluation thread");
     ev->started = 1;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn_backend.h"
 #include "nn_base.h"
 #include "rt_err.h"
 
@@ -132,6 +133,8 @@ int app_model_evaluate(nn_net_t *net, rt_loader_t *test, float *x, int32_t *y, d
 {
     size_t total = rt_loader_count(test), mb = (size_t)nn_net_max_batch(net);
     int classes = nn_net_classes(net);
+    if (nn_net_bind_thread(net) != NN_OK)
+        return rt_err_set(RT_ERR_ARG, "evaluation: %s", nn_backend_why());
     double sum_loss = 0;
     uint64_t correct = 0;
     for (size_t first = 0; first < total; first += mb) {
@@ -178,5 +181,18 @@ int app_model_fill_sizes(struct app_opts *o)
     o->model.params = (long)np;
     o->model.buffers = (long)nb;
     o->data.samples = (long)ns;
+    return RT_OK;
+}
+
+int app_model_to_device(nn_net_t *net, const char *device, const char *label)
+{
+    if (!device || !strcmp(device, "cpu"))
+        return RT_OK;
+    if (nn_net_to_backend(net, device, label) != NN_OK)
+        return rt_err_set(RT_ERR_ARG, "%s: %s", device,
+                          *nn_backend_why() ? nn_backend_why()
+                                            : "the model does not fit the device");
+    if (nn_net_sync(net, NN_SYNC_PARAMS_TO_DEVICE | NN_SYNC_BUFFERS_TO_DEVICE) != NN_OK)
+        return rt_err_set(RT_ERR_ARG, "%s: copying the weights to the device failed", device);
     return RT_OK;
 }

@@ -40,9 +40,16 @@ int app_model_sizes(const struct app_opts *o, uint64_t *params, uint64_t *buffer
  * a negative rt_err code naming the mismatch. */
 int app_model_fill_sizes(struct app_opts *o);
 
+/* Move net to `device` ("cpu": nothing to do, "cuda", "cuda:N") with its current parameters and
+ * buffers (the host's, uploaded). Returns 0, or RT_ERR_ARG with the one-line reason (built
+ * without CUDA, no device, no room: naming `label`); the net then stays on the CPU. */
+int app_model_to_device(nn_net_t *net, const char *device, const char *label);
+
 /* Mean loss and accuracy of net (BatchNorm in eval mode) over every record of test in key order,
  * micro-batches of nn_net_max_batch(net) into x (that many samples) and y. A label outside the
- * net's classes is an error naming the record. Returns 0 or a negative rt_err code. */
+ * net's classes is an error naming the record. A device net runs on its device (the calling
+ * thread is bound to it here; its parameters and buffers must be there: app_model_to_device).
+ * Returns 0 or a negative rt_err code. */
 int app_model_evaluate(nn_net_t *net, rt_loader_t *test, float *x, int32_t *y, double *accuracy,
                        double *loss, uint64_t *n);
 

@@ -4,7 +4,7 @@
 #
 # Prepare here (a machine with the CUDA toolkit; no GPU needed), from the repository root:
 #   cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DEB_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90
-#   nice make -C build-gpu -j2 eigenbatch gpu_check test_nn_cuda
+#   nice make -C build-gpu -j2 eigenbatch gpu_check test_nn_cuda test_eval_device
 #   mkdir -p build-gpu/carry && bundle.sh build-gpu build-gpu/carry/eb-gpu.tar.xz \
 #       build-gpu/gpu_check
 #   cp /usr/share/datasets/fashion-mnist/*.gz build-gpu/carry/     # optional, for step (c)
@@ -22,6 +22,7 @@
 #           FGSM on the GPU against the CPU backend (1e-4); cnn and resnet20: loss, gradient, BN
 #           statistics, one SGD step, one HVP (1e-4), top eigenvalue (1e-3); a table
 #   (a')    test_nn_cuda: the unit test of the CUDA backend (GEMM, cnn parity)
+#   (a'')   test_eval_device: `eigenbatch eval --device cuda` scores as the CPU does
 #   (c)     2 epochs of Fashion-MNIST (cnn, BL, 2 workers) with the workers on cuda and, in the
 #           background from the start (at most the budget less 40 s), on the CPU; the GPU run's test accuracy
 #           must reach the CPU run's minus 1 point (joined last, after (d))
@@ -118,6 +119,15 @@ if command -v test_nn_cuda >/dev/null; then
     run test_nn_cuda 60 "$tmp/test_nn_cuda.log" test_nn_cuda || tail -n 20 "$tmp"/test_nn_cuda.log* 2>/dev/null
 else
     skip test_nn_cuda "not in the bundle"
+fi
+# (a'') eval on the GPU scores a run's weights as its own test evaluation did
+if command -v test_eval_device >/dev/null; then
+    EB_BINARY=$(command -v eigenbatch)
+    export EB_BINARY # the test runs the binary
+    run test_eval_device 60 "$tmp/test_eval_device.log" test_eval_device ||
+        tail -n 20 "$tmp"/test_eval_device.log* 2>/dev/null
+else
+    skip test_eval_device "not in the bundle"
 fi
 
 # ---- (c) the GPU run ---------------------------------------------------------------------------

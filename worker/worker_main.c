@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "app_model.h"
@@ -95,6 +97,26 @@ static int s_init_fwd(void *user, float *params, float *buffers)
 
 static int s_run(struct app_opts *opts, rt_config_t *cfg);
 
+/* The worker's name: `given` (--name), else host:pid, with a random suffix when the pid is 1 (a
+ * container's first process, where several workers of one host would all be host:1). */
+static void s_name(const char *given, char *name, size_t cap)
+{
+    if (given && *given) {
+        snprintf(name, cap, "%s", given);
+        return;
+    }
+    char host[40] = "host";
+    gethostname(host, sizeof host - 1);
+    long pid = (long)getpid();
+    unsigned suffix = 0;
+    if (pid == 1 && getrandom(&suffix, sizeof suffix, 0) != (ssize_t)sizeof suffix)
+        suffix = (unsigned)time(NULL);
+    if (pid == 1)
+        snprintf(name, cap, "%s:1-%04x", host, suffix & 0xffffu);
+    else
+        snprintf(name, cap, "%s:%ld", host, pid);
+}
+
 int worker_main(int argc, char **argv)
 {
     return app_opts_main(argc, argv, s_usage, s_run);
@@ -161,9 +183,8 @@ static int s_run(struct app_opts *opts, rt_config_t *cfg)
             worker_app_close(&nnw);
         return 1;
     }
-    char name[RT_WIRE_NAME_MAX], host[40] = "host";
-    gethostname(host, sizeof host - 1);
-    snprintf(name, sizeof name, "%s:%ld", host, (long)getpid());
+    char name[RT_WIRE_NAME_MAX];
+    s_name(o.local.name, name, sizeof name);
     struct s_finish fin = {
         &model, o.local.out, (uint64_t)o.model.params, (uint64_t)o.model.buffers, 0, 0};
     struct worker_compute cb = {.user = &fin,

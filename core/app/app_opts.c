@@ -213,6 +213,9 @@ const struct rt_opt app_opts_table[] = {
     L(eig_metrics, "eig-metrics", STR, NULL, 0, 0, "the eigen service's metrics.jsonl"),
     L(poll_ms, "poll-ms", INT, "0", 0, S_INT_MAX,
       "eigen service: snapshot poll interval (0: default)"),
+    L(name, "name", STR, NULL, 0, 0,
+      "worker: its name in logs and status (default host:pid, with a random suffix as a "
+      "container's pid 1)"),
 };
 const int app_opts_count = (int)(sizeof app_opts_table / sizeof app_opts_table[0]);
 

@@ -157,6 +157,7 @@ struct app_local_opts {
     const char *eig_query;   /* --eig-query: its current-decision endpoint */
     const char *eig_metrics; /* --eig-metrics: its metrics.jsonl */
     long poll_ms;            /* --poll-ms: the eigen service's snapshot poll interval */
+    const char *name;        /* --name: the worker's name in logs and status (NULL: host:pid) */
 };
 
 /* Every option, by section. */

@@ -132,10 +132,14 @@ static void s_check_regions(rt_jpeg_t *j, const uint8_t *jp, size_t jl, const ch
             x1 = f[t - S_REGIONS][2] * w / 8;
             y1 = f[t - S_REGIONS][3] * h / 8;
         }
-        assert_int_equal(rt_jpeg_decode_region(j, jp, jl, "reg", channels, x0, y0, x1, y1, reg), 0);
+        struct rt_jpeg_region wh;
+        assert_true(rt_jpeg_region_bytes(w, y0, y1, channels) <= (size_t)w * h * channels);
+        assert_int_equal(
+            rt_jpeg_decode_region(j, jp, jl, "reg", channels, x0, y0, x1, y1, reg, &wh), 0);
         size_t n = (size_t)(x1 - x0) * channels;
         for (int y = y0; y < y1; y++)
-            if (memcmp(reg + (size_t)(y - y0) * n, full + ((size_t)y * w + x0) * channels, n)) {
+            if (memcmp(reg + wh.offset + (size_t)(y - y0) * wh.stride,
+                       full + ((size_t)y * w + x0) * channels, n)) {
                 fail_msg("region [%d,%d)x[%d,%d) of %s %dx%d (%d channels) differs at row %d", x0,
                          x1, y0, y1, name, w, h, channels, y);
             }
@@ -175,17 +179,18 @@ static void test_region(void **state)
                 s_check_regions(j, jp, jl, name, w, h, 1, &st);
                 if (si == 0 && k == 0 && !prog) {
                     /* truncated: an error even for a region in the intact part */
-                    uint8_t out[16 * 16 * 3];
-                    assert_int_equal(
-                        rt_jpeg_decode_region(j, jp, jl * 3 / 4, "cut.jpg", 3, 0, 0, 16, 16, out),
-                        RT_ERR_FORMAT);
+                    static uint8_t out[16 * 500 * 3]; /* 16 rows of the 500-wide image */
+                    struct rt_jpeg_region wh;
+                    assert_int_equal(rt_jpeg_decode_region(j, jp, jl * 3 / 4, "cut.jpg", 3, 0, 0,
+                                                           16, 16, out, &wh),
+                                     RT_ERR_FORMAT);
                     assert_non_null(strstr(rt_err_msg(), "cut.jpg"));
                     assert_int_equal(
-                        rt_jpeg_decode_region(j, jp, jl, "big.jpg", 3, 0, 0, w + 1, 16, out),
+                        rt_jpeg_decode_region(j, jp, jl, "big.jpg", 3, 0, 0, w + 1, 16, out, &wh),
                         RT_ERR_ARG);
                     /* and the handle decodes a good image afterwards */
-                    assert_int_equal(rt_jpeg_decode_region(j, jp, jl, "ok", 3, 0, 0, 16, 16, out),
-                                     0);
+                    assert_int_equal(
+                        rt_jpeg_decode_region(j, jp, jl, "ok", 3, 0, 0, 16, 16, out, &wh), 0);
                 }
                 tjFree(jp);
                 tjDestroy(enc);
@@ -253,10 +258,12 @@ static void test_cmyk_as_pillow(void **state)
     assert_memory_equal(got, refl, sizeof refl);
     /* a region: the same bytes as those of the whole */
     int x0 = 17, y0 = 9, x1 = 52, y1 = 40;
-    assert_int_equal(rt_jpeg_decode_region(j, jp, (size_t)len, "c.jpg", 3, x0, y0, x1, y1, got), 0);
+    struct rt_jpeg_region wh;
+    assert_int_equal(
+        rt_jpeg_decode_region(j, jp, (size_t)len, "c.jpg", 3, x0, y0, x1, y1, got, &wh), 0);
     for (int y = y0; y < y1; y++)
-        assert_memory_equal(got + (size_t)(y - y0) * (x1 - x0) * 3, ref + ((size_t)y * W + x0) * 3,
-                            (size_t)(x1 - x0) * 3);
+        assert_memory_equal(got + wh.offset + (size_t)(y - y0) * wh.stride,
+                            ref + ((size_t)y * W + x0) * 3, (size_t)(x1 - x0) * 3);
     /* BGR order and the half-scale decode run too */
     assert_int_equal(rt_jpeg_decode(j, jp, (size_t)len, "c.jpg", 1, 3, 1, got), 0);
     assert_int_equal(got[0], ref[2]);
@@ -293,14 +300,17 @@ static void test_corrupt_as_pillow(void **state)
     assert_int_equal(rt_jpeg_decode(j, good, jl, "good.jpg", 1, 3, 0, a), 0);
     assert_int_equal(rt_jpeg_decode(j, bad, jl + 240, "junk.jpg", 1, 3, 0, b), 0);
     assert_memory_equal(a, b, sizeof a);
-    assert_int_equal(rt_jpeg_decode_region(j, bad, jl + 240, "junk.jpg", 3, 10, 20, 70, 80, b), 0);
+    struct rt_jpeg_region wh;
+    assert_int_equal(rt_jpeg_decode_region(j, bad, jl + 240, "junk.jpg", 3, 10, 20, 70, 80, b, &wh),
+                     0);
     for (int y = 20; y < 80; y++)
-        assert_memory_equal(b + (size_t)(y - 20) * 60 * 3, a + ((size_t)y * W + 10) * 3, 60 * 3);
+        assert_memory_equal(b + wh.offset + (size_t)(y - 20) * wh.stride,
+                            a + ((size_t)y * W + 10) * 3, 60 * 3);
     /* cut short: an error whatever is asked for, naming the image */
     size_t cut = jl * 2 / 3;
     assert_int_equal(rt_jpeg_decode(j, good, cut, "cut.jpg", 1, 3, 0, a), RT_ERR_FORMAT);
     assert_non_null(strstr(rt_err_msg(), "cut.jpg"));
-    assert_int_equal(rt_jpeg_decode_region(j, good, cut, "cut.jpg", 3, 0, 0, 16, 16, a),
+    assert_int_equal(rt_jpeg_decode_region(j, good, cut, "cut.jpg", 3, 0, 0, 16, 16, a, &wh),
                      RT_ERR_FORMAT);
     free(bad);
     free(good);

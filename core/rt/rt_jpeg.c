@@ -127,13 +127,18 @@ static bool s_has_eoi(const uint8_t *buf, size_t len)
 }
 
 /* What the libjpeg path decodes: rows [y0, y1) and columns [x0, x1) of the image at 1/denom
- * scale into dst (rows of (x1-x0)*channels bytes, RGB or BGR); whole: every row and column is
- * decoded (and checked) whatever the region. */
+ * scale into dst, RGB or BGR: packed, rows of (x1-x0)*channels bytes (a copy of each row);
+ * else whole rows of the decoded window written straight into dst, the region at `offset` of
+ * each, `stride` apart (no copy). whole: every row and column is decoded (and checked)
+ * whatever the region. */
 struct s_req {
     int denom, channels, bgr;
     int x0, y0, x1, y1;
     bool whole;
     uint8_t *dst;
+    bool packed;   /* rows of exactly (x1-x0)*channels bytes (else the window's, see below) */
+    size_t stride; /* out, unpacked: bytes per row of dst (the decoded window's width) */
+    size_t offset; /* out, unpacked: bytes from a row's start to column x0 */
 };
 
 /* Pillow's CMYK to RGB, as torchvision's loader gets it (ImageNet holds a few CMYK JPEGs): the
@@ -164,7 +169,7 @@ static void s_cmyk_row(const uint8_t *in, int n, int channels, int bgr, uint8_t 
  * for CMYK) the request's rows and columns into its dst; the rows above are skipped rather than
  * decoded unless r->whole, which also goes on to the end of the image so that truncated data
  * fails. Runs under the caller's setjmp. */
-static void s_read_rows(rt_jpeg_t *j, const struct s_req *r, JDIMENSION xoff, bool cmyk)
+static void s_read_rows(rt_jpeg_t *j, struct s_req *r, JDIMENSION xoff, bool cmyk)
 {
     struct jpeg_decompress_struct *ci = &j->cinfo;
     /* skip whole iMCU rows only (entropy decoding alone), and decode the rows of the partial
@@ -176,20 +181,25 @@ static void s_read_rows(rt_jpeg_t *j, const struct s_req *r, JDIMENSION xoff, bo
         ERREXIT(ci, JERR_INPUT_EOF);
     int end = r->whole ? (int)ci->output_height : r->y1;
     int in_c = ci->output_components;
-    size_t n = (size_t)(r->x1 - r->x0) * r->channels;
     size_t skip = (size_t)(r->x0 - (int)xoff) * in_c;
+    /* straight into dst where it takes the window's rows as they come */
+    bool direct = !r->packed && !cmyk;
+    r->stride =
+        r->packed ? (size_t)(r->x1 - r->x0) * r->channels : (size_t)ci->output_width * r->channels;
+    r->offset = r->packed ? 0 : (size_t)(r->x0 - (int)xoff) * r->channels;
     while ((int)ci->output_scanline < end) {
         int y = (int)ci->output_scanline;
-        JSAMPROW row = j->row;
+        bool in = y >= r->y0 && y < r->y1;
+        uint8_t *out = in ? r->dst + (size_t)(y - r->y0) * r->stride : NULL;
+        JSAMPROW row = in && direct ? out : j->row;
         if (jpeg_read_scanlines(ci, &row, 1) != 1)
             ERREXIT(ci, JERR_INPUT_EOF);
-        if (y < r->y0 || y >= r->y1)
+        if (!in || direct)
             continue;
-        uint8_t *out = r->dst + (size_t)(y - r->y0) * n;
         if (cmyk)
-            s_cmyk_row(j->row + skip, r->x1 - r->x0, r->channels, r->bgr, out);
+            s_cmyk_row(j->row + skip, r->x1 - r->x0, r->channels, r->bgr, out + r->offset);
         else
-            memcpy(out, j->row + skip, n);
+            memcpy(out, j->row + skip, (size_t)(r->x1 - r->x0) * r->channels);
     }
 }
 
@@ -209,7 +219,7 @@ static int s_region_start(rt_jpeg_t *j)
 }
 
 /* The libjpeg decode proper, under the caller's setjmp: header, scale, crop, rows. */
-static void s_lj_body(rt_jpeg_t *j, const uint8_t *buf, size_t len, const struct s_req *r)
+static void s_lj_body(rt_jpeg_t *j, const uint8_t *buf, size_t len, struct s_req *r)
 {
     struct jpeg_decompress_struct *ci = &j->cinfo;
     jpeg_mem_src(ci, buf, (unsigned long)len);
@@ -250,7 +260,7 @@ static void s_lj_body(rt_jpeg_t *j, const uint8_t *buf, size_t len, const struct
 
 /* Run request r on buf through libjpeg; RT_ERR_FORMAT naming `what` on any error or warning. */
 static int s_lj_decode(rt_jpeg_t *j, const uint8_t *buf, size_t len, const char *what,
-                       const struct s_req *r)
+                       struct s_req *r)
 {
     int rc = s_region_start(j);
     if (rc < 0)
@@ -282,12 +292,18 @@ int rt_jpeg_decode(rt_jpeg_t *j, const uint8_t *buf, size_t len, const char *wha
         return rt_err_set(RT_ERR_ARG, "%s: cannot decode to %d channels", what, channels);
     /* libjpeg itself rather than TurboJPEG's wrapper: the same decoder, with CMYK converted
      * (s_cmyk_row) and Pillow's policy on corrupt-data warnings (s_jerr_emit) */
-    struct s_req r = {denom, channels, bgr, 0, 0, sw, sh, true, dst};
+    struct s_req r = {denom, channels, bgr, 0, 0, sw, sh, true, dst, true, 0, 0};
     return s_lj_decode(j, buf, len, what, &r);
 }
 
+size_t rt_jpeg_region_bytes(int width, int y0, int y1, int channels)
+{
+    return (size_t)(y1 - y0) * (size_t)width * (size_t)channels;
+}
+
 int rt_jpeg_decode_region(rt_jpeg_t *j, const uint8_t *buf, size_t len, const char *what,
-                          int channels, int x0, int y0, int x1, int y1, uint8_t *dst)
+                          int channels, int x0, int y0, int x1, int y1, uint8_t *dst,
+                          struct rt_jpeg_region *where)
 {
     if (channels != 1 && channels != 3)
         return rt_err_set(RT_ERR_ARG, "%s: cannot decode to %d channels", what, channels);
@@ -299,8 +315,12 @@ int rt_jpeg_decode_region(rt_jpeg_t *j, const uint8_t *buf, size_t len, const ch
                           x0, x1, y0, y1, w, h);
     /* without its end marker the data may be truncated: decode it all, so that it fails
      * whatever region was asked for */
-    struct s_req r = {1, channels, 0, x0, y0, x1, y1, !s_has_eoi(buf, len), dst};
-    return s_lj_decode(j, buf, len, what, &r);
+    struct s_req r = {1, channels, 0, x0, y0, x1, y1, !s_has_eoi(buf, len), dst, false, 0, 0};
+    if ((rc = s_lj_decode(j, buf, len, what, &r)) < 0)
+        return rc;
+    where->offset = r.offset;
+    where->stride = r.stride;
+    return 0;
 }
 
 int rt_jpeg_encode(rt_jpeg_t *j, const uint8_t *src, int width, int height, int channels,

@@ -36,16 +36,28 @@ void rt_jpeg_scaled_size(int width, int height, int denom, int *sw, int *sh);
 int rt_jpeg_decode(rt_jpeg_t *j, const uint8_t *buf, size_t len, const char *what, int denom,
                    int channels, int bgr, uint8_t *dst);
 
-/* Decode rows [y0, y1) and columns [x0, x1) of the full-size image into dst: interleaved rows of
- * (x1-x0)*channels bytes, the same pixels as a full decode gives there (channels 1 or 3 = RGB).
- * Entropy decoding stops below the region, and the inverse DCT, upsampling and colour conversion
- * run on the region's iMCU columns only (libjpeg-turbo's jpeg_skip_scanlines and
- * jpeg_crop_scanline), so a small crop of a large JPEG costs a fraction of a full decode. A JPEG
- * whose data does not end with the EOI marker is decoded whole, so that a truncated file fails
- * whatever region is asked for. Errors as rt_jpeg_decode; a region outside the image is
- * RT_ERR_ARG. */
+/* Where rt_jpeg_decode_region put the region: its pixel (x, y), x0 <= x < x1 and y0 <= y < y1,
+ * is at dst + offset + (y - y0) * stride + (x - x0) * channels. */
+struct rt_jpeg_region {
+    size_t offset; /* bytes from a row's start to column x0 */
+    size_t stride; /* bytes from one row to the next */
+};
+
+/* Bytes rt_jpeg_decode_region's dst must hold for rows [y0, y1) of an image `width` pixels
+ * wide: it writes whole rows of the decoded window, at most the image's width. */
+size_t rt_jpeg_region_bytes(int width, int y0, int y1, int channels);
+
+/* Decode rows [y0, y1) and columns [x0, x1) of the full-size image into dst (at least
+ * rt_jpeg_region_bytes; *where says where the region lies in it), the same pixels as a full
+ * decode gives there (channels 1 or 3 = RGB). Entropy decoding stops below the region, and the
+ * inverse DCT, upsampling and colour conversion run on the region's iMCU columns only
+ * (libjpeg-turbo's jpeg_skip_scanlines and jpeg_crop_scanline), whose rows go straight into dst,
+ * so a small crop of a large JPEG costs a fraction of a full decode. A JPEG whose data does not
+ * end with the EOI marker is decoded whole, so that a truncated file fails whatever region is
+ * asked for. Errors as rt_jpeg_decode; a region outside the image is RT_ERR_ARG. */
 int rt_jpeg_decode_region(rt_jpeg_t *j, const uint8_t *buf, size_t len, const char *what,
-                          int channels, int x0, int y0, int x1, int y1, uint8_t *dst);
+                          int channels, int x0, int y0, int x1, int y1, uint8_t *dst,
+                          struct rt_jpeg_region *where);
 
 /* Encode interleaved HWC pixels (channels 1 or 3 = RGB) at `quality`. *out points into the
  * handle's buffer, valid until the next call on j. */

@@ -382,12 +382,13 @@ static int s_decode(rt_transform_t *x, const struct rt_transform_spec *sp, const
     if (denom == 1 && b->resize && b->crop_first) {
         /* the filter reads the box only: decode just the box (integer here) */
         int bx = (int)b->x0, by = (int)b->y0, bw = (int)b->x1 - bx, bh = (int)b->y1 - by;
-        if ((rc = s_grow(&x->img, &x->img_cap, (size_t)c * bw * bh)) < 0)
+        struct rt_jpeg_region where;
+        if ((rc = s_grow(&x->img, &x->img_cap, rt_jpeg_region_bytes(w, by, by + bh, c))) < 0)
             return rc;
         if ((rc = rt_jpeg_decode_region(x->jpeg, d->data, d->data_len, key, c, bx, by, bx + bw,
-                                        by + bh, x->img)) < 0)
+                                        by + bh, x->img, &where)) < 0)
             return rc;
-        *s = (struct s_src){x->img, c, bh, bw, 1, (size_t)c, (size_t)bw * c};
+        *s = (struct s_src){x->img + where.offset, c, bh, bw, 1, (size_t)c, where.stride};
         b->x0 = b->y0 = 0;
         b->x1 = (float)bw;
         b->y1 = (float)bh;

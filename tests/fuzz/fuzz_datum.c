@@ -48,11 +48,14 @@ static void s_jpeg(const struct rt_datum *d)
     int x1 = x0 + (w + 1) / 2, y1 = y0 + (h + 1) / 2;
     x1 = x1 > w ? w : x1;
     y1 = y1 > h ? h : y1;
-    if (rt_jpeg_decode_region(j, d->data, d->data_len, "fuzz", 3, x0, y0, x1, y1, region) || full)
+    struct rt_jpeg_region wh;
+    if (rt_jpeg_decode_region(j, d->data, d->data_len, "fuzz", 3, x0, y0, x1, y1, region, &wh) ||
+        full)
         return;
     size_t n = (size_t)(x1 - x0) * 3;
     for (int y = y0; y < y1; y++)
-        if (memcmp(region + (size_t)(y - y0) * n, pixels + ((size_t)y * w + x0) * 3, n))
+        if (memcmp(region + wh.offset + (size_t)(y - y0) * wh.stride,
+                   pixels + ((size_t)y * w + x0) * 3, n))
             abort(); /* the region decode gave other pixels than the full decode */
 }
 

@@ -1,5 +1,7 @@
 /*
- * rt_jpeg: TurboJPEG wrappers with checked calls and errors naming the image.
+ * rt_jpeg: libjpeg-turbo with checked calls and errors naming the image. TurboJPEG reads headers
+ * and encodes; every decode goes through the libjpeg API under one error manager (s_lj_decode),
+ * which can crop and skip rows, convert CMYK, and decode on through corrupt data as Pillow does.
  */
 #include "rt_jpeg.h"
 

@@ -1,6 +1,7 @@
 /*
- * rt_jpeg: JPEG decode and encode through libjpeg-turbo's TurboJPEG API. One handle per thread
- * (a handle is not thread-safe); its buffers are reused from call to call.
+ * rt_jpeg: JPEG decode and encode with libjpeg-turbo: headers and encoding through its TurboJPEG
+ * API, decoding through the libjpeg API (regions, CMYK, Pillow's policy on corrupt data). One
+ * handle per thread (a handle is not thread-safe); its buffers are reused from call to call.
  */
 #ifndef RT_JPEG_H
 #define RT_JPEG_H

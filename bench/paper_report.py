@@ -172,7 +172,8 @@ def claims(rows):
                 "%s (%+.2f%%, %d updates = 1/%.1f of BL-128%s)." % (
                     b, m.upper(), "yes" if ok_acc and ok_upd and ok_gg else "no", d[m],
                     r[m]["updates"], base["updates"] / max(1, r[m]["updates"]),
-                    ", GG %d" % r["gg"]["updates"] if "gg" in r else ""))
+                    ", GG %d" % r["gg"]["updates"] if "gg" in r else
+                    "; GG not run yet, so that part is unchecked"))
     return lines
 
 

@@ -104,7 +104,7 @@ int eb_cmd_eval(int argc, char **argv)
     int c, h, w;
     if ((rc = app_model_loader_opts(&o, (size_t)batch, &lo)))
         goto out;
-    lo.threads = 0; /* in key order on this thread, as the trainer's evaluation */
+    /* data.loader_threads decode ahead; the batches are scored in key order all the same */
     if ((rc = rt_loader_new(data, &lo, &ld)))
         goto out;
     rt_loader_shape(ld, &c, &h, &w);

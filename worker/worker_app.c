@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -322,11 +323,17 @@ static int s_eval_new(const struct app_opts *o, struct worker_app *n, int c, int
     ev->owner = n;
     pthread_mutex_init(&ev->mu, NULL);
     pthread_cond_init(&ev->cv, NULL);
+    /* a GPU worker evaluates on its (first) GPU, beside training on a stream of its own, and its
+     * test set decodes with data.loader_threads; a CPU worker's on the evaluation thread alone */
+    char dev[APP_MAX_DEVICES][APP_DEVICE_NAME_MAX];
+    int nd = 0;
+    bool gpu = !app_opts_worker_devices(o, dev, APP_MAX_DEVICES, &nd) && strcmp(dev[0], "cpu");
     struct rt_loader_opts to;
     int rc = app_model_loader_opts(o, (size_t)o->train.micro_batch, &to);
     if (rc)
         return rc;
-    to.threads = 0;
+    if (!gpu)
+        to.threads = 0;
     to.out_height = h;
     to.out_width = w;
     to.channels = c;
@@ -344,12 +351,8 @@ static int s_eval_new(const struct app_opts *o, struct worker_app *n, int c, int
     ev->y = malloc((size_t)o->train.micro_batch * sizeof(int32_t));
     if (!ev->net || !ev->x || !ev->y)
         return rt_err_set(RT_ERR_NOMEM, "evaluation net");
-    /* a GPU worker evaluates on its (first) GPU, beside training on a stream of its own; where
-     * the device has no room for a second net, on the CPU, said once */
-    char dev[APP_MAX_DEVICES][APP_DEVICE_NAME_MAX];
-    int nd = 0;
-    if (!app_opts_worker_devices(o, dev, APP_MAX_DEVICES, &nd) && strcmp(dev[0], "cpu") &&
-        app_model_to_device(ev->net, dev[0], "the evaluation net"))
+    /* where the GPU has no room for a second net, on the CPU, said once */
+    if (gpu && app_model_to_device(ev->net, dev[0], "the evaluation net"))
         RT_WARN("train", "test evaluation on the CPU: %s", rt_err_msg());
     if (pthread_create(&ev->thread, NULL, s_eval_main, ev))
         return rt_err_set(RT_ERR_NOMEM, "cannot start the evaluation thread");

@@ -128,29 +128,78 @@ int app_model_sizes(const struct app_opts *o, uint64_t *params, uint64_t *buffer
     return rc;
 }
 
+/* Score one micro-batch of n samples (x, y), adding to *sum_loss and *correct; a label outside
+ * the net's classes is an error naming the record (first: the batch's first record). */
+static int s_eval_batch(nn_net_t *net, const float *x, const int32_t *y, size_t n, size_t first,
+                        double *sum_loss, uint64_t *correct)
+{
+    int classes = nn_net_classes(net);
+    for (size_t i = 0; i < n; i++)
+        if (y[i] < 0 || y[i] >= classes)
+            return rt_err_set(RT_ERR_FORMAT, "test record %zu has label %d, outside [0, %d)",
+                              first + i, (int)y[i], classes);
+    int ok = 0;
+    float l = nn_net_forward(net, x, y, (int)n, NN_BN_EVAL, NULL, &ok);
+    *sum_loss += (double)l * (double)n;
+    *correct += (uint64_t)ok;
+    return RT_OK;
+}
+
+/* The same pass with the loader's threads decoding ahead: in-order requests of mb records, as
+ * many in flight as its queue takes, scored in order (so the same sums as one by one). */
+static int s_eval_prefetch(nn_net_t *net, rt_loader_t *test, size_t mb, double *sum_loss,
+                           uint64_t *correct)
+{
+    size_t total = rt_loader_count(test), next = 0, done = 0;
+    int inflight = 0, rc = RT_OK;
+    while (!rc && done < total) {
+        while (next < total) {
+            size_t k = total - next < mb ? total - next : mb;
+            struct rt_loader_req req = {0, next, k, false, true, NULL, NULL};
+            int s = rt_loader_submit(test, &req);
+            if (s == RT_ERR_STATE)
+                break; /* the queue is full */
+            if (s)
+                return s;
+            next += k;
+            inflight++;
+        }
+        struct rt_loader_batch b;
+        if ((rc = rt_loader_wait(test, &b)))
+            break;
+        inflight--;
+        rc = s_eval_batch(net, b.x, b.y, b.count, b.start, sum_loss, correct);
+        done += b.count;
+        rt_loader_release(test, &b);
+    }
+    for (; inflight > 0; inflight--) { /* after an error: hand the queued requests back */
+        struct rt_loader_batch b;
+        if (rt_loader_wait(test, &b) == RT_OK)
+            rt_loader_release(test, &b);
+    }
+    return rc;
+}
+
 int app_model_evaluate(nn_net_t *net, rt_loader_t *test, float *x, int32_t *y, double *accuracy,
                        double *loss, uint64_t *n)
 {
     size_t total = rt_loader_count(test), mb = (size_t)nn_net_max_batch(net);
-    int classes = nn_net_classes(net);
     if (nn_net_bind_thread(net) != NN_OK)
         return rt_err_set(RT_ERR_ARG, "evaluation: %s", nn_backend_why());
     double sum_loss = 0;
     uint64_t correct = 0;
-    for (size_t first = 0; first < total; first += mb) {
-        size_t k = total - first < mb ? total - first : mb;
-        int rc = rt_loader_read(test, first, k, x, y);
-        if (rc)
-            return rc;
-        for (size_t i = 0; i < k; i++)
-            if (y[i] < 0 || y[i] >= classes)
-                return rt_err_set(RT_ERR_FORMAT, "test record %zu has label %d, outside [0, %d)",
-                                  first + i, (int)y[i], classes);
-        int ok = 0;
-        float l = nn_net_forward(net, x, y, (int)k, NN_BN_EVAL, NULL, &ok);
-        sum_loss += (double)l * (double)k;
-        correct += (uint64_t)ok;
+    int rc = RT_OK;
+    if (rt_loader_can_prefetch(test, mb)) {
+        rc = s_eval_prefetch(net, test, mb, &sum_loss, &correct);
+    } else {
+        for (size_t first = 0; !rc && first < total; first += mb) {
+            size_t k = total - first < mb ? total - first : mb;
+            if (!(rc = rt_loader_read(test, first, k, x, y)))
+                rc = s_eval_batch(net, x, y, k, first, &sum_loss, &correct);
+        }
     }
+    if (rc)
+        return rc;
     *n = total;
     *accuracy = total ? (double)correct / (double)total : 0.0;
     *loss = total ? sum_loss / (double)total : 0.0;

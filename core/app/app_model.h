@@ -46,8 +46,10 @@ int app_model_fill_sizes(struct app_opts *o);
 int app_model_to_device(nn_net_t *net, const char *device, const char *label);
 
 /* Mean loss and accuracy of net (BatchNorm in eval mode) over every record of test in key order,
- * micro-batches of nn_net_max_batch(net) into x (that many samples) and y. A label outside the
- * net's classes is an error naming the record. A device net runs on its device (the calling
+ * micro-batches of nn_net_max_batch(net) into x (that many samples) and y, or, when the loader
+ * has prefetch threads (rt_loader_can_prefetch), in its own buffers decoded ahead (the same sums:
+ * the batches are scored in order). A label outside the net's classes is an error naming the
+ * record. A device net runs on its device (the calling
  * thread is bound to it here; its parameters and buffers must be there: app_model_to_device).
  * Returns 0 or a negative rt_err code. */
 int app_model_evaluate(nn_net_t *net, rt_loader_t *test, float *x, int32_t *y, double *accuracy,

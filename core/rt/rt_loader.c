@@ -478,6 +478,11 @@ size_t rt_loader_count(const rt_loader_t *l)
     return l->n;
 }
 
+int rt_loader_can_prefetch(const rt_loader_t *l, size_t count)
+{
+    return l->nthreads > 0 && count <= l->o.max_batch;
+}
+
 void rt_loader_shape(const rt_loader_t *l, int *c, int *h, int *w)
 {
     *c = l->spec.channels;

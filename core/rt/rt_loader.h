@@ -138,6 +138,10 @@ int rt_loader_wait(rt_loader_t *l, struct rt_loader_batch *out);
 /* Return a batch's slot (and loader-owned buffers) for reuse. */
 void rt_loader_release(rt_loader_t *l, struct rt_loader_batch *b);
 
+/* 1 when the loader has prefetch threads and requests of `count` samples fit its own buffers
+ * (count <= max_batch), so that an in-order pass (evaluation) can decode ahead of its caller. */
+int rt_loader_can_prefetch(const rt_loader_t *l, size_t count);
+
 /* Synchronously load records [first, first+n) in key order with the evaluation transform into
  * x (n*C*H*W floats) and y (n labels), on the caller's thread. For evaluation and for the
  * Hessian batch of the eigen service. */

@@ -310,6 +310,9 @@ static int s_layout_tiny(const char *root, const char *split, struct s_items *it
 
 /* ---- storing ------------------------------------------------------------------------------ */
 
+#define S_VERIFY_MAX_PIXELS (1ull << 30) /* --verify refuses larger JPEGs rather than decode them  \
+                                          */
+
 /* Working memory of the store loop. */
 struct s_work {
     rt_jpeg_t *jpeg;                 /* codec */
@@ -443,6 +446,8 @@ static int s_store_one(struct s_work *k, const char *p, int label,
     if ((rc = s_read_file(k, p, &len)) < 0 || (rc = s_png(k, p, &len, io, &o->pngs)) < 0 ||
         (rc = rt_jpeg_header(k->jpeg, k->file, len, p, &w, &h, &c)) < 0)
         return rc;
+    if (io->verify && (uint64_t)w * (uint64_t)h > S_VERIFY_MAX_PIXELS)
+        return rt_err_set(RT_ERR_TOOBIG, "%s: a JPEG of %dx%d is too large to verify", p, w, h);
     if (io->verify) {
         int sw, sh;
         rt_jpeg_scaled_size(w, h, 8, &sw, &sh);

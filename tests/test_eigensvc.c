@@ -282,7 +282,10 @@ static void test_abs_run(void **state)
     assert_true(last->seq == fin.seq);
     assert_int_equal(fin.verdict, SERVER_SCHED_ACCEPTED);
     assert_int_equal(fin.sched_version, nd);
-    assert_true(fin.reason[0] != '\0' && isfinite(fin.lambda) && fin.iterations >= 1);
+    /* the rule says why; a measured decision carries its eigenvalue and iterations, one made
+     * without a measurement (the missed snapshot above) neither */
+    assert_true(fin.reason[0] != '\0');
+    assert_true(isfinite(fin.lambda) ? fin.iterations >= 1 : fin.iterations == 0);
     if (nd == 2) {
         const struct server_sched_decision *first = server_sched_decision(sched, 1);
         assert_int_equal(first->batch, 2 * BATCH);

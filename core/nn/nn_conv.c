@@ -313,9 +313,20 @@ static float *s_work(const struct nn_conv *c, const struct nn_ctx *ctx, int nb)
 
 /* ---- passes through oneDNN (n == dnnl_n) -------------------------------------------------- */
 
+
+/* The channel-blocked sides of this pass (enum nn_dnnl_blk), as the net laid out its nodes. */
+static unsigned s_blk(const struct nn_conv *c)
+{
+    return (c->base.in[0]->blk ? NN_DNNL_BLK_X : 0) | (c->base.out->blk ? NN_DNNL_BLK_Y : 0);
+}
+
+/* oneDNN runs passes of the batch its primitives were made for; the net lays out nodes
+ * channel-blocked only in those passes, so the im2col passes always see CNHW. */
 static int s_use_dnnl(const struct nn_conv *c, const struct nn_ctx *ctx)
 {
-    return c->dnnl && ctx->n == c->dnnl_n;
+    const int on = c->dnnl && ctx->n == c->dnnl_n;
+    NN_ASSERT(on || !s_blk(c));
+    return on;
 }
 
 static float *s_dnnl_work(const struct nn_conv *c, const struct nn_ctx *ctx)
@@ -328,7 +339,7 @@ static float *s_dnnl_work(const struct nn_conv *c, const struct nn_ctx *ctx)
 static void s_dnnl_forward(struct nn_conv *c, const struct nn_ctx *ctx)
 {
     struct nn_layer *l = &c->base;
-    nn_dnnl_conv_forward(c->dnnl, l->in[0]->y, l->w, l->out->y, 0, s_dnnl_work(c, ctx));
+    nn_dnnl_conv_forward(c->dnnl, l->in[0]->y, l->w, l->out->y, 0, s_blk(c), s_dnnl_work(c, ctx));
     if (c->has_bias)
         s_bias_add(l->out->y, l->w + (size_t)c->out_c * c->rows, c->out_c,
                    (size_t)ctx->n * c->oh * c->ow);
@@ -339,7 +350,7 @@ static void s_dnnl_backward(struct nn_conv *c, const struct nn_ctx *ctx, int nee
 {
     struct nn_layer *l = &c->base;
     nn_dnnl_conv_backward(c->dnnl, l->out->dy, l->in[0]->y, ctx->grad_scale, need_dw ? l->g : NULL,
-                          l->w, need_dx ? l->in[0]->dy : NULL, s_dnnl_work(c, ctx));
+                          l->w, need_dx ? l->in[0]->dy : NULL, s_blk(c), s_dnnl_work(c, ctx));
     if (need_dw && c->has_bias)
         s_bias_grad(l->out->dy, c->out_c, (size_t)ctx->n * c->oh * c->ow, ctx->grad_scale,
                     l->g + (size_t)c->out_c * c->rows);
@@ -351,10 +362,11 @@ static void s_dnnl_rforward(struct nn_conv *c, const struct nn_ctx *ctx, int ra,
 {
     struct nn_layer *l = &c->base;
     float *work = s_dnnl_work(c, ctx);
+    const unsigned blk = s_blk(c);
     if (ra)
-        nn_dnnl_conv_forward(c->dnnl, l->in[0]->ry, l->w, l->out->ry, 0, work);
+        nn_dnnl_conv_forward(c->dnnl, l->in[0]->ry, l->w, l->out->ry, 0, blk, work);
     if (ib) {
-        nn_dnnl_conv_forward(c->dnnl, l->in[0]->y, l->v, l->out->ry, ra, work);
+        nn_dnnl_conv_forward(c->dnnl, l->in[0]->y, l->v, l->out->ry, ra, blk, work);
         if (c->has_bias)
             s_bias_add(l->out->ry, l->v + (size_t)c->out_c * c->rows, c->out_c,
                        (size_t)ctx->n * c->oh * c->ow);
@@ -370,11 +382,14 @@ static void s_dnnl_rbackward(struct nn_conv *c, const struct nn_ctx *ctx, int ra
     float *work = s_dnnl_work(c, ctx);
     const float *dy = l->out->dy, *rdy = l->out->rdy;
     float *rdx = need_dx ? l->in[0]->rdy : NULL;
+    const unsigned blk = s_blk(c);
     /* the terms of R{dY}: fgrad(R{dY}, x) and convT(W, R{dY}) */
-    nn_dnnl_conv_backward(c->dnnl, rdy, l->in[0]->y, 1.0f, ib ? l->hv : NULL, l->w, rdx, work);
+    nn_dnnl_conv_backward(c->dnnl, rdy, l->in[0]->y, 1.0f, ib ? l->hv : NULL, l->w, rdx, blk,
+                          work);
     /* the terms of dY: fgrad(dY, Rx) and convT(V, dY) */
     if (ib && (ra || rdx))
-        nn_dnnl_conv_backward(c->dnnl, dy, l->in[0]->ry, 1.0f, ra ? l->hv : NULL, l->v, rdx, work);
+        nn_dnnl_conv_backward(c->dnnl, dy, l->in[0]->ry, 1.0f, ra ? l->hv : NULL, l->v, rdx, blk,
+                              work);
     if (ib && c->has_bias)
         s_bias_grad(rdy, c->out_c, (size_t)ctx->n * c->oh * c->ow, 1.0f,
                     l->hv + (size_t)c->out_c * c->rows);
@@ -433,10 +448,17 @@ static int s_setup(struct nn_layer *l, int max_batch)
         c->dnnl = nn_dnnl_conv_new(&ds);
         c->dnnl_n = max_batch;
     }
+    l->layout = 0;
     if (c->dnnl) {
         size_t per = (nn_dnnl_conv_work_floats(c->dnnl) + max_batch - 1) / max_batch;
         if (per > l->work_per_sample)
             l->work_per_sample = per;
+        /* the bias loops (s_bias_add, s_bias_grad) read CNHW rows */
+        const unsigned blk = nn_dnnl_conv_blocked(c->dnnl);
+        if (blk & NN_DNNL_BLK_X)
+            l->layout |= NN_LAYOUT_IN_BLK;
+        if ((blk & NN_DNNL_BLK_Y) && !c->has_bias)
+            l->layout |= NN_LAYOUT_OUT_BLK;
     }
     return NN_OK;
 }

@@ -42,17 +42,24 @@ size_t nn_dnnl_conv_work_floats(const nn_dnnl_conv_t *self)
     return 0;
 }
 
-void nn_dnnl_conv_forward(nn_dnnl_conv_t *self, const float *x, const float *w, float *y, int add,
-                          float *work)
+unsigned nn_dnnl_conv_blocked(const nn_dnnl_conv_t *self)
 {
-    (void)self, (void)x, (void)w, (void)y, (void)add, (void)work;
+    (void)self;
+    return 0;
+}
+
+void nn_dnnl_conv_forward(nn_dnnl_conv_t *self, const float *x, const float *w, float *y, int add,
+                          unsigned blk, float *work)
+{
+    (void)self, (void)x, (void)w, (void)y, (void)add, (void)blk, (void)work;
     NN_ASSERT(!"nn_dnnl_conv_forward without oneDNN");
 }
 
 void nn_dnnl_conv_backward(nn_dnnl_conv_t *self, const float *dy, const float *x, float scale,
-                           float *dw, const float *w, float *dx, float *work)
+                           float *dw, const float *w, float *dx, unsigned blk, float *work)
 {
-    (void)self, (void)dy, (void)x, (void)scale, (void)dw, (void)w, (void)dx, (void)work;
+    (void)self, (void)dy, (void)x, (void)scale, (void)dw, (void)w, (void)dx, (void)blk,
+        (void)work;
     NN_ASSERT(!"nn_dnnl_conv_backward without oneDNN");
 }
 
@@ -70,6 +77,7 @@ void nn_dnnl_conv_backward(nn_dnnl_conv_t *self, const float *dy, const float *x
     } while (0)
 
 #define NN_DNNL_ALIGN_FLOATS 16 /* scratch regions start on 64-byte boundaries */
+#define NN_DNNL_PAR_MIN 65536   /* elements below which an elementwise loop stays on one thread */
 
 /* A tensor as one primitive sees it: its layout and a memory object whose handle is set per call.
  */
@@ -103,6 +111,8 @@ struct nn_dnnl_conv {
     size_t a_floats, b_floats, s_floats;    /* scratch regions A, B, S (rounded up) */
     size_t w_floats, dw_floats, dwu_floats; /* W; D: blocked dW, then dW in the caller's layout */
     int same_ddst; /* both backward primitives read dy in one layout: reorder it once */
+    unsigned blocked;         /* enum nn_dnnl_blk: sides every primitive takes as nChw16c */
+    size_t x_floats, y_floats; /* floats of the input and the output activation */
 };
 
 static dnnl_engine_t s_engine;
@@ -144,6 +154,25 @@ static void s_cnhw(dnnl_memory_desc_t *md, int n, int c, int h, int w)
     dnnl_dims_t dims = {n, c, h, w};
     dnnl_dims_t strides = {(dnnl_dim_t)h * w, (dnnl_dim_t)n * h * w, w, 1};
     NN_DNNL_CHECK(dnnl_memory_desc_init_by_strides(md, 4, dims, dnnl_f32, strides));
+}
+
+/* oneDNN's channel-blocked nChw16c layout of n x c x h x w (the net's NN_BLK layout). */
+static void s_nchw16c(dnnl_memory_desc_t *md, int n, int c, int h, int w)
+{
+    dnnl_dims_t dims = {n, c, h, w};
+    NN_DNNL_CHECK(dnnl_memory_desc_init_by_tag(md, 4, dims, dnnl_f32, dnnl_nChw16c));
+}
+
+/* 1 when the three descriptors equal the channel-blocked layout of n x c x h x w. */
+static int s_all_blocked(const dnnl_memory_desc_t *a, const dnnl_memory_desc_t *b,
+                         const dnnl_memory_desc_t *c, int n, int ch, int h, int w)
+{
+    dnnl_memory_desc_t md;
+    if (ch % 16)
+        return 0;
+    s_nchw16c(&md, n, ch, h, w);
+    return dnnl_memory_desc_equal(a, &md) && dnnl_memory_desc_equal(b, &md) &&
+           dnnl_memory_desc_equal(c, &md);
 }
 
 static void s_any(dnnl_memory_desc_t *md, int a, int b, int c, int d)
@@ -287,6 +316,14 @@ static int s_build(nn_dnnl_conv_t *c, const struct nn_dnnl_conv_shape *s,
         s_reorder_init(&c->w_dwts, &c->bwd_wts.a[1].md, &c->uwts.md, 0))
         return -1;
     c->same_ddst = dnnl_memory_desc_equal(&c->bwd_data.a[2].md, &c->bwd_wts.a[2].md);
+    if (s_all_blocked(&c->fwd.a[0].md, &c->bwd_data.a[0].md, &c->bwd_wts.a[0].md, s->n, s->in_c,
+                      s->ih, s->iw))
+        c->blocked |= NN_DNNL_BLK_X;
+    if (s_all_blocked(&c->fwd.a[2].md, &c->bwd_data.a[2].md, &c->bwd_wts.a[2].md, s->n, s->out_c,
+                      s->oh, s->ow))
+        c->blocked |= NN_DNNL_BLK_Y;
+    c->x_floats = (size_t)s->n * s->in_c * s->ih * s->iw;
+    c->y_floats = (size_t)s->n * s->out_c * s->oh * s->ow;
     c->a_floats = s_floats(&c->fwd.a[0].md);
     c->b_floats = s_floats(&c->fwd.a[2].md);
     const struct s_prim *ps[3] = {&c->fwd, &c->bwd_data, &c->bwd_wts};
@@ -358,6 +395,11 @@ size_t nn_dnnl_conv_work_floats(const nn_dnnl_conv_t *self)
            self->dwu_floats;
 }
 
+unsigned nn_dnnl_conv_blocked(const nn_dnnl_conv_t *self)
+{
+    return self->blocked;
+}
+
 /* ---- execution ------------------------------------------------------------------------------ */
 
 static void s_set(const struct s_arg *a, const void *p)
@@ -418,13 +460,29 @@ static void s_run(nn_dnnl_conv_t *c, struct s_prim *p, const int kinds[3], const
     NN_DNNL_CHECK(dnnl_primitive_execute(p->p, c->stream, 4, args));
 }
 
+/* dst[i] += src[i]: the adding "reorder" between two tensors of one (blocked) layout. */
+static void s_add(float *dst, const float *src, size_t n)
+{
+#pragma omp parallel for simd schedule(static) if (n >= NN_DNNL_PAR_MIN)
+    for (size_t i = 0; i < n; i++)
+        dst[i] += src[i];
+}
+
 void nn_dnnl_conv_forward(nn_dnnl_conv_t *c, const float *x, const float *w, float *y, int add,
-                          float *work)
+                          unsigned blk, float *work)
 {
     static const int kinds[3] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
+    NN_ASSERT((blk & c->blocked) == blk);
     const struct s_regions r = s_split(c, work);
-    const float *src = s_in(c, &c->f_src, &c->usrc, x, &c->fwd.a[0], r.a);
+    const float *src =
+        blk & NN_DNNL_BLK_X ? x : s_in(c, &c->f_src, &c->usrc, x, &c->fwd.a[0], r.a);
     const float *wts = s_in(c, &c->f_wts, &c->uwts, w, &c->fwd.a[1], r.w);
+    if (blk & NN_DNNL_BLK_Y) {
+        s_run(c, &c->fwd, kinds, src, wts, add ? r.b : y, r.s);
+        if (add)
+            s_add(y, r.b, c->y_floats);
+        return;
+    }
     float *dst = c->f_dst.reo || add ? r.b : y;
     s_run(c, &c->fwd, kinds, src, wts, dst, r.s);
     if (dst != y)
@@ -432,15 +490,19 @@ void nn_dnnl_conv_forward(nn_dnnl_conv_t *c, const float *x, const float *w, flo
 }
 
 void nn_dnnl_conv_backward(nn_dnnl_conv_t *c, const float *dy, const float *x, float scale,
-                           float *dw, const float *w, float *dx, float *work)
+                           float *dw, const float *w, float *dx, unsigned blk, float *work)
 {
     static const int k_wts[3] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_DST};
     static const int k_dat[3] = {DNNL_ARG_DIFF_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_DST};
+    NN_ASSERT((blk & c->blocked) == blk);
     const struct s_regions r = s_split(c, work);
-    const float *ddst = NULL; /* dy in the layout of the last primitive that read it */
+    /* dy in the layout of the last primitive that read it (as it is, when blocked) */
+    const float *ddst = blk & NN_DNNL_BLK_Y ? dy : NULL;
     if (dw) {
-        const float *src = s_in(c, &c->w_src, &c->usrc, x, &c->bwd_wts.a[0], r.a);
-        ddst = s_in(c, &c->w_dst, &c->udst, dy, &c->bwd_wts.a[2], r.b);
+        const float *src =
+            blk & NN_DNNL_BLK_X ? x : s_in(c, &c->w_src, &c->usrc, x, &c->bwd_wts.a[0], r.a);
+        if (!ddst)
+            ddst = s_in(c, &c->w_dst, &c->udst, dy, &c->bwd_wts.a[2], r.b);
         s_run(c, &c->bwd_wts, k_wts, src, r.dw, ddst, r.s);
         const float *g = r.dw;
         if (c->w_dwts.reo) {
@@ -456,7 +518,10 @@ void nn_dnnl_conv_backward(nn_dnnl_conv_t *c, const float *dy, const float *x, f
         ddst = s_in(c, &c->d_dst, &c->udst, dy, &c->bwd_data.a[2], r.b);
     const float *wts = s_in(c, &c->d_wts, &c->uwts, w, &c->bwd_data.a[1], r.w);
     s_run(c, &c->bwd_data, k_dat, r.a, wts, ddst, r.s);
-    s_run_reorder(c, c->d_src.add, &c->bwd_data.a[0], r.a, &c->usrc, dx);
+    if (blk & NN_DNNL_BLK_X)
+        s_add(dx, r.a, c->x_floats);
+    else
+        s_run_reorder(c, c->d_src.add, &c->bwd_data.a[0], r.a, &c->usrc, dx);
 }
 
 #endif

@@ -17,7 +17,17 @@
  *             ctx->grad_scale) into l->g when ctx->param_grad.
  *   rbackward reads out->dy, out->rdy (and the forward/R-forward state); ADDS R{dL/dx} into
  *             in[i]->rdy when in[i]->need_dy, and R{dL/dw} into l->hv when l->in_block.
- * The net zeroes every dy/rdy before a backward pass. Activations are CNHW (see nn_base.h).
+ * The net zeroes every dy/rdy before a backward pass. Activations are CNHW (see nn_base.h), or
+ * channel-blocked where the net allows it (below).
+ *
+ * Channel-blocked layout (NN_BLK = 16; oneDNN's nChw16c): element (sample i, channel c, s = y*w+x)
+ * of an activation with C channels (C a multiple of NN_BLK) and hw = h*w sits at
+ *   ((i * C/NN_BLK + c/NN_BLK) * hw + s) * NN_BLK + c % NN_BLK.
+ * oneDNN's convolutions read and write it without reordering. A layer states in setup which
+ * layouts it takes (l->layout); the net marks at build the nodes whose producer and consumers all
+ * take the blocked one (nn_node.blk_ok) and uses it in passes of max_batch samples on the CPU
+ * (nn_node.blk); every companion of a node (y, dy, ry, rdy) has the node's layout. Other passes,
+ * the input and the logits are CNHW.
  */
 #ifndef NN_LAYER_H
 #define NN_LAYER_H
@@ -29,6 +39,14 @@
 #define NN_NAME_MAX 64 /* longest layer or tensor name, with the terminator */
 #define NN_LAYER_MAX_IN 2
 #define NN_LAYER_MAX_TENSORS 4
+#define NN_BLK 16 /* channels per block of the channel-blocked layout */
+
+/* Layouts a layer takes (struct nn_layer.layout); 0: CNHW only. */
+enum nn_layout_flags {
+    NN_LAYOUT_IN_BLK = 1 << 0,  /* reads channel-blocked inputs */
+    NN_LAYOUT_OUT_BLK = 1 << 1, /* writes a channel-blocked output */
+    NN_LAYOUT_SAME = 1 << 2,    /* its inputs and output share one layout (elementwise, BN) */
+};
 
 /* Per-sample shape of an activation; the batch dimension is the pass's n. */
 struct nn_shape {
@@ -46,6 +64,8 @@ struct nn_node {
     float *rdy;            /* R{dL/dy} (backward R-pass) */
     int r_active;          /* R{y} is non-zero in the current HVP (set by the net) */
     int need_dy;           /* some layer needs dL/dy of this node in the current pass */
+    int blk_ok;            /* producer and consumers all take the channel-blocked layout */
+    int blk;               /* the current pass has it channel-blocked (set by the net) */
 };
 
 /* Context of one pass, shared by all layers. */
@@ -116,6 +136,7 @@ struct nn_layer {
     struct nn_tensor_decl decl[NN_LAYER_MAX_TENSORS]; /* tensors declared by setup */
     int n_decl;                                       /* number of declared tensors */
     size_t work_per_sample; /* scratch floats per sample needed by any pass */
+    unsigned layout;        /* enum nn_layout_flags the layer takes (set by setup; 0: CNHW) */
     /* Views bound by the net after setup. Parameters of a layer are contiguous, in decl order. */
     float *w;                           /* parameters */
     float *g;                           /* gradient of the parameters */

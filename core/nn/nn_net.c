@@ -307,6 +307,7 @@ int nn_net_build(nn_net_t *net)
     net->host_grads = net->grads;
     net->host_buffers = net->buffers;
     net->built = 1;
+    nn_net_layout_plan(net);
     nn_net_init(net, 0);
     return NN_OK;
 }
@@ -521,6 +522,7 @@ static struct nn_ctx s_ctx(nn_net_t *net, int n, enum nn_bn_mode bn, int advance
                          .seed = net->seed};
     if (ctx.dropout && advance && !net->seed_fixed)
         net->seed++;
+    nn_net_layout_pass(net, n);
     return ctx;
 }
 

@@ -67,6 +67,12 @@ void nn_net_dev_layer_release(struct nn_layer *l);
 /* nn_net_init on a device net: initialise the host mirrors, then upload (nn_net_dev.c). */
 void nn_net_dev_init(nn_net_t *net, uint64_t seed);
 
+/* Marks the nodes that may be channel-blocked (nn_node.blk_ok), at build (nn_net_layout.c). */
+void nn_net_layout_plan(nn_net_t *net);
+
+/* Sets each node's layout (nn_node.blk) for a pass of n samples. */
+void nn_net_layout_pass(nn_net_t *net, int n);
+
 /* Free the device copies of a device net (nn_net_dev.c); the host mirrors stay. */
 void nn_net_dev_free(nn_net_t *net);
 

@@ -21,6 +21,7 @@ static int s_setup(struct nn_layer *l, int max_batch)
         return NN_ERR_SHAPE;
     l->out->shape = l->in[0]->shape;
     l->n_decl = 0;
+    l->layout = NN_LAYOUT_IN_BLK | NN_LAYOUT_OUT_BLK | NN_LAYOUT_SAME; /* elementwise */
     return NN_OK;
 }
 

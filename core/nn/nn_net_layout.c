@@ -1,0 +1,69 @@
+/*
+ * nn_net_layout: which activations of a net are channel-blocked (nn_layer.h), decided once at
+ * build and applied per pass.
+ *
+ * A node may be blocked when its channels fill whole blocks, it has a spatial extent, it is neither
+ * the input nor the logits, its producer writes the blocked layout and every consumer reads it.
+ * A layer that keeps one layout across its inputs and output (ReLU, add, BatchNorm) ties those
+ * nodes together: if one of them cannot be blocked, none is. The constraints only ever clear
+ * marks, so repeating the sweep until nothing changes reaches the largest consistent set.
+ *
+ * The blocked layout pays off because oneDNN's convolutions read and write it directly; they run
+ * only in passes of max_batch samples on the CPU (nn_conv.c), so other passes and device nets use
+ * CNHW throughout. EB_NN_CNHW set in the environment at build keeps every node CNHW (to compare
+ * the two layouts).
+ */
+#include <stdlib.h>
+
+#include "nn_net_impl.h"
+
+/* Clears the marks of a SAME layer's nodes when any of them is unmarked; returns 1 on a change. */
+static int s_tie(struct nn_layer *l)
+{
+    int all = l->out->blk_ok;
+    for (int j = 0; j < l->n_in; j++)
+        all &= l->in[j]->blk_ok;
+    if (all)
+        return 0;
+    int changed = l->out->blk_ok;
+    l->out->blk_ok = 0;
+    for (int j = 0; j < l->n_in; j++) {
+        changed |= l->in[j]->blk_ok;
+        l->in[j]->blk_ok = 0;
+    }
+    return changed;
+}
+
+void nn_net_layout_plan(nn_net_t *net)
+{
+    const int last = net->n_nodes - 1;
+    const int off = getenv("EB_NN_CNHW") != NULL;
+    for (int i = 0; i < net->n_nodes; i++) {
+        struct nn_node *node = net->nodes[i];
+        const struct nn_shape *s = &node->shape;
+        const int p = net->producer[i];
+        node->blk = 0;
+        node->blk_ok = !off && i > 0 && i < last && s->c % NN_BLK == 0 && s->h * s->w > 1 &&
+                       p >= 0 && (net->layers[p]->layout & NN_LAYOUT_OUT_BLK);
+    }
+    for (int i = 0; i < net->n_layers; i++) {
+        struct nn_layer *l = net->layers[i];
+        if (!(l->layout & NN_LAYOUT_IN_BLK))
+            for (int j = 0; j < l->n_in; j++)
+                l->in[j]->blk_ok = 0;
+    }
+    int changed = 1;
+    while (changed) {
+        changed = 0;
+        for (int i = 0; i < net->n_layers; i++)
+            if (net->layers[i]->layout & NN_LAYOUT_SAME)
+                changed |= s_tie(net->layers[i]);
+    }
+}
+
+void nn_net_layout_pass(nn_net_t *net, int n)
+{
+    const int on = n == net->max_batch && net->be == nn_backend_cpu();
+    for (int i = 0; i < net->n_nodes; i++)
+        net->nodes[i]->blk = on && net->nodes[i]->blk_ok;
+}

@@ -86,10 +86,11 @@ static int s_setup(struct nn_layer *l, int max_batch)
     return NN_OK;
 }
 
-/* ---- per-channel coefficients (shared by both layouts) ---------------------------------------- */
+/* ---- per-channel coefficients (shared by both layouts) ----------------------------------------
+ */
 
-/* Coefficients of y = scale * (x - mu) + beta for channel ch, from its sums over m values: s = sum x
- * and ss = sum (x - s/m)^2 (train mode; eval mode reads the running statistics). Records mu and
+/* Coefficients of y = scale * (x - mu) + beta for channel ch, from its sums over m values: s = sum
+ * x and ss = sum (x - s/m)^2 (train mode; eval mode reads the running statistics). Records mu and
  * inv for the later passes and updates the running statistics when asked. */
 static void s_fwd_coef(struct nn_bn *b, const struct nn_ctx *ctx, int ch, double s, double ss,
                        size_t m, float *scale, float *muf)
@@ -325,7 +326,8 @@ static void s_rbackward_cnhw(struct nn_bn *b, const struct nn_ctx *ctx)
     }
 }
 
-/* ---- channel-blocked: per (sample, block of NN_BLK channels) one run of h*w*NN_BLK values ----- */
+/* ---- channel-blocked: per (sample, block of NN_BLK channels) one run of h*w*NN_BLK values -----
+ */
 
 /* The run of sample i, channel block cb (of nb) in a channel-blocked tensor t. */
 static inline size_t s_run_off(int i, int cb, int nb, size_t run)
@@ -503,8 +505,8 @@ static void s_rbackward_blk(struct nn_bn *b, const struct nn_ctx *ctx)
         s_rbwd_sums_blk(b, ctx, cb, sum);
         float c[5][NN_BLK], muf[NN_BLK];
         for (int k = 0; k < NN_BLK; k++) {
-            const double one[S_NSUMS] = {sum[S_DY][k], sum[S_DYX][k], sum[S_RDY][k],
-                                         sum[S_RDYX][k], sum[S_DYRX][k]};
+            const double one[S_NSUMS] = {sum[S_DY][k], sum[S_DYX][k], sum[S_RDY][k], sum[S_RDYX][k],
+                                         sum[S_DYRX][k]};
             float kk[5];
             s_rbwd_coef(b, cb * NN_BLK + k, one, m, kk);
             for (int t = 0; t < 5; t++)
@@ -523,8 +525,7 @@ static void s_rbackward_blk(struct nn_bn *b, const struct nn_ctx *ctx)
                 for (size_t j = 0; j < run; j += NN_BLK)
                     for (int k = 0; k < NN_BLK; k++)
                         rdx[j + k] += c[0][k] * dy[j + k] + c[1][k] * rdy[j + k] +
-                                      c[2][k] * (x[j + k] - muf[k]) + c[3][k] * rx[j + k] +
-                                      c[4][k];
+                                      c[2][k] * (x[j + k] - muf[k]) + c[3][k] * rx[j + k] + c[4][k];
             } else {
                 for (size_t j = 0; j < run; j += NN_BLK)
                     for (int k = 0; k < NN_BLK; k++)
@@ -535,7 +536,8 @@ static void s_rbackward_blk(struct nn_bn *b, const struct nn_ctx *ctx)
     }
 }
 
-/* ---- operations -------------------------------------------------------------------------------- */
+/* ---- operations --------------------------------------------------------------------------------
+ */
 
 static void s_forward(struct nn_layer *l, const struct nn_ctx *ctx)
 {

@@ -313,7 +313,6 @@ static float *s_work(const struct nn_conv *c, const struct nn_ctx *ctx, int nb)
 
 /* ---- passes through oneDNN (n == dnnl_n) -------------------------------------------------- */
 
-
 /* The channel-blocked sides of this pass (enum nn_dnnl_blk), as the net laid out its nodes. */
 static unsigned s_blk(const struct nn_conv *c)
 {
@@ -384,8 +383,7 @@ static void s_dnnl_rbackward(struct nn_conv *c, const struct nn_ctx *ctx, int ra
     float *rdx = need_dx ? l->in[0]->rdy : NULL;
     const unsigned blk = s_blk(c);
     /* the terms of R{dY}: fgrad(R{dY}, x) and convT(W, R{dY}) */
-    nn_dnnl_conv_backward(c->dnnl, rdy, l->in[0]->y, 1.0f, ib ? l->hv : NULL, l->w, rdx, blk,
-                          work);
+    nn_dnnl_conv_backward(c->dnnl, rdy, l->in[0]->y, 1.0f, ib ? l->hv : NULL, l->w, rdx, blk, work);
     /* the terms of dY: fgrad(dY, Rx) and convT(V, dY) */
     if (ib && (ra || rdx))
         nn_dnnl_conv_backward(c->dnnl, dy, l->in[0]->ry, 1.0f, ra ? l->hv : NULL, l->v, rdx, blk,

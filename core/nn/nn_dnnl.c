@@ -58,8 +58,7 @@ void nn_dnnl_conv_forward(nn_dnnl_conv_t *self, const float *x, const float *w, 
 void nn_dnnl_conv_backward(nn_dnnl_conv_t *self, const float *dy, const float *x, float scale,
                            float *dw, const float *w, float *dx, unsigned blk, float *work)
 {
-    (void)self, (void)dy, (void)x, (void)scale, (void)dw, (void)w, (void)dx, (void)blk,
-        (void)work;
+    (void)self, (void)dy, (void)x, (void)scale, (void)dw, (void)w, (void)dx, (void)blk, (void)work;
     NN_ASSERT(!"nn_dnnl_conv_backward without oneDNN");
 }
 
@@ -110,8 +109,8 @@ struct nn_dnnl_conv {
     size_t n_wts;                           /* weight floats (caller layout) */
     size_t a_floats, b_floats, s_floats;    /* scratch regions A, B, S (rounded up) */
     size_t w_floats, dw_floats, dwu_floats; /* W; D: blocked dW, then dW in the caller's layout */
-    int same_ddst; /* both backward primitives read dy in one layout: reorder it once */
-    unsigned blocked;         /* enum nn_dnnl_blk: sides every primitive takes as nChw16c */
+    int same_ddst;             /* both backward primitives read dy in one layout: reorder it once */
+    unsigned blocked;          /* enum nn_dnnl_blk: sides every primitive takes as nChw16c */
     size_t x_floats, y_floats; /* floats of the input and the output activation */
 };
 
@@ -474,8 +473,7 @@ void nn_dnnl_conv_forward(nn_dnnl_conv_t *c, const float *x, const float *w, flo
     static const int kinds[3] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
     NN_ASSERT((blk & c->blocked) == blk);
     const struct s_regions r = s_split(c, work);
-    const float *src =
-        blk & NN_DNNL_BLK_X ? x : s_in(c, &c->f_src, &c->usrc, x, &c->fwd.a[0], r.a);
+    const float *src = blk & NN_DNNL_BLK_X ? x : s_in(c, &c->f_src, &c->usrc, x, &c->fwd.a[0], r.a);
     const float *wts = s_in(c, &c->f_wts, &c->uwts, w, &c->fwd.a[1], r.w);
     if (blk & NN_DNNL_BLK_Y) {
         s_run(c, &c->fwd, kinds, src, wts, add ? r.b : y, r.s);

@@ -1,7 +1,7 @@
 /*
  * nn_add: residual addition of two activations of equal shape.
  *   forward    y = a + b
- *   backward   da += dy;  db += dy
+ *   backward   da += dy;  db += dy       (da = dy when da is fresh, nn_layer.h)
  *   rforward   Ry = Ra + Rb           (an input whose R is inactive contributes zero)
  *   rbackward  Rda += Rdy;  Rdb += Rdy
  */
@@ -26,6 +26,7 @@ static int s_setup(struct nn_layer *l, int max_batch)
     l->out->shape = *a;
     l->n_decl = 0;
     l->layout = NN_LAYOUT_IN_BLK | NN_LAYOUT_OUT_BLK | NN_LAYOUT_SAME; /* elementwise */
+    l->dx_set = 1;
     return NN_OK;
 }
 
@@ -41,8 +42,13 @@ static void s_sum(float *y, const float *a, const float *b, size_t m)
         y[i] = a[i] + b[i];
 }
 
-static void s_acc(float *dst, const float *src, size_t m)
+/* dst += src, or dst = src when set (dst held nothing yet). */
+static void s_acc(float *dst, const float *src, size_t m, int set)
 {
+    if (set) {
+        memcpy(dst, src, m * sizeof(float));
+        return;
+    }
 #pragma omp parallel for simd if (m > NN_ADD_OMP_MIN)
     for (size_t i = 0; i < m; i++)
         dst[i] += src[i];
@@ -58,7 +64,7 @@ static void s_backward(struct nn_layer *l, const struct nn_ctx *ctx)
     size_t m = s_len(l, ctx);
     for (int j = 0; j < 2; j++)
         if (l->in[j]->need_dy)
-            s_acc(l->in[j]->dy, l->out->dy, m);
+            s_acc(l->in[j]->dy, l->out->dy, m, nn_node_first_dy(l->in[j]));
 }
 
 static void s_rforward(struct nn_layer *l, const struct nn_ctx *ctx)
@@ -78,7 +84,7 @@ static void s_rbackward(struct nn_layer *l, const struct nn_ctx *ctx)
     size_t m = s_len(l, ctx);
     for (int j = 0; j < 2; j++)
         if (l->in[j]->need_dy)
-            s_acc(l->in[j]->rdy, l->out->rdy, m);
+            s_acc(l->in[j]->rdy, l->out->rdy, m, nn_node_first_rdy(l->in[j]));
 }
 
 static double s_flops(const struct nn_layer *l)

@@ -74,6 +74,7 @@ static int s_setup(struct nn_layer *l, int max_batch)
     l->n_decl = 4;
     l->work_per_sample = 0;
     l->layout = NN_LAYOUT_IN_BLK | NN_LAYOUT_OUT_BLK | NN_LAYOUT_SAME;
+    l->dx_set = 1; /* dx = ... instead of += when dx is fresh (nn_layer.h) */
     free(b->mu);
     b->mu = calloc(4 * (size_t)b->c, sizeof(double));
     if (!b->mu) {
@@ -224,7 +225,7 @@ static void s_forward_cnhw(struct nn_bn *b, const struct nn_ctx *ctx)
 }
 
 /* dgamma += scale sum(dy xh), dbeta += scale sum(dy), dx += inv (gamma dy - a - xh b). */
-static void s_backward_cnhw(struct nn_bn *b, const struct nn_ctx *ctx)
+static void s_backward_cnhw(struct nn_bn *b, const struct nn_ctx *ctx, int set)
 {
     struct nn_layer *l = &b->base;
     const size_t m = (size_t)ctx->n * b->hw;
@@ -246,7 +247,7 @@ static void s_backward_cnhw(struct nn_bn *b, const struct nn_ctx *ctx)
         float *dx = l->in[0]->dy + ch * m;
         const float muf = (float)mu;
         for (size_t j = 0; j < m; j++)
-            dx[j] += k[0] * dy[j] + k[1] * (x[j] - muf) + k[2];
+            dx[j] = (set ? 0.0f : dx[j]) + k[0] * dy[j] + k[1] * (x[j] - muf) + k[2];
     }
 }
 
@@ -286,7 +287,7 @@ static void s_rforward_cnhw(struct nn_bn *b, const struct nn_ctx *ctx)
 }
 
 /* R{dx} and R{dgamma}, R{dbeta}: see the banner for the formulas. */
-static void s_rbackward_cnhw(struct nn_bn *b, const struct nn_ctx *ctx)
+static void s_rbackward_cnhw(struct nn_bn *b, const struct nn_ctx *ctx, int set)
 {
     struct nn_layer *l = &b->base;
     const size_t m = (size_t)ctx->n * b->hw;
@@ -318,10 +319,12 @@ static void s_rbackward_cnhw(struct nn_bn *b, const struct nn_ctx *ctx)
         float *rdx = l->in[0]->rdy + ch * m;
         if (ra) {
             for (size_t j = 0; j < m; j++)
-                rdx[j] += k[0] * dy[j] + k[1] * rdy[j] + k[2] * (x[j] - muf) + k[3] * rx[j] + k[4];
+                rdx[j] = (set ? 0.0f : rdx[j]) + k[0] * dy[j] + k[1] * rdy[j] +
+                         k[2] * (x[j] - muf) + k[3] * rx[j] + k[4];
         } else {
             for (size_t j = 0; j < m; j++)
-                rdx[j] += k[0] * dy[j] + k[1] * rdy[j] + k[2] * (x[j] - muf) + k[4];
+                rdx[j] = (set ? 0.0f : rdx[j]) + k[0] * dy[j] + k[1] * rdy[j] +
+                         k[2] * (x[j] - muf) + k[4];
         }
     }
 }
@@ -377,7 +380,7 @@ static void s_forward_blk(struct nn_bn *b, const struct nn_ctx *ctx)
     }
 }
 
-static void s_backward_blk(struct nn_bn *b, const struct nn_ctx *ctx)
+static void s_backward_blk(struct nn_bn *b, const struct nn_ctx *ctx, int set)
 {
     struct nn_layer *l = &b->base;
     const int n = ctx->n, nb = b->c / NN_BLK, need_dx = l->in[0]->need_dy;
@@ -409,7 +412,8 @@ static void s_backward_blk(struct nn_bn *b, const struct nn_ctx *ctx)
             float *dx = l->in[0]->dy + o;
             for (size_t j = 0; j < run; j += NN_BLK)
                 for (int k = 0; k < NN_BLK; k++)
-                    dx[j + k] += c0[k] * dy[j + k] + c1[k] * (x[j + k] - muf[k]) + c2[k];
+                    dx[j + k] = (set ? 0.0f : dx[j + k]) + c0[k] * dy[j + k] +
+                                c1[k] * (x[j + k] - muf[k]) + c2[k];
         }
     }
 }
@@ -493,7 +497,7 @@ static void s_rbwd_sums_blk(const struct nn_bn *b, const struct nn_ctx *ctx, int
     }
 }
 
-static void s_rbackward_blk(struct nn_bn *b, const struct nn_ctx *ctx)
+static void s_rbackward_blk(struct nn_bn *b, const struct nn_ctx *ctx, int set)
 {
     struct nn_layer *l = &b->base;
     const int n = ctx->n, nb = b->c / NN_BLK;
@@ -524,13 +528,14 @@ static void s_rbackward_blk(struct nn_bn *b, const struct nn_ctx *ctx)
             if (ra) {
                 for (size_t j = 0; j < run; j += NN_BLK)
                     for (int k = 0; k < NN_BLK; k++)
-                        rdx[j + k] += c[0][k] * dy[j + k] + c[1][k] * rdy[j + k] +
-                                      c[2][k] * (x[j + k] - muf[k]) + c[3][k] * rx[j + k] + c[4][k];
+                        rdx[j + k] = (set ? 0.0f : rdx[j + k]) + c[0][k] * dy[j + k] +
+                                     c[1][k] * rdy[j + k] + c[2][k] * (x[j + k] - muf[k]) +
+                                     c[3][k] * rx[j + k] + c[4][k];
             } else {
                 for (size_t j = 0; j < run; j += NN_BLK)
                     for (int k = 0; k < NN_BLK; k++)
-                        rdx[j + k] += c[0][k] * dy[j + k] + c[1][k] * rdy[j + k] +
-                                      c[2][k] * (x[j + k] - muf[k]) + c[4][k];
+                        rdx[j + k] = (set ? 0.0f : rdx[j + k]) + c[0][k] * dy[j + k] +
+                                     c[1][k] * rdy[j + k] + c[2][k] * (x[j + k] - muf[k]) + c[4][k];
             }
         }
     }
@@ -554,10 +559,11 @@ static void s_backward(struct nn_layer *l, const struct nn_ctx *ctx)
     struct nn_bn *b = (struct nn_bn *)l;
     if (!l->in[0]->need_dy && !ctx->param_grad)
         return;
+    const int set = l->in[0]->need_dy && nn_node_first_dy(l->in[0]);
     if (l->out->blk)
-        s_backward_blk(b, ctx);
+        s_backward_blk(b, ctx, set);
     else
-        s_backward_cnhw(b, ctx);
+        s_backward_cnhw(b, ctx, set);
 }
 
 static void s_rforward(struct nn_layer *l, const struct nn_ctx *ctx)
@@ -574,10 +580,11 @@ static void s_rbackward(struct nn_layer *l, const struct nn_ctx *ctx)
     struct nn_bn *b = (struct nn_bn *)l;
     if (!l->in_block && !l->in[0]->need_dy)
         return;
+    const int set = l->in[0]->need_dy && nn_node_first_rdy(l->in[0]);
     if (l->out->blk)
-        s_rbackward_blk(b, ctx);
+        s_rbackward_blk(b, ctx, set);
     else
-        s_rbackward_cnhw(b, ctx);
+        s_rbackward_cnhw(b, ctx, set);
 }
 
 /* PyTorch's default: gamma 1, beta 0, running mean 0, running var 1. */

@@ -345,11 +345,13 @@ static void s_dnnl_forward(struct nn_conv *c, const struct nn_ctx *ctx)
 }
 
 /* dW += scale * fgrad(dY, x);  db += scale * rowsum(dY);  dx += convT(W, dY). */
-static void s_dnnl_backward(struct nn_conv *c, const struct nn_ctx *ctx, int need_dx, int need_dw)
+static void s_dnnl_backward(struct nn_conv *c, const struct nn_ctx *ctx, int need_dx, int need_dw,
+                            int set)
 {
     struct nn_layer *l = &c->base;
+    const unsigned blk = s_blk(c) | (set ? NN_DNNL_SET_DX : 0);
     nn_dnnl_conv_backward(c->dnnl, l->out->dy, l->in[0]->y, ctx->grad_scale, need_dw ? l->g : NULL,
-                          l->w, need_dx ? l->in[0]->dy : NULL, s_blk(c), s_dnnl_work(c, ctx));
+                          l->w, need_dx ? l->in[0]->dy : NULL, blk, s_dnnl_work(c, ctx));
     if (need_dw && c->has_bias)
         s_bias_grad(l->out->dy, c->out_c, (size_t)ctx->n * c->oh * c->ow, ctx->grad_scale,
                     l->g + (size_t)c->out_c * c->rows);
@@ -375,7 +377,7 @@ static void s_dnnl_rforward(struct nn_conv *c, const struct nn_ctx *ctx, int ra,
 /* R{dx} += convT(W, R{dY}) + convT(V, dY);  R{dW} += fgrad(R{dY}, x) + fgrad(dY, Rx);
  * R{db} += rowsum(R{dY}). V and R{dW} only in the block; fgrad(dY, Rx) only when R-active. */
 static void s_dnnl_rbackward(struct nn_conv *c, const struct nn_ctx *ctx, int ra, int ib,
-                             int need_dx)
+                             int need_dx, int set)
 {
     struct nn_layer *l = &c->base;
     float *work = s_dnnl_work(c, ctx);
@@ -383,7 +385,8 @@ static void s_dnnl_rbackward(struct nn_conv *c, const struct nn_ctx *ctx, int ra
     float *rdx = need_dx ? l->in[0]->rdy : NULL;
     const unsigned blk = s_blk(c);
     /* the terms of R{dY}: fgrad(R{dY}, x) and convT(W, R{dY}) */
-    nn_dnnl_conv_backward(c->dnnl, rdy, l->in[0]->y, 1.0f, ib ? l->hv : NULL, l->w, rdx, blk, work);
+    nn_dnnl_conv_backward(c->dnnl, rdy, l->in[0]->y, 1.0f, ib ? l->hv : NULL, l->w, rdx,
+                          blk | (set ? NN_DNNL_SET_DX : 0), work);
     /* the terms of dY: fgrad(dY, Rx) and convT(V, dY) */
     if (ib && (ra || rdx))
         nn_dnnl_conv_backward(c->dnnl, dy, l->in[0]->ry, 1.0f, ra ? l->hv : NULL, l->v, rdx, blk,
@@ -447,6 +450,7 @@ static int s_setup(struct nn_layer *l, int max_batch)
         c->dnnl_n = max_batch;
     }
     l->layout = 0;
+    l->dx_set = 1; /* oneDNN overwrites a fresh dx; im2col zeroes it first */
     if (c->dnnl) {
         size_t per = (nn_dnnl_conv_work_floats(c->dnnl) + max_batch - 1) / max_batch;
         if (per > l->work_per_sample)
@@ -492,10 +496,13 @@ static void s_backward(struct nn_layer *l, const struct nn_ctx *ctx)
     const int need_dx = l->in[0]->need_dy, need_dw = ctx->param_grad;
     if (!need_dx && !need_dw)
         return;
+    const int set = need_dx && nn_node_first_dy(l->in[0]);
     if (s_use_dnnl(c, ctx)) {
-        s_dnnl_backward(c, ctx, need_dx, need_dw);
+        s_dnnl_backward(c, ctx, need_dx, need_dw, set);
         return;
     }
+    if (set)
+        memset(l->in[0]->dy, 0, sizeof(float) * (size_t)c->in_c * n * c->ih * c->iw);
     float *work = s_work(c, ctx, nbmax);
     const float *dy = l->out->dy;
     for (int i0 = 0; i0 < n; i0 += nbmax) {
@@ -560,10 +567,13 @@ static void s_rbackward(struct nn_layer *l, const struct nn_ctx *ctx)
     const int ra = l->in[0]->r_active, ib = l->in_block, need_dx = l->in[0]->need_dy;
     if (!ib && !need_dx)
         return;
+    const int set = need_dx && nn_node_first_rdy(l->in[0]);
     if (s_use_dnnl(c, ctx)) {
-        s_dnnl_rbackward(c, ctx, ra, ib, need_dx);
+        s_dnnl_rbackward(c, ctx, ra, ib, need_dx, set);
         return;
     }
+    if (set)
+        memset(l->in[0]->rdy, 0, sizeof(float) * (size_t)c->in_c * n * c->ih * c->iw);
     float *work = s_work(c, ctx, nbmax);
     const float *dy = l->out->dy, *rdy = l->out->rdy;
     for (int i0 = 0; i0 < n; i0 += nbmax) {

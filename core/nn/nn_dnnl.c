@@ -492,7 +492,7 @@ void nn_dnnl_conv_backward(nn_dnnl_conv_t *c, const float *dy, const float *x, f
 {
     static const int k_wts[3] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_DST};
     static const int k_dat[3] = {DNNL_ARG_DIFF_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_DST};
-    NN_ASSERT((blk & c->blocked) == blk);
+    NN_ASSERT((blk & (NN_DNNL_BLK_X | NN_DNNL_BLK_Y) & ~c->blocked) == 0);
     const struct s_regions r = s_split(c, work);
     /* dy in the layout of the last primitive that read it (as it is, when blocked) */
     const float *ddst = blk & NN_DNNL_BLK_Y ? dy : NULL;
@@ -515,11 +515,16 @@ void nn_dnnl_conv_backward(nn_dnnl_conv_t *c, const float *dy, const float *x, f
     if (!ddst || !c->same_ddst)
         ddst = s_in(c, &c->d_dst, &c->udst, dy, &c->bwd_data.a[2], r.b);
     const float *wts = s_in(c, &c->d_wts, &c->uwts, w, &c->bwd_data.a[1], r.w);
-    s_run(c, &c->bwd_data, k_dat, r.a, wts, ddst, r.s);
+    const int set = (blk & NN_DNNL_SET_DX) != 0;
+    /* straight into dx where it is overwritten in the primitive's own layout */
+    const int direct = set && (blk & NN_DNNL_BLK_X || !c->d_src.reo);
+    s_run(c, &c->bwd_data, k_dat, direct ? dx : r.a, wts, ddst, r.s);
+    if (direct)
+        return;
     if (blk & NN_DNNL_BLK_X)
         s_add(dx, r.a, c->x_floats);
     else
-        s_run_reorder(c, c->d_src.add, &c->bwd_data.a[0], r.a, &c->usrc, dx);
+        s_run_reorder(c, set ? c->d_src.reo : c->d_src.add, &c->bwd_data.a[0], r.a, &c->usrc, dx);
 }
 
 #endif

@@ -27,10 +27,12 @@
 
 typedef struct nn_dnnl_conv nn_dnnl_conv_t;
 
-/* Which activations of a call are channel-blocked (nChw16c) rather than CNHW. */
+/* Which activations of a call are channel-blocked (nChw16c) rather than CNHW, and whether the
+ * backward overwrites dx. */
 enum nn_dnnl_blk {
-    NN_DNNL_BLK_X = 1 << 0, /* the input side: x, dx */
-    NN_DNNL_BLK_Y = 1 << 1, /* the output side: y, dy */
+    NN_DNNL_BLK_X = 1 << 0,  /* the input side: x, dx */
+    NN_DNNL_BLK_Y = 1 << 1,  /* the output side: y, dy */
+    NN_DNNL_SET_DX = 1 << 2, /* backward: dx = convT(w, dy), overwriting instead of adding */
 };
 
 /* Shape of one convolution: n samples of in_c x ih x iw -> out_c x oh x ow, square kernel k,

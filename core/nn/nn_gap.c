@@ -22,6 +22,7 @@ static int s_setup(struct nn_layer *l, int max_batch)
     l->out->shape = (struct nn_shape){l->in[0]->shape.c, 1, 1};
     l->n_decl = 0;
     l->layout = NN_LAYOUT_IN_BLK;
+    l->dx_set = 1;
     return NN_OK;
 }
 
@@ -46,7 +47,7 @@ static void s_pool_blk(const struct nn_layer *l, const struct nn_ctx *ctx, const
 
 /* s_spread into a channel-blocked input gradient. */
 static void s_spread_blk(const struct nn_layer *l, const struct nn_ctx *ctx, const float *dy,
-                         float *dx)
+                         float *dx, int set)
 {
     const int n = ctx->n, cb = l->in[0]->shape.c / NN_BLK;
     const size_t hw = (size_t)l->in[0]->shape.h * l->in[0]->shape.w;
@@ -60,7 +61,7 @@ static void s_spread_blk(const struct nn_layer *l, const struct nn_ctx *ctx, con
             g[k] = dy[(size_t)(b * NN_BLK + k) * n + i] * inv;
         for (size_t s = 0; s < hw; s++)
             for (int k = 0; k < NN_BLK; k++)
-                dst[s * NN_BLK + k] += g[k];
+                dst[s * NN_BLK + k] = (set ? 0.0f : dst[s * NN_BLK + k]) + g[k];
     }
 }
 
@@ -83,10 +84,12 @@ static void s_pool(const struct nn_layer *l, const struct nn_ctx *ctx, const flo
     }
 }
 
-static void s_spread(const struct nn_layer *l, const struct nn_ctx *ctx, const float *dy, float *dx)
+/* dx += dy / hw spread over each plane (dx = ... when set: dx held nothing yet). */
+static void s_spread(const struct nn_layer *l, const struct nn_ctx *ctx, const float *dy, float *dx,
+                     int set)
 {
     if (l->in[0]->blk) {
-        s_spread_blk(l, ctx, dy, dx);
+        s_spread_blk(l, ctx, dy, dx, set);
         return;
     }
     size_t rows = (size_t)ctx->n * l->in[0]->shape.c;
@@ -97,7 +100,7 @@ static void s_spread(const struct nn_layer *l, const struct nn_ctx *ctx, const f
         float g = dy[r] * inv;
         float *dst = dx + r * hw;
         for (size_t s = 0; s < hw; s++)
-            dst[s] += g;
+            dst[s] = (set ? 0.0f : dst[s]) + g;
     }
 }
 
@@ -109,7 +112,7 @@ static void s_forward(struct nn_layer *l, const struct nn_ctx *ctx)
 static void s_backward(struct nn_layer *l, const struct nn_ctx *ctx)
 {
     if (l->in[0]->need_dy)
-        s_spread(l, ctx, l->out->dy, l->in[0]->dy);
+        s_spread(l, ctx, l->out->dy, l->in[0]->dy, nn_node_first_dy(l->in[0]));
 }
 
 static void s_rforward(struct nn_layer *l, const struct nn_ctx *ctx)
@@ -120,7 +123,7 @@ static void s_rforward(struct nn_layer *l, const struct nn_ctx *ctx)
 static void s_rbackward(struct nn_layer *l, const struct nn_ctx *ctx)
 {
     if (l->in[0]->need_dy)
-        s_spread(l, ctx, l->out->rdy, l->in[0]->rdy);
+        s_spread(l, ctx, l->out->rdy, l->in[0]->rdy, nn_node_first_rdy(l->in[0]));
 }
 
 static double s_flops(const struct nn_layer *l)

@@ -17,8 +17,10 @@
  *             ctx->grad_scale) into l->g when ctx->param_grad.
  *   rbackward reads out->dy, out->rdy (and the forward/R-forward state); ADDS R{dL/dx} into
  *             in[i]->rdy when in[i]->need_dy, and R{dL/dw} into l->hv when l->in_block.
- * The net zeroes every dy/rdy before a backward pass. Activations are CNHW (see nn_base.h), or
- * channel-blocked where the net allows it (below).
+ * Before a backward pass the net zeroes every dy/rdy it needs, except where all the node's
+ * consumers set l->dx_set: those overwrite instead of adding when they are the first writer of
+ * the pass (nn_node_first_dy, nn_node_first_rdy), which saves the zeroing and a read. Activations
+ * are CNHW (see nn_base.h), or channel-blocked where the net allows it (below).
  *
  * Channel-blocked layout (NN_BLK = 16; oneDNN's nChw16c): element (sample i, channel c, s = y*w+x)
  * of an activation with C channels (C a multiple of NN_BLK) and hw = h*w sits at
@@ -66,6 +68,9 @@ struct nn_node {
     int need_dy;           /* some layer needs dL/dy of this node in the current pass */
     int blk_ok;            /* producer and consumers all take the channel-blocked layout */
     int blk;               /* the current pass has it channel-blocked (set by the net) */
+    int set_ok;            /* it has consumers and all of them set l->dx_set (fixed at build) */
+    int dy_fresh;          /* dy holds nothing yet in this backward pass: overwrite it */
+    int rdy_fresh;         /* rdy holds nothing yet in this R-backward pass: overwrite it */
 };
 
 /* Context of one pass, shared by all layers. */
@@ -137,6 +142,7 @@ struct nn_layer {
     int n_decl;                                       /* number of declared tensors */
     size_t work_per_sample; /* scratch floats per sample needed by any pass */
     unsigned layout;        /* enum nn_layout_flags the layer takes (set by setup; 0: CNHW) */
+    int dx_set;             /* backward and R-backward overwrite a fresh input gradient (above) */
     /* Views bound by the net after setup. Parameters of a layer are contiguous, in decl order. */
     float *w;                           /* parameters */
     float *g;                           /* gradient of the parameters */
@@ -170,6 +176,23 @@ struct nn_layer *nn_avgpool_new(int oh, int ow);
 struct nn_layer *nn_dropout_new(const char *name, float p);
 struct nn_layer *nn_add_new(void);     /* two inputs of equal shape */
 struct nn_layer *nn_flatten_new(void); /* c x h x w -> (c*h*w) x 1 x 1, PyTorch flatten order */
+
+/* For a layer about to write the gradient of its input x: 1 when it must overwrite dy (the first
+ * writer of the pass; the buffer holds garbage), 0 when it adds. Call once per pass and input. */
+static inline int nn_node_first_dy(struct nn_node *x)
+{
+    const int first = x->dy_fresh;
+    x->dy_fresh = 0;
+    return first;
+}
+
+/* The same for rdy in an R-backward pass. */
+static inline int nn_node_first_rdy(struct nn_node *x)
+{
+    const int first = x->rdy_fresh;
+    x->rdy_fresh = 0;
+    return first;
+}
 
 /* Numbers of elements of a per-sample shape. */
 static inline size_t nn_shape_numel(const struct nn_shape *s)

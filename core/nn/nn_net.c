@@ -582,7 +582,7 @@ static void s_forward(nn_net_t *net, const struct nn_ctx *ctx, int rfrom)
     }
 }
 
-/* Mark which nodes need dL/dy and zero their dy (and rdy when `r`); the logits' are written by
+/* Mark which nodes need dL/dy and clear their dy (and rdy when `r`); the logits' are written by
  * the loss. A node needs its gradient when the layer that produced it runs a backward pass that
  * matters: the layer is at or after layer `from` and has parameters that need a gradient
  * (param_grad; in an HVP, those of the block) or an input that needs one. The input node needs
@@ -599,16 +599,7 @@ static void s_prepare_backward(nn_net_t *net, int n, int from, int input_grad, i
             need |= l->in[j]->need_dy;
         l->out->need_dy = need;
     }
-    int last = net->n_nodes - 1;
-    for (int i = 0; i < net->n_nodes; i++) {
-        struct nn_node *node = net->nodes[i];
-        if (!node->need_dy || i == last)
-            continue;
-        size_t len = (size_t)n * nn_shape_numel(&node->shape);
-        net->be->zero(node->dy, len);
-        if (r)
-            net->be->zero(node->rdy, len);
-    }
+    nn_net_clear_grads(net, n, 1, r);
 }
 
 /* The R-forward pass alone from layer rfrom on, on the activations the last forward left. */
@@ -621,16 +612,6 @@ static void s_rforward_only(nn_net_t *net, const struct nn_ctx *ctx, int rfrom)
         if (i < rfrom)
             continue;
         s_rforward_layer(net, l, ctx);
-    }
-}
-
-/* Zero rdy of the nodes whose gradient the last s_prepare_backward asked for (not the logits'). */
-static void s_zero_rdy(nn_net_t *net, int n)
-{
-    for (int i = 0; i < net->n_nodes - 1; i++) {
-        struct nn_node *node = net->nodes[i];
-        if (node->need_dy)
-            net->be->zero(node->rdy, (size_t)n * nn_shape_numel(&node->shape));
     }
 }
 
@@ -746,7 +727,7 @@ float nn_net_hvp(nn_net_t *net, const float *x, const int32_t *labels, int n, en
         /* the activations, the loss's probabilities and the gradients are the last call's */
         s_rforward_only(net, &ctx, start);
         loss = hc->loss;
-        s_zero_rdy(net, n);
+        nn_net_clear_grads(net, n, 0, 1);
     } else {
         net->be->load_input(net->nodes[0]->y, x, n, net->in_c, (size_t)net->in_h * net->in_w);
         s_forward(net, &ctx, start);

@@ -73,6 +73,11 @@ void nn_net_layout_plan(nn_net_t *net);
 /* Sets each node's layout (nn_node.blk) for a pass of n samples. */
 void nn_net_layout_pass(nn_net_t *net, int n);
 
+/* Before a backward pass: for every node but the logits that needs its gradient, dy (when dy)
+ * and rdy (when rdy) of n samples are zeroed, or marked fresh where all consumers overwrite a
+ * fresh gradient (nn_layer.h; CPU only) (nn_net_layout.c). */
+void nn_net_clear_grads(nn_net_t *net, int n, int dy, int rdy);
+
 /* Free the device copies of a device net (nn_net_dev.c); the host mirrors stay. */
 void nn_net_dev_free(nn_net_t *net);
 

@@ -1,6 +1,7 @@
 /*
- * nn_net_layout: which activations of a net are channel-blocked (nn_layer.h), decided once at
- * build and applied per pass.
+ * nn_net_layout: how a net's activation buffers are laid out and prepared for a pass: which are
+ * channel-blocked (nn_layer.h), decided once at build and applied per pass, and which gradient
+ * buffers a backward pass zeroes and which it leaves to their first writer.
  *
  * A node may be blocked when its channels fill whole blocks, it has a spatial extent, it is neither
  * the input nor the logits, its producer writes the blocked layout and every consumer reads it.
@@ -52,6 +53,15 @@ void nn_net_layout_plan(nn_net_t *net)
             for (int j = 0; j < l->n_in; j++)
                 l->in[j]->blk_ok = 0;
     }
+    for (int i = 0; i < net->n_nodes; i++)
+        net->nodes[i]->set_ok = 0;
+    for (int i = 0; i < net->n_layers; i++)
+        for (int j = 0; j < net->layers[i]->n_in; j++)
+            net->layers[i]->in[j]->set_ok = 1; /* has a consumer */
+    for (int i = 0; i < net->n_layers; i++)
+        if (!net->layers[i]->dx_set)
+            for (int j = 0; j < net->layers[i]->n_in; j++)
+                net->layers[i]->in[j]->set_ok = 0;
     int changed = 1;
     while (changed) {
         changed = 0;
@@ -66,4 +76,26 @@ void nn_net_layout_pass(nn_net_t *net, int n)
     const int on = n == net->max_batch && net->be == nn_backend_cpu();
     for (int i = 0; i < net->n_nodes; i++)
         net->nodes[i]->blk = on && net->nodes[i]->blk_ok;
+}
+
+void nn_net_clear_grads(nn_net_t *net, int n, int dy, int rdy)
+{
+    const int cpu = net->be == nn_backend_cpu();
+    for (int i = 0; i < net->n_nodes - 1; i++) {
+        struct nn_node *node = net->nodes[i];
+        if (!node->need_dy)
+            continue;
+        const size_t len = (size_t)n * nn_shape_numel(&node->shape);
+        const int fresh = cpu && node->set_ok;
+        if (dy) {
+            node->dy_fresh = fresh;
+            if (!fresh)
+                net->be->zero(node->dy, len);
+        }
+        if (rdy) {
+            node->rdy_fresh = fresh;
+            if (!fresh)
+                net->be->zero(node->rdy, len);
+        }
+    }
 }

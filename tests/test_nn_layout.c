@@ -4,7 +4,8 @@
  * the loss, the parameter and input gradients of a training pass, the running statistics it
  * updates, and Hessian-vector products (full and block, BatchNorm train and eval, with the reuse
  * of nn_net_hvp_reuse), for resnet20 and wrn16_4 (whole blocks of 16 and 64 channels, stride-2
- * and 1x1 shortcuts, GAP). Passes of fewer than max_batch samples run CNHW in both nets. Skipped
+ * and 1x1 shortcuts, GAP), cnn (max pools, flatten) and torchvision's resnet18 (an overlapping
+ * padded max pool). Passes of fewer than max_batch samples run CNHW in both nets. Skipped
  * when the build has no oneDNN (no node is then blocked).
  */
 #include "eb_test.h"
@@ -153,11 +154,25 @@ static void test_layout_wrn(void **state)
     s_check("wrn16_4", 3, 8, 8);
 }
 
+static void test_layout_cnn(void **state)
+{
+    (void)state;
+    s_check("cnn", 1, 8, 8); /* max pools, flatten */
+}
+
+static void test_layout_resnet18(void **state)
+{
+    (void)state;
+    s_check("resnet18", 1, 32, 32); /* overlapping 3x3/2 max pool with padding */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_layout_resnet20),
         cmocka_unit_test(test_layout_wrn),
+        cmocka_unit_test(test_layout_cnn),
+        cmocka_unit_test(test_layout_resnet18),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

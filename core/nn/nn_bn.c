@@ -332,10 +332,30 @@ static void s_rbackward_cnhw(struct nn_bn *b, const struct nn_ctx *ctx, int set)
 /* ---- channel-blocked: per (sample, block of NN_BLK channels) one run of h*w*NN_BLK values -----
  */
 
+/* Sums over a channel block run in float over at most this many floats (NN_BLK lanes of 256
+ * positions) and are then added into double: float rounding stays at the level of a 256-term
+ * sum, and each step is one vector operation per NN_BLK channels instead of two in double. */
+#define NN_BN_CHUNK (256 * NN_BLK)
+
+/* The end of the chunk of a run (run floats) that starts at j0. */
+static inline size_t s_chunk_end(size_t j0, size_t run)
+{
+    return j0 + NN_BN_CHUNK < run ? j0 + NN_BN_CHUNK : run;
+}
+
 /* The run of sample i, channel block cb (of nb) in a channel-blocked tensor t. */
 static inline size_t s_run_off(int i, int cb, int nb, size_t run)
 {
     return ((size_t)i * nb + cb) * run;
+}
+
+/* mu and inv of the NN_BLK channels of block cb, in float for the vector loops. */
+static void s_lanes(const struct nn_bn *b, int cb, float mu[NN_BLK], float inv[NN_BLK])
+{
+    for (int k = 0; k < NN_BLK; k++) {
+        mu[k] = (float)b->mu[cb * NN_BLK + k];
+        inv[k] = (float)b->inv[cb * NN_BLK + k];
+    }
 }
 
 static void s_forward_blk(struct nn_bn *b, const struct nn_ctx *ctx)
@@ -345,23 +365,34 @@ static void s_forward_blk(struct nn_bn *b, const struct nn_ctx *ctx)
     const size_t m = (size_t)n * b->hw, run = b->hw * NN_BLK;
 #pragma omp parallel for schedule(static) if (m * b->c >= NN_BN_PAR_MIN)
     for (int cb = 0; cb < nb; cb++) {
-        double s[NN_BLK] = {0}, ss[NN_BLK] = {0}, mu[NN_BLK];
+        double s[NN_BLK] = {0}, ss[NN_BLK] = {0};
+        float mu[NN_BLK];
         if (b->train) {
             for (int i = 0; i < n; i++) {
                 const float *x = l->in[0]->y + s_run_off(i, cb, nb, run);
-                for (size_t j = 0; j < run; j += NN_BLK)
+                for (size_t j0 = 0; j0 < run; j0 += NN_BN_CHUNK) {
+                    float a[NN_BLK] = {0};
+                    for (size_t j = j0; j < s_chunk_end(j0, run); j += NN_BLK)
+                        for (int k = 0; k < NN_BLK; k++)
+                            a[k] += x[j + k];
                     for (int k = 0; k < NN_BLK; k++)
-                        s[k] += x[j + k];
+                        s[k] += a[k];
+                }
             }
             for (int k = 0; k < NN_BLK; k++)
-                mu[k] = s[k] / (double)m;
+                mu[k] = (float)(s[k] / (double)m);
             for (int i = 0; i < n; i++) {
                 const float *x = l->in[0]->y + s_run_off(i, cb, nb, run);
-                for (size_t j = 0; j < run; j += NN_BLK)
-                    for (int k = 0; k < NN_BLK; k++) {
-                        const double d = x[j + k] - mu[k];
-                        ss[k] += d * d;
-                    }
+                for (size_t j0 = 0; j0 < run; j0 += NN_BN_CHUNK) {
+                    float a[NN_BLK] = {0};
+                    for (size_t j = j0; j < s_chunk_end(j0, run); j += NN_BLK)
+                        for (int k = 0; k < NN_BLK; k++) {
+                            const float d = x[j + k] - mu[k];
+                            a[k] += d * d;
+                        }
+                    for (int k = 0; k < NN_BLK; k++)
+                        ss[k] += a[k];
+                }
             }
         }
         float scale[NN_BLK], muf[NN_BLK], bf[NN_BLK];
@@ -387,22 +418,30 @@ static void s_backward_blk(struct nn_bn *b, const struct nn_ctx *ctx, int set)
     const size_t m = (size_t)n * b->hw, run = b->hw * NN_BLK;
 #pragma omp parallel for schedule(static) if (m * b->c >= NN_BN_PAR_MIN)
     for (int cb = 0; cb < nb; cb++) {
-        const double *mu = b->mu + cb * NN_BLK, *inv = b->inv + cb * NN_BLK;
+        float mu[NN_BLK], inv[NN_BLK];
+        s_lanes(b, cb, mu, inv);
         double sdy[NN_BLK] = {0}, sdyx[NN_BLK] = {0};
         for (int i = 0; i < n; i++) {
             const size_t o = s_run_off(i, cb, nb, run);
             const float *x = l->in[0]->y + o, *dy = l->out->dy + o;
-            for (size_t j = 0; j < run; j += NN_BLK)
+            for (size_t j0 = 0; j0 < run; j0 += NN_BN_CHUNK) {
+                float a[NN_BLK] = {0}, ax[NN_BLK] = {0};
+                for (size_t j = j0; j < s_chunk_end(j0, run); j += NN_BLK)
+                    for (int k = 0; k < NN_BLK; k++) {
+                        a[k] += dy[j + k];
+                        ax[k] += dy[j + k] * ((x[j + k] - mu[k]) * inv[k]);
+                    }
                 for (int k = 0; k < NN_BLK; k++) {
-                    sdy[k] += dy[j + k];
-                    sdyx[k] += dy[j + k] * ((x[j + k] - mu[k]) * inv[k]);
+                    sdy[k] += a[k];
+                    sdyx[k] += ax[k];
                 }
+            }
         }
         float c0[NN_BLK], c1[NN_BLK], c2[NN_BLK], muf[NN_BLK];
         for (int k = 0; k < NN_BLK; k++) {
             float kk[3];
             s_bwd_coef(b, ctx, cb * NN_BLK + k, sdy[k], sdyx[k], m, kk);
-            c0[k] = kk[0], c1[k] = kk[1], c2[k] = kk[2], muf[k] = (float)mu[k];
+            c0[k] = kk[0], c1[k] = kk[1], c2[k] = kk[2], muf[k] = mu[k];
         }
         if (!need_dx)
             continue;
@@ -425,17 +464,25 @@ static void s_rforward_blk(struct nn_bn *b, const struct nn_ctx *ctx)
     const size_t m = (size_t)n * b->hw, run = b->hw * NN_BLK;
 #pragma omp parallel for schedule(static) if (m * b->c >= NN_BN_PAR_MIN)
     for (int cb = 0; cb < nb; cb++) {
-        const double *mu = b->mu + cb * NN_BLK, *inv = b->inv + cb * NN_BLK;
+        float mu[NN_BLK], inv[NN_BLK];
+        s_lanes(b, cb, mu, inv);
         double mrx[NN_BLK] = {0}, mxrx[NN_BLK] = {0};
         if (ra && b->train) {
             for (int i = 0; i < n; i++) {
                 const size_t o = s_run_off(i, cb, nb, run);
                 const float *x = l->in[0]->y + o, *rx = l->in[0]->ry + o;
-                for (size_t j = 0; j < run; j += NN_BLK)
+                for (size_t j0 = 0; j0 < run; j0 += NN_BN_CHUNK) {
+                    float a[NN_BLK] = {0}, ax[NN_BLK] = {0};
+                    for (size_t j = j0; j < s_chunk_end(j0, run); j += NN_BLK)
+                        for (int k = 0; k < NN_BLK; k++) {
+                            a[k] += rx[j + k];
+                            ax[k] += rx[j + k] * ((x[j + k] - mu[k]) * inv[k]);
+                        }
                     for (int k = 0; k < NN_BLK; k++) {
-                        mrx[k] += rx[j + k];
-                        mxrx[k] += rx[j + k] * ((x[j + k] - mu[k]) * inv[k]);
+                        mrx[k] += a[k];
+                        mxrx[k] += ax[k];
                     }
+                }
             }
             for (int k = 0; k < NN_BLK; k++) {
                 mrx[k] /= (double)m;
@@ -446,7 +493,7 @@ static void s_rforward_blk(struct nn_bn *b, const struct nn_ctx *ctx)
         for (int k = 0; k < NN_BLK; k++) {
             float kk[3];
             s_rfwd_coef(b, cb * NN_BLK + k, mrx[k], mxrx[k], kk);
-            c0[k] = ra ? kk[0] : 0.0f, c1[k] = kk[1], c2[k] = kk[2], muf[k] = (float)mu[k];
+            c0[k] = ra ? kk[0] : 0.0f, c1[k] = kk[1], c2[k] = kk[2], muf[k] = mu[k];
         }
         for (int i = 0; i < n; i++) {
             const size_t o = s_run_off(i, cb, nb, run);
@@ -465,36 +512,42 @@ static void s_rforward_blk(struct nn_bn *b, const struct nn_ctx *ctx)
     }
 }
 
-/* The five R-backward sums of one channel block (S_DY.. per lane). */
+/* The five R-backward sums of one channel block (S_DY.. per lane), in one sweep. */
 static void s_rbwd_sums_blk(const struct nn_bn *b, const struct nn_ctx *ctx, int cb,
                             double sum[S_NSUMS][NN_BLK])
 {
     const struct nn_layer *l = &b->base;
     const int n = ctx->n, nb = b->c / NN_BLK, ra = l->in[0]->r_active;
     const size_t run = b->hw * NN_BLK;
-    const double *mu = b->mu + cb * NN_BLK, *inv = b->inv + cb * NN_BLK;
-    const double *mrx = b->mrx + cb * NN_BLK, *mxrx = b->mxrx + cb * NN_BLK;
+    float mu[NN_BLK], inv[NN_BLK], mrx[NN_BLK], mxrx[NN_BLK];
+    s_lanes(b, cb, mu, inv);
+    for (int k = 0; k < NN_BLK; k++) {
+        mrx[k] = (float)b->mrx[cb * NN_BLK + k];
+        mxrx[k] = (float)b->mxrx[cb * NN_BLK + k];
+    }
     memset(sum, 0, sizeof(double) * S_NSUMS * NN_BLK);
     for (int i = 0; i < n; i++) {
         const size_t o = s_run_off(i, cb, nb, run);
         const float *x = l->in[0]->y + o, *dy = l->out->dy + o, *rdy = l->out->rdy + o;
-        for (size_t j = 0; j < run; j += NN_BLK)
-            for (int k = 0; k < NN_BLK; k++) {
-                const double xh = (x[j + k] - mu[k]) * inv[k];
-                sum[S_DY][k] += dy[j + k];
-                sum[S_DYX][k] += dy[j + k] * xh;
-                sum[S_RDY][k] += rdy[j + k];
-                sum[S_RDYX][k] += rdy[j + k] * xh;
-            }
-        if (!ra)
-            continue;
-        const float *rx = l->in[0]->ry + o;
-        for (size_t j = 0; j < run; j += NN_BLK)
-            for (int k = 0; k < NN_BLK; k++) {
-                const double xh = (x[j + k] - mu[k]) * inv[k];
-                sum[S_DYRX][k] += dy[j + k] * (inv[k] * (rx[j + k] - mrx[k] - xh * mxrx[k]));
-            }
+        const float *rx = ra ? l->in[0]->ry + o : x; /* x: any readable run when not R-active */
+        for (size_t j0 = 0; j0 < run; j0 += NN_BN_CHUNK) {
+            float a[S_NSUMS][NN_BLK] = {{0}};
+            for (size_t j = j0; j < s_chunk_end(j0, run); j += NN_BLK)
+                for (int k = 0; k < NN_BLK; k++) {
+                    const float xh = (x[j + k] - mu[k]) * inv[k];
+                    a[S_DY][k] += dy[j + k];
+                    a[S_DYX][k] += dy[j + k] * xh;
+                    a[S_RDY][k] += rdy[j + k];
+                    a[S_RDYX][k] += rdy[j + k] * xh;
+                    a[S_DYRX][k] += dy[j + k] * (inv[k] * (rx[j + k] - mrx[k] - xh * mxrx[k]));
+                }
+            for (int t = 0; t < S_NSUMS; t++)
+                for (int k = 0; k < NN_BLK; k++)
+                    sum[t][k] += a[t][k];
+        }
     }
+    if (!ra)
+        memset(sum[S_DYRX], 0, sizeof sum[S_DYRX]);
 }
 
 static void s_rbackward_blk(struct nn_bn *b, const struct nn_ctx *ctx, int set)

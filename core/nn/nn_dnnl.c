@@ -103,6 +103,7 @@ struct nn_dnnl_conv {
     dnnl_stream_t stream;
     struct s_arg usrc, udst, uwts; /* the caller's layouts: CNHW input, CNHW output, OIHW */
     struct s_prim fwd, bwd_data, bwd_wts;
+    struct s_prim fwd_add; /* fwd with a sum post-op (dst += conv), or no primitive */
     struct s_reorder f_src, f_wts, f_dst;   /* caller -> fwd (src, wts); fwd dst -> caller */
     struct s_reorder d_dst, d_wts, d_src;   /* caller -> bwd data (dy, w); diff_src -> caller */
     struct s_reorder w_src, w_dst, w_dwts;  /* caller -> bwd weights (x, dy); diff_wts -> caller */
@@ -244,8 +245,9 @@ static void s_prim_fini(struct s_prim *p)
 }
 
 /* Descriptors of the three convolutions with "any" layouts, then their primitive descriptors
- * (the backward ones hinted by the forward). Each pd has a user-managed scratchpad. */
-static int s_create_pds(const struct nn_dnnl_conv_shape *s, dnnl_primitive_desc_t pd[3])
+ * (the backward ones hinted by the forward), and pd[3], the forward adding into its destination
+ * (NULL when oneDNN has none). Each pd has a user-managed scratchpad. */
+static int s_create_pds(const struct nn_dnnl_conv_shape *s, dnnl_primitive_desc_t pd[4])
 {
     dnnl_memory_desc_t src, wts, dst;
     s_any(&src, s->n, s->in_c, s->ih, s->iw);
@@ -273,6 +275,14 @@ static int s_create_pds(const struct nn_dnnl_conv_shape *s, dnnl_primitive_desc_
                                                     &dst, strides, pad_l, pad_r) ||
         dnnl_primitive_desc_create(&pd[2], &wd, attr, s_engine, pd[0]))
         goto out;
+    /* the adding forward (R-forward's second term); optional */
+    dnnl_post_ops_t po = NULL;
+    if (dnnl_post_ops_create(&po) == dnnl_success) {
+        if (dnnl_post_ops_append_sum(po, 1.0f) || dnnl_primitive_attr_set_post_ops(attr, po) ||
+            dnnl_primitive_desc_create(&pd[3], &fd, attr, s_engine, NULL))
+            pd[3] = NULL;
+        dnnl_post_ops_destroy(po);
+    }
     rc = 0;
 out:
     dnnl_primitive_attr_destroy(attr);
@@ -282,7 +292,7 @@ out:
 /* Primitives, args and reorders of a handle whose pds exist; the sizes of the scratch regions and
  * the private weight buffers. */
 static int s_build(nn_dnnl_conv_t *c, const struct nn_dnnl_conv_shape *s,
-                   dnnl_primitive_desc_t pd[3])
+                   dnnl_primitive_desc_t pd[4])
 {
     static const dnnl_query_t q_fwd[3] = {dnnl_query_src_md, dnnl_query_weights_md,
                                           dnnl_query_dst_md};
@@ -315,6 +325,16 @@ static int s_build(nn_dnnl_conv_t *c, const struct nn_dnnl_conv_shape *s,
         s_reorder_init(&c->w_dwts, &c->bwd_wts.a[1].md, &c->uwts.md, 0))
         return -1;
     c->same_ddst = dnnl_memory_desc_equal(&c->bwd_data.a[2].md, &c->bwd_wts.a[2].md);
+    if (pd[3] && s_prim_init(&c->fwd_add, pd[3], q_fwd) == 0) {
+        /* used only where it reads and writes exactly what fwd does */
+        int same = 1;
+        for (int i = 0; i < 3; i++)
+            same &= dnnl_memory_desc_equal(&c->fwd_add.a[i].md, &c->fwd.a[i].md);
+        if (!same)
+            s_prim_fini(&c->fwd_add);
+    } else {
+        s_prim_fini(&c->fwd_add);
+    }
     if (s_all_blocked(&c->fwd.a[0].md, &c->bwd_data.a[0].md, &c->bwd_wts.a[0].md, s->n, s->in_c,
                       s->ih, s->iw))
         c->blocked |= NN_DNNL_BLK_X;
@@ -325,8 +345,8 @@ static int s_build(nn_dnnl_conv_t *c, const struct nn_dnnl_conv_shape *s,
     c->y_floats = (size_t)s->n * s->out_c * s->oh * s->ow;
     c->a_floats = s_floats(&c->fwd.a[0].md);
     c->b_floats = s_floats(&c->fwd.a[2].md);
-    const struct s_prim *ps[3] = {&c->fwd, &c->bwd_data, &c->bwd_wts};
-    for (int i = 0; i < 3; i++) {
+    const struct s_prim *ps[4] = {&c->fwd, &c->bwd_data, &c->bwd_wts, &c->fwd_add};
+    for (int i = 0; i < (c->fwd_add.p ? 4 : 3); i++) {
         size_t a = s_floats(&ps[i]->a[0].md), b = s_floats(&ps[i]->a[2].md);
         size_t sp = s_floats(&ps[i]->scratch.md);
         c->a_floats = a > c->a_floats ? a : c->a_floats;
@@ -350,7 +370,7 @@ nn_dnnl_conv_t *nn_dnnl_conv_new(const struct nn_dnnl_conv_shape *shape)
         return NULL;
     }
     nn_dnnl_conv_t *c = calloc(1, sizeof *c);
-    dnnl_primitive_desc_t pd[3] = {NULL, NULL, NULL};
+    dnnl_primitive_desc_t pd[4] = {NULL, NULL, NULL, NULL};
     if (!c)
         return NULL;
     if (dnnl_stream_create(&c->stream, s_engine, dnnl_stream_default_flags) ||
@@ -362,7 +382,7 @@ nn_dnnl_conv_t *nn_dnnl_conv_new(const struct nn_dnnl_conv_shape *shape)
                   shape->pad);
         nn_dnnl_conv_destroy(&c);
     }
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         dnnl_primitive_desc_destroy(pd[i]);
     return c;
 }
@@ -379,6 +399,7 @@ void nn_dnnl_conv_destroy(nn_dnnl_conv_t **self_p)
     s_prim_fini(&c->fwd);
     s_prim_fini(&c->bwd_data);
     s_prim_fini(&c->bwd_wts);
+    s_prim_fini(&c->fwd_add);
     s_arg_fini(&c->usrc);
     s_arg_fini(&c->udst);
     s_arg_fini(&c->uwts);
@@ -476,6 +497,10 @@ void nn_dnnl_conv_forward(nn_dnnl_conv_t *c, const float *x, const float *w, flo
     const float *src = blk & NN_DNNL_BLK_X ? x : s_in(c, &c->f_src, &c->usrc, x, &c->fwd.a[0], r.a);
     const float *wts = s_in(c, &c->f_wts, &c->uwts, w, &c->fwd.a[1], r.w);
     if (blk & NN_DNNL_BLK_Y) {
+        if (add && c->fwd_add.p) {
+            s_run(c, &c->fwd_add, kinds, src, wts, y, r.s);
+            return;
+        }
         s_run(c, &c->fwd, kinds, src, wts, add ? r.b : y, r.s);
         if (add)
             s_add(y, r.b, c->y_floats);

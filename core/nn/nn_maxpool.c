@@ -114,11 +114,14 @@ static void s_forward_blk(struct nn_maxpool *p, const struct nn_ctx *ctx, const 
                 for (int iy = ya; iy < yb; iy++)
                     for (int ix = xa; ix < xb; ix++) {
                         const int e = (iy * iw + ix) * NN_BLK;
-                        for (int k = 0; k < NN_BLK; k++)
-                            if (xq[e + k] > bv[k]) {
-                                bv[k] = xq[e + k];
-                                bi[k] = e + k;
-                            }
+#pragma omp simd
+                        for (int k = 0; k < NN_BLK; k++) {
+                            /* selects, not branches: one masked vector step per position */
+                            const float v = xq[e + k];
+                            const int gt = v > bv[k];
+                            bv[k] = gt ? v : bv[k];
+                            bi[k] = gt ? e + k : bi[k];
+                        }
                     }
                 const size_t o = (size_t)q * orun + (size_t)(oy * ow + ox) * NN_BLK;
                 for (int k = 0; k < NN_BLK; k++) {
@@ -156,12 +159,52 @@ static void s_forward(struct nn_layer *l, const struct nn_ctx *ctx)
     }
 }
 
+/* The windows of a blocked pool tile its input exactly (stride k, no padding, sizes multiples of
+ * k): every input element then lies in one window, and its gradient is the output gradient where
+ * it won and 0 elsewhere. */
+static int s_tiles(const struct nn_maxpool *p)
+{
+    return p->stride == p->k && p->pad == 0 && p->ih == p->oh * p->k && p->iw == p->ow * p->k;
+}
+
+/* dst (+)= src routed by arg for a blocked pool whose windows tile the input: one dense pass that
+ * writes every input element once (no zeroing, no scattered writes). */
+static void s_route_tiled(const struct nn_maxpool *p, int n, const float *src, float *dst, int set)
+{
+    const int runs = n * (p->c / NN_BLK), k = p->k, iw = p->iw, ow = p->ow;
+    const size_t irun = (size_t)p->ih * iw * NN_BLK, orun = (size_t)p->oh * ow * NN_BLK;
+#pragma omp parallel for schedule(static) if (orun * runs >= NN_POOL_PAR_MIN)
+    for (int q = 0; q < runs; q++) {
+        float *dq = dst + (size_t)q * irun;
+        for (int oy = 0; oy < p->oh; oy++)
+            for (int ox = 0; ox < ow; ox++) {
+                const size_t o = (size_t)q * orun + (size_t)(oy * ow + ox) * NN_BLK;
+                const int *a = p->arg + o;
+                const float *g = src + o;
+                for (int wy = 0; wy < k; wy++)
+                    for (int wx = 0; wx < k; wx++) {
+                        const int e = ((oy * k + wy) * iw + ox * k + wx) * NN_BLK;
+                        const int ge = (int)((size_t)q * irun) + e;
+#pragma omp simd
+                        for (int c = 0; c < NN_BLK; c++) {
+                            const float v = a[c] == ge + c ? g[c] : 0.0f;
+                            dq[e + c] = (set ? 0.0f : dq[e + c]) + v;
+                        }
+                    }
+            }
+    }
+}
+
 /* dst[arg[j]] += src[j]: windows may overlap (stride < k), so this loop is serial per plane and
  * planes go to threads (an index never leaves its plane; blocked: its (sample, block) run). A
  * fresh dst (set) is zeroed first. */
 static void s_scatter(const struct nn_maxpool *p, int n, int blk, const float *src, float *dst,
                       int set)
 {
+    if (blk && s_tiles(p)) {
+        s_route_tiled(p, n, src, dst, set);
+        return;
+    }
     const int planes = blk ? n * (p->c / NN_BLK) : p->c * n;
     const size_t oplane = (size_t)p->oh * p->ow * (blk ? NN_BLK : 1);
     if (set)
@@ -192,9 +235,12 @@ static void s_rforward(struct nn_layer *l, const struct nn_ctx *ctx)
         memset(ry, 0, sizeof(float) * total);
         return;
     }
-    const float *rx = l->in[0]->ry;
+    const float *restrict rx = l->in[0]->ry;
+    const int *restrict arg = p->arg;
+    float *restrict dst = ry;
+#pragma omp parallel for simd if (total >= NN_POOL_PAR_MIN)
     for (size_t j = 0; j < total; j++)
-        ry[j] = rx[p->arg[j]];
+        dst[j] = rx[arg[j]];
 }
 
 static void s_rbackward(struct nn_layer *l, const struct nn_ctx *ctx)

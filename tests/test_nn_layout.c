@@ -1,6 +1,7 @@
 /*
  * test_nn_layout: a net whose activations run channel-blocked between oneDNN's convolutions
- * (nn_net_layout.c) computes what the same net computes with every activation CNHW (EB_NN_CNHW):
+ * (nn_net_layout.c), with BatchNorm applying the in-place ReLU after it there, computes what the
+ * same net computes with every activation CNHW (EB_NN_CNHW) and a separate ReLU:
  * the loss, the parameter and input gradients of a training pass, the running statistics it
  * updates, and Hessian-vector products (full and block, BatchNorm train and eval, with the reuse
  * of nn_net_hvp_reuse), for resnet20 and wrn16_4 (whole blocks of 16 and 64 channels, stride-2
@@ -54,6 +55,15 @@ static int s_blocked_nodes(const nn_net_t *net)
     int k = 0;
     for (int i = 0; i < net->n_nodes; i++)
         k += net->nodes[i]->blk_ok;
+    return k;
+}
+
+/* ReLUs that BatchNorm applies on blocked nodes (in place). */
+static int s_fused_relus(const nn_net_t *net)
+{
+    int k = 0;
+    for (int i = 0; i < net->n_nodes; i++)
+        k += net->nodes[i]->relu && net->nodes[i]->blk_ok;
     return k;
 }
 
@@ -121,6 +131,7 @@ static void s_check(const char *model, int c, int h, int w)
         nn_net_destroy(&net[1]);
         skip(); /* no oneDNN: nothing is blocked */
     }
+    assert_true(s_fused_relus(net[0]) > 0); /* the fused BatchNorm + ReLU is what is compared */
     nn_net_init(net[0], 5);
     nn_net_init(net[1], 5);
     size_t sample = (size_t)c * h * w;

@@ -74,7 +74,8 @@ static int s_setup(struct nn_layer *l, int max_batch)
     l->n_decl = 4;
     l->work_per_sample = 0;
     l->layout = NN_LAYOUT_IN_BLK | NN_LAYOUT_OUT_BLK | NN_LAYOUT_SAME;
-    l->dx_set = 1; /* dx = ... instead of += when dx is fresh (nn_layer.h) */
+    l->fuses_relu = 1; /* forward and R-forward on blocked nodes (nn_node.relu) */
+    l->dx_set = 1;     /* dx = ... instead of += when dx is fresh (nn_layer.h) */
     free(b->mu);
     b->mu = calloc(4 * (size_t)b->c, sizeof(double));
     if (!b->mu) {
@@ -404,6 +405,14 @@ static void s_forward_blk(struct nn_bn *b, const struct nn_ctx *ctx)
             const size_t o = s_run_off(i, cb, nb, run);
             const float *x = l->in[0]->y + o;
             float *y = l->out->y + o;
+            if (l->out->relu) { /* the in-place ReLU after it, as nn_relu.c computes it */
+                for (size_t j = 0; j < run; j += NN_BLK)
+                    for (int k = 0; k < NN_BLK; k++) {
+                        const float v = scale[k] * (x[j + k] - muf[k]) + bf[k];
+                        y[j + k] = v > 0.0f ? v : 0.0f;
+                    }
+                continue;
+            }
             for (size_t j = 0; j < run; j += NN_BLK)
                 for (int k = 0; k < NN_BLK; k++)
                     y[j + k] = scale[k] * (x[j + k] - muf[k]) + bf[k];
@@ -499,6 +508,16 @@ static void s_rforward_blk(struct nn_bn *b, const struct nn_ctx *ctx)
             const size_t o = s_run_off(i, cb, nb, run);
             const float *x = l->in[0]->y + o, *rx = ra ? l->in[0]->ry + o : NULL;
             float *ry = l->out->ry + o;
+            if (l->out->relu) { /* R{y} of the in-place ReLU: R{v} where its output y > 0 */
+                const float *y = l->out->y + o;
+                for (size_t j = 0; j < run; j += NN_BLK)
+                    for (int k = 0; k < NN_BLK; k++) {
+                        const float v =
+                            c0[k] * (ra ? rx[j + k] : 0.0f) + c1[k] * (x[j + k] - muf[k]) + c2[k];
+                        ry[j + k] = y[j + k] > 0.0f ? v : 0.0f;
+                    }
+                continue;
+            }
             if (ra) {
                 for (size_t j = 0; j < run; j += NN_BLK)
                     for (int k = 0; k < NN_BLK; k++)

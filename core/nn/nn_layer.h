@@ -69,6 +69,9 @@ struct nn_node {
     int blk_ok;            /* producer and consumers all take the channel-blocked layout */
     int blk;               /* the current pass has it channel-blocked (set by the net) */
     int set_ok;            /* it has consumers and all of them set l->dx_set (fixed at build) */
+    int share;             /* index of the node whose buffers it uses (in-place ReLU); -1: own */
+    int relu;              /* a ReLU consumes it in place and its producer applies it when the
+                            * node is blocked (the ReLU then does nothing; nn_net_layout.c) */
     int dy_fresh;          /* dy holds nothing yet in this backward pass: overwrite it */
     int rdy_fresh;         /* rdy holds nothing yet in this R-backward pass: overwrite it */
 };
@@ -143,6 +146,9 @@ struct nn_layer {
     size_t work_per_sample; /* scratch floats per sample needed by any pass */
     unsigned layout;        /* enum nn_layout_flags the layer takes (set by setup; 0: CNHW) */
     int dx_set;             /* backward and R-backward overwrite a fresh input gradient (above) */
+    int in_place;           /* may run with its output in its input's buffers (ReLU) */
+    int reads_out;  /* a pass reads its own output's y (ReLU's mask): no in place after it */
+    int fuses_relu; /* applies a following in-place ReLU on blocked nodes (BatchNorm) */
     /* Views bound by the net after setup. Parameters of a layer are contiguous, in decl order. */
     float *w;                           /* parameters */
     float *g;                           /* gradient of the parameters */

@@ -265,9 +265,8 @@ int nn_net_build(nn_net_t *net)
         return net->error = rc;
 
     size_t mb = (size_t)net->max_batch;
-    size_t act = 0, work = 0;
-    for (int i = 0; i < net->n_nodes; i++)
-        act += 2 * mb * nn_shape_numel(&net->nodes[i]->shape);
+    nn_net_layout_plan(net);
+    size_t act = nn_net_node_floats(net), work = 0;
     for (int i = 0; i < net->n_layers; i++)
         if (net->layers[i]->work_per_sample * mb > work)
             work = net->layers[i]->work_per_sample * mb;
@@ -284,13 +283,7 @@ int nn_net_build(nn_net_t *net)
         return net->error = NN_ERR_NOMEM;
     }
     net->work_floats = work;
-    float *p = net->act;
-    for (int i = 0; i < net->n_nodes; i++) {
-        size_t len = mb * nn_shape_numel(&net->nodes[i]->shape);
-        net->nodes[i]->y = p;
-        net->nodes[i]->dy = p + len;
-        p += 2 * len;
-    }
+    nn_net_bind_nodes(net, net->act, 0);
     size_t p_off = 0, b_off = 0;
     for (int i = 0; i < net->n_layers; i++) {
         struct nn_layer *l = net->layers[i];
@@ -307,7 +300,6 @@ int nn_net_build(nn_net_t *net)
     net->host_grads = net->grads;
     net->host_buffers = net->buffers;
     net->built = 1;
-    nn_net_layout_plan(net);
     nn_net_init(net, 0);
     return NN_OK;
 }
@@ -317,21 +309,13 @@ static int s_reserve_r(nn_net_t *net)
 {
     if (net->ract)
         return NN_OK;
-    size_t mb = (size_t)net->max_batch, total = 0;
-    for (int i = 0; i < net->n_nodes; i++)
-        total += 2 * mb * nn_shape_numel(&net->nodes[i]->shape);
+    size_t total = nn_net_node_floats(net);
     net->ract = net->be->alloc(total * sizeof(float));
     if (!net->ract) {
         nn_report(3, "nn_net_hvp: out of memory reserving %zu R-pass floats", total);
         return NN_ERR_NOMEM;
     }
-    float *p = net->ract;
-    for (int i = 0; i < net->n_nodes; i++) {
-        size_t len = mb * nn_shape_numel(&net->nodes[i]->shape);
-        net->nodes[i]->ry = p;
-        net->nodes[i]->rdy = p + len;
-        p += 2 * len;
-    }
+    nn_net_bind_nodes(net, net->ract, 1);
     return NN_OK;
 }
 

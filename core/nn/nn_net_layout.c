@@ -35,6 +35,37 @@ static int s_tie(struct nn_layer *l)
     return changed;
 }
 
+/* ReLUs in place where their input has no other consumer and its producer never reads its own
+ * output again (BatchNorm, conv and add read their inputs only); a BatchNorm producer applies the
+ * ReLU itself on blocked nodes, which saves the ReLU's four passes over memory. */
+static void s_plan_in_place(nn_net_t *net)
+{
+    int *uses = calloc((size_t)net->n_nodes, sizeof *uses);
+    for (int i = 0; i < net->n_nodes; i++)
+        net->nodes[i]->share = -1, net->nodes[i]->relu = 0;
+    if (!uses || getenv("EB_NN_NO_IN_PLACE")) {
+        free(uses);
+        return;
+    }
+    for (int i = 0; i < net->n_layers; i++)
+        for (int j = 0; j < net->layers[i]->n_in; j++)
+            for (int k = 0; k < net->n_nodes; k++)
+                uses[k] += net->nodes[k] == net->layers[i]->in[j];
+    for (int i = 0; i < net->n_layers; i++) {
+        struct nn_layer *l = net->layers[i];
+        int in = 0;
+        while (in < net->n_nodes && net->nodes[in] != l->in[0])
+            in++;
+        const int p = in < net->n_nodes ? net->producer[in] : -1;
+        if (!l->in_place || p < 0 || uses[in] != 1 || net->layers[p]->reads_out ||
+            net->nodes[in]->share >= 0)
+            continue;
+        l->out->share = in;
+        net->nodes[in]->relu = net->layers[p]->fuses_relu;
+    }
+    free(uses);
+}
+
 void nn_net_layout_plan(nn_net_t *net)
 {
     const int last = net->n_nodes - 1;
@@ -68,6 +99,39 @@ void nn_net_layout_plan(nn_net_t *net)
         for (int i = 0; i < net->n_layers; i++)
             if (net->layers[i]->layout & NN_LAYOUT_SAME)
                 changed |= s_tie(net->layers[i]);
+    }
+    s_plan_in_place(net);
+}
+
+size_t nn_net_node_floats(const nn_net_t *net)
+{
+    const int cpu = net->be == NULL || net->be == nn_backend_cpu();
+    size_t total = 0;
+    for (int i = 0; i < net->n_nodes; i++)
+        if (!cpu || net->nodes[i]->share < 0)
+            total += 2 * (size_t)net->max_batch * nn_shape_numel(&net->nodes[i]->shape);
+    return total;
+}
+
+void nn_net_bind_nodes(nn_net_t *net, float *base, int r)
+{
+    const int cpu = net->be == NULL || net->be == nn_backend_cpu();
+    for (int i = 0; i < net->n_nodes; i++) {
+        struct nn_node *node = net->nodes[i];
+        if (cpu && node->share >= 0) {
+            const struct nn_node *to = net->nodes[node->share];
+            if (r)
+                node->ry = to->ry, node->rdy = to->rdy;
+            else
+                node->y = to->y, node->dy = to->dy;
+            continue;
+        }
+        const size_t len = (size_t)net->max_batch * nn_shape_numel(&node->shape);
+        if (r)
+            node->ry = base, node->rdy = base + len;
+        else
+            node->y = base, node->dy = base + len;
+        base += 2 * len;
     }
 }
 

@@ -4,7 +4,9 @@
  *   backward   dx += dy * [x > 0]          (dx = ... when dx is fresh, nn_layer.h)
  *   rforward   Ry = Rx * [x > 0]          (the second derivative is zero almost everywhere)
  *   rbackward  Rdx += Rdy * [x > 0]
- * The mask is read from the output (y > 0 exactly when x > 0), so nothing is stored.
+ * The mask is read from the output (y > 0 exactly when x > 0), so nothing is stored. The net may
+ * run it in place (output in the input's buffers, nn_net_layout.c): every pass is elementwise.
+ * After a BatchNorm on blocked nodes, the BatchNorm computes the forward and R-forward.
  */
 #include "nn_layer.h"
 
@@ -23,6 +25,8 @@ static int s_setup(struct nn_layer *l, int max_batch)
     l->n_decl = 0;
     l->layout = NN_LAYOUT_IN_BLK | NN_LAYOUT_OUT_BLK | NN_LAYOUT_SAME; /* elementwise */
     l->dx_set = 1;
+    l->in_place = 1;  /* elementwise; the mask is read from the output */
+    l->reads_out = 1; /* ... so the output must not be overwritten in place after it */
     return NN_OK;
 }
 
@@ -31,8 +35,16 @@ static size_t s_len(const struct nn_layer *l, const struct nn_ctx *ctx)
     return (size_t)ctx->n * nn_shape_numel(&l->out->shape);
 }
 
+/* The producer of x applied this ReLU in its forward and R-forward (nn_node.relu). */
+static int s_fused(const struct nn_layer *l)
+{
+    return l->in[0]->relu && l->in[0]->blk;
+}
+
 static void s_forward(struct nn_layer *l, const struct nn_ctx *ctx)
 {
+    if (s_fused(l))
+        return;
     size_t m = s_len(l, ctx);
     const float *x = l->in[0]->y;
     float *y = l->out->y;
@@ -64,6 +76,8 @@ static void s_backward(struct nn_layer *l, const struct nn_ctx *ctx)
 
 static void s_rforward(struct nn_layer *l, const struct nn_ctx *ctx)
 {
+    if (s_fused(l))
+        return;
     size_t m = s_len(l, ctx);
     const float *rx = l->in[0]->ry, *y = l->out->y;
     float *ry = l->out->ry;

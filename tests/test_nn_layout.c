@@ -148,6 +148,7 @@ static void s_check(const char *model, int c, int h, int w)
     s_hvp(model, net, x, y, NN_BN_TRAIN, 0);
     s_hvp(model, net, x, y, NN_BN_EVAL, 0);
     s_hvp(model, net, x, y, NN_BN_TRAIN, 2);
+    s_hvp(model, net, x, y, NN_BN_TRAIN, 4); /* resnets: starts at a BatchNorm before a ReLU */
     free(x);
     nn_net_destroy(&net[0]);
     nn_net_destroy(&net[1]);

@@ -74,7 +74,7 @@ static int s_setup(struct nn_layer *l, int max_batch)
     l->n_decl = 4;
     l->work_per_sample = 0;
     l->layout = NN_LAYOUT_IN_BLK | NN_LAYOUT_OUT_BLK | NN_LAYOUT_SAME;
-    l->fuses_relu = 1; /* forward and R-forward on blocked nodes (nn_node.relu) */
+    l->fuses_relu = 1; /* every pass on blocked nodes (nn_node.relu) */
     l->dx_set = 1;     /* dx = ... instead of += when dx is fresh (nn_layer.h) */
     free(b->mu);
     b->mu = calloc(4 * (size_t)b->c, sizeof(double));
@@ -350,6 +350,16 @@ static inline size_t s_run_off(int i, int cb, int nb, size_t run)
     return ((size_t)i * nb + cb) * run;
 }
 
+/* g[j] = y[j] > 0 ? g[j] : 0 over [j0, j1): the backward (and R-backward) of the in-place ReLU
+ * after this BatchNorm (nn_node.relu), as nn_relu.c computes it, done chunk by chunk just before
+ * the sums read the chunk, so that it comes from cache instead of a separate pass over memory. */
+static void s_relu_mask(float *g, const float *y, size_t j0, size_t j1)
+{
+#pragma omp simd
+    for (size_t j = j0; j < j1; j++)
+        g[j] = y[j] > 0.0f ? g[j] : 0.0f;
+}
+
 /* mu and inv of the NN_BLK channels of block cb, in float for the vector loops. */
 static void s_lanes(const struct nn_bn *b, int cb, float mu[NN_BLK], float inv[NN_BLK])
 {
@@ -435,6 +445,8 @@ static void s_backward_blk(struct nn_bn *b, const struct nn_ctx *ctx, int set)
             const float *x = l->in[0]->y + o, *dy = l->out->dy + o;
             for (size_t j0 = 0; j0 < run; j0 += NN_BN_CHUNK) {
                 float a[NN_BLK] = {0}, ax[NN_BLK] = {0};
+                if (l->out->relu)
+                    s_relu_mask(l->out->dy + o, l->out->y + o, j0, s_chunk_end(j0, run));
                 for (size_t j = j0; j < s_chunk_end(j0, run); j += NN_BLK)
                     for (int k = 0; k < NN_BLK; k++) {
                         a[k] += dy[j + k];
@@ -551,6 +563,10 @@ static void s_rbwd_sums_blk(const struct nn_bn *b, const struct nn_ctx *ctx, int
         const float *rx = ra ? l->in[0]->ry + o : x; /* x: any readable run when not R-active */
         for (size_t j0 = 0; j0 < run; j0 += NN_BN_CHUNK) {
             float a[S_NSUMS][NN_BLK] = {{0}};
+            if (l->out->relu) { /* dy: again where the backward did not run (block HVP) */
+                s_relu_mask(l->out->dy + o, l->out->y + o, j0, s_chunk_end(j0, run));
+                s_relu_mask(l->out->rdy + o, l->out->y + o, j0, s_chunk_end(j0, run));
+            }
             for (size_t j = j0; j < s_chunk_end(j0, run); j += NN_BLK)
                 for (int k = 0; k < NN_BLK; k++) {
                     const float xh = (x[j + k] - mu[k]) * inv[k];

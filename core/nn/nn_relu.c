@@ -6,7 +6,7 @@
  *   rbackward  Rdx += Rdy * [x > 0]
  * The mask is read from the output (y > 0 exactly when x > 0), so nothing is stored. The net may
  * run it in place (output in the input's buffers, nn_net_layout.c): every pass is elementwise.
- * After a BatchNorm on blocked nodes, the BatchNorm computes the forward and R-forward.
+ * After a BatchNorm on blocked nodes, the BatchNorm computes all four passes (nn_bn.c).
  */
 #include "nn_layer.h"
 
@@ -35,7 +35,7 @@ static size_t s_len(const struct nn_layer *l, const struct nn_ctx *ctx)
     return (size_t)ctx->n * nn_shape_numel(&l->out->shape);
 }
 
-/* The producer of x applied this ReLU in its forward and R-forward (nn_node.relu). */
+/* The producer of x (a BatchNorm) runs this ReLU in all four passes (nn_node.relu). */
 static int s_fused(const struct nn_layer *l)
 {
     return l->in[0]->relu && l->in[0]->blk;
@@ -69,6 +69,8 @@ static void s_masked(float *dst, const float *src, const float *y, size_t m, int
 
 static void s_backward(struct nn_layer *l, const struct nn_ctx *ctx)
 {
+    if (s_fused(l))
+        return;
     struct nn_node *x = l->in[0];
     if (x->need_dy)
         s_masked(x->dy, l->out->dy, l->out->y, s_len(l, ctx), nn_node_first_dy(x));
@@ -88,6 +90,8 @@ static void s_rforward(struct nn_layer *l, const struct nn_ctx *ctx)
 
 static void s_rbackward(struct nn_layer *l, const struct nn_ctx *ctx)
 {
+    if (s_fused(l))
+        return;
     struct nn_node *x = l->in[0];
     if (x->need_dy)
         s_masked(x->rdy, l->out->rdy, l->out->y, s_len(l, ctx), nn_node_first_rdy(x));

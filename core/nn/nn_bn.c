@@ -46,6 +46,9 @@ struct nn_bn {
     double *inv;          /* per channel: 1/sqrt(var + eps) used by the last forward */
     double *mrx;          /* per channel: mean(Rx) of the last R-forward (train mode) */
     double *mxrx;         /* per channel: mean(xh * Rx) of the last R-forward (train mode) */
+    int dy_masked;        /* out->dy holds the in-place ReLU's masked gradient already (blocked
+                           * nodes, nn_node.relu): it changes only after a forward, which clears
+                           * this */
 };
 
 static int s_setup(struct nn_layer *l, int max_batch)
@@ -445,7 +448,7 @@ static void s_backward_blk(struct nn_bn *b, const struct nn_ctx *ctx, int set)
             const float *x = l->in[0]->y + o, *dy = l->out->dy + o;
             for (size_t j0 = 0; j0 < run; j0 += NN_BN_CHUNK) {
                 float a[NN_BLK] = {0}, ax[NN_BLK] = {0};
-                if (l->out->relu)
+                if (l->out->relu && !b->dy_masked)
                     s_relu_mask(l->out->dy + o, l->out->y + o, j0, s_chunk_end(j0, run));
                 for (size_t j = j0; j < s_chunk_end(j0, run); j += NN_BLK)
                     for (int k = 0; k < NN_BLK; k++) {
@@ -563,8 +566,9 @@ static void s_rbwd_sums_blk(const struct nn_bn *b, const struct nn_ctx *ctx, int
         const float *rx = ra ? l->in[0]->ry + o : x; /* x: any readable run when not R-active */
         for (size_t j0 = 0; j0 < run; j0 += NN_BN_CHUNK) {
             float a[S_NSUMS][NN_BLK] = {{0}};
-            if (l->out->relu) { /* dy: again where the backward did not run (block HVP) */
-                s_relu_mask(l->out->dy + o, l->out->y + o, j0, s_chunk_end(j0, run));
+            if (l->out->relu) { /* dy too where the backward did not run (block HVP) */
+                if (!b->dy_masked)
+                    s_relu_mask(l->out->dy + o, l->out->y + o, j0, s_chunk_end(j0, run));
                 s_relu_mask(l->out->rdy + o, l->out->y + o, j0, s_chunk_end(j0, run));
             }
             for (size_t j = j0; j < s_chunk_end(j0, run); j += NN_BLK)
@@ -636,6 +640,7 @@ static void s_forward(struct nn_layer *l, const struct nn_ctx *ctx)
 {
     struct nn_bn *b = (struct nn_bn *)l;
     b->train = !ctx->bn_eval;
+    b->dy_masked = 0; /* the next backward pass writes a new dy */
     if (l->out->blk)
         s_forward_blk(b, ctx);
     else
@@ -648,10 +653,12 @@ static void s_backward(struct nn_layer *l, const struct nn_ctx *ctx)
     if (!l->in[0]->need_dy && !ctx->param_grad)
         return;
     const int set = l->in[0]->need_dy && nn_node_first_dy(l->in[0]);
-    if (l->out->blk)
+    if (l->out->blk) {
         s_backward_blk(b, ctx, set);
-    else
+        b->dy_masked = l->out->relu;
+    } else {
         s_backward_cnhw(b, ctx, set);
+    }
 }
 
 static void s_rforward(struct nn_layer *l, const struct nn_ctx *ctx)
@@ -669,9 +676,10 @@ static void s_rbackward(struct nn_layer *l, const struct nn_ctx *ctx)
     if (!l->in_block && !l->in[0]->need_dy)
         return;
     const int set = l->in[0]->need_dy && nn_node_first_rdy(l->in[0]);
-    if (l->out->blk)
+    if (l->out->blk) {
         s_rbackward_blk(b, ctx, set);
-    else
+        b->dy_masked = l->out->relu;
+    } else
         s_rbackward_cnhw(b, ctx, set);
 }
 

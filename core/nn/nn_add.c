@@ -2,6 +2,8 @@
  * nn_add: residual addition of two activations of equal shape.
  *   forward    y = a + b
  *   backward   da += dy;  db += dy       (da = dy when da is fresh, nn_layer.h)
+ * The net may run it in place (y in a's buffers, nn_net_layout.c): a is then read only by this
+ * layer, so da is dy itself (a's single writer) and R{a}'s copy is already there.
  *   rforward   Ry = Ra + Rb           (an input whose R is inactive contributes zero)
  *   rbackward  Rda += Rdy;  Rdb += Rdy
  */
@@ -27,6 +29,7 @@ static int s_setup(struct nn_layer *l, int max_batch)
     l->n_decl = 0;
     l->layout = NN_LAYOUT_IN_BLK | NN_LAYOUT_OUT_BLK | NN_LAYOUT_SAME; /* elementwise */
     l->dx_set = 1;
+    l->in_place = NN_IN_PLACE_YES; /* then da is dy itself: nothing to write for input 0 */
     return NN_OK;
 }
 
@@ -63,7 +66,7 @@ static void s_backward(struct nn_layer *l, const struct nn_ctx *ctx)
 {
     size_t m = s_len(l, ctx);
     for (int j = 0; j < 2; j++)
-        if (l->in[j]->need_dy)
+        if (l->in[j]->need_dy && l->in[j]->dy != l->out->dy)
             s_acc(l->in[j]->dy, l->out->dy, m, nn_node_first_dy(l->in[j]));
 }
 
@@ -73,8 +76,10 @@ static void s_rforward(struct nn_layer *l, const struct nn_ctx *ctx)
     const struct nn_node *a = l->in[0], *b = l->in[1];
     if (a->r_active && b->r_active)
         s_sum(l->out->ry, a->ry, b->ry, m);
-    else if (a->r_active || b->r_active)
+    else if ((a->r_active || b->r_active) && l->out->ry != (a->r_active ? a->ry : b->ry))
         memcpy(l->out->ry, a->r_active ? a->ry : b->ry, m * sizeof(float));
+    else if (a->r_active || b->r_active)
+        return; /* in place: Ry is Ra already */
     else
         memset(l->out->ry, 0, m * sizeof(float));
 }
@@ -83,7 +88,7 @@ static void s_rbackward(struct nn_layer *l, const struct nn_ctx *ctx)
 {
     size_t m = s_len(l, ctx);
     for (int j = 0; j < 2; j++)
-        if (l->in[j]->need_dy)
+        if (l->in[j]->need_dy && l->in[j]->rdy != l->out->rdy)
             s_acc(l->in[j]->rdy, l->out->rdy, m, nn_node_first_rdy(l->in[j]));
 }
 

@@ -43,6 +43,13 @@
 #define NN_LAYER_MAX_TENSORS 4
 #define NN_BLK 16 /* channels per block of the channel-blocked layout */
 
+/* Whether a layer may write its output into the buffers of its first input (nn_net_layout.c). */
+enum nn_in_place {
+    NN_IN_PLACE_NO = 0,   /* never */
+    NN_IN_PLACE_YES = 1,  /* elementwise in in[0] (add) */
+    NN_IN_PLACE_RELU = 2, /* a ReLU: also one that a BatchNorm before it may apply */
+};
+
 /* Layouts a layer takes (struct nn_layer.layout); 0: CNHW only. */
 enum nn_layout_flags {
     NN_LAYOUT_IN_BLK = 1 << 0,  /* reads channel-blocked inputs */
@@ -146,7 +153,7 @@ struct nn_layer {
     size_t work_per_sample; /* scratch floats per sample needed by any pass */
     unsigned layout;        /* enum nn_layout_flags the layer takes (set by setup; 0: CNHW) */
     int dx_set;             /* backward and R-backward overwrite a fresh input gradient (above) */
-    int in_place;           /* may run with its output in its input's buffers (ReLU) */
+    int in_place;           /* enum nn_in_place: may run with its output in in[0]'s buffers */
     int reads_out;  /* a pass reads its own output's y (ReLU's mask): no in place after it */
     int fuses_relu; /* applies a following in-place ReLU on blocked nodes (BatchNorm) */
     /* Views bound by the net after setup. Parameters of a layer are contiguous, in decl order. */

@@ -35,9 +35,10 @@ static int s_tie(struct nn_layer *l)
     return changed;
 }
 
-/* ReLUs in place where their input has no other consumer and its producer never reads its own
- * output again (BatchNorm, conv and add read their inputs only); a BatchNorm producer applies the
- * ReLU itself on blocked nodes, which saves the ReLU's four passes over memory. */
+/* ReLUs and adds in place (in their first input's buffers) where that input has no other
+ * consumer and its producer never reads its own output again (BatchNorm, conv and add read their
+ * inputs only); a BatchNorm producer applies the ReLU itself on blocked nodes, which saves the
+ * ReLU's passes over memory. */
 static void s_plan_in_place(nn_net_t *net)
 {
     int *uses = calloc((size_t)net->n_nodes, sizeof *uses);
@@ -57,11 +58,10 @@ static void s_plan_in_place(nn_net_t *net)
         while (in < net->n_nodes && net->nodes[in] != l->in[0])
             in++;
         const int p = in < net->n_nodes ? net->producer[in] : -1;
-        if (!l->in_place || p < 0 || uses[in] != 1 || net->layers[p]->reads_out ||
-            net->nodes[in]->share >= 0)
+        if (!l->in_place || p < 0 || uses[in] != 1 || net->layers[p]->reads_out)
             continue;
-        l->out->share = in;
-        net->nodes[in]->relu = net->layers[p]->fuses_relu;
+        l->out->share = in; /* a chain (add, then ReLU) resolves in node order */
+        net->nodes[in]->relu = l->in_place == NN_IN_PLACE_RELU && net->layers[p]->fuses_relu;
     }
     free(uses);
 }

@@ -25,7 +25,7 @@ static int s_setup(struct nn_layer *l, int max_batch)
     l->n_decl = 0;
     l->layout = NN_LAYOUT_IN_BLK | NN_LAYOUT_OUT_BLK | NN_LAYOUT_SAME; /* elementwise */
     l->dx_set = 1;
-    l->in_place = 1;  /* elementwise; the mask is read from the output */
+    l->in_place = NN_IN_PLACE_RELU; /* elementwise; the mask is read from the output */
     l->reads_out = 1; /* ... so the output must not be overwritten in place after it */
     return NN_OK;
 }

@@ -18,7 +18,8 @@
  * of a net) run its convolutions instead, with the same formulas: R-forward is two forward
  * convolutions, the R-backward input term two transposed ones, the weight R-gradient two filter
  * gradients. Other batch sizes, and every pass when EB_CONV_IM2COL is set in the environment at
- * setup, use im2col.
+ * setup, use im2col. oneDNN passes take the channel-blocked activations of nn_layer.h where the
+ * net lays them out so (only passes of max_batch samples: im2col always sees CNHW).
  */
 #include <math.h>
 #include <stdint.h>

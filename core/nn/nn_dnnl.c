@@ -10,7 +10,9 @@
  *   W  blocked weights                        D  blocked dW, and dW in the caller's layout
  * all in the caller's scratch, which a net shares between its layers: a handle keeps no buffer of
  * its own (each call reorders the weights it reads, which change every step anyway). Where oneDNN
- * picks the caller's layout (a one-channel input is NCHW and CNHW at once), the reorder is skipped.
+ * picks the caller's layout (a one-channel input is NCHW and CNHW at once), the reorder is skipped,
+ * and activations the caller passes channel-blocked (nChw16c, where all three primitives chose it)
+ * are read and written in place.
  *
  * A stream per handle: layers of nets on different threads never share one. The engine is shared
  * (created once; oneDNN's CPU engine is thread-safe).

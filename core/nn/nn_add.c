@@ -83,6 +83,15 @@ static void s_sum_relu(float *dst, const float *a, const float *b, const float *
 static void s_mask_spread(float *dy, const float *y, float *d0, int set0, float *d1, int set1,
                           size_t m)
 {
+    if (!d0 && d1 && set1) { /* the usual case: in place on input 0, the shortcut's first writer */
+#pragma omp parallel for simd if (m > NN_ADD_OMP_MIN)
+        for (size_t i = 0; i < m; i++) {
+            const float g = y[i] > 0.0f ? dy[i] : 0.0f;
+            dy[i] = g;
+            d1[i] = g;
+        }
+        return;
+    }
 #pragma omp parallel for simd if (m > NN_ADD_OMP_MIN)
     for (size_t i = 0; i < m; i++) {
         const float g = y[i] > 0.0f ? dy[i] : 0.0f;
@@ -98,10 +107,12 @@ static void s_forward(struct nn_layer *l, const struct nn_ctx *ctx)
 {
     if (s_relu(l)) {
         const size_t m = s_len(l, ctx);
+        const float *a = l->in[0]->y, *b = l->in[1]->y;
+        float *y = l->out->y;
 #pragma omp parallel for simd if (m > NN_ADD_OMP_MIN)
         for (size_t i = 0; i < m; i++) {
-            const float v = l->in[0]->y[i] + l->in[1]->y[i];
-            l->out->y[i] = v > 0.0f ? v : 0.0f;
+            const float v = a[i] + b[i];
+            y[i] = v > 0.0f ? v : 0.0f;
         }
         return;
     }

@@ -105,8 +105,8 @@ static void s_run(int n, int in_c, int h, int out_c, int k, int stride, int pad,
         t.y[j] = add ? y0 : NAN; /* an overwriting forward must not read y */
     s_reference(&t, y0, scale);
 
-    nn_dnnl_conv_forward(c, t.x, t.w, t.y, add, work);
-    nn_dnnl_conv_backward(c, t.dy, t.x, scale, t.dw, t.w, t.dx, work);
+    nn_dnnl_conv_forward(c, t.x, t.w, t.y, add, 0, work);
+    nn_dnnl_conv_backward(c, t.dy, t.x, scale, t.dw, t.w, t.dx, 0, work);
     double ey = s_maxerr(t.y, t.ry, t.ny), ex = s_maxerr(t.dx, t.rdx, t.nx);
     double ew = s_maxerr(t.dw, t.rdw, t.nw);
     if (ey > TEST_TOL || ex > TEST_TOL || ew > TEST_TOL)

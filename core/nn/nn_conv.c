@@ -18,7 +18,8 @@
  * of a net) run its convolutions instead, with the same formulas: R-forward is two forward
  * convolutions, the R-backward input term two transposed ones, the weight R-gradient two filter
  * gradients. Other batch sizes, and every pass when EB_CONV_IM2COL is set in the environment at
- * setup, use im2col.
+ * setup, use im2col. oneDNN passes take the channel-blocked activations of nn_layer.h where the
+ * net lays them out so (only passes of max_batch samples: im2col always sees CNHW).
  */
 #include <math.h>
 #include <stdint.h>
@@ -313,9 +314,19 @@ static float *s_work(const struct nn_conv *c, const struct nn_ctx *ctx, int nb)
 
 /* ---- passes through oneDNN (n == dnnl_n) -------------------------------------------------- */
 
+/* The channel-blocked sides of this pass (enum nn_dnnl_blk), as the net laid out its nodes. */
+static unsigned s_blk(const struct nn_conv *c)
+{
+    return (c->base.in[0]->blk ? NN_DNNL_BLK_X : 0) | (c->base.out->blk ? NN_DNNL_BLK_Y : 0);
+}
+
+/* oneDNN runs passes of the batch its primitives were made for; the net lays out nodes
+ * channel-blocked only in those passes, so the im2col passes always see CNHW. */
 static int s_use_dnnl(const struct nn_conv *c, const struct nn_ctx *ctx)
 {
-    return c->dnnl && ctx->n == c->dnnl_n;
+    const int on = c->dnnl && ctx->n == c->dnnl_n;
+    NN_ASSERT(on || !s_blk(c));
+    return on;
 }
 
 static float *s_dnnl_work(const struct nn_conv *c, const struct nn_ctx *ctx)
@@ -328,18 +339,20 @@ static float *s_dnnl_work(const struct nn_conv *c, const struct nn_ctx *ctx)
 static void s_dnnl_forward(struct nn_conv *c, const struct nn_ctx *ctx)
 {
     struct nn_layer *l = &c->base;
-    nn_dnnl_conv_forward(c->dnnl, l->in[0]->y, l->w, l->out->y, 0, s_dnnl_work(c, ctx));
+    nn_dnnl_conv_forward(c->dnnl, l->in[0]->y, l->w, l->out->y, 0, s_blk(c), s_dnnl_work(c, ctx));
     if (c->has_bias)
         s_bias_add(l->out->y, l->w + (size_t)c->out_c * c->rows, c->out_c,
                    (size_t)ctx->n * c->oh * c->ow);
 }
 
 /* dW += scale * fgrad(dY, x);  db += scale * rowsum(dY);  dx += convT(W, dY). */
-static void s_dnnl_backward(struct nn_conv *c, const struct nn_ctx *ctx, int need_dx, int need_dw)
+static void s_dnnl_backward(struct nn_conv *c, const struct nn_ctx *ctx, int need_dx, int need_dw,
+                            int set)
 {
     struct nn_layer *l = &c->base;
+    const unsigned blk = s_blk(c) | (set ? NN_DNNL_SET_DX : 0);
     nn_dnnl_conv_backward(c->dnnl, l->out->dy, l->in[0]->y, ctx->grad_scale, need_dw ? l->g : NULL,
-                          l->w, need_dx ? l->in[0]->dy : NULL, s_dnnl_work(c, ctx));
+                          l->w, need_dx ? l->in[0]->dy : NULL, blk, s_dnnl_work(c, ctx));
     if (need_dw && c->has_bias)
         s_bias_grad(l->out->dy, c->out_c, (size_t)ctx->n * c->oh * c->ow, ctx->grad_scale,
                     l->g + (size_t)c->out_c * c->rows);
@@ -351,10 +364,11 @@ static void s_dnnl_rforward(struct nn_conv *c, const struct nn_ctx *ctx, int ra,
 {
     struct nn_layer *l = &c->base;
     float *work = s_dnnl_work(c, ctx);
+    const unsigned blk = s_blk(c);
     if (ra)
-        nn_dnnl_conv_forward(c->dnnl, l->in[0]->ry, l->w, l->out->ry, 0, work);
+        nn_dnnl_conv_forward(c->dnnl, l->in[0]->ry, l->w, l->out->ry, 0, blk, work);
     if (ib) {
-        nn_dnnl_conv_forward(c->dnnl, l->in[0]->y, l->v, l->out->ry, ra, work);
+        nn_dnnl_conv_forward(c->dnnl, l->in[0]->y, l->v, l->out->ry, ra, blk, work);
         if (c->has_bias)
             s_bias_add(l->out->ry, l->v + (size_t)c->out_c * c->rows, c->out_c,
                        (size_t)ctx->n * c->oh * c->ow);
@@ -364,17 +378,20 @@ static void s_dnnl_rforward(struct nn_conv *c, const struct nn_ctx *ctx, int ra,
 /* R{dx} += convT(W, R{dY}) + convT(V, dY);  R{dW} += fgrad(R{dY}, x) + fgrad(dY, Rx);
  * R{db} += rowsum(R{dY}). V and R{dW} only in the block; fgrad(dY, Rx) only when R-active. */
 static void s_dnnl_rbackward(struct nn_conv *c, const struct nn_ctx *ctx, int ra, int ib,
-                             int need_dx)
+                             int need_dx, int set)
 {
     struct nn_layer *l = &c->base;
     float *work = s_dnnl_work(c, ctx);
     const float *dy = l->out->dy, *rdy = l->out->rdy;
     float *rdx = need_dx ? l->in[0]->rdy : NULL;
+    const unsigned blk = s_blk(c);
     /* the terms of R{dY}: fgrad(R{dY}, x) and convT(W, R{dY}) */
-    nn_dnnl_conv_backward(c->dnnl, rdy, l->in[0]->y, 1.0f, ib ? l->hv : NULL, l->w, rdx, work);
+    nn_dnnl_conv_backward(c->dnnl, rdy, l->in[0]->y, 1.0f, ib ? l->hv : NULL, l->w, rdx,
+                          blk | (set ? NN_DNNL_SET_DX : 0), work);
     /* the terms of dY: fgrad(dY, Rx) and convT(V, dY) */
     if (ib && (ra || rdx))
-        nn_dnnl_conv_backward(c->dnnl, dy, l->in[0]->ry, 1.0f, ra ? l->hv : NULL, l->v, rdx, work);
+        nn_dnnl_conv_backward(c->dnnl, dy, l->in[0]->ry, 1.0f, ra ? l->hv : NULL, l->v, rdx, blk,
+                              work);
     if (ib && c->has_bias)
         s_bias_grad(rdy, c->out_c, (size_t)ctx->n * c->oh * c->ow, 1.0f,
                     l->hv + (size_t)c->out_c * c->rows);
@@ -433,10 +450,18 @@ static int s_setup(struct nn_layer *l, int max_batch)
         c->dnnl = nn_dnnl_conv_new(&ds);
         c->dnnl_n = max_batch;
     }
+    l->layout = 0;
+    l->dx_set = 1; /* oneDNN overwrites a fresh dx; im2col zeroes it first */
     if (c->dnnl) {
         size_t per = (nn_dnnl_conv_work_floats(c->dnnl) + max_batch - 1) / max_batch;
         if (per > l->work_per_sample)
             l->work_per_sample = per;
+        /* the bias loops (s_bias_add, s_bias_grad) read CNHW rows */
+        const unsigned blk = nn_dnnl_conv_blocked(c->dnnl);
+        if (blk & NN_DNNL_BLK_X)
+            l->layout |= NN_LAYOUT_IN_BLK;
+        if ((blk & NN_DNNL_BLK_Y) && !c->has_bias)
+            l->layout |= NN_LAYOUT_OUT_BLK;
     }
     return NN_OK;
 }
@@ -472,10 +497,13 @@ static void s_backward(struct nn_layer *l, const struct nn_ctx *ctx)
     const int need_dx = l->in[0]->need_dy, need_dw = ctx->param_grad;
     if (!need_dx && !need_dw)
         return;
+    const int set = need_dx && nn_node_first_dy(l->in[0]);
     if (s_use_dnnl(c, ctx)) {
-        s_dnnl_backward(c, ctx, need_dx, need_dw);
+        s_dnnl_backward(c, ctx, need_dx, need_dw, set);
         return;
     }
+    if (set)
+        memset(l->in[0]->dy, 0, sizeof(float) * (size_t)c->in_c * n * c->ih * c->iw);
     float *work = s_work(c, ctx, nbmax);
     const float *dy = l->out->dy;
     for (int i0 = 0; i0 < n; i0 += nbmax) {
@@ -540,10 +568,13 @@ static void s_rbackward(struct nn_layer *l, const struct nn_ctx *ctx)
     const int ra = l->in[0]->r_active, ib = l->in_block, need_dx = l->in[0]->need_dy;
     if (!ib && !need_dx)
         return;
+    const int set = need_dx && nn_node_first_rdy(l->in[0]);
     if (s_use_dnnl(c, ctx)) {
-        s_dnnl_rbackward(c, ctx, ra, ib, need_dx);
+        s_dnnl_rbackward(c, ctx, ra, ib, need_dx, set);
         return;
     }
+    if (set)
+        memset(l->in[0]->rdy, 0, sizeof(float) * (size_t)c->in_c * n * c->ih * c->iw);
     float *work = s_work(c, ctx, nbmax);
     const float *dy = l->out->dy, *rdy = l->out->rdy;
     for (int i0 = 0; i0 < n; i0 += nbmax) {

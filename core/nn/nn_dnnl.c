@@ -10,7 +10,9 @@
  *   W  blocked weights                        D  blocked dW, and dW in the caller's layout
  * all in the caller's scratch, which a net shares between its layers: a handle keeps no buffer of
  * its own (each call reorders the weights it reads, which change every step anyway). Where oneDNN
- * picks the caller's layout (a one-channel input is NCHW and CNHW at once), the reorder is skipped.
+ * picks the caller's layout (a one-channel input is NCHW and CNHW at once), the reorder is skipped,
+ * and activations the caller passes channel-blocked (nChw16c, where all three primitives chose it)
+ * are read and written in place.
  *
  * A stream per handle: layers of nets on different threads never share one. The engine is shared
  * (created once; oneDNN's CPU engine is thread-safe).
@@ -42,17 +44,23 @@ size_t nn_dnnl_conv_work_floats(const nn_dnnl_conv_t *self)
     return 0;
 }
 
-void nn_dnnl_conv_forward(nn_dnnl_conv_t *self, const float *x, const float *w, float *y, int add,
-                          float *work)
+unsigned nn_dnnl_conv_blocked(const nn_dnnl_conv_t *self)
 {
-    (void)self, (void)x, (void)w, (void)y, (void)add, (void)work;
+    (void)self;
+    return 0;
+}
+
+void nn_dnnl_conv_forward(nn_dnnl_conv_t *self, const float *x, const float *w, float *y, int add,
+                          unsigned blk, float *work)
+{
+    (void)self, (void)x, (void)w, (void)y, (void)add, (void)blk, (void)work;
     NN_ASSERT(!"nn_dnnl_conv_forward without oneDNN");
 }
 
 void nn_dnnl_conv_backward(nn_dnnl_conv_t *self, const float *dy, const float *x, float scale,
-                           float *dw, const float *w, float *dx, float *work)
+                           float *dw, const float *w, float *dx, unsigned blk, float *work)
 {
-    (void)self, (void)dy, (void)x, (void)scale, (void)dw, (void)w, (void)dx, (void)work;
+    (void)self, (void)dy, (void)x, (void)scale, (void)dw, (void)w, (void)dx, (void)blk, (void)work;
     NN_ASSERT(!"nn_dnnl_conv_backward without oneDNN");
 }
 
@@ -70,6 +78,7 @@ void nn_dnnl_conv_backward(nn_dnnl_conv_t *self, const float *dy, const float *x
     } while (0)
 
 #define NN_DNNL_ALIGN_FLOATS 16 /* scratch regions start on 64-byte boundaries */
+#define NN_DNNL_PAR_MIN 65536   /* elements below which an elementwise loop stays on one thread */
 
 /* A tensor as one primitive sees it: its layout and a memory object whose handle is set per call.
  */
@@ -96,13 +105,16 @@ struct nn_dnnl_conv {
     dnnl_stream_t stream;
     struct s_arg usrc, udst, uwts; /* the caller's layouts: CNHW input, CNHW output, OIHW */
     struct s_prim fwd, bwd_data, bwd_wts;
+    struct s_prim fwd_add; /* fwd with a sum post-op (dst += conv), or no primitive */
     struct s_reorder f_src, f_wts, f_dst;   /* caller -> fwd (src, wts); fwd dst -> caller */
     struct s_reorder d_dst, d_wts, d_src;   /* caller -> bwd data (dy, w); diff_src -> caller */
     struct s_reorder w_src, w_dst, w_dwts;  /* caller -> bwd weights (x, dy); diff_wts -> caller */
     size_t n_wts;                           /* weight floats (caller layout) */
     size_t a_floats, b_floats, s_floats;    /* scratch regions A, B, S (rounded up) */
     size_t w_floats, dw_floats, dwu_floats; /* W; D: blocked dW, then dW in the caller's layout */
-    int same_ddst; /* both backward primitives read dy in one layout: reorder it once */
+    int same_ddst;             /* both backward primitives read dy in one layout: reorder it once */
+    unsigned blocked;          /* enum nn_dnnl_blk: sides every primitive takes as nChw16c */
+    size_t x_floats, y_floats; /* floats of the input and the output activation */
 };
 
 static dnnl_engine_t s_engine;
@@ -144,6 +156,25 @@ static void s_cnhw(dnnl_memory_desc_t *md, int n, int c, int h, int w)
     dnnl_dims_t dims = {n, c, h, w};
     dnnl_dims_t strides = {(dnnl_dim_t)h * w, (dnnl_dim_t)n * h * w, w, 1};
     NN_DNNL_CHECK(dnnl_memory_desc_init_by_strides(md, 4, dims, dnnl_f32, strides));
+}
+
+/* oneDNN's channel-blocked nChw16c layout of n x c x h x w (the net's NN_BLK layout). */
+static void s_nchw16c(dnnl_memory_desc_t *md, int n, int c, int h, int w)
+{
+    dnnl_dims_t dims = {n, c, h, w};
+    NN_DNNL_CHECK(dnnl_memory_desc_init_by_tag(md, 4, dims, dnnl_f32, dnnl_nChw16c));
+}
+
+/* 1 when the three descriptors equal the channel-blocked layout of n x c x h x w. */
+static int s_all_blocked(const dnnl_memory_desc_t *a, const dnnl_memory_desc_t *b,
+                         const dnnl_memory_desc_t *c, int n, int ch, int h, int w)
+{
+    dnnl_memory_desc_t md;
+    if (ch % 16)
+        return 0;
+    s_nchw16c(&md, n, ch, h, w);
+    return dnnl_memory_desc_equal(a, &md) && dnnl_memory_desc_equal(b, &md) &&
+           dnnl_memory_desc_equal(c, &md);
 }
 
 static void s_any(dnnl_memory_desc_t *md, int a, int b, int c, int d)
@@ -216,8 +247,9 @@ static void s_prim_fini(struct s_prim *p)
 }
 
 /* Descriptors of the three convolutions with "any" layouts, then their primitive descriptors
- * (the backward ones hinted by the forward). Each pd has a user-managed scratchpad. */
-static int s_create_pds(const struct nn_dnnl_conv_shape *s, dnnl_primitive_desc_t pd[3])
+ * (the backward ones hinted by the forward), and pd[3], the forward adding into its destination
+ * (NULL when oneDNN has none). Each pd has a user-managed scratchpad. */
+static int s_create_pds(const struct nn_dnnl_conv_shape *s, dnnl_primitive_desc_t pd[4])
 {
     dnnl_memory_desc_t src, wts, dst;
     s_any(&src, s->n, s->in_c, s->ih, s->iw);
@@ -245,6 +277,14 @@ static int s_create_pds(const struct nn_dnnl_conv_shape *s, dnnl_primitive_desc_
                                                     &dst, strides, pad_l, pad_r) ||
         dnnl_primitive_desc_create(&pd[2], &wd, attr, s_engine, pd[0]))
         goto out;
+    /* the adding forward (R-forward's second term); optional */
+    dnnl_post_ops_t po = NULL;
+    if (dnnl_post_ops_create(&po) == dnnl_success) {
+        if (dnnl_post_ops_append_sum(po, 1.0f) || dnnl_primitive_attr_set_post_ops(attr, po) ||
+            dnnl_primitive_desc_create(&pd[3], &fd, attr, s_engine, NULL))
+            pd[3] = NULL;
+        dnnl_post_ops_destroy(po);
+    }
     rc = 0;
 out:
     dnnl_primitive_attr_destroy(attr);
@@ -254,7 +294,7 @@ out:
 /* Primitives, args and reorders of a handle whose pds exist; the sizes of the scratch regions and
  * the private weight buffers. */
 static int s_build(nn_dnnl_conv_t *c, const struct nn_dnnl_conv_shape *s,
-                   dnnl_primitive_desc_t pd[3])
+                   dnnl_primitive_desc_t pd[4])
 {
     static const dnnl_query_t q_fwd[3] = {dnnl_query_src_md, dnnl_query_weights_md,
                                           dnnl_query_dst_md};
@@ -287,10 +327,28 @@ static int s_build(nn_dnnl_conv_t *c, const struct nn_dnnl_conv_shape *s,
         s_reorder_init(&c->w_dwts, &c->bwd_wts.a[1].md, &c->uwts.md, 0))
         return -1;
     c->same_ddst = dnnl_memory_desc_equal(&c->bwd_data.a[2].md, &c->bwd_wts.a[2].md);
+    if (pd[3] && s_prim_init(&c->fwd_add, pd[3], q_fwd) == 0) {
+        /* used only where it reads and writes exactly what fwd does */
+        int same = 1;
+        for (int i = 0; i < 3; i++)
+            same &= dnnl_memory_desc_equal(&c->fwd_add.a[i].md, &c->fwd.a[i].md);
+        if (!same)
+            s_prim_fini(&c->fwd_add);
+    } else {
+        s_prim_fini(&c->fwd_add);
+    }
+    if (s_all_blocked(&c->fwd.a[0].md, &c->bwd_data.a[0].md, &c->bwd_wts.a[0].md, s->n, s->in_c,
+                      s->ih, s->iw))
+        c->blocked |= NN_DNNL_BLK_X;
+    if (s_all_blocked(&c->fwd.a[2].md, &c->bwd_data.a[2].md, &c->bwd_wts.a[2].md, s->n, s->out_c,
+                      s->oh, s->ow))
+        c->blocked |= NN_DNNL_BLK_Y;
+    c->x_floats = (size_t)s->n * s->in_c * s->ih * s->iw;
+    c->y_floats = (size_t)s->n * s->out_c * s->oh * s->ow;
     c->a_floats = s_floats(&c->fwd.a[0].md);
     c->b_floats = s_floats(&c->fwd.a[2].md);
-    const struct s_prim *ps[3] = {&c->fwd, &c->bwd_data, &c->bwd_wts};
-    for (int i = 0; i < 3; i++) {
+    const struct s_prim *ps[4] = {&c->fwd, &c->bwd_data, &c->bwd_wts, &c->fwd_add};
+    for (int i = 0; i < (c->fwd_add.p ? 4 : 3); i++) {
         size_t a = s_floats(&ps[i]->a[0].md), b = s_floats(&ps[i]->a[2].md);
         size_t sp = s_floats(&ps[i]->scratch.md);
         c->a_floats = a > c->a_floats ? a : c->a_floats;
@@ -314,7 +372,7 @@ nn_dnnl_conv_t *nn_dnnl_conv_new(const struct nn_dnnl_conv_shape *shape)
         return NULL;
     }
     nn_dnnl_conv_t *c = calloc(1, sizeof *c);
-    dnnl_primitive_desc_t pd[3] = {NULL, NULL, NULL};
+    dnnl_primitive_desc_t pd[4] = {NULL, NULL, NULL, NULL};
     if (!c)
         return NULL;
     if (dnnl_stream_create(&c->stream, s_engine, dnnl_stream_default_flags) ||
@@ -326,7 +384,7 @@ nn_dnnl_conv_t *nn_dnnl_conv_new(const struct nn_dnnl_conv_shape *shape)
                   shape->pad);
         nn_dnnl_conv_destroy(&c);
     }
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         dnnl_primitive_desc_destroy(pd[i]);
     return c;
 }
@@ -343,6 +401,7 @@ void nn_dnnl_conv_destroy(nn_dnnl_conv_t **self_p)
     s_prim_fini(&c->fwd);
     s_prim_fini(&c->bwd_data);
     s_prim_fini(&c->bwd_wts);
+    s_prim_fini(&c->fwd_add);
     s_arg_fini(&c->usrc);
     s_arg_fini(&c->udst);
     s_arg_fini(&c->uwts);
@@ -356,6 +415,11 @@ size_t nn_dnnl_conv_work_floats(const nn_dnnl_conv_t *self)
 {
     return self->a_floats + self->b_floats + self->s_floats + self->w_floats + self->dw_floats +
            self->dwu_floats;
+}
+
+unsigned nn_dnnl_conv_blocked(const nn_dnnl_conv_t *self)
+{
+    return self->blocked;
 }
 
 /* ---- execution ------------------------------------------------------------------------------ */
@@ -418,13 +482,32 @@ static void s_run(nn_dnnl_conv_t *c, struct s_prim *p, const int kinds[3], const
     NN_DNNL_CHECK(dnnl_primitive_execute(p->p, c->stream, 4, args));
 }
 
+/* dst[i] += src[i]: the adding "reorder" between two tensors of one (blocked) layout. */
+static void s_add(float *dst, const float *src, size_t n)
+{
+#pragma omp parallel for simd schedule(static) if (n >= NN_DNNL_PAR_MIN)
+    for (size_t i = 0; i < n; i++)
+        dst[i] += src[i];
+}
+
 void nn_dnnl_conv_forward(nn_dnnl_conv_t *c, const float *x, const float *w, float *y, int add,
-                          float *work)
+                          unsigned blk, float *work)
 {
     static const int kinds[3] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
+    NN_ASSERT((blk & c->blocked) == blk);
     const struct s_regions r = s_split(c, work);
-    const float *src = s_in(c, &c->f_src, &c->usrc, x, &c->fwd.a[0], r.a);
+    const float *src = blk & NN_DNNL_BLK_X ? x : s_in(c, &c->f_src, &c->usrc, x, &c->fwd.a[0], r.a);
     const float *wts = s_in(c, &c->f_wts, &c->uwts, w, &c->fwd.a[1], r.w);
+    if (blk & NN_DNNL_BLK_Y) {
+        if (add && c->fwd_add.p) {
+            s_run(c, &c->fwd_add, kinds, src, wts, y, r.s);
+            return;
+        }
+        s_run(c, &c->fwd, kinds, src, wts, add ? r.b : y, r.s);
+        if (add)
+            s_add(y, r.b, c->y_floats);
+        return;
+    }
     float *dst = c->f_dst.reo || add ? r.b : y;
     s_run(c, &c->fwd, kinds, src, wts, dst, r.s);
     if (dst != y)
@@ -432,15 +515,19 @@ void nn_dnnl_conv_forward(nn_dnnl_conv_t *c, const float *x, const float *w, flo
 }
 
 void nn_dnnl_conv_backward(nn_dnnl_conv_t *c, const float *dy, const float *x, float scale,
-                           float *dw, const float *w, float *dx, float *work)
+                           float *dw, const float *w, float *dx, unsigned blk, float *work)
 {
     static const int k_wts[3] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_DST};
     static const int k_dat[3] = {DNNL_ARG_DIFF_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_DST};
+    NN_ASSERT((blk & (NN_DNNL_BLK_X | NN_DNNL_BLK_Y) & ~c->blocked) == 0);
     const struct s_regions r = s_split(c, work);
-    const float *ddst = NULL; /* dy in the layout of the last primitive that read it */
+    /* dy in the layout of the last primitive that read it (as it is, when blocked) */
+    const float *ddst = blk & NN_DNNL_BLK_Y ? dy : NULL;
     if (dw) {
-        const float *src = s_in(c, &c->w_src, &c->usrc, x, &c->bwd_wts.a[0], r.a);
-        ddst = s_in(c, &c->w_dst, &c->udst, dy, &c->bwd_wts.a[2], r.b);
+        const float *src =
+            blk & NN_DNNL_BLK_X ? x : s_in(c, &c->w_src, &c->usrc, x, &c->bwd_wts.a[0], r.a);
+        if (!ddst)
+            ddst = s_in(c, &c->w_dst, &c->udst, dy, &c->bwd_wts.a[2], r.b);
         s_run(c, &c->bwd_wts, k_wts, src, r.dw, ddst, r.s);
         const float *g = r.dw;
         if (c->w_dwts.reo) {
@@ -455,8 +542,16 @@ void nn_dnnl_conv_backward(nn_dnnl_conv_t *c, const float *dy, const float *x, f
     if (!ddst || !c->same_ddst)
         ddst = s_in(c, &c->d_dst, &c->udst, dy, &c->bwd_data.a[2], r.b);
     const float *wts = s_in(c, &c->d_wts, &c->uwts, w, &c->bwd_data.a[1], r.w);
-    s_run(c, &c->bwd_data, k_dat, r.a, wts, ddst, r.s);
-    s_run_reorder(c, c->d_src.add, &c->bwd_data.a[0], r.a, &c->usrc, dx);
+    const int set = (blk & NN_DNNL_SET_DX) != 0;
+    /* straight into dx where it is overwritten in the primitive's own layout */
+    const int direct = set && (blk & NN_DNNL_BLK_X || !c->d_src.reo);
+    s_run(c, &c->bwd_data, k_dat, direct ? dx : r.a, wts, ddst, r.s);
+    if (direct)
+        return;
+    if (blk & NN_DNNL_BLK_X)
+        s_add(dx, r.a, c->x_floats);
+    else
+        s_run_reorder(c, set ? c->d_src.reo : c->d_src.add, &c->bwd_data.a[0], r.a, &c->usrc, dx);
 }
 
 #endif

@@ -13,6 +13,10 @@
  *   backward      dW +=     scale * sum over the batch of dY (*) x   (the filter gradient)
  *                 dx +=     convT(W, dY)                              (the transposed convolution)
  *
+ * The activations of a call may instead be in oneDNN's own channel-blocked layout (nChw16c, the
+ * net's NN_BLK layout, nn_layer.h) where the handle's primitives chose it: such operands are used
+ * as they are, with no reorder (`blk` arguments below).
+ *
  * Built without oneDNN (EB_DNNL off), nn_dnnl_conv_new returns NULL and callers keep their own
  * implementation; nothing else in the tree knows whether oneDNN is there.
  */
@@ -22,6 +26,14 @@
 #include <stddef.h>
 
 typedef struct nn_dnnl_conv nn_dnnl_conv_t;
+
+/* Which activations of a call are channel-blocked (nChw16c) rather than CNHW, and whether the
+ * backward overwrites dx. */
+enum nn_dnnl_blk {
+    NN_DNNL_BLK_X = 1 << 0,  /* the input side: x, dx */
+    NN_DNNL_BLK_Y = 1 << 1,  /* the output side: y, dy */
+    NN_DNNL_SET_DX = 1 << 2, /* backward: dx = convT(w, dy), overwriting instead of adding */
+};
 
 /* Shape of one convolution: n samples of in_c x ih x iw -> out_c x oh x ow, square kernel k,
  * stride and zero padding on both sides; oh, ow as the caller computed them (floor). */
@@ -43,16 +55,21 @@ void nn_dnnl_conv_destroy(nn_dnnl_conv_t **self_p);
  * oneDNN's scratchpad); the handle keeps no buffer of its own. */
 size_t nn_dnnl_conv_work_floats(const nn_dnnl_conv_t *self);
 
-/* y = conv(w, x) when add is 0, y += conv(w, x) when add is 1. x [in_c x n*ih*iw] and
- * y [out_c x n*oh*ow] CNHW; w (out_c, in_c, k, k). */
-void nn_dnnl_conv_forward(nn_dnnl_conv_t *self, const float *x, const float *w, float *y, int add,
-                          float *work);
+/* The enum nn_dnnl_blk sides whose channel-blocked layout every primitive of the handle reads and
+ * writes directly (0 when none, or without oneDNN). */
+unsigned nn_dnnl_conv_blocked(const nn_dnnl_conv_t *self);
 
-/* The backward pass of one output gradient dy (CNHW, output-shaped), which is reordered once for
- * both products: dw += scale * filter gradient of (x, dy) when dw is non-NULL (dw (out_c, in_c,
- * k, k), x CNHW input-shaped), then dx += convT(w, dy) when dx is non-NULL (dx CNHW input-shaped).
- */
+/* y = conv(w, x) when add is 0, y += conv(w, x) when add is 1. x [in_c x n*ih*iw] and
+ * y [out_c x n*oh*ow] CNHW, or channel-blocked as blk says (only sides nn_dnnl_conv_blocked
+ * allows); w (out_c, in_c, k, k). */
+void nn_dnnl_conv_forward(nn_dnnl_conv_t *self, const float *x, const float *w, float *y, int add,
+                          unsigned blk, float *work);
+
+/* The backward pass of one output gradient dy (output-shaped), which is reordered once for both
+ * products: dw += scale * filter gradient of (x, dy) when dw is non-NULL (dw (out_c, in_c, k, k),
+ * x input-shaped), then dx += convT(w, dy) when dx is non-NULL (dx input-shaped). Activations are
+ * CNHW or channel-blocked as blk says (x and dx on the input side, dy on the output side). */
 void nn_dnnl_conv_backward(nn_dnnl_conv_t *self, const float *dy, const float *x, float scale,
-                           float *dw, const float *w, float *dx, float *work);
+                           float *dw, const float *w, float *dx, unsigned blk, float *work);
 
 #endif

@@ -5,6 +5,7 @@
  *   forward    y[k*hw + s, i] = x[k, i, s]
  *   backward   dx[k, i, s] += dy[k*hw + s, i]
  *   rforward / rbackward: the same maps on R{x} and R{dy}.
+ * The input may be channel-blocked (nn_layer.h); the output is always feature-major.
  */
 #include "nn_layer.h"
 
@@ -22,7 +23,39 @@ static int s_setup(struct nn_layer *l, int max_batch)
         return NN_ERR_SHAPE;
     l->out->shape = (struct nn_shape){(int)nn_shape_numel(&l->in[0]->shape), 1, 1};
     l->n_decl = 0;
+    l->layout = NN_LAYOUT_IN_BLK;
+    l->dx_set = 1;
     return NN_OK;
+}
+
+/* s_to_features from a channel-blocked x: per (sample, block), hw runs of NN_BLK channels. */
+static void s_to_features_blk(const struct nn_layer *l, int n, const float *x, float *y)
+{
+    const int nb = l->in[0]->shape.c / NN_BLK, hw = l->in[0]->shape.h * l->in[0]->shape.w;
+#pragma omp parallel for if ((size_t)n * nb * hw * NN_BLK > NN_FLATTEN_OMP_MIN)
+    for (int cb = 0; cb < nb; cb++)
+        for (int i = 0; i < n; i++) {
+            const float *src = x + ((size_t)i * nb + cb) * hw * NN_BLK;
+            for (int s = 0; s < hw; s++)
+                for (int k = 0; k < NN_BLK; k++)
+                    y[((size_t)(cb * NN_BLK + k) * hw + s) * n + i] = src[s * NN_BLK + k];
+        }
+}
+
+/* s_from_features into a channel-blocked dx (overwriting when set). */
+static void s_from_features_blk(const struct nn_layer *l, int n, const float *dy, float *dx,
+                                int set)
+{
+    const int nb = l->in[0]->shape.c / NN_BLK, hw = l->in[0]->shape.h * l->in[0]->shape.w;
+#pragma omp parallel for if ((size_t)n * nb * hw * NN_BLK > NN_FLATTEN_OMP_MIN)
+    for (int cb = 0; cb < nb; cb++)
+        for (int i = 0; i < n; i++) {
+            float *dst = dx + ((size_t)i * nb + cb) * hw * NN_BLK;
+            for (int s = 0; s < hw; s++)
+                for (int k = 0; k < NN_BLK; k++)
+                    dst[s * NN_BLK + k] = (set ? 0.0f : dst[s * NN_BLK + k]) +
+                                          dy[((size_t)(cb * NN_BLK + k) * hw + s) * n + i];
+        }
 }
 
 /* y[(k*hw + s)*n + i] = x[(k*n + i)*hw + s], i.e. per channel the [n x hw] block transposed.
@@ -30,6 +63,10 @@ static int s_setup(struct nn_layer *l, int max_batch)
  * (a plain row-by-row transpose of a 128 x 784 block misses on nearly every write). */
 static void s_to_features(const struct nn_layer *l, int n, const float *x, float *y)
 {
+    if (l->in[0]->blk) {
+        s_to_features_blk(l, n, x, y);
+        return;
+    }
     int c = l->in[0]->shape.c;
     int hw = l->in[0]->shape.h * l->in[0]->shape.w;
     int s_tiles = (hw + NN_FLATTEN_TILE - 1) / NN_FLATTEN_TILE;
@@ -49,9 +86,14 @@ static void s_to_features(const struct nn_layer *l, int n, const float *x, float
         }
 }
 
-/* dx[(k*n + i)*hw + s] += dy[(k*hw + s)*n + i]; tiled as s_to_features. */
-static void s_from_features(const struct nn_layer *l, int n, const float *dy, float *dx)
+/* dx[(k*n + i)*hw + s] += dy[(k*hw + s)*n + i] (= when set: dx held nothing yet); tiled as
+ * s_to_features. */
+static void s_from_features(const struct nn_layer *l, int n, const float *dy, float *dx, int set)
 {
+    if (l->in[0]->blk) {
+        s_from_features_blk(l, n, dy, dx, set);
+        return;
+    }
     int c = l->in[0]->shape.c;
     int hw = l->in[0]->shape.h * l->in[0]->shape.w;
     int i_tiles = (n + NN_FLATTEN_TILE - 1) / NN_FLATTEN_TILE;
@@ -65,7 +107,8 @@ static void s_from_features(const struct nn_layer *l, int n, const float *dy, fl
                 int s1 = s0 + NN_FLATTEN_TILE < hw ? s0 + NN_FLATTEN_TILE : hw;
                 for (int i = i0; i < i1; i++)
                     for (int s = s0; s < s1; s++)
-                        dst[(size_t)i * hw + s] += src[(size_t)s * n + i];
+                        dst[(size_t)i * hw + s] =
+                            (set ? 0.0f : dst[(size_t)i * hw + s]) + src[(size_t)s * n + i];
             }
         }
 }
@@ -78,7 +121,7 @@ static void s_forward(struct nn_layer *l, const struct nn_ctx *ctx)
 static void s_backward(struct nn_layer *l, const struct nn_ctx *ctx)
 {
     if (l->in[0]->need_dy)
-        s_from_features(l, ctx->n, l->out->dy, l->in[0]->dy);
+        s_from_features(l, ctx->n, l->out->dy, l->in[0]->dy, nn_node_first_dy(l->in[0]));
 }
 
 static void s_rforward(struct nn_layer *l, const struct nn_ctx *ctx)
@@ -89,7 +132,7 @@ static void s_rforward(struct nn_layer *l, const struct nn_ctx *ctx)
 static void s_rbackward(struct nn_layer *l, const struct nn_ctx *ctx)
 {
     if (l->in[0]->need_dy)
-        s_from_features(l, ctx->n, l->out->rdy, l->in[0]->rdy);
+        s_from_features(l, ctx->n, l->out->rdy, l->in[0]->rdy, nn_node_first_rdy(l->in[0]));
 }
 
 static double s_flops(const struct nn_layer *l)

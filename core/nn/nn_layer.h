@@ -17,7 +17,19 @@
  *             ctx->grad_scale) into l->g when ctx->param_grad.
  *   rbackward reads out->dy, out->rdy (and the forward/R-forward state); ADDS R{dL/dx} into
  *             in[i]->rdy when in[i]->need_dy, and R{dL/dw} into l->hv when l->in_block.
- * The net zeroes every dy/rdy before a backward pass. Activations are CNHW (see nn_base.h).
+ * Before a backward pass the net zeroes every dy/rdy it needs, except where all the node's
+ * consumers set l->dx_set: those overwrite instead of adding when they are the first writer of
+ * the pass (nn_node_first_dy, nn_node_first_rdy), which saves the zeroing and a read. Activations
+ * are CNHW (see nn_base.h), or channel-blocked where the net allows it (below).
+ *
+ * Channel-blocked layout (NN_BLK = 16; oneDNN's nChw16c): element (sample i, channel c, s = y*w+x)
+ * of an activation with C channels (C a multiple of NN_BLK) and hw = h*w sits at
+ *   ((i * C/NN_BLK + c/NN_BLK) * hw + s) * NN_BLK + c % NN_BLK.
+ * oneDNN's convolutions read and write it without reordering. A layer states in setup which
+ * layouts it takes (l->layout); the net marks at build the nodes whose producer and consumers all
+ * take the blocked one (nn_node.blk_ok) and uses it in passes of max_batch samples on the CPU
+ * (nn_node.blk); every companion of a node (y, dy, ry, rdy) has the node's layout. Other passes,
+ * the input and the logits are CNHW.
  */
 #ifndef NN_LAYER_H
 #define NN_LAYER_H
@@ -29,6 +41,21 @@
 #define NN_NAME_MAX 64 /* longest layer or tensor name, with the terminator */
 #define NN_LAYER_MAX_IN 2
 #define NN_LAYER_MAX_TENSORS 4
+#define NN_BLK 16 /* channels per block of the channel-blocked layout */
+
+/* Whether a layer may write its output into the buffers of its first input (nn_net_layout.c). */
+enum nn_in_place {
+    NN_IN_PLACE_NO = 0,   /* never */
+    NN_IN_PLACE_YES = 1,  /* elementwise in in[0] (add) */
+    NN_IN_PLACE_RELU = 2, /* a ReLU: also one that a BatchNorm before it may apply */
+};
+
+/* Layouts a layer takes (struct nn_layer.layout); 0: CNHW only. */
+enum nn_layout_flags {
+    NN_LAYOUT_IN_BLK = 1 << 0,  /* reads channel-blocked inputs */
+    NN_LAYOUT_OUT_BLK = 1 << 1, /* writes a channel-blocked output */
+    NN_LAYOUT_SAME = 1 << 2,    /* its inputs and output share one layout (elementwise, BN) */
+};
 
 /* Per-sample shape of an activation; the batch dimension is the pass's n. */
 struct nn_shape {
@@ -46,6 +73,14 @@ struct nn_node {
     float *rdy;            /* R{dL/dy} (backward R-pass) */
     int r_active;          /* R{y} is non-zero in the current HVP (set by the net) */
     int need_dy;           /* some layer needs dL/dy of this node in the current pass */
+    int blk_ok;            /* producer and consumers all take the channel-blocked layout */
+    int blk;               /* the current pass has it channel-blocked (set by the net) */
+    int set_ok;            /* it has consumers and all of them set l->dx_set (fixed at build) */
+    int share;             /* index of the node whose buffers it uses (in-place ReLU); -1: own */
+    int relu;              /* a ReLU consumes it in place and its producer applies it when the
+                            * node is blocked (the ReLU then does nothing; nn_net_layout.c) */
+    int dy_fresh;          /* dy holds nothing yet in this backward pass: overwrite it */
+    int rdy_fresh;         /* rdy holds nothing yet in this R-backward pass: overwrite it */
 };
 
 /* Context of one pass, shared by all layers. */
@@ -116,6 +151,11 @@ struct nn_layer {
     struct nn_tensor_decl decl[NN_LAYER_MAX_TENSORS]; /* tensors declared by setup */
     int n_decl;                                       /* number of declared tensors */
     size_t work_per_sample; /* scratch floats per sample needed by any pass */
+    unsigned layout;        /* enum nn_layout_flags the layer takes (set by setup; 0: CNHW) */
+    int dx_set;             /* backward and R-backward overwrite a fresh input gradient (above) */
+    int in_place;           /* enum nn_in_place: may run with its output in in[0]'s buffers */
+    int reads_out;  /* a pass reads its own output's y (ReLU's mask): no in place after it */
+    int fuses_relu; /* applies a following in-place ReLU on blocked nodes (BatchNorm) */
     /* Views bound by the net after setup. Parameters of a layer are contiguous, in decl order. */
     float *w;                           /* parameters */
     float *g;                           /* gradient of the parameters */
@@ -149,6 +189,23 @@ struct nn_layer *nn_avgpool_new(int oh, int ow);
 struct nn_layer *nn_dropout_new(const char *name, float p);
 struct nn_layer *nn_add_new(void);     /* two inputs of equal shape */
 struct nn_layer *nn_flatten_new(void); /* c x h x w -> (c*h*w) x 1 x 1, PyTorch flatten order */
+
+/* For a layer about to write the gradient of its input x: 1 when it must overwrite dy (the first
+ * writer of the pass; the buffer holds garbage), 0 when it adds. Call once per pass and input. */
+static inline int nn_node_first_dy(struct nn_node *x)
+{
+    const int first = x->dy_fresh;
+    x->dy_fresh = 0;
+    return first;
+}
+
+/* The same for rdy in an R-backward pass. */
+static inline int nn_node_first_rdy(struct nn_node *x)
+{
+    const int first = x->rdy_fresh;
+    x->rdy_fresh = 0;
+    return first;
+}
 
 /* Numbers of elements of a per-sample shape. */
 static inline size_t nn_shape_numel(const struct nn_shape *s)

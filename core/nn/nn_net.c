@@ -265,9 +265,8 @@ int nn_net_build(nn_net_t *net)
         return net->error = rc;
 
     size_t mb = (size_t)net->max_batch;
-    size_t act = 0, work = 0;
-    for (int i = 0; i < net->n_nodes; i++)
-        act += 2 * mb * nn_shape_numel(&net->nodes[i]->shape);
+    nn_net_layout_plan(net);
+    size_t act = nn_net_node_floats(net), work = 0;
     for (int i = 0; i < net->n_layers; i++)
         if (net->layers[i]->work_per_sample * mb > work)
             work = net->layers[i]->work_per_sample * mb;
@@ -284,13 +283,7 @@ int nn_net_build(nn_net_t *net)
         return net->error = NN_ERR_NOMEM;
     }
     net->work_floats = work;
-    float *p = net->act;
-    for (int i = 0; i < net->n_nodes; i++) {
-        size_t len = mb * nn_shape_numel(&net->nodes[i]->shape);
-        net->nodes[i]->y = p;
-        net->nodes[i]->dy = p + len;
-        p += 2 * len;
-    }
+    nn_net_bind_nodes(net, net->act, 0);
     size_t p_off = 0, b_off = 0;
     for (int i = 0; i < net->n_layers; i++) {
         struct nn_layer *l = net->layers[i];
@@ -316,21 +309,13 @@ static int s_reserve_r(nn_net_t *net)
 {
     if (net->ract)
         return NN_OK;
-    size_t mb = (size_t)net->max_batch, total = 0;
-    for (int i = 0; i < net->n_nodes; i++)
-        total += 2 * mb * nn_shape_numel(&net->nodes[i]->shape);
+    size_t total = nn_net_node_floats(net);
     net->ract = net->be->alloc(total * sizeof(float));
     if (!net->ract) {
         nn_report(3, "nn_net_hvp: out of memory reserving %zu R-pass floats", total);
         return NN_ERR_NOMEM;
     }
-    float *p = net->ract;
-    for (int i = 0; i < net->n_nodes; i++) {
-        size_t len = mb * nn_shape_numel(&net->nodes[i]->shape);
-        net->nodes[i]->ry = p;
-        net->nodes[i]->rdy = p + len;
-        p += 2 * len;
-    }
+    nn_net_bind_nodes(net, net->ract, 1);
     return NN_OK;
 }
 
@@ -521,6 +506,7 @@ static struct nn_ctx s_ctx(nn_net_t *net, int n, enum nn_bn_mode bn, int advance
                          .seed = net->seed};
     if (ctx.dropout && advance && !net->seed_fixed)
         net->seed++;
+    nn_net_layout_pass(net, n);
     return ctx;
 }
 
@@ -580,7 +566,7 @@ static void s_forward(nn_net_t *net, const struct nn_ctx *ctx, int rfrom)
     }
 }
 
-/* Mark which nodes need dL/dy and zero their dy (and rdy when `r`); the logits' are written by
+/* Mark which nodes need dL/dy and clear their dy (and rdy when `r`); the logits' are written by
  * the loss. A node needs its gradient when the layer that produced it runs a backward pass that
  * matters: the layer is at or after layer `from` and has parameters that need a gradient
  * (param_grad; in an HVP, those of the block) or an input that needs one. The input node needs
@@ -597,16 +583,7 @@ static void s_prepare_backward(nn_net_t *net, int n, int from, int input_grad, i
             need |= l->in[j]->need_dy;
         l->out->need_dy = need;
     }
-    int last = net->n_nodes - 1;
-    for (int i = 0; i < net->n_nodes; i++) {
-        struct nn_node *node = net->nodes[i];
-        if (!node->need_dy || i == last)
-            continue;
-        size_t len = (size_t)n * nn_shape_numel(&node->shape);
-        net->be->zero(node->dy, len);
-        if (r)
-            net->be->zero(node->rdy, len);
-    }
+    nn_net_clear_grads(net, n, 1, r);
 }
 
 /* The R-forward pass alone from layer rfrom on, on the activations the last forward left. */
@@ -619,16 +596,6 @@ static void s_rforward_only(nn_net_t *net, const struct nn_ctx *ctx, int rfrom)
         if (i < rfrom)
             continue;
         s_rforward_layer(net, l, ctx);
-    }
-}
-
-/* Zero rdy of the nodes whose gradient the last s_prepare_backward asked for (not the logits'). */
-static void s_zero_rdy(nn_net_t *net, int n)
-{
-    for (int i = 0; i < net->n_nodes - 1; i++) {
-        struct nn_node *node = net->nodes[i];
-        if (node->need_dy)
-            net->be->zero(node->rdy, (size_t)n * nn_shape_numel(&node->shape));
     }
 }
 
@@ -744,7 +711,7 @@ float nn_net_hvp(nn_net_t *net, const float *x, const int32_t *labels, int n, en
         /* the activations, the loss's probabilities and the gradients are the last call's */
         s_rforward_only(net, &ctx, start);
         loss = hc->loss;
-        s_zero_rdy(net, n);
+        nn_net_clear_grads(net, n, 0, 1);
     } else {
         net->be->load_input(net->nodes[0]->y, x, n, net->in_c, (size_t)net->in_h * net->in_w);
         s_forward(net, &ctx, start);

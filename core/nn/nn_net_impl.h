@@ -67,6 +67,25 @@ void nn_net_dev_layer_release(struct nn_layer *l);
 /* nn_net_init on a device net: initialise the host mirrors, then upload (nn_net_dev.c). */
 void nn_net_dev_init(nn_net_t *net, uint64_t seed);
 
+/* At build, before the activations are allocated (nn_net_layout.c): marks the nodes that may be
+ * channel-blocked (nn_node.blk_ok), the ReLUs that run in place (their output shares its input's
+ * buffers, nn_node.share) and the BatchNorms that apply them (nn_node.relu). */
+void nn_net_layout_plan(nn_net_t *net);
+
+/* Floats of y and dy (or ry and rdy) of every node for max_batch samples, shared buffers once. */
+size_t nn_net_node_floats(const nn_net_t *net);
+
+/* Points y and dy (r = 0) or ry and rdy (r = 1) of every node into base (nn_net_node_floats). */
+void nn_net_bind_nodes(nn_net_t *net, float *base, int r);
+
+/* Sets each node's layout (nn_node.blk) for a pass of n samples. */
+void nn_net_layout_pass(nn_net_t *net, int n);
+
+/* Before a backward pass: for every node but the logits that needs its gradient, dy (when dy)
+ * and rdy (when rdy) of n samples are zeroed, or marked fresh where all consumers overwrite a
+ * fresh gradient (nn_layer.h; CPU only) (nn_net_layout.c). */
+void nn_net_clear_grads(nn_net_t *net, int n, int dy, int rdy);
+
 /* Free the device copies of a device net (nn_net_dev.c); the host mirrors stay. */
 void nn_net_dev_free(nn_net_t *net);
 

@@ -84,6 +84,8 @@ void nn_net_dev_free(nn_net_t *net)
 }
 
 /* Point every node and layer view at the net's current vectors. */
+static void s_bind_params(nn_net_t *net);
+
 static void s_bind(nn_net_t *net)
 {
     size_t mb = (size_t)net->max_batch;
@@ -95,6 +97,25 @@ static void s_bind(nn_net_t *net)
         net->nodes[i]->ry = net->nodes[i]->rdy = NULL;
         p += 2 * len;
     }
+    s_bind_params(net);
+}
+
+/* Back on the CPU after a failed move: the host buffers as nn_net_build laid them out (nodes
+ * that share buffers share them again) and the R-companions where they were. */
+static void s_bind_cpu(nn_net_t *net)
+{
+    nn_net_bind_nodes(net, net->act, 0);
+    if (net->ract)
+        nn_net_bind_nodes(net, net->ract, 1);
+    else
+        for (int i = 0; i < net->n_nodes; i++)
+            net->nodes[i]->ry = net->nodes[i]->rdy = NULL;
+    s_bind_params(net);
+}
+
+/* Every layer's views of the parameter, gradient and buffer vectors. */
+static void s_bind_params(nn_net_t *net)
+{
     size_t p_off = 0, b_off = 0;
     for (int i = 0; i < net->n_layers; i++) {
         struct nn_layer *l = net->layers[i];
@@ -199,7 +220,7 @@ int nn_net_to_backend(nn_net_t *net, const char *device, const char *label)
         net->ract = host_ract;
         net->work = host_work;
         net->probs = host_probs;
-        s_bind(net);
+        s_bind_cpu(net);
         nn_report(3, "nn_net_to_backend: %s: could not reserve device memory", label);
         return rc;
     }

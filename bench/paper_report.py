@@ -34,9 +34,10 @@ import sys
 import tempfile
 
 METHODS = ["bl", "fb", "gg", "abs", "absa"]
-VARIANTS = ["bntrain"]  # run-name suffixes of ABS/ABSA variants (e.g. abs-2048-bntrain)
+RUN_VARIANTS = ["bntrain"]  # run-name suffixes of ABS/ABSA variants (e.g. abs-2048-bntrain)
 ORDER = ["bl-128"] + ["%s-%d%s" % (m, b, v) for b in (2048, 8192) for m in METHODS
-                      for v in [""] + (["-" + x for x in VARIANTS] if m in ("abs", "absa") else [])]
+                      for v in [""] + (["-" + x for x in RUN_VARIANTS] if m in ("abs", "absa")
+                                       else [])]
 
 
 def markers(key):
@@ -158,7 +159,7 @@ def claims(rows):
             lines.append("- B_max %d, GG keeps accuracy (within 0.5%%): %s (%+.2f%%, %d updates)." % (
                 b, "yes" if d["gg"] >= -0.5 else "no", d["gg"], r["gg"]["updates"]))
         for m in ("abs", "absa") + tuple("%s-%s" % (a, v) for a in ("abs", "absa")
-                                          for v in VARIANTS):
+                                          for v in RUN_VARIANTS):
             key = "%s-%d" % (m.split("-")[0], b) + (m[m.index("-"):] if "-" in m else "")
             if key not in by:
                 continue

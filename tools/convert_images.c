@@ -310,8 +310,8 @@ static int s_layout_tiny(const char *root, const char *split, struct s_items *it
 
 /* ---- storing ------------------------------------------------------------------------------ */
 
-#define S_VERIFY_MAX_PIXELS (1ull << 30) /* --verify refuses larger JPEGs rather than decode them  \
-                                          */
+/* --verify refuses larger JPEGs rather than decode them */
+#define S_VERIFY_MAX_PIXELS (1ull << 30)
 
 /* Working memory of the store loop. */
 struct s_work {

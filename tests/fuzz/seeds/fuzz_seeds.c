@@ -4,13 +4,15 @@
  *   wire         one encoded message of every type, payload frames sealed (CRC32 or Fletcher64)
  *   status       a coordinator's STATUS reply (workers, shards, decisions)
  *   safetensors  small files from rt_st_write (F32 and I32 tensors, a scalar, metadata)
- *   datum        raw, float and JPEG-encoded Datum records (rt_datum_pack, rt_jpeg_encode)
+ *   datum        raw, float and JPEG-encoded Datum records (rt_datum_pack, rt_jpeg_encode;
+ *                a progressive and a CMYK JPEG through TurboJPEG)
  *   config       YAML texts in the styles rt_config reads (nested, flow, dotted, lists, nulls)
  *   ckpt         a coordinator's checkpoint (coord.json, schedule.bin) and its manifest
  * Multi-frame inputs use fuzz_util.h's layout. Usage: eb_fuzz_seeds CORPUS_DIR
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <turbojpeg.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -236,6 +238,35 @@ static void s_datum(void)
         s_datum_write(&enc, c == 1 ? "seed-jpeg-grey" : "seed-jpeg-rgb");
     }
     rt_jpeg_destroy(&j);
+    /* a progressive JPEG and a CMYK (YCCK) one: the decoder's other paths */
+    static uint8_t cmyk[S_SIDE * S_SIDE * 4];
+    for (size_t i = 0; i < sizeof cmyk; i++)
+        cmyk[i] = (uint8_t)(i * 7 + i / 5);
+    const struct {
+        const uint8_t *px;
+        int pf, sub, flags;
+        const char *name;
+    } kinds[] = {{px, TJPF_RGB, TJSAMP_420, TJFLAG_PROGRESSIVE, "seed-jpeg-progressive"},
+                 {cmyk, TJPF_CMYK, TJSAMP_444, 0, "seed-jpeg-cmyk"}};
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        tjhandle enc = tjInitCompress(); /* one per image: TurboJPEG 2.1 keeps a progressive
+                                            scan script for the next call */
+        unsigned char *buf = NULL;
+        unsigned long len = 0;
+        s_check(!enc || tjCompress2(enc, kinds[k].px, S_SIDE, 0, S_SIDE, kinds[k].pf, &buf, &len,
+                                    kinds[k].sub, RT_JPEG_QUALITY, kinds[k].flags),
+                "tjCompress2");
+        struct rt_datum e = {.kind = RT_DATUM_ENCODED,
+                             .label = 4,
+                             .channels = 3,
+                             .height = S_SIDE,
+                             .width = S_SIDE,
+                             .data = buf,
+                             .data_len = len};
+        s_datum_write(&e, kinds[k].name);
+        tjFree(buf);
+        tjDestroy(enc);
+    }
 }
 
 /* YAML in the styles a config file uses. */

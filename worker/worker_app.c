@@ -398,6 +398,25 @@ static void s_eval_submit(struct worker_app_eval *ev, const struct worker_app_ep
     pthread_mutex_unlock(&ev->mu);
 }
 
+/* The event of epoch *ep, whose final weights are params and buffers: its evaluation handed to
+ * the evaluation thread when due (which writes the event), else the event written now, after the
+ * evaluation in flight (events stay in epoch order). */
+static void s_epoch_emit(struct worker_app *n, const struct worker_app_epoch *ep,
+                         const float *params, const float *buffers)
+{
+    struct worker_app_eval *ev = n->ev;
+    if (ev && ep->evaluate) {
+        s_eval_submit(ev, ep, params, buffers);
+    } else if (ev) {
+        s_eval_wait(ev);
+        pthread_mutex_lock(&ev->mu);
+        s_epoch_write(n, ep, NAN, NAN, 0);
+        pthread_mutex_unlock(&ev->mu);
+    } else {
+        s_epoch_write(n, ep, NAN, NAN, 0);
+    }
+}
+
 /* The lead at the end of epoch n->epoch, with its final weights: hand the evaluation (when due)
  * and the event to the evaluation thread, or write the event now. Another worker keeps the
  * summary in case the lead dies before writing it (s_lead_begin). Resets the epoch's counters. */
@@ -428,19 +447,9 @@ static void s_epoch_end(struct worker_app *n, const float *params, const float *
     }
     RT_INFO("train", "epoch %lld done: loss %.4f, train accuracy %.4f, %.0f images/s",
             (long long)ep.epoch, ep.loss, ep.train_accuracy, secs > 0 ? ep.images_per_s : 0.0);
-    struct worker_app_eval *ev = n->ev;
-    if (ev && ep.evaluate) {
-        s_eval_submit(ev, &ep, params, buffers);
-        if (final)
-            s_eval_wait(ev);
-    } else if (ev) {
-        s_eval_wait(ev); /* events stay in epoch order */
-        pthread_mutex_lock(&ev->mu);
-        s_epoch_write(n, &ep, NAN, NAN, 0);
-        pthread_mutex_unlock(&ev->mu);
-    } else {
-        s_epoch_write(n, &ep, NAN, NAN, 0);
-    }
+    s_epoch_emit(n, &ep, params, buffers);
+    if (final && n->ev)
+        s_eval_wait(n->ev);
 }
 
 /* 1 when metrics.jsonl holds the "epoch" event of `epoch`: after its last "resume" event only
@@ -545,16 +554,7 @@ static void s_recover_epoch(struct worker_app *n, const struct worker_step *st, 
         .evaluate = o->train.eval_every > 0 && (e + 1) % o->train.eval_every == 0,
         .recovered = 1,
     };
-    if (n->ev && ep.evaluate) {
-        s_eval_submit(n->ev, &ep, params, buffers);
-    } else if (n->ev) {
-        s_eval_wait(n->ev); /* events stay in epoch order */
-        pthread_mutex_lock(&n->ev->mu);
-        s_epoch_write(n, &ep, NAN, NAN, 0);
-        pthread_mutex_unlock(&n->ev->mu);
-    } else {
-        s_epoch_write(n, &ep, NAN, NAN, 0);
-    }
+    s_epoch_emit(n, &ep, params, buffers);
 }
 
 static void s_nn_lead(void *user, int is_lead)

@@ -18,23 +18,6 @@
 #define CLASSES 4
 #define DIRS 3
 
-static float s_uniform(unsigned *s)
-{
-    *s = *s * 1664525u + 1013904223u;
-    return (float)((*s >> 8) & 0xffffff) / 16777216.0f * 2.0f - 1.0f;
-}
-
-/* max |a - b| / max |b| */
-static double s_rel(const float *a, const float *b, size_t n)
-{
-    double d = 0, m = 0;
-    for (size_t i = 0; i < n; i++) {
-        d = fmax(d, fabs((double)a[i] - b[i]));
-        m = fmax(m, fabs((double)b[i]));
-    }
-    return m > 0 ? d / m : d;
-}
-
 static void s_check(const char *model, int c, int h, int w, enum nn_bn_mode bn, int block)
 {
     nn_net_t *net = nn_zoo_new(model, c, h, w, CLASSES, N, NULL);
@@ -47,11 +30,11 @@ static void s_check(const char *model, int c, int h, int w, enum nn_bn_mode bn, 
     assert_true(x && v && ref && hv);
     unsigned seed = 7;
     for (size_t i = 0; i < N * sample; i++)
-        x[i] = s_uniform(&seed);
+        x[i] = eb_test_uniform(&seed);
     for (int i = 0; i < N; i++)
         y[i] = i % CLASSES;
     for (size_t i = 0; i < DIRS * np; i++)
-        v[i] = s_uniform(&seed);
+        v[i] = eb_test_uniform(&seed);
     /* from scratch */
     float loss0 = 0;
     struct nn_net_stats before, after;
@@ -68,7 +51,7 @@ static void s_check(const char *model, int c, int h, int w, enum nn_bn_mode bn, 
     for (int d = 0; d < DIRS; d++) {
         float loss = nn_net_hvp(net, x, y, N, bn, block, v + (size_t)d * np, hv);
         assert_true(loss == loss0);
-        double r = s_rel(hv, ref + (size_t)d * np, np);
+        double r = eb_test_rel_max(hv, ref + (size_t)d * np, np);
         if (!(r <= 1e-6))
             fail_msg("%s bn %d block %d direction %d: reuse differs by %.3g", model, (int)bn, block,
                      d, r);
@@ -84,7 +67,7 @@ static void s_check(const char *model, int c, int h, int w, enum nn_bn_mode bn, 
     nn_net_hvp(net, x, y, N, bn, block, v, hv);
     nn_net_stats(net, &after);
     assert_true(after.forward > before.forward);
-    assert_true(s_rel(hv, ref, np) <= 1e-6);
+    assert_true(eb_test_rel_max(hv, ref, np) <= 1e-6);
     nn_net_hvp_reuse(net, 0);
     free(x);
     free(v);

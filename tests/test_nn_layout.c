@@ -26,26 +26,9 @@
  * below what a wrong index or a lost term gives (O(1)). */
 #define TEST_TOL 1e-4
 
-static float s_uniform(unsigned *s)
-{
-    *s = *s * 1664525u + 1013904223u;
-    return (float)((*s >> 8) & 0xffffff) / 16777216.0f * 2.0f - 1.0f;
-}
-
-/* max |a - b| / max |b| */
-static double s_rel(const float *a, const float *b, size_t n)
-{
-    double d = 0, m = 0;
-    for (size_t i = 0; i < n; i++) {
-        d = fmax(d, fabs((double)a[i] - b[i]));
-        m = fmax(m, fabs((double)b[i]));
-    }
-    return m > 0 ? d / m : d;
-}
-
 static void s_near(const char *what, const char *model, const float *a, const float *b, size_t n)
 {
-    double r = s_rel(a, b, n);
+    double r = eb_test_rel_max(a, b, n);
     if (!(r <= TEST_TOL))
         fail_msg("%s %s: blocked and CNHW differ by %.3g", model, what, r);
 }
@@ -100,7 +83,7 @@ static void s_hvp(const char *model, nn_net_t *net[2], const float *x, const int
     assert_true(v && hv[0] && hv[1]);
     unsigned seed = 11 + (unsigned)block;
     for (size_t i = 0; i < 2 * np; i++)
-        v[i] = s_uniform(&seed);
+        v[i] = eb_test_uniform(&seed);
     for (int reuse = 0; reuse < 2; reuse++)
         for (int d = 0; d < 2; d++) {
             for (int k = 0; k < 2; k++) {
@@ -140,7 +123,7 @@ static void s_check(const char *model, int c, int h, int w)
     assert_non_null(x);
     unsigned seed = 3;
     for (size_t i = 0; i < N * sample; i++)
-        x[i] = s_uniform(&seed);
+        x[i] = eb_test_uniform(&seed);
     for (int i = 0; i < N; i++)
         y[i] = i % CLASSES;
     s_train(model, net, x, y, N, sample);

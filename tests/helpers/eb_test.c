@@ -185,3 +185,19 @@ unsigned char *eb_test_read(const char *path, long *len)
         *len = n;
     return buf;
 }
+
+double eb_test_rel_max(const float *a, const float *b, size_t n)
+{
+    double d = 0, m = 0;
+    for (size_t i = 0; i < n; i++) {
+        d = fmax(d, fabs((double)a[i] - b[i]));
+        m = fmax(m, fabs((double)b[i]));
+    }
+    return m > 0 ? d / m : d;
+}
+
+float eb_test_uniform(unsigned *s)
+{
+    *s = *s * 1664525u + 1013904223u;
+    return (float)((*s >> 8) & 0xffffff) / 16777216.0f * 2.0f - 1.0f;
+}

@@ -61,4 +61,10 @@ unsigned char *eb_test_read(const char *path, long *len);
 /* Relative difference |a-b| / max(|a|, |b|, floor). */
 double eb_test_reldiff(double a, double b, double floor);
 
+/* max |a - b| / max |b| over n values (max |a - b| when b is all zero). */
+double eb_test_rel_max(const float *a, const float *b, size_t n);
+
+/* Uniform in [-1, 1) from the linear congruential state *s (tests' reproducible data). */
+float eb_test_uniform(unsigned *s);
+
 #endif

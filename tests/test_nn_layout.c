@@ -52,7 +52,7 @@ static int s_fused_relus(const nn_net_t *net)
 
 /* One training pass (n samples) on both nets: loss, gradients, dx and running statistics. */
 static void s_train(const char *model, nn_net_t *net[2], const float *x, const int32_t *y, int n,
-                    size_t sample)
+                    size_t sample, enum nn_bn_mode bn)
 {
     size_t np = nn_net_param_count(net[0]), nb = nn_net_buffer_count(net[0]);
     float *dx[2], loss[2];
@@ -60,7 +60,7 @@ static void s_train(const char *model, nn_net_t *net[2], const float *x, const i
         dx[k] = calloc((size_t)n * sample, sizeof(float));
         assert_non_null(dx[k]);
         nn_net_zero_grad(net[k]);
-        loss[k] = nn_net_train_pass(net[k], x, y, n, NN_BN_TRAIN,
+        loss[k] = nn_net_train_pass(net[k], x, y, n, bn,
                                     NN_PASS_PARAM_GRAD | NN_PASS_INPUT_GRAD | NN_PASS_UPDATE_STATS,
                                     1.0f, dx[k], NULL);
     }
@@ -126,12 +126,15 @@ static void s_check(const char *model, int c, int h, int w)
         x[i] = eb_test_uniform(&seed);
     for (int i = 0; i < N; i++)
         y[i] = i % CLASSES;
-    s_train(model, net, x, y, N, sample);
-    s_train(model, net, x, y, N - 1, sample); /* CNHW in both */
+    s_train(model, net, x, y, N, sample, NN_BN_TRAIN);
+    s_train(model, net, x, y, N - 1, sample, NN_BN_TRAIN); /* CNHW in both */
+    s_train(model, net, x, y, N, sample, NN_BN_EVAL);      /* BatchNorm's eval-mode sweeps */
     s_hvp(model, net, x, y, NN_BN_TRAIN, 0);
     s_hvp(model, net, x, y, NN_BN_EVAL, 0);
     s_hvp(model, net, x, y, NN_BN_TRAIN, 2);
     s_hvp(model, net, x, y, NN_BN_TRAIN, 4); /* resnets: starts at a BatchNorm before a ReLU */
+    s_hvp(model, net, x, y, NN_BN_EVAL, 2);
+    s_hvp(model, net, x, y, NN_BN_EVAL, 4);
     free(x);
     nn_net_destroy(&net[0]);
     nn_net_destroy(&net[1]);

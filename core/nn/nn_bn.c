@@ -123,16 +123,21 @@ static void s_fwd_coef(struct nn_bn *b, const struct nn_ctx *ctx, int ch, double
     *muf = (float)mu;
 }
 
-/* Backward of channel ch from sdy = sum dy, sdyx = sum dy xh: adds the parameter gradients (when
- * asked) and gives dx = k[0] dy + k[1] (x - mu) + k[2]. */
-static void s_bwd_coef(struct nn_bn *b, const struct nn_ctx *ctx, int ch, double sdy, double sdyx,
-                       size_t m, float k[3])
+/* The parameter gradients of channel ch (when asked) from sdy = sum dy, sdyx = sum dy xh. */
+static void s_bwd_param(struct nn_bn *b, const struct nn_ctx *ctx, int ch, double sdy, double sdyx)
 {
     struct nn_layer *l = &b->base;
     if (ctx->param_grad) {
         l->g[ch] += ctx->grad_scale * (float)sdyx;
         l->g[b->c + ch] += ctx->grad_scale * (float)sdy;
     }
+}
+
+/* Backward of channel ch from its sums: dx = k[0] dy + k[1] (x - mu) + k[2] (in eval mode k[0] =
+ * inv gamma alone, whatever the sums). */
+static void s_bwd_coef(struct nn_bn *b, int ch, double sdy, double sdyx, size_t m, float k[3])
+{
+    struct nn_layer *l = &b->base;
     const double inv = b->inv[ch], gm = l->w[ch];
     const double a = b->train ? gm * sdy / (double)m : 0.0;
     const double bb = b->train ? gm * sdyx / (double)m : 0.0;
@@ -163,8 +168,18 @@ static void s_rfwd_coef(struct nn_bn *b, int ch, double mrx, double mxrx, float 
  */
 enum { S_DY, S_DYX, S_RDY, S_RDYX, S_DYRX, S_NSUMS };
 
-/* R-backward of channel ch from its sums: adds R{dgamma}, R{dbeta} (in the block) and gives
- * R{dx} = k[0] dy + k[1] R{dy} + k[2] (x - mu) + k[3] Rx + k[4]. */
+/* R{dgamma}, R{dbeta} of channel ch (in the block) from its sums. */
+static void s_rbwd_param(struct nn_bn *b, int ch, const double sum[S_NSUMS])
+{
+    struct nn_layer *l = &b->base;
+    if (l->in_block) {
+        l->hv[ch] += (float)(sum[S_RDYX] + sum[S_DYRX]);
+        l->hv[b->c + ch] += (float)sum[S_RDY];
+    }
+}
+
+/* R-backward of channel ch from its sums: R{dx} = k[0] dy + k[1] R{dy} + k[2] (x - mu) + k[3] Rx +
+ * k[4] (in eval mode k[0] = inv vg and k[1] = inv gamma alone, whatever the sums). */
 static void s_rbwd_coef(struct nn_bn *b, int ch, const double sum[S_NSUMS], size_t m, float k[5])
 {
     struct nn_layer *l = &b->base;
@@ -172,10 +187,6 @@ static void s_rbwd_coef(struct nn_bn *b, int ch, const double sum[S_NSUMS], size
     const double inv = b->inv[ch], gm = l->w[ch], mrx = b->mrx[ch], mxrx = b->mxrx[ch];
     const double sdy = sum[S_DY], sdyx = sum[S_DYX], srdy = sum[S_RDY], srdyx = sum[S_RDYX];
     const double sdyrx = sum[S_DYRX];
-    if (ib) {
-        l->hv[ch] += (float)(srdyx + sdyrx);
-        l->hv[b->c + ch] += (float)srdy;
-    }
     const double vg = ib ? l->v[ch] : 0.0, md = (double)m;
     double a = 0.0, bb = 0.0, r_a = 0.0, r_b = 0.0, rho = 0.0;
     if (b->train) {
@@ -245,7 +256,8 @@ static void s_backward_cnhw(struct nn_bn *b, const struct nn_ctx *ctx, int set)
             sdyx += dy[j] * ((x[j] - mu) * inv);
         }
         float k[3];
-        s_bwd_coef(b, ctx, ch, sdy, sdyx, m, k);
+        s_bwd_param(b, ctx, ch, sdy, sdyx);
+        s_bwd_coef(b, ch, sdy, sdyx, m, k);
         if (!need_dx)
             continue;
         float *dx = l->in[0]->dy + ch * m;
@@ -316,6 +328,7 @@ static void s_rbackward_cnhw(struct nn_bn *b, const struct nn_ctx *ctx, int set)
         }
         const double sum[S_NSUMS] = {sdy, sdyx, srdy, srdyx, sdyrx};
         float k[5];
+        s_rbwd_param(b, ch, sum);
         s_rbwd_coef(b, ch, sum, m, k);
         if (!need_dx)
             continue;
@@ -464,7 +477,8 @@ static void s_backward_blk(struct nn_bn *b, const struct nn_ctx *ctx, int set)
         float c0[NN_BLK], c1[NN_BLK], c2[NN_BLK], muf[NN_BLK];
         for (int k = 0; k < NN_BLK; k++) {
             float kk[3];
-            s_bwd_coef(b, ctx, cb * NN_BLK + k, sdy[k], sdyx[k], m, kk);
+            s_bwd_param(b, ctx, cb * NN_BLK + k, sdy[k], sdyx[k]);
+            s_bwd_coef(b, cb * NN_BLK + k, sdy[k], sdyx[k], m, kk);
             c0[k] = kk[0], c1[k] = kk[1], c2[k] = kk[2], muf[k] = mu[k];
         }
         if (!need_dx)
@@ -523,6 +537,16 @@ static void s_rforward_blk(struct nn_bn *b, const struct nn_ctx *ctx)
             const size_t o = s_run_off(i, cb, nb, run);
             const float *x = l->in[0]->y + o, *rx = ra ? l->in[0]->ry + o : NULL;
             float *ry = l->out->ry + o;
+            if (ra && !b->train && !l->in_block) { /* R{y} = gamma inv Rx: x is not read */
+                const float *y = l->out->relu ? l->out->y + o : NULL;
+                for (size_t j = 0; y && j < run; j += NN_BLK)
+                    for (int k = 0; k < NN_BLK; k++)
+                        ry[j + k] = y[j + k] > 0.0f ? c0[k] * rx[j + k] : 0.0f;
+                for (size_t j = 0; !y && j < run; j += NN_BLK)
+                    for (int k = 0; k < NN_BLK; k++)
+                        ry[j + k] = c0[k] * rx[j + k];
+                continue;
+            }
             if (l->out->relu) { /* R{y} of the in-place ReLU: R{v} where its output y > 0 */
                 const float *y = l->out->y + o;
                 for (size_t j = 0; j < run; j += NN_BLK)
@@ -604,6 +628,7 @@ static void s_rbackward_blk(struct nn_bn *b, const struct nn_ctx *ctx, int set)
             const double one[S_NSUMS] = {sum[S_DY][k], sum[S_DYX][k], sum[S_RDY][k], sum[S_RDYX][k],
                                          sum[S_DYRX][k]};
             float kk[5];
+            s_rbwd_param(b, cb * NN_BLK + k, one);
             s_rbwd_coef(b, cb * NN_BLK + k, one, m, kk);
             for (int t = 0; t < 5; t++)
                 c[t][k] = kk[t];
@@ -633,6 +658,133 @@ static void s_rbackward_blk(struct nn_bn *b, const struct nn_ctx *ctx, int set)
     }
 }
 
+/* ---- channel-blocked, eval mode ---------------------------------------------------------------
+ * With the running statistics mu and inv are constants: dx = inv gamma dy and R{dx} = inv (vg dy +
+ * gamma R{dy}) read neither x nor Rx, and their coefficients depend on no sum. So one sweep per
+ * chunk masks by the ReLU, forms only the sums that are asked for (parameter gradients; the
+ * block's R-gradients) and writes dx or R{dx}: the HVPs of an eigen computation (BatchNorm in eval
+ * mode by default) read each tensor once instead of twice. */
+
+static void s_backward_blk_eval(struct nn_bn *b, const struct nn_ctx *ctx, int set)
+{
+    struct nn_layer *l = &b->base;
+    const int n = ctx->n, nb = b->c / NN_BLK, need_dx = l->in[0]->need_dy;
+    const int sums = ctx->param_grad, mask = l->out->relu && !b->dy_masked;
+    const size_t m = (size_t)n * b->hw, run = b->hw * NN_BLK;
+#pragma omp parallel for schedule(static) if (m * b->c >= NN_BN_PAR_MIN)
+    for (int cb = 0; cb < nb; cb++) {
+        float mu[NN_BLK], inv[NN_BLK], k0[NN_BLK];
+        s_lanes(b, cb, mu, inv);
+        for (int k = 0; k < NN_BLK; k++) {
+            float kk[3];
+            s_bwd_coef(b, cb * NN_BLK + k, 0.0, 0.0, m, kk);
+            k0[k] = kk[0];
+        }
+        double sdy[NN_BLK] = {0}, sdyx[NN_BLK] = {0};
+        for (int i = 0; i < n; i++) {
+            const size_t o = s_run_off(i, cb, nb, run);
+            const float *x = l->in[0]->y + o, *dy = l->out->dy + o;
+            float *dx = need_dx ? l->in[0]->dy + o : NULL;
+            for (size_t j0 = 0; j0 < run; j0 += NN_BN_CHUNK) {
+                const size_t j1 = s_chunk_end(j0, run);
+                if (mask)
+                    s_relu_mask(l->out->dy + o, l->out->y + o, j0, j1);
+                if (sums) {
+                    float a[NN_BLK] = {0}, ax[NN_BLK] = {0};
+                    for (size_t j = j0; j < j1; j += NN_BLK)
+                        for (int k = 0; k < NN_BLK; k++) {
+                            a[k] += dy[j + k];
+                            ax[k] += dy[j + k] * ((x[j + k] - mu[k]) * inv[k]);
+                        }
+                    for (int k = 0; k < NN_BLK; k++) {
+                        sdy[k] += a[k];
+                        sdyx[k] += ax[k];
+                    }
+                }
+                if (dx && set) {
+                    for (size_t j = j0; j < j1; j += NN_BLK)
+                        for (int k = 0; k < NN_BLK; k++)
+                            dx[j + k] = k0[k] * dy[j + k];
+                } else if (dx) {
+                    for (size_t j = j0; j < j1; j += NN_BLK)
+                        for (int k = 0; k < NN_BLK; k++)
+                            dx[j + k] += k0[k] * dy[j + k];
+                }
+            }
+        }
+        for (int k = 0; sums && k < NN_BLK; k++)
+            s_bwd_param(b, ctx, cb * NN_BLK + k, sdy[k], sdyx[k]);
+    }
+}
+
+static void s_rbackward_blk_eval(struct nn_bn *b, const struct nn_ctx *ctx, int set)
+{
+    struct nn_layer *l = &b->base;
+    const int n = ctx->n, nb = b->c / NN_BLK, ra = l->in[0]->r_active;
+    const int need_dx = l->in[0]->need_dy, ib = l->in_block, relu = l->out->relu;
+    const size_t m = (size_t)n * b->hw, run = b->hw * NN_BLK;
+#pragma omp parallel for schedule(static) if (m * b->c >= NN_BN_PAR_MIN)
+    for (int cb = 0; cb < nb; cb++) {
+        float mu[NN_BLK], inv[NN_BLK], k0[NN_BLK], k1[NN_BLK];
+        s_lanes(b, cb, mu, inv);
+        static const double none[S_NSUMS];
+        for (int k = 0; k < NN_BLK; k++) {
+            float kk[5];
+            s_rbwd_coef(b, cb * NN_BLK + k, none, m, kk);
+            k0[k] = kk[0], k1[k] = kk[1];
+        }
+        double sum[S_NSUMS][NN_BLK] = {{0}};
+        float rm[NN_BN_CHUNK]; /* R{dy} of the chunk, masked by the ReLU */
+        for (int i = 0; i < n; i++) {
+            const size_t o = s_run_off(i, cb, nb, run);
+            const float *x = l->in[0]->y + o, *y = l->out->y + o, *dy = l->out->dy + o;
+            const float *rdy = l->out->rdy + o, *rx = ra ? l->in[0]->ry + o : NULL;
+            float *rdx = need_dx ? l->in[0]->rdy + o : NULL;
+            for (size_t j0 = 0; j0 < run; j0 += NN_BN_CHUNK) {
+                const size_t j1 = s_chunk_end(j0, run), len = j1 - j0;
+                if (relu && !b->dy_masked) /* the backward did not run (block HVP) */
+                    s_relu_mask(l->out->dy + o, y, j0, j1);
+                const float *r = rdy + j0;
+                if (relu) {
+#pragma omp simd
+                    for (size_t j = 0; j < len; j++)
+                        rm[j] = y[j0 + j] > 0.0f ? rdy[j0 + j] : 0.0f;
+                    r = rm;
+                }
+                if (ib) {
+                    float a[3][NN_BLK] = {{0}};
+                    for (size_t j = 0; j < len; j += NN_BLK)
+                        for (int k = 0; k < NN_BLK; k++) {
+                            a[0][k] += r[j + k];
+                            a[1][k] += r[j + k] * ((x[j0 + j + k] - mu[k]) * inv[k]);
+                        }
+                    for (size_t j = 0; ra && j < len; j += NN_BLK)
+                        for (int k = 0; k < NN_BLK; k++)
+                            a[2][k] += dy[j0 + j + k] * (inv[k] * rx[j0 + j + k]);
+                    for (int k = 0; k < NN_BLK; k++) {
+                        sum[S_RDY][k] += a[0][k];
+                        sum[S_RDYX][k] += a[1][k];
+                        sum[S_DYRX][k] += a[2][k];
+                    }
+                }
+                if (rdx && set) {
+                    for (size_t j = 0; j < len; j += NN_BLK)
+                        for (int k = 0; k < NN_BLK; k++)
+                            rdx[j0 + j + k] = k0[k] * dy[j0 + j + k] + k1[k] * r[j + k];
+                } else if (rdx) {
+                    for (size_t j = 0; j < len; j += NN_BLK)
+                        for (int k = 0; k < NN_BLK; k++)
+                            rdx[j0 + j + k] += k0[k] * dy[j0 + j + k] + k1[k] * r[j + k];
+                }
+            }
+        }
+        for (int k = 0; ib && k < NN_BLK; k++) {
+            const double one[S_NSUMS] = {0.0, 0.0, sum[S_RDY][k], sum[S_RDYX][k], sum[S_DYRX][k]};
+            s_rbwd_param(b, cb * NN_BLK + k, one);
+        }
+    }
+}
+
 /* ---- operations --------------------------------------------------------------------------------
  */
 
@@ -654,7 +806,10 @@ static void s_backward(struct nn_layer *l, const struct nn_ctx *ctx)
         return;
     const int set = l->in[0]->need_dy && nn_node_first_dy(l->in[0]);
     if (l->out->blk) {
-        s_backward_blk(b, ctx, set);
+        if (b->train)
+            s_backward_blk(b, ctx, set);
+        else
+            s_backward_blk_eval(b, ctx, set);
         b->dy_masked = l->out->relu;
     } else {
         s_backward_cnhw(b, ctx, set);
@@ -677,7 +832,10 @@ static void s_rbackward(struct nn_layer *l, const struct nn_ctx *ctx)
         return;
     const int set = l->in[0]->need_dy && nn_node_first_rdy(l->in[0]);
     if (l->out->blk) {
-        s_rbackward_blk(b, ctx, set);
+        if (b->train)
+            s_rbackward_blk(b, ctx, set);
+        else
+            s_rbackward_blk_eval(b, ctx, set);
         b->dy_masked = l->out->relu;
     } else
         s_rbackward_cnhw(b, ctx, set);

@@ -352,6 +352,75 @@ static void test_split_proportional(void **state)
     assert_int_equal(b[2], 7);
 }
 
+/* Records that are no Datum: the first stops a request, naming its key, unless
+ * data.skip_bad_records tolerates it; then its samples come from the next record that decodes,
+ * the batch's index says which, and the budget counts distinct records. */
+static void test_bad_records(void **state)
+{
+    (void)state;
+    char *tmp = eb_test_tmpdir();
+    char db[512];
+    snprintf(db, sizeof db, "%s/bad", tmp);
+    static const size_t bad[3] = {5, 30, 31}; /* 30, 31: consecutive, so 31 is tried too */
+    eb_test_make_raw_db_bad(db, 40, 1, 4, 4, bad, 3);
+    struct rt_loader_opts o;
+    rt_loader_opts_default(&o);
+    o.max_batch = 40;
+    for (int threads = 0; threads <= 2; threads += 2) {
+        o.threads = threads;
+        /* none tolerated: the request fails with the record's key */
+        o.max_bad = 0;
+        rt_loader_t *l = NULL;
+        assert_int_equal(rt_loader_new(db, &o, &l), 0);
+        struct rt_loader_req q = {.epoch = 0, .start = 0, .count = 40, .in_order = true};
+        struct rt_loader_batch b;
+        assert_int_equal(rt_loader_submit(l, &q), 0);
+        assert_true(rt_loader_wait(l, &b) < 0);
+        assert_non_null(strstr(rt_err_msg(), "0000000"));
+        assert_int_equal(rt_loader_bad_records(l), 0);
+        rt_loader_destroy(&l);
+        /* two tolerated, three there: fails on the third, saying why */
+        o.max_bad = 2;
+        assert_int_equal(rt_loader_new(db, &o, &l), 0);
+        assert_int_equal(rt_loader_submit(l, &q), 0);
+        assert_true(rt_loader_wait(l, &b) < 0);
+        assert_non_null(strstr(rt_err_msg(), "data.skip_bad_records 2"));
+        assert_int_equal(rt_loader_bad_records(l), 2);
+        rt_loader_destroy(&l);
+        /* three tolerated: every position filled, from the next good record */
+        o.max_bad = 3;
+        assert_int_equal(rt_loader_new(db, &o, &l), 0);
+        for (int epoch = 0; epoch < 2; epoch++) { /* the second finds them known: no new count */
+            q.epoch = (uint64_t)epoch;
+            q.in_order = epoch == 0;
+            assert_int_equal(rt_loader_submit(l, &q), 0);
+            assert_int_equal(rt_loader_wait(l, &b), 0);
+            for (size_t i = 0; i < 40; i++) {
+                size_t want = rt_loader_perm_index(l, q.epoch, i);
+                if (q.in_order)
+                    want = i;
+                if (want == 5)
+                    want = 6;
+                else if (want == 30 || want == 31)
+                    want = 32;
+                assert_int_equal(b.index[i], want);
+                assert_int_equal(b.y[i], (int32_t)want);
+                for (size_t k = 0; k < 16; k++)
+                    assert_true(fabsf(b.x[i * 16 + k] - eb_test_pixel(want, k) / 255.0f) < 1e-6f);
+            }
+            rt_loader_release(l, &b);
+            assert_int_equal(rt_loader_bad_records(l), 3);
+        }
+        float x[10 * 16];
+        int32_t y[10];
+        assert_int_equal(rt_loader_read(l, 0, 10, x, y), 0);
+        assert_int_equal(y[5], 6);
+        rt_loader_destroy(&l);
+    }
+    eb_test_rmtree(tmp);
+    free(tmp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -361,6 +430,7 @@ int main(void)
         cmocka_unit_test(test_crop_pad_flip),
         cmocka_unit_test(test_read_eval_normalised),
         cmocka_unit_test(test_random_resized_crop),
+        cmocka_unit_test(test_bad_records),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

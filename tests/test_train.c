@@ -321,6 +321,43 @@ static void test_train_abs(void **state)
     assert_true(last_b > 32);
 }
 
+/* A training set with two records that are no Datum: the run stops naming one, unless
+ * data.skip_bad_records tolerates both; then it trains and its epoch events count them. */
+static void test_train_bad_records(void **state)
+{
+    (void)state;
+    char cfgp[4300], bad_db[4300], out[4300], cmd[20000], path[4400], log[4400];
+    s_config(cfgp, sizeof cfgp);
+    snprintf(bad_db, sizeof bad_db, "%s/bad-db", s_tmp);
+    static const size_t bad[2] = {10, 100};
+    eb_test_make_raw_db_bad(bad_db, N_REC, 1, SIDE, SIDE, bad, 2);
+    snprintf(out, sizeof out, "%s/run-bad", s_tmp);
+    snprintf(log, sizeof log, "%s/bad.log", s_tmp);
+#define S_BAD_RUN                                                                                  \
+    "EB_LOG=warn '%s' train --config '%s' --output-dir '%s' --set train.progress_s=0 --set "       \
+    "cluster.workers=1 --set data.train='%s'"
+    int k = snprintf(cmd, sizeof cmd, S_BAD_RUN, eb_test_binary(), cfgp, out, bad_db);
+    snprintf(cmd + k, sizeof cmd - (size_t)k, " >/dev/null 2>'%s'", log);
+    assert_int_equal(eb_test_run(cmd), 1);
+    char *txt = s_slurp(log);
+    assert_true(strstr(txt, "record 00000010") || strstr(txt, "record 00000100"));
+    assert_non_null(strstr(txt, "data.skip_bad_records"));
+    free(txt);
+    k = snprintf(cmd, sizeof cmd, S_BAD_RUN, eb_test_binary(), cfgp, out, bad_db);
+    snprintf(cmd + k, sizeof cmd - (size_t)k, " --set data.skip_bad_records=2 >/dev/null 2>'%s'",
+             log);
+    assert_int_equal(eb_test_run(cmd), 0);
+    txt = s_slurp(log);
+    assert_non_null(strstr(txt, "record 00000010: "));
+    assert_non_null(strstr(txt, "record 00000100: "));
+    free(txt);
+    snprintf(path, sizeof path, "%s/metrics.jsonl", out);
+    json_t *ev = eb_test_events(path, "epoch");
+    assert_int_equal(json_array_size(ev), 2);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(ev, 1), "bad_records")), 2);
+    json_decref(ev);
+}
+
 static int s_setup(void **state)
 {
     (void)state;
@@ -341,10 +378,9 @@ static int s_teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_config_errors),
-        cmocka_unit_test(test_train_outputs),
-        cmocka_unit_test(test_train_launch_same),
-        cmocka_unit_test(test_train_abs),
+        cmocka_unit_test(test_config_errors),     cmocka_unit_test(test_train_outputs),
+        cmocka_unit_test(test_train_launch_same), cmocka_unit_test(test_train_abs),
+        cmocka_unit_test(test_train_bad_records),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

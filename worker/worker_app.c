@@ -256,6 +256,11 @@ static void s_epoch_write(struct worker_app *n, const struct worker_app_epoch *e
     rt_metrics_num(n->metrics, "images_per_s", ep->images_per_s);
     rt_metrics_num(n->metrics, "elapsed", ep->elapsed);
     rt_metrics_num(n->metrics, "eval_seconds", eval_s);
+    /* undecodable records skipped so far by this worker's loaders (data.skip_bad_records) */
+    size_t bad = n->loader ? rt_loader_bad_records(n->loader) : 0;
+    if (n->ev && n->ev->test)
+        bad += rt_loader_bad_records(n->ev->test);
+    rt_metrics_int(n->metrics, "bad_records", (long long)bad);
     if (ep->recovered)
         rt_metrics_bool(n->metrics, "recovered", 1);
     if (rt_metrics_end(n->metrics) && !n->rc)

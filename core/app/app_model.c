@@ -83,6 +83,7 @@ int app_model_loader_opts(const struct app_opts *o, size_t max_batch, struct rt_
     lo->eval_resize = (int)d->eval_resize;
     lo->channels = (int)d->channels;
     lo->max_pixels = d->max_image_pixels;
+    lo->max_bad = (size_t)d->skip_bad_records;
     float size[2], scale[2], ratio[2];
     int n, rc;
     if ((rc = s_floats("data.size", d->size, size, 2, &n)))

@@ -70,6 +70,10 @@ const struct rt_opt app_opts_table[] = {
       "batches decoded ahead per worker (bounds the loader's memory)"),
     K(data.max_image_pixels, "data.max_image_pixels", "max-image-pixels", INT, "16777216", 1, 1e10,
       NULL, "largest JPEG (width x height) accepted: bounds the decoders' memory"),
+    K(data.skip_bad_records, "data.skip_bad_records", "skip-bad-records", INT, "0", 0, 4294967295.0,
+      NULL,
+      "records that cannot be decoded tolerated per loader: each is replaced by the next record "
+      "that decodes, with a warning naming its key (0: the first one stops the run)"),
     K(data.samples, "data.samples", "samples", INT, "60000", 1, 1e12, NULL,
       "synth: samples per epoch (zoo models: the dataset's)"),
     K(cluster.shards, "cluster.shards", "shards", INT, "2", 1, APP_MAX_SHARDS, NULL,

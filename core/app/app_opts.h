@@ -54,6 +54,7 @@ struct app_data_opts {
     long loader_threads;     /* data.loader_threads: prefetch threads per worker */
     long prefetch;           /* data.prefetch: batches decoded ahead (the queue's bound) */
     long max_image_pixels;   /* data.max_image_pixels: largest JPEG accepted (bounds memory) */
+    long skip_bad_records;   /* data.skip_bad_records: undecodable records tolerated */
     long samples;            /* data.samples: synth: epoch length (zoo: the dataset's) */
 };
 

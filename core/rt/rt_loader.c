@@ -78,6 +78,8 @@ struct rt_loader {
     struct s_ctx *ctx;                        /* nthreads contexts */
     struct s_ctx caller;                      /* the caller's context (sync mode, rt_loader_read) */
     bool sync_ok;                             /* mu/cvs initialised */
+    uint32_t *bad;                            /* undecodable records skipped (sorted; under mu) */
+    size_t n_bad;                             /* how many (written under mu, read atomically) */
 };
 
 /* ---- options and shape -------------------------------------------------------------------- */
@@ -129,6 +131,119 @@ static int s_sample(struct s_ctx *x, size_t idx, uint64_t epoch, bool augment, f
     return rc;
 }
 
+/* ---- records that cannot be decoded ------------------------------------------------------- */
+
+/* Whether rc is the error of a record's own bytes (it cannot be decoded), not of the machine. */
+static bool s_record_error(int rc)
+{
+    switch (rc) {
+    case RT_ERR_FORMAT:
+    case RT_ERR_VERSION:
+    case RT_ERR_SIZE:
+    case RT_ERR_TOOBIG:
+    case RT_ERR_TRUNCATED:
+    case RT_ERR_CHECKSUM:
+    case RT_ERR_SHAPE:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Position of idx in the sorted bad list, or where it would go (under mu). */
+static size_t s_bad_pos(const struct rt_loader *l, uint32_t idx)
+{
+    size_t lo = 0, hi = l->n_bad;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (l->bad[mid] < idx)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static bool s_is_bad(struct rt_loader *l, size_t idx)
+{
+    if (__atomic_load_n(&l->n_bad, __ATOMIC_ACQUIRE) == 0)
+        return false;
+    pthread_mutex_lock(&l->mu);
+    size_t p = s_bad_pos(l, (uint32_t)idx);
+    bool bad = p < l->n_bad && l->bad[p] == idx;
+    pthread_mutex_unlock(&l->mu);
+    return bad;
+}
+
+/* Record idx failed with rc (rt_err_msg() holds why): counts it as skipped and warns, or returns
+ * rc with the reason when opts.max_bad records are skipped already. */
+static int s_add_bad(struct rt_loader *l, size_t idx, int rc)
+{
+    char why[S_ERR_MAX], key[RT_DB_KEY_MAX];
+    snprintf(why, sizeof why, "%s", rt_err_msg());
+    rt_db_key(l->db, idx, key, sizeof key);
+    pthread_mutex_lock(&l->mu);
+    size_t p = s_bad_pos(l, (uint32_t)idx);
+    if (p < l->n_bad && l->bad[p] == idx) { /* another thread found it first */
+        pthread_mutex_unlock(&l->mu);
+        return 0;
+    }
+    if (l->n_bad >= l->o.max_bad) {
+        size_t n = l->n_bad;
+        pthread_mutex_unlock(&l->mu);
+        return rt_err_set(rc,
+                          "%s (%s: %zu undecodable records skipped already, data.skip_bad_records "
+                          "%zu)",
+                          why, rt_db_path(l->db), n, l->o.max_bad);
+    }
+    memmove(l->bad + p + 1, l->bad + p, (l->n_bad - p) * sizeof *l->bad);
+    l->bad[p] = (uint32_t)idx;
+    __atomic_store_n(&l->n_bad, l->n_bad + 1, __ATOMIC_RELEASE);
+    size_t n = l->n_bad;
+    pthread_mutex_unlock(&l->mu);
+    char what[S_ERR_MAX + RT_DB_KEY_MAX + 16];
+    if (strstr(why, key))
+        snprintf(what, sizeof what, "%s", why);
+    else
+        snprintf(what, sizeof what, "record %s: %s", key, why);
+    RT_WARN("loader",
+            "%s: %s; skipped (%zu of data.skip_bad_records %zu): its samples come from the next "
+            "record in key order that decodes",
+            rt_db_path(l->db), what, n, l->o.max_bad);
+    return 0;
+}
+
+/* Sample idx into out, or, where its record cannot be decoded and opts.max_bad allows, the next
+ * record in key order that can; *used is the record loaded. */
+static int s_sample_or_next(struct s_ctx *x, size_t idx, uint64_t epoch, bool augment, float *out,
+                            int32_t *label, uint32_t *used)
+{
+    struct rt_loader *l = x->l;
+    size_t j = idx;
+    for (size_t t = 0; t < l->n; t++, j = j + 1 < l->n ? j + 1 : 0) {
+        if (s_is_bad(l, j))
+            continue;
+        int rc = s_sample(x, j, epoch, augment, out, label);
+        if (rc < 0 && s_record_error(rc) && !l->o.max_bad) {
+            char why[S_ERR_MAX];
+            snprintf(why, sizeof why, "%s", rt_err_msg());
+            return rt_err_set(rc, "%s (data.skip_bad_records > 0 would skip it)", why);
+        }
+        if (rc >= 0 || !s_record_error(rc)) {
+            *used = (uint32_t)j;
+            return rc;
+        }
+        if ((rc = s_add_bad(l, j, rc)) < 0)
+            return rc;
+    }
+    return rt_err_set(RT_ERR_FORMAT, "%s: no record can be decoded", rt_db_path(l->db));
+}
+
+size_t rt_loader_bad_records(rt_loader_t *l)
+{
+    return __atomic_load_n(&l->n_bad, __ATOMIC_ACQUIRE);
+}
+
 /* ---- permutation -------------------------------------------------------------------------- */
 
 /* The permutation of epoch (computed on first use; the last two are cached). Caller thread. */
@@ -169,8 +284,8 @@ static int s_work(struct s_ctx *x, struct s_slot *s, size_t lo, size_t hi)
 {
     const struct rt_loader *l = x->l;
     for (size_t i = lo; i < hi; i++) {
-        int rc = s_sample(x, s->index[i], s->req.epoch, s->req.augment, s->req.x + i * l->sample,
-                          s->req.y + i);
+        int rc = s_sample_or_next(x, s->index[i], s->req.epoch, s->req.augment,
+                                  s->req.x + i * l->sample, s->req.y + i, &s->index[i]);
         if (rc < 0)
             return rc;
     }
@@ -384,6 +499,11 @@ int rt_loader_new(const char *dir, const struct rt_loader_opts *opts, rt_loader_
         rc = rt_err_set(RT_ERR_FORMAT, "%s: %zu records (need 1 .. 2^32-1)", dir, l->n);
         goto out_destroy;
     }
+    if (l->o.max_bad &&
+        !(l->bad = malloc((l->o.max_bad < l->n ? l->o.max_bad : l->n) * sizeof *l->bad))) {
+        rc = rt_err_set(RT_ERR_NOMEM, "out of memory");
+        goto out_destroy;
+    }
     /* the first record fixes the kind and shape */
     const void *val;
     size_t len;
@@ -467,6 +587,7 @@ void rt_loader_destroy(rt_loader_t **self_p)
     }
     free(l->perms[0].perm);
     free(l->perms[1].perm);
+    free(l->bad);
     s_ctx_free(&l->caller);
     rt_db_destroy(&l->db);
     free(l);
@@ -602,7 +723,8 @@ int rt_loader_read(rt_loader_t *l, size_t first, size_t n, float *x, int32_t *y)
         return rt_err_set(RT_ERR_ARG, "%s: records [%zu, %zu) outside the %zu records",
                           rt_db_path(l->db), first, first + n, l->n);
     for (size_t i = 0; i < n; i++) {
-        int rc = s_sample(&l->caller, first + i, 0, false, x + i * l->sample, y + i);
+        uint32_t used;
+        int rc = s_sample_or_next(&l->caller, first + i, 0, false, x + i * l->sample, y + i, &used);
         if (rc < 0)
             return rc;
     }

@@ -74,11 +74,14 @@ struct rt_loader_opts {
     bool normalize;     /* apply (x - mean) / std per channel */
     float mean[4];      /* per-channel mean (after /255) */
     float std[4];       /* per-channel standard deviation (after /255) */
+    size_t max_bad;     /* records that cannot be decoded tolerated (distinct records): each is
+                         * replaced by the next one in key order that decodes, with a warning
+                         * naming its key; 0: the first one fails the request */
 };
 
 /* Defaults: seed 0, 1 thread, queue 4, max_batch 256, record size, no augmentation, rrc ranges
  * (0.08, 1) and (3/4, 4/3), eval_crop 1, no eval_resize, the records' channels, max_pixels
- * RT_LOADER_MAX_PIXELS_DEFAULT, DCT scaling on, no normalisation. */
+ * RT_LOADER_MAX_PIXELS_DEFAULT, DCT scaling on, no normalisation, no bad record tolerated. */
 void rt_loader_opts_default(struct rt_loader_opts *o);
 
 typedef struct rt_loader rt_loader_t;
@@ -112,6 +115,9 @@ int rt_loader_new(const char *dir, const struct rt_loader_opts *opts, rt_loader_
 
 /* Stop the threads and free everything; accepts NULL, nulls *self_p, safe twice. */
 void rt_loader_destroy(rt_loader_t **self_p);
+
+/* Records found undecodable and skipped so far (at most opts.max_bad); thread-safe. */
+size_t rt_loader_bad_records(rt_loader_t *l);
 
 /* Number of records (samples per epoch). */
 size_t rt_loader_count(const rt_loader_t *l);

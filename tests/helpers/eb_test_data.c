@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "eb_test.h"
 #include "rt_datum.h"
@@ -17,6 +18,20 @@ uint8_t eb_test_pixel(size_t i, size_t k)
 }
 
 void eb_test_make_raw_db(const char *dir, size_t n, int c, int h, int w)
+{
+    eb_test_make_raw_db_bad(dir, n, c, h, w, NULL, 0);
+}
+
+static int s_listed(size_t i, const size_t *list, int n)
+{
+    for (int k = 0; k < n; k++)
+        if (list[k] == i)
+            return 1;
+    return 0;
+}
+
+void eb_test_make_raw_db_bad(const char *dir, size_t n, int c, int h, int w, const size_t *bad,
+                             int nbad)
 {
     rt_db_writer_t *wr = NULL;
     assert_int_equal(rt_db_writer_new(dir, 0, &wr), 0);
@@ -37,6 +52,11 @@ void eb_test_make_raw_db(const char *dir, size_t n, int c, int h, int w)
                              .data_len = px};
         size_t len;
         assert_int_equal(rt_datum_pack(&d, buf, px + 64, &len), 0);
+        if (s_listed(i, bad, nbad)) {
+            static const char junk[] = "not a datum";
+            memcpy(buf, junk, sizeof junk - 1);
+            len = sizeof junk - 1;
+        }
         char key[16];
         int kl = snprintf(key, sizeof key, "%08zu", i);
         assert_int_equal(rt_db_writer_put(wr, key, (size_t)kl, buf, len), 0);

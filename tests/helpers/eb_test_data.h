@@ -14,6 +14,11 @@ uint8_t eb_test_pixel(size_t i, size_t k);
  * eb_test_pixel(i, k), label i. Fails the test on error. */
 void eb_test_make_raw_db(const char *dir, size_t n, int c, int h, int w);
 
+/* The same, except that the records whose indices are in bad[0..nbad) hold bytes that are no
+ * Datum ("not a datum"). */
+void eb_test_make_raw_db_bad(const char *dir, size_t n, int c, int h, int w, const size_t *bad,
+                             int nbad);
+
 /* Deterministic random samples for worker tests: sample `first + k` of `epoch` gets
  * EB_TEST_SAMPLE_FLOATS uniform floats in [0, 1) and a label in [0, EB_TEST_SAMPLE_CLASSES), the
  * same for the same (epoch, position) in every call. Shaped as worker_nn's source read callback

@@ -154,7 +154,7 @@ int eigensvc_new(const struct eigensvc_cfg *cfg, eigensvc_t **out)
             goto out_destroy;
         }
     }
-    if ((rc = app_model_net(cfg->model, s->train, cfg->classes, cfg->hessian_batch, &s->net))) {
+    if ((rc = app_model_net(cfg->model, s->train, cfg->classes, cfg->hessian_batch, 0, &s->net))) {
         rc = rt_err_set(rc, "eigensvc: %s", rt_err_msg());
         goto out_destroy;
     }

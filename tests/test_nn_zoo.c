@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "nn_backend.h"
 #include "nn_net.h"
 #include "nn_net_check.h"
 
@@ -390,6 +391,63 @@ static void test_alexnet_dropout(void **state)
     nn_net_destroy(&net);
 }
 
+/* A forward-only net (evaluation): bit for bit the logits and loss of a full net with the same
+ * weights (blocked and CNHW passes, BatchNorm in both modes), in a fraction of its activation
+ * memory; its training passes and HVPs fail. */
+static void s_forward_only(const char *model, int c, int h, int w, int mb, size_t max_share)
+{
+    const int classes = 10;
+    nn_net_t *full = nn_zoo_new(model, c, h, w, classes, mb, NULL);
+    nn_net_t *fo = nn_zoo_new_flags(model, c, h, w, classes, mb, NN_NET_FORWARD_ONLY, NULL);
+    assert_non_null(full);
+    assert_non_null(fo);
+    nn_net_init(full, 5);
+    memcpy(nn_net_params(fo), nn_net_params(full), nn_net_param_count(full) * sizeof(float));
+    memcpy(nn_net_buffers(fo), nn_net_buffers(full), nn_net_buffer_count(full) * sizeof(float));
+    float *x, *hv = malloc(nn_net_param_count(fo) * sizeof(float));
+    int32_t *labels;
+    nn_net_check_data(full, mb, 31, &x, &labels);
+    float *la = malloc((size_t)mb * classes * sizeof(float));
+    float *lb = malloc((size_t)mb * classes * sizeof(float));
+    assert_non_null(hv);
+    assert_non_null(la);
+    assert_non_null(lb);
+    for (int n = mb; n >= mb - 1; n--)
+        for (int bn = 0; bn < 2; bn++) {
+            const enum nn_bn_mode mode = bn ? NN_BN_TRAIN : NN_BN_EVAL;
+            float a = nn_net_forward(full, x, labels, n, mode, la, NULL);
+            float b = nn_net_forward(fo, x, labels, n, mode, lb, NULL);
+            assert_true(isfinite(a));
+            assert_memory_equal(&a, &b, sizeof a);
+            assert_memory_equal(la, lb, (size_t)n * classes * sizeof(float));
+        }
+    struct nn_mem_plan pf, po;
+    nn_net_mem_plan(full, &pf);
+    nn_net_mem_plan(fo, &po);
+    assert_true(po.activations == nn_net_forward_only_act_bytes(full));
+    assert_true(po.activations * max_share <= pf.activations);
+    assert_true(isnan(
+        nn_net_train_pass(fo, x, labels, mb, NN_BN_TRAIN, NN_PASS_PARAM_GRAD, 1.0f, NULL, NULL)));
+    assert_true(isnan(nn_net_hvp(fo, x, labels, mb, NN_BN_EVAL, 0, nn_net_params(fo), hv)));
+    free(x);
+    free(labels);
+    free(hv);
+    free(la);
+    free(lb);
+    nn_net_destroy(&full);
+    nn_net_destroy(&fo);
+}
+
+static void test_forward_only(void **state)
+{
+    (void)state;
+    s_forward_only("mlp", 1, 8, 8, 4, 2);
+    s_forward_only("cnn", 1, 8, 8, 4, 4);
+    s_forward_only("resnet20", 3, 8, 8, 4, 10);
+    s_forward_only("wrn16_4", 3, 8, 8, 3, 8);
+    s_forward_only("resnet18", 3, 32, 32, 2, 10);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -404,6 +462,7 @@ int main(void)
         cmocka_unit_test(test_imagenet_and_wrn_counts),
         cmocka_unit_test(test_new_models_derivatives),
         cmocka_unit_test(test_alexnet_dropout),
+        cmocka_unit_test(test_forward_only),
     };
     const char *filter = getenv("EB_TEST_FILTER"); /* run only matching tests, e.g. "*resnet*" */
     if (filter && *filter)

@@ -109,7 +109,7 @@ int eb_cmd_eval(int argc, char **argv)
         goto out;
     rt_loader_shape(ld, &c, &h, &w);
     nn_set_threads((int)o.train.threads);
-    if ((rc = app_model_net(model, ld, (int)classes, (int)batch, &net)))
+    if ((rc = app_model_net(model, ld, (int)classes, (int)batch, NN_NET_FORWARD_ONLY, &net)))
         goto out;
     if ((rc = app_weights_load(net, weights)))
         goto out;

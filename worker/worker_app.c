@@ -88,7 +88,7 @@ static int s_devices_open(const struct app_opts *o, struct worker_app *n)
     for (int d = 0; d < nd; d++) {
         nn_net_t **net = d ? &n->replicas[d - 1] : &n->net;
         if (d && (rc = app_model_net(o->model.name, n->loader, (int)o->model.classes,
-                                     (int)o->train.micro_batch, net)))
+                                     (int)o->train.micro_batch, 0, net)))
             return rc;
         n->n_replicas = d;
         if (strcmp(dev[d], "cpu") && nn_net_to_backend(*net, dev[d], o->model.name) != NN_OK)
@@ -118,7 +118,7 @@ int worker_app_open(const struct app_opts *o, struct worker_app *n, int compute,
     int c, h, w;
     rt_loader_shape(n->loader, &c, &h, &w);
     if ((rc = app_model_net(o->model.name, n->loader, (int)o->model.classes,
-                            (int)o->train.micro_batch, &n->net)))
+                            (int)o->train.micro_batch, 0, &n->net)))
         return rc;
     if ((rc = s_devices_open(o, n)))
         return rc;
@@ -350,8 +350,8 @@ static int s_eval_new(const struct app_opts *o, struct worker_app *n, int c, int
     if (tc != c || th != h || tw != w)
         return rt_err_set(RT_ERR_SHAPE, "test set %s has %dx%dx%d samples, training set %dx%dx%d",
                           o->data.test, tc, th, tw, c, h, w);
-    ev->net =
-        nn_zoo_new(o->model.name, c, h, w, (int)o->model.classes, (int)o->train.micro_batch, &rc);
+    ev->net = nn_zoo_new_flags(o->model.name, c, h, w, (int)o->model.classes,
+                               (int)o->train.micro_batch, NN_NET_FORWARD_ONLY, &rc);
     ev->x = malloc((size_t)o->train.micro_batch * (size_t)(c * h * w) * sizeof(float));
     ev->y = malloc((size_t)o->train.micro_batch * sizeof(int32_t));
     if (!ev->net || !ev->x || !ev->y)

@@ -48,8 +48,11 @@ void worker_mem_bound(const struct app_opts *o, const nn_net_t *net, size_t load
         (S_LOOP_PARAM_VECTORS * nn_net_param_count(net) + nn_net_buffer_count(net)) * sizeof(float);
     m->inputs = 2 * mb * sample + mb * sizeof(int32_t);
     m->loader = loader_bound;
-    /* the evaluation loader decodes on its caller: no more than the training loader's bound */
-    m->eval = o->data.test ? plan.total + mb * sample + loader_bound : 0;
+    /* the evaluation net holds only the activations a forward pass has live at once; the
+     * evaluation loader decodes on its caller: no more than the training loader's bound */
+    m->eval = o->data.test ? plan.params + nn_net_forward_only_act_bytes(net) + plan.workspace +
+                                 mb * sample + loader_bound
+                           : 0;
     m->total = m->runtime + m->net + m->loop + m->inputs + m->loader + m->eval;
     RT_INFO("worker",
             "memory bound %.1f MiB = runtime %.1f (resident at start + OpenBLAS %zu x %.0f) + "

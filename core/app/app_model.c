@@ -11,11 +11,11 @@
 #include "rt_err.h"
 
 int app_model_net(const char *model, const rt_loader_t *ld, int classes, int max_batch,
-                  nn_net_t **out)
+                  unsigned flags, nn_net_t **out)
 {
     int c, h, w, rc = 0;
     rt_loader_shape(ld, &c, &h, &w);
-    *out = nn_zoo_new(model, c, h, w, classes, max_batch, &rc);
+    *out = nn_zoo_new_flags(model, c, h, w, classes, max_batch, flags, &rc);
     /* the nn library's code (rc) says why; for the caller it is the configuration's fault */
     if (!*out)
         return rt_err_set(RT_ERR_CONFIG, "model '%s' for %dx%dx%d inputs with %d classes: %s",
@@ -118,7 +118,7 @@ int app_model_sizes(const struct app_opts *o, uint64_t *params, uint64_t *buffer
     if (!rc)
         rc = rt_loader_new(o->data.train, &lo, &ld);
     if (!rc)
-        rc = app_model_net(o->model.name, ld, (int)o->model.classes, 1, &net);
+        rc = app_model_net(o->model.name, ld, (int)o->model.classes, 1, 0, &net);
     if (!rc) {
         *params = nn_net_param_count(net);
         *buffers = nn_net_buffer_count(net);

@@ -13,10 +13,11 @@
 #include "rt_loader.h"
 
 /* Build the zoo net `model` for the inputs of loader ld (their shape), with classes outputs and
- * room for max_batch samples. *out receives it (caller owns it; free with nn_net_destroy).
- * Returns 0 or a negative rt_err code naming the model and the shape. */
+ * room for max_batch samples (flags: nn_zoo_new_flags', e.g. NN_NET_FORWARD_ONLY for evaluation).
+ * *out receives it (caller owns it; free with nn_net_destroy). Returns 0 or a negative rt_err code
+ * naming the model and the shape. */
 int app_model_net(const char *model, const rt_loader_t *ld, int classes, int max_batch,
-                  nn_net_t **out);
+                  unsigned flags, nn_net_t **out);
 
 /* Loader options from the data section of o (data.size, train_crop, flip, eval_resize, mean/std,
  * threads, prefetch, ...) and train.seed, with max_batch samples per request. Returns 0, or

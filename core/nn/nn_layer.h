@@ -81,6 +81,9 @@ struct nn_node {
                             * node is blocked (the ReLU then does nothing; nn_net_layout.c) */
     int dy_fresh;          /* dy holds nothing yet in this backward pass: overwrite it */
     int rdy_fresh;         /* rdy holds nothing yet in this R-backward pass: overwrite it */
+    int live_from;         /* forward-only nets: the layer that writes it (-1: the input) */
+    int live_to;           /* ... the last layer that reads it (n_layers: the logits) */
+    size_t arena_off;      /* ... where its y lives in the activation arena (floats) */
 };
 
 /* Context of one pass, shared by all layers. */

@@ -238,6 +238,26 @@ static int s_build_tensors(nn_net_t *net)
     return NN_OK;
 }
 
+void nn_net_set_forward_only(nn_net_t *net)
+{
+    if (net && !net->built)
+        net->fwd_only = 1;
+}
+
+size_t nn_net_forward_only_act_bytes(const nn_net_t *net)
+{
+    return nn_net_fwd_plan(net, 0) * sizeof(float);
+}
+
+/* Training passes and HVPs need the gradient buffers a forward-only net lacks. */
+static int s_check_trainable(const nn_net_t *net, const char *fn)
+{
+    if (!net->fwd_only)
+        return NN_OK;
+    nn_report(3, "%s: the net was built for forward passes only", fn);
+    return NN_ERR_ARG;
+}
+
 int nn_net_build(nn_net_t *net)
 {
     if (!net)
@@ -632,7 +652,8 @@ float nn_net_train_pass(nn_net_t *net, const float *x, const int32_t *labels, in
                         enum nn_bn_mode bn, unsigned flags, float grad_scale, float *dx,
                         int *correct)
 {
-    if (s_check_pass(net, "nn_net_train_pass", x, labels, n))
+    if (s_check_pass(net, "nn_net_train_pass", x, labels, n) ||
+        s_check_trainable(net, "nn_net_train_pass"))
         return NAN;
     if (!labels || ((flags & NN_PASS_INPUT_GRAD) && !dx)) {
         nn_report(3, "nn_net_train_pass: labels%s missing", labels ? "" : " and/or dx");
@@ -670,7 +691,7 @@ float nn_net_train_pass(nn_net_t *net, const float *x, const int32_t *labels, in
 float nn_net_hvp(nn_net_t *net, const float *x, const int32_t *labels, int n, enum nn_bn_mode bn,
                  int block_last_k, const float *v, float *hv)
 {
-    if (s_check_pass(net, "nn_net_hvp", x, labels, n))
+    if (s_check_pass(net, "nn_net_hvp", x, labels, n) || s_check_trainable(net, "nn_net_hvp"))
         return NAN;
     if (!labels || !v || !hv || block_last_k < 0) {
         nn_report(3, "nn_net_hvp: missing labels/v/hv or negative block size %d", block_last_k);

@@ -55,6 +55,18 @@ struct nn_tensor_info {
  * divisible by 4, alexnet at least 63x63). Caller owns the result; free with nn_net_destroy. */
 nn_net_t *nn_zoo_new(const char *model, int c, int h, int w, int classes, int max_batch, int *err);
 
+/* nn_zoo_new with flags: NN_NET_FORWARD_ONLY builds a net for nn_net_forward alone (evaluation):
+ * no gradient buffers, and an activation is overwritten once the last layer that reads it has
+ * run, so the net holds a few activations instead of all of them twice. Its training passes and
+ * HVPs fail with NN_ERR_ARG. */
+#define NN_NET_FORWARD_ONLY 1u
+nn_net_t *nn_zoo_new_flags(const char *model, int c, int h, int w, int classes, int max_batch,
+                           unsigned flags, int *err);
+
+/* Bytes of activations the forward-only twin (NN_NET_FORWARD_ONLY) of a built net holds on a
+ * device backend (an upper bound of the CPU's, where in-place ReLUs share buffers). */
+size_t nn_net_forward_only_act_bytes(const nn_net_t *net);
+
 /* Names of the zoo models, NULL-terminated. */
 const char *const *nn_zoo_models(void);
 
@@ -233,6 +245,8 @@ struct nn_layer;
 nn_net_t *nn_net_new(int c, int h, int w, int max_batch);
 int nn_net_add(nn_net_t *net, struct nn_layer *layer, int in0, int in1);
 int nn_net_build(nn_net_t *net);
+/* Before nn_net_build: build for forward passes only (NN_NET_FORWARD_ONLY of nn_zoo_new_flags). */
+void nn_net_set_forward_only(nn_net_t *net);
 
 /* Counters of layer operations run since the last reset (for tests and profiling: a block HVP
  * must not touch the layers below its block). */

@@ -23,6 +23,10 @@ void nn_net_mem_plan(const nn_net_t *net, struct nn_mem_plan *plan)
 {
     nn_mem_plan(net->n_params, net->n_buffers, nn_net_act_floats(net), net->max_batch,
                 net->work_floats * sizeof(float), plan);
+    if (net->fwd_only) { /* y alone, in the reused arena of a device net */
+        plan->activations = nn_net_fwd_plan(net, 0) * sizeof(float);
+        plan->total = plan->params + plan->activations + plan->workspace;
+    }
     plan->total += (size_t)net->classes * (size_t)net->max_batch * sizeof(float); /* probs */
 }
 
@@ -90,7 +94,13 @@ static void s_bind(nn_net_t *net)
 {
     size_t mb = (size_t)net->max_batch;
     float *p = net->act;
-    for (int i = 0; i < net->n_nodes; i++) {
+    if (net->fwd_only) /* nn_net_bind_nodes' arena, planned for a device (no shared nodes) */
+        nn_net_fwd_plan(net, 0);
+    for (int i = 0; i < net->n_nodes && net->fwd_only; i++) {
+        net->nodes[i]->y = p + net->nodes[i]->arena_off;
+        net->nodes[i]->dy = net->nodes[i]->ry = net->nodes[i]->rdy = NULL;
+    }
+    for (int i = 0; i < net->n_nodes && !net->fwd_only; i++) {
         size_t len = mb * nn_shape_numel(&net->nodes[i]->shape);
         net->nodes[i]->y = p;
         net->nodes[i]->dy = p + len;
@@ -144,7 +154,8 @@ static int s_check_kinds(const nn_net_t *net, const struct nn_backend_ops *be)
 /* Reserve the device vectors and upload parameters and buffers. */
 static int s_reserve(nn_net_t *net, const struct nn_backend_ops *be)
 {
-    size_t mb = (size_t)net->max_batch, act = 2 * mb * nn_net_act_floats(net);
+    size_t mb = (size_t)net->max_batch;
+    size_t act = net->fwd_only ? nn_net_fwd_plan(net, 0) : 2 * mb * nn_net_act_floats(net);
     net->act = be->alloc(act * sizeof(float));
     net->params = be->alloc(net->n_params * sizeof(float) + 1);
     net->grads = be->alloc(net->n_params * sizeof(float) + 1);
@@ -196,8 +207,7 @@ int nn_net_to_backend(nn_net_t *net, const char *device, const char *label)
     if (net->be != nn_backend_cpu() || (rc = s_check_kinds(net, be)) != NN_OK)
         return net->be != nn_backend_cpu() ? NN_ERR_ARG : rc;
     struct nn_mem_plan plan;
-    nn_mem_plan(net->n_params, net->n_buffers, nn_net_act_floats(net), net->max_batch,
-                net->work_floats * sizeof(float), &plan);
+    nn_net_mem_plan(net, &plan);
     char msg[NN_DEV_MSG_MAX];
     if ((rc = nn_mem_plan_check(&plan, be->mem_free(), label, net->max_batch, msg, sizeof msg))) {
         nn_report(3, "%s", msg);

@@ -18,6 +18,7 @@ struct nn_net {
     int classes;                     /* logits per sample */
     int max_batch;                   /* largest n a pass accepts */
     int built;                       /* nn_net_build succeeded */
+    int fwd_only;                    /* forward passes only (nn_net_set_forward_only) */
     int error;                       /* first error of nn_net_add (0 if none) */
     int n_layers, cap_layers;        /* layers in execution order */
     struct nn_layer **layers;        /* owned */
@@ -72,10 +73,17 @@ void nn_net_dev_init(nn_net_t *net, uint64_t seed);
  * buffers, nn_node.share) and the BatchNorms that apply them (nn_node.relu). */
 void nn_net_layout_plan(nn_net_t *net);
 
-/* Floats of y and dy (or ry and rdy) of every node for max_batch samples, shared buffers once. */
+/* Floats of y and dy (or ry and rdy) of every node for max_batch samples, shared buffers once;
+ * a forward-only net's arena (nn_net_fwd_plan). */
 size_t nn_net_node_floats(const nn_net_t *net);
 
-/* Points y and dy (r = 0) or ry and rdy (r = 1) of every node into base (nn_net_node_floats). */
+/* A forward-only net's activation arena: every node's y (no dy) at nn_node.arena_off, a buffer
+ * reused once the last layer that reads it has run; with `cpu` in-place nodes share their input's
+ * (nn_node.share). Returns its floats for max_batch samples (nn_net_layout.c). */
+size_t nn_net_fwd_plan(const nn_net_t *net, int cpu);
+
+/* Points y and dy (r = 0) or ry and rdy (r = 1) of every node into base (nn_net_node_floats);
+ * a forward-only net's y alone (dy, ry and rdy NULL). */
 void nn_net_bind_nodes(nn_net_t *net, float *base, int r);
 
 /* Sets each node's layout (nn_node.blk) for a pass of n samples. */

@@ -103,9 +103,88 @@ void nn_net_layout_plan(nn_net_t *net)
     s_plan_in_place(net);
 }
 
+/* Alignment of a forward-only net's buffers in its arena (floats: 256 bytes). */
+#define NN_ARENA_ALIGN 64
+
+/* Index of node `node` in the net (the input: 0). */
+static int s_node_index(const nn_net_t *net, const struct nn_node *node)
+{
+    for (int k = 0; k < net->n_nodes; k++)
+        if (net->nodes[k] == node)
+            return k;
+    return -1;
+}
+
+/* The node whose buffer node k uses: itself, or on the CPU the end of its in-place chain. */
+static int s_root(const nn_net_t *net, int k, int cpu)
+{
+    while (cpu && net->nodes[k]->share >= 0)
+        k = net->nodes[k]->share;
+    return k;
+}
+
+size_t nn_net_fwd_plan(const nn_net_t *net, int cpu)
+{
+    const int n = net->n_nodes;
+    for (int k = 0; k < n; k++) {
+        net->nodes[k]->live_from = net->producer[k];
+        net->nodes[k]->live_to = net->producer[k];
+    }
+    net->nodes[n - 1]->live_to = net->n_layers; /* the logits are read after the pass */
+    /* a root lives while any node of its chain is written or read */
+    for (int k = 0; k < n; k++) {
+        struct nn_node *r = net->nodes[s_root(net, k, cpu)];
+        if (net->nodes[k]->live_to > r->live_to)
+            r->live_to = net->nodes[k]->live_to;
+        if (net->producer[k] > r->live_to)
+            r->live_to = net->producer[k];
+    }
+    for (int i = 0; i < net->n_layers; i++)
+        for (int j = 0; j < net->layers[i]->n_in; j++) {
+            const int k = s_node_index(net, net->layers[i]->in[j]);
+            struct nn_node *r = net->nodes[s_root(net, k < 0 ? 0 : k, cpu)];
+            if (i > r->live_to)
+                r->live_to = i;
+        }
+    /* first fit, in node order, against the roots placed before whose lives overlap */
+    size_t total = 0;
+    for (int k = 0; k < n; k++) {
+        struct nn_node *a = net->nodes[k];
+        if (s_root(net, k, cpu) != k)
+            continue;
+        const size_t len = (size_t)net->max_batch * nn_shape_numel(&a->shape);
+        const size_t size = (len + NN_ARENA_ALIGN - 1) / NN_ARENA_ALIGN * NN_ARENA_ALIGN;
+        size_t off = 0;
+        for (int moved = 1; moved;) {
+            moved = 0;
+            for (int q = 0; q < k; q++) {
+                const struct nn_node *b = net->nodes[q];
+                if (s_root(net, q, cpu) != q || b->live_to < a->live_from ||
+                    a->live_to < b->live_from)
+                    continue;
+                const size_t blen = (size_t)net->max_batch * nn_shape_numel(&b->shape);
+                const size_t bend =
+                    b->arena_off + (blen + NN_ARENA_ALIGN - 1) / NN_ARENA_ALIGN * NN_ARENA_ALIGN;
+                if (off < bend && b->arena_off < off + size) {
+                    off = bend;
+                    moved = 1;
+                }
+            }
+        }
+        a->arena_off = off;
+        if (off + size > total)
+            total = off + size;
+    }
+    for (int k = 0; k < n; k++)
+        net->nodes[k]->arena_off = net->nodes[s_root(net, k, cpu)]->arena_off;
+    return total;
+}
+
 size_t nn_net_node_floats(const nn_net_t *net)
 {
     const int cpu = net->be == NULL || net->be == nn_backend_cpu();
+    if (net->fwd_only)
+        return nn_net_fwd_plan(net, cpu);
     size_t total = 0;
     for (int i = 0; i < net->n_nodes; i++)
         if (!cpu || net->nodes[i]->share < 0)
@@ -116,6 +195,16 @@ size_t nn_net_node_floats(const nn_net_t *net)
 void nn_net_bind_nodes(nn_net_t *net, float *base, int r)
 {
     const int cpu = net->be == NULL || net->be == nn_backend_cpu();
+    if (net->fwd_only) {
+        nn_net_fwd_plan(net, cpu);
+        for (int i = 0; i < net->n_nodes; i++) {
+            struct nn_node *node = net->nodes[i];
+            if (!r)
+                node->y = base + node->arena_off;
+            node->dy = node->ry = node->rdy = NULL;
+        }
+        return;
+    }
     for (int i = 0; i < net->n_nodes; i++) {
         struct nn_node *node = net->nodes[i];
         if (cpu && node->share >= 0) {

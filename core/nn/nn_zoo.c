@@ -309,6 +309,12 @@ static const char *s_model_list(char *buf, size_t size)
 
 nn_net_t *nn_zoo_new(const char *model, int c, int h, int w, int classes, int max_batch, int *err)
 {
+    return nn_zoo_new_flags(model, c, h, w, classes, max_batch, 0, err);
+}
+
+nn_net_t *nn_zoo_new_flags(const char *model, int c, int h, int w, int classes, int max_batch,
+                           unsigned flags, int *err)
+{
     int rc = NN_ERR_ARG;
     nn_net_t *net = NULL;
     char list[256];
@@ -326,6 +332,8 @@ nn_net_t *nn_zoo_new(const char *model, int c, int h, int w, int classes, int ma
         nn_report(3, "nn_zoo_new: unknown model '%s' (%s)", model, s_model_list(list, sizeof list));
         goto out_fail;
     }
+    if (flags & NN_NET_FORWARD_ONLY)
+        nn_net_set_forward_only(net);
     rc = nn_net_build(net);
     if (rc != NN_OK) {
         nn_report(3, "nn_zoo_new: cannot build %s for %dx%dx%d input: %s", model, c, h, w,

@@ -161,14 +161,17 @@ static int s_reserve(nn_net_t *net, const struct nn_backend_ops *be)
     net->grads = be->alloc(net->n_params * sizeof(float) + 1);
     net->buffers = be->alloc(net->n_buffers * sizeof(float) + 1);
     net->probs = be->alloc((size_t)net->classes * mb * sizeof(float));
-    net->dv = be->alloc(net->n_params * sizeof(float) + 1);
-    net->dhv = be->alloc(net->n_params * sizeof(float) + 1);
-    net->pin_v = be->host_alloc(net->n_params * sizeof(float) + 1);
-    net->pin_hv = be->host_alloc(net->n_params * sizeof(float) + 1);
+    if (!net->fwd_only) { /* an HVP's direction and result (a forward-only net runs none) */
+        net->dv = be->alloc(net->n_params * sizeof(float) + 1);
+        net->dhv = be->alloc(net->n_params * sizeof(float) + 1);
+        net->pin_v = be->host_alloc(net->n_params * sizeof(float) + 1);
+        net->pin_hv = be->host_alloc(net->n_params * sizeof(float) + 1);
+        if (!net->dv || !net->dhv || !net->pin_v || !net->pin_hv)
+            return NN_ERR_NOMEM;
+    }
     net->work = NULL; /* device layers keep their own workspaces */
     net->work_floats = 0;
-    if (!net->act || !net->params || !net->grads || !net->buffers || !net->probs || !net->dv ||
-        !net->dhv || !net->pin_v || !net->pin_hv)
+    if (!net->act || !net->params || !net->grads || !net->buffers || !net->probs)
         return NN_ERR_NOMEM;
     if (be->upload(net->params, net->host_params, net->n_params * sizeof(float)) != NN_OK ||
         be->upload(net->buffers, net->host_buffers, net->n_buffers * sizeof(float)) != NN_OK)

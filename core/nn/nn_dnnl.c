@@ -14,6 +14,12 @@
  * and activations the caller passes channel-blocked (nChw16c, where all three primitives chose it)
  * are read and written in place.
  *
+ * An input gradient that adds into dx (its node has another consumer, or the R-backward's second
+ * term convT(V, dY)) would need a second pass over dx after the backward-data primitive, which
+ * cannot add. For stride 1 with the output the input's size (2 pad = k - 1), convT(w, dy) is the
+ * forward convolution of dy with w transposed and flipped (w'[i][o][a][b] = w[o][i][k-1-a][k-1-b],
+ * the same padding), and the forward takes a sum post-op: `tfwd` adds straight into a blocked dx.
+ *
  * A stream per handle: layers of nets on different threads never share one. The engine is shared
  * (created once; oneDNN's CPU engine is thread-safe).
  */
@@ -105,13 +111,19 @@ struct nn_dnnl_conv {
     dnnl_stream_t stream;
     struct s_arg usrc, udst, uwts; /* the caller's layouts: CNHW input, CNHW output, OIHW */
     struct s_prim fwd, bwd_data, bwd_wts;
-    struct s_prim fwd_add; /* fwd with a sum post-op (dst += conv), or no primitive */
+    struct s_prim fwd_add;  /* fwd with a sum post-op (dst += conv), or no primitive */
+    struct s_prim tfwd;     /* dx += convT(w, dy) as a forward with a sum post-op, or none */
+    struct s_arg utw;       /* the caller's layout of the transposed weights (in_c, out_c, k, k) */
+    struct s_reorder t_wts; /* transposed weights -> tfwd */
+    int k;                  /* window side (the flip of the transposed weights) */
+    int in_c, out_c;        /* channels */
     struct s_reorder f_src, f_wts, f_dst;   /* caller -> fwd (src, wts); fwd dst -> caller */
     struct s_reorder d_dst, d_wts, d_src;   /* caller -> bwd data (dy, w); diff_src -> caller */
     struct s_reorder w_src, w_dst, w_dwts;  /* caller -> bwd weights (x, dy); diff_wts -> caller */
     size_t n_wts;                           /* weight floats (caller layout) */
     size_t a_floats, b_floats, s_floats;    /* scratch regions A, B, S (rounded up) */
     size_t w_floats, dw_floats, dwu_floats; /* W; D: blocked dW, then dW in the caller's layout */
+    size_t t_floats;                        /* T: transposed weights in the caller's layout */
     int same_ddst;             /* both backward primitives read dy in one layout: reorder it once */
     unsigned blocked;          /* enum nn_dnnl_blk: sides every primitive takes as nChw16c */
     size_t x_floats, y_floats; /* floats of the input and the output activation */
@@ -249,7 +261,34 @@ static void s_prim_fini(struct s_prim *p)
 /* Descriptors of the three convolutions with "any" layouts, then their primitive descriptors
  * (the backward ones hinted by the forward), and pd[3], the forward adding into its destination
  * (NULL when oneDNN has none). Each pd has a user-managed scratchpad. */
-static int s_create_pds(const struct nn_dnnl_conv_shape *s, dnnl_primitive_desc_t pd[4])
+/* pd of the adding transposed forward (tfwd, in the banner), or NULL where the shape has none. */
+static dnnl_primitive_desc_t s_tfwd_pd(const struct nn_dnnl_conv_shape *s)
+{
+    if (s->stride != 1 || 2 * s->pad != s->k - 1 || s->oh != s->ih || s->ow != s->iw)
+        return NULL;
+    dnnl_memory_desc_t src, wts, dst;
+    s_any(&src, s->n, s->out_c, s->oh, s->ow);
+    s_any(&wts, s->in_c, s->out_c, s->k, s->k);
+    s_any(&dst, s->n, s->in_c, s->ih, s->iw);
+    dnnl_dims_t strides = {1, 1}, pad = {s->pad, s->pad};
+    dnnl_convolution_desc_t fd;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    if (dnnl_primitive_attr_create(&attr) ||
+        dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) ||
+        dnnl_post_ops_create(&po) || dnnl_post_ops_append_sum(po, 1.0f) ||
+        dnnl_primitive_attr_set_post_ops(attr, po) ||
+        dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct,
+                                           &src, &wts, NULL, &dst, strides, pad, pad) ||
+        dnnl_primitive_desc_create(&pd, &fd, attr, s_engine, NULL))
+        pd = NULL;
+    dnnl_post_ops_destroy(po);
+    dnnl_primitive_attr_destroy(attr);
+    return pd;
+}
+
+static int s_create_pds(const struct nn_dnnl_conv_shape *s, dnnl_primitive_desc_t pd[5])
 {
     dnnl_memory_desc_t src, wts, dst;
     s_any(&src, s->n, s->in_c, s->ih, s->iw);
@@ -285,6 +324,7 @@ static int s_create_pds(const struct nn_dnnl_conv_shape *s, dnnl_primitive_desc_
             pd[3] = NULL;
         dnnl_post_ops_destroy(po);
     }
+    pd[4] = s_tfwd_pd(s);
     rc = 0;
 out:
     dnnl_primitive_attr_destroy(attr);
@@ -293,8 +333,38 @@ out:
 
 /* Primitives, args and reorders of a handle whose pds exist; the sizes of the scratch regions and
  * the private weight buffers. */
+/* The adding transposed forward of pd (may be NULL), kept only where it reads dy and writes dx
+ * in the layouts the backward-data primitive uses, both channel-blocked. */
+static void s_build_tfwd(nn_dnnl_conv_t *c, const struct nn_dnnl_conv_shape *s,
+                         dnnl_primitive_desc_t pd)
+{
+    static const dnnl_query_t q_fwd[3] = {dnnl_query_src_md, dnnl_query_weights_md,
+                                          dnnl_query_dst_md};
+    dnnl_memory_desc_t md;
+    dnnl_dims_t wd = {s->in_c, s->out_c, s->k, s->k};
+    NN_DNNL_CHECK(dnnl_memory_desc_init_by_tag(&md, 4, wd, dnnl_f32, dnnl_oihw));
+    if (!pd || !(c->blocked & NN_DNNL_BLK_X) || !(c->blocked & NN_DNNL_BLK_Y) ||
+        s_prim_init(&c->tfwd, pd, q_fwd) ||
+        !dnnl_memory_desc_equal(&c->tfwd.a[0].md, &c->bwd_data.a[2].md) ||
+        !dnnl_memory_desc_equal(&c->tfwd.a[2].md, &c->bwd_data.a[0].md) ||
+        s_arg_init(&c->utw, &md) || s_reorder_init(&c->t_wts, &c->utw.md, &c->tfwd.a[1].md, 0)) {
+        s_prim_fini(&c->tfwd);
+        s_arg_fini(&c->utw);
+        s_reorder_fini(&c->t_wts);
+        return;
+    }
+    c->k = s->k;
+    c->in_c = s->in_c;
+    c->out_c = s->out_c;
+    c->t_floats = s_round(c->n_wts * sizeof(float));
+    if (s_floats(&c->tfwd.a[1].md) > c->w_floats)
+        c->w_floats = s_floats(&c->tfwd.a[1].md);
+    if (s_floats(&c->tfwd.scratch.md) > c->s_floats)
+        c->s_floats = s_floats(&c->tfwd.scratch.md);
+}
+
 static int s_build(nn_dnnl_conv_t *c, const struct nn_dnnl_conv_shape *s,
-                   dnnl_primitive_desc_t pd[4])
+                   dnnl_primitive_desc_t pd[5])
 {
     static const dnnl_query_t q_fwd[3] = {dnnl_query_src_md, dnnl_query_weights_md,
                                           dnnl_query_dst_md};
@@ -361,6 +431,7 @@ static int s_build(nn_dnnl_conv_t *c, const struct nn_dnnl_conv_shape *s,
         c->w_floats = s_floats(&c->bwd_data.a[1].md);
     c->dw_floats = s_floats(&c->bwd_wts.a[1].md);
     c->dwu_floats = s_round(c->n_wts * sizeof(float));
+    s_build_tfwd(c, s, pd[4]);
     return 0;
 }
 
@@ -372,7 +443,7 @@ nn_dnnl_conv_t *nn_dnnl_conv_new(const struct nn_dnnl_conv_shape *shape)
         return NULL;
     }
     nn_dnnl_conv_t *c = calloc(1, sizeof *c);
-    dnnl_primitive_desc_t pd[4] = {NULL, NULL, NULL, NULL};
+    dnnl_primitive_desc_t pd[5] = {NULL, NULL, NULL, NULL, NULL};
     if (!c)
         return NULL;
     if (dnnl_stream_create(&c->stream, s_engine, dnnl_stream_default_flags) ||
@@ -384,7 +455,7 @@ nn_dnnl_conv_t *nn_dnnl_conv_new(const struct nn_dnnl_conv_shape *shape)
                   shape->pad);
         nn_dnnl_conv_destroy(&c);
     }
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         dnnl_primitive_desc_destroy(pd[i]);
     return c;
 }
@@ -394,14 +465,16 @@ void nn_dnnl_conv_destroy(nn_dnnl_conv_t **self_p)
     if (!self_p || !*self_p)
         return;
     nn_dnnl_conv_t *c = *self_p;
-    struct s_reorder *rs[] = {&c->f_src, &c->f_wts, &c->f_dst, &c->d_dst, &c->d_wts,
-                              &c->d_src, &c->w_src, &c->w_dst, &c->w_dwts};
+    struct s_reorder *rs[] = {&c->f_src, &c->f_wts, &c->f_dst, &c->d_dst,  &c->d_wts,
+                              &c->d_src, &c->w_src, &c->w_dst, &c->w_dwts, &c->t_wts};
     for (size_t i = 0; i < sizeof rs / sizeof rs[0]; i++)
         s_reorder_fini(rs[i]);
     s_prim_fini(&c->fwd);
     s_prim_fini(&c->bwd_data);
     s_prim_fini(&c->bwd_wts);
     s_prim_fini(&c->fwd_add);
+    s_prim_fini(&c->tfwd);
+    s_arg_fini(&c->utw);
     s_arg_fini(&c->usrc);
     s_arg_fini(&c->udst);
     s_arg_fini(&c->uwts);
@@ -414,7 +487,7 @@ void nn_dnnl_conv_destroy(nn_dnnl_conv_t **self_p)
 size_t nn_dnnl_conv_work_floats(const nn_dnnl_conv_t *self)
 {
     return self->a_floats + self->b_floats + self->s_floats + self->w_floats + self->dw_floats +
-           self->dwu_floats;
+           self->dwu_floats + self->t_floats;
 }
 
 unsigned nn_dnnl_conv_blocked(const nn_dnnl_conv_t *self)
@@ -431,7 +504,7 @@ static void s_set(const struct s_arg *a, const void *p)
 
 /* The scratch regions of a call in work (layout in the banner). */
 struct s_regions {
-    float *a, *b, *s, *w, *dw, *dwu;
+    float *a, *b, *s, *w, *dw, *dwu, *t;
 };
 
 static struct s_regions s_split(const nn_dnnl_conv_t *c, float *work)
@@ -443,6 +516,7 @@ static struct s_regions s_split(const nn_dnnl_conv_t *c, float *work)
     r.w = r.s + c->s_floats;
     r.dw = r.w + c->w_floats;
     r.dwu = r.dw + c->dw_floats;
+    r.t = r.dwu + c->dwu_floats;
     return r;
 }
 
@@ -514,6 +588,24 @@ void nn_dnnl_conv_forward(nn_dnnl_conv_t *c, const float *x, const float *w, flo
         s_run_reorder(c, add ? c->f_dst.add : c->f_dst.reo, &c->fwd.a[2], dst, &c->udst, y);
 }
 
+/* dx += convT(w, dy) through tfwd (blocked dy and dx): w transposed and flipped into T, reordered
+ * into W. */
+static void s_tfwd_add(nn_dnnl_conv_t *c, const float *dy, const float *w, float *dx,
+                       const struct s_regions *r)
+{
+    static const int kinds[3] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
+    const int k = c->k, kk = k * k;
+    for (int o = 0; o < c->out_c; o++)
+        for (int i = 0; i < c->in_c; i++) {
+            const float *from = w + ((size_t)o * c->in_c + i) * kk;
+            float *to = r->t + ((size_t)i * c->out_c + o) * kk;
+            for (int t = 0; t < kk; t++)
+                to[t] = from[kk - 1 - t];
+        }
+    const float *wts = s_in(c, &c->t_wts, &c->utw, r->t, &c->tfwd.a[1], r->w);
+    s_run(c, &c->tfwd, kinds, dy, wts, dx, r->s);
+}
+
 void nn_dnnl_conv_backward(nn_dnnl_conv_t *c, const float *dy, const float *x, float scale,
                            float *dw, const float *w, float *dx, unsigned blk, float *work)
 {
@@ -539,6 +631,10 @@ void nn_dnnl_conv_backward(nn_dnnl_conv_t *c, const float *dy, const float *x, f
     }
     if (!dx)
         return;
+    if (!(blk & NN_DNNL_SET_DX) && c->tfwd.p && (blk & NN_DNNL_BLK_X) && (blk & NN_DNNL_BLK_Y)) {
+        s_tfwd_add(c, dy, w, dx, &r);
+        return;
+    }
     if (!ddst || !c->same_ddst)
         ddst = s_in(c, &c->d_dst, &c->udst, dy, &c->bwd_data.a[2], r.b);
     const float *wts = s_in(c, &c->d_wts, &c->uwts, w, &c->bwd_data.a[1], r.w);

@@ -385,6 +385,22 @@ static void s_lanes(const struct nn_bn *b, int cb, float mu[NN_BLK], float inv[N
     }
 }
 
+/* s += sum g and sx += sum g xh, xh = (x - mu) inv, over [j0, j1) of a run, lane by lane. */
+static void s_sums_gx(const float *g, const float *x, size_t j0, size_t j1, const float mu[NN_BLK],
+                      const float inv[NN_BLK], double s[NN_BLK], double sx[NN_BLK])
+{
+    float a[NN_BLK] = {0}, ax[NN_BLK] = {0};
+    for (size_t j = j0; j < j1; j += NN_BLK)
+        for (int k = 0; k < NN_BLK; k++) {
+            a[k] += g[j + k];
+            ax[k] += g[j + k] * ((x[j + k] - mu[k]) * inv[k]);
+        }
+    for (int k = 0; k < NN_BLK; k++) {
+        s[k] += a[k];
+        sx[k] += ax[k];
+    }
+}
+
 static void s_forward_blk(struct nn_bn *b, const struct nn_ctx *ctx)
 {
     struct nn_layer *l = &b->base;
@@ -460,18 +476,9 @@ static void s_backward_blk(struct nn_bn *b, const struct nn_ctx *ctx, int set)
             const size_t o = s_run_off(i, cb, nb, run);
             const float *x = l->in[0]->y + o, *dy = l->out->dy + o;
             for (size_t j0 = 0; j0 < run; j0 += NN_BN_CHUNK) {
-                float a[NN_BLK] = {0}, ax[NN_BLK] = {0};
                 if (l->out->relu && !b->dy_masked)
                     s_relu_mask(l->out->dy + o, l->out->y + o, j0, s_chunk_end(j0, run));
-                for (size_t j = j0; j < s_chunk_end(j0, run); j += NN_BLK)
-                    for (int k = 0; k < NN_BLK; k++) {
-                        a[k] += dy[j + k];
-                        ax[k] += dy[j + k] * ((x[j + k] - mu[k]) * inv[k]);
-                    }
-                for (int k = 0; k < NN_BLK; k++) {
-                    sdy[k] += a[k];
-                    sdyx[k] += ax[k];
-                }
+                s_sums_gx(dy, x, j0, s_chunk_end(j0, run), mu, inv, sdy, sdyx);
             }
         }
         float c0[NN_BLK], c1[NN_BLK], c2[NN_BLK], muf[NN_BLK];
@@ -509,18 +516,8 @@ static void s_rforward_blk(struct nn_bn *b, const struct nn_ctx *ctx)
             for (int i = 0; i < n; i++) {
                 const size_t o = s_run_off(i, cb, nb, run);
                 const float *x = l->in[0]->y + o, *rx = l->in[0]->ry + o;
-                for (size_t j0 = 0; j0 < run; j0 += NN_BN_CHUNK) {
-                    float a[NN_BLK] = {0}, ax[NN_BLK] = {0};
-                    for (size_t j = j0; j < s_chunk_end(j0, run); j += NN_BLK)
-                        for (int k = 0; k < NN_BLK; k++) {
-                            a[k] += rx[j + k];
-                            ax[k] += rx[j + k] * ((x[j + k] - mu[k]) * inv[k]);
-                        }
-                    for (int k = 0; k < NN_BLK; k++) {
-                        mrx[k] += a[k];
-                        mxrx[k] += ax[k];
-                    }
-                }
+                for (size_t j0 = 0; j0 < run; j0 += NN_BN_CHUNK)
+                    s_sums_gx(rx, x, j0, s_chunk_end(j0, run), mu, inv, mrx, mxrx);
             }
             for (int k = 0; k < NN_BLK; k++) {
                 mrx[k] /= (double)m;
@@ -689,18 +686,8 @@ static void s_backward_blk_eval(struct nn_bn *b, const struct nn_ctx *ctx, int s
                 const size_t j1 = s_chunk_end(j0, run);
                 if (mask)
                     s_relu_mask(l->out->dy + o, l->out->y + o, j0, j1);
-                if (sums) {
-                    float a[NN_BLK] = {0}, ax[NN_BLK] = {0};
-                    for (size_t j = j0; j < j1; j += NN_BLK)
-                        for (int k = 0; k < NN_BLK; k++) {
-                            a[k] += dy[j + k];
-                            ax[k] += dy[j + k] * ((x[j + k] - mu[k]) * inv[k]);
-                        }
-                    for (int k = 0; k < NN_BLK; k++) {
-                        sdy[k] += a[k];
-                        sdyx[k] += ax[k];
-                    }
-                }
+                if (sums)
+                    s_sums_gx(dy, x, j0, j1, mu, inv, sdy, sdyx);
                 if (dx && set) {
                     for (size_t j = j0; j < j1; j += NN_BLK)
                         for (int k = 0; k < NN_BLK; k++)

@@ -2,7 +2,7 @@
 # Install what eigenbatch needs to build, test and benchmark on Debian 12 (run as root).
 #   deploy/install-deps.sh          build + test dependencies and the Fashion-MNIST data package
 #   deploy/install-deps.sh --build  what building the binary needs, nothing more (deploy/Dockerfile)
-#   deploy/install-deps.sh --bench  also the comparison tools used by bench/ (PyTorch, PIL, gnuplot)
+#   deploy/install-deps.sh --bench  also the comparison tools used by bench/ (PyTorch, torchvision, PIL, perf)
 # The tests use docker-compose (Debian's, 1.29) only to validate deploy/'s compose files
 # (`docker-compose config`: no Docker daemon needed) and python3-yaml to read them.
 set -euo pipefail
@@ -18,7 +18,7 @@ if [ "${1:-}" != "--build" ]; then
          gnuplot-nox clang-format clang libfuzzer-14-dev docker-compose)
 fi
 if [ "${1:-}" = "--bench" ]; then
-  pkgs+=(python3-torch python3-pil linux-perf)
+  pkgs+=(python3-torch python3-torchvision python3-pil linux-perf)
 fi
 
 missing=()

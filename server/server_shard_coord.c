@@ -191,6 +191,7 @@ void server_shard_on_sched_query(server_shard_t *s, const struct rt_sock_in *in)
         if (m->weight > 0)
             s_report_speed(s, m->sender, m->weight);
         server_shard_obs_eval(s, &m->eval);
+        server_shard_obs_bad(s, m->sender, m->bad_records);
         rc = server_coord_step(s->co.coord, m->sender, m->step, &pt, &off, &cnt);
     } else
         rc = server_coord_sched(s->co.coord, m->step, &pt);
@@ -225,8 +226,10 @@ void server_shard_on_sched_query(server_shard_t *s, const struct rt_sock_in *in)
  * the status probe of `eigenbatch ping` (deployment healthchecks). */
 void server_shard_on_heartbeat(server_shard_t *s, const struct rt_sock_in *in)
 {
-    if (server_shard_bound(s, in))
+    if (server_shard_bound(s, in)) {
         server_shard_obs_eval(s, &in->m.eval); /* the lead's latest test-set evaluation */
+        server_shard_obs_bad(s, in->m.sender, in->m.bad_records);
+    }
     struct rt_wire_msg r;
     rt_wire_msg_init(&r, RT_WIRE_HEARTBEAT, s->cfg.shard, s->name);
     server_shard_reply(s, in, &r, "heartbeat reply");

@@ -152,6 +152,14 @@ struct server_shard_evict {
 };
 
 /* Observability (shard 0): what STATUS queries and the Prometheus endpoint report. */
+/* Undecodable records a worker's loaders skipped (data.skip_bad_records), as it reports them with
+ * its schedule queries and heartbeats: a process counts from 0, so a report below the last one is
+ * a restarted worker, whose earlier count moves to `base`. */
+struct server_shard_bad {
+    uint64_t last; /* the latest report */
+    uint64_t base; /* the counts of its earlier processes */
+};
+
 struct server_shard_obs {
     double started_at;   /* rt_clock_now time the shard was created */
     double *shard_heard; /* per shard: rt_clock_now of its latest message (0: never) */
@@ -159,14 +167,15 @@ struct server_shard_obs {
     int n_dec;                                             /* entries of dec in use */
     int dec_next;                                          /* slot of the next one */
     uint64_t decisions;                                    /* decisions received in all */
-    double step_at;            /* rt_clock_now time the latest step was applied (0: none) */
-    double rate;               /* smoothed samples per second of the applied steps */
-    double *w;                 /* scratch: share weights, n_workers */
-    struct rt_wire_status *st; /* scratch: a STATUS reply (allocated once) */
-    uint8_t *buf;              /* scratch: its encoding, RT_WIRE_STATUS_MAX bytes */
-    rt_prom_http_t *http;      /* the Prometheus endpoint (metrics.listen), or NULL */
-    struct rt_wire_eval eval;  /* the latest test-set evaluation a worker reported (none yet:
-                                  not present) */
+    double step_at;               /* rt_clock_now time the latest step was applied (0: none) */
+    double rate;                  /* smoothed samples per second of the applied steps */
+    double *w;                    /* scratch: share weights, n_workers */
+    struct rt_wire_status *st;    /* scratch: a STATUS reply (allocated once) */
+    uint8_t *buf;                 /* scratch: its encoding, RT_WIRE_STATUS_MAX bytes */
+    rt_prom_http_t *http;         /* the Prometheus endpoint (metrics.listen), or NULL */
+    struct rt_wire_eval eval;     /* the latest test-set evaluation a worker reported (none yet:
+                                     not present) */
+    struct server_shard_bad *bad; /* per worker: undecodable records reported, n_workers */
 };
 
 struct server_shard {
@@ -302,6 +311,22 @@ void server_shard_obs_step(server_shard_t *s);
  * for the status reply and the Prometheus gauges unless an evaluation of a later epoch is
  * already held. */
 void server_shard_obs_eval(server_shard_t *s, const struct rt_wire_eval *e);
+
+/* Worker report `count` into b (a count below the last one: a restarted worker); returns 1 when
+ * it changed anything. */
+int server_shard_bad_report(struct server_shard_bad *b, uint64_t count);
+
+/* The count b holds over the worker's restarts (saturating). */
+uint64_t server_shard_bad_count(const struct server_shard_bad *b);
+
+/* Coordinator: bound worker `id` reports `count` undecodable records skipped by its loaders since
+ * it started (SCHED_QUERY, HEARTBEAT); kept per worker over its restarts (server_shard_bad). */
+void server_shard_obs_bad(server_shard_t *s, int id, uint64_t count);
+
+/* Worker `id`'s undecodable records over its restarts (0 for an unknown id), and their sum over
+ * every worker (saturating). */
+uint64_t server_shard_obs_bad_of(const server_shard_t *s, int id);
+uint64_t server_shard_obs_bad_total(const server_shard_t *s);
 
 /* ---- checkpoints (server_shard_ckpt.c) ---------------------------------------------------- */
 

@@ -27,7 +27,8 @@ int server_shard_obs_open(server_shard_t *s, const char *metrics_listen)
     ob->st = malloc(sizeof *ob->st);
     ob->buf = malloc(RT_WIRE_STATUS_MAX);
     ob->w = calloc((size_t)s->cfg.n_workers, sizeof *ob->w);
-    if (!ob->shard_heard || !ob->st || !ob->buf || !ob->w)
+    ob->bad = calloc((size_t)s->cfg.n_workers, sizeof *ob->bad);
+    if (!ob->shard_heard || !ob->st || !ob->buf || !ob->w || !ob->bad)
         return rt_err_set(RT_ERR_NOMEM, "%s: status", s->name);
     if (!metrics_listen || !*metrics_listen)
         return RT_OK;
@@ -48,6 +49,7 @@ void server_shard_obs_close(server_shard_t *s)
     free(ob->st);
     free(ob->buf);
     free(ob->w);
+    free(ob->bad);
     memset(ob, 0, sizeof *ob);
 }
 
@@ -118,6 +120,7 @@ static void s_fill_workers(server_shard_t *s, struct rt_wire_status *st)
         ws->heartbeat_age_s = info.silent_s;
         ws->evicted = info.evicted;
         ws->join_step = info.join_step;
+        ws->bad_records = server_shard_obs_bad_of(s, i);
     }
     st->n_listed_workers = k;
 }
@@ -148,6 +151,7 @@ static void s_fill(server_shard_t *s)
     st->loss = n ? (float)(s->step.prev_loss / (double)n) : 0.0f;
     st->train_accuracy = n ? (float)((double)s->step.prev_correct / (double)n) : 0.0f;
     st->eval = s->obs.eval;
+    st->bad_records = server_shard_obs_bad_total(s);
     s_fill_workers(s, st);
     for (int i = 0; i < s->cfg.n_shards && i < RT_WIRE_STATUS_SHARDS; i++) {
         struct rt_wire_shard_status *sh = &st->shards[st->n_listed_shards++];
@@ -199,6 +203,53 @@ static void s_worker_gauges(server_shard_t *s, int i, double share)
     rt_prom_set("eigenbatch_worker_heartbeat_age_seconds", labels,
                 "seconds since the coordinator last heard from the worker", info.silent_s);
     rt_prom_set("eigenbatch_worker_evicted", labels, "1 when the worker is evicted", info.evicted);
+    rt_prom_set("eigenbatch_worker_bad_records", labels,
+                "undecodable records the worker's loaders skipped (data.skip_bad_records)",
+                (double)server_shard_obs_bad_of(s, i));
+}
+
+static uint64_t s_sat_add(uint64_t a, uint64_t b)
+{
+    return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+int server_shard_bad_report(struct server_shard_bad *b, uint64_t count)
+{
+    if (count == b->last)
+        return 0;
+    if (count < b->last) /* a new process of that worker, counting from 0 again */
+        b->base = s_sat_add(b->base, b->last);
+    b->last = count;
+    return 1;
+}
+
+uint64_t server_shard_bad_count(const struct server_shard_bad *b)
+{
+    return s_sat_add(b->base, b->last);
+}
+
+void server_shard_obs_bad(server_shard_t *s, int id, uint64_t count)
+{
+    if (!s->co.coord || !s->obs.bad || id < 0 || id >= s->cfg.n_workers)
+        return;
+    if (server_shard_bad_report(&s->obs.bad[id], count))
+        RT_INFO(s->name, "worker %d: %llu undecodable records skipped (data.skip_bad_records)", id,
+                (unsigned long long)server_shard_bad_count(&s->obs.bad[id]));
+}
+
+uint64_t server_shard_obs_bad_of(const server_shard_t *s, int id)
+{
+    if (!s->obs.bad || id < 0 || id >= s->cfg.n_workers)
+        return 0;
+    return server_shard_bad_count(&s->obs.bad[id]);
+}
+
+uint64_t server_shard_obs_bad_total(const server_shard_t *s)
+{
+    uint64_t t = 0;
+    for (int i = 0; i < s->cfg.n_workers; i++)
+        t = s_sat_add(t, server_shard_obs_bad_of(s, i));
+    return t;
 }
 
 void server_shard_obs_eval(server_shard_t *s, const struct rt_wire_eval *e)
@@ -248,6 +299,9 @@ void server_shard_obs_step(server_shard_t *s)
     }
     rt_prom_set("eigenbatch_images_per_second", NULL,
                 "training samples per second over the recent steps (smoothed)", ob->rate);
+    rt_prom_set("eigenbatch_bad_records", NULL,
+                "undecodable records the workers' loaders skipped, summed over the workers",
+                (double)server_shard_obs_bad_total(s));
     double sum = s_weights(s);
     for (int i = 0; i < s->cfg.n_workers; i++)
         s_worker_gauges(s, i, sum > 0 ? s->obs.w[i] / sum : 0);

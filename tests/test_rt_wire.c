@@ -267,6 +267,36 @@ static void test_wrong_version(void **state)
     assert_int_equal(rt_wire_decode(parts, sizes, 1, &s_lim, &d, NULL, NULL), RT_ERR_FORMAT);
 }
 
+/* A worker's count of undecodable records rides on its schedule queries and heartbeats (the
+ * largest count too); other types neither send nor decode it. */
+static void test_bad_records(void **state)
+{
+    (void)state;
+    struct rt_wire_msg m, d;
+    uint8_t hdr[RT_WIRE_MAX_HEADER];
+    size_t len;
+    const void *parts[1] = {hdr};
+    size_t sizes[1];
+    enum rt_wire_type types[2] = {RT_WIRE_SCHED_QUERY, RT_WIRE_HEARTBEAT};
+    uint64_t counts[3] = {0, 17, UINT64_MAX};
+    for (int i = 0; i < 2; i++)
+        for (int k = 0; k < 3; k++) {
+            rt_wire_msg_init(&m, types[i], 3, "worker-3");
+            m.bad_records = counts[k];
+            assert_int_equal(rt_wire_encode(&m, hdr, sizeof hdr, &len), 0);
+            assert_true(len <= rt_wire_header_size(&m));
+            sizes[0] = len;
+            assert_int_equal(rt_wire_decode(parts, sizes, 1, &s_lim, &d, NULL, NULL), 0);
+            assert_true(d.bad_records == counts[k]);
+        }
+    rt_wire_msg_init(&m, RT_WIRE_PULL, 3, "worker-3");
+    m.bad_records = 5;
+    assert_int_equal(rt_wire_encode(&m, hdr, sizeof hdr, &len), 0);
+    sizes[0] = len;
+    assert_int_equal(rt_wire_decode(parts, sizes, 1, &s_lim, &d, NULL, NULL), 0);
+    assert_true(d.bad_records == 0);
+}
+
 /* A worker's test-set evaluation rides on its schedule queries and heartbeats; one that scores
  * more correct samples than it scored, or none, is malformed and names its sender. */
 static void test_eval(void **state)
@@ -480,6 +510,7 @@ int main(void)
         cmocka_unit_test(test_truncated),
         cmocka_unit_test(test_wrong_version),
         cmocka_unit_test(test_eval),
+        cmocka_unit_test(test_bad_records),
         cmocka_unit_test(test_wrong_sizes),
         cmocka_unit_test(test_oversize),
         cmocka_unit_test(test_checksum),

@@ -9,7 +9,8 @@
  * In an ABS run of separate processes the status lists the eigen service's decisions with the
  * rule's reasons, and the lead worker's latest test-set evaluation.
  * What a status reads of the schedule (server_coord_peek) announces no step, so a query cannot
- * move where a decision is stamped.
+ * move where a decision is stamped. Each worker's count of undecodable records skipped under
+ * data.skip_bad_records reaches the status, summed over the workers and over a worker's restarts.
  */
 #include <math.h>
 #include <stdio.h>
@@ -25,6 +26,7 @@
 #include "rt_wire_status.h"
 #include "server_coord.h"
 #include "server_fixsched.h"
+#include "server_shard_int.h"
 
 #define P 400000 /* synth parameters: steps slow enough to be asked about mid-run */
 #define STEPS 40
@@ -337,6 +339,79 @@ static void test_status_abs_reasons_and_test(void **state)
     free(tmp);
 }
 
+/* A worker's count of undecodable records as the coordinator keeps it: reports only grow
+ * within one process; a report below the last is a restarted worker, whose earlier count stays in
+ * the total. */
+static void test_bad_records_restarts(void **state)
+{
+    (void)state;
+    struct server_shard_bad b = {0};
+    assert_int_equal(server_shard_bad_report(&b, 0), 0);
+    assert_int_equal(server_shard_bad_report(&b, 3), 1);
+    assert_int_equal(server_shard_bad_report(&b, 3), 0);
+    assert_true(server_shard_bad_count(&b) == 3);
+    assert_int_equal(server_shard_bad_report(&b, 1), 1); /* restarted: 3 + 1 */
+    assert_true(server_shard_bad_count(&b) == 4);
+    assert_int_equal(server_shard_bad_report(&b, 2), 1);
+    assert_true(server_shard_bad_count(&b) == 5);
+    server_shard_bad_report(&b, UINT64_MAX); /* a hostile count saturates, never wraps */
+    assert_true(server_shard_bad_count(&b) == UINT64_MAX);
+}
+
+/* Two workers train on a set with two undecodable records under data.skip_bad_records: the
+ * coordinator's status lists each worker's count of skipped records and their sum, every record
+ * met by at least one worker and by each at most once, as JSON and as text. */
+static void test_status_bad_records(void **state)
+{
+    (void)state;
+    char *tmp = eb_test_tmpdir(), db[4200], cmd[12000], txt[12000];
+    snprintf(db, sizeof db, "%s/db", tmp);
+    static const size_t bad[2] = {5, 40};
+    eb_test_make_raw_db_bad(db, 64, 1, 8, 8, bad, 2);
+    int port = eb_test_free_port();
+    snprintf(cmd, sizeof cmd,
+             "EB_LOG=error exec '%s' launch --transport tcp --port %d --shards 2 --workers 2 "
+             "--balance static --model cnn --data '%s' --classes 64 --batch 8 --micro-batch 4 "
+             "--lr 0.05 --epochs 40 --skip-bad-records 2 --output-dir '%s/run' >/dev/null 2>&1",
+             eb_test_binary(), port, db, tmp);
+    int pid = eb_test_spawn(cmd);
+    snprintf(cmd, sizeof cmd,
+             "'%s' status --connect tcp://127.0.0.1:%d --json --timeout-ms 2000 2>/dev/null",
+             eb_test_binary(), port);
+    snprintf(txt, sizeof txt,
+             "'%s' status --connect tcp://127.0.0.1:%d --timeout-ms 2000 2>/dev/null | "
+             "grep -Eq '[234] undecodable records skipped in all'",
+             eb_test_binary(), port);
+    int seen = 0, text = 0;
+    for (int t = 0; t < TRIES && !seen && eb_test_running(pid); t++) {
+        json_t *j = eb_test_json_cmd(cmd);
+        json_t *workers = json_object_get(j, "workers");
+        json_int_t total = json_integer_value(json_object_get(j, "bad_records")), sum = 0;
+        for (size_t i = 0; i < json_array_size(workers); i++) {
+            json_int_t n =
+                json_integer_value(json_object_get(json_array_get(workers, i), "bad_records"));
+            assert_true(n >= 0 && n <= 2); /* each record once per worker at most */
+            sum += n;
+        }
+        if (j) {
+            assert_true(total == sum);
+            assert_true(total <= 4);
+        }
+        if (j && total >= 2 && json_array_size(workers) == 2) {
+            seen = 1;
+            text = eb_test_run(txt) == 0; /* counts only grow: the text shows 2 to 4 */
+        }
+        json_decref(j);
+        if (!seen)
+            usleep(POLL_US);
+    }
+    assert_true(seen);
+    assert_true(text);
+    assert_int_equal(eb_test_wait(pid), 0);
+    eb_test_rmtree(tmp);
+    free(tmp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -345,6 +420,8 @@ int main(void)
         cmocka_unit_test(test_status_mid_run),
         cmocka_unit_test(test_status_under_curve),
         cmocka_unit_test(test_status_abs_reasons_and_test),
+        cmocka_unit_test(test_bad_records_restarts),
+        cmocka_unit_test(test_status_bad_records),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,8 @@
 /*
  * cmd_status: `eigenbatch status --connect EP [--json] [--timeout-ms MS] [--config FILE]`: asks
  * a running cluster's coordinator (shard 0, at EP) for its status and prints it: the workers
- * (share of the batch, measured speed, last heartbeat), the shards, the schedule of the step in
+ * (share of the batch, measured speed, last heartbeat, undecodable records its loaders skipped),
+ * the shards, the schedule of the step in
  * progress (epoch, step, B, lr, gamma) and the latest decisions, as text or as one JSON object.
  * Exits 0 with an answer, 1 without one (a healthcheck that also says how the run is doing). The
  * options are the option table's (as ping's): a deployment's --config brings its security.* keys.
@@ -28,7 +29,8 @@
 static const char s_usage[] =
     "usage: eigenbatch status --connect ENDPOINT [--json] [--timeout-ms MS] [--config FILE]\n"
     "Asks the coordinator (shard 0's --bind) for the run's status: workers (share, speed, last\n"
-    "heartbeat), shards, the schedule of the step in progress and the latest decisions. --json\n"
+    "heartbeat, undecodable records skipped under data.skip_bad_records), shards, the schedule\n"
+    "of the step in progress and the latest decisions. --json\n"
     "prints one JSON object. Exits 0 with an answer within --timeout-ms (0: 3000), else 1.\n"
     "With security.* set (--config of the deployment) the query is CURVE-encrypted.\n";
 
@@ -105,10 +107,10 @@ static json_t *s_decision_json(const struct rt_wire_decision *d)
 /* One worker as JSON. */
 static json_t *s_worker_json(const struct rt_wire_worker_status *w)
 {
-    return json_pack("{s:i, s:s, s:o, s:o, s:o, s:b, s:I}", "id", (int)w->id, "name", w->name,
+    return json_pack("{s:i, s:s, s:o, s:o, s:o, s:b, s:I, s:I}", "id", (int)w->id, "name", w->name,
                      "share", s_real(w->share), "speed", s_real(w->speed), "heartbeat_age_s",
                      s_real(w->heartbeat_age_s), "evicted", w->evicted, "join_step",
-                     (json_int_t)w->join_step);
+                     (json_int_t)w->join_step, "bad_records", (json_int_t)w->bad_records);
 }
 
 /* The status as one JSON object (caller owns it), or NULL when out of memory. */
@@ -137,13 +139,13 @@ static json_t *s_json(const struct rt_wire_status *st, const char *name)
                                           s_real((double)e->correct / (double)e->samples), "loss",
                                           s_real(e->loss))
                               : json_null();
-    return json_pack("{s:s, s:I, s:i, s:i, s:o, s:o, s:o, s:o, s:o*, s:o*, s:o*, s:o*, s:o*}",
+    return json_pack("{s:s, s:I, s:i, s:i, s:o, s:o, s:o, s:o, s:I, s:o*, s:o*, s:o*, s:o*, s:o*}",
                      "coordinator", name, "version", (json_int_t)st->version, "n_workers",
                      (int)st->n_workers, "n_shards", (int)st->n_shards, "uptime_s",
                      s_real(st->uptime_s), "images_per_s", s_real(st->images_per_s), "loss",
-                     s_real(st->loss), "train_accuracy", s_real(st->train_accuracy), "test", test,
-                     "schedule", sched, "workers", workers, "shards", shards, "decisions",
-                     decisions);
+                     s_real(st->loss), "train_accuracy", s_real(st->train_accuracy), "bad_records",
+                     (json_int_t)st->bad_records, "test", test, "schedule", sched, "workers",
+                     workers, "shards", shards, "decisions", decisions);
 }
 
 /* The status as text. */
@@ -161,12 +163,20 @@ static void s_print(const struct rt_wire_status *st, const char *name, const cha
            (unsigned long long)st->epoch, (unsigned long long)st->step, st->batch, (double)st->lr,
            (double)st->gamma, (unsigned long long)st->sched_version,
            st->done ? ", training over" : "");
-    printf("workers (%d of %u registered):\n", st->n_listed_workers, st->n_workers);
+    printf("workers (%d of %u registered", st->n_listed_workers, st->n_workers);
+    if (st->bad_records)
+        printf("; %llu undecodable records skipped in all, data.skip_bad_records",
+               (unsigned long long)st->bad_records);
+    printf("):\n");
     for (int i = 0; i < st->n_listed_workers; i++) {
         const struct rt_wire_worker_status *w = &st->workers[i];
-        printf("  %3d %-24s share %5.1f%%  speed %9.1f/s  heard %.1f s ago%s\n", (int)w->id,
+        char bad[48] = "";
+        if (w->bad_records)
+            snprintf(bad, sizeof bad, "  %llu bad records skipped",
+                     (unsigned long long)w->bad_records);
+        printf("  %3d %-24s share %5.1f%%  speed %9.1f/s  heard %.1f s ago%s%s\n", (int)w->id,
                w->name, 100.0 * w->share, w->speed, w->heartbeat_age_s,
-               w->evicted ? "  EVICTED" : "");
+               w->evicted ? "  EVICTED" : "", bad);
     }
     printf("shards (%u):\n", st->n_shards);
     for (int i = 0; i < st->n_listed_shards; i++) {

@@ -28,6 +28,7 @@
 #define S_MAX_PATH 4096 /* bytes of a path under the output directory */
 
 static int s_eval_new(const struct app_opts *o, struct worker_app *n, int c, int h, int w);
+static int s_eval_setup(const struct app_opts *o, struct worker_app_eval *ev, int c, int h, int w);
 static void s_eval_destroy(struct worker_app *n);
 
 /* The epoch and step of the checkpoint in dir (its coordinator manifest). */
@@ -237,6 +238,21 @@ struct worker_app_eval {
 };
 
 /* Write the epoch event; acc/tl NaN when not evaluated. */
+/* Undecodable records this worker's loaders (training and test sets) skipped since it started:
+ * the heartbeat thread asks too, so the test set's count is the one the evaluation thread
+ * published after its latest evaluation. */
+static uint64_t s_bad_records(struct worker_app *n)
+{
+    uint64_t bad = n->loader ? rt_loader_bad_records(n->loader) : 0;
+    return bad + __atomic_load_n(&n->bad_test, __ATOMIC_ACQUIRE);
+}
+
+/* ... for the coordinator (worker_compute.bad_records). */
+static uint64_t s_nn_bad_records(void *user)
+{
+    return s_bad_records(user);
+}
+
 static void s_epoch_write(struct worker_app *n, const struct worker_app_epoch *ep, double acc,
                           double tl, double eval_s)
 {
@@ -256,11 +272,9 @@ static void s_epoch_write(struct worker_app *n, const struct worker_app_epoch *e
     rt_metrics_num(n->metrics, "images_per_s", ep->images_per_s);
     rt_metrics_num(n->metrics, "elapsed", ep->elapsed);
     rt_metrics_num(n->metrics, "eval_seconds", eval_s);
-    /* undecodable records skipped so far by this worker's loaders (data.skip_bad_records) */
-    size_t bad = n->loader ? rt_loader_bad_records(n->loader) : 0;
-    if (n->ev && n->ev->test)
-        bad += rt_loader_bad_records(n->ev->test);
-    rt_metrics_int(n->metrics, "bad_records", (long long)bad);
+    /* undecodable records skipped so far by this worker's loaders (data.skip_bad_records); the
+     * coordinator keeps every worker's (`eigenbatch status`, Prometheus) */
+    rt_metrics_int(n->metrics, "bad_records", (long long)s_bad_records(n));
     if (ep->recovered)
         rt_metrics_bool(n->metrics, "recovered", 1);
     if (rt_metrics_end(n->metrics) && !n->rc)
@@ -302,6 +316,7 @@ static void *s_eval_main(void *arg)
             n->eval = (struct rt_wire_eval){1, (uint64_t)ep.epoch, tn,
                                             (uint64_t)llround(acc * (double)tn), (float)tl};
         n->eval_seconds += dt;
+        __atomic_store_n(&n->bad_test, (uint64_t)rt_loader_bad_records(ev->test), __ATOMIC_RELEASE);
         s_epoch_write(n, &ep, acc, tl, dt);
         ev->pending = 0;
         pthread_cond_broadcast(&ev->cv);
@@ -324,10 +339,19 @@ static int s_eval_new(const struct app_opts *o, struct worker_app *n, int c, int
     struct worker_app_eval *ev = calloc(1, sizeof *ev);
     if (!ev)
         return rt_err_set(RT_ERR_NOMEM, "evaluation");
-    n->ev = ev;
     ev->owner = n;
     pthread_mutex_init(&ev->mu, NULL);
     pthread_cond_init(&ev->cv, NULL);
+    /* published once whole (the heartbeat thread reads n->ev for the latest evaluation); a
+     * failure publishes it too, for s_eval_destroy */
+    int rc = s_eval_setup(o, ev, c, h, w);
+    __atomic_store_n(&n->ev, ev, __ATOMIC_RELEASE);
+    return rc;
+}
+
+/* The test loader, the forward-only net and the evaluation thread of ev. */
+static int s_eval_setup(const struct app_opts *o, struct worker_app_eval *ev, int c, int h, int w)
+{
     /* a GPU worker evaluates on its (first) GPU, beside training on a stream of its own, and its
      * test set decodes with data.loader_threads; a CPU worker's on the evaluation thread alone */
     char dev[APP_MAX_DEVICES][APP_DEVICE_NAME_MAX];
@@ -705,7 +729,7 @@ static void s_nn_prepare(void *user, uint32_t batch, uint32_t share)
 static int s_nn_evaluation(void *user, struct rt_wire_eval *e)
 {
     struct worker_app *n = user;
-    struct worker_app_eval *ev = n->ev;
+    struct worker_app_eval *ev = __atomic_load_n(&n->ev, __ATOMIC_ACQUIRE);
     if (!ev)
         return 0;
     pthread_mutex_lock(&ev->mu);
@@ -722,6 +746,7 @@ struct worker_compute worker_app_compute(struct worker_app *n)
                                    .lead = s_nn_lead,
                                    .correct = s_nn_correct,
                                    .totals = s_nn_totals,
+                                   .bad_records = s_nn_bad_records,
                                    .step_done = s_nn_step_done,
                                    .prepare = s_nn_prepare,
                                    .finish = s_nn_finish,

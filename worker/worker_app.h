@@ -74,6 +74,8 @@ struct worker_app {
     double test_loss;         /* ... and mean loss */
     struct rt_wire_eval eval; /* the last evaluation as reported to the coordinator (guarded by
                                  the evaluation thread's mutex) */
+    uint64_t bad_test;        /* undecodable test-set records skipped, as of the evaluation
+                                 thread's latest evaluation (atomic) */
     int resume_checked;       /* the first step after a resume has been looked at */
     int rc;                   /* first error of a callback that cannot return one */
     struct worker_mem mem;    /* the memory bound stated at open (compute only) */

@@ -80,6 +80,10 @@ struct worker_compute {
      * return 1, or return 0 when there is none. Called with each schedule query and heartbeat,
      * and once after finish, possibly from the worker's heartbeat thread. */
     int (*evaluation)(void *user, struct rt_wire_eval *e);
+    /* Undecodable records this worker's loaders have skipped since it started
+     * (data.skip_bad_records), reported to the coordinator with each schedule query and
+     * heartbeat (may be NULL: 0). Called from the worker's heartbeat thread too. */
+    uint64_t (*bad_records)(void *user);
 };
 
 /* Configuration of a worker. */

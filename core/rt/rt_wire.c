@@ -303,6 +303,8 @@ static void s_to_pb(const struct rt_wire_msg *m, EbHeader *h, EbSpan *sp, EbSche
     h->role = m->role;
     if (m->eval.present && (m->type == RT_WIRE_SCHED_QUERY || m->type == RT_WIRE_HEARTBEAT))
         h->eval = rt_wire_eval_to_pb(&m->eval, ev);
+    if (m->type == RT_WIRE_SCHED_QUERY || m->type == RT_WIRE_HEARTBEAT)
+        h->bad_records = m->bad_records;
     h->trailer = RT_WIRE_TRAILER;
 }
 
@@ -490,6 +492,8 @@ static int s_fields_from_pb(const EbHeader *h, struct rt_wire_msg *m)
         if (rc)
             return rc;
     }
+    if (m->type == RT_WIRE_SCHED_QUERY || m->type == RT_WIRE_HEARTBEAT)
+        m->bad_records = h->bad_records;
     if (h->text)
         snprintf(m->text, sizeof m->text, "%s", h->text);
     return RT_OK;

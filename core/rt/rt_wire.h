@@ -190,6 +190,8 @@ struct rt_wire_msg {
     uint32_t role;                     /* REGISTER: RT_WIRE_ROLE_* */
     struct rt_wire_eval eval;          /* SCHED_QUERY, HEARTBEAT from a worker: its latest
                                           test-set evaluation (the lead's), or none */
+    uint64_t bad_records;              /* SCHED_QUERY, HEARTBEAT from a worker: undecodable
+                                          records its loaders have skipped since it started */
     int sealed;                        /* local, not encoded: payload checksums already filled */
 };
 

@@ -43,6 +43,7 @@ static void s_workers_to_pb(const struct rt_wire_status *st, struct s_image *im)
         w->heartbeat_age_s = src->heartbeat_age_s;
         w->evicted = src->evicted ? 1 : 0;
         w->join_step = src->join_step;
+        w->bad_records = src->bad_records;
         im->wp[i] = w;
     }
     im->st.n_workers = (size_t)n;
@@ -82,6 +83,7 @@ int rt_wire_status_encode(const struct rt_wire_status *st, int32_t sender, const
     s->images_per_s = st->images_per_s;
     s->loss = st->loss;
     s->train_accuracy = st->train_accuracy;
+    s->bad_records = st->bad_records;
     s_workers_to_pb(st, im);
     for (int i = 0; i < st->n_listed_shards; i++) {
         eb_shard_status__init(&im->s[i]);
@@ -129,6 +131,7 @@ static int s_lists_from_pb(const EbStatus *s, struct rt_wire_status *st)
         d->heartbeat_age_s = w->heartbeat_age_s;
         d->evicted = w->evicted ? 1 : 0;
         d->join_step = w->join_step;
+        d->bad_records = w->bad_records;
     }
     st->n_listed_shards = (int)s->n_shards;
     for (size_t i = 0; i < s->n_shards; i++) {
@@ -173,6 +176,7 @@ static int s_from_pb(const EbHeader *h, size_t len, struct rt_wire_status *st, c
     st->images_per_s = s->images_per_s;
     st->loss = s->loss;
     st->train_accuracy = s->train_accuracy;
+    st->bad_records = s->bad_records;
     return s_lists_from_pb(s, st);
 }
 

@@ -27,6 +27,7 @@ struct rt_wire_worker_status {
     double heartbeat_age_s;      /* seconds since it was last heard from */
     int evicted;                 /* evicted (and not rejoined) */
     uint64_t join_step;          /* first step it takes part in */
+    uint64_t bad_records;        /* undecodable records its loaders skipped, over its restarts */
 };
 
 /* One shard: shard 0 itself, the others as last heard from. */
@@ -59,6 +60,7 @@ struct rt_wire_status {
     int n_decisions; /* entries of decisions[], oldest first */
     struct rt_wire_decision decisions[RT_WIRE_STATUS_DECISIONS]; /* with verdict, apply_step */
     struct rt_wire_eval eval; /* the latest test-set evaluation reported, or none */
+    uint64_t bad_records;     /* the workers' bad_records summed */
 };
 
 /* Encode a STATUS reply from `sender` (`name`) carrying st into buf (cap bytes); *len receives

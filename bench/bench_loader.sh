@@ -7,10 +7,13 @@
 #   3. The ImageNet training transform: the same plus ImageNet mean/std normalisation, against
 #      torchvision's pipeline (PIL decode, RandomResizedCrop(224), RandomHorizontalFlip, ToTensor,
 #      Normalize; bench/pil_loader.py, when python3-torchvision is installed).
+#   4. The ImageNet evaluation transform: decode + Resize(256) + CenterCrop(224) + Normalize,
+#      eigenbatch decoding only the window its resize reads, eigenbatch decoding the whole JPEG
+#      (EB_JPEG_FULL_DECODE=1: same bytes) and torchvision, back to back each round.
 # Everything runs pinned to one CPU (taskset) with the loader decoding on the calling thread, and
 # rates are images per CPU-second. On a shared machine the load changes between two programs run
-# one after the other, so row 3 runs ROUNDS times, eigenbatch and torchvision back to back each
-# round, and reports every round's ratio and their median.
+# one after the other, so rows 3 and 4 run ROUNDS times, the programs back to back each round,
+# and report every round's ratios and their median.
 #
 # usage: bench/bench_loader.sh [BUILD_DIR]   (default: build; needs `eigenbatch` built there)
 # env:   JPEGS (default 500) images generated; FM_SAMPLES (300000), JPEG_SAMPLES (2000) timed;
@@ -58,6 +61,31 @@ for r in $(seq "$rounds"); do
     ratios+=("$(awk "BEGIN{printf \"%.2f\", $a/$b}")")
     rounds_md+="${rounds_md:+, }$a / $b = ${ratios[-1]}x"
 done
+# row 4: rounds of eigenbatch (window decode), eigenbatch (whole decode), torchvision
+ev_win=() ev_tv=() ev_md=
+for r in $(seq "$rounds"); do
+    ew=$(run "$eb" "${bench[@]}" --db "$tmp/jpgdb" --threads 0 --batch 64 --eval 224x224 \
+            --eval-resize 256 --normalize --warmup 512 --samples "$jpeg_samples")
+    ef=$(EB_JPEG_FULL_DECODE=1 run "$eb" "${bench[@]}" --db "$tmp/jpgdb" --threads 0 --batch 64 \
+            --eval 224x224 --eval-resize 256 --normalize --warmup 512 --samples "$jpeg_samples")
+    et=$(OMP_NUM_THREADS=1 run "$py" bench/pil_loader.py "$tmp/jpg" "$jpeg_samples" torchvision-eval)
+    a=$(echo "$ew" | rate)
+    f=$(echo "$ef" | rate)
+    b=$(echo "$et" | sed -n 's/.*Normalize: \([0-9]*\) images per CPU-second.*/\1/p')
+    echo "$ew"
+    echo "$ef"
+    echo "$et"
+    ev_win+=("$(awk "BEGIN{printf \"%.2f\", $a/$f}")")
+    if [ -n "$b" ]; then
+        ev_tv+=("$(awk "BEGIN{printf \"%.2f\", $a/$b}")")
+        ev_md+="${ev_md:+, }$a / $f / $b"
+    else
+        ev_md+="${ev_md:+, }$a / $f / -"
+    fi
+done
+med() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END{if (NR) print v[int((NR+1)/2)]}'; }
+ev_win_med=$(med "${ev_win[@]}")
+ev_tv_med=$([ ${#ev_tv[@]} -gt 0 ] && med "${ev_tv[@]}" || echo -)
 fm_rate=$(echo "$fm" | rate)
 jp_rate=$(echo "$jp" | rate)
 pil_rate=$(echo "$pil" | sed -n 's/.*flip: \([0-9]*\) images per CPU-second.*/\1/p')
@@ -80,3 +108,4 @@ echo "| same, PIL also converting to float32 CHW /255 (as the loader outputs) | 
 if [ -n "$median" ]; then
     echo "| ImageNet training transform: decode + RandomResizedCrop 224 + flip + ToTensor + Normalize | rounds (img/s ours / torchvision): $rounds_md | | median ${median}x | >= 2.0x torchvision |"
 fi
+echo "| ImageNet evaluation transform: decode + Resize 256 + CenterCrop 224 + ToTensor + Normalize | rounds (img/s window decode / whole decode / torchvision): $ev_md | | median window/whole ${ev_win_med}x, window/torchvision ${ev_tv_med}x | |"

@@ -1,7 +1,7 @@
 /*
  * cmd_bench_loader: `eigenbatch bench loader --db DIR [options]` measures the data loader's
  * throughput (images/s of wall time and per CPU-second) on a database, with the augmentation a
- * training run would use.
+ * training run would use, or the evaluation transform (--eval HxW [--eval-resize R]).
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -30,12 +30,15 @@ static void s_usage(FILE *f)
     fprintf(f,
             "usage: eigenbatch bench loader --db DIR [--batch N] [--samples N] [--threads T]\n"
             "                               [--crop-pad P] [--flip] [--rrc HxW] [--normalize]\n"
-            "                               [--warmup N]\n"
+            "                               [--warmup N] [--eval HxW [--eval-resize R]]\n"
             "Load training batches (epoch permutation, augmentation) and report images/s.\n"
             "  --threads T   prefetch threads (0: decode on the calling thread; default 0)\n"
             "  --rrc HxW     random-resized crop to HxW\n"
             "  --normalize   (x/255 - mean) / std with ImageNet's mean and std (as torchvision's\n"
-            "                Normalize after ToTensor)\n");
+            "                Normalize after ToTensor)\n"
+            "  --eval HxW    the evaluation transform instead (no augmentation) to HxW: with\n"
+            "  --eval-resize R, the shorter side resized to R and the centre HxW cropped\n"
+            "                (torchvision's Resize(R) + CenterCrop)\n");
 }
 
 /* The command line of `bench loader`. */
@@ -43,6 +46,8 @@ struct s_args {
     const char *db;                          /* --db */
     long batch, samples, threads, pad, warm; /* --batch --samples --threads --crop-pad --warmup */
     int rh, rw;                              /* --rrc HxW (0: off) */
+    int eh, ew;                              /* --eval HxW (0: off) */
+    long eval_resize;                        /* --eval-resize R */
     bool flip, normalize;                    /* --flip --normalize */
 };
 
@@ -78,6 +83,17 @@ static int s_parse(int argc, char **argv, struct s_args *out)
             out->flip = true;
         } else if (!strcmp(a, "--normalize")) {
             out->normalize = true;
+        } else if (!strcmp(a, "--eval") && v) {
+            char x;
+            if (sscanf(argv[++i], "%d%c%d", &out->eh, &x, &out->ew) != 3 || x != 'x' ||
+                out->eh < 1 || out->ew < 1) {
+                fprintf(stderr, "eigenbatch bench loader: invalid value '%s' for --eval\n", v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--eval-resize") && v) {
+            if (rt_opt_long("bench loader", a, argv[++i], &out->eval_resize) < 0 ||
+                out->eval_resize < 0)
+                return 2;
         } else if (!strcmp(a, "--rrc") && v) {
             char x;
             if (sscanf(argv[++i], "%d%c%d", &out->rh, &x, &out->rw) != 3 || x != 'x' ||
@@ -93,6 +109,10 @@ static int s_parse(int argc, char **argv, struct s_args *out)
     }
     if (!out->db) {
         s_usage(stderr);
+        return 2;
+    }
+    if (out->eh && out->rh) {
+        fprintf(stderr, "eigenbatch bench loader: --eval and --rrc exclude each other\n");
         return 2;
     }
     return -1;
@@ -116,8 +136,9 @@ int eb_bench_loader(int argc, char **argv)
     o.crop_pad = (int)pad;
     o.flip = flip;
     o.rrc = rh > 0;
-    o.out_height = rh;
-    o.out_width = rw;
+    o.out_height = a.eh ? a.eh : rh;
+    o.out_width = a.eh ? a.ew : rw;
+    o.eval_resize = (int)a.eval_resize;
     o.normalize = normalize;
     for (int k = 0; normalize && k < 3; k++) {
         o.mean[k] = s_imagenet_mean[k];
@@ -146,7 +167,8 @@ int eb_bench_loader(int argc, char **argv)
             size_t cnt = (size_t)batch < n - pos ? (size_t)batch : n - pos;
             if (cnt > total - queued)
                 cnt = total - queued;
-            struct rt_loader_req r = {.epoch = epoch, .start = pos, .count = cnt, .augment = true};
+            struct rt_loader_req r = {
+                .epoch = epoch, .start = pos, .count = cnt, .augment = a.eh == 0};
             rc = rt_loader_submit(l, &r);
             if (rc == RT_ERR_STATE)
                 break;
@@ -173,11 +195,14 @@ int eb_bench_loader(int argc, char **argv)
     }
     rc = 0;
     double wall = s_clock(CLOCK_MONOTONIC) - t0, cpu = s_clock(CLOCK_PROCESS_CPUTIME_ID) - c0;
-    printf("loader %s: %zu records, output %dx%dx%d, batch %ld, threads %ld, crop-pad %ld, "
+    char mode[64] = "";
+    if (a.eh)
+        snprintf(mode, sizeof mode, "eval resize %ld, ", a.eval_resize);
+    printf("loader %s: %zu records, output %dx%dx%d, batch %ld, threads %ld, %scrop-pad %ld, "
            "flip %s, rrc %s, normalize %s: %ld images in %.3f s wall, %.3f s CPU: %.0f images/s, "
            "%.0f images "
            "per CPU-second\n",
-           db, n, c, h, w, batch, threads, pad, flip ? "on" : "off", rh ? "on" : "off",
+           db, n, c, h, w, batch, threads, mode, pad, flip ? "on" : "off", rh ? "on" : "off",
            normalize ? "on" : "off", samples, wall, cpu, samples / wall, samples / cpu);
 out:
     if (rc < 0)

@@ -7,7 +7,10 @@ conversion to a float32 CHW array /255 (what eigenbatch's loader outputs). When 
 also torchvision's ImageNet training pipeline on the same bytes: PIL decode, RandomResizedCrop(224),
 RandomHorizontalFlip, ToTensor, Normalize(ImageNet's mean and std) (torch on one thread).
 
-usage: pil_loader.py JPEG_DIR SAMPLES [torchvision]   (torchvision: that pipeline only)"""
+With `torchvision-eval`: torchvision's ImageNet evaluation pipeline alone: PIL decode, Resize(256),
+CenterCrop(224), ToTensor, Normalize.
+
+usage: pil_loader.py JPEG_DIR SAMPLES [torchvision | torchvision-eval]"""
 import io
 import math
 import os
@@ -63,9 +66,23 @@ def run_torchvision(blobs, samples):
     return samples / (time.process_time() - t0)
 
 
+def run_torchvision_eval(blobs, samples):
+    """torchvision's ImageNet evaluation transform (its reference script's), one thread."""
+    import torch
+    import torchvision.transforms as T
+    torch.set_num_threads(1)
+    tf = T.Compose([T.Resize(256), T.CenterCrop(OUT), T.ToTensor(),
+                    T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    t0 = time.process_time()
+    for i in range(samples):
+        tf(Image.open(io.BytesIO(blobs[i % len(blobs)])).convert("RGB"))
+    return samples / (time.process_time() - t0)
+
+
 def main():
     root, samples = sys.argv[1], int(sys.argv[2])
-    tv_only = len(sys.argv) > 3 and sys.argv[3] == "torchvision"
+    mode = sys.argv[3] if len(sys.argv) > 3 else ""
+    tv_only = mode in ("torchvision", "torchvision-eval")
     blobs = []
     for d, _, files in sorted(os.walk(root)):
         for f in sorted(files):
@@ -82,6 +99,13 @@ def main():
     try:
         import torchvision
     except ImportError:
+        return
+    if mode == "torchvision-eval":
+        run_torchvision_eval(blobs, min(50, samples))  # warm-up
+        c = run_torchvision_eval(blobs, samples)
+        print("torchvision %s: %d images, Resize(256)+CenterCrop(224)+ToTensor+Normalize: "
+              "%.0f images per CPU-second (torchvision %s)"
+              % (root, samples, c, torchvision.__version__))
         return
     run_torchvision(blobs, min(50, samples))  # warm-up
     c = run_torchvision(blobs, samples)

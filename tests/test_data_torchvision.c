@@ -4,7 +4,8 @@
  * them greyscale: evaluation Resize + CenterCrop, RandomResizedCrop with a flip (the same crop
  * box from the same random draws; pixels within 2 levels of 255), and ToTensor + Normalize bit
  * for bit. Also: DCT-scaled decoding stays close to the full decode, and is used when the box is
- * much larger than the output. Skips (77) when /usr/bin/python3 cannot import torchvision.
+ * much larger than the output; evaluation decodes only the window its resize reads, with the bytes
+ * of the whole decode. The torchvision comparison skips when /usr/bin/python3 cannot import it.
  */
 #include "eb_test.h"
 
@@ -16,6 +17,7 @@
 #include "rt_datum.h"
 #include "rt_err.h"
 #include "rt_jpeg.h"
+#include "rt_image.h"
 #include "rt_transform.h"
 
 #define S_H 48      /* output rows */
@@ -148,6 +150,46 @@ static void test_against_torchvision(void **state)
 
 /* DCT scaling: chosen only with a box of at least twice the output per side at that scale, and
  * close to the full decode (mean difference under 2 levels of 255). */
+/* Evaluation (Resize + CenterCrop) decodes only the window of the JPEG its resize reads, and gives
+ * the bytes the whole decode gives (EB_JPEG_FULL_DECODE=1): RGB and greyscale, landscape and
+ * portrait, crops that leave out much or little of the image. */
+static void test_eval_window(void **state)
+{
+    (void)state;
+    const int dims[5][3] = {
+        {640, 480, 3}, {333, 500, 3}, {257, 255, 1}, {1024, 96, 3}, {S_W + 3, S_H + 5, 3}};
+    const int resize[5] = {256, 300, 64, 80, S_RESIZE};
+    rt_transform_t *x = rt_transform_new();
+    float *a = malloc(sizeof(float) * 3 * 300 * 300), *b = malloc(sizeof(float) * 3 * 300 * 300);
+    int windowed = 0;
+    for (int i = 0; i < 5; i++) {
+        int w = dims[i][0], h = dims[i][1];
+        uint8_t *jpeg;
+        size_t len = s_encode(w, h, dims[i][2], 10 + i, &jpeg);
+        struct rt_datum d = {.kind = RT_DATUM_ENCODED, .data = jpeg, .data_len = len};
+        struct rt_transform_spec sp;
+        int oh = i == 4 ? S_H : resize[i] * 7 / 8, ow = i == 4 ? S_W : resize[i] * 7 / 8;
+        s_spec(&sp, oh, ow);
+        sp.eval_resize = resize[i];
+        struct rt_transform_box box;
+        rt_transform_plan(&sp, h, w, 0, false, &box);
+        int win[4];
+        assert_int_equal(rt_image_support(w, h, box.x0, box.y0, box.x1, box.y1, ow, oh, win), 0);
+        windowed += (double)(win[2] - win[0]) * (win[3] - win[1]) <= 0.9 * w * h;
+        size_t n = (size_t)3 * oh * ow;
+        setenv("EB_JPEG_FULL_DECODE", "1", 1);
+        assert_int_equal(rt_transform_apply(x, &sp, &d, "k", 0, false, a), 0);
+        unsetenv("EB_JPEG_FULL_DECODE");
+        assert_int_equal(rt_transform_apply(x, &sp, &d, "k", 0, false, b), 0);
+        assert_memory_equal(a, b, n * sizeof(float));
+        free(jpeg);
+    }
+    assert_true(windowed >= 3); /* most of them took the window path */
+    free(a);
+    free(b);
+    rt_transform_destroy(&x);
+}
+
 static void test_dct_scaling(void **state)
 {
     (void)state;
@@ -194,6 +236,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_against_torchvision),
         cmocka_unit_test(test_dct_scaling),
+        cmocka_unit_test(test_eval_window),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,8 @@
 /*
  * test_rt_image: the resampler keeps constant images constant, is the identity at scale 1 on
  * whole pixels, and matches Pillow's Image.resize(size, BILINEAR, box) exactly (checked against
- * Debian's python3-pil when /usr/bin/python3 has it).
+ * Debian's python3-pil when /usr/bin/python3 has it); resized from only the window of the image its
+ * filter reads, it gives the same bytes.
  */
 #include "eb_test.h"
 
@@ -98,11 +99,69 @@ static void test_matches_pillow(void **state)
     free(tmp);
 }
 
+/* Resizing from the window rt_image_support names, copied out alone, gives the bytes of the
+ * resize on the whole image: RGB (the vector path too) and one channel, downscales, upscales,
+ * boxes at the edges and in the middle; a window one column or row short is refused. */
+static void test_window(void **state)
+{
+    (void)state;
+    enum { W = 301, H = 203 };
+    static uint8_t img[W * H * 3], win_px[W * H * 3], a[224 * 224 * 3], b[224 * 224 * 3];
+    uint32_t st = 777;
+    for (size_t i = 0; i < sizeof img; i++) {
+        st = st * 1103515245u + 12345u;
+        img[i] = (uint8_t)(st >> 16);
+    }
+    const float box[6][4] = {
+        {37.3f, 20.9f, 262.1f, 180.4f}, {0, 0, W, H},        {0.5f, 0.25f, 100, 80},
+        {200, 150, 301, 203},           {120, 90, 140, 100}, {10, 5, 290.75f, 199.5f}};
+    const int out[6][2] = {{224, 160}, {64, 48}, {224, 224}, {30, 20}, {100, 50}, {7, 5}};
+    struct rt_image_scratch s = {0};
+    for (int k = 0; k < 6; k++)
+        for (int c = 1; c <= 3; c += 2) {
+            int dw = out[k][0], dh = out[k][1], win[4];
+            const float *q = box[k];
+            assert_int_equal(rt_image_support(W, H, q[0], q[1], q[2], q[3], dw, dh, win), 0);
+            assert_true(win[0] >= 0 && win[1] >= 0 && win[2] <= W && win[3] <= H);
+            assert_true(win[0] <= (int)q[0] && win[2] >= (int)q[2]);
+            int ww = win[2] - win[0], wh = win[3] - win[1];
+            for (int y = 0; y < wh; y++) /* the window alone, rows packed */
+                memcpy(win_px + (size_t)y * ww * c, img + ((size_t)(win[1] + y) * W + win[0]) * c,
+                       (size_t)ww * c);
+            assert_int_equal(rt_image_resize(img, W, H, (size_t)W * c, c, q[0], q[1], q[2], q[3], a,
+                                             dw, dh, (size_t)dw * c, &s),
+                             0);
+            memset(b, 0, sizeof b);
+            assert_int_equal(rt_image_resize_window(win_px, W, H, win, (size_t)ww * c, c, q[0],
+                                                    q[1], q[2], q[3], b, dw, dh, (size_t)dw * c,
+                                                    &s),
+                             0);
+            assert_memory_equal(a, b, (size_t)dw * dh * c);
+            /* one column or row short of the support */
+            int shorter[4][4] = {{win[0] + 1, win[1], win[2], win[3]},
+                                 {win[0], win[1] + 1, win[2], win[3]},
+                                 {win[0], win[1], win[2] - 1, win[3]},
+                                 {win[0], win[1], win[2], win[3] - 1}};
+            for (int t = 0; t < 4; t++) {
+                const int *v = shorter[t];
+                if (v[2] - v[0] < 1 || v[3] - v[1] < 1)
+                    continue;
+                const uint8_t *origin = img + ((size_t)v[1] * W + v[0]) * c;
+                assert_int_equal(rt_image_resize_window(origin, W, H, v, (size_t)W * c, c, q[0],
+                                                        q[1], q[2], q[3], b, dw, dh, (size_t)dw * c,
+                                                        &s),
+                                 RT_ERR_ARG);
+            }
+        }
+    rt_image_scratch_free(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_constant_and_identity),
         cmocka_unit_test(test_matches_pillow),
+        cmocka_unit_test(test_window),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -33,6 +33,28 @@ static int s_ksize(double in0, double in1, int out)
     return (int)ceil(filterscale) * 2 + 1;
 }
 
+/* Output sample xx's first input index (*xmin) and number of taps (returned) when [in0, in1) of
+ * in_size samples is resampled to out_size; also its centre. */
+static int s_taps_of(int in_size, double in0, double in1, int out_size, int ksize, int xx,
+                     int *xmin_out, double *center_out)
+{
+    double scale = (in1 - in0) / out_size;
+    double support = scale < 1.0 ? 1.0 : scale;
+    double center = in0 + (xx + 0.5) * scale;
+    int xmin = (int)(center - support + 0.5);
+    if (xmin < 0)
+        xmin = 0;
+    int xmax = (int)(center + support + 0.5);
+    if (xmax > in_size)
+        xmax = in_size;
+    xmax -= xmin;
+    if (xmax > ksize)
+        xmax = ksize;
+    *xmin_out = xmin;
+    *center_out = center;
+    return xmax;
+}
+
 /* Fixed-point coefficients: bounds[2*i] = first input index, bounds[2*i+1] = taps,
  * kk[i*ksize+t] = weight of tap t. */
 static void s_coeffs(int in_size, double in0, double in1, int out_size, int ksize, int *bounds,
@@ -40,19 +62,11 @@ static void s_coeffs(int in_size, double in0, double in1, int out_size, int ksiz
 {
     double scale = (in1 - in0) / out_size;
     double filterscale = scale < 1.0 ? 1.0 : scale;
-    double support = filterscale;
     double ss = 1.0 / filterscale;
     for (int xx = 0; xx < out_size; xx++) {
-        double center = in0 + (xx + 0.5) * scale;
-        int xmin = (int)(center - support + 0.5);
-        if (xmin < 0)
-            xmin = 0;
-        int xmax = (int)(center + support + 0.5);
-        if (xmax > in_size)
-            xmax = in_size;
-        xmax -= xmin;
-        if (xmax > ksize)
-            xmax = ksize;
+        int xmin;
+        double center;
+        int xmax = s_taps_of(in_size, in0, in1, out_size, ksize, xx, &xmin, &center);
         double ww = 0.0;
         for (int x = 0; x < xmax; x++)
             ww += s_bilinear((x + xmin - center + 0.5) * ss);
@@ -196,14 +210,60 @@ size_t rt_image_scratch_bound(int sw, int sh, int c, int dw, int dh)
     return s_scratch_need(sw, sh, sh, c, dw, dh);
 }
 
+/* The input span [*lo, *hi) the taps of out_size samples read. */
+static void s_span(int in_size, double in0, double in1, int out_size, int *lo, int *hi)
+{
+    int ksize = s_ksize(in0, in1, out_size);
+    *lo = in_size;
+    *hi = 0;
+    for (int xx = 0; xx < out_size; xx++) {
+        int xmin;
+        double center;
+        int n = s_taps_of(in_size, in0, in1, out_size, ksize, xx, &xmin, &center);
+        *lo = xmin < *lo ? xmin : *lo;
+        *hi = xmin + n > *hi ? xmin + n : *hi;
+    }
+    if (*hi <= *lo) /* no taps at all: an empty span at the box's start */
+        *lo = *hi = (int)in0;
+}
+
+static int s_box_ok(int sw, int sh, float x0, float y0, float x1, float y1, int c, int dw, int dh)
+{
+    return dw >= 1 && dh >= 1 && c >= 1 && x0 >= 0 && y0 >= 0 && x1 > x0 && y1 > y0 && x1 <= sw &&
+           y1 <= sh;
+}
+
+int rt_image_support(int sw, int sh, float x0, float y0, float x1, float y1, int dw, int dh,
+                     int win[4])
+{
+    if (!s_box_ok(sw, sh, x0, y0, x1, y1, 1, dw, dh))
+        return rt_err_set(RT_ERR_ARG, "resize box (%g,%g)-(%g,%g) of a %dx%d image to %dx%d", x0,
+                          y0, x1, y1, sw, sh, dw, dh);
+    s_span(sw, x0, x1, dw, &win[0], &win[2]);
+    s_span(sh, y0, y1, dh, &win[1], &win[3]);
+    return 0;
+}
+
 int rt_image_resize(const uint8_t *src, int sw, int sh, size_t src_stride, int c, float x0,
                     float y0, float x1, float y1, uint8_t *dst, int dw, int dh, size_t dst_stride,
                     struct rt_image_scratch *s)
 {
-    if (dw < 1 || dh < 1 || c < 1 ||
-        !(x0 >= 0 && y0 >= 0 && x1 > x0 && y1 > y0 && x1 <= sw && y1 <= sh))
+    const int win[4] = {0, 0, sw, sh};
+    return rt_image_resize_window(src, sw, sh, win, src_stride, c, x0, y0, x1, y1, dst, dw, dh,
+                                  dst_stride, s);
+}
+
+int rt_image_resize_window(const uint8_t *src, int sw, int sh, const int win[4], size_t src_stride,
+                           int c, float x0, float y0, float x1, float y1, uint8_t *dst, int dw,
+                           int dh, size_t dst_stride, struct rt_image_scratch *s)
+{
+    if (!s_box_ok(sw, sh, x0, y0, x1, y1, c, dw, dh))
         return rt_err_set(RT_ERR_ARG, "resize box (%g,%g)-(%g,%g) of a %dx%d image to %dx%d", x0,
                           y0, x1, y1, sw, sh, dw, dh);
+    const int wx0 = win[0], wy0 = win[1], ww = win[2] - win[0], wh = win[3] - win[1];
+    if (wx0 < 0 || wy0 < 0 || ww < 1 || wh < 1 || win[2] > sw || win[3] > sh)
+        return rt_err_set(RT_ERR_ARG, "window (%d,%d)-(%d,%d) outside a %dx%d image", win[0],
+                          win[1], win[2], win[3], sw, sh);
     int kh = s_ksize(x0, x1, dw), kv = s_ksize(y0, y1, dh);
     size_t off_kh = 0;
     size_t off_tap = off_kh + sizeof(int32_t) * (size_t)dw * kh; /* s_taps: offsets, weights */
@@ -212,8 +272,8 @@ int rt_image_resize(const uint8_t *src, int sw, int sh, size_t src_stride, int c
     size_t off_bv = off_kv + sizeof(int32_t) * (size_t)dh * kv;
     size_t off_acc = off_bv + sizeof(int) * 2 * (size_t)dh;
     size_t off_tmp = off_acc + sizeof(int32_t) * (size_t)dw * c;
-    /* the intermediate holds at most all sh rows */
-    size_t need = s_scratch_need(x1 - x0, y1 - y0, sh, c, dw, dh);
+    /* the intermediate holds at most the window's rows */
+    size_t need = s_scratch_need(x1 - x0, y1 - y0, wh, c, dw, dh);
     int rc = s_reserve(s, need);
     if (rc < 0)
         return rc;
@@ -223,12 +283,26 @@ int rt_image_resize(const uint8_t *src, int sw, int sh, size_t src_stride, int c
     int *bv = (int *)(s->buf + off_bv);
     int32_t *acc = (int32_t *)(s->buf + off_acc);
     uint8_t *tmp = s->buf + off_tmp;
+    /* the coefficients of the whole image, then its indices relative to the window, which must
+     * hold every tap */
     s_coeffs(sw, x0, x1, dw, kh, bh, kkh);
     s_coeffs(sh, y0, y1, dh, kv, bv, kkv);
+    for (int i = 0; i < dw; i++) {
+        bh[2 * i] -= wx0;
+        if (bh[2 * i + 1] > 0 && (bh[2 * i] < 0 || bh[2 * i] + bh[2 * i + 1] > ww))
+            return rt_err_set(RT_ERR_ARG, "window columns [%d, %d) miss taps of the resize", win[0],
+                              win[2]);
+    }
+    for (int i = 0; i < dh; i++) {
+        bv[2 * i] -= wy0;
+        if (bv[2 * i + 1] > 0 && (bv[2 * i] < 0 || bv[2 * i] + bv[2 * i + 1] > wh))
+            return rt_err_set(RT_ERR_ARG, "window rows [%d, %d) miss taps of the resize", win[1],
+                              win[3]);
+    }
     struct s_taps taps = {(int32_t *)(s->buf + off_tap),
                           (int32_t *)(s->buf + off_tap) + (size_t)dw * kh};
     if (c == 3)
-        s_taps_make(sw, dw, kh, bh, kkh, &taps);
+        s_taps_make(ww, dw, kh, bh, kkh, &taps);
 
     int yfirst = bv[0];
     int ylast = bv[2 * (dh - 1)] + bv[2 * (dh - 1) + 1];
@@ -239,7 +313,7 @@ int rt_image_resize(const uint8_t *src, int sw, int sh, size_t src_stride, int c
         uint8_t *out = tmp + (size_t)(y - yfirst) * trow;
         if (c == 3) { /* RGB: the three channels in one sweep of the taps */
             /* the vector path reads one byte past a row's last pixel: not on the last row */
-            int xx = y < sh - 1 ? s_hrow_rgb_vec(in, dw, kh, &taps, out) : 0;
+            int xx = y < wh - 1 ? s_hrow_rgb_vec(in, dw, kh, &taps, out) : 0;
             s_hrow_rgb(in, xx, dw, kh, bh, kkh, out);
             continue;
         }

@@ -31,4 +31,18 @@ int rt_image_resize(const uint8_t *src, int sw, int sh, size_t src_stride, int c
                     float y0, float x1, float y1, uint8_t *dst, int dw, int dh, size_t dst_stride,
                     struct rt_image_scratch *s);
 
+/* The part of the image the resize of box [x0, x1) x [y0, y1) of an sw x sh image to dw x dh
+ * reads: columns [win[0], win[2]) and rows [win[1], win[3]) (the filter's support around the box,
+ * clipped to the image). Returns 0 or RT_ERR_ARG as rt_image_resize. */
+int rt_image_support(int sw, int sh, float x0, float y0, float x1, float y1, int dw, int dh,
+                     int win[4]);
+
+/* rt_image_resize of an sw x sh image of which only the window [win[0], win[2]) x [win[1],
+ * win[3]) is in memory: src is its pixel (win[0], win[1]), src_stride bytes per row. The box and
+ * the filter are the whole image's, so the bytes are those rt_image_resize gives on the whole
+ * image, as long as the window holds rt_image_support's (else RT_ERR_ARG). */
+int rt_image_resize_window(const uint8_t *src, int sw, int sh, const int win[4], size_t src_stride,
+                           int c, float x0, float y0, float x1, float y1, uint8_t *dst, int dw,
+                           int dh, size_t dst_stride, struct rt_image_scratch *s);
+
 #endif

@@ -14,6 +14,8 @@
 #include "rt_rng.h"
 
 #define S_RRC_TRIES 10 /* random-resized crop attempts before the centre fallback */
+/* A resize whose filter reads at most this share of a JPEG decodes only that window of it. */
+#define S_REGION_SHARE 0.9
 
 struct rt_transform {
     rt_jpeg_t *jpeg;                 /* decoder */
@@ -81,6 +83,9 @@ struct s_src {
     size_t cstride;   /* bytes between channels */
     size_t xstride;   /* bytes between columns */
     size_t ystride;   /* bytes between rows */
+    /* a window of a larger image (a JPEG decoded around its resize box only): the image's size
+     * and the window's place in it; fw = 0: the source is the whole image */
+    int fw, fh, ox, oy;
 };
 
 /* Grow a byte buffer to n (reused afterwards). Free, then allocate: the contents are never
@@ -329,9 +334,14 @@ static int s_resize(rt_transform_t *x, const struct rt_transform_spec *sp, const
         r->xstride = 1;
         r->ystride = (size_t)sp->width;
         for (int ch = 0; ch < s->c; ch++) {
-            rc = rt_image_resize(c.p + (size_t)ch * c.cstride, c.w, c.h, c.ystride, 1, x0, y0, x1,
-                                 y1, x->rsz + (size_t)ch * r->cstride, sp->width, sp->height,
-                                 r->ystride, &x->scratch);
+            const uint8_t *plane = c.p + (size_t)ch * c.cstride;
+            uint8_t *to = x->rsz + (size_t)ch * r->cstride;
+            rc = s->fw ? rt_image_resize_window(
+                             plane, s->fw, s->fh,
+                             (const int[4]){s->ox, s->oy, s->ox + s->w, s->oy + s->h}, c.ystride, 1,
+                             x0, y0, x1, y1, to, sp->width, sp->height, r->ystride, &x->scratch)
+                       : rt_image_resize(plane, c.w, c.h, c.ystride, 1, x0, y0, x1, y1, to,
+                                         sp->width, sp->height, r->ystride, &x->scratch);
             if (rc < 0)
                 return rc;
         }
@@ -340,6 +350,10 @@ static int s_resize(rt_transform_t *x, const struct rt_transform_spec *sp, const
     r->cstride = 1;
     r->xstride = (size_t)s->c;
     r->ystride = (size_t)sp->width * s->c;
+    if (s->fw) /* a window: the box and the filter are the whole image's */
+        return rt_image_resize_window(
+            c.p, s->fw, s->fh, (const int[4]){s->ox, s->oy, s->ox + s->w, s->oy + s->h}, c.ystride,
+            c.c, x0, y0, x1, y1, x->rsz, sp->width, sp->height, r->ystride, &x->scratch);
     return rt_image_resize(c.p, c.w, c.h, c.ystride, c.c, x0, y0, x1, y1, x->rsz, sp->width,
                            sp->height, r->ystride, &x->scratch);
 }
@@ -366,6 +380,14 @@ static int s_apply_float(const struct rt_transform_spec *sp, const struct rt_dat
     return 0;
 }
 
+/* EB_JPEG_FULL_DECODE=1 in the environment: resizes of a fractional box (evaluation) decode the
+ * whole JPEG, as before windows were decoded (for comparisons; the bytes are the same). */
+static bool s_full_decode(void)
+{
+    const char *e = getenv("EB_JPEG_FULL_DECODE");
+    return e && *e && strcmp(e, "0");
+}
+
 /* Decode JPEG record d (h x w stored) for box *b into x->img at the box's DCT scale, and map the
  * box onto the decoded image. */
 static int s_decode(rt_transform_t *x, const struct rt_transform_spec *sp, const struct rt_datum *d,
@@ -388,18 +410,39 @@ static int s_decode(rt_transform_t *x, const struct rt_transform_spec *sp, const
         if ((rc = rt_jpeg_decode_region(x->jpeg, d->data, d->data_len, key, c, bx, by, bx + bw,
                                         by + bh, x->img, &where)) < 0)
             return rc;
-        *s = (struct s_src){x->img + where.offset, c, bh, bw, 1, (size_t)c, where.stride};
+        *s = (struct s_src){x->img + where.offset, c, bh, bw, 1, (size_t)c,
+                            where.stride,          0, 0,  0,  0};
         b->x0 = b->y0 = 0;
         b->x1 = (float)bw;
         b->y1 = (float)bh;
         return 0;
+    }
+    if (denom == 1 && b->resize && !s_full_decode()) {
+        /* the resize reads the box and its filter's support only: decode just that window
+         * (worth it when it leaves out enough of the image), the box staying the image's */
+        int win[4];
+        if ((rc = rt_image_support(w, h, b->x0, b->y0, b->x1, b->y1, sp->width, sp->height, win)) <
+            0)
+            return rc;
+        int ww = win[2] - win[0], wh = win[3] - win[1];
+        if ((double)ww * wh <= S_REGION_SHARE * (double)w * h) {
+            struct rt_jpeg_region where;
+            if ((rc = s_grow(&x->img, &x->img_cap, rt_jpeg_region_bytes(w, win[1], win[3], c))) < 0)
+                return rc;
+            if ((rc = rt_jpeg_decode_region(x->jpeg, d->data, d->data_len, key, c, win[0], win[1],
+                                            win[2], win[3], x->img, &where)) < 0)
+                return rc;
+            *s = (struct s_src){x->img + where.offset, c, wh, ww,     1,     (size_t)c,
+                                where.stride,          w, h,  win[0], win[1]};
+            return 0;
+        }
     }
     rt_jpeg_scaled_size(w, h, denom, &sw, &sh);
     if ((rc = s_grow(&x->img, &x->img_cap, (size_t)c * sw * sh)) < 0)
         return rc;
     if ((rc = rt_jpeg_decode(x->jpeg, d->data, d->data_len, key, denom, c, 0, x->img)) < 0)
         return rc;
-    *s = (struct s_src){x->img, c, sh, sw, 1, (size_t)c, (size_t)sw * c};
+    *s = (struct s_src){x->img, c, sh, sw, 1, (size_t)c, (size_t)sw * c, 0, 0, 0, 0};
     if (denom > 1) { /* the box in decoded pixels: fractional, so resized in place */
         float fx = (float)sw / w, fy = (float)sh / h;
         b->x0 *= fx;
@@ -437,7 +480,7 @@ int rt_transform_apply(rt_transform_t *x, const struct rt_transform_spec *sp,
     struct s_src s;
     bool raw = d->kind == RT_DATUM_RAW;
     if (raw)
-        s = (struct s_src){d->data, c, h, w, (size_t)h * w, 1, (size_t)w};
+        s = (struct s_src){d->data, c, h, w, (size_t)h * w, 1, (size_t)w, 0, 0, 0, 0};
     else if ((rc = s_decode(x, sp, d, key, h, w, &b, &s)) < 0)
         return rc;
     if (!b.resize) {

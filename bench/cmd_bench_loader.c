@@ -51,6 +51,17 @@ struct s_args {
     bool flip, normalize;                    /* --flip --normalize */
 };
 
+/* An HxW value of option `opt` into *h, *w: 0, or -1 after saying what is wrong. */
+static int s_size_arg(const char *opt, const char *v, int *h, int *w)
+{
+    char x;
+    if (sscanf(v, "%d%c%d", h, &x, w) != 3 || x != 'x' || *h < 1 || *w < 1) {
+        fprintf(stderr, "eigenbatch bench loader: invalid value '%s' for %s (HxW)\n", v, opt);
+        return -1;
+    }
+    return 0;
+}
+
 /* Parse argv into *a: -1 to go on, else the exit status (0 after --help). */
 static int s_parse(int argc, char **argv, struct s_args *out)
 {
@@ -84,23 +95,15 @@ static int s_parse(int argc, char **argv, struct s_args *out)
         } else if (!strcmp(a, "--normalize")) {
             out->normalize = true;
         } else if (!strcmp(a, "--eval") && v) {
-            char x;
-            if (sscanf(argv[++i], "%d%c%d", &out->eh, &x, &out->ew) != 3 || x != 'x' ||
-                out->eh < 1 || out->ew < 1) {
-                fprintf(stderr, "eigenbatch bench loader: invalid value '%s' for --eval\n", v);
+            if (s_size_arg(a, argv[++i], &out->eh, &out->ew))
                 return 2;
-            }
         } else if (!strcmp(a, "--eval-resize") && v) {
             if (rt_opt_long("bench loader", a, argv[++i], &out->eval_resize) < 0 ||
                 out->eval_resize < 0)
                 return 2;
         } else if (!strcmp(a, "--rrc") && v) {
-            char x;
-            if (sscanf(argv[++i], "%d%c%d", &out->rh, &x, &out->rw) != 3 || x != 'x' ||
-                out->rh < 1 || out->rw < 1) {
-                fprintf(stderr, "eigenbatch bench loader: invalid value '%s' for --rrc\n", v);
+            if (s_size_arg(a, argv[++i], &out->rh, &out->rw))
                 return 2;
-            }
         } else {
             fprintf(stderr, "eigenbatch bench loader: unexpected argument '%s'\n", a);
             s_usage(stderr);

@@ -151,7 +151,6 @@ struct server_shard_evict {
     double all_gone_at; /* rt_clock_now time every worker was evicted (0: someone is left) */
 };
 
-/* Observability (shard 0): what STATUS queries and the Prometheus endpoint report. */
 /* Undecodable records a worker's loaders skipped (data.skip_bad_records), as it reports them with
  * its schedule queries and heartbeats: a process counts from 0, so a report below the last one is
  * a restarted worker, whose earlier count moves to `base`. */
@@ -160,6 +159,7 @@ struct server_shard_bad {
     uint64_t base; /* the counts of its earlier processes */
 };
 
+/* Observability (shard 0): what STATUS queries and the Prometheus endpoint report. */
 struct server_shard_obs {
     double started_at;   /* rt_clock_now time the shard was created */
     double *shard_heard; /* per shard: rt_clock_now of its latest message (0: never) */

@@ -237,22 +237,17 @@ struct worker_app_eval {
     struct worker_app_epoch ep; /* the job */
 };
 
-/* Write the epoch event; acc/tl NaN when not evaluated. */
-/* Undecodable records this worker's loaders (training and test sets) skipped since it started:
- * the heartbeat thread asks too, so the test set's count is the one the evaluation thread
- * published after its latest evaluation. */
-static uint64_t s_bad_records(struct worker_app *n)
+/* Undecodable records this worker's loaders (training and test sets) skipped since it started
+ * (worker_compute.bad_records): the heartbeat thread asks too, so the test set's count is the one
+ * the evaluation thread published after its latest evaluation. */
+static uint64_t s_nn_bad_records(void *user)
 {
+    struct worker_app *n = user;
     uint64_t bad = n->loader ? rt_loader_bad_records(n->loader) : 0;
     return bad + __atomic_load_n(&n->bad_test, __ATOMIC_ACQUIRE);
 }
 
-/* ... for the coordinator (worker_compute.bad_records). */
-static uint64_t s_nn_bad_records(void *user)
-{
-    return s_bad_records(user);
-}
-
+/* Write the epoch event; acc/tl NaN when not evaluated. */
 static void s_epoch_write(struct worker_app *n, const struct worker_app_epoch *ep, double acc,
                           double tl, double eval_s)
 {
@@ -274,7 +269,7 @@ static void s_epoch_write(struct worker_app *n, const struct worker_app_epoch *e
     rt_metrics_num(n->metrics, "eval_seconds", eval_s);
     /* undecodable records skipped so far by this worker's loaders (data.skip_bad_records); the
      * coordinator keeps every worker's (`eigenbatch status`, Prometheus) */
-    rt_metrics_int(n->metrics, "bad_records", (long long)s_bad_records(n));
+    rt_metrics_int(n->metrics, "bad_records", (long long)s_nn_bad_records(n));
     if (ep->recovered)
         rt_metrics_bool(n->metrics, "recovered", 1);
     if (rt_metrics_end(n->metrics) && !n->rc)

@@ -95,12 +95,13 @@ static int s_send_simple(struct s_worker *w, int shard, enum rt_wire_type type, 
     rt_wire_msg_init(&m, type, w->id, w->name);
     m.step = step;
     m.token = w->token;
-    if ((type == RT_WIRE_SCHED_QUERY || type == RT_WIRE_HEARTBEAT) && shard == 0 &&
-        w->cb->evaluation && !w->cb->evaluation(w->cb->user, &m.eval))
-        memset(&m.eval, 0, sizeof m.eval);
-    if ((type == RT_WIRE_SCHED_QUERY || type == RT_WIRE_HEARTBEAT) && shard == 0 &&
-        w->cb->bad_records)
-        m.bad_records = w->cb->bad_records(w->cb->user);
+    if ((type == RT_WIRE_SCHED_QUERY || type == RT_WIRE_HEARTBEAT) && shard == 0) {
+        /* what the coordinator shows of this worker: the lead's evaluation, skipped records */
+        if (w->cb->evaluation && !w->cb->evaluation(w->cb->user, &m.eval))
+            memset(&m.eval, 0, sizeof m.eval);
+        if (w->cb->bad_records)
+            m.bad_records = w->cb->bad_records(w->cb->user);
+    }
     if (type == RT_WIRE_REGISTER)
         m.weight = w->cfg->weight > 0 ? w->cfg->weight : 1.0;
     else if (type == RT_WIRE_SCHED_QUERY && w->cfg->rebalance)

@@ -325,6 +325,11 @@ static int s_resize(rt_transform_t *x, const struct rt_transform_spec *sp, const
         y1 -= y0;
         x0 = y0 = 0;
     }
+    /* the image the box and the filter refer to, and the part of it in memory: a window of a
+     * larger image (s->fw), or the whole (cropped) source */
+    const int fw = s->fw ? s->fw : c.w, fh = s->fw ? s->fh : c.h;
+    const int win[4] = {s->fw ? s->ox : 0, s->fw ? s->oy : 0, s->fw ? s->ox + s->w : c.w,
+                        s->fw ? s->oy + s->h : c.h};
     r->p = x->rsz;
     r->c = s->c;
     r->h = sp->height;
@@ -334,14 +339,9 @@ static int s_resize(rt_transform_t *x, const struct rt_transform_spec *sp, const
         r->xstride = 1;
         r->ystride = (size_t)sp->width;
         for (int ch = 0; ch < s->c; ch++) {
-            const uint8_t *plane = c.p + (size_t)ch * c.cstride;
-            uint8_t *to = x->rsz + (size_t)ch * r->cstride;
-            rc = s->fw ? rt_image_resize_window(
-                             plane, s->fw, s->fh,
-                             (const int[4]){s->ox, s->oy, s->ox + s->w, s->oy + s->h}, c.ystride, 1,
-                             x0, y0, x1, y1, to, sp->width, sp->height, r->ystride, &x->scratch)
-                       : rt_image_resize(plane, c.w, c.h, c.ystride, 1, x0, y0, x1, y1, to,
-                                         sp->width, sp->height, r->ystride, &x->scratch);
+            rc = rt_image_resize_window(c.p + (size_t)ch * c.cstride, fw, fh, win, c.ystride, 1, x0,
+                                        y0, x1, y1, x->rsz + (size_t)ch * r->cstride, sp->width,
+                                        sp->height, r->ystride, &x->scratch);
             if (rc < 0)
                 return rc;
         }
@@ -350,12 +350,8 @@ static int s_resize(rt_transform_t *x, const struct rt_transform_spec *sp, const
     r->cstride = 1;
     r->xstride = (size_t)s->c;
     r->ystride = (size_t)sp->width * s->c;
-    if (s->fw) /* a window: the box and the filter are the whole image's */
-        return rt_image_resize_window(
-            c.p, s->fw, s->fh, (const int[4]){s->ox, s->oy, s->ox + s->w, s->oy + s->h}, c.ystride,
-            c.c, x0, y0, x1, y1, x->rsz, sp->width, sp->height, r->ystride, &x->scratch);
-    return rt_image_resize(c.p, c.w, c.h, c.ystride, c.c, x0, y0, x1, y1, x->rsz, sp->width,
-                           sp->height, r->ystride, &x->scratch);
+    return rt_image_resize_window(c.p, fw, fh, win, c.ystride, c.c, x0, y0, x1, y1, x->rsz,
+                                  sp->width, sp->height, r->ystride, &x->scratch);
 }
 
 /* float_data records: windows only (a random window of the padded record when augmenting). */

@@ -35,6 +35,10 @@ struct nn_cuda_ctx {
     cudnnHandle_t cudnn;   /* bound to stream */
     void *stage;           /* device staging buffer (input, logits, labels) */
     size_t stage_bytes;    /* its capacity */
+    void *pack;            /* packed-NCHW copies for cuDNN passes that refuse strided CNHW */
+    size_t pack_bytes;     /* its capacity */
+    void *bn_part;         /* BatchNorm's partial sums (nn_cuda_bn.cu) */
+    size_t bn_part_bytes;  /* its capacity */
     double *loss_part;     /* per-sample loss of the last loss_forward (device) */
     int *label_dev;        /* labels of the last loss_forward (device) */
     int *correct_part;     /* per-sample hit of the last loss_forward (device) */

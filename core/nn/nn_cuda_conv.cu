@@ -9,80 +9,209 @@
  *   backward   dW += s (x ⋆ dy),  db += s sum(dy),  dx += dy *^T W
  *   rforward   Ry = Rx * W + x * V + vb
  *   rbackward  R{dx} += Rdy *^T W + dy *^T V,  R{dW} += x ⋆ Rdy + Rx ⋆ dy,  R{db} += sum(Rdy)
- * so the three cuDNN calls serve all four passes. Algorithms are chosen by cuDNN's heuristics once
- * per batch size (at setup for the largest, again only when a pass's n differs from the last),
- * among those whose workspace fits the one reserved at setup for max_batch.
+ * so the three cuDNN calls serve all four passes. Algorithms are chosen once per batch size: at
+ * setup for the largest, timed by cudnnFind* (s_algo_mode), and again by cuDNN's heuristics only
+ * when a pass's n differs from the last, among those whose workspace fits the one reserved at
+ * setup for max_batch.
+ *
+ * Not every cuDNN build runs every pass on strided CNHW descriptors. Each pass takes the first
+ * of these that cuDNN supports: strided CNHW with FMA math; packed NCHW with FMA math (the pass's
+ * tensors are transposed through the thread's pack buffer, nn_cuda_ctx.pack); then the same two
+ * with cuDNN's default math, which may use TF32 on Ampere and later (reported once per layer).
  */
 #include "nn_cuda.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 #define NN_CONV_ALGOS 8 /* candidates asked of cuDNN's heuristics */
+
+enum { S_FWD, S_BDATA, S_BFILT, S_PASSES };
+static const char *const s_pass_name[S_PASSES] = {"forward", "backward-data", "backward-filter"};
+
+/* How one pass calls cuDNN. */
+struct s_conv_pass {
+    int algo;   /* cudnnConvolution{Fwd,BwdData,BwdFilter}Algo_t */
+    int packed; /* 1: through packed NCHW copies */
+    int math;   /* 0: FMA, 1: cuDNN's default */
+};
 
 struct s_conv_dev {
     cudnnTensorDescriptor_t xd, yd;        /* input, output (strided CNHW) */
+    cudnnTensorDescriptor_t pxd, pyd;      /* the same, packed NCHW */
     cudnnFilterDescriptor_t wd;            /* weights */
-    cudnnConvolutionDescriptor_t cd;       /* padding, stride */
+    cudnnConvolutionDescriptor_t cd[2];    /* padding, stride; FMA math, default math */
     int n;                                 /* batch the descriptors and algorithms are set for */
-    cudnnConvolutionFwdAlgo_t fwd;         /* forward */
-    cudnnConvolutionBwdDataAlgo_t bdata;   /* backward-data */
-    cudnnConvolutionBwdFilterAlgo_t bfilt; /* backward-filter */
+    struct s_conv_pass pass[S_PASSES];     /* forward, backward-data, backward-filter */
+    struct s_conv_pass pass_max[S_PASSES]; /* the choice for max_batch (setup's, timed) */
+    int n_max;                             /* max_batch */
+    int reported;                          /* the fallbacks were logged */
     void *ws;                              /* workspace */
     size_t ws_bytes;                       /* its size */
 };
 
-static void s_desc(cudnnTensorDescriptor_t d, int n, const struct nn_shape *s)
+static void s_desc(cudnnTensorDescriptor_t d, cudnnTensorDescriptor_t pd, int n,
+                   const struct nn_shape *s)
 {
     int hw = s->h * s->w;
     CUDNN_CHECK(cudnnSetTensor4dDescriptorEx(d, CUDNN_DATA_FLOAT, n, s->c, s->h, s->w, hw, n * hw,
                                              s->w, 1));
+    CUDNN_CHECK(
+        cudnnSetTensor4dDescriptor(pd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, s->c, s->h, s->w));
 }
 
-/* Set descriptors for n samples and pick algorithms whose workspace is at most `cap` bytes
- * (cap 0 at setup: no limit); *need receives the largest workspace of the three. */
-static void s_plan(struct nn_layer *l, struct s_conv_dev *d, int n, size_t cap, size_t *need)
+/* Which candidates s_pick asks cuDNN for: EB_CUDNN_ALGOS=find (the default: timed by cudnnFind*
+ * at setup, as PyTorch's cudnn.benchmark; heuristics when a later batch size re-plans), heuristic
+ * (cuDNN's heuristics alone: no timing runs at setup), enum (every algorithm in enum order). */
+enum { S_HEURISTIC, S_FIND, S_ENUM };
+static int s_algo_mode(void)
+{
+    static int mode = -1;
+    if (mode < 0) {
+        const char *e = getenv("EB_CUDNN_ALGOS");
+        mode = e && !strcmp(e, "heuristic") ? S_HEURISTIC
+               : e && !strcmp(e, "enum")    ? S_ENUM
+                                            : S_FIND;
+    }
+    return mode;
+}
+
+/* Append the supported algorithms of cuDNN's perf results r[0..got) to cand. */
+template <typename Perf>
+static int s_collect(cudnnStatus_t st, const Perf *r, int got, int *cand, int nc)
+{
+    for (int i = 0; st == CUDNN_STATUS_SUCCESS && i < got; i++)
+        if (r[i].status == CUDNN_STATUS_SUCCESS)
+            cand[nc++] = (int)r[i].algo;
+    return nc;
+}
+
+/* The first algorithm of cuDNN's candidates (s_algo_mode) for pass p on (xd, yd) with conv
+ * descriptor cd that cuDNN reports supported and whose workspace fits cap (0: any); then any
+ * algorithm cuDNN can size a workspace for. Returns the algorithm (and *ws) or -1. Probing calls
+ * are not CHECKed: a refusal here means "try the next layout". */
+static int s_pick(cudnnHandle_t h, const struct s_conv_dev *d, int p, cudnnTensorDescriptor_t xd,
+                  cudnnTensorDescriptor_t yd, cudnnConvolutionDescriptor_t cd, size_t cap,
+                  size_t *ws)
+{
+    int got = 0, cand[NN_CONV_ALGOS + 8], nc = 0, count = 0;
+    cudnnStatus_t st = CUDNN_STATUS_SUCCESS;
+    const int mode = s_algo_mode(), find = mode == S_FIND && !cap;
+    if (p == S_FWD) {
+        cudnnConvolutionFwdAlgoPerf_t r[NN_CONV_ALGOS];
+        if (find)
+            st = cudnnFindConvolutionForwardAlgorithm(h, xd, d->wd, cd, yd, NN_CONV_ALGOS, &got, r);
+        else if (mode != S_ENUM)
+            st = cudnnGetConvolutionForwardAlgorithm_v7(h, xd, d->wd, cd, yd, NN_CONV_ALGOS, &got,
+                                                        r);
+        nc = s_collect(st, r, got, cand, nc);
+        count = CUDNN_CONVOLUTION_FWD_ALGO_COUNT;
+    } else if (p == S_BDATA) {
+        cudnnConvolutionBwdDataAlgoPerf_t r[NN_CONV_ALGOS];
+        if (find)
+            st = cudnnFindConvolutionBackwardDataAlgorithm(h, d->wd, yd, cd, xd, NN_CONV_ALGOS,
+                                                           &got, r);
+        else if (mode != S_ENUM)
+            st = cudnnGetConvolutionBackwardDataAlgorithm_v7(h, d->wd, yd, cd, xd, NN_CONV_ALGOS,
+                                                             &got, r);
+        nc = s_collect(st, r, got, cand, nc);
+        count = CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT;
+    } else {
+        cudnnConvolutionBwdFilterAlgoPerf_t r[NN_CONV_ALGOS];
+        if (find)
+            st = cudnnFindConvolutionBackwardFilterAlgorithm(h, xd, yd, cd, d->wd, NN_CONV_ALGOS,
+                                                             &got, r);
+        else if (mode != S_ENUM)
+            st = cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, xd, yd, cd, d->wd, NN_CONV_ALGOS,
+                                                               &got, r);
+        nc = s_collect(st, r, got, cand, nc);
+        count = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT;
+    }
+    for (int a = 0; a < count && nc < NN_CONV_ALGOS + 8; a++)
+        cand[nc++] = a; /* after the heuristics' choices, every algorithm in enum order */
+    for (int i = 0; i < nc; i++) {
+        size_t w = 0;
+        if (p == S_FWD)
+            st = cudnnGetConvolutionForwardWorkspaceSize(h, xd, d->wd, cd, yd,
+                                                         (cudnnConvolutionFwdAlgo_t)cand[i], &w);
+        else if (p == S_BDATA)
+            st = cudnnGetConvolutionBackwardDataWorkspaceSize(
+                h, d->wd, yd, cd, xd, (cudnnConvolutionBwdDataAlgo_t)cand[i], &w);
+        else
+            st = cudnnGetConvolutionBackwardFilterWorkspaceSize(
+                h, xd, yd, cd, d->wd, (cudnnConvolutionBwdFilterAlgo_t)cand[i], &w);
+        if (st == CUDNN_STATUS_SUCCESS && (!cap || w <= cap)) {
+            *ws = w;
+            return cand[i];
+        }
+    }
+    return -1;
+}
+
+/* Set descriptors for n samples and choose each pass's layout, math and algorithm (workspace at
+ * most `cap` bytes; cap 0 at setup: no limit); *need receives the largest workspace of the
+ * three. Returns NN_OK, or NN_ERR_ARG (reported) when cuDNN supports a pass in no way. */
+static int s_plan(struct nn_layer *l, struct s_conv_dev *d, int n, size_t cap, size_t *need)
 {
     cudnnHandle_t h = nn_cuda_ctx_get()->cudnn;
-    s_desc(d->xd, n, &l->in[0]->shape);
-    s_desc(d->yd, n, &l->out->shape);
-    int got = 0;
-    size_t ws = 0, best = 0;
-    cudnnConvolutionFwdAlgoPerf_t fp[NN_CONV_ALGOS];
-    CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, d->xd, d->wd, d->cd, d->yd, NN_CONV_ALGOS,
-                                                       &got, fp));
-    d->fwd = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
-    for (int i = 0; i < got; i++)
-        if (fp[i].status == CUDNN_STATUS_SUCCESS && (!cap || fp[i].memory <= cap)) {
-            d->fwd = fp[i].algo;
-            break;
+    s_desc(d->xd, d->pxd, n, &l->in[0]->shape);
+    s_desc(d->yd, d->pyd, n, &l->out->shape);
+    size_t best = 0;
+    for (int p = 0; p < S_PASSES; p++) {
+        int algo = -1;
+        size_t ws = 0;
+        for (int k = 0; k < 4 && algo < 0; k++) { /* strided FMA, packed FMA, then default math */
+            int packed = k & 1, math = k >> 1;
+            algo = s_pick(h, d, p, packed ? d->pxd : d->xd, packed ? d->pyd : d->yd, d->cd[math],
+                          cap, &ws);
+            d->pass[p] = (struct s_conv_pass){algo, packed, math};
         }
-    CUDNN_CHECK(
-        cudnnGetConvolutionForwardWorkspaceSize(h, d->xd, d->wd, d->cd, d->yd, d->fwd, &ws));
-    best = ws;
-    cudnnConvolutionBwdDataAlgoPerf_t dp[NN_CONV_ALGOS];
-    CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, d->wd, d->yd, d->cd, d->xd,
-                                                            NN_CONV_ALGOS, &got, dp));
-    d->bdata = CUDNN_CONVOLUTION_BWD_DATA_ALGO_0;
-    for (int i = 0; i < got; i++)
-        if (dp[i].status == CUDNN_STATUS_SUCCESS && (!cap || dp[i].memory <= cap)) {
-            d->bdata = dp[i].algo;
-            break;
+        if (algo < 0) {
+            nn_report(
+                3, "conv2d %s: cuDNN supports no %s algorithm for batch %d (%dx%dx%d -> %dx%dx%d)",
+                l->name, s_pass_name[p], n, l->in[0]->shape.c, l->in[0]->shape.h, l->in[0]->shape.w,
+                l->out->shape.c, l->out->shape.h, l->out->shape.w);
+            return NN_ERR_ARG;
         }
-    CUDNN_CHECK(
-        cudnnGetConvolutionBackwardDataWorkspaceSize(h, d->wd, d->yd, d->cd, d->xd, d->bdata, &ws));
-    best = ws > best ? ws : best;
-    cudnnConvolutionBwdFilterAlgoPerf_t bp[NN_CONV_ALGOS];
-    CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, d->xd, d->yd, d->cd, d->wd,
-                                                              NN_CONV_ALGOS, &got, bp));
-    d->bfilt = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0;
-    for (int i = 0; i < got; i++)
-        if (bp[i].status == CUDNN_STATUS_SUCCESS && (!cap || bp[i].memory <= cap)) {
-            d->bfilt = bp[i].algo;
-            break;
-        }
-    CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(h, d->xd, d->yd, d->cd, d->wd,
-                                                               d->bfilt, &ws));
-    best = ws > best ? ws : best;
+        if (!d->reported || d->pass[p].math)
+            nn_report(d->pass[p].math ? 2 : 1,
+                      "conv2d %s: cuDNN's %s runs algorithm %d on %s with %s math (batch %d)",
+                      l->name, s_pass_name[p], algo,
+                      d->pass[p].packed ? "packed NCHW copies" : "strided CNHW",
+                      d->pass[p].math ? "its default (TF32 allowed)" : "FMA", n);
+        best = ws > best ? ws : best;
+    }
+    d->reported = 1;
     d->n = n;
     *need = best;
+    return NN_OK;
+}
+
+/* The thread's pack buffer, at least `bytes` (grows; setup reserves each layer's need). */
+static float *s_pack_buf(size_t bytes)
+{
+    struct nn_cuda_ctx *c = nn_cuda_ctx_get();
+    if (c->pack_bytes < bytes) {
+        nn_cuda_free(c->pack);
+        c->pack = nn_cuda_alloc(bytes);
+        c->pack_bytes = c->pack ? bytes : 0;
+    }
+    return (float *)c->pack;
+}
+
+/* Floats of the packed input and output copies of n samples. */
+static size_t s_in_numel(const struct nn_layer *l, int n)
+{
+    return (size_t)n * nn_shape_numel(&l->in[0]->shape);
+}
+static size_t s_outn_numel(const struct nn_layer *l, int n)
+{
+    return (size_t)n * nn_shape_numel(&l->out->shape);
+}
+
+static int s_any_packed(const struct s_conv_dev *d)
+{
+    return d->pass[S_FWD].packed || d->pass[S_BDATA].packed || d->pass[S_BFILT].packed;
 }
 
 static int s_conv_setup(struct nn_layer *l, int max_batch)
@@ -94,18 +223,32 @@ static int s_conv_setup(struct nn_layer *l, int max_batch)
     const struct nn_layer_hp *hp = &l->hp;
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&d->xd));
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&d->yd));
+    CUDNN_CHECK(cudnnCreateTensorDescriptor(&d->pxd));
+    CUDNN_CHECK(cudnnCreateTensorDescriptor(&d->pyd));
     CUDNN_CHECK(cudnnCreateFilterDescriptor(&d->wd));
-    CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&d->cd));
     CUDNN_CHECK(cudnnSetFilter4dDescriptor(d->wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, hp->out_c,
                                            l->in[0]->shape.c, hp->k, hp->k));
-    CUDNN_CHECK(cudnnSetConvolution2dDescriptor(d->cd, hp->pad, hp->pad, hp->stride, hp->stride, 1,
-                                                1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-    /* fp32 throughout: no TF32 tensor-op math, so results compare with the CPU at 1e-4 */
-    CUDNN_CHECK(cudnnSetConvolutionMathType(d->cd, CUDNN_FMA_MATH));
+    for (int m = 0; m < 2; m++) {
+        CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&d->cd[m]));
+        CUDNN_CHECK(cudnnSetConvolution2dDescriptor(d->cd[m], hp->pad, hp->pad, hp->stride,
+                                                    hp->stride, 1, 1, CUDNN_CROSS_CORRELATION,
+                                                    CUDNN_DATA_FLOAT));
+        /* fp32 first: no TF32 tensor-op math, so results compare with the CPU at 1e-4 */
+        CUDNN_CHECK(cudnnSetConvolutionMathType(d->cd[m], m ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
+    }
+    if (nn_cuda_failed())
+        return NN_ERR_ARG;
     size_t need = 0;
-    s_plan(l, d, max_batch, 0, &need);
+    int rc = s_plan(l, d, max_batch, 0, &need);
+    if (rc)
+        return rc;
     d->ws_bytes = need;
     d->ws = need ? nn_cuda_alloc(need) : NULL;
+    memcpy(d->pass_max, d->pass, sizeof d->pass);
+    d->n_max = max_batch;
+    if (s_any_packed(d) &&
+        !s_pack_buf((s_in_numel(l, max_batch) + s_outn_numel(l, max_batch)) * sizeof(float)))
+        return NN_ERR_NOMEM;
     if (nn_cuda_failed() || (need && !d->ws))
         return NN_ERR_NOMEM;
     return NN_OK;
@@ -116,10 +259,15 @@ static void s_conv_destroy(struct nn_layer *l)
     struct s_conv_dev *d = (struct s_conv_dev *)l->dev;
     if (!d)
         return;
-    CUDNN_CHECK(cudnnDestroyTensorDescriptor(d->xd));
-    CUDNN_CHECK(cudnnDestroyTensorDescriptor(d->yd));
-    CUDNN_CHECK(cudnnDestroyFilterDescriptor(d->wd));
-    CUDNN_CHECK(cudnnDestroyConvolutionDescriptor(d->cd));
+    cudnnTensorDescriptor_t td[4] = {d->xd, d->yd, d->pxd, d->pyd};
+    for (int i = 0; i < 4; i++)
+        if (td[i])
+            CUDNN_CHECK(cudnnDestroyTensorDescriptor(td[i]));
+    if (d->wd)
+        CUDNN_CHECK(cudnnDestroyFilterDescriptor(d->wd));
+    for (int m = 0; m < 2; m++)
+        if (d->cd[m])
+            CUDNN_CHECK(cudnnDestroyConvolutionDescriptor(d->cd[m]));
     nn_cuda_free(d->ws);
     free(d);
     l->dev = NULL;
@@ -129,34 +277,123 @@ static struct s_conv_dev *s_conv_for(struct nn_layer *l, int n)
 {
     struct s_conv_dev *d = (struct s_conv_dev *)l->dev;
     size_t need = 0;
-    if (d->n != n)
-        s_plan(l, d, n, d->ws_bytes ? d->ws_bytes : 1, &need);
+    if (d->n == n)
+        return d;
+    if (n == d->n_max) { /* back to the full batch: setup's choice, not the heuristics' */
+        s_desc(d->xd, d->pxd, n, &l->in[0]->shape);
+        s_desc(d->yd, d->pyd, n, &l->out->shape);
+        memcpy(d->pass, d->pass_max, sizeof d->pass);
+        d->n = n;
+    } else if (s_plan(l, d, n, d->ws_bytes ? d->ws_bytes : 1, &need) != NN_OK)
+        nn_cuda_fail(__FILE__, __LINE__, "s_plan", "no cuDNN algorithm for this batch");
     return d;
 }
 
-/* y (+)= alpha * x * W */
-static void s_fwd(struct s_conv_dev *d, const float *x, const float *w, float *y, float beta)
+/* Strided CNHW (c channels of n samples, hw positions) and packed NCHW: to_cnhw 0 packs
+ * (dst = src transposed), 1 unpacks into dst = src transposed + beta * dst. */
+__global__ void k_conv_pack(float *dst, const float *src, int n, int c, size_t hw, int to_cnhw,
+                            float beta)
 {
-    const float one = 1.0f;
-    CUDNN_CHECK(cudnnConvolutionForward(nn_cuda_ctx_get()->cudnn, &one, d->xd, x, d->wd, w, d->cd,
-                                        d->fwd, d->ws, d->ws_bytes, &beta, d->yd, y));
+    size_t total = (size_t)n * c * hw;
+    for (size_t j = blockIdx.x * (size_t)blockDim.x + threadIdx.x; j < total;
+         j += (size_t)gridDim.x * blockDim.x) {
+        size_t s = j % hw, ik = j / hw; /* j indexes NCHW */
+        size_t i = ik / c, k = ik % c;
+        size_t t = (k * n + i) * hw + s;
+        if (!to_cnhw)
+            dst[j] = src[t];
+        else
+            dst[t] = beta != 0.0f ? src[j] + beta * dst[t] : src[j];
+    }
+}
+
+static void s_pack(float *dst, const float *src, int n, const struct nn_shape *s, int to_cnhw,
+                   float beta)
+{
+    size_t hw = (size_t)s->h * s->w, total = (size_t)n * s->c * hw;
+    k_conv_pack<<<nn_cuda_blocks(total), NN_CUDA_THREADS, 0, nn_cuda_ctx_get()->stream>>>(
+        dst, src, n, s->c, hw, to_cnhw, beta);
+    CUDA_LAUNCH_CHECK("k_conv_pack");
+}
+
+/* The pack buffer's input and output regions for n samples. */
+static void s_pack_regions(const struct nn_layer *l, int n, float **px, float **py)
+{
+    *px = s_pack_buf((s_in_numel(l, n) + s_outn_numel(l, n)) * sizeof(float));
+    *py = *px ? *px + s_in_numel(l, n) : NULL;
+}
+
+/* y = x * W + beta y */
+static void s_fwd(struct nn_layer *l, struct s_conv_dev *d, const float *x, const float *w,
+                  float *y, float beta)
+{
+    const float one = 1.0f, zero = 0.0f;
+    const struct s_conv_pass *p = &d->pass[S_FWD];
+    cudnnHandle_t h = nn_cuda_ctx_get()->cudnn;
+    if (!p->packed) {
+        CUDNN_CHECK(cudnnConvolutionForward(h, &one, d->xd, x, d->wd, w, d->cd[p->math],
+                                            (cudnnConvolutionFwdAlgo_t)p->algo, d->ws, d->ws_bytes,
+                                            &beta, d->yd, y));
+        return;
+    }
+    float *px, *py;
+    s_pack_regions(l, d->n, &px, &py);
+    if (!px)
+        return;
+    s_pack(px, x, d->n, &l->in[0]->shape, 0, 0.0f);
+    CUDNN_CHECK(cudnnConvolutionForward(h, &one, d->pxd, px, d->wd, w, d->cd[p->math],
+                                        (cudnnConvolutionFwdAlgo_t)p->algo, d->ws, d->ws_bytes,
+                                        &zero, d->pyd, py));
+    s_pack(y, py, d->n, &l->out->shape, 1, beta);
 }
 
 /* dx += dy *^T W */
-static void s_bdata(struct s_conv_dev *d, const float *w, const float *dy, float *dx)
+static void s_bdata(struct nn_layer *l, struct s_conv_dev *d, const float *w, const float *dy,
+                    float *dx)
 {
-    const float one = 1.0f;
-    CUDNN_CHECK(cudnnConvolutionBackwardData(nn_cuda_ctx_get()->cudnn, &one, d->wd, w, d->yd, dy,
-                                             d->cd, d->bdata, d->ws, d->ws_bytes, &one, d->xd, dx));
+    const float one = 1.0f, zero = 0.0f;
+    const struct s_conv_pass *p = &d->pass[S_BDATA];
+    cudnnHandle_t h = nn_cuda_ctx_get()->cudnn;
+    if (!p->packed) {
+        CUDNN_CHECK(cudnnConvolutionBackwardData(h, &one, d->wd, w, d->yd, dy, d->cd[p->math],
+                                                 (cudnnConvolutionBwdDataAlgo_t)p->algo, d->ws,
+                                                 d->ws_bytes, &one, d->xd, dx));
+        return;
+    }
+    float *px, *py;
+    s_pack_regions(l, d->n, &px, &py);
+    if (!px)
+        return;
+    s_pack(py, dy, d->n, &l->out->shape, 0, 0.0f);
+    CUDNN_CHECK(cudnnConvolutionBackwardData(h, &one, d->wd, w, d->pyd, py, d->cd[p->math],
+                                             (cudnnConvolutionBwdDataAlgo_t)p->algo, d->ws,
+                                             d->ws_bytes, &zero, d->pxd, px));
+    s_pack(dx, px, d->n, &l->in[0]->shape, 1, 1.0f);
 }
 
 /* dW += alpha * (x ⋆ dy) */
-static void s_bfilt(struct s_conv_dev *d, const float *x, const float *dy, float *dw, float alpha)
+static void s_bfilt(struct nn_layer *l, struct s_conv_dev *d, const float *x, const float *dy,
+                    float *dw, float alpha)
 {
     const float one = 1.0f;
-    CUDNN_CHECK(cudnnConvolutionBackwardFilter(nn_cuda_ctx_get()->cudnn, &alpha, d->xd, x, d->yd,
-                                               dy, d->cd, d->bfilt, d->ws, d->ws_bytes, &one, d->wd,
-                                               dw));
+    const struct s_conv_pass *p = &d->pass[S_BFILT];
+    cudnnHandle_t h = nn_cuda_ctx_get()->cudnn;
+    cudnnTensorDescriptor_t xd = d->xd, yd = d->yd;
+    if (p->packed) {
+        float *px, *py;
+        s_pack_regions(l, d->n, &px, &py);
+        if (!px)
+            return;
+        s_pack(px, x, d->n, &l->in[0]->shape, 0, 0.0f);
+        s_pack(py, dy, d->n, &l->out->shape, 0, 0.0f);
+        x = px;
+        dy = py;
+        xd = d->pxd;
+        yd = d->pyd;
+    }
+    CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, &alpha, xd, x, yd, dy, d->cd[p->math],
+                                               (cudnnConvolutionBwdFilterAlgo_t)p->algo, d->ws,
+                                               d->ws_bytes, &one, d->wd, dw));
 }
 
 /* y[c*m + j] += b[c] for c < channels, j < m (bias over a CNHW channel run). */
@@ -188,7 +425,7 @@ static size_t s_out_run(const struct nn_layer *l, int n)
 static void s_conv_forward(struct nn_layer *l, const struct nn_ctx *ctx)
 {
     struct s_conv_dev *d = s_conv_for(l, ctx->n);
-    s_fwd(d, l->in[0]->y, l->w, l->out->y, 0.0f);
+    s_fwd(l, d, l->in[0]->y, l->w, l->out->y, 0.0f);
     if (l->hp.bias)
         s_add_chan(l->out->y, l->w + s_wsize(l), l->hp.out_c, s_out_run(l, ctx->n));
 }
@@ -197,13 +434,13 @@ static void s_conv_backward(struct nn_layer *l, const struct nn_ctx *ctx)
 {
     struct s_conv_dev *d = s_conv_for(l, ctx->n);
     if (ctx->param_grad) {
-        s_bfilt(d, l->in[0]->y, l->out->dy, l->g, ctx->grad_scale);
+        s_bfilt(l, d, l->in[0]->y, l->out->dy, l->g, ctx->grad_scale);
         if (l->hp.bias)
             nn_cuda_add_rowsum(l->g + s_wsize(l), l->out->dy, l->hp.out_c,
                                (int)s_out_run(l, ctx->n), ctx->grad_scale);
     }
     if (l->in[0]->need_dy)
-        s_bdata(d, l->w, l->out->dy, l->in[0]->dy);
+        s_bdata(l, d, l->w, l->out->dy, l->in[0]->dy);
 }
 
 static void s_conv_rforward(struct nn_layer *l, const struct nn_ctx *ctx)
@@ -211,11 +448,11 @@ static void s_conv_rforward(struct nn_layer *l, const struct nn_ctx *ctx)
     struct s_conv_dev *d = s_conv_for(l, ctx->n);
     float beta = 0.0f;
     if (l->in[0]->r_active) {
-        s_fwd(d, l->in[0]->ry, l->w, l->out->ry, beta);
+        s_fwd(l, d, l->in[0]->ry, l->w, l->out->ry, beta);
         beta = 1.0f;
     }
     if (l->in_block) {
-        s_fwd(d, l->in[0]->y, l->v, l->out->ry, beta);
+        s_fwd(l, d, l->in[0]->y, l->v, l->out->ry, beta);
         if (l->hp.bias)
             s_add_chan(l->out->ry, l->v + s_wsize(l), l->hp.out_c, s_out_run(l, ctx->n));
     }
@@ -226,14 +463,14 @@ static void s_conv_rbackward(struct nn_layer *l, const struct nn_ctx *ctx)
     struct s_conv_dev *d = s_conv_for(l, ctx->n);
     struct nn_node *x = l->in[0];
     if (x->need_dy) {
-        s_bdata(d, l->w, l->out->rdy, x->rdy);
+        s_bdata(l, d, l->w, l->out->rdy, x->rdy);
         if (l->in_block)
-            s_bdata(d, l->v, l->out->dy, x->rdy);
+            s_bdata(l, d, l->v, l->out->dy, x->rdy);
     }
     if (l->in_block) {
-        s_bfilt(d, x->y, l->out->rdy, l->hv, 1.0f);
+        s_bfilt(l, d, x->y, l->out->rdy, l->hv, 1.0f);
         if (x->r_active)
-            s_bfilt(d, x->ry, l->out->dy, l->hv, 1.0f);
+            s_bfilt(l, d, x->ry, l->out->dy, l->hv, 1.0f);
         if (l->hp.bias)
             nn_cuda_add_rowsum(l->hv + s_wsize(l), l->out->rdy, l->hp.out_c,
                                (int)s_out_run(l, ctx->n), 1.0f);

@@ -24,12 +24,13 @@
 #   (a')    test_nn_cuda: the unit test of the CUDA backend (GEMM, cnn parity)
 #   (a'')   test_eval_device: `eigenbatch eval --device cuda` scores as the CPU does
 #   (c)     2 epochs of Fashion-MNIST (cnn, BL, 2 workers) with the workers on cuda and, in the
-#           background from the start (at most the budget less 40 s), on the CPU; the GPU run's test accuracy
-#           must reach the CPU run's minus 1 point (joined last, after (d))
+#           background from the end of (a)+(b) (at most the budget left less 40 s), on the CPU; the
+#           GPU run's test accuracy must reach the CPU run's minus 1 point (joined last, after (d))
 #   (d)     eigenbatch bench train --device cuda, resnet20 (3x32x32) and resnet18 (3x224x224),
 #           batch 256, next to PyTorch CUDA on the same machine (bench/bench_torch_train.py,
 #           when torch with CUDA is importable; else a "skipped" line), and one "compare" line
 #           per model: images/s and HVP seconds, ours over torch's
+# EB_GPU_LOGS=FILE.tar.gz keeps the steps' logs and the runs' metrics.
 # Exit: 0 when every step that ran passed (a skipped step is not a failure), 1 otherwise.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
@@ -37,7 +38,15 @@ t_start=$SECONDS
 budget=${EB_GPU_BUDGET_S:-420} # seconds; steps that would end past it are skipped
 fail=0
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+# EB_GPU_LOGS=FILE.tar.gz: the steps' logs and the runs' metrics are packed there at the end
+s_exit() {
+    if [ -n "${EB_GPU_LOGS:-}" ]; then
+        tar czf "$EB_GPU_LOGS" -C "$tmp" --exclude=./eb --exclude=./fm --exclude='*checkpoints*' \
+            --exclude='*.safetensors' . 2>/dev/null
+    fi
+    rm -rf "$tmp"
+}
+trap s_exit EXIT
 
 json_step() { # name rc seconds [extra json fields]
     echo "{\"step\":\"$1\",\"rc\":$2,\"s\":$3${4:+,$4}}"
@@ -72,13 +81,25 @@ if [ -f "$bundle" ]; then
         skip bundle "cannot unpack $bundle"
         exit 1
     fi
+    # The bundle's libstdc++/libgcc_s come from the build machine; a newer one on this machine
+    # serves every library built against the older one (and cuDNN/NCCL may need the newer)
+    for l in libstdc++.so.6 libgcc_s.so.1; do
+        sys_l=$(ldconfig -p 2>/dev/null | awk -v l="$l" '$1 == l && /x86-64/ {print $NF; exit}')
+        if [ -n "$sys_l" ] && [ -e "$tmp/eb/lib/$l" ] &&
+            { [ "$l" != libstdc++.so.6 ] || grep -qa GLIBCXX_3.4.30 "$sys_l"; }; then
+            rm -f "$tmp/eb/lib/$l"
+        fi
+    done
+    host_ld=${LD_LIBRARY_PATH:-} # for python3 (PyTorch): its own libraries, not the bundle's
     # shellcheck disable=SC1091
     . "$tmp/eb/env.sh"
     carry_dir=$(dirname "$bundle")
 else
     echo "run.sh: no bundle at '$bundle'; using the binaries on PATH" >&2
     carry_dir=
+    host_ld=${LD_LIBRARY_PATH:-}
 fi
+py() { LD_LIBRARY_PATH=$host_ld python3 "$@"; }
 for b in eigenbatch gpu_check; do
     command -v "$b" >/dev/null || { skip "$b" "not on PATH (no bundle)"; exit 1; }
 done
@@ -86,7 +107,11 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
     sed 's/^/gpu: /'
 threads=$(nproc)
 
-# ---- (c) starts first: the CPU reference run takes the longest and runs in the background ---
+# ---- (a) (b) -------------------------------------------------------------------------------
+run gpu_check 150 - gpu_check
+
+# ---- (c) starts next: the CPU reference run takes the longest and runs in the background (not
+# beside gpu_check, whose CPU side would share the cores with it) ---------------------------
 idx=${EB_FMNIST_IDX:-$carry_dir}
 have_fm=0
 if [ -n "$idx" ] && { [ -e "$idx/train-images-idx3-ubyte.gz" ] || [ -e "$idx/train-images-idx3-ubyte" ]; }; then
@@ -106,15 +131,13 @@ last_acc() { grep -o '"test_accuracy":[0-9.eE+-]*' "$1/metrics.jsonl" 2>/dev/nul
 if [ $have_fm = 1 ]; then
     cpu_threads=$((threads > 4 ? (threads - 2) / 2 : 1)) # per worker; two workers
     (
-        timeout $((budget - 40)) nice "${train_fm[@]}" --device cpu --threads "$cpu_threads" \
+        timeout $(($(left) - 40)) nice "${train_fm[@]}" --device cpu --threads "$cpu_threads" \
             --output-dir "$tmp/run_cpu" >"$tmp/run_cpu.log" 2>&1
         echo $? >"$tmp/run_cpu.rc"
     ) &
     cpu_pid=$!
 fi
 
-# ---- (a) (b) -------------------------------------------------------------------------------
-run gpu_check 150 - gpu_check
 if command -v test_nn_cuda >/dev/null; then
     run test_nn_cuda 60 "$tmp/test_nn_cuda.log" test_nn_cuda || tail -n 20 "$tmp"/test_nn_cuda.log* 2>/dev/null
 else
@@ -138,7 +161,7 @@ fi
 
 # ---- (d) throughput next to PyTorch CUDA -----------------------------------------------------
 torch_ok=0
-if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+if py -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
     torch_ok=1
 fi
 bench_pair() { # model input steps
@@ -153,17 +176,17 @@ bench_pair() { # model input steps
         skip "torch_$m" "no PyTorch with CUDA on this machine"
         return
     fi
-    if [ "$m" = resnet18 ] && ! python3 -c 'import torchvision' 2>/dev/null; then
+    if [ "$m" = resnet18 ] && ! py -c 'import torchvision' 2>/dev/null; then
         skip "torch_$m" "no torchvision (bench/torch_zoo.py takes ResNet-18 from it)"
         return
     fi
-    if run "torch_$m" 120 "$tmp/torch_$m" python3 bench/bench_torch_train.py --model "$m" \
+    if run "torch_$m" 120 "$tmp/torch_$m" env LD_LIBRARY_PATH="$host_ld" python3 bench/bench_torch_train.py --model "$m" \
         --input "$in" --batch 256 --threads 1 --steps "$st" --device cuda; then
         tail -1 "$tmp/torch_$m"
     else
         tail -n 3 "$tmp/torch_$m.err" 2>/dev/null
     fi
-    python3 - "$m" "$tmp/ours_$m" "$tmp/torch_$m" <<'PY' 2>/dev/null || true
+    py - "$m" "$tmp/ours_$m" "$tmp/torch_$m" <<'PY' 2>/dev/null || true
 import json, sys
 m = sys.argv[1]
 ours, ref = (json.loads(open(p).read().strip().splitlines()[-1]) for p in sys.argv[2:4])

@@ -15,8 +15,7 @@
 #include "rt_log.h"
 #include "server_shard_int.h"
 
-#define S_POLL_MS 100     /* poll period: how often `stop` is checked */
-#define S_ZC_WAIT_MS 2000 /* wait for queued zero-copy frames at destroy */
+#define S_POLL_MS 100 /* poll period: how often `stop` is checked */
 /* Shard 0 answers the other shards this long after the end when a worker was evicted (they learn
  * it from the coordinator). */
 #define S_END_LINGER_MS 1000
@@ -271,7 +270,10 @@ int server_shard_new(const struct server_shard_cfg *cfg, server_shard_t **out)
         return rt_err_set(RT_ERR_NOMEM, "shard %d", cfg->shard);
     rt_sock_in_init(&s->io.in, s->name, 1, NULL);
     rt_sock_in_init(&s->co.in, s->name, 0, NULL);
-    atomic_init(&s->io.zc.in_flight, 0);
+    if (!(s->io.zc = rt_sock_zc_new())) {
+        rc = rt_err_set(RT_ERR_NOMEM, "shard %d", cfg->shard);
+        goto out_destroy;
+    }
     if ((rc = s_set_cfg(s, cfg)) || (rc = s_alloc(s, cfg)))
         goto out_destroy;
     if (cfg->shard == 0 &&
@@ -441,20 +443,18 @@ void server_shard_destroy(server_shard_t **self_p)
     rt_sock_close(&s->co.sock, 0);
     rt_sock_in_close(&s->io.in);
     rt_sock_in_close(&s->co.in);
-    int leak = 0;
-    if (rt_sock_zc_wait(&s->io.zc, S_ZC_WAIT_MS)) {
-        /* a peer never read its weights: their frames still point into w; keep it alive */
-        RT_WARN(s->name, "%s; keeping the weight buffer", rt_err_msg());
-        leak = 1;
-    }
+    /* a peer that never read its weights leaves frames pointing into w: w goes with the last */
+    void *const bufs[] = {s->data.w, s->data.bw};
+    long left = rt_sock_zc_release(s->io.zc, nn_free, bufs, 2);
+    s->io.zc = NULL;
+    s->data.w = s->data.bw = NULL;
+    if (left)
+        RT_INFO(s->name, "%ld zero-copy frames still queued; the weights go when ZeroMQ drops them",
+                left);
     if (s->io.own_ctx)
         rt_sock_ctx_destroy(&s->io.ctx);
     server_shard_obs_close(s);
     server_coord_destroy(&s->co.coord);
-    if (!leak) {
-        nn_free(s->data.w);
-        nn_free(s->data.bw);
-    }
     nn_free(s->snap.w);
     nn_free(s->snap.b);
     nn_free(s->data.mom);

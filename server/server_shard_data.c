@@ -72,7 +72,7 @@ static int s_send_weights(server_shard_t *s, const uint8_t *route, size_t rlen)
             r.buffers.checksum = r.has_buffers ? s->data.bck : 0;
         }
         r.sealed = 1;
-        int rc = rt_sock_send(s->io.sock, route, rlen, &r, s->data.w + done, s->data.bw, &s->io.zc);
+        int rc = rt_sock_send(s->io.sock, route, rlen, &r, s->data.w + done, s->data.bw, s->io.zc);
         if (rc)
             return rc;
         done += k;

@@ -70,7 +70,7 @@ struct server_shard_io {
     void *sock;                          /* bound ROUTER */
     char endpoint[RT_SOCK_ENDPOINT_MAX]; /* endpoint bound (a tcp "*" port resolved) */
     struct rt_sock_in in;                /* the message being handled */
-    struct rt_sock_zc zc;                /* zero-copy frames of weights in flight */
+    struct rt_sock_zc *zc;               /* zero-copy frames of weights in flight */
 };
 
 /* The data plane: this shard's ranges of the flat vectors, their values, the version, the workers

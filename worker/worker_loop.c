@@ -24,7 +24,6 @@
 #define S_RETRY_NS 5000000L /* pause before asking the schedule again while others join */
 #define S_REGISTER_RETRY_NS 250000000L /* ... registering again while every slot is taken */
 #define S_LINGER_MS 2000               /* time to deliver the goodbye on close */
-#define S_ZC_WAIT_MS 5000              /* wait for the last zero-copy frames at the end */
 #define S_MAX_SHARDS 1024              /* sanity limit on the shard count */
 #define S_RATE_EMA 0.3                 /* weight of the newest throughput measurement */
 
@@ -61,7 +60,7 @@ struct s_worker {
     float *grads;                    /* n_params: gradient being pushed */
     float *buffers;                  /* n_buffers (+1): running statistics */
     struct rt_sock_in in;            /* the last reply received */
-    struct rt_sock_zc zc;            /* zero-copy frames in flight */
+    struct rt_sock_zc *zc;           /* zero-copy frames in flight */
     int id;                          /* worker id from the coordinator */
     uint64_t token;                  /* its registration token (WELCOME), shown in every HELLO */
     uint64_t start;                  /* first step (WELCOME; > 0 when the run resumed) */
@@ -80,7 +79,7 @@ struct s_worker {
 static int s_send(struct s_worker *w, int shard, struct rt_wire_msg *m, const float *p,
                   const float *b)
 {
-    int rc = rt_sock_send(w->sh[shard].sock, NULL, 0, m, p, b, &w->zc);
+    int rc = rt_sock_send(w->sh[shard].sock, NULL, 0, m, p, b, w->zc);
     if (!rc && shard == 0)
         w->last_beat = rt_clock_now();
     if (rc)
@@ -477,16 +476,15 @@ static void s_destroy(struct s_worker *w)
     for (int i = 0; w->sh && i < w->cfg->n_shards; i++)
         rt_sock_close(&w->sh[i].sock, S_LINGER_MS);
     rt_sock_in_close(&w->in);
-    int leak = rt_sock_zc_wait(&w->zc, S_ZC_WAIT_MS) != 0;
+    /* frames a peer never read still point into the buffers: they go with the last of them */
+    void *const bufs[] = {w->params, w->grads, w->buffers};
+    long left = rt_sock_zc_release(w->zc, nn_free, bufs, 3);
+    w->zc = NULL;
+    if (left)
+        RT_INFO(w->name,
+                "%ld zero-copy frames still queued; their buffers go when ZeroMQ drops them", left);
     if (w->own_ctx)
         rt_sock_ctx_destroy(&w->ctx);
-    if (leak)
-        RT_WARN(w->name, "zero-copy frames still queued; keeping the buffers");
-    else {
-        nn_free(w->params);
-        nn_free(w->grads);
-        nn_free(w->buffers);
-    }
     free(w->sh);
 }
 
@@ -510,12 +508,12 @@ static int s_setup(struct s_worker *w, const struct worker_cfg *cfg,
         .max_floats = cfg->n_params > cfg->n_buffers ? cfg->n_params : cfg->n_buffers,
     };
     rt_sock_in_init(&w->in, w->name, 0, &lim);
-    atomic_init(&w->zc.in_flight, 0);
+    w->zc = rt_sock_zc_new();
     w->sh = calloc((size_t)cfg->n_shards, sizeof *w->sh);
     w->params = nn_alloc(cfg->n_params * sizeof(float));
     w->grads = nn_alloc(cfg->n_params * sizeof(float));
     w->buffers = nn_alloc((cfg->n_buffers + 1) * sizeof(float));
-    if (!w->sh || !w->params || !w->grads || !w->buffers) {
+    if (!w->zc || !w->sh || !w->params || !w->grads || !w->buffers) {
         rt_err_set(RT_ERR_NOMEM, "worker: %llu parameters", (unsigned long long)cfg->n_params);
         return RT_ERR_NOMEM;
     }

@@ -619,12 +619,63 @@ int rt_sock_request(void *sock, struct rt_wire_msg *q, struct rt_sock_in *in, do
     }
 }
 
-/* ZeroMQ releases a zero-copy frame. */
+/* The counter: frames in flight plus one for the owner until rt_sock_zc_release, and what the
+ * last reference frees. */
+struct rt_sock_zc {
+    atomic_long refs;
+    void (*free_fn)(void *);
+    void *bufs[RT_SOCK_ZC_BUFS];
+    int n;
+};
+
+struct rt_sock_zc *rt_sock_zc_new(void)
+{
+    struct rt_sock_zc *zc = calloc(1, sizeof *zc);
+    if (zc)
+        atomic_init(&zc->refs, 1);
+    return zc;
+}
+
+long rt_sock_zc_in_flight(struct rt_sock_zc *zc)
+{
+    return atomic_load(&zc->refs) - 1;
+}
+
+/* Drop one reference; the last frees the buffers handed over and zc. */
+static void s_zc_unref(struct rt_sock_zc *zc)
+{
+    if (atomic_fetch_sub_explicit(&zc->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (int i = 0; i < zc->n; i++)
+        if (zc->bufs[i])
+            zc->free_fn(zc->bufs[i]);
+    free(zc);
+}
+
+long rt_sock_zc_release(struct rt_sock_zc *zc, void (*free_fn)(void *), void *const *bufs, int n)
+{
+    if (n > RT_SOCK_ZC_BUFS)
+        n = RT_SOCK_ZC_BUFS;
+    if (!zc) {
+        for (int i = 0; i < n; i++)
+            if (bufs[i])
+                free_fn(bufs[i]);
+        return 0;
+    }
+    zc->free_fn = free_fn;
+    for (int i = 0; i < n; i++)
+        zc->bufs[i] = bufs[i];
+    zc->n = n;
+    long left = rt_sock_zc_in_flight(zc);
+    s_zc_unref(zc); /* zc may be gone from here on */
+    return left;
+}
+
+/* ZeroMQ releases a zero-copy frame (in its I/O thread, or the sender's on a failed send). */
 static void s_zc_free(void *data, void *hint)
 {
     (void)data;
-    struct rt_sock_zc *zc = hint;
-    atomic_fetch_sub(&zc->in_flight, 1);
+    s_zc_unref(hint);
 }
 
 static int s_send_bytes(void *sock, const void *data, size_t n, int more, struct rt_sock_zc *zc)
@@ -632,9 +683,9 @@ static int s_send_bytes(void *sock, const void *data, size_t n, int more, struct
     zmq_msg_t msg;
     int flags = more ? ZMQ_SNDMORE : 0;
     if (zc && n >= RT_SOCK_ZC_MIN_BYTES) {
-        atomic_fetch_add(&zc->in_flight, 1);
+        atomic_fetch_add(&zc->refs, 1);
         if (zmq_msg_init_data(&msg, (void *)data, n, s_zc_free, zc) != 0) {
-            atomic_fetch_sub(&zc->in_flight, 1);
+            atomic_fetch_sub(&zc->refs, 1); /* the owner's reference remains */
             return rt_err_set(RT_ERR_ZMQ, "zmq_msg_init_data: %s", zmq_strerror(zmq_errno()));
         }
     } else {
@@ -697,10 +748,10 @@ int rt_sock_send_frame(void *sock, const void *route, size_t route_len, const vo
 int rt_sock_zc_wait(struct rt_sock_zc *zc, int timeout_ms)
 {
     struct timespec ts = {0, 1000000};
-    for (int waited = 0; atomic_load(&zc->in_flight) > 0; waited++) {
+    for (int waited = 0; rt_sock_zc_in_flight(zc) > 0; waited++) {
         if (waited >= timeout_ms)
             return rt_err_set(RT_ERR_TIMEOUT, "%ld zero-copy frames still queued after %d ms",
-                              (long)atomic_load(&zc->in_flight), timeout_ms);
+                              rt_sock_zc_in_flight(zc), timeout_ms);
         nanosleep(&ts, NULL);
     }
     return RT_OK;

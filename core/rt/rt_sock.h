@@ -6,7 +6,10 @@
  *
  * Zero-copy: payload frames are handed to ZeroMQ with zmq_msg_init_data and no copy; the memory
  * must stay valid and unchanged until ZeroMQ releases it. A struct rt_sock_zc counts those messages
- * in flight so that the owner can wait for them before freeing or reusing its buffers.
+ * in flight so that the owner can wait for them before reusing its buffers, and at the end takes
+ * the buffers over (rt_sock_zc_release): they are freed with the last frame ZeroMQ releases, which
+ * for a peer that never reads is when the context ends, so no owner frees memory ZeroMQ still
+ * holds and none leaks it.
  *
  * Receiving: rt_sock_recv_msg receives a whole message, gathers its frames and decodes them
  * (rt_wire_decode) into a struct rt_sock_in; a malformed message is logged with its sender and
@@ -34,10 +37,9 @@
 #define RT_SOCK_ENDPOINT_MAX 256   /* bytes of an endpoint string */
 #define RT_SOCK_ROUTE_HEX 28       /* bytes of a routing id shown in logs (24 hex digits, NUL) */
 
-/* Count of zero-copy payload frames still owned by ZeroMQ. */
-struct rt_sock_zc {
-    atomic_long in_flight; /* frames handed to ZeroMQ and not yet released */
-};
+/* Zero-copy payload frames still owned by ZeroMQ, and the buffers they point into (opaque). */
+struct rt_sock_zc;
+#define RT_SOCK_ZC_BUFS 4 /* buffers one rt_sock_zc_release hands over at most */
 
 /* A received multipart message; the zmq_msg_t are reused from message to message. */
 struct rt_sock_parts {
@@ -170,8 +172,8 @@ char *rt_sock_route_hex(const uint8_t *route, size_t len, char *out, size_t cap)
 /* Send one protocol message: [route] header [params] [buffers]. route (may be NULL) is the ROUTER
  * routing id of the peer. The header is encoded and, when m->checksum is set and m->sealed is not,
  * the payload checksums are computed here. Payloads of at least RT_SOCK_ZC_MIN_BYTES go zero-copy
- * when zc != NULL (they must stay valid until zc->in_flight drops back); others are copied. Returns
- * 0 or RT_ERR_ZMQ / RT_ERR_TOOBIG. */
+ * when zc != NULL (they must stay valid until zc's frames in flight drop back); others are copied.
+ * Returns 0 or RT_ERR_ZMQ / RT_ERR_TOOBIG. */
 int rt_sock_send(void *sock, const void *route, size_t route_len, struct rt_wire_msg *m,
                  const float *params, const float *buffers, struct rt_sock_zc *zc);
 
@@ -180,7 +182,15 @@ int rt_sock_send(void *sock, const void *route, size_t route_len, struct rt_wire
 int rt_sock_send_frame(void *sock, const void *route, size_t route_len, const void *data,
                        size_t len);
 
-/* Wait up to timeout_ms for zc->in_flight to reach 0. Returns 0 or RT_ERR_TIMEOUT. */
+/* A counter of zero-copy frames for one owner (NULL when out of memory). */
+struct rt_sock_zc *rt_sock_zc_new(void);
+/* Frames of zc that ZeroMQ still holds. */
+long rt_sock_zc_in_flight(struct rt_sock_zc *zc);
+/* Wait up to timeout_ms for zc's frames in flight to reach 0. Returns 0 or RT_ERR_TIMEOUT. */
 int rt_sock_zc_wait(struct rt_sock_zc *zc, int timeout_ms);
+/* The owner's end of zc: bufs[0..n) (n <= RT_SOCK_ZC_BUFS; NULL entries skipped) are freed with
+ * free_fn once ZeroMQ has released every frame of zc, at once when none is in flight, and zc with
+ * them. Returns the frames still in flight then. zc NULL: the buffers are freed now. */
+long rt_sock_zc_release(struct rt_sock_zc *zc, void (*free_fn)(void *), void *const *bufs, int n);
 
 #endif

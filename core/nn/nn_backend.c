@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -250,6 +251,14 @@ int nn_backend_get(const char *device, const struct nn_backend_ops **out)
 const char *nn_backend_why(void)
 {
     return s_why;
+}
+
+void nn_backend_set_why(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s_why, sizeof s_why, fmt, ap);
+    va_end(ap);
 }
 
 /* ---- planning ------------------------------------------------------------------------------- */

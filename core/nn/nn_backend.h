@@ -72,8 +72,11 @@ const struct nn_backend_ops *nn_backend_cpu(void);
  * binds the calling thread to device N. */
 int nn_backend_get(const char *device, const struct nn_backend_ops **out);
 
-/* One-line reason of the last failed nn_backend_get (this thread); "" if none. */
+/* One-line reason of the last failed nn_backend_get or nn_net_to_backend (this thread); "" if
+ * none, or when a net did not fit the device's memory (the caller says that). */
 const char *nn_backend_why(void);
+/* Set that reason (printf format). */
+void nn_backend_set_why(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Open the libraries the CUDA backend loads on first use (cuBLAS) without touching a device:
  * NN_OK, or NN_ERR_ARG with the reason in nn_backend_why() (also when built without CUDA).

@@ -157,7 +157,7 @@ static int s_plan(struct nn_layer *l, struct s_conv_dev *d, int n, size_t cap, s
     s_desc(d->xd, d->pxd, n, &l->in[0]->shape);
     s_desc(d->yd, d->pyd, n, &l->out->shape);
     size_t best = 0;
-    for (int p = 0; p < S_PASSES; p++) {
+    for (int p = 0; p < (l->fwd_only ? 1 : S_PASSES); p++) { /* a forward-only net: S_FWD */
         int algo = -1;
         size_t ws = 0;
         for (int k = 0; k < 4 && algo < 0; k++) { /* strided FMA, packed FMA, then default math */

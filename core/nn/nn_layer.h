@@ -171,6 +171,7 @@ struct nn_layer {
     struct nn_layer_hp hp;              /* constructor arguments (other backends read them) */
     const struct nn_layer_ops *cpu_ops; /* the kind's own table while ops is a device's */
     void *dev;                          /* device state of a device table (its setup/destroy) */
+    int fwd_only;                       /* the net runs forward passes only (set before setup) */
 };
 
 /* For constructors: a zeroed layer struct of `size` bytes whose first member is struct nn_layer,

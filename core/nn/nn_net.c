@@ -17,11 +17,7 @@
 #include "nn_net.h"
 
 #include <math.h>
-#include <pthread.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "nn_layer.h"
 #include "nn_net_impl.h"
@@ -561,78 +557,6 @@ static struct nn_node *s_logits(const nn_net_t *net)
     return net->nodes[net->n_nodes - 1];
 }
 
-/* ---- EB_NN_PROFILE=1: wall time per layer kind and pass, each call followed by the backend's
- * sync (so that device work is charged to the layer that queued it), printed to stderr at exit.
- * Serialising costs some overlap: the table shows where time goes, not the unprofiled total. */
-
-enum { S_P_FWD, S_P_RFWD, S_P_BWD, S_P_RBWD, S_P_PASSES };
-#define S_PROF_KINDS 32
-
-static struct {
-    pthread_mutex_t mu;
-    int on; /* -1: not read yet */
-    int n;
-    const char *kind[S_PROF_KINDS];
-    double s[S_PROF_KINDS][S_P_PASSES];
-    long calls[S_PROF_KINDS][S_P_PASSES];
-} s_prof = {PTHREAD_MUTEX_INITIALIZER, -1, 0, {0}, {{0}}, {{0}}};
-
-static void s_prof_dump(void)
-{
-    static const char *const pass[S_P_PASSES] = {"forward", "rforward", "backward", "rbackward"};
-    fprintf(stderr, "nn profile (s, calls):\n");
-    for (int k = 0; k < s_prof.n; k++)
-        for (int p = 0; p < S_P_PASSES; p++)
-            if (s_prof.calls[k][p])
-                fprintf(stderr, "  %-12s %-10s %10.4f %8ld\n", s_prof.kind[k], pass[p],
-                        s_prof.s[k][p], s_prof.calls[k][p]);
-}
-
-static double s_prof_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-
-/* Run pass p of layer l (through the profile when EB_NN_PROFILE is set). */
-static void s_call(const nn_net_t *net, struct nn_layer *l, int p, const struct nn_ctx *ctx)
-{
-    void (*fn)(struct nn_layer *, const struct nn_ctx *) = p == S_P_FWD    ? l->ops->forward
-                                                           : p == S_P_RFWD ? l->ops->rforward
-                                                           : p == S_P_BWD  ? l->ops->backward
-                                                                           : l->ops->rbackward;
-    if (s_prof.on < 0) {
-        pthread_mutex_lock(&s_prof.mu);
-        if (s_prof.on < 0) {
-            const char *e = getenv("EB_NN_PROFILE");
-            s_prof.on = e && *e && strcmp(e, "0");
-            if (s_prof.on)
-                atexit(s_prof_dump);
-        }
-        pthread_mutex_unlock(&s_prof.mu);
-    }
-    if (!s_prof.on) {
-        fn(l, ctx);
-        return;
-    }
-    double t0 = s_prof_now();
-    fn(l, ctx);
-    net->be->sync();
-    double dt = s_prof_now() - t0;
-    pthread_mutex_lock(&s_prof.mu);
-    int k = 0;
-    while (k < s_prof.n && strcmp(s_prof.kind[k], l->ops->kind))
-        k++;
-    if (k == s_prof.n && k < S_PROF_KINDS)
-        s_prof.kind[s_prof.n++] = l->ops->kind;
-    if (k < S_PROF_KINDS) {
-        s_prof.s[k][p] += dt;
-        s_prof.calls[k][p]++;
-    }
-    pthread_mutex_unlock(&s_prof.mu);
-}
-
 /* R-forward of layer l when it is in the block or an input carries a tangent; marks its output. */
 static void s_rforward_layer(nn_net_t *net, struct nn_layer *l, const struct nn_ctx *ctx)
 {
@@ -640,7 +564,7 @@ static void s_rforward_layer(nn_net_t *net, struct nn_layer *l, const struct nn_
     for (int j = 0; j < l->n_in; j++)
         active |= l->in[j]->r_active;
     if (active) {
-        s_call(net, l, S_P_RFWD, ctx);
+        nn_prof_call(net->be, l, NN_PASS_RFWD, ctx);
         net->stats.rforward++;
         l->out->r_active = 1;
     }
@@ -653,7 +577,7 @@ static void s_forward(nn_net_t *net, const struct nn_ctx *ctx, int rfrom)
     net->nodes[0]->r_active = 0;
     for (int i = 0; i < net->n_layers; i++) {
         struct nn_layer *l = net->layers[i];
-        s_call(net, l, S_P_FWD, ctx);
+        nn_prof_call(net->be, l, NN_PASS_FWD, ctx);
         net->stats.forward++;
         l->out->r_active = 0;
         if (rfrom < 0 || i < rfrom)
@@ -755,7 +679,7 @@ float nn_net_train_pass(nn_net_t *net, const float *x, const int32_t *labels, in
         struct nn_layer *l = net->layers[i];
         if (!(param_grad && l->n_w) && !s_any_input_needs_dy(l))
             continue;
-        s_call(net, l, S_P_BWD, &ctx);
+        nn_prof_call(net->be, l, NN_PASS_BWD, &ctx);
         net->stats.backward++;
     }
     if (input_grad)
@@ -835,10 +759,10 @@ float nn_net_hvp(nn_net_t *net, const float *x, const int32_t *labels, int n, en
         if (!need_in && !l->in_block)
             continue;
         if (need_in && !reuse) {
-            s_call(net, l, S_P_BWD, &ctx);
+            nn_prof_call(net->be, l, NN_PASS_BWD, &ctx);
             net->stats.backward++;
         }
-        s_call(net, l, S_P_RBWD, &ctx);
+        nn_prof_call(net->be, l, NN_PASS_RBWD, &ctx);
         net->stats.rbackward++;
     }
     for (int i = 0; i < net->n_layers; i++) {

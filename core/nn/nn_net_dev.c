@@ -186,10 +186,15 @@ static int s_swap_layers(nn_net_t *net, const struct nn_backend_ops *be)
         struct nn_layer *l = net->layers[i];
         l->cpu_ops = l->ops;
         l->ops = be->layer_ops(l->cpu_ops->kind);
-        if (l->ops->setup && l->ops->setup(l, net->max_batch) != NN_OK) {
+        l->fwd_only = net->fwd_only;
+        int rc = l->ops->setup ? l->ops->setup(l, net->max_batch) : NN_OK;
+        if (rc != NN_OK) {
             nn_report(3, "nn_net_to_backend: %s setup of %s %s failed", be->name, l->ops->kind,
                       l->name);
-            return NN_ERR_NOMEM;
+            if (rc != NN_ERR_NOMEM) /* not memory: the library refused (the log has its words) */
+                nn_backend_set_why("%s setup of %s %s failed (the log says why)", be->name,
+                                   l->ops->kind, *l->name ? l->name : "(unnamed)");
+            return rc;
         }
     }
     return NN_OK;
@@ -207,6 +212,7 @@ int nn_net_to_backend(nn_net_t *net, const char *device, const char *label)
     }
     if (be == net->be)
         return NN_OK;
+    nn_backend_set_why("%s", ""); /* a failure below that is memory leaves it empty */
     if (net->be != nn_backend_cpu() || (rc = s_check_kinds(net, be)) != NN_OK)
         return net->be != nn_backend_cpu() ? NN_ERR_ARG : rc;
     struct nn_mem_plan plan;
@@ -234,7 +240,8 @@ int nn_net_to_backend(nn_net_t *net, const char *device, const char *label)
         net->work = host_work;
         net->probs = host_probs;
         s_bind_cpu(net);
-        nn_report(3, "nn_net_to_backend: %s: could not reserve device memory", label);
+        if (rc == NN_ERR_NOMEM)
+            nn_report(3, "nn_net_to_backend: %s: could not reserve device memory", label);
         return rc;
     }
     nn_free(host_act);

@@ -97,4 +97,9 @@ void nn_net_clear_grads(nn_net_t *net, int n, int dy, int rdy);
 /* Free the device copies of a device net (nn_net_dev.c); the host mirrors stay. */
 void nn_net_dev_free(nn_net_t *net);
 
+/* Run pass p of layer l on backend be, timed when EB_NN_PROFILE is set (nn_prof.c). */
+enum nn_pass_kind { NN_PASS_FWD, NN_PASS_RFWD, NN_PASS_BWD, NN_PASS_RBWD, NN_PASS_KINDS };
+void nn_prof_call(const struct nn_backend_ops *be, struct nn_layer *l, enum nn_pass_kind p,
+                  const struct nn_ctx *ctx);
+
 #endif

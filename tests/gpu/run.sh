@@ -30,6 +30,7 @@
 #           batch 256, next to PyTorch CUDA on the same machine (bench/bench_torch_train.py,
 #           when torch with CUDA is importable; else a "skipped" line), and one "compare" line
 #           per model: images/s and HVP seconds, ours over torch's
+#   (e)     the same bench with EB_NN_PROFILE=1: one {"profile"} line per layer kind and pass
 # EB_GPU_LOGS=FILE.tar.gz keeps the steps' logs and the runs' metrics.
 # Exit: 0 when every step that ran passed (a skipped step is not a failure), 1 otherwise.
 set -uo pipefail
@@ -201,6 +202,16 @@ PY
 }
 bench_pair resnet20 3x32x32 10
 bench_pair resnet18 3x224x224 3
+
+# ---- (e) where the time goes: seconds per layer kind and pass (EB_NN_PROFILE), a line each ------
+for m in "resnet20 3x32x32 3" "resnet18 3x224x224 1"; do
+    set -- $m
+    if run "profile_$1" 60 "$tmp/profile_$1" env EB_NN_PROFILE=1 eigenbatch bench train \
+        --model "$1" --input "$2" --batch 256 --threads 1 --steps "$3" --device cuda; then
+        awk -v m="$1" 'f && NF == 4 { printf "{\"profile\":\"%s\",\"layer\":\"%s\",\"pass\":\"%s\",\"s\":%s,\"calls\":%s}\n", m, $1, $2, $3, $4 }
+            /^nn profile/ { f = 1 }' "$tmp/profile_$1.err"
+    fi
+done
 
 # ---- (c) the CPU run's end and the accuracies ---------------------------------------------------
 if [ $have_fm = 1 ]; then

@@ -189,16 +189,21 @@ void nn_cuda_fill_rows(float *y, const float *b, int rows, int n)
     CUDA_LAUNCH_CHECK("k_fill_rows");
 }
 
+void *nn_cuda_grow(void **buf, size_t *cap, size_t bytes)
+{
+    if (*cap < bytes) {
+        nn_cuda_free(*buf);
+        *buf = nn_cuda_alloc(bytes);
+        *cap = *buf ? bytes : 0;
+    }
+    return *buf;
+}
+
 /* Staging buffer of at least `bytes` (grows; the first pass of each size allocates). */
 static void *s_stage(size_t bytes)
 {
     struct nn_cuda_ctx *c = nn_cuda_ctx_get();
-    if (c->stage_bytes < bytes) {
-        nn_cuda_free(c->stage);
-        c->stage = nn_cuda_alloc(bytes);
-        c->stage_bytes = c->stage ? bytes : 0;
-    }
-    return c->stage;
+    return nn_cuda_grow(&c->stage, &c->stage_bytes, bytes);
 }
 
 /* NCHW (src) <-> CNHW (dst): element (i, k, s) of n samples, c channels, hw positions. */

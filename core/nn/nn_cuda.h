@@ -105,6 +105,9 @@ void nn_cuda_fill_rows(float *y, const float *b, int rows, int n);
 /* Device memory (zeroed), reported and latched on failure; free accepts NULL. */
 void *nn_cuda_alloc(size_t bytes);
 void nn_cuda_free(void *p);
+/* A grow-only device buffer (*buf of *cap bytes; the ctx's staging and scratch buffers): at least
+ * `bytes`, reallocated (contents lost) when smaller. NULL when out of memory. */
+void *nn_cuda_grow(void **buf, size_t *cap, size_t bytes);
 
 /* Tables per layer kind (NULL-terminated lookup in nn_cuda.cu). */
 extern const struct nn_layer_ops nn_cuda_conv_ops, nn_cuda_linear_ops, nn_cuda_bn_ops;

@@ -43,14 +43,9 @@ static struct s_cut s_parts(size_t m, int c)
 /* The thread's partial-sum scratch for c channels (grows; setup reserves it). */
 static double *s_part_buf(int c)
 {
-    size_t bytes = (size_t)c * NN_BN_MAX_PARTS * NN_BN_SUMS * sizeof(double);
     struct nn_cuda_ctx *x = nn_cuda_ctx_get();
-    if (x->bn_part_bytes < bytes) {
-        nn_cuda_free(x->bn_part);
-        x->bn_part = nn_cuda_alloc(bytes);
-        x->bn_part_bytes = x->bn_part ? bytes : 0;
-    }
-    return (double *)x->bn_part;
+    return (double *)nn_cuda_grow(&x->bn_part, &x->bn_part_bytes,
+                                  (size_t)c * NN_BN_MAX_PARTS * NN_BN_SUMS * sizeof(double));
 }
 
 /* Block-wide sum of NN_BN_SUMS doubles (k of them used); every thread gets the totals. */
@@ -163,21 +158,21 @@ __global__ void k_bn_fwd_apply(const float *x, float *y, const float *gamma, con
 
 /* ---- backward: dgamma += s sum(dy xh), dbeta += s sum(dy), dx += inv (gamma dy - a - xh b) -- */
 
-/* slots 0, 1: sum dy, sum dy xh */
-__global__ void k_bn_bwd_sum(const float *x, const float *dy, const double *stat, double *part,
-                             int c, size_t m, size_t chunk)
+/* slots 0, 1: sum v, sum v xh (v: dy for the backward, Rx for the R-forward) */
+__global__ void k_bn_sum_xh(const float *x, const float *v, const double *stat, double *part, int c,
+                            size_t m, size_t chunk)
 {
     size_t lo, hi;
     int ch = d_chunk(m, chunk, &lo, &hi);
     x += ch * m;
-    dy += ch * m;
+    v += ch * m;
     const double mu = stat[ch], inv = stat[c + ch];
-    double v[NN_BN_SUMS] = {0};
+    double s[NN_BN_SUMS] = {0};
     for (size_t j = lo + threadIdx.x; j < hi; j += blockDim.x) {
-        v[0] += dy[j];
-        v[1] += dy[j] * (((double)x[j] - mu) * inv);
+        s[0] += v[j];
+        s[1] += v[j] * (((double)x[j] - mu) * inv);
     }
-    d_store(part, ch, v, 2, 0);
+    d_store(part, ch, s, 2, 0);
 }
 
 __global__ void k_bn_bwd_apply(const float *x, const float *dy, float *dx, const float *gamma,
@@ -208,24 +203,7 @@ __global__ void k_bn_bwd_apply(const float *x, const float *dy, float *dx, const
 /* ---- R-forward: R{y} = gamma R{xh} + vg xh + vb, R{xh} = inv (Rx - mean(Rx) - xh mean(xh Rx))
  * (train; eval: R{xh} = inv Rx) ------------------------------------------------------------- */
 
-/* slots 0, 1: sum Rx, sum Rx xh */
-__global__ void k_bn_rfwd_sum(const float *x, const float *rx, const double *stat, double *part,
-                              int c, size_t m, size_t chunk)
-{
-    size_t lo, hi;
-    int ch = d_chunk(m, chunk, &lo, &hi);
-    x += ch * m;
-    rx += ch * m;
-    const double mu = stat[ch], inv = stat[c + ch];
-    double v[NN_BN_SUMS] = {0};
-    for (size_t j = lo + threadIdx.x; j < hi; j += blockDim.x) {
-        v[0] += rx[j];
-        v[1] += rx[j] * (((double)x[j] - mu) * inv);
-    }
-    d_store(part, ch, v, 2, 0);
-}
-
-/* sums: the partials of k_bn_rfwd_sum, or NULL (eval, or no Rx): the means are 0 */
+/* part: the partials of k_bn_sum_xh over Rx, or NULL (eval, or no Rx): the means are 0 */
 __global__ void k_bn_rfwd_apply(const float *x, const float *rx, float *ry, const float *gamma,
                                 const float *v, double *stat, const double *part, int c, size_t m,
                                 size_t chunk, int parts)
@@ -394,9 +372,9 @@ static void s_backward(struct nn_layer *l, const struct nn_ctx *ctx)
     struct s_geo g = s_geo_of(l, ctx->n);
     if (!g.part)
         return;
-    k_bn_bwd_sum<<<g.grid, NN_CUDA_THREADS, 0, g.st>>>(l->in[0]->y, l->out->dy, d->stat, g.part,
-                                                       g.c, g.m, g.cut.chunk);
-    CUDA_LAUNCH_CHECK("k_bn_bwd_sum");
+    k_bn_sum_xh<<<g.grid, NN_CUDA_THREADS, 0, g.st>>>(l->in[0]->y, l->out->dy, d->stat, g.part, g.c,
+                                                      g.m, g.cut.chunk);
+    CUDA_LAUNCH_CHECK("k_bn_sum_xh");
     k_bn_bwd_apply<<<g.grid, NN_CUDA_THREADS, 0, g.st>>>(
         l->in[0]->y, l->out->dy, l->in[0]->need_dy ? l->in[0]->dy : NULL, l->w,
         ctx->param_grad ? l->g : NULL, d->stat, g.part, g.c, g.m, g.cut.chunk, g.cut.parts,
@@ -413,9 +391,9 @@ static void s_rforward(struct nn_layer *l, const struct nn_ctx *ctx)
     const float *rx = l->in[0]->r_active ? l->in[0]->ry : NULL;
     const int sums = rx && d->train;
     if (sums) {
-        k_bn_rfwd_sum<<<g.grid, NN_CUDA_THREADS, 0, g.st>>>(l->in[0]->y, rx, d->stat, g.part, g.c,
-                                                            g.m, g.cut.chunk);
-        CUDA_LAUNCH_CHECK("k_bn_rfwd_sum");
+        k_bn_sum_xh<<<g.grid, NN_CUDA_THREADS, 0, g.st>>>(l->in[0]->y, rx, d->stat, g.part, g.c,
+                                                          g.m, g.cut.chunk);
+        CUDA_LAUNCH_CHECK("k_bn_sum_xh");
     }
     k_bn_rfwd_apply<<<g.grid, NN_CUDA_THREADS, 0, g.st>>>(
         l->in[0]->y, rx, l->out->ry, l->w, l->in_block ? l->v : NULL, d->stat, sums ? g.part : NULL,

@@ -191,12 +191,7 @@ static int s_plan(struct nn_layer *l, struct s_conv_dev *d, int n, size_t cap, s
 static float *s_pack_buf(size_t bytes)
 {
     struct nn_cuda_ctx *c = nn_cuda_ctx_get();
-    if (c->pack_bytes < bytes) {
-        nn_cuda_free(c->pack);
-        c->pack = nn_cuda_alloc(bytes);
-        c->pack_bytes = c->pack ? bytes : 0;
-    }
-    return (float *)c->pack;
+    return (float *)nn_cuda_grow(&c->pack, &c->pack_bytes, bytes);
 }
 
 /* Floats of the packed input and output copies of n samples. */

@@ -37,6 +37,8 @@ struct nn_cuda_ctx {
     size_t stage_bytes;    /* its capacity */
     void *pack;            /* packed-NCHW copies for cuDNN passes that refuse strided CNHW */
     size_t pack_bytes;     /* its capacity */
+    void *conv_ws;         /* cuDNN's workspace, shared by the conv layers (nn_cuda_conv.cu) */
+    size_t conv_ws_bytes;  /* its capacity */
     void *bn_part;         /* BatchNorm's partial sums (nn_cuda_bn.cu) */
     size_t bn_part_bytes;  /* its capacity */
     double *loss_part;     /* per-sample loss of the last loss_forward (device) */

@@ -12,7 +12,8 @@
  * so the three cuDNN calls serve all four passes. Algorithms are chosen once per batch size: at
  * setup for the largest, timed by cudnnFind* (s_algo_mode), and again by cuDNN's heuristics only
  * when a pass's n differs from the last, among those whose workspace fits the one reserved at
- * setup for max_batch.
+ * setup for max_batch. One workspace per thread serves every layer (s_ws), at most
+ * EB_CUDNN_WORKSPACE_MB (1 GiB) for one convolution.
  *
  * Not every cuDNN build runs every pass on strided CNHW descriptors. Each pass takes the first
  * of these that cuDNN supports: strided CNHW with FMA math; packed NCHW with FMA math (the pass's
@@ -24,7 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NN_CONV_ALGOS 8 /* candidates asked of cuDNN's heuristics */
+#define NN_CONV_ALGOS 8    /* candidates asked of cuDNN's heuristics */
+#define NN_CONV_WS_MB 1024 /* workspace of one convolution at most (EB_CUDNN_WORKSPACE_MB) */
 
 enum { S_FWD, S_BDATA, S_BFILT, S_PASSES };
 static const char *const s_pass_name[S_PASSES] = {"forward", "backward-data", "backward-filter"};
@@ -46,8 +48,7 @@ struct s_conv_dev {
     struct s_conv_pass pass_max[S_PASSES]; /* the choice for max_batch (setup's, timed) */
     int n_max;                             /* max_batch */
     int reported;                          /* the fallbacks were logged */
-    void *ws;                              /* workspace */
-    size_t ws_bytes;                       /* its size */
+    size_t ws_bytes;                       /* workspace its algorithms need (the thread's) */
 };
 
 static void s_desc(cudnnTensorDescriptor_t d, cudnnTensorDescriptor_t pd, int n,
@@ -86,17 +87,29 @@ static int s_collect(cudnnStatus_t st, const Perf *r, int got, int *cand, int nc
     return nc;
 }
 
-/* The first algorithm of cuDNN's candidates (s_algo_mode) for pass p on (xd, yd) with conv
- * descriptor cd that cuDNN reports supported and whose workspace fits cap (0: any); then any
- * algorithm cuDNN can size a workspace for. Returns the algorithm (and *ws) or -1. Probing calls
- * are not CHECKed: a refusal here means "try the next layout". */
+/* Workspace one convolution may use at most: EB_CUDNN_WORKSPACE_MB, else NN_CONV_WS_MB. */
+static size_t s_ws_limit(void)
+{
+    static size_t lim = 0;
+    if (!lim) {
+        const char *e = getenv("EB_CUDNN_WORKSPACE_MB");
+        long mb = e ? strtol(e, NULL, 10) : 0;
+        lim = (size_t)(mb > 0 ? mb : NN_CONV_WS_MB) << 20;
+    }
+    return lim;
+}
+
+/* The first algorithm of cuDNN's candidates (s_algo_mode; timed when `timed`) for pass p on
+ * (xd, yd) with conv descriptor cd that cuDNN reports supported and whose workspace fits cap; then
+ * any algorithm cuDNN can size a workspace for within cap. Returns the algorithm (and *ws) or -1.
+ * Probing calls are not CHECKed: a refusal here means "try the next layout". */
 static int s_pick(cudnnHandle_t h, const struct s_conv_dev *d, int p, cudnnTensorDescriptor_t xd,
                   cudnnTensorDescriptor_t yd, cudnnConvolutionDescriptor_t cd, size_t cap,
-                  size_t *ws)
+                  int timed, size_t *ws)
 {
     int got = 0, cand[NN_CONV_ALGOS + 8], nc = 0, count = 0;
     cudnnStatus_t st = CUDNN_STATUS_SUCCESS;
-    const int mode = s_algo_mode(), find = mode == S_FIND && !cap;
+    const int mode = s_algo_mode(), find = mode == S_FIND && timed;
     if (p == S_FWD) {
         cudnnConvolutionFwdAlgoPerf_t r[NN_CONV_ALGOS];
         if (find)
@@ -140,7 +153,7 @@ static int s_pick(cudnnHandle_t h, const struct s_conv_dev *d, int p, cudnnTenso
         else
             st = cudnnGetConvolutionBackwardFilterWorkspaceSize(
                 h, xd, yd, cd, d->wd, (cudnnConvolutionBwdFilterAlgo_t)cand[i], &w);
-        if (st == CUDNN_STATUS_SUCCESS && (!cap || w <= cap)) {
+        if (st == CUDNN_STATUS_SUCCESS && w <= cap) {
             *ws = w;
             return cand[i];
         }
@@ -149,9 +162,10 @@ static int s_pick(cudnnHandle_t h, const struct s_conv_dev *d, int p, cudnnTenso
 }
 
 /* Set descriptors for n samples and choose each pass's layout, math and algorithm (workspace at
- * most `cap` bytes; cap 0 at setup: no limit); *need receives the largest workspace of the
+ * most `cap` bytes; timed: cudnnFind at setup); *need receives the largest workspace of the
  * three. Returns NN_OK, or NN_ERR_ARG (reported) when cuDNN supports a pass in no way. */
-static int s_plan(struct nn_layer *l, struct s_conv_dev *d, int n, size_t cap, size_t *need)
+static int s_plan(struct nn_layer *l, struct s_conv_dev *d, int n, size_t cap, int timed,
+                  size_t *need)
 {
     cudnnHandle_t h = nn_cuda_ctx_get()->cudnn;
     s_desc(d->xd, d->pxd, n, &l->in[0]->shape);
@@ -163,7 +177,7 @@ static int s_plan(struct nn_layer *l, struct s_conv_dev *d, int n, size_t cap, s
         for (int k = 0; k < 4 && algo < 0; k++) { /* strided FMA, packed FMA, then default math */
             int packed = k & 1, math = k >> 1;
             algo = s_pick(h, d, p, packed ? d->pxd : d->xd, packed ? d->pyd : d->yd, d->cd[math],
-                          cap, &ws);
+                          cap, timed, &ws);
             d->pass[p] = (struct s_conv_pass){algo, packed, math};
         }
         if (algo < 0) {
@@ -192,6 +206,14 @@ static float *s_pack_buf(size_t bytes)
 {
     struct nn_cuda_ctx *c = nn_cuda_ctx_get();
     return (float *)nn_cuda_grow(&c->pack, &c->pack_bytes, bytes);
+}
+
+/* The thread's workspace, at least what d's algorithms need (shared by every layer: the passes
+ * of one thread run one after another on its stream). */
+static void *s_ws(const struct s_conv_dev *d)
+{
+    struct nn_cuda_ctx *c = nn_cuda_ctx_get();
+    return d->ws_bytes ? nn_cuda_grow(&c->conv_ws, &c->conv_ws_bytes, d->ws_bytes) : NULL;
 }
 
 /* Floats of the packed input and output copies of n samples. */
@@ -234,17 +256,16 @@ static int s_conv_setup(struct nn_layer *l, int max_batch)
     if (nn_cuda_failed())
         return NN_ERR_ARG;
     size_t need = 0;
-    int rc = s_plan(l, d, max_batch, 0, &need);
+    int rc = s_plan(l, d, max_batch, s_ws_limit(), 1, &need);
     if (rc)
         return rc;
     d->ws_bytes = need;
-    d->ws = need ? nn_cuda_alloc(need) : NULL;
     memcpy(d->pass_max, d->pass, sizeof d->pass);
     d->n_max = max_batch;
     if (s_any_packed(d) &&
         !s_pack_buf((s_in_numel(l, max_batch) + s_outn_numel(l, max_batch)) * sizeof(float)))
         return NN_ERR_NOMEM;
-    if (nn_cuda_failed() || (need && !d->ws))
+    if (nn_cuda_failed() || (need && !s_ws(d)))
         return NN_ERR_NOMEM;
     return NN_OK;
 }
@@ -263,7 +284,6 @@ static void s_conv_destroy(struct nn_layer *l)
     for (int m = 0; m < 2; m++)
         if (d->cd[m])
             CUDNN_CHECK(cudnnDestroyConvolutionDescriptor(d->cd[m]));
-    nn_cuda_free(d->ws);
     free(d);
     l->dev = NULL;
 }
@@ -279,7 +299,7 @@ static struct s_conv_dev *s_conv_for(struct nn_layer *l, int n)
         s_desc(d->yd, d->pyd, n, &l->out->shape);
         memcpy(d->pass, d->pass_max, sizeof d->pass);
         d->n = n;
-    } else if (s_plan(l, d, n, d->ws_bytes ? d->ws_bytes : 1, &need) != NN_OK)
+    } else if (s_plan(l, d, n, d->ws_bytes, 0, &need) != NN_OK)
         nn_cuda_fail(__FILE__, __LINE__, "s_plan", "no cuDNN algorithm for this batch");
     return d;
 }
@@ -327,8 +347,8 @@ static void s_fwd(struct nn_layer *l, struct s_conv_dev *d, const float *x, cons
     cudnnHandle_t h = nn_cuda_ctx_get()->cudnn;
     if (!p->packed) {
         CUDNN_CHECK(cudnnConvolutionForward(h, &one, d->xd, x, d->wd, w, d->cd[p->math],
-                                            (cudnnConvolutionFwdAlgo_t)p->algo, d->ws, d->ws_bytes,
-                                            &beta, d->yd, y));
+                                            (cudnnConvolutionFwdAlgo_t)p->algo, s_ws(d),
+                                            d->ws_bytes, &beta, d->yd, y));
         return;
     }
     float *px, *py;
@@ -337,7 +357,7 @@ static void s_fwd(struct nn_layer *l, struct s_conv_dev *d, const float *x, cons
         return;
     s_pack(px, x, d->n, &l->in[0]->shape, 0, 0.0f);
     CUDNN_CHECK(cudnnConvolutionForward(h, &one, d->pxd, px, d->wd, w, d->cd[p->math],
-                                        (cudnnConvolutionFwdAlgo_t)p->algo, d->ws, d->ws_bytes,
+                                        (cudnnConvolutionFwdAlgo_t)p->algo, s_ws(d), d->ws_bytes,
                                         &zero, d->pyd, py));
     s_pack(y, py, d->n, &l->out->shape, 1, beta);
 }
@@ -351,7 +371,7 @@ static void s_bdata(struct nn_layer *l, struct s_conv_dev *d, const float *w, co
     cudnnHandle_t h = nn_cuda_ctx_get()->cudnn;
     if (!p->packed) {
         CUDNN_CHECK(cudnnConvolutionBackwardData(h, &one, d->wd, w, d->yd, dy, d->cd[p->math],
-                                                 (cudnnConvolutionBwdDataAlgo_t)p->algo, d->ws,
+                                                 (cudnnConvolutionBwdDataAlgo_t)p->algo, s_ws(d),
                                                  d->ws_bytes, &one, d->xd, dx));
         return;
     }
@@ -361,7 +381,7 @@ static void s_bdata(struct nn_layer *l, struct s_conv_dev *d, const float *w, co
         return;
     s_pack(py, dy, d->n, &l->out->shape, 0, 0.0f);
     CUDNN_CHECK(cudnnConvolutionBackwardData(h, &one, d->wd, w, d->pyd, py, d->cd[p->math],
-                                             (cudnnConvolutionBwdDataAlgo_t)p->algo, d->ws,
+                                             (cudnnConvolutionBwdDataAlgo_t)p->algo, s_ws(d),
                                              d->ws_bytes, &zero, d->pxd, px));
     s_pack(dx, px, d->n, &l->in[0]->shape, 1, 1.0f);
 }
@@ -387,7 +407,7 @@ static void s_bfilt(struct nn_layer *l, struct s_conv_dev *d, const float *x, co
         yd = d->pyd;
     }
     CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, &alpha, xd, x, yd, dy, d->cd[p->math],
-                                               (cudnnConvolutionBwdFilterAlgo_t)p->algo, d->ws,
+                                               (cudnnConvolutionBwdFilterAlgo_t)p->algo, s_ws(d),
                                                d->ws_bytes, &one, d->wd, dw));
 }
 

@@ -1,11 +1,10 @@
 /*
  * nn_prof: the layer-pass dispatch of nn_net.c, with EB_NN_PROFILE=1 timing it: wall time per
  * layer kind and pass, each call followed by the backend's sync (so that device work is charged to
- * the layer that queued it), printed to stderr at exit. Serialising costs some overlap: the table
- * shows where time goes, not the unprofiled total.
+ * the layer that queued it), reported (nn_report) at exit. Serialising costs some overlap: the
+ * table shows where time goes, not the unprofiled total.
  */
 #include <pthread.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -23,15 +22,15 @@ static struct {
     long calls[S_PROF_KINDS][NN_PASS_KINDS];
 } s_prof = {PTHREAD_MUTEX_INITIALIZER, -1, 0, {0}, {{0}}, {{0}}};
 
+/* At exit, one report line per layer kind and pass that ran (the math library never prints). */
 static void s_prof_dump(void)
 {
     static const char *const pass[NN_PASS_KINDS] = {"forward", "rforward", "backward", "rbackward"};
-    fprintf(stderr, "nn profile (s, calls):\n");
     for (int k = 0; k < s_prof.n; k++)
         for (int p = 0; p < NN_PASS_KINDS; p++)
             if (s_prof.calls[k][p])
-                fprintf(stderr, "  %-12s %-10s %10.4f %8ld\n", s_prof.kind[k], pass[p],
-                        s_prof.s[k][p], s_prof.calls[k][p]);
+                nn_report(2, "nn profile: %s %s %.4f s, %ld calls", s_prof.kind[k], pass[p],
+                          s_prof.s[k][p], s_prof.calls[k][p]);
 }
 
 static double s_prof_now(void)

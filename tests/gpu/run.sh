@@ -208,8 +208,8 @@ for m in "resnet20 3x32x32 3" "resnet18 3x224x224 1"; do
     set -- $m
     if run "profile_$1" 60 "$tmp/profile_$1" env EB_NN_PROFILE=1 eigenbatch bench train \
         --model "$1" --input "$2" --batch 256 --threads 1 --steps "$3" --device cuda; then
-        awk -v m="$1" 'f && NF == 4 { printf "{\"profile\":\"%s\",\"layer\":\"%s\",\"pass\":\"%s\",\"s\":%s,\"calls\":%s}\n", m, $1, $2, $3, $4 }
-            /^nn profile/ { f = 1 }' "$tmp/profile_$1.err"
+        sed -n 's/.*nn profile: \([a-z0-9]*\) \([a-z]*\) \([0-9.]*\) s, \([0-9]*\) calls.*/{"profile":"'"$1"'","layer":"\1","pass":"\2","s":\3,"calls":\4}/p' \
+            "$tmp/profile_$1.err"
     fi
 done
 

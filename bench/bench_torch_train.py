@@ -6,7 +6,9 @@ in train mode) and K Hessian-vector products by double backpropagation (forward,
 create_graph=True, then the gradient of g.v; BatchNorm in eval mode) of a zoo model (torch_zoo.py)
 on random data, after one untimed warm-up of each, on the CPU with torch.set_num_threads(T), or
 with --device cuda on the GPU (fp32 eager, TF32 off as in eigenbatch; each timed step and HVP ends
-with torch.cuda.synchronize()).
+with torch.cuda.synchronize()). On the GPU it also times the steps with the batch copied from host
+memory inside each step (x.to(device) from a plain CPU tensor), as `eigenbatch bench train` does,
+since its nets take their input from the host: step_host_s and images_per_s_host.
 Prints, as its last line, one JSON object with the keys of `eigenbatch bench train`:
 model, batch, threads, steps, input, classes, params, flops_per_image, images_per_s, step_s,
 step_s_min, hvp_s, hvp_s_min, hvp_over_step, gflops, peak_rss_mib, step_cpu_s, hvp_cpu_s (plus impl and torch).
@@ -82,6 +84,19 @@ def main(argv):
             print("bench_torch_train %s: step %d/%d %.2f ms loss %.4f" %
                   (a.model, s + 1, a.steps, dt * 1e3, loss.item()), file=sys.stderr)
 
+    host = []  # the same steps with the batch uploaded from host memory in each (GPU only)
+    if a.device == "cuda":
+        x_host = x.cpu()
+        for s in range(-1, a.steps):
+            t0 = time.perf_counter()
+            opt.zero_grad(set_to_none=False)
+            loss = loss_fn(model(x_host.to(dev)), labels)
+            loss.backward()
+            opt.step()
+            torch.cuda.synchronize()
+            if s >= 0:
+                host.append(time.perf_counter() - t0)
+
     model.eval()
     hvps, hvps_cpu = [], []
     for s in range(-1, a.steps):
@@ -108,6 +123,8 @@ def main(argv):
         # Training FLOPs: forward + input and weight gradients = 3 x forward (as eigenbatch).
         "gflops": 3.0 * flops * a.batch / step_s * 1e-9,
         "impl": "torch", "torch": torch.__version__, "device": a.device,
+        **({"step_host_s": sum(host) / len(host),
+            "images_per_s_host": a.batch * len(host) / sum(host)} if host else {}),
         # peak resident memory of the process (as eigenbatch's: getrusage's maxrss)
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         # process CPU seconds (all threads), as eigenbatch's step_cpu_s and hvp_cpu_s

@@ -194,6 +194,10 @@ ours, ref = (json.loads(open(p).read().strip().splitlines()[-1]) for p in sys.ar
 print(json.dumps({"compare": m, "device": "cuda", "batch": ours["batch"],
                   "train_img_s": ours["images_per_s"], "torch_train_img_s": ref["images_per_s"],
                   "train_ratio": ours["images_per_s"] / ref["images_per_s"],
+                  # ours copies each batch from host memory, as training does: so does this one
+                  "torch_train_img_s_host": ref.get("images_per_s_host"),
+                  "train_ratio_host": ours["images_per_s"] / ref["images_per_s_host"]
+                  if ref.get("images_per_s_host") else None,
                   "hvp_img_s": ours["batch"] / ours["hvp_s"],
                   "torch_hvp_img_s": ref["batch"] / ref["hvp_s"],
                   "hvp_s": ours["hvp_s"], "torch_hvp_s": ref["hvp_s"],

@@ -29,6 +29,13 @@ const struct nn_backend_ops *nn_cuda_backend(int index, char *why, size_t why_le
 /* Open the libraries loaded on first use; 0, or -1 with why filled (nn_cuda_blas.cu). */
 int nn_cuda_libs_open(char *why, size_t why_len);
 #else
+size_t nn_cuda_scratch_bytes(struct nn_layer *const *layers, int n_layers, int max_batch,
+                             size_t in_floats, int fwd_only)
+{
+    (void)layers, (void)n_layers, (void)max_batch, (void)in_floats, (void)fwd_only;
+    return 0;
+}
+
 static int nn_cuda_libs_open(char *why, size_t why_len)
 {
     snprintf(why, why_len, "this eigenbatch was built without CUDA (configure with -DEB_CUDA=ON)");

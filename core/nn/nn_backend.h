@@ -19,6 +19,7 @@
 #include "nn_gemm.h"
 
 struct nn_layer_ops;
+struct nn_layer;
 
 /* The operations of one backend. Every pointer argument named a tensor (x, y, w, g, ...) is memory
  * of this backend (alloc below); arguments named *_host are host memory. */
@@ -62,7 +63,21 @@ struct nn_backend_ops {
      * nn_alloc on the CPU): zero-filled, NULL on failure (reported); free accepts NULL. */
     void *(*host_alloc)(size_t bytes);
     void (*host_free)(void *p);
+    /* Device scratch a net of these layers needs beyond its tensors for max_batch samples of
+     * in_floats each (library workspaces, layout copies, input staging; fwd_only: a net that
+     * runs forward passes only): the memory plan's workspace on this backend. NULL: the CPU's
+     * (the layers' own work_per_sample). */
+    size_t (*scratch_bytes)(struct nn_layer *const *layers, int n_layers, int max_batch,
+                            size_t in_floats, int fwd_only);
 };
+
+/* The CUDA backend's scratch_bytes, which needs no device (0 in a build without CUDA): what
+ * the memory plan counts for cuDNN's workspaces (EB_CUDNN_WORKSPACE_MB, 1 GiB by default, when
+ * the net has a convolution), the packed copies of the largest convolution's input and output,
+ * BatchNorm's partial sums and the input's staging buffer (the packed copies only for a net
+ * that runs backward passes: cuDNN takes the forward's strided layout). */
+size_t nn_cuda_scratch_bytes(struct nn_layer *const *layers, int n_layers, int max_batch,
+                             size_t in_floats, int fwd_only);
 
 /* The CPU backend (always present). */
 const struct nn_backend_ops *nn_backend_cpu(void);

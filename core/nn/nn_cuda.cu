@@ -489,6 +489,7 @@ const struct nn_backend_ops *nn_cuda_backend(int index, char *why, size_t why_le
         .mem_free = s_mem_free,
         .host_alloc = s_host_alloc,
         .host_free = s_host_free,
+        .scratch_bytes = nn_cuda_scratch_bytes,
     };
     pthread_mutex_unlock(&s_table_lock);
     return t;

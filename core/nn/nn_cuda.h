@@ -111,6 +111,9 @@ void nn_cuda_free(void *p);
  * `bytes`, reallocated (contents lost) when smaller. NULL when out of memory. */
 void *nn_cuda_grow(void **buf, size_t *cap, size_t bytes);
 
+/* Bytes of BatchNorm's partial-sum scratch for c channels (nn_cuda_bn.cu). */
+size_t nn_cuda_bn_scratch(int c);
+
 /* Tables per layer kind (NULL-terminated lookup in nn_cuda.cu). */
 extern const struct nn_layer_ops nn_cuda_conv_ops, nn_cuda_linear_ops, nn_cuda_bn_ops;
 extern const struct nn_layer_ops nn_cuda_relu_ops, nn_cuda_add_ops, nn_cuda_flatten_ops;

@@ -40,12 +40,16 @@ static struct s_cut s_parts(size_t m, int c)
     return cut;
 }
 
+size_t nn_cuda_bn_scratch(int c)
+{
+    return (size_t)c * NN_BN_MAX_PARTS * NN_BN_SUMS * sizeof(double);
+}
+
 /* The thread's partial-sum scratch for c channels (grows; setup reserves it). */
 static double *s_part_buf(int c)
 {
     struct nn_cuda_ctx *x = nn_cuda_ctx_get();
-    return (double *)nn_cuda_grow(&x->bn_part, &x->bn_part_bytes,
-                                  (size_t)c * NN_BN_MAX_PARTS * NN_BN_SUMS * sizeof(double));
+    return (double *)nn_cuda_grow(&x->bn_part, &x->bn_part_bytes, nn_cuda_bn_scratch(c));
 }
 
 /* Block-wide sum of NN_BN_SUMS doubles (k of them used); every thread gets the totals. */

@@ -492,6 +492,27 @@ static void s_conv_rbackward(struct nn_layer *l, const struct nn_ctx *ctx)
     }
 }
 
+size_t nn_cuda_scratch_bytes(struct nn_layer *const *layers, int n_layers, int max_batch,
+                             size_t in_floats, int fwd_only)
+{
+    size_t pack = 0, bn = 0, ws = 0;
+    for (int i = 0; i < n_layers; i++) {
+        const struct nn_layer *l = layers[i];
+        const char *kind = (l->cpu_ops ? l->cpu_ops : l->ops)->kind;
+        if (!strcmp(kind, "conv2d")) {
+            size_t b =
+                fwd_only ? 0
+                         : (s_in_numel(l, max_batch) + s_outn_numel(l, max_batch)) * sizeof(float);
+            pack = b > pack ? b : pack;
+            ws = s_ws_limit();
+        } else if (!strcmp(kind, "batchnorm2d")) {
+            size_t b = nn_cuda_bn_scratch(l->in[0]->shape.c);
+            bn = b > bn ? b : bn;
+        }
+    }
+    return pack + ws + bn + in_floats * (size_t)max_batch * sizeof(float);
+}
+
 const struct nn_layer_ops nn_cuda_conv_ops = {
     "conv2d",         s_conv_setup, s_conv_forward, s_conv_backward, s_conv_rforward,
     s_conv_rbackward, NULL,         NULL,           s_conv_destroy,

@@ -228,6 +228,9 @@ size_t nn_net_act_floats(const nn_net_t *net);
  * samples, parameters, activations and their R-companions, and the largest workspace included. */
 struct nn_mem_plan;
 void nn_net_mem_plan(const nn_net_t *net, struct nn_mem_plan *plan);
+/* The scratch the CUDA backend's memory plan counts for this net (nn_cuda_scratch_bytes), which
+ * replaces the plan's workspace there; needs no device; 0 in a build without CUDA. */
+size_t nn_net_cuda_scratch(const nn_net_t *net);
 
 /* Building a net from layers (the zoo does this; tests build small nets the same way).
  *

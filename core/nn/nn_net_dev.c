@@ -30,6 +30,12 @@ void nn_net_mem_plan(const nn_net_t *net, struct nn_mem_plan *plan)
     plan->total += (size_t)net->classes * (size_t)net->max_batch * sizeof(float); /* probs */
 }
 
+size_t nn_net_cuda_scratch(const nn_net_t *net)
+{
+    return nn_cuda_scratch_bytes(net->layers, net->n_layers, net->max_batch,
+                                 (size_t)net->in_c * net->in_h * net->in_w, net->fwd_only);
+}
+
 const char *nn_net_backend_name(const nn_net_t *net)
 {
     return net && net->be ? net->be->name : "cpu";
@@ -217,6 +223,12 @@ int nn_net_to_backend(nn_net_t *net, const char *device, const char *label)
         return net->be != nn_backend_cpu() ? NN_ERR_ARG : rc;
     struct nn_mem_plan plan;
     nn_net_mem_plan(net, &plan);
+    if (be->scratch_bytes) { /* the backend's own scratch, not the CPU's workspace */
+        size_t ws = be->scratch_bytes(net->layers, net->n_layers, net->max_batch,
+                                      (size_t)net->in_c * net->in_h * net->in_w, net->fwd_only);
+        plan.total = plan.total - plan.workspace + ws;
+        plan.workspace = ws;
+    }
     char msg[NN_DEV_MSG_MAX];
     if ((rc = nn_mem_plan_check(&plan, be->mem_free(), label, net->max_batch, msg, sizeof msg))) {
         nn_report(3, "%s", msg);

@@ -338,52 +338,48 @@ static void s_pack_regions(const struct nn_layer *l, int n, float **px, float **
     *py = *px ? *px + s_in_numel(l, n) : NULL;
 }
 
-/* y = x * W + beta y */
+/* y = x * W + beta y (on packed copies: into the output region, then y = that + beta y) */
 static void s_fwd(struct nn_layer *l, struct s_conv_dev *d, const float *x, const float *w,
                   float *y, float beta)
 {
-    const float one = 1.0f, zero = 0.0f;
+    const float one = 1.0f;
     const struct s_conv_pass *p = &d->pass[S_FWD];
-    cudnnHandle_t h = nn_cuda_ctx_get()->cudnn;
-    if (!p->packed) {
-        CUDNN_CHECK(cudnnConvolutionForward(h, &one, d->xd, x, d->wd, w, d->cd[p->math],
-                                            (cudnnConvolutionFwdAlgo_t)p->algo, s_ws(d),
-                                            d->ws_bytes, &beta, d->yd, y));
-        return;
+    cudnnTensorDescriptor_t xd = d->xd, yd = d->yd;
+    float *out = y, b = beta, *px = NULL, *py = NULL;
+    if (p->packed) {
+        s_pack_regions(l, d->n, &px, &py);
+        if (!px)
+            return;
+        s_pack(px, x, d->n, &l->in[0]->shape, 0, 0.0f);
+        x = px, out = py, b = 0.0f, xd = d->pxd, yd = d->pyd;
     }
-    float *px, *py;
-    s_pack_regions(l, d->n, &px, &py);
-    if (!px)
-        return;
-    s_pack(px, x, d->n, &l->in[0]->shape, 0, 0.0f);
-    CUDNN_CHECK(cudnnConvolutionForward(h, &one, d->pxd, px, d->wd, w, d->cd[p->math],
-                                        (cudnnConvolutionFwdAlgo_t)p->algo, s_ws(d), d->ws_bytes,
-                                        &zero, d->pyd, py));
-    s_pack(y, py, d->n, &l->out->shape, 1, beta);
+    CUDNN_CHECK(cudnnConvolutionForward(nn_cuda_ctx_get()->cudnn, &one, xd, x, d->wd, w,
+                                        d->cd[p->math], (cudnnConvolutionFwdAlgo_t)p->algo, s_ws(d),
+                                        d->ws_bytes, &b, yd, out));
+    if (p->packed)
+        s_pack(y, py, d->n, &l->out->shape, 1, beta);
 }
 
-/* dx += dy *^T W */
+/* dx += dy *^T W (on packed copies: into the input region, then added to dx) */
 static void s_bdata(struct nn_layer *l, struct s_conv_dev *d, const float *w, const float *dy,
                     float *dx)
 {
-    const float one = 1.0f, zero = 0.0f;
+    const float one = 1.0f;
     const struct s_conv_pass *p = &d->pass[S_BDATA];
-    cudnnHandle_t h = nn_cuda_ctx_get()->cudnn;
-    if (!p->packed) {
-        CUDNN_CHECK(cudnnConvolutionBackwardData(h, &one, d->wd, w, d->yd, dy, d->cd[p->math],
-                                                 (cudnnConvolutionBwdDataAlgo_t)p->algo, s_ws(d),
-                                                 d->ws_bytes, &one, d->xd, dx));
-        return;
+    cudnnTensorDescriptor_t xd = d->xd, yd = d->yd;
+    float *out = dx, b = 1.0f, *px = NULL, *py = NULL;
+    if (p->packed) {
+        s_pack_regions(l, d->n, &px, &py);
+        if (!px)
+            return;
+        s_pack(py, dy, d->n, &l->out->shape, 0, 0.0f);
+        dy = py, out = px, b = 0.0f, xd = d->pxd, yd = d->pyd;
     }
-    float *px, *py;
-    s_pack_regions(l, d->n, &px, &py);
-    if (!px)
-        return;
-    s_pack(py, dy, d->n, &l->out->shape, 0, 0.0f);
-    CUDNN_CHECK(cudnnConvolutionBackwardData(h, &one, d->wd, w, d->pyd, py, d->cd[p->math],
-                                             (cudnnConvolutionBwdDataAlgo_t)p->algo, s_ws(d),
-                                             d->ws_bytes, &zero, d->pxd, px));
-    s_pack(dx, px, d->n, &l->in[0]->shape, 1, 1.0f);
+    CUDNN_CHECK(cudnnConvolutionBackwardData(nn_cuda_ctx_get()->cudnn, &one, d->wd, w, yd, dy,
+                                             d->cd[p->math], (cudnnConvolutionBwdDataAlgo_t)p->algo,
+                                             s_ws(d), d->ws_bytes, &b, xd, out));
+    if (p->packed)
+        s_pack(dx, px, d->n, &l->in[0]->shape, 1, 1.0f);
 }
 
 /* dW += alpha * (x ⋆ dy) */

@@ -205,7 +205,6 @@ static void test_zc_release_with_unread_frames(void **state)
     assert_int_equal(rt_sock_send(dealer, NULL, 0, &m, g, NULL, zc), 0);
     /* inproc: the frames sit in the router's queue, unread */
     assert_int_equal(rt_sock_zc_in_flight(zc), 2);
-    assert_int_equal(rt_sock_zc_wait(zc, 20), RT_ERR_TIMEOUT);
     s_freed = 0;
     void *const bufs[] = {g};
     assert_int_equal(rt_sock_zc_release(zc, s_count_free, bufs, 1), 2);

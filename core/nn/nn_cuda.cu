@@ -443,6 +443,25 @@ static int s_ctx_init(struct nn_cuda_ctx *c, int index, char *why, size_t why_le
     return 0;
 }
 
+size_t nn_cuda_scratch_bytes(struct nn_layer *const *layers, int n_layers, int max_batch,
+                             size_t in_floats, int fwd_only)
+{
+    size_t pack = 0, bn = 0, ws = 0; /* each the largest one layer needs: the buffers are shared */
+    for (int i = 0; i < n_layers; i++) {
+        const struct nn_layer *l = layers[i];
+        const char *kind = (l->cpu_ops ? l->cpu_ops : l->ops)->kind;
+        size_t b = 0, w = 0, p = 0;
+        if (!strcmp(kind, "conv2d"))
+            b = nn_cuda_conv_scratch(l, max_batch, fwd_only, &w);
+        else if (!strcmp(kind, "batchnorm2d"))
+            p = nn_cuda_bn_scratch(l->in[0]->shape.c);
+        pack = b > pack ? b : pack;
+        ws = w > ws ? w : ws;
+        bn = p > bn ? p : bn;
+    }
+    return pack + ws + bn + in_floats * (size_t)max_batch * sizeof(float); /* + input staging */
+}
+
 const struct nn_backend_ops *nn_cuda_backend(int index, char *why, size_t why_len)
 {
     int count = 0;

@@ -113,6 +113,9 @@ void *nn_cuda_grow(void **buf, size_t *cap, size_t bytes);
 
 /* Bytes of BatchNorm's partial-sum scratch for c channels (nn_cuda_bn.cu). */
 size_t nn_cuda_bn_scratch(int c);
+/* A conv layer's scratch for max_batch samples: returns the bytes of its packed copies (0 for a
+ * forward-only net) and sets *ws to the workspace one convolution may use (nn_cuda_conv.cu). */
+size_t nn_cuda_conv_scratch(const struct nn_layer *l, int max_batch, int fwd_only, size_t *ws);
 
 /* Tables per layer kind (NULL-terminated lookup in nn_cuda.cu). */
 extern const struct nn_layer_ops nn_cuda_conv_ops, nn_cuda_linear_ops, nn_cuda_bn_ops;

@@ -164,12 +164,18 @@ static int s_pick(cudnnHandle_t h, const struct s_conv_dev *d, int p, cudnnTenso
 /* Set descriptors for n samples and choose each pass's layout, math and algorithm (workspace at
  * most `cap` bytes; timed: cudnnFind at setup); *need receives the largest workspace of the
  * three. Returns NN_OK, or NN_ERR_ARG (reported) when cuDNN supports a pass in no way. */
+/* The input and output descriptors (strided and packed) for n samples. */
+static void s_set_n(const struct nn_layer *l, struct s_conv_dev *d, int n)
+{
+    s_desc(d->xd, d->pxd, n, &l->in[0]->shape);
+    s_desc(d->yd, d->pyd, n, &l->out->shape);
+}
+
 static int s_plan(struct nn_layer *l, struct s_conv_dev *d, int n, size_t cap, int timed,
                   size_t *need)
 {
     cudnnHandle_t h = nn_cuda_ctx_get()->cudnn;
-    s_desc(d->xd, d->pxd, n, &l->in[0]->shape);
-    s_desc(d->yd, d->pyd, n, &l->out->shape);
+    s_set_n(l, d, n);
     size_t best = 0;
     for (int p = 0; p < (l->fwd_only ? 1 : S_PASSES); p++) { /* a forward-only net: S_FWD */
         int algo = -1;
@@ -226,6 +232,12 @@ static size_t s_outn_numel(const struct nn_layer *l, int n)
     return (size_t)n * nn_shape_numel(&l->out->shape);
 }
 
+/* Bytes of the packed input and output copies of n samples (the pack buffer's need). */
+static size_t s_pack_bytes(const struct nn_layer *l, int n)
+{
+    return (s_in_numel(l, n) + s_outn_numel(l, n)) * sizeof(float);
+}
+
 static int s_any_packed(const struct s_conv_dev *d)
 {
     return d->pass[S_FWD].packed || d->pass[S_BDATA].packed || d->pass[S_BFILT].packed;
@@ -262,8 +274,7 @@ static int s_conv_setup(struct nn_layer *l, int max_batch)
     d->ws_bytes = need;
     memcpy(d->pass_max, d->pass, sizeof d->pass);
     d->n_max = max_batch;
-    if (s_any_packed(d) &&
-        !s_pack_buf((s_in_numel(l, max_batch) + s_outn_numel(l, max_batch)) * sizeof(float)))
+    if (s_any_packed(d) && !s_pack_buf(s_pack_bytes(l, max_batch)))
         return NN_ERR_NOMEM;
     if (nn_cuda_failed() || (need && !s_ws(d)))
         return NN_ERR_NOMEM;
@@ -295,8 +306,7 @@ static struct s_conv_dev *s_conv_for(struct nn_layer *l, int n)
     if (d->n == n)
         return d;
     if (n == d->n_max) { /* back to the full batch: setup's choice, not the heuristics' */
-        s_desc(d->xd, d->pxd, n, &l->in[0]->shape);
-        s_desc(d->yd, d->pyd, n, &l->out->shape);
+        s_set_n(l, d, n);
         memcpy(d->pass, d->pass_max, sizeof d->pass);
         d->n = n;
     } else if (s_plan(l, d, n, d->ws_bytes, 0, &need) != NN_OK)
@@ -334,7 +344,7 @@ static void s_pack(float *dst, const float *src, int n, const struct nn_shape *s
 /* The pack buffer's input and output regions for n samples. */
 static void s_pack_regions(const struct nn_layer *l, int n, float **px, float **py)
 {
-    *px = s_pack_buf((s_in_numel(l, n) + s_outn_numel(l, n)) * sizeof(float));
+    *px = s_pack_buf(s_pack_bytes(l, n));
     *py = *px ? *px + s_in_numel(l, n) : NULL;
 }
 
@@ -488,25 +498,10 @@ static void s_conv_rbackward(struct nn_layer *l, const struct nn_ctx *ctx)
     }
 }
 
-size_t nn_cuda_scratch_bytes(struct nn_layer *const *layers, int n_layers, int max_batch,
-                             size_t in_floats, int fwd_only)
+size_t nn_cuda_conv_scratch(const struct nn_layer *l, int max_batch, int fwd_only, size_t *ws)
 {
-    size_t pack = 0, bn = 0, ws = 0;
-    for (int i = 0; i < n_layers; i++) {
-        const struct nn_layer *l = layers[i];
-        const char *kind = (l->cpu_ops ? l->cpu_ops : l->ops)->kind;
-        if (!strcmp(kind, "conv2d")) {
-            size_t b =
-                fwd_only ? 0
-                         : (s_in_numel(l, max_batch) + s_outn_numel(l, max_batch)) * sizeof(float);
-            pack = b > pack ? b : pack;
-            ws = s_ws_limit();
-        } else if (!strcmp(kind, "batchnorm2d")) {
-            size_t b = nn_cuda_bn_scratch(l->in[0]->shape.c);
-            bn = b > bn ? b : bn;
-        }
-    }
-    return pack + ws + bn + in_floats * (size_t)max_batch * sizeof(float);
+    *ws = s_ws_limit();
+    return fwd_only ? 0 : s_pack_bytes(l, max_batch);
 }
 
 const struct nn_layer_ops nn_cuda_conv_ops = {

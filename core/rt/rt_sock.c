@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include "rt_clock.h"
 #include "rt_curve.h"
@@ -743,16 +742,4 @@ int rt_sock_send_frame(void *sock, const void *route, size_t route_len, const vo
             return rc;
     }
     return s_send_bytes(sock, data, len, 0, NULL);
-}
-
-int rt_sock_zc_wait(struct rt_sock_zc *zc, int timeout_ms)
-{
-    struct timespec ts = {0, 1000000};
-    for (int waited = 0; rt_sock_zc_in_flight(zc) > 0; waited++) {
-        if (waited >= timeout_ms)
-            return rt_err_set(RT_ERR_TIMEOUT, "%ld zero-copy frames still queued after %d ms",
-                              rt_sock_zc_in_flight(zc), timeout_ms);
-        nanosleep(&ts, NULL);
-    }
-    return RT_OK;
 }

@@ -6,10 +6,9 @@
  *
  * Zero-copy: payload frames are handed to ZeroMQ with zmq_msg_init_data and no copy; the memory
  * must stay valid and unchanged until ZeroMQ releases it. A struct rt_sock_zc counts those messages
- * in flight so that the owner can wait for them before reusing its buffers, and at the end takes
- * the buffers over (rt_sock_zc_release): they are freed with the last frame ZeroMQ releases, which
- * for a peer that never reads is when the context ends, so no owner frees memory ZeroMQ still
- * holds and none leaks it.
+ * in flight, and at the end takes the owner's buffers over (rt_sock_zc_release): they are freed
+ * with the last frame ZeroMQ releases, which for a peer that never reads is when the context ends,
+ * so no owner frees memory ZeroMQ still holds and none leaks it.
  *
  * Receiving: rt_sock_recv_msg receives a whole message, gathers its frames and decodes them
  * (rt_wire_decode) into a struct rt_sock_in; a malformed message is logged with its sender and
@@ -186,8 +185,6 @@ int rt_sock_send_frame(void *sock, const void *route, size_t route_len, const vo
 struct rt_sock_zc *rt_sock_zc_new(void);
 /* Frames of zc that ZeroMQ still holds. */
 long rt_sock_zc_in_flight(struct rt_sock_zc *zc);
-/* Wait up to timeout_ms for zc's frames in flight to reach 0. Returns 0 or RT_ERR_TIMEOUT. */
-int rt_sock_zc_wait(struct rt_sock_zc *zc, int timeout_ms);
 /* The owner's end of zc: bufs[0..n) (n <= RT_SOCK_ZC_BUFS; NULL entries skipped) are freed with
  * free_fn once ZeroMQ has released every frame of zc, at once when none is in flight, and zc with
  * them. Returns the frames still in flight then. zc NULL: the buffers are freed now. */
